@@ -1,0 +1,10 @@
+"""Every experiment, by tool name: ``name -> "module:function"``.
+
+The function's signature is ``run_x(request: XRequest, *, lab: Lab, reporter: Reporter) -> XResult``.
+The CLI builds one subcommand per entry from the request model; the MCP tools live in
+``neurotrace.tools`` (one thin module per tool).
+"""
+
+EXPERIMENTS: dict[str, str] = {
+    "load_model": "neurotrace.lab.modeltools:run_load_model",
+}

@@ -1,0 +1,292 @@
+"""Run directories: the unit of truth.
+
+Every tool call writes one directory ``<runs>/<utc-stamp>-<tool>-<hash8>/`` holding
+``request.json``, artifacts (``arrays/*.safetensors|.npy``, ``tables/*.csv|.jsonl``,
+``figures/*.png``, ``*.json``, ``*.md``) and ``manifest.json``. The manifest is rewritten atomically
+at start (status ``running``) and at the end (``complete`` / ``failed`` / ``cancelled``), listing
+every artifact with its sha256. Every write goes to a temp file and is renamed into place, so a crash
+never leaves a half-written artifact that looks complete. Nothing is ever loaded with pickle.
+"""
+
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from neurotrace.lab.errors import Cancelled, InputError, NotFound
+
+RunStatus = Literal["running", "complete", "failed", "cancelled"]
+RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}(?:\d{6})?Z-[a-z_]+-[0-9a-f]{8}$")
+URI_PREFIX = "neurotrace://runs"
+
+
+class ArtifactEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="Path relative to the run directory, '/'-separated.")
+    sha256: str
+    bytes: int
+    media_type: str
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_id: str
+    tool: str
+    status: RunStatus
+    created: str
+    finished: str | None = None
+    seed: int | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    models: dict[str, str] = Field(default_factory=dict, description="model id -> fingerprint")
+    inputs: list[str] = Field(default_factory=list, description="run ids this run read from")
+    artifacts: list[ArtifactEntry] = Field(default_factory=list)
+    error: str | None = None
+    summary: str | None = None
+
+
+MEDIA_TYPES = {
+    ".json": "application/json", ".jsonl": "application/x-ndjson", ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values", ".md": "text/markdown", ".txt": "text/plain",
+    ".png": "image/png", ".npy": "application/octet-stream",
+    ".safetensors": "application/octet-stream",
+}
+
+
+def media_type(path: str) -> str:
+    return MEDIA_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("neurotrace", "torch", "transformers", "transformer-lens", "mcp", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    return obj
+
+
+class Run:
+    """An open run directory. Use through :meth:`RunStore.open_run` (a context manager)."""
+
+    def __init__(self, store: "RunStore", run_id: str, tool: str, seed: int | None) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.dir = store.root / run_id
+        self.manifest = Manifest(
+            run_id=run_id, tool=tool, status="running", created=_now(), seed=seed,
+            versions=package_versions(),
+        )
+        self._lock = threading.Lock()
+
+    # -- artifacts ---------------------------------------------------------------------------
+    def _record(self, rel: str, data: bytes) -> str:
+        rel = rel.replace("\\", "/")
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            raise InputError("artifact", f"artifact path {rel!r} escapes the run directory")
+        atomic_write_bytes(self.dir / rel, data)
+        entry = ArtifactEntry(path=rel, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
+                              media_type=media_type(rel))
+        with self._lock:
+            self.manifest.artifacts = [a for a in self.manifest.artifacts if a.path != rel] + [entry]
+        return self.uri(rel)
+
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        return self._record(rel, data)
+
+    def write_text(self, rel: str, text: str) -> str:
+        return self._record(rel, text.encode("utf-8"))
+
+    def write_json(self, rel: str, obj: Any) -> str:
+        return self.write_text(rel, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+    def write_jsonl(self, rel: str, rows: Iterable[Any]) -> str:
+        return self.write_text(rel, "".join(json.dumps(_jsonable(r)) + "\n" for r in rows))
+
+    def write_csv(self, rel: str, rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str] | None = None,
+                  delimiter: str = ",") -> str:
+        names = list(fieldnames) if fieldnames is not None else (list(rows[0].keys()) if rows else [])
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=names, delimiter=delimiter, lineterminator="\n",
+                                extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+        return self.write_text(rel, buf.getvalue())
+
+    def write_npy(self, rel: str, array: np.ndarray) -> str:
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+        return self._record(rel, buf.getvalue())
+
+    def write_tensors(self, rel: str, tensors: Mapping[str, Any], metadata: dict[str, str] | None = None) -> str:
+        from safetensors.torch import save
+
+        data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+        return self._record(rel, data)
+
+    def write_figure(self, rel: str, fig: Any, dpi: int = 120) -> str:
+        """Save a matplotlib figure as PNG (and close it)."""
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        return self._record(rel, buf.getvalue())
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def uri(self, rel: str) -> str:
+        return f"{URI_PREFIX}/{self.run_id}/artifacts/{rel}"
+
+    @property
+    def manifest_uri(self) -> str:
+        return f"{URI_PREFIX}/{self.run_id}/manifest"
+
+    def add_model(self, model_id: str, fingerprint: str) -> None:
+        self.manifest.models[model_id] = fingerprint
+
+    def add_input(self, run_id: str) -> None:
+        if run_id not in self.manifest.inputs:
+            self.manifest.inputs.append(run_id)
+
+    def set_summary(self, text: str) -> None:
+        self.manifest.summary = text
+
+    def artifact_uris(self) -> list[str]:
+        return [self.uri(a.path) for a in self.manifest.artifacts]
+
+    def save_manifest(self) -> None:
+        atomic_write_text(self.dir / "manifest.json", self.manifest.model_dump_json(indent=2) + "\n")
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class RunStore:
+    """Creates, lists and reads run directories under one root."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def _new_id(self, tool: str, request_json: str) -> str:
+        with self._lock:
+            self._counter += 1
+            salt = f"{request_json}|{os.getpid()}|{self._counter}|{datetime.now(UTC).isoformat()}"
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        return f"{stamp}-{tool}-{hashlib.sha256(salt.encode()).hexdigest()[:8]}"
+
+    @contextmanager
+    def open_run(self, tool: str, request: Any, seed: int | None = None) -> Iterator[Run]:
+        """Open a run: writes request.json and a ``running`` manifest; on exit marks the outcome.
+
+        A :class:`Cancelled` exception marks the run ``cancelled``; any other exception ``failed``
+        (with the message); a normal exit ``complete``. The exception is re-raised.
+        """
+        req = _jsonable(request)
+        req_json = json.dumps(req, sort_keys=True, default=str)
+        run = Run(self, self._new_id(tool, req_json), tool, seed)
+        run.dir.mkdir(parents=True, exist_ok=False)
+        atomic_write_text(run.dir / "request.json", json.dumps(req, indent=2, default=str) + "\n")
+        run.save_manifest()
+        try:
+            yield run
+        except Cancelled as exc:
+            run.manifest.status, run.manifest.error = "cancelled", str(exc)
+            raise
+        except BaseException as exc:
+            run.manifest.status, run.manifest.error = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        else:
+            run.manifest.status = "complete"
+        finally:
+            run.manifest.finished = _now()
+            run.save_manifest()
+
+    # -- reading -------------------------------------------------------------------------------
+    def run_dir(self, run_id: str) -> Path:
+        if not RUN_ID_RE.match(run_id or ""):
+            raise NotFound("run_id", f"no run {run_id!r}", fix="list runs with the runs resource or `neurotrace runs`")
+        path = self.root / run_id
+        if not (path / "manifest.json").is_file():
+            raise NotFound("run_id", f"no run {run_id!r} under {self.root}",
+                           fix="list runs with the runs resource or `neurotrace runs`")
+        return path
+
+    def manifest(self, run_id: str) -> Manifest:
+        path = self.run_dir(run_id) / "manifest.json"
+        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def list_runs(self, tool: str | None = None) -> list[Manifest]:
+        out = []
+        for child in sorted(self.root.iterdir(), reverse=True):
+            if RUN_ID_RE.match(child.name) and (child / "manifest.json").is_file():
+                try:
+                    m = Manifest.model_validate_json((child / "manifest.json").read_text(encoding="utf-8"))
+                except ValueError:
+                    continue
+                if tool is None or m.tool == tool:
+                    out.append(m)
+        return out
+
+    def artifact_path(self, run_id: str, rel: str) -> Path:
+        """Path of an artifact the manifest lists; anything else (traversal included) is NotFound."""
+        manifest = self.manifest(run_id)
+        listed = {a.path for a in manifest.artifacts} | {"request.json"}
+        if rel not in listed:
+            raise NotFound("uri", f"run {run_id} has no artifact {rel!r}",
+                           fix=f"read {URI_PREFIX}/{run_id}/manifest for the artifact list")
+        base = self.run_dir(run_id).resolve()
+        path = (base / rel).resolve()
+        if base not in path.parents:
+            raise NotFound("uri", f"run {run_id} has no artifact {rel!r}")
+        return path
+
+    def read_json(self, run_id: str, rel: str) -> Any:
+        return json.loads(self.artifact_path(run_id, rel).read_text(encoding="utf-8"))
+
+    def read_tensors(self, run_id: str, rel: str) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        return load_file(str(self.artifact_path(run_id, rel)))
+
+    def read_npy(self, run_id: str, rel: str) -> np.ndarray:
+        return np.load(self.artifact_path(run_id, rel), allow_pickle=False)
