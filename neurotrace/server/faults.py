@@ -1,0 +1,45 @@
+"""The one place that turns lab errors into MCP errors.
+
+Tools: :class:`~neurotrace.lab.errors.LabError` -> ``ToolError`` whose text names the field and the
+fix ("trace: layers: layer 40 is out of range... Fix: ..."). Resources: ``NotFound`` ->
+``ResourceNotFoundError``. Anything else is a crash and reaches the agent as the SDK's generic error
+(and the server log, with its traceback).
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from pydantic import ValidationError
+
+from neurotrace.lab.errors import Cancelled, LabError, NotFound
+
+
+def validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "request"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+@contextmanager
+def tool_faults() -> Iterator[None]:
+    try:
+        yield
+    except LabError as exc:
+        raise ToolError(str(exc)) from exc
+    except ValidationError as exc:
+        raise ToolError(f"invalid request: {validation_message(exc)}") from exc
+    except Cancelled as exc:
+        raise ToolError(f"cancelled: {exc}") from exc
+
+
+@contextmanager
+def resource_faults() -> Iterator[None]:
+    try:
+        yield
+    except NotFound as exc:
+        raise ResourceNotFoundError(str(exc)) from exc
+    except LabError as exc:
+        raise ResourceError(str(exc)) from exc

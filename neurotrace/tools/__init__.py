@@ -1,0 +1,16 @@
+"""Thin MCP faces, one module per tool. Each module defines ``register(server)``.
+
+A tool module: an ``async def name(request: XRequest, ctx: Context) -> Annotated[CallToolResult, XResult]``
+whose docstring's first line says what it answers, returning ``await run_in_lab(ctx, run_x, request)``.
+"""
+
+import importlib
+
+TOOL_MODULES: list[str] = [
+    "neurotrace.tools.models",
+]
+
+
+def register_all(server) -> None:
+    for name in TOOL_MODULES:
+        importlib.import_module(name).register(server)

@@ -1,0 +1,40 @@
+"""Model-lab tools: load_model, list_models, release_model."""
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult
+
+from neurotrace.lab.modeltools import LoadModelResult, run_load_model
+from neurotrace.lab.models import ModelRef
+from neurotrace.server.faults import tool_faults
+from neurotrace.server.runner import EXPERIMENT, READ_ONLY, call_in_thread, lab_of, package
+
+
+async def load_model(request: ModelRef, ctx: Context) -> Annotated[CallToolResult, LoadModelResult]:
+    """Load a model (embedded name, HuggingFace id or local dir) into the shared cache and report its shape."""
+    lab = lab_of(ctx)
+    result = await call_in_thread(ctx, lambda reporter: run_load_model(request, lab=lab, reporter=reporter))
+    return package(result, lab)
+
+
+async def list_models(ctx: Context) -> dict[str, Any]:
+    """List loaded models (key, kind, layers, bytes, in use), the memory budget, and the embedded models."""
+    from neurotrace.lab.embedded import EMBEDDED_MODELS
+
+    lab = lab_of(ctx)
+    return {"loaded": lab.cache.listing(), "used_bytes": lab.cache.used_bytes(),
+            "budget_bytes": lab.cache.budget_bytes, "embedded": EMBEDDED_MODELS}
+
+
+async def release_model(model: str, ctx: Context) -> dict[str, Any]:
+    """Unload a cached model (by name as loaded, or cache key) to free memory; models in use are kept."""
+    with tool_faults():
+        released = lab_of(ctx).cache.release(model)
+    return {"released": released}
+
+
+def register(server) -> None:
+    server.add_tool(load_model, annotations=EXPERIMENT)
+    server.add_tool(list_models, annotations=READ_ONLY)
+    server.add_tool(release_model, annotations=EXPERIMENT)
