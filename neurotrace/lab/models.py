@@ -157,7 +157,9 @@ def _kind(config: Any, requested: str) -> Literal["causal", "masked"]:
 def load(ref: ModelRef, *, trust_remote_code: bool = False) -> LoadedModel:
     """Load a model and tokenizer (no caching; see :class:`~neurotrace.lab.cache.ModelCache`)."""
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     device = resolve_device(ref.device)
     source = resolve_source(ref.model)
     config = _read_config(source, trust_remote_code)

@@ -218,7 +218,7 @@ class RunStore:
     def open_run(self, tool: str, request: Any, seed: int | None = None) -> Iterator[Run]:
         """Open a run: writes request.json and a ``running`` manifest; on exit marks the outcome.
 
-        A :class:`Cancelled` exception marks the run ``cancelled``; any other exception ``failed``
+        A :class:`Cancelled` exception (or Ctrl-C) marks the run ``cancelled``; any other exception ``failed``
         (with the message); a normal exit ``complete``. The exception is re-raised.
         """
         req = _jsonable(request)
@@ -229,8 +229,8 @@ class RunStore:
         run.save_manifest()
         try:
             yield run
-        except Cancelled as exc:
-            run.manifest.status, run.manifest.error = "cancelled", str(exc)
+        except (Cancelled, KeyboardInterrupt) as exc:
+            run.manifest.status, run.manifest.error = "cancelled", str(exc) or "interrupted"
             raise
         except BaseException as exc:
             run.manifest.status, run.manifest.error = "failed", f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,179 @@
+"""``neurotrace``: the command-line face. One subcommand per experiment, built from its request model.
+
+``neurotrace <tool> --request '{"...": ...}'`` (or ``--request @request.json``) or per-field flags
+(``neurotrace trace --models fact-gpt2 --pack geography``): scalar flags are taken as typed values,
+lists may be comma-separated, nested objects are JSON. Progress goes to stderr; the result's summary
+and run directory to stdout (``--json`` prints the whole structured result).
+"""
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from neurotrace.lab.errors import LabError
+from neurotrace.lab.registry import EXPERIMENTS
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _resolve(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _request_model(fn: Any) -> type[BaseModel]:
+    hints = typing.get_type_hints(fn)
+    first = next(iter(p for p in hints if p != "return"))
+    return hints[first]
+
+
+def _is_str(annotation: Any) -> bool:
+    if annotation is str:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return len(args) == 1 and args[0] is str
+    return False
+
+
+def _is_list(annotation: Any) -> bool:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_is_list(a) for a in typing.get_args(annotation))
+    return typing.get_origin(annotation) in (list, tuple)
+
+
+def _coerce(annotation: Any, raw: str) -> Any:
+    if _is_str(annotation):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        if _is_list(annotation):
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        return raw
+
+
+def _load_request(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    if raw.startswith("@"):
+        raw = Path(raw[1:]).read_text(encoding="utf-8")
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise SystemExit("--request must be a JSON object")
+    return data
+
+
+def _progress(done: float, total: float | None, message: str) -> None:
+    frac = f"{done:.0f}/{total:.0f}" if total else f"{done:.0f}"
+    print(f"[{frac}] {message}", file=sys.stderr, flush=True)
+
+
+def _add_experiment(sub: argparse._SubParsersAction, name: str, target: str) -> None:
+    fn = _resolve(target)
+    model = _request_model(fn)
+    doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else name
+    p = sub.add_parser(name, help=doc, description=doc)
+    p.add_argument("--request", help="the whole request as JSON, or @file.json")
+    p.add_argument("--json", action="store_true", help="print the whole structured result as JSON")
+    for field, info in model.model_fields.items():
+        flag = "--" + field.replace("_", "-")
+        p.add_argument(flag, dest=f"field__{field}", metavar="VALUE", help=info.description)
+    p.set_defaults(_fn=fn, _model=model)
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    from neurotrace.lab.lab import Lab, LabSettings
+    from neurotrace.lab.progress import Reporter
+
+    data = _load_request(args.request)
+    for field, info in args._model.model_fields.items():
+        raw = getattr(args, f"field__{field}")
+        if raw is not None:
+            data[field] = _coerce(info.annotation, raw)
+    request = args._model.model_validate(data)
+    lab = Lab(LabSettings.from_env(runs_dir=args.runs_dir and Path(args.runs_dir)))
+    result = args._fn(request, lab=lab, reporter=Reporter(on_progress=_progress))
+    payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    else:
+        print(payload.get("summary", ""))
+        if payload.get("run_id"):
+            print(f"\nrun: {lab.store.root / payload['run_id']}")
+        if payload.get("next"):
+            print(f"next: {payload['next']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neurotrace", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs-dir", default=None, help="run directory root (default $NEUROTRACE_RUNS_DIR or ./runs)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, target in EXPERIMENTS.items():
+        _add_experiment(sub, name, target)
+    demo = sub.add_parser("demo", help="the main job: run the protocol end to end on the embedded models")
+    demo.add_argument("--quick", action="store_true", help="fewer facts and values (for tests)")
+    runs = sub.add_parser("runs", help="list runs (newest first)")
+    runs.add_argument("--tool", default=None)
+    show = sub.add_parser("show", help="print a run's manifest")
+    show.add_argument("run_id")
+    sub.add_parser("models", help="list the embedded models")
+    sub.add_parser("serve", help="run the MCP server (same as neurotrace-mcp)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        from neurotrace.server.app import main as serve
+
+        serve(argv[1:])
+        return 0
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        from neurotrace.server.faults import validation_message
+
+        print(f"error: invalid request: {validation_message(exc)}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from neurotrace.lab.lab import Lab, LabSettings
+
+    if hasattr(args, "_fn"):
+        return _run_experiment(args)
+    if args.command == "demo":
+        from neurotrace.lab.demo import run_demo
+
+        return run_demo(runs_dir=args.runs_dir, quick=args.quick)
+    if args.command == "models":
+        from neurotrace.lab.embedded import EMBEDDED_MODELS, embedded_model_path
+
+        for name, desc in EMBEDDED_MODELS.items():
+            print(f"{name:18s} {desc}  [{embedded_model_path(name)}]")
+        return 0
+    lab = Lab(LabSettings.from_env(runs_dir=args.runs_dir and Path(args.runs_dir)))
+    if args.command == "runs":
+        for m in lab.store.list_runs(args.tool):
+            print(f"{m.run_id}  {m.status:9s}  {(m.summary or '').splitlines()[0][:80] if m.summary else ''}")
+        return 0
+    print(lab.store.manifest(args.run_id).model_dump_json(indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
