@@ -45,8 +45,16 @@ def build_tokenizer(kind: Literal["causal", "masked"], words: tuple[str, ...] | 
 def build_tiny(family: Family, out_dir: Path | str, *, seed: int = 0, n_layers: int = 2, d_model: int = 32,
                n_heads: int = 4, d_mlp: int | None = None) -> Path:
     """Write a tiny random ``family`` model + tokenizer to ``out_dir`` and return the path."""
-    from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig,
-                              GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM)
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     out = Path(out_dir)
     kind = "masked" if family == "bert" else "causal"

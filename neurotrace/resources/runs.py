@@ -9,9 +9,9 @@
 import json
 from urllib.parse import unquote
 
+from neurotrace.lab.lab import Lab
 from neurotrace.lab.runs import media_type
 from neurotrace.server.faults import resource_faults
-from neurotrace.lab.lab import Lab
 
 TEXT_TYPES = ("application/json", "application/x-ndjson", "text/")
 

@@ -5,8 +5,8 @@ from typing import Annotated, Any
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.modeltools import LoadModelResult, run_load_model
 from neurotrace.lab.models import ModelRef
+from neurotrace.lab.modeltools import LoadModelResult, run_load_model
 from neurotrace.server.faults import tool_faults
 from neurotrace.server.runner import EXPERIMENT, READ_ONLY, call_in_thread, lab_of, package
 
