@@ -8,6 +8,7 @@ import importlib
 
 TOOL_MODULES: list[str] = [
     "neurotrace.tools.models",
+    "neurotrace.tools.clamp_sweep",
 ]
 
 

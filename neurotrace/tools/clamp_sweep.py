@@ -1,0 +1,24 @@
+"""MCP face of the clamp sweep (core: :mod:`neurotrace.lab.clamping`)."""
+
+from typing import Annotated
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult
+
+from neurotrace.lab.clamping import ClampSweepRequest, ClampSweepResult, run_clamp_sweep
+from neurotrace.server.runner import EXPERIMENT, run_in_lab
+
+
+async def clamp_sweep(request: ClampSweepRequest, ctx: Context) -> Annotated[CallToolResult, ClampSweepResult]:
+    """Which clamp values of an MLP neuron rescue prompts whose generations collapse into loops? Use to test a
+    neuron's causal role in degenerate generation (BCR workflow).
+
+    Clamps the given neurons (e.g. '11:373') to each sweep value while generating for every prompt, flags
+    collapsed outputs with auditable text metrics, and reports per value how many collapsed baselines
+    recover; writes every output, a CSV, a Markdown report and an improvement-rate plot.
+    """
+    return await run_in_lab(ctx, run_clamp_sweep, request)
+
+
+def register(server) -> None:
+    server.add_tool(clamp_sweep, annotations=EXPERIMENT)
