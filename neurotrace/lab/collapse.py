@@ -75,7 +75,7 @@ def token_entropy(tokens: Sequence[int]) -> float:
     n = len(tokens)
     if n == 0:
         return 0.0
-    return float(-sum(c / n * math.log2(c / n) for c in Counter(tokens).values()))
+    return max(0.0, float(-sum(c / n * math.log2(c / n) for c in Counter(tokens).values())))
 
 
 def compression_ratio(text: str) -> float:
