@@ -8,4 +8,5 @@ The CLI builds one subcommand per entry from the request model; the MCP tools li
 EXPERIMENTS: dict[str, str] = {
     "load_model": "neurotrace.lab.modeltools:run_load_model",
     "clamp_sweep": "neurotrace.lab.clamping:run_clamp_sweep",
+    "generate_facts": "neurotrace.lab.facts:run_generate_facts",
 }

@@ -4,6 +4,7 @@ import importlib
 
 RESOURCE_MODULES: list[str] = [
     "neurotrace.resources.runs",
+    "neurotrace.resources.packs",
 ]
 
 

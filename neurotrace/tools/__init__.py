@@ -9,6 +9,7 @@ import importlib
 TOOL_MODULES: list[str] = [
     "neurotrace.tools.models",
     "neurotrace.tools.clamp_sweep",
+    "neurotrace.tools.generate_facts",
 ]
 
 
