@@ -47,7 +47,7 @@ class DatasetSpec(BaseModel):
     description: str = Field("", description="What the facts cover.")
     models: list[SpecModel] = Field(default_factory=list, description="Models the spec was written for "
                                     "(recorded; validation uses the request's `models`).")
-    facts: list[dict[str, Any]] = Field(min_length=1, description="Facts in the Fact fields (template with "
+    facts: list[Any] = Field(min_length=1, description="Facts in the Fact fields (template with "
                                         "one '{}', clean_subject, corrupt_subject, target, ...).")
     variants: list[PromptVariant] = Field(default_factory=list, description="Prompt variants given to "
                                           "every fact without its own.")
@@ -196,8 +196,9 @@ def normalise_drafted(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_drafted(text: str, domain: str) -> tuple[list[Fact], list[Dropped]]:
-    """Facts drafted by an LLM: the valid ones, and the dropped ones with reasons."""
+def parse_drafted(text: str, domain: str) -> tuple[list[Fact], list[Dropped], list[int]]:
+    """Facts drafted by an LLM: the valid ones, the dropped ones with reasons, and each valid one's index in
+    the drafted list."""
     items = extract_json_list(text)
     if items is None:
         raise InputError("source", "the client's LLM reply holds no JSON list of facts",
@@ -205,12 +206,14 @@ def parse_drafted(text: str, domain: str) -> tuple[list[Fact], list[Dropped]]:
     slug = re.sub(r"[^a-z0-9]+", "_", domain.lower()).strip("_") or "drafted"
     facts: list[Fact] = []
     dropped: list[Dropped] = []
+    origins: list[int] = []
     for i, item in enumerate(items):
         try:
             facts.append(to_fact(i, normalise_drafted(item), f"{slug}/drafted_{i}"))
+            origins.append(i)
         except InputError as exc:
             dropped.append(Dropped(index=i, field=exc.field.split(".", 1)[-1], reason=exc.message, fact=item))
-    return facts, dropped
+    return facts, dropped, origins
 
 
 def drafting_prompt(domain: str, count: int) -> str:

@@ -66,7 +66,7 @@ class SpecSource(BaseModel):
 class RomeSource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["rome"] = "rome"
-    records: list[dict[str, Any]] | str = Field(description="ROME known-facts records (known_id, subject, "
+    records: list[Any] | str = Field(description="ROME known-facts records (known_id, subject, "
                                                 "attribute, template, prediction, prompt, relation_id) or "
                                                 "the path of known_1000.json.")
     relations: list[str] | None = Field(None, description="Keep only these relation_ids, e.g. ['P36'].")
@@ -175,24 +175,32 @@ def _rome_facts(source: RomeSource, seed: int) -> tuple[str, str, list[Fact]]:
 
 
 def collect_facts(request: GenerateFactsRequest, draft_fn: DraftFn | None
-                  ) -> tuple[str, str, list[Fact], list[Dropped]]:
-    """(domain, description, facts, dropped) from the request's source, structurally validated."""
+                  ) -> tuple[str, str, list[Fact], list[Dropped], list[int]]:
+    """(domain, description, facts, dropped, each fact's index in the source) from the request's source,
+    structurally validated."""
     src = request.source
     if isinstance(src, PackSource):
-        return (*_pack_facts(src), [])
-    if isinstance(src, SpecSource):
+        domain, description, facts = _pack_facts(src)
+    elif isinstance(src, SpecSource):
         spec = _spec(src)
-        return spec.domain, spec.description, spec_facts(spec), []
-    if isinstance(src, RomeSource):
-        return (*_rome_facts(src, request.seed), [])
+        domain, description, facts = spec.domain, spec.description, spec_facts(spec)
+    elif isinstance(src, RomeSource):
+        domain, description, facts = _rome_facts(src, request.seed)
+    else:
+        return _drafted_facts(src, draft_fn)
+    return domain, description, facts, [], list(range(len(facts)))
+
+
+def _drafted_facts(src: SamplingSource, draft_fn: DraftFn | None
+                   ) -> tuple[str, str, list[Fact], list[Dropped], list[int]]:
     if draft_fn is None:
         from neurotrace.lab.factpacks import list_packs
 
         raise InputError("source", "source kind 'sampling' needs an MCP client that supports sampling (its LLM "
                          "drafts the facts); none is available here",
                          fix="use source {'kind': 'pack', 'domains': [...]} with one of: " + ", ".join(list_packs()))
-    facts, dropped = parse_drafted(draft_fn(src.domain, src.count), src.domain)
-    return src.domain, f"Facts about {src.domain} drafted by the client's LLM", facts[: src.count], dropped
+    facts, dropped, origins = parse_drafted(draft_fn(src.domain, src.count), src.domain)
+    return src.domain, f"Facts about {src.domain} drafted by the client's LLM", facts, dropped, origins
 
 
 def _check_unique_ids(facts: list[Fact]) -> None:
@@ -204,7 +212,7 @@ def _check_unique_ids(facts: list[Fact]) -> None:
         seen[f.id] = i
 
 
-def _apply_token_checks(facts: list[Fact], reports: list[ModelReport], drop: bool
+def _apply_token_checks(facts: list[Fact], origins: list[int], reports: list[ModelReport], drop: bool
                         ) -> tuple[list[Fact], list[Dropped]]:
     """Raise on (or, when ``drop``, remove) facts that fail a model's token check."""
     failures: list[tuple[int, str, str]] = []
@@ -222,7 +230,8 @@ def _apply_token_checks(facts: list[Fact], reports: list[ModelReport], drop: boo
                          fix="choose one-token answers in every model's vocabulary, set multi_token='first_token', "
                              "or validate against other models")
     bad_idx = {i for i, _, _ in failures}
-    dropped = [Dropped(index=i, field=f, reason=p, fact=facts[i].model_dump(mode="json")) for i, f, p in failures]
+    dropped = [Dropped(index=origins[i], field=f, reason=p, fact=facts[i].model_dump(mode="json"))
+               for i, f, p in failures]
     return [f for i, f in enumerate(facts) if i not in bad_idx], dropped
 
 
@@ -236,7 +245,7 @@ def build_factset(request: GenerateFactsRequest, *, lab: Lab, reporter: Reporter
                   draft_fn: DraftFn | None = None) -> FactSet:
     """Gather and validate the facts (no run is written)."""
     reporter.step(0, 3, "collecting facts")
-    domain, description, facts, dropped = collect_facts(request, draft_fn)
+    domain, description, facts, dropped, origins = collect_facts(request, draft_fn)
     sampled = request.source.kind == "sampling"
     if not sampled:
         _check_unique_ids(facts)
@@ -246,8 +255,10 @@ def build_factset(request: GenerateFactsRequest, *, lab: Lab, reporter: Reporter
         reporter.step(1 + k / max(1, len(names)), 3, f"checking tokens for {name}")
         reports.append(check_model(load_vocab(name, trust_remote_code=lab.settings.trust_remote_code),
                                    facts, request.multi_token))
-    facts, token_dropped = _apply_token_checks(facts, reports, drop=sampled)
-    dropped += token_dropped
+    facts, token_dropped = _apply_token_checks(facts, origins, reports, drop=sampled)
+    dropped = sorted(dropped + token_dropped, key=lambda d: d.index)
+    if sampled:
+        facts = facts[: request.source.count]
     if not facts:
         reasons = "; ".join(f"#{d.index} {d.field}: {d.reason}" for d in dropped[:5])
         raise InputError("source", f"none of the drafted facts passed validation ({reasons})",
