@@ -9,4 +9,5 @@ EXPERIMENTS: dict[str, str] = {
     "load_model": "neurotrace.lab.modeltools:run_load_model",
     "clamp_sweep": "neurotrace.lab.clamping:run_clamp_sweep",
     "generate_facts": "neurotrace.lab.facts:run_generate_facts",
+    "plot": "neurotrace.lab.plotting:run_plot",
 }

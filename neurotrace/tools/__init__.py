@@ -10,6 +10,7 @@ TOOL_MODULES: list[str] = [
     "neurotrace.tools.models",
     "neurotrace.tools.clamp_sweep",
     "neurotrace.tools.generate_facts",
+    "neurotrace.tools.plot",
 ]
 
 

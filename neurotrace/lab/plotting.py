@@ -1,0 +1,146 @@
+"""plot: re-draw any figure of any run from the results it saved.
+
+Every experiment saves its numbers as JSON in its run directory (``trace_results.json``,
+``clamp_results.json``...) and its module offers figure functions over that JSON. ``plot`` reads a run's
+manifest to learn which tool made it, looks the tool up in :data:`FIGURE_PROVIDERS`
+(``tool -> "module:FIGURES"``, where ``FIGURES`` maps a figure kind to
+``fn(results: dict, **options) -> matplotlib Figure``), loads the results file and draws the requested
+kinds into a *new* ``plot`` run that records the source run as its input. The source run is never
+modified, so plots can be re-drawn with other options at any time.
+
+The results file is the provider module's ``RESULTS_FILE`` if it defines one, otherwise the run's only
+artifact named ``*_results.json``.
+"""
+
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from neurotrace.lab.errors import InputError, NotFound
+from neurotrace.lab.lab import Lab
+from neurotrace.lab.progress import Reporter
+from neurotrace.lab.results import RunResult
+from neurotrace.lab.runs import Manifest
+
+#: tool name -> "module:ATTRIBUTE" holding {kind: fn(results, **options) -> Figure}
+FIGURE_PROVIDERS: dict[str, str] = {
+    "trace": "neurotrace.lab.trace_plots:FIGURES",
+    "clamp_sweep": "neurotrace.lab.clamp_plots:FIGURES",
+}
+
+FigureFn = Callable[..., Any]
+
+
+class PlotRequest(BaseModel):
+    """Which run to draw, which figure kind, and options for the figure function."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    run_id: Annotated[str, Field(min_length=1, description="The run to draw (e.g. a trace or clamp_sweep run_id).")]
+    kind: str | None = Field(None, description="Figure kind, e.g. 'heatmap' for trace runs or 'improvement_rate' "
+                             "for clamp_sweep runs; omit to draw every kind (an unknown kind lists the valid ones).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of the figure function, "
+                                     "e.g. {'model': 'fact-gpt2'}; each kind documents its own.")
+    dpi: int = Field(120, ge=50, le=300, description="PNG resolution in dots per inch.")
+
+
+class PlotResult(RunResult):
+    source_run_id: str = Field(description="The run that was drawn.")
+    source_tool: str = Field(description="The tool that made the source run.")
+    kinds: list[str] = Field(description="The figure kinds drawn (one PNG each, in `figures`).")
+    available_kinds: list[str] = Field(description="Every kind this source run's tool offers.")
+
+
+def _import_figures(tool: str) -> tuple[ModuleType, Mapping[str, FigureFn]]:
+    spec = FIGURE_PROVIDERS.get(tool)
+    if spec is None:
+        raise InputError("run_id", f"runs of tool {tool!r} have no figures to plot",
+                         fix="plot a run of one of: " + ", ".join(sorted(FIGURE_PROVIDERS)))
+    module_name, attr = spec.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise NotFound("run_id", f"figures for {tool!r} runs are not available in this build ({module_name} "
+                       "is missing)", fix="update neurotrace") from exc
+    return module, getattr(module, attr)
+
+
+def available_kinds(tool: str) -> list[str]:
+    """The figure kinds :func:`run_plot` can draw for runs of ``tool``."""
+    return list(_import_figures(tool)[1])
+
+
+def _results_file(module: ModuleType, manifest: Manifest) -> str:
+    declared = getattr(module, "RESULTS_FILE", None)
+    if declared:
+        return declared
+    found = [a.path for a in manifest.artifacts if a.path.endswith("_results.json")]
+    if len(found) != 1:
+        raise NotFound("run_id", f"run {manifest.run_id} ({manifest.status}) has {len(found)} *_results.json "
+                       "artifacts; plot needs exactly one", fix="plot a complete run")
+    return found[0]
+
+
+def _check_options(kind: str, fn: FigureFn, options: dict[str, Any]) -> dict[str, Any]:
+    """The options ``fn`` accepts; unknown ones are an InputError naming the accepted ones."""
+    params = list(inspect.signature(fn).parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return dict(options)
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise InputError("options", f"figure kind {kind!r} takes no option {', '.join(map(repr, unknown))}",
+                         fix=f"use: {', '.join(names)}" if names else "omit options for this kind")
+    return dict(options)
+
+
+def _select(request: PlotRequest, tool: str, figures: Mapping[str, FigureFn]) -> list[str]:
+    kinds = list(figures)
+    if request.kind is None:
+        return kinds
+    if request.kind not in figures:
+        raise InputError("kind", f"unknown figure kind {request.kind!r} for a {tool} run",
+                         fix="use one of: " + ", ".join(kinds))
+    return [request.kind]
+
+
+def _draw(kind: str, fn: FigureFn, results: Any, options: dict[str, Any], run_id: str) -> Any:
+    try:
+        return fn(results, **options)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise InputError("options" if options else "kind", f"figure {kind!r} could not be drawn from run {run_id}: "
+                         f"{type(exc).__name__}: {exc}", fix="check the options, or re-run the source tool") from exc
+
+
+def run_plot(request: PlotRequest, *, lab: Lab, reporter: Reporter) -> PlotResult:
+    """Draw figure(s) of a finished run into a new ``plot`` run (PNG files, also returned as images)."""
+    manifest = lab.store.manifest(request.run_id)
+    module, figures = _import_figures(manifest.tool)
+    kinds = _select(request, manifest.tool, figures)
+    options = {k: _check_options(k, figures[k], request.options) for k in kinds}
+    results = lab.store.read_json(request.run_id, _results_file(module, manifest))
+    with lab.store.open_run("plot", request) as run:
+        run.add_input(request.run_id)
+        for model_id, fp in manifest.models.items():
+            run.add_model(model_id, fp)
+        uris = []
+        for i, kind in enumerate(kinds):
+            reporter.step(i, len(kinds), f"drawing {kind}")
+            fig = _draw(kind, figures[kind], results, options[kind], request.run_id)
+            uris.append(run.write_figure(f"figures/{kind}.png", fig, dpi=request.dpi))
+        summary = (f"Drew {', '.join(kinds)} for {manifest.tool} run {request.run_id}"
+                   + (f" with options {request.options}" if request.options else "") + ".")
+        run.set_summary(summary)
+        artifacts = run.artifact_uris()
+    reporter.step(len(kinds), len(kinds), "done")
+    others = [k for k in figures if k not in kinds]
+    return PlotResult(run_id=run.run_id, summary=summary, artifacts=artifacts, figures=uris,
+                      source_run_id=request.run_id, source_tool=manifest.tool, kinds=kinds,
+                      available_kinds=list(figures),
+                      next=(f"Other kinds for this run: {', '.join(others)}." if others else
+                            "Every figure kind of this run is drawn; read the images or the PNG artifacts."))
