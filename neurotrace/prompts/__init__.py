@@ -2,7 +2,13 @@
 
 import importlib
 
-PROMPT_MODULES: list[str] = []
+PROMPT_MODULES: list[str] = [
+    "neurotrace.prompts.locate_fact",
+    "neurotrace.prompts.compare_models",
+    "neurotrace.prompts.rescue_collapse",
+    "neurotrace.prompts.sae_features",
+    "neurotrace.prompts.check_method",
+]
 
 
 def register_all(server) -> None:

@@ -1,0 +1,66 @@
+"""MCP prompts through the in-memory client: listed with arguments, rendered with them, tools named."""
+
+import pytest
+from mcp import Client
+
+from neurotrace.lab.lab import LabSettings
+from neurotrace.prompts import PROMPT_MODULES
+from neurotrace.server.app import build_server
+
+EXPECTED = {
+    "locate_fact": ({"model", "domain"}, {"model": "fact-bert", "domain": "medicine"},
+                    ["generate_facts", "trace", "plot", "compare", "fact-bert", "medicine", "dataset_run_id"]),
+    "compare_models": ({"base", "tuned", "domain"}, {"base": "m-base", "tuned": "m-tuned", "domain": "law"},
+                       ["generate_facts", "trace", "compare", "m-base", "m-tuned", "law"]),
+    "rescue_collapse": ({"model", "neuron"}, {"model": "gpt2", "neuron": "11:373"},
+                        ["load_model", "clamp_sweep", "11:373", "n_collapsed_baselines", "sweep_metrics"]),
+    "sae_features": ({"model", "site"}, {"model": "fact-gpt2", "site": "blocks.2.hook_mlp_out"},
+                     ["capture", "fit_sae", "intervene", "blocks.2.hook_mlp_out"]),
+    "check_method": ({"method"}, {"method": "integrated gradients"},
+                     ["benchmark", "AUROC", "integrated gradients"]),
+}
+
+
+@pytest.fixture
+async def client(tmp_path):
+    async with Client(build_server(LabSettings(runs_dir=tmp_path / "runs")), raise_exceptions=True) as c:
+        yield c
+
+
+def test_every_prompt_module_is_registered():
+    assert [m.rsplit(".", 1)[-1] for m in PROMPT_MODULES] == list(EXPECTED)
+
+
+@pytest.mark.anyio
+async def test_prompts_are_listed_with_their_arguments(client):
+    prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+    assert set(prompts) == set(EXPECTED)
+    for name, (args, _, _) in EXPECTED.items():
+        assert {a.name for a in prompts[name].arguments} == args
+        assert not any(a.required for a in prompts[name].arguments)
+        assert prompts[name].description
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", list(EXPECTED))
+async def test_prompt_renders_steps_naming_tools_and_arguments(client, name):
+    _, arguments, needles = EXPECTED[name]
+    result = await client.get_prompt(name, arguments)
+    text = result.messages[0].content.text
+    assert result.messages[0].role == "user"
+    assert "## Steps" in text and "## How to read the results" in text
+    for needle in needles:
+        assert needle in text, needle
+
+
+@pytest.mark.anyio
+async def test_prompt_flags_tools_missing_from_this_build(client):
+    tools = {t.name for t in (await client.list_tools()).tools}
+    text = (await client.get_prompt("sae_features", {})).messages[0].content.text
+    missing = [t for t in ("capture", "fit_sae", "intervene") if t not in tools]
+    if missing:
+        assert "does not provide" in text and all(f"`{t}`" in text.split("Note:")[1] for t in missing)
+    else:
+        assert "does not provide" not in text
+    text = (await client.get_prompt("rescue_collapse", {})).messages[0].content.text
+    assert "does not provide" not in text  # load_model, clamp_sweep and plot exist
