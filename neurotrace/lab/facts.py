@@ -286,7 +286,11 @@ def _summary(fs: FactSet) -> str:
 
 def run_generate_facts(request: GenerateFactsRequest, *, lab: Lab, reporter: Reporter,
                        draft_fn: DraftFn | None = None) -> GenerateFactsResult:
-    """Gather, validate and write a fact dataset. ``draft_fn(domain, count) -> text`` drafts facts (sampling)."""
+    """Build a validated fact dataset (built-in pack, DatasetSpec, ROME known facts, or LLM drafts) for trace.
+
+    Writes dataset.json + run_config.json. ``draft_fn(domain, count) -> text`` supplies the LLM reply for the
+    'sampling' source (the MCP tool passes one that samples the client's LLM).
+    """
     fs = build_factset(request, lab=lab, reporter=reporter, draft_fn=draft_fn)
     reporter.step(2, 3, "writing dataset.json")
     with lab.store.open_run("generate_facts", request, seed=request.seed) as run:

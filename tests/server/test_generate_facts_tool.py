@@ -51,6 +51,7 @@ async def test_sampled_facts_are_validated_and_invalid_drafts_dropped(tmp_path, 
     assert not result.is_error, result.content
     out = result.structured_content
     assert len(seen) == 1 and "capitals" in seen[0].messages[0].content.text
+    assert [m.run_id for m in lab.store.list_runs("generate_facts")] == [out["run_id"]]  # one run per call
     assert out["n_facts"] == 2 and out["n_dropped"] == 4
     assert sorted(d["field"] for d in out["dropped"]) == ["context_from", "corrupt_subject", "target", "template"]
     assert out["next"].startswith(f"Call trace with dataset_run_id='{out['run_id']}'")
