@@ -60,10 +60,18 @@ def finish(fig: Figure, title: str, subtitle: str | None = None) -> Figure:
     return fig
 
 
-def short(text: str, limit: int = 40) -> str:
-    """Shorten a label (model paths, fact ids) for axes and legends."""
-    text = str(text).rstrip("/").rsplit("/", 1)[-1] if "/" in str(text) and len(str(text)) > limit else str(text)
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+def short(label: str, limit: int = 40) -> str:
+    """A label that fits axes and legends: long paths keep their last part, then long text is cut with '...'.
+
+    >>> short("/tmp/models/fact-gpt2")
+    '/tmp/models/fact-gpt2'
+    >>> short("/very/long/path/to/some/model/directory/fact-gpt2", 20)
+    'fact-gpt2'
+    """
+    text = str(label)
+    if len(text) > limit and "/" in text.rstrip("/"):
+        text = text.rstrip("/").rsplit("/", 1)[-1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def close(fig: Figure) -> None:
