@@ -126,6 +126,23 @@ class Run:
             self.manifest.artifacts = [a for a in self.manifest.artifacts if a.path != rel] + [entry]
         return self.uri(rel)
 
+    def record_file(self, rel: str) -> str:
+        """List a file already written (atomically) inside the run directory, hashing it in chunks.
+
+        For artifacts too large to hold in memory (e.g. memory-mapped state arrays)."""
+        rel = rel.replace("\\", "/")
+        path = self.dir / rel
+        if rel.startswith("/") or ".." in Path(rel).parts or not path.is_file():
+            raise InputError("artifact", f"no file {rel!r} inside the run directory")
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        entry = ArtifactEntry(path=rel, sha256=h.hexdigest(), bytes=path.stat().st_size, media_type=media_type(rel))
+        with self._lock:
+            self.manifest.artifacts = [a for a in self.manifest.artifacts if a.path != rel] + [entry]
+        return self.uri(rel)
+
     def write_bytes(self, rel: str, data: bytes) -> str:
         return self._record(rel, data)
 
