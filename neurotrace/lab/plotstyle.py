@@ -8,7 +8,7 @@ layout. Style values are set on matplotlib's rcParams once, so figures made with
 after the first ``new_figure`` call look the same.
 
 >>> fig, ax = new_figure(width=5, height=3)
->>> finish(fig, "p(target) restored by layer", "fact-gpt2 on geography")
+>>> fig = finish(fig, "p(target) restored by layer", "fact-gpt2 on geography")
 """
 
 from typing import Any
