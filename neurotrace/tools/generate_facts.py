@@ -24,7 +24,7 @@ SYSTEM_PROMPT = "You write short, unambiguous factual statements as strict JSON 
 
 def no_sampling_message() -> str:
     packs = ", ".join(list_packs())
-    return ("generate_facts: source: this MCP client does not support sampling, so its LLM cannot draft facts. "
+    return ("source: this MCP client does not support sampling, so its LLM cannot draft facts. "
             f"Fix: use a built-in pack instead, e.g. {{'source': {{'kind': 'pack', 'domains': ['{list_packs()[0]}']}}}}"
             f" (packs: {packs}; read neurotrace://packs), or pass your own facts with source kind 'spec'.")
 
