@@ -207,12 +207,21 @@ def parse_drafted(text: str, domain: str) -> tuple[list[Fact], list[Dropped], li
     facts: list[Fact] = []
     dropped: list[Dropped] = []
     origins: list[int] = []
+    seen: dict[str, int] = {}
     for i, item in enumerate(items):
         try:
-            facts.append(to_fact(i, normalise_drafted(item), f"{slug}/drafted_{i}"))
-            origins.append(i)
+            fact = to_fact(i, normalise_drafted(item), f"{slug}/drafted_{i}")
         except InputError as exc:
             dropped.append(Dropped(index=i, field=exc.field.split(".", 1)[-1], reason=exc.message, fact=item))
+            continue
+        prompt = fact.prompt()
+        if prompt in seen:
+            dropped.append(Dropped(index=i, field="clean_subject", reason=f"repeats the prompt of #{seen[prompt]}",
+                                   fact=item))
+            continue
+        seen[prompt] = i
+        facts.append(fact)
+        origins.append(i)
     return facts, dropped, origins
 
 

@@ -238,11 +238,13 @@ def test_json_list_is_extracted_from_prose_and_fences(text):
 
 def test_drafted_facts_are_normalised_and_invalid_ones_dropped():
     items = [{"subject": "france", "answer": " paris", "template": "the capital of {} is", "note": "x"},
-             {"clean_subject": "spain", "target": "madrid", "template": "no slot"}]
+             {"clean_subject": "spain", "target": "madrid", "template": "no slot"},
+             {"clean_subject": "france", "target": "paris", "template": "the capital of {} is"}]
     facts, dropped, origins = parse_drafted(json.dumps(items), "World Capitals")
     assert origins == [0]
     assert [(f.id, f.clean_subject, f.target) for f in facts] == [("world_capitals/drafted_0", "france", "paris")]
-    assert [(d.index, d.field) for d in dropped] == [(1, "template")]
+    assert [(d.index, d.field) for d in dropped] == [(1, "template"), (2, "clean_subject")]
+    assert "repeats the prompt of #0" in dropped[1].reason
 
 
 def test_sampling_without_a_client_is_an_input_error_listing_packs(lab):
