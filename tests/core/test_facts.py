@@ -264,7 +264,8 @@ def test_sampling_with_only_invalid_drafts_is_an_input_error(lab, tiny_gpt2):
 
 def test_sampled_facts_are_truncated_to_count_and_token_failures_dropped(lab, tiny_gpt2):
     request = GenerateFactsRequest(source={"kind": "sampling", "domain": "x", "count": 1}, models=[str(tiny_gpt2)])
-    reply = json.dumps([{**CAPITAL, "target": "Kathmandu"}, CAPITAL, {**CAPITAL, "clean_subject": "england"}])
+    reply = json.dumps([{**CAPITAL, "clean_subject": "japan", "target": "Kathmandu"}, CAPITAL,
+                        {**CAPITAL, "clean_subject": "england"}])
     fs = build(lab, request, draft_fn=lambda domain, count: reply)
     assert [f.clean_subject for f in fs.facts] == ["france"]
     assert [(d.index, d.field) for d in fs.dropped] == [(0, "target")]
