@@ -184,7 +184,8 @@ def _sites_of(lab: Lab) -> Callable[[str], dict[str, Any]]:
 
 
 def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter) -> CaptureResult:
-    """Run every step, store states and trace.jsonl in one run directory (see the module docstring)."""
+    """Record activations at sites chosen by pattern over prompts or a multi-step episode (optionally with
+    step-scoped ablations/patches); writes trace.jsonl and one [N, D] states array per site."""
     ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype)
     with lab.cache.lease(ref) as lm:
         sites = select_sites(request.sites, lm)

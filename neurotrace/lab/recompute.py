@@ -44,11 +44,13 @@ def forward_logits(lm: LoadedModel, ids: Sequence[int]) -> Tensor:
 @torch.no_grad()
 def continue_greedy(lm: LoadedModel, ids: Sequence[int], max_new_tokens: int, *,
                     context_for: Callable[[int], AbstractContextManager] | None = None,
-                    forced: Sequence[int] | None = None, stop_at_eos: bool = True) -> Continuation:
+                    forced: Sequence[int] | None = None, stop_at_eos: bool = True,
+                    choose: Callable[[Tensor], int] | None = None) -> Continuation:
     """Run ``max(1, max_new_tokens)`` forwards (fewer if EOS); forward ``k`` runs inside ``context_for(k)``.
 
     Forward 0 covers the prompt; the prediction read from it is at :func:`prediction_position`. With
-    ``max_new_tokens == 0`` only that forward runs and nothing is generated.
+    ``max_new_tokens == 0`` only that forward runs and nothing is generated. ``choose(logits) -> token``
+    replaces the argmax (e.g. a seeded sampler).
     """
     out = Continuation()
     eos = lm.tokenizer.eos_token_id if stop_at_eos else None
@@ -62,7 +64,10 @@ def continue_greedy(lm: LoadedModel, ids: Sequence[int], max_new_tokens: int, *,
         out.forwards += 1
         if max_new_tokens == 0 and forced is None:
             break
-        nxt = int(forced[k]) if forced is not None else int(logits[pos].argmax())
+        if forced is not None:
+            nxt = int(forced[k])
+        else:
+            nxt = int(logits[pos].argmax()) if choose is None else int(choose(logits[pos]))
         out.tokens.append(nxt)
         if (forced is None and eos is not None and nxt == eos) or k == n_forwards - 1:
             break

@@ -9,5 +9,8 @@ EXPERIMENTS: dict[str, str] = {
     "load_model": "neurotrace.lab.modeltools:run_load_model",
     "clamp_sweep": "neurotrace.lab.clamping:run_clamp_sweep",
     "generate_facts": "neurotrace.lab.facts:run_generate_facts",
+    "capture": "neurotrace.lab.capture:run_capture",
+    "fit_sae": "neurotrace.lab.sae:run_fit_sae",
+    "intervene": "neurotrace.lab.intervene:run_intervene",
     "plot": "neurotrace.lab.plotting:run_plot",
 }

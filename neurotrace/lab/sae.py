@@ -124,7 +124,8 @@ def _figure(log: list[dict[str, float]], stats: ReconStats) -> Any:
 
 
 def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter) -> FitSAEResult:
-    """Fit, evaluate and save an SAE (see the module docstring)."""
+    """Fit a seeded sparse autoencoder (topk or relu) on one site of a capture run; writes sae.safetensors,
+    sae_config.json, sae_metrics.json (MSE, FVU, L0, dead features, spliced loss) and top examples."""
     ds = load_trace_dataset(lab, request.capture_run, request.site)
     cfg = _config(request, ds)
     device = resolve_device(request.device)

@@ -10,6 +10,9 @@ TOOL_MODULES: list[str] = [
     "neurotrace.tools.models",
     "neurotrace.tools.clamp_sweep",
     "neurotrace.tools.generate_facts",
+    "neurotrace.tools.capture",
+    "neurotrace.tools.fit_sae",
+    "neurotrace.tools.intervene",
     "neurotrace.tools.plot",
 ]
 

@@ -1,0 +1,24 @@
+"""MCP face of capture (core: :mod:`neurotrace.lab.capture`)."""
+
+from typing import Annotated
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult
+
+from neurotrace.lab.capture import CaptureRequest, CaptureResult, run_capture
+from neurotrace.server.runner import EXPERIMENT, run_in_lab
+
+
+async def capture(request: CaptureRequest, ctx: Context) -> Annotated[CallToolResult, CaptureResult]:
+    """What does the model compute at these sites on these inputs? Use first in the trace -> SAE -> intervene loop.
+
+    Records activations at sites chosen by name pattern (globs like 'blocks.*.hook_resid_post' or 're:' regexes)
+    over independent prompts or a multi-step episode (each step's generated output feeds the next), with
+    caller metadata per step and optional step-scoped interventions (zero, zero_heads, mean, patch, knockout).
+    Writes trace.jsonl (one line per step with pointers to rows) and one [N, D] .npy per site.
+    """
+    return await run_in_lab(ctx, run_capture, request)
+
+
+def register(server) -> None:
+    server.add_tool(capture, annotations=EXPERIMENT)

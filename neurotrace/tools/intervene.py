@@ -1,0 +1,23 @@
+"""MCP face of intervene (core: :mod:`neurotrace.lab.intervene`)."""
+
+from typing import Annotated
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult
+
+from neurotrace.lab.intervene import InterveneRequest, InterveneResult, run_intervene
+from neurotrace.server.runner import EXPERIMENT, run_in_lab
+
+
+async def intervene(request: InterveneRequest, ctx: Context) -> Annotated[CallToolResult, InterveneResult]:
+    """Does editing these SAE features or components change what the model says? Use after fit_sae.
+
+    Applies policies per generation step (ablate/clamp/patch SAE features; set neurons, ablate heads, patch
+    residual positions), compares baseline and intervened outputs (p(target), logit differences, generated
+    text, per-step KL) and ranks the SAE features by causal effect; writes a reproducible report.json.
+    """
+    return await run_in_lab(ctx, run_intervene, request)
+
+
+def register(server) -> None:
+    server.add_tool(intervene, annotations=EXPERIMENT)
