@@ -137,11 +137,7 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
     rows, d_mlp = ids.shape[0], _d_mlp(model, adapter)
     state = _State(sums={layer: torch.zeros(rows, d_mlp, dtype=torch.float64, device=device)
                          for layer in record_layers})
-    layers = set(record_layers) | set(clamps.masks if clamps is not None else ())
-    if observe is not None:
-        layers |= set(range(adapter.n_layers(model)))
-    hooks = {site_name("mlp_post", layer): _hook(layer, clamps, state, layer in record_layers, observe)
-             for layer in sorted(layers)}
+    hooks = _hooks(model, adapter, clamps, state, record_layers, observe)
     out_tokens = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     count = torch.zeros(rows, dtype=torch.long, device=device)
@@ -178,6 +174,16 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
     return Generated(tokens=out_tokens.cpu(), lengths=lengths.cpu(),
                      act_sum={k: v.cpu() for k, v in state.sums.items()}, act_count=count.cpu(),
                      forward_positions=int(count.sum()))
+
+
+def _hooks(model: nn.Module, adapter: ArchAdapter, clamps: ClampRows | None, state: _State,
+           record_layers: Sequence[int], observe: Observer | None) -> dict[str, Callable[..., Tensor | None]]:
+    """One hook per MLP layer that clamps, records or is observed."""
+    layers = set(record_layers) | set(clamps.masks if clamps is not None else ())
+    if observe is not None:
+        layers |= set(range(adapter.n_layers(model)))
+    return {site_name("mlp_post", layer): _hook(layer, clamps, state, layer in record_layers, observe)
+            for layer in sorted(layers)}
 
 
 def _last_only(real: Tensor) -> Tensor:
