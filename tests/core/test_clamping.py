@@ -141,3 +141,26 @@ def test_masked_models_are_refused(lab, tiny_bert):
     with pytest.raises(InputError) as err:
         _sweep(lab, tiny_bert)
     assert err.value.field == "model"
+
+
+def test_shipped_fact_gpt2_baselines_equal_plain_generate(lab):
+    from neurotrace.lab.embedded import embedded_model_path
+    from neurotrace.lab.generation import reference_generate
+    from neurotrace.lab.models import ModelRef
+
+    if embedded_model_path("fact-gpt2") is None:
+        pytest.skip("the embedded fact-gpt2 model is not built in this checkout")
+    prompts = ["The capital of Drosberesh is", "The capital city of Drosberesh is called", "The"]
+    result = _sweep(lab, "fact-gpt2", neurons=["5:10", "*:3"], prompts=prompts, values=[-20, 0, 20],
+                    max_new_tokens=20, position="last")
+    rows = [json.loads(line) for line in lab.store.artifact_path(result.run_id, "tables/generations.jsonl")
+            .read_text(encoding="utf-8").splitlines()]
+    lm = lab.cache.get(ModelRef(model="fact-gpt2"))
+    eos = lm.tokenizer.eos_token_id
+    for row in rows:
+        value = None if row["sweep"] == "baseline" else float(row["sweep"])
+        neurons = None if value is None else {layer: [3] + ([10] if layer == 5 else []) for layer in range(6)}
+        ref = reference_generate(lm.model, lm.adapter, lm.tokenizer(row["prompt"]).input_ids, max_new_tokens=20,
+                                 neurons=neurons, value=value, position="last", eos_token_id=eos,
+                                 pad_token_id=lm.tokenizer.pad_token_id)
+        assert row["tokens"] == ref, (row["prompt"], row["sweep"])
