@@ -42,6 +42,7 @@ from neurotrace.lab.adapters import ArchAdapter, site_name
 from neurotrace.lab.hooks import hooked
 
 Position = Literal["all", "last"]
+HEAD_CHUNK = 4096  # vocabulary rows per unembedding matmul
 # observe(layer, step, before, after): activations at blocks.{layer}.mlp.hook_post (batch, pos, d_mlp);
 # step 0 is the prefill, step s >= 1 the s-th fed-back token.
 Observer = Callable[[int, int, Tensor, Tensor], None]
@@ -138,6 +139,7 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
     state = _State(sums={layer: torch.zeros(rows, d_mlp, dtype=torch.float64, device=device)
                          for layer in record_layers})
     hooks = _hooks(model, adapter, clamps, state, record_layers, observe)
+    head = plain_head(model, adapter)
     out_tokens = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     count = torch.zeros(rows, dtype=torch.long, device=device)
@@ -146,12 +148,11 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
         real = mask.bool()
         state.valid = real
         state.clamp_pos = real if position == "all" else _last_only(real)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
-                    logits_to_keep=1)
+        logits, cache = _forward(model, head, input_ids=ids, attention_mask=mask, position_ids=position_ids)
         count += real.sum(1)
         done = 0
         for step in range(max_new_tokens):
-            token = sampler.choose(out.logits[:, -1])
+            token = sampler.choose(logits)
             token = torch.where(finished, torch.full_like(token, pad_token_id), token)
             out_tokens[:, step] = token
             done = step + 1
@@ -167,13 +168,40 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
             state.step = step + 1
             state.valid = alive[:, None]          # the fed token is a real output token of this row
             state.clamp_pos = torch.ones(rows, 1, dtype=torch.bool, device=device)
-            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position_ids,
-                        past_key_values=out.past_key_values, use_cache=True)
+            logits, cache = _forward(model, head, input_ids=token[:, None], attention_mask=mask,
+                                     position_ids=position_ids, past_key_values=cache)
             count += alive.long()
     lengths = _lengths(out_tokens[:, :done], eos_token_id)
     return Generated(tokens=out_tokens.cpu(), lengths=lengths.cpu(),
                      act_sum={k: v.cpu() for k, v in state.sums.items()}, act_count=count.cpu(),
                      forward_positions=int(count.sum()))
+
+
+def plain_head(model: nn.Module, adapter: ArchAdapter) -> nn.Linear | None:
+    """The unembedding, if the model's logits are exactly ``head(final hidden state)``; else None."""
+    head = adapter.module(model, adapter.unembed)
+    cfg = model.config
+    scaled = any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in ("final_logit_softcapping", "logit_scale",
+                                                                      "logits_scaling"))
+    base = getattr(model, "base_model", model)
+    return head if isinstance(head, nn.Linear) and base is not model and not scaled else None
+
+
+def _forward(model: nn.Module, head: nn.Linear | None, **inputs: Any) -> tuple[Tensor, Any]:
+    """One cached forward: (logits of the last position (rows, vocab), the KV cache).
+
+    With a plain linear head, the base model runs alone and the head is applied to the last position
+    in vocabulary chunks of ``HEAD_CHUNK`` rows (cache-friendlier on CPU than one huge matmul).
+    """
+    if head is None:
+        out = model(**inputs, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1], out.past_key_values
+    out = model.base_model(**inputs, use_cache=True)
+    h = out.last_hidden_state[:, -1]                                       # (rows, d_model)
+    w, b = head.weight, head.bias
+    chunks = [torch.nn.functional.linear(h, w[i:i + HEAD_CHUNK], None if b is None else b[i:i + HEAD_CHUNK])
+              for i in range(0, w.shape[0], HEAD_CHUNK)]
+    return torch.cat(chunks, dim=-1), out.past_key_values
 
 
 def _hooks(model: nn.Module, adapter: ArchAdapter, clamps: ClampRows | None, state: _State,

@@ -157,3 +157,21 @@ def test_recorded_means_count_real_positions_and_see_the_clamp(lm):
     for r, (_, v) in enumerate(labels):
         if v is not None:
             assert float(mean[r, 5]) == pytest.approx(2.5)
+
+
+def test_chunked_unembedding_and_the_plain_forward_pick_the_same_tokens(lm, monkeypatch):
+    from neurotrace.lab import generation
+
+    assert generation.plain_head(lm.model, lm.adapter) is not None       # the fast path is the one tested
+    seqs, clamps, labels = _rows(lm, [None, 6.0])
+    ids, mask = left_pad(seqs, 0)
+    monkeypatch.setattr(generation, "HEAD_CHUNK", 7)
+    chunked = generate(lm.model, lm.adapter, ids, mask, max_new_tokens=8, clamps=clamps)
+    monkeypatch.setattr(generation, "plain_head", lambda model, adapter: None)
+    plain = generate(lm.model, lm.adapter, ids, mask, max_new_tokens=8, clamps=clamps)
+    assert torch.equal(chunked.tokens, plain.tokens)
+    prompt_ids = _ids(lm)
+    for r, (i, v) in enumerate(labels):
+        ref = reference_generate(lm.model, lm.adapter, prompt_ids[i], max_new_tokens=8,
+                                 neurons=None if v is None else {1: [5]}, value=v)
+        assert chunked.tokens[r].tolist() == ref
