@@ -89,7 +89,8 @@ class _FeaturePolicy(InterventionPolicy):
             return h
         f = torch.tensor(self.features, dtype=torch.long, device=h.device)
         hs = h[:, pos]                                                  # (batch, n_pos, d_in)
-        old = sae.encode(hs)[..., f]                                    # (batch, n_pos, n_feat)
+        old = sae.encode(h)[:, pos][..., f]                             # (batch, n_pos, n_feat); encoding all
+        # positions, as sae.encode(h) does for a caller, keeps the values bit-identical to what they read
         new = self.new_values(old, pos, context, sae)
         out = h.clone()
         out[:, pos] = hs + ((new - old) @ sae.W_dec[f]).to(h.dtype)

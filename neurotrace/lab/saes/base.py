@@ -123,4 +123,5 @@ def from_tensors(cfg: SAEConfig, tensors: dict[str, Tensor], device: str | torch
 
     sae = build_sae(cfg)
     sae.load_state_dict(tensors)
+    sae.requires_grad_(False)                  # a loaded SAE is for inference; fit a new one to train
     return sae.to(device).eval()
