@@ -6,7 +6,7 @@ tokens, greedy. Prints tokens/s, the projected time of the full 140-prompt grid,
 loop that calls ``model.generate`` once per (prompt, value) with a clamp hook (run on a subset in the
 same process), and whether the greedy outputs are identical token for token.
 
-    python bench/clamp_sweep.py [--prompts 8] [--loop-prompts 1] [--threads 2] [--batch-size 128]
+    python bench/clamp_sweep.py [--prompts 8] [--loop-prompts 2] [--threads 2] [--batch-size 128]
 """
 
 import argparse
@@ -45,6 +45,14 @@ def grid(n: int) -> list[dict[str, str]]:
     return items[:n]
 
 
+def loop_subset(prompts: list[dict[str, str]], tokenizer, k: int) -> list[dict[str, str]]:
+    """k prompts spread over the token lengths, shortest first (the most left-padded rows included)."""
+    by_len = sorted(prompts, key=lambda p: len(tokenizer(p["prompt"]).input_ids))
+    if k <= 1:
+        return by_len[:k]
+    return [by_len[round(i * (len(by_len) - 1) / (k - 1))] for i in range(k)]
+
+
 def build_model(out: Path) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -59,7 +67,7 @@ def build_model(out: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=8, help="prompts in the batched sweep (grid has 140)")
-    ap.add_argument("--loop-prompts", type=int, default=1, help="prompts run through the straightforward loop")
+    ap.add_argument("--loop-prompts", type=int, default=2, help="prompts run through the straightforward loop")
     ap.add_argument("--tokens", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=128)
@@ -81,7 +89,7 @@ def main() -> None:
                 lab.store.artifact_path(result.run_id, "tables/generations.jsonl").read_text("utf-8").splitlines()]
         lm = lab.cache.get(ModelRef(model=str(model_dir)))
         loop_s, loop_tokens, mismatches, compared = 0.0, 0, 0, 0
-        for item in prompts[: args.loop_prompts]:
+        for item in loop_subset(prompts, lm.tokenizer, args.loop_prompts):
             ids = lm.tokenizer(item["prompt"]).input_ids
             for value in PAPER_SWEEP:
                 t = time.perf_counter()

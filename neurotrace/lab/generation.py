@@ -24,6 +24,12 @@ Where the clamp applies (``position``):
   values as they were computed, this is the same as clamping the final prompt token and every
   generated token, but not the earlier prompt tokens.
 
+Exactness: padded slots get zero attention weight, so left padding and batching change no value except
+through the floating-point summation order of batched matrix products (and the chunked unembedding).
+Greedy outputs are token-identical to one ``model.generate`` call per row in the tests (tiny GPT-2,
+Llama, the shipped fact-gpt2) and in ``bench/clamp_sweep.py`` (GPT-2-small shape); only a near-tie
+between the two best logits (relative gap ~1e-6) could flip a token.
+
 Generation matches ``model.generate`` semantics: the prefill predicts the first new token, each step
 feeds the previous one; with ``eos_token_id`` set, a row that emits EOS is finished and gets
 ``pad_token_id`` afterwards. Greedy picks the argmax; sampling uses temperature and top-k with an
