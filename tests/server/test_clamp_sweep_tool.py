@@ -41,6 +41,14 @@ async def test_sweep_reports_counts_best_values_links_and_progress(lab, planted)
     kinds = {block.type for block in result.content}
     assert {"text", "image", "resource_link"} <= kinds
     assert [p for p, _ in seen][:3] == [0, 2, 4] and seen[-1] == (6, 6)   # one step per batch of 2 rows
+    async with Client(build_server(lab=lab), raise_exceptions=True) as client:
+        plot = await client.call_tool("plot", {"request": {"run_id": data["run_id"], "kind": "improvement_rate",
+                                                           "options": {"neurons": ["1:3"], "title": "t"}}})
+        assert not plot.is_error and plot.structured_content["kinds"] == ["improvement_rate"]
+        assert set(plot.structured_content["available_kinds"]) == {"improvement_rate", "sweep_metrics"}
+        wrong = await client.call_tool("plot", {"request": {"run_id": data["run_id"], "kind": "sweep_metrics",
+                                                            "options": {"neurons": ["0:0"]}}})
+        assert wrong.is_error and "1:3" in wrong.content[0].text
 
 
 async def test_cancelling_marks_the_run_cancelled(lab, planted):
