@@ -177,13 +177,21 @@ def step_hooks(specs: Sequence[Any], info: StepInfo, lm: LoadedModel,
             hooks.setdefault(f"blocks.{spec.layer}.attn.hook_z", []).append(_heads_hook(spec, info, n_heads(lm)))
         elif isinstance(spec, MeanAblation):
             states, _ = load_states(spec.reference_run, spec.site)
-            mean = torch.from_numpy(np.array(states, dtype=np.float64).mean(0)).float().to(lm.device)
+            mean = torch.from_numpy(_chunked_mean(states)).float().to(lm.device)
             hooks.setdefault(spec.site, []).append(_replace_hook(lambda _a, m=mean: m, spec.positions, info))
         elif isinstance(spec, PatchActivations):
             src = _source_rows(spec, info.step, load_states)
             src = src.to(lm.device)
             hooks.setdefault(spec.site, []).append(_replace_hook(lambda _a, s=src: s, spec.positions, info))
     return hooks
+
+
+def _chunked_mean(states: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Row mean of a (memory-mapped) [N, D] array in float64, reading ``chunk`` rows at a time."""
+    total = np.zeros(states.shape[1], dtype=np.float64)
+    for start in range(0, states.shape[0], chunk):
+        total += np.asarray(states[start:start + chunk], dtype=np.float64).sum(0)
+    return total / max(1, states.shape[0])
 
 
 def _source_rows(spec: PatchActivations, step: int, load_states: Callable) -> Tensor:

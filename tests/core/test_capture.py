@@ -220,3 +220,24 @@ def test_trace_dataset_errors_name_site_and_capture_run(lab, tiny_gpt2):
     with pytest.raises(InputError) as err:
         load_trace_dataset(lab, fit.run_id)
     assert err.value.field == "capture_run"
+
+
+def test_on_the_shipped_fact_model_known_facts_are_likely_and_mlp_ablation_hurts(lab):
+    from neurotrace.lab.embedded import embedded_model_path
+
+    path = embedded_model_path("fact-gpt2")
+    if path is None:
+        pytest.skip("the embedded fact-gpt2 model is not shipped in this checkout")
+    facts = [f for f in json.loads((path / "facts.json").read_text(encoding="utf-8")) if not f["held_out"]][:4]
+    prompts = [{"text": f["template"].format(f["clean_subject"]), "target": f["target"]} for f in facts]
+    site = "blocks.5.hook_resid_post"
+
+    def p_targets(result):
+        text = lab.store.artifact_path(result.run_id, "trace.jsonl").read_text(encoding="utf-8")
+        return [json.loads(line)["p_target"] for line in text.splitlines()]
+
+    clean = capture(lab, "fact-gpt2", sites=[site], prompts=prompts, positions="last")
+    cut = capture(lab, "fact-gpt2", sites=[site], prompts=prompts, positions="last",
+                  interventions=[{"kind": "zero", "site": f"blocks.{layer}.hook_mlp_out"} for layer in range(6)])
+    assert np.mean(p_targets(clean)) > 0.5 and np.mean(p_targets(cut)) < np.mean(p_targets(clean))
+    assert clean.n_rows == 4 and clean.widths[site] == 128
