@@ -6,7 +6,7 @@ tokens, greedy. Prints tokens/s, the projected time of the full 140-prompt grid,
 loop that calls ``model.generate`` once per (prompt, value) with a clamp hook (run on a subset in the
 same process), and whether the greedy outputs are identical token for token.
 
-    python bench/clamp_sweep.py [--prompts 8] [--loop-prompts 2] [--threads 2] [--batch-size 128]
+    python bench/clamp_sweep.py [--prompts 16] [--loop-prompts 2] [--threads 1] [--batch-size 128]
 """
 
 import argparse
@@ -66,10 +66,10 @@ def build_model(out: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prompts", type=int, default=8, help="prompts in the batched sweep (grid has 140)")
+    ap.add_argument("--prompts", type=int, default=16, help="prompts in the batched sweep (grid has 140)")
     ap.add_argument("--loop-prompts", type=int, default=2, help="prompts run through the straightforward loop")
     ap.add_argument("--tokens", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads; 2 helps only on an otherwise idle 2-core machine")
     ap.add_argument("--batch-size", type=int, default=128)
     args = ap.parse_args()
     if not (TOKENIZER / "tokenizer.json").is_file():
