@@ -48,6 +48,14 @@ class ArchAdapter:
     mlp_down: str         # MLP output projection; its input is mlp_post (neurons)
     final_norm: str | None
     unembed: str          # module mapping the final residual to logits
+    base: str = ""        # the body (embeddings + blocks + final norm) returning last_hidden_state
+    head: tuple[str, ...] = ()  # modules applied in order to the body's output to get logits
+
+    def logits_at(self, model: nn.Module, hidden: Any) -> Any:
+        """Apply the LM head to body outputs ``hidden`` (any leading shape, last dim d_model)."""
+        for path in self.head or (self.unembed,):
+            hidden = self.module(model, path)(hidden)
+        return hidden
 
     def module(self, model: nn.Module, path: str, layer: int | None = None) -> nn.Module:
         if layer is not None:
@@ -97,23 +105,25 @@ def site_name(kind: SiteKind, layer: int | None = None) -> str:
 
 ADAPTERS: tuple[ArchAdapter, ...] = (
     ArchAdapter("gpt2", ("gpt2",), "causal", "transformer.wte", "transformer.h", "transformer.h.{L}.attn",
-                "transformer.h.{L}.mlp", "transformer.h.{L}.mlp.c_proj", "transformer.ln_f", "lm_head"),
+                "transformer.h.{L}.mlp", "transformer.h.{L}.mlp.c_proj", "transformer.ln_f", "lm_head",
+                "transformer", ("lm_head",)),
     ArchAdapter("gpt_neox", ("gpt_neox",), "causal", "gpt_neox.embed_in", "gpt_neox.layers",
                 "gpt_neox.layers.{L}.attention", "gpt_neox.layers.{L}.mlp",
-                "gpt_neox.layers.{L}.mlp.dense_4h_to_h", "gpt_neox.final_layer_norm", "embed_out"),
+                "gpt_neox.layers.{L}.mlp.dense_4h_to_h", "gpt_neox.final_layer_norm", "embed_out", "gpt_neox",
+                ("embed_out",)),
     ArchAdapter("llama", ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "phi3"), "causal",
                 "model.embed_tokens", "model.layers", "model.layers.{L}.self_attn", "model.layers.{L}.mlp",
-                "model.layers.{L}.mlp.down_proj", "model.norm", "lm_head"),
+                "model.layers.{L}.mlp.down_proj", "model.norm", "lm_head", "model", ("lm_head",)),
     ArchAdapter("bert", ("bert",), "masked", "bert.embeddings.word_embeddings", "bert.encoder.layer",
                 "bert.encoder.layer.{L}.attention.output.dense", "bert.encoder.layer.{L}.output.dense",
-                "bert.encoder.layer.{L}.output.dense", None, "cls"),
+                "bert.encoder.layer.{L}.output.dense", None, "cls", "bert", ("cls",)),
     ArchAdapter("roberta", ("roberta", "xlm-roberta"), "masked", "roberta.embeddings.word_embeddings",
                 "roberta.encoder.layer", "roberta.encoder.layer.{L}.attention.output.dense",
                 "roberta.encoder.layer.{L}.output.dense", "roberta.encoder.layer.{L}.output.dense", None,
-                "lm_head"),
+                "lm_head", "roberta", ("lm_head",)),
     ArchAdapter("modernbert", ("modernbert",), "masked", "model.embeddings.tok_embeddings", "model.layers",
                 "model.layers.{L}.attn", "model.layers.{L}.mlp", "model.layers.{L}.mlp.Wo",
-                "model.final_norm", "decoder"),
+                "model.final_norm", "decoder", "model", ("head", "decoder")),
 )
 
 

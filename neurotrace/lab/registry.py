@@ -6,6 +6,8 @@ The CLI builds one subcommand per entry from the request model; the MCP tools li
 """
 
 EXPERIMENTS: dict[str, str] = {
+    "trace": "neurotrace.lab.tracing:run_trace",
+    "compare": "neurotrace.lab.compare:run_compare",
     "load_model": "neurotrace.lab.modeltools:run_load_model",
     "clamp_sweep": "neurotrace.lab.clamping:run_clamp_sweep",
     "generate_facts": "neurotrace.lab.facts:run_generate_facts",

@@ -1,0 +1,29 @@
+"""MCP face of causal tracing: trace and compare."""
+
+from typing import Annotated
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult
+
+from neurotrace.lab.compare import CompareRequest, CompareResult, run_compare
+from neurotrace.lab.tracing import TraceRequest, TraceResult, run_trace
+from neurotrace.server.runner import EXPERIMENT, run_in_lab
+
+
+async def trace(request: TraceRequest, ctx: Context) -> Annotated[CallToolResult, TraceResult]:
+    """Where does a model store these facts? Causal tracing (causal LMs) or mask/context patching (masked LMs), on one or several models.
+
+    Give models plus facts (inline), a pack name, or a generate_facts dataset_run_id. Returns per-model peaks
+    (kind, layer, token position), facts the model does not know, an interpretation, heatmaps and curves.
+    """
+    return await run_in_lab(ctx, run_trace, request)
+
+
+async def compare(request: CompareRequest, ctx: Context) -> Annotated[CallToolResult, CompareResult]:
+    """How do models differ in where they store the same facts? Merge trace runs side by side with a plain reading."""
+    return await run_in_lab(ctx, run_compare, request)
+
+
+def register(server) -> None:
+    server.add_tool(trace, annotations=EXPERIMENT)
+    server.add_tool(compare, annotations=EXPERIMENT)
