@@ -202,7 +202,8 @@ def _summary(request: ClampSweepRequest, results: dict[str, Any], best: list[Val
             f"{n_base} of {results['n_prompts']} baselines collapsed")
     if not n_base:
         return text + "; nothing to recover (see the per-value collapse rates for induced collapses)."
-    text += f"; {results['n_recovered']} were recovered by at least one value."
+    n_rec = results["n_recovered"]
+    text += f"; {n_rec} {'was' if n_rec == 1 else 'were'} recovered by at least one value."
     if best:
         text += " Best: " + ", ".join(f"{b.neurons}={_value_text(b.value)} recovers {b.n_improved}/{n_base}"
                                       f" (induces {b.n_induced})" for b in best) + "."
