@@ -41,6 +41,14 @@ def _subtitle(results: dict, m: dict | None = None) -> str:
     return f"{who} - {results['fact_set']} ({results['mode']})"
 
 
+def _nothing_known(results: dict, m: dict, title: str) -> Figure:
+    fig, ax = new_figure(width=6, height=2.5)
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{short(m['model'])} knows none of the {len(m['facts'])} facts:\nno stored fact to locate",
+            ha="center", va="center", transform=ax.transAxes)
+    return finish(fig, title, _subtitle(results, m))
+
+
 def heatmap(results: dict, model: str | None = None, fact: int | None = None) -> Figure:
     m = _model(results, model)
     facts = m["facts"]
@@ -68,8 +76,7 @@ def aie(results: dict, model: str | None = None) -> Figure:
     m = _model(results, model)
     kinds = [k for k, v in m["aie"].items() if v]
     if not kinds:
-        raise InputError("options.model", f"{m['model']} knows none of the facts: no average to plot",
-                         fix="plot kind='heatmap' for a single fact")
+        return _nothing_known(results, m, "Average indirect effect")
     fig, axes = new_figure(1, len(kinds), width=4.2 * len(kinds), height=4.2, squeeze=False)
     for ax, k in zip(axes[0], kinds, strict=True):
         grid = np.array(m["aie"][k], dtype=float).T
@@ -107,7 +114,7 @@ def flow(results: dict, model: str | None = None) -> Figure:
     m = _model(results, model)
     kinds = [k for k, v in m["aie"].items() if v]
     if not kinds:
-        raise InputError("options.model", f"{m['model']} knows none of the facts", fix="pick another model")
+        return _nothing_known(results, m, "Patching flow")
     n = m["n_layers"]
     fig, ax = new_figure(width=7.5, height=2.2 + 0.6 * len(kinds))
     peak = m["peak"]

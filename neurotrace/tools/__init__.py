@@ -18,6 +18,22 @@ TOOL_MODULES: list[str] = [
 ]
 
 
+class _CheckedRegistrar:
+    """Passes add_tool through, wrapping each tool's request model with the lab-error translation."""
+
+    def __init__(self, server) -> None:
+        self._server = server
+
+    def add_tool(self, fn, *args, **kwargs):
+        from neurotrace.server.faults import checked_request
+
+        return self._server.add_tool(checked_request(fn), *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._server, name)
+
+
 def register_all(server) -> None:
+    registrar = _CheckedRegistrar(server)
     for name in TOOL_MODULES:
-        importlib.import_module(name).register(server)
+        importlib.import_module(name).register(registrar)
