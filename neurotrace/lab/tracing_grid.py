@@ -67,15 +67,23 @@ def corrupted_probs(lm: LoadedModel, prep: PreparedFact, corr: Corrupted) -> Ten
 
 def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequence[str], window: int,
                reporter: Reporter, rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1)) -> dict[str, Tensor]:
-    """Mean p(target) with each cell restored: {kind: (n_layers, pos)}."""
+    """Mean p(target) with each cell restored: {kind: (n_layers, pos)}.
+
+    Every (cell, noise sample) is one row; rows are batched. Where the model's blocks can be run one by
+    one (GPT-2 with SDPA attention), each row starts from the cached corrupted residual at the first
+    layer it restores, skipping the layers before it, which cannot differ from the corrupted run."""
     n_layers, n_pos, samples = lm.n_layers, len(prep.ids), corr.samples
     cells = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
     needed = sorted({s for k, layer, _ in cells for s in sites_for(k, layer, window, n_layers)})
     clean, _ = clean_states(lm, prep.ids, needed)
+    starts = torch.tensor([min(_layer(s) for s in sites_for(k, layer, window, n_layers)) for k, layer, _ in cells])
+    corr_pre = _corrupted_resid_pre(lm, prep, corr) if can_skip_layers(lm) else None
     out = torch.empty(len(cells) * samples)
-    for start in range(0, len(out), rows_per_batch):
-        rows = torch.arange(start, min(start + rows_per_batch, len(out)))
-        cell_idx, sample_idx = rows // samples, rows % samples
+    order = torch.argsort(starts.repeat_interleave(samples), stable=True) if corr_pre is not None else \
+        torch.arange(len(out))
+    done = 0
+    for group in _batches(order, starts.repeat_interleave(samples), rows_per_batch, corr_pre is not None):
+        cell_idx, sample_idx = group // samples, group % samples
         by_site: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for r, c in enumerate(cell_idx.tolist()):
             kind, layer, pos = cells[c]
@@ -83,13 +91,71 @@ def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequ
                 by_site[site].append((r, pos))
         hooks: dict[str, list] = {s: [_restore_hook(torch.tensor([a for a, _ in v]), torch.tensor([b for _, b in v]),
                                                     clean[s])] for s, v in by_site.items()}
-        if corr.noise is not None:
-            hooks["hook_embed"] = [_noise_hook(corr.noise[sample_idx], corr.subject)]
-        ids = corr.ids[None].expand(len(rows), -1)
-        out[rows] = target_probs(lm, ids, prep.predict_pos, prep.target_id, hooks).cpu()
-        reporter.step(progress[0] + start + len(rows), progress[1], f"fact {prep.fact.id or prep.fact.clean_subject}")
+        if corr_pre is not None:
+            start = int(starts[cell_idx[0]])
+            out[group] = _probs_from_layer(lm, corr_pre[start][sample_idx], start, prep, hooks).cpu()
+        else:
+            if corr.noise is not None:
+                hooks["hook_embed"] = [_noise_hook(corr.noise[sample_idx], corr.subject)]
+            ids = corr.ids[None].expand(len(group), -1)
+            out[group] = target_probs(lm, ids, prep.predict_pos, prep.target_id, hooks).cpu()
+        done += len(group)
+        reporter.step(progress[0] + done, progress[1], f"fact {prep.fact.id or prep.fact.clean_subject}")
     grid = out.view(len(cells), samples).mean(1).view(len(kinds), n_layers, n_pos)
     return {k: grid[i] for i, k in enumerate(kinds)}
+
+
+def _layer(site: str) -> int:
+    return int(site.split(".")[1])
+
+
+def _batches(order: Tensor, starts: Tensor, size: int, by_start: bool):
+    """Row index batches of at most ``size``; with ``by_start`` a batch never mixes start layers."""
+    i = 0
+    while i < len(order):
+        j = min(i + size, len(order))
+        if by_start:
+            first = starts[order[i]]
+            same = (starts[order[i:j]] == first).nonzero().flatten()
+            j = i + int(same[-1]) + 1
+        yield order[i:j]
+        i = j
+
+
+def can_skip_layers(lm: LoadedModel) -> bool:
+    """Blocks can be called one by one with identical results (checked by tests for GPT-2 + SDPA)."""
+    return lm.adapter.family == "gpt2" and getattr(lm.config, "_attn_implementation", "") == "sdpa"
+
+
+@torch.no_grad()
+def _corrupted_resid_pre(lm: LoadedModel, prep: PreparedFact, corr: Corrupted) -> list[Tensor]:
+    """The corrupted residual entering each block, per sample: [layer] -> (samples, pos, d_model)."""
+    sites = [site_name("resid_pre", layer) for layer in range(lm.n_layers)]
+    store: dict[str, Tensor] = {}
+
+    def save(act: Tensor, site: str) -> None:
+        store[site] = act.detach().clone()
+
+    hooks: dict[str, list] = {s: [save] for s in sites}
+    if corr.noise is not None:
+        hooks["hook_embed"] = [_noise_hook(corr.noise, corr.subject)]
+    body = lm.adapter.module(lm.model, lm.adapter.base)
+    with hooked(lm.model, lm.adapter, hooks):
+        body(input_ids=corr.ids[None].expand(corr.samples, -1).to(lm.device))
+    return [store[s] for s in sites]
+
+
+@torch.no_grad()
+def _probs_from_layer(lm: LoadedModel, h: Tensor, start: int, prep: PreparedFact, hooks: dict) -> Tensor:
+    """Run blocks ``start..`` on residual ``h`` (rows, pos, d_model) with ``hooks``; p(target) per row."""
+    blocks = lm.adapter.module(lm.model, lm.adapter.blocks)
+    with hooked(lm.model, lm.adapter, hooks):
+        for block in blocks[start:]:
+            out = block(h)
+            h = out[0] if isinstance(out, tuple) else out
+    h = lm.adapter.module(lm.model, lm.adapter.final_norm)(h[:, prep.predict_pos])
+    logits = lm.adapter.logits_at(lm.model, h)
+    return torch.softmax(logits.float(), dim=-1)[:, prep.target_id]
 
 
 def approx_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequence[str],

@@ -1,0 +1,122 @@
+"""Causal-tracing speed: neurotrace's exact grid vs ROME's per-cell loop, same process, same inputs.
+
+GPT-2-small shape (GPT2Config(): 12 layers, d_model 768) with random weights, the real GPT-2 tokenizer
+from ../shared/models/gpt2-tokenizer when present, a ~10-token prompt, 3 kinds (resid, mlp, attn;
+window 10) x 12 layers x every position x 10 noise samples. The reference is ROME's algorithm: one
+forward per (kind, layer, position) of a batch [clean, noisy x samples], full logits, restore
+h[1:, pos] = h[0, pos]. Prints wall time, forwards/s, peak memory (RSS), max |diff| and the speed ratio.
+
+    python bench/trace.py                 # reference timed on a subset of cells, extrapolated
+    python bench/trace.py --full-reference
+"""
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from neurotrace.lab.facts_model import Fact  # noqa: E402
+from neurotrace.lab.hooks import hooked  # noqa: E402
+from neurotrace.lab.models import ModelRef, load  # noqa: E402
+from neurotrace.lab.progress import Reporter  # noqa: E402
+from neurotrace.lab.tracing_core import prepare_fact, sites_for, subject_noise_std  # noqa: E402
+from neurotrace.lab.tracing_grid import Corrupted, exact_grid  # noqa: E402
+
+TOKENIZER = ROOT.parent / "shared" / "models" / "gpt2-tokenizer"
+FACT = Fact(template="{} is located in the city of", clean_subject="The Space Needle", target="Seattle")
+
+
+def build_model(out: Path) -> Path:
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config()).eval()
+    model.save_pretrained(out)
+    if TOKENIZER.is_dir():
+        AutoTokenizer.from_pretrained(TOKENIZER).save_pretrained(out)
+    else:
+        from neurotrace.lab.tiny import build_tokenizer
+
+        print("note: ../shared/models/gpt2-tokenizer absent; using a word-level tokenizer (vocab stays 50257)")
+        build_tokenizer("causal", "the space needle is located in city of seattle".split()).save_pretrained(out)
+    return out
+
+
+def reference(lm, prep, corr, kinds, window, cells=None):
+    """ROME's per-cell loop; returns ({(kind, layer, pos): p}, forwards)."""
+    n_layers, n_pos, s = lm.n_layers, len(prep.ids), corr.samples
+    ids = torch.cat([prep.ids[None], corr.ids[None].expand(s, -1)])
+    todo = cells or [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
+    out = {}
+    for kind, layer, pos in todo:
+        def add_noise(act, site):
+            act = act.clone()
+            act[1:, corr.subject[0]:corr.subject[1]] += corr.noise
+            return act
+
+        def restore(act, site, pos=pos):
+            act = act.clone()
+            act[1:, pos] = act[0, pos]
+            return act
+
+        hooks = {"hook_embed": add_noise, **{x: restore for x in sites_for(kind, layer, window, n_layers)}}
+        with torch.no_grad(), hooked(lm.model, lm.adapter, hooks):
+            logits = lm.model(input_ids=ids).logits
+        out[(kind, layer, pos)] = float(torch.softmax(logits[1:, prep.predict_pos], -1)[:, prep.target_id].mean())
+    return out, len(todo)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reference-cells", type=int, default=36, help="cells timed for the reference")
+    parser.add_argument("--full-reference", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        lm = load(ModelRef(model=str(build_model(Path(tmp) / "gpt2-small"))))
+        prep = prepare_fact(lm, FACT, 0)
+        g = torch.Generator().manual_seed(0)
+        n_subj = prep.subject[1] - prep.subject[0]
+        noise = torch.randn((args.samples, n_subj, lm.d_model), generator=g) * 3 * subject_noise_std(lm, [prep])
+        corr = Corrupted(prep.ids, noise, prep.subject)
+        kinds = ["resid", "mlp", "attn"]
+        n_cells = len(kinds) * lm.n_layers * len(prep.ids)
+        print(f"model: GPT-2 small shape ({lm.n_layers} layers, d_model {lm.d_model}); prompt {len(prep.ids)} tokens "
+              f"{prep.tokens}; grid {len(kinds)} kinds x {lm.n_layers} layers x {len(prep.ids)} positions = "
+              f"{n_cells} cells x {args.samples} samples; window {args.window}; threads {args.threads}")
+        t0 = time.perf_counter()
+        ours = exact_grid(lm, prep, corr, kinds, args.window, Reporter())
+        t_ours = time.perf_counter() - t0
+        rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        if args.full_reference:
+            cells = None
+        else:
+            every = max(1, n_cells // args.reference_cells)
+            all_cells = [(k, layer, p) for k in kinds for layer in range(lm.n_layers) for p in range(len(prep.ids))]
+            cells = all_cells[::every][: args.reference_cells]
+        t0 = time.perf_counter()
+        ref, forwards = reference(lm, prep, corr, kinds, args.window, cells)
+        t_ref = (time.perf_counter() - t0) * (n_cells / forwards)
+        diff = max(abs(ours[k][layer, p].item() - v) for (k, layer, p), v in ref.items())
+        rows = n_cells * args.samples
+        print(f"neurotrace exact grid : {t_ours:8.2f} s  {rows / t_ours:8.1f} patched runs/s  (peak RSS {rss_gib:.2f} GiB)")
+        print(f"ROME per-cell loop    : {t_ref:8.2f} s  {n_cells / t_ref:8.1f} forwards/s ({n_cells} forwards of batch "
+              f"{args.samples + 1}){'' if cells is None else f'; timed on {forwards} cells and extrapolated'}")
+        print(f"speed-up: {t_ref / t_ours:.2f}x   max |diff| on compared cells: {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
