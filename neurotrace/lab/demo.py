@@ -60,8 +60,6 @@ def run_demo(runs_dir: str | None = None, quick: bool = False) -> int:
         for i, (title, fn) in enumerate(_steps(quick), start=1):
             print(f"[{i}] {title}", file=sys.stderr, flush=True)
             result = fn(lab, reporter, state)
-            if result is None:
-                continue
             done.append(Step(title, result))
             if getattr(result, "run_id", None):
                 run.add_input(result.run_id)

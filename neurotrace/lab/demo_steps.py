@@ -121,11 +121,7 @@ def intervene(lab: Lab, reporter: Reporter, state: dict) -> Any:
 
 
 def benchmark(lab: Lab, reporter: Reporter, state: dict) -> Any:
-    import importlib.util
-
-    if importlib.util.find_spec("neurotrace.lab.attribution") is None:
-        return None
-    from neurotrace.lab.attribution import BenchmarkRequest, run_benchmark
+    from neurotrace.lab.benchmark import BenchmarkRequest, run_benchmark
 
     req = BenchmarkRequest.model_validate({"seeds": 4 if state["quick"] else 16})
     return run_benchmark(req, lab=lab, reporter=reporter)

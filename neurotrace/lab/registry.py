@@ -6,6 +6,7 @@ The CLI builds one subcommand per entry from the request model; the MCP tools li
 """
 
 EXPERIMENTS: dict[str, str] = {
+    "benchmark": "neurotrace.lab.benchmark:run_benchmark",
     "trace": "neurotrace.lab.tracing:run_trace",
     "compare": "neurotrace.lab.compare:run_compare",
     "load_model": "neurotrace.lab.modeltools:run_load_model",

@@ -7,6 +7,7 @@ whose docstring's first line says what it answers, returning ``await run_in_lab(
 import importlib
 
 TOOL_MODULES: list[str] = [
+    "neurotrace.tools.benchmark",
     "neurotrace.tools.trace",
     "neurotrace.tools.models",
     "neurotrace.tools.clamp_sweep",
