@@ -66,12 +66,17 @@ def corrupted_probs(lm: LoadedModel, prep: PreparedFact, corr: Corrupted) -> Ten
 
 
 def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequence[str], window: int,
-               reporter: Reporter, rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1)) -> dict[str, Tensor]:
+               reporter: Reporter, rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1),
+               force_full: bool = False) -> dict[str, Tensor]:
     """Mean p(target) with each cell restored: {kind: (n_layers, pos)}.
 
     Every (cell, noise sample) is one row; rows are batched. Where the model's blocks can be run one by
     one (GPT-2 with SDPA attention), each row starts from the cached corrupted residual at the first
     layer it restores, skipping the layers before it, which cannot differ from the corrupted run."""
+    from neurotrace.lab.tracing_fast import fast_grid, supports_fast_path
+
+    if supports_fast_path(lm) and not force_full:
+        return fast_grid(lm, prep, corr, kinds, window, reporter, rows_per_batch, progress)
     n_layers, n_pos, samples = lm.n_layers, len(prep.ids), corr.samples
     cells = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
     needed = sorted({s for k, layer, _ in cells for s in sites_for(k, layer, window, n_layers)})

@@ -193,3 +193,22 @@ def test_cancellation_mid_run_marks_the_run_cancelled(tmp_path, tiny_gpt2):
     with pytest.raises(Cancelled):
         run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[TINY_FACT, TINY_FACT]), lab=lab, reporter=reporter)
     assert lab.store.list_runs()[0].status == "cancelled"
+
+
+def test_fast_path_equals_the_full_forward_path_on_the_shipped_model_with_windows():
+    path = embedded_model_path("fact-gpt2")
+    if path is None:
+        pytest.skip("embedded fact-gpt2 is absent")
+    from neurotrace.lab.factworld_eval import load_facts
+    from neurotrace.lab.tracing_fast import supports_fast_path
+
+    lm = load(ModelRef(model="fact-gpt2"))
+    assert supports_fast_path(lm)
+    fact = next(f for f in load_facts(path) if not f.held_out)
+    prep = prepare_fact(lm, fact, 0)
+    corr = _noise(lm, prep, samples=4)
+    kinds = ["resid", "mlp", "attn"]
+    fast = exact_grid(lm, prep, corr, kinds, 3, Reporter(), rows_per_batch=50)
+    full = exact_grid(lm, prep, corr, kinds, 3, Reporter(), force_full=True)
+    for k in kinds:
+        assert (fast[k] - full[k]).abs().max() <= 1e-5

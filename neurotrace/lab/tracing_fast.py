@@ -1,0 +1,148 @@
+"""Exact causal tracing for GPT-2, computing only what a restoration can change.
+
+Restoring one site at (layer L, position p) in the corrupted run leaves (a) every layer below the
+first restored one and (b) every position before p exactly as in the corrupted run (attention is
+causal). So each patched row starts at its first restored layer from the cached corrupted residual,
+runs only positions p.. through the remaining blocks, and attends to the cached corrupted keys and
+values of positions < p. The blocks are GPT-2's own modules (LayerNorms, projections, MLP); only the
+attention over [cached prefix ; suffix] is written out here. Results equal the full forward to float
+precision (tests compare them with the per-cell loop).
+"""
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from neurotrace.lab.adapters import site_name
+from neurotrace.lab.hooks import hooked
+from neurotrace.lab.models import LoadedModel
+from neurotrace.lab.progress import Reporter
+from neurotrace.lab.tracing_core import PreparedFact, clean_states
+
+
+def supports_fast_path(lm: LoadedModel) -> bool:
+    c = lm.config
+    return (lm.adapter.family == "gpt2" and lm.kind == "causal" and lm.bridge is None
+            and getattr(c, "scale_attn_weights", True)
+            and not getattr(c, "scale_attn_by_inverse_layer_idx", False)
+            and not getattr(c, "reorder_and_upcast_attn", False))
+
+
+@torch.no_grad()
+def _corrupted_cache(lm: LoadedModel, ids: Tensor, noise: Tensor | None, subject: tuple[int, int]):
+    """Per layer: the corrupted residual entering the block (plus, last, the final block's output) and
+    the block's qkv: (samples, pos, ...)."""
+    blocks = lm.adapter.module(lm.model, lm.adapter.blocks)
+    resid: list[Tensor] = []
+    qkv: list[Tensor] = []
+    handles = []
+    for block in blocks:
+        handles.append(block.register_forward_pre_hook(
+            lambda m, args, kwargs: resid.append((args[0] if args else kwargs["hidden_states"]).clone()),
+            with_kwargs=True))
+        handles.append(block.attn.c_attn.register_forward_hook(lambda m, a, out: qkv.append(out.clone())))
+    handles.append(blocks[-1].register_forward_hook(
+        lambda m, a, out: resid.append((out[0] if isinstance(out, tuple) else out).clone())))
+
+    def add(act: Tensor, site: str) -> Tensor:
+        out = act.clone()
+        out[:, subject[0]:subject[1]] += noise.to(act.dtype)
+        return out
+
+    samples = 1 if noise is None else noise.shape[0]
+    body = lm.adapter.module(lm.model, lm.adapter.base)
+    try:
+        with hooked(lm.model, lm.adapter, {} if noise is None else {"hook_embed": add}):
+            body(input_ids=ids[None].expand(samples, -1).to(lm.device))
+    finally:
+        for h in handles:
+            h.remove()
+    return resid, qkv
+
+
+def _attend(block, x: Tensor, prefix_qkv: Tensor, p: int) -> Tensor:
+    """GPT-2 attention for suffix rows ``x`` (rows, S, D) over [prefix keys/values ; suffix]."""
+    attn = block.attn
+    n_heads, d = attn.num_heads, x.shape[-1]
+    dh = d // n_heads
+    qkv = attn.c_attn(x)                                                     # (rows, S, 3D)
+    full = torch.cat([prefix_qkv, qkv], dim=1)                               # (rows, p + S, 3D)
+    q = qkv[..., :d].unflatten(-1, (n_heads, dh)).transpose(1, 2)            # (rows, H, S, dh)
+    k = full[..., d:2 * d].unflatten(-1, (n_heads, dh)).transpose(1, 2)      # (rows, H, p+S, dh)
+    v = full[..., 2 * d:].unflatten(-1, (n_heads, dh)).transpose(1, 2)
+    s = x.shape[1]
+    mask = torch.arange(p + s, device=x.device)[None, :] <= (p + torch.arange(s, device=x.device))[:, None]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1 / math.sqrt(dh))
+    return attn.c_proj(out.transpose(1, 2).flatten(2))                       # (rows, S, D)
+
+
+@torch.no_grad()
+def _run_suffix(lm: LoadedModel, h: Tensor, start: int, p: int, prefix_qkv: list[Tensor],
+                restore: dict[tuple[str, int], tuple[Tensor, Tensor]], predict_pos: int, target_id: int) -> Tensor:
+    """Blocks ``start..`` on suffix rows ``h`` (rows, S, D); ``restore[(kind, layer)] = (row_mask, value)``
+    puts ``value`` at suffix index 0 (position p). Returns p(target) per row."""
+    blocks = lm.adapter.module(lm.model, lm.adapter.blocks)
+    for layer in range(start, len(blocks)):
+        block = blocks[layer]
+        a = _attend(block, block.ln_1(h), prefix_qkv[layer], p)
+        if ("attn", layer) in restore:
+            rows, value = restore[("attn", layer)]
+            a[rows, 0] = value
+        h = h + a
+        m = block.mlp(block.ln_2(h))
+        if ("mlp", layer) in restore:
+            rows, value = restore[("mlp", layer)]
+            m[rows, 0] = value
+        h = h + m
+    h = lm.adapter.module(lm.model, lm.adapter.final_norm)(h[:, predict_pos - p])
+    return torch.softmax(lm.adapter.logits_at(lm.model, h).float(), dim=-1)[:, target_id]
+
+
+def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, kinds: Sequence[str], window: int, reporter: Reporter,
+              rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1)) -> dict[str, Tensor]:
+    """Same numbers as :func:`neurotrace.lab.tracing_grid.exact_grid`, computing only what can change."""
+    from neurotrace.lab.tracing_core import sites_for
+
+    n_layers, n_pos, samples = lm.n_layers, len(prep.ids), corr.samples
+    kind_site = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
+    sites = [site_name(kind_site[k], layer) for k in kinds for layer in range(n_layers)]
+    clean, _ = clean_states(lm, prep.ids, sites)
+    resid_pre, qkv = _corrupted_cache(lm, corr.ids, corr.noise, corr.subject)
+    groups: dict[tuple[int, int], list[tuple[int, str, list[int]]]] = defaultdict(list)
+    cells = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
+    for c, (k, layer, p) in enumerate(cells):
+        layers = [int(s.split(".")[1]) for s in sites_for(k, layer, window, n_layers)]
+        start = layer + 1 if k == "resid" else layers[0]
+        groups[(start, p)].append((c, k, layers))
+    out = torch.empty(len(cells), samples)
+    done = 0
+    for (start, p), members in groups.items():
+        rows = [(c, k, layers, s) for c, k, layers in members for s in range(samples)]
+        for i in range(0, len(rows), rows_per_batch):
+            chunk = rows[i:i + rows_per_batch]
+            sample_idx = torch.tensor([s for *_, s in chunk])
+            out[[c for c, *_ in chunk], sample_idx] = _chunk_probs(lm, prep, chunk, start, p, sample_idx, resid_pre,
+                                                                 qkv, clean, n_layers).cpu()
+            done += len(chunk)
+            reporter.step(progress[0] + done, progress[1], f"fact {prep.fact.id or prep.fact.clean_subject}")
+    grid = out.mean(1).view(len(kinds), n_layers, n_pos)
+    return {k: grid[i] for i, k in enumerate(kinds)}
+
+
+def _chunk_probs(lm, prep, chunk, start, p, sample_idx, resid_pre, qkv, clean, n_layers) -> Tensor:
+    h = resid_pre[start][sample_idx, p:].clone()                              # (rows, S, D)
+    restore: dict[tuple[str, int], tuple[Tensor, Tensor]] = {}
+    for kind in ("attn", "mlp"):
+        for layer in range(start, n_layers):
+            mask = torch.tensor([k == kind and layer in layers for _, k, layers, _ in chunk])
+            if mask.any():
+                restore[(kind, layer)] = (mask, clean[site_name(f"{kind}_out", layer)][p])
+    resid_rows = torch.tensor([k == "resid" for _, k, _, _ in chunk])
+    if resid_rows.any():                                                      # resid restored at layer start-1
+        h[resid_rows, 0] = clean[site_name("resid_post", start - 1)][p]
+    prefix = [q[sample_idx, :p] for q in qkv]
+    return _run_suffix(lm, h, start, p, prefix, restore, prep.predict_pos, prep.target_id)
