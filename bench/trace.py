@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from neurotrace.lab.facts_model import Fact  # noqa: E402
-from neurotrace.lab.hooks import hooked  # noqa: E402
 from neurotrace.lab.models import ModelRef, load  # noqa: E402
 from neurotrace.lab.progress import Reporter  # noqa: E402
-from neurotrace.lab.tracing_core import prepare_fact, sites_for, subject_noise_std  # noqa: E402
+from neurotrace.lab.tracing_core import prepare_fact, subject_noise_std  # noqa: E402
 from neurotrace.lab.tracing_grid import Corrupted, exact_grid  # noqa: E402
+from neurotrace.lab.tracing_reference import reference_cells  # noqa: E402
 
 TOKENIZER = ROOT.parent / "shared" / "models" / "gpt2-tokenizer"
 FACT = Fact(template="{} is located in the city of", clean_subject="The Space Needle", target="Seattle")
@@ -53,26 +53,8 @@ def build_model(out: Path) -> Path:
 
 def reference(lm, prep, corr, kinds, window, cells=None):
     """ROME's per-cell loop; returns ({(kind, layer, pos): p}, forwards)."""
-    n_layers, n_pos, s = lm.n_layers, len(prep.ids), corr.samples
-    ids = torch.cat([prep.ids[None], corr.ids[None].expand(s, -1)])
-    todo = cells or [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
-    out = {}
-    for kind, layer, pos in todo:
-        def add_noise(act, site):
-            act = act.clone()
-            act[1:, corr.subject[0]:corr.subject[1]] += corr.noise
-            return act
-
-        def restore(act, site, pos=pos):
-            act = act.clone()
-            act[1:, pos] = act[0, pos]
-            return act
-
-        hooks = {"hook_embed": add_noise, **{x: restore for x in sites_for(kind, layer, window, n_layers)}}
-        with torch.no_grad(), hooked(lm.model, lm.adapter, hooks):
-            logits = lm.model(input_ids=ids).logits
-        out[(kind, layer, pos)] = float(torch.softmax(logits[1:, prep.predict_pos], -1)[:, prep.target_id].mean())
-    return out, len(todo)
+    todo = cells or [(k, layer, p) for k in kinds for layer in range(lm.n_layers) for p in range(len(prep.ids))]
+    return dict(zip(todo, reference_cells(lm, prep, corr, todo, window), strict=True)), len(todo)
 
 
 def main() -> None:

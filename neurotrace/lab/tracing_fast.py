@@ -82,21 +82,23 @@ def _attend(block, x: Tensor, prefix_qkv: Tensor, p: int) -> Tensor:
 
 @torch.no_grad()
 def _run_suffix(lm: LoadedModel, h: Tensor, start: int, p: int, prefix_qkv: list[Tensor],
-                restore: dict[tuple[str, int], tuple[Tensor, Tensor]], predict_pos: int, target_id: int) -> Tensor:
-    """Blocks ``start..`` on suffix rows ``h`` (rows, S, D); ``restore[(kind, layer)] = (row_mask, value)``
-    puts ``value`` at suffix index 0 (position p). Returns p(target) per row."""
+                restore: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]], predict_pos: int,
+                target_id: int) -> Tensor:
+    """Blocks ``start..`` on suffix rows ``h`` (rows, S, D) beginning at position ``p``;
+    ``restore[(kind, layer)] = (rows, offsets, values)`` puts each value at its row's suffix offset.
+    Returns p(target) per row."""
     blocks = lm.adapter.module(lm.model, lm.adapter.blocks)
     for layer in range(start, len(blocks)):
         block = blocks[layer]
         a = _attend(block, block.ln_1(h), prefix_qkv[layer], p)
         if ("attn", layer) in restore:
-            rows, value = restore[("attn", layer)]
-            a[rows, 0] = value
+            rows, offsets, values = restore[("attn", layer)]
+            a[rows, offsets] = values
         h = h + a
         m = block.mlp(block.ln_2(h))
         if ("mlp", layer) in restore:
-            rows, value = restore[("mlp", layer)]
-            m[rows, 0] = value
+            rows, offsets, values = restore[("mlp", layer)]
+            m[rows, offsets] = values
         h = h + m
     h = lm.adapter.module(lm.model, lm.adapter.final_norm)(h[:, predict_pos - p])
     return torch.softmax(lm.adapter.logits_at(lm.model, h).float(), dim=-1)[:, target_id]
@@ -104,7 +106,10 @@ def _run_suffix(lm: LoadedModel, h: Tensor, start: int, p: int, prefix_qkv: list
 
 def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, kinds: Sequence[str], window: int, reporter: Reporter,
               rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1)) -> dict[str, Tensor]:
-    """Same numbers as :func:`neurotrace.lab.tracing_grid.exact_grid`, computing only what can change."""
+    """Same numbers as :func:`neurotrace.lab.tracing_grid.exact_grid`, computing only what can change.
+
+    Rows are grouped by their first changed layer and sorted by restored position, so a batch shares
+    one start layer and begins at the smallest restored position among its rows."""
     from neurotrace.lab.tracing_core import sites_for
 
     n_layers, n_pos, samples = lm.n_layers, len(prep.ids), corr.samples
@@ -112,37 +117,39 @@ def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, kinds: Sequence[str], w
     sites = [site_name(kind_site[k], layer) for k in kinds for layer in range(n_layers)]
     clean, _ = clean_states(lm, prep.ids, sites)
     resid_pre, qkv = _corrupted_cache(lm, corr.ids, corr.noise, corr.subject)
-    groups: dict[tuple[int, int], list[tuple[int, str, list[int]]]] = defaultdict(list)
+    groups: dict[int, list[tuple[int, str, list[int], int, int]]] = defaultdict(list)
     cells = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
     for c, (k, layer, p) in enumerate(cells):
         layers = [int(s.split(".")[1]) for s in sites_for(k, layer, window, n_layers)]
         start = layer + 1 if k == "resid" else layers[0]
-        groups[(start, p)].append((c, k, layers))
+        groups[start] += [(c, k, layers, p, s) for s in range(samples)]
     out = torch.empty(len(cells), samples)
     done = 0
-    for (start, p), members in groups.items():
-        rows = [(c, k, layers, s) for c, k, layers in members for s in range(samples)]
+    for start, rows in groups.items():
+        rows.sort(key=lambda r: r[3])
         for i in range(0, len(rows), rows_per_batch):
             chunk = rows[i:i + rows_per_batch]
-            sample_idx = torch.tensor([s for *_, s in chunk])
-            out[[c for c, *_ in chunk], sample_idx] = _chunk_probs(lm, prep, chunk, start, p, sample_idx, resid_pre,
-                                                                 qkv, clean, n_layers).cpu()
+            out[[r[0] for r in chunk], [r[4] for r in chunk]] = _chunk_probs(lm, prep, chunk, start, resid_pre, qkv,
+                                                                           clean, n_layers).cpu()
             done += len(chunk)
             reporter.step(progress[0] + done, progress[1], f"fact {prep.fact.id or prep.fact.clean_subject}")
     grid = out.mean(1).view(len(kinds), n_layers, n_pos)
     return {k: grid[i] for i, k in enumerate(kinds)}
 
 
-def _chunk_probs(lm, prep, chunk, start, p, sample_idx, resid_pre, qkv, clean, n_layers) -> Tensor:
-    h = resid_pre[start][sample_idx, p:].clone()                              # (rows, S, D)
-    restore: dict[tuple[str, int], tuple[Tensor, Tensor]] = {}
+def _chunk_probs(lm, prep, chunk, start, resid_pre, qkv, clean, n_layers) -> Tensor:
+    p0 = min(r[3] for r in chunk)
+    sample_idx = torch.tensor([r[4] for r in chunk])
+    pos = torch.tensor([r[3] for r in chunk])
+    h = resid_pre[start][sample_idx, p0:].clone()                             # (rows, S, D)
+    restore: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]] = {}
     for kind in ("attn", "mlp"):
         for layer in range(start, n_layers):
-            mask = torch.tensor([k == kind and layer in layers for _, k, layers, _ in chunk])
-            if mask.any():
-                restore[(kind, layer)] = (mask, clean[site_name(f"{kind}_out", layer)][p])
-    resid_rows = torch.tensor([k == "resid" for _, k, _, _ in chunk])
-    if resid_rows.any():                                                      # resid restored at layer start-1
-        h[resid_rows, 0] = clean[site_name("resid_post", start - 1)][p]
-    prefix = [q[sample_idx, :p] for q in qkv]
-    return _run_suffix(lm, h, start, p, prefix, restore, prep.predict_pos, prep.target_id)
+            rows = torch.tensor([i for i, r in enumerate(chunk) if r[1] == kind and layer in r[2]], dtype=torch.long)
+            if len(rows):
+                restore[(kind, layer)] = (rows, pos[rows] - p0, clean[site_name(f"{kind}_out", layer)][pos[rows]])
+    resid_rows = torch.tensor([i for i, r in enumerate(chunk) if r[1] == "resid"], dtype=torch.long)
+    if len(resid_rows):                                                       # resid restored at layer start-1
+        h[resid_rows, pos[resid_rows] - p0] = clean[site_name("resid_post", start - 1)][pos[resid_rows]]
+    prefix = [q[sample_idx, :p0] for q in qkv]
+    return _run_suffix(lm, h, start, p0, prefix, restore, prep.predict_pos, prep.target_id)

@@ -7,13 +7,13 @@ import torch
 from neurotrace.lab.embedded import embedded_model_path
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts_model import Fact
-from neurotrace.lab.hooks import hooked
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.models import ModelRef, load
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing import TraceRequest, run_trace
 from neurotrace.lab.tracing_core import prepare_fact, sites_for, subject_noise_std, target_probs
 from neurotrace.lab.tracing_grid import Corrupted, approx_grid, exact_grid
+from neurotrace.lab.tracing_reference import reference_cells
 
 TINY_FACT = Fact(id="f0", template="the capital of {} is", clean_subject="france", corrupt_subject="spain",
                  target="paris", context_from="capital", context_to="river")
@@ -27,28 +27,9 @@ def _noise(lm, prep, samples=3, seed=0):
 
 
 def reference_grid(lm, prep, corr, kind, window):
-    """ROME's algorithm, one forward per cell: row 0 clean, rows 1.. corrupted; restore h[1:, pos] = h[0, pos]."""
-    n_layers, n_pos, s = lm.n_layers, len(prep.ids), corr.samples
-    ids = torch.cat([prep.ids[None], corr.ids[None].expand(s, -1)])
-    out = torch.zeros(n_layers, n_pos)
-    for layer in range(n_layers):
-        for pos in range(n_pos):
-            def add_noise(act, site):
-                if corr.noise is not None:
-                    act = act.clone()
-                    act[1:, corr.subject[0]:corr.subject[1]] += corr.noise
-                return act
-
-            def restore(act, site, pos=pos):
-                act = act.clone()
-                act[1:, pos] = act[0, pos]
-                return act
-
-            hooks = {"hook_embed": add_noise, **{site: restore for site in sites_for(kind, layer, window, n_layers)}}
-            with torch.no_grad(), hooked(lm.model, lm.adapter, hooks):
-                logits = lm.model(input_ids=ids).logits
-            out[layer, pos] = torch.softmax(logits[1:, prep.predict_pos], -1)[:, prep.target_id].mean()
-    return out
+    """ROME's per-cell loop (neurotrace.lab.tracing_reference) laid out as a (layer, pos) grid."""
+    cells = [(kind, layer, pos) for layer in range(lm.n_layers) for pos in range(len(prep.ids))]
+    return torch.tensor(reference_cells(lm, prep, corr, cells, window)).view(lm.n_layers, len(prep.ids))
 
 
 @pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama", "tiny_bert"])
