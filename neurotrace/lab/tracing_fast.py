@@ -127,14 +127,26 @@ def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, kinds: Sequence[str], w
     done = 0
     for start, rows in groups.items():
         rows.sort(key=lambda r: r[3])
-        for i in range(0, len(rows), rows_per_batch):
-            chunk = rows[i:i + rows_per_batch]
+        for chunk in _chunks(rows, rows_per_batch):
             out[[r[0] for r in chunk], [r[4] for r in chunk]] = _chunk_probs(lm, prep, chunk, start, resid_pre, qkv,
                                                                            clean, n_layers).cpu()
             done += len(chunk)
             reporter.step(progress[0] + done, progress[1], f"fact {prep.fact.id or prep.fact.clean_subject}")
     grid = out.mean(1).view(len(kinds), n_layers, n_pos)
     return {k: grid[i] for i, k in enumerate(kinds)}
+
+
+def _chunks(rows: list, size: int, min_rows: int = 64):
+    """Consecutive rows (sorted by restored position) in batches of at most ``size``; a batch closes at a
+    change of position once it holds ``min_rows``, so batches rarely reach back to earlier positions."""
+    chunk: list = []
+    for row in rows:
+        if chunk and (len(chunk) >= size or (row[3] != chunk[-1][3] and len(chunk) >= min_rows)):
+            yield chunk
+            chunk = []
+        chunk.append(row)
+    if chunk:
+        yield chunk
 
 
 def _chunk_probs(lm, prep, chunk, start, resid_pre, qkv, clean, n_layers) -> Tensor:
