@@ -35,6 +35,8 @@ def run_compare(request: CompareRequest, *, lab: Lab, reporter: Reporter) -> Com
     fact_ids: list[str] | None = None
     for i, run_id in enumerate(request.run_ids):
         reporter.step(i, len(request.run_ids), f"reading {run_id}")
+        if run_id in request.run_ids[:i]:
+            raise InputError(f"run_ids[{i}]", f"run {run_id} is listed twice", fix="list each trace run once")
         if lab.store.manifest(run_id).tool != "trace":
             raise InputError(f"run_ids[{i}]", f"run {run_id} is not a trace run", fix="pass trace run ids")
         results = lab.store.read_json(run_id, RESULTS_FILE)
@@ -44,7 +46,9 @@ def run_compare(request: CompareRequest, *, lab: Lab, reporter: Reporter) -> Com
                 raise InputError(f"run_ids[{i}]", f"run {run_id} traced other facts than the first run",
                                  fix="compare runs made on the same dataset or pack")
             fact_ids = ids
-            merged.setdefault("models", {})[name if name not in merged.get("models", {}) else f"{name} ({run_id[-8:]})"] = m
+            models = merged.setdefault("models", {})
+            key = name if name not in models else f"{name} ({run_id[-8:]})"
+            models[key] = {**m, "model": key}                    # the reading names each entry once
         merged.setdefault("fact_set", results["fact_set"])
         merged.setdefault("mode", results["mode"])
         merged.setdefault("kinds", results["kinds"])

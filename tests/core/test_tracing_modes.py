@@ -1,0 +1,106 @@
+"""trace's other modes end to end on tiny models: approximate mode with its agreement, head patching,
+masked LMs without a mask token, and compare's merging and input errors."""
+
+import pytest
+import torch
+
+from neurotrace.lab.compare import CompareRequest, run_compare
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.facts_model import Fact
+from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.models import ModelRef, load
+from neurotrace.lab.progress import Reporter
+from neurotrace.lab.sites import n_heads
+from neurotrace.lab.tracing import TraceRequest, run_trace
+from neurotrace.lab.tracing_core import prepare_fact
+
+FACT = Fact(id="f0", template="the capital of {} is", clean_subject="france", corrupt_subject="spain",
+            target="paris", context_from="capital", context_to="river")
+NOISE = {"kind": "noise", "samples": 2}
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return Lab(LabSettings(runs_dir=tmp_path / "runs"))
+
+
+def _fact_results(lab, result, model):
+    return lab.store.read_json(result.run_id, "trace_results.json")["models"][str(model)]["facts"][0]
+
+
+def test_approx_mode_reports_its_agreement_and_keeps_the_exact_grid(lab, tiny_gpt2):
+    req = dict(models=[str(tiny_gpt2)], facts=[FACT], kinds=["resid", "mlp"], corruption=NOISE, seed=1)
+    checked = run_trace(TraceRequest(**req, mode="approx", check_agreement=True), lab=lab, reporter=Reporter())
+    exact = run_trace(TraceRequest(**req), lab=lab, reporter=Reporter())
+    agreement = checked.agreement[str(tiny_gpt2)]
+    assert set(agreement) == {"resid", "mlp"}
+    assert agreement["mlp"]["mean_pearson_r"] > 0.9 and 0 <= agreement["mlp"]["same_peak_fraction"] <= 1
+    f_checked, f_exact = _fact_results(lab, checked, tiny_gpt2), _fact_results(lab, exact, tiny_gpt2)
+    assert f_checked["restored"] == f_exact["restored"]          # the exact grid is what is reported
+    approx = torch.tensor(f_checked["approx_indirect"]["mlp"])
+    diff = (approx - torch.tensor(f_exact["indirect"]["mlp"])).abs().max()
+    assert float(diff) == pytest.approx(agreement["mlp"]["max_abs_diff"], rel=1e-6)
+
+
+def test_approx_mode_alone_reports_the_attribution_estimate(lab, tiny_gpt2):
+    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], kinds=["attn"], corruption=NOISE,
+                                    mode="approx"), lab=lab, reporter=Reporter())
+    f = _fact_results(lab, result, tiny_gpt2)
+    assert result.agreement is None
+    torch.testing.assert_close(torch.tensor(f["indirect"]["attn"]), torch.tensor(f["approx_indirect"]["attn"]),
+                               atol=1e-6, rtol=0)
+    assert f["peak"]["kind"] == "attn"
+
+
+def test_head_patching_gives_one_value_per_layer_and_head(lab, tiny_gpt2):
+    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], kinds=["resid"], heads=True,
+                                    corruption={"kind": "swap"}), lab=lab, reporter=Reporter())
+    lm = load(ModelRef(model=str(tiny_gpt2)))
+    heads = torch.tensor(_fact_results(lab, result, tiny_gpt2)["heads"])
+    assert heads.shape == (lm.n_layers, n_heads(lm))
+    assert heads.std() > 0
+
+
+def test_masked_model_without_mask_token_scores_the_last_subject_token_and_says_so(tmp_path, lab, tiny_bert):
+    import json
+    import shutil
+
+    path = tmp_path / "no-mask"
+    shutil.copytree(tiny_bert, path)
+    config_file = path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config.pop("mask_token", None)
+    config_file.write_text(json.dumps(config), encoding="utf-8")
+    lm = load(ModelRef(model=str(path)))
+    prep = prepare_fact(lm, FACT, 0)
+    assert prep.predict_pos == prep.subject[1] - 1
+    result = run_trace(TraceRequest(models=[str(path)], facts=[FACT], kinds=["resid"], corruption={"kind": "swap"}),
+                       lab=lab, reporter=Reporter())
+    assert any("no mask token" in note for note in result.models[0].notes)
+
+
+def test_compare_merges_runs_and_names_each_model_once(lab, tiny_gpt2, tiny_bert):
+    req = dict(facts=[FACT], kinds=["resid"], corruption={"kind": "swap"})
+    a = run_trace(TraceRequest(models=[str(tiny_gpt2)], **req), lab=lab, reporter=Reporter())
+    b = run_trace(TraceRequest(models=[str(tiny_gpt2), str(tiny_bert)], **req), lab=lab, reporter=Reporter())
+    result = run_compare(CompareRequest(run_ids=[a.run_id, b.run_id]), lab=lab, reporter=Reporter())
+    assert len(result.models) == 3 and len(set(result.models)) == 3
+    cross = next(line for line in result.interpretation if line.startswith("Across models"))
+    assert all(name in cross for name in result.models)
+    assert result.figures and set(result.known) == set(result.models)
+
+
+def test_compare_input_errors_name_the_run(lab, tiny_gpt2):
+    req = dict(models=[str(tiny_gpt2)], kinds=["resid"], corruption={"kind": "swap"})
+    a = run_trace(TraceRequest(facts=[FACT], **req), lab=lab, reporter=Reporter())
+    other = run_trace(TraceRequest(facts=[FACT.model_copy(update={"id": "f1"})], **req), lab=lab, reporter=Reporter())
+    with pytest.raises(InputError) as err:
+        run_compare(CompareRequest(run_ids=[a.run_id, other.run_id]), lab=lab, reporter=Reporter())
+    assert err.value.field == "run_ids[1]"
+    with pytest.raises(InputError) as err:
+        run_compare(CompareRequest(run_ids=[a.run_id, a.run_id]), lab=lab, reporter=Reporter())
+    assert err.value.field == "run_ids[1]"
+    merged = run_compare(CompareRequest(run_ids=[a.run_id]), lab=lab, reporter=Reporter())
+    with pytest.raises(InputError) as err:
+        run_compare(CompareRequest(run_ids=[merged.run_id]), lab=lab, reporter=Reporter())
+    assert err.value.field == "run_ids[0]"
