@@ -58,6 +58,18 @@ def autograd_jacobian(circuit: Circuit, x: Tensor) -> Tensor:
     return xg.grad
 
 
+def jacobian_check(samples: int, seed: int = 0) -> float:
+    """Max |analytic Jacobian - autograd| over every regime's circuit and ``samples`` inputs (float64)."""
+    g = make_generator(seed)
+    perm = torch.randperm(N_FEATURES, generator=g)
+    diffs = []
+    for regime in REGIMES:
+        circuit = build_circuit(regime, perm)
+        x = sample_inputs(regime, samples, g, perm)
+        diffs.append(float((circuit.jacobian(x) - autograd_jacobian(circuit, x)).abs().max()))
+    return max(diffs)
+
+
 def correlation(circuit: Circuit, x: Tensor, g: torch.Generator) -> Tensor:
     y = circuit(x)
     xc, yc = x - x.mean(0), y - y.mean()

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from neurotrace.lab.attribution import METHODS, score_circuits
+from neurotrace.lab.attribution import METHODS, jacobian_check, score_circuits
 from neurotrace.lab.benchmark_planted import PlantedCheck, planted_checks
 from neurotrace.lab.circuits import CAUSAL, N_FEATURES, REGIMES
 from neurotrace.lab.errors import InputError
@@ -60,6 +60,8 @@ class BenchmarkResult(RunResult):
     table: list[AurocRow] = Field(default_factory=list, description="Compiled circuits: AUROC per method x circuit.")
     dissociation: dict[str, bool] = Field(default_factory=dict, description="Each expected property, checked.")
     dissociation_holds: bool | None = Field(None, description="All expected properties hold (None: not run).")
+    jacobian_max_abs_diff: float | None = Field(None, description="Max |analytic - autograd| input gradient over "
+                                                                  "the circuits (float64; must be <= 1e-6).")
     planted: list[PlantedCheck] = Field(default_factory=list, description="Planted transformer: where each "
                                                                          "method points, and whether it is right.")
     planted_model: str | None = Field(None, description="Directory of the planted GPT-2 (load or trace it).")
@@ -111,19 +113,25 @@ def markdown_table(rows: list[AurocRow]) -> str:
 
 
 def heatmap(rows: list[AurocRow], title: str):
+    """Methods x circuits AUROC (mean, ± std below); 0.5 = chance sits at the colormap's centre."""
     from neurotrace.lab.plotstyle import finish, new_figure
 
     cols = [*REGIMES, "null"]
-    grid = [[next(r.auroc_mean for r in rows if r.method == m and r.circuit == c) for c in cols] for m in METHODS]
-    fig, ax = new_figure(width=7, height=4)
-    im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1)
-    ax.set_xticks(range(len(cols)), cols)
-    ax.set_yticks(range(len(METHODS)), METHODS)
-    for i, row in enumerate(grid):
-        for j, v in enumerate(row):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=9)
-    fig.colorbar(im, ax=ax, label="AUROC vs ground truth")
-    return finish(fig, "Attribution methods vs known ground truth", title)
+    cell = {(r.method, r.circuit): r for r in rows}
+    grid = [[cell[(m, c)].auroc_mean for c in cols] for m in METHODS]
+    fig, ax = new_figure(width=8, height=4.5)
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    ax.grid(False)
+    ax.set_xticks(range(len(cols)), [*REGIMES, "null\n(scrambled labels)"])
+    ax.set_yticks(range(len(METHODS)), [m.replace("_", " ") for m in METHODS])
+    ax.axvline(len(REGIMES) - 0.5, color="white", linewidth=3)
+    for i, m in enumerate(METHODS):
+        for j, c in enumerate(cols):
+            r = cell[(m, c)]
+            ax.text(j, i, f"{r.auroc_mean:.2f}\n± {r.auroc_std:.2f}", ha="center", va="center", fontsize=9,
+                    color="white" if abs(r.auroc_mean - 0.5) > 0.35 else "black")
+    fig.colorbar(im, ax=ax, label="AUROC vs ground truth (0.5 = chance)")
+    return finish(fig, "Attribution methods vs known ground truth (compiled circuits)", title)
 
 
 def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter) -> BenchmarkResult:
@@ -135,7 +143,9 @@ def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter) ->
             scores = score_circuits(request.seeds, request.samples, request.ig_steps, request.ig_baseline,
                                     request.seed, on_seed=lambda s: reporter.step(s + 1, total, f"circuits, seed {s + 1}"))
             out.table = _rows(scores)
+            out.jacobian_max_abs_diff = jacobian_check(request.samples, request.seed)
             out.dissociation = dissociation(out.table)
+            out.dissociation["analytic Jacobian equals autograd (1e-6)"] = out.jacobian_max_abs_diff <= 1e-6
             out.dissociation_holds = all(out.dissociation.values())
             run.write_csv("tables/auroc.csv", [r.model_dump() for r in out.table])
             run.write_json("auroc_per_seed.json", scores)
@@ -188,7 +198,8 @@ def _report(request: BenchmarkRequest, out: BenchmarkResult) -> str:
         verdict = "holds" if out.dissociation_holds else "DOES NOT hold"
         failed = [k for k, v in out.dissociation.items() if not v]
         lines += [f"Compiled circuits: the expected dissociation {verdict} (AUROC mean ± std over {request.seeds} "
-                  f"seeds, {request.samples} samples; IG {request.ig_steps} steps)."
+                  f"seeds, {request.samples} samples; IG {request.ig_steps} steps; analytic vs autograd gradients "
+                  f"differ by at most {out.jacobian_max_abs_diff:.1e})."
                   + (f" Failed: {'; '.join(failed)}." if failed else ""), "", markdown_table(out.table), ""]
     if out.planted:
         right = sum(c.correct for c in out.planted)

@@ -17,6 +17,7 @@ async def test_benchmark_tool_returns_both_tables_the_figure_and_planted_checks(
         assert not result.is_error, result.content
         out = result.structured_content
         assert len(out["table"]) == 5 * 4 and out["dissociation_holds"] is True
+        assert out["jacobian_max_abs_diff"] <= 1e-6
         text = result.content[0].text
         assert "| integrated_gradients |" in text and "| method (planted GPT-2) |" in text
         assert "| method (planted GPT-2) |" in out["markdown"]
