@@ -29,11 +29,13 @@ def test_planted_model_recalls_its_facts_and_noise_breaks_recall(planted):
         assert corrupted_probs(lm, prep, Corrupted(prep.ids, noise, prep.subject)).mean() < 0.3
 
 
-@pytest.mark.parametrize("mode", ["exact", "approx"])
-def test_trace_peaks_at_the_planted_mlp_layer_and_last_subject_token(planted, tmp_path, mode):
+@pytest.mark.parametrize("mode,corruption", [("exact", {"kind": "noise", "samples": 5}),
+                                             ("approx", {"kind": "noise", "samples": 5}),
+                                             ("exact", {"kind": "swap"})])
+def test_trace_peaks_at_the_planted_mlp_layer_and_last_subject_token(planted, tmp_path, mode, corruption):
     lab = Lab(LabSettings(runs_dir=tmp_path))
     req = TraceRequest(models=[str(planted.path)], facts=list(planted.facts), kinds=["mlp"], window=1, mode=mode,
-                       heads=mode == "exact", corruption={"kind": "noise", "samples": 5})
+                       heads=mode == "exact", corruption=corruption)
     result = run_trace(req, lab=lab, reporter=Reporter())
     facts = lab.store.read_json(result.run_id, "trace_results.json")["models"][str(planted.path)]["facts"]
     for f in facts:
