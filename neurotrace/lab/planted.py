@@ -103,6 +103,9 @@ def build_planted(out_dir: Path | str) -> PlantedModel:
             attn.c_attn.weight[ATTR0 + j, v0 + j] = 1.0
             attn.c_proj.weight[HEAD * d_head + j, ATTR0 + j] = 2.0
     out = Path(out_dir)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar on stderr
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return PlantedModel(path=out, facts=planted_facts())

@@ -79,6 +79,9 @@ def build_tiny(family: Family, out_dir: Path | str, *, seed: int = 0, n_layers: 
                                                  num_hidden_layers=n_layers, num_attention_heads=n_heads,
                                                  max_position_embeddings=64, bos_token_id=0, eos_token_id=0))
     model.eval()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar on stderr
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
