@@ -5,13 +5,17 @@ first restored one and (b) every position before p exactly as in the corrupted r
 causal). So each patched row starts at its first restored layer from the cached corrupted residual,
 runs only positions p.. through the remaining blocks, and attends to the cached corrupted keys and
 values of positions < p. The blocks are GPT-2's own modules (LayerNorms, projections, MLP); only the
-attention over [cached prefix ; suffix] is written out here. Results equal the full forward to float
-precision (tests compare them with the per-cell loop).
+attention over [cached prefix ; suffix] is written out here. Two more shortcuts do the same arithmetic
+once instead of many times: rows whose restorations so far are identical (the mlp/attn windows of
+neighbouring layers, until the windows part) share one state per layer and fork when they differ; and
+the last block computes only the scored position (earlier positions need only its keys and values).
+Results equal the full forward to float precision (tests compare them with the per-cell loop).
 """
 
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -64,43 +68,108 @@ def _corrupted_cache(lm: LoadedModel, ids: Tensor, noise: Tensor | None, subject
     return resid, qkv
 
 
-def _attend(block, x: Tensor, prefix_qkv: Tensor, p: int) -> Tensor:
-    """GPT-2 attention for suffix rows ``x`` (rows, S, D) over [prefix keys/values ; suffix]."""
+def _attend(block, x: Tensor, prefix_qkv: Tensor, p: int, query: int | None = None) -> Tensor:
+    """GPT-2 attention for suffix rows ``x`` (rows, S, D) over [prefix keys/values ; suffix]; with ``query``
+    only that suffix offset's output is computed (rows, 1, D)."""
     attn = block.attn
     n_heads, d = attn.num_heads, x.shape[-1]
     dh = d // n_heads
     qkv = attn.c_attn(x)                                                     # (rows, S, 3D)
     full = torch.cat([prefix_qkv, qkv], dim=1)                               # (rows, p + S, 3D)
-    q = qkv[..., :d].unflatten(-1, (n_heads, dh)).transpose(1, 2)            # (rows, H, S, dh)
+    offsets = torch.arange(x.shape[1], device=x.device)
+    if query is not None:
+        qkv, offsets = qkv[:, query:query + 1], offsets[query:query + 1]
+    q = qkv[..., :d].unflatten(-1, (n_heads, dh)).transpose(1, 2)            # (rows, H, S', dh)
     k = full[..., d:2 * d].unflatten(-1, (n_heads, dh)).transpose(1, 2)      # (rows, H, p+S, dh)
     v = full[..., 2 * d:].unflatten(-1, (n_heads, dh)).transpose(1, 2)
-    s = x.shape[1]
-    mask = torch.arange(p + s, device=x.device)[None, :] <= (p + torch.arange(s, device=x.device))[:, None]
+    mask = torch.arange(full.shape[1], device=x.device)[None, :] <= (p + offsets)[:, None]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1 / math.sqrt(dh))
-    return attn.c_proj(out.transpose(1, 2).flatten(2))                       # (rows, S, D)
+    return attn.c_proj(out.transpose(1, 2).flatten(2))                       # (rows, S', D)
+
+
+@dataclass
+class _Level:
+    """The distinct states after one layer: each one's parent state (before the layer), noise sample,
+    and the clean values restored in the layer per kind: (state, suffix offset, value)."""
+
+    parent: Tensor
+    sample: Tensor
+    restore: dict[str, tuple[Tensor, Tensor, Tensor]]
+
+
+def _state_key(row: tuple, layer: int) -> tuple:
+    """Rows whose keys are equal after ``layer`` hold identical states there (same sample, same restorations
+    so far), e.g. the window rows of neighbouring layers until their windows part."""
+    cell, kind, layers, pos, sample = row
+    if kind == "resid":
+        return ("resid", cell, sample)
+    done = tuple(x for x in layers if x <= layer)
+    return (kind, pos, sample, done) if done else ("corrupted", sample)
+
+
+def _distinct(chunk: list, layer: int) -> tuple[list[int], list[int]]:
+    """Each row's state index after ``layer`` and the first row of each state."""
+    index: dict[tuple, int] = {}
+    state, firsts = [], []
+    for i, row in enumerate(chunk):
+        key = _state_key(row, layer)
+        if key not in index:
+            index[key] = len(index)
+            firsts.append(i)
+        state.append(index[key])
+    return state, firsts
+
+
+def _plan(chunk: list, start: int, n_layers: int, p0: int, clean: dict[str, Tensor]):
+    """Initial states (rows before ``start``), one :class:`_Level` per layer, and each row's final state."""
+    state, firsts = _distinct(chunk, start - 1)
+    initial = firsts
+    levels = []
+    for layer in range(start, n_layers):
+        new_state, new_firsts = _distinct(chunk, layer)
+        restore = {}
+        for kind in ("attn", "mlp"):
+            us = [u for u, i in enumerate(new_firsts) if chunk[i][1] == kind and layer in chunk[i][2]]
+            if us:
+                pos = torch.tensor([chunk[new_firsts[u]][3] for u in us])
+                restore[kind] = (torch.tensor(us), pos - p0, clean[site_name(f"{kind}_out", layer)][pos])
+        levels.append(_Level(parent=torch.tensor([state[i] for i in new_firsts]),
+                             sample=torch.tensor([chunk[i][4] for i in new_firsts]), restore=restore))
+        state = new_state
+    return initial, levels, torch.tensor(state)
+
+
+def _put(t: Tensor, spec: tuple[Tensor, Tensor, Tensor] | None, only: int | None = None) -> None:
+    """Write restored values into ``t`` (states, S, D) in place; with ``only``, just those at that offset
+    (then ``t`` holds that offset alone)."""
+    if spec is None:
+        return
+    states, offsets, values = spec
+    if only is None:
+        t[states, offsets] = values
+    else:
+        keep = offsets == only
+        t[states[keep], 0] = values[keep]
 
 
 @torch.no_grad()
-def _run_suffix(lm: LoadedModel, h: Tensor, start: int, p: int, prefix_qkv: list[Tensor],
-                restore: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]], predict_pos: int,
-                target_id: int) -> Tensor:
-    """Blocks ``start..`` on suffix rows ``h`` (rows, S, D) beginning at position ``p``;
-    ``restore[(kind, layer)] = (rows, offsets, values)`` puts each value at its row's suffix offset.
-    Returns p(target) per row."""
+def _run_suffix(lm: LoadedModel, h: Tensor, start: int, p: int, qkv: list[Tensor], levels: list[_Level],
+                predict_pos: int, target_id: int) -> Tensor:
+    """Blocks ``start..`` on the distinct suffix states ``h`` (states, S, D) beginning at position ``p``;
+    the last block computes only the scored position. Returns p(target) per final state."""
     blocks = lm.adapter.module(lm.model, lm.adapter.blocks)
-    for layer in range(start, len(blocks)):
-        block = blocks[layer]
-        a = _attend(block, block.ln_1(h), prefix_qkv[layer], p)
-        if ("attn", layer) in restore:
-            rows, offsets, values = restore[("attn", layer)]
-            a[rows, offsets] = values
-        h = h + a
+    last, q = len(blocks) - 1, predict_pos - p
+    for layer, level in zip(range(start, len(blocks)), levels, strict=True):
+        block, h = blocks[layer], h[level.parent]
+        only = q if layer == last else None
+        a = _attend(block, block.ln_1(h), qkv[layer][level.sample, :p], p, query=only)
+        _put(a, level.restore.get("attn"), only)
+        h = (h if only is None else h[:, q:q + 1]) + a
         m = block.mlp(block.ln_2(h))
-        if ("mlp", layer) in restore:
-            rows, offsets, values = restore[("mlp", layer)]
-            m[rows, offsets] = values
+        _put(m, level.restore.get("mlp"), only)
         h = h + m
-    h = lm.adapter.module(lm.model, lm.adapter.final_norm)(h[:, predict_pos - p])
+    h = h[:, 0] if start <= last else h[:, q]
+    h = lm.adapter.module(lm.model, lm.adapter.final_norm)(h)
     return torch.softmax(lm.adapter.logits_at(lm.model, h).float(), dim=-1)[:, target_id]
 
 
@@ -151,17 +220,10 @@ def _chunks(rows: list, size: int, min_rows: int = 64):
 
 def _chunk_probs(lm, prep, chunk, start, resid_pre, qkv, clean, n_layers) -> Tensor:
     p0 = min(r[3] for r in chunk)
-    sample_idx = torch.tensor([r[4] for r in chunk])
-    pos = torch.tensor([r[3] for r in chunk])
-    h = resid_pre[start][sample_idx, p0:].clone()                             # (rows, S, D)
-    restore: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]] = {}
-    for kind in ("attn", "mlp"):
-        for layer in range(start, n_layers):
-            rows = torch.tensor([i for i, r in enumerate(chunk) if r[1] == kind and layer in r[2]], dtype=torch.long)
-            if len(rows):
-                restore[(kind, layer)] = (rows, pos[rows] - p0, clean[site_name(f"{kind}_out", layer)][pos[rows]])
-    resid_rows = torch.tensor([i for i, r in enumerate(chunk) if r[1] == "resid"], dtype=torch.long)
-    if len(resid_rows):                                                       # resid restored at layer start-1
-        h[resid_rows, pos[resid_rows] - p0] = clean[site_name("resid_post", start - 1)][pos[resid_rows]]
-    prefix = [q[sample_idx, :p0] for q in qkv]
-    return _run_suffix(lm, h, start, p0, prefix, restore, prep.predict_pos, prep.target_id)
+    initial, levels, final = _plan(chunk, start, n_layers, p0, clean)
+    h = resid_pre[start][torch.tensor([chunk[i][4] for i in initial]), p0:].clone()   # (states, S, D)
+    resid = [(u, chunk[i][3]) for u, i in enumerate(initial) if chunk[i][1] == "resid"]
+    if resid:                                                                 # resid restored at layer start-1
+        pos = torch.tensor([q for _, q in resid])
+        h[torch.tensor([u for u, _ in resid]), pos - p0] = clean[site_name("resid_post", start - 1)][pos]
+    return _run_suffix(lm, h, start, p0, qkv, levels, prep.predict_pos, prep.target_id)[final]

@@ -1,5 +1,6 @@
 """trace's other modes end to end on tiny models: approximate mode with its agreement, head patching,
-masked LMs without a mask token, and compare's merging and input errors."""
+masked LMs without a mask token, compare's merging and input errors, and the GPT-2 fast path with
+wide windows against the per-cell loop."""
 
 import pytest
 import torch
@@ -104,3 +105,25 @@ def test_compare_input_errors_name_the_run(lab, tiny_gpt2):
     with pytest.raises(InputError) as err:
         run_compare(CompareRequest(run_ids=[merged.run_id]), lab=lab, reporter=Reporter())
     assert err.value.field == "run_ids[0]"
+
+
+@pytest.mark.parametrize("window", [4, 6])
+def test_fast_path_with_shared_window_states_equals_the_per_cell_loop(tmp_path, window):
+    """Window rows of neighbouring layers share their states until the windows part (computed once);
+    the numbers must still be the per-cell loop's, on a deeper model where the sharing happens."""
+    from neurotrace.lab.tiny import build_tiny
+    from neurotrace.lab.tracing_core import subject_noise_std
+    from neurotrace.lab.tracing_grid import Corrupted, exact_grid
+    from neurotrace.lab.tracing_reference import reference_cells
+
+    lm = load(ModelRef(model=str(build_tiny("gpt2", tmp_path / "gpt2-6", n_layers=6))))
+    prep = prepare_fact(lm, FACT, 0)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn((3, prep.subject[1] - prep.subject[0], lm.d_model), generator=g)
+    corr = Corrupted(prep.ids, noise * 3 * subject_noise_std(lm, [prep]), prep.subject)
+    kinds = ["resid", "mlp", "attn"]
+    fast = exact_grid(lm, prep, corr, kinds, window, Reporter(), rows_per_batch=37)
+    cells = [(k, layer, p) for k in kinds for layer in range(lm.n_layers) for p in range(len(prep.ids))]
+    ref = torch.tensor(reference_cells(lm, prep, corr, cells, window)).view(len(kinds), lm.n_layers, -1)
+    assert max(float((fast[k] - ref[i]).abs().max()) for i, k in enumerate(kinds)) <= 1e-6
+    assert float(fast["mlp"].std()) > 0
