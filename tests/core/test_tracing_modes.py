@@ -127,3 +127,33 @@ def test_fast_path_with_shared_window_states_equals_the_per_cell_loop(tmp_path, 
     ref = torch.tensor(reference_cells(lm, prep, corr, cells, window)).view(len(kinds), lm.n_layers, -1)
     assert max(float((fast[k] - ref[i]).abs().max()) for i, k in enumerate(kinds)) <= 1e-6
     assert float(fast["mlp"].std()) > 0
+
+
+def test_fast_path_and_head_patching_agree_with_transformerlens_patching(tmp_path):
+    """TransformerLens's own activation patching (on its TransformerBridge) against neurotrace's GPT-2 fast
+    path for resid / mlp_out / attn_out per (layer, pos), and against head_grid per (layer, head)."""
+    from transformer_lens import patching
+
+    from neurotrace.lab.tiny import build_tiny
+    from neurotrace.lab.tracing_fast import supports_fast_path
+    from neurotrace.lab.tracing_grid import Corrupted, exact_grid, head_grid
+
+    path = str(build_tiny("gpt2", tmp_path / "gpt2-3", n_layers=3))
+    lm, bridged = load(ModelRef(model=path)), load(ModelRef(model=path, backend="bridge"))
+    assert supports_fast_path(lm)
+    prep = prepare_fact(lm, FACT, 0)
+    corr = Corrupted(prep.swap_ids, None, prep.subject)
+    ours = exact_grid(lm, prep, corr, ["resid", "mlp", "attn"], 1, Reporter())
+    _, cache = bridged.bridge.run_with_cache(prep.ids[None])
+
+    def metric(logits):
+        return torch.softmax(logits[0, prep.predict_pos], -1)[prep.target_id]
+
+    def tl(fn):
+        return fn(bridged.bridge, prep.swap_ids[None], cache, metric)
+
+    assert (tl(patching.get_act_patch_resid_pre)[1:] - ours["resid"][:-1]).abs().max() <= 1e-6
+    assert (tl(patching.get_act_patch_mlp_out) - ours["mlp"]).abs().max() <= 1e-6
+    assert (tl(patching.get_act_patch_attn_out) - ours["attn"]).abs().max() <= 1e-6
+    heads = tl(patching.get_act_patch_attn_head_out_by_pos)[:, prep.predict_pos]       # (layer, head)
+    assert (heads - head_grid(lm, prep, corr)).abs().max() <= 1e-6
