@@ -29,7 +29,8 @@ def interpret(models: list[dict[str, Any]]) -> list[str]:
         depth = "early" if peak["layer"] < frac / 3 else "middle" if peak["layer"] < 2 * frac / 3 else "late"
         lines.append(f"{name}: peak indirect effect at the {peak['kind']} of the {peak['position']} in layer "
                      f"{peak['layer']} of {m['n_layers']} ({depth} layers), magnitude {peak['effect']:.3f} "
-                     f"(p(target) {m['mean_p_clean']:.3f} clean vs {m['mean_p_corrupted']:.3f} corrupted).")
+                     f"(mean p(target) over the {m['n_known']} known facts {_mean(m, 'p_clean'):.3f} clean vs "
+                     f"{_mean(m, 'p_corrupted'):.3f} corrupted).")
         aie = m["aie"]
         if "mlp" in aie and "attn" in aie and aie["mlp"] and aie["attn"]:
             mlp, attn = _max(aie["mlp"]), _max(aie["attn"])
@@ -84,6 +85,11 @@ def _context_vs_mask(m: dict[str, Any]) -> str:
     return (f"{m['model']}: the answer is readable at the scored position from layer {from_layer} (mask patching "
             f"peaks at layer {_argmax(mp)}, {max(mp):.3f}); the context word matters until layer {until} (context "
             "patching " + ("falls off after it" if until is not None else "never recovers half the effect") + ").")
+
+
+def _mean(m: dict[str, Any], key: str) -> float:
+    known = [f[key] for f in m["facts"] if f["correct"]]
+    return sum(known) / len(known)
 
 
 def _max(grid: list[list[float]]) -> float:
