@@ -34,6 +34,7 @@ from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.tracing import TraceRequest, run_trace
 from neurotrace.lab.tracing_core import PreparedFact, prepare_fact, subject_noise_std
+from neurotrace.lab.tracing_grid import noise_hook
 
 NOISY_RUNS = 32
 
@@ -94,14 +95,8 @@ def _noisy(lm: LoadedModel, prep: PreparedFact, std: float, seed: int, sites: li
     g = make_generator(seed)
     scale = torch.rand((NOISY_RUNS, 1, 1), generator=g) * 3 * std
     noise = torch.randn((NOISY_RUNS, 1, lm.d_model), generator=g) * scale
-
-    def add(act: Tensor, site: str) -> Tensor:
-        out = act.clone()
-        out[:, prep.subject[0]:prep.subject[1]] += noise
-        return out
-
     with torch.no_grad():
-        return _forward(lm, prep.ids[None].expand(NOISY_RUNS, -1), add, sites, prep)
+        return _forward(lm, prep.ids[None].expand(NOISY_RUNS, -1), noise_hook(noise, prep.subject), sites, prep)
 
 
 def _clean_grads(lm: LoadedModel, prep: PreparedFact, sites: list[str]) -> dict[str, Tensor]:

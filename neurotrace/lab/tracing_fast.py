@@ -26,6 +26,7 @@ from neurotrace.lab.hooks import hooked
 from neurotrace.lab.models import LoadedModel
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing_core import PreparedFact, clean_states
+from neurotrace.lab.tracing_grid import noise_hook
 
 
 def supports_fast_path(lm: LoadedModel) -> bool:
@@ -52,15 +53,10 @@ def _corrupted_cache(lm: LoadedModel, ids: Tensor, noise: Tensor | None, subject
     handles.append(blocks[-1].register_forward_hook(
         lambda m, a, out: resid.append((out[0] if isinstance(out, tuple) else out).clone())))
 
-    def add(act: Tensor, site: str) -> Tensor:
-        out = act.clone()
-        out[:, subject[0]:subject[1]] += noise.to(act.dtype)
-        return out
-
     samples = 1 if noise is None else noise.shape[0]
     body = lm.adapter.module(lm.model, lm.adapter.base)
     try:
-        with hooked(lm.model, lm.adapter, {} if noise is None else {"hook_embed": add}):
+        with hooked(lm.model, lm.adapter, {} if noise is None else {"hook_embed": noise_hook(noise, subject)}):
             body(input_ids=ids[None].expand(samples, -1).to(lm.device))
     finally:
         for h in handles:

@@ -38,7 +38,8 @@ class Corrupted:
         return 1 if self.noise is None else self.noise.shape[0]
 
 
-def _noise_hook(noise_rows: Tensor, subject: tuple[int, int]) -> Callable[..., Tensor]:
+def noise_hook(noise_rows: Tensor, subject: tuple[int, int]) -> Callable[..., Tensor]:
+    """A hook_embed hook adding ``noise_rows`` (rows, n_subject, d_model) to the subject's embeddings."""
     s, e = subject
 
     def add(act: Tensor, site: str) -> Tensor:
@@ -61,7 +62,7 @@ def _restore_hook(rows: Tensor, pos: Tensor, clean: Tensor) -> Callable[..., Ten
 def corrupted_probs(lm: LoadedModel, prep: PreparedFact, corr: Corrupted) -> Tensor:
     """p(target) of each corrupted sample with nothing restored, shape (samples,)."""
     ids = corr.ids[None].expand(corr.samples, -1)
-    hooks = {} if corr.noise is None else {"hook_embed": _noise_hook(corr.noise, corr.subject)}
+    hooks = {} if corr.noise is None else {"hook_embed": noise_hook(corr.noise, corr.subject)}
     return target_probs(lm, ids, prep.predict_pos, prep.target_id, hooks)
 
 
@@ -70,9 +71,9 @@ def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequ
                force_full: bool = False) -> dict[str, Tensor]:
     """Mean p(target) with each cell restored: {kind: (n_layers, pos)}.
 
-    Every (cell, noise sample) is one row; rows are batched. Where the model's blocks can be run one by
-    one (GPT-2 with SDPA attention), each row starts from the cached corrupted residual at the first
-    layer it restores, skipping the layers before it, which cannot differ from the corrupted run."""
+    Every (cell, noise sample) is one row of a batched full forward. GPT-2 models (unless
+    ``force_full``) take :func:`neurotrace.lab.tracing_fast.fast_grid`, which gives the same numbers
+    while computing only the layers and positions a restoration can change."""
     from neurotrace.lab.tracing_fast import fast_grid, supports_fast_path
 
     if supports_fast_path(lm) and not force_full:
@@ -81,14 +82,10 @@ def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequ
     cells = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
     needed = sorted({s for k, layer, _ in cells for s in sites_for(k, layer, window, n_layers)})
     clean, _ = clean_states(lm, prep.ids, needed)
-    starts = torch.tensor([min(_layer(s) for s in sites_for(k, layer, window, n_layers)) for k, layer, _ in cells])
-    corr_pre = _corrupted_resid_pre(lm, prep, corr) if can_skip_layers(lm) else None
     out = torch.empty(len(cells) * samples)
-    order = torch.argsort(starts.repeat_interleave(samples), stable=True) if corr_pre is not None else \
-        torch.arange(len(out))
-    done = 0
-    for group in _batches(order, starts.repeat_interleave(samples), rows_per_batch, corr_pre is not None):
-        cell_idx, sample_idx = group // samples, group % samples
+    for start in range(0, len(out), rows_per_batch):
+        rows = torch.arange(start, min(start + rows_per_batch, len(out)))
+        cell_idx, sample_idx = rows // samples, rows % samples
         by_site: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for r, c in enumerate(cell_idx.tolist()):
             kind, layer, pos = cells[c]
@@ -96,71 +93,13 @@ def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequ
                 by_site[site].append((r, pos))
         hooks: dict[str, list] = {s: [_restore_hook(torch.tensor([a for a, _ in v]), torch.tensor([b for _, b in v]),
                                                     clean[s])] for s, v in by_site.items()}
-        if corr_pre is not None:
-            start = int(starts[cell_idx[0]])
-            out[group] = _probs_from_layer(lm, corr_pre[start][sample_idx], start, prep, hooks).cpu()
-        else:
-            if corr.noise is not None:
-                hooks["hook_embed"] = [_noise_hook(corr.noise[sample_idx], corr.subject)]
-            ids = corr.ids[None].expand(len(group), -1)
-            out[group] = target_probs(lm, ids, prep.predict_pos, prep.target_id, hooks).cpu()
-        done += len(group)
-        reporter.step(progress[0] + done, progress[1], f"fact {prep.fact.id or prep.fact.clean_subject}")
+        if corr.noise is not None:
+            hooks["hook_embed"] = [noise_hook(corr.noise[sample_idx], corr.subject)]
+        ids = corr.ids[None].expand(len(rows), -1)
+        out[rows] = target_probs(lm, ids, prep.predict_pos, prep.target_id, hooks).cpu()
+        reporter.step(progress[0] + start + len(rows), progress[1], f"fact {prep.fact.id or prep.fact.clean_subject}")
     grid = out.view(len(cells), samples).mean(1).view(len(kinds), n_layers, n_pos)
     return {k: grid[i] for i, k in enumerate(kinds)}
-
-
-def _layer(site: str) -> int:
-    return int(site.split(".")[1])
-
-
-def _batches(order: Tensor, starts: Tensor, size: int, by_start: bool):
-    """Row index batches of at most ``size``; with ``by_start`` a batch never mixes start layers."""
-    i = 0
-    while i < len(order):
-        j = min(i + size, len(order))
-        if by_start:
-            first = starts[order[i]]
-            same = (starts[order[i:j]] == first).nonzero().flatten()
-            j = i + int(same[-1]) + 1
-        yield order[i:j]
-        i = j
-
-
-def can_skip_layers(lm: LoadedModel) -> bool:
-    """Blocks can be called one by one with identical results (checked by tests for GPT-2 + SDPA)."""
-    return lm.adapter.family == "gpt2" and getattr(lm.config, "_attn_implementation", "") == "sdpa"
-
-
-@torch.no_grad()
-def _corrupted_resid_pre(lm: LoadedModel, prep: PreparedFact, corr: Corrupted) -> list[Tensor]:
-    """The corrupted residual entering each block, per sample: [layer] -> (samples, pos, d_model)."""
-    sites = [site_name("resid_pre", layer) for layer in range(lm.n_layers)]
-    store: dict[str, Tensor] = {}
-
-    def save(act: Tensor, site: str) -> None:
-        store[site] = act.detach().clone()
-
-    hooks: dict[str, list] = {s: [save] for s in sites}
-    if corr.noise is not None:
-        hooks["hook_embed"] = [_noise_hook(corr.noise, corr.subject)]
-    body = lm.adapter.module(lm.model, lm.adapter.base)
-    with hooked(lm.model, lm.adapter, hooks):
-        body(input_ids=corr.ids[None].expand(corr.samples, -1).to(lm.device))
-    return [store[s] for s in sites]
-
-
-@torch.no_grad()
-def _probs_from_layer(lm: LoadedModel, h: Tensor, start: int, prep: PreparedFact, hooks: dict) -> Tensor:
-    """Run blocks ``start..`` on residual ``h`` (rows, pos, d_model) with ``hooks``; p(target) per row."""
-    blocks = lm.adapter.module(lm.model, lm.adapter.blocks)
-    with hooked(lm.model, lm.adapter, hooks):
-        for block in blocks[start:]:
-            out = block(h)
-            h = out[0] if isinstance(out, tuple) else out
-    h = lm.adapter.module(lm.model, lm.adapter.final_norm)(h[:, prep.predict_pos])
-    logits = lm.adapter.logits_at(lm.model, h)
-    return torch.softmax(logits.float(), dim=-1)[:, prep.target_id]
 
 
 def approx_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequence[str],
@@ -236,7 +175,7 @@ def head_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, position: in
         sel = rows[(cell // heads) == layer]
         hooks[site] = [_head_restore(sel, (cell[sel] % heads), pos, clean[site], d_head)]
     if corr.noise is not None:
-        hooks["hook_embed"] = [_noise_hook(corr.noise[sample], corr.subject)]
+        hooks["hook_embed"] = [noise_hook(corr.noise[sample], corr.subject)]
     with hooked_sites(lm, hooks):
         p = target_probs(lm, corr.ids[None].expand(len(rows), -1), prep.predict_pos, prep.target_id)
     return p.cpu().view(cells, samples).mean(1).view(n_layers, heads)

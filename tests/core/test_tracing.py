@@ -43,11 +43,11 @@ def test_exact_grid_equals_the_per_cell_loop(fixture, kind, window, request):
     assert (ours - ref).abs().max() <= 1e-4
 
 
-def test_gpt2_uses_the_layer_skipping_path_and_llama_the_full_forward(tiny_gpt2, tiny_llama):
-    from neurotrace.lab.tracing_grid import can_skip_layers
+def test_gpt2_uses_the_fast_path_and_llama_the_full_forward(tiny_gpt2, tiny_llama):
+    from neurotrace.lab.tracing_fast import supports_fast_path
 
-    assert can_skip_layers(load(ModelRef(model=str(tiny_gpt2))))
-    assert not can_skip_layers(load(ModelRef(model=str(tiny_llama))))
+    assert supports_fast_path(load(ModelRef(model=str(tiny_gpt2))))
+    assert not supports_fast_path(load(ModelRef(model=str(tiny_llama))))
 
 
 def test_swap_grid_equals_the_per_cell_loop(tiny_gpt2):
