@@ -88,9 +88,9 @@ def _trivial(kind: str, pos: int, predict_pos: int) -> bool:
 def trace_fact(request: TraceRequest, lm: LoadedModel, prep: PreparedFact, corr: Corrupted, reporter: Reporter,
                progress: tuple[int, int]) -> dict[str, Any]:
     """Every number for one fact on one model (JSON-ready lists)."""
-    p_clean = float(target_probs(lm, prep.ids[None], prep.predict_pos, prep.target_id)[0])
     _, hidden = clean_states(lm, prep.ids, [])
-    top = int(lm.adapter.logits_at(lm.model, hidden[prep.predict_pos]).argmax())
+    clean_logits = lm.adapter.logits_at(lm.model, hidden[prep.predict_pos]).float()
+    p_clean, top = float(torch.softmax(clean_logits, -1)[prep.target_id]), int(clean_logits.argmax())
     p_corr = float(corrupted_probs(lm, prep, corr).mean())
     out: dict[str, Any] = {
         "fact_id": prep.fact.id, "prompt": prep.fact.prompt(), "subject": prep.fact.clean_subject,
@@ -117,14 +117,13 @@ def trace_fact(request: TraceRequest, lm: LoadedModel, prep: PreparedFact, corr:
              for layer in range(len(v)) for p in range(len(v[layer])) if not _trivial(k, p, prep.predict_pos)]
     eff, kind, layer, pos = max(cells)
     out["peak"] = {"kind": kind, "layer": layer, "pos": pos, "token": prep.tokens[pos], "effect": eff}
-    out["curves"] = _curves(lm, prep, corr, grids, p_clean, p_corr)
+    out["curves"] = _curves(lm, prep, grids, p_clean)
     if request.heads:
         out["heads"] = head_grid(lm, prep, corr).tolist()
     return out
 
 
-def _curves(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, grids: dict, p_clean: float,
-            p_corr: float) -> dict[str, Any]:
+def _curves(lm: LoadedModel, prep: PreparedFact, grids: dict, p_clean: float) -> dict[str, Any]:
     curves: dict[str, Any] = {}
     if "resid" in grids:
         curves["mask_patch"] = grids["resid"][:, prep.predict_pos].tolist()
