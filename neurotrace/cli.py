@@ -72,11 +72,6 @@ def _load_request(raw: str | None) -> dict[str, Any]:
     return data
 
 
-def _progress(done: float, total: float | None, message: str) -> None:
-    frac = f"{done:.0f}/{total:.0f}" if total else f"{done:.0f}"
-    print(f"[{frac}] {message}", file=sys.stderr, flush=True)
-
-
 def _add_experiment(sub: argparse._SubParsersAction, name: str, target: str) -> None:
     fn = _resolve(target)
     model = _request_model(fn)
@@ -92,7 +87,7 @@ def _add_experiment(sub: argparse._SubParsersAction, name: str, target: str) -> 
 
 def _run_experiment(args: argparse.Namespace) -> int:
     from neurotrace.lab.lab import Lab, LabSettings
-    from neurotrace.lab.progress import Reporter
+    from neurotrace.lab.progress import Reporter, stderr_progress
 
     data = _load_request(args.request)
     for field, info in args._model.model_fields.items():
@@ -101,7 +96,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
             data[field] = _coerce(info.annotation, raw)
     request = args._model.model_validate(data)
     lab = Lab(LabSettings.from_env(runs_dir=args.runs_dir and Path(args.runs_dir)))
-    result = args._fn(request, lab=lab, reporter=Reporter(on_progress=_progress))
+    result = args._fn(request, lab=lab, reporter=Reporter(on_progress=stderr_progress()))
     payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
     if args.json:
         print(json.dumps(payload, indent=2))

@@ -19,18 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.progress import Reporter
+from neurotrace.lab.progress import Reporter, stderr_progress
 
 
 @dataclass
 class Step:
     title: str
     result: Any
-
-
-def _print_progress(done: float, total: float | None, message: str) -> None:
-    frac = f"{done:.0f}/{total:.0f}" if total else f"{done:.0f}"
-    print(f"    [{frac}] {message}", file=sys.stderr, flush=True)
 
 
 def _steps(quick: bool) -> list[tuple[str, Callable[[Lab, Reporter, dict], Any]]]:
@@ -53,7 +48,7 @@ def _steps(quick: bool) -> list[tuple[str, Callable[[Lab, Reporter, dict], Any]]
 def run_demo(runs_dir: str | None = None, quick: bool = False) -> int:
     """Run every step, write the demo run (summary.md + steps.json) and print the summary."""
     lab = Lab(LabSettings.from_env(runs_dir=runs_dir and Path(runs_dir)))
-    reporter = Reporter(on_progress=_print_progress)
+    reporter = Reporter(on_progress=stderr_progress("    "))
     state: dict[str, Any] = {"quick": quick}
     done: list[Step] = []
     with lab.store.open_run("demo", {"quick": quick}) as run:

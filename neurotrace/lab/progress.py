@@ -5,6 +5,7 @@ Torch loops run in worker threads that cannot be interrupted from outside, so ev
 the caller asked to stop.
 """
 
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,3 +42,13 @@ class Reporter:
 
 
 NULL_REPORTER = Reporter()
+
+
+def stderr_progress(indent: str = "") -> ProgressFn:
+    """A progress callback printing ``[done/total] message`` lines to stderr (CLI and demo)."""
+
+    def show(done: float, total: float | None, message: str) -> None:
+        frac = f"{done:.0f}/{total:.0f}" if total else f"{done:.0f}"
+        print(f"{indent}[{frac}] {message}", file=sys.stderr, flush=True)
+
+    return show
