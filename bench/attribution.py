@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from neurotrace.lab.attribution import autograd_jacobian, integrated_gradients, patching, score_circuits
-from neurotrace.lab.circuits import REGIMES, build_circuit, sample_inputs
+from neurotrace.lab.benchmark.attribution import autograd_jacobian, integrated_gradients, patching, score_circuits
+from neurotrace.lab.benchmark.circuits import REGIMES, build_circuit, sample_inputs
 
 
 def loop_integrated_gradients(circuit, x, steps):

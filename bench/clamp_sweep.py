@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from neurotrace.lab.clamping import PAPER_SWEEP, ClampSweepRequest, run_clamp_sweep
-from neurotrace.lab.generation import reference_generate
+from neurotrace.lab.clamping.run import PAPER_SWEEP, ClampSweepRequest, run_clamp_sweep
+from neurotrace.lab.clamping.generation import reference_generate
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.models import ModelRef
+from neurotrace.lab.model.loading import ModelRef
 from neurotrace.lab.progress import Reporter
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "models" / "gpt2-tokenizer"

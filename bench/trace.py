@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from neurotrace.lab.facts_model import Fact  # noqa: E402
-from neurotrace.lab.models import ModelRef, load  # noqa: E402
+from neurotrace.lab.facts.fact import Fact  # noqa: E402
+from neurotrace.lab.model.loading import ModelRef, load  # noqa: E402
 from neurotrace.lab.progress import Reporter  # noqa: E402
-from neurotrace.lab.tracing_core import prepare_fact, subject_noise_std  # noqa: E402
-from neurotrace.lab.tracing_grid import Corrupted, exact_grid  # noqa: E402
-from neurotrace.lab.tracing_reference import reference_cells  # noqa: E402
+from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std  # noqa: E402
+from neurotrace.lab.tracing.grid import Corrupted, exact_grid  # noqa: E402
+from neurotrace.testing.reference import reference_cells  # noqa: E402
 
 TOKENIZER = ROOT.parent / "shared" / "models" / "gpt2-tokenizer"
 FACT = Fact(template="{} is located in the city of", clean_subject="The Space Needle", target="Seattle")
@@ -44,10 +44,10 @@ def build_model(out: Path) -> Path:
     if TOKENIZER.is_dir():
         AutoTokenizer.from_pretrained(TOKENIZER).save_pretrained(out)
     else:
-        from neurotrace.lab.tiny import build_tokenizer
+        from neurotrace.testing.tiny import tiny_tokenizer
 
         print("note: ../shared/models/gpt2-tokenizer absent; using a word-level tokenizer (vocab stays 50257)")
-        build_tokenizer("causal", "the space needle is located in city of seattle".split()).save_pretrained(out)
+        tiny_tokenizer("causal", "the space needle is located in city of seattle".split()).save_pretrained(out)
     return out
 
 

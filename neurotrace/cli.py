@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
-        from neurotrace.server.app import main as serve
+        from neurotrace.server import main as serve
 
         serve(argv[1:])
         return 0
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
-        from neurotrace.server.faults import validation_message
+        from neurotrace.tools._faults import validation_message
 
         print(f"error: invalid request: {validation_message(exc)}", file=sys.stderr)
         return 2
@@ -152,11 +152,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if hasattr(args, "_fn"):
         return _run_experiment(args)
     if args.command == "demo":
-        from neurotrace.lab.demo import run_demo
+        from neurotrace.demo import run_demo
 
         return run_demo(runs_dir=args.runs_dir, quick=args.quick)
     if args.command == "models":
-        from neurotrace.lab.embedded import EMBEDDED_MODELS, embedded_model_path
+        from neurotrace.lab.model.embedded import EMBEDDED_MODELS, embedded_model_path
 
         for name, desc in EMBEDDED_MODELS.items():
             print(f"{name:18s} {desc}  [{embedded_model_path(name)}]")

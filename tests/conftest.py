@@ -23,7 +23,7 @@ def anyio_backend() -> str:
 
 
 def _tiny(tmp_path_factory: pytest.TempPathFactory, family: str) -> Path:
-    from neurotrace.lab.tiny import build_tiny
+    from neurotrace.testing.tiny import build_tiny
 
     return build_tiny(family, tmp_path_factory.mktemp(f"tiny-{family}") / family, seed=0)
 

@@ -1,6 +1,6 @@
 """Errors the lab raises. Each names the request field at fault and how to fix it.
 
-The MCP layer (``neurotrace.server.faults``) translates these into ``ToolError`` /
+The MCP layer (``neurotrace.tools._faults``) translates these into ``ToolError`` /
 ``ResourceNotFoundError`` in one place; the CLI prints them as ``field: message. Fix: fix``.
 """
 

@@ -4,7 +4,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neurotrace.lab.cache import ModelCache, parse_bytes
+from neurotrace.lab.model.cache import ModelCache, parse_bytes
 from neurotrace.lab.runs import RunStore
 
 

@@ -28,8 +28,8 @@ from neurotrace.lab.runs import Manifest
 
 #: tool name -> "module:ATTRIBUTE" holding {kind: fn(results, **options) -> Figure}
 FIGURE_PROVIDERS: dict[str, str] = {
-    "trace": "neurotrace.lab.trace_plots:FIGURES",
-    "clamp_sweep": "neurotrace.lab.clamp_plots:FIGURES",
+    "trace": "neurotrace.lab.tracing.figures:FIGURES",
+    "clamp_sweep": "neurotrace.lab.clamping.figures:FIGURES",
 }
 
 FigureFn = Callable[..., Any]

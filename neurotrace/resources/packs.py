@@ -7,9 +7,9 @@
 import json
 
 from neurotrace.lab.errors import NotFound
-from neurotrace.lab.factpacks import list_packs, load_all_packs, load_pack
+from neurotrace.lab.facts.packs import list_packs, load_all_packs, load_pack
 from neurotrace.lab.lab import Lab
-from neurotrace.server.faults import resource_faults
+from neurotrace.tools._faults import resource_faults
 
 
 def packs_listing() -> list[dict]:

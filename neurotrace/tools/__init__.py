@@ -26,7 +26,7 @@ class _CheckedRegistrar:
         self._server = server
 
     def add_tool(self, fn, *args, **kwargs):
-        from neurotrace.server.faults import checked_request
+        from neurotrace.tools._faults import checked_request
 
         return self._server.add_tool(checked_request(fn), *args, **kwargs)
 

@@ -1,12 +1,12 @@
-"""MCP face of capture (core: :mod:`neurotrace.lab.capture`)."""
+"""MCP face of capture (core: :mod:`neurotrace.lab.capture.run`)."""
 
 from typing import Annotated
 
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.capture import CaptureRequest, CaptureResult, run_capture
-from neurotrace.server.runner import EXPERIMENT, run_in_lab
+from neurotrace.lab.capture.run import CaptureRequest, CaptureResult, run_capture
+from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 
 async def capture(request: CaptureRequest, ctx: Context) -> Annotated[CallToolResult, CaptureResult]:

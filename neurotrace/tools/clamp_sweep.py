@@ -1,12 +1,12 @@
-"""MCP face of the clamp sweep (core: :mod:`neurotrace.lab.clamping`)."""
+"""MCP face of the clamp sweep (core: :mod:`neurotrace.lab.clamping.run`)."""
 
 from typing import Annotated
 
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.clamping import ClampSweepRequest, ClampSweepResult, run_clamp_sweep
-from neurotrace.server.runner import EXPERIMENT, run_in_lab
+from neurotrace.lab.clamping.run import ClampSweepRequest, ClampSweepResult, run_clamp_sweep
+from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 
 async def clamp_sweep(request: ClampSweepRequest, ctx: Context) -> Annotated[CallToolResult, ClampSweepResult]:

@@ -1,12 +1,12 @@
-"""MCP face of fit_sae (core: :mod:`neurotrace.lab.sae`)."""
+"""MCP face of fit_sae (core: :mod:`neurotrace.lab.sae.run`)."""
 
 from typing import Annotated
 
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.sae import FitSAERequest, FitSAEResult, run_fit_sae
-from neurotrace.server.runner import EXPERIMENT, run_in_lab
+from neurotrace.lab.sae.run import FitSAERequest, FitSAEResult, run_fit_sae
+from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 
 async def fit_sae(request: FitSAERequest, ctx: Context) -> Annotated[CallToolResult, FitSAEResult]:

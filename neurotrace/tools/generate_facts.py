@@ -1,4 +1,4 @@
-"""MCP face of generate_facts (core: :mod:`neurotrace.lab.facts`).
+"""MCP face of generate_facts (core: :mod:`neurotrace.lab.facts.generate`).
 
 For ``source.kind == 'sampling'`` the client's own LLM drafts the facts. The drafting request is a
 ``Sample`` resolver, so it works on every protocol revision: older sessions get a
@@ -14,10 +14,10 @@ from mcp.server.mcpserver import Context, Resolve, Sample
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult
 
-from neurotrace.lab.fact_sources import drafting_prompt
-from neurotrace.lab.factpacks import list_packs
-from neurotrace.lab.facts import GenerateFactsRequest, GenerateFactsResult, SamplingSource, run_generate_facts
-from neurotrace.server.runner import EXPERIMENT, run_in_lab
+from neurotrace.lab.facts.sources import drafting_prompt
+from neurotrace.lab.facts.packs import list_packs
+from neurotrace.lab.facts.generate import GenerateFactsRequest, GenerateFactsResult, SamplingSource, run_generate_facts
+from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 SYSTEM_PROMPT = "You write short, unambiguous factual statements as strict JSON for interpretability experiments."
 

@@ -1,12 +1,12 @@
-"""MCP face of intervene (core: :mod:`neurotrace.lab.intervene`)."""
+"""MCP face of intervene (core: :mod:`neurotrace.lab.intervention.run`)."""
 
 from typing import Annotated
 
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.intervene import InterveneRequest, InterveneResult, run_intervene
-from neurotrace.server.runner import EXPERIMENT, run_in_lab
+from neurotrace.lab.intervention.run import InterveneRequest, InterveneResult, run_intervene
+from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 
 async def intervene(request: InterveneRequest, ctx: Context) -> Annotated[CallToolResult, InterveneResult]:

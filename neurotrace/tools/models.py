@@ -5,10 +5,10 @@ from typing import Annotated, Any
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.models import ModelRef
-from neurotrace.lab.modeltools import LoadModelResult, run_load_model
-from neurotrace.server.faults import tool_faults
-from neurotrace.server.runner import EXPERIMENT, READ_ONLY, call_in_thread, lab_of, package
+from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.load_model import LoadModelResult, run_load_model
+from neurotrace.tools._faults import tool_faults
+from neurotrace.tools._runner import EXPERIMENT, READ_ONLY, call_in_thread, lab_of, package
 
 
 async def load_model(request: ModelRef, ctx: Context) -> Annotated[CallToolResult, LoadModelResult]:
@@ -20,7 +20,7 @@ async def load_model(request: ModelRef, ctx: Context) -> Annotated[CallToolResul
 
 async def list_models(ctx: Context) -> dict[str, Any]:
     """List loaded models (key, kind, layers, bytes, in use), the memory budget, and the embedded models."""
-    from neurotrace.lab.embedded import EMBEDDED_MODELS
+    from neurotrace.lab.model.embedded import EMBEDDED_MODELS
 
     lab = lab_of(ctx)
     return {"loaded": lab.cache.listing(), "used_bytes": lab.cache.used_bytes(),

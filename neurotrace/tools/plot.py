@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.plotting import PlotRequest, PlotResult, run_plot
-from neurotrace.server.runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 
 async def plot(request: PlotRequest, ctx: Context) -> Annotated[CallToolResult, PlotResult]:

@@ -5,9 +5,9 @@ from typing import Annotated
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.compare import CompareRequest, CompareResult, run_compare
-from neurotrace.lab.tracing import TraceRequest, TraceResult, run_trace
-from neurotrace.server.runner import EXPERIMENT, run_in_lab
+from neurotrace.lab.tracing.compare import CompareRequest, CompareResult, run_compare
+from neurotrace.lab.tracing.schema import TraceRequest, TraceResult, run_trace
+from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 
 async def trace(request: TraceRequest, ctx: Context) -> Annotated[CallToolResult, TraceResult]:

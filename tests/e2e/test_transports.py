@@ -16,7 +16,7 @@ pytestmark = pytest.mark.anyio
 
 def _server_command() -> list[str]:
     exe = shutil.which("neurotrace-mcp")
-    return [exe] if exe else [sys.executable, "-m", "neurotrace.server.app"]
+    return [exe] if exe else [sys.executable, "-m", "neurotrace.server"]
 
 
 def _env(tmp_path) -> dict[str, str]:

@@ -6,7 +6,7 @@ import pytest
 from mcp import Client
 
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.server.app import build_server
+from neurotrace.server import build_server
 
 
 @pytest.mark.anyio

@@ -4,9 +4,9 @@ import anyio
 import pytest
 from mcp import Client
 
-from neurotrace.lab.clamp_planted import build_repetition_model
+from neurotrace.testing.planted_clamp import build_repetition_model
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.server.app import build_server
+from neurotrace.server import build_server
 
 pytestmark = pytest.mark.anyio
 

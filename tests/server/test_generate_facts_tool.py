@@ -6,10 +6,10 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from neurotrace.lab.factpacks import list_packs
-from neurotrace.lab.facts import load_dataset
+from neurotrace.lab.facts.packs import list_packs
+from neurotrace.lab.facts.generate import load_dataset
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.server.app import build_server
+from neurotrace.server import build_server
 
 GOOD = [
     {"template": "the capital of {} is", "subject": "france", "corrupt_subject": "italy", "answer": "paris",

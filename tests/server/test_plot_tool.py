@@ -11,7 +11,7 @@ from mcp import Client
 from neurotrace.lab import plotting
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.plotstyle import finish, new_figure
-from neurotrace.server.app import build_server
+from neurotrace.server import build_server
 
 CALLS: list[tuple[str, dict]] = []
 
@@ -130,8 +130,8 @@ async def test_plot_redraws_a_clamp_sweep_run(lab, tiny_gpt2):
 
 @pytest.mark.anyio
 async def test_plot_draws_every_trace_figure(lab, tiny_gpt2):
-    if importlib.util.find_spec("neurotrace.lab.trace_plots") is None:
-        pytest.skip("neurotrace.lab.trace_plots (trace figures) is not in this build yet")
+    if importlib.util.find_spec("neurotrace.lab.tracing.figures") is None:
+        pytest.skip("neurotrace.lab.tracing.figures (trace figures) is not in this build yet")
     spec = {"domain": "toy", "facts": [{"template": "the capital of {} is", "clean_subject": "france",
                                         "corrupt_subject": "italy", "target": "paris"}]}
     async with Client(build_server(lab=lab), raise_exceptions=True) as client:

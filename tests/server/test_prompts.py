@@ -5,7 +5,7 @@ from mcp import Client
 
 from neurotrace.lab.lab import LabSettings
 from neurotrace.prompts import PROMPT_MODULES
-from neurotrace.server.app import build_server
+from neurotrace.server import build_server
 
 EXPECTED = {
     "locate_fact": ({"model", "domain"}, {"model": "fact-bert", "domain": "medicine"},

@@ -9,8 +9,8 @@ from mcp.server.mcpserver import Context
 
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.progress import Reporter
-from neurotrace.server.app import build_server
-from neurotrace.server.runner import run_in_lab
+from neurotrace.server import build_server
+from neurotrace.tools._runner import run_in_lab
 
 pytestmark = pytest.mark.anyio
 

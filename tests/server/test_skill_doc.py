@@ -7,7 +7,7 @@ import pytest
 from mcp import Client
 
 from neurotrace.lab.lab import LabSettings
-from neurotrace.server.app import build_server
+from neurotrace.server import build_server
 
 SKILL = Path(__file__).resolve().parents[2] / "SKILL.md"
 

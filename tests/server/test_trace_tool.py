@@ -6,9 +6,9 @@ import json
 import pytest
 from mcp import Client
 
-from neurotrace.lab.embedded import embedded_model_path
+from neurotrace.lab.model.embedded import embedded_model_path
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.server.app import build_server
+from neurotrace.server import build_server
 
 pytestmark = pytest.mark.anyio
 FACT = {"id": "f0", "template": "the capital of {} is", "clean_subject": "france", "corrupt_subject": "spain",

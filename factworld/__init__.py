@@ -1,0 +1,1 @@
+"""Build tool for the embedded fact-world models (neurotrace/data/models); not part of the wheel."""

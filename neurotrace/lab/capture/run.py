@@ -1,0 +1,254 @@
+"""capture: record activations at chosen sites over a prompt set or a multi-step episode.
+
+* **Sites** are chosen by name patterns (:func:`neurotrace.lab.model.sites.select_sites`): globs such as
+  ``blocks.*.hook_resid_post`` or ``re:`` regexes over ``hook_embed``, ``blocks.{L}.hook_resid_pre``,
+  ``hook_attn_out``, ``hook_mlp_out``, ``hook_resid_post``, ``mlp.hook_post`` and ``attn.hook_z``.
+* **Steps.** A prompt set is a list of independent steps. An *episode* is a sequence of steps where
+  each step's output feeds the next: the running transcript (token ids) is the previous transcript,
+  the previous step's generated tokens, then ``joiner + text`` of the new step (a scripted conversation
+  turn, a tool result, ...). Each step greedily generates ``max_new_tokens`` tokens (0 = a single
+  forward pass) and carries the caller's ``metadata``.
+* **What is stored.** Each step's *last* forward pass (its prompt plus all but the final generated
+  token) is recorded: every position (``positions='all'``) or only the prompt's last token
+  (``'last'``). States go to ``arrays/states/<site>.npy`` ``[N, D]`` in chunks (see
+  :mod:`neurotrace.lab.capture.store`); ``trace.jsonl`` has one line per step with pointers to its rows,
+  ``arrays/index.npy`` is ``[N, 3]`` = (step, position, token id) per row.
+* **Step-scoped interventions** (:mod:`neurotrace.lab.capture.edits`) apply only at their listed steps;
+  the recorded states are the intervened ones.
+
+Reload with ``load_trace_dataset(lab, run_id, site)``; fit an SAE with ``fit_sae``.
+"""
+
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from neurotrace.lab.capture.edits import CaptureIntervention, StepInfo, knockout, step_hooks, validate
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.loading import LoadedModel, ModelRef
+from neurotrace.lab.progress import Reporter
+from neurotrace.lab.model.stepwise import continue_greedy
+from neurotrace.lab.results import RunResult
+from neurotrace.lab.model.sites import hooked_sites, select_sites
+from neurotrace.lab.capture.store import StateWriter, capture_info, load_trace_dataset
+
+
+class EpisodeStep(BaseModel):
+    """One step: text added to the transcript, then greedy generation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    text: str = Field(description="Text added before this step's generation (a prompt, a conversation turn).")
+    max_new_tokens: int | None = Field(None, ge=0, le=512, description="Overrides the request's max_new_tokens.")
+    target: str | None = Field(None, description="Optional answer word: its probability at the end of the "
+                               "step's prompt is recorded in trace.jsonl (first token, leading space).")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Anything JSON; copied to trace.jsonl.")
+
+
+class CaptureRequest(BaseModel):
+    """Record activations at chosen sites over prompts or an episode, optionally intervening per step."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
+    sites: list[str] = Field(default_factory=lambda: ["blocks.*.hook_resid_post"], min_length=1,
+                             description="Site name patterns: exact names, globs ('blocks.*.hook_mlp_out') "
+                                         "or regexes prefixed 're:'.")
+    prompts: list[str | EpisodeStep] = Field(default_factory=list, description="Independent prompts, one step "
+                                             "each. Give either prompts or episode.")
+    episode: list[EpisodeStep] = Field(default_factory=list, description="Steps of one episode: each step "
+                                       "continues the transcript including the previous outputs (causal LMs).")
+    joiner: str = Field(" ", description="Text placed before each later episode step's text.")
+    max_new_tokens: int = Field(0, ge=0, le=512, description="Greedy tokens generated per step (0 = one "
+                                "forward pass over the prompt).")
+    positions: Literal["all", "last"] = Field("all", description="'all': a row per token of the recorded "
+                                              "forward; 'last': one row per step, the prompt's last token.")
+    interventions: list[CaptureIntervention] = Field(default_factory=list, description="Step-scoped "
+                                                     "interventions: zero, zero_heads, mean, patch, knockout.")
+    stop_at_eos: bool = Field(True, description="Stop a step's generation at the end-of-text token.")
+    store_dtype: Literal["float32", "float16"] = Field("float32", description="dtype of the stored states.")
+    chunk_rows: int = Field(4096, ge=1, description="Rows per site held in memory before flushing to disk.")
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+class CaptureResult(RunResult):
+    n_steps: int
+    n_rows: int = Field(description="Rows (recorded token positions) per site.")
+    sites: list[str] = Field(description="Captured sites, in forward order.")
+    widths: dict[str, int] = Field(description="Site -> state width D.")
+    outputs: list[str] = Field(default_factory=list, description="Generated text per step (first 20).")
+    trace: str = Field("", description="URI of trace.jsonl.")
+    states: dict[str, str] = Field(default_factory=dict, description="Site -> URI of its [N, D] .npy.")
+
+
+def _steps(request: CaptureRequest, lm: LoadedModel) -> tuple[list[EpisodeStep], bool, str]:
+    if bool(request.prompts) == bool(request.episode):
+        raise InputError("prompts", "give exactly one of `prompts` and `episode`",
+                         fix="pass independent prompts, or an episode of steps")
+    if request.episode:
+        if lm.kind != "causal":
+            raise InputError("episode", "episodes continue a transcript and need a causal LM",
+                             fix="use `prompts` for masked LMs")
+        return list(request.episode), True, "episode"
+    steps = [p if isinstance(p, EpisodeStep) else EpisodeStep(text=p) for p in request.prompts]
+    return steps, False, "prompts"
+
+
+def _new_tokens(step: EpisodeStep, request: CaptureRequest, lm: LoadedModel, field: str) -> int:
+    n = request.max_new_tokens if step.max_new_tokens is None else step.max_new_tokens
+    if n and lm.kind != "causal":
+        raise InputError("max_new_tokens", "a masked LM does not generate", fix="use max_new_tokens=0")
+    return n
+
+
+def _check_len(ids: list[int], n_new: int, lm: LoadedModel, field: str, i: int) -> None:
+    limit = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
+    if not ids:
+        raise InputError(field, f"step {i} tokenizes to nothing", fix="give it text")
+    if limit and len(ids) + n_new > limit:
+        raise InputError(field, f"step {i} has {len(ids)} tokens; with {n_new} new tokens it exceeds the "
+                         f"model's {limit} positions", fix="shorten the transcript or generate fewer tokens")
+
+
+def target_id(lm: LoadedModel, target: str) -> int:
+    """The first token of ``target`` as it follows a prompt (leading space where the tokenizer uses one)."""
+    ids = lm.tokenizer(" " + target.strip(), add_special_tokens=False).input_ids
+    if not ids:
+        raise InputError("target", f"target {target!r} tokenizes to nothing", fix="give a word")
+    return int(ids[0])
+
+
+class _Recorder:
+    """Keeps the latest activation per site (overwritten by every forward)."""
+
+    def __init__(self, sites: list[str]) -> None:
+        self.latest: dict[str, torch.Tensor] = {}
+        self.sites = sites
+
+    def hook(self, act: torch.Tensor, site: str) -> None:
+        self.latest[site] = act.detach()[0]
+        return None
+
+
+@contextmanager
+def _forward_context(lm: LoadedModel, request: CaptureRequest, rec: _Recorder, info: StepInfo,
+                     load_states: Callable) -> Any:
+    hooks = step_hooks(request.interventions, info, lm, load_states)
+    for site in rec.sites:
+        hooks.setdefault(site, []).append(rec.hook)
+    with ExitStack() as stack:
+        stack.enter_context(knockout(lm, request.interventions, info))
+        stack.enter_context(hooked_sites(lm, hooks))
+        yield
+
+
+def _run_step(lm: LoadedModel, request: CaptureRequest, step: EpisodeStep, i: int, ids: list[int], n_new: int,
+              rec: _Recorder, load_states: Callable) -> tuple[dict[str, Any], list[int]]:
+    info = StepInfo(step=i, prompt_len=len(ids))
+    cont = continue_greedy(lm, ids, n_new, context_for=lambda _k: _forward_context(lm, request, rec, info,
+                                                                                   load_states),
+                           stop_at_eos=request.stop_at_eos)
+    recorded = ids + cont.tokens[:-1] if cont.tokens else list(ids)
+    probs = torch.softmax(cont.logits[0], -1)
+    line: dict[str, Any] = {"step": i, "prompt": step.text, "output": lm.tokenizer.decode(cont.tokens),
+                            "metadata": step.metadata, "token_ids": recorded,
+                            "tokens": [lm.tokenizer.decode([t]) for t in recorded],
+                            "generated_ids": cont.tokens, "prompt_len": len(ids),
+                            "top_token": lm.tokenizer.decode([int(probs.argmax())]),
+                            "interventions": [j for j, s in enumerate(request.interventions) if s.active(i)]}
+    if step.target is not None:
+        line["target"], line["p_target"] = step.target, float(probs[target_id(lm, step.target)])
+    return line, cont.tokens
+
+
+def _loader(lab: Lab, run: Any) -> Callable[[str, str], tuple[np.ndarray, list[dict]]]:
+    cache: dict[tuple[str, str], tuple[np.ndarray, list[dict]]] = {}
+
+    def load(run_id: str, site: str) -> tuple[np.ndarray, list[dict]]:
+        if (run_id, site) not in cache:
+            ds = load_trace_dataset(lab, run_id, site, field="interventions")
+            run.add_input(run_id)
+            cache[(run_id, site)] = (ds.states, ds.steps)
+        return cache[(run_id, site)]
+    return load
+
+
+def _sites_of(lab: Lab) -> Callable[[str], dict[str, Any]]:
+    def sites(run_id: str) -> dict[str, Any]:
+        return capture_info(lab.store, run_id, "interventions")["sites"]
+    return sites
+
+
+def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter) -> CaptureResult:
+    """Record activations at sites chosen by pattern over prompts or a multi-step episode (optionally with
+    step-scoped ablations/patches); writes trace.jsonl and one [N, D] states array per site."""
+    ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype)
+    with lab.cache.lease(ref) as lm:
+        sites = select_sites(request.sites, lm)
+        steps, is_episode, field = _steps(request, lm)
+        validate(request.interventions, lm, _sites_of(lab))
+        with lab.store.open_run("capture", request) as run:
+            run.add_model(request.model, lm.fingerprint)
+            lines, widths, writer = _capture_steps(lm, request, steps, is_episode, field, sites, run, lab,
+                                                   reporter)
+            return _finish(run, request, lm, lines, widths, writer)
+
+
+def _capture_steps(lm: LoadedModel, request: CaptureRequest, steps: list[EpisodeStep], is_episode: bool,
+                   field: str, sites: list[str], run: Any, lab: Lab, reporter: Reporter) -> tuple:
+    rec, load_states = _Recorder(sites), _loader(lab, run)
+    lines: list[dict[str, Any]] = []
+    writer: StateWriter | None = None
+    transcript: list[int] = []
+    n_rows = 0
+    for i, step in enumerate(steps):
+        reporter.step(i, len(steps), f"step {i + 1} of {len(steps)}")
+        if is_episode and i > 0:
+            extra = lm.tokenizer(request.joiner + step.text, add_special_tokens=False).input_ids if step.text else []
+            ids = transcript + extra
+        else:
+            ids = list(lm.tokenizer(step.text).input_ids)
+        n_new = _new_tokens(step, request, lm, field)
+        _check_len(ids, n_new, lm, field, i)
+        line, generated = _run_step(lm, request, step, i, ids, n_new, rec, load_states)
+        if writer is None:
+            widths = {s: int(rec.latest[s].shape[-1]) for s in sites}
+            writer = StateWriter(run, widths, request.store_dtype, request.chunk_rows)
+        positions = list(range(len(line["token_ids"]))) if request.positions == "all" else [len(ids) - 1]
+        for s in sites:
+            writer.append(s, rec.latest[s][positions].float().cpu().numpy())
+        line["positions"], line["rows"] = positions, [n_rows, n_rows + len(positions)]
+        n_rows += len(positions)
+        lines.append(line)
+        transcript = ids + generated
+    reporter.step(len(steps), len(steps), "writing states")
+    return lines, widths, writer
+
+
+def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict], widths: dict[str, int],
+            writer: StateWriter) -> CaptureResult:
+    states = writer.finish()
+    index = np.array([(ln["step"], p, ln["token_ids"][p]) for ln in lines for p in ln["positions"]], dtype=np.int64)
+    run.write_npy("arrays/index.npy", index.reshape(-1, 3))
+    trace = run.write_jsonl("trace.jsonl", lines)
+    n_rows = int(index.shape[0])
+    run.write_json("capture.json", {"model": request.model, "kind": lm.kind, "fingerprint": lm.fingerprint,
+                                    "positions": request.positions, "n_rows": n_rows, "n_steps": len(lines),
+                                    "store_dtype": request.store_dtype,
+                                    "sites": {s: {"width": w, "path": f"arrays/states/{s}.npy"}
+                                              for s, w in widths.items()}})
+    sites = list(widths)
+    summary = (f"Captured {n_rows} rows x {len(sites)} site(s) ({', '.join(sites[:4])}"
+               f"{', ...' if len(sites) > 4 else ''}) over {len(lines)} step(s) of {request.model}"
+               + (f" with {len(request.interventions)} step-scoped intervention(s)" if request.interventions else "")
+               + ".")
+    run.set_summary(summary)
+    nxt = (f"Call fit_sae with capture_run='{run.run_id}' and site='{sites[0]}' to learn sparse features of "
+           "these states; or read trace.jsonl for the per-step outputs.")
+    return CaptureResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), n_steps=len(lines),
+                         n_rows=n_rows, sites=sites, widths=widths, outputs=[ln["output"] for ln in lines[:20]],
+                         trace=trace, states=states, next=nxt)

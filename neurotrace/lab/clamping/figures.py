@@ -1,0 +1,94 @@
+"""Figures of a clamp sweep, re-renderable from its ``clamp_results.json``.
+
+``FIGURES[kind](results, **options)`` returns a matplotlib Figure; ``results`` is the loaded JSON that
+:mod:`neurotrace.lab.clamping.report` writes (the generic ``plot`` tool dispatches here). Kinds:
+
+* ``improvement_rate``: fraction of collapsed baselines that each clamp value recovers (solid), and the
+  fraction of outputs that are collapsed at that value (dashed; the baseline's rate is the grey line).
+* ``sweep_metrics``: collapse rate and mean distinct-2, loop fraction and normalised entropy per value.
+
+Options of both: ``neurons`` (list of group labels to draw, e.g. ``["11:373"]``; default all) and
+``title`` (replaces the default title). The x axis is symmetric-log (linear within +-1), so sweeps
+like -100..100 stay readable; ticks sit at the swept values.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from neurotrace.lab.plotstyle import finish, new_figure, short
+
+RESULTS_FILE = "clamp_results.json"
+METRICS = (("collapse_rate", "collapse rate"), ("mean_distinct_2", "mean distinct-2"),
+           ("mean_loop_frac", "mean loop fraction"), ("mean_norm_entropy", "mean normalised entropy"))
+
+
+def _groups(results: dict[str, Any], neurons: list[str] | None
+            ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any] | None]:
+    """Per-value summaries by neuron group (sorted by value), and the baseline summary."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    baseline = None
+    for s in results.get("per_value", []):
+        if s["value"] is None:
+            baseline = s
+        elif neurons is None or s["neurons"] in neurons:
+            groups.setdefault(s["neurons"], []).append(s)
+    if neurons is not None and not groups:
+        known = sorted({s["neurons"] for s in results.get("per_value", []) if s["value"] is not None})
+        raise ValueError(f"no neuron group among {neurons}; this run has {known}")
+    return {k: sorted(v, key=lambda s: s["value"]) for k, v in groups.items()}, baseline
+
+
+def _axis(ax: Any, ylabel: str, groups: dict[str, list[dict[str, Any]]]) -> None:
+    values = sorted({s["value"] for rows in groups.values() for s in rows})
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xticks(values, [f"{v:g}" for v in values], fontsize=7, rotation=45)
+    ax.minorticks_off()
+    ax.set_xlabel("clamp value")
+    ax.set_ylabel(ylabel)
+
+
+def _subtitle(results: dict[str, Any]) -> str:
+    return (f"{short(results.get('model', ''))}, {results.get('n_prompts', 0)} prompts, "
+            f"{results.get('max_new_tokens', '?')} tokens, clamp at {results.get('position', '?')} positions")
+
+
+def improvement_rate(results: dict[str, Any], neurons: list[str] | None = None,
+                     title: str | None = None) -> Figure:
+    groups, baseline = _groups(results, neurons)
+    fig, ax = new_figure(width=7, height=4.2)
+    for i, (label, rows) in enumerate(groups.items()):
+        xs = [s["value"] for s in rows]
+        ax.plot(xs, [s["improvement_rate"] or 0.0 for s in rows], "o-", color=f"C{i % 10}",
+                label=f"{label}: recovered")
+        ax.plot(xs, [s["collapse_rate"] for s in rows], "x--", color=f"C{i % 10}", alpha=0.6,
+                label=f"{label}: collapsed")
+    if baseline is not None:
+        ax.axhline(baseline["collapse_rate"], color="grey", lw=1, label="baseline: collapsed")
+    _axis(ax, "fraction of prompts", groups)
+    ax.set_ylim(-0.03, 1.03)
+    n_base = results.get("n_collapsed_baselines", 0)
+    if n_base == 0:
+        ax.text(0.5, 0.5, "no collapsed baselines", transform=ax.transAxes, ha="center", color="grey")
+    ax.legend(loc="best")
+    return finish(fig, title or f"Recovery of {n_base} collapsed baselines by clamp value", _subtitle(results))
+
+
+def sweep_metrics(results: dict[str, Any], neurons: list[str] | None = None, title: str | None = None) -> Figure:
+    groups, baseline = _groups(results, neurons)
+    fig, axes = new_figure(2, 2, width=9, height=6.5)
+    for ax, (key, name) in zip(axes.flat, METRICS, strict=True):
+        for i, (label, rows) in enumerate(groups.items()):
+            ax.plot([s["value"] for s in rows], [s[key] for s in rows], "o-", color=f"C{i % 10}", label=label)
+        if baseline is not None:
+            ax.axhline(baseline[key], color="grey", lw=1, ls="--", label="baseline")
+        _axis(ax, name, groups)
+    axes.flat[0].legend()
+    return finish(fig, title or "Output metrics by clamp value", _subtitle(results))
+
+
+FIGURES: dict[str, Callable[..., Figure]] = {
+    "improvement_rate": improvement_rate,
+    "sweep_metrics": sweep_metrics,
+}

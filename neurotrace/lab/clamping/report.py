@@ -1,0 +1,210 @@
+"""Turn a finished clamp sweep into its run-directory artifacts and result.
+
+Written files (all under the run directory):
+
+* ``tables/clamp_sweep.csv``: one row per (prompt, neurons, value): core_id, type, level, neurons,
+  sweep ('baseline' or the value), prompt, output, every metric of :mod:`neurotrace.lab.clamping.collapse`,
+  is_collapsed, collapse_reasons, intervention_improves_baseline (blank for baseline rows and for
+  prompts whose baseline did not collapse).
+* ``tables/generations.jsonl``: the same rows with the generated token ids.
+* ``tables/sweep_summary.csv``: per (neurons, value): collapse rate, recoveries, mean metrics.
+* ``arrays/mean_mlp_post.safetensors``: for each clamped layer ``blocks.{L}.mlp.hook_post``, a
+  (conditions, d_mlp) matrix of the mean post-clamp activation over all real positions (prompt and
+  generated) of all prompts; ``n_positions`` gives the counts; the metadata's ``conditions`` lists
+  the (neurons, value) of each matrix row.
+* ``clamp_results.json``: summaries and collapsed cases; the input of :mod:`neurotrace.lab.clamping.figures`.
+* ``report.md``: thresholds, the per-value table and every collapsed baseline with what recovered it.
+* ``figures/improvement_rate.png`` and ``figures/sweep_metrics.png``.
+"""
+
+import json
+from typing import Any
+
+import torch
+
+from neurotrace.lab.clamping.figures import FIGURES
+from neurotrace.lab.clamping.run import (
+    ClampSweepRequest,
+    ClampSweepResult,
+    Condition,
+    Row,
+    SweepOutput,
+    ValueSummary,
+)
+from neurotrace.lab.clamping.collapse import METRIC_NAMES, describe_thresholds
+from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.clamping.prompt_grid import PromptItem
+from neurotrace.lab.runs import Run
+
+MAX_CASES = 200  # collapsed baselines written out in full in the report
+
+
+def _value_text(v: float | None) -> str:
+    return "baseline" if v is None else f"{v:g}"
+
+
+def improvements(rows: list[Row]) -> dict[tuple[int, int], bool | None]:
+    """(prompt, cond) -> True/False where the prompt's baseline collapsed, None otherwise."""
+    base = {r.prompt: bool(r.reasons) for r in rows if r.cond == 0}
+    return {(r.prompt, r.cond): (None if r.cond == 0 or not base[r.prompt] else not r.reasons) for r in rows}
+
+
+def summarise(rows: list[Row], conds: list[Condition]) -> list[ValueSummary]:
+    base = {r.prompt: bool(r.reasons) for r in rows if r.cond == 0}
+    n_base_collapsed = sum(base.values())
+    out = []
+    for ci, cond in enumerate(conds):
+        sel = [r for r in rows if r.cond == ci]
+        n = max(len(sel), 1)
+        improved = sum(1 for r in sel if ci and base[r.prompt] and not r.reasons)
+        out.append(ValueSummary(
+            neurons=cond.label, value=cond.value, n=len(sel), n_collapsed=sum(bool(r.reasons) for r in sel),
+            collapse_rate=sum(bool(r.reasons) for r in sel) / n, n_improved=improved,
+            improvement_rate=(improved / n_base_collapsed) if n_base_collapsed else None,
+            n_induced=sum(1 for r in sel if ci and not base[r.prompt] and r.reasons),
+            mean_distinct_2=sum(r.metrics["distinct_2"] for r in sel) / n,
+            mean_loop_frac=sum(r.metrics["loop_frac"] for r in sel) / n,
+            mean_norm_entropy=sum(r.metrics["norm_entropy"] for r in sel) / n,
+            mean_compression_ratio=sum(r.metrics["compression_ratio"] for r in sel) / n))
+    return out
+
+
+def best_values(per_value: list[ValueSummary], k: int = 3) -> list[ValueSummary]:
+    cands = [s for s in per_value if s.value is not None and s.n_improved > 0]
+    return sorted(cands, key=lambda s: (-s.n_improved, s.n_induced, abs(s.value or 0.0)))[:k]
+
+
+def table_rows(rows: list[Row], prompts: list[PromptItem], conds: list[Condition]) -> list[dict[str, Any]]:
+    imp = improvements(rows)
+    out = []
+    for r in sorted(rows, key=lambda r: (r.prompt, r.cond)):
+        p, c = prompts[r.prompt], conds[r.cond]
+        flag = imp[(r.prompt, r.cond)]
+        out.append({"core_id": p.core_id, "type": p.type, "level": p.level, "neurons": c.label,
+                    "sweep": _value_text(c.value), "prompt": p.prompt, "output": r.text,
+                    **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.metrics.items()},
+                    "is_collapsed": bool(r.reasons), "collapse_reasons": "; ".join(r.reasons),
+                    "intervention_improves_baseline": "" if flag is None else flag})
+    return out
+
+
+def collapsed_cases(rows: list[Row], prompts: list[PromptItem], conds: list[Condition]) -> list[dict[str, Any]]:
+    """Each collapsed baseline with the clamped outputs that recovered it."""
+    by_prompt: dict[int, dict[int, Row]] = {}
+    for r in rows:
+        by_prompt.setdefault(r.prompt, {})[r.cond] = r
+    cases = []
+    for p in sorted(by_prompt):
+        base = by_prompt[p][0]
+        if not base.reasons:
+            continue
+        rec = [{"neurons": conds[c].label, "value": conds[c].value, "output": r.text,
+                "distinct_2": r.metrics["distinct_2"], "loop_frac": r.metrics["loop_frac"]}
+               for c, r in sorted(by_prompt[p].items()) if c and not r.reasons]
+        cases.append({"core_id": prompts[p].core_id, "type": prompts[p].type, "level": prompts[p].level,
+                      "prompt": prompts[p].prompt, "baseline": base.text, "reasons": base.reasons,
+                      "recovered_by": rec})
+    return cases
+
+
+def _md_table(per_value: list[ValueSummary]) -> list[str]:
+    lines = ["| neurons | value | collapsed | improved | induced | distinct_2 | loop_frac | norm_entropy |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in per_value:
+        rate = "" if s.improvement_rate is None else f" ({s.improvement_rate:.0%})"
+        lines.append(f"| {s.neurons} | {_value_text(s.value)} | {s.n_collapsed}/{s.n} | {s.n_improved}{rate} | "
+                     f"{s.n_induced} | {s.mean_distinct_2:.2f} | {s.mean_loop_frac:.2f} | "
+                     f"{s.mean_norm_entropy:.2f} |")
+    return lines
+
+
+def _quote(text: str) -> str:
+    return "`" + text.replace("`", "'").replace("\n", "⏎") + "`"
+
+
+def markdown(request: ClampSweepRequest, results: dict[str, Any], per_value: list[ValueSummary]) -> str:
+    th = request.thresholds
+    lines = [f"# clamp_sweep on {request.model}", "",
+             f"Neurons {', '.join(request.neurons)} ({request.neuron_mode}), clamped at position "
+             f"'{request.position}', {request.max_new_tokens} new tokens, sampling: {request.sampling.kind}.",
+             f"{results['n_prompts']} prompts x {len(per_value)} settings = {results['n_rows']} generations; "
+             f"{results['n_collapsed_baselines']} baselines collapsed, {results['n_recovered']} recovered by at "
+             "least one value.", "", "## Collapse rules (any one flags an output)", "",
+             *[f"- {rule}" for rule in describe_thresholds(th)], "",
+             "Metrics are computed on the generated tokens only (end-of-text excluded). An intervened row "
+             "*improves* its baseline when the baseline is collapsed and the row is not; this says nothing "
+             "about fluency or truth, so read the recovered texts below.", "",
+             "## Per value", "", *_md_table(per_value), "", "## Collapsed baselines", ""]
+    for case in results["collapsed"][:MAX_CASES]:
+        lines += [f"### {case['core_id']} · {case['type'] or '-'} · {case['level'] or '-'}", "",
+                  f"- prompt: {_quote(case['prompt'])}", f"- baseline: {_quote(case['baseline'])}",
+                  f"- why collapsed: {'; '.join(case['reasons'])}",
+                  f"- recovered by {len(case['recovered_by'])} setting(s):" if case["recovered_by"]
+                  else "- not recovered by any value", ""]
+        lines += [f"  - {rec['neurons']} = {_value_text(rec['value'])}: {_quote(rec['output'])}"
+                  for rec in case["recovered_by"]]
+        lines.append("")
+    if len(results["collapsed"]) > MAX_CASES:
+        lines.append(f"({len(results['collapsed']) - MAX_CASES} more in clamp_results.json)")
+    return "\n".join(lines) + "\n"
+
+
+def mean_tensors(out: SweepOutput) -> dict[str, torch.Tensor]:
+    counts = out.act_count.clamp(min=1).double()[:, None]
+    tensors = {f"blocks.{layer}.mlp.hook_post": (s / counts).float() for layer, s in out.act_sum.items()}
+    tensors["n_positions"] = out.act_count
+    return tensors
+
+
+def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem], conds: list[Condition],
+                  out: SweepOutput, lm: LoadedModel) -> ClampSweepResult:
+    per_value = summarise(out.rows, conds)
+    cases = collapsed_cases(out.rows, prompts, conds)
+    table = table_rows(out.rows, prompts, conds)
+    results = {"model": request.model, "neurons": request.neurons, "neuron_mode": request.neuron_mode,
+               "position": request.position, "max_new_tokens": request.max_new_tokens,
+               "thresholds": request.thresholds.model_dump(), "n_prompts": len(prompts), "n_rows": len(out.rows),
+               "n_collapsed_baselines": len(cases), "n_recovered": sum(1 for c in cases if c["recovered_by"]),
+               "per_value": [s.model_dump() for s in per_value], "collapsed": cases,
+               "tokens_generated": out.tokens_generated, "seconds": out.seconds}
+    table_uri = run.write_csv("tables/clamp_sweep.csv", table,
+                              fieldnames=["core_id", "type", "level", "neurons", "sweep", "prompt", "output",
+                                          *METRIC_NAMES, "is_collapsed", "collapse_reasons",
+                                          "intervention_improves_baseline"])
+    gens = [{**{k: t[k] for k in ("core_id", "type", "level", "neurons", "sweep", "prompt", "output")},
+             "tokens": r.tokens} for t, r in zip(table, sorted(out.rows, key=lambda r: (r.prompt, r.cond)), strict=True)]
+    run.write_jsonl("tables/generations.jsonl", gens)
+    run.write_csv("tables/sweep_summary.csv", [s.model_dump() for s in per_value])
+    if out.act_sum:
+        meta = {"conditions": json.dumps([[c.label, c.value] for c in conds]), "d_mlp": str(lm.d_mlp)}
+        run.write_tensors("arrays/mean_mlp_post.safetensors", mean_tensors(out), metadata=meta)
+    run.write_json("clamp_results.json", results)
+    report_uri = run.write_text("report.md", markdown(request, results, per_value))
+    figures = [run.write_figure(f"figures/{kind}.png", FIGURES[kind](results)) for kind in FIGURES]
+    best = best_values(per_value)
+    summary = _summary(request, results, best)
+    run.set_summary(summary)
+    return ClampSweepResult(
+        run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
+        next=f"Read {report_uri} for each collapsed prompt and the outputs that recovered it; re-render figures "
+             f"with plot(run_id='{run.run_id}', kind='improvement_rate' | 'sweep_metrics').",
+        n_prompts=len(prompts), n_rows=len(out.rows), n_collapsed_baselines=len(cases),
+        n_recovered=results["n_recovered"], best=best, per_value=per_value,
+        tokens_generated=out.tokens_generated, seconds=round(out.seconds, 3), report=report_uri,
+        table=table_uri, plot=figures[0])
+
+
+def _summary(request: ClampSweepRequest, results: dict[str, Any], best: list[ValueSummary]) -> str:
+    n_base = results["n_collapsed_baselines"]
+    text = (f"Clamped {', '.join(request.neurons)} of {request.model} ({request.position} positions) over "
+            f"{len(results['per_value']) - 1} settings plus the baseline on {results['n_prompts']} prompts "
+            f"({results['tokens_generated']} tokens in {results['seconds']:.1f}s). "
+            f"{n_base} of {results['n_prompts']} baselines collapsed")
+    if not n_base:
+        return text + "; nothing to recover (see the per-value collapse rates for induced collapses)."
+    n_rec = results["n_recovered"]
+    text += f"; {n_rec} {'was' if n_rec == 1 else 'were'} recovered by at least one value."
+    if best:
+        text += " Best: " + ", ".join(f"{b.neurons}={_value_text(b.value)} recovers {b.n_improved}/{n_base}"
+                                      f" (induces {b.n_induced})" for b in best) + "."
+    return text

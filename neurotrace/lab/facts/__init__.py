@@ -1,0 +1,1 @@
+"""neurotrace.lab.facts."""

@@ -1,0 +1,212 @@
+"""Intervention policies: ``InterventionPolicy.apply(step, h, sae, context) -> h'``.
+
+A policy edits the activation ``h`` (batch, pos, width) at one site during the forward passes of the
+generation steps it lists (``steps``; step 0 is the forward over the prompt, step ``s`` the forward
+that produces generated token ``s``; ``None`` = every step), at the token ``positions`` it lists
+(negative = from the end of the prompt; ``None`` = all).
+
+On SAE features (site = the SAE's site), edits keep the SAE's reconstruction error: with
+``a = sae.encode(h)`` and the edited ``a'``, ``h' = h + (a'_F - a_F) @ W_dec[F]`` for the touched
+features ``F`` only. So clamping a feature to the value it already has changes nothing, bit for bit.
+
+* ``ablate_features``: ``a'_f = 0``.
+* ``clamp_features``: ``a'_f = value``.
+* ``patch_features``: ``a'_f`` = the feature's activation on another input (``source``), at the same
+  position (``align='position'``) or at the source's last token (``'last'``).
+
+On components:
+
+* ``set_neurons``: MLP neurons (``blocks.{L}.mlp.hook_post``) set to ``value`` (0 = ablation).
+* ``ablate_heads``: attention heads zeroed before the output projection (``blocks.{L}.attn.hook_z``).
+* ``patch_residual``: the activation at ``site`` replaced by the source input's activation there.
+"""
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from neurotrace.lab.capture.edits import resolve_positions
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.sae.base import SAE
+
+GenSteps = Annotated[list[Annotated[int, Field(ge=0)]] | None,
+                     Field(description="Generation steps where the policy acts (0 = the forward over the prompt, "
+                                       "s = the forward producing new token s); null = every step.")]
+Positions = Annotated[list[int] | None, Field(description="Token positions; negative counts from the end of the "
+                                                          "prompt (-1 = last prompt token); null = all.")]
+Features = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, description="SAE feature indices.")]
+
+
+@dataclass
+class PolicyContext:
+    """What a policy may read besides ``h``: the prompt length and clean source activations."""
+
+    prompt_len: int
+    sources: dict[tuple[str, str], Tensor] = field(default_factory=dict)   # (site, text) -> (pos, width)
+    n_heads: int = 1
+
+
+class InterventionPolicy(BaseModel):
+    """Base: step/position filters and the ``apply`` contract."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    steps: GenSteps = None
+    positions: Positions = None
+
+    def active(self, step: int) -> bool:
+        return self.steps is None or step in self.steps
+
+    def site(self, sae: SAE | None) -> str:
+        if sae is None:
+            raise InputError("sae_run", f"policy {self.kind!r} edits SAE features but no SAE was given",
+                             fix="pass sae_run (a fit_sae run id)")
+        return sae.cfg.site
+
+    def sources(self, sae: SAE | None) -> list[tuple[str, str]]:
+        """(site, text) pairs whose clean activations this policy reads (computed by the caller)."""
+        return []
+
+    def apply(self, step: int, h: Tensor, sae: SAE | None, context: PolicyContext) -> Tensor:
+        raise NotImplementedError
+
+    def _pos(self, h: Tensor, context: PolicyContext) -> list[int]:
+        pos = resolve_positions(self.positions, context.prompt_len, h.shape[1])
+        return list(range(h.shape[1])) if pos is None else pos
+
+
+class _FeaturePolicy(InterventionPolicy):
+    features: Features
+
+    def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: SAE) -> Tensor:
+        raise NotImplementedError
+
+    def apply(self, step: int, h: Tensor, sae: SAE | None, context: PolicyContext) -> Tensor:
+        pos = self._pos(h, context)
+        if not pos:
+            return h
+        f = torch.tensor(self.features, dtype=torch.long, device=h.device)
+        hs = h[:, pos]                                                  # (batch, n_pos, d_in)
+        old = sae.encode(h)[:, pos][..., f]                             # (batch, n_pos, n_feat); encoding all
+        # positions, as sae.encode(h) does for a caller, keeps the values bit-identical to what they read
+        new = self.new_values(old, pos, context, sae)
+        out = h.clone()
+        out[:, pos] = hs + ((new - old) @ sae.W_dec[f]).to(h.dtype)
+        return out
+
+
+class AblateFeatures(_FeaturePolicy):
+    kind: Literal["ablate_features"] = "ablate_features"
+
+    def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: SAE) -> Tensor:
+        return torch.zeros_like(a)
+
+
+class ClampFeatures(_FeaturePolicy):
+    kind: Literal["clamp_features"] = "clamp_features"
+    value: float = Field(description="Activation the features are held at.")
+
+    def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: SAE) -> Tensor:
+        return torch.full_like(a, self.value)
+
+
+class PatchFeatures(_FeaturePolicy):
+    kind: Literal["patch_features"] = "patch_features"
+    source: str = Field(min_length=1, description="Another input; its feature activations are patched in.")
+    align: Literal["position", "last"] = Field("position", description="'position': same position of the "
+                                               "source (positions past its end are left alone); 'last': the "
+                                               "source's last token at every chosen position.")
+
+    def sources(self, sae: SAE | None) -> list[tuple[str, str]]:
+        return [(self.site(sae), self.source)]
+
+    def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: SAE) -> Tensor:
+        src = sae.encode(context.sources[(sae.cfg.site, self.source)].to(a.device))[:, self.features]
+        new = a.clone()                                                 # (batch, n_pos, n_feat)
+        for j, p in enumerate(pos):
+            if self.align == "last":
+                new[:, j] = src[-1]
+            elif p < src.shape[0]:
+                new[:, j] = src[p]
+        return new
+
+
+class SetNeurons(InterventionPolicy):
+    kind: Literal["set_neurons"] = "set_neurons"
+    layer: int = Field(ge=0, description="Layer of blocks.{layer}.mlp.hook_post.")
+    neurons: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, description="Neuron indices (< d_mlp).")
+    value: float = Field(0.0, description="Value the neurons are set to (0 = zero ablation).")
+
+    def site(self, sae: SAE | None) -> str:
+        return f"blocks.{self.layer}.mlp.hook_post"
+
+    def apply(self, step: int, h: Tensor, sae: SAE | None, context: PolicyContext) -> Tensor:
+        out = h.clone()
+        sel = out[:, self._pos(h, context)]
+        sel[..., self.neurons] = self.value
+        out[:, self._pos(h, context)] = sel
+        return out
+
+
+class AblateHeads(InterventionPolicy):
+    kind: Literal["ablate_heads"] = "ablate_heads"
+    layer: int = Field(ge=0, description="Attention layer.")
+    heads: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, description="Heads to zero.")
+
+    def site(self, sae: SAE | None) -> str:
+        return f"blocks.{self.layer}.attn.hook_z"
+
+    def apply(self, step: int, h: Tensor, sae: SAE | None, context: PolicyContext) -> Tensor:
+        b, s, width = h.shape
+        out = h.clone().view(b, s, context.n_heads, width // context.n_heads)   # (batch, pos, head, d_head)
+        pos = self._pos(h, context)
+        sel = out[:, pos]
+        sel[:, :, self.heads] = 0
+        out[:, pos] = sel
+        return out.view(b, s, width)
+
+
+class PatchResidual(InterventionPolicy):
+    kind: Literal["patch_residual"] = "patch_residual"
+    at_site: str = Field(description="Site to patch, e.g. 'blocks.1.hook_resid_pre'.")
+    source: str = Field(min_length=1, description="Another input; its activation at the same positions is "
+                        "patched in (positions past its end are left alone).")
+
+    def site(self, sae: SAE | None) -> str:
+        return self.at_site
+
+    def sources(self, sae: SAE | None) -> list[tuple[str, str]]:
+        return [(self.at_site, self.source)]
+
+    def apply(self, step: int, h: Tensor, sae: SAE | None, context: PolicyContext) -> Tensor:
+        src = context.sources[(self.at_site, self.source)].to(h.device, h.dtype)   # (src_pos, width)
+        pos = [p for p in self._pos(h, context) if p < src.shape[0]]
+        out = h.clone()
+        out[:, pos] = src[pos]
+        return out
+
+
+Policy = Annotated[AblateFeatures | ClampFeatures | PatchFeatures | SetNeurons | AblateHeads | PatchResidual,
+                   Field(discriminator="kind")]
+
+
+def check_policies(policies: list[Any], sae: SAE | None, n_layers: int, d_mlp: int, n_heads: int) -> None:
+    """InputError('policies') for indices out of range."""
+    for i, p in enumerate(policies):
+        if isinstance(p, _FeaturePolicy):
+            p.site(sae)
+            if max(p.features) >= sae.cfg.d_sae:
+                raise InputError("policies", f"policy {i}: feature {max(p.features)} >= d_sae {sae.cfg.d_sae}",
+                                 fix=f"use features in 0..{sae.cfg.d_sae - 1}")
+        layer = getattr(p, "layer", None)
+        if layer is not None and layer >= n_layers:
+            raise InputError("policies", f"policy {i}: layer {layer} out of range ({n_layers} layers)",
+                             fix=f"use 0..{n_layers - 1}")
+        if isinstance(p, SetNeurons) and max(p.neurons) >= d_mlp:
+            raise InputError("policies", f"policy {i}: neuron {max(p.neurons)} >= d_mlp {d_mlp}",
+                             fix=f"use 0..{d_mlp - 1}")
+        if isinstance(p, AblateHeads) and max(p.heads) >= n_heads:
+            raise InputError("policies", f"policy {i}: head {max(p.heads)} >= n_heads {n_heads}",
+                             fix=f"use 0..{n_heads - 1}")

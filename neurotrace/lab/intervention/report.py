@@ -1,0 +1,75 @@
+"""The intervene run's outputs: report.json, a per-step CSV, a feature-effect figure, the result."""
+
+from typing import Any
+
+import numpy as np
+
+from neurotrace.lab.intervention.run import FeatureEffect, InterveneRequest, InterveneResult
+from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.sae.base import SAE
+
+
+def overall_features(entries: list[dict[str, Any]], top: int = 20) -> list[FeatureEffect]:
+    """Features ranked by mean |effect| over prompts (a prompt where a feature was not ranked counts 0)."""
+    effects: dict[int, list[float]] = {}
+    peak: dict[int, float] = {}
+    for e in entries:
+        for f in e.get("top_features", []):
+            effects.setdefault(f["feature"], []).append(f["effect"])
+            peak[f["feature"]] = max(peak.get(f["feature"], 0.0), f["activation"])
+    n = max(1, len(entries))
+    ranked = sorted(effects, key=lambda f: (-sum(abs(x) for x in effects[f]) / n, f))
+    return [FeatureEffect(feature=f, effect=sum(effects[f]) / n, activation=peak[f]) for f in ranked[:top]]
+
+
+def _figure(features: list[FeatureEffect]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(features) + 1.2))
+    ax.barh([f"f{f.feature}" for f in features][::-1], [f.effect for f in features][::-1])
+    ax.set(xlabel="mean change in log p when ablated alone", title="top causal SAE features")
+    return fig
+
+
+def _summary(request: InterveneRequest, entries: list[dict], features: list[FeatureEffect]) -> tuple:
+    deltas = [e["intervened"]["p_target"] - e["baseline"]["p_target"] for e in entries
+              if "p_target" in e["baseline"]]
+    mean_delta = float(np.mean(deltas)) if deltas else None
+    changed = sum(e["baseline"]["text"] != e["intervened"]["text"] for e in entries)
+    text = (f"Applied {len(request.policies)} polic{'y' if len(request.policies) == 1 else 'ies'} to "
+            f"{len(entries)} prompt(s): {changed} generated text(s) changed")
+    if mean_delta is not None:
+        text += f", mean p(target) change {mean_delta:+.4f}"
+    if features:
+        text += f"; most causal SAE feature f{features[0].feature} (mean effect {features[0].effect:+.4f})"
+    return mean_delta, changed, text + "."
+
+
+def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: SAE | None,
+                 entries: list[dict[str, Any]], lab: Lab) -> InterveneResult:
+    features = overall_features(entries)
+    inputs = []
+    if request.sae_run:
+        run.add_input(request.sae_run)
+        inputs = [request.sae_run] + ([sae.cfg.capture_run] if sae is not None and sae.cfg.capture_run else [])
+    mean_delta, changed, summary = _summary(request, entries, features)
+    report = {"tool": "intervene", "seed": request.seed, "model": lm.ref.model, "model_fingerprint": lm.fingerprint,
+              "sae_run": request.sae_run, "sae_site": sae.cfg.site if sae is not None else None, "inputs": inputs,
+              "policies": [p.model_dump(mode="json") for p in request.policies],
+              "max_new_tokens": request.max_new_tokens, "temperature": request.temperature,
+              "prompts": entries, "top_features": [f.model_dump() for f in features],
+              "mean_p_target_change": mean_delta, "n_text_changed": changed}
+    uri = run.write_json("report.json", report)
+    run.write_csv("tables/per_step.csv", [{"prompt": i, **{k: v for k, v in row.items() if k != "policies_active"}}
+                                          for i, e in enumerate(entries) for row in e["per_step"]])
+    figures = [run.write_figure("figures/feature_effects.png", _figure(features))] if features else []
+    run.set_summary(summary)
+    nxt = ("Read report.json for per-prompt texts and per-step KL; clamp or ablate the top features to test them "
+           "(intervene with clamp_features), or fit another SAE on a different site.")
+    return InterveneResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
+                           n_prompts=len(entries), mean_p_target_change=mean_delta, n_text_changed=changed,
+                           top_features=features, report=uri, next=nxt)

@@ -1,0 +1,234 @@
+"""intervene: edit SAE features or model components while the model runs, and compare with baseline.
+
+For every prompt:
+
+1. **Baseline**: generate ``max_new_tokens`` tokens (greedy, or sampled with a generator seeded by
+   ``seed``) with no edits; read p(target) and the target-vs-foil logit difference at the prompt's end.
+2. **Intervened**: generate again with every policy (:mod:`neurotrace.lab.intervention.policies`) applied at the
+   steps and positions it lists (sampling reuses a fresh generator with the same seed, so only the
+   edits can make the texts differ).
+3. **Per-step metrics** (teacher-forced): re-run each step on the *baseline's* prefix with the
+   step's policies, and report KL(baseline || intervened) of the next-token distributions and both
+   probabilities of the baseline token. A step whose policies are inactive has KL 0 exactly.
+4. **Top causal features** (with an SAE): the ``rank_features`` features most active on the prompt
+   are each ablated alone (error-preserving, all positions, step 0) in one batched forward; the
+   effect is the change in log p(target) (or of the baseline's first token without a target).
+
+Every forward recomputes the whole sequence (:mod:`neurotrace.lab.model.stepwise`), so positions and steps
+are exact. ``report.json`` holds no timestamps or run ids of its own: rerunning the same request with
+the same seed on the same machine reproduces it byte for byte.
+"""
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from neurotrace.lab.capture.run import target_id
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.loading import LoadedModel, ModelRef
+from neurotrace.lab.intervention.policies import Policy, PolicyContext, check_policies
+from neurotrace.lab.progress import Reporter
+from neurotrace.lab.model.stepwise import Continuation, continue_greedy, prediction_position
+from neurotrace.lab.results import RunResult
+from neurotrace.lab.sae.run import load_sae_run
+from neurotrace.lab.sae.base import SAE
+from neurotrace.lab.seeding import make_generator
+from neurotrace.lab.model.sites import check_site, hooked_sites, n_heads
+
+
+class PromptCase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    prompt: str = Field(min_length=1, description="The input text.")
+    target: str | None = Field(None, description="Expected next word; p(target) is reported (first token).")
+    foil: str | None = Field(None, description="A competing word; logit(target) - logit(foil) is reported.")
+
+
+class InterveneRequest(BaseModel):
+    """Apply intervention policies per generation step and compare against the baseline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str | None = Field(None, description="The model; default: the model the SAE was fitted on.")
+    sae_run: str | None = Field(None, description="run_id of a fit_sae run (needed for feature policies and "
+                                "feature ranking).")
+    prompts: list[str | PromptCase] = Field(min_length=1, description="Prompts, as strings or {prompt, target, "
+                                            "foil}.")
+    policies: list[Policy] = Field(min_length=1, description="ablate_features, clamp_features, patch_features, "
+                                   "set_neurons, ablate_heads, patch_residual; each with steps and positions.")
+    max_new_tokens: int = Field(8, ge=0, le=256, description="Tokens generated per prompt (0 = one forward).")
+    temperature: float | None = Field(None, gt=0, description="null = greedy; else sample at this temperature "
+                                      "with a generator seeded by `seed`.")
+    rank_features: int = Field(16, ge=0, le=1024, description="SAE features ranked by causal effect per prompt "
+                               "(0 = skip).")
+    seed: int = Field(0, description="Seeds sampling (when temperature is set).")
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+class FeatureEffect(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    feature: int
+    effect: float = Field(description="Change in log p(target) (or of the baseline token) when ablated alone.")
+    activation: float = Field(description="Its largest activation on the prompt.")
+
+
+class InterveneResult(RunResult):
+    n_prompts: int
+    mean_p_target_change: float | None = Field(None, description="Mean intervened - baseline p(target).")
+    n_text_changed: int = Field(description="Prompts whose generated text changed.")
+    top_features: list[FeatureEffect] = Field(default_factory=list, description="Features ranked by mean |effect| "
+                                              "over prompts.")
+    report: str = Field("", description="URI of report.json.")
+
+
+def _cases(request: InterveneRequest) -> list[PromptCase]:
+    return [p if isinstance(p, PromptCase) else PromptCase(prompt=p) for p in request.prompts]
+
+
+def _source_acts(lm: LoadedModel, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], torch.Tensor]:
+    """Clean activation (pos, width) at each (site, text)."""
+    out: dict[tuple[str, str], torch.Tensor] = {}
+    for site, text in dict.fromkeys(pairs):
+        seen: dict[str, torch.Tensor] = {}
+
+        def rec(act: torch.Tensor, site: str, seen: dict = seen) -> None:
+            seen["h"] = act.detach()[0]
+
+        ids = torch.tensor([lm.tokenizer(text).input_ids], device=lm.device)
+        with torch.no_grad(), hooked_sites(lm, {site: rec}):
+            lm.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        out[(site, text)] = seen["h"]
+    return out
+
+
+def policy_hooks(policies: list[Any], step: int, sae: SAE | None, ctx: PolicyContext) -> dict[str, list[Callable]]:
+    """{site: [hook]} applying every policy active at ``step``."""
+    hooks: dict[str, list[Callable]] = {}
+    for policy in policies:
+        if policy.active(step):
+            def fn(act: torch.Tensor, site: str, p: Any = policy) -> torch.Tensor:
+                return p.apply(step, act, sae, ctx)
+            hooks.setdefault(policy.site(sae), []).append(fn)
+    return hooks
+
+
+def _context_for(lm: LoadedModel, policies: list[Any], sae: SAE | None,
+                 ctx: PolicyContext) -> Callable[[int], AbstractContextManager]:
+    return lambda step: hooked_sites(lm, policy_hooks(policies, step, sae, ctx))
+
+
+def _chooser(request: InterveneRequest, lm: LoadedModel) -> Callable[[torch.Tensor], int] | None:
+    if request.temperature is None:
+        return None
+    g = make_generator(request.seed, lm.device)
+    return lambda logits: int(torch.multinomial(torch.softmax(logits.to(lm.device) / request.temperature, -1),
+                                                1, generator=g))
+
+
+def _outcome(lm: LoadedModel, cont: Continuation, case: PromptCase) -> dict[str, Any]:
+    logp = torch.log_softmax(cont.logits[0], -1)
+    out: dict[str, Any] = {"text": lm.tokenizer.decode(cont.tokens), "tokens": cont.tokens,
+                           "top_token": lm.tokenizer.decode([int(logp.argmax())])}
+    if case.target:
+        t = target_id(lm, case.target)
+        out["p_target"] = float(logp[t].exp())
+        if case.foil:
+            out["logit_diff"] = float(cont.logits[0][t] - cont.logits[0][target_id(lm, case.foil)])
+    return out
+
+
+def _per_step(lm: LoadedModel, base: Continuation, forced: Continuation, policies: list[Any]) -> list[dict]:
+    rows = []
+    for s, (lb, li) in enumerate(zip(base.logits, forced.logits, strict=True)):
+        pb, pi = torch.log_softmax(lb, -1), torch.log_softmax(li, -1)
+        tok = base.tokens[s] if s < len(base.tokens) else int(lb.argmax())
+        rows.append({"step": s, "baseline_token": lm.tokenizer.decode([tok]),
+                     "kl": float((pb.exp() * (pb - pi)).sum()), "p_token_baseline": float(pb[tok].exp()),
+                     "p_token_intervened": float(pi[tok].exp()),
+                     "policies_active": [i for i, p in enumerate(policies) if p.active(s)]})
+    return rows
+
+
+@torch.no_grad()
+def rank_features(lm: LoadedModel, sae: SAE, ids: list[int], metric_token: int, top: int) -> list[FeatureEffect]:
+    """Ablate each of the ``top`` most active features alone (batched) and rank by |change in log p|."""
+    acts: dict[str, torch.Tensor] = {}
+
+    def rec(act: torch.Tensor, site: str) -> None:
+        acts["h"] = act.detach()
+
+    x = torch.tensor([ids], device=lm.device)
+    pos = prediction_position(lm, ids)
+    with hooked_sites(lm, {sae.cfg.site: rec}):
+        clean = torch.log_softmax(lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, pos].float(), -1)
+    peak = sae.encode(acts["h"][0]).max(0).values                        # (d_sae,)
+    n = min(top, int((peak > 0).sum()))
+    if n == 0:
+        return []
+    feats = peak.topk(n).indices.sort().values                             # sorted for a stable batch order
+
+    def ablate(act: torch.Tensor, site: str) -> torch.Tensor:
+        a = sae.encode(act)                                                # (n, pos, d_sae)
+        own = a.gather(2, feats.view(-1, 1, 1).expand(-1, a.shape[1], 1))  # (n, pos, 1)
+        return act - (own * sae.W_dec[feats][:, None, :]).to(act.dtype)
+
+    xb = x.expand(n, -1)
+    with hooked_sites(lm, {sae.cfg.site: ablate}):
+        logits = lm.model(input_ids=xb, attention_mask=torch.ones_like(xb)).logits[:, pos].float()
+    effect = torch.log_softmax(logits, -1)[:, metric_token] - clean[metric_token]
+    order = sorted(range(n), key=lambda i: (-abs(float(effect[i])), int(feats[i])))
+    return [FeatureEffect(feature=int(feats[i]), effect=float(effect[i]), activation=float(peak[feats[i]]))
+            for i in order]
+
+
+def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: SAE | None,
+            sources: dict) -> dict[str, Any]:
+    ids = list(lm.tokenizer(case.prompt).input_ids)
+    ctx = PolicyContext(prompt_len=len(ids), sources=sources, n_heads=n_heads(lm))
+    policies = list(request.policies)
+    n = request.max_new_tokens
+    base = continue_greedy(lm, ids, n, choose=_chooser(request, lm))
+    edited = continue_greedy(lm, ids, n, context_for=_context_for(lm, policies, sae, ctx),
+                             choose=_chooser(request, lm))
+    forced = continue_greedy(lm, ids, n, context_for=_context_for(lm, policies, sae, ctx),
+                             forced=base.tokens or None) if base.tokens else edited
+    diverged = next((i for i, (a, b) in enumerate(zip(base.tokens, edited.tokens, strict=False)) if a != b), None)
+    entry: dict[str, Any] = {"prompt": case.prompt, "target": case.target, "foil": case.foil,
+                             "baseline": _outcome(lm, base, case), "intervened": _outcome(lm, edited, case),
+                             "per_step": _per_step(lm, base, forced, policies), "diverged_at": diverged}
+    if sae is not None and request.rank_features:
+        metric = target_id(lm, case.target) if case.target else int(base.logits[0].argmax())
+        entry["top_features"] = [f.model_dump() for f in rank_features(lm, sae, ids, metric, request.rank_features)]
+    return entry
+
+
+def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter) -> InterveneResult:
+    """Apply SAE-feature or component policies per generation step and compare with the baseline
+    (p(target), logit differences, text, per-step KL); rank SAE features by causal effect; write report.json."""
+    from neurotrace.lab.intervention.report import write_report
+
+    sae = load_sae_run(lab, request.sae_run) if request.sae_run else None
+    model = request.model or (sae.cfg.model if sae is not None else None)
+    if model is None:
+        raise InputError("model", "no model given and no SAE to take it from", fix="pass model or sae_run")
+    cases = _cases(request)
+    with lab.cache.lease(ModelRef(model=model, device=request.device, dtype=request.dtype)) as lm:
+        if lm.kind != "causal" and request.max_new_tokens:
+            raise InputError("max_new_tokens", "a masked LM does not generate", fix="use max_new_tokens=0")
+        sae = sae.to(lm.device) if sae is not None else None
+        check_policies(list(request.policies), sae, lm.n_layers, lm.d_mlp, n_heads(lm))
+        pairs = [pair for p in request.policies for pair in p.sources(sae)]
+        for p in request.policies:
+            check_site(p.site(sae), lm, field="policies")
+        with lab.store.open_run("intervene", request, seed=request.seed) as run:
+            run.add_model(model, lm.fingerprint)
+            sources = _source_acts(lm, pairs)
+            entries = []
+            for i, case in enumerate(cases):
+                reporter.step(i, len(cases), f"prompt {i + 1} of {len(cases)}")
+                entries.append(_prompt(lm, request, case, sae, sources))
+            reporter.step(len(cases), len(cases), "writing report")
+            return write_report(run, request, lm, sae, entries, lab)

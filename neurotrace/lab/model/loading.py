@@ -1,0 +1,206 @@
+"""Loading models: by HuggingFace id, local directory or embedded name; as causal or masked LM;
+through transformers (``backend='hf'``) or TransformerLens 4's ``TransformerBridge`` (``'bridge'``).
+
+Hub loading is the real code path for users; offline, a model that is not on disk gives a
+:class:`NotFound` naming the id and what to do. ``trust_remote_code`` comes only from the server's
+settings (:class:`LabSettings`), never from a request.
+"""
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from neurotrace.lab.model.adapters import ArchAdapter, adapter_for
+from neurotrace.lab.errors import InputError, NotFound
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MASKED_TYPES = {"bert", "roberta", "xlm-roberta", "modernbert", "distilbert", "electra", "deberta-v2"}
+
+
+class ModelRef(BaseModel):
+    """Which model to use and how to load it. One cached load per (model, kind, backend, dtype, device)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: Annotated[str, Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace "
+                                                           "id (e.g. 'gpt2'), or a local model directory.")]
+    kind: Literal["auto", "causal", "masked"] = Field("auto", description="LM head to load; 'auto' reads "
+                                                                       "the config.")
+    backend: Literal["hf", "bridge"] = Field("hf", description="'hf' = transformers; 'bridge' = "
+                                                             "TransformerLens 4 TransformerBridge.")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model with everything tools need. Hold ``lock`` while hooks are attached."""
+
+    key: str
+    ref: ModelRef
+    source: str                      # resolved path or hub id
+    model: nn.Module                 # the transformers model (the bridge wraps it when backend='bridge')
+    tokenizer: Any
+    adapter: ArchAdapter
+    kind: Literal["causal", "masked"]
+    fingerprint: str
+    nbytes: int
+    bridge: Any = None
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def n_layers(self) -> int:
+        return self.adapter.n_layers(self.model)
+
+    @property
+    def d_model(self) -> int:
+        c = self.config
+        return int(getattr(c, "n_embd", None) or c.hidden_size)
+
+    @property
+    def d_mlp(self) -> int:
+        down = self.adapter.module(self.model, self.adapter.mlp_down, 0)
+        if hasattr(down, "in_features"):
+            return int(down.in_features)
+        return int(down.weight.shape[0])  # GPT-2 Conv1D stores (in, out)
+
+    def info(self) -> dict[str, Any]:
+        return {"key": self.key, "model": self.ref.model, "source": self.source, "kind": self.kind,
+                "backend": self.ref.backend, "dtype": self.ref.dtype, "device": str(self.device),
+                "family": self.adapter.family, "n_layers": self.n_layers, "d_model": self.d_model,
+                "d_mlp": self.d_mlp, "d_vocab": int(self.config.vocab_size), "bytes": self.nbytes,
+                "fingerprint": self.fingerprint}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError("device", f"unknown device {device!r}", fix="use cpu, cuda, cuda:N, mps or auto") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device", "CUDA was requested but is not available", fix="use device='cpu' or 'auto'")
+    return dev
+
+
+def resolve_source(name: str) -> str:
+    """Embedded name -> package path; existing directory -> absolute path; else a hub id."""
+    from neurotrace.lab.model.embedded import embedded_model_path
+
+    embedded = embedded_model_path(name)
+    if embedded is not None:
+        return str(embedded)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")):
+        raise NotFound("model", f"no model directory at {name!r}", fix="check the path")
+    return name
+
+
+def cache_key(ref: ModelRef) -> str:
+    return f"{ref.model}|{ref.kind}|{ref.backend}|{ref.dtype}|{ref.device}"
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A short hash of parameter names, shapes and a sample of values."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            flat = p.detach().reshape(-1)
+            h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+            sample = flat[:: max(1, flat.numel() // 64)][:64].to(torch.float64).cpu().numpy().tobytes()
+            h.update(sample)
+    return h.hexdigest()[:16]
+
+
+def _read_config(source: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        from neurotrace.lab.model.embedded import EMBEDDED_MODELS
+
+        raise NotFound(
+            "model", f"cannot load model {source!r}: {str(exc).splitlines()[0]}",
+            fix="pass a local model directory, point HF_HOME at a cache that holds it (set HF_HUB_OFFLINE=1 "
+                "to stay offline), or use an embedded model: " + ", ".join(EMBEDDED_MODELS)) from exc
+
+
+def _kind(config: Any, requested: str) -> Literal["causal", "masked"]:
+    if requested != "auto":
+        return requested  # type: ignore[return-value]
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if "MaskedLM" in archs or getattr(config, "model_type", "") in MASKED_TYPES:
+        return "masked"
+    return "causal"
+
+
+def load(ref: ModelRef, *, trust_remote_code: bool = False) -> LoadedModel:
+    """Load a model and tokenizer (no caching; see :class:`~neurotrace.lab.model.cache.ModelCache`)."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    device = resolve_device(ref.device)
+    source = resolve_source(ref.model)
+    config = _read_config(source, trust_remote_code)
+    adapter = adapter_for(config)
+    kind = _kind(config, ref.kind)
+    if kind != adapter.kind:
+        raise InputError("kind", f"{ref.model!r} is a {adapter.kind} LM ({adapter.family}), not {kind}",
+                         fix=f"use kind='{adapter.kind}' or 'auto'")
+    auto = AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
+    dtype = DTYPES[ref.dtype]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = auto.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise NotFound("model", f"cannot load weights for {source!r}: {str(exc).splitlines()[0]}",
+                       fix="pass a local directory with config.json + weights + tokenizer files") from exc
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    bridge = _boot_bridge(source, model, tokenizer, device, dtype, trust_remote_code) if ref.backend == "bridge" else None
+    nbytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(key=cache_key(ref), ref=ref, source=source, model=model, tokenizer=tokenizer,
+                       adapter=adapter, kind=kind, fingerprint=fingerprint(model), nbytes=nbytes, bridge=bridge)
+
+
+def _boot_bridge(source: str, model: nn.Module, tokenizer: Any, device: torch.device, dtype: torch.dtype,
+                 trust_remote_code: bool) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        return TransformerBridge.boot_transformers(source, device=str(device), dtype=dtype, tokenizer=tokenizer,
+                                                   hf_model=model, trust_remote_code=trust_remote_code)
+    except (ValueError, NotImplementedError, KeyError) as exc:
+        raise InputError("backend", f"TransformerLens's bridge does not support {source!r}: {exc}",
+                         fix="use backend='hf'") from exc
+
+
+def describe_config(source: str) -> dict[str, Any]:
+    """Small JSON-able summary of a local model directory's config (no weights loaded)."""
+    cfg = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
+    keys = ("model_type", "architectures", "n_layer", "num_hidden_layers", "n_embd", "hidden_size", "vocab_size")
+    return {k: cfg[k] for k in keys if k in cfg}

@@ -1,0 +1,75 @@
+"""Greedy generation by full recomputation, with a fresh hook context for every forward pass.
+
+Capture and intervene hook activations by *token position* and by *step*. Running every forward over
+the whole sequence (no KV cache) keeps both exact and simple: forward ``k`` sees the prompt plus the
+first ``k`` generated tokens, so position ``p`` is always token ``p`` and a hook installed for forward
+``k`` affects only that forward's prediction. It costs ``O(n^2)`` positions over ``n`` new tokens; the
+steps these tools run are short. ``forced`` tokens give teacher forcing: the continuation is fixed
+and only the predictions are read.
+"""
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from neurotrace.lab.model.loading import LoadedModel
+
+
+@dataclass
+class Continuation:
+    tokens: list[int] = field(default_factory=list)        # generated (or forced) tokens
+    logits: list[Tensor] = field(default_factory=list)     # float32 (vocab,) at the newest position, per forward
+    forwards: int = 0
+
+
+def prediction_position(lm: LoadedModel, ids: Sequence[int]) -> int:
+    """Where the model predicts the answer: the last token (causal) or the mask token (masked)."""
+    if lm.kind == "masked":
+        mask_id = lm.tokenizer.mask_token_id
+        if mask_id is not None and mask_id in ids:
+            return list(ids).index(mask_id)
+    return len(ids) - 1
+
+
+@torch.no_grad()
+def forward_logits(lm: LoadedModel, ids: Sequence[int]) -> Tensor:
+    """Logits (pos, vocab) of one unbatched forward pass (float32, on the model's device)."""
+    x = torch.tensor([list(ids)], dtype=torch.long, device=lm.device)
+    return lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].float()
+
+
+@torch.no_grad()
+def continue_greedy(lm: LoadedModel, ids: Sequence[int], max_new_tokens: int, *,
+                    context_for: Callable[[int], AbstractContextManager] | None = None,
+                    forced: Sequence[int] | None = None, stop_at_eos: bool = True,
+                    choose: Callable[[Tensor], int] | None = None) -> Continuation:
+    """Run ``max(1, max_new_tokens)`` forwards (fewer if EOS); forward ``k`` runs inside ``context_for(k)``.
+
+    Forward 0 covers the prompt; the prediction read from it is at :func:`prediction_position`. With
+    ``max_new_tokens == 0`` only that forward runs and nothing is generated. ``choose(logits) -> token``
+    replaces the argmax (e.g. a seeded sampler).
+    """
+    out = Continuation()
+    eos = lm.tokenizer.eos_token_id if stop_at_eos else None
+    seq = list(ids)
+    n_forwards = max(1, max_new_tokens) if forced is None else max(1, len(forced))
+    for k in range(n_forwards):
+        with context_for(k) if context_for is not None else nullcontext():
+            logits = forward_logits(lm, seq)
+        pos = prediction_position(lm, seq) if k == 0 else len(seq) - 1
+        out.logits.append(logits[pos].cpu())
+        out.forwards += 1
+        if max_new_tokens == 0 and forced is None:
+            break
+        if forced is not None:
+            nxt = int(forced[k])
+        else:
+            nxt = int(logits[pos].argmax()) if choose is None else int(choose(logits[pos]))
+        out.tokens.append(nxt)
+        if (forced is None and eos is not None and nxt == eos) or k == n_forwards - 1:
+            break
+        seq.append(nxt)
+    return out

@@ -1,0 +1,127 @@
+"""The SAE interface every architecture implements, and its on-disk format.
+
+A sparse autoencoder maps a model state ``h`` (``d_in`` wide) to feature activations ``a``
+(``d_sae`` wide, mostly zero) and back:
+
+    pre   = (h - b_dec) @ W_enc + b_enc            # (..., d_sae)
+    a     = activation(pre)                        # architecture-specific: ReLU, TopK, ...
+    h_hat = a @ W_dec + b_dec                      # (..., d_in); row f of W_dec is feature f's direction
+
+Subtracting ``b_dec`` before encoding centres the input on the decoder bias. An architecture
+(one module per file in this package, listed in :mod:`neurotrace.lab.sae.registry`) supplies the
+activation, its training loss and any constraint applied after each optimizer step.
+
+On disk an SAE is ``sae.safetensors`` (the four tensors) plus ``sae_config.json`` (the
+:class:`SAEConfig`); :meth:`SAE.load` reads both without pickle.
+"""
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+Architecture = Literal["relu", "topk"]
+
+
+class SAEConfig(BaseModel):
+    """What an SAE is: its shape, architecture and where its inputs came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    architecture: Architecture = Field(description="'relu' (ReLU + L1 penalty) or 'topk' (keep the k largest).")
+    d_in: int = Field(ge=1, description="Width of the input states (d_model, d_mlp, ...).")
+    d_sae: int = Field(ge=1, description="Number of features.")
+    k: int | None = Field(None, ge=1, description="Active features per input (topk only).")
+    site: str = Field("", description="The hook site the SAE reads, e.g. 'blocks.1.hook_resid_post'.")
+    model: str = Field("", description="The model the states came from.")
+    capture_run: str = Field("", description="The capture run the SAE was fitted on.")
+
+
+class SAE(nn.Module):
+    """Base class: encode/decode, save/load. Subclasses set ``activation`` and ``loss``."""
+
+    architecture: str = ""
+
+    def __init__(self, cfg: SAEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.W_enc = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_sae))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+
+    # -- the public API -------------------------------------------------------------------------
+    def pre_acts(self, h: Tensor) -> Tensor:
+        return (h.to(self.W_enc.dtype) - self.b_dec) @ self.W_enc + self.b_enc
+
+    def activation(self, pre: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def encode(self, h: Tensor) -> Tensor:
+        """Feature activations ``a`` (..., d_sae) of states ``h`` (..., d_in)."""
+        return self.activation(self.pre_acts(h))
+
+    def decode(self, a: Tensor) -> Tensor:
+        """Reconstruction ``h_hat`` (..., d_in) of feature activations ``a`` (..., d_sae)."""
+        return a @ self.W_dec + self.b_dec
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.decode(self.encode(h))
+
+    # -- training hooks -------------------------------------------------------------------------
+    def loss(self, h: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Training loss on a batch (batch, d_in) and its named parts (detached)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator, b_dec: Tensor | None = None) -> None:
+        """Random unit decoder rows scaled by ``decoder_init_norm``; tied encoder; b_dec = data mean."""
+        w = torch.randn(self.cfg.d_sae, self.cfg.d_in, generator=generator, device=generator.device)
+        w = w / w.norm(dim=1, keepdim=True) * self.decoder_init_norm
+        self.W_dec.copy_(w.to(self.W_dec.device))
+        self.W_enc.copy_(w.T.to(self.W_enc.device))
+        self.b_enc.zero_()
+        self.b_dec.copy_(torch.zeros(self.cfg.d_in) if b_dec is None else b_dec)
+
+    decoder_init_norm: float = 1.0
+
+    def after_step(self) -> None:
+        """A constraint applied after every optimizer step (none by default)."""
+
+    # -- disk -----------------------------------------------------------------------------------
+    def tensors(self) -> dict[str, Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+
+    def save(self, directory: Path | str) -> None:
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(self.tensors(), str(out / "sae.safetensors"))
+        (out / "sae_config.json").write_text(self.cfg.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path | str, device: str | torch.device = "cpu") -> "SAE":
+        """Load from a directory holding sae.safetensors + sae_config.json (or the .safetensors path)."""
+        p = Path(path)
+        directory = p.parent if p.suffix == ".safetensors" else p
+        cfg = SAEConfig.model_validate(json.loads((directory / "sae_config.json").read_text(encoding="utf-8")))
+        return from_tensors(cfg, _read_tensors(directory / "sae.safetensors"), device)
+
+
+def _read_tensors(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def from_tensors(cfg: SAEConfig, tensors: dict[str, Tensor], device: str | torch.device = "cpu") -> SAE:
+    """An SAE of ``cfg`` holding ``tensors`` (W_enc, b_enc, W_dec, b_dec), in eval mode on ``device``."""
+    from neurotrace.lab.sae.registry import build_sae
+
+    sae = build_sae(cfg)
+    sae.load_state_dict(tensors)
+    sae.requires_grad_(False)                  # a loaded SAE is for inference; fit a new one to train
+    return sae.to(device).eval()

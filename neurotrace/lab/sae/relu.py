@@ -1,0 +1,30 @@
+"""ReLU SAE with an L1 penalty (the "standard" SAE).
+
+``a = ReLU(pre)``. Loss per batch = mean over inputs of the squared reconstruction error summed over
+dimensions, plus ``l1_coefficient`` times the mean over inputs of ``sum_f a_f * ||W_dec[f]||``.
+Weighting each activation by its decoder row's norm stops the optimizer from shrinking activations
+while growing the decoder to dodge the penalty, so the decoder needs no norm constraint.
+"""
+
+from torch import Tensor
+
+from neurotrace.lab.sae.base import SAE, SAEConfig
+
+
+class ReLUSAE(SAE):
+    architecture = "relu"
+    decoder_init_norm = 0.1
+
+    def __init__(self, cfg: SAEConfig, l1_coefficient: float = 1.0) -> None:
+        super().__init__(cfg)
+        self.l1_coefficient = l1_coefficient
+
+    def activation(self, pre: Tensor) -> Tensor:
+        return pre.relu()
+
+    def loss(self, h: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        a = self.encode(h)                                         # (batch, d_sae)
+        h_hat = self.decode(a)                                     # (batch, d_in)
+        mse = (h_hat - h).pow(2).sum(-1).mean()
+        l1 = (a * self.W_dec.norm(dim=1)).sum(-1).mean()
+        return mse + self.l1_coefficient * l1, {"mse": mse.detach(), "l1": l1.detach()}

@@ -1,0 +1,82 @@
+"""Fitting an SAE on captured states, deterministically.
+
+Every random choice comes from one explicit generator seeded by the request: the weight init first,
+then one permutation of the rows per epoch (``torch.randperm``), from which consecutive batches of
+``batch_size`` rows are taken. Adam on CPU is deterministic, so the same seed, states and settings
+give bit-identical weights. States that fit in memory (``max_in_memory_bytes``) are loaded once;
+larger ones are read batch by batch from the memory-mapped array (rows gathered in sorted order).
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from neurotrace.lab.sae.base import SAE
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    n_steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    max_in_memory_bytes: int = 2 << 30
+    log_every: int = 50
+
+
+class RowSource:
+    """Batches of rows from an [N, D] array: a tensor in memory, or gathered from a memmap."""
+
+    def __init__(self, states: np.ndarray, device: torch.device, max_bytes: int) -> None:
+        self.n = int(states.shape[0])
+        self.device = device
+        self.states = states
+        self.tensor = None
+        if states.nbytes <= max_bytes:
+            self.tensor = torch.from_numpy(np.array(states, dtype=np.float32)).to(device)
+
+    def rows(self, idx: Tensor) -> Tensor:
+        if self.tensor is not None:
+            return self.tensor[idx.to(self.device)]
+        sorted_idx = np.sort(idx.numpy())
+        return torch.from_numpy(np.asarray(self.states[sorted_idx], dtype=np.float32)).to(self.device)
+
+    def mean(self, limit: int = 65536) -> Tensor:
+        sample = self.tensor[:limit] if self.tensor is not None else torch.from_numpy(
+            np.array(self.states[:limit], dtype=np.float32)).to(self.device)
+        return sample.double().mean(0).float()
+
+
+def batch_indices(n: int, batch_size: int, n_steps: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """``n_steps`` index batches: consecutive slices of one seeded permutation per epoch."""
+    perm, cursor = torch.randperm(n, generator=generator), 0
+    size = min(batch_size, n)
+    for _ in range(n_steps):
+        if cursor + size > n:
+            perm, cursor = torch.randperm(n, generator=generator), 0
+        yield perm[cursor:cursor + size]
+        cursor += size
+
+
+def train_sae(sae: SAE, source: RowSource, settings: TrainSettings, generator: torch.Generator,
+              on_step: Callable[[int, int], None] | None = None) -> list[dict[str, float]]:
+    """Train in place; returns the loss log (every ``log_every`` steps and the last)."""
+    sae.init_weights(generator, b_dec=source.mean())
+    sae.train()
+    opt = torch.optim.Adam(sae.parameters(), lr=settings.lr)
+    log: list[dict[str, float]] = []
+    last = settings.n_steps - 1
+    for step, idx in enumerate(batch_indices(source.n, settings.batch_size, settings.n_steps, generator)):
+        loss, parts = sae.loss(source.rows(idx))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sae.after_step()
+        if step % settings.log_every == 0 or step == last:
+            log.append({"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}})
+            if on_step is not None:
+                on_step(step, settings.n_steps)
+    sae.eval()
+    return log

@@ -1,0 +1,166 @@
+"""clamp_sweep end to end: the planted repetition neuron, the run directory, and every input error."""
+
+import csv
+import json
+
+import pytest
+from safetensors import safe_open
+
+from neurotrace.testing.planted_clamp import build_repetition_model
+from neurotrace.lab.clamping.figures import FIGURES
+from neurotrace.lab.clamping.run import (
+    PAPER_SWEEP,
+    ClampSweepRequest,
+    parse_neuron,
+    run_clamp_sweep,
+    sweep_values,
+)
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.progress import Reporter
+
+PROMPTS = ["the cat", "paris is the capital of", "a"]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return build_repetition_model(tmp_path_factory.mktemp("planted") / "m", layer=1, index=3)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return Lab(LabSettings(runs_dir=tmp_path / "runs"))
+
+
+def _sweep(lab, model, **kw):
+    fields = {"model": str(model), "neurons": ["1:3"], "prompts": PROMPTS, "max_new_tokens": 16,
+              "values": [-5, 0, None, 10]} | kw
+    return run_clamp_sweep(ClampSweepRequest(**fields), lab=lab, reporter=Reporter())
+
+
+def _rows(lab, result):
+    path = lab.store.artifact_path(result.run_id, "tables/clamp_sweep.csv")
+    with open(path, encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("position", ["all", "last"])
+def test_planted_neuron_collapses_baseline_and_clamping_it_to_zero_recovers(lab, planted, position):
+    result = _sweep(lab, planted, position=position)
+    assert result.n_prompts == 3 and result.n_rows == 3 * 4
+    assert result.n_collapsed_baselines == 3 and result.n_recovered == 3
+    by_value = {s.value: s for s in result.per_value}
+    assert by_value[None].collapse_rate == 1.0
+    assert by_value[0.0].n_improved == 3 and by_value[0.0].improvement_rate == 1.0
+    assert by_value[10.0].n_improved == 0 and by_value[10.0].collapse_rate == 1.0
+    assert result.best[0].value == 0.0                 # ties at 3 recoveries: smallest |value| first
+    rows = _rows(lab, result)
+    base = [r for r in rows if r["sweep"] == "baseline"]
+    assert all(r["is_collapsed"] == "True" and r["intervention_improves_baseline"] == "" for r in base)
+    assert len({r["output"].split()[0] for r in base}) == 1          # the planted loop token
+    zero = [r for r in rows if r["sweep"] == "0"]
+    assert all(r["intervention_improves_baseline"] == "True" and float(r["distinct_2"]) == 1.0 for r in zero)
+
+
+def test_run_directory_holds_table_texts_means_report_and_figures(lab, planted, tmp_path):
+    grid = tmp_path / "grid.jsonl"
+    grid.write_text('{"prompt": "the dog", "core_id": "c7", "type": "cont", "level": "2"}\n', encoding="utf-8")
+    result = _sweep(lab, planted, prompt_file=str(grid), neurons=["1:3", "*:5"], neuron_mode="separate")
+    names = {uri.split("/artifacts/")[1] for uri in result.artifacts}
+    assert {"tables/clamp_sweep.csv", "tables/generations.jsonl", "tables/sweep_summary.csv", "report.md",
+            "clamp_results.json", "arrays/mean_mlp_post.safetensors", "figures/improvement_rate.png",
+            "figures/sweep_metrics.png"} <= names
+    assert result.n_rows == 4 * (1 + 2 * 3)            # baseline once + 2 groups x 3 values, per prompt
+    rows = _rows(lab, result)
+    assert list(rows[0])[:7] == ["core_id", "type", "level", "neurons", "sweep", "prompt", "output"]
+    assert {"c7"} == {r["core_id"] for r in rows if r["prompt"] == "the dog"}
+    assert {r["neurons"] for r in rows} == {"none", "1:3", "*:5"}
+    path = lab.store.artifact_path(result.run_id, "arrays/mean_mlp_post.safetensors")
+    with safe_open(str(path), "pt") as f:
+        conds = json.loads(f.metadata()["conditions"])
+        layer1 = f.get_tensor("blocks.1.mlp.hook_post")
+        assert set(f.keys()) == {"blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post", "n_positions"}
+    assert layer1.shape == (len(conds), 16)
+    for i, (label, value) in enumerate(conds):     # position 'all': the clamped neuron's mean is the value
+        if label == "1:3":
+            assert float(layer1[i, 3]) == pytest.approx(value)
+        if label == "*:5":
+            assert float(layer1[i, 5]) == pytest.approx(value)
+    assert float(layer1[0, 3]) > 4                     # baseline: the planted neuron fires (~drive 5)
+    report = lab.store.artifact_path(result.run_id, "report.md").read_text(encoding="utf-8")
+    assert "distinct_2 < 0.5" in report and "loop_frac >= 0.5" in report and "recovered by" in report
+    results = lab.store.read_json(result.run_id, "clamp_results.json")
+    for kind, fn in FIGURES.items():
+        assert fn(results).axes, kind
+
+
+def test_sampled_sweeps_repeat_for_a_seed(lab, tiny_gpt2):
+    kw = {"neurons": ["0:1"], "values": [None, 2.0], "max_new_tokens": 6,
+          "sampling": {"kind": "sample", "temperature": 1.2, "top_k": 20}}
+    outs = []
+    for seed in (3, 3, 4):
+        result = _sweep(lab, tiny_gpt2, seed=seed, **kw)
+        outs.append([r["output"] for r in _rows(lab, result)])
+    assert outs[0] == outs[1] and outs[0] != outs[2]
+
+
+def test_neuron_refs_parse_and_out_of_range_refs_name_neurons():
+    assert parse_neuron("11:373", 12, 3072) == {11: (373,)}
+    assert parse_neuron(" * : 2", 3, 8) == {0: (2,), 1: (2,), 2: (2,)}
+    for ref, words in [("12:1", "12 layers"), ("0:3072", "3072 wide"), ("11-373", "layer:index"), ("x:1", "")]:
+        with pytest.raises(InputError) as err:
+            parse_neuron(ref, 12, 3072)
+        assert err.value.field == "neurons" and words in err.value.message
+
+
+def test_sweep_defaults_to_the_paper_and_rejects_empty_or_nonfinite_sweeps():
+    assert sweep_values(None) == sorted(v for v in PAPER_SWEEP if v is not None)
+    assert sweep_values([5, None, 5, -1]) == [-1.0, 5.0]
+    for bad in ([], [None], [float("nan"), 1.0]):
+        with pytest.raises(InputError) as err:
+            sweep_values(bad)
+        assert err.value.field == "values"
+
+
+@pytest.mark.parametrize("fields,field", [
+    ({"neurons": ["2:0"]}, "neurons"),
+    ({"neurons": ["0:128"]}, "neurons"),
+    ({"values": [None]}, "values"),
+    ({"prompts": []}, "prompts"),
+    ({"prompt_file": "/nonexistent/grid.jsonl"}, "prompt_file"),
+    ({"max_new_tokens": 70}, "max_new_tokens"),
+])
+def test_bad_requests_raise_input_errors_naming_the_field(lab, tiny_gpt2, fields, field):
+    with pytest.raises(InputError) as err:
+        _sweep(lab, tiny_gpt2, **fields)
+    assert err.value.field == field
+    assert not lab.store.list_runs("clamp_sweep")       # validation happens before a run is opened
+
+
+def test_masked_models_are_refused(lab, tiny_bert):
+    with pytest.raises(InputError) as err:
+        _sweep(lab, tiny_bert)
+    assert err.value.field == "model"
+
+
+def test_shipped_fact_gpt2_baselines_equal_plain_generate(lab):
+    from neurotrace.lab.model.embedded import embedded_model_path
+    from neurotrace.lab.clamping.generation import reference_generate
+    from neurotrace.lab.model.loading import ModelRef
+
+    if embedded_model_path("fact-gpt2") is None:
+        pytest.skip("the embedded fact-gpt2 model is not built in this checkout")
+    prompts = ["The capital of Drosberesh is", "The capital city of Drosberesh is called", "The"]
+    result = _sweep(lab, "fact-gpt2", neurons=["5:10", "*:3"], prompts=prompts, values=[-20, 0, 20],
+                    max_new_tokens=20, position="last")
+    rows = [json.loads(line) for line in lab.store.artifact_path(result.run_id, "tables/generations.jsonl")
+            .read_text(encoding="utf-8").splitlines()]
+    lm = lab.cache.get(ModelRef(model="fact-gpt2"))
+    eos = lm.tokenizer.eos_token_id
+    for row in rows:
+        value = None if row["sweep"] == "baseline" else float(row["sweep"])
+        neurons = None if value is None else {layer: [3] + ([10] if layer == 5 else []) for layer in range(6)}
+        ref = reference_generate(lm.model, lm.adapter, lm.tokenizer(row["prompt"]).input_ids, max_new_tokens=20,
+                                 neurons=neurons, value=value, position="last", eos_token_id=eos,
+                                 pad_token_id=lm.tokenizer.pad_token_id)
+        assert row["tokens"] == ref, (row["prompt"], row["sweep"])

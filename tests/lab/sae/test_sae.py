@@ -1,0 +1,151 @@
+"""SAEs: planted-direction recovery, determinism, save/load, fit_sae metrics and examples, input errors."""
+
+import csv
+import io
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from neurotrace.lab.capture.run import CaptureRequest, run_capture
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.progress import NULL_REPORTER
+from neurotrace.lab.sae.run import SAE, FitSAERequest, run_fit_sae
+from neurotrace.lab.sae.train import RowSource, TrainSettings, train_sae
+from neurotrace.lab.sae.registry import SAEConfig, build_sae
+from neurotrace.lab.seeding import make_generator
+from neurotrace.testing.tiny import WORDS
+from neurotrace.lab.capture.store import load_trace_dataset
+
+
+def planted(n=2000, d=16, n_dir=12, p=0.12, seed=1):
+    g = make_generator(seed)
+    dirs = torch.randn(n_dir, d, generator=g)
+    dirs /= dirs.norm(dim=1, keepdim=True)
+    active = (torch.rand(n, n_dir, generator=g) < p).float()
+    x = (active * (torch.rand(n, n_dir, generator=g) * 2 + 0.5)) @ dirs + 0.01 * torch.randn(n, d, generator=g)
+    return dirs, x.numpy()
+
+
+def fit(arch, x, seed=0, steps=300, **kw):
+    cfg = SAEConfig(architecture=arch, d_in=x.shape[1], d_sae=32, k=3 if arch == "topk" else None)
+    sae = build_sae(cfg, **kw)
+    train_sae(sae, RowSource(x, torch.device("cpu"), 1 << 30), TrainSettings(n_steps=steps, batch_size=256, lr=2e-2),
+              make_generator(seed))
+    return sae
+
+
+@pytest.mark.parametrize("arch,kw", [("topk", {}), ("relu", {"l1_coefficient": 0.3})])
+def test_sae_recovers_planted_sparse_directions(arch, kw):
+    dirs, x = planted()
+    sae = fit(arch, x, **kw)
+    dec = sae.W_dec.detach() / sae.W_dec.detach().norm(dim=1, keepdim=True)
+    best = (dirs @ dec.T).max(1).values                       # each planted direction's closest feature
+    assert best.min() > 0.9
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_differs():
+    _, x = planted(n=400)
+    a, b, c = (fit("topk", x, seed=s, steps=60) for s in (0, 0, 1))
+    for name, t in a.tensors().items():
+        assert torch.equal(t, b.tensors()[name])
+    assert not torch.equal(a.W_dec, c.W_dec)
+
+
+def test_topk_keeps_at_most_k_features_and_save_load_round_trips(tmp_path):
+    _, x = planted(n=400)
+    sae = fit("topk", x, steps=40)
+    h = torch.from_numpy(x[:50])
+    assert int((sae.encode(h) > 0).sum(1).max()) <= 3
+    sae.save(tmp_path / "s")
+    back = SAE.load(tmp_path / "s")
+    assert type(back) is type(sae) and back.cfg == sae.cfg
+    assert torch.equal(back.decode(back.encode(h)), sae.decode(sae.encode(h)))
+    assert torch.equal(SAE.load(tmp_path / "s" / "sae.safetensors").W_enc, sae.W_enc)
+
+
+def test_unknown_architecture_and_oversized_k_are_input_errors():
+    with pytest.raises(InputError) as err:
+        build_sae(SAEConfig.model_construct(architecture="gated", d_in=4, d_sae=8, k=None))
+    assert err.value.field == "architecture"
+    with pytest.raises(InputError) as err:
+        build_sae(SAEConfig(architecture="topk", d_in=4, d_sae=8, k=9))
+    assert err.value.field == "k"
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory, tiny_gpt2):
+    lab = Lab(LabSettings(runs_dir=tmp_path_factory.mktemp("sae") / "runs"))
+    rnd = random.Random(0)
+    prompts = [" ".join(rnd.choice(WORDS) for _ in range(8)) for _ in range(24)]
+    prompts.append({"text": "the capital of france is", "target": "paris"})
+    cap = run_capture(CaptureRequest(model=str(tiny_gpt2), sites=["blocks.*.hook_resid_post"], prompts=prompts),
+                      lab=lab, reporter=NULL_REPORTER)
+    return lab, cap
+
+
+def test_fit_sae_reports_metrics_that_match_a_direct_computation(captured):
+    lab, cap = captured
+    site = "blocks.1.hook_resid_post"
+    res = run_fit_sae(FitSAERequest(capture_run=cap.run_id, site=site, n_steps=150, batch_size=64, k=4),
+                      lab=lab, reporter=NULL_REPORTER)
+    m = res.metrics
+    sae = SAE.load(lab.store.run_dir(res.run_id))
+    h = torch.from_numpy(np.array(load_trace_dataset(lab, cap.run_id, site).states)).double()
+    with torch.no_grad():
+        a = sae.encode(h.float())
+        err = (sae.decode(a).double() - h).pow(2)
+    assert m["mse"] == pytest.approx(float(err.mean()), rel=1e-5)
+    assert m["fvu"] == pytest.approx(float(err.sum() / (h - h.mean(0)).pow(2).sum()), rel=1e-5)
+    assert m["l0"] == pytest.approx(float((a > 0).sum(1).double().mean()))
+    assert m["dead_fraction"] == pytest.approx(float(((a > 0).sum(0) == 0).double().mean()))
+    for key in ("ce_clean", "ce_spliced", "ce_zero", "loss_recovered", "kl_spliced", "p_target_clean",
+                "p_target_spliced"):
+        assert m[key] is not None
+    saved = json.loads(lab.store.artifact_path(res.run_id, "sae_metrics.json").read_text(encoding="utf-8"))
+    assert saved["fvu"] == m["fvu"] and saved["seed"] == 0
+    assert cap.run_id in lab.store.manifest(res.run_id).inputs
+
+
+def test_top_examples_list_each_features_largest_rows_with_token_and_context(captured):
+    lab, cap = captured
+    res = run_fit_sae(FitSAERequest(capture_run=cap.run_id, site="blocks.0.hook_resid_post", n_steps=50,
+                                    architecture="relu", l1_coefficient=1e-3, n_examples=3,
+                                    splice_steps=0), lab=lab, reporter=NULL_REPORTER)
+    text = lab.store.artifact_path(res.run_id, "tables/top_examples.csv").read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    ds = load_trace_dataset(lab, cap.run_id, "blocks.0.hook_resid_post")
+    sae = SAE.load(lab.store.run_dir(res.run_id))
+    with torch.no_grad():
+        acts = sae.encode(torch.from_numpy(np.array(ds.states))).numpy()
+    feature = int(rows[0]["feature"])
+    mine = [r for r in rows if int(r["feature"]) == feature]
+    expected = np.sort(acts[:, feature])[::-1][:len(mine)]
+    np.testing.assert_allclose([float(r["activation"]) for r in mine], expected, rtol=1e-5)
+    assert all(f"[[{r['token']}]]" in r["context"] for r in rows)
+    assert "ce_clean" not in res.metrics
+
+
+def test_fit_sae_input_errors_name_the_field(captured):
+    lab, cap = captured
+    cases = [({"site": None}, "site"), ({"site": "blocks.0.hook_mlp_out"}, "site"),
+             ({"site": "blocks.0.hook_resid_post", "k": 500}, "k")]
+    for kw, field in cases:
+        with pytest.raises(InputError) as err:
+            run_fit_sae(FitSAERequest(capture_run=cap.run_id, n_steps=2, **kw), lab=lab, reporter=NULL_REPORTER)
+        assert err.value.field == field
+
+
+def test_our_metrics_match_saelens_on_the_same_weights():
+    sae_lens = pytest.importorskip("sae_lens", reason="SAELens is not installed (or does not import here)")
+    _, x = planted(n=500)
+    ours = fit("relu", x, steps=30, l1_coefficient=0.3)
+    cfg = sae_lens.StandardSAEConfig(d_in=16, d_sae=32, dtype="float32", device="cpu")
+    theirs = sae_lens.StandardSAE(cfg)
+    theirs.load_state_dict({k: v.clone() for k, v in ours.tensors().items()}, strict=False)
+    h = torch.from_numpy(x)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.decode(theirs.encode(h)), ours(h), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,159 @@
+"""trace's other modes end to end on tiny models: approximate mode with its agreement, head patching,
+masked LMs without a mask token, compare's merging and input errors, and the GPT-2 fast path with
+wide windows against the per-cell loop."""
+
+import pytest
+import torch
+
+from neurotrace.lab.tracing.compare import CompareRequest, run_compare
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.facts.fact import Fact
+from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.progress import Reporter
+from neurotrace.lab.model.sites import n_heads
+from neurotrace.lab.tracing.schema import TraceRequest, run_trace
+from neurotrace.lab.tracing.prepare import prepare_fact
+
+FACT = Fact(id="f0", template="the capital of {} is", clean_subject="france", corrupt_subject="spain",
+            target="paris", context_from="capital", context_to="river")
+NOISE = {"kind": "noise", "samples": 2}
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return Lab(LabSettings(runs_dir=tmp_path / "runs"))
+
+
+def _fact_results(lab, result, model):
+    return lab.store.read_json(result.run_id, "trace_results.json")["models"][str(model)]["facts"][0]
+
+
+def test_approx_mode_reports_its_agreement_and_keeps_the_exact_grid(lab, tiny_gpt2):
+    req = dict(models=[str(tiny_gpt2)], facts=[FACT], kinds=["resid", "mlp"], corruption=NOISE, seed=1)
+    checked = run_trace(TraceRequest(**req, mode="approx", check_agreement=True), lab=lab, reporter=Reporter())
+    exact = run_trace(TraceRequest(**req), lab=lab, reporter=Reporter())
+    agreement = checked.agreement[str(tiny_gpt2)]
+    assert set(agreement) == {"resid", "mlp"}
+    assert agreement["mlp"]["mean_pearson_r"] > 0.9 and 0 <= agreement["mlp"]["same_peak_fraction"] <= 1
+    f_checked, f_exact = _fact_results(lab, checked, tiny_gpt2), _fact_results(lab, exact, tiny_gpt2)
+    assert f_checked["restored"] == f_exact["restored"]          # the exact grid is what is reported
+    approx = torch.tensor(f_checked["approx_indirect"]["mlp"])
+    diff = (approx - torch.tensor(f_exact["indirect"]["mlp"])).abs().max()
+    assert float(diff) == pytest.approx(agreement["mlp"]["max_abs_diff"], rel=1e-6)
+
+
+def test_approx_mode_alone_reports_the_attribution_estimate(lab, tiny_gpt2):
+    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], kinds=["attn"], corruption=NOISE,
+                                    mode="approx"), lab=lab, reporter=Reporter())
+    f = _fact_results(lab, result, tiny_gpt2)
+    assert result.agreement is None
+    torch.testing.assert_close(torch.tensor(f["indirect"]["attn"]), torch.tensor(f["approx_indirect"]["attn"]),
+                               atol=1e-6, rtol=0)
+    assert f["peak"]["kind"] == "attn"
+
+
+def test_head_patching_gives_one_value_per_layer_and_head(lab, tiny_gpt2):
+    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], kinds=["resid"], heads=True,
+                                    corruption={"kind": "swap"}), lab=lab, reporter=Reporter())
+    lm = load(ModelRef(model=str(tiny_gpt2)))
+    heads = torch.tensor(_fact_results(lab, result, tiny_gpt2)["heads"])
+    assert heads.shape == (lm.n_layers, n_heads(lm))
+    assert heads.std() > 0
+
+
+def test_masked_model_without_mask_token_scores_the_last_subject_token_and_says_so(tmp_path, lab, tiny_bert):
+    import json
+    import shutil
+
+    path = tmp_path / "no-mask"
+    shutil.copytree(tiny_bert, path)
+    config_file = path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config.pop("mask_token", None)
+    config_file.write_text(json.dumps(config), encoding="utf-8")
+    lm = load(ModelRef(model=str(path)))
+    prep = prepare_fact(lm, FACT, 0)
+    assert prep.predict_pos == prep.subject[1] - 1
+    result = run_trace(TraceRequest(models=[str(path)], facts=[FACT], kinds=["resid"], corruption={"kind": "swap"}),
+                       lab=lab, reporter=Reporter())
+    assert any("no mask token" in note for note in result.models[0].notes)
+
+
+def test_compare_merges_runs_and_names_each_model_once(lab, tiny_gpt2, tiny_bert):
+    req = dict(facts=[FACT], kinds=["resid"], corruption={"kind": "swap"})
+    a = run_trace(TraceRequest(models=[str(tiny_gpt2)], **req), lab=lab, reporter=Reporter())
+    b = run_trace(TraceRequest(models=[str(tiny_gpt2), str(tiny_bert)], **req), lab=lab, reporter=Reporter())
+    result = run_compare(CompareRequest(run_ids=[a.run_id, b.run_id]), lab=lab, reporter=Reporter())
+    assert len(result.models) == 3 and len(set(result.models)) == 3
+    cross = next(line for line in result.interpretation if line.startswith("Across models"))
+    assert all(name in cross for name in result.models)
+    assert result.figures and set(result.known) == set(result.models)
+
+
+def test_compare_input_errors_name_the_run(lab, tiny_gpt2):
+    req = dict(models=[str(tiny_gpt2)], kinds=["resid"], corruption={"kind": "swap"})
+    a = run_trace(TraceRequest(facts=[FACT], **req), lab=lab, reporter=Reporter())
+    other = run_trace(TraceRequest(facts=[FACT.model_copy(update={"id": "f1"})], **req), lab=lab, reporter=Reporter())
+    with pytest.raises(InputError) as err:
+        run_compare(CompareRequest(run_ids=[a.run_id, other.run_id]), lab=lab, reporter=Reporter())
+    assert err.value.field == "run_ids[1]"
+    with pytest.raises(InputError) as err:
+        run_compare(CompareRequest(run_ids=[a.run_id, a.run_id]), lab=lab, reporter=Reporter())
+    assert err.value.field == "run_ids[1]"
+    merged = run_compare(CompareRequest(run_ids=[a.run_id]), lab=lab, reporter=Reporter())
+    with pytest.raises(InputError) as err:
+        run_compare(CompareRequest(run_ids=[merged.run_id]), lab=lab, reporter=Reporter())
+    assert err.value.field == "run_ids[0]"
+
+
+@pytest.mark.parametrize("window", [4, 6])
+def test_fast_path_with_shared_window_states_equals_the_per_cell_loop(tmp_path, window):
+    """Window rows of neighbouring layers share their states until the windows part (computed once);
+    the numbers must still be the per-cell loop's, on a deeper model where the sharing happens."""
+    from neurotrace.testing.tiny import build_tiny
+    from neurotrace.lab.tracing.prepare import subject_noise_std
+    from neurotrace.lab.tracing.grid import Corrupted, exact_grid
+    from neurotrace.testing.reference import reference_cells
+
+    lm = load(ModelRef(model=str(build_tiny("gpt2", tmp_path / "gpt2-6", n_layers=6))))
+    prep = prepare_fact(lm, FACT, 0)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn((3, prep.subject[1] - prep.subject[0], lm.d_model), generator=g)
+    corr = Corrupted(prep.ids, noise * 3 * subject_noise_std(lm, [prep]), prep.subject)
+    kinds = ["resid", "mlp", "attn"]
+    fast = exact_grid(lm, prep, corr, kinds, window, Reporter(), rows_per_batch=37)
+    cells = [(k, layer, p) for k in kinds for layer in range(lm.n_layers) for p in range(len(prep.ids))]
+    ref = torch.tensor(reference_cells(lm, prep, corr, cells, window)).view(len(kinds), lm.n_layers, -1)
+    assert max(float((fast[k] - ref[i]).abs().max()) for i, k in enumerate(kinds)) <= 1e-6
+    assert float(fast["mlp"].std()) > 0
+
+
+def test_fast_path_and_head_patching_agree_with_transformerlens_patching(tmp_path):
+    """TransformerLens's own activation patching (on its TransformerBridge) against neurotrace's GPT-2 fast
+    path for resid / mlp_out / attn_out per (layer, pos), and against head_grid per (layer, head)."""
+    from transformer_lens import patching
+
+    from neurotrace.testing.tiny import build_tiny
+    from neurotrace.lab.tracing.fast_gpt2 import supports_fast_path
+    from neurotrace.lab.tracing.grid import Corrupted, exact_grid, head_grid
+
+    path = str(build_tiny("gpt2", tmp_path / "gpt2-3", n_layers=3))
+    lm, bridged = load(ModelRef(model=path)), load(ModelRef(model=path, backend="bridge"))
+    assert supports_fast_path(lm)
+    prep = prepare_fact(lm, FACT, 0)
+    corr = Corrupted(prep.swap_ids, None, prep.subject)
+    ours = exact_grid(lm, prep, corr, ["resid", "mlp", "attn"], 1, Reporter())
+    _, cache = bridged.bridge.run_with_cache(prep.ids[None])
+
+    def metric(logits):
+        return torch.softmax(logits[0, prep.predict_pos], -1)[prep.target_id]
+
+    def tl(fn):
+        return fn(bridged.bridge, prep.swap_ids[None], cache, metric)
+
+    assert (tl(patching.get_act_patch_resid_pre)[1:] - ours["resid"][:-1]).abs().max() <= 1e-6
+    assert (tl(patching.get_act_patch_mlp_out) - ours["mlp"]).abs().max() <= 1e-6
+    assert (tl(patching.get_act_patch_attn_out) - ours["attn"]).abs().max() <= 1e-6
+    heads = tl(patching.get_act_patch_attn_head_out_by_pos)[:, prep.predict_pos]       # (layer, head)
+    assert (heads - head_grid(lm, prep, corr)).abs().max() <= 1e-6
