@@ -1,0 +1,47 @@
+"""logit_lens request and result: what each layer's residual stream predicts, read through the model's head."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from neurotrace.lab.results import RunResult
+
+RESULTS_FILE = "logit_lens_results.json"
+
+
+class LogitLensRequest(BaseModel):
+    """Read the residual stream after every block through the final norm and unembedding."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
+    prompt: str = Field(min_length=1, description="The prompt; its last token is the scored position.")
+    target: str | None = Field(None, description="Answer word whose p(target) is tracked (first token after a "
+                               "space); default: the model's own top-1 prediction.")
+    top_k: int = Field(5, ge=1, le=20, description="Top tokens kept per layer and position.")
+    tuned: bool = Field(False, description="Also fit a tuned-lens-style affine translator per layer (ridge "
+                        "least squares to the final residual) and report its held-out KL.")
+    fit_prompts: list[str] = Field(default_factory=list, description="Extra prompts whose states (every "
+                                   "position) fit the translators, with the prompt itself.")
+    holdout: float = Field(0.25, ge=0.05, le=0.5, description="Fraction of fitting states held out for KL.")
+    ridge: float = Field(1.0, ge=0.0, description="Ridge penalty pulling a translator towards the identity.")
+    seed: int = Field(0, description="Seed of the held-out split.")
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+
+class TunedReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_train: int = Field(description="Fitting states (token positions).")
+    n_heldout: int = Field(description="Held-out states the KL is measured on.")
+    kl_logit_lens: list[float] = Field(description="Per row: mean KL(final || logit lens) on held-out states, nats.")
+    kl_tuned: list[float] = Field(description="Per row: mean KL(final || tuned lens) on held-out states, nats.")
+    p_target: list[float] = Field(description="Per row: tuned-lens p(target) at the scored position.")
+
+
+class LogitLensResult(RunResult):
+    model: str
+    tokens: list[str] = Field(description="The prompt's tokens as text.")
+    target: str = Field(description="The tracked token as text (e.g. ' Paris').")
+    target_id: int
+    rows: list[str] = Field(description="Row labels: 'embed' (before block 0), then 'block L' (after block L).")
+    p_target: list[float] = Field(description="Per row: p(target) at the scored position.")
+    top_last: list[list[str]] = Field(description="Per row: the top-k tokens at the scored position.")
+    first_top1_row: int | None = Field(description="First row where the target is the top-1 token (None: never).")
+    tuned: TunedReport | None = None
