@@ -1,0 +1,77 @@
+"""attention results into the run: patterns array, scores JSON/CSV, figures and the summary."""
+
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from neurotrace.lab.attention.figures import FIGURES
+from neurotrace.lab.attention.schema import (
+    RESULTS_FILE,
+    AttentionRequest,
+    AttentionResult,
+    HeadFocus,
+    HeadScore,
+    Source,
+)
+from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.tokens import token_texts
+
+N_TOP = 5
+
+
+def _focus(pattern: Tensor, tokens: list[str], heads: list[tuple[int, int]], k: int) -> list[HeadFocus]:
+    out = []
+    for layer, h in heads:
+        w, pos = pattern[layer, h, -1].topk(min(k, pattern.shape[-1]))
+        out.append(HeadFocus(head=f"{layer}:{h}", sources=[Source(position=int(p), token=tokens[int(p)],
+                                                                   weight=round(float(v), 4))
+                                                            for v, p in zip(w, pos, strict=True)]))
+    return out
+
+
+def _top(score: Tensor) -> list[HeadScore]:
+    n_heads = score.shape[1]
+    order = score.flatten().argsort(descending=True)[:N_TOP].tolist()
+    return [HeadScore(head=f"{i // n_heads}:{i % n_heads}", score=round(float(score.flatten()[i]), 4))
+            for i in order]
+
+
+def _summary(request: AttentionRequest, tokens: list[str], top: dict[str, list[HeadScore]],
+             focus: list[HeadFocus]) -> str:
+    parts = [f"Attention of {request.model} on {request.prompt!r} ({len(tokens)} tokens)."]
+    for kind, heads in top.items():
+        best = heads[0]
+        parts.append(f"Top {kind.replace('_', '-')} head {best.head} ({best.score:.2f}).")
+    if focus:
+        f = focus[0]
+        parts.append(f"From the last position, head {f.head} attends most to {f.sources[0].token!r} "
+                     f"(position {f.sources[0].position}, {f.sources[0].weight:.2f}).")
+    return " ".join(parts)
+
+
+def write_report(run: Any, request: AttentionRequest, lm: LoadedModel, ids: Tensor, pattern: Tensor,
+                 scores: dict[str, Tensor], shown: list[tuple[int, int]], impl: str) -> AttentionResult:
+    tokens = token_texts(lm.tokenizer, ids.tolist())
+    run.write_npy("arrays/patterns.npy", pattern.numpy().astype(np.float32))
+    top = {kind: _top(s) for kind, s in scores.items()}
+    focus = _focus(pattern, tokens, shown, request.top_k)
+    rec = {"model": request.model, "prompt": request.prompt, "tokens": tokens, "shown": [list(h) for h in shown],
+           "scores": {k: v.tolist() for k, v in scores.items()},
+           "shown_patterns": {f"{layer}:{h}": pattern[layer, h].tolist() for layer, h in shown},
+           "last_position": [f.model_dump() for f in focus], "attn_implementation": impl}
+    run.write_json(RESULTS_FILE, rec)
+    n_layers, n_heads = pattern.shape[:2]
+    run.write_csv("tables/head_scores.csv", [
+        {"head": f"{layer}:{h}", **{k: round(float(v[layer, h]), 6) for k, v in scores.items()}}
+        for layer in range(n_layers) for h in range(n_heads)])
+    figures = [run.write_figure(f"figures/{name}.png", fn(rec)) for name, fn in FIGURES.items()]
+    summary = _summary(request, tokens, top, focus)
+    run.set_summary(summary)
+    best = top["induction"][0].head
+    return AttentionResult(
+        run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
+        next=(f"Call attribute with model='{request.model}' and this prompt to see which of these heads write "
+              f"the answer; or patch to test a head (e.g. induction head {best}) causally."),
+        model=request.model, tokens=tokens, n_layers=n_layers, n_heads=n_heads, last_position=focus,
+        top_heads=top, attn_implementation=impl)

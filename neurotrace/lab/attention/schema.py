@@ -1,0 +1,56 @@
+"""attention request and result: per-head patterns of a prompt and head-type scores."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from neurotrace.lab.results import RunResult
+
+RESULTS_FILE = "attention_results.json"
+SCORE_KINDS = ("previous_token", "induction", "duplicate_token", "subject")
+
+
+class AttentionRequest(BaseModel):
+    """Attention patterns of every head for a prompt, and which heads are previous-token, induction,
+    duplicate-token or subject heads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
+    prompt: str = Field(min_length=1, description="The prompt; its last token is the scored position.")
+    heads: list[str] = Field(default_factory=list, description="Heads to report and draw, 'L:H' or 'L:*' (every "
+                             "head of layer L); default: the highest-scoring heads. Patterns of all heads are saved.")
+    subject: str | None = Field(None, description="A substring of the prompt; scores how much the last position "
+                                "attends to its tokens.")
+    induction_len: int = Field(12, ge=2, le=128, description="Length of the random token sequence repeated "
+                               "twice for the induction, duplicate- and previous-token scores.")
+    top_k: int = Field(3, ge=1, le=10, description="Source tokens listed per head for the last position.")
+    seed: int = Field(0, description="Seed of the random repeated sequence.")
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    position: int
+    token: str
+    weight: float = Field(description="Attention weight from the last position, 0..1.")
+
+
+class HeadFocus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    head: str = Field(description="'L:H'.")
+    sources: list[Source] = Field(description="Where the last position attends most.")
+
+
+class HeadScore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    head: str
+    score: float = Field(description="Mean attention weight on the scored source, 0..1.")
+
+
+class AttentionResult(RunResult):
+    model: str
+    tokens: list[str] = Field(description="The prompt's tokens as text.")
+    n_layers: int
+    n_heads: int
+    last_position: list[HeadFocus] = Field(description="For the reported heads: where the last position attends.")
+    top_heads: dict[str, list[HeadScore]] = Field(description="Score kind -> the 5 highest-scoring heads. Kinds: "
+                                                  "previous_token, induction, duplicate_token, subject.")
+    attn_implementation: str = Field(description="The attention implementation patterns were read with.")
