@@ -1,0 +1,156 @@
+"""Turn a find_neurons run into its artifacts and result.
+
+Written files:
+
+* ``tables/neurons.csv``: the ranked neurons (at most ``TABLE_ROWS``): rank, neuron ('L:i'), layer,
+  index, mean_a, mean_b, diff, cohens_d, p_value, p_bonferroni, q_bh.
+* ``arrays/contrast.safetensors``: for each layer, the full (d_mlp,) vectors ``L.cohens_d``,
+  ``L.diff``, ``L.p_value`` (every neuron, not only the ranked ones).
+* ``tables/generations.csv`` (collapse mode): each prompt's greedy output and collapse reasons.
+* ``tables/examples.csv`` (top_examples): every (prompt, position) activation, highest first.
+* ``neurons_results.json`` (input of :mod:`neurotrace.lab.neurons.figures`), ``report.md``, figures.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.tokens import token_texts
+from neurotrace.lab.neurons.figures import FIGURES
+from neurotrace.lab.neurons.schema import Example, FindNeuronsRequest, FindNeuronsResult, NeuronScore
+from neurotrace.lab.neurons.stats import Contrast, rank
+from neurotrace.lab.runs import Run
+
+TABLE_ROWS = 1000
+CONTEXT_TOKENS = 8
+GROUPS = {"contrast": ("concept", "control"), "collapse": ("collapsed", "healthy")}
+
+
+def _scores(stats: Contrast, layers: list[int], d_mlp: int, order: Tensor, k: int) -> list[NeuronScore]:
+    out = []
+    for col in order[:k].tolist():
+        layer, index = layers[col // d_mlp], col % d_mlp
+        out.append(NeuronScore(neuron=f"{layer}:{index}", layer=layer, index=index,
+                               mean_a=float(stats.mean_a[col]), mean_b=float(stats.mean_b[col]),
+                               cohens_d=float(stats.cohens_d[col]), p_value=float(stats.p_value[col]),
+                               p_bonferroni=float(stats.p_bonferroni[col]), q_bh=float(stats.q_bh[col])))
+    return out
+
+
+def _tensors(stats: Contrast, layers: list[int], d_mlp: int) -> dict[str, Tensor]:
+    out = {}
+    for j, layer in enumerate(layers):
+        cols = slice(j * d_mlp, (j + 1) * d_mlp)
+        for name in ("cohens_d", "diff", "p_value"):
+            out[f"{layer}.{name}"] = getattr(stats, name)[cols].float()
+    return out
+
+
+def write_ranking(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers: list[int], stats: Contrast,
+                  n_a: int, n_b: int, generations: list[dict] | None) -> FindNeuronsResult:
+    order = rank(stats)
+    m = order.numel()
+    table = _scores(stats, layers, lm.d_mlp, order, min(TABLE_ROWS, m))
+    rows = [{"rank": i + 1, **s.model_dump(), "diff": s.mean_a - s.mean_b} for i, s in enumerate(table)]
+    table_uri = run.write_csv("tables/neurons.csv", rows, ["rank", "neuron", "layer", "index", "mean_a", "mean_b",
+                                                           "diff", "cohens_d", "p_value", "p_bonferroni", "q_bh"])
+    run.write_tensors("arrays/contrast.safetensors", _tensors(stats, layers, lm.d_mlp),
+                      metadata={"layers": ",".join(map(str, layers)), "d_mlp": str(lm.d_mlp)})
+    top = table[: request.top_k]
+    a_name, b_name = GROUPS[request.mode]
+    results = {"mode": request.mode, "model": request.model, "groups": [a_name, b_name], "n_a": n_a, "n_b": n_b,
+               "n_tested": m, "position": request.position, "n_permutations": request.n_permutations,
+               "min_p": 1 / (1 + request.n_permutations), "top": [s.model_dump() for s in table[:50]],
+               "n_bonferroni_05": int((stats.p_bonferroni < 0.05).sum()), "n_bh_05": int((stats.q_bh < 0.05).sum())}
+    run.write_json("neurons_results.json", results)
+    report_uri = run.write_text("report.md", _markdown(request, results, top, generations))
+    figures = [run.write_figure("figures/ranking.png", FIGURES["ranking"](results))]
+    summary = _ranking_summary(request, results, top)
+    run.set_summary(summary)
+    return FindNeuronsResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
+                             next=_ranking_next(request, top, generations, report_uri), mode=request.mode,
+                             n_a=n_a, n_b=n_b, n_tested=m, top=top, table=table_uri)
+
+
+def _ranking_summary(request: FindNeuronsRequest, results: dict[str, Any], top: list[NeuronScore]) -> str:
+    a, b = results["groups"]
+    where = ("the last prompt token and the first "
+             f"{request.window} generated tokens" if request.mode == "collapse" else f"{request.position} position")
+    text = (f"Ranked {results['n_tested']} MLP neurons of {request.model} by Cohen's d between {results['n_a']} "
+            f"{a} and {results['n_b']} {b} prompts ({where}).")
+    if top:
+        text += " Top: " + ", ".join(f"{s.neuron} (d={s.cohens_d:.3g}, p={s.p_value:.2g}, Bonferroni "
+                                     f"{s.p_bonferroni:.2g})" for s in top[:3]) + "."
+    text += (f" {results['n_bonferroni_05']} neurons pass Bonferroni at 0.05, {results['n_bh_05']} pass BH q < "
+             f"0.05 (smallest attainable p with {request.n_permutations} permutations: {results['min_p']:.2g}). "
+             "Association only: test causally before concluding.")
+    return text
+
+
+def _ranking_next(request: FindNeuronsRequest, top: list[NeuronScore], generations: list[dict] | None,
+                  report_uri: str) -> str:
+    if not top:
+        return f"Read {report_uri}."
+    s = top[0]
+    if request.mode == "collapse":
+        prompts = [g["prompt"] for g in (generations or []) if g["collapsed"]][:5]
+        return (f"Call clamp_sweep with {{'model': '{request.model}', 'neurons': ['{s.neuron}'], 'prompts': "
+                f"{prompts!r}, 'max_new_tokens': {request.max_new_tokens}}} to test whether clamping it rescues "
+                "the collapsed prompts; compare with a low-ranked neuron of the same layer as a control.")
+    return (f"Test {s.neuron} causally: intervene with a policy {{'kind': 'set_neurons', 'layer': {s.layer}, "
+            f"'neurons': [{s.index}], 'value': 0}}, or clamp_sweep with neurons ['{s.neuron}']; see what it "
+            f"responds to with find_neurons mode='top_examples', neuron='{s.neuron}'.")
+
+
+def _markdown(request: FindNeuronsRequest, results: dict[str, Any], top: list[NeuronScore],
+              generations: list[dict] | None) -> str:
+    a, b = results["groups"]
+    lines = [f"# find_neurons ({request.mode}) on {request.model}", "",
+             f"Group A: {results['n_a']} {a} prompts; group B: {results['n_b']} {b} prompts; "
+             f"{results['n_tested']} neurons tested (blocks.{{L}}.mlp.hook_post).", "",
+             "Statistics: Cohen's d with the pooled sample SD (floored at 1e-6); two-sided permutation p-value "
+             f"of the mean difference over {request.n_permutations} seeded label shuffles (seed {request.seed}), "
+             f"p = (1 + exceedances) / (1 + permutations), so p >= {results['min_p']:.2g}.", "",
+             f"Multiple comparisons: {results['n_tested']} neurons were tested; Bonferroni multiplies p by that "
+             "count, BH q-values control the false-discovery rate. "
+             f"{results['n_bonferroni_05']} pass Bonferroni at 0.05, {results['n_bh_05']} pass BH at 0.05.", "",
+             "| rank | neuron | mean A | mean B | d | p | Bonferroni | BH q |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {i} | {s.neuron} | {s.mean_a:.4g} | {s.mean_b:.4g} | {s.cohens_d:.4g} | {s.p_value:.3g} | "
+              f"{s.p_bonferroni:.3g} | {s.q_bh:.3g} |" for i, s in enumerate(top, 1)]
+    if generations:
+        lines += ["", "## Generations", ""]
+        lines += [f"- {'COLLAPSED' if g['collapsed'] else 'healthy'}: `{g['prompt']}` -> `{g['output']}` "
+                  f"{g['reasons']}" for g in generations[:50]]
+    return "\n".join(lines) + "\n"
+
+
+def write_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layer: int, index: int,
+                   ids: Sequence[Sequence[int]], values: Sequence[Tensor]) -> FindNeuronsResult:
+    flat = [(float(v), p, pos) for p, vec in enumerate(values) for pos, v in enumerate(vec.tolist())]
+    flat.sort(key=lambda t: (-t[0], t[1], t[2]))
+    rows = []
+    for r, (act, p, pos) in enumerate(flat[:TABLE_ROWS], 1):
+        start = max(0, pos - CONTEXT_TOKENS)
+        rows.append(Example(rank=r, prompt_index=p, pos=pos, token=token_texts(lm.tokenizer, [ids[p][pos]])[0],
+                            activation=act, context=lm.tokenizer.decode(list(ids[p][start:pos + 1]))))
+    ref = f"{layer}:{index}"
+    table_uri = run.write_csv("tables/examples.csv", [e.model_dump() for e in rows])
+    all_acts = torch.cat([v.float() for v in values])
+    results = {"mode": "top_examples", "model": request.model, "neuron": ref, "n_positions": len(flat),
+               "mean": float(all_acts.mean()), "max": float(all_acts.max()),
+               "examples": [e.model_dump() for e in rows[:50]]}
+    run.write_json("neurons_results.json", results)
+    figures = [run.write_figure("figures/examples.png", FIGURES["examples"](results))]
+    top = rows[: request.top_k]
+    summary = (f"Neuron {ref} of {request.model} over {len(ids)} prompts ({len(flat)} positions): mean activation "
+               f"{results['mean']:.4g}, max {results['max']:.4g}. Top: " +
+               ", ".join(f"{e.token!r} in prompt {e.prompt_index} ({e.activation:.3g})" for e in top[:5]) + ".")
+    run.set_summary(summary)
+    nxt = (f"Check that the pattern is specific with find_neurons mode='contrast' (prompts like the top examples "
+           f"vs controls), then test it causally with clamp_sweep neurons=['{ref}'] or intervene set_neurons "
+           f"{{'layer': {layer}, 'neurons': [{index}]}}.")
+    return FindNeuronsResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
+                             next=nxt, mode="top_examples", n_a=len(ids), examples=top, table=table_uri)

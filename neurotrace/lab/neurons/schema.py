@@ -1,0 +1,71 @@
+"""find_neurons request and result models."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from neurotrace.lab.clamping.collapse import CollapseThresholds
+from neurotrace.lab.results import RunResult
+
+Mode = Literal["contrast", "collapse", "top_examples"]
+
+
+class FindNeuronsRequest(BaseModel):
+    """Rank MLP neurons (blocks.{L}.mlp.hook_post) for a question, or list one neuron's top examples."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(min_length=1, description="Embedded name, HuggingFace id or local directory.")
+    mode: Mode = Field("contrast", description="'contrast': prompts vs control_prompts; 'collapse': collapsed vs "
+                       "healthy greedy generations from prompts; 'top_examples': where `neuron` fires most.")
+    prompts: list[str] = Field(min_length=1, description="Concept prompts, prompts to generate from, or the set "
+                               "searched (by mode).")
+    control_prompts: list[str] = Field(default_factory=list, description="Contrast mode: control prompts.")
+    neuron: str | None = Field(None, description="top_examples: 'layer:index', e.g. '5:12'.")
+    layers: list[int] | None = Field(None, description="Layers searched (default all).")
+    position: Literal["last", "mean"] = Field("last", description="Pool per prompt: scored (last) token or mean.")
+    window: int = Field(4, ge=0, le=64, description="Collapse: generated tokens pooled with the last prompt token.")
+    max_new_tokens: int = Field(32, ge=1, le=512, description="Collapse: greedy tokens per prompt.")
+    n_permutations: int = Field(1000, ge=10, le=100_000, description="Label shuffles of the permutation test.")
+    top_k: int = Field(10, ge=1, le=100, description="Rows returned inline (the CSV holds more).")
+    seed: int = 0
+    batch_size: int = Field(32, ge=1, le=1024)
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+    @property
+    def thresholds(self) -> CollapseThresholds:
+        """Collapse rules: clamp_sweep's defaults, so both tools call the same outputs collapsed."""
+        return CollapseThresholds()
+
+
+class NeuronScore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    neuron: str = Field(description="'layer:index', accepted by clamp_sweep.")
+    layer: int
+    index: int
+    mean_a: float = Field(description="Mean activation in the concept (or collapsed) group.")
+    mean_b: float = Field(description="Mean activation in the control (or healthy) group.")
+    cohens_d: float
+    p_value: float = Field(description="Two-sided permutation p-value (uncorrected).")
+    p_bonferroni: float
+    q_bh: float = Field(description="Benjamini-Hochberg q-value over all neurons tested.")
+
+
+class Example(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rank: int
+    prompt_index: int
+    pos: int
+    token: str
+    activation: float
+    context: str = Field(description="The prompt up to and including the token.")
+
+
+class FindNeuronsResult(RunResult):
+    mode: Mode
+    n_a: int = Field(description="Prompts in group A (concept / collapsed / searched).")
+    n_b: int = Field(0, description="Prompts in group B (control / healthy).")
+    n_tested: int = Field(0, description="Neurons tested (the multiple-comparison count).")
+    top: list[NeuronScore] = Field(default_factory=list, description="Top neurons by |Cohen's d|.")
+    examples: list[Example] = Field(default_factory=list, description="top_examples mode: top activations.")
+    table: str = Field("", description="URI of the ranked CSV table.")
