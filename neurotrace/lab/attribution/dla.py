@@ -1,0 +1,154 @@
+"""Direct logit attribution (DLA) with the final norm's scale frozen from the clean run.
+
+The final residual at the scored position is a sum of components, ``x = embed + pos_embed +
+sum_L (attn_out_L + mlp_out_L)`` (a ``remainder`` absorbs anything else, e.g. post-block norms). With the
+final norm's scale ``s`` frozen at its clean value, the norm is affine: ``norm(x) = w * P x / s + b``
+(``P`` removes the mean for LayerNorm, is the identity for RMSNorm). So the metric direction
+``u`` (unembedding row of the target, minus the mean row for a centred logit, or minus the contrast
+token's row for a logit difference) gives each component ``c`` the share ``g . c`` with
+``g = P (w * u) / s``, and the shares add up exactly: ``sum_c g . c + u . b + bias_U = metric``. This is
+TransformerLens' ``apply_ln_to_stack`` + ``logit_attrs`` on a model with folded LayerNorm
+(``enable_compatibility_mode``).
+
+Heads and neurons refine the attention and MLP outputs: head ``h``'s share is ``z_h . (W_O^T g)_h``
+(``z`` = the heads' outputs before the output projection, ``hook_z``) and the projection bias takes the
+rest; neuron ``i``'s share is ``post_i (W_out g)_i``. The vectors ``W_O^T g`` and ``W_out g`` are read as
+gradients of ``proj(z) . g`` through the model's own projection modules, so no weight layout is assumed.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.model.adapters import site_name
+from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.sites import attn_module, hooked_sites
+
+
+@dataclass
+class FrozenNorm:
+    """The final norm as an affine map at one position: ``w * P x / scale + b``."""
+
+    center: bool
+    weight: Tensor      # (d,)
+    bias: Tensor        # (d,)
+    scale: float
+
+    def project(self, u: Tensor) -> Tensor:
+        """``g`` with ``g . c`` = the logit share of component ``c`` along unembedding direction ``u``."""
+        g = self.weight * u / self.scale
+        return g - g.mean() if self.center else g
+
+
+def _eps(norm: torch.nn.Module) -> float:
+    for name in ("eps", "variance_epsilon", "epsilon"):
+        value = getattr(norm, name, None)
+        if isinstance(value, float):
+            return value
+    return 1e-5
+
+
+@torch.no_grad()
+def frozen_norm(lm: LoadedModel, x: Tensor) -> FrozenNorm:
+    """Probe the final norm with ``+-v`` (mean 0, rms 1) for its weight and bias; freeze its scale at ``x``."""
+    if not lm.adapter.final_norm:
+        raise InputError("model", f"{lm.ref.model} has no final norm before its head",
+                         fix="attribute needs a pre-norm causal LM (GPT-2, Llama, NeoX families)")
+    norm = lm.adapter.module(lm.model, lm.adapter.final_norm)
+    d, eps = x.shape[-1], _eps(norm)
+    v = torch.ones(d, dtype=x.dtype, device=x.device)
+    v[1::2] = -1
+    plus, minus = norm(v[None])[0].float(), norm(-v[None])[0].float()
+    bias = (plus + minus) / 2
+    weight = (plus - minus) / (2 * v.float()) * (1 + eps) ** 0.5
+    center = bool(torch.allclose(norm(torch.ones_like(v)[None])[0].float(), bias, atol=1e-5))
+    xf = x.float()
+    scale = float(((xf - xf.mean()).pow(2).mean() if center else xf.pow(2).mean()).add(eps).sqrt())
+    frozen = FrozenNorm(center, weight, bias, scale)
+    expect = norm(x[None])[0].float()
+    got = frozen.weight * ((xf - xf.mean()) if center else xf) / scale + bias
+    if not torch.allclose(got, expect, atol=1e-4 * (1 + float(expect.abs().max()))):
+        raise InputError("model", "the final norm is neither a LayerNorm nor an RMSNorm",
+                         fix="attribute supports models whose final norm is LayerNorm or RMSNorm")
+    return frozen
+
+
+def unembedding(lm: LoadedModel) -> tuple[Tensor, Tensor | None]:
+    """(W_U (vocab, d), b_U or None) of a causal LM whose head is one linear map."""
+    head = lm.adapter.head or (lm.adapter.unembed,)
+    module = lm.adapter.module(lm.model, head[-1])
+    weight = getattr(module, "weight", None)
+    if lm.kind != "causal" or len(head) != 1 or weight is None or weight.shape[-1] != lm.d_model:
+        raise InputError("model", f"{lm.ref.model}'s head is not a single unembedding matrix",
+                         fix="attribute needs a causal LM whose logits are final_norm(x) @ W_U")
+    return weight.float(), (None if getattr(module, "bias", None) is None else module.bias.float())
+
+
+def capture_sites(n_layers: int) -> list[str]:
+    sites = ["hook_embed", site_name("resid_pre", 0), site_name("resid_post", n_layers - 1)]
+    for layer in range(n_layers):
+        sites += [site_name("attn_out", layer), site_name("mlp_out", layer), site_name("mlp_post", layer),
+                  f"blocks.{layer}.attn.hook_z"]
+    return sites
+
+
+@torch.no_grad()
+def capture(lm: LoadedModel, ids: Tensor, pos: int) -> tuple[dict[str, Tensor], Tensor]:
+    """Every site of :func:`capture_sites` at position ``pos`` (width,) and the logits there (vocab,)."""
+    store: dict[str, Tensor] = {}
+
+    def save(act: Tensor, site: str) -> None:
+        store[site] = act[0, pos].detach().float().clone()
+
+    with hooked_sites(lm, {s: save for s in capture_sites(lm.n_layers)}):
+        logits = lm.model(input_ids=ids[None].to(lm.device)).logits[0, pos].float()
+    return store, logits
+
+
+@dataclass
+class Attribution:
+    components: dict[str, float]     # embed, pos_embed, L{l}.attn, L{l}.mlp (+ remainder), in residual order
+    heads: Tensor                     # (layers, heads)
+    head_bias: Tensor                 # (layers,) output-projection bias share
+    neurons: Tensor                   # (layers, d_mlp)
+    constant: float                   # u . b_norm + bias_U
+    metric: float                     # the model's own metric value
+
+
+def _through(module: torch.nn.Module, x: Tensor, g: Tensor) -> tuple[Tensor, float]:
+    """(d(module(x) . g)/dx, module(0) . g): the input-side direction of ``g`` and the bias share."""
+    param = next(module.parameters())
+    with torch.enable_grad():
+        z = x.detach().to(param.dtype)[None].requires_grad_(True)
+        (module(z)[0].float() @ g).backward()
+    with torch.no_grad():
+        bias = float(module(torch.zeros_like(z))[0].float() @ g)
+    return z.grad[0].float(), bias
+
+
+def attribute(lm: LoadedModel, acts: dict[str, Tensor], norm: FrozenNorm, u: Tensor, constant: float,
+              metric: float) -> Attribution:
+    g = norm.project(u)
+    n_layers, n_heads = lm.n_layers, int(getattr(lm.config, "n_head", None) or lm.config.num_attention_heads)
+    comps = {"embed": float(acts["hook_embed"] @ g)}
+    pos_embed = acts[site_name("resid_pre", 0)] - acts["hook_embed"]
+    if pos_embed.abs().max() > 0:
+        comps["pos_embed"] = float(pos_embed @ g)
+    total = acts[site_name("resid_pre", 0)].clone()
+    heads, head_bias, neurons = torch.zeros(n_layers, n_heads), torch.zeros(n_layers), []
+    for layer in range(n_layers):
+        attn, mlp = acts[site_name("attn_out", layer)], acts[site_name("mlp_out", layer)]
+        comps[f"L{layer}.attn"], comps[f"L{layer}.mlp"] = float(attn @ g), float(mlp @ g)
+        total += attn + mlp
+        z = acts[f"blocks.{layer}.attn.hook_z"]
+        grad, head_bias[layer] = _through(attn_module(lm, layer, 0), z, g)
+        heads[layer] = (z * grad).view(n_heads, -1).sum(-1)
+        post = acts[site_name("mlp_post", layer)]
+        down = lm.adapter.module(lm.model, lm.adapter.mlp_down, layer)
+        neurons.append(post * _through(down, post, g)[0])
+    rest = acts[site_name("resid_post", n_layers - 1)] - total
+    if rest.abs().max() > 1e-4 * (1 + float(total.abs().max())):
+        comps["remainder"] = float(rest @ g)
+    return Attribution(comps, heads, head_bias, torch.stack(neurons), constant, metric)
