@@ -1,0 +1,47 @@
+"""probe request and result models."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from neurotrace.lab.results import RunResult
+
+
+class ProbeRequest(BaseModel):
+    """Fit cross-validated linear probes for a two-label prompt set on the residual stream of every layer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(min_length=1, description="Embedded name, HuggingFace id or local directory.")
+    prompts: list[str] = Field(min_length=4, description="Labelled prompts.")
+    labels: list[str] = Field(min_length=4, description="One label per prompt; exactly two distinct values.")
+    positive: str | None = Field(None, description="Label the saved direction points toward (default: the second "
+                                 "distinct label).")
+    method: Literal["logistic", "ridge"] = Field("logistic", description="L2 logistic regression or ridge on +-1.")
+    layers: list[int] | None = Field(None, description="Residual layers L (blocks.L.hook_resid_pre; L = n_layers "
+                                     "is the final residual). Default all.")
+    position: Literal["last", "mean"] = Field("last", description="Scored (last) token or mean over tokens.")
+    k_folds: int = Field(5, ge=2, le=20, description="Stratified cross-validation folds.")
+    l2: float = Field(1e-2, ge=0, description="L2 penalty (on standardised features).")
+    n_shuffles: int = Field(3, ge=1, le=50, description="Shuffled-label refits averaged for the baseline.")
+    seed: int = 0
+    batch_size: int = Field(32, ge=1, le=1024)
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+class LayerAccuracy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    layer: int
+    site: str
+    accuracy: float = Field(description="Mean held-out accuracy over folds.")
+    accuracy_std: float
+    shuffled: float = Field(description="The same with shuffled labels (the baseline).")
+
+
+class ProbeResult(RunResult):
+    classes: list[str] = Field(description="[negative, positive]: the direction points toward positive.")
+    chance: float = Field(description="Majority-class accuracy.")
+    best_layer: int
+    best_accuracy: float
+    per_layer: list[LayerAccuracy] = Field(default_factory=list)
+    directions: str = Field("", description="URI of directions.safetensors (one unit vector per layer).")
