@@ -1,0 +1,165 @@
+"""patch: activation patching of any clean/corrupt prompt pair (IOI-style, as ``transformer_lens.patching``).
+
+The corrupt prompt is run with one clean activation written in, and a metric is read at the last
+position: the logit difference of two tokens, p(target), or KL(clean || patched). Components:
+
+* ``resid_pre`` / ``attn_out`` / ``mlp_out``: one (layer, position) at a time, like
+  ``get_act_patch_resid_pre`` / ``get_act_patch_attn_out`` / ``get_act_patch_mlp_out``;
+* ``head_out``: one head's output (its slice of ``hook_z``) at every position, like
+  ``get_act_patch_attn_head_out_all_pos``; ``head_out_pos``: one (layer, position, head), like
+  ``get_act_patch_attn_head_out_by_pos``.
+
+Exact and batched (ROME's convention): every patched run is one row of a batch of corrupt inputs, each
+row carrying its own patch; rows are independent, so the numbers equal one forward per cell. Clean states
+come from the tracing machinery (:func:`neurotrace.lab.tracing.prepare.clean_states`); only the last
+position's logits are computed. ``restored`` normalises a value as ``(m - m_corrupt) / (m_clean - m_corrupt)``.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.adapters import site_name
+from neurotrace.lab.model.loading import LoadedModel, ModelRef
+from neurotrace.lab.model.sites import hooked_sites, n_heads
+from neurotrace.lab.model.tokens import target_id
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
+from neurotrace.lab.tracing.patch_report import write_patch_report
+from neurotrace.lab.tracing.patch_schema import PatchRequest, PatchResult
+from neurotrace.lab.tracing.prepare import clean_states
+
+SITE_OF = {"resid_pre": "resid_pre", "attn_out": "attn_out", "mlp_out": "mlp_out"}
+Metric = Callable[[Tensor], Tensor]          # last-position logits (rows, vocab) -> (rows,)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One patched run: write clean ``site[:, pos, cols]`` (pos None = every position) into the corrupt run."""
+
+    site: str
+    pos: int | None
+    cols: slice
+
+
+def cells_for(kind: str, n_layers: int, n_pos: int, heads: int, d_head: int) -> list[Cell]:
+    """The cells of ``kind`` in result order: (layer, pos), (layer, head) or (layer, pos, head)."""
+    full = slice(None)
+    if kind in SITE_OF:
+        return [Cell(site_name(SITE_OF[kind], layer), p, full) for layer in range(n_layers) for p in range(n_pos)]
+    z = [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
+    if kind == "head_out":
+        return [Cell(z[layer], None, slice(h * d_head, (h + 1) * d_head)) for layer in range(n_layers)
+                for h in range(heads)]
+    return [Cell(z[layer], p, slice(h * d_head, (h + 1) * d_head)) for layer in range(n_layers)
+            for p in range(n_pos) for h in range(heads)]
+
+
+@torch.no_grad()
+def clean_cache(lm: LoadedModel, ids: Tensor, sites: set[str]) -> dict[str, Tensor]:
+    """Clean activations (pos, width) at ``sites``: standard sites through the tracing helper, hook_z here."""
+    standard = sorted(s for s in sites if not s.endswith("attn.hook_z"))
+    store, _ = clean_states(lm, ids, standard) if standard else ({}, None)
+    z_sites = sorted(sites - set(standard))
+
+    def save(act: Tensor, site: str) -> None:
+        store[site] = act[0].detach().clone()
+
+    if z_sites:
+        with hooked_sites(lm, {s: save for s in z_sites}):
+            lm.model(input_ids=ids[None].to(lm.device))
+    return store
+
+
+def _writer(rows: list[int], cells: list[Cell], clean: Tensor) -> Callable[..., Tensor]:
+    def put(act: Tensor, site: str) -> Tensor:
+        act = act.clone()
+        for row, cell in zip(rows, cells, strict=True):
+            where = slice(None) if cell.pos is None else cell.pos
+            act[row, where, cell.cols] = clean[where, cell.cols]
+        return act
+    return put
+
+
+@torch.no_grad()
+def last_logits(lm: LoadedModel, ids: Tensor, hooks: dict[str, Callable[..., Tensor]] | None = None) -> Tensor:
+    """(rows, vocab) logits at the last position of ``ids`` (rows, pos) with ``hooks`` attached."""
+    body = lm.adapter.module(lm.model, lm.adapter.base)
+    with hooked_sites(lm, hooks or {}):
+        hidden = body(input_ids=ids.to(lm.device)).last_hidden_state[:, -1]    # (rows, d_model)
+    return lm.adapter.logits_at(lm.model, hidden).float()
+
+
+def patch_cells(lm: LoadedModel, corrupt: Tensor, cells: list[Cell], clean: dict[str, Tensor], metric: Metric,
+                batch_size: int, reporter: Reporter, label: str) -> Tensor:
+    """The metric (cells,) with each cell patched, ``batch_size`` patched runs per forward."""
+    out = []
+    for start in range(0, len(cells), batch_size):
+        reporter.step(start, len(cells), f"{label}: patched runs {start}-{min(start + batch_size, len(cells))}")
+        chunk = cells[start:start + batch_size]
+        by_site: dict[str, tuple[list[int], list[Cell]]] = {}
+        for row, cell in enumerate(chunk):
+            by_site.setdefault(cell.site, ([], []))[0].append(row)
+            by_site[cell.site][1].append(cell)
+        hooks = {s: _writer(rows, cs, clean[s]) for s, (rows, cs) in by_site.items()}
+        out.append(metric(last_logits(lm, corrupt[None].expand(len(chunk), -1), hooks)))
+    return torch.cat(out).cpu()
+
+
+def make_metric(kind: str, target: int, contrast: int | None, clean_logits: Tensor) -> Metric:
+    if kind == "logit_diff":
+        return lambda lg: lg[:, target] - lg[:, contrast]
+    if kind == "p_target":
+        return lambda lg: torch.softmax(lg, -1)[:, target]
+    lp_clean = torch.log_softmax(clean_logits, -1)
+    return lambda lg: (lp_clean.exp() * (lp_clean - torch.log_softmax(lg, -1))).sum(-1)
+
+
+def _prompts(lm: LoadedModel, request: PatchRequest) -> tuple[Tensor, Tensor]:
+    if lm.kind != "causal":
+        raise InputError("model", "patch scores the next token and needs a causal LM", fix="use a causal LM")
+    clean, corrupt = (torch.tensor(list(lm.tokenizer(t).input_ids)) for t in (request.clean, request.corrupt))
+    if len(clean) == 0:
+        raise InputError("clean", "the clean prompt tokenizes to nothing", fix="give some text")
+    if len(corrupt) != len(clean):
+        raise InputError("corrupt", f"the corrupt prompt has {len(corrupt)} tokens, the clean one {len(clean)}",
+                         fix="use prompts of the same token length (swap words that are one token each)")
+    return clean, corrupt
+
+
+def _tokens(lm: LoadedModel, request: PatchRequest, clean_lg: Tensor, corrupt_lg: Tensor) -> tuple[int, int | None]:
+    target = target_id(lm.tokenizer, request.target, request.clean) if request.target else int(clean_lg.argmax())
+    if request.metric != "logit_diff":
+        return target, None
+    contrast = (target_id(lm.tokenizer, request.contrast, request.corrupt, field="contrast") if request.contrast
+                else int(corrupt_lg.argmax()))
+    if contrast == target:
+        raise InputError("contrast", "the contrast token is the target token (the corrupt run predicts the target too)",
+                         fix="name a contrast word, or use metric='p_target' or 'kl'")
+    return target, contrast
+
+
+def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> PatchResult:
+    """Does patching this component from the clean into the corrupt prompt restore the answer? Activation
+    patching per layer x position, per head and per head x position, with a logit-difference, p or KL metric."""
+    with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
+        clean, corrupt = _prompts(lm, request)
+        clean_lg, corrupt_lg = last_logits(lm, torch.stack([clean, corrupt]))
+        target, contrast = _tokens(lm, request, clean_lg, corrupt_lg)
+        metric = make_metric(request.metric, target, contrast, clean_lg)
+        m_clean, m_corrupt = (float(v) for v in metric(torch.stack([clean_lg, corrupt_lg])))
+        heads = n_heads(lm)
+        d_head = int(getattr(lm.config, "head_dim", None) or lm.d_model // heads)
+        plan = {k: cells_for(k, lm.n_layers, len(clean), heads, d_head) for k in request.kinds}
+        cache = clean_cache(lm, clean, {c.site for cells in plan.values() for c in cells})
+        grids = {}
+        for kind, cells in plan.items():
+            values = patch_cells(lm, corrupt, cells, cache, metric, request.batch_size, reporter, kind)
+            shape = {"head_out": (lm.n_layers, heads), "head_out_pos": (lm.n_layers, len(clean), heads)}
+            grids[kind] = values.view(shape.get(kind, (lm.n_layers, len(clean))))
+        with lab.store.open_run("patch", request) as run:
+            run.add_model(request.model, lm.fingerprint)
+            return write_patch_report(run, request, lm, clean, corrupt, grids, target, contrast, m_clean, m_corrupt)

@@ -1,0 +1,100 @@
+"""patch results into the run: grids as JSON and arrays, figures, the top cells and the summary."""
+
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.tokens import token_texts
+from neurotrace.lab.plotstyle import DIVERGING_CMAP, finish, new_figure, short
+from neurotrace.lab.tracing.patch_schema import PATCH_RESULTS_FILE, PatchCell, PatchRequest, PatchResult
+
+N_TOP = 10
+MAX_TICKS = 32
+
+
+def restored(values: Tensor, m_clean: float, m_corrupt: float) -> Tensor:
+    span = m_clean - m_corrupt
+    return (values - m_corrupt) / span if abs(span) > 1e-12 else values * 0
+
+
+def _cells(kind: str, grid: Tensor, norm: Tensor, tokens: list[str]) -> list[PatchCell]:
+    out = []
+    for index in np.ndindex(*grid.shape):
+        layer = index[0]
+        pos = None if kind == "head_out" else index[1]
+        head = index[1] if kind == "head_out" else (index[2] if kind == "head_out_pos" else None)
+        if kind == "resid_pre" and pos == len(tokens) - 1:
+            continue                       # the whole residual at the scored position restores trivially
+        out.append(PatchCell(kind=kind, layer=layer, position=pos, head=head,
+                             token=None if pos is None else tokens[pos], value=float(grid[index]),
+                             restored=float(norm[index])))
+    return out
+
+
+def heatmap(results: dict[str, Any], kind: str) -> Any:
+    """One kind's restored fraction: layer x position (or layer x head); head_out_pos shows (layer.head) x position."""
+    data = np.array(results["restored"][kind])
+    tokens = results["tokens"]
+    if kind == "head_out_pos":
+        data = data.transpose(0, 2, 1).reshape(-1, data.shape[1])       # (layer * head, pos)
+    lim = max(1.0, float(np.abs(data).max()))
+    fig, ax = new_figure(width=2.0 + 0.45 * data.shape[1], height=1.5 + 0.3 * data.shape[0])
+    im = ax.imshow(data, cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim, aspect="auto", origin="lower")
+    if kind == "head_out":
+        ax.set_xlabel("head")
+    elif len(tokens) <= MAX_TICKS:
+        ax.set_xticks(range(len(tokens)), [repr(t)[:12] for t in tokens], rotation=60, ha="right")
+    ax.set_ylabel("layer.head" if kind == "head_out_pos" else "layer")
+    ax.grid(False)
+    fig = finish(fig, f"Activation patching ({kind}): fraction of {results['metric']} restored", short(results["model"]))
+    fig.colorbar(im, ax=ax, label="restored")
+    return fig
+
+
+FIGURES = {k: (lambda r, k=k: heatmap(r, k)) for k in ("resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos")}
+
+
+def _summary(request: PatchRequest, target: str, contrast: str | None, m_clean: float, m_corrupt: float,
+             top: list[PatchCell]) -> str:
+    metric = {"logit_diff": f"logit({target!r}) - logit({contrast!r})", "p_target": f"p({target!r})",
+              "kl": "KL(clean || patched)"}[request.metric]
+    text = (f"Activation patching in {request.model}: {metric} is {m_clean:.3g} on the clean prompt and "
+            f"{m_corrupt:.3g} on the corrupt one.")
+    if top:
+        best = ", ".join(f"{c.kind} L{c.layer}" + (f" H{c.head}" if c.head is not None else "")
+                         + (f" at {c.token!r}" if c.token is not None else "") + f" ({c.restored:.2f})"
+                         for c in top[:3])
+        text += f" Most restoring: {best} (1 = fully restored)."
+    return text
+
+
+def write_patch_report(run: Any, request: PatchRequest, lm: LoadedModel, clean: Tensor, corrupt: Tensor,
+                       grids: dict[str, Tensor], target: int, contrast: int | None, m_clean: float,
+                       m_corrupt: float) -> PatchResult:
+    tokens = token_texts(lm.tokenizer, clean.tolist())
+    names = token_texts(lm.tokenizer, [target] + ([contrast] if contrast is not None else []))
+    norms = {k: restored(g, m_clean, m_corrupt) for k, g in grids.items()}
+    rec = {"model": request.model, "clean": request.clean, "corrupt": request.corrupt, "tokens": tokens,
+           "corrupt_tokens": token_texts(lm.tokenizer, corrupt.tolist()), "metric": request.metric,
+           "target": names[0], "contrast": names[1] if contrast is not None else None, "metric_clean": m_clean,
+           "metric_corrupt": m_corrupt, "values": {k: g.tolist() for k, g in grids.items()},
+           "restored": {k: n.tolist() for k, n in norms.items()}}
+    run.write_json(PATCH_RESULTS_FILE, rec)
+    for kind, grid in grids.items():
+        run.write_npy(f"arrays/{kind}.npy", grid.numpy().astype(np.float32))
+    figures = [run.write_figure(f"figures/{k}.png", FIGURES[k](rec)) for k in grids]
+    cells = [c for k in grids for c in _cells(k, grids[k], norms[k], tokens)]
+    top = sorted(cells, key=lambda c: -abs(c.restored))[:N_TOP]
+    run.write_csv("tables/top_cells.csv", [c.model_dump() for c in top])
+    summary = _summary(request, names[0], rec["contrast"], m_clean, m_corrupt, top)
+    run.set_summary(summary)
+    differing = [i for i, (a, b) in enumerate(zip(clean.tolist(), corrupt.tolist(), strict=True)) if a != b]
+    nxt = ("Call patch with kinds=['head_out'] to find the heads behind the attention effect, then attention on "
+           "the clean prompt to see where those heads look." if "head_out" not in grids else
+           "Call attention with the clean prompt and heads=[...the top heads...] to see where they look.")
+    return PatchResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures, next=nxt,
+                       model=request.model, tokens=tokens, differing=differing, target=names[0],
+                       contrast=rec["contrast"], metric=request.metric, metric_clean=m_clean,
+                       metric_corrupt=m_corrupt, top=top)

@@ -1,0 +1,54 @@
+"""patch request and result: activation patching of a clean/corrupt prompt pair."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from neurotrace.lab.results import RunResult
+
+PATCH_RESULTS_FILE = "patch_results.json"
+PatchKind = Literal["resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos"]
+PatchMetric = Literal["logit_diff", "p_target", "kl"]
+
+
+class PatchRequest(BaseModel):
+    """Patch clean activations into the corrupt run, one component (and position) at a time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir "
+                       "(causal LMs).")
+    clean: str = Field(min_length=1, description="The clean prompt; its last token is the scored position.")
+    corrupt: str = Field(min_length=1, description="The corrupt prompt, same token length (e.g. another subject).")
+    metric: PatchMetric = Field("logit_diff", description="'logit_diff' (target - contrast logit), 'p_target', or "
+                                "'kl' (KL(clean || patched), nats; lower = more restored).")
+    target: str | None = Field(None, description="Answer word; default the clean run's top-1 token.")
+    contrast: str | None = Field(None, description="Second word for logit_diff; default the corrupt run's top-1.")
+    kinds: list[PatchKind] = Field(default_factory=lambda: ["resid_pre", "attn_out", "mlp_out"], min_length=1,
+                                   description="resid_pre / attn_out / mlp_out: per layer x position; head_out: per "
+                                   "layer x head, all positions; head_out_pos: per layer x position x head.")
+    batch_size: int = Field(32, ge=1, le=1024, description="Patched runs per forward (rows of one batch).")
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+
+class PatchCell(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: PatchKind
+    layer: int
+    position: int | None = Field(description="Patched position (None: all positions).")
+    head: int | None = None
+    token: str | None = Field(description="The clean token at the position.")
+    value: float = Field(description="The metric with this component patched.")
+    restored: float = Field(description="(value - corrupt) / (clean - corrupt): 1 = fully restored, 0 = no effect.")
+
+
+class PatchResult(RunResult):
+    model: str
+    tokens: list[str] = Field(description="Clean tokens as text.")
+    differing: list[int] = Field(description="Positions where the clean and corrupt tokens differ.")
+    target: str
+    contrast: str | None = None
+    metric: PatchMetric
+    metric_clean: float
+    metric_corrupt: float
+    top: list[PatchCell] = Field(description="The 10 cells that restore most (|restored|), over every kind; "
+                                 "the residual at the last position is left out (it restores trivially).")

@@ -1,0 +1,24 @@
+"""MCP face of activation patching (core: :mod:`neurotrace.lab.tracing.patch`)."""
+
+from typing import Annotated
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult
+
+from neurotrace.lab.tracing.patch import run_patch
+from neurotrace.lab.tracing.patch_schema import PatchRequest, PatchResult
+from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+
+
+async def patch(request: PatchRequest, ctx: Context) -> Annotated[CallToolResult, PatchResult]:
+    """Does patching a component from the clean prompt into the corrupt one restore the answer? Activation
+    patching of any same-length prompt pair (IOI-style).
+
+    Patches resid_pre / attn_out / mlp_out per layer x position and heads (all positions or per position),
+    exact and batched; metric logit difference, p(target) or KL. Returns the most restoring cells and heatmaps.
+    """
+    return await run_in_lab(ctx, run_patch, request)
+
+
+def register(server) -> None:
+    server.add_tool(patch, annotations=EXPERIMENT)

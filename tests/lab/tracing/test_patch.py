@@ -1,0 +1,92 @@
+"""patch: equal to transformer_lens.patching on the bridge for every kind, the same as tracing's exact grid
+for p(target), independent of the batch size, and input errors by field."""
+
+import pytest
+import torch
+
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.facts.fact import Fact
+from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.tracing.grid import Corrupted, exact_grid
+from neurotrace.lab.tracing.patch import run_patch
+from neurotrace.lab.tracing.patch_schema import PatchRequest
+from neurotrace.lab.tracing.prepare import prepare_fact
+from neurotrace.lab.progress import Reporter
+
+CLEAN, CORRUPT = "the capital of france is", "the capital of spain is"
+KINDS = ["resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos"]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return Lab(LabSettings(runs_dir=tmp_path / "runs"))
+
+
+def _grids(lab, result):
+    rec = lab.store.read_json(result.run_id, "patch_results.json")
+    return {k: torch.tensor(v) for k, v in rec["values"].items()}
+
+
+def test_every_kind_equals_transformerlens_patching_on_the_bridge(lab, tiny_gpt2):
+    from transformer_lens import patching
+
+    result = run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt=CORRUPT, target="paris",
+                                    contrast="madrid", kinds=KINDS, batch_size=7), lab=lab)
+    ours = _grids(lab, result)
+    lm = load(ModelRef(model=str(tiny_gpt2), backend="bridge"))
+    t, c = (lm.tokenizer.convert_tokens_to_ids(w) for w in ("paris", "madrid"))
+    clean_ids, corrupt_ids = (lm.tokenizer(s, return_tensors="pt")["input_ids"] for s in (CLEAN, CORRUPT))
+    _, cache = lm.bridge.run_with_cache(clean_ids)
+
+    def metric(logits):
+        return logits[0, -1, t] - logits[0, -1, c]
+
+    tl = {"resid_pre": patching.get_act_patch_resid_pre, "attn_out": patching.get_act_patch_attn_out,
+          "mlp_out": patching.get_act_patch_mlp_out, "head_out": patching.get_act_patch_attn_head_out_all_pos,
+          "head_out_pos": patching.get_act_patch_attn_head_out_by_pos}
+    for kind, fn in tl.items():
+        expect = fn(lm.bridge, corrupt_ids, cache, metric).detach().float()
+        torch.testing.assert_close(ours[kind], expect, atol=1e-4, rtol=1e-4, msg=kind)
+    with torch.no_grad():
+        assert result.metric_clean == pytest.approx(float(metric(lm.bridge(clean_ids)).detach()), abs=1e-4)
+    assert result.differing == [3] and len(result.figures) == len(KINDS)
+
+
+def test_p_target_equals_the_tracing_exact_grid_with_a_subject_swap(lab, tiny_gpt2):
+    result = run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt=CORRUPT, metric="p_target",
+                                    target="paris"), lab=lab)
+    ours = _grids(lab, result)
+    lm = load(ModelRef(model=str(tiny_gpt2)))
+    prep = prepare_fact(lm, Fact(template="the capital of {} is", clean_subject="france", corrupt_subject="spain",
+                                 target="paris"), 0)
+    trace = exact_grid(lm, prep, Corrupted(prep.swap_ids, None, prep.subject), ["resid", "mlp", "attn"], 1, Reporter())
+    torch.testing.assert_close(ours["resid_pre"][1:], trace["resid"][:-1].float(), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ours["mlp_out"], trace["mlp"].float(), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ours["attn_out"], trace["attn"].float(), atol=1e-5, rtol=1e-4)
+
+
+def test_results_do_not_depend_on_the_batch_size_and_llama_works(lab, tiny_llama):
+    req = dict(model=str(tiny_llama), clean=CLEAN, corrupt=CORRUPT, metric="kl", kinds=["resid_pre", "head_out_pos"])
+    a = _grids(lab, run_patch(PatchRequest(**req, batch_size=1), lab=lab))
+    b = run_patch(PatchRequest(**req, batch_size=64), lab=lab)
+    for kind in req["kinds"]:
+        torch.testing.assert_close(a[kind], _grids(lab, b)[kind], atol=1e-5, rtol=1e-5)
+    # restoring the whole residual at the last layer's input everywhere is the clean run: KL 0 at the last position
+    assert b.metric_clean == pytest.approx(0.0, abs=1e-6) and b.metric_corrupt > 0
+    assert a["resid_pre"][0, 3] == pytest.approx(0.0, abs=1e-5)           # the differing token restored at the input
+
+
+def test_input_errors_name_their_field(lab, tiny_gpt2, tiny_bert):
+    with pytest.raises(InputError) as err:
+        run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt="the capital of the big country is"), lab=lab)
+    assert err.value.field == "corrupt"
+    with pytest.raises(InputError) as err:
+        run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt=CORRUPT, target="paris", contrast="paris"),
+                  lab=lab)
+    assert err.value.field == "contrast"
+    with pytest.raises(InputError) as err:
+        run_patch(PatchRequest(model=str(tiny_bert), clean=CLEAN, corrupt=CORRUPT), lab=lab)
+    assert err.value.field == "model"
+    with pytest.raises(ValueError, match="kinds"):
+        PatchRequest(model="x", clean=CLEAN, corrupt=CORRUPT, kinds=["embed"])
