@@ -13,7 +13,12 @@ import time
 
 import torch
 
-from neurotrace.lab.benchmark.attribution import autograd_jacobian, integrated_gradients, patching, score_circuits
+from neurotrace.lab.benchmark.attribution import (
+    autograd_jacobian,
+    integrated_gradients,
+    patching,
+    score_circuits,
+)
 from neurotrace.lab.benchmark.circuits import REGIMES, build_circuit, sample_inputs
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from neurotrace.lab.clamping.run import PAPER_SWEEP, ClampSweepRequest, run_clamp_sweep
+from neurotrace import ClampSweepRequest, run_clamp_sweep
 from neurotrace.lab.clamping.generation import reference_generate
+from neurotrace.lab.clamping.sweep import PAPER_SWEEP
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef
 from neurotrace.lab.progress import Reporter

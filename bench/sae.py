@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurotrace.lab.sae.train import RowSource, TrainSettings, batch_indices, train_sae
 from neurotrace.lab.sae.registry import SAEConfig, build_sae
+from neurotrace.lab.sae.train import RowSource, TrainSettings, batch_indices, train_sae
 from neurotrace.lab.seeding import make_generator
 
 
@@ -85,11 +85,11 @@ def import_saelens():
 
 def captured_states(rows: int) -> np.ndarray:
     """MLP neurons of the embedded fact-gpt2 (layer 3) over its fact prompts, or a tiny model's."""
-    from neurotrace.lab.capture.run import CaptureRequest, run_capture
-    from neurotrace.lab.model.embedded import embedded_model_path
-    from neurotrace.lab.lab import Lab, LabSettings
-    from neurotrace.lab.progress import NULL_REPORTER
+    from neurotrace import CaptureRequest, run_capture
     from neurotrace.lab.capture.store import load_trace_dataset
+    from neurotrace.lab.lab import Lab, LabSettings
+    from neurotrace.lab.model.embedded import embedded_model_path
+    from neurotrace.lab.progress import NULL_REPORTER
 
     tmp = Path(tempfile.mkdtemp())
     path = embedded_model_path("fact-gpt2")

@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from neurotrace.lab.facts.fact import Fact  # noqa: E402
-from neurotrace.lab.model.loading import ModelRef, load  # noqa: E402
-from neurotrace.lab.progress import Reporter  # noqa: E402
-from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std  # noqa: E402
-from neurotrace.lab.tracing.grid import Corrupted, exact_grid  # noqa: E402
+from neurotrace.lab.facts.fact import Fact
+from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.progress import Reporter
+from neurotrace.lab.tracing.grid import Corrupted, exact_grid
+from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std
 from neurotrace.testing.reference import reference_cells  # noqa: E402
 
 TOKENIZER = ROOT.parent / "shared" / "models" / "gpt2-tokenizer"

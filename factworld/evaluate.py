@@ -31,8 +31,8 @@ from transformers import (
     PreTrainedModel,
 )
 
-from neurotrace.lab.facts.fact import Fact
 from factworld.world import fact_pack, prompt_options
+from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.facts.packs import MODEL_FACTS_FILE, load_facts
 from neurotrace.lab.model.wordlevel import save_tokenizer
 

@@ -38,18 +38,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
 from factworld import evaluate as factworld_eval
-from neurotrace.lab.errors import InputError
-from neurotrace.lab.facts.fact import Fact
 from factworld.world import (
     World,
     WorldConfig,
-    world_tokenizer,
     build_world,
     check_single_token_targets,
     model_facts,
     prompt_options,
+    world_tokenizer,
     world_vocabulary,
 )
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.seeding import make_generator
 
 ModelKind = Literal["gpt2", "bert"]

@@ -28,18 +28,12 @@ same world, corpus and vocabulary. Training and evaluation live in :mod:`factwor
     python -m factworld evaluate neurotrace/data/models/fact-gpt2
 """
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import torch
-import transformers
 from pydantic import BaseModel, ConfigDict, Field
-
 from transformers import PreTrainedTokenizerFast
 
 from neurotrace.lab.errors import InputError

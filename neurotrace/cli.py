@@ -7,7 +7,6 @@ and run directory to stdout (``--json`` prints the whole structured result).
 """
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -18,15 +17,36 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from neurotrace.lab.errors import LabError
-from neurotrace.lab.registry import EXPERIMENTS
+import neurotrace
+from neurotrace.demo import run_demo
+from neurotrace.lab.errors import LabError, validation_message
+from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.model.embedded import EMBEDDED_MODELS, embedded_model_path
+from neurotrace.lab.progress import Reporter, stderr_progress
+from neurotrace.server import main as serve
+
+#: every experiment subcommand: (tool name, run function); the name is the MCP tool's and run_<name>'s
+EXPERIMENTS: tuple[tuple[str, Any], ...] = (
+    ("load_model", neurotrace.run_load_model),
+    ("generate_facts", neurotrace.run_generate_facts),
+    ("trace", neurotrace.run_trace),
+    ("compare", neurotrace.run_compare),
+    ("plot", neurotrace.run_plot),
+    ("clamp_sweep", neurotrace.run_clamp_sweep),
+    ("capture", neurotrace.run_capture),
+    ("fit_sae", neurotrace.run_fit_sae),
+    ("intervene", neurotrace.run_intervene),
+    ("benchmark", neurotrace.run_benchmark),
+    ("find_neurons", neurotrace.run_find_neurons),
+    ("probe", neurotrace.run_probe),
+    ("steer", neurotrace.run_steer),
+    ("logit_lens", neurotrace.run_logit_lens),
+    ("attention", neurotrace.run_attention),
+    ("attribute", neurotrace.run_attribute),
+    ("patch", neurotrace.run_patch),
+)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def _resolve(target: str) -> Any:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def _request_model(fn: Any) -> type[BaseModel]:
@@ -72,8 +92,7 @@ def _load_request(raw: str | None) -> dict[str, Any]:
     return data
 
 
-def _add_experiment(sub: argparse._SubParsersAction, name: str, target: str) -> None:
-    fn = _resolve(target)
+def _add_experiment(sub: argparse._SubParsersAction, name: str, fn: Any) -> None:
     model = _request_model(fn)
     doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else name
     p = sub.add_parser(name, help=doc, description=doc)
@@ -86,9 +105,6 @@ def _add_experiment(sub: argparse._SubParsersAction, name: str, target: str) -> 
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
-    from neurotrace.lab.lab import Lab, LabSettings
-    from neurotrace.lab.progress import Reporter, stderr_progress
-
     data = _load_request(args.request)
     for field, info in args._model.model_fields.items():
         raw = getattr(args, f"field__{field}")
@@ -113,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurotrace", description=__doc__.splitlines()[0])
     parser.add_argument("--runs-dir", default=None, help="run directory root (default $NEUROTRACE_RUNS_DIR or ./runs)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, target in EXPERIMENTS.items():
-        _add_experiment(sub, name, target)
+    for name, fn in EXPERIMENTS:
+        _add_experiment(sub, name, fn)
     demo = sub.add_parser("demo", help="the main job: run the protocol end to end on the embedded models")
     demo.add_argument("--quick", action="store_true", help="fewer facts and values (for tests)")
     runs = sub.add_parser("runs", help="list runs (newest first)")
@@ -129,8 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
-        from neurotrace.server import main as serve
-
         serve(argv[1:])
         return 0
     args = build_parser().parse_args(argv)
@@ -140,24 +154,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
-        from neurotrace.tools._faults import validation_message
-
         print(f"error: invalid request: {validation_message(exc)}", file=sys.stderr)
         return 2
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from neurotrace.lab.lab import Lab, LabSettings
-
     if hasattr(args, "_fn"):
         return _run_experiment(args)
     if args.command == "demo":
-        from neurotrace.demo import run_demo
-
         return run_demo(runs_dir=args.runs_dir, quick=args.quick)
     if args.command == "models":
-        from neurotrace.lab.model.embedded import EMBEDDED_MODELS, embedded_model_path
-
         for name, desc in EMBEDDED_MODELS.items():
             print(f"{name:18s} {desc}  [{embedded_model_path(name)}]")
         return 0

@@ -18,20 +18,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neurotrace.lab.benchmark.run import BenchmarkRequest, run_benchmark
-from neurotrace.lab.capture.run import CaptureRequest, run_capture
-from neurotrace.lab.clamping.run import ClampSweepRequest, run_clamp_sweep
-from neurotrace.lab.facts.generate import GenerateFactsRequest, run_generate_facts
-from neurotrace.lab.facts.packs import load_facts
-from neurotrace.lab.intervention.run import InterveneRequest, run_intervene
-from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.load_model import run_load_model
+from neurotrace import (
+    BenchmarkRequest,
+    CaptureRequest,
+    ClampSweepRequest,
+    CompareRequest,
+    FitSAERequest,
+    GenerateFactsRequest,
+    InterveneRequest,
+    Lab,
+    LabSettings,
+    ModelRef,
+    TraceRequest,
+    run_benchmark,
+    run_capture,
+    run_clamp_sweep,
+    run_compare,
+    run_fit_sae,
+    run_generate_facts,
+    run_intervene,
+    run_load_model,
+    run_trace,
+)
+from neurotrace.lab.facts import load_facts
 from neurotrace.lab.model.embedded import DEFAULT_MODEL, embedded_model_path
-from neurotrace.lab.model.loading import ModelRef
 from neurotrace.lab.progress import Reporter, stderr_progress
-from neurotrace.lab.sae.run import FitSAERequest, run_fit_sae
-from neurotrace.lab.tracing.compare import CompareRequest, run_compare
-from neurotrace.lab.tracing.schema import TraceRequest, run_trace
 
 
 @dataclass

@@ -13,8 +13,9 @@ from contextlib import asynccontextmanager
 
 from mcp.server import MCPServer
 
-from neurotrace import __version__
+from neurotrace import __version__, prompts, resources, tools
 from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.model.cache import parse_bytes
 from neurotrace.tools._runner import AppContext
 
 INSTRUCTIONS = """neurotrace is a mechanistic-interpretability lab over PyTorch language models.
@@ -36,11 +37,9 @@ def build_server(settings: LabSettings | None = None, lab: Lab | None = None) ->
         yield AppContext(lab=lab)
 
     server = MCPServer(name="neurotrace", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
-    from neurotrace import prompts, resources, tools
-
-    tools.register_all(server)
-    resources.register_all(server, lab)
-    prompts.register_all(server)
+    tools.register(server)
+    resources.register(server, lab)
+    prompts.register(server)
     return server
 
 
@@ -54,8 +53,6 @@ def main(argv: list[str] | None = None) -> None:
                                                                "(env NEUROTRACE_MEMORY_BUDGET)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("NEUROTRACE_LOG", "WARNING"), stream=sys.stderr)
-    from neurotrace.lab.model.cache import parse_bytes
-
     settings = LabSettings.from_env(runs_dir=args.runs_dir and os.path.abspath(args.runs_dir),
                                     memory_budget_bytes=parse_bytes(args.memory_budget))
     server = build_server(settings)

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import ModelRef
-from neurotrace.lab.progress import Reporter
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 
 class LoadModelResult(BaseModel):
@@ -18,7 +18,7 @@ class LoadModelResult(BaseModel):
     next: str = ""
 
 
-def run_load_model(request: ModelRef, *, lab: Lab, reporter: Reporter | None = None) -> LoadModelResult:
+def run_load_model(request: ModelRef, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> LoadModelResult:
     """Load (or reuse) a model and return its shape; no run directory is written."""
     if reporter is not None:
         reporter.step(0, 1, f"loading {request.model}")

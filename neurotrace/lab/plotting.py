@@ -3,7 +3,7 @@
 Every experiment saves its numbers as JSON in its run directory (``trace_results.json``,
 ``clamp_results.json``...) and its module offers figure functions over that JSON. ``plot`` reads a run's
 manifest to learn which tool made it, looks the tool up in :data:`FIGURE_PROVIDERS`
-(``tool -> "module:FIGURES"``, where ``FIGURES`` maps a figure kind to
+(``tool -> figure module``, whose ``FIGURES`` maps a figure kind to
 ``fn(results: dict, **options) -> matplotlib Figure``), loads the results file and draws the requested
 kinds into a *new* ``plot`` run that records the source run as its input. The source run is never
 modified, so plots can be re-drawn with other options at any time.
@@ -12,7 +12,6 @@ The results file is the provider module's ``RESULTS_FILE`` if it defines one, ot
 artifact named ``*_results.json``.
 """
 
-import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -20,16 +19,18 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.clamping import figures as clamp_figures
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.progress import Reporter
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.results import RunResult
 from neurotrace.lab.runs import Manifest
+from neurotrace.lab.tracing import figures as trace_figures
 
-#: tool name -> "module:ATTRIBUTE" holding {kind: fn(results, **options) -> Figure}
-FIGURE_PROVIDERS: dict[str, str] = {
-    "trace": "neurotrace.lab.tracing.figures:FIGURES",
-    "clamp_sweep": "neurotrace.lab.clamping.figures:FIGURES",
+#: tool name -> the figure module whose FIGURES maps {kind: fn(results, **options) -> Figure}
+FIGURE_PROVIDERS: dict[str, ModuleType] = {
+    "trace": trace_figures,
+    "clamp_sweep": clamp_figures,
 }
 
 FigureFn = Callable[..., Any]
@@ -54,25 +55,17 @@ class PlotResult(RunResult):
     available_kinds: list[str] = Field(description="Every kind this source run's tool offers.")
 
 
-def _import_figures(tool: str) -> tuple[ModuleType, Mapping[str, FigureFn]]:
-    spec = FIGURE_PROVIDERS.get(tool)
-    if spec is None:
+def _figures_of(tool: str) -> tuple[ModuleType, Mapping[str, FigureFn]]:
+    module = FIGURE_PROVIDERS.get(tool)
+    if module is None:
         raise InputError("run_id", f"runs of tool {tool!r} have no figures to plot",
                          fix="plot a run of one of: " + ", ".join(sorted(FIGURE_PROVIDERS)))
-    module_name, attr = spec.split(":", 1)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise NotFound("run_id", f"figures for {tool!r} runs are not available in this build ({module_name} "
-                       "is missing)", fix="update neurotrace") from exc
-    return module, getattr(module, attr)
+    return module, module.FIGURES
 
 
 def available_kinds(tool: str) -> list[str]:
     """The figure kinds :func:`run_plot` can draw for runs of ``tool``."""
-    return list(_import_figures(tool)[1])
+    return list(_figures_of(tool)[1])
 
 
 def _results_file(module: ModuleType, manifest: Manifest) -> str:
@@ -117,10 +110,10 @@ def _draw(kind: str, fn: FigureFn, results: Any, options: dict[str, Any], run_id
                          f"{type(exc).__name__}: {exc}", fix="check the options, or re-run the source tool") from exc
 
 
-def run_plot(request: PlotRequest, *, lab: Lab, reporter: Reporter) -> PlotResult:
+def run_plot(request: PlotRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> PlotResult:
     """Draw figure(s) of a finished run into a new ``plot`` run (PNG files, also returned as images)."""
     manifest = lab.store.manifest(request.run_id)
-    module, figures = _import_figures(manifest.tool)
+    module, figures = _figures_of(manifest.tool)
     kinds = _select(request, manifest.tool, figures)
     options = {k: _check_options(k, figures[k], request.options) for k in kinds}
     results = lab.store.read_json(request.run_id, _results_file(module, manifest))

@@ -1,16 +1,13 @@
 """MCP prompts: one protocol per module, walking an agent through an experiment."""
 
-import importlib
+from neurotrace.prompts import check_method, compare_models, locate_fact, rescue_collapse, sae_features
+from neurotrace.prompts import explain_prediction, patch_components
 
-PROMPT_MODULES: list[str] = [
-    "neurotrace.prompts.locate_fact",
-    "neurotrace.prompts.compare_models",
-    "neurotrace.prompts.rescue_collapse",
-    "neurotrace.prompts.sae_features",
-    "neurotrace.prompts.check_method",
-]
+MODULES = (locate_fact, compare_models, rescue_collapse, sae_features, check_method, explain_prediction,
+           patch_components)
 
 
-def register_all(server) -> None:
-    for name in PROMPT_MODULES:
-        importlib.import_module(name).register(server)
+def register(server) -> None:
+    """Add every prompt of :data:`MODULES` to ``server``."""
+    for module in MODULES:
+        module.register(server)

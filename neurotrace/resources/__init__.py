@@ -1,13 +1,11 @@
-"""Read-only MCP resources: runs, manifests, artifacts, loaded models (and fact packs)."""
+"""Read-only MCP resources: runs, manifests, artifacts, loaded models and fact packs."""
 
-import importlib
+from neurotrace.resources import packs, runs
 
-RESOURCE_MODULES: list[str] = [
-    "neurotrace.resources.runs",
-    "neurotrace.resources.packs",
-]
+MODULES = (runs, packs)
 
 
-def register_all(server, lab) -> None:
-    for name in RESOURCE_MODULES:
-        importlib.import_module(name).register(server, lab)
+def register(server, lab) -> None:
+    """Add every resource and resource template of :data:`MODULES` to ``server``."""
+    for module in MODULES:
+        module.register(server, lab)

@@ -1,40 +1,35 @@
-"""Thin MCP faces, one module per tool. Each module defines ``register(server)``.
+"""Thin MCP faces, one module per tool (``models`` holds the three cache tools).
 
 A tool module: an ``async def name(request: XRequest, ctx: Context) -> Annotated[CallToolResult, XResult]``
-whose docstring's first line says what it answers, returning ``await run_in_lab(ctx, run_x, request)``.
+whose docstring's first line says what it answers, returning ``await run_in_lab(ctx, run_x, request)``,
+and ``register(server)`` adding it with honest ``ToolAnnotations``. :data:`MODULES` is the explicit list.
 """
 
-import importlib
+from neurotrace.tools import (
+    attention,
+    attribute,
+    benchmark,
+    capture,
+    clamp_sweep,
+    compare,
+    find_neurons,
+    fit_sae,
+    generate_facts,
+    intervene,
+    logit_lens,
+    models,
+    patch,
+    plot,
+    probe,
+    steer,
+    trace,
+)
 
-TOOL_MODULES: list[str] = [
-    "neurotrace.tools.benchmark",
-    "neurotrace.tools.trace",
-    "neurotrace.tools.models",
-    "neurotrace.tools.clamp_sweep",
-    "neurotrace.tools.generate_facts",
-    "neurotrace.tools.capture",
-    "neurotrace.tools.fit_sae",
-    "neurotrace.tools.intervene",
-    "neurotrace.tools.plot",
-]
-
-
-class _CheckedRegistrar:
-    """Passes add_tool through, wrapping each tool's request model with the lab-error translation."""
-
-    def __init__(self, server) -> None:
-        self._server = server
-
-    def add_tool(self, fn, *args, **kwargs):
-        from neurotrace.tools._faults import checked_request
-
-        return self._server.add_tool(checked_request(fn), *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._server, name)
+MODULES = (models, generate_facts, trace, compare, plot, clamp_sweep, capture, fit_sae, intervene, benchmark,
+           find_neurons, probe, steer, logit_lens, attention, attribute, patch)
 
 
-def register_all(server) -> None:
-    registrar = _CheckedRegistrar(server)
-    for name in TOOL_MODULES:
-        importlib.import_module(name).register(registrar)
+def register(server) -> None:
+    """Add every tool of :data:`MODULES` to ``server``."""
+    for module in MODULES:
+        module.register(server)

@@ -5,7 +5,7 @@ from typing import Annotated
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.benchmark.run import BenchmarkRequest, BenchmarkResult, run_benchmark
+from neurotrace.lab.benchmark import BenchmarkRequest, BenchmarkResult, run_benchmark
 from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 

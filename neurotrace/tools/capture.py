@@ -5,7 +5,7 @@ from typing import Annotated
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.capture.run import CaptureRequest, CaptureResult, run_capture
+from neurotrace.lab.capture import CaptureRequest, CaptureResult, run_capture
 from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 

@@ -5,7 +5,7 @@ from typing import Annotated
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.clamping.run import ClampSweepRequest, ClampSweepResult, run_clamp_sweep
+from neurotrace.lab.clamping import ClampSweepRequest, ClampSweepResult, run_clamp_sweep
 from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 

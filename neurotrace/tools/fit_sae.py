@@ -5,7 +5,7 @@ from typing import Annotated
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.sae.run import FitSAERequest, FitSAEResult, run_fit_sae
+from neurotrace.lab.sae import FitSAERequest, FitSAEResult, run_fit_sae
 from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 

@@ -14,9 +14,14 @@ from mcp.server.mcpserver import Context, Resolve, Sample
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult
 
-from neurotrace.lab.facts.sources import drafting_prompt
+from neurotrace.lab.facts.generate import (
+    GenerateFactsRequest,
+    GenerateFactsResult,
+    SamplingSource,
+    run_generate_facts,
+)
 from neurotrace.lab.facts.packs import list_packs
-from neurotrace.lab.facts.generate import GenerateFactsRequest, GenerateFactsResult, SamplingSource, run_generate_facts
+from neurotrace.lab.facts.sources import drafting_prompt
 from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 SYSTEM_PROMPT = "You write short, unambiguous factual statements as strict JSON for interpretability experiments."

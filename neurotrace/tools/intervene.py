@@ -5,7 +5,7 @@ from typing import Annotated
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.intervention.run import InterveneRequest, InterveneResult, run_intervene
+from neurotrace.lab.intervention import InterveneRequest, InterveneResult, run_intervene
 from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 

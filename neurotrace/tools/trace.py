@@ -1,12 +1,11 @@
-"""MCP face of causal tracing: trace and compare."""
+"""MCP face of causal tracing: trace."""
 
 from typing import Annotated
 
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.tracing.compare import CompareRequest, CompareResult, run_compare
-from neurotrace.lab.tracing.schema import TraceRequest, TraceResult, run_trace
+from neurotrace.lab.tracing import TraceRequest, TraceResult, run_trace
 from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 
@@ -19,11 +18,5 @@ async def trace(request: TraceRequest, ctx: Context) -> Annotated[CallToolResult
     return await run_in_lab(ctx, run_trace, request)
 
 
-async def compare(request: CompareRequest, ctx: Context) -> Annotated[CallToolResult, CompareResult]:
-    """How do models differ in where they store the same facts? Merge trace runs side by side with a plain reading."""
-    return await run_in_lab(ctx, run_compare, request)
-
-
 def register(server) -> None:
     server.add_tool(trace, annotations=EXPERIMENT)
-    server.add_tool(compare, annotations=EXPERIMENT)

@@ -7,22 +7,22 @@ import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from factworld import evaluate as factworld_eval
-from neurotrace.lab.facts.packs import load_facts
-from neurotrace.lab.model.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_path
-from neurotrace.lab.errors import InputError
-from neurotrace.lab.facts.packs import list_packs, load_pack
+from factworld.train import TrainSettings, encode_facts, init_model, train_model
 from factworld.world import (
     WorldConfig,
-    world_tokenizer,
     build_world,
     corpus_lines,
     fact_pack,
     model_facts,
     split_words,
+    world_tokenizer,
     world_vocabulary,
 )
-from factworld.train import TrainSettings, encode_facts, init_model, train_model
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.facts.packs import list_packs, load_facts, load_pack
+from neurotrace.lab.model.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_path
 from neurotrace.lab.seeding import make_generator
+from neurotrace.testing.errors import raises_lab_error
 
 TUNE_PACK = "cybersecurity"
 
@@ -64,7 +64,7 @@ def test_pack_subject_swaps_keep_length_and_change_the_answer():
 
 
 def test_unknown_pack_is_an_input_error_on_domain():
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         load_pack("astrology")
     assert err.value.field == "domain" and "geography" in err.value.fix
 
@@ -112,7 +112,7 @@ def _flat(model) -> torch.Tensor:
 
 
 def test_model_facts_rejects_an_unknown_pack():
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         model_facts(build_world(), ["finance", "astrology"])
     assert err.value.field == "packs"
 

@@ -9,6 +9,7 @@ import torch
 
 from neurotrace.lab.errors import Cancelled, InputError, NotFound
 from neurotrace.lab.runs import RunStore
+from neurotrace.testing.errors import raises_lab_error
 
 
 def test_complete_run_lists_every_artifact_with_its_sha256(tmp_path):
@@ -69,16 +70,16 @@ def test_unlisted_and_traversal_paths_are_not_found(tmp_path):
     with store.open_run("x", {}) as run:
         run.write_text("a.txt", "hello")
     for rel in ("../secret.txt", "b.txt", "manifest.json/../../secret.txt"):
-        with pytest.raises(NotFound):
+        with raises_lab_error(NotFound):
             store.artifact_path(run.run_id, rel)
     for run_id in ("../x", "nope", ""):
-        with pytest.raises(NotFound):
+        with raises_lab_error(NotFound):
             store.manifest(run_id)
 
 
 def test_artifact_path_escaping_the_run_is_refused_on_write(tmp_path):
     store = RunStore(tmp_path)
-    with pytest.raises(InputError) as err, store.open_run("x", {}) as run:
+    with raises_lab_error(InputError) as err, store.open_run("x", {}) as run:
         run.write_text("../evil.txt", "x")
     assert err.value.field == "artifact"
     assert not (tmp_path / "evil.txt").exists()

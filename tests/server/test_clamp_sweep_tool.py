@@ -4,9 +4,9 @@ import anyio
 import pytest
 from mcp import Client
 
-from neurotrace.testing.planted_clamp import build_repetition_model
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.server import build_server
+from neurotrace.testing.planted_clamp import build_repetition_model
 
 pytestmark = pytest.mark.anyio
 

@@ -6,8 +6,8 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from neurotrace.lab.facts.packs import list_packs
 from neurotrace.lab.facts.generate import load_dataset
+from neurotrace.lab.facts.packs import list_packs
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.server import build_server
 

@@ -4,7 +4,7 @@ import pytest
 from mcp import Client
 
 from neurotrace.lab.lab import LabSettings
-from neurotrace.prompts import PROMPT_MODULES
+from neurotrace.prompts import MODULES
 from neurotrace.server import build_server
 
 EXPECTED = {
@@ -18,6 +18,12 @@ EXPECTED = {
                      ["capture", "fit_sae", "intervene", "blocks.2.hook_mlp_out"]),
     "check_method": ({"method"}, {"method": "integrated gradients"},
                      ["benchmark", "AUROC", "integrated gradients"]),
+    "explain_prediction": ({"model", "prompt", "target", "corrupt"},
+                           {"model": "m", "prompt": "The capital of Peru is", "target": "Lima",
+                            "corrupt": "The capital of Chad is"},
+                           ["logit_lens", "attribute", "attention", "patch", "Lima", "first_top1_row", "exact"]),
+    "patch_components": ({"model", "clean", "corrupt"}, {"model": "m", "clean": "a b", "corrupt": "a c"},
+                         ["patch", "head_out", "restored", "metric_corrupt", "attention"]),
 }
 
 
@@ -28,7 +34,7 @@ async def client(tmp_path):
 
 
 def test_every_prompt_module_is_registered():
-    assert [m.rsplit(".", 1)[-1] for m in PROMPT_MODULES] == list(EXPECTED)
+    assert [m.__name__.rsplit(".", 1)[-1] for m in MODULES] == list(EXPECTED)
 
 
 @pytest.mark.anyio

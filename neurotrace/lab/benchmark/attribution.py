@@ -29,7 +29,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from neurotrace.lab.benchmark.circuits import N_FEATURES, REGIMES, Circuit, Regime, build_circuit, sample_inputs
+from neurotrace.lab.benchmark.circuits import (
+    N_FEATURES,
+    REGIMES,
+    Circuit,
+    Regime,
+    build_circuit,
+    sample_inputs,
+)
 from neurotrace.lab.seeding import make_generator
 
 METHODS = ("correlation", "gradient", "integrated_gradients", "patching", "random")

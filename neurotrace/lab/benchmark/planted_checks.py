@@ -25,16 +25,21 @@ import torch
 from pydantic import BaseModel, Field
 from torch import Tensor
 
+from neurotrace.lab.benchmark.planted_model import COUNTRIES, PlantedModel, build_planted
+from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.benchmark.planted_model import COUNTRIES, PlantedModel, build_planted
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
-from neurotrace.lab.tracing.schema import TraceRequest, run_trace
-from neurotrace.lab.tracing.prepare import PreparedFact, prepare_fact, subject_noise_std
-from neurotrace.lab.tracing.grid import noise_hook
+from neurotrace.lab.tracing import (
+    PreparedFact,
+    TraceRequest,
+    noise_hook,
+    prepare_fact,
+    run_trace,
+    subject_noise_std,
+)
 
 NOISY_RUNS = 32
 

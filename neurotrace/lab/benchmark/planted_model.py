@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from neurotrace.lab.facts.fact import Fact
+from neurotrace.lab.facts import Fact
 from neurotrace.lab.model.wordlevel import build_tokenizer
 
 COUNTRIES = ("france", "spain", "italy", "germany", "japan")

@@ -8,64 +8,16 @@ neurotrace's own ``trace`` (exact and approximate) and head patching on the plan
 token and the planted head; correlation and gradient saliency over the same sites are reported too.
 """
 
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.benchmark.attribution import METHODS, jacobian_check, score_circuits
-from neurotrace.lab.benchmark.planted_checks import PlantedCheck, planted_checks
 from neurotrace.lab.benchmark.circuits import CAUSAL, N_FEATURES, REGIMES
-from neurotrace.lab.errors import InputError
+from neurotrace.lab.benchmark.planted_checks import PlantedCheck, planted_checks
+from neurotrace.lab.benchmark.schema import AurocRow, BenchmarkRequest, BenchmarkResult
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.progress import Reporter
-from neurotrace.lab.results import RunResult
-
-Part = Literal["circuits", "planted"]
-
-
-class BenchmarkRequest(BaseModel):
-    """Which parts of the ground-truth benchmark to run, and how hard."""
-
-    model_config = ConfigDict(extra="forbid")
-    parts: list[Part] = Field(default_factory=lambda: ["circuits", "planted"], min_length=1,
-                              description="'circuits' (compiled circuits, AUROC per method) and/or 'planted' "
-                                          "(trace, head patching, correlation, gradients on the planted GPT-2).")
-    seeds: int = Field(16, ge=2, le=256, description="Seeds per circuit (fresh data and feature order each); "
-                                                     "AUROC is reported as mean ± std over them.")
-    samples: int = Field(512, ge=16, le=100_000, description="Input samples per circuit and seed.")
-    ig_steps: int = Field(128, ge=4, le=4096, description="Integrated-gradients midpoint steps along the path "
-                                                          "(>= 16 resolves the suppressor; fewer aliases).")
-    ig_baseline: Literal["zeros", "mean"] = Field("zeros", description="Integrated-gradients baseline input: all "
-                                                                       "zeros or the data mean.")
-    seed: int = Field(0, description="Base seed (data, feature order, patching donors, noise).")
-
-    @model_validator(mode="after")
-    def _distinct_parts(self) -> "BenchmarkRequest":
-        if len(set(self.parts)) != len(self.parts):
-            raise InputError("parts", f"parts repeat: {self.parts}", fix="list 'circuits' and/or 'planted' once each")
-        return self
-
-
-class AurocRow(BaseModel):
-    method: str = Field(description="correlation | gradient | integrated_gradients | patching | random")
-    circuit: str = Field(description="clean | confounded | suppressor | null (scrambled labels)")
-    auroc_mean: float = Field(description="Mean AUROC of the method's feature importances vs the causal set "
-                                          "(1 = perfect, 0.5 = chance).")
-    auroc_std: float = Field(description="Std of the AUROC over seeds.")
-    n: int = Field(description="AUROC values averaged (seeds; seeds x circuits for null).")
-
-
-class BenchmarkResult(RunResult):
-    table: list[AurocRow] = Field(default_factory=list, description="Compiled circuits: AUROC per method x circuit.")
-    dissociation: dict[str, bool] = Field(default_factory=dict, description="Each expected property, checked.")
-    dissociation_holds: bool | None = Field(None, description="All expected properties hold (None: not run).")
-    jacobian_max_abs_diff: float | None = Field(None, description="Max |analytic - autograd| input gradient over "
-                                                                  "the circuits (float64; must be <= 1e-6).")
-    planted: list[PlantedCheck] = Field(default_factory=list, description="Planted transformer: where each "
-                                                                         "method points, and whether it is right.")
-    planted_model: str | None = Field(None, description="Directory of the planted GPT-2 (load or trace it).")
-    markdown: str = Field("", description="Both results tables in Markdown.")
+from neurotrace.lab.plotstyle import finish, new_figure
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 
 def _rows(scores: dict[str, dict[str, list[float]]]) -> list[AurocRow]:
@@ -114,8 +66,6 @@ def markdown_table(rows: list[AurocRow]) -> str:
 
 def heatmap(rows: list[AurocRow], title: str):
     """Methods x circuits AUROC (mean, ± std below); 0.5 = chance sits at the colormap's centre."""
-    from neurotrace.lab.plotstyle import finish, new_figure
-
     cols = [*REGIMES, "null"]
     cell = {(r.method, r.circuit): r for r in rows}
     grid = [[cell[(m, c)].auroc_mean for c in cols] for m in METHODS]
@@ -134,7 +84,7 @@ def heatmap(rows: list[AurocRow], title: str):
     return finish(fig, "Attribution methods vs known ground truth (compiled circuits)", title)
 
 
-def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter) -> BenchmarkResult:
+def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> BenchmarkResult:
     """Score attribution methods on compiled circuits and check neurotrace's tracing on a planted model."""
     with lab.store.open_run("benchmark", request, seed=request.seed) as run:
         out = BenchmarkResult(run_id=run.run_id, summary="", artifacts=[])

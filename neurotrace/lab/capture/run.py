@@ -21,68 +21,21 @@ Reload with ``load_trace_dataset(lab, run_id, site)``; fit an SAE with ``fit_sae
 
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.capture.edits import CaptureIntervention, StepInfo, knockout, step_hooks, validate
+from neurotrace.lab.capture.edits import StepInfo, knockout, step_hooks, validate
+from neurotrace.lab.capture.schema import CaptureRequest, CaptureResult, EpisodeStep
+from neurotrace.lab.capture.store import StateWriter, capture_info, load_trace_dataset
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.progress import Reporter
-from neurotrace.lab.model.stepwise import continue_greedy
-from neurotrace.lab.results import RunResult
 from neurotrace.lab.model.sites import hooked_sites, select_sites
-from neurotrace.lab.capture.store import StateWriter, capture_info, load_trace_dataset
-
-
-class EpisodeStep(BaseModel):
-    """One step: text added to the transcript, then greedy generation."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    text: str = Field(description="Text added before this step's generation (a prompt, a conversation turn).")
-    max_new_tokens: int | None = Field(None, ge=0, le=512, description="Overrides the request's max_new_tokens.")
-    target: str | None = Field(None, description="Optional answer word: its probability at the end of the "
-                               "step's prompt is recorded in trace.jsonl (first token, leading space).")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Anything JSON; copied to trace.jsonl.")
-
-
-class CaptureRequest(BaseModel):
-    """Record activations at chosen sites over prompts or an episode, optionally intervening per step."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
-    sites: list[str] = Field(default_factory=lambda: ["blocks.*.hook_resid_post"], min_length=1,
-                             description="Site name patterns: exact names, globs ('blocks.*.hook_mlp_out') "
-                                         "or regexes prefixed 're:'.")
-    prompts: list[str | EpisodeStep] = Field(default_factory=list, description="Independent prompts, one step "
-                                             "each. Give either prompts or episode.")
-    episode: list[EpisodeStep] = Field(default_factory=list, description="Steps of one episode: each step "
-                                       "continues the transcript including the previous outputs (causal LMs).")
-    joiner: str = Field(" ", description="Text placed before each later episode step's text.")
-    max_new_tokens: int = Field(0, ge=0, le=512, description="Greedy tokens generated per step (0 = one "
-                                "forward pass over the prompt).")
-    positions: Literal["all", "last"] = Field("all", description="'all': a row per token of the recorded "
-                                              "forward; 'last': one row per step, the prompt's last token.")
-    interventions: list[CaptureIntervention] = Field(default_factory=list, description="Step-scoped "
-                                                     "interventions: zero, zero_heads, mean, patch, knockout.")
-    stop_at_eos: bool = Field(True, description="Stop a step's generation at the end-of-text token.")
-    store_dtype: Literal["float32", "float16"] = Field("float32", description="dtype of the stored states.")
-    chunk_rows: int = Field(4096, ge=1, description="Rows per site held in memory before flushing to disk.")
-    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-
-
-class CaptureResult(RunResult):
-    n_steps: int
-    n_rows: int = Field(description="Rows (recorded token positions) per site.")
-    sites: list[str] = Field(description="Captured sites, in forward order.")
-    widths: dict[str, int] = Field(description="Site -> state width D.")
-    outputs: list[str] = Field(default_factory=list, description="Generated text per step (first 20).")
-    trace: str = Field("", description="URI of trace.jsonl.")
-    states: dict[str, str] = Field(default_factory=dict, description="Site -> URI of its [N, D] .npy.")
+from neurotrace.lab.model.stepwise import continue_greedy
+from neurotrace.lab.model.tokens import target_id
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 
 def _steps(request: CaptureRequest, lm: LoadedModel) -> tuple[list[EpisodeStep], bool, str]:
@@ -112,14 +65,6 @@ def _check_len(ids: list[int], n_new: int, lm: LoadedModel, field: str, i: int) 
     if limit and len(ids) + n_new > limit:
         raise InputError(field, f"step {i} has {len(ids)} tokens; with {n_new} new tokens it exceeds the "
                          f"model's {limit} positions", fix="shorten the transcript or generate fewer tokens")
-
-
-def target_id(lm: LoadedModel, target: str) -> int:
-    """The first token of ``target`` as it follows a prompt (leading space where the tokenizer uses one)."""
-    ids = lm.tokenizer(" " + target.strip(), add_special_tokens=False).input_ids
-    if not ids:
-        raise InputError("target", f"target {target!r} tokenizes to nothing", fix="give a word")
-    return int(ids[0])
 
 
 class _Recorder:
@@ -161,7 +106,7 @@ def _run_step(lm: LoadedModel, request: CaptureRequest, step: EpisodeStep, i: in
                             "top_token": lm.tokenizer.decode([int(probs.argmax())]),
                             "interventions": [j for j, s in enumerate(request.interventions) if s.active(i)]}
     if step.target is not None:
-        line["target"], line["p_target"] = step.target, float(probs[target_id(lm, step.target)])
+        line["target"], line["p_target"] = step.target, float(probs[target_id(lm.tokenizer, step.target)])
     return line, cont.tokens
 
 
@@ -183,7 +128,7 @@ def _sites_of(lab: Lab) -> Callable[[str], dict[str, Any]]:
     return sites
 
 
-def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter) -> CaptureResult:
+def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> CaptureResult:
     """Record activations at sites chosen by pattern over prompts or a multi-step episode (optionally with
     step-scoped ablations/patches); writes trace.jsonl and one [N, D] states array per site."""
     ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype)

@@ -22,18 +22,12 @@ from typing import Any
 
 import torch
 
-from neurotrace.lab.clamping.figures import FIGURES
-from neurotrace.lab.clamping.run import (
-    ClampSweepRequest,
-    ClampSweepResult,
-    Condition,
-    Row,
-    SweepOutput,
-    ValueSummary,
-)
 from neurotrace.lab.clamping.collapse import METRIC_NAMES, describe_thresholds
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.clamping.figures import FIGURES
 from neurotrace.lab.clamping.prompt_grid import PromptItem
+from neurotrace.lab.clamping.schema import ClampSweepRequest, ClampSweepResult, ValueSummary
+from neurotrace.lab.clamping.sweep import Condition, Row, SweepOutput
+from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.runs import Run
 
 MAX_CASES = 200  # collapsed baselines written out in full in the report

@@ -25,6 +25,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from neurotrace.lab.errors import InputError, NotFound
+from neurotrace.lab.facts.fact import Fact
+from neurotrace.lab.facts.packs import list_packs, load_pack
 from neurotrace.lab.facts.sources import (
     DatasetSpec,
     Dropped,
@@ -35,9 +37,9 @@ from neurotrace.lab.facts.sources import (
     spec_facts,
 )
 from neurotrace.lab.facts.tokens import ModelReport, MultiTokenPolicy, check_model, load_vocab
-from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.progress import Reporter
+from neurotrace.lab.model.embedded import embedded_model_path
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.results import RunResult
 
 DEFAULT_VALIDATION_MODELS = ("fact-gpt2", "fact-bert")
@@ -133,14 +135,10 @@ class GenerateFactsResult(RunResult):
 
 
 def default_models() -> list[str]:
-    from neurotrace.lab.model.embedded import embedded_model_path
-
     return [name for name in DEFAULT_VALIDATION_MODELS if embedded_model_path(name) is not None]
 
 
 def _pack_facts(source: PackSource) -> tuple[str, str, list[Fact]]:
-    from neurotrace.lab.facts.packs import load_pack
-
     packs = [load_pack(d) for d in dict.fromkeys(source.domains)]
     domain = "+".join(p.domain for p in packs)
     return domain, " ".join(p.description for p in packs), [f for p in packs for f in p.facts]
@@ -194,8 +192,6 @@ def collect_facts(request: GenerateFactsRequest, draft_fn: DraftFn | None
 def _drafted_facts(src: SamplingSource, draft_fn: DraftFn | None
                    ) -> tuple[str, str, list[Fact], list[Dropped], list[int]]:
     if draft_fn is None:
-        from neurotrace.lab.facts.packs import list_packs
-
         raise InputError("source", "source kind 'sampling' needs an MCP client that supports sampling (its LLM "
                          "drafts the facts); none is available here",
                          fix="use source {'kind': 'pack', 'domains': [...]} with one of: " + ", ".join(list_packs()))
@@ -284,7 +280,7 @@ def _summary(fs: FactSet) -> str:
     return text + "."
 
 
-def run_generate_facts(request: GenerateFactsRequest, *, lab: Lab, reporter: Reporter,
+def run_generate_facts(request: GenerateFactsRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER,
                        draft_fn: DraftFn | None = None) -> GenerateFactsResult:
     """Build a validated fact dataset (built-in pack, DatasetSpec, ROME known facts, or LLM drafts) for trace.
 

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from neurotrace.lab.errors import InputError, LabError, NotFound
+from neurotrace.lab.errors import InputError, LabError, NotFound, lab_error_in
 from neurotrace.lab.facts.fact import Fact, PromptVariant
 from neurotrace.lab.seeding import make_generator
 
@@ -84,6 +84,8 @@ def read_json_source(value: Any, field: str) -> Any:
 def fact_error(index: int, exc: Exception, fact_id: str = "") -> InputError:
     """Re-raise a Fact validation failure as an InputError naming ``facts[i].field``."""
     label = f" ({fact_id})" if fact_id else ""
+    if isinstance(exc, ValidationError):
+        exc = lab_error_in(exc) or exc
     if isinstance(exc, LabError):
         return InputError(f"facts[{index}].{exc.field}", f"fact {index}{label}: {exc.message}", fix=exc.fix)
     if isinstance(exc, ValidationError):

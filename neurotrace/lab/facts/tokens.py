@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.facts.fact import Fact
+from neurotrace.lab.model.loading import detect_kind, read_config, resolve_source
+from neurotrace.lab.model.tokens import target_token_ids, token_ids
 
 MultiTokenPolicy = Literal["error", "first_token"]
 
@@ -70,11 +72,9 @@ def load_vocab(name: str, *, trust_remote_code: bool = False) -> ModelVocab:
     """Tokenizer + LM kind of ``name`` (embedded name, hub id or directory); weights are not loaded."""
     from transformers import AutoTokenizer
 
-    from neurotrace.lab.model.loading import _kind, _read_config, resolve_source
-
     source = resolve_source(name)
-    config = _read_config(source, trust_remote_code)
-    kind = _kind(config, "auto")
+    config = read_config(source, trust_remote_code)
+    kind = detect_kind(config, "auto")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -86,26 +86,13 @@ def load_vocab(name: str, *, trust_remote_code: bool = False) -> ModelVocab:
     return ModelVocab(name=name, source=source, kind=kind, tokenizer=tokenizer)
 
 
-def _ids(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def target_token_ids(tokenizer: Any, prompt: str, target: str) -> list[int]:
-    """Token ids the target adds after ``prompt`` (with the separating space), e.g. [' Paris'] for GPT-2."""
-    base = _ids(tokenizer, prompt)
-    full = _ids(tokenizer, prompt + " " + target)
-    if len(full) > len(base) and full[: len(base)] == base:
-        return full[len(base):]
-    return _ids(tokenizer, " " + target)
-
-
 def check_fact(vocab: ModelVocab, fact: Fact, policy: MultiTokenPolicy) -> TokenCheck:
     tok = vocab.tokenizer
     prompt = fact.prompt()
     ids = target_token_ids(tok, prompt, fact.target)
     pieces = tok.convert_ids_to_tokens(ids)
-    clean_ids = _ids(tok, prompt)
-    corrupt_ids = _ids(tok, fact.prompt(fact.corrupt_subject)) if fact.corrupt_subject else None
+    clean_ids = token_ids(tok, prompt)
+    corrupt_ids = token_ids(tok, fact.prompt(fact.corrupt_subject)) if fact.corrupt_subject else None
     problem, field, notes = None, None, []
     unk = tok.unk_token_id
     if not ids:

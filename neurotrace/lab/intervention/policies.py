@@ -28,9 +28,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from neurotrace.lab.capture.edits import resolve_positions
+from neurotrace.lab.capture import resolve_positions
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.sae.base import SAE
+from neurotrace.lab.sae import SAE
 
 GenSteps = Annotated[list[Annotated[int, Field(ge=0)]] | None,
                      Field(description="Generation steps where the policy acts (0 = the forward over the prompt, "

@@ -4,10 +4,10 @@ from typing import Any
 
 import numpy as np
 
-from neurotrace.lab.intervention.run import FeatureEffect, InterveneRequest, InterveneResult
+from neurotrace.lab.intervention.schema import FeatureEffect, InterveneRequest, InterveneResult
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.sae.base import SAE
+from neurotrace.lab.sae import SAE
 
 
 def overall_features(entries: list[dict[str, Any]], top: int = 20) -> list[FeatureEffect]:

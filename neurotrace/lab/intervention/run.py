@@ -21,67 +21,22 @@ the same seed on the same machine reproduces it byte for byte.
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.capture.run import target_id
 from neurotrace.lab.errors import InputError
+from neurotrace.lab.intervention.policies import PolicyContext, check_policies
+from neurotrace.lab.intervention.report import write_report
+from neurotrace.lab.intervention.schema import FeatureEffect, InterveneRequest, InterveneResult, PromptCase
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.intervention.policies import Policy, PolicyContext, check_policies
-from neurotrace.lab.progress import Reporter
-from neurotrace.lab.model.stepwise import Continuation, continue_greedy, prediction_position
-from neurotrace.lab.results import RunResult
-from neurotrace.lab.sae.run import load_sae_run
-from neurotrace.lab.sae.base import SAE
-from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.model.sites import check_site, hooked_sites, n_heads
-
-
-class PromptCase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    prompt: str = Field(min_length=1, description="The input text.")
-    target: str | None = Field(None, description="Expected next word; p(target) is reported (first token).")
-    foil: str | None = Field(None, description="A competing word; logit(target) - logit(foil) is reported.")
-
-
-class InterveneRequest(BaseModel):
-    """Apply intervention policies per generation step and compare against the baseline."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    model: str | None = Field(None, description="The model; default: the model the SAE was fitted on.")
-    sae_run: str | None = Field(None, description="run_id of a fit_sae run (needed for feature policies and "
-                                "feature ranking).")
-    prompts: list[str | PromptCase] = Field(min_length=1, description="Prompts, as strings or {prompt, target, "
-                                            "foil}.")
-    policies: list[Policy] = Field(min_length=1, description="ablate_features, clamp_features, patch_features, "
-                                   "set_neurons, ablate_heads, patch_residual; each with steps and positions.")
-    max_new_tokens: int = Field(8, ge=0, le=256, description="Tokens generated per prompt (0 = one forward).")
-    temperature: float | None = Field(None, gt=0, description="null = greedy; else sample at this temperature "
-                                      "with a generator seeded by `seed`.")
-    rank_features: int = Field(16, ge=0, le=1024, description="SAE features ranked by causal effect per prompt "
-                               "(0 = skip).")
-    seed: int = Field(0, description="Seeds sampling (when temperature is set).")
-    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-
-
-class FeatureEffect(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    feature: int
-    effect: float = Field(description="Change in log p(target) (or of the baseline token) when ablated alone.")
-    activation: float = Field(description="Its largest activation on the prompt.")
-
-
-class InterveneResult(RunResult):
-    n_prompts: int
-    mean_p_target_change: float | None = Field(None, description="Mean intervened - baseline p(target).")
-    n_text_changed: int = Field(description="Prompts whose generated text changed.")
-    top_features: list[FeatureEffect] = Field(default_factory=list, description="Features ranked by mean |effect| "
-                                              "over prompts.")
-    report: str = Field("", description="URI of report.json.")
+from neurotrace.lab.model.stepwise import Continuation, continue_greedy, prediction_position
+from neurotrace.lab.model.tokens import target_id
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
+from neurotrace.lab.sae import SAE, load_sae_run
+from neurotrace.lab.seeding import make_generator
 
 
 def _cases(request: InterveneRequest) -> list[PromptCase]:
@@ -133,10 +88,10 @@ def _outcome(lm: LoadedModel, cont: Continuation, case: PromptCase) -> dict[str,
     out: dict[str, Any] = {"text": lm.tokenizer.decode(cont.tokens), "tokens": cont.tokens,
                            "top_token": lm.tokenizer.decode([int(logp.argmax())])}
     if case.target:
-        t = target_id(lm, case.target)
+        t = target_id(lm.tokenizer, case.target)
         out["p_target"] = float(logp[t].exp())
         if case.foil:
-            out["logit_diff"] = float(cont.logits[0][t] - cont.logits[0][target_id(lm, case.foil)])
+            out["logit_diff"] = float(cont.logits[0][t] - cont.logits[0][target_id(lm.tokenizer, case.foil)])
     return out
 
 
@@ -200,16 +155,14 @@ def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: S
                              "baseline": _outcome(lm, base, case), "intervened": _outcome(lm, edited, case),
                              "per_step": _per_step(lm, base, forced, policies), "diverged_at": diverged}
     if sae is not None and request.rank_features:
-        metric = target_id(lm, case.target) if case.target else int(base.logits[0].argmax())
+        metric = target_id(lm.tokenizer, case.target) if case.target else int(base.logits[0].argmax())
         entry["top_features"] = [f.model_dump() for f in rank_features(lm, sae, ids, metric, request.rank_features)]
     return entry
 
 
-def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter) -> InterveneResult:
+def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> InterveneResult:
     """Apply SAE-feature or component policies per generation step and compare with the baseline
     (p(target), logit differences, text, per-step KL); rank SAE features by causal effect; write report.json."""
-    from neurotrace.lab.intervention.report import write_report
-
     sae = load_sae_run(lab, request.sae_run) if request.sae_run else None
     model = request.model or (sae.cfg.model if sae is not None else None)
     if model is None:

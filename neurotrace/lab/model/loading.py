@@ -17,8 +17,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from neurotrace.lab.model.adapters import ArchAdapter, adapter_for
 from neurotrace.lab.errors import InputError, NotFound
+from neurotrace.lab.model.adapters import ArchAdapter, adapter_for
+from neurotrace.lab.model.embedded import EMBEDDED_MODELS, embedded_model_path
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MASKED_TYPES = {"bert", "roberta", "xlm-roberta", "modernbert", "distilbert", "electra", "deberta-v2"}
@@ -102,8 +103,6 @@ def resolve_device(device: str) -> torch.device:
 
 def resolve_source(name: str) -> str:
     """Embedded name -> package path; existing directory -> absolute path; else a hub id."""
-    from neurotrace.lab.model.embedded import embedded_model_path
-
     embedded = embedded_model_path(name)
     if embedded is not None:
         return str(embedded)
@@ -131,21 +130,19 @@ def fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _read_config(source: str, trust_remote_code: bool) -> Any:
+def read_config(source: str, trust_remote_code: bool) -> Any:
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        from neurotrace.lab.model.embedded import EMBEDDED_MODELS
-
         raise NotFound(
             "model", f"cannot load model {source!r}: {str(exc).splitlines()[0]}",
             fix="pass a local model directory, point HF_HOME at a cache that holds it (set HF_HUB_OFFLINE=1 "
                 "to stay offline), or use an embedded model: " + ", ".join(EMBEDDED_MODELS)) from exc
 
 
-def _kind(config: Any, requested: str) -> Literal["causal", "masked"]:
+def detect_kind(config: Any, requested: str) -> Literal["causal", "masked"]:
     if requested != "auto":
         return requested  # type: ignore[return-value]
     archs = " ".join(getattr(config, "architectures", None) or [])
@@ -162,9 +159,9 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False) -> LoadedModel:
     hf_logging.disable_progress_bar()
     device = resolve_device(ref.device)
     source = resolve_source(ref.model)
-    config = _read_config(source, trust_remote_code)
+    config = read_config(source, trust_remote_code)
     adapter = adapter_for(config)
-    kind = _kind(config, ref.kind)
+    kind = detect_kind(config, ref.kind)
     if kind != adapter.kind:
         raise InputError("kind", f"{ref.model!r} is a {adapter.kind} LM ({adapter.family}), not {kind}",
                          fix=f"use kind='{adapter.kind}' or 'auto'")

@@ -22,8 +22,8 @@ from typing import Any
 
 from torch import nn
 
-from neurotrace.lab.model.adapters import SITE_RE
 from neurotrace.lab.errors import InputError
+from neurotrace.lab.model.adapters import SITE_RE
 from neurotrace.lab.model.hooks import HookFn, _input_hook, hooked
 from neurotrace.lab.model.loading import LoadedModel
 

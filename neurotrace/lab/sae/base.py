@@ -12,10 +12,9 @@ Subtracting ``b_dec`` before encoding centres the input on the decoder bias. An 
 activation, its training loss and any constraint applied after each optimizer step.
 
 On disk an SAE is ``sae.safetensors`` (the four tensors) plus ``sae_config.json`` (the
-:class:`SAEConfig`); :meth:`SAE.load` reads both without pickle.
+:class:`SAEConfig`); :func:`neurotrace.lab.sae.registry.load_sae` reads both without pickle.
 """
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -102,26 +101,5 @@ class SAE(nn.Module):
         save_file(self.tensors(), str(out / "sae.safetensors"))
         (out / "sae_config.json").write_text(self.cfg.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
-    @classmethod
-    def load(cls, path: Path | str, device: str | torch.device = "cpu") -> "SAE":
-        """Load from a directory holding sae.safetensors + sae_config.json (or the .safetensors path)."""
-        p = Path(path)
-        directory = p.parent if p.suffix == ".safetensors" else p
-        cfg = SAEConfig.model_validate(json.loads((directory / "sae_config.json").read_text(encoding="utf-8")))
-        return from_tensors(cfg, _read_tensors(directory / "sae.safetensors"), device)
 
 
-def _read_tensors(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
-def from_tensors(cfg: SAEConfig, tensors: dict[str, Tensor], device: str | torch.device = "cpu") -> SAE:
-    """An SAE of ``cfg`` holding ``tensors`` (W_enc, b_enc, W_dec, b_dec), in eval mode on ``device``."""
-    from neurotrace.lab.sae.registry import build_sae
-
-    sae = build_sae(cfg)
-    sae.load_state_dict(tensors)
-    sae.requires_grad_(False)                  # a loaded SAE is for inference; fit a new one to train
-    return sae.to(device).eval()

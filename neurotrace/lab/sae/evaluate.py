@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.stepwise import prediction_position
-from neurotrace.lab.sae.train import RowSource
-from neurotrace.lab.sae.base import SAE
 from neurotrace.lab.model.sites import hooked_sites
+from neurotrace.lab.model.stepwise import prediction_position
+from neurotrace.lab.sae.base import SAE
+from neurotrace.lab.sae.train import RowSource
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """fit_sae: learn a sparse autoencoder on states a capture run recorded, and judge it.
 
-The public SAE API lives here too::
+The public SAE API::
 
-    from neurotrace.lab.sae.run import SAE
-    sae = SAE.load(run_dir)          # sae.safetensors + sae_config.json, no pickle
+    from neurotrace.lab.sae import load_sae
+    sae = load_sae(run_dir)          # sae.safetensors + sae_config.json, no pickle
     a = sae.encode(h)                # (..., d_sae) feature activations
     h_hat = sae.decode(a)            # (..., d_in) reconstruction
 
@@ -15,63 +15,25 @@ dead features and the downstream effect of splicing the reconstruction back into
 The same seed, states and settings give bit-identical weights on CPU.
 """
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.capture.run import target_id
+from neurotrace.lab.capture import TraceDataset, load_trace_dataset
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import ModelRef, resolve_device
-from neurotrace.lab.progress import Reporter
-from neurotrace.lab.results import RunResult
+from neurotrace.lab.model.tokens import target_id
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
+from neurotrace.lab.sae.base import SAE, SAEConfig
 from neurotrace.lab.sae.evaluate import ReconStats, reconstruction_stats, splice_metrics
+from neurotrace.lab.sae.registry import build_sae, from_tensors
+from neurotrace.lab.sae.schema import FitSAERequest, FitSAEResult
 from neurotrace.lab.sae.train import RowSource, TrainSettings, train_sae
-from neurotrace.lab.sae.registry import SAE, SAEConfig, build_sae
 from neurotrace.lab.seeding import make_generator
-from neurotrace.lab.capture.store import TraceDataset, load_trace_dataset
 
 __all__ = ["SAE", "SAEConfig", "FitSAERequest", "FitSAEResult", "run_fit_sae", "load_sae_run"]
-
-
-class FitSAERequest(BaseModel):
-    """Fit an SAE on one site of a capture run."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    capture_run: str = Field(min_length=1, description="run_id of a complete capture run.")
-    site: str | None = Field(None, description="Which captured site; may be omitted if the run captured one.")
-    architecture: Literal["relu", "topk"] = Field("topk", description="'topk': exactly k active features per "
-                                                  "row; 'relu': ReLU with an L1 penalty of l1_coefficient.")
-    expansion_factor: int = Field(4, ge=1, le=256, description="d_sae = expansion_factor * d_in unless d_sae "
-                                  "is given.")
-    d_sae: int | None = Field(None, ge=1, description="Number of features (overrides expansion_factor).")
-    k: int = Field(8, ge=1, description="Active features per row (topk).")
-    l1_coefficient: float = Field(1.0, ge=0, description="L1 penalty weight on decoder-norm-weighted "
-                                  "activations (relu).")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
-    batch_size: int = Field(256, ge=1, description="Rows per optimizer step.")
-    n_steps: int = Field(2000, ge=1, le=10_000_000, description="Optimizer steps.")
-    seed: int = Field(0, description="Seeds the weight init and the batch order.")
-    n_examples: int = Field(10, ge=1, le=100, description="Top-activating rows listed per feature.")
-    context_tokens: int = Field(8, ge=0, le=64, description="Tokens of context shown before each example token.")
-    splice_steps: int = Field(32, ge=0, description="Captured steps re-run with the reconstruction spliced "
-                              "in (0 = skip the downstream metrics, no model is loaded).")
-    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
-
-
-class FitSAEResult(RunResult):
-    site: str
-    d_in: int
-    d_sae: int
-    architecture: str
-    n_rows: int = Field(description="Captured rows the SAE was fitted on.")
-    metrics: dict[str, float | int | None] = Field(description="mse, fvu, l0, dead_fraction, final_loss and "
-                                                   "the splice metrics (ce_clean, ce_spliced, ce_delta, "
-                                                   "loss_recovered, kl_spliced, p_target_*).")
-    sae: str = Field("", description="URI of sae.safetensors.")
-    examples: str = Field("", description="URI of the top-activating examples CSV.")
 
 
 def _config(request: FitSAERequest, ds: TraceDataset) -> SAEConfig:
@@ -105,7 +67,7 @@ def _splice(request: FitSAERequest, ds: TraceDataset, sae: SAE, lab: Lab) -> dic
             raise InputError("capture_run", f"model {ds.info['model']!r} changed since the capture",
                              fix="re-capture, or set splice_steps=0")
         return splice_metrics(lm, sae.to(lm.device), ds.site, ds.steps[:request.splice_steps],
-                              lambda t: target_id(lm, t))
+                              lambda t: target_id(lm.tokenizer, t))
 
 
 def _figure(log: list[dict[str, float]], stats: ReconStats) -> Any:
@@ -123,7 +85,7 @@ def _figure(log: list[dict[str, float]], stats: ReconStats) -> Any:
     return fig
 
 
-def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter) -> FitSAEResult:
+def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> FitSAEResult:
     """Fit a seeded sparse autoencoder (topk or relu) on one site of a capture run; writes sae.safetensors,
     sae_config.json, sae_metrics.json (MSE, FVU, L0, dead features, spliced loss) and top examples."""
     ds = load_trace_dataset(lab, request.capture_run, request.site)
@@ -172,8 +134,6 @@ def _write(run: Any, request: FitSAERequest, ds: TraceDataset, sae: SAE, stats: 
 
 def load_sae_run(lab: Lab, run_id: str, device: str | torch.device = "cpu", field: str = "sae_run") -> SAE:
     """The SAE a fit_sae run saved."""
-    from neurotrace.lab.sae.base import from_tensors
-
     manifest = lab.store.manifest(run_id)
     if manifest.tool != "fit_sae" or manifest.status != "complete":
         raise InputError(field, f"run {run_id} is a {manifest.status} {manifest.tool} run, not a complete fit_sae",

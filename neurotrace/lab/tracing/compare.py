@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.progress import Reporter
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.results import RunResult
+from neurotrace.lab.tracing.figures import layer_curve, layer_model_heatmap, peak_bars
 from neurotrace.lab.tracing.report import RESULTS_FILE, interpret
 
 
@@ -27,10 +28,8 @@ class CompareResult(RunResult):
     interpretation: list[str]
 
 
-def run_compare(request: CompareRequest, *, lab: Lab, reporter: Reporter) -> CompareResult:
+def run_compare(request: CompareRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> CompareResult:
     """Merge trace runs over the same facts and write the side-by-side figures and reading."""
-    from neurotrace.lab.tracing.figures import layer_curve, layer_model_heatmap, peak_bars
-
     merged: dict = {}
     fact_ids: list[str] | None = None
     for i, run_id in enumerate(request.run_ids):

@@ -25,8 +25,7 @@ from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.prepare import PreparedFact, clean_states
-from neurotrace.lab.tracing.grid import noise_hook
+from neurotrace.lab.tracing.prepare import PreparedFact, clean_states, noise_hook, sites_for
 
 
 def supports_fast_path(lm: LoadedModel) -> bool:
@@ -175,8 +174,6 @@ def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, kinds: Sequence[str], w
 
     Rows are grouped by their first changed layer and sorted by restored position, so a batch shares
     one start layer and begins at the smallest restored position among its rows."""
-    from neurotrace.lab.tracing.prepare import sites_for
-
     n_layers, n_pos, samples = lm.n_layers, len(prep.ids), corr.samples
     kind_site = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
     sites = [site_name(kind_site[k], layer) for k in kinds for layer in range(n_layers)]

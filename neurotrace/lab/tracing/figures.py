@@ -13,6 +13,7 @@
 * ``peak_bars`` - each model's peak effect, labelled with its layer and kind.
 """
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -177,14 +178,12 @@ def default_figures(results: dict) -> Iterator[tuple[str, Figure]]:
     yield "layer_curve", layer_curve(results)
     for name, m in results["models"].items():
         if any(m["aie"].values()):
-            yield f"aie_{_slug(name)}", aie(results, name)
-        yield f"heatmap_{_slug(name)}", heatmap(results, name)
+            yield f"aie_{slug(name)}", aie(results, name)
+        yield f"heatmap_{slug(name)}", heatmap(results, name)
     if multi:
         yield "layer_model_heatmap", layer_model_heatmap(results)
         yield "peak_bars", peak_bars(results)
 
 
-def _slug(name: str) -> str:
-    from neurotrace.lab.tracing.report import slug
-
-    return slug(name)
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-60:] or "model"

@@ -20,9 +20,17 @@ from torch import Tensor
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.progress import Reporter
 from neurotrace.lab.model.sites import hooked_sites, n_heads
-from neurotrace.lab.tracing.prepare import KIND_SITE, PreparedFact, clean_states, sites_for, target_probs
+from neurotrace.lab.progress import Reporter
+from neurotrace.lab.tracing.fast_gpt2 import fast_grid, supports_fast_path
+from neurotrace.lab.tracing.prepare import (
+    KIND_SITE,
+    PreparedFact,
+    clean_states,
+    noise_hook,
+    sites_for,
+    target_probs,
+)
 
 
 @dataclass
@@ -36,18 +44,6 @@ class Corrupted:
     @property
     def samples(self) -> int:
         return 1 if self.noise is None else self.noise.shape[0]
-
-
-def noise_hook(noise_rows: Tensor, subject: tuple[int, int]) -> Callable[..., Tensor]:
-    """A hook_embed hook adding ``noise_rows`` (rows, n_subject, d_model) to the subject's embeddings."""
-    s, e = subject
-
-    def add(act: Tensor, site: str) -> Tensor:
-        out = act.clone()
-        out[:, s:e] += noise_rows.to(device=act.device, dtype=act.dtype)
-        return out
-
-    return add
 
 
 def _restore_hook(rows: Tensor, pos: Tensor, clean: Tensor) -> Callable[..., Tensor]:
@@ -74,8 +70,6 @@ def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequ
     Every (cell, noise sample) is one row of a batched full forward. GPT-2 models (unless
     ``force_full``) take :func:`neurotrace.lab.tracing.fast_gpt2.fast_grid`, which gives the same numbers
     while computing only the layers and positions a restoration can change."""
-    from neurotrace.lab.tracing.fast_gpt2 import fast_grid, supports_fast_path
-
     if supports_fast_path(lm) and not force_full:
         return fast_grid(lm, prep, corr, kinds, window, reporter, rows_per_batch, progress)
     n_layers, n_pos, samples = lm.n_layers, len(prep.ids), corr.samples

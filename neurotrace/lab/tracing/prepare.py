@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.facts.fact import Fact
+from neurotrace.lab.facts import Fact
+from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.tokens import target_token_ids, token_texts
 
 KIND_SITE = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
 
@@ -55,8 +56,6 @@ def _token_range(offsets: Sequence[tuple[int, int]], start: int, end: int) -> li
 
 def prepare_fact(lm: LoadedModel, fact: Fact, index: int) -> PreparedFact:
     """Tokenise a fact for ``lm``; raise InputError naming ``facts[index]`` when it cannot be traced."""
-    from neurotrace.lab.facts.tokens import target_token_ids
-
     tok = lm.tokenizer
     notes: list[str] = []
     mask = getattr(tok, "mask_token", None) if lm.kind == "masked" else None
@@ -85,7 +84,7 @@ def prepare_fact(lm: LoadedModel, fact: Fact, index: int) -> PreparedFact:
                          fix="validate the facts with generate_facts for this model")
     if len(targets) > 1:
         notes.append(f"target {fact.target!r} is {len(targets)} tokens; the first is scored")
-    prep = PreparedFact(fact=fact, ids=torch.tensor(ids), tokens=tok.convert_ids_to_tokens(ids), subject=subject,
+    prep = PreparedFact(fact=fact, ids=torch.tensor(ids), tokens=token_texts(tok, ids), subject=subject,
                         predict_pos=predict_pos, target_id=targets[0], notes=notes)
     if fact.corrupt_subject:
         swap, _ = _encode(tok, text_for(fact.corrupt_subject))
@@ -157,3 +156,15 @@ def sites_for(kind: str, layer: int, window: int, n_layers: int) -> list[str]:
         return [site_name("resid_post", layer)]
     lo, hi = max(0, layer - window // 2), min(n_layers, layer - (-window // 2))
     return [site_name(KIND_SITE[kind], layer_) for layer_ in range(lo, hi)]
+
+
+def noise_hook(noise_rows: Tensor, subject: tuple[int, int]) -> Callable[..., Tensor]:
+    """A hook_embed hook adding ``noise_rows`` (rows, n_subject, d_model) to the subject's embeddings."""
+    s, e = subject
+
+    def add(act: Tensor, site: str) -> Tensor:
+        out = act.clone()
+        out[:, s:e] += noise_rows.to(device=act.device, dtype=act.dtype)
+        return out
+
+    return add

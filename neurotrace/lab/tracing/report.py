@@ -1,18 +1,14 @@
 """Writing a trace run: trace_results.json, arrays, figures, interpretation and the summary."""
 
-import re
 from typing import Any
 
 import torch
 
 from neurotrace.lab.runs import Run
-from neurotrace.lab.tracing.schema import TraceRequest, TraceResult
+from neurotrace.lab.tracing.figures import default_figures, slug
+from neurotrace.lab.tracing.schema import ModelTrace, PeakSite, TraceRequest, TraceResult
 
 RESULTS_FILE = "trace_results.json"
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-60:] or "model"
 
 
 def interpret(models: list[dict[str, Any]]) -> list[str]:
@@ -109,9 +105,6 @@ def summary_text(models: list[dict[str, Any]], fact_set: str, interpretation: li
 
 
 def finish_run(request: TraceRequest, models: list[dict[str, Any]], fact_set: str, run: Run) -> TraceResult:
-    from neurotrace.lab.tracing.figures import default_figures
-    from neurotrace.lab.tracing.run import model_trace
-
     interpretation = interpret(models)
     agreement = _agreement(models) if request.mode == "approx" and request.check_agreement else None
     results = {"fact_set": fact_set, "mode": request.mode, "kinds": list(request.kinds), "window": request.window or "auto",
@@ -147,3 +140,14 @@ def _agreement(models: list[dict[str, Any]]) -> dict[str, Any]:
                            "same_peak_fraction": sum(r[k]["same_peak"] for r in rows) / len(rows)}
         out[m["model"]] = per_kind
     return out
+
+
+def model_trace(m: dict[str, Any]) -> ModelTrace:
+    def argmax(curve: list[float] | None) -> int | None:
+        return None if not curve else int(torch.tensor(curve).argmax())
+
+    return ModelTrace(model=m["model"], kind=m["kind"], n_layers=m["n_layers"], n_facts=len(m["facts"]),
+                      n_known=m["n_known"], unknown_facts=m["unknown_facts"], mean_p_clean=m["mean_p_clean"],
+                      mean_p_corrupted=m["mean_p_corrupted"], peak=PeakSite(**m["peak"]) if m["peak"] else None,
+                      peak_layer_mask_patch=argmax(m["curves_mean"].get("mask_patch")),
+                      peak_layer_context_patch=argmax(m["curves_mean"].get("context_patch")), notes=m["notes"])

@@ -6,20 +6,13 @@ from typing import Any
 import torch
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.facts.fact import Fact
+from neurotrace.lab.facts import Fact, load_factset, load_pack
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.progress import Reporter
+from neurotrace.lab.model.tokens import token_texts
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.runs import Run
 from neurotrace.lab.seeding import make_generator
-from neurotrace.lab.tracing.schema import ModelTrace, PeakSite, TraceRequest, TraceResult, window_for
-from neurotrace.lab.tracing.prepare import (
-    PreparedFact,
-    clean_states,
-    prepare_fact,
-    subject_noise_std,
-    target_probs,
-)
 from neurotrace.lab.tracing.grid import (
     Corrupted,
     approx_grid,
@@ -28,6 +21,15 @@ from neurotrace.lab.tracing.grid import (
     head_grid,
     layer_curve,
 )
+from neurotrace.lab.tracing.prepare import (
+    PreparedFact,
+    clean_states,
+    prepare_fact,
+    subject_noise_std,
+    target_probs,
+)
+from neurotrace.lab.tracing.report import finish_run
+from neurotrace.lab.tracing.schema import TraceRequest, TraceResult
 
 CATEGORIES = ["before subject", "first subject token", "middle subject tokens", "last subject token",
               "first subsequent token", "further tokens", "scored token", "after scored token"]
@@ -97,7 +99,7 @@ def trace_fact(request: TraceRequest, lm: LoadedModel, prep: PreparedFact, corr:
         "target": prep.fact.target, "target_id": prep.target_id, "tokens": prep.tokens,
         "subject_range": list(prep.subject), "predict_pos": prep.predict_pos, "categories": categories(prep),
         "p_clean": p_clean, "p_corrupted": p_corr, "clean_minus_corrupt": p_clean - p_corr,
-        "correct": top == prep.target_id, "top_token": lm.tokenizer.convert_ids_to_tokens(top),
+        "correct": top == prep.target_id, "top_token": token_texts(lm.tokenizer, [top])[0],
         "held_out": prep.fact.held_out, "notes": list(prep.notes),
     }
     kinds, window = list(request.kinds), window_for(request, lm.n_layers)
@@ -199,18 +201,39 @@ def summarize_model(request: TraceRequest, name: str, lm: LoadedModel, per_fact:
 
 def trace_models(request: TraceRequest, refs: list[ModelRef], facts: list[Fact], fact_set: str, *, lab: Lab,
                  run: Run, reporter: Reporter) -> TraceResult:
-    from neurotrace.lab.tracing.report import finish_run
-
     models = [trace_model(request, ref, facts, lab=lab, reporter=reporter, run=run) for ref in refs]
     return finish_run(request, models, fact_set, run)
 
 
-def model_trace(m: dict[str, Any]) -> ModelTrace:
-    def argmax(curve: list[float] | None) -> int | None:
-        return None if not curve else int(torch.tensor(curve).argmax())
+def window_for(request: TraceRequest, n_layers: int) -> int:
+    """The mlp/attn window: as requested, else ROME's 10-of-48 scaled to ``n_layers``."""
+    if request.window is not None:
+        if request.window > n_layers:
+            raise InputError("window", f"window {request.window} exceeds the model's {n_layers} layers",
+                             fix=f"use 1..{n_layers} or omit it")
+        return request.window
+    return max(1, round(n_layers * 10 / 48))
 
-    return ModelTrace(model=m["model"], kind=m["kind"], n_layers=m["n_layers"], n_facts=len(m["facts"]),
-                      n_known=m["n_known"], unknown_facts=m["unknown_facts"], mean_p_clean=m["mean_p_clean"],
-                      mean_p_corrupted=m["mean_p_corrupted"], peak=PeakSite(**m["peak"]) if m["peak"] else None,
-                      peak_layer_mask_patch=argmax(m["curves_mean"].get("mask_patch")),
-                      peak_layer_context_patch=argmax(m["curves_mean"].get("context_patch")), notes=m["notes"])
+
+def resolve_facts(request: TraceRequest, lab: Lab) -> tuple[list[Fact], str]:
+    """The facts to trace and a name for the fact set."""
+    if request.facts:
+        facts, name = list(request.facts), "inline facts"
+    elif request.pack:
+        facts, name = list(load_pack(request.pack).facts), f"{request.pack} pack"
+    else:
+        fs = load_factset(lab, request.dataset_run_id)
+        facts, name = list(fs.facts), f"{fs.domain} dataset"
+    if request.max_facts:
+        facts = facts[: request.max_facts]
+    return facts, name
+
+
+def run_trace(request: TraceRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> TraceResult:
+    """Causal-trace (or mask/context-patch) each fact on each model; write results and figures."""
+    facts, fact_set = resolve_facts(request, lab)
+    refs = [ModelRef(model=m, device=request.device) for m in request.models]
+    with lab.store.open_run("trace", request, seed=request.seed) as run:
+        if request.dataset_run_id:
+            run.add_input(request.dataset_run_id)
+        return trace_models(request, refs, facts, fact_set, lab=lab, run=run, reporter=reporter)

@@ -23,10 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.facts.fact import Fact
-from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.loading import ModelRef
-from neurotrace.lab.progress import Reporter
+from neurotrace.lab.facts import Fact
 from neurotrace.lab.results import RunResult
 
 Kind = Literal["resid", "mlp", "attn"]
@@ -114,43 +111,3 @@ class TraceResult(RunResult):
     agreement: dict[str, Any] | None = Field(None, description="approx vs exact: pearson r, max |diff|, "
                                                                 "peak agreement.")
     results: str = Field("", description="URI of trace_results.json.")
-
-
-def window_for(request: TraceRequest, n_layers: int) -> int:
-    """The mlp/attn window: as requested, else ROME's 10-of-48 scaled to ``n_layers``."""
-    if request.window is not None:
-        if request.window > n_layers:
-            raise InputError("window", f"window {request.window} exceeds the model's {n_layers} layers",
-                             fix=f"use 1..{n_layers} or omit it")
-        return request.window
-    return max(1, round(n_layers * 10 / 48))
-
-
-def resolve_facts(request: TraceRequest, lab: Lab) -> tuple[list[Fact], str]:
-    """The facts to trace and a name for the fact set."""
-    if request.facts:
-        facts, name = list(request.facts), "inline facts"
-    elif request.pack:
-        from neurotrace.lab.facts.packs import load_pack
-
-        facts, name = list(load_pack(request.pack).facts), f"{request.pack} pack"
-    else:
-        from neurotrace.lab.facts.generate import load_factset
-
-        fs = load_factset(lab, request.dataset_run_id)
-        facts, name = list(fs.facts), f"{fs.domain} dataset"
-    if request.max_facts:
-        facts = facts[: request.max_facts]
-    return facts, name
-
-
-def run_trace(request: TraceRequest, *, lab: Lab, reporter: Reporter) -> TraceResult:
-    """Causal-trace (or mask/context-patch) each fact on each model; write results and figures."""
-    from neurotrace.lab.tracing.run import trace_models
-
-    facts, fact_set = resolve_facts(request, lab)
-    refs = [ModelRef(model=m, device=request.device) for m in request.models]
-    with lab.store.open_run("trace", request, seed=request.seed) as run:
-        if request.dataset_run_id:
-            run.add_input(request.dataset_run_id)
-        return trace_models(request, refs, facts, fact_set, lab=lab, run=run, reporter=reporter)

@@ -11,6 +11,7 @@ from neurotrace.lab.attention.patterns import attention_patterns, repeated_seque
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.tiny import build_tiny, tiny_tokenizer
 
 PROMPT = "the capital of france is"
@@ -152,12 +153,12 @@ def test_repeated_sequence_is_seeded_and_starts_with_bos(tiny_gpt2):
 
 
 def test_bad_heads_and_subject_are_input_errors_naming_the_field(lab, tiny_gpt2):
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         run_attention(AttentionRequest(model=str(tiny_gpt2), prompt=PROMPT, heads=["0:1", "5:0"]), lab=lab)
     assert err.value.field == "heads[1]"
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         run_attention(AttentionRequest(model=str(tiny_gpt2), prompt=PROMPT, heads=["x"]), lab=lab)
     assert err.value.field == "heads[0]"
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         run_attention(AttentionRequest(model=str(tiny_gpt2), prompt=PROMPT, subject="spain"), lab=lab)
     assert err.value.field == "subject"

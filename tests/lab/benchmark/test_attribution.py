@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from neurotrace import BenchmarkRequest
 from neurotrace.lab.benchmark import attribution
 from neurotrace.lab.benchmark.attribution import (
     auroc,
@@ -13,9 +14,10 @@ from neurotrace.lab.benchmark.attribution import (
     patching,
     score_circuits,
 )
-from neurotrace.lab.benchmark.run import BenchmarkRequest, _rows, dissociation, markdown_table
 from neurotrace.lab.benchmark.circuits import CAUSAL, REGIMES, SUPPRESSOR, build_circuit, sample_inputs
+from neurotrace.lab.benchmark.run import _rows, dissociation, markdown_table
 from neurotrace.lab.errors import InputError
+from neurotrace.testing.errors import raises_lab_error
 
 
 def _pairwise_auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -126,7 +128,7 @@ def test_same_seed_gives_identical_scores_and_another_seed_differs():
 
 
 def test_repeated_parts_are_an_input_error_naming_parts():
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         BenchmarkRequest(parts=["circuits", "circuits"])
     assert err.value.field == "parts"
 

@@ -3,15 +3,15 @@
 import pytest
 import torch
 
+from neurotrace import TraceRequest, run_trace
+from neurotrace.lab.benchmark.planted_model import build_planted
+from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.benchmark.planted_model import build_planted
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.schema import TraceRequest, run_trace
-from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std, target_probs
 from neurotrace.lab.tracing.grid import Corrupted, corrupted_probs, head_grid
+from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std, target_probs
 
 
 @pytest.fixture(scope="module")

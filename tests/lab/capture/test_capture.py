@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from neurotrace.lab.capture.run import CaptureRequest, run_capture
-from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.hooks import run_with_cache
-from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef
-from neurotrace.lab.progress import NULL_REPORTER
-from neurotrace.lab.model.sites import select_sites
+from neurotrace import CaptureRequest, run_capture
 from neurotrace.lab.capture.store import load_trace_dataset
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.model.hooks import run_with_cache
+from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.sites import select_sites
+from neurotrace.lab.progress import NULL_REPORTER
+from neurotrace.testing.errors import raises_lab_error
 
 PROMPTS = ["the cat is big", "a dog is small", "the king of france"]
 
@@ -38,7 +39,7 @@ def test_site_patterns_match_globs_and_regexes_in_forward_order(lab, tiny_gpt2):
         assert select_sites([r"re:blocks\.1\.(hook_mlp_out|mlp\.hook_post)", "hook_embed"], lm) == [
             "hook_embed", "blocks.1.mlp.hook_post", "blocks.1.hook_mlp_out"]
         for bad in (["blocks.7.hook_resid_post"], ["re:(unclosed"]):
-            with pytest.raises(InputError) as err:
+            with raises_lab_error(InputError) as err:
                 select_sites(bad, lm)
             assert err.value.field == "sites"
 
@@ -183,7 +184,7 @@ def test_bert_prompts_capture_and_knockout_runs(lab, tiny_bert):
     ({"sites": ["nothing.here"]}, "sites"),
 ])
 def test_input_errors_name_the_field(lab, tiny_gpt2, kw, field):
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         capture(lab, tiny_gpt2, **kw)
     assert err.value.field == field
 
@@ -191,7 +192,7 @@ def test_input_errors_name_the_field(lab, tiny_gpt2, kw, field):
 def test_masked_models_refuse_episodes_and_generation(lab, tiny_bert):
     for kw, field in [({"prompts": [], "episode": [{"text": "the cat"}]}, "episode"),
                       ({"max_new_tokens": 2}, "max_new_tokens")]:
-        with pytest.raises(InputError) as err:
+        with raises_lab_error(InputError) as err:
             capture(lab, tiny_bert, **kw)
         assert err.value.field == field
 
@@ -202,7 +203,7 @@ def test_reference_runs_must_be_captures_of_the_site_with_every_position(lab, ti
              {"kind": "patch", "site": "blocks.0.hook_mlp_out", "source_run": last.run_id},
              {"kind": "patch", "site": "blocks.0.hook_mlp_out", "source_run": last.run_id, "source_step": 9}]
     for spec in cases:
-        with pytest.raises(InputError) as err:
+        with raises_lab_error(InputError) as err:
             capture(lab, tiny_gpt2, interventions=[spec])
         assert err.value.field == "interventions"
 
@@ -210,14 +211,14 @@ def test_reference_runs_must_be_captures_of_the_site_with_every_position(lab, ti
 def test_trace_dataset_errors_name_site_and_capture_run(lab, tiny_gpt2):
     two = capture(lab, tiny_gpt2, sites=["blocks.*.hook_resid_post"])
     for site in (None, "blocks.0.hook_mlp_out"):
-        with pytest.raises(InputError) as err:
+        with raises_lab_error(InputError) as err:
             load_trace_dataset(lab, two.run_id, site)
         assert err.value.field == "site"
-    from neurotrace.lab.sae.run import FitSAERequest, run_fit_sae
+    from neurotrace import FitSAERequest, run_fit_sae
 
     fit = run_fit_sae(FitSAERequest(capture_run=two.run_id, site="blocks.1.hook_resid_post", n_steps=5,
                                     splice_steps=0), lab=lab, reporter=NULL_REPORTER)
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         load_trace_dataset(lab, fit.run_id)
     assert err.value.field == "capture_run"
 

@@ -6,18 +6,14 @@ import json
 import pytest
 from safetensors import safe_open
 
-from neurotrace.testing.planted_clamp import build_repetition_model
+from neurotrace import ClampSweepRequest, run_clamp_sweep
 from neurotrace.lab.clamping.figures import FIGURES
-from neurotrace.lab.clamping.run import (
-    PAPER_SWEEP,
-    ClampSweepRequest,
-    parse_neuron,
-    run_clamp_sweep,
-    sweep_values,
-)
+from neurotrace.lab.clamping.sweep import PAPER_SWEEP, parse_neuron, sweep_values
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.progress import Reporter
+from neurotrace.testing.errors import raises_lab_error
+from neurotrace.testing.planted_clamp import build_repetition_model
 
 PROMPTS = ["the cat", "paris is the capital of", "a"]
 
@@ -108,7 +104,7 @@ def test_neuron_refs_parse_and_out_of_range_refs_name_neurons():
     assert parse_neuron("11:373", 12, 3072) == {11: (373,)}
     assert parse_neuron(" * : 2", 3, 8) == {0: (2,), 1: (2,), 2: (2,)}
     for ref, words in [("12:1", "12 layers"), ("0:3072", "3072 wide"), ("11-373", "layer:index"), ("x:1", "")]:
-        with pytest.raises(InputError) as err:
+        with raises_lab_error(InputError) as err:
             parse_neuron(ref, 12, 3072)
         assert err.value.field == "neurons" and words in err.value.message
 
@@ -117,7 +113,7 @@ def test_sweep_defaults_to_the_paper_and_rejects_empty_or_nonfinite_sweeps():
     assert sweep_values(None) == sorted(v for v in PAPER_SWEEP if v is not None)
     assert sweep_values([5, None, 5, -1]) == [-1.0, 5.0]
     for bad in ([], [None], [float("nan"), 1.0]):
-        with pytest.raises(InputError) as err:
+        with raises_lab_error(InputError) as err:
             sweep_values(bad)
         assert err.value.field == "values"
 
@@ -131,21 +127,21 @@ def test_sweep_defaults_to_the_paper_and_rejects_empty_or_nonfinite_sweeps():
     ({"max_new_tokens": 70}, "max_new_tokens"),
 ])
 def test_bad_requests_raise_input_errors_naming_the_field(lab, tiny_gpt2, fields, field):
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         _sweep(lab, tiny_gpt2, **fields)
     assert err.value.field == field
     assert not lab.store.list_runs("clamp_sweep")       # validation happens before a run is opened
 
 
 def test_masked_models_are_refused(lab, tiny_bert):
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         _sweep(lab, tiny_bert)
     assert err.value.field == "model"
 
 
 def test_shipped_fact_gpt2_baselines_equal_plain_generate(lab):
-    from neurotrace.lab.model.embedded import embedded_model_path
     from neurotrace.lab.clamping.generation import reference_generate
+    from neurotrace.lab.model.embedded import embedded_model_path
     from neurotrace.lab.model.loading import ModelRef
 
     if embedded_model_path("fact-gpt2") is None:

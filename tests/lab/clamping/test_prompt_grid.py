@@ -2,8 +2,14 @@
 
 import pytest
 
+from neurotrace.lab.clamping.prompt_grid import (
+    PromptItem,
+    parse_prompt_text,
+    read_prompt_file,
+    resolve_prompts,
+)
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.clamping.prompt_grid import PromptItem, parse_prompt_text, read_prompt_file, resolve_prompts
+from neurotrace.testing.errors import raises_lab_error
 
 
 def test_jsonl_csv_and_tsv_give_the_same_grid(tmp_path):
@@ -42,26 +48,26 @@ def test_inline_and_file_prompts_combine_with_default_tags(tmp_path):
 ])
 def test_ill_formed_files_name_prompt_file(tmp_path, name, text):
     (tmp_path / name).write_text(text, encoding="utf-8")
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         read_prompt_file(str(tmp_path / name))
     assert err.value.field == "prompt_file"
 
 
 def test_missing_and_unreadable_files_name_prompt_file(tmp_path):
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         read_prompt_file(str(tmp_path / "nope.jsonl"))
     assert err.value.field == "prompt_file" and "no file" in err.value.message
     (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00\x81prompt")
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         read_prompt_file(str(tmp_path / "bin.csv"))
     assert err.value.field == "prompt_file"
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         read_prompt_file(str(tmp_path))
     assert err.value.field == "prompt_file"
 
 
 def test_no_prompts_or_an_empty_prompt_names_prompts():
     for prompts in ([], ["ok", "   "]):
-        with pytest.raises(InputError) as err:
+        with raises_lab_error(InputError) as err:
             resolve_prompts(prompts, None)
         assert err.value.field == "prompts"

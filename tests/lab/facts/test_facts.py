@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from neurotrace import GenerateFactsRequest, run_generate_facts
 from neurotrace.lab.errors import InputError, NotFound
-from neurotrace.lab.facts.sources import extract_json_list, parse_drafted
+from neurotrace.lab.facts.generate import build_factset, load_dataset
 from neurotrace.lab.facts.packs import list_packs
-from neurotrace.lab.facts.generate import GenerateFactsRequest, build_factset, load_dataset, run_generate_facts
+from neurotrace.lab.facts.sources import extract_json_list, parse_drafted
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.progress import NULL_REPORTER
+from neurotrace.testing.errors import raises_lab_error
 
 CAPITAL = {"template": "the capital of {} is", "clean_subject": "france", "corrupt_subject": "italy",
            "target": "paris", "context_from": "capital", "context_to": "language"}
@@ -32,7 +34,7 @@ def build(lab, request, **kw):
 
 
 def field_of(lab, request, **kw) -> str:
-    with pytest.raises(InputError) as info:
+    with raises_lab_error(InputError) as info:
         build(lab, request, **kw)
     return info.value.field
 
@@ -107,7 +109,7 @@ def test_targets_are_checked_against_causal_and_masked_tokenizers(lab, tiny_gpt2
 
 def test_target_outside_the_vocabulary_is_rejected(lab, tiny_gpt2):
     request = spec_request([CAPITAL, {**CAPITAL, "target": "Kathmandu"}], [str(tiny_gpt2)])
-    with pytest.raises(InputError, match="not in the vocabulary") as info:
+    with raises_lab_error(InputError, match="not in the vocabulary") as info:
         build(lab, request)
     assert info.value.field == "facts[1].target"
 
@@ -128,7 +130,7 @@ def test_bpe_target_is_the_leading_space_token(lab, bpe_model):
 def test_multi_token_target_is_an_error_unless_first_token_policy(lab, bpe_model):
     fact = {"template": "The capital of {} is", "clean_subject": "Nepal", "corrupt_subject": "Peru",
             "target": "Kathmandu"}
-    with pytest.raises(InputError, match="3 tokens") as info:
+    with raises_lab_error(InputError, match="3 tokens") as info:
         build(lab, spec_request([fact], [str(bpe_model)]))
     assert info.value.field == "facts[0].target"
     request = spec_request([fact], [str(bpe_model)]).model_copy(update={"multi_token": "first_token"})
@@ -138,13 +140,13 @@ def test_multi_token_target_is_an_error_unless_first_token_policy(lab, bpe_model
 
 
 def test_masked_lm_without_mask_token_is_refused(lab, bert_without_mask):
-    with pytest.raises(InputError, match="no mask token") as info:
+    with raises_lab_error(InputError, match="no mask token") as info:
         build(lab, spec_request([CAPITAL], [str(bert_without_mask)]))
     assert info.value.field == "models"
 
 
 def test_missing_model_is_not_found(lab, tmp_path):
-    with pytest.raises(NotFound):
+    with raises_lab_error(NotFound):
         build(lab, spec_request([CAPITAL], [str(tmp_path / "nowhere")]))
 
 
@@ -168,7 +170,7 @@ def test_spec_file_is_imported_with_variants_and_models_recorded(lab, tmp_path, 
 def test_spec_path_errors_name_the_source_field(lab, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")
-    with pytest.raises(NotFound) as info:
+    with raises_lab_error(NotFound) as info:
         build(lab, GenerateFactsRequest(source={"kind": "spec", "spec": str(tmp_path / "none.json")}, models=[]))
     assert info.value.field == "source.spec"
     assert field_of(lab, GenerateFactsRequest(source={"kind": "spec", "spec": str(bad)}, models=[])) == "source.spec"
@@ -249,7 +251,7 @@ def test_drafted_facts_are_normalised_and_invalid_ones_dropped():
 
 def test_sampling_without_a_client_is_an_input_error_listing_packs(lab):
     request = GenerateFactsRequest(source={"kind": "sampling", "domain": "astronomy"}, models=[])
-    with pytest.raises(InputError, match="cybersecurity") as info:
+    with raises_lab_error(InputError, match="cybersecurity") as info:
         build(lab, request)
     assert info.value.field == "source"
 
@@ -257,7 +259,7 @@ def test_sampling_without_a_client_is_an_input_error_listing_packs(lab):
 def test_sampling_with_only_invalid_drafts_is_an_input_error(lab, tiny_gpt2):
     request = GenerateFactsRequest(source={"kind": "sampling", "domain": "x", "count": 2}, models=[str(tiny_gpt2)])
     reply = json.dumps([{**CAPITAL, "target": "Kathmandu"}, {**CAPITAL, "template": "x"}])
-    with pytest.raises(InputError, match="none of the drafted facts") as info:
+    with raises_lab_error(InputError, match="none of the drafted facts") as info:
         build(lab, request, draft_fn=lambda domain, count: reply)
     assert info.value.field == "source"
 
@@ -281,12 +283,12 @@ def test_same_request_gives_identical_datasets(lab, tiny_gpt2):
 
 
 def test_load_dataset_errors_name_dataset_run_id(lab):
-    with pytest.raises(NotFound) as info:
+    with raises_lab_error(NotFound) as info:
         load_dataset(lab, "20260101T000000Z-generate_facts-00000000")
     assert info.value.field == "dataset_run_id"
     with lab.store.open_run("trace", {"x": 1}) as run:
         pass
-    with pytest.raises(InputError) as info:
+    with raises_lab_error(InputError) as info:
         load_dataset(lab, run.run_id)
     assert info.value.field == "dataset_run_id"
 

@@ -5,15 +5,29 @@ import random
 import pytest
 import torch
 
-from neurotrace.lab.capture.run import CaptureRequest, run_capture
+from neurotrace import (
+    CaptureRequest,
+    FitSAERequest,
+    InterveneRequest,
+    run_capture,
+    run_fit_sae,
+    run_intervene,
+)
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.intervention.run import InterveneRequest, policy_hooks, run_intervene
+from neurotrace.lab.intervention.policies import (
+    AblateFeatures,
+    ClampFeatures,
+    PatchFeatures,
+    PatchResidual,
+    PolicyContext,
+)
+from neurotrace.lab.intervention.run import policy_hooks
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef
-from neurotrace.lab.intervention.policies import AblateFeatures, ClampFeatures, PatchFeatures, PatchResidual, PolicyContext
-from neurotrace.lab.progress import NULL_REPORTER
-from neurotrace.lab.sae.run import FitSAERequest, load_sae_run, run_fit_sae
 from neurotrace.lab.model.sites import hooked_sites
+from neurotrace.lab.progress import NULL_REPORTER
+from neurotrace.lab.sae.run import load_sae_run
+from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.tiny import WORDS
 
 SITE = "blocks.1.hook_resid_pre"
@@ -155,7 +169,7 @@ def test_rerunning_with_the_same_seed_reproduces_report_json_exactly(setup, temp
 ])
 def test_policy_input_errors_name_the_field(setup, policy, field):
     lab, sae_run, _ = setup
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         run_intervene(InterveneRequest(sae_run=sae_run, prompts=[PROMPT], policies=[policy]), lab=lab,
                       reporter=NULL_REPORTER)
     assert err.value.field == field
@@ -170,6 +184,6 @@ def test_missing_sae_model_and_wrong_runs_are_input_errors(setup, tiny_bert):
              (dict(sae_run=capture_run, policies=neurons), "sae_run"),
              (dict(model=str(tiny_bert), policies=neurons, max_new_tokens=2), "max_new_tokens")]
     for kw, field in cases:
-        with pytest.raises(InputError) as err:
+        with raises_lab_error(InputError) as err:
             run_intervene(InterveneRequest(prompts=[PROMPT], **kw), lab=lab, reporter=NULL_REPORTER)
         assert err.value.field == field

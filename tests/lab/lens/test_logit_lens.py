@@ -9,6 +9,7 @@ from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.lens import LogitLensRequest, run_logit_lens
 from neurotrace.lab.lens.lens import read_out, residual_rows
 from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.testing.errors import raises_lab_error
 
 PROMPT = "the capital of france is"
 
@@ -100,9 +101,9 @@ def test_same_seed_gives_the_same_held_out_split(lab):
 
 
 def test_too_few_fitting_states_is_an_input_error_naming_fit_prompts(lab, tiny_gpt2):
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         run_logit_lens(LogitLensRequest(model=str(tiny_gpt2), prompt="the cat", tuned=True), lab=lab)
     assert err.value.field == "fit_prompts"
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         run_logit_lens(LogitLensRequest(model=str(tiny_gpt2), prompt=PROMPT, target="   "), lab=lab)
     assert err.value.field == "target"

@@ -4,9 +4,10 @@ import threading
 
 import pytest
 
-from neurotrace.lab.model.cache import ModelCache, parse_bytes
 from neurotrace.lab.errors import NotFound, OverBudget
+from neurotrace.lab.model.cache import ModelCache, parse_bytes
 from neurotrace.lab.model.loading import ModelRef
+from neurotrace.testing.errors import raises_lab_error
 
 
 def test_concurrent_requests_for_the_same_model_load_it_once(tiny_gpt2):
@@ -66,7 +67,7 @@ def test_release_unloads_and_unknown_release_is_not_found(tiny_gpt2):
     cache.get(ModelRef(model=str(tiny_gpt2)))
     assert cache.release(str(tiny_gpt2))
     assert cache.listing() == []
-    with pytest.raises(NotFound):
+    with raises_lab_error(NotFound):
         cache.release("never-loaded")
 
 

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from neurotrace.lab.model.adapters import adapter_for, site_name
 from neurotrace.lab.errors import InputError, NotFound
+from neurotrace.lab.model.adapters import adapter_for, site_name
 from neurotrace.lab.model.hooks import hooked, run_with_cache
 from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.testing.errors import raises_lab_error
 
 SITES = ["hook_embed"] + [site_name(k, 1) for k in ("resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_post")]
 
@@ -64,26 +65,26 @@ def test_hooks_are_removed_even_when_the_forward_fails(tiny_gpt2):
 
 def test_unknown_site_and_layer_out_of_range_name_their_field(tiny_gpt2):
     lm = load(ModelRef(model=str(tiny_gpt2)))
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         lm.adapter.site(lm.model, "blocks.0.nonsense")
     assert err.value.field == "site"
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         lm.adapter.site(lm.model, "blocks.9.hook_resid_post")
     assert err.value.field == "layer" and "0..1" in err.value.fix
 
 
 def test_missing_model_gives_not_found_naming_the_id_and_the_fix():
-    with pytest.raises(NotFound) as err:
+    with raises_lab_error(NotFound) as err:
         load(ModelRef(model="no-such-org/no-such-model"))
     assert err.value.field == "model" and "no-such-org/no-such-model" in err.value.message
     assert "HF_HOME" in err.value.fix and "HF_HUB_OFFLINE" in err.value.fix
 
 
 def test_wrong_kind_and_bad_device_are_input_errors(tiny_gpt2):
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         load(ModelRef(model=str(tiny_gpt2), kind="masked"))
     assert err.value.field == "kind"
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         load(ModelRef(model=str(tiny_gpt2), device="tpu9"))
     assert err.value.field == "device"
 
@@ -97,7 +98,7 @@ def test_unsupported_architecture_lists_the_supported_ones():
     class Cfg:
         model_type = "t5"
 
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         adapter_for(Cfg())
     assert "gpt2" in err.value.fix and "bert" in err.value.fix
 

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from neurotrace.lab.capture.run import CaptureRequest, run_capture
+from neurotrace import CaptureRequest, FitSAERequest, run_capture, run_fit_sae
+from neurotrace.lab.capture.store import load_trace_dataset
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.progress import NULL_REPORTER
-from neurotrace.lab.sae.run import SAE, FitSAERequest, run_fit_sae
+from neurotrace.lab.sae.registry import SAEConfig, build_sae, load_sae
 from neurotrace.lab.sae.train import RowSource, TrainSettings, train_sae
-from neurotrace.lab.sae.registry import SAEConfig, build_sae
 from neurotrace.lab.seeding import make_generator
+from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.tiny import WORDS
-from neurotrace.lab.capture.store import load_trace_dataset
 
 
 def planted(n=2000, d=16, n_dir=12, p=0.12, seed=1):
@@ -61,17 +61,17 @@ def test_topk_keeps_at_most_k_features_and_save_load_round_trips(tmp_path):
     h = torch.from_numpy(x[:50])
     assert int((sae.encode(h) > 0).sum(1).max()) <= 3
     sae.save(tmp_path / "s")
-    back = SAE.load(tmp_path / "s")
+    back = load_sae(tmp_path / "s")
     assert type(back) is type(sae) and back.cfg == sae.cfg
     assert torch.equal(back.decode(back.encode(h)), sae.decode(sae.encode(h)))
-    assert torch.equal(SAE.load(tmp_path / "s" / "sae.safetensors").W_enc, sae.W_enc)
+    assert torch.equal(load_sae(tmp_path / "s" / "sae.safetensors").W_enc, sae.W_enc)
 
 
 def test_unknown_architecture_and_oversized_k_are_input_errors():
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         build_sae(SAEConfig.model_construct(architecture="gated", d_in=4, d_sae=8, k=None))
     assert err.value.field == "architecture"
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         build_sae(SAEConfig(architecture="topk", d_in=4, d_sae=8, k=9))
     assert err.value.field == "k"
 
@@ -93,7 +93,7 @@ def test_fit_sae_reports_metrics_that_match_a_direct_computation(captured):
     res = run_fit_sae(FitSAERequest(capture_run=cap.run_id, site=site, n_steps=150, batch_size=64, k=4),
                       lab=lab, reporter=NULL_REPORTER)
     m = res.metrics
-    sae = SAE.load(lab.store.run_dir(res.run_id))
+    sae = load_sae(lab.store.run_dir(res.run_id))
     h = torch.from_numpy(np.array(load_trace_dataset(lab, cap.run_id, site).states)).double()
     with torch.no_grad():
         a = sae.encode(h.float())
@@ -118,7 +118,7 @@ def test_top_examples_list_each_features_largest_rows_with_token_and_context(cap
     text = lab.store.artifact_path(res.run_id, "tables/top_examples.csv").read_text(encoding="utf-8")
     rows = list(csv.DictReader(io.StringIO(text)))
     ds = load_trace_dataset(lab, cap.run_id, "blocks.0.hook_resid_post")
-    sae = SAE.load(lab.store.run_dir(res.run_id))
+    sae = load_sae(lab.store.run_dir(res.run_id))
     with torch.no_grad():
         acts = sae.encode(torch.from_numpy(np.array(ds.states))).numpy()
     feature = int(rows[0]["feature"])
@@ -134,7 +134,7 @@ def test_fit_sae_input_errors_name_the_field(captured):
     cases = [({"site": None}, "site"), ({"site": "blocks.0.hook_mlp_out"}, "site"),
              ({"site": "blocks.0.hook_resid_post", "k": 500}, "k")]
     for kw, field in cases:
-        with pytest.raises(InputError) as err:
+        with raises_lab_error(InputError) as err:
             run_fit_sae(FitSAERequest(capture_run=cap.run_id, n_steps=2, **kw), lab=lab, reporter=NULL_REPORTER)
         assert err.value.field == field
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from neurotrace import TraceRequest, run_trace
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.schema import TraceRequest, run_trace
 
 WEIGHTS = os.environ.get("NEUROTRACE_WEIGHTS_DIR")
 pytestmark = pytest.mark.realmodel

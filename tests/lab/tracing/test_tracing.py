@@ -4,15 +4,16 @@ identities, determinism, known vs held-out facts on the shipped models, and inpu
 import pytest
 import torch
 
-from neurotrace.lab.model.embedded import embedded_model_path
+from neurotrace import TraceRequest, run_trace
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.model.embedded import embedded_model_path
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.schema import TraceRequest, run_trace
-from neurotrace.lab.tracing.prepare import prepare_fact, sites_for, subject_noise_std, target_probs
 from neurotrace.lab.tracing.grid import Corrupted, approx_grid, exact_grid
+from neurotrace.lab.tracing.prepare import prepare_fact, sites_for, subject_noise_std, target_probs
+from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.reference import reference_cells
 
 TINY_FACT = Fact(id="f0", template="the capital of {} is", clean_subject="france", corrupt_subject="spain",
@@ -146,19 +147,19 @@ def test_resid_patching_agrees_with_transformerlens_patching(tiny_gpt2):
 
 def test_input_errors_name_their_field(tmp_path, tiny_gpt2):
     lab = Lab(LabSettings(runs_dir=tmp_path))
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         TraceRequest(models=[str(tiny_gpt2)])
     assert err.value.field == "facts"
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[TINY_FACT], window=9), lab=lab, reporter=Reporter())
     assert err.value.field == "window"
     bad = TINY_FACT.model_copy(update={"corrupt_subject": "the big old"})
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[bad], corruption={"kind": "swap"}), lab=lab,
                   reporter=Reporter())
     assert err.value.field == "facts[0].corrupt_subject"
     oov = TINY_FACT.model_copy(update={"target": "zzzz"})
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[oov]), lab=lab, reporter=Reporter())
     assert err.value.field == "facts[0].target"
     with pytest.raises(ValueError, match="kinds"):

@@ -5,15 +5,15 @@ wide windows against the per-cell loop."""
 import pytest
 import torch
 
-from neurotrace.lab.tracing.compare import CompareRequest, run_compare
+from neurotrace import CompareRequest, TraceRequest, run_compare, run_trace
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.progress import Reporter
 from neurotrace.lab.model.sites import n_heads
-from neurotrace.lab.tracing.schema import TraceRequest, run_trace
+from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.prepare import prepare_fact
+from neurotrace.testing.errors import raises_lab_error
 
 FACT = Fact(id="f0", template="the capital of {} is", clean_subject="france", corrupt_subject="spain",
             target="paris", context_from="capital", context_to="river")
@@ -95,14 +95,14 @@ def test_compare_input_errors_name_the_run(lab, tiny_gpt2):
     req = dict(models=[str(tiny_gpt2)], kinds=["resid"], corruption={"kind": "swap"})
     a = run_trace(TraceRequest(facts=[FACT], **req), lab=lab, reporter=Reporter())
     other = run_trace(TraceRequest(facts=[FACT.model_copy(update={"id": "f1"})], **req), lab=lab, reporter=Reporter())
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         run_compare(CompareRequest(run_ids=[a.run_id, other.run_id]), lab=lab, reporter=Reporter())
     assert err.value.field == "run_ids[1]"
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         run_compare(CompareRequest(run_ids=[a.run_id, a.run_id]), lab=lab, reporter=Reporter())
     assert err.value.field == "run_ids[1]"
     merged = run_compare(CompareRequest(run_ids=[a.run_id]), lab=lab, reporter=Reporter())
-    with pytest.raises(InputError) as err:
+    with raises_lab_error(InputError) as err:
         run_compare(CompareRequest(run_ids=[merged.run_id]), lab=lab, reporter=Reporter())
     assert err.value.field == "run_ids[0]"
 
@@ -111,10 +111,10 @@ def test_compare_input_errors_name_the_run(lab, tiny_gpt2):
 def test_fast_path_with_shared_window_states_equals_the_per_cell_loop(tmp_path, window):
     """Window rows of neighbouring layers share their states until the windows part (computed once);
     the numbers must still be the per-cell loop's, on a deeper model where the sharing happens."""
-    from neurotrace.testing.tiny import build_tiny
-    from neurotrace.lab.tracing.prepare import subject_noise_std
     from neurotrace.lab.tracing.grid import Corrupted, exact_grid
+    from neurotrace.lab.tracing.prepare import subject_noise_std
     from neurotrace.testing.reference import reference_cells
+    from neurotrace.testing.tiny import build_tiny
 
     lm = load(ModelRef(model=str(build_tiny("gpt2", tmp_path / "gpt2-6", n_layers=6))))
     prep = prepare_fact(lm, FACT, 0)
@@ -134,9 +134,9 @@ def test_fast_path_and_head_patching_agree_with_transformerlens_patching(tmp_pat
     path for resid / mlp_out / attn_out per (layer, pos), and against head_grid per (layer, head)."""
     from transformer_lens import patching
 
-    from neurotrace.testing.tiny import build_tiny
     from neurotrace.lab.tracing.fast_gpt2 import supports_fast_path
     from neurotrace.lab.tracing.grid import Corrupted, exact_grid, head_grid
+    from neurotrace.testing.tiny import build_tiny
 
     path = str(build_tiny("gpt2", tmp_path / "gpt2-3", n_layers=3))
     lm, bridged = load(ModelRef(model=path)), load(ModelRef(model=path, backend="bridge"))

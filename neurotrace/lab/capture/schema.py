@@ -1,0 +1,55 @@
+"""capture's boundary models: the request (prompts or a multi-step episode) and the result."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from neurotrace.lab.capture.edits import CaptureIntervention
+from neurotrace.lab.results import RunResult
+
+
+class EpisodeStep(BaseModel):
+    """One step: text added to the transcript, then greedy generation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    text: str = Field(description="Text added before this step's generation (a prompt, a conversation turn).")
+    max_new_tokens: int | None = Field(None, ge=0, le=512, description="Overrides the request's max_new_tokens.")
+    target: str | None = Field(None, description="Optional answer word: its probability at the end of the "
+                               "step's prompt is recorded in trace.jsonl (first token, leading space).")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Anything JSON; copied to trace.jsonl.")
+
+
+class CaptureRequest(BaseModel):
+    """Record activations at chosen sites over prompts or an episode, optionally intervening per step."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
+    sites: list[str] = Field(default_factory=lambda: ["blocks.*.hook_resid_post"], min_length=1,
+                             description="Site name patterns: exact names, globs ('blocks.*.hook_mlp_out') "
+                                         "or regexes prefixed 're:'.")
+    prompts: list[str | EpisodeStep] = Field(default_factory=list, description="Independent prompts, one step "
+                                             "each. Give either prompts or episode.")
+    episode: list[EpisodeStep] = Field(default_factory=list, description="Steps of one episode: each step "
+                                       "continues the transcript including the previous outputs (causal LMs).")
+    joiner: str = Field(" ", description="Text placed before each later episode step's text.")
+    max_new_tokens: int = Field(0, ge=0, le=512, description="Greedy tokens generated per step (0 = one "
+                                "forward pass over the prompt).")
+    positions: Literal["all", "last"] = Field("all", description="'all': a row per token of the recorded "
+                                              "forward; 'last': one row per step, the prompt's last token.")
+    interventions: list[CaptureIntervention] = Field(default_factory=list, description="Step-scoped "
+                                                     "interventions: zero, zero_heads, mean, patch, knockout.")
+    stop_at_eos: bool = Field(True, description="Stop a step's generation at the end-of-text token.")
+    store_dtype: Literal["float32", "float16"] = Field("float32", description="dtype of the stored states.")
+    chunk_rows: int = Field(4096, ge=1, description="Rows per site held in memory before flushing to disk.")
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+class CaptureResult(RunResult):
+    n_steps: int
+    n_rows: int = Field(description="Rows (recorded token positions) per site.")
+    sites: list[str] = Field(description="Captured sites, in forward order.")
+    widths: dict[str, int] = Field(description="Site -> state width D.")
+    outputs: list[str] = Field(default_factory=list, description="Generated text per step (first 20).")
+    trace: str = Field("", description="URI of trace.jsonl.")
+    states: dict[str, str] = Field(default_factory=dict, description="Site -> URI of its [N, D] .npy.")

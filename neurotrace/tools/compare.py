@@ -1,0 +1,18 @@
+"""MCP face of compare: read trace runs of the same facts side by side."""
+
+from typing import Annotated
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult
+
+from neurotrace.lab.tracing import CompareRequest, CompareResult, run_compare
+from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+
+
+async def compare(request: CompareRequest, ctx: Context) -> Annotated[CallToolResult, CompareResult]:
+    """How do models differ in where they store the same facts? Merge trace runs side by side with a plain reading."""
+    return await run_in_lab(ctx, run_compare, request)
+
+
+def register(server) -> None:
+    server.add_tool(compare, annotations=EXPERIMENT)
