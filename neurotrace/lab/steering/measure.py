@@ -1,0 +1,72 @@
+"""Steered forward passes: next-token probabilities of target tokens, and greedy steered text.
+
+The steering hook adds a vector to the activation at every chosen site from position ``start`` on:
+``start = 0`` steers every token (``positions='all'``); ``start = prompt_len - 1`` steers the last prompt
+token and, during generation, every generated token (``'last'``; generation recomputes the whole sequence
+each step, so this equals steering those positions once with a KV cache).
+
+Probabilities: prompts are grouped by token length; in each group every (vector, prompt) pair is one row
+of an unpadded batch with its own added vector, so a sweep of ``k`` vectors costs ``k * n / batch`` forwards.
+The effect read is ``p(targets)`` = the summed softmax probability of the target tokens at the last
+position.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from neurotrace.lab.model.hooks import hooked
+from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.stepwise import continue_greedy
+from neurotrace.lab.progress import Reporter
+
+MAX_ROWS = 256
+
+
+def steer_hook(vectors: Tensor, start: int) -> Callable[..., Tensor]:
+    """Add ``vectors`` (rows, width) to positions ``start:`` of an activation (rows, pos, width)."""
+    def fn(act: Tensor, site: str) -> Tensor:
+        out = act.clone()
+        out[:, start:] += vectors.to(device=act.device, dtype=act.dtype)[:, None, :]
+        return out
+
+    return fn
+
+
+@torch.no_grad()
+def target_probs(lm: LoadedModel, ids: Sequence[Sequence[int]], sites: Sequence[str], vectors: Tensor,
+                 target_ids: Sequence[int], positions: str, reporter: Reporter) -> Tensor:
+    """p(targets) for every added vector and prompt: (vectors, prompts) float64."""
+    out = torch.zeros(vectors.shape[0], len(ids), dtype=torch.float64)
+    by_len: dict[int, list[int]] = {}
+    for i, seq in enumerate(ids):
+        by_len.setdefault(len(seq), []).append(i)
+    targets = torch.tensor(list(target_ids), dtype=torch.long)
+    done = 0
+    for length, prompts in sorted(by_len.items()):
+        start = 0 if positions == "all" else length - 1
+        pairs = [(v, p) for v in range(vectors.shape[0]) for p in prompts]
+        for b0 in range(0, len(pairs), MAX_ROWS):
+            reporter.step(done, vectors.shape[0] * len(ids), "steered forwards")
+            chunk = pairs[b0:b0 + MAX_ROWS]
+            x = torch.tensor([list(ids[p]) for _, p in chunk], dtype=torch.long, device=lm.device)  # (rows, pos)
+            vec = vectors[[v for v, _ in chunk]]                                               # (rows, width)
+            with hooked(lm.model, lm.adapter, {s: steer_hook(vec, start) for s in sites}):
+                logits = lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[:, -1]   # (rows, vocab)
+            probs = torch.softmax(logits.double(), -1)[:, targets.to(logits.device)].sum(-1).cpu()
+            for (v, p), value in zip(chunk, probs.tolist(), strict=True):
+                out[v, p] = value
+            done += len(chunk)
+    return out
+
+
+def steered_text(lm: LoadedModel, ids: Sequence[int], sites: Sequence[str], vector: Tensor, positions: str,
+                 max_new_tokens: int) -> str:
+    """Greedy continuation of one prompt with ``vector`` added (see the module docstring for positions)."""
+    start = 0 if positions == "all" else len(ids) - 1
+    hooks = {s: steer_hook(vector[None], start) for s in sites}
+    cont = continue_greedy(lm, ids, max_new_tokens, context_for=lambda _k: hooked(lm.model, lm.adapter, hooks))
+    eos = lm.tokenizer.eos_token_id
+    tokens = [t for t in cont.tokens if t != eos]
+    return lm.tokenizer.decode(tokens, skip_special_tokens=True)
