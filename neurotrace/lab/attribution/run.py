@@ -5,7 +5,12 @@ import torch
 from neurotrace.lab.attribution.atp import clean_acts, estimates, exact_patch, gradients
 from neurotrace.lab.attribution.dla import attribute, capture, frozen_norm, unembedding
 from neurotrace.lab.attribution.report import write_report
-from neurotrace.lab.attribution.schema import AttributeRequest, AttributeResult, AttributionPatching, PatchEstimate
+from neurotrace.lab.attribution.schema import (
+    AttributeRequest,
+    AttributeResult,
+    AttributionPatching,
+    PatchEstimate,
+)
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.adapters import site_name

@@ -2,7 +2,6 @@
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from neurotrace.lab.lens.figures import FIGURES

@@ -8,11 +8,11 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.grid import Corrupted, exact_grid
 from neurotrace.lab.tracing.patch import run_patch
 from neurotrace.lab.tracing.patch_schema import PatchRequest
 from neurotrace.lab.tracing.prepare import prepare_fact
-from neurotrace.lab.progress import Reporter
 
 CLEAN, CORRUPT = "the capital of france is", "the capital of spain is"
 KINDS = ["resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos"]
