@@ -24,6 +24,9 @@ EXPECTED = {
                            ["logit_lens", "attribute", "attention", "patch", "Lima", "first_top1_row", "exact"]),
     "patch_components": ({"model", "clean", "corrupt"}, {"model": "m", "clean": "a b", "corrupt": "a c"},
                          ["patch", "head_out", "restored", "metric_corrupt", "attention"]),
+    "investigate": ({"model", "prompt", "target", "corrupt"},
+                    {"model": "m", "prompt": "The capital of Peru is", "target": "Lima", "corrupt": "The capital of Chad is"},
+                    ["logit_lens", "attribute", "patch", "find_neurons", "steer", "clamp_sweep", "verdict", "Lima"]),
 }
 
 
