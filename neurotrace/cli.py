@@ -2,8 +2,10 @@
 
 ``neurotrace <tool> --request '{"...": ...}'`` (or ``--request @request.json``) or per-field flags
 (``neurotrace trace --models fact-gpt2 --pack geography``): scalar flags are taken as typed values,
-lists may be comma-separated, nested objects are JSON. Progress goes to stderr; the result's summary
-and run directory to stdout (``--json`` prints the whole structured result).
+lists may be comma-separated, nested objects are JSON. Progress goes to stderr (bars on a terminal,
+a line per 10% of the work otherwise; ``--quiet`` turns it off); the result's summary and run directory
+to stdout (``--json`` prints the whole structured result as JSON instead, for scripts).
+``neurotrace show RUN_ID --open`` opens the run's ``report.html`` in a browser.
 """
 
 import argparse
@@ -12,6 +14,7 @@ import os
 import sys
 import types
 import typing
+import webbrowser
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from neurotrace.demo import run_demo
 from neurotrace.lab.errors import LabError, validation_message
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.embedded import EMBEDDED_MODELS, embedded_model_path
-from neurotrace.lab.progress import Reporter, stderr_progress
+from neurotrace.lab.progress import stderr_reporter
 from neurotrace.server import main as serve
 
 #: every experiment subcommand: (tool name, run function); the name is the MCP tool's and run_<name>'s
@@ -98,6 +101,7 @@ def _add_experiment(sub: argparse._SubParsersAction, name: str, fn: Any) -> None
     p = sub.add_parser(name, help=doc, description=doc)
     p.add_argument("--request", help="the whole request as JSON, or @file.json")
     p.add_argument("--json", action="store_true", help="print the whole structured result as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     for field, info in model.model_fields.items():
         flag = "--" + field.replace("_", "-")
         p.add_argument(flag, dest=f"field__{field}", metavar="VALUE", help=info.description)
@@ -112,7 +116,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
             data[field] = _coerce(info.annotation, raw)
     request = args._model.model_validate(data)
     lab = Lab(LabSettings.from_env(runs_dir=args.runs_dir and Path(args.runs_dir)))
-    result = args._fn(request, lab=lab, reporter=Reporter(on_progress=stderr_progress()))
+    result = args._fn(request, lab=lab, reporter=stderr_reporter(quiet=args.quiet))
     payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
     if args.json:
         print(json.dumps(payload, indent=2))
@@ -133,10 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         _add_experiment(sub, name, fn)
     demo = sub.add_parser("demo", help="the main job: run the protocol end to end on the embedded models")
     demo.add_argument("--quick", action="store_true", help="fewer facts and values (for tests)")
+    demo.add_argument("--quiet", action="store_true", help="no progress on stderr")
     runs = sub.add_parser("runs", help="list runs (newest first)")
     runs.add_argument("--tool", default=None)
+    runs.add_argument("--json", action="store_true", help="print the manifests as a JSON list")
     show = sub.add_parser("show", help="print a run's manifest")
     show.add_argument("run_id")
+    show.add_argument("--open", action="store_true", help="open the run's report.html in a web browser")
     sub.add_parser("models", help="list the embedded models")
     sub.add_parser("serve", help="run the MCP server (same as neurotrace-mcp)", add_help=False)
     return parser
@@ -162,17 +169,29 @@ def _dispatch(args: argparse.Namespace) -> int:
     if hasattr(args, "_fn"):
         return _run_experiment(args)
     if args.command == "demo":
-        return run_demo(runs_dir=args.runs_dir, quick=args.quick)
+        return run_demo(runs_dir=args.runs_dir, quick=args.quick, quiet=args.quiet)
     if args.command == "models":
         for name, desc in EMBEDDED_MODELS.items():
             print(f"{name:18s} {desc}  [{embedded_model_path(name)}]")
         return 0
     lab = Lab(LabSettings.from_env(runs_dir=args.runs_dir and Path(args.runs_dir)))
     if args.command == "runs":
-        for m in lab.store.list_runs(args.tool):
-            print(f"{m.run_id}  {m.status:9s}  {(m.summary or '').splitlines()[0][:80] if m.summary else ''}")
-        return 0
+        return _list_runs(lab, args)
     print(lab.store.manifest(args.run_id).model_dump_json(indent=2))
+    if args.open:
+        report = lab.store.artifact_path(args.run_id, "report.html")
+        print(f"report: {report}", file=sys.stderr)
+        webbrowser.open(report.as_uri())
+    return 0
+
+
+def _list_runs(lab: Lab, args: argparse.Namespace) -> int:
+    runs = lab.store.list_runs(args.tool)
+    if args.json:
+        print(json.dumps([m.model_dump(mode="json") for m in runs], indent=2))
+        return 0
+    for m in runs:
+        print(f"{m.run_id}  {m.status:9s}  {(m.summary or '').splitlines()[0][:80] if m.summary else ''}")
     return 0
 
 

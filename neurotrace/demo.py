@@ -42,7 +42,7 @@ from neurotrace import (
 )
 from neurotrace.lab.facts import load_facts
 from neurotrace.lab.model.embedded import DEFAULT_MODEL, embedded_model_path
-from neurotrace.lab.progress import Reporter, stderr_progress
+from neurotrace.lab.progress import Reporter, stderr_reporter
 
 
 @dataclass
@@ -168,10 +168,10 @@ def _steps(quick: bool) -> list[tuple[str, Callable[[Lab, Reporter, dict], Any]]
     ]
 
 
-def run_demo(runs_dir: str | None = None, quick: bool = False) -> int:
+def run_demo(runs_dir: str | None = None, quick: bool = False, quiet: bool = False) -> int:
     """Run every step, write the demo run (summary.md + steps.json) and print the summary."""
     lab = Lab(LabSettings.from_env(runs_dir=runs_dir and Path(runs_dir)))
-    reporter = Reporter(on_progress=stderr_progress("    "))
+    reporter = stderr_reporter("    ", quiet=quiet)
     state: dict[str, Any] = {"quick": quick}
     done: list[Step] = []
     with lab.store.open_run("demo", {"quick": quick}) as run:
