@@ -12,9 +12,13 @@ site                           meaning (hooked as)
 ``blocks.{L}.hook_mlp_out``    MLP's contribution in block L (output of the MLP path)
 ``blocks.{L}.mlp.hook_post``   MLP hidden activations after the nonlinearity, ``d_mlp`` wide
                                (the input of the MLP's output projection: "neurons")
+``blocks.{L}.attn.hook_z``     every head's output before the attention output projection,
+                               concatenated (``n_heads * d_head``; TransformerLens's ``hook_z``
+                               flattened): zeroing head h there removes exactly its contribution
 =============================  =================================================================
 
-Each :class:`ArchAdapter` names module paths (dotted, ``{L}`` for the layer) for one family. For
+This module is the one table of architecture knowledge (like pyvene's per-family mappings). Each
+:class:`ArchAdapter` names module paths (dotted, ``{L}`` for the layer) for one family. For
 post-LN encoders (BERT, RoBERTa) ``attn_out`` and ``mlp_out`` are the dense projections before the
 residual add and LayerNorm.
 """
@@ -27,29 +31,38 @@ from torch import nn
 
 from neurotrace.lab.errors import InputError
 
-SiteKind = Literal["embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_post"]
+SiteKind = Literal["embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_post", "attn_z"]
 HookMode = Literal["output", "input"]
-SITE_RE = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out|mlp\.hook_post)$")
+SITE_RE = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out|mlp\.hook_post|"
+                     r"attn\.hook_z)$")
 _SITE_KIND = {"hook_resid_pre": "resid_pre", "hook_resid_post": "resid_post", "hook_attn_out": "attn_out",
-              "hook_mlp_out": "mlp_out", "mlp.hook_post": "mlp_post"}
+              "hook_mlp_out": "mlp_out", "mlp.hook_post": "mlp_post", "attn.hook_z": "attn_z"}
+SITE_HELP = ("use hook_embed or blocks.{L}.hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out|mlp.hook_post|"
+             "attn.hook_z")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ArchAdapter:
-    """Module paths for one architecture family (``{L}`` is replaced by the layer index)."""
+    """Module paths for one architecture family (``{L}`` is replaced by the layer index).
+
+    Every site of the vocabulary above resolves through these named paths; ``blocks.{L}.attn.hook_z``
+    (all heads' outputs, concatenated, before the output projection) is the input of ``attn_proj``.
+    """
 
     family: str
     model_types: tuple[str, ...]
     kind: Literal["causal", "masked"]
-    embed: str            # token embedding module
+    embed: str            # token embedding module (its output is hook_embed, scaled where the model scales)
     blocks: str           # the ModuleList of blocks
-    attn_out: str         # module whose output is attention's contribution
-    mlp_out: str          # module whose output is the MLP's contribution
-    mlp_down: str         # MLP output projection; its input is mlp_post (neurons)
+    attn_out: str         # module whose output is attention's contribution (hook_attn_out)
+    attn_proj: str        # attention output projection; its input is attn.hook_z (n_heads * d_head)
+    attn_module: str      # the attention module (whose attention_mask an attention knockout rewrites)
+    mlp_out: str          # module whose output is the MLP's contribution (hook_mlp_out)
+    mlp_down: str         # MLP output projection; its input is mlp.hook_post (neurons)
     final_norm: str | None
     unembed: str          # module mapping the final residual to logits
-    base: str = ""        # the body (embeddings + blocks + final norm) returning last_hidden_state
-    head: tuple[str, ...] = ()  # modules applied in order to the body's output to get logits
+    base: str             # the body (embeddings + blocks + final norm) returning last_hidden_state
+    head: tuple[str, ...]  # modules applied in order to the body's output to get logits
 
     def logits_at(self, model: nn.Module, hidden: Any) -> Any:
         """Apply the LM head to body outputs ``hidden`` (any leading shape, last dim d_model)."""
@@ -75,24 +88,15 @@ class ArchAdapter:
             return self.module(model, self.embed), "output"
         m = SITE_RE.match(site)
         if not m:
-            raise InputError("site", f"unknown site {site!r}",
-                             fix="use hook_embed or blocks.{L}.hook_resid_pre|hook_resid_post|hook_attn_out|"
-                                 "hook_mlp_out|mlp.hook_post")
+            raise InputError("site", f"unknown site {site!r}", fix=SITE_HELP)
         layer, name = int(m.group(1)), m.group(2)
         n = self.n_layers(model)
         if layer >= n:
             raise InputError("layer", f"layer {layer} is out of range ({n} layers)", fix=f"use 0..{n - 1}")
-        kind = _SITE_KIND[name]
-        block = f"{self.blocks}.{layer}"
-        if kind == "resid_pre":
-            return self.module(model, block), "input"
-        if kind == "resid_post":
-            return self.module(model, block), "output"
-        if kind == "attn_out":
-            return self.module(model, self.attn_out, layer), "output"
-        if kind == "mlp_out":
-            return self.module(model, self.mlp_out, layer), "output"
-        return self.module(model, self.mlp_down, layer), "input"
+        path, mode = {"resid_pre": (f"{self.blocks}.{{L}}", "input"), "resid_post": (f"{self.blocks}.{{L}}", "output"),
+                      "attn_out": (self.attn_out, "output"), "mlp_out": (self.mlp_out, "output"),
+                      "mlp_post": (self.mlp_down, "input"), "attn_z": (self.attn_proj, "input")}[_SITE_KIND[name]]
+        return self.module(model, path, layer), mode  # type: ignore[return-value]
 
 
 def site_name(kind: SiteKind, layer: int | None = None) -> str:
@@ -103,27 +107,46 @@ def site_name(kind: SiteKind, layer: int | None = None) -> str:
     return f"blocks.{layer}.{suffix}"
 
 
+def _decoder(family: str, model_types: tuple[str, ...], root: str = "model") -> ArchAdapter:
+    """The Llama-style layout shared by Llama, Mistral, Qwen 2/3, Gemma 1/2/3, OLMo and Phi-3."""
+    layer = f"{root}.layers.{{L}}"
+    return ArchAdapter(family=family, model_types=model_types, kind="causal", embed=f"{root}.embed_tokens",
+                       blocks=f"{root}.layers", attn_out=f"{layer}.self_attn", attn_proj=f"{layer}.self_attn.o_proj",
+                       attn_module=f"{layer}.self_attn", mlp_out=f"{layer}.mlp", mlp_down=f"{layer}.mlp.down_proj",
+                       final_norm=f"{root}.norm", unembed="lm_head", base=root, head=("lm_head",))
+
+
 ADAPTERS: tuple[ArchAdapter, ...] = (
-    ArchAdapter("gpt2", ("gpt2",), "causal", "transformer.wte", "transformer.h", "transformer.h.{L}.attn",
-                "transformer.h.{L}.mlp", "transformer.h.{L}.mlp.c_proj", "transformer.ln_f", "lm_head",
-                "transformer", ("lm_head",)),
-    ArchAdapter("gpt_neox", ("gpt_neox",), "causal", "gpt_neox.embed_in", "gpt_neox.layers",
-                "gpt_neox.layers.{L}.attention", "gpt_neox.layers.{L}.mlp",
-                "gpt_neox.layers.{L}.mlp.dense_4h_to_h", "gpt_neox.final_layer_norm", "lm_head", "gpt_neox",
-                ("lm_head",)),
-    ArchAdapter("llama", ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "phi3"), "causal",
-                "model.embed_tokens", "model.layers", "model.layers.{L}.self_attn", "model.layers.{L}.mlp",
-                "model.layers.{L}.mlp.down_proj", "model.norm", "lm_head", "model", ("lm_head",)),
-    ArchAdapter("bert", ("bert",), "masked", "bert.embeddings.word_embeddings", "bert.encoder.layer",
-                "bert.encoder.layer.{L}.attention.output.dense", "bert.encoder.layer.{L}.output.dense",
-                "bert.encoder.layer.{L}.output.dense", None, "cls", "bert", ("cls",)),
-    ArchAdapter("roberta", ("roberta", "xlm-roberta"), "masked", "roberta.embeddings.word_embeddings",
-                "roberta.encoder.layer", "roberta.encoder.layer.{L}.attention.output.dense",
-                "roberta.encoder.layer.{L}.output.dense", "roberta.encoder.layer.{L}.output.dense", None,
-                "lm_head", "roberta", ("lm_head",)),
-    ArchAdapter("modernbert", ("modernbert",), "masked", "model.embeddings.tok_embeddings", "model.layers",
-                "model.layers.{L}.attn", "model.layers.{L}.mlp", "model.layers.{L}.mlp.Wo",
-                "model.final_norm", "decoder", "model", ("head", "decoder")),
+    ArchAdapter(family="gpt2", model_types=("gpt2",), kind="causal", embed="transformer.wte", blocks="transformer.h",
+                attn_out="transformer.h.{L}.attn", attn_proj="transformer.h.{L}.attn.c_proj",
+                attn_module="transformer.h.{L}.attn", mlp_out="transformer.h.{L}.mlp",
+                mlp_down="transformer.h.{L}.mlp.c_proj", final_norm="transformer.ln_f", unembed="lm_head",
+                base="transformer", head=("lm_head",)),
+    ArchAdapter(family="gpt_neox", model_types=("gpt_neox",), kind="causal", embed="gpt_neox.embed_in",
+                blocks="gpt_neox.layers", attn_out="gpt_neox.layers.{L}.attention",
+                attn_proj="gpt_neox.layers.{L}.attention.dense", attn_module="gpt_neox.layers.{L}.attention",
+                mlp_out="gpt_neox.layers.{L}.mlp", mlp_down="gpt_neox.layers.{L}.mlp.dense_4h_to_h",
+                final_norm="gpt_neox.final_layer_norm", unembed="embed_out", base="gpt_neox", head=("embed_out",)),
+    _decoder("llama", ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2",
+                       "phi3")),
+    _decoder("gemma3", ("gemma3",), root="model.language_model"),
+    ArchAdapter(family="bert", model_types=("bert",), kind="masked", embed="bert.embeddings.word_embeddings",
+                blocks="bert.encoder.layer", attn_out="bert.encoder.layer.{L}.attention.output.dense",
+                attn_proj="bert.encoder.layer.{L}.attention.output.dense",
+                attn_module="bert.encoder.layer.{L}.attention.self", mlp_out="bert.encoder.layer.{L}.output.dense",
+                mlp_down="bert.encoder.layer.{L}.output.dense", final_norm=None, unembed="cls", base="bert",
+                head=("cls",)),
+    ArchAdapter(family="roberta", model_types=("roberta", "xlm-roberta"), kind="masked",
+                embed="roberta.embeddings.word_embeddings", blocks="roberta.encoder.layer",
+                attn_out="roberta.encoder.layer.{L}.attention.output.dense",
+                attn_proj="roberta.encoder.layer.{L}.attention.output.dense",
+                attn_module="roberta.encoder.layer.{L}.attention.self",
+                mlp_out="roberta.encoder.layer.{L}.output.dense", mlp_down="roberta.encoder.layer.{L}.output.dense",
+                final_norm=None, unembed="lm_head", base="roberta", head=("lm_head",)),
+    ArchAdapter(family="modernbert", model_types=("modernbert",), kind="masked", embed="model.embeddings.tok_embeddings",
+                blocks="model.layers", attn_out="model.layers.{L}.attn", attn_proj="model.layers.{L}.attn.Wo",
+                attn_module="model.layers.{L}.attn", mlp_out="model.layers.{L}.mlp", mlp_down="model.layers.{L}.mlp.Wo",
+                final_norm="model.final_norm", unembed="decoder", base="model", head=("head", "decoder")),
 )
 
 

@@ -7,7 +7,6 @@ settings (:class:`LabSettings`), never from a request.
 """
 
 import hashlib
-import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +72,23 @@ class LoadedModel:
         return int(getattr(c, "n_embd", None) or c.hidden_size)
 
     @property
+    def n_heads(self) -> int:
+        c = self.config
+        return int(getattr(c, "n_head", None) or c.num_attention_heads)
+
+    @property
+    def d_head(self) -> int:
+        c = self.config
+        return int(getattr(c, "head_dim", None) or self.d_model // self.n_heads)
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest sequence the model takes (``None`` when the config sets no limit)."""
+        c = self.config
+        limit = getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None)
+        return int(limit) if limit else None
+
+    @property
     def d_mlp(self) -> int:
         down = self.adapter.module(self.model, self.adapter.mlp_down, 0)
         if hasattr(down, "in_features"):
@@ -83,7 +99,7 @@ class LoadedModel:
         return {"key": self.key, "model": self.ref.model, "source": self.source, "kind": self.kind,
                 "backend": self.ref.backend, "dtype": self.ref.dtype, "device": str(self.device),
                 "family": self.adapter.family, "n_layers": self.n_layers, "d_model": self.d_model,
-                "d_mlp": self.d_mlp, "d_vocab": int(self.config.vocab_size), "bytes": self.nbytes,
+                "d_mlp": self.d_mlp, "n_heads": self.n_heads, "max_positions": self.max_positions, "d_vocab": int(self.config.vocab_size), "bytes": self.nbytes,
                 "fingerprint": self.fingerprint}
 
 
@@ -194,10 +210,3 @@ def _boot_bridge(source: str, model: nn.Module, tokenizer: Any, device: torch.de
     except (ValueError, NotImplementedError, KeyError) as exc:
         raise InputError("backend", f"TransformerLens's bridge does not support {source!r}: {exc}",
                          fix="use backend='hf'") from exc
-
-
-def describe_config(source: str) -> dict[str, Any]:
-    """Small JSON-able summary of a local model directory's config (no weights loaded)."""
-    cfg = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
-    keys = ("model_type", "architectures", "n_layer", "num_hidden_layers", "n_embd", "hidden_size", "vocab_size")
-    return {k: cfg[k] for k in keys if k in cfg}
