@@ -1,0 +1,153 @@
+"""The row plan shared by the exact fast paths (:mod:`fast_gpt2`, :mod:`fast_decoder`).
+
+A *row* is one (grid cell, noise sample) of the exact grid: restore the clean state of the cell's
+sites at one position in one corrupted sample. Restoring site(s) from layer ``start`` on leaves every
+layer below ``start`` as in the corrupted run, so rows are grouped by their first changed layer and
+sorted by restored position; a batch of rows shares one start layer and begins at the smallest
+restored position ``p0`` among its rows (earlier positions are unchanged, attention being causal).
+
+Rows whose restorations so far are identical (the mlp/attn windows of neighbouring layers, until the
+windows part) hold identical states, so each layer runs once per *distinct* state: a :class:`Level`
+per layer says which state each new state comes from (``parent``), its noise sample, and the clean
+values written into it in that layer. The arithmetic per state is exactly a full row's.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from neurotrace.lab.model.adapters import site_name
+from neurotrace.lab.tracing.prepare import KIND_SITE, sites_for
+
+Restore = tuple[Tensor, Tensor, Tensor]   # (state index, suffix offset, clean value (n, D))
+
+
+class Row(NamedTuple):
+    """One (cell, sample) row: grid cell index, kind, the layers it restores, position, noise sample."""
+
+    cell: int
+    kind: str
+    layers: tuple[int, ...]
+    pos: int
+    sample: int
+
+
+@dataclass
+class Level:
+    """The distinct states after one layer: each one's parent state (before the layer), noise sample,
+    and the clean values restored in the layer per kind."""
+
+    parent: Tensor
+    sample: Tensor
+    restore: dict[str, Restore]
+
+
+def grid_sites(kinds: Sequence[str], n_layers: int) -> list[str]:
+    """Every site a grid over ``kinds`` restores (resid_post / mlp_out / attn_out per layer)."""
+    return [site_name(KIND_SITE[k], layer) for k in kinds for layer in range(n_layers)]
+
+
+def group_rows(kinds: Sequence[str], n_layers: int, n_pos: int, samples: int,
+               window: int) -> tuple[int, dict[int, list[Row]]]:
+    """(number of cells, {first changed layer: rows sorted by position}); cells are ordered
+    (kind, layer, position) as in the grid."""
+    groups: dict[int, list[Row]] = defaultdict(list)
+    cells = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
+    for c, (k, layer, p) in enumerate(cells):
+        layers = tuple(int(s.split(".")[1]) for s in sites_for(k, layer, window, n_layers))
+        start = layer + 1 if k == "resid" else layers[0]
+        groups[start] += [Row(c, k, layers, p, s) for s in range(samples)]
+    for rows in groups.values():
+        rows.sort(key=lambda r: r.pos)
+    return len(cells), groups
+
+
+def _state_key(row: Row, layer: int) -> tuple:
+    """Rows whose keys are equal after ``layer`` hold identical states there (same sample, same
+    restorations so far)."""
+    if row.kind == "resid":
+        return ("resid", row.cell, row.sample)
+    done = tuple(x for x in row.layers if x <= layer)
+    return (row.kind, row.pos, row.sample, done) if done else ("corrupted", row.sample)
+
+
+def _distinct(chunk: Sequence[Row], layer: int) -> tuple[list[int], list[int]]:
+    """Each row's state index after ``layer`` and the first row of each state."""
+    index: dict[tuple, int] = {}
+    state, firsts = [], []
+    for i, row in enumerate(chunk):
+        key = _state_key(row, layer)
+        if key not in index:
+            index[key] = len(index)
+            firsts.append(i)
+        state.append(index[key])
+    return state, firsts
+
+
+def plan(chunk: Sequence[Row], start: int, n_layers: int, p0: int,
+         clean: dict[str, Tensor]) -> tuple[list[int], list[Level], Tensor]:
+    """Initial states (their first rows), one :class:`Level` per layer ``start..``, each row's final state."""
+    state, initial = _distinct(chunk, start - 1)
+    levels = []
+    for layer in range(start, n_layers):
+        new_state, new_firsts = _distinct(chunk, layer)
+        restore = {}
+        for kind in ("attn", "mlp"):
+            us = [u for u, i in enumerate(new_firsts) if chunk[i].kind == kind and layer in chunk[i].layers]
+            if us:
+                pos = torch.tensor([chunk[new_firsts[u]].pos for u in us])
+                restore[kind] = (torch.tensor(us), pos - p0, clean[site_name(f"{kind}_out", layer)][pos])
+        levels.append(Level(parent=torch.tensor([state[i] for i in new_firsts]),
+                            sample=torch.tensor([chunk[i].sample for i in new_firsts]), restore=restore))
+        state = new_state
+    return initial, levels, torch.tensor(state)
+
+
+def initial_states(chunk: Sequence[Row], initial: Sequence[int], start: int, p0: int, resid_pre: Sequence[Tensor],
+                   clean: dict[str, Tensor]) -> Tensor:
+    """The states entering layer ``start`` (states, S, D) for positions ``p0..``: the corrupted residual,
+    with resid rows' clean ``resid_post`` of layer ``start - 1`` written at their position."""
+    h = resid_pre[start][torch.tensor([chunk[i].sample for i in initial]), p0:].clone()   # (states, S, D)
+    resid = [(u, chunk[i].pos) for u, i in enumerate(initial) if chunk[i].kind == "resid"]
+    if resid:
+        pos = torch.tensor([q for _, q in resid])
+        h[torch.tensor([u for u, _ in resid]), pos - p0] = clean[site_name("resid_post", start - 1)][pos].to(h.dtype)
+    return h
+
+
+def put(t: Tensor, spec: Restore | None, only: int | None = None) -> None:
+    """Write restored values into ``t`` (states, S, D) in place; with ``only``, just those at that offset
+    (then ``t`` holds that offset alone)."""
+    if spec is None:
+        return
+    states, offsets, values = spec
+    if only is None:
+        t[states, offsets] = values.to(t.dtype)
+    else:
+        keep = offsets == only
+        t[states[keep], 0] = values[keep].to(t.dtype)
+
+
+def chunks(rows: Sequence[Row], size: int, min_rows: int = 64) -> Iterator[list[Row]]:
+    """Consecutive rows (sorted by restored position) in batches of at most ``size``; a batch closes at a
+    change of position once it holds ``min_rows``, so batches rarely reach back to earlier positions."""
+    chunk: list[Row] = []
+    for row in rows:
+        if chunk and (len(chunk) >= size or (row.pos != chunk[-1].pos and len(chunk) >= min_rows)):
+            yield chunk
+            chunk = []
+        chunk.append(row)
+    if chunk:
+        yield chunk
+
+
+def target_prob(logits_of, h: Tensor, target_id: int, rows_per_head: int = 64) -> Tensor:
+    """p(target) for final hidden states ``h`` (rows, D), applying ``logits_of`` (the LM head) to
+    ``rows_per_head`` rows at a time (a 262k vocabulary makes (512, vocab) logits ~0.5 GB)."""
+    out = [torch.softmax(logits_of(h[i:i + rows_per_head]).float(), dim=-1)[:, target_id]
+           for i in range(0, h.shape[0], rows_per_head)]
+    return torch.cat(out) if out else h.new_zeros(0)
