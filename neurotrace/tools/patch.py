@@ -14,8 +14,8 @@ async def patch(request: PatchRequest, ctx: Context) -> Annotated[CallToolResult
     """Does patching a component from the clean prompt into the corrupt one restore the answer? Activation
     patching of any same-length prompt pair (IOI-style).
 
-    Patches resid_pre / attn_out / mlp_out per layer x position and heads (all positions or per position),
-    exact and batched; metric logit difference, p(target) or KL. Returns the most restoring cells and heatmaps.
+    Patches resid_pre / attn_out / mlp_out per layer x position, head outputs (all or per position) and head
+    q/k/v/pattern, exact and batched; metric logit difference, p(target) or KL. Returns the most restoring cells and heatmaps.
     """
     return await run_in_lab(ctx, run_patch, request)
 

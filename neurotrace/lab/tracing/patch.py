@@ -7,7 +7,9 @@ position: the logit difference of two tokens, p(target), or KL(clean || patched)
   ``get_act_patch_resid_pre`` / ``get_act_patch_attn_out`` / ``get_act_patch_mlp_out``;
 * ``head_out``: one head's output (its slice of ``hook_z``) at every position, like
   ``get_act_patch_attn_head_out_all_pos``; ``head_out_pos``: one (layer, position, head), like
-  ``get_act_patch_attn_head_out_by_pos``.
+  ``get_act_patch_attn_head_out_by_pos``;
+* ``head_q`` / ``head_k`` / ``head_v`` / ``head_pattern``: one head's queries, keys, values or attention
+  pattern at every position (:mod:`neurotrace.lab.tracing.patch_attn`), like ``get_act_patch_attn_head_*_all_pos``.
 
 Exact and batched (ROME's convention): every patched run is one row of a batch of corrupt inputs, each
 row carrying its own patch; rows are independent, so the numbers equal one forward per cell. Clean states
@@ -28,11 +30,13 @@ from neurotrace.lab.model.loading import LoadedModel, ModelRef
 from neurotrace.lab.model.sites import hooked_sites, n_heads
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
+from neurotrace.lab.tracing.patch_attn import AttnEdits, attention_edits
 from neurotrace.lab.tracing.patch_report import write_patch_report
 from neurotrace.lab.tracing.patch_schema import PatchRequest, PatchResult
 from neurotrace.lab.tracing.prepare import clean_states
 
 SITE_OF = {"resid_pre": "resid_pre", "attn_out": "attn_out", "mlp_out": "mlp_out"}
+PART_OF = {"head_q": "q", "head_k": "k", "head_v": "v", "head_pattern": "pattern"}
 Metric = Callable[[Tensor], Tensor]          # last-position logits (rows, vocab) -> (rows,)
 
 
@@ -109,6 +113,32 @@ def patch_cells(lm: LoadedModel, corrupt: Tensor, cells: list[Cell], clean: dict
     return torch.cat(out).cpu()
 
 
+@torch.no_grad()
+def clean_parts(lm: LoadedModel, ids: Tensor) -> dict[tuple[int, str], Tensor]:
+    """Every layer's per-head q, k, v (1, H, P, d) and pattern (1, H, P, P) on the clean prompt."""
+    record: dict[tuple[int, str], Tensor] = {}
+    with attention_edits(lm, AttnEdits(record=record)):
+        lm.model(input_ids=ids[None].to(lm.device))
+    return record
+
+
+def patch_parts(lm: LoadedModel, corrupt: Tensor, part: str, clean: dict[tuple[int, str], Tensor], metric: Metric,
+                batch_size: int, reporter: Reporter) -> Tensor:
+    """The metric (layers, heads) with one head's ``part`` (q, k, v or pattern) patched at every position."""
+    heads = clean[(0, part)].shape[1]
+    cells = [(layer, h) for layer in range(lm.n_layers) for h in range(heads)]
+    out = []
+    for start in range(0, len(cells), batch_size):
+        reporter.step(start, len(cells), f"head_{part}: patched runs {start}-{min(start + batch_size, len(cells))}")
+        chunk = cells[start:start + batch_size]
+        edits = AttnEdits(clean=clean)
+        for row, (layer, h) in enumerate(chunk):
+            edits.patches.setdefault(layer, []).append((row, part, h))
+        with attention_edits(lm, edits):
+            out.append(metric(last_logits(lm, corrupt[None].expand(len(chunk), -1))))
+    return torch.cat(out).cpu().view(lm.n_layers, heads)
+
+
 def make_metric(kind: str, target: int, contrast: int | None, clean_logits: Tensor) -> Metric:
     if kind == "logit_diff":
         return lambda lg: lg[:, target] - lg[:, contrast]
@@ -153,13 +183,16 @@ def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
         m_clean, m_corrupt = (float(v) for v in metric(torch.stack([clean_lg, corrupt_lg])))
         heads = n_heads(lm)
         d_head = int(getattr(lm.config, "head_dim", None) or lm.d_model // heads)
-        plan = {k: cells_for(k, lm.n_layers, len(clean), heads, d_head) for k in request.kinds}
+        plan = {k: cells_for(k, lm.n_layers, len(clean), heads, d_head) for k in request.kinds if k not in PART_OF}
         cache = clean_cache(lm, clean, {c.site for cells in plan.values() for c in cells})
-        grids = {}
+        parts = clean_parts(lm, clean) if set(PART_OF) & set(request.kinds) else {}
+        grids = {k: patch_parts(lm, corrupt, PART_OF[k], parts, metric, request.batch_size, reporter)
+                 for k in request.kinds if k in PART_OF}
         for kind, cells in plan.items():
             values = patch_cells(lm, corrupt, cells, cache, metric, request.batch_size, reporter, kind)
             shape = {"head_out": (lm.n_layers, heads), "head_out_pos": (lm.n_layers, len(clean), heads)}
             grids[kind] = values.view(shape.get(kind, (lm.n_layers, len(clean))))
+        grids = {k: grids[k] for k in request.kinds}
         with lab.store.open_run("patch", request) as run:
             run.add_model(request.model, lm.fingerprint)
             return write_patch_report(run, request, lm, clean, corrupt, grids, target, contrast, m_clean, m_corrupt)

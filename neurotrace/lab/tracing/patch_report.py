@@ -11,6 +11,7 @@ from neurotrace.lab.plotstyle import DIVERGING_CMAP, finish, new_figure, short
 from neurotrace.lab.tracing.patch_schema import PATCH_RESULTS_FILE, PatchCell, PatchRequest, PatchResult
 
 N_TOP = 10
+HEAD_PARTS = ("head_q", "head_k", "head_v", "head_pattern")
 MAX_TICKS = 32
 
 
@@ -23,8 +24,9 @@ def _cells(kind: str, grid: Tensor, norm: Tensor, tokens: list[str]) -> list[Pat
     out = []
     for index in np.ndindex(*grid.shape):
         layer = index[0]
-        pos = None if kind == "head_out" else index[1]
-        head = index[1] if kind == "head_out" else (index[2] if kind == "head_out_pos" else None)
+        per_head = kind == "head_out" or kind in HEAD_PARTS
+        pos = None if per_head else index[1]
+        head = index[1] if per_head else (index[2] if kind == "head_out_pos" else None)
         if kind == "resid_pre" and pos == len(tokens) - 1:
             continue                       # the whole residual at the scored position restores trivially
         out.append(PatchCell(kind=kind, layer=layer, position=pos, head=head,
@@ -42,7 +44,7 @@ def heatmap(results: dict[str, Any], kind: str) -> Any:
     lim = max(1.0, float(np.abs(data).max()))
     fig, ax = new_figure(width=2.0 + 0.45 * data.shape[1], height=1.5 + 0.3 * data.shape[0])
     im = ax.imshow(data, cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim, aspect="auto", origin="lower")
-    if kind == "head_out":
+    if kind == "head_out" or kind in HEAD_PARTS:
         ax.set_xlabel("head")
     elif len(tokens) <= MAX_TICKS:
         ax.set_xticks(range(len(tokens)), [repr(t)[:12] for t in tokens], rotation=60, ha="right")
@@ -53,7 +55,8 @@ def heatmap(results: dict[str, Any], kind: str) -> Any:
     return fig
 
 
-FIGURES = {k: (lambda r, k=k: heatmap(r, k)) for k in ("resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos")}
+FIGURES = {k: (lambda r, k=k: heatmap(r, k)) for k in ("resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos",
+                                                       *HEAD_PARTS)}
 
 
 def _summary(request: PatchRequest, target: str, contrast: str | None, m_clean: float, m_corrupt: float,

@@ -7,7 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from neurotrace.lab.results import RunResult
 
 PATCH_RESULTS_FILE = "patch_results.json"
-PatchKind = Literal["resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos"]
+PatchKind = Literal["resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos", "head_q", "head_k", "head_v",
+                    "head_pattern"]
 PatchMetric = Literal["logit_diff", "p_target", "kl"]
 
 
@@ -25,7 +26,8 @@ class PatchRequest(BaseModel):
     contrast: str | None = Field(None, description="Second word for logit_diff; default the corrupt run's top-1.")
     kinds: list[PatchKind] = Field(default_factory=lambda: ["resid_pre", "attn_out", "mlp_out"], min_length=1,
                                    description="resid_pre / attn_out / mlp_out: per layer x position; head_out: per "
-                                   "layer x head, all positions; head_out_pos: per layer x position x head.")
+                                   "layer x head, all positions; head_out_pos: per layer x position x head; head_q/k/v/pattern: a "
+                                   "head's queries, keys, values or pattern, all positions (k/v per key-value head).")
     batch_size: int = Field(32, ge=1, le=1024, description="Patched runs per forward (rows of one batch).")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
 

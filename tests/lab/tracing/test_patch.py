@@ -53,6 +53,50 @@ def test_every_kind_equals_transformerlens_patching_on_the_bridge(lab, tiny_gpt2
     assert result.differing == [3] and len(result.figures) == len(KINDS)
 
 
+def test_head_queries_keys_values_and_patterns_equal_transformerlens_patching(lab, tiny_gpt2):
+    from transformer_lens import patching
+
+    parts = ["head_q", "head_k", "head_v", "head_pattern"]
+    result = run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt=CORRUPT, target="paris",
+                                    contrast="madrid", kinds=parts, batch_size=5), lab=lab)
+    ours = _grids(lab, result)
+    lm = load(ModelRef(model=str(tiny_gpt2), backend="bridge"))
+    t, c = (lm.tokenizer.convert_tokens_to_ids(w) for w in ("paris", "madrid"))
+    clean_ids, corrupt_ids = (lm.tokenizer(s, return_tensors="pt")["input_ids"] for s in (CLEAN, CORRUPT))
+    _, cache = lm.bridge.run_with_cache(clean_ids)
+
+    def metric(logits):
+        return logits[0, -1, t] - logits[0, -1, c]
+
+    tl = {"head_q": patching.get_act_patch_attn_head_q_all_pos, "head_k": patching.get_act_patch_attn_head_k_all_pos,
+          "head_v": patching.get_act_patch_attn_head_v_all_pos,
+          "head_pattern": patching.get_act_patch_attn_head_pattern_all_pos}
+    for kind, fn in tl.items():
+        expect = fn(lm.bridge, corrupt_ids, cache, metric).detach().float()
+        torch.testing.assert_close(ours[kind], expect, atol=1e-4, rtol=1e-4, msg=kind)
+    assert [f.rsplit("/", 1)[-1] for f in result.figures] == [f"{k}.png" for k in parts]
+
+
+def test_gqa_keys_and_values_are_patched_per_key_value_head(lab, tmp_path):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from neurotrace.testing.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer("causal")
+    torch.manual_seed(0)
+    MistralForCausalLM(MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, sliding_window=3,
+                                     max_position_embeddings=64, bos_token_id=0, eos_token_id=0,
+                                     pad_token_id=0)).save_pretrained(tmp_path / "gqa")
+    tok.save_pretrained(tmp_path / "gqa")
+    result = run_patch(PatchRequest(model=str(tmp_path / "gqa"), clean=CLEAN, corrupt=CORRUPT, metric="kl",
+                                    kinds=["head_q", "head_k", "head_v", "head_pattern", "head_out"]), lab=lab)
+    grids = _grids(lab, result)
+    assert grids["head_q"].shape == grids["head_pattern"].shape == grids["head_out"].shape == (2, 4)
+    assert grids["head_k"].shape == grids["head_v"].shape == (2, 2)
+    assert lab.cache.get(ModelRef(model=str(tmp_path / "gqa"))).model.config._attn_implementation != "neurotrace_patch"
+
+
 def test_p_target_equals_the_tracing_exact_grid_with_a_subject_swap(lab, tiny_gpt2):
     result = run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt=CORRUPT, metric="p_target",
                                     target="paris"), lab=lab)
