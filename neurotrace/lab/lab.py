@@ -4,6 +4,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from neurotrace.lab.inputs import DEFAULT_MAX_INPUT_BYTES, InputPolicy, default_input_roots
 from neurotrace.lab.model.cache import ModelCache, parse_bytes
 from neurotrace.lab.runs import RunStore
 
@@ -15,14 +16,20 @@ class LabSettings:
     runs_dir: Path = field(default_factory=lambda: Path("runs"))
     memory_budget_bytes: int | None = None
     trust_remote_code: bool = False
+    input_dirs: tuple[Path, ...] | None = None  # files a request may name; None: runs dir + inputs/ beside it
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
 
     @classmethod
     def from_env(cls, **overrides: object) -> "LabSettings":
-        """NEUROTRACE_RUNS_DIR, NEUROTRACE_MEMORY_BUDGET ('8GiB'), NEUROTRACE_TRUST_REMOTE_CODE=1."""
+        """NEUROTRACE_RUNS_DIR, NEUROTRACE_MEMORY_BUDGET ('8GiB'), NEUROTRACE_TRUST_REMOTE_CODE=1,
+        NEUROTRACE_INPUT_DIRS (os.pathsep-separated), NEUROTRACE_MAX_INPUT_BYTES ('16MiB')."""
         values: dict[str, object] = {
             "runs_dir": Path(os.environ.get("NEUROTRACE_RUNS_DIR", "runs")),
             "memory_budget_bytes": parse_bytes(os.environ.get("NEUROTRACE_MEMORY_BUDGET")),
             "trust_remote_code": os.environ.get("NEUROTRACE_TRUST_REMOTE_CODE", "") in ("1", "true", "yes"),
+            "input_dirs": tuple(Path(p) for p in os.environ.get("NEUROTRACE_INPUT_DIRS", "").split(os.pathsep)
+                                if p) or None,
+            "max_input_bytes": parse_bytes(os.environ.get("NEUROTRACE_MAX_INPUT_BYTES")) or DEFAULT_MAX_INPUT_BYTES,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -33,3 +40,6 @@ class Lab:
         self.settings = settings or LabSettings.from_env()
         self.cache = ModelCache(self.settings.memory_budget_bytes, self.settings.trust_remote_code)
         self.store = RunStore(self.settings.runs_dir)
+        roots = self.settings.input_dirs or default_input_roots(self.store.root)
+        self.inputs = InputPolicy(roots=tuple(Path(r).expanduser().resolve() for r in roots),
+                                  runs_root=self.store.root, max_bytes=self.settings.max_input_bytes)

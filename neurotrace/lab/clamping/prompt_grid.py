@@ -24,6 +24,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.errors import InputError
+from neurotrace.lab.inputs import InputPolicy
 
 FIELD = "prompt_file"
 FIX = ("give a .jsonl file of {\"prompt\": ..., \"core_id\": ..., \"type\": ..., \"level\": ...} objects, "
@@ -67,7 +68,7 @@ def _parse_table(text: str, name: str, delimiter: str) -> list[PromptItem]:
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
     columns = [c.strip() for c in (reader.fieldnames or [])]
     if "prompt" not in columns:
-        raise InputError(FIELD, f"{name} has no 'prompt' column (header: {columns})", fix=FIX)
+        raise InputError(FIELD, f"{name} has no 'prompt' column (its header has {len(columns)} columns)", fix=FIX)
     reader.fieldnames = columns
     items = []
     for rowno, row in enumerate(reader, start=2):
@@ -92,29 +93,40 @@ def parse_prompt_text(text: str, name: str = "prompt file", fmt: str | None = No
     return items
 
 
-def read_prompt_file(path: str) -> list[PromptItem]:
-    """Read a prompt-grid file (see the module docstring for the formats)."""
+def read_prompt_file(path: str, policy: InputPolicy | None = None) -> list[PromptItem]:
+    """Read a prompt-grid file (see the module docstring for the formats).
+
+    With a ``policy`` (always, from a server or CLI request) only the files it allows are read; without
+    one (library use) any readable file is. Errors never quote the file's content."""
+    if policy is not None:
+        text, name = policy.read_text(path, FIELD)
+    else:
+        name, text = Path(path).expanduser().name, _read_any(path)
+    suffix = Path(name).suffix.lower()
+    fmt = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(suffix)
+    return parse_prompt_text(text, name, fmt)
+
+
+def _read_any(path: str) -> str:
     file = Path(path).expanduser()
     try:
-        text = file.read_text(encoding="utf-8-sig")
+        return file.read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
-        raise InputError(FIELD, f"no file at {path!r}", fix="check the path (relative paths are resolved "
-                         "from the server's working directory)") from exc
+        raise InputError(FIELD, f"no file named {file.name!r}", fix="check the path") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(FIELD, f"cannot read {path!r}: {exc}", fix="give a readable UTF-8 text file") from exc
-    suffix = file.suffix.lower()
-    fmt = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(suffix)
-    return parse_prompt_text(text, file.name, fmt)
+        raise InputError(FIELD, f"cannot read {file.name!r} ({type(exc).__name__})",
+                         fix="give a readable UTF-8 text file") from exc
 
 
-def resolve_prompts(prompts: list[str | PromptItem], prompt_file: str | None) -> list[PromptItem]:
+def resolve_prompts(prompts: list[str | PromptItem], prompt_file: str | None,
+                    policy: InputPolicy | None = None) -> list[PromptItem]:
     """Inline prompts then file prompts, with default tags filled in; at least one is required."""
     for i, p in enumerate(prompts):
         if not (p.prompt if isinstance(p, PromptItem) else p).strip():
             raise InputError("prompts", f"prompt {i} is empty", fix="remove it or give it some text")
     items = [p if isinstance(p, PromptItem) else PromptItem(prompt=p) for p in prompts]
     if prompt_file:
-        items += read_prompt_file(prompt_file)
+        items += read_prompt_file(prompt_file, policy)
     if not items:
         raise InputError("prompts", "no prompts given", fix="pass `prompts` (strings or {prompt, core_id, type, "
                          "level} objects) or a `prompt_file`")

@@ -46,7 +46,9 @@ class ClampSweepRequest(BaseModel):
                                             "core_id, type, level} objects.")
     prompt_file: str | None = Field(None, description="A prompt-grid file: .jsonl of {prompt, core_id, type, "
                                     "level} objects, or .csv/.tsv with a header holding a 'prompt' column and "
-                                    "optional core_id, type, level columns. Added after `prompts`.")
+                                    "optional core_id, type, level columns. Added after `prompts`. Read only from the server's "
+                                    "input directories (default: the runs dir and inputs/ beside it); prefer inline "
+                                    "`prompts`.")
     max_new_tokens: int = Field(50, ge=1, le=2048, description="Tokens generated per (prompt, value) (paper: 50).")
     sampling: Sampling = Field(default_factory=Greedy, description="{'kind': 'greedy'} (default) or "
                                "{'kind': 'sample', 'temperature': 1.0, 'top_k': 50} (seeded by `seed`).")

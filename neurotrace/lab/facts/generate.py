@@ -22,9 +22,9 @@ the dataset back with :func:`load_dataset`.
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from neurotrace.lab.errors import InputError, NotFound
+from neurotrace.lab.errors import InputError, NotFound, validation_message
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.facts.packs import list_packs, load_pack
 from neurotrace.lab.facts.sources import (
@@ -37,6 +37,7 @@ from neurotrace.lab.facts.sources import (
     spec_facts,
 )
 from neurotrace.lab.facts.tokens import ModelReport, MultiTokenPolicy, check_model, load_vocab
+from neurotrace.lab.inputs import InputPolicy
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.embedded import embedded_model_path
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
@@ -62,7 +63,8 @@ class SpecSource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["spec"] = "spec"
     spec: DatasetSpec | str = Field(description="A DatasetSpec object (domain, description, models, facts, "
-                                    "variants, output_dir) or the path of its JSON file.")
+                                    "variants, output_dir) (preferred) or the path of its JSON file under the "
+                                    "server's input directories (default: runs dir, inputs/ beside it).")
 
 
 class RomeSource(BaseModel):
@@ -70,7 +72,8 @@ class RomeSource(BaseModel):
     kind: Literal["rome"] = "rome"
     records: list[Any] | str = Field(description="ROME known-facts records (known_id, subject, "
                                                 "attribute, template, prediction, prompt, relation_id) or "
-                                                "the path of known_1000.json.")
+                                                "the path of known_1000.json under the server's "
+                                                "input directories (default: runs dir, inputs/ beside it).")
     relations: list[str] | None = Field(None, description="Keep only these relation_ids, e.g. ['P36'].")
     limit: Annotated[int | None, Field(ge=1, description="Keep at most this many facts (after filtering).")] = None
     domain: str = Field("rome", description="Name recorded as the dataset's domain.")
@@ -144,19 +147,19 @@ def _pack_facts(source: PackSource) -> tuple[str, str, list[Fact]]:
     return domain, " ".join(p.description for p in packs), [f for p in packs for f in p.facts]
 
 
-def _spec(source: SpecSource) -> DatasetSpec:
+def _spec(source: SpecSource, inputs: InputPolicy | None = None) -> DatasetSpec:
     if isinstance(source.spec, DatasetSpec):
         return source.spec
-    raw = read_json_source(source.spec, "source.spec")
+    raw = read_json_source(source.spec, "source.spec", inputs)
     try:
         return DatasetSpec.model_validate(raw)
-    except ValueError as exc:
-        raise InputError("source.spec", f"{source.spec!r} is not a DatasetSpec: {str(exc).splitlines()[-1]}",
+    except ValidationError as exc:
+        raise InputError("source.spec", f"the file is not a DatasetSpec ({validation_message(exc)})",
                          fix="give domain, description, models, facts, variants, output_dir") from exc
 
 
-def _rome_facts(source: RomeSource, seed: int) -> tuple[str, str, list[Fact]]:
-    raw = read_json_source(source.records, "source.records")
+def _rome_facts(source: RomeSource, seed: int, inputs: InputPolicy | None = None) -> tuple[str, str, list[Fact]]:
+    raw = read_json_source(source.records, "source.records", inputs)
     if not isinstance(raw, list):
         raise InputError("source.records", "ROME known facts must be a JSON list of records",
                          fix="pass known_1000.json or a list of {known_id, subject, attribute, template, ...}")
@@ -172,7 +175,7 @@ def _rome_facts(source: RomeSource, seed: int) -> tuple[str, str, list[Fact]]:
     return source.domain, f"ROME known facts ({len(facts)} records)", facts
 
 
-def collect_facts(request: GenerateFactsRequest, draft_fn: DraftFn | None
+def collect_facts(request: GenerateFactsRequest, draft_fn: DraftFn | None, inputs: InputPolicy | None = None
                   ) -> tuple[str, str, list[Fact], list[Dropped], list[int]]:
     """(domain, description, facts, dropped, each fact's index in the source) from the request's source,
     structurally validated."""
@@ -180,10 +183,10 @@ def collect_facts(request: GenerateFactsRequest, draft_fn: DraftFn | None
     if isinstance(src, PackSource):
         domain, description, facts = _pack_facts(src)
     elif isinstance(src, SpecSource):
-        spec = _spec(src)
+        spec = _spec(src, inputs)
         domain, description, facts = spec.domain, spec.description, spec_facts(spec)
     elif isinstance(src, RomeSource):
-        domain, description, facts = _rome_facts(src, request.seed)
+        domain, description, facts = _rome_facts(src, request.seed, inputs)
     else:
         return _drafted_facts(src, draft_fn)
     return domain, description, facts, [], list(range(len(facts)))
@@ -241,7 +244,7 @@ def build_factset(request: GenerateFactsRequest, *, lab: Lab, reporter: Reporter
                   draft_fn: DraftFn | None = None) -> FactSet:
     """Gather and validate the facts (no run is written)."""
     reporter.step(0, 3, "collecting facts")
-    domain, description, facts, dropped, origins = collect_facts(request, draft_fn)
+    domain, description, facts, dropped, origins = collect_facts(request, draft_fn, lab.inputs)
     sampled = request.source.kind == "sampling"
     if not sampled:
         _check_unique_ids(facts)

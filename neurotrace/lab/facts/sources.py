@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from neurotrace.lab.errors import InputError, LabError, NotFound, lab_error_in
 from neurotrace.lab.facts.fact import Fact, PromptVariant
+from neurotrace.lab.inputs import InputPolicy
 from neurotrace.lab.seeding import make_generator
 
 
@@ -68,17 +69,25 @@ class RomeRecord(BaseModel):
     relation_id: str = Field(description="Wikidata relation, e.g. 'P30'.")
 
 
-def read_json_source(value: Any, field: str) -> Any:
-    """An inline JSON value, or the parsed content of the file a string names."""
+def read_json_source(value: Any, field: str, policy: InputPolicy | None = None) -> Any:
+    """An inline JSON value, or the parsed content of the file a string names.
+
+    With a ``policy`` (always, from a server or CLI request) only the files it allows are read; errors
+    never quote the file's content."""
     if not isinstance(value, str):
         return value
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise NotFound(field, f"no file at {value!r}", fix="pass the JSON inline or an existing file path")
+    if policy is not None:
+        text, name = policy.read_text(value, field)
+    else:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise NotFound(field, f"no file named {path.name!r}", fix="pass the JSON inline or an existing file path")
+        text, name = path.read_text(encoding="utf-8"), path.name
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(field, f"{value!r} is not valid JSON: {exc}", fix="fix the file") from exc
+        raise InputError(field, f"{name} is not valid JSON ({exc.msg} at line {exc.lineno})",
+                         fix="fix the file") from exc
 
 
 def fact_error(index: int, exc: Exception, fact_id: str = "") -> InputError:

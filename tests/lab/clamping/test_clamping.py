@@ -25,7 +25,7 @@ def planted(tmp_path_factory):
 
 @pytest.fixture
 def lab(tmp_path):
-    return Lab(LabSettings(runs_dir=tmp_path / "runs"))
+    return Lab(LabSettings(runs_dir=tmp_path / "runs", input_dirs=(tmp_path,)))  # files here may be read
 
 
 def _sweep(lab, model, **kw):

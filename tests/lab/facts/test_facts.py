@@ -21,7 +21,7 @@ CAPITAL = {"template": "the capital of {} is", "clean_subject": "france", "corru
 
 @pytest.fixture
 def lab(tmp_path):
-    return Lab(LabSettings(runs_dir=tmp_path / "runs"))
+    return Lab(LabSettings(runs_dir=tmp_path / "runs", input_dirs=(tmp_path,)))  # files here may be read
 
 
 def spec_request(facts, models=(), **extra):
