@@ -126,7 +126,7 @@ ADAPTERS: tuple[ArchAdapter, ...] = (
                 blocks="gpt_neox.layers", attn_out="gpt_neox.layers.{L}.attention",
                 attn_proj="gpt_neox.layers.{L}.attention.dense", attn_module="gpt_neox.layers.{L}.attention",
                 mlp_out="gpt_neox.layers.{L}.mlp", mlp_down="gpt_neox.layers.{L}.mlp.dense_4h_to_h",
-                final_norm="gpt_neox.final_layer_norm", unembed="embed_out", base="gpt_neox", head=("embed_out",)),
+                final_norm="gpt_neox.final_layer_norm", unembed="lm_head", base="gpt_neox", head=("lm_head",)),
     _decoder("llama", ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2",
                        "phi3")),
     _decoder("gemma3", ("gemma3",), root="model.language_model"),
