@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.errors import Cancelled, InputError, NotFound
+from neurotrace.lab.htmlreport import render_report
 
 RunStatus = Literal["running", "complete", "failed", "cancelled"]
 RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}(?:\d{6})?Z-[a-z_]+-[0-9a-f]{8}$")
@@ -59,7 +60,7 @@ class Manifest(BaseModel):
 MEDIA_TYPES = {
     ".json": "application/json", ".jsonl": "application/x-ndjson", ".csv": "text/csv",
     ".tsv": "text/tab-separated-values", ".md": "text/markdown", ".txt": "text/plain",
-    ".png": "image/png", ".npy": "application/octet-stream",
+    ".png": "image/png", ".svg": "image/svg+xml", ".html": "text/html", ".npy": "application/octet-stream",
     ".safetensors": "application/octet-stream",
 }
 
@@ -178,13 +179,19 @@ class Run:
         return self._record(rel, data)
 
     def write_figure(self, rel: str, fig: Any, dpi: int = 120) -> str:
-        """Save a matplotlib figure as PNG (and close it)."""
+        """Save a matplotlib figure as PNG and, beside it, as SVG (both listed); close it; the PNG's URI."""
         import matplotlib.pyplot as plt
 
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        png, svg = io.BytesIO(), io.BytesIO()
+        fig.savefig(png, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
         plt.close(fig)
-        return self._record(rel, buf.getvalue())
+        self._record(str(Path(rel).with_suffix(".svg")).replace("\\", "/"), svg.getvalue())
+        return self._record(rel, png.getvalue())
+
+    def write_report(self) -> str:
+        """Write ``report.html``: summary, request, figures inline, sortable tables, artifact links."""
+        return self.write_text("report.html", render_report(self.dir, self.manifest.model_dump(mode="json")))
 
     # -- bookkeeping -------------------------------------------------------------------------
     def uri(self, rel: str) -> str:
@@ -254,6 +261,7 @@ class RunStore:
             raise
         else:
             run.manifest.status = "complete"
+            run.write_report()
         finally:
             run.manifest.finished = _now()
             run.save_manifest()
