@@ -41,6 +41,7 @@ from neurotrace import (
     run_trace,
 )
 from neurotrace.lab.facts import load_facts
+from neurotrace.lab.htmlreport import render_index
 from neurotrace.lab.model.embedded import DEFAULT_MODEL, embedded_model_path
 from neurotrace.lab.progress import Reporter, stderr_reporter
 
@@ -185,6 +186,9 @@ def run_demo(runs_dir: str | None = None, quick: bool = False, quiet: bool = Fal
         run.write_text("summary.md", text)
         run.write_json("steps.json", [{"title": title, "run_id": getattr(result, "run_id", None),
                                        "summary": getattr(result, "summary", "")} for s in done])
+        run.write_text("index.html", render_index("neurotrace demo", [
+            {"title": s.title, "run_id": getattr(s.result, "run_id", None),
+             "summary": getattr(s.result, "summary", "")} for s in done]))
         run.set_summary(f"Demo: {len(done)} steps complete; see summary.md")
     print(text)
     print(f"demo run: {run.dir}\nsummary: {run.dir / 'summary.md'}")
