@@ -10,4 +10,7 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
 fi
 . "${NEUROTRACE_VENV:-.venv}/bin/activate"
 export HF_HUB_OFFLINE=1
+# Contracts first (fast): lint and the import layering of ../shared/ARCHITECTURE.md.
+ruff check neurotrace tests bench factworld
+lint-imports
 exec python -m pytest -q "$@"

@@ -15,7 +15,7 @@ def text(model: str, neuron: str) -> str:
             f"Call `load_model` with {{\"request\": {{\"model\": \"{model}\"}}}} and check `model.n_layers` "
             f"and `model.d_mlp`: the neuron `{neuron}` must be `layer:index` with layer < n_layers and index < d_mlp.",
             f"Call `clamp_sweep` with {{\"request\": {{\"model\": \"{model}\", \"neurons\": [\"{neuron}\"], "
-            "\"prompts\": [...your prompts...], \"max_new_tokens\": 50}} (or `prompt_file` for a prompt grid); "
+            "\"prompts\": [\"YOUR PROMPT 1\", \"YOUR PROMPT 2\"], \"max_new_tokens\": 50}} (or `prompt_file` for a prompt grid); "
             "keep its `run_id` as RUN. "
             "The default sweep is -100 ... 100 with the baseline (no clamp) always included; `position` "
             "'all' clamps every position, 'last' only the newest token.",

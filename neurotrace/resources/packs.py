@@ -9,7 +9,7 @@ import json
 from neurotrace.lab.errors import NotFound
 from neurotrace.lab.facts.packs import list_packs, load_all_packs, load_pack
 from neurotrace.lab.lab import Lab
-from neurotrace.tools._faults import resource_faults
+from neurotrace.resources._faults import resource_faults
 
 
 def packs_listing() -> list[dict]:

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.runs import media_type
-from neurotrace.tools._faults import resource_faults
+from neurotrace.resources._faults import resource_faults
 
 TEXT_TYPES = ("application/json", "application/x-ndjson", "text/")
 

@@ -1,0 +1,45 @@
+"""The tool list's wire schemas are pinned: a schema change is made on purpose, never by accident.
+
+``snapshots/list_tools.json`` holds every tool's name, description, input and output schema and
+annotations as a client receives them. After an intended change regenerate it with
+``NEUROTRACE_UPDATE_SNAPSHOTS=1 python -m pytest tests/contracts/test_list_tools_snapshot.py`` and
+review the diff. The whole list is also kept small enough for an agent's context.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from neurotrace.lab.lab import LabSettings
+from neurotrace.server import build_server
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "list_tools.json"
+MAX_TOOL_LIST_CHARS = 30_000
+
+
+async def wire_tools(tmp_path: Path) -> list[dict]:
+    async with Client(build_server(LabSettings(runs_dir=tmp_path / "runs"))) as client:
+        tools = (await client.list_tools()).tools
+    return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in sorted(tools, key=lambda t: t.name)]
+
+
+@pytest.mark.anyio
+async def test_tool_list_matches_the_snapshot(tmp_path):
+    tools = await wire_tools(tmp_path)
+    text = json.dumps(tools, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    if os.environ.get("NEUROTRACE_UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOT.write_text(text, encoding="utf-8")
+    assert SNAPSHOT.is_file(), "no snapshot yet: run with NEUROTRACE_UPDATE_SNAPSHOTS=1"
+    pinned = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    assert [t["name"] for t in tools] == [t["name"] for t in pinned], "the set of tools changed"
+    for now, then in zip(tools, pinned, strict=True):
+        assert now == then, f"tool {now['name']!r} changed on the wire; regenerate the snapshot if intended"
+
+
+@pytest.mark.anyio
+async def test_the_tool_list_fits_an_agents_context(tmp_path):
+    size = len(json.dumps(await wire_tools(tmp_path), separators=(",", ":")))
+    assert size <= MAX_TOOL_LIST_CHARS, f"tools/list is {size} characters (budget {MAX_TOOL_LIST_CHARS})"
