@@ -102,3 +102,15 @@ def test_the_index_links_each_step_report():
     page = render_index("demo", [{"title": "Trace <1>", "run_id": "r1", "summary": "peak\nmore"},
                                  {"title": "No run", "run_id": None, "summary": ""}])
     assert '<a href="../r1/report.html">r1</a>' in page and "Trace &lt;1&gt;" in page
+
+
+def test_show_open_opens_the_report_in_a_browser(tmp_path, monkeypatch, capsys):
+    from neurotrace import cli
+
+    opened = []
+    monkeypatch.setattr(cli.webbrowser, "open", opened.append)
+    store = RunStore(tmp_path)
+    run_id = _run_with_everything(store)
+    assert cli.main(["--runs-dir", str(tmp_path), "show", run_id, "--open"]) == 0
+    assert opened == [(tmp_path / run_id / "report.html").resolve().as_uri()]
+    assert '"status": "complete"' in capsys.readouterr().out
