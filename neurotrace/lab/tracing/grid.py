@@ -22,6 +22,7 @@ from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.model.sites import hooked_sites, n_heads
 from neurotrace.lab.progress import Reporter
+from neurotrace.lab.tracing.fast_decoder import fast_decoder_grid, supports_fast_decoder
 from neurotrace.lab.tracing.fast_gpt2 import fast_grid, supports_fast_path
 from neurotrace.lab.tracing.prepare import (
     KIND_SITE,
@@ -67,11 +68,15 @@ def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequ
                force_full: bool = False) -> dict[str, Tensor]:
     """Mean p(target) with each cell restored: {kind: (n_layers, pos)}.
 
-    Every (cell, noise sample) is one row of a batched full forward. GPT-2 models (unless
-    ``force_full``) take :func:`neurotrace.lab.tracing.fast_gpt2.fast_grid`, which gives the same numbers
-    while computing only the layers and positions a restoration can change."""
+    Every (cell, noise sample) is one row of a batched full forward. Causal decoders (unless
+    ``force_full``) take a fast path with the same numbers that computes only the layers and positions
+    a restoration can change: :func:`neurotrace.lab.tracing.fast_gpt2.fast_grid` for GPT-2,
+    :func:`neurotrace.lab.tracing.fast_decoder.fast_decoder_grid` for every other decoder family.
+    Masked LMs take the full forward."""
     if supports_fast_path(lm) and not force_full:
         return fast_grid(lm, prep, corr, kinds, window, reporter, rows_per_batch, progress)
+    if supports_fast_decoder(lm) and not force_full:
+        return fast_decoder_grid(lm, prep, corr, kinds, window, reporter, rows_per_batch, progress)
     n_layers, n_pos, samples = lm.n_layers, len(prep.ids), corr.samples
     cells = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
     needed = sorted({s for k, layer, _ in cells for s in sites_for(k, layer, window, n_layers)})

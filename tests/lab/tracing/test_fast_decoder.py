@@ -1,0 +1,84 @@
+"""The exact fast path of every decoder family equals the batched full forward on every cell."""
+
+import pytest
+import torch
+
+from neurotrace.lab.facts.fact import Fact
+from neurotrace.lab.model import catalog
+from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.progress import Reporter
+from neurotrace.lab.tracing.fast_decoder import supports_fast_decoder
+from neurotrace.lab.tracing.fast_gpt2 import supports_fast_path
+from neurotrace.lab.tracing.grid import Corrupted, exact_grid
+from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std
+from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny
+
+FACT = Fact(id="f", template="the capital city of {} is known for its", clean_subject="france",
+            target="paris", corrupt_subject="japan")
+KINDS = ["resid", "mlp", "attn"]
+REAL_FACT = Fact(id="paris", template="{} is located in the city of", clean_subject="The Eiffel Tower",
+                 target="Paris")
+
+
+def _noise(lm, prep, samples: int = 3) -> Corrupted:
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn((samples, prep.subject[1] - prep.subject[0], lm.d_model), generator=g)
+    return Corrupted(prep.ids, noise * 3 * subject_noise_std(lm, [prep]), prep.subject)
+
+
+def _max_rel(fast: dict, full: dict) -> float:
+    return max(float(((fast[k] - full[k]).abs() / full[k].abs().clamp_min(1e-30)).max()) for k in full)
+
+
+@pytest.fixture(scope="module", params=[f for f in DECODER_FAMILIES if f != "gpt2"])
+def tiny_decoder(request, tmp_path_factory):
+    path = build_tiny(request.param, tmp_path_factory.mktemp(request.param) / "m", n_layers=4, seed=1)
+    return load(ModelRef(model=str(path)))
+
+
+def test_every_non_gpt2_decoder_family_takes_the_generic_fast_path(tiny_decoder):
+    assert supports_fast_decoder(tiny_decoder) and not supports_fast_path(tiny_decoder)
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_fast_decoder_grid_equals_the_full_forward_on_every_cell_with_noise(tiny_decoder, window):
+    """Noise corruption with several samples, windows wide enough that window rows share states; row
+    batches small enough to start at many different positions (and so many probes)."""
+    lm = tiny_decoder
+    prep = prepare_fact(lm, FACT, 0)
+    corr = _noise(lm, prep)
+    fast = exact_grid(lm, prep, corr, KINDS, window, Reporter(), rows_per_batch=29)
+    full = exact_grid(lm, prep, corr, KINDS, window, Reporter(), force_full=True)
+    assert _max_rel(fast, full) <= 1e-5
+    assert float(fast["mlp"].std()) > 0 and float(fast["resid"].std()) > 0
+
+
+def test_fast_decoder_grid_equals_the_full_forward_with_a_subject_swap(tiny_decoder):
+    lm = tiny_decoder
+    prep = prepare_fact(lm, FACT, 0)
+    corr = Corrupted(prep.swap_ids, None, prep.subject)
+    fast = exact_grid(lm, prep, corr, KINDS, 2, Reporter())
+    full = exact_grid(lm, prep, corr, KINDS, 2, Reporter(), force_full=True)
+    assert _max_rel(fast, full) <= 1e-5
+
+
+def test_gemma3_sliding_window_is_shorter_than_the_prompt_so_the_sliding_mask_matters(tmp_path):
+    """The tiny Gemma 3 alternates sliding (window 3) and full layers; with the window ignored the
+    grid would differ, so equality above checks the sliding masks too."""
+    lm = load(ModelRef(model=str(build_tiny("gemma3_text", tmp_path / "g", n_layers=4, seed=1))))
+    assert lm.config.sliding_window < len(prepare_fact(lm, FACT, 0).ids)
+    assert set(lm.config.layer_types) == {"sliding_attention", "full_attention"}
+
+
+@pytest.mark.realmodel
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m"])
+def test_fast_decoder_grid_equals_the_full_forward_on_installed_real_models(name):
+    """Opt-in: the GGUF catalog models, when installed (converted once, cached)."""
+    if not catalog.is_installed(name):
+        pytest.skip(f"{name} is not installed (neurotrace models fetch {name})")
+    lm = load(ModelRef(model=str(catalog.converted(name))))
+    prep = prepare_fact(lm, REAL_FACT, 0)
+    corr = _noise(lm, prep, samples=2)
+    fast = exact_grid(lm, prep, corr, KINDS, 10, Reporter())
+    full = exact_grid(lm, prep, corr, KINDS, 10, Reporter(), force_full=True)
+    assert _max_rel(fast, full) <= 1e-5
