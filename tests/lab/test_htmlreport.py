@@ -9,6 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
+from neurotrace import cli  # noqa: E402
+from neurotrace.lab.errors import Cancelled  # noqa: E402
 from neurotrace.lab.htmlreport import MAX_ROWS, render_index  # noqa: E402
 from neurotrace.lab.runs import RunStore, media_type  # noqa: E402
 
@@ -84,8 +86,6 @@ def test_every_figure_is_written_as_png_and_svg_and_the_png_uri_is_returned(tmp_
 
 @pytest.mark.parametrize("status", ["failed", "cancelled"])
 def test_runs_that_do_not_complete_get_no_report(tmp_path, status):
-    from neurotrace.lab.errors import Cancelled
-
     store = RunStore(tmp_path)
     with pytest.raises((RuntimeError, Cancelled)):
         with store.open_run("trace", {}) as run:
@@ -105,8 +105,6 @@ def test_the_index_links_each_step_report():
 
 
 def test_show_open_opens_the_report_in_a_browser(tmp_path, monkeypatch, capsys):
-    from neurotrace import cli
-
     opened = []
     monkeypatch.setattr(cli.webbrowser, "open", opened.append)
     store = RunStore(tmp_path)
