@@ -39,7 +39,7 @@ async def test_trace_causal_and_masked_models_through_mcp(lab, tiny_gpt2, tiny_b
         assert progress and progress == sorted(progress)
         results = json.loads((await client.read_resource(out["results"])).contents[0].text)
         bert = results["models"][str(tiny_bert)]["facts"][0]
-        assert len(bert["curves"]["mask_patch"]) == len(bert["curves"]["context_patch"]) == 2
+        assert len(bert["curves"]["scored_patch"]) == len(bert["curves"]["context_patch"]) == 2
         assert bert["tokens"][bert["predict_pos"]] == "[MASK]"
         compare = await client.call_tool("compare", {"request": {"run_ids": [out["run_id"]]}})
         assert not compare.is_error, compare.content

@@ -1,16 +1,20 @@
 """Figures of a trace run, drawn from trace_results.json (so ``plot`` can redraw them any time).
 
+ROME's conventions: the residual stream in Purples, MLP in Greens, attention in Reds; per-fact maps
+show p(target) restored with the corrupted probability as the colour scale's floor; tokens are their
+decoded text (``' Tower'``), subject tokens starred; titles name the model and the fact; every colour
+bar says its unit. Averages carry their 95% band (1.96 sd / sqrt(n)) and n per token category.
+
 ``FIGURES`` maps a kind to ``fn(results, **options) -> Figure``:
 
-* ``heatmap`` - ROME-style layer x token map of one fact's indirect effect, one panel per kind
-  (options: ``model``, ``fact`` index);
-* ``aie`` - average indirect effect over known facts, layer x token category, one panel per kind;
-* ``layer_curve`` - restoration by layer: last-subject-token effect per kind, and for masked LMs the
-  mask/context patching curves (one line per model);
-* ``flow`` - the patching-flow diagram: per layer, how much restoring each site carries, with the peak
-  layer highlighted;
-* ``layer_model_heatmap`` - layers x models of the peak kind's effect at the last subject token;
-* ``peak_bars`` - each model's peak effect, labelled with its layer and kind.
+* ``heatmap`` - one fact's layer x token map, one panel per kind (options ``model``, ``fact`` index);
+* ``aie`` - average indirect effect over known facts, layer x token category (n per category);
+* ``layer_curve`` - effect at the last subject token by layer with its band (masked LMs add the
+  scored-position and context curves); by relative depth when the models' depths differ;
+* ``flow`` - per layer, how much restoring each kind carries;
+* ``layer_model_heatmap`` - layers (or relative depth) x models at the peak kind's last subject token;
+* ``peak_bars`` - each model's peak effect with its band;
+* ``heads`` - layer x head effect of restoring one head at the scored position (``heads: true`` runs).
 """
 
 import re
@@ -21,166 +25,248 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.plotstyle import DIVERGING_CMAP, finish, new_figure, short
+from neurotrace.lab.plotstyle import finish, new_figure, short
+from neurotrace.lab.tracing.schema import ModelRecord, TraceResults
 
 RESULTS_FILE = "trace_results.json"
-LAST_SUBJECT = 3  # index of "last subject token" in the categories
+KIND_CMAP = {"resid": "Purples", "mlp": "Greens", "attn": "Reds"}
+KIND_COLOR = {"resid": "tab:purple", "mlp": "tab:green", "attn": "tab:red"}
+KIND_NAME = {"resid": "hidden state (resid)", "mlp": "MLP", "attn": "attention"}
+DEPTH_BINS = 24
 
 
-def _model(results: dict, model: str | None) -> dict:
-    models = results["models"]
+def load(results: dict | TraceResults) -> TraceResults:
+    """The typed records of a trace (or compare) run's results."""
+    return results if isinstance(results, TraceResults) else TraceResults.model_validate(results)
+
+
+def _model(res: TraceResults, model: str | None) -> ModelRecord:
     if model is None:
-        return next(iter(models.values()))
-    for name, m in models.items():
+        return next(iter(res.models.values()))
+    for name, m in res.models.items():
         if name == model or short(name) == model:
             return m
-    raise InputError("options.model", f"no model {model!r} in this run", fix=f"use one of {list(models)}")
+    raise InputError("options.model", f"no model {model!r} in this run", fix=f"use one of {list(res.models)}")
 
 
-def _subtitle(results: dict, m: dict | None = None) -> str:
-    who = short(m["model"]) if m else ", ".join(short(n) for n in results["models"])
-    return f"{who} - {results['fact_set']} ({results['mode']})"
+def _subtitle(res: TraceResults, m: ModelRecord | None = None) -> str:
+    who = short(m.model) if m else ", ".join(short(n) for n in res.models)
+    extra = f", window {m.window}" if m else ""
+    return f"{who} - {res.fact_set} ({res.mode}, {res.corruption.get('kind')}{extra})"
 
 
-def _nothing_known(results: dict, m: dict, title: str) -> Figure:
+def _nothing_known(res: TraceResults, m: ModelRecord, title: str) -> Figure:
     fig, ax = new_figure(width=6, height=2.5)
     ax.axis("off")
-    ax.text(0.5, 0.5, f"{short(m['model'])} knows none of the {len(m['facts'])} facts:\nno stored fact to locate",
+    ax.text(0.5, 0.5, f"{short(m.model)} knows none of the {len(m.facts)} facts:\nno stored fact to locate",
             ha="center", va="center", transform=ax.transAxes)
-    return finish(fig, title, _subtitle(results, m))
+    return finish(fig, title, _subtitle(res, m))
 
 
-def heatmap(results: dict, model: str | None = None, fact: int | None = None) -> Figure:
-    m = _model(results, model)
-    facts = m["facts"]
+def _relative(models: list[ModelRecord]) -> bool:
+    return len({m.n_layers for m in models}) > 1
+
+
+def _fact_index(m: ModelRecord, fact: int | str | None) -> int:
     if fact is None:
-        fact = next((i for i, f in enumerate(facts) if f["correct"]), 0)
-    if not 0 <= fact < len(facts):
-        raise InputError("options.fact", f"fact index {fact} out of range", fix=f"use 0..{len(facts) - 1}")
-    f = facts[fact]
-    kinds = list(f["indirect"])
-    fig, axes = new_figure(1, len(kinds), width=4.2 * len(kinds), height=0.35 * len(f["tokens"]) + 2, squeeze=False)
+        return next((i for i, f in enumerate(m.facts) if f.correct), 0)
+    if isinstance(fact, str) and not fact.isdigit():
+        ids = [f.fact_id for f in m.facts]
+        if fact not in ids:
+            raise InputError("options.fact", f"no fact {fact!r} in this run", fix=f"use an index or one of {ids[:10]}")
+        return ids.index(fact)
+    return int(fact)
+
+
+def heatmap(results: dict, model: str | None = None, fact: int | str | None = None) -> Figure:
+    """One fact's map; ``fact`` is an index into the model's facts or a fact id."""
+    res = load(results)
+    m = _model(res, model)
+    if not m.facts:
+        return _nothing_known(res, m, "Causal trace")
+    fact = _fact_index(m, fact)
+    if not isinstance(fact, int) or not 0 <= fact < len(m.facts):
+        raise InputError("options.fact", f"fact must be an index 0..{len(m.facts) - 1} (got {fact!r})",
+                         fix=f"use an integer 0..{len(m.facts) - 1}")
+    f = m.facts[fact]
+    kinds = list(f.restored)
+    fig, axes = new_figure(1, len(kinds), width=4.4 * len(kinds), height=0.35 * len(f.tokens) + 2.2, squeeze=False)
+    s, e = f.subject_range
+    labels = [repr(t) + ("*" if s <= i < e else "") for i, t in enumerate(f.tokens)]
     for ax, k in zip(axes[0], kinds, strict=True):
-        grid = np.array(f["indirect"][k]).T                           # (pos, layer)
-        lim = max(abs(grid).max(), 1e-6)
-        im = ax.imshow(grid, cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim, aspect="auto")
-        labels = [t + ("*" if f["subject_range"][0] <= i < f["subject_range"][1] else "") for i, t in enumerate(f["tokens"])]
+        grid = np.array(f.restored[k]).T                                        # (pos, layer)
+        top = max(float(grid.max()), f.p_corrupted + 1e-6)
+        im = ax.imshow(grid, cmap=KIND_CMAP.get(k, "Purples"), vmin=f.p_corrupted, vmax=top, aspect="auto")
         ax.set_yticks(range(len(labels)), labels)
-        ax.set_xlabel("layer")
-        ax.set_title(f"restore {k}")
-        fig.colorbar(im, ax=ax, fraction=0.046, label="indirect effect")
-    return finish(fig, f"Causal trace: {f['prompt']} -> {f['target']} (p clean {f['p_clean']:.2f})",
-                  _subtitle(results, m) + " - * subject tokens")
+        ax.set_xlabel("layer" + (f" (window {m.window})" if k != "resid" else ""))
+        ax.set_title(f"restore {KIND_NAME.get(k, k)}")
+        ax.grid(False)
+        fig.colorbar(im, ax=ax, fraction=0.046, label=f"p({f.target!r}) restored\n(floor: corrupted {f.p_corrupted:.3f})")
+    return finish(fig, f"{short(m.model)}: {f.prompt!r} -> {f.target!r} (p clean {f.p_clean:.3f})",
+                  _subtitle(res, m) + " - * subject tokens")
 
 
 def aie(results: dict, model: str | None = None) -> Figure:
-    m = _model(results, model)
-    kinds = [k for k, v in m["aie"].items() if v]
+    res = load(results)
+    m = _model(res, model)
+    kinds = [k for k, v in m.aie.items() if v]
     if not kinds:
-        return _nothing_known(results, m, "Average indirect effect")
-    fig, axes = new_figure(1, len(kinds), width=4.2 * len(kinds), height=4.2, squeeze=False)
+        return _nothing_known(res, m, "Average indirect effect")
+    n = m.readings.bucket_n
+    labels = [f"{c} (n={n[i]})" if i < len(n) else c for i, c in enumerate(m.categories)]
+    fig, axes = new_figure(1, len(kinds), width=4.6 * len(kinds), height=4.4, squeeze=False)
     for ax, k in zip(axes[0], kinds, strict=True):
-        grid = np.array(m["aie"][k], dtype=float).T
-        lim = max(np.nanmax(np.abs(grid)), 1e-6)
-        im = ax.imshow(np.ma.masked_invalid(grid), cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim, aspect="auto")
-        ax.set_yticks(range(len(m["categories"])), m["categories"])
+        grid = np.array(m.aie[k], dtype=float).T                                # (bucket, layer)
+        top = max(float(np.nanmax(grid)), 1e-6) if np.isfinite(grid).any() else 1e-6
+        im = ax.imshow(np.ma.masked_invalid(grid), cmap=KIND_CMAP.get(k, "Purples"), vmin=0, vmax=top, aspect="auto")
+        ax.set_yticks(range(len(labels)), labels)
         ax.set_xlabel("layer")
-        ax.set_title(f"restore {k}")
-        fig.colorbar(im, ax=ax, fraction=0.046, label="avg indirect effect")
-    return finish(fig, f"Average indirect effect over {m['n_known']} known facts", _subtitle(results, m))
+        ax.set_title(f"restore {KIND_NAME.get(k, k)}")
+        ax.grid(False)
+        fig.colorbar(im, ax=ax, fraction=0.046, label="avg indirect effect (p restored - p corrupted)")
+    return finish(fig, f"{short(m.model)}: average indirect effect over {m.n_known} known facts",
+                  _subtitle(res, m))
+
+
+def _x(m: ModelRecord, relative: bool) -> np.ndarray:
+    layers = np.arange(m.n_layers)
+    return layers / m.n_layers if relative else layers
+
+
+def _bucket(m: ModelRecord, label: str) -> int | None:
+    return m.categories.index(label) if label in m.categories else None
 
 
 def layer_curve(results: dict, **_: Any) -> Figure:
+    res = load(results)
+    models = list(res.models.values())
+    relative = _relative(models)
     fig, ax = new_figure(width=7.5, height=4.2)
-    for name, m in results["models"].items():
-        if m["kind"] == "masked" and m["curves_mean"]:
-            for key, style in (("mask_patch", "-"), ("context_patch", "--")):
-                if key in m["curves_mean"]:
-                    ax.plot(m["curves_mean"][key], style, marker="o", label=f"{short(name)} {key}")
-            continue
-        for k, grid in m["aie"].items():
-            if grid:
-                ax.plot([row[LAST_SUBJECT] for row in grid], marker="o", label=f"{short(name)} {k}")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("p(target) restored / indirect effect")
+    for m in models:
+        c = _bucket(m, "last subject token")
+        for k, grid in m.aie.items():
+            if not grid or c is None:
+                continue
+            y = np.array(grid, dtype=float)[:, c]
+            band = np.array(m.aie_band.get(k) or np.zeros_like(grid), dtype=float)[:, c]
+            x = _x(m, relative)
+            ax.plot(x, y, marker="o", color=KIND_COLOR.get(k), label=f"{short(m.model)} {k} (n={m.readings.bucket_n[c]})",
+                    ls="-" if m is models[0] else "--")
+            ax.fill_between(x, y - band, y + band, color=KIND_COLOR.get(k), alpha=0.15)
+        if m.kind == "masked" and m.curves_mean.get("context_patch"):
+            ax.plot(_x(m, relative), np.array(m.curves_mean["context_patch"]), ":", marker=".", color="grey",
+                    label=f"{short(m.model)} context patch (p restored)")
+    ax.set_xlabel("relative depth (layer / n_layers)" if relative else "layer")
+    ax.set_ylabel("avg indirect effect at the last subject token\n(band: 95%, 1.96 sd / sqrt(n))")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no known facts to average", ha="center", va="center", transform=ax.transAxes)
-    return finish(fig, "Restoration by layer (last subject token; masked LMs: mask / context patching)",
-                  _subtitle(results))
+    return finish(fig, "Restoration by layer at the last subject token", _subtitle(res))
 
 
 def flow(results: dict, model: str | None = None) -> Figure:
-    m = _model(results, model)
-    kinds = [k for k, v in m["aie"].items() if v]
+    res = load(results)
+    m = _model(res, model)
+    kinds = [k for k, v in m.aie.items() if v]
     if not kinds:
-        return _nothing_known(results, m, "Patching flow")
-    n = m["n_layers"]
+        return _nothing_known(res, m, "Patching flow")
+    n = m.n_layers
     fig, ax = new_figure(width=7.5, height=2.2 + 0.6 * len(kinds))
-    peak = m["peak"]
     for row, k in enumerate(kinds):
-        vals = np.nan_to_num(np.nanmax(np.array(m["aie"][k], dtype=float), axis=1))
+        vals = np.nan_to_num(np.nanmax(np.array(m.aie[k], dtype=float), axis=1))
         top = max(vals.max(), 1e-6)
-        for layer in range(n):
-            ax.scatter(layer, row, s=40 + 900 * max(vals[layer], 0) / top, color="tab:purple", alpha=0.75)
+        ax.scatter(range(n), [row] * n, s=40 + 900 * np.clip(vals, 0, None) / top, color=KIND_COLOR.get(k), alpha=0.75)
         ax.plot(range(n), [row] * n, color="grey", lw=0.5, zorder=0)
-    if peak:
-        ax.axvline(peak["layer"], color="tab:red", ls="--", label=f"peak: layer {peak['layer']} ({peak['kind']})")
+    if m.peak:
+        ax.axvline(m.peak.layer, color="black", ls="--", label=f"peak: layer {m.peak.layer} ({m.peak.kind})")
         ax.legend(loc="upper left", fontsize=8)
     ax.set_yticks(range(len(kinds)), [f"restore {k}" for k in kinds])
     ax.set_xticks(range(n))
-    ax.set_xlabel("layer (circle size: max average indirect effect)")
-    return finish(fig, "Patching flow", _subtitle(results, m))
+    ax.set_xlabel("layer (circle size: max average indirect effect over token categories)")
+    return finish(fig, f"{short(m.model)}: patching flow", _subtitle(res, m))
+
+
+def _row(m: ModelRecord, kind: str | None, relative: bool) -> np.ndarray:
+    k = kind or (m.peak.kind if m.peak else next(iter(m.aie), None))
+    c = _bucket(m, m.peak.position if m.peak else "last subject token")
+    vals = np.array(m.aie[k], dtype=float)[:, c] if k in m.aie and m.aie[k] and c is not None else np.zeros(m.n_layers)
+    vals = np.nan_to_num(vals)
+    if not relative:
+        return vals
+    return np.interp(np.linspace(0, 1, DEPTH_BINS, endpoint=False), np.arange(m.n_layers) / m.n_layers, vals)
 
 
 def layer_model_heatmap(results: dict, kind: str | None = None) -> Figure:
-    names = list(results["models"])
-    rows, n = [], max(m["n_layers"] for m in results["models"].values())
-    for m in results["models"].values():
-        k = kind or (m["peak"]["kind"] if m["peak"] else results["kinds"][0])
-        if m["kind"] == "masked" and "mask_patch" in m["curves_mean"]:
-            vals = m["curves_mean"]["mask_patch"]
-        elif m["aie"].get(k):
-            vals = [row[LAST_SUBJECT] for row in m["aie"][k]]
-        else:
-            vals = [0.0] * m["n_layers"]
-        rows.append(np.pad(np.nan_to_num(np.array(vals, dtype=float)), (0, n - len(vals))))
-    fig, ax = new_figure(width=7.5, height=1.2 + 0.5 * len(names))
-    im = ax.imshow(np.stack(rows), cmap="Purples", aspect="auto")
-    ax.set_yticks(range(len(names)), [short(x) for x in names])
-    ax.set_xlabel("layer")
-    fig.colorbar(im, ax=ax, label="effect (last subject token; masked: mask patch)")
-    return finish(fig, "Layer x model", _subtitle(results))
+    res = load(results)
+    models = list(res.models.values())
+    relative = _relative(models)
+    rows = [_row(m, kind, relative) for m in models]
+    width = max(len(r) for r in rows)
+    fig, ax = new_figure(width=7.5, height=1.4 + 0.5 * len(models))
+    im = ax.imshow(np.stack([np.pad(r, (0, width - len(r))) for r in rows]), cmap=KIND_CMAP.get(kind or "", "Purples"),
+                   vmin=0, aspect="auto", extent=(0, 1, len(models) - 0.5, -0.5) if relative else None)
+    ax.set_yticks(range(len(models)), [f"{short(m.model)} ({m.peak.kind if m.peak else '-'})" for m in models])
+    ax.set_xlabel("relative depth (layer / n_layers)" if relative else "layer")
+    ax.grid(False)
+    fig.colorbar(im, ax=ax, label="avg indirect effect at each model's peak category")
+    return finish(fig, "Layer x model" + (" (aligned by relative depth)" if relative else ""), _subtitle(res))
 
 
 def peak_bars(results: dict, **_: Any) -> Figure:
-    names = list(results["models"])
-    vals = [(m["peak"] or {}).get("effect", 0.0) for m in results["models"].values()]
-    fig, ax = new_figure(width=1.8 + 1.4 * len(names), height=4)
-    bars = ax.bar([short(x) for x in names], vals, color="tab:purple")
-    for bar, m in zip(bars, results["models"].values(), strict=True):
-        label = f"L{m['peak']['layer']} {m['peak']['kind']}" if m["peak"] else "unknown"
-        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
-    ax.set_ylabel("peak average indirect effect")
-    return finish(fig, "Peak effect per model", _subtitle(results))
+    res = load(results)
+    models = list(res.models.values())
+    vals = [m.peak.effect if m.peak else 0.0 for m in models]
+    bands = [m.peak.band or 0.0 if m.peak else 0.0 for m in models]
+    fig, ax = new_figure(width=1.8 + 1.4 * len(models), height=4)
+    bars = ax.bar([short(m.model) for m in models], vals, yerr=bands, capsize=4,
+                  color=[KIND_COLOR.get(m.peak.kind if m.peak else "", "grey") for m in models])
+    for bar, m in zip(bars, models, strict=True):
+        label = f"L{m.peak.layer}/{m.n_layers} {m.peak.kind}\n{m.peak.position}" if m.peak else "no effect"
+        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("peak avg indirect effect (error bar: 95%)")
+    return finish(fig, "Peak effect per model", _subtitle(res))
+
+
+def heads(results: dict, model: str | None = None) -> Figure:
+    res = load(results)
+    m = _model(res, model)
+    rows = [np.array(f.heads) - f.p_corrupted for f in m.facts if f.correct and f.heads is not None]
+    if not rows:
+        fig, ax = new_figure(width=6, height=2.5)
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no head results (trace with heads: true, on known facts)", ha="center", va="center",
+                transform=ax.transAxes)
+        return finish(fig, "Head patching", _subtitle(res, m))
+    grid = np.mean(rows, axis=0)                                                 # (layer, head)
+    fig, ax = new_figure(width=1.5 + 0.45 * grid.shape[1], height=1.5 + 0.4 * grid.shape[0])
+    im = ax.imshow(grid, cmap="Reds", vmin=0, vmax=max(float(grid.max()), 1e-6), aspect="auto")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(grid.shape[1]))
+    ax.set_yticks(range(grid.shape[0]))
+    ax.grid(False)
+    fig.colorbar(im, ax=ax, label="avg indirect effect\n(one head restored at the scored position)")
+    return finish(fig, f"{short(m.model)}: head patching over {len(rows)} known facts", _subtitle(res, m))
 
 
 FIGURES: dict[str, Callable[..., Figure]] = {
     "heatmap": heatmap, "aie": aie, "layer_curve": layer_curve, "flow": flow,
-    "layer_model_heatmap": layer_model_heatmap, "peak_bars": peak_bars,
+    "layer_model_heatmap": layer_model_heatmap, "peak_bars": peak_bars, "heads": heads,
 }
 
 
-def default_figures(results: dict) -> Iterator[tuple[str, Figure]]:
+def default_figures(results: TraceResults) -> Iterator[tuple[str, Figure]]:
     """The figures a trace run writes by default."""
-    multi = len(results["models"]) > 1
     yield "layer_curve", layer_curve(results)
-    for name, m in results["models"].items():
-        if any(m["aie"].values()):
+    for name, m in results.models.items():
+        if any(m.aie.values()):
             yield f"aie_{slug(name)}", aie(results, name)
-        yield f"heatmap_{slug(name)}", heatmap(results, name)
-    if multi:
+        if m.facts:
+            yield f"heatmap_{slug(name)}", heatmap(results, name)
+        if any(f.heads is not None for f in m.facts):
+            yield f"heads_{slug(name)}", heads(results, name)
+    if len(results.models) > 1:
         yield "layer_model_heatmap", layer_model_heatmap(results)
         yield "peak_bars", peak_bars(results)
 

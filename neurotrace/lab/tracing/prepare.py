@@ -55,12 +55,15 @@ def _token_range(offsets: Sequence[tuple[int, int]], start: int, end: int) -> li
 
 
 def prepare_fact(lm: LoadedModel, fact: Fact, index: int) -> PreparedFact:
-    """Tokenise a fact for ``lm``; raise InputError naming ``facts[index]`` when it cannot be traced."""
+    """Tokenise a fact for ``lm``; raise InputError naming ``facts[index]`` when it cannot be traced
+    (``models`` when the model cannot be traced at all: a masked LM without a mask token)."""
     tok = lm.tokenizer
     notes: list[str] = []
     mask = getattr(tok, "mask_token", None) if lm.kind == "masked" else None
     if lm.kind == "masked" and mask is None:
-        notes.append("the tokenizer has no mask token: patched and scored at the last subject position")
+        raise InputError("models", f"{lm.ref.model!r} is a masked LM but its tokenizer has no mask token, so "
+                         "there is no position at which to ask for the target",
+                         fix="use a tokenizer with a mask token (e.g. [MASK]) or a causal LM")
 
     def text_for(subject: str) -> str:
         return _masked_text(fact, subject, mask) if mask else fact.prompt(subject)
@@ -72,12 +75,7 @@ def prepare_fact(lm: LoadedModel, fact: Fact, index: int) -> PreparedFact:
         raise InputError(f"facts[{index}].clean_subject", f"subject {fact.clean_subject!r} maps to no token",
                          fix="check the template and subject")
     subject = (subj[0], subj[-1] + 1)
-    if mask:
-        predict_pos = ids.index(tok.mask_token_id)
-    elif lm.kind == "masked":
-        predict_pos = subject[1] - 1
-    else:
-        predict_pos = len(ids) - 1
+    predict_pos = ids.index(tok.mask_token_id) if mask else len(ids) - 1
     targets = target_token_ids(tok, fact.prompt(), fact.target)
     if not targets or (tok.unk_token_id is not None and targets[0] == tok.unk_token_id):
         raise InputError(f"facts[{index}].target", f"target {fact.target!r} is not in {lm.ref.model}'s vocabulary",

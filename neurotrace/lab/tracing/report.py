@@ -1,153 +1,268 @@
-"""Writing a trace run: trace_results.json, arrays, figures, interpretation and the summary."""
+"""Writing a trace run: trace_results.json (typed records), arrays, figures, the reading and the summary.
 
+The reading states only what the averages support: each effect with its 95% band, n and half-maximum
+layer range; MLP against attention at the same token category; where the answer arrives at the scored
+position; a layer-0 window artifact flagged with the re-run that settles it; no layer named for an
+effect below the minimum. The ``next`` hints are request JSON built from the tools' request fields
+(tests validate them against the request models).
+"""
+
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from neurotrace.lab.runs import Run
 from neurotrace.lab.tracing.figures import default_figures, slug
-from neurotrace.lab.tracing.schema import ModelTrace, PeakSite, TraceRequest, TraceResult
+from neurotrace.lab.tracing.readings import MIN_EFFECT
+from neurotrace.lab.tracing.schema import ModelRecord, ModelTrace, TraceRequest, TraceResult, TraceResults
 
 RESULTS_FILE = "trace_results.json"
+SUMMARY_CHARS = 2000
 
 
-def interpret(models: list[dict[str, Any]]) -> list[str]:
-    """The points an expert would make: peak layer, magnitude, context vs mask (or MLP vs attention),
-    the sign of clean-minus-corrupt, and the cross-model reading."""
-    lines = []
-    for m in models:
-        name, peak = m["model"], m["peak"]
-        if m["n_known"] == 0:
-            lines.append(f"{name}: knows none of the {len(m['facts'])} facts (clean top-1 never the target), so "
-                         "there is no stored fact to locate; its traces are not averaged.")
+def depth_word(layer: int, n_layers: int) -> str:
+    d = layer / n_layers
+    return "early" if d < 1 / 3 else "middle" if d < 2 / 3 else "late"
+
+
+def _range(first: int, last: int) -> str:
+    return f"layer {first}" if first == last else f"layers {first}-{last}"
+
+
+def _find(m: ModelRecord, kind: str, position: str):
+    return next((r for r in m.readings.ranges if r.kind == kind and r.position == position), None)
+
+
+def _peak_line(m: ModelRecord) -> str:
+    p = m.peak
+    if p is None:
+        return (f"{m.model}: no restoration recovers {MIN_EFFECT} of p(target) at any site: no storage site to "
+                "report.")
+    span = (f"at least half of it over {_range(p.first, p.last)}" if (p.first, p.last) != (0, m.n_layers - 1)
+            else "at least half of it at every layer (a flat stretch: no single layer stands out)")
+    return (f"{m.model}: the largest effect is {p.kind} at the {p.position}: {p.effect:.3f} +/- {p.band:.3f} "
+            f"(95%, n={p.n}) at layer {p.layer} of {m.n_layers} ({depth_word(p.layer, m.n_layers)}); {span}.")
+
+
+def _mlp_vs_attn(m: ModelRecord) -> str | None:
+    if not {"mlp", "attn"} <= set(m.aie):
+        return None
+    scored = "last token" if "last token" in m.categories else "scored token"
+    parts = []
+    for position in ("last subject token", scored):
+        a, b = _find(m, "mlp", position), _find(m, "attn", position)
+        if a is None and b is None:
             continue
-        frac = m["n_layers"] - 1 or 1
-        depth = "early" if peak["layer"] < frac / 3 else "middle" if peak["layer"] < 2 * frac / 3 else "late"
-        lines.append(f"{name}: peak indirect effect at the {peak['kind']} of the {peak['position']} in layer "
-                     f"{peak['layer']} of {m['n_layers']} ({depth} layers), magnitude {peak['effect']:.3f} "
-                     f"(mean p(target) over the {m['n_known']} known facts {_mean(m, 'p_clean'):.3f} clean vs "
-                     f"{_mean(m, 'p_corrupted'):.3f} corrupted).")
-        aie = m["aie"]
-        if "mlp" in aie and "attn" in aie and aie["mlp"] and aie["attn"]:
-            mlp, attn = _max(aie["mlp"]), _max(aie["attn"])
-            lead = "MLP" if mlp >= attn else "attention"
-            lines.append(f"{name}: {lead} restorations carry more of the effect (max MLP {mlp:.3f} vs attention "
-                         f"{attn:.3f}).")
-        curves = m["curves_mean"]
-        if "mask_patch" in curves and "context_patch" in curves:
-            lines.append(_context_vs_mask(m))
-        cmc = [f["clean_minus_corrupt"] for f in m["facts"] if f["correct"]]
-        sign = sum(cmc) / len(cmc)
-        lines.append(f"{name}: clean minus corrupt is {sign:+.3f} on average over known facts: "
-                     + ("corrupting the subject destroys the answer, so it is recalled from the subject."
-                        if sign > 0.05 else "the corruption barely matters, so the answer is not recalled from the "
-                        "subject (or is guessed from the template)."))
+
+        def say(r, name):
+            return f"{name} {r.max_effect:.3f} ({_range(r.first, r.last)})" if r else f"{name} < {MIN_EFFECT}"
+
+        lead = "MLP" if (a.max_effect if a else 0) >= (b.max_effect if b else 0) else "attention"
+        parts.append(f"at the {position} {lead} leads: {say(a, 'MLP')} vs {say(b, 'attention')}")
+    return f"{m.model}: same token category, " + "; ".join(parts) + "." if parts else None
+
+
+def _resid_line(m: ModelRecord) -> str | None:
+    if "resid" not in m.aie:
+        return None
+    where = "the mask" if m.kind == "masked" else "the last token"
+    r = _find(m, "resid", "last subject token")
+    bits = [f"restoring the residual at the last subject token matters over {_range(r.first, r.last)}" if r
+            else "restoring the residual at the last subject token has no measurable effect"]
+    if m.readings.handoff_layer is not None:
+        bits.append(f"the effect moves to {where} at layer {m.readings.handoff_layer}")
+    if m.readings.arrival_layer is not None:
+        bits.append(f"the answer arrives at {where} by layer {m.readings.arrival_layer} (restoring the residual "
+                    "there recovers half the total effect)")
+    return f"{m.model}: " + "; ".join(bits) + "."
+
+
+def _context_line(m: ModelRecord) -> str | None:
+    c = m.readings.context
+    if c is None:
+        return None
+    if not c.measurable:
+        return (f"{m.model}: the context swap moves p(target) by only {c.effect:.3f} (< {MIN_EFFECT}): no "
+                "measurable context effect.")
+    if c.until_layer is None:
+        return f"{m.model}: the context swap costs {c.effect:.3f}; restoring the context word never recovers half."
+    return (f"{m.model}: the context swap costs {c.effect:.3f}; restoring the context word recovers half of it "
+            f"up to layer {c.until_layer}, so the context word matters until then.")
+
+
+def _caution_lines(m: ModelRecord) -> list[str]:
+    out = []
+    for k in m.readings.layer0_artifact:
+        fix = "window 1 or corruption swap" if m.window > 1 else "corruption swap"
+        out.append(f"{m.model}: caution - the {k} peak comes only from windows that contain layer 0 (window "
+                   f"{m.window}); under noise, restoring layer 0 repairs the noised embeddings themselves. Re-run "
+                   f"with {fix} before reading it as storage.")
+    for a in m.readings.approx:
+        if a.magnitude_ratio is None:
+            continue
+        how = {"agrees": "agrees in magnitude", "unclear": "is unclear",
+               "underestimates": f"underestimates about {1 / max(a.magnitude_ratio, 1e-9):.1f}x",
+               "overestimates": f"overestimates about {a.magnitude_ratio:.1f}x"}[a.verdict]
+        rho = "n/a" if a.spearman is None else f"{a.spearman:.2f}"
+        out.append(f"{m.model}: approx {a.kind} vs exact patching on {a.cells} sampled cells: rank correlation "
+                   f"{rho}, magnitude ratio {a.magnitude_ratio:.2f} - it {how}.")
+    if m.readings.top_heads:
+        heads = ", ".join(f"L{h.layer}.H{h.head} {h.effect:+.3f}" for h in m.readings.top_heads)
+        out.append(f"{m.model}: top heads restored at the scored position: {heads}.")
+    return out
+
+
+def model_lines(m: ModelRecord) -> list[str]:
+    skipped = f"; {len(m.skipped)} skipped (listed in `skipped`)" if m.skipped else ""
+    head = f"{m.model}: knows {m.n_known}/{len(m.facts)} traced facts{skipped}."
+    if m.n_known == 0:
+        return [head + " There is no stored fact to locate; its traces are not averaged."]
+    known = [f for f in m.facts if f.correct]
+    pc, pk = (sum(getattr(f, a) for f in known) / len(known) for a in ("p_clean", "p_corrupted"))
+    total = f" Mean p(target) {pc:.3f} clean vs {pk:.3f} corrupted (total effect {pc - pk:+.3f})."
+    if pc - pk < MIN_EFFECT:
+        total += " The corruption barely matters: the answer is not recalled from the subject here."
+    lines = [head + total, _peak_line(m), _mlp_vs_attn(m), _resid_line(m), _context_line(m), *_caution_lines(m)]
+    return [line for line in lines if line]
+
+
+def _depth(layer: int, n: int) -> str:
+    return f"layer {layer}/{n} (depth {layer / n:.2f})"
+
+
+def cross_model(models: Sequence[ModelRecord]) -> str:
+    """The cross-model paragraph: same kind and token category, by relative depth when depths differ."""
+    knows = "; ".join(f"{m.model} knows {m.n_known}/{len(m.facts)}" for m in models)
+    ref = next((m.peak for m in models if m.peak), None)
+    if ref is None:
+        return f"Across models: {knows}; no model shows a restoration effect to compare."
+    relative = len({m.n_layers for m in models}) > 1
+    parts, depths = [], []
+    for m in models:
+        r = _find(m, ref.kind, ref.position)
+        if r is None:
+            parts.append(f"{m.model} shows none")
+            continue
+        where = _depth(r.max_layer, m.n_layers) if relative else f"layer {r.max_layer}"
+        parts.append(f"{m.model} peaks at {where}, {r.max_effect:.3f} +/- {r.band:.3f} (n={r.n}, half-max "
+                     f"{_range(r.first, r.last)})")
+        depths.append(r.max_layer / m.n_layers if relative else r.max_layer)
+    align = ("; layers are compared by relative depth (layer / n_layers) because the models' depths differ"
+             if relative else "")
+    text = f"Across models ({knows}{align}): {ref.kind} at the {ref.position}: " + "; ".join(parts) + "."
+    if len(depths) >= 2:
+        close = (max(depths) - min(depths) <= 0.1) if relative else len(set(depths)) == 1
+        text += (" The peaks sit at about the same depth." if close else
+                 " The peaks sit at different depths: the models route these facts differently.")
+    elif len(depths) == 1:
+        text += " Only one model shows this effect; the others' maps are flat here."
+    return text
+
+
+def interpret(models: Sequence[ModelRecord]) -> list[str]:
+    lines = [line for m in models for line in model_lines(m)]
     if len(models) > 1:
         lines.append(cross_model(models))
     return lines
 
 
-def cross_model(models: list[dict[str, Any]]) -> str:
-    parts = []
+def _setup(request: TraceRequest, models: Sequence[ModelRecord]) -> str:
+    c = request.corruption
+    if c.kind == "swap":
+        how = "subject swap"
+    else:
+        units = ", ".join(f"{m.noise_std:.3g}" for m in models if m.noise_std is not None)
+        how = (f"noise {c.scale:g} x std ({units}; from {models[0].noise_std_from if models else '?'}), "
+               f"{c.samples} draws")
+    windows = ", ".join(sorted({str(m.window) for m in models}))
+    mode = "ROME-compatible, " if request.rome_compat else ""
+    return f"{mode}{how}; mlp/attn window {windows}; {request.mode} patching."
+
+
+def summary_text(request: TraceRequest, models: Sequence[ModelRecord], fact_set: str, lines: list[str]) -> str:
+    n = max((len(m.facts) + len(m.skipped) for m in models), default=0)
+    head = f"Traced {n} facts ({fact_set}) on {', '.join(m.model for m in models)}: {_setup(request, models)}"
+    text = head + "\n" + "\n".join(f"- {line}" for line in lines)
+    if len(text) > SUMMARY_CHARS:
+        text = text[: SUMMARY_CHARS - 60].rsplit("\n", 1)[0] + "\n- (more in `interpretation`)"
+    return text
+
+
+def hint(tool: str, request: dict[str, Any]) -> str:
+    return f"`{tool}` with " + json.dumps({"request": request})
+
+
+def next_hint(request: TraceRequest, models: Sequence[ModelRecord], run_id: str) -> str:
+    m = models[0] if models else None
+    fact = next((i for i, f in enumerate(m.facts) if f.correct), 0) if m else 0
+    parts = [f"Call {hint('plot', {'run_id': run_id, 'kind': 'heatmap', 'options': {'model': m.model if m else '', 'fact': fact}})}"
+             " for one fact's layer x token map"]
+    flagged = [x for x in models if x.readings.layer0_artifact]
+    if flagged and (request.pack or request.dataset_run_id):
+        source = {"pack": request.pack} if request.pack else {"dataset_run_id": request.dataset_run_id}
+        rerun = {"models": [x.model for x in flagged], **source, "corruption": {"kind": "swap"}}
+        if request.max_facts:
+            rerun["max_facts"] = request.max_facts
+        parts.append(f"check the layer-0 caution with {hint('trace', rerun)} (or \"window\": 1)")
+    if len(models) == 1:
+        parts.append(f"then {hint('compare', {'run_ids': [run_id, '<another trace run_id>']})} to contrast models")
+    return "; ".join(parts) + "."
+
+
+def results_of(request: TraceRequest, models: Sequence[ModelRecord], fact_set: str, lines: list[str],
+               status: str = "complete") -> TraceResults:
+    return TraceResults(status=status, fact_set=fact_set, mode=request.mode, kinds=list(request.kinds),
+                        window=request.window, corruption=request.corruption.model_dump(), seed=request.seed,
+                        rome_compat=request.rome_compat, noise_std_from=str(request.noise_std_from),
+                        models={m.model: m for m in models}, interpretation=lines,
+                        agreement=_agreement(models) if request.mode == "approx" and request.check_agreement else None)
+
+
+def write_partial(request: TraceRequest, models: Sequence[ModelRecord], fact_set: str, run: Run) -> None:
+    """Save what a cancelled or failed run finished (status 'partial'), readable by plot and compare."""
+    run.write_json(RESULTS_FILE, results_of(request, models, fact_set, interpret(models) if models else [],
+                                            "partial").model_dump(mode="json"))
+
+
+def finish_run(request: TraceRequest, models: list[ModelRecord], fact_set: str, run: Run) -> TraceResult:
+    lines = interpret(models)
+    results = results_of(request, models, fact_set, lines)
+    results_uri = run.write_json(RESULTS_FILE, results.model_dump(mode="json"))
     for m in models:
-        if m["peak"]:
-            parts.append(f"{m['model']} knows {m['n_known']}/{len(m['facts'])} with its peak at layer "
-                         f"{m['peak']['layer']} ({m['peak']['kind']}, {m['peak']['effect']:.3f})")
-        else:
-            parts.append(f"{m['model']} knows {m['n_known']}/{len(m['facts'])}")
-    known = [m for m in models if m["peak"]]
-    tail = ""
-    if len(known) >= 2:
-        layers = {m["peak"]["layer"] for m in known}
-        tail = (" The peaks sit at the same layer: the models store these facts in the same place." if len(layers) == 1
-                else " The peaks sit at different layers: the models route these facts differently.")
-    elif len(known) == 1:
-        tail = f" Only {known[0]['model']} stores these facts; compare its trace with the others' flat maps."
-    return "Across models: " + "; ".join(parts) + "." + tail
-
-
-def _context_vs_mask(m: dict[str, Any]) -> str:
-    """Mask patching: from which layer restoring the scored position recovers half the effect;
-    context patching: until which layer restoring the context word still does."""
-    known = [f for f in m["facts"] if f["correct"]]
-    p_clean = sum(f["p_clean"] for f in known) / len(known)
-    p_corr = sum(f["p_corrupted"] for f in known) / len(known)
-    p_ctx = [f["curves"]["context_p_corrupted"] for f in known if "context_p_corrupted" in f["curves"]]
-    mp, cp = m["curves_mean"]["mask_patch"], m["curves_mean"]["context_patch"]
-    half_m = p_corr + 0.5 * (p_clean - p_corr)
-    from_layer = next((i for i, v in enumerate(mp) if v >= half_m), None)
-    half_c = (sum(p_ctx) / len(p_ctx) + p_clean) / 2 if p_ctx else None
-    until = max((i for i, v in enumerate(cp) if half_c is not None and v >= half_c), default=None)
-    return (f"{m['model']}: the answer is readable at the scored position from layer {from_layer} (mask patching "
-            f"peaks at layer {_argmax(mp)}, {max(mp):.3f}); the context word matters until layer {until} (context "
-            "patching " + ("falls off after it" if until is not None else "never recovers half the effect") + ").")
-
-
-def _mean(m: dict[str, Any], key: str) -> float:
-    known = [f[key] for f in m["facts"] if f["correct"]]
-    return sum(known) / len(known)
-
-
-def _max(grid: list[list[float]]) -> float:
-    return max((v for row in grid for v in row if v == v), default=float("nan"))
-
-
-def _argmax(curve: list[float]) -> int:
-    return int(torch.tensor(curve).argmax())
-
-
-def summary_text(models: list[dict[str, Any]], fact_set: str, interpretation: list[str]) -> str:
-    head = [f"Traced {len(models[0]['facts'])} facts ({fact_set}) on {', '.join(m['model'] for m in models)}."]
-    for m in models:
-        if m["unknown_facts"]:
-            head.append(f"{m['model']} does not know {len(m['unknown_facts'])} of them (flagged, not averaged).")
-    return " ".join(head) + "\n" + "\n".join(f"- {line}" for line in interpretation)
-
-
-def finish_run(request: TraceRequest, models: list[dict[str, Any]], fact_set: str, run: Run) -> TraceResult:
-    interpretation = interpret(models)
-    agreement = _agreement(models) if request.mode == "approx" and request.check_agreement else None
-    results = {"fact_set": fact_set, "mode": request.mode, "kinds": list(request.kinds), "window": request.window or "auto",
-               "corruption": request.corruption.model_dump(), "seed": request.seed,
-               "models": {m["model"]: m for m in models}, "interpretation": interpretation, "agreement": agreement}
-    results_uri = run.write_json(RESULTS_FILE, results)
-    for m in models:
-        tensors = {}
-        for i, f in enumerate(m["facts"]):
-            for k, grid in f["restored"].items():
-                tensors[f"fact{i}.{k}.restored"] = torch.tensor(grid)
-        run.write_tensors(f"arrays/{slug(m['model'])}.safetensors", tensors)
+        tensors = {f"fact{i}.{k}.restored": torch.tensor(grid) for i, f in enumerate(m.facts)
+                   for k, grid in f.restored.items()}
+        if tensors:
+            run.write_tensors(f"arrays/{slug(m.model)}.safetensors", tensors)
     figures = [run.write_figure(f"figures/{name}.png", fig) for name, fig in default_figures(results)]
-    summary = summary_text(models, fact_set, interpretation)
+    summary = summary_text(request, models, fact_set, lines)
     run.set_summary(summary.splitlines()[0])
-    nxt = ("Call plot with this run_id and kind='heatmap' (options: model, fact) to see one fact's layer x "
-           "position map" + ("; call compare with this and another trace run to contrast models." if len(models) == 1
-                             else "."))
-    return TraceResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures, next=nxt,
-                       models=[model_trace(m) for m in models], interpretation=interpretation, agreement=agreement,
-                       results=results_uri)
+    return TraceResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
+                       next=next_hint(request, models, run.run_id), models=[model_trace(m) for m in models],
+                       interpretation=lines, agreement=results.agreement, results=results_uri)
 
 
-def _agreement(models: list[dict[str, Any]]) -> dict[str, Any]:
+def _agreement(models: Sequence[ModelRecord]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for m in models:
-        rows = [f["agreement"] for f in m["facts"] if "agreement" in f]
+        rows = [f.agreement for f in m.facts if f.agreement]
         per_kind = {}
         for k in rows[0] if rows else []:
             rs = [r[k]["pearson_r"] for r in rows if r[k]["pearson_r"] == r[k]["pearson_r"]]
             per_kind[k] = {"mean_pearson_r": sum(rs) / len(rs) if rs else None,
                            "max_abs_diff": max(r[k]["max_abs_diff"] for r in rows),
                            "same_peak_fraction": sum(r[k]["same_peak"] for r in rows) / len(rows)}
-        out[m["model"]] = per_kind
+        out[m.model] = per_kind
     return out
 
 
-def model_trace(m: dict[str, Any]) -> ModelTrace:
-    def argmax(curve: list[float] | None) -> int | None:
-        return None if not curve else int(torch.tensor(curve).argmax())
-
-    return ModelTrace(model=m["model"], kind=m["kind"], n_layers=m["n_layers"], n_facts=len(m["facts"]),
-                      n_known=m["n_known"], unknown_facts=m["unknown_facts"], mean_p_clean=m["mean_p_clean"],
-                      mean_p_corrupted=m["mean_p_corrupted"], peak=PeakSite(**m["peak"]) if m["peak"] else None,
-                      peak_layer_mask_patch=argmax(m["curves_mean"].get("mask_patch")),
-                      peak_layer_context_patch=argmax(m["curves_mean"].get("context_patch")), notes=m["notes"])
+def model_trace(m: ModelRecord) -> ModelTrace:
+    """The agent-sized view of a model's record: ranges at the categories the reading uses (all are in
+    trace_results.json)."""
+    keep = {"last subject token", "scored token", "last token", m.peak.position if m.peak else ""}
+    readings = m.readings.model_copy(update={"ranges": [r for r in m.readings.ranges if r.position in keep]})
+    return ModelTrace(model=m.model, kind=m.kind, n_layers=m.n_layers, n_facts=len(m.facts), n_known=m.n_known,
+                      unknown_facts=m.unknown_facts, skipped=m.skipped, mean_p_clean=m.mean_p_clean,
+                      mean_p_corrupted=m.mean_p_corrupted, window=m.window, noise_std=m.noise_std, peak=m.peak,
+                      readings=readings, notes=m.notes)

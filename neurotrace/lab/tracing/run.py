@@ -1,18 +1,21 @@
-"""Orchestration of a trace run: per model, per fact, grids -> aggregates -> results, figures, summary."""
+"""Orchestration of a trace run: check every fact on every model, then per model, per fact, the grids
+-> typed records -> averages and readings -> results, figures, summary. A cancelled or failed run
+still writes the facts it finished (``status: partial`` in trace_results.json)."""
 
-import math
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.facts import Fact, load_factset, load_pack
+from neurotrace.lab.facts import Fact, list_packs, load_factset, load_pack
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
 from neurotrace.lab.model.tokens import token_texts
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.runs import Run
-from neurotrace.lab.seeding import make_generator
+from neurotrace.lab.tracing import approx_check, noise
+from neurotrace.lab.tracing.aggregate import ModelInfo, summarize_model
+from neurotrace.lab.tracing.buckets import categories
 from neurotrace.lab.tracing.grid import (
     Corrupted,
     approx_grid,
@@ -21,125 +24,135 @@ from neurotrace.lab.tracing.grid import (
     head_grid,
     layer_curve,
 )
-from neurotrace.lab.tracing.prepare import (
-    PreparedFact,
-    clean_states,
-    prepare_fact,
-    subject_noise_std,
-    target_probs,
+from neurotrace.lab.tracing.prepare import target_probs
+from neurotrace.lab.tracing.report import finish_run, write_partial
+from neurotrace.lab.tracing.schema import (
+    ROME_WINDOW,
+    FactCurves,
+    FactPeak,
+    FactRecord,
+    ModelRecord,
+    SkippedFact,
+    TraceRequest,
+    TraceResult,
 )
-from neurotrace.lab.tracing.report import finish_run
-from neurotrace.lab.tracing.schema import TraceRequest, TraceResult
-
-CATEGORIES = ["before subject", "first subject token", "middle subject tokens", "last subject token",
-              "first subsequent token", "further tokens", "scored token", "after scored token"]
+from neurotrace.lab.tracing.validate import Checked, check_facts
 
 
-def categories(prep: PreparedFact) -> list[int]:
-    """ROME-style token category of each position (indices into CATEGORIES)."""
-    s, e, last = prep.subject[0], prep.subject[1], prep.predict_pos
-    out = []
-    for p in range(len(prep.ids)):
-        if p == last:
-            out.append(6)
-        elif p > last:
-            out.append(7)
-        elif p < s:
-            out.append(0)
-        elif p == e - 1:
-            out.append(3)
-        elif p == s:
-            out.append(1)
-        elif p < e:
-            out.append(2)
-        else:
-            out.append(4 if p == e else 5)
-    return out
+def window_for(request: TraceRequest, n_layers: int) -> int:
+    """The mlp/attn window: ROME's 10 under rome_compat, as requested, else ROME's 10-of-48 scaled."""
+    if request.rome_compat:
+        return ROME_WINDOW
+    if request.window is not None:
+        if request.window > n_layers:
+            raise InputError("window", f"window {request.window} exceeds the model's {n_layers} layers",
+                             fix=f"use 1..{n_layers} or omit it")
+        return request.window
+    return max(1, round(n_layers * 10 / 48))
 
 
-def aligned(grid: torch.Tensor, cats: list[int]) -> torch.Tensor:
-    """(n_layers, pos) -> (n_layers, len(CATEGORIES)) mean per category, nan where empty."""
-    out = torch.full((grid.shape[0], len(CATEGORIES)), float("nan"))
-    idx = torch.tensor(cats)
-    for c in range(len(CATEGORIES)):
-        mask = idx == c
-        if mask.any():
-            out[:, c] = grid[:, mask].mean(1)
-    return out
+def _source_facts(lab: Lab, name: str, field: str) -> list[Fact]:
+    if name in list_packs():
+        return list(load_pack(name).facts)
+    try:
+        return list(load_factset(lab, name).facts)
+    except InputError as err:
+        raise InputError(field, f"{name!r} is neither a pack nor a generate_facts run ({err.message})",
+                         fix=f"use one of {list_packs()} or a dataset run id") from err
 
 
-def _corrupted(request: TraceRequest, lm: LoadedModel, prep: PreparedFact, std: float, index: int) -> Corrupted:
+def noise_reference(request: TraceRequest, lab: Lab) -> tuple[list[Fact], str]:
+    """The facts whose subjects set the noise std for noise_std_from='dataset', and their name."""
+    if request.noise_dataset:
+        return _source_facts(lab, request.noise_dataset, "noise_dataset"), request.noise_dataset
+    if request.pack:
+        return list(load_pack(request.pack).facts), f"{request.pack} pack"
+    if request.dataset_run_id:
+        return list(load_factset(lab, request.dataset_run_id).facts), request.dataset_run_id
+    return list(request.facts), "the request's inline facts"
+
+
+def noise_unit(request: TraceRequest, lm: LoadedModel, lab: Lab) -> tuple[float | None, str]:
+    """The model's noise unit (std) and where it came from."""
     if request.corruption.kind == "swap":
-        if prep.swap_ids is None:
-            raise InputError(f"facts[{index}].corrupt_subject", "subject swap needs a corrupt subject of the same "
-                             f"token length ({'; '.join(prep.notes) or 'none given'})",
-                             fix="give corrupt_subject, or use corruption {'kind': 'noise'}")
-        return Corrupted(prep.swap_ids, None, prep.subject)
-    g = make_generator(request.seed * 1_000_003 + index)
-    n_subj = prep.subject[1] - prep.subject[0]
-    noise = torch.randn((request.corruption.samples, n_subj, lm.d_model), generator=g) * (request.corruption.scale * std)
-    return Corrupted(prep.ids, noise, prep.subject)
+        return None, "none (subject swap)"
+    source = "dataset" if request.rome_compat else request.noise_std_from
+    if isinstance(source, float):
+        return source, "given"
+    if source == "embeddings":
+        return noise.embedding_std(lm), "embeddings (whole vocabulary)"
+    facts, name = noise_reference(request, lab)
+    return noise.subjects_alone_std(lm, [f.clean_subject for f in facts]), f"dataset ({name}, subjects alone)"
 
 
-def _trivial(kind: str, pos: int, predict_pos: int) -> bool:
-    """Restoring the residual stream at (or after) the scored position restores the output itself, so
-    those cells are shown in the maps but never reported as the place a fact is stored."""
-    return kind == "resid" and pos >= predict_pos
+def corrupted_input(request: TraceRequest, lm: LoadedModel, checked: Checked, unit: float | None
+                    ) -> tuple[Corrupted, int | None]:
+    prep = checked.prep
+    if request.corruption.kind == "swap":
+        return Corrupted(prep.swap_ids, None, prep.subject), None
+    rows, seed = noise.draw(request.corruption.samples, prep, lm.d_model, unit, request.corruption.scale,
+                            seed=request.seed, rome=request.rome_compat)
+    return Corrupted(prep.ids, rows, prep.subject), seed
 
 
-def trace_fact(request: TraceRequest, lm: LoadedModel, prep: PreparedFact, corr: Corrupted, reporter: Reporter,
-               progress: tuple[int, int]) -> dict[str, Any]:
-    """Every number for one fact on one model (JSON-ready lists)."""
-    _, hidden = clean_states(lm, prep.ids, [])
-    clean_logits = lm.adapter.logits_at(lm.model, hidden[prep.predict_pos]).float()
-    p_clean, top = float(torch.softmax(clean_logits, -1)[prep.target_id]), int(clean_logits.argmax())
+def _grids(request: TraceRequest, lm: LoadedModel, checked: Checked, corr: Corrupted, p_corr: float, window: int,
+           reporter: Reporter, progress: tuple[int, int]) -> tuple[dict, dict]:
+    """The restored grids to report, and the approx-only extras (estimate, agreement, cell check)."""
+    prep, kinds, extra = checked.prep, list(request.kinds), {}
+    if request.mode == "exact":
+        return exact_grid(lm, prep, corr, kinds, window, reporter, progress=progress), extra
+    approx = approx_grid(lm, prep, corr, kinds, window)
+    extra["approx_indirect"] = {k: v.tolist() for k, v in approx.items()}
+    if request.check_agreement:
+        exact = exact_grid(lm, prep, corr, kinds, window, reporter, progress=progress)
+        extra["agreement"] = agreement({k: v - p_corr for k, v in exact.items()}, approx)
+        return exact, extra
+    extra["approx_check"] = approx_check.check(lm, prep, corr, approx, p_corr, window,
+                                               noise.fact_seed(request.seed, prep.fact))
+    return {k: v + p_corr for k, v in approx.items()}, extra
+
+
+def trace_fact(request: TraceRequest, lm: LoadedModel, checked: Checked, unit: float | None, window: int,
+               reporter: Reporter, progress: tuple[int, int]) -> FactRecord:
+    """Every number for one fact on one model."""
+    prep = checked.prep
+    corr, seed = corrupted_input(request, lm, checked, unit)
     p_corr = float(corrupted_probs(lm, prep, corr).mean())
-    out: dict[str, Any] = {
-        "fact_id": prep.fact.id, "prompt": prep.fact.prompt(), "subject": prep.fact.clean_subject,
-        "target": prep.fact.target, "target_id": prep.target_id, "tokens": prep.tokens,
-        "subject_range": list(prep.subject), "predict_pos": prep.predict_pos, "categories": categories(prep),
-        "p_clean": p_clean, "p_corrupted": p_corr, "clean_minus_corrupt": p_clean - p_corr,
-        "correct": top == prep.target_id, "top_token": token_texts(lm.tokenizer, [top])[0],
-        "held_out": prep.fact.held_out, "notes": list(prep.notes),
-    }
-    kinds, window = list(request.kinds), window_for(request, lm.n_layers)
-    if request.mode == "approx":
-        approx = approx_grid(lm, prep, corr, kinds, window)
-        out["approx_indirect"] = {k: v.tolist() for k, v in approx.items()}
-        grids = {k: (v + p_corr) for k, v in approx.items()}
-        if request.check_agreement:
-            exact = exact_grid(lm, prep, corr, kinds, window, reporter, progress=progress)
-            out["agreement"] = agreement({k: v - p_corr for k, v in exact.items()}, approx)
-            grids = exact
-    else:
-        grids = exact_grid(lm, prep, corr, kinds, window, reporter, progress=progress)
-    out["restored"] = {k: v.tolist() for k, v in grids.items()}
-    out["indirect"] = {k: (v - p_corr).tolist() for k, v in grids.items()}
-    cells = [(float(v[layer][p]), k, layer, p) for k, v in out["indirect"].items()
-             for layer in range(len(v)) for p in range(len(v[layer])) if not _trivial(k, p, prep.predict_pos)]
+    grids, extra = _grids(request, lm, checked, corr, p_corr, window, reporter, progress)
+    indirect = {k: (v - p_corr) for k, v in grids.items()}
+    cells = [(float(v[layer, p]), k, layer, p) for k, v in indirect.items() for layer in range(v.shape[0])
+             for p in range(v.shape[1]) if not (k == "resid" and p >= prep.predict_pos)] or \
+            [(float(v[layer, p]), k, layer, p) for k, v in indirect.items() for layer in range(v.shape[0])
+             for p in range(v.shape[1])]
     eff, kind, layer, pos = max(cells)
-    out["peak"] = {"kind": kind, "layer": layer, "pos": pos, "token": prep.tokens[pos], "effect": eff}
-    out["curves"] = _curves(lm, prep, grids, p_clean)
-    if request.heads:
-        out["heads"] = head_grid(lm, prep, corr).tolist()
-    return out
+    heads = head_grid(lm, prep, corr).tolist() if request.heads else None
+    return FactRecord(
+        fact_id=prep.fact.id, prompt=prep.fact.prompt(),
+        subject=prep.fact.clean_subject, target=prep.fact.target, target_id=prep.target_id, tokens=prep.tokens,
+        subject_range=list(prep.subject), predict_pos=prep.predict_pos, categories=categories(prep),
+        p_clean=checked.p_clean, p_corrupted=p_corr, clean_minus_corrupt=checked.p_clean - p_corr,
+        correct=checked.correct, top_token=token_texts(lm.tokenizer, [checked.top_id])[0],
+        held_out=prep.fact.held_out, notes=list(prep.notes), noise_seed=seed,
+        restored={k: v.tolist() for k, v in grids.items()}, indirect={k: v.tolist() for k, v in indirect.items()},
+        peak=FactPeak(kind=kind, layer=layer, pos=pos, token=prep.tokens[pos], effect=eff),
+        curves=_curves(lm, checked, grids), heads=heads, **extra)
 
 
-def _curves(lm: LoadedModel, prep: PreparedFact, grids: dict, p_clean: float) -> dict[str, Any]:
-    curves: dict[str, Any] = {}
+def _curves(lm: LoadedModel, checked: Checked, grids: dict) -> FactCurves:
+    prep, out = checked.prep, {}
     if "resid" in grids:
-        curves["mask_patch"] = grids["resid"][:, prep.predict_pos].tolist()
-        curves["subject_patch"] = grids["resid"][:, prep.subject[1] - 1].tolist()
+        out["scored_patch"] = grids["resid"][:, prep.predict_pos].tolist()
+        out["subject_patch"] = grids["resid"][:, prep.subject[1] - 1].tolist()
     if prep.context_ids is not None:
         p_ctx = float(target_probs(lm, prep.context_ids[None], prep.predict_pos, prep.target_id)[0])
-        curves["context_patch"] = layer_curve(lm, prep, prep.context_ids, prep.context_pos).tolist()
-        curves["context_p_corrupted"] = p_ctx
-        curves["context_clean_minus_corrupt"] = p_clean - p_ctx
-    return curves
+        out["context_patch"] = layer_curve(lm, prep, prep.context_ids, prep.context_pos).tolist()
+        out["context_p_corrupted"] = p_ctx
+        out["context_clean_minus_corrupt"] = checked.p_clean - p_ctx
+    return FactCurves(**out)
 
 
-def agreement(exact: dict[str, torch.Tensor], approx: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Pearson r, max |diff| and whether the peak cell agrees, per kind."""
+def agreement(exact: dict[str, torch.Tensor], approx: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """Pearson r, max |diff| and whether the peak cell agrees, per kind (the full exact grid)."""
     out = {}
     for k in exact:
         a, b = exact[k].flatten(), approx[k].flatten()
@@ -149,70 +162,56 @@ def agreement(exact: dict[str, torch.Tensor], approx: dict[str, torch.Tensor]) -
     return out
 
 
-def trace_model(request: TraceRequest, ref: ModelRef, facts: list[Fact], *, lab: Lab, reporter: Reporter,
-                run: Run) -> dict[str, Any]:
+class Plan:
+    """One model's checked facts and noise unit, made before any compute; and what is done so far."""
+
+    def __init__(self, ref: ModelRef, checked: list[Checked], skipped: list[SkippedFact], info: ModelInfo) -> None:
+        self.ref, self.checked, self.skipped, self.info = ref, checked, skipped, info
+        self.done: list[FactRecord] = []
+
+
+def plan_model(request: TraceRequest, ref: ModelRef, facts: Sequence[Fact], lab: Lab, reporter: Reporter,
+               run: Run) -> Plan:
     with lab.cache.lease(ref) as lm:
         run.add_model(ref.model, lm.fingerprint)
-        preps = [prepare_fact(lm, f, i) for i, f in enumerate(facts)]
-        std = subject_noise_std(lm, preps)
-        rows_per_fact = [len(request.kinds) * lm.n_layers * len(p.ids) * (
-            1 if request.corruption.kind == "swap" else request.corruption.samples) for p in preps]
-        total, done = sum(rows_per_fact), 0
-        per_fact = []
-        for i, prep in enumerate(preps):
-            corr = _corrupted(request, lm, prep, std, i)
-            per_fact.append(trace_fact(request, lm, prep, corr, reporter, (done, total)))
-            done += rows_per_fact[i]
-            reporter.step(done, total, f"{ref.model}: fact {i + 1}/{len(preps)}")
-        return summarize_model(request, ref.model, lm, per_fact, std)
+        checked, skipped = check_facts(request, lm, facts, reporter)
+        window = window_for(request, lm.n_layers)
+        unit, source = noise_unit(request, lm, lab)
+        info = ModelInfo(ref.model, lm.kind, lm.adapter.family, lm.n_layers, lm.n_heads, lm.fingerprint, window,
+                         unit, source)
+    return Plan(ref, checked, skipped, info)
 
 
-def _nanmean(ts: list[torch.Tensor]) -> torch.Tensor:
-    stack = torch.stack(ts)
-    return torch.nanmean(stack, dim=0)
+def _cost(request: TraceRequest, plan: Plan, checked: Checked) -> int:
+    samples = 1 if request.corruption.kind == "swap" else request.corruption.samples
+    return len(request.kinds) * plan.info.n_layers * samples * len(checked.prep.ids)
 
 
-def summarize_model(request: TraceRequest, name: str, lm: LoadedModel, per_fact: list[dict], std: float
-                    ) -> dict[str, Any]:
-    known = [f for f in per_fact if f["correct"]]
-    aie: dict[str, list] = {}
-    for k in request.kinds:
-        rows = [aligned(torch.tensor(f["indirect"][k]), f["categories"]) for f in known]
-        aie[k] = _nanmean(rows).tolist() if rows else []
-    peak = None
-    cells = [(v, k, layer, c) for k, grid in aie.items() for layer, row in enumerate(grid)
-             for c, v in enumerate(row) if not math.isnan(v) and not (k == "resid" and c >= 6)]
-    if cells:
-        v, k, layer, c = max(cells)
-        peak = {"kind": k, "layer": layer, "position": CATEGORIES[c], "effect": v}
-    curves = {}
-    for key in ("mask_patch", "context_patch", "subject_patch"):
-        rows = [torch.tensor(f["curves"][key]) for f in known if key in f["curves"]]
-        if rows:
-            curves[key] = torch.stack(rows).mean(0).tolist()
-    notes = sorted({n for f in per_fact for n in f["notes"]})
-    return {"model": name, "kind": lm.kind, "family": lm.adapter.family, "n_layers": lm.n_layers,
-            "fingerprint": lm.fingerprint, "noise_std": std, "facts": per_fact, "aie": aie,
-            "categories": CATEGORIES, "peak": peak, "curves_mean": curves,
-            "n_known": len(known), "unknown_facts": [f["fact_id"] or f["subject"] for f in per_fact if not f["correct"]],
-            "mean_p_clean": sum(f["p_clean"] for f in per_fact) / len(per_fact),
-            "mean_p_corrupted": sum(f["p_corrupted"] for f in per_fact) / len(per_fact), "notes": notes}
+def run_plan(request: TraceRequest, plan: Plan, lab: Lab, reporter: Reporter, progress: list[int]) -> ModelRecord:
+    """Trace one model's checked facts; ``progress`` = [done, total] over the whole run (kept monotone)."""
+    with lab.cache.lease(plan.ref) as lm:
+        for i, checked in enumerate(plan.checked):
+            plan.done.append(trace_fact(request, lm, checked, plan.info.noise_std, plan.info.window, reporter,
+                                        (progress[0], progress[1])))
+            progress[0] += _cost(request, plan, checked)
+            reporter.step(progress[0], progress[1], f"{plan.ref.model}: fact {i + 1}/{len(plan.checked)}")
+    return summarize_model(request, plan.info, plan.done, plan.skipped)
 
 
 def trace_models(request: TraceRequest, refs: list[ModelRef], facts: list[Fact], fact_set: str, *, lab: Lab,
                  run: Run, reporter: Reporter) -> TraceResult:
-    models = [trace_model(request, ref, facts, lab=lab, reporter=reporter, run=run) for ref in refs]
+    plans = [plan_model(request, ref, facts, lab, reporter, run) for ref in refs]
+    progress = [0, max(1, sum(_cost(request, p, c) for p in plans for c in p.checked))]
+    models: list[ModelRecord] = []
+    try:
+        for plan in plans:
+            models.append(run_plan(request, plan, lab, reporter, progress))
+    except BaseException:
+        partial = models + [summarize_model(request, p.info, p.done, p.skipped) for p in plans[len(models):]
+                            if p.done]
+        write_partial(request, partial, fact_set, run)
+        raise
     return finish_run(request, models, fact_set, run)
-
-
-def window_for(request: TraceRequest, n_layers: int) -> int:
-    """The mlp/attn window: as requested, else ROME's 10-of-48 scaled to ``n_layers``."""
-    if request.window is not None:
-        if request.window > n_layers:
-            raise InputError("window", f"window {request.window} exceeds the model's {n_layers} layers",
-                             fix=f"use 1..{n_layers} or omit it")
-        return request.window
-    return max(1, round(n_layers * 10 / 48))
 
 
 def resolve_facts(request: TraceRequest, lab: Lab) -> tuple[list[Fact], str]:
@@ -230,7 +229,7 @@ def resolve_facts(request: TraceRequest, lab: Lab) -> tuple[list[Fact], str]:
 
 
 def run_trace(request: TraceRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> TraceResult:
-    """Causal-trace (or mask/context-patch) each fact on each model; write results and figures."""
+    """Causal-trace (and context-patch) each fact on each model; write results and figures."""
     facts, fact_set = resolve_facts(request, lab)
     refs = [ModelRef(model=m, device=request.device) for m in request.models]
     with lab.store.open_run("trace", request, seed=request.seed) as run:

@@ -1,23 +1,30 @@
-"""trace: where does a model store a fact? Causal tracing (ROME) and mask/context patching.
+"""trace: where does a model store a fact? Causal tracing (ROME) and context patching.
 
 Causal tracing (Meng et al., 2022) runs a prompt three ways: **clean**; **corrupted** (Gaussian
-noise added to the subject's token embeddings - ``scale`` times their std, ``samples`` seeded draws -
-or the subject swapped for a same-category one); and **restored**: corrupted, but with the clean
-state of one site put back at one (layer, position). p(target) of the restored run minus that of the
-corrupted run is the *indirect effect* of the site. Sites are the residual stream after each layer
-(``resid``), or the MLP / attention outputs (``mlp`` / ``attn``) over a window of layers centred on
-the layer (ROME used 10). A peak at the MLPs of the last subject token in middle layers is the classic
-signature of stored factual associations.
+noise added to the subject's token embeddings - ``scale`` times a per-model noise unit, ``samples``
+seeded draws - or the subject swapped for a same-category one); and **restored**: corrupted, but with
+the clean state of one site put back at one (layer, position). p(target) of the restored run minus
+that of the corrupted run is the *indirect effect* of the site. Sites are the residual stream after
+each layer (``resid``), or the MLP / attention outputs (``mlp`` / ``attn``) over a window of layers
+centred on the layer (ROME used 10). A peak at the MLPs of the last subject token in middle layers is
+the classic signature of stored factual associations.
 
-For masked LMs the scored position is the mask: ``mask_patch`` restores the clean residual at the mask
-per layer (from which layer the answer is at the mask), ``context_patch`` corrupts the context word
-(``context_from`` -> ``context_to``) and restores it per layer (how long the context word matters).
+The scored position is the last token (causal LMs) or the mask (masked LMs; a masked LM whose
+tokenizer has no mask token is refused). ``context_patch`` corrupts a context word (``context_from``
+-> ``context_to``) and restores it per layer (how long the context word matters).
 
-Facts the model gets wrong on the clean prompt are flagged as unknown and left out of averages.
-``mode='approx'`` estimates the whole grid from one forward and backward (attribution patching) and,
-with ``check_agreement``, reports its agreement with the exact grid.
+Every fact is checked on every model before any compute (tokenisation, swap length, context length,
+known or not); facts that cannot be traced are skipped and listed. Facts the model gets wrong on the
+clean prompt are flagged as unknown and left out of averages (``rome_compat`` skips them). Each fact's
+noise is seeded from (seed, fact id), and the noise unit is a per-model reference, so a fact's numbers
+never depend on the other facts of the request. ``mode='approx'`` estimates the grid from one forward
+and backward (attribution patching) and checks itself against exact patching on a sample of cells.
+
+The records of ``trace_results.json`` (:class:`TraceResults`) are defined here too, so ``plot`` and
+``compare`` read back exactly what ``trace`` wrote.
 """
 
+from enum import IntEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -27,13 +34,14 @@ from neurotrace.lab.facts import Fact
 from neurotrace.lab.results import RunResult
 
 Kind = Literal["resid", "mlp", "attn"]
+ROME_WINDOW = 10
 
 
 class NoiseCorruption(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["noise"] = "noise"
-    scale: Annotated[float, Field(gt=0, description="Noise std as a multiple of the subject-embedding std "
-                                                    "(ROME used 3).")] = 3.0
+    scale: Annotated[float, Field(gt=0, description="Noise std as a multiple of the noise unit "
+                                                    "(noise_std_from; ROME used 3).")] = 3.0
     samples: Annotated[int, Field(ge=1, le=100, description="Seeded noise draws averaged per cell.")] = 10
 
 
@@ -64,11 +72,23 @@ class TraceRequest(BaseModel):
                                                           "to the model (1 for 6 layers, 2 for 12).")] = None
     corruption: Corruption = Field(default_factory=NoiseCorruption, description="{'kind':'noise', 'scale':3, "
                                    "'samples':10} or {'kind':'swap'} (uses each fact's corrupt_subject).")
+    noise_std_from: Literal["embeddings", "dataset"] | Annotated[float, Field(gt=0)] = Field(
+        "embeddings", description="Noise unit (std) for noise corruption: 'embeddings' = std of the model's "
+        "token-embedding output over its whole vocabulary (per model, fixed); 'dataset' = ROME's std over "
+        "the subjects of noise_dataset, each tokenized alone; or a number.")
+    noise_dataset: str | None = Field(None, description="With noise_std_from='dataset': a pack name or a "
+                                      "generate_facts run id; default the request's own pack, dataset or inline "
+                                      "facts, in full (before max_facts).")
+    rome_compat: bool = Field(False, description="ROME's conventions: window 10, noise std from the subjects "
+                              "tokenized alone, the same noise draw for every fact (RandomState(1)), ROME's "
+                              "token buckets, unknown facts skipped.")
     mode: Literal["exact", "approx"] = Field("exact", description="'exact' restores every cell; 'approx' = "
-                                             "attribution patching (one forward + backward per fact).")
-    check_agreement: bool = Field(False, description="With mode='approx', also run exact and report agreement.")
+                                             "attribution patching (one forward + backward per fact), "
+                                             "checked against exact patching on a sample of cells.")
+    check_agreement: bool = Field(False, description="With mode='approx', also run the full exact grid and "
+                                                     "report agreement cell by cell.")
     heads: bool = Field(False, description="Also patch each attention head's output at the scored position.")
-    seed: int = Field(0, description="Seed of the noise generator.")
+    seed: int = Field(0, description="Seed of the noise generator (each fact's noise: seed + fact id).")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
 
     @model_validator(mode="after")
@@ -80,7 +100,110 @@ class TraceRequest(BaseModel):
                              fix="e.g. pack='geography', or dataset_run_id from generate_facts")
         if len(set(self.kinds)) != len(self.kinds):
             raise InputError("kinds", "kinds repeat", fix="list each of resid, mlp, attn at most once")
+        if self.rome_compat and self.window not in (None, ROME_WINDOW):
+            raise InputError("window", f"rome_compat fixes the window at {ROME_WINDOW}",
+                             fix="omit window, or drop rome_compat")
+        if self.rome_compat and "noise_std_from" in self.model_fields_set and self.noise_std_from != "dataset":
+            raise InputError("noise_std_from", "rome_compat takes the noise std from the dataset's subjects",
+                             fix="omit noise_std_from, or drop rome_compat")
         return self
+
+
+# -- the typed records of trace_results.json ---------------------------------------------------
+
+
+class TokenCategory(IntEnum):
+    """Where a position sits relative to the subject and the scored token (one category per position)."""
+
+    BEFORE_SUBJECT = 0
+    FIRST_SUBJECT = 1
+    MIDDLE_SUBJECT = 2
+    LAST_SUBJECT = 3
+    FIRST_SUBSEQUENT = 4
+    FURTHER = 5
+    SCORED = 6
+    AFTER_SCORED = 7
+
+    @property
+    def label(self) -> str:
+        return CATEGORY_LABELS[self]
+
+
+CATEGORY_LABELS = ["before subject", "first subject token", "middle subject tokens", "last subject token",
+                   "first subsequent token", "further tokens", "scored token", "after scored token"]
+#: ROME's buckets (average_causal_effects notebook); they may overlap (a one-token subject is first and last)
+ROME_BUCKETS = ["first subject token", "middle subject tokens", "last subject token", "first subsequent token",
+                "further tokens", "last token"]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FactPeak(Record):
+    kind: str
+    layer: int
+    pos: int
+    token: str
+    effect: float
+
+
+class FactCurves(Record):
+    scored_patch: list[float] | None = Field(None, description="p(target) with the clean resid restored at the "
+                                                               "scored position, per layer.")
+    subject_patch: list[float] | None = Field(None, description="... at the last subject token, per layer.")
+    context_patch: list[float] | None = Field(None, description="p(target) of the context-corrupted prompt with "
+                                                                "the context word's clean resid restored, per layer.")
+    context_p_corrupted: float | None = None
+    context_clean_minus_corrupt: float | None = None
+
+
+class FactRecord(Record):
+    fact_id: str
+    prompt: str
+    subject: str
+    target: str
+    target_id: int
+    tokens: list[str] = Field(description="Decoded text of each token (' Tower', not 'ĠTower').")
+    subject_range: list[int]
+    predict_pos: int
+    categories: list[TokenCategory]
+    p_clean: float
+    p_corrupted: float
+    clean_minus_corrupt: float
+    correct: bool
+    top_token: str
+    held_out: bool = False
+    notes: list[str] = Field(default_factory=list)
+    noise_seed: int | None = Field(None, description="Seed of this fact's noise draw (None for swap).")
+    restored: dict[str, list[list[float]]] = Field(description="kind -> (layer, pos) p(target) restored.")
+    indirect: dict[str, list[list[float]]] = Field(description="kind -> (layer, pos) restored - corrupted.")
+    approx_indirect: dict[str, list[list[float]]] | None = None
+    agreement: dict[str, dict[str, Any]] | None = None
+    approx_check: dict[str, dict[str, list[float]]] | None = Field(
+        None, description="kind -> {'approx': [...], 'exact': [...]} on the sampled cells (mode approx).")
+    peak: FactPeak
+    curves: FactCurves = Field(default_factory=FactCurves)
+    heads: list[list[float]] | None = Field(None, description="(layer, head) p(target) with one head's clean "
+                                                              "output restored at the scored position.")
+
+
+class SkippedFact(Record):
+    fact_id: str
+    field: str
+    reason: str
+
+
+class LayerRange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+    position: str = Field(description="Token category (bucket).")
+    first: int = Field(description="First layer whose effect is >= half the maximum.")
+    last: int = Field(description="Last layer whose effect is >= half the maximum.")
+    max_layer: int
+    max_effect: float = Field(description="Maximum average indirect effect (p(target) units).")
+    band: float = Field(description="95% half-width at the maximum: 1.96 sd / sqrt(n).")
+    n: int = Field(description="Facts (ROME buckets: token rows) averaged at this category.")
 
 
 class PeakSite(BaseModel):
@@ -88,6 +211,96 @@ class PeakSite(BaseModel):
     layer: int
     position: str = Field(description="A token category (first/middle/last subject token, ...) or a token.")
     effect: float = Field(description="Indirect effect (restored - corrupted p(target)).")
+    band: float | None = Field(None, description="95% half-width across facts (1.96 sd / sqrt(n)).")
+    n: int | None = Field(None, description="Facts averaged at this category.")
+    first: int | None = Field(None, description="Half-maximum layer range of this kind and category: first.")
+    last: int | None = Field(None, description="... last.")
+
+
+class HeadEffect(BaseModel):
+    layer: int
+    head: int
+    effect: float = Field(description="Mean indirect effect of restoring this head at the scored position.")
+
+
+class ApproxCheck(BaseModel):
+    kind: str
+    cells: int = Field(description="Cells checked with exact patching.")
+    spearman: float | None = Field(description="Rank correlation of approx vs exact on those cells.")
+    magnitude_ratio: float | None = Field(description="sum |approx| / sum |exact| on those cells.")
+    verdict: Literal["agrees", "underestimates", "overestimates", "unclear"]
+
+
+class ContextReading(BaseModel):
+    effect: float = Field(description="Mean p_clean - p(target) with the context word corrupted.")
+    until_layer: int | None = Field(description="Last layer where restoring the context word recovers half "
+                                                "that effect (None: below the minimum effect or never).")
+    measurable: bool
+
+
+class Readings(BaseModel):
+    """The localisation readings of one model (structured; the summary states them in words)."""
+
+    model_config = ConfigDict(extra="forbid")
+    buckets: list[str] = Field(description="Token categories of the averages (ROME's under rome_compat).")
+    bucket_n: list[int] = Field(description="Facts (ROME: token rows) averaged per category.")
+    min_effect: float = Field(description="Effects below this (p(target) units) are reported as none.")
+    ranges: list[LayerRange] = Field(default_factory=list)
+    handoff_layer: int | None = Field(None, description="First layer where restoring the resid at the scored "
+                                      "token beats restoring it at the last subject token.")
+    arrival_layer: int | None = Field(None, description="First layer where restoring the resid at the scored "
+                                      "position recovers half the total effect: where the answer arrives.")
+    layer0_artifact: list[str] = Field(default_factory=list, description="Kinds whose peak comes only from "
+                                       "windows containing layer 0 under noise.")
+    context: ContextReading | None = None
+    top_heads: list[HeadEffect] = Field(default_factory=list)
+    approx: list[ApproxCheck] = Field(default_factory=list)
+
+
+class ModelRecord(Record):
+    model: str
+    kind: Literal["causal", "masked"]
+    family: str = ""
+    n_layers: int
+    n_heads: int | None = None
+    fingerprint: str = ""
+    window: int
+    noise_std: float | None = Field(description="Noise unit used (None for swap); noise std = scale x this.")
+    noise_std_from: str
+    facts: list[FactRecord]
+    skipped: list[SkippedFact] = Field(default_factory=list)
+    aie: dict[str, list[list[float]]] = Field(description="kind -> (layer, bucket) average indirect effect.")
+    aie_band: dict[str, list[list[float]]] = Field(default_factory=dict, description="95% half-width.")
+    categories: list[str]
+    peak: PeakSite | None = Field(None, description="Largest average indirect effect over known facts.")
+    readings: Readings
+    curves_mean: dict[str, list[float]] = Field(default_factory=dict)
+    n_known: int
+    unknown_facts: list[str]
+    mean_p_clean: float
+    mean_p_corrupted: float
+    notes: list[str] = Field(default_factory=list)
+
+
+class TraceResults(Record):
+    """trace_results.json: everything a trace run measured (compare writes the same shape)."""
+
+    status: Literal["complete", "partial"] = "complete"
+    fact_set: str
+    mode: str
+    kinds: list[str]
+    window: int | None = Field(None, description="Requested window (None: per model, see each model's window).")
+    corruption: dict[str, Any]
+    seed: int
+    rome_compat: bool = False
+    noise_std_from: str = "embeddings"
+    models: dict[str, ModelRecord]
+    interpretation: list[str] = Field(default_factory=list)
+    agreement: dict[str, Any] | None = None
+    relative_depth: bool = Field(False, description="compare: layers aligned as layer / n_layers.")
+
+
+# -- the tool result ---------------------------------------------------------------------------
 
 
 class ModelTrace(BaseModel):
@@ -97,11 +310,14 @@ class ModelTrace(BaseModel):
     n_facts: int
     n_known: int = Field(description="Facts whose clean top-1 prediction is the target.")
     unknown_facts: list[str] = Field(description="Facts the model does not know (left out of averages).")
+    skipped: list[SkippedFact] = Field(default_factory=list, description="Facts that could not be traced, why.")
     mean_p_clean: float
     mean_p_corrupted: float
-    peak: PeakSite | None = Field(None, description="Peak of the average indirect effect over known facts.")
-    peak_layer_mask_patch: int | None = None
-    peak_layer_context_patch: int | None = None
+    window: int = Field(description="mlp/attn window used (layers restored together).")
+    noise_std: float | None = Field(None, description="Noise unit (std) used; noise std = scale x this.")
+    peak: PeakSite | None = Field(None, description="Largest average indirect effect over known facts, with "
+                                                    "its band and half-maximum layer range.")
+    readings: Readings
     notes: list[str] = Field(default_factory=list)
 
 

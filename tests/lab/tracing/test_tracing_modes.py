@@ -62,7 +62,7 @@ def test_head_patching_gives_one_value_per_layer_and_head(lab, tiny_gpt2):
     assert heads.std() > 0
 
 
-def test_masked_model_without_mask_token_scores_the_last_subject_token_and_says_so(tmp_path, lab, tiny_bert):
+def test_masked_model_without_mask_token_is_refused_before_any_compute(tmp_path, lab, tiny_bert):
     import json
     import shutil
 
@@ -72,12 +72,10 @@ def test_masked_model_without_mask_token_scores_the_last_subject_token_and_says_
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config.pop("mask_token", None)
     config_file.write_text(json.dumps(config), encoding="utf-8")
-    lm = load(ModelRef(model=str(path)))
-    prep = prepare_fact(lm, FACT, 0)
-    assert prep.predict_pos == prep.subject[1] - 1
-    result = run_trace(TraceRequest(models=[str(path)], facts=[FACT], kinds=["resid"], corruption={"kind": "swap"}),
-                       lab=lab, reporter=Reporter())
-    assert any("no mask token" in note for note in result.models[0].notes)
+    with raises_lab_error(InputError) as err:
+        run_trace(TraceRequest(models=[str(path)], facts=[FACT], kinds=["resid"], corruption={"kind": "swap"}),
+                  lab=lab, reporter=Reporter())
+    assert err.value.field == "models" and "mask token" in err.value.message
 
 
 def test_compare_merges_runs_and_names_each_model_once(lab, tiny_gpt2, tiny_bert):
