@@ -11,6 +11,7 @@ Written files:
 * ``neurons_results.json`` (input of :mod:`neurotrace.lab.neurons.figures`), ``report.md``, figures.
 """
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,13 @@ from neurotrace.lab.runs import Run
 TABLE_ROWS = 1000
 CONTEXT_TOKENS = 8
 GROUPS = {"contrast": ("concept", "control"), "collapse": ("collapsed", "healthy")}
+
+
+def min_attainable_p(n_a: int, n_b: int, n_permutations: int) -> float:
+    """About the smallest p the test can give: one exceedance in P shuffles, or the most extreme of the
+    C(n, n_a) distinct splits (two of them when the groups are the same size and the test is two-sided)."""
+    splits = math.comb(n_a + n_b, n_a) / (2 if n_a == n_b else 1)
+    return max(1 / (1 + n_permutations), 1 / splits)
 
 
 def _scores(stats: Contrast, layers: list[int], d_mlp: int, order: Tensor, k: int) -> list[NeuronScore]:
@@ -63,7 +71,7 @@ def write_ranking(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers
     a_name, b_name = GROUPS[request.mode]
     results = {"mode": request.mode, "model": request.model, "groups": [a_name, b_name], "n_a": n_a, "n_b": n_b,
                "n_tested": m, "position": request.position, "n_permutations": request.n_permutations,
-               "min_p": 1 / (1 + request.n_permutations), "top": [s.model_dump() for s in table[:50]],
+               "min_p": min_attainable_p(n_a, n_b, request.n_permutations), "top": [s.model_dump() for s in table[:50]],
                "n_bonferroni_05": int((stats.p_bonferroni < 0.05).sum()), "n_bh_05": int((stats.q_bh < 0.05).sum())}
     run.write_json("neurons_results.json", results)
     report_uri = run.write_text("report.md", _markdown(request, results, top, generations))
@@ -85,7 +93,8 @@ def _ranking_summary(request: FindNeuronsRequest, results: dict[str, Any], top: 
         text += " Top: " + ", ".join(f"{s.neuron} (d={s.cohens_d:.3g}, p={s.p_value:.2g}, Bonferroni "
                                      f"{s.p_bonferroni:.2g})" for s in top[:3]) + "."
     text += (f" {results['n_bonferroni_05']} neurons pass Bonferroni at 0.05, {results['n_bh_05']} pass BH q < "
-             f"0.05 (smallest attainable p with {request.n_permutations} permutations: {results['min_p']:.2g}). "
+             f"0.05 (smallest attainable p with these group sizes and {request.n_permutations} permutations: "
+             f"{results['min_p']:.2g}). "
              "Association only: test causally before concluding.")
     return text
 
@@ -113,7 +122,8 @@ def _markdown(request: FindNeuronsRequest, results: dict[str, Any], top: list[Ne
              f"{results['n_tested']} neurons tested (blocks.{{L}}.mlp.hook_post).", "",
              "Statistics: Cohen's d with the pooled sample SD (floored at 1e-6); two-sided permutation p-value "
              f"of the mean difference over {request.n_permutations} seeded label shuffles (seed {request.seed}), "
-             f"p = (1 + exceedances) / (1 + permutations), so p >= {results['min_p']:.2g}.", "",
+             f"p = (1 + exceedances) / (1 + permutations); with {results['n_a']} + {results['n_b']} prompts p cannot go "
+             f"much below {results['min_p']:.2g}.", "",
              f"Multiple comparisons: {results['n_tested']} neurons were tested; Bonferroni multiplies p by that "
              "count, BH q-values control the false-discovery rate. "
              f"{results['n_bonferroni_05']} pass Bonferroni at 0.05, {results['n_bh_05']} pass BH at 0.05.", "",

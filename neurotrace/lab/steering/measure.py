@@ -2,8 +2,10 @@
 
 The steering hook adds a vector to the activation at every chosen site from position ``start`` on:
 ``start = 0`` steers every token (``positions='all'``); ``start = prompt_len - 1`` steers the last prompt
-token and, during generation, every generated token (``'last'``; generation recomputes the whole sequence
-each step, so this equals steering those positions once with a KV cache).
+token and, during generation, every generated token (``'last'``). With a KV cache each generated token is
+steered once, when it is fed back, and keeps its steered keys and values.
+
+Text: every alpha of one prompt is a row of one batched greedy ``generate`` on a KV cache.
 
 Probabilities: prompts are grouped by token length; in each group every (vector, prompt) pair is one row
 of an unpadded batch with its own added vector, so a sweep of ``k`` vectors costs ``k * n / batch`` forwards.
@@ -15,10 +17,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+from transformers import GenerationConfig
 
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.stepwise import continue_greedy
 from neurotrace.lab.progress import Reporter
 
 MAX_ROWS = 256
@@ -61,12 +63,31 @@ def target_probs(lm: LoadedModel, ids: Sequence[Sequence[int]], sites: Sequence[
     return out
 
 
-def steered_text(lm: LoadedModel, ids: Sequence[int], sites: Sequence[str], vector: Tensor, positions: str,
-                 max_new_tokens: int) -> str:
-    """Greedy continuation of one prompt with ``vector`` added (see the module docstring for positions)."""
+@torch.no_grad()
+def steered_texts(lm: LoadedModel, ids: Sequence[int], sites: Sequence[str], vectors: Tensor, positions: str,
+                  max_new_tokens: int) -> list[str]:
+    """Greedy continuations of one prompt, one batch row per added vector (rows, width), on a KV cache.
+
+    The prefill sees the whole prompt (steered from ``start``); each later forward sees only the newest
+    generated token, which is always steered: the semantics of the module docstring.
+    """
     start = 0 if positions == "all" else len(ids) - 1
-    hooks = {s: steer_hook(vector[None], start) for s in sites}
-    cont = continue_greedy(lm, ids, max_new_tokens, context_for=lambda _k: hooked(lm.model, lm.adapter, hooks))
-    eos = lm.tokenizer.eos_token_id
-    tokens = [t for t in cont.tokens if t != eos]
-    return lm.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def fn(act: Tensor, site: str) -> Tensor:
+        out = act.clone()
+        out[:, start if act.shape[1] > 1 else 0:] += vectors.to(device=act.device, dtype=act.dtype)[:, None, :]
+        return out
+
+    tok = lm.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    x = torch.tensor([list(ids)] * vectors.shape[0], dtype=torch.long, device=lm.device)    # (rows, pos)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tok.eos_token_id,
+                              pad_token_id=pad)
+    with hooked(lm.model, lm.adapter, {s: fn for s in sites}):
+        out = lm.model.generate(x, attention_mask=torch.ones_like(x), generation_config=config)
+    texts = []
+    for row in out[:, len(ids):].tolist():
+        if tok.eos_token_id in row:
+            row = row[: row.index(tok.eos_token_id)]
+        texts.append(tok.decode(row, skip_special_tokens=True))
+    return texts

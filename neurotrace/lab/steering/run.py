@@ -27,7 +27,7 @@ from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.steering.directions import Direction, resolve
-from neurotrace.lab.steering.measure import steered_text, target_probs
+from neurotrace.lab.steering.measure import steered_texts, target_probs
 from neurotrace.lab.steering.report import Measured, write_outputs
 from neurotrace.lab.steering.schema import SteerRequest, SteerResult
 
@@ -103,11 +103,11 @@ def _measure(request: SteerRequest, lm: LoadedModel, d: Direction, sites: list[s
                   if ctrl else None)                                                  # (alpha, control prompt)
     texts = []
     if request.max_new_tokens:
-        for j, alpha in enumerate(alphas):
-            reporter.step(j, len(alphas), f"steered text at alpha {alpha:g}")
-            texts += [{"alpha": alpha, "prompt": request.prompts[i],
-                       "text": steered_text(lm, ids[i], sites, alpha * base[0], request.positions,
-                                            request.max_new_tokens)}
-                      for i in range(min(MAX_TEXT_PROMPTS, len(ids)))]
+        steer_rows = a[:, None] * base[0][None]                                         # (alphas, width)
+        for i in range(min(MAX_TEXT_PROMPTS, len(ids))):
+            reporter.step(i, min(MAX_TEXT_PROMPTS, len(ids)), f"steered text for prompt {i + 1}")
+            outs = steered_texts(lm, ids[i], sites, steer_rows, request.positions, request.max_new_tokens)
+            texts += [{"alpha": alpha, "prompt": request.prompts[i], "text": t} for alpha, t in zip(alphas, outs,
+                                                                                                strict=True)]
     return Measured(ref_norm=ref_norm, probs=probs, ctrl_probs=ctrl_probs, n_random=request.n_random,
                     has_shuffled=d.shuffled is not None, texts=texts, target_ids=targets)

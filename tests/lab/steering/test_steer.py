@@ -6,12 +6,14 @@ import torch
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.stepwise import continue_greedy
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.probe import ProbeRequest, run_probe
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.lab.steering import SteerRequest, run_steer
-from neurotrace.lab.steering.measure import target_probs
+from neurotrace.lab.steering.measure import steer_hook, steered_texts, target_probs
 from neurotrace.lab.steering.verdict import verdict
 from neurotrace.testing.planted_neurons import PROBE_DIM, build_planted_neurons
 from neurotrace.testing.tiny import tiny_tokenizer
@@ -134,3 +136,17 @@ def test_bad_requests_raise_input_errors_naming_the_field(lab, planted, fields, 
     with pytest.raises(InputError) as err:
         _steer(lab, planted, max_new_tokens=0, **fields)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("positions", ["all", "last"])
+def test_batched_steered_text_equals_steering_a_full_recompute_each_step(tiny_gpt2, positions):
+    lm = load(ModelRef(model=str(tiny_gpt2)))
+    ids = lm.tokenizer("the cat is big").input_ids
+    vectors = 3 * torch.randn(2, lm.d_model, generator=torch.Generator().manual_seed(1))
+    ours = steered_texts(lm, ids, ["blocks.1.hook_resid_pre"], vectors, positions, 6)
+    for k in range(2):
+        start = 0 if positions == "all" else len(ids) - 1
+        hooks = {"blocks.1.hook_resid_pre": steer_hook(vectors[k:k + 1], start)}
+        cont = continue_greedy(lm, ids, 6, context_for=lambda _k, hooks=hooks: hooked(lm.model, lm.adapter, hooks))
+        tokens = [t for t in cont.tokens if t != lm.tokenizer.eos_token_id]
+        assert ours[k] == lm.tokenizer.decode(tokens, skip_special_tokens=True)
