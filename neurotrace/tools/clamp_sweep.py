@@ -13,9 +13,11 @@ async def clamp_sweep(request: ClampSweepRequest, ctx: Context) -> Annotated[Cal
     """Which clamp values of an MLP neuron rescue prompts whose generations collapse into loops? Use to test a
     neuron's causal role in degenerate generation (BCR workflow).
 
-    Clamps the given neurons (e.g. '11:373') to each sweep value while generating for every prompt, flags
-    collapsed outputs with auditable text metrics, and reports per value how many collapsed baselines
-    recover; writes every output, a CSV, a Markdown report and an improvement-rate plot.
+    Clamps the given neurons (e.g. '11:373') to each sweep value while generating for every prompt, beside
+    seeded random same-layer neuron controls; flags collapsed outputs (empty, loop, repetitive) with
+    auditable text metrics; reports per value how many collapsed baselines recover and a verdict
+    (specific / not above control / harmful) against the controls; writes every output, a CSV, a Markdown
+    report and an improvement-rate plot.
     """
     return await run_in_lab(ctx, run_clamp_sweep, request)
 

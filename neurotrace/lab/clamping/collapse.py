@@ -15,13 +15,21 @@ computed on the generated tokens only (not the prompt), so it is tokenizer-exact
   reported, and used only if ``max_compression_ratio`` is set, since it is unreliable on short text).
 
 ``is_collapsed`` fires if any rule in :class:`CollapseThresholds` fires; ``collapse_reasons`` names
-which, so every flag can be checked by hand from the row's numbers.
+which, so every flag can be checked by hand from the row's numbers. :func:`collapse_type` sorts a
+collapsed output into one of three kinds that call for different readings:
+
+* ``empty``: fewer than ``min_tokens`` tokens (an instruct model that ends at once without its chat
+  template, an immediate end-of-text);
+* ``loop``: the loop rule fired (a periodic stretch of >= 4 tokens with >= 2 copies covers the output);
+* ``repetitive``: low distinct-2, entropy or compression ratio without one long loop (a few tokens
+  shuffled, several short loops).
 """
 
 import math
 import zlib
 from collections import Counter
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -112,6 +120,21 @@ def collapse_reasons(metrics: dict[str, float], th: CollapseThresholds) -> list[
     if th.max_compression_ratio is not None and metrics["compression_ratio"] < th.max_compression_ratio:
         reasons.append(f"compression_ratio {metrics['compression_ratio']:.2f} < {th.max_compression_ratio}")
     return reasons
+
+
+CollapseType = Literal["empty", "loop", "repetitive"]
+COLLAPSE_TYPES: tuple[CollapseType, ...] = ("empty", "loop", "repetitive")
+
+
+def collapse_type(reasons: Sequence[str]) -> CollapseType | None:
+    """The kind of a collapse from its reasons (None = not collapsed); see the module docstring."""
+    if not reasons:
+        return None
+    if reasons[0].startswith("empty"):
+        return "empty"
+    if any(r.startswith("loop_frac") for r in reasons):
+        return "loop"
+    return "repetitive"
 
 
 def describe_thresholds(th: CollapseThresholds) -> list[str]:

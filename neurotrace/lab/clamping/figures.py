@@ -3,8 +3,9 @@
 ``FIGURES[kind](results, **options)`` returns a matplotlib Figure; ``results`` is the loaded JSON that
 :mod:`neurotrace.lab.clamping.report` writes (the generic ``plot`` tool dispatches here). Kinds:
 
-* ``improvement_rate``: fraction of collapsed baselines that each clamp value recovers (solid), and the
-  fraction of outputs that are collapsed at that value (dashed; the baseline's rate is the grey line).
+* ``improvement_rate``: fraction of collapsed baselines that each clamp value recovers (solid), the
+  mean over its random same-layer controls (dotted, same colour), and the fraction of outputs that are
+  collapsed at that value (dashed; the baseline's rate is the grey line).
 * ``sweep_metrics``: collapse rate and mean distinct-2, loop fraction and normalised entropy per value.
 
 Options of both: ``neurons`` (list of group labels to draw, e.g. ``["11:373"]``; default all) and
@@ -40,6 +41,15 @@ def _groups(results: dict[str, Any], neurons: list[str] | None
     return {k: sorted(v, key=lambda s: s["value"]) for k, v in groups.items()}, baseline
 
 
+def _control_means(results: dict[str, Any], label: str) -> dict[float, float]:
+    """value -> mean improvement rate over the group's random-neuron controls."""
+    by_value: dict[float, list[float]] = {}
+    for s in results.get("controls_per_value", []):
+        if s["control_of"] == label and s["value"] is not None:
+            by_value.setdefault(s["value"], []).append(s["improvement_rate"] or 0.0)
+    return {v: sum(r) / len(r) for v, r in sorted(by_value.items())}
+
+
 def _axis(ax: Any, ylabel: str, groups: dict[str, list[dict[str, Any]]]) -> None:
     values = sorted({s["value"] for rows in groups.values() for s in rows})
     ax.set_xscale("symlog", linthresh=1.0)
@@ -64,6 +74,10 @@ def improvement_rate(results: dict[str, Any], neurons: list[str] | None = None,
                 label=f"{label}: recovered")
         ax.plot(xs, [s["collapse_rate"] for s in rows], "x--", color=f"C{i % 10}", alpha=0.6,
                 label=f"{label}: collapsed")
+        ctrl = _control_means(results, label)
+        if ctrl:
+            ax.plot(list(ctrl), list(ctrl.values()), ":", color=f"C{i % 10}", alpha=0.8,
+                    label=f"{label}: random controls (mean)")
     if baseline is not None:
         ax.axhline(baseline["collapse_rate"], color="grey", lw=1, label="baseline: collapsed")
     _axis(ax, "fraction of prompts", groups)

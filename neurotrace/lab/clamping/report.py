@@ -7,7 +7,8 @@ Written files (all under the run directory):
   is_collapsed, collapse_reasons, intervention_improves_baseline (blank for baseline rows and for
   prompts whose baseline did not collapse).
 * ``tables/generations.jsonl``: the same rows with the generated token ids.
-* ``tables/sweep_summary.csv``: per (neurons, value): collapse rate, recoveries, mean metrics.
+* ``tables/sweep_summary.csv``: per (neurons, value), controls included: collapse rate, recoveries,
+  collapse types, mean metrics.
 * ``arrays/mean_mlp_post.safetensors``: for each clamped layer ``blocks.{L}.mlp.hook_post``, a
   (conditions, d_mlp) matrix of the mean post-clamp activation over all real positions (prompt and
   generated) of all prompts; ``n_positions`` gives the counts; the metadata's ``conditions`` lists
@@ -22,11 +23,12 @@ from typing import Any
 
 import torch
 
-from neurotrace.lab.clamping.collapse import METRIC_NAMES, describe_thresholds
+from neurotrace.lab.clamping.collapse import COLLAPSE_TYPES, METRIC_NAMES, collapse_type, describe_thresholds
 from neurotrace.lab.clamping.figures import FIGURES
 from neurotrace.lab.clamping.prompt_grid import PromptItem
-from neurotrace.lab.clamping.schema import ClampSweepRequest, ClampSweepResult, ValueSummary
+from neurotrace.lab.clamping.schema import ClampSweepRequest, ClampSweepResult, GroupVerdict, ValueSummary
 from neurotrace.lab.clamping.sweep import Condition, Row, SweepOutput
+from neurotrace.lab.clamping.verdict import RULES, group_verdicts
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.runs import Run
 
@@ -51,7 +53,10 @@ def summarise(rows: list[Row], conds: list[Condition]) -> list[ValueSummary]:
         sel = [r for r in rows if r.cond == ci]
         n = max(len(sel), 1)
         improved = sum(1 for r in sel if ci and base[r.prompt] and not r.reasons)
+        types = [collapse_type(r.reasons) for r in sel]
         out.append(ValueSummary(
+            n_empty=types.count("empty"), n_loop=types.count("loop"), n_repetitive=types.count("repetitive"),
+            control_of=cond.control_of,
             neurons=cond.label, value=cond.value, n=len(sel), n_collapsed=sum(bool(r.reasons) for r in sel),
             collapse_rate=sum(bool(r.reasons) for r in sel) / n, n_improved=improved,
             improvement_rate=(improved / n_base_collapsed) if n_base_collapsed else None,
@@ -64,7 +69,7 @@ def summarise(rows: list[Row], conds: list[Condition]) -> list[ValueSummary]:
 
 
 def best_values(per_value: list[ValueSummary], k: int = 3) -> list[ValueSummary]:
-    cands = [s for s in per_value if s.value is not None and s.n_improved > 0]
+    cands = [s for s in per_value if s.value is not None and s.n_improved > 0 and s.control_of is None]
     return sorted(cands, key=lambda s: (-s.n_improved, s.n_induced, abs(s.value or 0.0)))[:k]
 
 
@@ -77,7 +82,8 @@ def table_rows(rows: list[Row], prompts: list[PromptItem], conds: list[Condition
         out.append({"core_id": p.core_id, "type": p.type, "level": p.level, "neurons": c.label,
                     "sweep": _value_text(c.value), "prompt": p.prompt, "output": r.text,
                     **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.metrics.items()},
-                    "is_collapsed": bool(r.reasons), "collapse_reasons": "; ".join(r.reasons),
+                    "is_collapsed": bool(r.reasons), "collapse_type": collapse_type(r.reasons) or "",
+                    "collapse_reasons": "; ".join(r.reasons),
                     "intervention_improves_baseline": "" if flag is None else flag})
     return out
 
@@ -94,20 +100,23 @@ def collapsed_cases(rows: list[Row], prompts: list[PromptItem], conds: list[Cond
             continue
         rec = [{"neurons": conds[c].label, "value": conds[c].value, "output": r.text,
                 "distinct_2": r.metrics["distinct_2"], "loop_frac": r.metrics["loop_frac"]}
-               for c, r in sorted(by_prompt[p].items()) if c and not r.reasons]
+               for c, r in sorted(by_prompt[p].items()) if c and not r.reasons and conds[c].control_of is None]
+        n_ctrl = sum(1 for c, r in by_prompt[p].items() if c and not r.reasons and conds[c].control_of)
         cases.append({"core_id": prompts[p].core_id, "type": prompts[p].type, "level": prompts[p].level,
                       "prompt": prompts[p].prompt, "baseline": base.text, "reasons": base.reasons,
-                      "recovered_by": rec})
+                      "collapse_type": collapse_type(base.reasons), "recovered_by": rec,
+                      "recovered_by_controls": n_ctrl})
     return cases
 
 
 def _md_table(per_value: list[ValueSummary]) -> list[str]:
-    lines = ["| neurons | value | collapsed | improved | induced | distinct_2 | loop_frac | norm_entropy |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| neurons | value | collapsed (empty/loop/other) | improved | induced | distinct_2 | loop_frac | "
+             "norm_entropy |", "|---|---|---|---|---|---|---|---|"]
     for s in per_value:
         rate = "" if s.improvement_rate is None else f" ({s.improvement_rate:.0%})"
-        lines.append(f"| {s.neurons} | {_value_text(s.value)} | {s.n_collapsed}/{s.n} | {s.n_improved}{rate} | "
-                     f"{s.n_induced} | {s.mean_distinct_2:.2f} | {s.mean_loop_frac:.2f} | "
+        lines.append(f"| {s.neurons} | {_value_text(s.value)} | {s.n_collapsed}/{s.n} ({s.n_empty}/{s.n_loop}/"
+                     f"{s.n_repetitive}) | {s.n_improved}{rate} | {s.n_induced} | {s.mean_distinct_2:.2f} | "
+                     f"{s.mean_loop_frac:.2f} | "
                      f"{s.mean_norm_entropy:.2f} |")
     return lines
 
@@ -116,23 +125,44 @@ def _quote(text: str) -> str:
     return "`" + text.replace("`", "'").replace("\n", "⏎") + "`"
 
 
-def markdown(request: ClampSweepRequest, results: dict[str, Any], per_value: list[ValueSummary]) -> str:
+def _types_text(types: dict[str, int]) -> str:
+    return ", ".join(f"{n} {t}" for t, n in types.items() if n) or "none"
+
+
+def _verdict_lines(groups: list[GroupVerdict]) -> list[str]:
+    if not groups or groups[0].verdict is None:
+        return ["No random-neuron controls were run (controls=0): the recoveries below have no baseline to "
+                "beat, so they do not show the neurons are specific.", ""]
+    lines = ["## Verdict against random same-layer neurons", "", f"Rules: {RULES}", ""]
+    lines += [f"- **{g.neurons}**: {g.verdict} - {g.reason}." for g in groups]
+    return lines + [""]
+
+
+def markdown(request: ClampSweepRequest, results: dict[str, Any], per_value: list[ValueSummary],
+             groups: list[GroupVerdict]) -> str:
     th = request.thresholds
     lines = [f"# clamp_sweep on {request.model}", "",
              f"Neurons {', '.join(request.neurons)} ({request.neuron_mode}), clamped at position "
-             f"'{request.position}', {request.max_new_tokens} new tokens, sampling: {request.sampling.kind}.",
-             f"{results['n_prompts']} prompts x {len(per_value)} settings = {results['n_rows']} generations; "
-             f"{results['n_collapsed_baselines']} baselines collapsed, {results['n_recovered']} recovered by at "
-             "least one value.", "", "## Collapse rules (any one flags an output)", "",
+             f"'{request.position}', {request.max_new_tokens} new tokens, sampling: {request.sampling.kind}, "
+             f"{request.controls} random-neuron control(s) per group.",
+             f"{results['n_prompts']} prompts x {results['n_settings']} settings = {results['n_rows']} generations; "
+             f"{results['n_collapsed_baselines']} baselines collapsed "
+             f"({_types_text(results['baseline_collapse_types'])}), {results['n_recovered']} recovered by at "
+             "least one value of the requested neurons.", "",
+             *[f"- Note: {n}" for n in results["notes"]], "", *_verdict_lines(groups),
+             "## Collapse rules (any one flags an output)", "",
              *[f"- {rule}" for rule in describe_thresholds(th)], "",
-             "Metrics are computed on the generated tokens only (end-of-text excluded). An intervened row "
-             "*improves* its baseline when the baseline is collapsed and the row is not; this says nothing "
-             "about fluency or truth, so read the recovered texts below.", "",
-             "## Per value", "", *_md_table(per_value), "", "## Collapsed baselines", ""]
+             "Types: empty = fewer than min_tokens tokens; loop = the loop rule fired; other (repetitive) = low "
+             "distinct-2/entropy without a long loop. Metrics are computed on the generated tokens only "
+             "(end-of-text excluded). An intervened row *improves* its baseline when the baseline is collapsed "
+             "and the row is not; this says nothing about fluency or truth, so read the recovered texts below.",
+             "", "## Per value (requested neurons; controls in tables/sweep_summary.csv)", "",
+             *_md_table(per_value), "", "## Collapsed baselines", ""]
     for case in results["collapsed"][:MAX_CASES]:
         lines += [f"### {case['core_id']} · {case['type'] or '-'} · {case['level'] or '-'}", "",
                   f"- prompt: {_quote(case['prompt'])}", f"- baseline: {_quote(case['baseline'])}",
-                  f"- why collapsed: {'; '.join(case['reasons'])}",
+                  f"- why collapsed ({case['collapse_type']}): {'; '.join(case['reasons'])}; recovered by "
+                  f"{case['recovered_by_controls']} control setting(s)",
                   f"- recovered by {len(case['recovered_by'])} setting(s):" if case["recovered_by"]
                   else "- not recovered by any value", ""]
         lines += [f"  - {rec['neurons']} = {_value_text(rec['value'])}: {_quote(rec['output'])}"
@@ -150,55 +180,90 @@ def mean_tensors(out: SweepOutput) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem], conds: list[Condition],
-                  out: SweepOutput, lm: LoadedModel) -> ClampSweepResult:
-    per_value = summarise(out.rows, conds)
+def notes(request: ClampSweepRequest, conds: list[Condition], lm: LoadedModel, bos: bool) -> list[str]:
+    """Caveats the reader needs: identical position modes, BOS and chat-template use."""
+    out = []
+    layers = {layer for c in conds if c.control_of is None for layer in c.neurons}
+    if layers == {lm.n_layers - 1}:
+        out.append(f"every clamped neuron is in the last block's MLP (layer {lm.n_layers - 1}), whose output at "
+                   "earlier positions reaches no later computation, so position 'all' and 'last' give identical "
+                   "generations here")
+    if request.chat_template:
+        out.append("prompts were wrapped in the tokenizer's chat template (a user turn + generation prompt)")
+    else:
+        how = "default for the family, as TransformerLens" if request.prepend_bos is None else "requested"
+        out.append(f"prompts {'start with' if bos else 'have no'} BOS ({how})")
+    return out
+
+
+def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem], prompt_ids: list[list[int]],
+                  conds: list[Condition], out: SweepOutput, lm: LoadedModel) -> ClampSweepResult:
+    all_values = summarise(out.rows, conds)
+    per_value = [s for s in all_values if s.control_of is None]
     cases = collapsed_cases(out.rows, prompts, conds)
+    groups = group_verdicts(all_values, len(cases), request.controls)
     table = table_rows(out.rows, prompts, conds)
+    bos = lm.tokenizer.bos_token_id
+    types = {t: sum(1 for c in cases if c["collapse_type"] == t) for t in COLLAPSE_TYPES}
     results = {"model": request.model, "neurons": request.neurons, "neuron_mode": request.neuron_mode,
                "position": request.position, "max_new_tokens": request.max_new_tokens,
                "thresholds": request.thresholds.model_dump(), "n_prompts": len(prompts), "n_rows": len(out.rows),
-               "n_collapsed_baselines": len(cases), "n_recovered": sum(1 for c in cases if c["recovered_by"]),
-               "per_value": [s.model_dump() for s in per_value], "collapsed": cases,
-               "tokens_generated": out.tokens_generated, "seconds": out.seconds}
+               "n_settings": len(conds), "n_collapsed_baselines": len(cases),
+               "n_recovered": sum(1 for c in cases if c["recovered_by"]), "baseline_collapse_types": types,
+               "controls": request.controls, "groups": [g.model_dump() for g in groups],
+               "notes": notes(request, conds, lm, bool(prompt_ids) and prompt_ids[0][:1] == [bos]),
+               "per_value": [s.model_dump() for s in per_value],
+               "controls_per_value": [s.model_dump() for s in all_values if s.control_of is not None],
+               "collapsed": cases, "tokens_generated": out.tokens_generated, "seconds": out.seconds}
     table_uri = run.write_csv("tables/clamp_sweep.csv", table,
                               fieldnames=["core_id", "type", "level", "neurons", "sweep", "prompt", "output",
-                                          *METRIC_NAMES, "is_collapsed", "collapse_reasons",
+                                          *METRIC_NAMES, "is_collapsed", "collapse_type", "collapse_reasons",
                                           "intervention_improves_baseline"])
+    ordered = sorted(out.rows, key=lambda r: (r.prompt, r.cond))
     gens = [{**{k: t[k] for k in ("core_id", "type", "level", "neurons", "sweep", "prompt", "output")},
-             "tokens": r.tokens} for t, r in zip(table, sorted(out.rows, key=lambda r: (r.prompt, r.cond)), strict=True)]
+             "prompt_ids": prompt_ids[r.prompt], "tokens": r.tokens} for t, r in zip(table, ordered, strict=True)]
     run.write_jsonl("tables/generations.jsonl", gens)
-    run.write_csv("tables/sweep_summary.csv", [s.model_dump() for s in per_value])
+    run.write_csv("tables/sweep_summary.csv", [s.model_dump() for s in all_values])
     if out.act_sum:
         meta = {"conditions": json.dumps([[c.label, c.value] for c in conds]), "d_mlp": str(lm.d_mlp)}
         run.write_tensors("arrays/mean_mlp_post.safetensors", mean_tensors(out), metadata=meta)
     run.write_json("clamp_results.json", results)
-    report_uri = run.write_text("report.md", markdown(request, results, per_value))
+    report_uri = run.write_text("report.md", markdown(request, results, per_value, groups))
     figures = [run.write_figure(f"figures/{kind}.png", FIGURES[kind](results)) for kind in FIGURES]
     best = best_values(per_value)
-    summary = _summary(request, results, best)
+    summary = _summary(request, results, best, groups)
     run.set_summary(summary)
     return ClampSweepResult(
         run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
         next=f"Read {report_uri} for each collapsed prompt and the outputs that recovered it; re-render figures "
              f"with plot(run_id='{run.run_id}', kind='improvement_rate' | 'sweep_metrics').",
         n_prompts=len(prompts), n_rows=len(out.rows), n_collapsed_baselines=len(cases),
-        n_recovered=results["n_recovered"], best=best, per_value=per_value,
-        tokens_generated=out.tokens_generated, seconds=round(out.seconds, 3), report=report_uri,
-        table=table_uri, plot=figures[0])
+        n_recovered=results["n_recovered"], baseline_collapse_types=types,
+        verdict=groups[0].verdict if groups else None, groups=groups, best=best, per_value=per_value,
+        notes=results["notes"], tokens_generated=out.tokens_generated, seconds=round(out.seconds, 3),
+        report=report_uri, table=table_uri, plot=figures[0])
 
 
-def _summary(request: ClampSweepRequest, results: dict[str, Any], best: list[ValueSummary]) -> str:
-    n_base = results["n_collapsed_baselines"]
+def _summary(request: ClampSweepRequest, results: dict[str, Any], best: list[ValueSummary],
+             groups: list[GroupVerdict]) -> str:
+    n_base, n_prompts = results["n_collapsed_baselines"], results["n_prompts"]
     text = (f"Clamped {', '.join(request.neurons)} of {request.model} ({request.position} positions) over "
-            f"{len(results['per_value']) - 1} settings plus the baseline on {results['n_prompts']} prompts "
-            f"({results['tokens_generated']} tokens in {results['seconds']:.1f}s). "
-            f"{n_base} of {results['n_prompts']} baselines collapsed")
+            f"{len(results['per_value']) - 1} settings plus the baseline on {n_prompts} prompts, with "
+            f"{request.controls} random same-layer control(s) per group ({results['tokens_generated']} tokens in "
+            f"{results['seconds']:.1f}s). {n_base} of {n_prompts} baselines collapsed")
     if not n_base:
         return text + "; nothing to recover (see the per-value collapse rates for induced collapses)."
+    types = results["baseline_collapse_types"]
+    text += f" ({_types_text(types)})"
     n_rec = results["n_recovered"]
     text += f"; {n_rec} {'was' if n_rec == 1 else 'were'} recovered by at least one value."
     if best:
         text += " Best: " + ", ".join(f"{b.neurons}={_value_text(b.value)} recovers {b.n_improved}/{n_base}"
-                                      f" (induces {b.n_induced})" for b in best) + "."
-    return text
+                                      f" (induces {b.n_induced})" for b in best[:2]) + "."
+    for g in groups[:3]:
+        if g.verdict is not None:
+            text += f" Verdict {g.neurons}: {g.verdict} ({g.reason})."
+    if types.get("empty", 0) * 2 > n_base and not request.chat_template:
+        text += (" Most collapses are empty outputs, not loops: for an instruct model retry with "
+                 "chat_template=true.")
+    return text[:1900]

@@ -10,9 +10,12 @@ The method (after the "Baseline Collapse Recovery" workflow):
    ``max_new_tokens`` tokens with the neurons set to ``v`` at the chosen positions (see
    :mod:`neurotrace.lab.clamping.generation` for "all" vs "last" and how the batch is laid out).
 3. Score each output with auditable text metrics (:mod:`neurotrace.lab.clamping.collapse`) and flag it
-   ``is_collapsed``. A clamped row ``improves`` its baseline when the baseline collapsed and the
+   ``is_collapsed``, with its type (empty, loop, repetitive). A clamped row ``improves`` its baseline when the baseline collapsed and the
    clamped output does not.
-4. Report per value: collapse rate, how many collapsed baselines it recovers (the improvement-rate
+4. Controls: ``controls`` random groups per neuron group, each with as many other neurons in the same
+   layers (seeded), are swept over the same values. The verdict (:mod:`neurotrace.lab.clamping.verdict`)
+   compares the group's best recovery with the controls' best recoveries.
+5. Report per value: collapse rate, how many collapsed baselines it recovers (the improvement-rate
    curve), mean metrics, and the mean MLP activation vector of the clamped layers.
 
 All (prompt, value) pairs run as rows of one batched, KV-cached generation, so a full grid costs
@@ -24,7 +27,7 @@ about as much as ``rows / batch_size`` single generations.
 from neurotrace.lab.clamping.prompt_grid import resolve_prompts
 from neurotrace.lab.clamping.report import write_outputs
 from neurotrace.lab.clamping.schema import ClampSweepRequest, ClampSweepResult
-from neurotrace.lab.clamping.sweep import _tokenize, build_conditions, run_rows, score_rows
+from neurotrace.lab.clamping.sweep import build_conditions, run_rows, score_rows, tokenize_prompts
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import ModelRef
@@ -40,9 +43,9 @@ def run_clamp_sweep(request: ClampSweepRequest, *, lab: Lab, reporter: Reporter 
             raise InputError("model", f"{request.model!r} is a masked LM; clamp_sweep needs generation",
                              fix="use a causal LM such as 'gpt2' or 'fact-gpt2'")
         conds = build_conditions(request, lm)
-        prompt_ids = _tokenize(lm, prompts, request.max_new_tokens)
+        prompt_ids = tokenize_prompts(lm, prompts, request)
         with lab.store.open_run("clamp_sweep", request, seed=request.seed) as run:
             run.add_model(request.model, lm.fingerprint)
             out = run_rows(lm, request, conds, prompt_ids, reporter)
             score_rows(out.rows, lm, request.thresholds)
-            return write_outputs(run, request, prompts, conds, out, lm)
+            return write_outputs(run, request, prompts, prompt_ids, conds, out, lm)

@@ -1,27 +1,18 @@
-"""clamp_sweep's boundary models: the request, its sampling choices, and the result."""
+"""clamp_sweep's boundary models: the request and the result (sampling is the shared union of
+:mod:`neurotrace.lab.model.sampling`)."""
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.clamping.collapse import CollapseThresholds
 from neurotrace.lab.clamping.prompt_grid import PromptItem
+from neurotrace.lab.model.neurons import NEURON_HELP
+from neurotrace.lab.model.sampling import SAMPLING_HELP, Greedy, Sampling
 from neurotrace.lab.results import RunResult
 
-
-class Greedy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["greedy"] = "greedy"
-
-
-class Sample(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["sample"] = "sample"
-    temperature: float = Field(1.0, gt=0, description="Softmax temperature (1.0 = the model's distribution).")
-    top_k: int | None = Field(50, ge=1, description="Sample only among the k most likely tokens; None = all.")
-
-
-Sampling = Annotated[Greedy | Sample, Field(discriminator="kind")]
+Verdict = Literal["specific", "not above control", "harmful", "no collapsed baselines"]
+# The verdict's thresholds (stated in every report): see neurotrace.lab.clamping.verdict.
 
 
 class ClampSweepRequest(BaseModel):
@@ -30,9 +21,7 @@ class ClampSweepRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     model: str = Field(min_length=1, description="Causal LM: embedded name (e.g. 'fact-gpt2'), HuggingFace id "
                        "(e.g. 'gpt2') or local model directory.")
-    neurons: list[str] = Field(min_length=1, description="Neurons as 'layer:index' of blocks.{layer}.mlp.hook_post "
-                               "(MLP hidden unit, 0 <= index < d_mlp), e.g. ['11:373']; '*:373' = index 373 in "
-                               "every layer.")
+    neurons: list[str] = Field(min_length=1, description=NEURON_HELP)
     neuron_mode: Literal["joint", "separate"] = Field("joint", description="'joint': all listed neurons are "
                                                       "clamped together to each value; 'separate': one sweep per "
                                                       "entry of `neurons` (a '*:i' entry stays one group).")
@@ -50,9 +39,20 @@ class ClampSweepRequest(BaseModel):
                                     "input directories (default: the runs dir and inputs/ beside it); prefer inline "
                                     "`prompts`.")
     max_new_tokens: int = Field(50, ge=1, le=2048, description="Tokens generated per (prompt, value) (paper: 50).")
-    sampling: Sampling = Field(default_factory=Greedy, description="{'kind': 'greedy'} (default) or "
-                               "{'kind': 'sample', 'temperature': 1.0, 'top_k': 50} (seeded by `seed`).")
-    seed: int = Field(0, description="Seed of the sampling generator (unused for greedy).")
+    sampling: Sampling = Field(default_factory=Greedy, description=SAMPLING_HELP)
+    seed: int = Field(0, description="Seed of the sampling generator and of the control neurons' draw.")
+    controls: int = Field(3, ge=0, le=16, description="Random-neuron controls per neuron group: each draws "
+                          "the same number of other neurons in the same layers (seeded by `seed`) and is swept "
+                          "over the same values; the verdict compares the group's recoveries with theirs "
+                          "(0 = no controls, no verdict).")
+    chat_template: bool = Field(False, description="Wrap each prompt as a user turn of the tokenizer's chat "
+                                "template (add_generation_prompt) - for instruct models, which otherwise "
+                                "often end at once (empty outputs).")
+    prepend_bos: bool | None = Field(None, description="Start every prompt with the BOS token (exactly once). "
+                                     "null = as TransformerLens does for the family: yes for GPT-2, Llama, "
+                                     "Mistral, Gemma, OPT; no for GPT-NeoX/Pythia, Qwen, Phi and others that "
+                                     "TransformerLens marks default_prepend_bos=False (BCR's TransformerLens "
+                                     "scripts ran GPT-2 with BOS). Ignored with chat_template.")
     stop_at_eos: bool = Field(True, description="Stop a row at the end-of-text token, as model.generate does.")
     thresholds: CollapseThresholds = Field(default_factory=CollapseThresholds,
                                            description="Rules that flag an output as collapsed.")
@@ -72,10 +72,28 @@ class ValueSummary(BaseModel):
     n_improved: int = Field(description="Collapsed baselines whose output here is not collapsed.")
     improvement_rate: float | None = Field(description="n_improved / collapsed baselines (null if none).")
     n_induced: int = Field(description="Healthy baselines whose output here collapsed.")
+    n_empty: int = Field(0, description="Collapsed outputs here that are empty (no tokens before end-of-text).")
+    n_loop: int = Field(0, description="Collapsed outputs here that are loops.")
+    n_repetitive: int = Field(0, description="Other collapsed outputs (low distinct-2/entropy, no long loop).")
+    control_of: str | None = Field(None, description="For a random-neuron control: the group it controls.")
     mean_distinct_2: float
     mean_loop_frac: float
     mean_norm_entropy: float
     mean_compression_ratio: float
+
+
+class GroupVerdict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    neurons: str = Field(description="The clamped neuron group.")
+    best_value: float | None = Field(description="Its value recovering the most collapsed baselines (null if none).")
+    n_recovered: int = Field(description="Collapsed baselines recovered at best_value.")
+    n_induced: int = Field(description="Healthy baselines collapsed at best_value.")
+    control_recovered: list[int] = Field(default_factory=list, description="Each control's most recoveries at "
+                                         "any value (the same best-of-sweep selection as the group).")
+    recovery_above_control: float | None = Field(None, description="(n_recovered - mean control_recovered) / "
+                                                 "collapsed baselines; null without controls or baselines.")
+    verdict: Verdict | None = Field(None, description="null when controls=0.")
+    reason: str = Field("", description="The rule that decided the verdict, with its numbers.")
 
 
 class ClampSweepResult(RunResult):
@@ -83,9 +101,18 @@ class ClampSweepResult(RunResult):
     n_rows: int = Field(description="(prompt, value) generations.")
     n_collapsed_baselines: int = Field(description="Prompts whose unclamped output collapsed.")
     n_recovered: int = Field(description="Collapsed baselines recovered by at least one clamp value.")
+    baseline_collapse_types: dict[str, int] = Field(default_factory=dict, description="Collapsed baselines "
+                                                    "by type: empty, loop, repetitive.")
+    verdict: Verdict | None = Field(None, description="The first group's verdict against its random-neuron "
+                                    "controls (null when controls=0); see `groups` for each group.")
+    groups: list[GroupVerdict] = Field(default_factory=list, description="Per neuron group: best value, "
+                                       "recoveries vs controls, verdict.")
     best: list[ValueSummary] = Field(default_factory=list, description="Up to 3 (neurons, value) pairs that "
                                      "recover the most collapsed baselines (ties: fewer induced collapses).")
-    per_value: list[ValueSummary] = Field(default_factory=list, description="Every (neurons, value) summary.")
+    per_value: list[ValueSummary] = Field(default_factory=list, description="Every (neurons, value) summary of "
+                                          "the requested groups (controls: tables/sweep_summary.csv).")
+    notes: list[str] = Field(default_factory=list, description="Caveats: identical 'all'/'last' clamps, BOS and "
+                             "chat-template use.")
     tokens_generated: int = 0
     seconds: float = 0.0
     report: str = Field("", description="URI of the Markdown report.")

@@ -1,7 +1,6 @@
 """The sweep itself: conditions (neuron x value), batched generation rows, and their collapse scores."""
 
 import math
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -10,17 +9,23 @@ import torch
 from neurotrace.lab.clamping.collapse import CollapseThresholds, collapse_reasons, text_metrics
 from neurotrace.lab.clamping.generation import ClampRows, Sampler, generate, left_pad
 from neurotrace.lab.clamping.prompt_grid import PromptItem
-from neurotrace.lab.clamping.schema import ClampSweepRequest, Greedy
+from neurotrace.lab.clamping.schema import ClampSweepRequest
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.neurons import merge_neurons, parse_neuron
+from neurotrace.lab.model.sampling import Greedy
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
 
+__all__ = ["PAPER_SWEEP", "Condition", "Row", "SweepOutput", "build_conditions", "parse_neuron", "run_rows",
+           "score_rows", "sweep_values", "tokenize_prompts"]
+
 PAPER_SWEEP: tuple[float | None, ...] = (-100, -50, -25, -10, -5, -3, 0, None, 3, 5, 10, 25, 50, 100)
-NEURON_RE = re.compile(r"^\s*(\*|\d+)\s*:\s*(\d+)\s*$")
-
-
-
+# model_types whose TransformerLens 4.3 bridge sets default_prepend_bos = False (supported_architectures/*.py)
+NO_BOS_MODEL_TYPES = frozenset({
+    "gpt_neox", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi", "phimoe", "smollm3", "granite", "mpt",
+    "bloom", "starcoder2", "glm", "glm4_moe", "exaone", "exaone4", "ernie4_5", "ernie4_5_moe",
+    "recurrent_gemma", "seed_oss", "minimax_m2"})
 
 @dataclass(frozen=True)
 class Condition:
@@ -29,6 +34,7 @@ class Condition:
     label: str
     value: float | None
     neurons: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    control_of: str | None = None      # the group label this random-neuron control stands beside
 
 
 @dataclass
@@ -39,32 +45,6 @@ class Row:
     text: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
-
-
-def parse_neuron(ref: str, n_layers: int, d_mlp: int) -> dict[int, tuple[int, ...]]:
-    """'11:373' -> {11: (373,)}; '*:373' -> {L: (373,) for every layer}; InputError('neurons') if bad."""
-    m = NEURON_RE.match(ref)
-    if not m:
-        raise InputError("neurons", f"{ref!r} is not 'layer:index'", fix="write e.g. '11:373' or '*:373'")
-    index = int(m.group(2))
-    if index >= d_mlp:
-        raise InputError("neurons", f"index {index} in {ref!r} is out of range: the MLP is {d_mlp} wide",
-                         fix=f"use an index in 0..{d_mlp - 1}")
-    if m.group(1) == "*":
-        return {layer: (index,) for layer in range(n_layers)}
-    layer = int(m.group(1))
-    if layer >= n_layers:
-        raise InputError("neurons", f"layer {layer} in {ref!r} is out of range ({n_layers} layers)",
-                         fix=f"use a layer in 0..{n_layers - 1} or '*' for all")
-    return {layer: (index,)}
-
-
-def _merge(parts: list[dict[int, tuple[int, ...]]]) -> dict[int, tuple[int, ...]]:
-    out: dict[int, set[int]] = {}
-    for part in parts:
-        for layer, idx in part.items():
-            out.setdefault(layer, set()).update(idx)
-    return {layer: tuple(sorted(idx)) for layer, idx in sorted(out.items())}
 
 
 def sweep_values(values: list[float | None] | None) -> list[float]:
@@ -80,27 +60,80 @@ def sweep_values(values: list[float | None] | None) -> list[float]:
     return clamps
 
 
+def _label(neurons: dict[int, tuple[int, ...]]) -> str:
+    return "+".join(f"{layer}:{i}" for layer, idx in neurons.items() for i in idx)
+
+
+def draw_controls(neurons: dict[int, tuple[int, ...]], d_mlp: int, n: int,
+                  generator: torch.Generator) -> list[dict[int, tuple[int, ...]]]:
+    """``n`` random groups with as many neurons per layer as ``neurons``, none of them its own."""
+    out = []
+    for _ in range(n):
+        group = {}
+        for layer, idx in neurons.items():
+            others = torch.tensor([i for i in range(d_mlp) if i not in idx])
+            pick = others[torch.randperm(len(others), generator=generator)[:len(idx)]]
+            group[layer] = tuple(sorted(int(i) for i in pick))
+        out.append(group)
+    return out
+
+
 def build_conditions(request: ClampSweepRequest, lm: LoadedModel) -> list[Condition]:
-    """Baseline first, then every (group, value)."""
+    """Baseline first, then every (group, value), then every (control of a group, value)."""
     refs = [(ref.strip().replace(" ", ""), parse_neuron(ref, lm.n_layers, lm.d_mlp)) for ref in request.neurons]
     if request.neuron_mode == "joint":
-        groups = [("+".join(label for label, _ in refs), _merge([n for _, n in refs]))]
+        groups = [("+".join(label for label, _ in refs), merge_neurons([n for _, n in refs]))]
     else:
         groups = list(dict((label, n) for label, n in refs).items())
     values = sweep_values(request.values)
-    return [Condition("none", None)] + [Condition(label, v, n) for label, n in groups for v in values]
+    conds = [Condition("none", None)] + [Condition(label, v, n) for label, n in groups for v in values]
+    if request.controls and any(sum(map(len, n.values())) >= lm.d_mlp for _, n in groups):
+        raise InputError("controls", "a group clamps every neuron of its layer, so no control can be drawn",
+                         fix="set controls=0 or clamp fewer neurons")
+    g = make_generator(request.seed)
+    for label, n in groups:
+        for k, ctrl in enumerate(draw_controls(n, lm.d_mlp, request.controls, g)):
+            conds += [Condition(f"control{k + 1}[{_label(ctrl)}]", v, ctrl, control_of=label) for v in values]
+    return conds
 
 
-def _tokenize(lm: LoadedModel, prompts: list[PromptItem], max_new_tokens: int) -> list[list[int]]:
+def default_prepend_bos(lm: LoadedModel) -> bool:
+    """TransformerLens's default for the family (see NO_BOS_MODEL_TYPES)."""
+    return getattr(lm.config, "model_type", None) not in NO_BOS_MODEL_TYPES
+
+
+def _prompt_ids(lm: LoadedModel, text: str, request: ClampSweepRequest) -> list[int]:
+    tok = lm.tokenizer
+    if request.chat_template:
+        if not getattr(tok, "chat_template", None):
+            raise InputError("chat_template", f"the tokenizer of {request.model!r} has no chat template",
+                             fix="set chat_template=false (a base model), or use the instruct model's own "
+                                 "tokenizer")
+        wrapped = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                          add_generation_prompt=True)
+        return list(tok(wrapped, add_special_tokens=False).input_ids)
+    ids = list(tok(text, add_special_tokens=False).input_ids)
+    bos = tok.bos_token_id
+    want = default_prepend_bos(lm) if request.prepend_bos is None else request.prepend_bos
+    if want and bos is None and request.prepend_bos:
+        raise InputError("prepend_bos", f"the tokenizer of {request.model!r} has no BOS token",
+                         fix="set prepend_bos=false or leave it null")
+    if want and bos is not None and ids[:1] != [bos]:
+        ids = [bos] + ids
+    return ids
+
+
+def tokenize_prompts(lm: LoadedModel, prompts: list[PromptItem], request: ClampSweepRequest) -> list[list[int]]:
+    """Token ids per prompt (chat template or BOS applied); InputError if one is empty or too long."""
     limit = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
     out = []
     for i, item in enumerate(prompts):
-        ids = lm.tokenizer(item.prompt).input_ids
+        ids = _prompt_ids(lm, item.prompt, request)
         if not ids:
             raise InputError("prompts", f"prompt {i} ({item.prompt!r}) tokenizes to nothing", fix="give it text")
-        if limit and len(ids) + max_new_tokens > limit:
-            raise InputError("max_new_tokens", f"prompt {i} has {len(ids)} tokens; with {max_new_tokens} new "
-                             f"tokens it exceeds the model's {limit} positions",
+        if limit and len(ids) + request.max_new_tokens > limit:
+            raise InputError("max_new_tokens", f"prompt {i} has {len(ids)} tokens; with {request.max_new_tokens} "
+                             f"new tokens it exceeds the model's {limit} positions",
                              fix=f"use max_new_tokens <= {limit - len(ids)} or a shorter prompt")
         out.append(ids)
     return out

@@ -8,9 +8,12 @@ from safetensors import safe_open
 
 from neurotrace import ClampSweepRequest, run_clamp_sweep
 from neurotrace.lab.clamping.figures import FIGURES
+from neurotrace.lab.clamping.schema import ValueSummary
 from neurotrace.lab.clamping.sweep import PAPER_SWEEP, parse_neuron, sweep_values
+from neurotrace.lab.clamping.verdict import group_verdicts
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.model.loading import ModelRef
 from neurotrace.lab.progress import Reporter
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.planted_clamp import build_repetition_model
@@ -30,7 +33,7 @@ def lab(tmp_path):
 
 def _sweep(lab, model, **kw):
     fields = {"model": str(model), "neurons": ["1:3"], "prompts": PROMPTS, "max_new_tokens": 16,
-              "values": [-5, 0, None, 10]} | kw
+              "values": [-5, 0, None, 10], "controls": 0} | kw
     return run_clamp_sweep(ClampSweepRequest(**fields), lab=lab, reporter=Reporter())
 
 
@@ -142,7 +145,6 @@ def test_masked_models_are_refused(lab, tiny_bert):
 def test_shipped_fact_gpt2_baselines_equal_plain_generate(lab):
     from neurotrace.lab.clamping.generation import reference_generate
     from neurotrace.lab.model.embedded import embedded_model_path
-    from neurotrace.lab.model.loading import ModelRef
 
     if embedded_model_path("fact-gpt2") is None:
         pytest.skip("the embedded fact-gpt2 model is not built in this checkout")
@@ -156,7 +158,101 @@ def test_shipped_fact_gpt2_baselines_equal_plain_generate(lab):
     for row in rows:
         value = None if row["sweep"] == "baseline" else float(row["sweep"])
         neurons = None if value is None else {layer: [3] + ([10] if layer == 5 else []) for layer in range(6)}
-        ref = reference_generate(lm.model, lm.adapter, lm.tokenizer(row["prompt"]).input_ids, max_new_tokens=20,
+        assert row["prompt_ids"][0] == lm.tokenizer.bos_token_id          # GPT-2 family: BOS, as TransformerLens
+        ref = reference_generate(lm.model, lm.adapter, row["prompt_ids"], max_new_tokens=20,
                                  neurons=neurons, value=value, position="last", eos_token_id=eos,
                                  pad_token_id=lm.tokenizer.pad_token_id)
         assert row["tokens"] == ref, (row["prompt"], row["sweep"])
+
+
+def test_the_planted_neuron_beats_its_random_same_layer_controls_and_another_neuron_does_not(lab, planted):
+    planted_run = _sweep(lab, planted, controls=3)
+    assert planted_run.n_rows == 3 * (1 + 3 + 3 * 3)          # baseline + group x 3 values + 3 controls x 3
+    assert planted_run.verdict == "specific" and planted_run.groups[0].control_recovered == [0, 0, 0]
+    assert planted_run.groups[0].recovery_above_control == 1.0 and planted_run.groups[0].best_value == 0.0
+    assert all(s.control_of is None for s in planted_run.per_value)
+    assert "Verdict 1:3: specific" in planted_run.summary and "3 loop" in planted_run.summary
+    other = _sweep(lab, planted, neurons=["1:4"], controls=3)
+    assert other.verdict == "not above control" and other.n_recovered == 0
+    report = lab.store.artifact_path(other.run_id, "report.md").read_text(encoding="utf-8")
+    assert "Rules: specific" in report and "not above control" in report
+    summary = lab.store.artifact_path(other.run_id, "tables/sweep_summary.csv").read_text(encoding="utf-8")
+    assert summary.count("control1[") == 3                        # controls' rows are kept in the artifacts
+
+
+def _vs(neurons, value, improved, induced=0, control_of=None):
+    return ValueSummary(neurons=neurons, value=value, n=4, n_collapsed=0, collapse_rate=0, n_improved=improved,
+                        improvement_rate=None, n_induced=induced, mean_distinct_2=1, mean_loop_frac=0,
+                        mean_norm_entropy=1, mean_compression_ratio=1, control_of=control_of)
+
+
+def test_verdicts_follow_the_stated_thresholds():
+    def verdict(group, controls, n_base=4):
+        rows = [_vs("none", None, 0)] + [_vs("5:1", v, *x) for v, x in group.items()]
+        rows += [_vs(f"c{k}", 1.0, c, control_of="5:1") for k, c in enumerate(controls)]
+        return group_verdicts(rows, n_base, len(controls))[0].verdict
+
+    assert verdict({1.0: (3,), 2.0: (1,)}, [1, 0, 1]) == "specific"           # 3 vs best 1, +50% above mean
+    assert verdict({1.0: (4,)}, [5, 4, 4]) == "not above control"             # the issue's 18:247 case
+    assert verdict({1.0: (2,)}, [1, 2, 1]) == "not above control"             # ties the best control
+    assert verdict({1.0: (2,)}, [1, 1, 1]) == "specific"                      # 1 more, +25% of 4 >= 20%
+    assert verdict({1.0: (1, 3)}, [0, 0, 0]) == "harmful"                     # recovers 1, breaks 3
+    assert verdict({1.0: (0,)}, [0, 0], n_base=0) == "no collapsed baselines"
+    assert group_verdicts([_vs("5:1", 1.0, 2)], 4, 0)[0].verdict is None      # controls=0: no verdict
+
+
+def test_empty_outputs_are_counted_apart_from_loops(lab, planted):
+    from neurotrace.lab.clamping.collapse import collapse_type
+
+    assert collapse_type(["empty (n_tokens 0 < 1)"]) == "empty"
+    assert collapse_type(["distinct_2 0.30 < 0.5", "loop_frac 0.90 >= 0.5 (period 1, 16.0 copies)"]) == "loop"
+    assert collapse_type(["norm_entropy 0.40 < 0.5"]) == "repetitive" and collapse_type([]) is None
+    result = _sweep(lab, planted, thresholds={"min_tokens": 20})            # 16 tokens < 20: all "empty"
+    assert result.baseline_collapse_types == {"empty": 3, "loop": 0, "repetitive": 0}
+    assert {s.value: s.n_empty for s in result.per_value}[None] == 3
+    assert "3 empty" in result.summary and "chat_template=true" in result.summary
+
+
+def test_prepend_bos_follows_transformer_lens_by_default_and_can_be_switched_off(lab, planted):
+    rows = {}
+    for bos in (None, False, True):
+        result = _sweep(lab, planted, prepend_bos=bos, values=[0])
+        gens = lab.store.artifact_path(result.run_id, "tables/generations.jsonl").read_text(encoding="utf-8")
+        rows[bos] = [json.loads(line)["prompt_ids"] for line in gens.splitlines()]
+        assert any("BOS" in n for n in result.notes)
+    assert all(ids[0] == 0 for ids in rows[None]) and rows[None] == rows[True]   # GPT-2 family: BOS id 0
+    assert [ids[1:] for ids in rows[None]] == rows[False]
+
+
+def test_chat_template_without_a_template_is_an_error_naming_the_field(lab, planted):
+    with raises_lab_error(InputError) as err:
+        _sweep(lab, planted, chat_template=True)
+    assert err.value.field == "chat_template"
+
+
+def test_chat_template_wraps_each_prompt_as_a_user_turn(lab, tiny_gpt2, tmp_path):
+    import shutil
+
+    model = tmp_path / "chat"
+    shutil.copytree(tiny_gpt2, model)
+    cfg_path = model / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["chat_template"] = "{% for m in messages %}user: {{ m['content'] }} {% endfor %}assistant:"
+    cfg_path.write_text(json.dumps(cfg), encoding="utf-8")
+    result = _sweep(lab, model, neurons=["0:1"], values=[1.0], max_new_tokens=3, prompts=["the cat"],
+                    chat_template=True)
+    gens = lab.store.artifact_path(result.run_id, "tables/generations.jsonl").read_text(encoding="utf-8")
+    with lab.cache.lease(ModelRef(model=str(model))) as lm:
+        want = lm.tokenizer("user: the cat assistant:", add_special_tokens=False).input_ids
+    assert json.loads(gens.splitlines()[0])["prompt_ids"] == want
+    assert any("chat template" in n for n in result.notes)
+
+
+def test_a_clamp_on_the_last_block_notes_that_all_and_last_are_identical(lab, planted):
+    outs = {}
+    for position in ("all", "last"):
+        result = _sweep(lab, planted, position=position)
+        assert any("identical" in n for n in result.notes)
+        outs[position] = [r["output"] for r in _rows(lab, result)]
+    assert outs["all"] == outs["last"]
+    assert not any("identical" in n for n in _sweep(lab, planted, neurons=["0:3"]).notes)
