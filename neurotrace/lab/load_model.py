@@ -5,6 +5,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.lab import Lab
+from neurotrace.lab.model import catalog
+from neurotrace.lab.model.embedded import EMBEDDED_MODELS
 from neurotrace.lab.model.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
@@ -12,7 +14,7 @@ from neurotrace.lab.progress import NULL_REPORTER, Reporter
 class LoadModelResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
     summary: str
-    model: dict[str, Any] = Field(description="key, kind, family, n_layers, d_model, d_mlp, d_vocab, bytes, "
+    model: dict[str, Any] = Field(description="key, lm_kind, family, n_layers, d_model, d_mlp, d_vocab, bytes, "
                                               "fingerprint, ...")
     cache_bytes: int = Field(description="Bytes held by all cached models after this load.")
     next: str = ""
@@ -20,13 +22,25 @@ class LoadModelResult(BaseModel):
 
 def run_load_model(request: ModelRef, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> LoadModelResult:
     """Load (or reuse) a model and return its shape; no run directory is written."""
-    if reporter is not None:
-        reporter.step(0, 1, f"loading {request.model}")
+    reporter.step(0, 1, f"loading {request.model}")
     loaded = lab.cache.get(request)
     info = loaded.info()
-    summary = (f"{request.model} is loaded as a {info['kind']} LM ({info['family']}): {info['n_layers']} layers, "
+    summary = (f"{request.model} is loaded as a {info['lm_kind']} LM ({info['family']}): {info['n_layers']} layers, "
                f"d_model={info['d_model']}, d_mlp={info['d_mlp']}, vocab={info['d_vocab']}, "
                f"{info['bytes'] / 2**20:.1f} MiB on {info['device']}.")
-    nxt = ("Call trace with this model and a fact set to locate stored facts." if info["kind"] == "causal"
+    if info.get("note"):
+        summary += f" Note: {info['note']}."
+    nxt = ("Call trace with this model and a fact set to locate stored facts." if info["lm_kind"] == "causal"
            else "Call trace (mask/context patching) with this model and a fact set.")
     return LoadModelResult(summary=summary, model=info, cache_bytes=lab.cache.used_bytes(), next=nxt)
+
+
+def model_catalog(lab: Lab) -> dict[str, Any]:
+    """Every model that can be named without a path: embedded and catalog models, installed or not."""
+    embedded = {name: {"description": desc, "installed": True, "source": "embedded"}
+                for name, desc in EMBEDDED_MODELS.items()}
+    named = {m.name: {"description": m.description, "license": m.license, "hub_id": m.hub_id,
+                      "installed": catalog.is_installed(m.name), "source": "catalog",
+                      "install": f"neurotrace models fetch {m.name}"} for m in catalog.CATALOG.values()}
+    return {"loaded": lab.cache.listing(), "used_bytes": lab.cache.used_bytes(),
+            "budget_bytes": lab.cache.budget_bytes, "models": {**embedded, **named}}

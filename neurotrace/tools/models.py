@@ -5,26 +5,22 @@ from typing import Annotated, Any
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.load_model import LoadModelResult, run_load_model
+from neurotrace.lab.load_model import LoadModelResult, model_catalog, run_load_model
 from neurotrace.lab.model.loading import ModelRef
 from neurotrace.tools._faults import tool_faults
 from neurotrace.tools._runner import EXPERIMENT, READ_ONLY, call_in_thread, lab_of, package
 
 
 async def load_model(request: ModelRef, ctx: Context) -> Annotated[CallToolResult, LoadModelResult]:
-    """Load a model (embedded name, HuggingFace id or local dir) into the shared cache and report its shape."""
+    """Load a model (embedded or catalog name, HuggingFace id, local dir or .gguf) into the shared cache and report its shape."""
     lab = lab_of(ctx)
     result = await call_in_thread(ctx, lambda reporter: run_load_model(request, lab=lab, reporter=reporter))
     return package(result, lab)
 
 
 async def list_models(ctx: Context) -> dict[str, Any]:
-    """List loaded models (key, kind, layers, bytes, in use), the memory budget, and the embedded models."""
-    from neurotrace.lab.model.embedded import EMBEDDED_MODELS
-
-    lab = lab_of(ctx)
-    return {"loaded": lab.cache.listing(), "used_bytes": lab.cache.used_bytes(),
-            "budget_bytes": lab.cache.budget_bytes, "embedded": EMBEDDED_MODELS}
+    """Which models can be used? Loaded models (memory, budget) and every named model: embedded, and real catalog models with installed or not."""
+    return model_catalog(lab_of(ctx))
 
 
 async def release_model(model: str, ctx: Context) -> dict[str, Any]:

@@ -17,10 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from neurotrace.lab.errors import InputError, NotFound
+from neurotrace.lab.model import catalog
 from neurotrace.lab.model.adapters import ArchAdapter, adapter_for
 from neurotrace.lab.model.embedded import EMBEDDED_MODELS, embedded_model_path
+from neurotrace.lab.model.gguf import SOURCE_FILE, Progress, convert_gguf, read_source
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MAX_MODEL_NAME = 255  # characters in a model name, hub id or path
 MASKED_TYPES = {"bert", "roberta", "xlm-roberta", "modernbert", "distilbert", "electra", "deberta-v2"}
 
 
@@ -28,10 +31,10 @@ class ModelRef(BaseModel):
     """Which model to use and how to load it. One cached load per (model, kind, backend, dtype, device)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    model: Annotated[str, Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace "
-                                                           "id (e.g. 'gpt2'), or a local model directory.")]
-    kind: Literal["auto", "causal", "masked"] = Field("auto", description="LM head to load; 'auto' reads "
-                                                                       "the config.")
+    model: Annotated[str, Field(min_length=1, description="Embedded name ('fact-gpt2'), catalog name "
+                                                           "('gemma-3-270m'), HuggingFace id, local directory or .gguf file.")]
+    lm_kind: Literal["auto", "causal", "masked"] = Field("auto", description="LM head to load; 'auto' reads "
+                                                                          "the config.")
     backend: Literal["hf", "bridge"] = Field("hf", description="'hf' = transformers; 'bridge' = "
                                                              "TransformerLens 4 TransformerBridge.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
@@ -52,6 +55,7 @@ class LoadedModel:
     fingerprint: str
     nbytes: int
     bridge: Any = None
+    provenance: dict[str, Any] = field(default_factory=dict)  # e.g. the GGUF file a model was converted from
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
@@ -96,11 +100,11 @@ class LoadedModel:
         return int(down.weight.shape[0])  # GPT-2 Conv1D stores (in, out)
 
     def info(self) -> dict[str, Any]:
-        return {"key": self.key, "model": self.ref.model, "source": self.source, "kind": self.kind,
+        return {"key": self.key, "model": self.ref.model, "source": self.source, "lm_kind": self.kind,
                 "backend": self.ref.backend, "dtype": self.ref.dtype, "device": str(self.device),
                 "family": self.adapter.family, "n_layers": self.n_layers, "d_model": self.d_model,
                 "d_mlp": self.d_mlp, "n_heads": self.n_heads, "max_positions": self.max_positions, "d_vocab": int(self.config.vocab_size), "bytes": self.nbytes,
-                "fingerprint": self.fingerprint}
+                "fingerprint": self.fingerprint, **self.provenance}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -117,21 +121,42 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def resolve_source(name: str) -> str:
-    """Embedded name -> package path; existing directory -> absolute path; else a hub id."""
+def resolve_source(name: str, progress: Progress | None = None) -> str:
+    """Where ``name``'s HuggingFace files are: embedded name -> package path; catalog name (e.g.
+    ``gemma-3-270m``) or ``.gguf`` file / directory holding one -> its converted directory (made once,
+    content-addressed by the file's sha256); other existing directory -> absolute path; else a hub id."""
+    if "\x00" in name or len(name) > MAX_MODEL_NAME:
+        raise InputError("model", "the model name is not a name, hub id or path (NUL or over "
+                         f"{MAX_MODEL_NAME} characters)", fix="give an embedded or catalog name, a hub id or a path")
     embedded = embedded_model_path(name)
     if embedded is not None:
         return str(embedded)
+    if name in catalog.CATALOG:
+        return str(catalog.converted(name, progress=progress))
     path = Path(name).expanduser()
+    if path.suffix == ".gguf" or (path.is_dir() and not (path / "config.json").is_file()
+                                  and any(path.glob("*.gguf"))):
+        return str(convert_gguf(path, catalog.default_home() / "converted", progress))
     if path.is_dir():
         return str(path.resolve())
     if name.startswith((".", "/", "~")):
-        raise NotFound("model", f"no model directory at {name!r}", fix="check the path")
+        raise NotFound("model", f"no model directory or .gguf file at {name!r}",
+                       fix="check the path; a model is a HuggingFace directory (config.json + weights + tokenizer) "
+                           "or a .gguf file")
     return name
 
 
+def provenance(source: str) -> dict[str, Any]:
+    """Where the weights came from: for a converted GGUF, its file, sha256, tensor types and quantisation."""
+    if not (Path(source) / SOURCE_FILE).is_file():
+        return {}
+    record = read_source(source)
+    return {"gguf": record, "note": f"weights dequantised from {record.get('quantisation') or 'a quantised GGUF'} "
+                                    "to float32: they will not match the full-precision hub model exactly"}
+
+
 def cache_key(ref: ModelRef) -> str:
-    return f"{ref.model}|{ref.kind}|{ref.backend}|{ref.dtype}|{ref.device}"
+    return f"{ref.model}|{ref.lm_kind}|{ref.backend}|{ref.dtype}|{ref.device}"
 
 
 def fingerprint(model: nn.Module) -> str:
@@ -147,15 +172,17 @@ def fingerprint(model: nn.Module) -> str:
 
 
 def read_config(source: str, trust_remote_code: bool) -> Any:
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # heavy import, kept off the package's import path
 
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise NotFound(
-            "model", f"cannot load model {source!r}: {str(exc).splitlines()[0]}",
-            fix="pass a local model directory, point HF_HOME at a cache that holds it (set HF_HUB_OFFLINE=1 "
-                "to stay offline), or use an embedded model: " + ", ".join(EMBEDDED_MODELS)) from exc
+        named = [m.name for m in catalog.CATALOG.values() if m.hub_id.lower() == source.lower()]
+        fix = (f"offline, use the catalog model {named[0]!r} (install it with `neurotrace models fetch {named[0]}`)"
+               if named else "pass a local model directory or .gguf file, point HF_HOME at a cache that holds it "
+               "(HF_HUB_OFFLINE=1 stays offline), use a catalog model (" + ", ".join(catalog.CATALOG)
+               + ") or an embedded model (" + ", ".join(EMBEDDED_MODELS) + ")")
+        raise NotFound("model", f"cannot load model {source!r}: {str(exc).splitlines()[0][:200]}", fix=fix) from exc
 
 
 def detect_kind(config: Any, requested: str) -> Literal["causal", "masked"]:
@@ -177,10 +204,10 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False) -> LoadedModel:
     source = resolve_source(ref.model)
     config = read_config(source, trust_remote_code)
     adapter = adapter_for(config)
-    kind = detect_kind(config, ref.kind)
+    kind = detect_kind(config, ref.lm_kind)
     if kind != adapter.kind:
-        raise InputError("kind", f"{ref.model!r} is a {adapter.kind} LM ({adapter.family}), not {kind}",
-                         fix=f"use kind='{adapter.kind}' or 'auto'")
+        raise InputError("lm_kind", f"{ref.model!r} is a {adapter.kind} LM ({adapter.family}), not {kind}",
+                         fix=f"use lm_kind='{adapter.kind}' or 'auto'")
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
     dtype = DTYPES[ref.dtype]
     try:
@@ -197,7 +224,8 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False) -> LoadedModel:
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(key=cache_key(ref), ref=ref, source=source, model=model, tokenizer=tokenizer,
-                       adapter=adapter, kind=kind, fingerprint=fingerprint(model), nbytes=nbytes, bridge=bridge)
+                       adapter=adapter, kind=kind, fingerprint=fingerprint(model), nbytes=nbytes, bridge=bridge,
+                       provenance=provenance(source))
 
 
 def _boot_bridge(source: str, model: nn.Module, tokenizer: Any, device: torch.device, dtype: torch.dtype,

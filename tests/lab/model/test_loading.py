@@ -82,8 +82,8 @@ def test_missing_model_gives_not_found_naming_the_id_and_the_fix():
 
 def test_wrong_kind_and_bad_device_are_input_errors(tiny_gpt2):
     with raises_lab_error(InputError) as err:
-        load(ModelRef(model=str(tiny_gpt2), kind="masked"))
-    assert err.value.field == "kind"
+        load(ModelRef(model=str(tiny_gpt2), lm_kind="masked"))
+    assert err.value.field == "lm_kind"
     with raises_lab_error(InputError) as err:
         load(ModelRef(model=str(tiny_gpt2), device="tpu9"))
     assert err.value.field == "device"
