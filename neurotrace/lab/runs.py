@@ -3,8 +3,11 @@
 Every tool call writes one directory ``<runs>/<utc-stamp>-<tool>-<hash8>/`` holding
 ``request.json``, artifacts (``arrays/*.safetensors|.npy``, ``tables/*.csv|.jsonl``,
 ``figures/*.png``, ``*.json``, ``*.md``) and ``manifest.json``. The manifest is rewritten atomically
-at start (status ``running``) and at the end (``complete`` / ``failed`` / ``cancelled``), listing
-every artifact with its sha256. Every write goes to a temp file and is renamed into place, so a crash
+at start (status ``running``, with the owner: pid, host and process start time) and at the end
+(``complete`` / ``failed`` / ``cancelled``), listing every artifact with its sha256. A ``running`` run
+whose owner process is gone is marked ``interrupted`` when the store opens and whenever runs are
+listed. Only regular, singly linked files inside the real run directory are served (no symlinks, no
+hard links). Every write goes to a temp file and is renamed into place, so a crash
 never leaves a half-written artifact that looks complete. Nothing is ever loaded with pickle.
 """
 
@@ -15,7 +18,10 @@ import json
 import os
 import platform
 import re
+import socket
+import stat
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from neurotrace.lab.errors import Cancelled, InputError, NotFound
 from neurotrace.lab.htmlreport import render_report
 
-RunStatus = Literal["running", "complete", "failed", "cancelled"]
+RunStatus = Literal["running", "complete", "failed", "cancelled", "interrupted"]
 RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}(?:\d{6})?Z-[a-z_]+-[0-9a-f]{8}$")
 URI_PREFIX = "neurotrace://runs"
 
@@ -41,6 +47,54 @@ class ArtifactEntry(BaseModel):
     media_type: str
 
 
+def _process_start() -> str:
+    """This process's start time as the kernel reports it (guards against pid reuse); else import time."""
+    try:
+        with open(f"/proc/{os.getpid()}/stat", encoding="utf-8") as fh:
+            return "clk:" + fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return f"t:{time.time():.3f}"
+
+
+def _start_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+            return "clk:" + fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+PROCESS_START = _process_start()
+
+
+class RunOwner(BaseModel):
+    """The process that runs (or ran) a run: a ``running`` run whose owner is gone was interrupted."""
+
+    model_config = ConfigDict(extra="forbid")
+    pid: int
+    host: str
+    started: str = Field(description="The owner process's start time (kernel clock ticks or epoch seconds).")
+
+    @classmethod
+    def current(cls) -> "RunOwner":
+        return cls(pid=os.getpid(), host=socket.gethostname(), started=PROCESS_START)
+
+    def gone(self) -> bool:
+        """True when this host can tell the owner process no longer exists (other hosts: never)."""
+        if self.host != socket.gethostname():
+            return False
+        if self.pid == os.getpid():
+            return self.started != PROCESS_START
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        start = _start_of(self.pid)
+        return start is not None and self.started.startswith("clk:") and start != self.started
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     run_id: str
@@ -51,10 +105,15 @@ class Manifest(BaseModel):
     seed: int | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     models: dict[str, str] = Field(default_factory=dict, description="model id -> fingerprint")
+    model_sources: dict[str, dict[str, Any]] = Field(default_factory=dict, description="model id -> where its "
+                                                     "weights came from (e.g. the GGUF file's sha256 and tensor types)")
     inputs: list[str] = Field(default_factory=list, description="run ids this run read from")
     artifacts: list[ArtifactEntry] = Field(default_factory=list)
     error: str | None = None
     summary: str | None = None
+    owner: RunOwner | None = None
+    progress: dict[str, Any] | None = Field(None, description="Last progress of a running run: done, total, "
+                                            "message, updated.")
 
 
 MEDIA_TYPES = {
@@ -111,7 +170,7 @@ class Run:
         self.dir = store.root / run_id
         self.manifest = Manifest(
             run_id=run_id, tool=tool, status="running", created=_now(), seed=seed,
-            versions=package_versions(),
+            versions=package_versions(), owner=RunOwner.current(),
         )
         self._lock = threading.Lock()
 
@@ -201,8 +260,10 @@ class Run:
     def manifest_uri(self) -> str:
         return f"{URI_PREFIX}/{self.run_id}/manifest"
 
-    def add_model(self, model_id: str, fingerprint: str) -> None:
+    def add_model(self, model_id: str, fingerprint: str, source: dict[str, Any] | None = None) -> None:
         self.manifest.models[model_id] = fingerprint
+        if source:
+            self.manifest.model_sources[model_id] = source
 
     def add_input(self, run_id: str) -> None:
         if run_id not in self.manifest.inputs:
@@ -230,6 +291,22 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._counter = 0
         self._lock = threading.Lock()
+        self._reserved = threading.local()
+        self._progress_at: dict[str, float] = {}
+        self.reap_stale()
+
+    def new_id(self, tool: str, request_json: str = "") -> str:
+        """A fresh run id for ``tool`` (see :meth:`reserved_id` to hand it to the next :meth:`open_run`)."""
+        return self._new_id(tool, request_json)
+
+    @contextmanager
+    def reserved_id(self, run_id: str) -> Iterator[None]:
+        """In this thread, the next :meth:`open_run` uses ``run_id`` (a job can name its run at once)."""
+        self._reserved.run_id = run_id
+        try:
+            yield
+        finally:
+            self._reserved.run_id = None
 
     def _new_id(self, tool: str, request_json: str) -> str:
         with self._lock:
@@ -247,7 +324,8 @@ class RunStore:
         """
         req = _jsonable(request)
         req_json = json.dumps(req, sort_keys=True, default=str)
-        run = Run(self, self._new_id(tool, req_json), tool, seed)
+        reserved, self._reserved.run_id = getattr(self._reserved, "run_id", None), None
+        run = Run(self, reserved or self._new_id(tool, req_json), tool, seed)
         run.dir.mkdir(parents=True, exist_ok=False)
         atomic_write_text(run.dir / "request.json", json.dumps(req, indent=2, default=str) + "\n")
         run.save_manifest()
@@ -271,8 +349,8 @@ class RunStore:
         if not RUN_ID_RE.match(run_id or ""):
             raise NotFound("run_id", f"no run {run_id!r}", fix="list runs with the runs resource or `neurotrace runs`")
         path = self.root / run_id
-        if not (path / "manifest.json").is_file():
-            raise NotFound("run_id", f"no run {run_id!r} under {self.root}",
+        if path.is_symlink() or not (path / "manifest.json").is_file() or path.resolve().parent != self.root:
+            raise NotFound("run_id", f"no run {run_id!r} in the runs directory",
                            fix="list runs with the runs resource or `neurotrace runs`")
         return path
 
@@ -281,16 +359,61 @@ class RunStore:
         return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
 
     def list_runs(self, tool: str | None = None) -> list[Manifest]:
+        """Every run, newest first; a ``running`` run whose owner is gone is marked ``interrupted`` first."""
         out = []
         for child in sorted(self.root.iterdir(), reverse=True):
-            if RUN_ID_RE.match(child.name) and (child / "manifest.json").is_file():
+            if RUN_ID_RE.match(child.name) and not child.is_symlink() and (child / "manifest.json").is_file():
                 try:
                     m = Manifest.model_validate_json((child / "manifest.json").read_text(encoding="utf-8"))
                 except ValueError:
                     continue
+                m = self._reap(child, m)
                 if tool is None or m.tool == tool:
                     out.append(m)
         return out
+
+    def reap_stale(self) -> int:
+        """Mark every ``running`` run whose owner process is gone ``interrupted``; how many were."""
+        before = {m.run_id for m in self.list_runs() if m.status == "interrupted"}
+        return sum(1 for m in self.list_runs() if m.status == "interrupted" and m.run_id not in before)
+
+    def _reap(self, path: Path, m: Manifest) -> Manifest:
+        if m.status != "running" or m.owner is None or not m.owner.gone():
+            return m
+        m = m.model_copy(update={"status": "interrupted", "finished": _now(), "progress": None,
+                                 "error": f"the server process that ran it (pid {m.owner.pid}) ended before it "
+                                          "finished"})
+        atomic_write_text(path / "manifest.json", m.model_dump_json(indent=2) + "\n")
+        return m
+
+    def note_progress(self, run_id: str, done: float, total: float | None, message: str,
+                      every_s: float = 1.0) -> None:
+        """Record a running run's progress in its manifest (at most once per ``every_s``; best effort)."""
+        now = time.monotonic()
+        if now - self._progress_at.get(run_id, 0.0) < every_s:
+            return
+        self._progress_at[run_id] = now
+        try:
+            path = self.run_dir(run_id) / "manifest.json"
+            m = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        except (NotFound, OSError, ValueError):
+            return
+        if m.status == "running":
+            m.progress = {"done": done, "total": total, "message": message, "updated": _now()}
+            atomic_write_text(path, m.model_dump_json(indent=2) + "\n")
+
+    def attach_result(self, run_id: str, data: Any) -> str:
+        """Keep a finished run's tool result as ``tool_result.json`` (listed), so it can be fetched again."""
+        path = self.run_dir(run_id)
+        blob = (json.dumps(_jsonable(data), indent=2) + "\n").encode("utf-8")
+        atomic_write_bytes(path / "tool_result.json", blob)
+        with self._lock:
+            m = Manifest.model_validate_json((path / "manifest.json").read_text(encoding="utf-8"))
+            entry = ArtifactEntry(path="tool_result.json", sha256=hashlib.sha256(blob).hexdigest(), bytes=len(blob),
+                                  media_type="application/json")
+            m.artifacts = [a for a in m.artifacts if a.path != entry.path] + [entry]
+            atomic_write_text(path / "manifest.json", m.model_dump_json(indent=2) + "\n")
+        return f"{URI_PREFIX}/{run_id}/artifacts/tool_result.json"
 
     def artifact_path(self, run_id: str, rel: str) -> Path:
         """Path of an artifact the manifest lists; anything else (traversal included) is NotFound."""
@@ -300,12 +423,14 @@ class RunStore:
             raise NotFound("uri", f"run {run_id} has no artifact {rel!r}",
                            fix=f"read {URI_PREFIX}/{run_id}/manifest for the artifact list")
         base = self.run_dir(run_id).resolve()
-        path = (base / rel).resolve()
-        if base not in path.parents:
-            raise NotFound("uri", f"run {run_id} has no artifact {rel!r}")
+        path = base / rel
+        if base not in path.resolve().parents or _linked(base, rel):
+            raise NotFound("uri", f"run {run_id} has no servable artifact {rel!r} (links are not served)",
+                           fix=f"read {URI_PREFIX}/{run_id}/manifest for the artifact list")
         return path
 
     def read_json(self, run_id: str, rel: str) -> Any:
+        """The parsed JSON artifact ``rel`` of a run."""
         return json.loads(self.artifact_path(run_id, rel).read_text(encoding="utf-8"))
 
     def read_tensors(self, run_id: str, rel: str) -> dict[str, Any]:
@@ -315,3 +440,17 @@ class RunStore:
 
     def read_npy(self, run_id: str, rel: str) -> np.ndarray:
         return np.load(self.artifact_path(run_id, rel), allow_pickle=False)
+
+
+def _linked(base: Path, rel: str) -> bool:
+    """True when ``rel`` under ``base`` passes through a symlink or is not a singly linked regular file."""
+    path = base
+    for part in Path(rel).parts:
+        path = path / part
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return True
+        if stat.S_ISLNK(info.st_mode):
+            return True
+    return not stat.S_ISREG(info.st_mode) or info.st_nlink != 1
