@@ -15,7 +15,7 @@ async def patch(request: PatchRequest, ctx: Context) -> Annotated[CallToolResult
     patching of any same-length prompt pair (IOI-style).
 
     Patches resid_pre / attn_out / mlp_out per layer x position, head outputs (all or per position) and head
-    q/k/v/pattern, exact and batched; metric logit difference, p(target) or KL. Returns the most restoring cells and heatmaps.
+    q/k/v/pattern, path patching sender -> receiver heads; exact and batched; metric logit difference, p(target) or KL. Returns the most restoring cells and heatmaps.
     """
     return await run_in_lab(ctx, run_patch, request)
 

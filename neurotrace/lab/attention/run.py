@@ -64,5 +64,5 @@ def run_attention(request: AttentionRequest, *, lab: Lab, reporter: Reporter = N
         shown = parse_heads(request.heads, n_layers, n_heads) if request.heads else default_heads(scores)
         reporter.step(2, 3, "writing the run")
         with lab.store.open_run("attention", request, seed=request.seed) as run:
-            run.add_model(request.model, lm.fingerprint)
+            run.add_model(request.model, lm.fingerprint, lm.provenance)
             return write_report(run, request, lm, ids, pattern, scores, shown[:MAX_SHOWN], "eager")

@@ -86,5 +86,5 @@ def run_attribute(request: AttributeRequest, *, lab: Lab, reporter: Reporter = N
         reporter.step(2, 3, "writing the run")
         texts = token_texts(lm.tokenizer, [target] + ([contrast] if contrast is not None else []))
         with lab.store.open_run("attribute", request) as run:
-            run.add_model(request.model, lm.fingerprint)
+            run.add_model(request.model, lm.fingerprint, lm.provenance)
             return write_report(run, request, attr, texts, patching)

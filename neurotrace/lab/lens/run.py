@@ -57,5 +57,5 @@ def run_logit_lens(request: LogitLensRequest, *, lab: Lab, reporter: Reporter = 
         reporter.step(1, 2, "writing the run")
         top_p, top_i = probs.topk(request.top_k, dim=-1)                # (rows, pos, k)
         with lab.store.open_run("logit_lens", request, seed=request.seed) as run:
-            run.add_model(request.model, lm.fingerprint)
+            run.add_model(request.model, lm.fingerprint, lm.provenance)
             return write_report(run, request, lm, ids, probs[:, :, target], top_p, top_i, target, tuned)

@@ -9,7 +9,8 @@ position: the logit difference of two tokens, p(target), or KL(clean || patched)
   ``get_act_patch_attn_head_out_all_pos``; ``head_out_pos``: one (layer, position, head), like
   ``get_act_patch_attn_head_out_by_pos``;
 * ``head_q`` / ``head_k`` / ``head_v`` / ``head_pattern``: one head's queries, keys, values or attention
-  pattern at every position (:mod:`neurotrace.lab.tracing.patch_attn`), like ``get_act_patch_attn_head_*_all_pos``.
+  pattern at every position (:mod:`neurotrace.lab.tracing.patch_attn`), like ``get_act_patch_attn_head_*_all_pos``;
+* ``path``: path patching of every earlier head into ``receivers``' q/k/v (:mod:`neurotrace.lab.tracing.patch_path`).
 
 Exact and batched (ROME's convention): every patched run is one row of a batch of corrupt inputs, each
 row carrying its own patch; rows are independent, so the numbers equal one forward per cell. Clean states
@@ -31,6 +32,7 @@ from neurotrace.lab.model.sites import hooked_sites, n_heads
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.tracing.patch_attn import AttnEdits, attention_edits
+from neurotrace.lab.tracing.patch_path import parse_receivers, path_grid
 from neurotrace.lab.tracing.patch_report import write_patch_report
 from neurotrace.lab.tracing.patch_schema import PatchRequest, PatchResult
 from neurotrace.lab.tracing.prepare import clean_states
@@ -183,7 +185,11 @@ def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
         m_clean, m_corrupt = (float(v) for v in metric(torch.stack([clean_lg, corrupt_lg])))
         heads = n_heads(lm)
         d_head = int(getattr(lm.config, "head_dim", None) or lm.d_model // heads)
-        plan = {k: cells_for(k, lm.n_layers, len(clean), heads, d_head) for k in request.kinds if k not in PART_OF}
+        if ("path" in request.kinds) != bool(request.receivers):
+            raise InputError("receivers", "path patching needs receivers, and receivers need kinds to include 'path'",
+                             fix="give both kinds=[..., 'path'] and receivers=['L:H', ...], or neither")
+        plan = {k: cells_for(k, lm.n_layers, len(clean), heads, d_head) for k in request.kinds
+                if k not in PART_OF and k != "path"}
         cache = clean_cache(lm, clean, {c.site for cells in plan.values() for c in cells})
         parts = clean_parts(lm, clean) if set(PART_OF) & set(request.kinds) else {}
         grids = {k: patch_parts(lm, corrupt, PART_OF[k], parts, metric, request.batch_size, reporter)
@@ -192,7 +198,11 @@ def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
             values = patch_cells(lm, corrupt, cells, cache, metric, request.batch_size, reporter, kind)
             shape = {"head_out": (lm.n_layers, heads), "head_out_pos": (lm.n_layers, len(clean), heads)}
             grids[kind] = values.view(shape.get(kind, (lm.n_layers, len(clean))))
+        if request.receivers:
+            grids["path"] = path_grid(lm, clean, corrupt, parse_receivers(request.receivers, lm.n_layers, heads),
+                                      list(request.receiver_parts), heads, metric, last_logits, request.batch_size,
+                                      reporter)
         grids = {k: grids[k] for k in request.kinds}
         with lab.store.open_run("patch", request) as run:
-            run.add_model(request.model, lm.fingerprint)
+            run.add_model(request.model, lm.fingerprint, lm.provenance)
             return write_patch_report(run, request, lm, clean, corrupt, grids, target, contrast, m_clean, m_corrupt)

@@ -34,6 +34,7 @@ class AttnEdits:
     record: dict[tuple[int, str], Tensor] | None = None                   # (layer, part) -> (1, H, P, .)
     patches: dict[int, list[tuple[int, str, int]]] = field(default_factory=dict)  # layer -> (row, part, head)
     clean: dict[tuple[int, str], Tensor] = field(default_factory=dict)
+    per_row: bool = False       # take row r's patch from row r of ``clean`` (else from row 0)
 
 
 def _eager(module: torch.nn.Module):
@@ -53,7 +54,7 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
         parts = {k: t.clone() for k, t in parts.items()}
         for row, part, head in todo:
             if part != "pattern":
-                parts[part][row, head] = edits.clean[(layer, part)][0, head]
+                parts[part][row, head] = edits.clean[(layer, part)][row if edits.per_row else 0, head]
     out, weights = _eager(module)(module, parts["q"], parts["k"], parts["v"], attention_mask, **kwargs)
     if edits.record is not None:
         edits.record.update({(layer, k): t.detach().clone() for k, t in parts.items()})

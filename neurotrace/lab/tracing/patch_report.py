@@ -11,8 +11,13 @@ from neurotrace.lab.plotstyle import DIVERGING_CMAP, finish, new_figure, short
 from neurotrace.lab.tracing.patch_schema import PATCH_RESULTS_FILE, PatchCell, PatchRequest, PatchResult
 
 N_TOP = 10
-HEAD_PARTS = ("head_q", "head_k", "head_v", "head_pattern")
+HEAD_PARTS = ("head_q", "head_k", "head_v", "head_pattern", "path")
 MAX_TICKS = 32
+
+
+def _plain(t: Tensor) -> list:
+    """Nested lists for JSON, NaN (a head that is no sender) as None."""
+    return np.where(np.isnan(t.numpy()), None, t.numpy()).tolist()
 
 
 def restored(values: Tensor, m_clean: float, m_corrupt: float) -> Tensor:
@@ -27,7 +32,7 @@ def _cells(kind: str, grid: Tensor, norm: Tensor, tokens: list[str]) -> list[Pat
         per_head = kind == "head_out" or kind in HEAD_PARTS
         pos = None if per_head else index[1]
         head = index[1] if per_head else (index[2] if kind == "head_out_pos" else None)
-        if kind == "resid_pre" and pos == len(tokens) - 1:
+        if (kind == "resid_pre" and pos == len(tokens) - 1) or np.isnan(float(grid[index])):
             continue                       # the whole residual at the scored position restores trivially
         out.append(PatchCell(kind=kind, layer=layer, position=pos, head=head,
                              token=None if pos is None else tokens[pos], value=float(grid[index]),
@@ -37,11 +42,11 @@ def _cells(kind: str, grid: Tensor, norm: Tensor, tokens: list[str]) -> list[Pat
 
 def heatmap(results: dict[str, Any], kind: str) -> Any:
     """One kind's restored fraction: layer x position (or layer x head); head_out_pos shows (layer.head) x position."""
-    data = np.array(results["restored"][kind])
+    data = np.array(results["restored"][kind], dtype=float)          # None (no sender) -> nan
     tokens = results["tokens"]
     if kind == "head_out_pos":
         data = data.transpose(0, 2, 1).reshape(-1, data.shape[1])       # (layer * head, pos)
-    lim = max(1.0, float(np.abs(data).max()))
+    lim = max(1.0, float(np.nanmax(np.abs(data))) if np.isfinite(data).any() else 1.0)
     fig, ax = new_figure(width=2.0 + 0.45 * data.shape[1], height=1.5 + 0.3 * data.shape[0])
     im = ax.imshow(data, cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim, aspect="auto", origin="lower")
     if kind == "head_out" or kind in HEAD_PARTS:
@@ -82,8 +87,8 @@ def write_patch_report(run: Any, request: PatchRequest, lm: LoadedModel, clean: 
     rec = {"model": request.model, "clean": request.clean, "corrupt": request.corrupt, "tokens": tokens,
            "corrupt_tokens": token_texts(lm.tokenizer, corrupt.tolist()), "metric": request.metric,
            "target": names[0], "contrast": names[1] if contrast is not None else None, "metric_clean": m_clean,
-           "metric_corrupt": m_corrupt, "values": {k: g.tolist() for k, g in grids.items()},
-           "restored": {k: n.tolist() for k, n in norms.items()}}
+           "metric_corrupt": m_corrupt, "values": {k: _plain(g) for k, g in grids.items()},
+           "restored": {k: _plain(n) for k, n in norms.items()}}
     run.write_json(PATCH_RESULTS_FILE, rec)
     for kind, grid in grids.items():
         run.write_npy(f"arrays/{kind}.npy", grid.numpy().astype(np.float32))
