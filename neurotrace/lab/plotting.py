@@ -22,15 +22,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from neurotrace.lab.clamping import figures as clamp_figures
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.lab import Lab
+from neurotrace.lab.neurons import figures as neuron_figures
+from neurotrace.lab.probe import figures as probe_figures
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.results import RunResult
 from neurotrace.lab.runs import Manifest
+from neurotrace.lab.steering import figures as steer_figures
 from neurotrace.lab.tracing import figures as trace_figures
 
 #: tool name -> the figure module whose FIGURES maps {kind: fn(results, **options) -> Figure}
 FIGURE_PROVIDERS: dict[str, ModuleType] = {
     "trace": trace_figures,
     "clamp_sweep": clamp_figures,
+    "find_neurons": neuron_figures,
+    "probe": probe_figures,
+    "steer": steer_figures,
 }
 
 FigureFn = Callable[..., Any]

@@ -24,9 +24,12 @@ async def test_probe_finds_the_planted_layer_and_returns_the_direction_link(tmp_
     async with Client(build_server(lab=lab), raise_exceptions=True) as client:
         result = await client.call_tool("probe", {"request": request})
         bad = await client.call_tool("probe", {"request": {**request, "labels": ["x"] * 12}})
+        plot = await client.call_tool("plot", {"request": {"run_id": result.structured_content["run_id"],
+                                                           "options": {"title": "t"}}})
     assert not result.is_error
     data = result.structured_content
     assert data["best_layer"] == planted.probe_layer and data["best_accuracy"] == 1.0
     assert data["directions"].endswith("directions.safetensors")
     assert {"text", "image", "resource_link"} <= {block.type for block in result.content}
     assert bad.is_error and "labels:" in bad.content[0].text
+    assert not plot.is_error and plot.structured_content["kinds"] == ["accuracy"]
