@@ -41,12 +41,13 @@ class InputPolicy:
     max_bytes: int = DEFAULT_MAX_INPUT_BYTES
 
     def _where(self) -> str:
-        return ", ".join(shown_path(r, self.runs_root) for r in self.roots) or "(none)"
+        shown = ["the runs directory" if r == self.runs_root else shown_path(r, self.runs_root) for r in self.roots]
+        return ", ".join(shown) or "(none)"
 
     def resolve(self, value: str, field: str) -> Path:
         """The allowed regular file ``value`` names, or an :class:`InputError` / :class:`NotFound`."""
-        fix = (f"put the file under one of the allowed input directories ({self._where()}, relative to the runs "
-               "directory) and pass its path, or pass the content inline")
+        fix = (f"put the file under one of the allowed input directories ({self._where()}; paths relative to "
+               "the runs directory) and pass its path, or pass the content inline")
         if not value or "\x00" in value or len(value) > 4096:
             raise InputError(field, "not a usable file path (empty, too long or containing NUL)", fix=fix)
         given = Path(value)

@@ -21,12 +21,13 @@ from neurotrace.tools import (
     patch,
     plot,
     probe,
+    run_status,
     steer,
     trace,
 )
 
 MODULES = (models, generate_facts, trace, compare, plot, clamp_sweep, capture, fit_sae, intervene, benchmark,
-           find_neurons, probe, steer, logit_lens, attention, attribute, patch)
+           find_neurons, probe, steer, logit_lens, attention, attribute, patch, run_status)
 
 
 def register(server) -> None:

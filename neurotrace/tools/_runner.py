@@ -5,11 +5,19 @@
 client; if the client cancels, the reporter's flag is set and the worker stops at its next step,
 leaving the run marked ``cancelled``. A :class:`~neurotrace.lab.results.RunResult` becomes a
 ``CallToolResult`` with the structured result, a short text summary, the figures as images and a
-resource link per artifact.
+resource link per artifact, within the agent-sized budgets: text <= 2K characters, at most
+:data:`INLINE_IMAGES` inline images (the first figure, the one that answers the question; the
+others become resource links; server setting ``NEUROTRACE_INLINE_IMAGES``).
+
+A call that runs as a detached job (:mod:`neurotrace.tools._jobs`) uses the job's reporter and
+reserved run id, and keeps its progress in the run's manifest; every finished run keeps its packaged
+result as ``tool_result.json``.
 """
 
 import base64
+import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +30,12 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
+from neurotrace.lab.budget import check_request
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.runs import URI_PREFIX
+from neurotrace.lab.runs import URI_PREFIX, media_type
 from neurotrace.tools._faults import tool_faults
+from neurotrace.tools._jobs import CURRENT_JOB, Jobs
 
 log = logging.getLogger("neurotrace.server")
 
@@ -33,7 +43,9 @@ EXPERIMENT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idemp
                              open_world_hint=False)
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
                             open_world_hint=False)
-MAX_IMAGES = 4
+INLINE_IMAGES = int(os.environ.get("NEUROTRACE_INLINE_IMAGES", "1") or 1)
+MAX_TEXT_CHARS = 2000
+MAX_STRUCTURED_CHARS = 8000
 
 
 @dataclass
@@ -41,6 +53,7 @@ class AppContext:
     """What the lifespan holds for every request."""
 
     lab: Lab
+    jobs: Jobs
 
 
 def app_context(ctx: Context) -> AppContext:
@@ -54,29 +67,49 @@ def lab_of(ctx: Context) -> Lab:
 async def run_in_lab(ctx: Context, fn: Callable[..., Any], request: Any) -> CallToolResult:
     """Run ``fn(request, lab=..., reporter=...)`` in a worker thread and package its result."""
     lab = lab_of(ctx)
+    tool = getattr(fn, "func", fn).__name__.removeprefix("run_")
+    with tool_faults():
+        check_request(request, lab=lab, tool=tool)  # bounds and the whole-job memory estimate, before any work
     result = await call_in_thread(ctx, lambda reporter: fn(request, lab=lab, reporter=reporter))
-    return package(result, lab)
+    packaged = package(result, lab)
+    run_id = (packaged.structured_content or {}).get("run_id")
+    if isinstance(run_id, str):
+        try:
+            lab.store.attach_result(run_id, packaged.model_dump(mode="json", by_alias=True, exclude_none=True))
+        except Exception:  # the result was still delivered; keeping a copy is best effort
+            log.warning("could not keep the result of run %s", run_id, exc_info=True)
+    return packaged
 
 
 async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any]) -> Any:
     """Run ``work(reporter)`` in a thread with progress forwarding and cooperative cancellation."""
     done = threading.Event()
+    job, app = CURRENT_JOB.get(), app_context(ctx)
+    lab = app.lab
 
     def on_progress(done_units: float, total: float | None, message: str) -> None:
+        if job is not None:
+            job.note(done_units, total, message)
+            lab.store.note_progress(job.run_id, done_units, total, message)
+            return
         try:
             anyio.from_thread.run(ctx.report_progress, done_units, total, message or None)
         except Exception:  # the request may be gone (cancelled); progress is best-effort
             log.debug("progress not delivered", exc_info=True)
 
-    reporter = Reporter(on_progress=on_progress)
+    reporter = Reporter(on_progress=on_progress, cancel_event=job.reporter.cancel_event if job else threading.Event())
 
     def target() -> Any:
         try:
             with tool_faults():
-                return work(reporter)
+                if job is None:
+                    return work(reporter)
+                with lab.store.reserved_id(job.run_id):
+                    return work(reporter)
         finally:
             done.set()
 
+    app.jobs.track(reporter)
     try:
         return await anyio.to_thread.run_sync(target, abandon_on_cancel=True)
     except anyio.get_cancelled_exc_class():
@@ -84,33 +117,46 @@ async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any]) -> Any:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(done.wait)
         raise
+    finally:
+        app.jobs.untrack(reporter)
 
 
 def package(result: Any, lab: Lab) -> CallToolResult:
-    """A result model -> CallToolResult (structured + summary text + images + resource links)."""
+    """A result model -> CallToolResult (structured + summary text + images + resource links), in budget."""
     data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-    content: list[ContentBlock] = []
-    summary = data.get("summary") if isinstance(data, dict) else None
-    text = summary or ""
-    if isinstance(data, dict) and data.get("next"):
-        text += f"\n\nNext: {data['next']}"
-    content.append(TextContent(type="text", text=text or str(data)))
+    content: list[ContentBlock] = [TextContent(type="text", text=_text(data))]
     if isinstance(data, dict):
-        for uri in list(data.get("figures") or [])[:MAX_IMAGES]:
+        figures = list(data.get("figures") or [])
+        for uri in figures[:INLINE_IMAGES]:
             png = _read_artifact(lab, uri)
             if png is not None:
                 content.append(ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png"))
-        for uri in data.get("artifacts") or []:
-            name = uri.rsplit("/", 1)[-1]
-            content.append(ResourceLink(type="resource_link", uri=uri, name=name,
-                                        mime_type=_mime(name)))
+        linked = {str(u) for u in figures[:INLINE_IMAGES]}
+        for uri in [*figures[INLINE_IMAGES:], *(data.get("artifacts") or [])]:
+            if str(uri) in linked:
+                continue
+            linked.add(str(uri))
+            name = str(uri).rsplit("/", 1)[-1]
+            content.append(ResourceLink(type="resource_link", uri=uri, name=name, mime_type=media_type(name)))
+        size = len(json.dumps(data))
+        if size > MAX_STRUCTURED_CHARS:
+            log.warning("structured result of %s is %d characters (budget %d)", data.get("run_id"), size,
+                        MAX_STRUCTURED_CHARS)
     return CallToolResult(content=content, structured_content=data)
 
 
-def _mime(name: str) -> str:
-    from neurotrace.lab.runs import media_type
-
-    return media_type(name)
+def _text(data: Any) -> str:
+    """Summary + next hint, at most MAX_TEXT_CHARS (the rest is in the run's manifest and report)."""
+    if not isinstance(data, dict):
+        return str(data)[:MAX_TEXT_CHARS]
+    summary = data.get("summary") or ""
+    tail = f"\n\nNext: {data['next']}" if data.get("next") else ""
+    if len(summary) + len(tail) > MAX_TEXT_CHARS:
+        more = (f" ... (cut; full summary: {URI_PREFIX}/{data['run_id']}/manifest)" if data.get("run_id")
+                else " ... (cut)")
+        summary = summary[: max(0, MAX_TEXT_CHARS - len(tail) - len(more))] + more
+        tail = tail[: MAX_TEXT_CHARS - len(summary)]
+    return (summary + tail) or json.dumps(data)[:MAX_TEXT_CHARS]
 
 
 def _read_artifact(lab: Lab, uri: str) -> bytes | None:

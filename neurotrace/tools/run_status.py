@@ -1,0 +1,45 @@
+"""MCP face of run_status: how is a run doing, and what did it return? (no lab experiment behind it)."""
+
+from typing import Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+
+from neurotrace.lab.errors import LabError
+from neurotrace.lab.runs import URI_PREFIX
+from neurotrace.tools._runner import READ_ONLY, app_context
+
+
+async def run_status(run_id: str, ctx: Context, cancel: bool = False) -> dict[str, Any]:
+    """How far is a run (started with wait=false or as a task), and what did it return? Poll until done.
+
+    Returns status (running / complete / failed / cancelled / interrupted), the last progress, and for a
+    finished run its tool result (the same reply the call would have given). cancel=true stops a running job.
+    """
+    app = app_context(ctx)
+    job = app.jobs.get(run_id)
+    if cancel and job is not None and not job.finished.is_set():
+        job.reporter.cancel()
+    try:
+        manifest = app.lab.store.manifest(run_id)
+    except LabError as exc:
+        if job is None:
+            raise ToolError(str(exc)) from exc
+        failed = job.finished.is_set()
+        return {"run_id": run_id, "status": "failed" if failed else "running", "progress": job.progress,
+                "message": job.message, "result": None}
+    status = manifest.status
+    if job is not None and not job.finished.is_set() and status != "running":
+        status = "running"  # the run is closed; its result is being packaged
+    out: dict[str, Any] = {"run_id": run_id, "status": status, "progress": manifest.progress or
+                           (job.progress if job else None), "error": manifest.error, "summary": manifest.summary,
+                           "manifest": f"{URI_PREFIX}/{run_id}/manifest"}
+    if status != "running" and any(a.path == "tool_result.json" for a in manifest.artifacts):
+        kept = app.lab.store.read_json(run_id, "tool_result.json")
+        out["result"] = kept.get("structuredContent")
+        out["result_uri"] = f"{URI_PREFIX}/{run_id}/artifacts/tool_result.json"
+    return out
+
+
+def register(server) -> None:
+    server.add_tool(run_status, annotations=READ_ONLY)
