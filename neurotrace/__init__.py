@@ -4,7 +4,7 @@ The Python face: make a :class:`Lab` (model cache + run store) and call any expe
 
     from neurotrace import Lab, LabSettings, TraceRequest, run_trace
     lab = Lab(LabSettings(runs_dir="runs"))
-    result = run_trace(TraceRequest(models=["fact-gpt2-cyber"], pack="cybersecurity"), lab=lab)
+    result = run_trace(TraceRequest(models=["fact-gpt2-cyber"], pack="cybersecurity", max_facts=3), lab=lab)
     print(result.summary)
 
 The core lives in :mod:`neurotrace.lab` (plain Python + torch, no MCP); the MCP server in
