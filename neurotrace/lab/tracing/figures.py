@@ -113,10 +113,11 @@ def aie(results: dict, model: str | None = None) -> Figure:
     if not kinds:
         return _nothing_known(res, m, "Average indirect effect")
     n = m.readings.bucket_n
-    labels = [f"{c} (n={n[i]})" if i < len(n) else c for i, c in enumerate(m.categories)]
-    fig, axes = new_figure(1, len(kinds), width=4.6 * len(kinds), height=4.4, squeeze=False)
+    rows = [i for i in range(len(m.categories)) if i < len(n) and n[i] > 0]    # categories these facts have
+    labels = [f"{m.categories[i]} (n={n[i]})" for i in rows]
+    fig, axes = new_figure(1, len(kinds), width=4.6 * len(kinds), height=1.6 + 0.45 * len(rows), squeeze=False)
     for ax, k in zip(axes[0], kinds, strict=True):
-        grid = np.array(m.aie[k], dtype=float).T                                # (bucket, layer)
+        grid = np.array(m.aie[k], dtype=float).T[rows]                          # (bucket, layer)
         top = max(float(np.nanmax(grid)), 1e-6) if np.isfinite(grid).any() else 1e-6
         im = ax.imshow(np.ma.masked_invalid(grid), cmap=KIND_CMAP.get(k, "Purples"), vmin=0, vmax=top, aspect="auto")
         ax.set_yticks(range(len(labels)), labels)
@@ -264,7 +265,7 @@ def default_figures(results: TraceResults) -> Iterator[tuple[str, Figure]]:
             yield f"aie_{slug(name)}", aie(results, name)
         if m.facts:
             yield f"heatmap_{slug(name)}", heatmap(results, name)
-        if any(f.heads is not None for f in m.facts):
+        if m.n_known and any(f.heads is not None for f in m.facts):
             yield f"heads_{slug(name)}", heads(results, name)
     if len(results.models) > 1:
         yield "layer_model_heatmap", layer_model_heatmap(results)

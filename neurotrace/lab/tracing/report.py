@@ -40,8 +40,12 @@ def _peak_line(m: ModelRecord) -> str:
     if p is None:
         return (f"{m.model}: no restoration recovers {MIN_EFFECT} of p(target) at any site: no storage site to "
                 "report.")
-    span = (f"at least half of it over {_range(p.first, p.last)}" if (p.first, p.last) != (0, m.n_layers - 1)
-            else "at least half of it at every layer (a flat stretch: no single layer stands out)")
+    if (p.first, p.last) == (0, m.n_layers - 1) and m.n_layers > 1:
+        span = "at least half of it at every layer (a flat stretch: no single layer stands out)"
+    elif p.first == p.last:
+        span = f"confined to layer {p.first} (every other layer is below half of it)"
+    else:
+        span = f"at least half of it over {_range(p.first, p.last)}"
     return (f"{m.model}: the largest effect is {p.kind} at the {p.position}: {p.effect:.3f} +/- {p.band:.3f} "
             f"(95%, n={p.n}) at layer {p.layer} of {m.n_layers} ({depth_word(p.layer, m.n_layers)}); {span}.")
 
@@ -195,7 +199,7 @@ def hint(tool: str, request: dict[str, Any]) -> str:
 
 
 def next_hint(request: TraceRequest, models: Sequence[ModelRecord], run_id: str) -> str:
-    m = models[0] if models else None
+    m = next((x for x in models if x.n_known), models[0] if models else None)
     fact = next((i for i, f in enumerate(m.facts) if f.correct), 0) if m else 0
     parts = [f"Call {hint('plot', {'run_id': run_id, 'kind': 'heatmap', 'options': {'model': m.model if m else '', 'fact': fact}})}"
              " for one fact's layer x token map"]
@@ -260,7 +264,7 @@ def _agreement(models: Sequence[ModelRecord]) -> dict[str, Any]:
 def model_trace(m: ModelRecord) -> ModelTrace:
     """The agent-sized view of a model's record: ranges at the categories the reading uses (all are in
     trace_results.json)."""
-    keep = {"last subject token", "scored token", "last token", m.peak.position if m.peak else ""}
+    keep = {"last subject token", m.peak.position if m.peak else ""}
     readings = m.readings.model_copy(update={"ranges": [r for r in m.readings.ranges if r.position in keep]})
     return ModelTrace(model=m.model, kind=m.kind, n_layers=m.n_layers, n_facts=len(m.facts), n_known=m.n_known,
                       unknown_facts=m.unknown_facts, skipped=m.skipped, mean_p_clean=m.mean_p_clean,

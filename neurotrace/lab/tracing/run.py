@@ -173,7 +173,7 @@ class Plan:
 def plan_model(request: TraceRequest, ref: ModelRef, facts: Sequence[Fact], lab: Lab, reporter: Reporter,
                run: Run) -> Plan:
     with lab.cache.lease(ref) as lm:
-        run.add_model(ref.model, lm.fingerprint)
+        run.add_model(ref.model, lm.fingerprint, lm.provenance)
         checked, skipped = check_facts(request, lm, facts, reporter)
         window = window_for(request, lm.n_layers)
         unit, source = noise_unit(request, lm, lab)
