@@ -3,7 +3,8 @@
 Written files:
 
 * ``tables/neurons.csv``: the ranked neurons (at most ``TABLE_ROWS``): rank, neuron ('L:i'), layer,
-  index, mean_a, mean_b, diff, cohens_d, p_value, p_bonferroni, q_bh.
+  index, mean_a, mean_b, diff, cohens_d, moderated_d (the ranking key, see
+  :mod:`neurotrace.lab.neurons.stats`), p_value, p_bonferroni, q_bh.
 * ``arrays/contrast.safetensors``: for each layer, the full (d_mlp,) vectors ``L.cohens_d``,
   ``L.diff``, ``L.p_value`` (every neuron, not only the ranked ones).
 * ``tables/generations.csv`` (collapse mode): each prompt's greedy output and collapse reasons.
@@ -62,9 +63,12 @@ def write_ranking(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers
     order = rank(stats)
     m = order.numel()
     table = _scores(stats, layers, lm.d_mlp, order, min(TABLE_ROWS, m))
-    rows = [{"rank": i + 1, **s.model_dump(), "diff": s.mean_a - s.mean_b} for i, s in enumerate(table)]
+    moderated = stats.moderated_d[order[: len(table)]].tolist()
+    rows = [{"rank": i + 1, **s.model_dump(), "diff": s.mean_a - s.mean_b, "moderated_d": md}
+            for i, (s, md) in enumerate(zip(table, moderated, strict=True))]
     table_uri = run.write_csv("tables/neurons.csv", rows, ["rank", "neuron", "layer", "index", "mean_a", "mean_b",
-                                                           "diff", "cohens_d", "p_value", "p_bonferroni", "q_bh"])
+                                                           "diff", "cohens_d", "moderated_d", "p_value",
+                                                           "p_bonferroni", "q_bh"])
     run.write_tensors("arrays/contrast.safetensors", _tensors(stats, layers, lm.d_mlp),
                       metadata={"layers": ",".join(map(str, layers)), "d_mlp": str(lm.d_mlp)})
     top = table[: request.top_k]
@@ -87,8 +91,8 @@ def _ranking_summary(request: FindNeuronsRequest, results: dict[str, Any], top: 
     a, b = results["groups"]
     where = ("the last prompt token and the first "
              f"{request.window} generated tokens" if request.mode == "collapse" else f"{request.position} position")
-    text = (f"Ranked {results['n_tested']} MLP neurons of {request.model} by Cohen's d between {results['n_a']} "
-            f"{a} and {results['n_b']} {b} prompts ({where}).")
+    text = (f"Ranked {results['n_tested']} MLP neurons of {request.model} by (moderated) Cohen's d between "
+            f"{results['n_a']} {a} and {results['n_b']} {b} prompts ({where}).")
     if top:
         text += " Top: " + ", ".join(f"{s.neuron} (d={s.cohens_d:.3g}, p={s.p_value:.2g}, Bonferroni "
                                      f"{s.p_bonferroni:.2g})" for s in top[:3]) + "."
@@ -120,7 +124,8 @@ def _markdown(request: FindNeuronsRequest, results: dict[str, Any], top: list[Ne
     lines = [f"# find_neurons ({request.mode}) on {request.model}", "",
              f"Group A: {results['n_a']} {a} prompts; group B: {results['n_b']} {b} prompts; "
              f"{results['n_tested']} neurons tested (blocks.{{L}}.mlp.hook_post).", "",
-             "Statistics: Cohen's d with the pooled sample SD (floored at 1e-6); two-sided permutation p-value "
+             "Statistics: Cohen's d with the pooled sample SD (floored at 1e-6); ranked by the moderated d "
+             "diff / (SD + 0.05 x median SD over neurons), so near-constant neurons do not top the list; two-sided permutation p-value "
              f"of the mean difference over {request.n_permutations} seeded label shuffles (seed {request.seed}), "
              f"p = (1 + exceedances) / (1 + permutations); with {results['n_a']} + {results['n_b']} prompts p cannot go "
              f"much below {results['min_p']:.2g}.", "",

@@ -44,7 +44,7 @@ def run_find_neurons(request: FindNeuronsRequest, *, lab: Lab,
             raise InputError("mode", f"{request.model!r} is a masked LM; collapse mode needs generation",
                              fix="use a causal LM, or mode='contrast'")
         with lab.store.open_run("find_neurons", request, seed=request.seed) as run:
-            run.add_model(request.model, lm.fingerprint)
+            run.add_model(request.model, lm.fingerprint, lm.provenance)
             if request.mode == "top_examples":
                 return _top_examples(run, request, lm, reporter)
             layers = _layers(request, lm)

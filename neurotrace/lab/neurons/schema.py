@@ -66,6 +66,7 @@ class FindNeuronsResult(RunResult):
     n_a: int = Field(description="Prompts in group A (concept / collapsed / searched).")
     n_b: int = Field(0, description="Prompts in group B (control / healthy).")
     n_tested: int = Field(0, description="Neurons tested (the multiple-comparison count).")
-    top: list[NeuronScore] = Field(default_factory=list, description="Top neurons by |Cohen's d|.")
+    top: list[NeuronScore] = Field(default_factory=list, description="Top neurons (by moderated |d|, see "
+                                   "report.md).")
     examples: list[Example] = Field(default_factory=list, description="top_examples mode: top activations.")
     table: str = Field("", description="URI of the ranked CSV table.")

@@ -11,6 +11,11 @@ collapsed) and group B (the rest: control, or healthy):
   generator (the same shuffles for every neuron), and ``p = (1 + #{|diff_perm| >= |diff|}) / (1 + P)``
   (never 0; with few prompts the smallest attainable p is about ``1 / C(n, n_a)``);
 * Bonferroni ``min(1, p * m)`` and Benjamini-Hochberg q-values over the ``m`` neurons tested.
+
+Ranking uses a *moderated* d, ``diff / (s_pooled + s0)`` with ``s0 = MODERATION * median(s_pooled)`` over the
+neurons tested (the fudge factor of SAM, Tusher et al. 2001): a nearly constant neuron whose tiny but
+consistent difference gives a huge plain d (a GELU neuron stuck near its floor) does not outrank a
+neuron that moves by a typical activation's worth.
 """
 
 from dataclasses import dataclass
@@ -22,6 +27,7 @@ from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.seeding import make_generator
 
 SD_FLOOR = 1e-6
+MODERATION = 0.05
 CHUNK_ELEMENTS = 1 << 22   # permutations x neurons per matmul chunk
 
 
@@ -31,19 +37,24 @@ class Contrast:
     mean_b: Tensor        # (m,)
     diff: Tensor          # (m,)
     cohens_d: Tensor      # (m,)
+    moderated_d: Tensor   # (m,) the ranking key
     p_value: Tensor       # (m,)
     p_bonferroni: Tensor  # (m,)
     q_bh: Tensor          # (m,)
 
 
-def cohens_d(a: Tensor, b: Tensor) -> Tensor:
-    """Cohen's d per column of ``a`` (n_a, m) vs ``b`` (n_b, m), pooled sample SD floored at SD_FLOOR."""
+def pooled_sd(a: Tensor, b: Tensor) -> Tensor:
+    """Pooled sample SD per column of ``a`` (n_a, m) and ``b`` (n_b, m)."""
     n_a, n_b = a.shape[0], b.shape[0]
     var_a = a.var(0, unbiased=True) if n_a > 1 else torch.zeros(a.shape[1], dtype=a.dtype)
     var_b = b.var(0, unbiased=True) if n_b > 1 else torch.zeros(b.shape[1], dtype=b.dtype)
     dof = max(n_a + n_b - 2, 1)
-    pooled = (((n_a - 1) * var_a + (n_b - 1) * var_b) / dof).sqrt().clamp(min=SD_FLOOR)
-    return (a.mean(0) - b.mean(0)) / pooled
+    return (((n_a - 1) * var_a + (n_b - 1) * var_b) / dof).sqrt()
+
+
+def cohens_d(a: Tensor, b: Tensor) -> Tensor:
+    """Cohen's d per column of ``a`` (n_a, m) vs ``b`` (n_b, m), pooled sample SD floored at SD_FLOOR."""
+    return (a.mean(0) - b.mean(0)) / pooled_sd(a, b).clamp(min=SD_FLOOR)
 
 
 def permutation_p(x: Tensor, n_a: int, n_permutations: int, seed: int,
@@ -84,13 +95,16 @@ def contrast(x: Tensor, n_a: int, n_permutations: int, seed: int, reporter: Repo
     """Every statistic of the module docstring for ``x`` (n, m), group A = rows ``:n_a``."""
     a, b = x[:n_a].double(), x[n_a:].double()
     p = permutation_p(x, n_a, n_permutations, seed, reporter)
-    return Contrast(mean_a=a.mean(0), mean_b=b.mean(0), diff=a.mean(0) - b.mean(0), cohens_d=cohens_d(a, b),
+    sd = pooled_sd(a, b)
+    s0 = MODERATION * float(sd.median()) + SD_FLOOR
+    diff = a.mean(0) - b.mean(0)
+    return Contrast(mean_a=a.mean(0), mean_b=b.mean(0), diff=diff, cohens_d=cohens_d(a, b), moderated_d=diff / (sd + s0),
                     p_value=p, p_bonferroni=(p * p.numel()).clamp(max=1.0), q_bh=benjamini_hochberg(p))
 
 
 def rank(c: Contrast) -> Tensor:
-    """Neuron order: largest |Cohen's d| first, ties by smaller p."""
-    key = torch.stack([-c.cohens_d.abs(), c.p_value], 1)
+    """Neuron order: largest |moderated d| first, ties by smaller p."""
+    key = torch.stack([-c.moderated_d.abs(), c.p_value], 1)
     order = torch.arange(key.shape[0])
     order = order[key[:, 1].argsort(stable=True)]
     return order[key[order, 0].argsort(stable=True)]
