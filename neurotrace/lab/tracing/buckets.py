@@ -24,10 +24,10 @@ from neurotrace.lab.tracing.schema import CATEGORY_LABELS, ROME_BUCKETS, TokenCa
 def categories(prep: PreparedFact) -> list[TokenCategory]:
     """The token category of each position of a prepared fact."""
     s, e, last = prep.subject[0], prep.subject[1], prep.predict_pos
-    return [_category(p, s, e, last) for p in range(len(prep.ids))]
+    return [category(p, s, e, last) for p in range(len(prep.ids))]
 
 
-def _category(p: int, s: int, e: int, last: int) -> TokenCategory:
+def category(p: int, s: int, e: int, last: int) -> TokenCategory:
     if p == last:
         return TokenCategory.SCORED
     if p > last:
