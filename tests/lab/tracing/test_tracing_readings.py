@@ -108,7 +108,7 @@ def test_a_peak_reached_only_by_windows_with_layer_0_under_noise_is_flagged_with
                  corruption={"kind": "noise"}).readings.layer0_artifact == []
 
 
-def test_mlp_and_attention_are_compared_at_the_same_tokencategory():
+def test_mlp_and_attention_are_compared_at_the_same_token_category():
     facts = [record({"mlp": grid({2: [0.0, 0.4, 0.5, 0.1, 0.0, 0.0], 4: [0.05] * N_LAYERS}),
                      "attn": grid({2: [0.01] * N_LAYERS, 4: [0.0, 0.0, 0.0, 0.3, 0.6, 0.2]})})]
     text = " ".join(interpret([model(facts, kinds=("mlp", "attn"))]))
