@@ -12,7 +12,7 @@ from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.lab.model.pooling import collect, tokenize_prompts
 from neurotrace.lab.neurons import FindNeuronsRequest, run_find_neurons
-from neurotrace.lab.neurons.stats import benjamini_hochberg, cohens_d, permutation_p
+from neurotrace.lab.neurons.stats import benjamini_hochberg, cohens_d, contrast, permutation_p, rank
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.planted_neurons import build_planted_neurons
 
@@ -135,3 +135,14 @@ def test_bad_requests_raise_input_errors_naming_the_field(lab, planted, fields, 
     with raises_lab_error(InputError) as err:
         run_find_neurons(FindNeuronsRequest(**(base | fields)), lab=lab)
     assert err.value.field == field
+
+
+def test_ranking_puts_a_neuron_that_moves_ahead_of_a_nearly_constant_one():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 6, generator=g, dtype=torch.float64)
+    x[:, 0] = 1e-5 * torch.randn(20, generator=g, dtype=torch.float64)
+    x[:10, 0] += 1e-3                                       # tiny but consistent: plain d ~ 100
+    x[:10, 1] += 3.0                                        # a real shift: d ~ 3
+    c = contrast(x, 10, 200, seed=0)
+    assert c.cohens_d[0].abs() > 50 > c.cohens_d[1].abs() > 2
+    assert rank(c)[0] == 1
