@@ -19,9 +19,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.attention import figures as attention_figures
+from neurotrace.lab.attribution import figures as attribute_figures
 from neurotrace.lab.clamping import figures as clamp_figures
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.lab import Lab
+from neurotrace.lab.lens import figures as lens_figures
 from neurotrace.lab.neurons import figures as neuron_figures
 from neurotrace.lab.probe import figures as probe_figures
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
@@ -29,6 +32,7 @@ from neurotrace.lab.results import RunResult
 from neurotrace.lab.runs import Manifest
 from neurotrace.lab.steering import figures as steer_figures
 from neurotrace.lab.tracing import figures as trace_figures
+from neurotrace.lab.tracing import patch_report as patch_figures
 
 #: tool name -> the figure module whose FIGURES maps {kind: fn(results, **options) -> Figure}
 FIGURE_PROVIDERS: dict[str, ModuleType] = {
@@ -37,6 +41,10 @@ FIGURE_PROVIDERS: dict[str, ModuleType] = {
     "find_neurons": neuron_figures,
     "probe": probe_figures,
     "steer": steer_figures,
+    "logit_lens": lens_figures,
+    "attention": attention_figures,
+    "attribute": attribute_figures,
+    "patch": patch_figures,
 }
 
 FigureFn = Callable[..., Any]

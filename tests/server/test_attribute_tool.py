@@ -19,7 +19,7 @@ async def test_attribute_answers_with_shares_and_patching_and_names_bad_fields(t
         out = result.structured_content
         assert sum(c["value"] for c in out["components"]) == pytest.approx(out["metric_value"], abs=1e-4)
         assert len(out["top_heads"]) == 4 and out["patching"]["heads"][0]["exact"] is not None
-        assert "frozen" in out["convention"] and [c.type for c in result.content].count("image") == 2
+        assert "frozen" in out["convention"] and [c.type for c in result.content].count("image") == 1 and len(out["figures"]) == 2
         bad = await client.call_tool("attribute", {"request": {"model": str(tiny_gpt2), "prompt": "the cat",
                                                                "corrupt_prompt": "the big cat"}})
         assert bad.is_error and "corrupt_prompt" in bad.content[0].text

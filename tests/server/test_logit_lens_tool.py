@@ -17,7 +17,8 @@ async def test_logit_lens_answers_with_rows_images_and_links_and_names_bad_field
         assert not result.is_error, result.content
         out = result.structured_content
         assert out["rows"][0] == "embed" and len(out["p_target"]) == len(out["rows"]) == 3
-        assert [c.type for c in result.content].count("image") == 2
+        assert [c.type for c in result.content].count("image") == 1 and len(out["figures"]) == 2
+        assert any(c.type == "resource_link" and c.uri == out["figures"][1] for c in result.content)
         assert any(c.type == "resource_link" and c.uri.endswith("logit_lens_results.json") for c in result.content)
         assert lab.store.manifest(out["run_id"]).status == "complete"
         bad = await client.call_tool("logit_lens", {"request": {"model": str(tiny_gpt2), "prompt": "the cat",

@@ -20,7 +20,7 @@ async def test_patch_answers_with_top_cells_and_heatmaps_and_names_bad_fields(tm
         assert out["differing"] == [3] and len(out["top"]) == 10
         first = next(c for c in out["top"] if c["kind"] == "resid_pre" and c["layer"] == 0)
         assert first["position"] == 3 and first["restored"] == pytest.approx(1.0, abs=1e-5)  # the subject token
-        assert [c.type for c in result.content].count("image") == 2
+        assert [c.type for c in result.content].count("image") == 1 and len(out["figures"]) == 2
         bad = await client.call_tool("patch", {"request": {"model": str(tiny_gpt2), "clean": "the cat is",
                                                            "corrupt": "the big cat is"}})
         assert bad.is_error and "corrupt" in bad.content[0].text and "Fix:" in bad.content[0].text

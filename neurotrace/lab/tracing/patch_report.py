@@ -5,6 +5,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.model.tokens import token_texts
 from neurotrace.lab.plotstyle import DIVERGING_CMAP, finish, new_figure, short
@@ -40,8 +41,13 @@ def _cells(kind: str, grid: Tensor, norm: Tensor, tokens: list[str]) -> list[Pat
     return out
 
 
-def heatmap(results: dict[str, Any], kind: str) -> Any:
-    """One kind's restored fraction: layer x position (or layer x head); head_out_pos shows (layer.head) x position."""
+def heatmap(results: dict[str, Any], component: str | None = None) -> Any:
+    """One patched kind's restored fraction (``component``, default the run's first kind): layer x position or
+    layer x head; head_out_pos shows (layer.head) x position."""
+    kind = component or next(iter(results["restored"]))
+    if kind not in results["restored"]:
+        raise InputError("options", f"this patch run has no {kind!r} grid",
+                         fix=f"use component = one of {', '.join(results['restored'])}")
     data = np.array(results["restored"][kind], dtype=float)          # None (no sender) -> nan
     tokens = results["tokens"]
     if kind == "head_out_pos":
@@ -60,8 +66,7 @@ def heatmap(results: dict[str, Any], kind: str) -> Any:
     return fig
 
 
-FIGURES = {k: (lambda r, k=k: heatmap(r, k)) for k in ("resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos",
-                                                       *HEAD_PARTS)}
+FIGURES = {"heatmap": heatmap}
 
 
 def _summary(request: PatchRequest, target: str, contrast: str | None, m_clean: float, m_corrupt: float,
@@ -92,7 +97,7 @@ def write_patch_report(run: Any, request: PatchRequest, lm: LoadedModel, clean: 
     run.write_json(PATCH_RESULTS_FILE, rec)
     for kind, grid in grids.items():
         run.write_npy(f"arrays/{kind}.npy", grid.numpy().astype(np.float32))
-    figures = [run.write_figure(f"figures/{k}.png", FIGURES[k](rec)) for k in grids]
+    figures = [run.write_figure(f"figures/{k}.png", heatmap(rec, k)) for k in grids]
     cells = [c for k in grids for c in _cells(k, grids[k], norms[k], tokens)]
     top = sorted(cells, key=lambda c: -abs(c.restored))[:N_TOP]
     run.write_csv("tables/top_cells.csv", [c.model_dump() for c in top])

@@ -162,3 +162,11 @@ def test_bad_heads_and_subject_are_input_errors_naming_the_field(lab, tiny_gpt2)
     with raises_lab_error(InputError) as err:
         run_attention(AttentionRequest(model=str(tiny_gpt2), prompt=PROMPT, subject="spain"), lab=lab)
     assert err.value.field == "subject"
+
+
+def test_plot_redraws_an_attention_run(lab, tiny_gpt2):
+    from neurotrace.lab.plotting import PlotRequest, run_plot
+
+    run = run_attention(AttentionRequest(model=str(tiny_gpt2), prompt=PROMPT), lab=lab)
+    plot = run_plot(PlotRequest(run_id=run.run_id, kind="head_scores"), lab=lab)
+    assert plot.kinds == ["head_scores"] and set(plot.available_kinds) == {"pattern_grid", "head_scores"}

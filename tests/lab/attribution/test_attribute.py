@@ -152,3 +152,11 @@ def test_input_errors_name_their_field(lab, tiny_gpt2, tiny_bert):
     with pytest.raises(InputError) as err:
         run_attribute(AttributeRequest(model=str(tiny_bert), prompt=PROMPT), lab=lab)
     assert err.value.field == "model"
+
+
+def test_plot_redraws_an_attribute_run(lab, tiny_gpt2):
+    from neurotrace.lab.plotting import PlotRequest, run_plot
+
+    run = run_attribute(AttributeRequest(model=str(tiny_gpt2), prompt=PROMPT), lab=lab)
+    plot = run_plot(PlotRequest(run_id=run.run_id), lab=lab)
+    assert set(plot.kinds) == {"components", "heads"}

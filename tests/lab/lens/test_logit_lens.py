@@ -107,3 +107,11 @@ def test_too_few_fitting_states_is_an_input_error_naming_fit_prompts(lab, tiny_g
     with raises_lab_error(InputError) as err:
         run_logit_lens(LogitLensRequest(model=str(tiny_gpt2), prompt=PROMPT, target="   "), lab=lab)
     assert err.value.field == "target"
+
+
+def test_plot_redraws_a_logit_lens_run(lab, tiny_gpt2):
+    from neurotrace.lab.plotting import PlotRequest, run_plot
+
+    run = run_logit_lens(LogitLensRequest(model=str(tiny_gpt2), prompt=PROMPT), lab=lab)
+    plot = run_plot(PlotRequest(run_id=run.run_id), lab=lab)
+    assert set(plot.kinds) == {"top_tokens", "target_curve"} and len(plot.figures) == 2

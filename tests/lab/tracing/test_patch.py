@@ -197,3 +197,15 @@ def test_input_errors_name_their_field(lab, tiny_gpt2, tiny_bert):
     assert err.value.field == "model"
     with pytest.raises(ValueError, match="kinds"):
         PatchRequest(model="x", clean=CLEAN, corrupt=CORRUPT, kinds=["embed"])
+
+
+def test_plot_redraws_any_patched_kind_and_names_a_missing_one(lab, tiny_gpt2):
+    from neurotrace.lab.plotting import PlotRequest, run_plot
+
+    run = run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt=CORRUPT, metric="kl",
+                                 kinds=["mlp_out", "head_out"]), lab=lab)
+    plot = run_plot(PlotRequest(run_id=run.run_id, kind="heatmap", options={"component": "head_out"}), lab=lab)
+    assert plot.kinds == ["heatmap"] and len(plot.figures) == 1
+    with pytest.raises(InputError) as err:
+        run_plot(PlotRequest(run_id=run.run_id, kind="heatmap", options={"component": "resid_pre"}), lab=lab)
+    assert err.value.field == "options" and "mlp_out, head_out" in str(err.value)
