@@ -132,11 +132,13 @@ def attribute(lm: LoadedModel, acts: dict[str, Tensor], norm: FrozenNorm, u: Ten
               metric: float) -> Attribution:
     g = norm.project(u)
     n_layers, n_heads = lm.n_layers, int(getattr(lm.config, "n_head", None) or lm.config.num_attention_heads)
-    comps = {"embed": float(acts["hook_embed"] @ g)}
-    pos_embed = acts[site_name("resid_pre", 0)] - acts["hook_embed"]
-    if pos_embed.abs().max() > 0:
-        comps["pos_embed"] = float(pos_embed @ g)
-    total = acts[site_name("resid_pre", 0)].clone()
+    embed, first = acts["hook_embed"], acts[site_name("resid_pre", 0)]
+    scaled = float(first @ embed) / max(float(embed @ embed), 1e-30)
+    if torch.allclose(first, embed * scaled, atol=1e-6 * (1 + float(first.abs().max()))):
+        comps = {"embed": float(first @ g)}          # no positional embedding (the embedding may be scaled)
+    else:
+        comps = {"embed": float(embed @ g), "pos_embed": float((first - embed) @ g)}
+    total = first.clone()
     heads, head_bias, neurons = torch.zeros(n_layers, n_heads), torch.zeros(n_layers), []
     for layer in range(n_layers):
         attn, mlp = acts[site_name("attn_out", layer)], acts[site_name("mlp_out", layer)]

@@ -46,6 +46,26 @@ def llama_rms(tmp_path_factory, tiny_llama):
     return _randomise_norms(tiny_llama, tmp_path_factory.mktemp("rms") / "llama")
 
 
+@pytest.fixture(scope="module")
+def gemma_gqa(tmp_path_factory):
+    """A tiny Gemma: (1 + weight) RMSNorms, sqrt(d)-scaled embeddings, grouped-query attention."""
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    from neurotrace.testing.tiny import tiny_tokenizer
+
+    out = tmp_path_factory.mktemp("gemma") / "m"
+    tok = tiny_tokenizer("causal")
+    torch.manual_seed(0)
+    model = GemmaForCausalLM(GemmaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                         max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=0))
+    with torch.no_grad():
+        model.model.norm.weight.normal_(0, 0.5)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 def _logits(path, prompt=PROMPT):
     lm = load(ModelRef(model=str(path)))
     ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
@@ -53,7 +73,7 @@ def _logits(path, prompt=PROMPT):
         return lm, lm.model(input_ids=ids).logits[0, -1]
 
 
-@pytest.mark.parametrize("which", ["gpt2_ln", "llama_rms", "tiny_neox"])
+@pytest.mark.parametrize("which", ["gpt2_ln", "llama_rms", "tiny_neox", "gemma_gqa"])
 @pytest.mark.parametrize("contrast", [None, "rome"])
 def test_the_shares_add_up_to_the_metric_exactly(lab, which, contrast, request):
     path = request.getfixturevalue(which)
@@ -63,7 +83,8 @@ def test_the_shares_add_up_to_the_metric_exactly(lab, which, contrast, request):
     expect = logits[t] - (logits[lm.tokenizer.convert_tokens_to_ids("rome")] if contrast else logits.mean())
     assert result.metric_value == pytest.approx(float(expect), abs=1e-4)
     assert sum(c.value for c in result.components) == pytest.approx(float(expect), abs=1e-4)
-    assert "remainder" not in {c.name for c in result.components}
+    names = {c.name for c in result.components}
+    assert "remainder" not in names and ("pos_embed" in names) == (which == "gpt2_ln")
     assert result.metric == ("logit_diff" if contrast else "centred_logit")
 
 
