@@ -52,7 +52,7 @@ def summarize_model(request: TraceRequest, info: ModelInfo, facts: Sequence[Fact
         ranges=found, handoff_layer=rd.handoff_layer(avgs, rome) if known else None,
         arrival_layer=rd.arrival_layer(avgs, rome, total) if known else None,
         layer0_artifact=rd.layer0_artifacts(avgs, info.window, request.corruption.kind == "noise") if known else [],
-        context=rd.context(known), top_heads=rd.top_heads(known), approx=rd.approx_checks(known))
+        context=rd.context(known), top_heads=rd.top_heads(known), approx=rd.approx_checks(facts))
     n = max(len(facts), 1)
     return ModelRecord(
         model=info.model, kind=info.kind, family=info.family, n_layers=info.n_layers, n_heads=info.n_heads,

@@ -103,6 +103,11 @@ def _caution_lines(m: ModelRecord) -> list[str]:
         out.append(f"{m.model}: caution - the {k} peak comes only from windows that contain layer 0 (window "
                    f"{m.window}); under noise, restoring layer 0 repairs the noised embeddings themselves. Re-run "
                    f"with {fix} before reading it as storage.")
+    return out + _approx_lines(m) + _head_lines(m)
+
+
+def _approx_lines(m: ModelRecord) -> list[str]:
+    out = []
     for a in m.readings.approx:
         if a.magnitude_ratio is None:
             continue
@@ -112,6 +117,11 @@ def _caution_lines(m: ModelRecord) -> list[str]:
         rho = "n/a" if a.spearman is None else f"{a.spearman:.2f}"
         out.append(f"{m.model}: approx {a.kind} vs exact patching on {a.cells} sampled cells: rank correlation "
                    f"{rho}, magnitude ratio {a.magnitude_ratio:.2f} - it {how}.")
+    return out
+
+
+def _head_lines(m: ModelRecord) -> list[str]:
+    out = []
     if m.readings.top_heads:
         heads = ", ".join(f"L{h.layer}.H{h.head} {h.effect:+.3f}" for h in m.readings.top_heads)
         out.append(f"{m.model}: top heads restored at the scored position: {heads}.")
@@ -122,7 +132,7 @@ def model_lines(m: ModelRecord) -> list[str]:
     skipped = f"; {len(m.skipped)} skipped (listed in `skipped`)" if m.skipped else ""
     head = f"{m.model}: knows {m.n_known}/{len(m.facts)} traced facts{skipped}."
     if m.n_known == 0:
-        return [head + " There is no stored fact to locate; its traces are not averaged."]
+        return [head + " There is no stored fact to locate; its traces are not averaged.", *_approx_lines(m)]
     known = [f for f in m.facts if f.correct]
     pc, pk = (sum(getattr(f, a) for f in known) / len(known) for a in ("p_clean", "p_corrupted"))
     total = f" Mean p(target) {pc:.3f} clean vs {pk:.3f} corrupted (total effect {pc - pk:+.3f})."

@@ -155,3 +155,83 @@ def test_fast_path_and_head_patching_agree_with_transformerlens_patching(tmp_pat
     assert (tl(patching.get_act_patch_attn_out) - ours["attn"]).abs().max() <= 1e-6
     heads = tl(patching.get_act_patch_attn_head_out_by_pos)[:, prep.predict_pos]       # (layer, head)
     assert (heads - head_grid(lm, prep, corr)).abs().max() <= 1e-6
+
+
+def test_the_approx_cell_check_restores_exactly_like_the_per_cell_loop(tiny_gpt2):
+    from neurotrace.lab.tracing.approx_check import exact_cells, sample_cells
+    from neurotrace.lab.tracing.grid import Corrupted, approx_grid
+    from neurotrace.testing.reference import reference_cells
+
+    lm = load(ModelRef(model=str(tiny_gpt2)))
+    prep = prepare_fact(lm, FACT, 0)
+    g = torch.Generator().manual_seed(0)
+    corr = Corrupted(prep.ids, torch.randn((3, prep.subject[1] - prep.subject[0], lm.d_model), generator=g) * 0.5,
+                     prep.subject)
+    approx = approx_grid(lm, prep, corr, ["mlp"], 2)["mlp"]
+    cells = sample_cells(approx, seed=0)
+    assert len(set(cells)) == len(cells) == min(16, approx.numel())
+    ours = exact_cells(lm, prep, corr, "mlp", cells, 2)
+    ref = reference_cells(lm, prep, corr, [("mlp", layer, pos) for layer, pos in cells], 2)
+    assert max(abs(a - b) for a, b in zip(ours, ref, strict=True)) <= 1e-6
+
+
+def test_approx_mode_alone_states_its_agreement_with_exact_patching(lab, tiny_gpt2):
+    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], kinds=["mlp", "attn"], corruption=NOISE,
+                                    mode="approx"), lab=lab, reporter=Reporter())
+    f = _fact_results(lab, result, tiny_gpt2)
+    assert set(f["approx_check"]) == {"mlp", "attn"} and len(f["approx_check"]["mlp"]["exact"]) == 10   # all cells
+    checks = {a.kind: a for a in result.models[0].readings.approx}
+    assert set(checks) == {"mlp", "attn"} and checks["mlp"].cells == 10
+    assert checks["mlp"].verdict in {"agrees", "underestimates", "overestimates", "unclear"}
+    assert "sampled cells" in result.summary and "rank correlation" in result.summary
+
+
+def _hints(text):
+    """Every `tool` with {"request": ...} in a hint, decoded."""
+    import json
+    import re
+
+    dec = json.JSONDecoder()
+    return [(m.group(1), dec.raw_decode(text, m.end())[0]["request"]) for m in re.finditer(r"`(\w+)` with ", text)]
+
+
+def test_next_hints_are_valid_requests_of_the_tools_they_name(lab, tiny_gpt2):
+    from neurotrace.lab.plotting import PlotRequest
+
+    models = {"plot": PlotRequest, "compare": CompareRequest, "trace": TraceRequest}
+    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], kinds=["resid"], corruption={"kind": "swap"}),
+                       lab=lab, reporter=Reporter())
+    compared = run_compare(CompareRequest(run_ids=[result.run_id]), lab=lab, reporter=Reporter())
+    hints = _hints(result.next) + _hints(compared.next)
+    assert {tool for tool, _ in hints} >= {"plot", "compare"}
+    for tool, request in hints:
+        models[tool].model_validate(request)
+
+
+def test_head_results_are_in_the_summary_and_in_a_layer_by_head_figure(lab):
+    from neurotrace.lab.facts.packs import load_facts
+    from neurotrace.lab.model.embedded import embedded_model_path
+
+    path = embedded_model_path("fact-gpt2")
+    if path is None:
+        pytest.skip("embedded fact-gpt2 is absent")
+    fact = next(f for f in load_facts(path) if not f.held_out and f.template == "The capital of {} is")
+    result = run_trace(TraceRequest(models=["fact-gpt2"], facts=[fact], kinds=["attn"], heads=True, window=1,
+                                    corruption={"kind": "noise", "samples": 2}), lab=lab, reporter=Reporter())
+    top = result.models[0].readings.top_heads
+    assert len(top) == 3 and top[0].effect >= top[1].effect >= top[2].effect
+    assert f"L{top[0].layer}.H{top[0].head}" in result.summary
+    assert any(uri.endswith("heads_fact-gpt2.png") for uri in result.figures)
+
+
+def test_compare_says_when_it_aligns_models_by_relative_depth(lab, tiny_gpt2, tmp_path):
+    from neurotrace.testing.tiny import build_tiny
+
+    deeper = build_tiny("gpt2", tmp_path / "gpt2-4", n_layers=4)
+    req = dict(facts=[FACT], kinds=["resid"], corruption={"kind": "swap"})
+    a = run_trace(TraceRequest(models=[str(tiny_gpt2)], **req), lab=lab, reporter=Reporter())
+    b = run_trace(TraceRequest(models=[str(deeper)], **req), lab=lab, reporter=Reporter())
+    result = run_compare(CompareRequest(run_ids=[a.run_id, b.run_id]), lab=lab, reporter=Reporter())
+    assert result.relative_depth
+    same = run_compare(CompareRequest(run_ids=[a.run_id]), lab=lab, reporter=Reporter())
+    assert not same.relative_depth

@@ -9,7 +9,7 @@ import torch
 from neurotrace.lab.tracing.aggregate import ModelInfo, summarize_model
 from neurotrace.lab.tracing.buckets import category
 from neurotrace.lab.tracing.readings import MIN_EFFECT
-from neurotrace.lab.tracing.report import interpret
+from neurotrace.lab.tracing.report import cross_model, interpret
 from neurotrace.lab.tracing.schema import FactCurves, FactPeak, FactRecord, TraceRequest
 
 N_LAYERS = 6
@@ -29,16 +29,17 @@ def record(grids: dict[str, list[list[float]]], subject=(1, 3), n_tokens=5, p_cl
 
 def grid(values_at: dict[int, list[float]], n_tokens=5) -> list[list[float]]:
     """(layer, pos) zeros except the given per-layer columns."""
-    g = torch.zeros(N_LAYERS, n_tokens)
+    g = torch.zeros(len(next(iter(values_at.values()))), n_tokens)
     for pos, col in values_at.items():
         g[:, pos] = torch.tensor(col)
     return g.tolist()
 
 
-def model(facts, kinds=("resid", "mlp", "attn"), window=1, corruption=None, kind="causal"):
-    req = TraceRequest(models=["m"], pack="geography", kinds=list(kinds), window=window,
+def model(facts, kinds=("resid", "mlp", "attn"), window=1, corruption=None, kind="causal", name="m",
+          n_layers=N_LAYERS):
+    req = TraceRequest(models=[name], pack="geography", kinds=list(kinds), window=window,
                        corruption=corruption or {"kind": "swap"})
-    info = ModelInfo("m", kind, "gpt2", N_LAYERS, 4, "fp", window, None, "none")
+    info = ModelInfo(name, kind, "gpt2", n_layers, 4, "fp", window, None, "none")
     return summarize_model(req, info, facts, [])
 
 
@@ -121,3 +122,15 @@ def test_unknown_facts_are_left_out_of_every_average():
     unknown = record({"mlp": grid({2: [0.9] * N_LAYERS})}, fact_id="u", correct=False)
     m = model([known, unknown], kinds=("mlp",))
     assert m.n_known == 1 and m.unknown_facts == ["u"] and m.peak.effect == 0.5
+
+
+def test_models_of_different_depths_are_compared_by_relative_depth_on_the_same_kind_and_category():
+    shallow = model([record({"mlp": grid({2: [0.1, 0.2, 0.6, 0.2, 0.1, 0.0]})})], kinds=("mlp",), name="six")
+    deep = model([record({"mlp": grid({2: [0.0] * 4 + [0.2, 0.3, 0.5, 0.3] + [0.0] * 4})})], kinds=("mlp",),
+                 name="twelve", n_layers=12)
+    text = cross_model([shallow, deep])
+    assert "relative depth (layer / n_layers)" in text and "mlp at the last subject token" in text
+    assert "layer 2/6 (depth 0.33)" in text and "layer 6/12 (depth 0.50)" in text
+    assert "different depths" in text
+    same = cross_model([shallow, model(shallow.facts, kinds=("mlp",), name="other")])
+    assert "relative depth" not in same and "about the same depth" in same
