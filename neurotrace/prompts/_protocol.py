@@ -1,5 +1,6 @@
 """Shared helpers for the protocol prompts: render numbered steps and flag tools this build lacks."""
 
+import json
 from collections.abc import Sequence
 
 
@@ -20,3 +21,14 @@ async def missing_tools_note(server, needed: Sequence[str]) -> str:
         return ""
     return ("\n> Note: this server build does not provide " + ", ".join(f"`{m}`" for m in missing)
             + " yet. Do the steps that use the available tools and report the others as not possible here.\n")
+
+
+def request_example(model: type, placeholders: Sequence[str] = (), **fields: object) -> str:
+    """``{"request": {...}}`` for ``fields``, validated against the tool's request ``model`` (so a stale
+    field name fails when the prompt is rendered, not when an agent calls the tool); each string in
+    ``placeholders`` (e.g. ``DATASET``) is written bare, standing for a run id the agent fills in."""
+    model.model_validate(fields)
+    text = json.dumps({"request": fields})
+    for name in placeholders:
+        text = text.replace(json.dumps(name), name)
+    return text

@@ -1,11 +1,24 @@
-"""Prompt: locate where a model stores facts (generate_facts -> trace -> plot -> compare)."""
+"""Prompt: locate where a model stores facts (generate_facts -> trace -> plot -> compare).
 
-from neurotrace.prompts._protocol import missing_tools_note, steps
+Every request example is built by :func:`request_example` from the tool's own request model, so the
+prompt cannot drift from the schema (``model=`` for a tool that takes ``models``)."""
+
+from neurotrace.lab.facts import GenerateFactsRequest
+from neurotrace.lab.plotting import PlotRequest
+from neurotrace.lab.tracing import CompareRequest, TraceRequest
+from neurotrace.prompts._protocol import missing_tools_note, request_example, steps
 
 TOOLS = ("generate_facts", "trace", "plot", "compare")
+RUNS = ("DATASET", "TRACE", "TRACE2")
 
 
 def text(model: str, domain: str) -> str:
+    dataset = request_example(GenerateFactsRequest, RUNS, source={"kind": "pack", "domains": [domain]},
+                              models=[model])
+    trace = request_example(TraceRequest, RUNS, models=[model], dataset_run_id="DATASET")
+    swap = request_example(TraceRequest, RUNS, models=[model], dataset_run_id="DATASET", corruption={"kind": "swap"})
+    plot = request_example(PlotRequest, RUNS, run_id="TRACE")
+    compare = request_example(CompareRequest, RUNS, run_ids=["TRACE", "TRACE2"])
     return steps(
         f"Locate where {model} stores {domain} facts",
         "Causal tracing (ROME) corrupts the subject of a factual prompt, then restores one clean hidden state at "
@@ -15,29 +28,34 @@ def text(model: str, domain: str) -> str:
             "Read the resource `neurotrace://packs` and check that the domain exists (or draft facts with "
             f"`generate_facts` source kind 'sampling' if your client supports sampling). `{domain}` is the pack "
             "used below.",
-            f"Call `generate_facts` with {{\"request\": {{\"source\": {{\"kind\": \"pack\", \"domains\": "
-            f"[\"{domain}\"]}}, \"models\": [\"{model}\"]}}}}. Check `n_facts`, `validation` (every fact must be "
+            f"Call `generate_facts` with {dataset}. Check `n_facts`, `validation` (every fact must be "
             "usable for the model: `n_ok` = `n_facts`) and `dropped`. Keep its `run_id` as DATASET.",
-            f"Call `trace` with {{\"request\": {{\"model\": \"{model}\", \"dataset_run_id\": DATASET}}}} "
-            "(read the tool's input schema for corruption, noise samples, window and kinds). It returns the peak "
-            "(kind, layer, position), per-fact p(target) clean / corrupted / restored, and which facts the model "
-            "actually knows. Keep its `run_id` as TRACE.",
-            "Call `plot` with {\"request\": {\"run_id\": TRACE}} to draw every trace figure (or pass `kind`, "
-            "e.g. one of the kinds listed in `available_kinds`, to draw one). Look at the layer x position "
-            "heatmaps per kind and the restoration-by-layer curves.",
-            "Repeat `trace` on a second model or on held-out facts, then call `compare` with the two trace run "
-            "ids to see the curves side by side with a plain-language interpretation.",
+            f"Call `trace` with {trace} (read the tool's input schema for corruption, noise samples, window, "
+            "kinds and `rome_compat`). It returns, per model, the facts it knows, the facts it skipped and why, "
+            "the window and noise level used, and `readings`: half-maximum layer ranges per kind and token "
+            "category with n and a 95% band, where the answer arrives at the last token, and cautions. Keep its "
+            "`run_id` as TRACE.",
+            f"If the reading carries a layer-0 caution, call `trace` with {swap} (or `\"window\": 1`) and keep "
+            "the storage claim only if it survives.",
+            f"Call `plot` with {plot} to draw every trace figure (or pass `kind`, e.g. one of `available_kinds`). "
+            "Look at the layer x token maps per kind and the restoration-by-layer curves with their bands.",
+            f"Trace a second model or held-out facts (TRACE2), then call `compare` with {compare} for the curves "
+            "side by side, aligned by relative depth when the depths differ.",
         ],
         [
             "Only facts the model knows (clean prediction correct) count: unknown facts are flagged in the trace "
             "result, not averaged in. If most facts are unknown, the model does not hold this domain - say so.",
             "p(target) corrupted must be well below clean, otherwise the corruption did nothing and the trace "
             "is uninformative (raise the noise scale or use subject swap).",
-            "An MLP peak at the last subject token in early-to-middle layers is the ROME signature of storage; "
-            "attention peaks at the final position in later layers show the answer being moved to the output.",
-            "Residual-stream restoration near 1.0 at the last layer of the final position is expected (that is "
-            "the clean run); the informative part is where the effect first appears.",
-            "Report the peak (kind, layer, position), its indirect effect, and how many facts it rests on.",
+            "Report a layer range, not a single argmax: the summary gives each effect's half-maximum range, its "
+            "95% band and n. A stretch covering every layer locates nothing.",
+            "An MLP effect at the last subject token in early-to-middle layers is the ROME signature of storage; "
+            "attention at the last token in later layers moves the answer to the output. Compare MLP and "
+            "attention at the same token category, as the summary does.",
+            "Restoring the residual at the last token gives back the clean run at the last layer by "
+            "construction; the informative number is the arrival layer, where half the effect is back.",
+            "With `rome_compat: true` the trace follows ROME's conventions exactly (window 10, ROME's noise and "
+            "token buckets); the README's 'Trace conventions' lists how the default differs.",
         ])
 
 
