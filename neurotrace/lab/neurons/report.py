@@ -42,8 +42,7 @@ def _scores(stats: Contrast, layers: list[int], d_mlp: int, order: Tensor, k: in
     out = []
     for col in order[:k].tolist():
         layer, index = layers[col // d_mlp], col % d_mlp
-        out.append(NeuronScore(neuron=f"{layer}:{index}", layer=layer, index=index,
-                               mean_a=float(stats.mean_a[col]), mean_b=float(stats.mean_b[col]),
+        out.append(NeuronScore(neuron=f"{layer}:{index}", mean_a=float(stats.mean_a[col]), mean_b=float(stats.mean_b[col]),
                                cohens_d=float(stats.cohens_d[col]), p_value=float(stats.p_value[col]),
                                p_bonferroni=float(stats.p_bonferroni[col]), q_bh=float(stats.q_bh[col])))
     return out
@@ -64,7 +63,8 @@ def write_ranking(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers
     m = order.numel()
     table = _scores(stats, layers, lm.d_mlp, order, min(TABLE_ROWS, m))
     moderated = stats.moderated_d[order[: len(table)]].tolist()
-    rows = [{"rank": i + 1, **s.model_dump(), "diff": s.mean_a - s.mean_b, "moderated_d": md}
+    rows = [{"rank": i + 1, **s.model_dump(), "layer": s.neuron.split(":")[0], "index": s.neuron.split(":")[1],
+             "diff": s.mean_a - s.mean_b, "moderated_d": md}
             for i, (s, md) in enumerate(zip(table, moderated, strict=True))]
     table_uri = run.write_csv("tables/neurons.csv", rows, ["rank", "neuron", "layer", "index", "mean_a", "mean_b",
                                                            "diff", "cohens_d", "moderated_d", "p_value",
@@ -108,13 +108,14 @@ def _ranking_next(request: FindNeuronsRequest, top: list[NeuronScore], generatio
     if not top:
         return f"Read {report_uri}."
     s = top[0]
+    layer, index = s.neuron.split(":")
     if request.mode == "collapse":
         prompts = [g["prompt"] for g in (generations or []) if g["collapsed"]][:5]
         return (f"Call clamp_sweep with {{'model': '{request.model}', 'neurons': ['{s.neuron}'], 'prompts': "
                 f"{prompts!r}, 'max_new_tokens': {request.max_new_tokens}}} to test whether clamping it rescues "
                 "the collapsed prompts; compare with a low-ranked neuron of the same layer as a control.")
-    return (f"Test {s.neuron} causally: intervene with a policy {{'kind': 'set_neurons', 'layer': {s.layer}, "
-            f"'neurons': [{s.index}], 'value': 0}}, or clamp_sweep with neurons ['{s.neuron}']; see what it "
+    return (f"Test {s.neuron} causally: intervene with a policy {{'kind': 'set_neurons', 'layer': {layer}, "
+            f"'neurons': [{index}], 'value': 0}}, or clamp_sweep with neurons ['{s.neuron}']; see what it "
             f"responds to with find_neurons mode='top_examples', neuron='{s.neuron}'.")
 
 
@@ -147,12 +148,12 @@ def write_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layer
     flat = [(float(v), p, pos) for p, vec in enumerate(values) for pos, v in enumerate(vec.tolist())]
     flat.sort(key=lambda t: (-t[0], t[1], t[2]))
     rows = []
-    for r, (act, p, pos) in enumerate(flat[:TABLE_ROWS], 1):
+    for act, p, pos in flat[:TABLE_ROWS]:
         start = max(0, pos - CONTEXT_TOKENS)
-        rows.append(Example(rank=r, prompt_index=p, pos=pos, token=token_texts(lm.tokenizer, [ids[p][pos]])[0],
+        rows.append(Example(prompt_index=p, pos=pos, token=token_texts(lm.tokenizer, [ids[p][pos]])[0],
                             activation=act, context=lm.tokenizer.decode(list(ids[p][start:pos + 1]))))
     ref = f"{layer}:{index}"
-    table_uri = run.write_csv("tables/examples.csv", [e.model_dump() for e in rows])
+    table_uri = run.write_csv("tables/examples.csv", [{"rank": r, **e.model_dump()} for r, e in enumerate(rows, 1)])
     all_acts = torch.cat([v.float() for v in values])
     results = {"mode": "top_examples", "model": request.model, "neuron": ref, "n_positions": len(flat),
                "mean": float(all_acts.mean()), "max": float(all_acts.max()),

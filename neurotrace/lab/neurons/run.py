@@ -33,12 +33,14 @@ from neurotrace.lab.neurons.stats import contrast
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.runs import Run
 
+BATCH_SIZE = 32  # prompts per forward
+
 
 def run_find_neurons(request: FindNeuronsRequest, *, lab: Lab,
                      reporter: Reporter = NULL_REPORTER) -> FindNeuronsResult:
     """Rank MLP neurons by contrast or collapse, or list one neuron's top examples (module docstring)."""
     _check_fields(request)
-    ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype)
+    ref = ModelRef(model=request.model, device=request.device)
     with lab.cache.lease(ref) as lm:
         if request.mode == "collapse" and lm.kind != "causal":
             raise InputError("mode", f"{request.model!r} is a masked LM; collapse mode needs generation",
@@ -84,12 +86,12 @@ def _groups(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers: list
     if request.mode == "contrast":
         ids = tokenize_prompts(lm, request.prompts) + tokenize_prompts(lm, request.control_prompts,
                                                                        "control_prompts")
-        acts = collect(lm, ids, sites, request.position, reporter, request.batch_size)
+        acts = collect(lm, ids, sites, request.position, reporter, BATCH_SIZE)
         return _stack({layer: acts[s] for layer, s in zip(layers, sites, strict=True)}, layers), \
             len(request.prompts), None
     ids = tokenize_prompts(lm, request.prompts, extra_positions=request.max_new_tokens)
     gen = generate_and_record(lm, ids, layers, max_new_tokens=request.max_new_tokens, window=request.window,
-                              thresholds=request.thresholds, batch_size=request.batch_size, reporter=reporter)
+                              thresholds=request.thresholds, batch_size=BATCH_SIZE, reporter=reporter)
     rows = [{"prompt_index": i, "prompt": p, "output": gen.texts[i], "collapsed": bool(gen.reasons[i]),
              "reasons": "; ".join(gen.reasons[i])} for i, p in enumerate(request.prompts)]
     run.write_csv("tables/generations.csv", rows)
@@ -115,6 +117,6 @@ def _top_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, report
     (layer, (index,)), = parsed.items()
     ids = tokenize_prompts(lm, request.prompts)
     site = site_name("mlp_post", layer)
-    acts = collect(lm, ids, [site], "all", reporter, request.batch_size)[site]
+    acts = collect(lm, ids, [site], "all", reporter, BATCH_SIZE)[site]
     values = [a[:, index] for a in acts]                                   # per prompt: (pos,)
     return write_examples(run, request, lm, layer, index, ids, values)

@@ -28,9 +28,7 @@ class FindNeuronsRequest(BaseModel):
     n_permutations: int = Field(1000, ge=10, le=100_000, description="Label shuffles of the permutation test.")
     top_k: int = Field(10, ge=1, le=100, description="Rows returned inline (the CSV holds more).")
     seed: int = 0
-    batch_size: int = Field(32, ge=1, le=1024)
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     @property
     def thresholds(self) -> CollapseThresholds:
@@ -40,33 +38,29 @@ class FindNeuronsRequest(BaseModel):
 
 class NeuronScore(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    neuron: str = Field(description="'layer:index', accepted by clamp_sweep.")
-    layer: int
-    index: int
-    mean_a: float = Field(description="Mean activation in the concept (or collapsed) group.")
-    mean_b: float = Field(description="Mean activation in the control (or healthy) group.")
+    neuron: str = Field(description="'layer:index' as clamp_sweep takes it.")
+    mean_a: float = Field(description="Mean activation, group A (concept / collapsed).")
+    mean_b: float
     cohens_d: float
-    p_value: float = Field(description="Two-sided permutation p-value (uncorrected).")
+    p_value: float = Field(description="Permutation p, uncorrected.")
     p_bonferroni: float
-    q_bh: float = Field(description="Benjamini-Hochberg q-value over all neurons tested.")
+    q_bh: float
 
 
 class Example(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rank: int
     prompt_index: int
     pos: int
     token: str
     activation: float
-    context: str = Field(description="The prompt up to and including the token.")
+    context: str
 
 
 class FindNeuronsResult(RunResult):
     mode: Mode
-    n_a: int = Field(description="Prompts in group A (concept / collapsed / searched).")
-    n_b: int = Field(0, description="Prompts in group B (control / healthy).")
-    n_tested: int = Field(0, description="Neurons tested (the multiple-comparison count).")
-    top: list[NeuronScore] = Field(default_factory=list, description="Top neurons (by moderated |d|, see "
-                                   "report.md).")
-    examples: list[Example] = Field(default_factory=list, description="top_examples mode: top activations.")
-    table: str = Field("", description="URI of the ranked CSV table.")
+    n_a: int = Field(description="Prompts in group A.")
+    n_b: int = 0
+    n_tested: int = Field(0, description="Neurons tested.")
+    top: list[NeuronScore] = Field(default_factory=list)
+    examples: list[Example] = Field(default_factory=list, description="top_examples mode.")
+    table: str = Field("", description="URI of the ranked CSV.")

@@ -63,14 +63,13 @@ def _layers(request: ProbeRequest, lm: LoadedModel) -> list[int]:
 def run_probe(request: ProbeRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> ProbeResult:
     """Cross-validated linear probes per layer with a shuffled-label baseline (see the module docstring)."""
     classes, y, k = _labels(request)
-    ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype)
+    ref = ModelRef(model=request.model, device=request.device)
     with lab.cache.lease(ref) as lm:
         layers = _layers(request, lm)
         sites = [resid_site(layer, lm.n_layers) for layer in layers]
         with lab.store.open_run("probe", request, seed=request.seed) as run:
-            run.add_model(request.model, lm.fingerprint)
-            states = collect(lm, tokenize_prompts(lm, request.prompts), sites, request.position, reporter,
-                             request.batch_size)
+            run.add_model(request.model, lm.fingerprint, lm.provenance)
+            states = collect(lm, tokenize_prompts(lm, request.prompts), sites, request.position, reporter)
             shuffles = [y[torch.randperm(len(y), generator=make_generator(request.seed + 1 + s))]
                         for s in range(request.n_shuffles)]
             fits = []

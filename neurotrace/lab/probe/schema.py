@@ -24,9 +24,7 @@ class ProbeRequest(BaseModel):
     l2: float = Field(1e-2, ge=0, description="L2 penalty (on standardised features).")
     n_shuffles: int = Field(3, ge=1, le=50, description="Shuffled-label refits averaged for the baseline.")
     seed: int = 0
-    batch_size: int = Field(32, ge=1, le=1024)
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
 
 class LayerAccuracy(BaseModel):
@@ -35,13 +33,13 @@ class LayerAccuracy(BaseModel):
     site: str
     accuracy: float = Field(description="Mean held-out accuracy over folds.")
     accuracy_std: float
-    shuffled: float = Field(description="The same with shuffled labels (the baseline).")
+    shuffled: float = Field(description="The same, shuffled labels.")
 
 
 class ProbeResult(RunResult):
-    classes: list[str] = Field(description="[negative, positive]: the direction points toward positive.")
-    chance: float = Field(description="Majority-class accuracy.")
+    classes: list[str] = Field(description="[negative, positive].")
+    chance: float
     best_layer: int
     best_accuracy: float
     per_layer: list[LayerAccuracy] = Field(default_factory=list)
-    directions: str = Field("", description="URI of directions.safetensors (one unit vector per layer).")
+    directions: str = Field("", description="URI of directions.safetensors.")

@@ -68,13 +68,13 @@ def _width_check(d: Direction, lm: LoadedModel) -> None:
 def run_steer(request: SteerRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> SteerResult:
     """Steer along a direction with an alpha sweep and its controls (see the module docstring)."""
     alphas = _alphas(request.alphas)
-    ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype)
+    ref = ModelRef(model=request.model, device=request.device)
     with lab.cache.lease(ref) as lm:
         if lm.kind != "causal":
             raise InputError("model", f"{request.model!r} is a masked LM; steer generates text",
                              fix="use a causal LM such as 'fact-gpt2'")
         with lab.store.open_run("steer", request, seed=request.seed) as run:
-            run.add_model(request.model, lm.fingerprint)
+            run.add_model(request.model, lm.fingerprint, lm.provenance)
             d = resolve(request, lab, lm, reporter)
             if d.input_run:
                 run.add_input(d.input_run)
