@@ -10,7 +10,11 @@ is one *row* of a batch, and all rows advance one token per forward pass:
   (``position_ids = cumsum(mask) - 1``), so a row sees exactly what it would see alone. The newest
   token of every row is then always the last column.
 * **KV cache.** The prompt is run once ("prefill"); each later step feeds only the newest token and
-  reuses the cached keys and values, so a step costs one position per row.
+  reuses the cached keys and values (passed as ``cache=``, the argument of transformers >= 5.24), so a
+  step costs one position per row.
+* **Shared prefill** (``last`` mode): the clamp touches only the final prompt token, so every row with
+  the same prompt (one per sweep value) shares one forward over the prompt minus its last token; the
+  cache is gathered per row and only the last prompt token runs per row, with its clamp.
 * **Per-row clamps.** A forward pre-hook on the MLP down-projection (site ``blocks.{L}.mlp.hook_post``,
   the post-nonlinearity hidden vector, ``d_mlp`` wide) replaces the chosen neurons with the row's value
   by ``torch.where``; rows that clamp nothing (the baseline) pass through bit for bit.
@@ -96,6 +100,7 @@ class _State:
     clamp_pos: Tensor | None = None     # bool (rows, pos): where clamps apply in this forward
     valid: Tensor | None = None         # bool (rows, pos): real positions (recorded into the means)
     sums: dict[int, Tensor] = field(default_factory=dict)
+    expand: Tensor | None = None        # long (rows,): batch row -> forward row, while a shared prefix runs
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -116,15 +121,16 @@ def _hook(layer: int, clamps: ClampRows | None, state: _State, record: bool,
 
     def fn(act: Tensor, site: str) -> Tensor | None:
         before = act
-        if mask is not None:
+        if mask is not None and state.clamp_pos is not None:
             sel = state.clamp_pos[:, :, None] & mask[:, None, :]                 # (rows, pos, d_mlp)
             value = clamps.values.to(act.dtype)[:, None, None]
             act = torch.where(sel, value, act)
         if record:
-            state.sums[layer] += (act.double() * state.valid[:, :, None]).sum(1)
+            summed = (act.double() * state.valid[:, :, None]).sum(1)            # (forward rows, d_mlp)
+            state.sums[layer] += summed if state.expand is None else summed[state.expand]
         if observe is not None:
             observe(layer, state.step, before, act)
-        return act if mask is not None else None
+        return act if mask is not None and state.clamp_pos is not None else None
 
     return fn
 
@@ -134,8 +140,12 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
              max_new_tokens: int, clamps: ClampRows | None = None, position: Position = "all",
              sampler: Sampler | None = None, eos_token_id: int | None = None, pad_token_id: int = 0,
              record_layers: Sequence[int] = (), observe: Observer | None = None,
-             on_step: Callable[[int], None] | None = None) -> Generated:
-    """Generate ``max_new_tokens`` for every row of a left-padded batch, clamping per row."""
+             on_step: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
+             share_prefill: bool = True) -> Generated:
+    """Generate ``max_new_tokens`` for every row of a left-padded batch, clamping per row.
+
+    ``should_stop()`` is polled after every step; when it returns True the batch ends there (the
+    tokens so far are returned). ``share_prefill`` (``last`` mode) runs each distinct prompt prefix once."""
     sampler = sampler or Sampler()
     device = next(model.parameters()).device
     ids, mask = input_ids.to(device), attention_mask.to(device)
@@ -152,9 +162,12 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
     with hooked(model, adapter, hooks):
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         real = mask.bool()
-        state.valid = real
-        state.clamp_pos = real if position == "all" else _last_only(real)
-        logits, cache = _forward(model, head, input_ids=ids, attention_mask=mask, position_ids=position_ids)
+        if share_prefill and position == "last" and observe is None and _shareable(mask):
+            logits, cache = _prefill_shared(model, head, ids, mask, position_ids, state)
+        else:
+            state.valid = real
+            state.clamp_pos = real if position == "all" else _last_only(real)
+            logits, cache = _forward(model, head, input_ids=ids, attention_mask=mask, position_ids=position_ids)
         count += real.sum(1)
         done = 0
         for step in range(max_new_tokens):
@@ -167,7 +180,8 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
                 finished = finished | (token == eos_token_id)
             if on_step is not None:
                 on_step(step)
-            if step + 1 == max_new_tokens or bool(finished.all()):
+            stop = should_stop is not None and should_stop()
+            if stop or step + 1 == max_new_tokens or bool(finished.all()):
                 break
             mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=device)], dim=1)
             position_ids = position_ids[:, -1:] + 1
@@ -175,12 +189,39 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
             state.valid = alive[:, None]          # the fed token is a real output token of this row
             state.clamp_pos = torch.ones(rows, 1, dtype=torch.bool, device=device)
             logits, cache = _forward(model, head, input_ids=token[:, None], attention_mask=mask,
-                                     position_ids=position_ids, past_key_values=cache)
+                                     position_ids=position_ids, cache=cache)
             count += alive.long()
     lengths = _lengths(out_tokens[:, :done], eos_token_id)
     return Generated(tokens=out_tokens.cpu(), lengths=lengths.cpu(),
                      act_sum={k: v.cpu() for k, v in state.sums.items()}, act_count=count.cpu(),
                      forward_positions=int(count.sum()))
+
+
+def _shareable(mask: Tensor) -> bool:
+    """Every row has at least two real tokens (a shared prefix of one or more, then its last token)."""
+    return mask.shape[1] >= 2 and bool(mask[:, -2].all())
+
+
+def _prefill_shared(model: nn.Module, head: nn.Linear | None, ids: Tensor, mask: Tensor, position_ids: Tensor,
+                    state: _State) -> tuple[Tensor, Any]:
+    """The ``last``-mode prefill with each distinct prompt prefix run once.
+
+    In ``last`` mode the prefill clamps only the final prompt token, so the keys and values of the
+    earlier positions do not depend on the row's clamp: rows with the same prefix (the same prompt under
+    every sweep value) share one unclamped prefix forward, whose cache is then gathered per row; the
+    final token runs per row with its clamp. Per row this is the same arithmetic as the full prefill."""
+    prefix = torch.cat([ids[:, :-1], mask[:, :-1]], dim=1)                   # (rows, 2 * (width - 1))
+    unique, inverse = torch.unique(prefix, dim=0, return_inverse=True)
+    width = ids.shape[1] - 1
+    u_ids, u_mask = unique[:, :width], unique[:, width:]
+    state.valid, state.clamp_pos, state.expand = u_mask.bool(), None, inverse
+    _, cache = _forward(model, head, input_ids=u_ids, attention_mask=u_mask,
+                        position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0))
+    cache.batch_select_indices(inverse)
+    state.valid, state.expand = mask[:, -1:].bool(), None
+    state.clamp_pos = torch.ones_like(state.valid)
+    return _forward(model, head, input_ids=ids[:, -1:], attention_mask=mask, position_ids=position_ids[:, -1:],
+                    cache=cache)
 
 
 def plain_head(model: nn.Module, adapter: ArchAdapter) -> nn.Linear | None:
@@ -201,13 +242,13 @@ def _forward(model: nn.Module, head: nn.Linear | None, **inputs: Any) -> tuple[T
     """
     if head is None:
         out = model(**inputs, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1], out.past_key_values
+        return out.logits[:, -1], out.cache
     out = model.base_model(**inputs, use_cache=True)
     h = out.last_hidden_state[:, -1]                                       # (rows, d_model)
     w, b = head.weight, head.bias
     chunks = [torch.nn.functional.linear(h, w[i:i + HEAD_CHUNK], None if b is None else b[i:i + HEAD_CHUNK])
               for i in range(0, w.shape[0], HEAD_CHUNK)]
-    return torch.cat(chunks, dim=-1), out.past_key_values
+    return torch.cat(chunks, dim=-1), out.cache
 
 
 def _hooks(model: nn.Module, adapter: ArchAdapter, clamps: ClampRows | None, state: _State,

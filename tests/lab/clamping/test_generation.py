@@ -175,3 +175,43 @@ def test_chunked_unembedding_and_the_plain_forward_pick_the_same_tokens(lm, monk
         ref = reference_generate(lm.model, lm.adapter, prompt_ids[i], max_new_tokens=8,
                                  neurons=None if v is None else {1: [5]}, value=v)
         assert chunked.tokens[r].tolist() == ref
+
+
+def test_last_mode_shared_prefill_equals_the_per_row_prefill_and_model_generate(lm):
+    """Without one-token prompts every prompt's prefix is shared across its sweep values; outputs,
+    recorded activation means and counts equal the unshared prefill, and each row equals generate."""
+    prompts = [p for p in PROMPTS if len(p.split()) > 1]
+    prompt_ids = [lm.tokenizer(p).input_ids for p in prompts]
+    values = [None, 0.0, 4.0, -8.0]
+    seqs = [ids for ids in prompt_ids for _ in values]
+    masks = torch.zeros(len(seqs), lm.d_mlp, dtype=torch.bool)
+    masks[[r for r in range(len(seqs)) if values[r % len(values)] is not None], 5] = True
+    clamps = ClampRows({1: masks}, torch.tensor([0.0 if v is None else v for v in values] * len(prompts)))
+    ids, mask = left_pad(seqs, 0)
+
+    def run(share):
+        return generate(lm.model, lm.adapter, ids, mask, max_new_tokens=8, clamps=clamps, position="last",
+                        eos_token_id=0, pad_token_id=0, record_layers=[0, 1], share_prefill=share)
+
+    shared, plain = run(True), run(False)
+    assert torch.equal(shared.tokens, plain.tokens) and torch.equal(shared.act_count, plain.act_count)
+    for layer in (0, 1):
+        torch.testing.assert_close(shared.act_sum[layer], plain.act_sum[layer], rtol=1e-6, atol=1e-6)
+    for r, seq in enumerate(seqs):
+        v = values[r % len(values)]
+        ref = reference_generate(lm.model, lm.adapter, seq, max_new_tokens=8, neurons=None if v is None else {1: [5]},
+                                 value=v, position="last", eos_token_id=0, pad_token_id=0)
+        assert shared.tokens[r, : int(shared.lengths[r])].tolist() == ref
+
+
+def test_should_stop_ends_the_batch_after_the_current_step(lm):
+    ids, mask = left_pad(_ids(lm), 0)
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    out = generate(lm.model, lm.adapter, ids, mask, max_new_tokens=10, should_stop=stop)
+    assert len(calls) == 3
+    assert (out.lengths == 3).all() and (out.tokens[:, 3:] == 0).all()
