@@ -1,6 +1,14 @@
-"""clamp_sweep: hold MLP neurons at fixed values while the model generates; which values rescue collapse?"""
+"""clamp_sweep: hold MLP neurons at fixed values while the model generates; which values rescue collapse?
 
+Also the face of the two pieces other families reuse: the batched generator (``generate``, ``left_pad``,
+``Sampler``) and the collapse rules (``CollapseThresholds``, ``text_metrics``, ``collapse_reasons``), so
+find_neurons calls an output collapsed exactly when clamp_sweep does.
+"""
+
+from neurotrace.lab.clamping.collapse import CollapseThresholds, collapse_reasons, text_metrics
+from neurotrace.lab.clamping.generation import Sampler, generate, left_pad
 from neurotrace.lab.clamping.run import run_clamp_sweep
 from neurotrace.lab.clamping.schema import ClampSweepRequest, ClampSweepResult
 
-__all__ = ["ClampSweepRequest", "ClampSweepResult", "run_clamp_sweep"]
+__all__ = ["ClampSweepRequest", "ClampSweepResult", "CollapseThresholds", "Sampler", "collapse_reasons", "generate",
+           "left_pad", "run_clamp_sweep", "text_metrics"]

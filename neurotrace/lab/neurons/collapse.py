@@ -13,8 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from neurotrace.lab.clamping.collapse import CollapseThresholds, collapse_reasons, text_metrics
-from neurotrace.lab.clamping.generation import Sampler, generate, left_pad
+from neurotrace.lab.clamping import (
+    CollapseThresholds,
+    Sampler,
+    collapse_reasons,
+    generate,
+    left_pad,
+    text_metrics,
+)
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
 

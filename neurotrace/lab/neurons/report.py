@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.neurons import neuron_label
 from neurotrace.lab.model.tokens import token_texts
 from neurotrace.lab.neurons.figures import FIGURES
 from neurotrace.lab.neurons.schema import Example, FindNeuronsRequest, FindNeuronsResult, NeuronScore
@@ -42,7 +43,7 @@ def _scores(stats: Contrast, layers: list[int], d_mlp: int, order: Tensor, k: in
     out = []
     for col in order[:k].tolist():
         layer, index = layers[col // d_mlp], col % d_mlp
-        out.append(NeuronScore(neuron=f"{layer}:{index}", mean_a=float(stats.mean_a[col]), mean_b=float(stats.mean_b[col]),
+        out.append(NeuronScore(neuron=neuron_label(layer, index), mean_a=float(stats.mean_a[col]), mean_b=float(stats.mean_b[col]),
                                cohens_d=float(stats.cohens_d[col]), p_value=float(stats.p_value[col]),
                                p_bonferroni=float(stats.p_bonferroni[col]), q_bh=float(stats.q_bh[col])))
     return out
@@ -152,7 +153,7 @@ def write_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layer
         start = max(0, pos - CONTEXT_TOKENS)
         rows.append(Example(prompt_index=p, pos=pos, token=token_texts(lm.tokenizer, [ids[p][pos]])[0],
                             activation=act, context=lm.tokenizer.decode(list(ids[p][start:pos + 1]))))
-    ref = f"{layer}:{index}"
+    ref = neuron_label(layer, index)
     table_uri = run.write_csv("tables/examples.csv", [{"rank": r, **e.model_dump()} for r, e in enumerate(rows, 1)])
     all_acts = torch.cat([v.float() for v in values])
     results = {"mode": "top_examples", "model": request.model, "neuron": ref, "n_positions": len(flat),

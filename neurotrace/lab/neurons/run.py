@@ -20,11 +20,11 @@ A ranking is evidence of association, not cause: test the top neurons with clamp
 import torch
 from torch import Tensor
 
-from neurotrace.lab.clamping.sweep import parse_neuron
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
+from neurotrace.lab.model.neurons import parse_neuron
 from neurotrace.lab.model.pooling import collect, tokenize_prompts
 from neurotrace.lab.neurons.collapse import generate_and_record
 from neurotrace.lab.neurons.report import write_examples, write_ranking
@@ -108,10 +108,7 @@ def _groups(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers: list
 
 def _top_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, reporter: Reporter) -> FindNeuronsResult:
     ref = request.neuron or ""
-    try:
-        parsed = parse_neuron(ref, lm.n_layers, lm.d_mlp)
-    except InputError as exc:
-        raise InputError("neuron", exc.message, exc.fix) from exc
+    parsed = parse_neuron(ref, lm.n_layers, lm.d_mlp, field="neuron")
     if len(parsed) != 1:
         raise InputError("neuron", f"{ref!r} names a neuron in every layer", fix="give one layer, e.g. '5:12'")
     (layer, (index,)), = parsed.items()

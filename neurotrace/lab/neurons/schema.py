@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.clamping.collapse import CollapseThresholds
+from neurotrace.lab.clamping import CollapseThresholds
 from neurotrace.lab.results import RunResult
 
 Mode = Literal["contrast", "collapse", "top_examples"]
