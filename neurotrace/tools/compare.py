@@ -10,7 +10,7 @@ from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 
 async def compare(request: CompareRequest, ctx: Context) -> Annotated[CallToolResult, CompareResult]:
-    """How do models differ in where they store the same facts? Merge trace runs side by side with a plain reading."""
+    """How do models differ in where they store the same facts? Trace runs side by side, same kind and token category, by relative depth when depths differ."""
     return await run_in_lab(ctx, run_compare, request)
 
 

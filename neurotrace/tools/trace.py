@@ -10,10 +10,11 @@ from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 
 async def trace(request: TraceRequest, ctx: Context) -> Annotated[CallToolResult, TraceResult]:
-    """Where does a model store these facts? Causal tracing (causal LMs) or mask/context patching (masked LMs), on one or several models.
+    """Where does a model store these facts? Causal tracing (ROME) on one or several models, at the last token or the mask.
 
-    Give models plus facts (inline), a pack name, or a generate_facts dataset_run_id. Returns per-model peaks
-    (kind, layer, token position), facts the model does not know, an interpretation, heatmaps and curves.
+    Give models plus facts (inline), a pack name, or a generate_facts dataset_run_id. Returns per model the
+    facts it knows and those skipped, the peak with its 95% band, n and half-max layer range, readings
+    (hand-off and arrival layers, cautions), an interpretation, heatmaps and curves.
     """
     return await run_in_lab(ctx, run_trace, request)
 

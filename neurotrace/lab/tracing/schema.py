@@ -73,15 +73,12 @@ class TraceRequest(BaseModel):
     corruption: Corruption = Field(default_factory=NoiseCorruption, description="{'kind':'noise', 'scale':3, "
                                    "'samples':10} or {'kind':'swap'} (uses each fact's corrupt_subject).")
     noise_std_from: Literal["embeddings", "dataset"] | Annotated[float, Field(gt=0)] = Field(
-        "embeddings", description="Noise unit (std) for noise corruption: 'embeddings' = std of the model's "
-        "token-embedding output over its whole vocabulary (per model, fixed); 'dataset' = ROME's std over "
-        "the subjects of noise_dataset, each tokenized alone; or a number.")
-    noise_dataset: str | None = Field(None, description="With noise_std_from='dataset': a pack name or a "
-                                      "generate_facts run id; default the request's own pack, dataset or inline "
-                                      "facts, in full (before max_facts).")
-    rome_compat: bool = Field(False, description="ROME's conventions: window 10, noise std from the subjects "
-                              "tokenized alone, the same noise draw for every fact (RandomState(1)), ROME's "
-                              "token buckets, unknown facts skipped.")
+        "embeddings", description="Noise unit: 'embeddings' (std of the embedding output over the vocabulary), "
+        "'dataset' (ROME: noise_dataset's subjects tokenized alone) or a number.")
+    noise_dataset: str | None = Field(None, description="For 'dataset': a pack or generate_facts run id "
+                                      "(default: this request's facts, before max_facts).")
+    rome_compat: bool = Field(False, description="ROME's conventions: window 10, subjects-alone std, one "
+                              "RandomState(1) draw for all facts, ROME's buckets, unknown facts skipped.")
     mode: Literal["exact", "approx"] = Field("exact", description="'exact' restores every cell; 'approx' = "
                                              "attribution patching (one forward + backward per fact), "
                                              "checked against exact patching on a sample of cells.")
@@ -195,63 +192,68 @@ class SkippedFact(Record):
 
 
 class LayerRange(BaseModel):
+    """Layers [first, last] where a (kind, category) curve is >= half its maximum."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: str
-    position: str = Field(description="Token category (bucket).")
-    first: int = Field(description="First layer whose effect is >= half the maximum.")
-    last: int = Field(description="Last layer whose effect is >= half the maximum.")
+    position: str
+    first: int
+    last: int
     max_layer: int
-    max_effect: float = Field(description="Maximum average indirect effect (p(target) units).")
-    band: float = Field(description="95% half-width at the maximum: 1.96 sd / sqrt(n).")
-    n: int = Field(description="Facts (ROME buckets: token rows) averaged at this category.")
+    max_effect: float
+    band: float = Field(description="95% half-width at the maximum (1.96 sd/sqrt(n)).")
+    n: int
 
 
 class PeakSite(BaseModel):
+    """The largest average indirect effect (p restored - p corrupted), its band, n and half-max range."""
+
     kind: str
     layer: int
-    position: str = Field(description="A token category (first/middle/last subject token, ...) or a token.")
-    effect: float = Field(description="Indirect effect (restored - corrupted p(target)).")
-    band: float | None = Field(None, description="95% half-width across facts (1.96 sd / sqrt(n)).")
-    n: int | None = Field(None, description="Facts averaged at this category.")
-    first: int | None = Field(None, description="Half-maximum layer range of this kind and category: first.")
-    last: int | None = Field(None, description="... last.")
+    position: str = Field(description="Token category.")
+    effect: float
+    band: float | None = None
+    n: int | None = None
+    first: int | None = None
+    last: int | None = None
 
 
 class HeadEffect(BaseModel):
     layer: int
     head: int
-    effect: float = Field(description="Mean indirect effect of restoring this head at the scored position.")
+    effect: float
 
 
 class ApproxCheck(BaseModel):
+    """approx vs exact patching on sampled cells."""
+
     kind: str
-    cells: int = Field(description="Cells checked with exact patching.")
-    spearman: float | None = Field(description="Rank correlation of approx vs exact on those cells.")
-    magnitude_ratio: float | None = Field(description="sum |approx| / sum |exact| on those cells.")
+    cells: int
+    spearman: float | None
+    magnitude_ratio: float | None = Field(description="sum |approx| / sum |exact|.")
     verdict: Literal["agrees", "underestimates", "overestimates", "unclear"]
 
 
 class ContextReading(BaseModel):
-    effect: float = Field(description="Mean p_clean - p(target) with the context word corrupted.")
-    until_layer: int | None = Field(description="Last layer where restoring the context word recovers half "
-                                                "that effect (None: below the minimum effect or never).")
-    measurable: bool
+    effect: float = Field(description="Mean p_clean - p with the context word swapped.")
+    until_layer: int | None = Field(description="Last layer where restoring the context word recovers half.")
+    measurable: bool = Field(description="effect >= min_effect.")
 
 
 class Readings(BaseModel):
-    """The localisation readings of one model (structured; the summary states them in words)."""
+    """Localisation readings (the summary states them in words)."""
 
     model_config = ConfigDict(extra="forbid")
-    buckets: list[str] = Field(description="Token categories of the averages (ROME's under rome_compat).")
+    buckets: list[str] = Field(description="Token categories (ROME's under rome_compat).")
     bucket_n: list[int] = Field(description="Facts (ROME: token rows) averaged per category.")
-    min_effect: float = Field(description="Effects below this (p(target) units) are reported as none.")
+    min_effect: float = Field(description="Smaller effects (p units) are reported as none.")
     ranges: list[LayerRange] = Field(default_factory=list)
-    handoff_layer: int | None = Field(None, description="First layer where restoring the resid at the scored "
-                                      "token beats restoring it at the last subject token.")
-    arrival_layer: int | None = Field(None, description="First layer where restoring the resid at the scored "
-                                      "position recovers half the total effect: where the answer arrives.")
-    layer0_artifact: list[str] = Field(default_factory=list, description="Kinds whose peak comes only from "
-                                       "windows containing layer 0 under noise.")
+    handoff_layer: int | None = Field(None, description="First layer where the last token's resid effect "
+                                                        "overtakes the last subject token's.")
+    arrival_layer: int | None = Field(None, description="First layer where the last token's resid recovers "
+                                                        "half the total effect.")
+    layer0_artifact: list[str] = Field(default_factory=list, description="Kinds whose peak only windows "
+                                                                         "containing layer 0 reach (noise).")
     context: ContextReading | None = None
     top_heads: list[HeadEffect] = Field(default_factory=list)
     approx: list[ApproxCheck] = Field(default_factory=list)
@@ -308,15 +310,14 @@ class ModelTrace(BaseModel):
     kind: Literal["causal", "masked"]
     n_layers: int
     n_facts: int
-    n_known: int = Field(description="Facts whose clean top-1 prediction is the target.")
-    unknown_facts: list[str] = Field(description="Facts the model does not know (left out of averages).")
-    skipped: list[SkippedFact] = Field(default_factory=list, description="Facts that could not be traced, why.")
+    n_known: int = Field(description="Facts whose clean top-1 is the target.")
+    unknown_facts: list[str] = Field(description="Left out of averages.")
+    skipped: list[SkippedFact] = Field(default_factory=list, description="Facts that could not be traced.")
     mean_p_clean: float
     mean_p_corrupted: float
-    window: int = Field(description="mlp/attn window used (layers restored together).")
-    noise_std: float | None = Field(None, description="Noise unit (std) used; noise std = scale x this.")
-    peak: PeakSite | None = Field(None, description="Largest average indirect effect over known facts, with "
-                                                    "its band and half-maximum layer range.")
+    window: int
+    noise_std: float | None = Field(None, description="Noise unit; noise std = scale x this.")
+    peak: PeakSite | None = None
     readings: Readings
     notes: list[str] = Field(default_factory=list)
 
