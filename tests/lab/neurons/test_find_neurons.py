@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from neurotrace.lab.clamping import ClampSweepRequest, run_clamp_sweep
-from neurotrace.lab.errors import InputError
+from neurotrace.lab.errors import Cancelled, InputError
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.lab.model.pooling import collect, tokenize_prompts
 from neurotrace.lab.neurons import FindNeuronsRequest, run_find_neurons
 from neurotrace.lab.neurons.stats import benjamini_hochberg, cohens_d, contrast, permutation_p, rank
+from neurotrace.lab.progress import Reporter
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.planted_neurons import build_planted_neurons
 
@@ -146,3 +147,12 @@ def test_ranking_puts_a_neuron_that_moves_ahead_of_a_nearly_constant_one():
     c = contrast(x, 10, 200, seed=0)
     assert c.cohens_d[0].abs() > 50 > c.cohens_d[1].abs() > 2
     assert rank(c)[0] == 1
+
+
+def test_cancelling_marks_the_run_cancelled(lab, planted):
+    reporter = Reporter()
+    reporter.cancel()
+    with pytest.raises(Cancelled):
+        run_find_neurons(FindNeuronsRequest(model=str(planted.path), prompts=CONCEPT, control_prompts=CONTROL),
+                         lab=lab, reporter=reporter)
+    assert lab.store.list_runs("find_neurons")[0].status == "cancelled"

@@ -6,13 +6,14 @@ import itertools
 import pytest
 import torch
 
-from neurotrace.lab.errors import InputError
+from neurotrace.lab.errors import Cancelled, InputError
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.lab.model.pooling import collect, tokenize_prompts
 from neurotrace.lab.probe import ProbeRequest, run_probe
 from neurotrace.lab.probe.fit import cross_validate, fit, predict
 from neurotrace.lab.probe.run import resid_site
+from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
 from neurotrace.testing.planted_neurons import PROBE_DIM, build_planted_neurons
 
@@ -87,3 +88,11 @@ def test_bad_requests_raise_input_errors_naming_the_field(lab, planted, fields, 
     with pytest.raises(InputError) as err:
         run_probe(ProbeRequest(**(base | fields)), lab=lab)
     assert err.value.field == field
+
+
+def test_cancelling_marks_the_run_cancelled(lab, planted):
+    reporter = Reporter()
+    reporter.cancel()
+    with pytest.raises(Cancelled):
+        run_probe(ProbeRequest(model=str(planted.path), prompts=PROMPTS, labels=LABELS), lab=lab, reporter=reporter)
+    assert lab.store.list_runs("probe")[0].status == "cancelled"

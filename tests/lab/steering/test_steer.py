@@ -4,14 +4,14 @@ SAE and probe directions are read from their runs; the steered p(target) equals 
 import pytest
 import torch
 
-from neurotrace.lab.errors import InputError
+from neurotrace.lab.errors import Cancelled, InputError
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.lab.model.stepwise import continue_greedy
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.probe import ProbeRequest, run_probe
-from neurotrace.lab.progress import NULL_REPORTER
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.steering import SteerRequest, run_steer
 from neurotrace.lab.steering.measure import steer_hook, steered_texts, target_probs
 from neurotrace.lab.steering.verdict import verdict
@@ -150,3 +150,14 @@ def test_batched_steered_text_equals_steering_a_full_recompute_each_step(tiny_gp
         cont = continue_greedy(lm, ids, 6, context_for=lambda _k, hooks=hooks: hooked(lm.model, lm.adapter, hooks))
         tokens = [t for t in cont.tokens if t != lm.tokenizer.eos_token_id]
         assert ours[k] == lm.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def test_steering_repeats_exactly_for_a_seed_and_cancelling_marks_the_run_cancelled(lab, planted):
+    a, b = _steer(lab, planted, max_new_tokens=0, seed=5), _steer(lab, planted, max_new_tokens=0, seed=5)
+    assert [e.model_dump() for e in a.effects] == [e.model_dump() for e in b.effects]
+    reporter = Reporter()
+    reporter.cancel()
+    with pytest.raises(Cancelled):
+        run_steer(SteerRequest(model=str(planted.path), direction_from={"pairs": PAIRS, "layer": 1}, prompts=PROMPTS,
+                               targets=["tree"]), lab=lab, reporter=reporter)
+    assert lab.store.list_runs("steer")[0].status == "cancelled"
