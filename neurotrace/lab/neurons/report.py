@@ -109,14 +109,13 @@ def _ranking_next(request: FindNeuronsRequest, top: list[NeuronScore], generatio
     if not top:
         return f"Read {report_uri}."
     s = top[0]
-    layer, index = s.neuron.split(":")
     if request.mode == "collapse":
         prompts = [g["prompt"] for g in (generations or []) if g["collapsed"]][:5]
         return (f"Call clamp_sweep with {{'model': '{request.model}', 'neurons': ['{s.neuron}'], 'prompts': "
                 f"{prompts!r}, 'max_new_tokens': {request.max_new_tokens}}} to test whether clamping it rescues "
                 "the collapsed prompts; compare with a low-ranked neuron of the same layer as a control.")
-    return (f"Test {s.neuron} causally: intervene with a policy {{'kind': 'set_neurons', 'layer': {layer}, "
-            f"'neurons': [{index}], 'value': 0}}, or clamp_sweep with neurons ['{s.neuron}']; see what it "
+    return (f"Test {s.neuron} causally: intervene with a policy {{'kind': 'set_neurons', 'neurons': "
+            f"['{s.neuron}'], 'value': 0}}, or clamp_sweep with neurons ['{s.neuron}']; see what it "
             f"responds to with find_neurons mode='top_examples', neuron='{s.neuron}'.")
 
 
@@ -168,6 +167,6 @@ def write_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layer
     run.set_summary(summary)
     nxt = (f"Check that the pattern is specific with find_neurons mode='contrast' (prompts like the top examples "
            f"vs controls), then test it causally with clamp_sweep neurons=['{ref}'] or intervene set_neurons "
-           f"{{'layer': {layer}, 'neurons': [{index}]}}.")
+           f"{{'neurons': ['{ref}']}}.")
     return FindNeuronsResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
                              next=nxt, mode="top_examples", n_a=len(ids), examples=top, table=table_uri)

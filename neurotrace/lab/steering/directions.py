@@ -58,14 +58,14 @@ def _pairs(spec: PairsDirection, request: SteerRequest, lm: LoadedModel, reporte
 
 
 def _sae(spec: SAEDirection, lab: Lab) -> Direction:
-    _check_run(lab, spec.sae_run, "fit_sae", "direction_from.sae_run")
-    cfg = lab.store.read_json(spec.sae_run, "sae_config.json")
-    w_dec = lab.store.read_tensors(spec.sae_run, "sae.safetensors")["W_dec"]        # (d_sae, d_in)
+    _check_run(lab, spec.fit_sae_run_id, "fit_sae", "direction_from.fit_sae_run_id")
+    cfg = lab.store.read_json(spec.fit_sae_run_id, "sae_config.json")
+    w_dec = lab.store.read_tensors(spec.fit_sae_run_id, "sae.safetensors")["W_dec"]        # (d_sae, d_in)
     if spec.feature >= w_dec.shape[0]:
         raise InputError("direction_from.feature", f"feature {spec.feature} >= d_sae {w_dec.shape[0]}",
                          fix=f"use a feature in 0..{w_dec.shape[0] - 1}")
     return Direction(w_dec[spec.feature].float(), None, cfg["site"],
-                     f"SAE feature {spec.feature} (run {spec.sae_run})", spec.sae_run)
+                     f"SAE feature {spec.feature} (run {spec.fit_sae_run_id})", spec.fit_sae_run_id)
 
 
 def _probe(spec: ProbeDirection, lab: Lab) -> Direction:

@@ -18,7 +18,7 @@ class PairsDirection(BaseModel):
 
 class SAEDirection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    sae_run: str = Field(min_length=1, description="fit_sae run_id: the feature's decoder row.")
+    fit_sae_run_id: str = Field(min_length=1, description="fit_sae run_id: the feature's decoder row.")
     feature: int = Field(ge=0)
 
 
