@@ -4,6 +4,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from neurotrace.lab.inputs import DEFAULT_MAX_INPUT_BYTES, InputPolicy, default_input_roots
 from neurotrace.lab.model.cache import ModelCache, parse_bytes
 from neurotrace.lab.runs import RunStore
@@ -18,11 +20,13 @@ class LabSettings:
     trust_remote_code: bool = False
     input_dirs: tuple[Path, ...] | None = None  # files a request may name; None: runs dir + inputs/ beside it
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    threads: int | None = None  # torch intra-op threads; None: every core this process may use
 
     @classmethod
     def from_env(cls, **overrides: object) -> "LabSettings":
         """NEUROTRACE_RUNS_DIR, NEUROTRACE_MEMORY_BUDGET ('8GiB'), NEUROTRACE_TRUST_REMOTE_CODE=1,
-        NEUROTRACE_INPUT_DIRS (os.pathsep-separated), NEUROTRACE_MAX_INPUT_BYTES ('16MiB')."""
+        NEUROTRACE_INPUT_DIRS (os.pathsep-separated), NEUROTRACE_MAX_INPUT_BYTES ('16MiB'),
+        NEUROTRACE_THREADS (torch threads; default every available core)."""
         values: dict[str, object] = {
             "runs_dir": Path(os.environ.get("NEUROTRACE_RUNS_DIR", "runs")),
             "memory_budget_bytes": parse_bytes(os.environ.get("NEUROTRACE_MEMORY_BUDGET")),
@@ -30,6 +34,7 @@ class LabSettings:
             "input_dirs": tuple(Path(p) for p in os.environ.get("NEUROTRACE_INPUT_DIRS", "").split(os.pathsep)
                                 if p) or None,
             "max_input_bytes": parse_bytes(os.environ.get("NEUROTRACE_MAX_INPUT_BYTES")) or DEFAULT_MAX_INPUT_BYTES,
+            "threads": int(os.environ["NEUROTRACE_THREADS"]) if os.environ.get("NEUROTRACE_THREADS") else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -38,8 +43,22 @@ class LabSettings:
 class Lab:
     def __init__(self, settings: LabSettings | None = None) -> None:
         self.settings = settings or LabSettings.from_env()
+        self.threads = use_threads(self.settings.threads)
         self.cache = ModelCache(self.settings.memory_budget_bytes, self.settings.trust_remote_code)
         self.store = RunStore(self.settings.runs_dir)
         roots = self.settings.input_dirs or default_input_roots(self.store.root)
         self.inputs = InputPolicy(roots=tuple(Path(r).expanduser().resolve() for r in roots),
                                   runs_root=self.store.root, max_bytes=self.settings.max_input_bytes)
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def use_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count (default: every available core) and return it."""
+    n = max(1, threads or available_cores())
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
