@@ -1,4 +1,4 @@
-"""Shared machinery for causal tracing: preparing facts and running batched patched forwards.
+"""Shared machinery for causal tracing: preparing and checking facts, the noise, batched patched forwards.
 
 A *prepared fact* holds the token ids of the clean prompt (and of the subject-swapped and
 context-swapped prompts when they align token for token), the subject's token range, the position
@@ -8,11 +8,35 @@ whose prediction is scored (the last token for causal LMs, the mask for masked L
 LM head at the scored position only, returning p(target) per row. Rows are independent, so many
 patched runs share one forward; this is exact (no approximation), and it avoids computing logits for
 every position.
+
+*The noise* of noise corruption: a fact's numbers must not depend on the other facts of a request, so
+
+* the **unit** is fixed per model: ``"embeddings"`` (default) is the std of what the token-embedding
+  module outputs over the whole vocabulary, ``"dataset"`` is ROME's std over a dataset's subjects each
+  tokenized alone, or an explicit number;
+* the **draw** of each fact comes from a generator seeded with ``(seed, fact id)`` through a stable hash
+  (blake2b, not Python's salted ``hash``). ``rome_compat`` instead uses ROME's draw: a fresh
+  ``numpy.random.RandomState(1)`` for every fact, so facts with subjects of the same length share it.
+
+Both units are measured on the *output of the embedding module* (``hook_embed``), which is where the
+noise is added. Gemma's embedding module multiplies by sqrt(d_model) inside its forward, so measuring
+the weight matrix would make the noise sqrt(d_model) times too small there; the module output is what
+the model actually adds to, for every architecture.
+
+*Checking facts*: every fact is checked on every model before any compute, so a trace never fails
+after minutes. A fact is traceable on a model when it tokenizes (subject span, target in the vocabulary), fits the
+model's context, and - for subject swap - its corrupt subject has the clean subject's token length.
+The clean forward that says whether the model knows the fact (top-1 = target) is done here too, and
+its numbers are reused. Untraceable facts (and, under ``rome_compat``, unknown ones) are skipped and
+listed; only when no fact at all can be traced on a model does the request fail, naming the first
+fact's field.
 """
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,7 +45,10 @@ from neurotrace.lab.facts import Fact
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.tokens import target_token_ids, token_texts
+from neurotrace.lab.model.tokens import target_token_ids, token_ids, token_texts
+from neurotrace.lab.progress import Reporter
+from neurotrace.lab.seeding import make_generator
+from neurotrace.lab.tracing.schema import SkippedFact, TraceRequest
 
 KIND_SITE = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
 
@@ -166,3 +193,123 @@ def noise_hook(noise_rows: Tensor, subject: tuple[int, int]) -> Callable[..., Te
         return out
 
     return add
+
+
+# -- the noise of noise corruption ------------------------------------------------------------
+
+VOCAB_CHUNK = 8192
+ROME_SEED = 1
+
+
+def fact_key(fact: Fact) -> str:
+    """A fact's stable identity: its id, else its template, subject and target."""
+    return fact.id or f"{fact.template}|{fact.clean_subject}|{fact.target}"
+
+
+def fact_seed(seed: int, fact: Fact) -> int:
+    """A 63-bit seed from ``(seed, fact id)``; the same on every machine and Python run."""
+    digest = hashlib.blake2b(f"{seed}\x00{fact_key(fact)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _std_of(chunks) -> float:
+    """Std of every element of the chunks (float64 sums; population std as torch's .std() over many)."""
+    n, s, s2 = 0, 0.0, 0.0
+    for x in chunks:
+        x = x.double()
+        n, s, s2 = n + x.numel(), s + float(x.sum()), s2 + float((x * x).sum())
+    mean = s / n
+    return float(np.sqrt(max(s2 / n - mean * mean, 0.0) * n / max(n - 1, 1)))
+
+
+@torch.no_grad()
+def embedding_std(lm: LoadedModel) -> float:
+    """Std of the embedding module's output over every token id (scaled embeddings included)."""
+    emb = lm.adapter.module(lm.model, lm.adapter.embed)
+    vocab = int(emb.weight.shape[0]) if hasattr(emb, "weight") else int(lm.config.vocab_size)
+    return _std_of(emb(torch.arange(a, min(a + VOCAB_CHUNK, vocab), device=lm.device)[None])[0].float()
+                   for a in range(0, vocab, VOCAB_CHUNK))
+
+
+@torch.no_grad()
+def subjects_alone_std(lm: LoadedModel, subjects: Sequence[str]) -> float:
+    """ROME's ``collect_embedding_std``: std of the embedding output of each subject tokenized alone."""
+    emb = lm.adapter.module(lm.model, lm.adapter.embed)
+    ids = [token_ids(lm.tokenizer, s) for s in dict.fromkeys(subjects)]
+    return _std_of(emb(torch.tensor(i, device=lm.device)[None])[0].float() for i in ids if i)
+
+
+def noise_draw(samples: int, prep: PreparedFact, d_model: int, unit: float, scale: float, *, seed: int,
+         rome: bool) -> tuple[Tensor, int | None]:
+    """One fact's noise (samples, n_subject, d_model) and its seed (None for ROME's shared draw)."""
+    n_subj = prep.subject[1] - prep.subject[0]
+    if rome:
+        raw = torch.from_numpy(np.random.RandomState(ROME_SEED).randn(samples, n_subj, d_model)).float()
+        return raw * (scale * unit), None
+    s = fact_seed(seed, prep.fact)
+    return torch.randn((samples, n_subj, d_model), generator=make_generator(s)) * (scale * unit), s
+
+
+# -- checking every fact before any compute ----------------------------------------------------
+
+@dataclass
+class Checked:
+    """A fact that can be traced on a model, with its clean run."""
+
+    index: int
+    prep: PreparedFact
+    p_clean: float
+    top_id: int
+
+    @property
+    def correct(self) -> bool:
+        return self.top_id == self.prep.target_id
+
+
+def _problem(request: TraceRequest, lm: LoadedModel, prep: PreparedFact, index: int) -> InputError | None:
+    limit = lm.max_positions
+    if limit is not None and len(prep.ids) > limit:
+        return InputError(f"facts[{index}].template", f"the prompt is {len(prep.ids)} tokens, over "
+                          f"{lm.ref.model}'s {limit} positions", fix="shorten the template or its variants")
+    if request.corruption.kind == "swap" and prep.swap_ids is None:
+        return InputError(f"facts[{index}].corrupt_subject", "subject swap needs a corrupt subject of the same "
+                          f"token length ({'; '.join(prep.notes) or 'none given'})",
+                          fix="give corrupt_subject, or use corruption {'kind': 'noise'}")
+    return None
+
+
+def check_facts(request: TraceRequest, lm: LoadedModel, facts: Sequence[Fact], reporter: Reporter
+                ) -> tuple[list[Checked], list[SkippedFact]]:
+    """The traceable facts of ``facts`` on ``lm`` and the skipped ones, with why."""
+    ok: list[Checked] = []
+    skipped: list[SkippedFact] = []
+    errors: list[InputError] = []
+    for i, fact in enumerate(facts):
+        reporter.step(0, None, f"{lm.ref.model}: checking fact {i + 1}/{len(facts)}")
+        try:
+            prep = prepare_fact(lm, fact, i)
+        except InputError as err:
+            if err.field == "models":
+                raise
+            errors.append(err)
+            skipped.append(SkippedFact(fact_id=fact_key(fact), field=err.field, reason=err.message))
+            continue
+        err = _problem(request, lm, prep, i)
+        if err is not None:
+            errors.append(err)
+            skipped.append(SkippedFact(fact_id=fact_key(fact), field=err.field, reason=err.message))
+            continue
+        _, hidden = clean_states(lm, prep.ids, [])
+        logits = lm.adapter.logits_at(lm.model, hidden[prep.predict_pos]).float()
+        checked = Checked(i, prep, float(torch.softmax(logits, -1)[prep.target_id]), int(logits.argmax()))
+        if request.rome_compat and not checked.correct:
+            top = token_texts(lm.tokenizer, [checked.top_id])[0]
+            skipped.append(SkippedFact(fact_id=fact_key(fact), field=f"facts[{i}]",
+                                       reason=f"unknown: top-1 is {top!r}, not {fact.target!r} (rome_compat skips it)"))
+            continue
+        ok.append(checked)
+    if not ok and errors:
+        first = errors[0]
+        raise InputError(first.field, f"no fact can be traced on {lm.ref.model}; the first: {first.message}",
+                         fix=first.fix)
+    return ok, skipped

@@ -1,4 +1,4 @@
-"""The localisation readings of one model, from its averages: what the summary is allowed to say.
+"""One model's averages over facts and its localisation readings: what the summary is allowed to say.
 
 * **Half-maximum ranges**: per kind and token category, the layers whose average indirect effect is
   at least half that curve's maximum (a flat stretch is a range, not a peak), with n and the band.
@@ -10,21 +10,113 @@
 * **Layer-0 artifact**: under noise, restoring a window that contains layer 0 also restores the
   embedding-level signal the noise destroyed; a peak that only such windows reach is flagged.
 * **Context**: below ``MIN_EFFECT`` the context swap has no measurable effect, and no layer is named.
+
+*Averages* (mean, n and ROME's 95% band per token category). Default convention: every position has exactly one :class:`TokenCategory`; a fact contributes one row
+per category it has (the mean over its positions there), and a category's average is over the facts
+that have it - so its ``n`` can be smaller than the number of facts, and is reported.
+
+``rome_compat`` uses ROME's buckets (``average_causal_effects`` notebook): first, middle and last
+subject token, first subsequent token, further tokens, last token. They may overlap (a one-token
+subject is both first and last; a subject right before the last token makes the first subsequent token
+the last token), and the middle and further buckets add one row per *token* (ROME's ``add_all``).
+The band is 1.96 sd / sqrt(n) in both (sample sd by default, ROME's population sd under rome_compat).
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-from neurotrace.lab.tracing.buckets import Average, last_subject_bucket, scored_bucket
+from neurotrace.lab.tracing.prepare import PreparedFact
 from neurotrace.lab.tracing.schema import (
+    CATEGORY_LABELS,
+    ROME_BUCKETS,
     ApproxCheck,
     ContextReading,
     FactRecord,
     HeadEffect,
     LayerRange,
+    ModelRecord,
     PeakSite,
+    Readings,
+    SkippedFact,
+    TokenCategory,
+    TraceRequest,
 )
+
+# -- token categories and averages ----------------------------------------------------------
+
+def categories(prep: PreparedFact) -> list[TokenCategory]:
+    """The token category of each position of a prepared fact."""
+    s, e, last = prep.subject[0], prep.subject[1], prep.predict_pos
+    return [category(p, s, e, last) for p in range(len(prep.ids))]
+
+
+def category(p: int, s: int, e: int, last: int) -> TokenCategory:
+    if p == last:
+        return TokenCategory.SCORED
+    if p > last:
+        return TokenCategory.AFTER_SCORED
+    if p < s:
+        return TokenCategory.BEFORE_SUBJECT
+    if p == e - 1:
+        return TokenCategory.LAST_SUBJECT
+    if p == s:
+        return TokenCategory.FIRST_SUBJECT
+    if p < e:
+        return TokenCategory.MIDDLE_SUBJECT
+    return TokenCategory.FIRST_SUBSEQUENT if p == e else TokenCategory.FURTHER
+
+
+def bucket_labels(rome: bool) -> list[str]:
+    return list(ROME_BUCKETS if rome else CATEGORY_LABELS)
+
+
+def scored_bucket(rome: bool) -> int:
+    return ROME_BUCKETS.index("last token") if rome else int(TokenCategory.SCORED)
+
+
+def last_subject_bucket(rome: bool) -> int:
+    return (ROME_BUCKETS if rome else CATEGORY_LABELS).index("last subject token")
+
+
+def fact_rows(grid: Tensor, cats: Sequence[int], subject: Sequence[int], predict_pos: int,
+              rome: bool) -> list[list[Tensor]]:
+    """For one fact's (layer, pos) grid: per bucket, the (layer,) rows it contributes."""
+    if not rome:
+        idx = torch.tensor([int(c) for c in cats])
+        return [[grid[:, idx == c].mean(1)] if bool((idx == c).any()) else [] for c in range(len(CATEGORY_LABELS))]
+    b, e, last = subject[0], subject[1], predict_pos
+    cols = [[b], list(range(b + 1, e - 1)), [e - 1], [e] if e <= last else [], list(range(e + 1, last)), [last]]
+    return [[grid[:, p] for p in ps] for ps in cols]
+
+
+@dataclass
+class Average:
+    mean: Tensor     # (layer, bucket), nan where no rows
+    band: Tensor     # (layer, bucket) 1.96 sd / sqrt(n), nan where no rows
+    n: list[int]     # rows per bucket
+
+
+def average(per_fact: Sequence[list[list[Tensor]]], n_layers: int, n_buckets: int, rome: bool) -> Average:
+    """Average the rows of every fact per bucket."""
+    mean = torch.full((n_layers, n_buckets), float("nan"))
+    band = torch.full((n_layers, n_buckets), float("nan"))
+    n = []
+    for c in range(n_buckets):
+        rows = [r for fact in per_fact for r in fact[c]]
+        n.append(len(rows))
+        if not rows:
+            continue
+        stack = torch.stack(rows).double()                                   # (rows, layer)
+        mean[:, c] = stack.mean(0).float()
+        sd = stack.std(0, correction=0 if rome else 1) if len(rows) > 1 else torch.zeros(n_layers, dtype=torch.float64)
+        band[:, c] = (1.96 * sd / len(rows) ** 0.5).float()
+    return Average(mean, band, n)
+
+
+# -- readings -------------------------------------------------------------------------------
 
 MIN_EFFECT = 0.02          # p(target) units: smaller average effects are reported as none
 UNDER, OVER = 0.67, 1.5    # approx / exact magnitude ratios beyond which approx under/over-estimates
@@ -147,3 +239,61 @@ def approx_checks(facts: Sequence[FactRecord]) -> list[ApproxCheck]:
                    else "overestimates" if ratio > OVER else "agrees")
         out.append(ApproxCheck(kind=k, cells=len(a), spearman=rho, magnitude_ratio=ratio, verdict=verdict))
     return out
+
+
+# -- one model's record ----------------------------------------------------------------------
+
+@dataclass
+class ModelInfo:
+    """What the summary needs to know about a model once it is no longer leased."""
+
+    model: str
+    kind: str
+    family: str
+    n_layers: int
+    n_heads: int | None
+    fingerprint: str
+    window: int
+    noise_std: float | None
+    noise_std_from: str
+
+
+def _curves_mean(known: Sequence[FactRecord]) -> dict[str, list[float]]:
+    out = {}
+    for key in ("scored_patch", "subject_patch", "context_patch"):
+        rows = [getattr(f.curves, key) for f in known if getattr(f.curves, key) is not None]
+        if rows:
+            out[key] = torch.tensor(rows).mean(0).tolist()
+    return out
+
+
+def summarize_model(request: TraceRequest, info: ModelInfo, facts: Sequence[FactRecord],
+                    skipped: Sequence[SkippedFact]) -> ModelRecord:
+    """Averages over the known facts, their readings, and the model's record for trace_results.json."""
+    rome = request.rome_compat
+    labels = bucket_labels(rome)
+    known = [f for f in facts if f.correct]
+    avgs = {}
+    for k in request.kinds:
+        rows = [fact_rows(torch.tensor(f.indirect[k]), f.categories, f.subject_range, f.predict_pos, rome)
+                for f in known]
+        avgs[k] = average(rows, info.n_layers, len(labels), rome)
+    total = (sum(f.p_clean - f.p_corrupted for f in known) / len(known)) if known else 0.0
+    found = ranges(avgs, labels) if known else []
+    readings = Readings(
+        buckets=labels, bucket_n=next(iter(avgs.values())).n if avgs else [], min_effect=MIN_EFFECT,
+        ranges=found, handoff_layer=handoff_layer(avgs, rome) if known else None,
+        arrival_layer=arrival_layer(avgs, rome, total) if known else None,
+        layer0_artifact=layer0_artifacts(avgs, info.window, request.corruption.kind == "noise") if known else [],
+        context=context(known), top_heads=top_heads(known), approx=approx_checks(facts))
+    n = max(len(facts), 1)
+    return ModelRecord(
+        model=info.model, kind=info.kind, family=info.family, n_layers=info.n_layers, n_heads=info.n_heads,
+        fingerprint=info.fingerprint, window=info.window, noise_std=info.noise_std,
+        noise_std_from=info.noise_std_from, facts=list(facts), skipped=list(skipped),
+        aie={k: a.mean.tolist() if known else [] for k, a in avgs.items()},
+        aie_band={k: a.band.tolist() if known else [] for k, a in avgs.items()}, categories=labels,
+        peak=peak(found, rome), readings=readings, curves_mean=_curves_mean(known), n_known=len(known),
+        unknown_facts=[f.fact_id or f.subject for f in facts if not f.correct],
+        mean_p_clean=sum(f.p_clean for f in facts) / n, mean_p_corrupted=sum(f.p_corrupted for f in facts) / n,
+        notes=sorted({note for f in facts for note in f.notes}))

@@ -13,9 +13,7 @@ from neurotrace.lab.model.loading import LoadedModel, ModelRef
 from neurotrace.lab.model.tokens import token_texts
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.runs import Run
-from neurotrace.lab.tracing import approx_check, noise
-from neurotrace.lab.tracing.aggregate import ModelInfo, summarize_model
-from neurotrace.lab.tracing.buckets import categories
+from neurotrace.lab.tracing import approx_check
 from neurotrace.lab.tracing.grid import (
     Corrupted,
     approx_grid,
@@ -24,7 +22,16 @@ from neurotrace.lab.tracing.grid import (
     head_grid,
     layer_curve,
 )
-from neurotrace.lab.tracing.prepare import target_probs
+from neurotrace.lab.tracing.prepare import (
+    Checked,
+    check_facts,
+    embedding_std,
+    fact_seed,
+    noise_draw,
+    subjects_alone_std,
+    target_probs,
+)
+from neurotrace.lab.tracing.readings import ModelInfo, categories, summarize_model
 from neurotrace.lab.tracing.report import finish_run, write_partial
 from neurotrace.lab.tracing.schema import (
     ROME_WINDOW,
@@ -36,7 +43,6 @@ from neurotrace.lab.tracing.schema import (
     TraceRequest,
     TraceResult,
 )
-from neurotrace.lab.tracing.validate import Checked, check_facts
 
 
 def window_for(request: TraceRequest, n_layers: int) -> int:
@@ -80,9 +86,9 @@ def noise_unit(request: TraceRequest, lm: LoadedModel, lab: Lab) -> tuple[float 
     if isinstance(source, float):
         return source, "given"
     if source == "embeddings":
-        return noise.embedding_std(lm), "embeddings (whole vocabulary)"
+        return embedding_std(lm), "embeddings (whole vocabulary)"
     facts, name = noise_reference(request, lab)
-    return noise.subjects_alone_std(lm, [f.clean_subject for f in facts]), f"dataset ({name}, subjects alone)"
+    return subjects_alone_std(lm, [f.clean_subject for f in facts]), f"dataset ({name}, subjects alone)"
 
 
 def corrupted_input(request: TraceRequest, lm: LoadedModel, checked: Checked, unit: float | None
@@ -90,7 +96,7 @@ def corrupted_input(request: TraceRequest, lm: LoadedModel, checked: Checked, un
     prep = checked.prep
     if request.corruption.kind == "swap":
         return Corrupted(prep.swap_ids, None, prep.subject), None
-    rows, seed = noise.draw(request.corruption.samples, prep, lm.d_model, unit, request.corruption.scale,
+    rows, seed = noise_draw(request.corruption.samples, prep, lm.d_model, unit, request.corruption.scale,
                             seed=request.seed, rome=request.rome_compat)
     return Corrupted(prep.ids, rows, prep.subject), seed
 
@@ -108,7 +114,7 @@ def _grids(request: TraceRequest, lm: LoadedModel, checked: Checked, corr: Corru
         extra["agreement"] = agreement({k: v - p_corr for k, v in exact.items()}, approx)
         return exact, extra
     extra["approx_check"] = approx_check.check(lm, prep, corr, approx, p_corr, window,
-                                               noise.fact_seed(request.seed, prep.fact))
+                                               fact_seed(request.seed, prep.fact))
     return {k: v + p_corr for k, v in approx.items()}, extra
 
 

@@ -17,8 +17,7 @@ from neurotrace.lab.model.tokens import token_ids
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.figures import FIGURES
 from neurotrace.lab.tracing.grid import Corrupted, exact_grid
-from neurotrace.lab.tracing.noise import embedding_std, fact_seed, subjects_alone_std
-from neurotrace.lab.tracing.prepare import prepare_fact
+from neurotrace.lab.tracing.prepare import embedding_std, fact_seed, prepare_fact, subjects_alone_std
 from neurotrace.lab.tracing.schema import ROME_BUCKETS, TokenCategory, TraceResults
 from neurotrace.testing.tiny import build_tiny
 

@@ -6,9 +6,7 @@ Synthetic records with known answers, so each reading can be checked by hand."""
 import pytest
 import torch
 
-from neurotrace.lab.tracing.aggregate import ModelInfo, summarize_model
-from neurotrace.lab.tracing.buckets import category
-from neurotrace.lab.tracing.readings import MIN_EFFECT
+from neurotrace.lab.tracing.readings import MIN_EFFECT, ModelInfo, category, summarize_model
 from neurotrace.lab.tracing.report import cross_model, interpret
 from neurotrace.lab.tracing.schema import FactCurves, FactPeak, FactRecord, TraceRequest
 
