@@ -43,13 +43,18 @@ title="run report"></iframe>
       if (b && b.type === 'resource' && b.resource && b.resource.mimeType === 'text/html') { page = b.resource.text; }
     });
     var wait = document.getElementById('wait'), frame = document.getElementById('report');
-    if (page) { frame.srcdoc = page; frame.style.display = 'block'; wait.style.display = 'none'; }
-    else {
+    var sized = function () {
+      send({method: 'ui/notifications/size-changed', params: {height: document.documentElement.scrollHeight}});
+    };
+    if (page) {
+      frame.onload = sized;   // after the report and its inline figures have loaded
+      frame.srcdoc = page; frame.style.display = 'block'; wait.style.display = 'none';
+    } else {
       var text = blocks.filter(function (b) { return b && b.type === 'text'; }).map(function (b) { return b.text; });
       wait.textContent = text.join('\\n') || 'This result has no report.';
       wait.style.whiteSpace = 'pre-wrap';
+      sized();
     }
-    send({method: 'ui/notifications/size-changed', params: {height: document.documentElement.scrollHeight}});
   }
   window.addEventListener('message', function (event) {
     var msg = event.data || {};

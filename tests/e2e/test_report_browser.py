@@ -4,9 +4,13 @@ Chromium comes from Debian's packages (``scripts/test.sh`` installs it when apt 
 these tests skip with the reason.
 """
 
+import json
+import os
 import re
+import select
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ import pytest
 from PIL import Image
 
 from neurotrace import Lab, LabSettings, TraceRequest, run_trace
+from neurotrace.tools._report_ui import VIEWER
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
@@ -90,3 +95,97 @@ def test_the_report_tables_sort_when_a_header_is_clicked(trace_report, tmp_path)
     except ValueError:
         pass
     assert found[1] == "desc" and first_up <= first_down
+
+
+#: a stand-in MCP Apps host: answers ui/initialize, then posts the tool result into the viewer's frame
+HOST = """<!DOCTYPE html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"></head><body>
+<iframe id="v" src="viewer.html" style="width:1000px;height:700px"></iframe><script>
+var RESULT = %s, seen = [], frame = document.getElementById('v');
+window.addEventListener('message', function (e) {
+  var m = e.data || {}, reply = function (x) { frame.contentWindow.postMessage(x, '*'); };
+  seen.push(m.method || 'response');
+  if (m.method === 'ui/initialize') { reply({jsonrpc: '2.0', id: m.id, result: {protocolVersion: '2026-01-26',
+      hostInfo: {name: 'test-host', version: '1'}, hostCapabilities: {}, hostContext: {}}}); }
+  if (m.method === 'ui/notifications/initialized') {
+    reply({jsonrpc: '2.0', method: 'ui/notifications/tool-result', params: RESULT}); }
+  if (m.method === 'ui/notifications/size-changed') {
+    var d = document.createElement('div'); d.id = 'nt-host'; d.textContent = seen.join(',');
+    document.body.appendChild(d); }
+});
+</script></body></html>"""
+
+
+class DevTools:
+    """Chromium driven over the DevTools protocol on a pipe (fds 3/4, NUL-separated JSON): for pages whose
+    content arrives after the load event, which --dump-dom would snapshot too early."""
+
+    def __init__(self, profile: Path) -> None:
+        theirs_r, ours_w = os.pipe()
+        ours_r, theirs_w = os.pipe()
+
+        def on_fds_3_and_4() -> None:
+            r, w = os.dup(theirs_r), os.dup(theirs_w)
+            os.dup2(r, 3)
+            os.dup2(w, 4)
+            os.set_inheritable(3, True)
+            os.set_inheritable(4, True)
+
+        self.proc = subprocess.Popen([CHROMIUM, *FLAGS[:-2], f"--user-data-dir={profile}", "--remote-debugging-pipe"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=False,
+                                     preexec_fn=on_fds_3_and_4)
+        os.close(theirs_r)
+        os.close(theirs_w)
+        self.w, self.r, self.buf, self.last, self.events = ours_w, ours_r, b"", 0, []
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        self.last += 1
+        msg = {"id": self.last, "method": method, "params": params or {}, **({"sessionId": session} if session else {})}
+        os.write(self.w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + 60
+        while True:
+            assert select.select([self.r], [], [], max(0.0, deadline - time.monotonic()))[0], f"{method}: no answer"
+            self.buf += os.read(self.r, 1 << 20)
+            *done, self.buf = self.buf.split(b"\0")
+            for reply in map(json.loads, done):
+                if reply.get("id") == self.last:
+                    assert "error" not in reply, reply["error"]
+                    return reply["result"]
+                self.events.append(reply)
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close")
+        except (AssertionError, OSError):
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        os.close(self.w)
+        os.close(self.r)
+
+
+def test_the_apps_viewer_completes_the_handshake_and_loads_the_embedded_report(trace_report, tmp_path):
+    result = {"content": [{"type": "text", "text": "summary"},
+                          {"type": "resource", "annotations": {"audience": ["user"]},
+                           "resource": {"uri": "neurotrace://runs/x/artifacts/report.html", "mimeType": "text/html",
+                                        "text": trace_report.read_text(encoding="utf-8")}}]}
+    site = tmp_path / "host"
+    site.mkdir()
+    (site / "viewer.html").write_text(VIEWER, encoding="utf-8")
+    (site / "host.html").write_text(HOST % json.dumps(result).replace("</", "<\\/"), encoding="utf-8")
+    browser = DevTools(tmp_path / "profile")
+    try:
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        browser.send("Runtime.enable", session=session)
+        browser.send("Page.navigate", {"url": (site / "host.html").as_uri()}, session=session)
+        seen, deadline = "", time.monotonic() + 60
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.2)
+            seen = browser.send("Runtime.evaluate", {"expression": "(document.getElementById('nt-host')||{}).textContent"
+                                                     " || ''", "returnByValue": True}, session=session)["result"]["value"]
+    finally:
+        browser.close()
+    # the viewer reports its size once the embedded report (figures included) has loaded in its frame
+    assert seen.split(",") == ["ui/initialize", "ui/notifications/initialized", "ui/notifications/size-changed"]
+    problems = [e for e in browser.events if e.get("method") == "Runtime.exceptionThrown"
+                or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "warning"))]
+    assert problems == []
