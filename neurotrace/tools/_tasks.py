@@ -1,8 +1,8 @@
 """The MCP tasks extension (``io.modelcontextprotocol/tasks``) over neurotrace's detached jobs.
 
-Where the client declares the extension (``capabilities.extensions``) and sends ``tools/call`` with a
-``task`` field, an experiment tool answers at once with a ``CreateTaskResult`` whose task id is the
-run id; ``tasks/get`` polls it, ``tasks/result`` waits for and returns the tool's ``CallToolResult``,
+Where the client declares the extension (``capabilities.extensions``), an experiment tool's
+``tools/call`` answers at once with a task (``resultType: "task"``, a ``CreateTaskResult`` whose task
+id is the run id); ``tasks/get`` polls it, ``tasks/result`` waits for and returns the tool's ``CallToolResult``,
 ``tasks/cancel`` stops it (the run ends ``cancelled``), ``tasks/list`` lists them. The installed SDK
 (mcp 2.3) carries the task types but no task machinery, so this extension provides the methods through
 the SDK's :class:`~mcp.server.extension.Extension` interface (``methods`` + ``intercept_tool_call``).
@@ -20,11 +20,12 @@ from neurotrace.tools._jobs import Job, Jobs
 
 IDENTIFIER = "io.modelcontextprotocol/tasks"
 POLL_MS = 1000
+TTL_MS = 24 * 3600 * 1000  # results stay readable from the run directory after this too
 
 
 def task_view(job: Job) -> dict[str, Any]:
     return {"task_id": job.run_id, "status": job.status, "status_message": job.message[:200],
-            "created_at": job.created, "last_updated_at": job.updated, "ttl": None, "poll_interval": POLL_MS}
+            "created_at": job.created, "last_updated_at": job.updated, "ttl": TTL_MS, "poll_interval": POLL_MS}
 
 
 class TasksExtension(Extension):
@@ -48,12 +49,13 @@ class TasksExtension(Extension):
 
     async def intercept_tool_call(self, params: types.CallToolRequestParams, ctx: Any, call_next: Any) -> Any:
         declared = (ctx.session.client_capabilities.extensions or {}) if ctx.session.client_capabilities else {}
-        if params.task is None or IDENTIFIER not in declared or params.name not in self.waitable:
+        if IDENTIFIER not in declared or params.name not in self.waitable:
             return await call_next(ctx)
         job = await self.start(params.name, dict(params.arguments or {}), ctx)
         if isinstance(job, types.CallToolResult):  # the arguments were refused before any work
             return job
-        return types.CreateTaskResult(task=types.Task(**task_view(job)))
+        task = types.Task(**task_view(job)).model_dump(by_alias=True, mode="json")
+        return {"task": task, "resultType": "task"}  # a dict: the SDK's models drop resultType when dumped
 
     def _job(self, ctx: Any, task_id: str) -> Job:
         job = self.jobs_of(ctx).get(task_id)
