@@ -42,6 +42,7 @@ from neurotrace.lab.model.cache import parse_bytes
 from neurotrace.lab.model.embedded import EMBEDDED_MODELS
 from neurotrace.lab.runs import URI_PREFIX, media_type
 from neurotrace.tools._jobs import Job, Jobs
+from neurotrace.tools._report_ui import offer_report_ui, report_app
 from neurotrace.tools._runner import AppContext
 from neurotrace.tools._tasks import TasksExtension
 from neurotrace.transport import BearerAuth, announce, is_loopback, read_token, security_settings, serve_stdio
@@ -209,8 +210,9 @@ def build_server(settings: LabSettings | None = None, lab: Lab | None = None) ->
 
     tasks = TasksExtension(lambda ctx: ctx.lifespan_context.jobs, start, frozenset())
     server = NeurotraceServer(name="neurotrace", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan,
-                              extensions=[tasks])
+                              extensions=[tasks, report_app()])
     tools.register(server)
+    offer_report_ui(server)   # MCP Apps clients get each run's report.html as the result's UI
     resources.register(server, lab)
     prompts.register(server)
     tasks.waitable = server.waitable()

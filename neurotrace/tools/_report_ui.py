@@ -76,13 +76,18 @@ def report_app() -> Apps:
     return apps
 
 
-def offer_report_ui(server: Any, names: Iterable[str]) -> None:
-    """Point the named tools' ``_meta.ui.resourceUri`` at the viewer (call after registering them).
+def offer_report_ui(server: Any, names: Iterable[str] | None = None) -> None:
+    """Point tools' ``_meta.ui.resourceUri`` at the viewer (call after registering them): the named ones,
+    or by default every tool whose result carries a ``run_id`` (the ones that write a run).
 
     ``MCPServer.add_tool`` takes ``meta=`` but every tool module registers itself; stamping here keeps
     that in one place. The SDK (mcp 2.3) has no public setter, hence its tool manager."""
+    manager = server._tool_manager
+    if names is None:
+        names = [t.name for t in manager.list_tools()
+                 if "run_id" in ((t.fn_metadata.output_schema or {}).get("properties") or {})]  # not the cached property
     for name in names:
-        tool = server._tool_manager.get_tool(name)
+        tool = manager.get_tool(name)
         if tool is not None:
             tool.meta = {**(tool.meta or {}), **UI_META}
 

@@ -36,6 +36,7 @@ from neurotrace.lab.progress import Reporter
 from neurotrace.lab.runs import URI_PREFIX, media_type
 from neurotrace.tools._faults import tool_faults
 from neurotrace.tools._jobs import CURRENT_JOB, Jobs
+from neurotrace.tools._report_ui import report_blocks
 
 log = logging.getLogger("neurotrace.server")
 
@@ -78,6 +79,7 @@ async def run_in_lab(ctx: Context, fn: Callable[..., Any], request: Any) -> Call
             lab.store.attach_result(run_id, packaged.model_dump(mode="json", by_alias=True, exclude_none=True))
         except Exception:  # the result was still delivered; keeping a copy is best effort
             log.warning("could not keep the result of run %s", run_id, exc_info=True)
+    packaged.content.extend(report_blocks(ctx, lab, packaged.structured_content))   # link; page for Apps clients
     return packaged
 
 

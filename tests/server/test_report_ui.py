@@ -10,6 +10,7 @@ from mcp_types import CallToolResult, TextContent
 
 from neurotrace import resources
 from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.server import build_server
 from neurotrace.tools._report_ui import REPORT_UI, VIEWER, offer_report_ui, report_app, report_blocks
 
 pytestmark = pytest.mark.anyio
@@ -73,3 +74,17 @@ async def test_a_client_without_apps_gets_only_a_link_to_the_report(lab):
         assert uri.endswith("/artifacts/report.html")
         page = await client.read_resource(uri)
     assert page.contents[0].text.startswith("<!DOCTYPE html>")
+
+
+async def test_the_real_server_offers_the_report_ui_on_tools_that_write_runs(lab):
+    async with Client(build_server(lab=lab), extensions=APPS_CLIENT) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert tools["trace"].meta["ui"]["resourceUri"] == REPORT_UI
+        assert not (tools["release_model"].meta or {}).get("ui")
+        request = {"source": {"kind": "pack", "domains": ["geography"]}, "models": ["fact-gpt2"]}
+        result = await client.call_tool("generate_facts", {"request": request})
+        assert not result.is_error, result.content
+        pages = [b.resource.text for b in result.content if b.type == "resource"]
+        assert len(pages) == 1 and "generate_facts" in pages[0]
+        viewer = await client.read_resource(REPORT_UI)
+        assert viewer.contents[0].text == VIEWER
