@@ -26,7 +26,8 @@ from neurotrace.lab.errors import InputError, LabError, validation_message
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model import catalog
 from neurotrace.lab.model.embedded import EMBEDDED_MODELS
-from neurotrace.lab.progress import stderr_reporter
+from neurotrace.lab.model.loading import resolve_source
+from neurotrace.lab.progress import Reporter, stderr_reporter
 from neurotrace.server import main as serve
 
 #: every experiment subcommand: (tool name, run function); the name is the MCP tool's and run_<name>'s
@@ -117,7 +118,10 @@ def _run_experiment(args: argparse.Namespace) -> int:
             data[field] = _coerce(info.annotation, raw)
     request = args._model.model_validate(data)
     lab = Lab(LabSettings.from_env(runs_dir=args.runs_dir and Path(args.runs_dir)))
-    result = args._fn(request, lab=lab, reporter=stderr_reporter(quiet=args.quiet))
+    reporter = stderr_reporter(quiet=args.quiet)
+    resolve_models(request, reporter)
+    with reporter.stage(args._fn.__name__.removeprefix("run_")):
+        result = args._fn(request, lab=lab, reporter=reporter)
     payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
     if args.json:
         print(json.dumps(payload, indent=2))
@@ -128,6 +132,18 @@ def _run_experiment(args: argparse.Namespace) -> int:
         if payload.get("next"):
             print(f"next: {payload['next']}")
     return 0
+
+
+def resolve_models(request: BaseModel, reporter: Reporter) -> None:
+    """Model loading's own stages, shown before the run: a GGUF file or catalog model is hashed and then
+    found in the conversion cache or dequantised and saved once (the run's load then hits that cache)."""
+    names = [getattr(request, "model", None), *(getattr(request, "models", None) or [])]
+    names = [n for n in names if isinstance(n, str) and n not in EMBEDDED_MODELS]
+    if not names:
+        return
+    with reporter.stage("model load"):
+        for name in names:
+            resolve_source(name, progress=reporter.stage_callback(name))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from neurotrace import TraceRequest, cli
 from neurotrace.cli import main
 from neurotrace.lab.errors import Cancelled
 from neurotrace.lab.progress import Reporter, stderr_reporter
@@ -98,3 +99,17 @@ def test_cli_json_prints_only_the_result_on_stdout_and_quiet_silences_stderr(tmp
     assert main(args) == 0
     out, err = capsys.readouterr()
     assert "100% [3/3] done" in err and "run: " in out
+
+
+def test_model_loading_shows_its_own_stages_before_the_run(monkeypatch):
+    def fake_resolve(name, progress=None):
+        for stage in ("hashing", "cache hit"):
+            progress(stage)
+        return "/converted"
+
+    monkeypatch.setattr(cli, "resolve_source", fake_resolve)
+    out = io.StringIO()
+    request = TraceRequest(models=["fact-gpt2", "tiny.gguf"], pack="geography")
+    cli.resolve_models(request, stderr_reporter(stream=out))
+    assert out.getvalue().splitlines() == ["model load ...", "model load: tiny.gguf: hashing",
+                                           "model load: tiny.gguf: cache hit"]
