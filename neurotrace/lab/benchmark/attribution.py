@@ -120,10 +120,11 @@ def method_fns(ig_steps: int = 128, ig_baseline: str = "zeros") -> dict[str, Met
 
 
 def score_circuits(seeds: int, samples: int, ig_steps: int = 128, ig_baseline: str = "zeros", seed: int = 0,
-                   regimes: tuple[Regime, ...] = REGIMES, on_seed: Callable[[int], None] | None = None
-                   ) -> dict[str, dict[str, list[float]]]:
+                   regimes: tuple[Regime, ...] = REGIMES, on_seed: Callable[[int], None] | None = None,
+                   check: Callable[[], None] | None = None) -> dict[str, dict[str, list[float]]]:
     """AUROC per method and regime, one value per seed; the 'null' lists score every regime's
-    importances against scrambled labels (one value per seed and regime)."""
+    importances against scrambled labels (one value per seed and regime). ``check()`` runs before each
+    method's scoring (it raises to cancel)."""
     fns = method_fns(ig_steps, ig_baseline)
     out: dict[str, dict[str, list[float]]] = {m: {r: [] for r in (*regimes, "null")} for m in fns}
     for s in range(seeds):
@@ -135,6 +136,8 @@ def score_circuits(seeds: int, samples: int, ig_steps: int = 128, ig_baseline: s
             null = torch.zeros(N_FEATURES, dtype=torch.bool)
             null[torch.randperm(N_FEATURES, generator=g)[:len(circuit.causal)]] = True
             for name, fn in fns.items():
+                if check is not None:
+                    check()
                 scores = fn(circuit, x, g)
                 out[name][regime].append(auroc(scores, circuit.labels))
                 out[name]["null"].append(auroc(scores, null))

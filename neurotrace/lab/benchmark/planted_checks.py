@@ -30,7 +30,7 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.progress import Reporter
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.tracing import (
     PreparedFact,
@@ -51,10 +51,10 @@ class PlantedCheck(BaseModel):
     run_id: str | None = Field(None, description="The trace run this check read, if any.")
 
 
-def _trace_checks(lab: Lab, pm: PlantedModel, mode: str, seed: int) -> list[PlantedCheck]:
+def _trace_checks(lab: Lab, pm: PlantedModel, mode: str, seed: int, reporter: Reporter) -> list[PlantedCheck]:
     req = TraceRequest(models=[str(pm.path)], facts=list(pm.facts), kinds=["mlp"], window=1, mode=mode,
                        heads=mode == "exact", seed=seed, corruption={"kind": "noise", "samples": 10})
-    result = run_trace(req, lab=lab, reporter=Reporter())
+    result = run_trace(req, lab=lab, reporter=Reporter(cancel_event=reporter.cancel_event))  # cancellable, quiet
     facts = lab.store.read_json(result.run_id, "trace_results.json")["models"][str(pm.path)]["facts"]
     grid = torch.tensor([f["indirect"]["mlp"] for f in facts]).mean(0)          # (layer, pos)
     layer, pos = divmod(int(grid.argmax()), grid.shape[1])
@@ -122,10 +122,11 @@ def _abs_corr(x: Tensor, y: Tensor) -> Tensor:
 
 
 def _component_checks(lm: LoadedModel, pm: PlantedModel, preps: list[PreparedFact], std: float,
-                      seed: int) -> list[PlantedCheck]:
+                      seed: int, reporter: Reporter) -> list[PlantedCheck]:
     sites = _sites(lm)
     corr, grad = 0, 0
     for i, prep in enumerate(preps):
+        reporter.check()
         p, acts = _noisy(lm, prep, std, seed * 101 + i, sites)
         corr = corr + _abs_corr(torch.stack([acts[s].norm(dim=-1) for s in sites], 1), p)   # (site, pos)
         g = _clean_grads(lm, prep, sites)
@@ -145,11 +146,12 @@ def _point(method: str, scores: Tensor, sites: list[str], target: tuple[int, int
 
 
 def _neuron_checks(lm: LoadedModel, pm: PlantedModel, preps: list[PreparedFact], std: float,
-                   seed: int) -> list[PlantedCheck]:
+                   seed: int, reporter: Reporter) -> list[PlantedCheck]:
     """Per fact, the top (layer, position, neuron) by each method vs the fact's planted neuron."""
     sites = _neuron_sites(lm)
     found: dict[str, list[tuple[tuple[int, ...], int]]] = {"correlation": [], "gradient": []}
     for i, prep in enumerate(preps):
+        reporter.check()
         p, acts = _noisy(lm, prep, std, seed * 101 + i, sites)
         corr = _abs_corr(torch.stack([acts[s] for s in sites], 1), p)           # (layer, pos, neuron)
         g = _clean_grads(lm, prep, sites)
@@ -173,13 +175,15 @@ def _neuron_checks(lm: LoadedModel, pm: PlantedModel, preps: list[PreparedFact],
     return out
 
 
-def planted_checks(lab: Lab, model_dir: Path, seed: int) -> tuple[PlantedModel, list[PlantedCheck]]:
+def planted_checks(lab: Lab, model_dir: Path, seed: int, reporter: Reporter = NULL_REPORTER
+                   ) -> tuple[PlantedModel, list[PlantedCheck]]:
     """Build the planted model in ``model_dir`` and run every check on it."""
     pm = build_planted(model_dir)
-    checks = _trace_checks(lab, pm, "exact", seed) + _trace_checks(lab, pm, "approx", seed)
+    checks = _trace_checks(lab, pm, "exact", seed, reporter) + _trace_checks(lab, pm, "approx", seed, reporter)
     with lab.cache.lease(ModelRef(model=str(pm.path))) as lm:
         preps = [prepare_fact(lm, f, i) for i, f in enumerate(pm.facts)]
         std = subject_noise_std(lm, preps)
-        checks += _component_checks(lm, pm, preps, std, seed) + _neuron_checks(lm, pm, preps, std, seed)
+        checks += (_component_checks(lm, pm, preps, std, seed, reporter)
+                   + _neuron_checks(lm, pm, preps, std, seed, reporter))
     lab.cache.release(str(pm.path))
     return pm, checks

@@ -91,7 +91,8 @@ def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter = N
         total = (request.seeds if "circuits" in request.parts else 0) + (1 if "planted" in request.parts else 0)
         if "circuits" in request.parts:
             scores = score_circuits(request.seeds, request.samples, request.ig_steps, request.ig_baseline,
-                                    request.seed, on_seed=lambda s: reporter.step(s + 1, total, f"circuits, seed {s + 1}"))
+                                    request.seed, on_seed=lambda s: reporter.step(s + 1, total, f"circuits, seed {s + 1}"),
+                                    check=reporter.check)
             out.table = _rows(scores)
             out.jacobian_max_abs_diff = jacobian_check(request.samples, request.seed)
             out.dissociation = dissociation(out.table)
@@ -105,7 +106,7 @@ def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter = N
                 f"{request.ig_baseline} baseline")))
         if "planted" in request.parts:
             reporter.step(total - 1, total, "planted transformer")
-            _run_planted(request, lab, run, out)
+            _run_planted(request, lab, run, out, reporter)
             reporter.step(total, total, "planted transformer done")
         out.markdown = "\n\n".join(t for t in (markdown_table(out.table) if out.table else "",
                                                planted_table(out.planted)) if t)
@@ -118,9 +119,9 @@ def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter = N
         return out
 
 
-def _run_planted(request: BenchmarkRequest, lab: Lab, run, out: BenchmarkResult) -> None:
+def _run_planted(request: BenchmarkRequest, lab: Lab, run, out: BenchmarkResult, reporter: Reporter) -> None:
     model_dir = "planted-gpt2"
-    pm, out.planted = planted_checks(lab, run.dir / model_dir, request.seed)
+    pm, out.planted = planted_checks(lab, run.dir / model_dir, request.seed, reporter)
     out.planted_model = str(pm.path)
     for f in sorted(pm.path.iterdir()):
         run.record_file(f"{model_dir}/{f.name}")
