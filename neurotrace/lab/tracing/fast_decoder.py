@@ -23,14 +23,19 @@ modules** exactly as the model runs them when it continues a cached sequence.
   the cached residuals) are the layers' own business.
 * **Restorations** write the clean ``attn_out`` / ``mlp_out`` inside a layer through the ordinary site
   hooks; resid restorations are written into the state entering the next layer.
-* **Shared states** (:mod:`neurotrace.lab.tracing.rowplan`): rows whose restorations so far agree run
-  once per layer and fork where they differ. The LM head runs on the scored position only.
+* **Batches by position.** A batch holds the rows of one restored position ``p`` (every kind, layer and
+  sample); each row *enters* at its first restored layer from the cached corrupted residual, so a
+  layer runs on the rows restored at or below it, and a state still equal to the corrupted run is
+  never computed. Rows whose restorations so far agree (the windows of neighbouring layers) are one
+  state until they part (:func:`neurotrace.lab.tracing.rowplan.state_key`). The LM head runs on the
+  scored position only.
 
 Masked LMs (bidirectional attention: every position sees the restored one) keep the batched full
 forward. Results equal the full forward to float precision (tests on tiny models of every family).
 """
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,17 +47,7 @@ from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.prepare import PreparedFact, clean_states, noise_hook
-from neurotrace.lab.tracing.rowplan import (
-    Level,
-    Row,
-    chunks,
-    grid_sites,
-    group_rows,
-    initial_states,
-    plan,
-    put,
-    target_prob,
-)
+from neurotrace.lab.tracing.rowplan import Restore, Row, grid_sites, group_rows, put, state_key, target_prob
 
 LayerCall = tuple[tuple[Any, ...], dict[str, Any]]   # positional args after hidden_states, keyword args
 
@@ -106,6 +101,56 @@ def layer_calls(lm: LoadedModel, ids: Tensor, kv: DynamicCache, p: int) -> tuple
     return calls, probe
 
 
+@dataclass
+class Step:
+    """One layer for one row batch. Before it, the states are ``h`` (computed so far); the layer runs on
+    ``[h ; corrupted residuals of the samples in enter][inputs]`` (rows starting here enter from the
+    cache), with the clean attn/mlp values ``restore``; after it, the states are ``[its outputs ;
+    resid-restored states]``, the latter the cached corrupted output of the layer with the clean
+    ``resid_post`` written at one position (sample, offset, value)."""
+
+    inputs: Tensor
+    enter: Tensor
+    sample: Tensor                     # noise sample of each state run through the layer
+    restore: dict[str, Restore]
+    resid: tuple[Tensor, Tensor, Tensor] | None
+
+
+def join_plan(chunk: Sequence[Row], n_layers: int, p0: int,
+              clean: dict[str, Tensor]) -> tuple[int, list[Step], Tensor]:
+    """The first layer that changes anything, one :class:`Step` per layer from there, each row's final
+    state. States still equal to the corrupted run are never computed (they are in the cache)."""
+    first = min(r.layers[0] for r in chunk)
+    prev: dict[tuple, int] = {}
+    steps = []
+    for layer in range(first, n_layers):
+        run, resid, seen = [], [], set()
+        for row in chunk:
+            key = state_key(row, layer)
+            if key[0] == "corrupted" or key in seen:
+                continue
+            seen.add(key)
+            (resid if row.kind == "resid" and row.layers[0] == layer else run).append((key, row))
+        enter = sorted({r.sample for k, r in run if state_key(r, layer - 1)[0] == "corrupted"})
+        inputs = [prev[state_key(r, layer - 1)] if state_key(r, layer - 1) in prev else len(prev) + enter.index(r.sample)
+                  for _, r in run]
+        restore = {}
+        for kind in ("attn", "mlp"):
+            us = [u for u, (_, r) in enumerate(run) if r.kind == kind and layer in r.layers]
+            if us:
+                pos = torch.tensor([run[u][1].pos for u in us])
+                restore[kind] = (torch.tensor(us), pos - p0, clean[site_name(f"{kind}_out", layer)][pos])
+        resid_spec = None
+        if resid:
+            pos = torch.tensor([r.pos for _, r in resid])
+            resid_spec = (torch.tensor([r.sample for _, r in resid]), pos - p0,
+                          clean[site_name("resid_post", layer)][pos])
+        steps.append(Step(torch.tensor(inputs, dtype=torch.long), torch.tensor(enter, dtype=torch.long),
+                          torch.tensor([r.sample for _, r in run], dtype=torch.long), restore, resid_spec))
+        prev = {k: i for i, (k, _) in enumerate(run + resid)}
+    return first, steps, torch.tensor([prev[state_key(r, n_layers - 1)] for r in chunk])
+
+
 def _restore_hook(spec) -> Callable[..., Tensor]:
     def restore(act: Tensor, site: str) -> Tensor:
         out = act.clone()
@@ -115,32 +160,50 @@ def _restore_hook(spec) -> Callable[..., Tensor]:
     return restore
 
 
-def _restore_hooks(start: int, levels: Sequence[Level]) -> dict[str, Callable[..., Tensor]]:
-    """attn_out / mlp_out hooks writing each level's clean values into its layer."""
+def _restore_hooks(first: int, steps: Sequence[Step]) -> dict[str, Callable[..., Tensor]]:
+    """attn_out / mlp_out hooks writing each step's clean values into its layer."""
     hooks = {}
-    for layer, level in zip(range(start, start + len(levels)), levels, strict=True):
-        for kind, spec in level.restore.items():
+    for layer, step in zip(range(first, first + len(steps)), steps, strict=True):
+        for kind, spec in step.restore.items():
             hooks[site_name(f"{kind}_out", layer)] = _restore_hook(spec)
     return hooks
 
 
 @torch.no_grad()
-def run_suffix(lm: LoadedModel, h: Tensor, start: int, p: int, kv: DynamicCache, calls: Sequence[LayerCall],
-               probe: DynamicCache, levels: Sequence[Level]) -> Tensor:
-    """Layers ``start..`` on the distinct suffix states ``h`` (states, S, D) beginning at position ``p``,
-    over their samples' corrupted prefixes; returns the final hidden states (states, S, D)."""
+def run_suffix(lm: LoadedModel, first: int, steps: Sequence[Step], p: int, resid_pre: Sequence[Tensor],
+               kv: DynamicCache, calls: Sequence[LayerCall], probe: DynamicCache) -> Tensor:
+    """Layers ``first..`` for one row batch beginning at position ``p``, over the states' corrupted
+    prefixes; returns the final states (states, S, D)."""
     blocks = lm.adapter.module(lm.model, lm.adapter.blocks)
     cache = DynamicCache()
-    with hooked(lm.model, lm.adapter, _restore_hooks(start, levels)):
-        for layer, level in zip(range(start, len(blocks)), levels, strict=True):
-            h = h[level.parent]
-            cache.update(kv.layers[layer].keys[level.sample, :, :p], kv.layers[layer].values[level.sample, :, :p],
-                         layer)                                              # (states, kv_heads, p, d_head)
-            args, kwargs = calls[layer]
-            swap = {k: cache if v is probe else v for k, v in kwargs.items()}
-            out = blocks[layer](h, *(cache if a is probe else a for a in args), **swap)
-            h = out[0] if isinstance(out, tuple) else out
+    h = resid_pre[0].new_zeros((0, resid_pre[0].shape[1] - p, resid_pre[0].shape[2]))
+    with hooked(lm.model, lm.adapter, _restore_hooks(first, steps)):
+        for layer, step in zip(range(first, len(blocks)), steps, strict=True):
+            outs = []
+            if len(step.inputs):
+                x = torch.cat([h, resid_pre[layer][step.enter, p:]])[step.inputs]     # (run, S, D)
+                cache.update(kv.layers[layer].keys[step.sample, :, :p], kv.layers[layer].values[step.sample, :, :p],
+                             layer)                                              # (run, kv_heads, p, d_head)
+                args, kwargs = calls[layer]
+                swap = {k: cache if v is probe else v for k, v in kwargs.items()}
+                out = blocks[layer](x, *(cache if a is probe else a for a in args), **swap)
+                outs.append(out[0] if isinstance(out, tuple) else out)
+            if step.resid is not None:
+                samples, offsets, values = step.resid
+                r = resid_pre[layer + 1][samples, p:].clone()                     # (resid, S, D)
+                r[torch.arange(len(samples)), offsets] = values.to(r.dtype)
+                outs.append(r)
+            h = torch.cat(outs)
     return h
+
+
+def position_chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
+    """Rows of one restored position together (every kind, layer and sample: rows enter the batch at
+    their first restored layer), at most ``size`` per batch."""
+    by_pos: dict[int, list[Row]] = {}
+    for row in sorted(rows, key=lambda r: (r.pos, r.kind, r.layers[0], r.sample)):
+        by_pos.setdefault(row.pos, []).append(row)
+    return [group[i:i + size] for group in by_pos.values() for i in range(0, len(group), size)]
 
 
 def fast_decoder_grid(lm: LoadedModel, prep: PreparedFact, corr, kinds: Sequence[str], window: int,
@@ -152,27 +215,16 @@ def fast_decoder_grid(lm: LoadedModel, prep: PreparedFact, corr, kinds: Sequence
     resid_pre, kv = corrupted_run(lm, corr.ids, corr.noise, corr.subject)
     n_cells, groups = group_rows(kinds, n_layers, len(prep.ids), samples, window)
     out = torch.empty(n_cells, samples)
-    probes: dict[int, tuple[list[LayerCall], DynamicCache]] = {}
     done = 0
-    for start, rows in groups.items():
-        for chunk in chunks(rows, rows_per_batch):
-            p0 = min(r.pos for r in chunk)
-            if p0 not in probes:
-                probes[p0] = layer_calls(lm, corr.ids, kv, p0)
-            out[[r.cell for r in chunk], [r.sample for r in chunk]] = _chunk_probs(
-                lm, prep, chunk, start, p0, resid_pre, kv, probes[p0], clean).cpu()
-            done += len(chunk)
-            reporter.step(progress[0] + done, progress[1], f"fact {prep.fact.id or prep.fact.clean_subject}")
+    for chunk in position_chunks([r for rows in groups.values() for r in rows], rows_per_batch):
+        p0 = chunk[0].pos
+        calls, probe = layer_calls(lm, corr.ids, kv, p0)
+        first, steps, final = join_plan(chunk, n_layers, p0, clean)
+        h = run_suffix(lm, first, steps, p0, resid_pre, kv, calls, probe)
+        last = lm.adapter.module(lm.model, lm.adapter.final_norm)(h[final, prep.predict_pos - p0])   # (rows, D)
+        probs = target_prob(lambda x: lm.adapter.logits_at(lm.model, x), last, prep.target_id)
+        out[[r.cell for r in chunk], [r.sample for r in chunk]] = probs.cpu()
+        done += len(chunk)
+        reporter.step(progress[0] + done, progress[1], f"fact {prep.fact.id or prep.fact.clean_subject}")
     grid = out.mean(1).view(len(kinds), n_layers, len(prep.ids))
     return {k: grid[i] for i, k in enumerate(kinds)}
-
-
-def _chunk_probs(lm: LoadedModel, prep: PreparedFact, chunk: Sequence[Row], start: int, p0: int,
-                 resid_pre: Sequence[Tensor], kv: DynamicCache, probe: tuple[list[LayerCall], DynamicCache],
-                 clean: dict[str, Tensor]) -> Tensor:
-    initial, levels, final = plan(chunk, start, lm.n_layers, p0, clean)
-    h = initial_states(chunk, initial, start, p0, resid_pre, clean)              # (states, S, D)
-    h = run_suffix(lm, h, start, p0, kv, probe[0], probe[1], levels)
-    norm = lm.adapter.module(lm.model, lm.adapter.final_norm)
-    last = norm(h[:, prep.predict_pos - p0])                                     # (states, D)
-    return target_prob(lambda x: lm.adapter.logits_at(lm.model, x), last, prep.target_id)[final]

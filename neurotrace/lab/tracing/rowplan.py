@@ -66,11 +66,11 @@ def group_rows(kinds: Sequence[str], n_layers: int, n_pos: int, samples: int,
     return len(cells), groups
 
 
-def _state_key(row: Row, layer: int) -> tuple:
+def state_key(row: Row, layer: int) -> tuple:
     """Rows whose keys are equal after ``layer`` hold identical states there (same sample, same
-    restorations so far)."""
+    restorations so far); ``("corrupted", sample)`` while nothing is restored yet."""
     if row.kind == "resid":
-        return ("resid", row.cell, row.sample)
+        return ("resid", row.cell, row.sample) if layer >= row.layers[0] else ("corrupted", row.sample)
     done = tuple(x for x in row.layers if x <= layer)
     return (row.kind, row.pos, row.sample, done) if done else ("corrupted", row.sample)
 
@@ -80,7 +80,7 @@ def _distinct(chunk: Sequence[Row], layer: int) -> tuple[list[int], list[int]]:
     index: dict[tuple, int] = {}
     state, firsts = [], []
     for i, row in enumerate(chunk):
-        key = _state_key(row, layer)
+        key = state_key(row, layer)
         if key not in index:
             index[key] = len(index)
             firsts.append(i)
