@@ -1,12 +1,14 @@
-"""Benchmark: clamp_sweep (batched, KV-cached) vs a straightforward per-(prompt, value) generate loop.
+"""Benchmark: clamp_sweep (batched, KV-cached) vs per-(prompt, value) generate loops.
 
-A BCR-scale grid on a GPT-2-small-shaped model built from ``GPT2Config()`` (random weights; speed does
-not depend on them): the paper's 14 settings (13 clamp values + baseline) of neuron 11:373, 50 new
-tokens, greedy. Prints tokens/s, the projected time of the full 140-prompt grid, the speed-up over a
-loop that calls ``model.generate`` once per (prompt, value) with a clamp hook (run on a subset in the
-same process), and whether the greedy outputs are identical token for token.
+A BCR-scale grid: the paper's 14 settings (13 clamp values + baseline) of neuron 11:373, 50 new
+tokens, greedy, on ``--model gpt2-small`` (GPT-2-small shape from ``GPT2Config()``, random weights,
+the real GPT-2 tokenizer) or ``smollm2-135m-instruct`` (the catalog GGUF, when installed). Prints
+tokens/s, the projected time of the full 140-prompt grid, and against two peers run on a subset of
+prompts in the same process: a loop calling ``model.generate`` once per (prompt, value) with a clamp
+hook (``loop``), and a TransformerLens bridge ``generate`` loop with the same hook (``tl``, what the
+BCR scripts use). Greedy outputs are compared token for token with the ``loop`` peer.
 
-    python bench/clamp_sweep.py [--prompts 16] [--loop-prompts 2] [--threads 1] [--batch-size 128]
+    python bench/clamp_sweep.py [--model gpt2-small] [--prompts 16] [--loop-prompts 2] [--position last]
 """
 
 import argparse
@@ -21,7 +23,8 @@ import torch
 from neurotrace import ClampSweepRequest, run_clamp_sweep
 from neurotrace.lab.clamping.generation import reference_generate
 from neurotrace.lab.clamping.sweep import PAPER_SWEEP
-from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.lab import Lab, LabSettings, available_cores, use_threads
+from neurotrace.lab.model import catalog
 from neurotrace.lab.model.loading import ModelRef
 from neurotrace.lab.progress import Reporter
 
@@ -65,23 +68,58 @@ def build_model(out: Path) -> Path:
     return out
 
 
+def tl_loop(path: Path, prompts: list[list[int]], tokens: int, position: str) -> tuple[float, int, str]:
+    """The TransformerLens peer: one bridge ``generate`` per (prompt, value) with a clamp hook."""
+    try:
+        from neurotrace.lab.model.loading import load
+
+        bridge = load(ModelRef(model=str(path), backend="bridge")).bridge
+    except Exception as exc:  # noqa: BLE001 - a bench reports why a peer is missing
+        return 0.0, 0, f"unavailable ({type(exc).__name__}: {str(exc)[:120]})"
+    seconds, count = 0.0, 0
+    for ids in prompts:
+        for value in PAPER_SWEEP:
+            def clamp(act, hook, value=value):
+                if value is not None:
+                    act = act.clone()
+                    if position == "all" or act.shape[1] == 1:
+                        act[:, :, 373] = value
+                    else:
+                        act[:, -1, 373] = value
+                return act
+
+            t = time.perf_counter()
+            with torch.no_grad(), bridge.hooks(fwd_hooks=[("blocks.11.mlp.hook_post", clamp)]):
+                out = bridge.generate(torch.tensor([ids]), max_new_tokens=tokens, do_sample=False, verbose=False)
+            seconds += time.perf_counter() - t
+            count += out.shape[1] - len(ids)
+    return seconds, count, "ok"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=16, help="prompts in the batched sweep (grid has 140)")
     ap.add_argument("--loop-prompts", type=int, default=2, help="prompts run through the straightforward loop")
     ap.add_argument("--tokens", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads; 2 helps only on an otherwise idle 2-core machine")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: every available core)")
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--model", default="gpt2-small", choices=["gpt2-small", "smollm2-135m-instruct"])
+    ap.add_argument("--position", default="all", choices=["all", "last"])
+    ap.add_argument("--peers", default="loop,tl")
     args = ap.parse_args()
-    if not (TOKENIZER / "tokenizer.json").is_file():
-        raise SystemExit(f"needs the GPT-2 tokenizer at {TOKENIZER}")
-    torch.set_num_threads(args.threads)
+    threads = use_threads(args.threads)
+    load_avg = " ".join(Path("/proc/loadavg").read_text(encoding="utf-8").split()[:3])
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(Path(tmp) / "gpt2-small-random")
-        lab = Lab(LabSettings(runs_dir=Path(tmp) / "runs"))
+        if args.model == "gpt2-small":
+            if not (TOKENIZER / "tokenizer.json").is_file():
+                raise SystemExit(f"needs the GPT-2 tokenizer at {TOKENIZER}")
+            model_dir = build_model(Path(tmp) / "gpt2-small-random")
+        else:
+            model_dir = catalog.converted(args.model)
+        lab = Lab(LabSettings(runs_dir=Path(tmp) / "runs", threads=threads))
         prompts = grid(args.prompts)
         request = ClampSweepRequest(model=str(model_dir), neurons=["11:373"], prompts=prompts,
-                                    max_new_tokens=args.tokens, batch_size=args.batch_size)
+                                    max_new_tokens=args.tokens, batch_size=args.batch_size, position=args.position)
         lab.cache.get(ModelRef(model=str(model_dir)))                     # load outside the timing
         t0 = time.perf_counter()
         result = run_clamp_sweep(request, lab=lab, reporter=Reporter())
@@ -89,13 +127,16 @@ def main() -> None:
         rows = [json.loads(line) for line in
                 lab.store.artifact_path(result.run_id, "tables/generations.jsonl").read_text("utf-8").splitlines()]
         lm = lab.cache.get(ModelRef(model=str(model_dir)))
-        loop_s, loop_tokens, mismatches, compared = 0.0, 0, 0, 0
-        for item in loop_subset(prompts, lm.tokenizer, args.loop_prompts):
-            ids = lm.tokenizer(item["prompt"]).input_ids
+        loop_s, loop_tokens, mismatches, compared = 0.0, 1, 0, 0
+        subset = loop_subset(prompts, lm.tokenizer, args.loop_prompts) if "loop" in args.peers else []
+        for item in subset:
+            ids = next(r["token_ids"] for r in rows if r["prompt"] == item["prompt"]) if "token_ids" in rows[0] \
+                else lm.tokenizer(item["prompt"]).input_ids
             for value in PAPER_SWEEP:
                 t = time.perf_counter()
                 ref = reference_generate(lm.model, lm.adapter, ids, max_new_tokens=args.tokens,
                                          neurons=None if value is None else {11: [373]}, value=value,
+                                         position=args.position,
                                          eos_token_id=lm.tokenizer.eos_token_id,
                                          pad_token_id=lm.tokenizer.eos_token_id)
                 loop_s += time.perf_counter() - t
@@ -104,11 +145,15 @@ def main() -> None:
                 mine = next(r["tokens"] for r in rows if r["prompt"] == item["prompt"] and r["sweep"] == sweep)
                 compared += 1
                 mismatches += mine != ref
+        tl_ids = [lm.tokenizer(item["prompt"]).input_ids for item in loop_subset(prompts, lm.tokenizer, args.loop_prompts)]
+        tl_s, tl_tokens, tl_note = tl_loop(model_dir, tl_ids, args.tokens, args.position) if "tl" in args.peers \
+            else (0.0, 0, "not run")
     n = len(prompts)
     batched_tps = result.tokens_generated / wall
     loop_tps = loop_tokens / loop_s
-    print(f"model: GPT-2-small shape (GPT2Config(), random init), {torch.get_num_threads()} threads, "
-          f"batch_size {args.batch_size}")
+    print(f"model: {args.model}{' shape (GPT2Config(), random init)' if args.model == 'gpt2-small' else ''}, "
+          f"threads {threads} of {available_cores()} cores, batch_size {args.batch_size}, position {args.position}, "
+          f"load {load_avg} at start")
     print(f"grid: {n} prompts x {len(PAPER_SWEEP)} settings x {args.tokens} tokens = {result.n_rows} generations")
     print(f"batched clamp_sweep: {wall:.1f} s wall (generation {result.seconds:.1f} s), "
           f"{result.tokens_generated} tokens, {batched_tps:.1f} tokens/s")
@@ -116,8 +161,14 @@ def main() -> None:
     print(f"straightforward loop ({args.loop_prompts} prompt(s) x {len(PAPER_SWEEP)} generate calls): "
           f"{loop_s:.1f} s, {loop_tokens} tokens, {loop_tps:.1f} tokens/s; "
           f"projected 140 prompts: {loop_s / max(args.loop_prompts, 1) * 140 / 60:.1f} min")
-    print(f"speed-up: {batched_tps / loop_tps:.1f}x")
+    print(f"speed-up over the generate loop: {batched_tps / loop_tps:.1f}x")
     print(f"greedy outputs identical: {compared - mismatches}/{compared}")
+    if tl_tokens:
+        print(f"TransformerLens bridge generate loop: {tl_s:.1f} s, {tl_tokens} tokens, {tl_tokens / tl_s:.1f} tokens/s; "
+              f"projected 140 prompts: {tl_s / max(args.loop_prompts, 1) * 140 / 60:.1f} min; "
+              f"speed-up {batched_tps / (tl_tokens / tl_s):.1f}x")
+    else:
+        print(f"TransformerLens bridge generate loop: {tl_note}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,23 @@
-"""Causal-tracing speed: neurotrace's exact grid vs ROME's per-cell loop, same process, same inputs.
+"""Causal-tracing speed: neurotrace's exact grid vs three peers, same process, same inputs, interleaved.
 
-GPT-2-small shape (GPT2Config(): 12 layers, d_model 768) with random weights, the real GPT-2 tokenizer
-from ../shared/models/gpt2-tokenizer when present, a ~10-token prompt, 3 kinds (resid, mlp, attn;
-window 10) x 12 layers x every position x 10 noise samples. The reference is ROME's algorithm: one
-forward per (kind, layer, position) of a batch [clean, noisy x samples], full logits, restore
-h[1:, pos] = h[0, pos]. Prints wall time, forwards/s, peak memory (RSS), max |diff| (absolute and relative) and the speed ratio.
+The grid is ROME's: 3 kinds (resid, mlp, attn; window 10) x every layer x every position x 10 noise
+samples (3 x the subject's embedding std), per fact. Peers:
 
-    python bench/trace.py                 # reference timed on a subset of cells, extrapolated
-    python bench/trace.py --full-reference
+* ``rome``: ROME's per-cell loop (``neurotrace.testing.reference``): one forward per cell of a batch
+  [clean, noisy x samples], full logits;
+* ``tl``: TransformerLens patching on the bridge: one ``run_with_hooks`` per cell (noise at
+  ``hook_embed``, the clean activations written at the cell's ``hook_*`` sites, windows included);
+* ``full``: the plain batched full-forward grid (``exact_grid(..., force_full=True)``);
+* ``approx``: attribution patching (one forward + one backward), with its agreement to exact
+  (Spearman rank correlation and top-10 overlap of the indirect effects, per kind).
+
+``rome`` and ``tl`` are timed on ``--reference-cells`` cells spread over the grid and extrapolated to
+the whole grid (said in the output). Models: ``gpt2-small`` (GPT-2-small shape, random weights, the
+real tokenizer from ../shared/models/gpt2-tokenizer when present) and the catalog models
+``smollm2-135m-instruct`` and ``gemma-3-270m`` when installed (``neurotrace models fetch NAME``).
+
+    python bench/trace.py --model smollm2-135m-instruct --facts 5
+    python bench/trace.py --model gemma-3-270m --facts 1 --peers full,approx
 """
 
 import argparse
@@ -22,92 +32,162 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from neurotrace.lab.facts.fact import Fact
-from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.grid import Corrupted, exact_grid
-from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std
+from neurotrace.lab.facts.fact import Fact  # noqa: E402
+from neurotrace.lab.lab import available_cores, use_threads  # noqa: E402
+from neurotrace.lab.model import catalog  # noqa: E402
+from neurotrace.lab.model.loading import ModelRef, load  # noqa: E402
+from neurotrace.lab.progress import Reporter  # noqa: E402
+from neurotrace.lab.tracing.grid import Corrupted, approx_grid, corrupted_probs, exact_grid  # noqa: E402
+from neurotrace.lab.tracing.prepare import prepare_fact, sites_for, subject_noise_std  # noqa: E402
 from neurotrace.testing.reference import reference_cells  # noqa: E402
 
 TOKENIZER = ROOT.parent / "shared" / "models" / "gpt2-tokenizer"
-FACT = Fact(template="{} is located in the city of", clean_subject="The Space Needle", target="Seattle")
+FACTS = [Fact(id="eiffel", template="{} is located in the city of", clean_subject="The Eiffel Tower", target="Paris"),
+         Fact(id="needle", template="{} is located in the city of", clean_subject="The Space Needle", target="Seattle"),
+         Fact(id="colosseum", template="{} is located in the city of", clean_subject="The Colosseum", target="Rome"),
+         Fact(id="bigben", template="{} is located in the city of", clean_subject="Big Ben", target="London"),
+         Fact(id="louvre", template="{} is a museum in the city of", clean_subject="The Louvre", target="Paris")]
+KINDS = ["resid", "mlp", "attn"]
 
 
-def build_model(out: Path) -> Path:
+def gpt2_small(out: Path) -> Path:
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+    from neurotrace.testing.tiny import tiny_tokenizer
+
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config()).eval()
-    model.save_pretrained(out)
+    GPT2LMHeadModel(GPT2Config()).eval().save_pretrained(out)
     if TOKENIZER.is_dir():
         AutoTokenizer.from_pretrained(TOKENIZER).save_pretrained(out)
     else:
-        from neurotrace.testing.tiny import tiny_tokenizer
-
-        print("note: ../shared/models/gpt2-tokenizer absent; using a word-level tokenizer (vocab stays 50257)")
-        tiny_tokenizer("causal", "the space needle is located in city of seattle".split()).save_pretrained(out)
+        print("note: ../shared/models/gpt2-tokenizer absent; a word-level tokenizer (vocab stays 50257)")
+        words = " ".join(f.prompt() + " " + f.target for f in FACTS).lower().split()
+        tiny_tokenizer("causal", sorted(set(words))).save_pretrained(out)
     return out
 
 
-def reference(lm, prep, corr, kinds, window, cells=None):
-    """ROME's per-cell loop; returns ({(kind, layer, pos): p}, forwards)."""
-    todo = cells or [(k, layer, p) for k in kinds for layer in range(lm.n_layers) for p in range(len(prep.ids))]
-    return dict(zip(todo, reference_cells(lm, prep, corr, todo, window), strict=True)), len(todo)
+def tl_cells(bridge, prep, corr, cells, window, n_layers) -> list[float]:
+    """One TransformerLens run_with_hooks per cell: noise at hook_embed, clean values at the cell's sites."""
+    _, cache = bridge.run_with_cache(prep.ids[None])
+    ids = corr.ids[None].expand(corr.samples, -1)
+
+    def noise(act, hook):
+        act = act.clone()
+        act[:, corr.subject[0]:corr.subject[1]] += corr.noise.to(act.dtype)
+        return act
+
+    out = []
+    for kind, layer, pos in cells:
+        def restore(act, hook, pos=pos):
+            act = act.clone()
+            act[:, pos] = cache[hook.name][0, pos]
+            return act
+
+        hooks = [("hook_embed", noise)] + [(s, restore) for s in sites_for(kind, layer, window, n_layers)]
+        with torch.no_grad():
+            logits = bridge.run_with_hooks(ids, fwd_hooks=hooks)
+        out.append(float(torch.softmax(logits[:, prep.predict_pos].float(), -1)[:, prep.target_id].mean()))
+    return out
 
 
-def main() -> None:
+def rank_agreement(exact: torch.Tensor, approx: torch.Tensor, k: int = 10) -> tuple[float, float]:
+    """Spearman correlation and top-k overlap (fraction) of two effect maps."""
+    a, b = exact.flatten().double(), approx.flatten().double()
+    ra, rb = a.argsort().argsort().double(), b.argsort().argsort().double()
+    rho = float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+    k = min(k, len(a))
+    return rho, len(set(a.topk(k).indices.tolist()) & set(b.topk(k).indices.tolist())) / k
+
+
+def main() -> None:  # noqa: C901 - a linear script
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="gpt2-small", choices=["gpt2-small", *catalog.CATALOG])
+    parser.add_argument("--facts", type=int, default=5)
+    parser.add_argument("--peers", default="rome,tl,full,approx")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--window", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--reference-cells", type=int, default=36, help="cells timed for the reference")
-    parser.add_argument("--full-reference", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="default: every available core")
+    parser.add_argument("--reference-cells", type=int, default=12, help="cells timed for rome/tl per fact")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    threads = use_threads(args.threads)
+    peers = set(args.peers.split(","))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    load_avg = Path("/proc/loadavg").read_text(encoding="utf-8").split()[:3] if Path("/proc/loadavg").exists() else "?"
     with tempfile.TemporaryDirectory() as tmp:
-        lm = load(ModelRef(model=str(build_model(Path(tmp) / "gpt2-small"))))
-        prep = prepare_fact(lm, FACT, 0)
-        g = torch.Generator().manual_seed(0)
-        n_subj = prep.subject[1] - prep.subject[0]
-        noise = torch.randn((args.samples, n_subj, lm.d_model), generator=g) * 3 * subject_noise_std(lm, [prep])
-        corr = Corrupted(prep.ids, noise, prep.subject)
-        kinds = ["resid", "mlp", "attn"]
-        n_cells = len(kinds) * lm.n_layers * len(prep.ids)
-        print(f"model: GPT-2 small shape ({lm.n_layers} layers, d_model {lm.d_model}); prompt {len(prep.ids)} tokens "
-              f"{prep.tokens}; grid {len(kinds)} kinds x {lm.n_layers} layers x {len(prep.ids)} positions = "
-              f"{n_cells} cells x {args.samples} samples; window {args.window}; threads {args.threads}")
-        if args.full_reference:
-            cells = None
+        if args.model == "gpt2-small":
+            path = gpt2_small(Path(tmp) / "gpt2-small")
+        elif catalog.is_installed(args.model):
+            path = catalog.converted(args.model)
         else:
-            every = max(1, n_cells // args.reference_cells)
-            all_cells = [(k, layer, p) for k in kinds for layer in range(lm.n_layers) for p in range(len(prep.ids))]
-            cells = all_cells[::every][: args.reference_cells]
-        # interleaved (ours, reference half, ours, reference half) so a busy machine hurts both alike
-        t_ours, ref, t_ref_raw, forwards = [], {}, 0.0, 0
-        halves = [None] if cells is None else [cells[::2], cells[1::2]]
-        for half in halves:
+            sys.exit(f"{args.model} is not installed: neurotrace models fetch {args.model}")
+        lm = load(ModelRef(model=str(path)))
+        bridge = None
+        if "tl" in peers:
+            try:
+                bridge = load(ModelRef(model=str(path), backend="bridge")).bridge
+            except Exception as exc:  # noqa: BLE001 - a bench reports why a peer is missing
+                print(f"tl peer unavailable: {type(exc).__name__}: {str(exc)[:200]}")
+        print(f"model {args.model} ({lm.adapter.family}, {lm.n_layers} layers, d_model {lm.d_model}); "
+              f"{args.facts} facts; {len(KINDS)} kinds x {lm.n_layers} layers x every position x {args.samples} "
+              f"samples, window {args.window}; threads {threads} of {available_cores()} cores; "
+              f"load {' '.join(load_avg)} at start")
+        t = {"ours": 0.0, "full": 0.0, "rome": 0.0, "tl": 0.0, "approx": 0.0}
+        n_ref = {"rome": 0, "tl": 0}
+        d = {"full": 0.0, "rome": 0.0, "tl": 0.0}
+        rows_total, cells_total, agree = 0, 0, {k: [] for k in KINDS}
+        for i, fact in enumerate(FACTS[: args.facts]):
+            prep = prepare_fact(lm, fact, i)
+            g = torch.Generator().manual_seed(i)
+            noise = torch.randn((args.samples, prep.subject[1] - prep.subject[0], lm.d_model), generator=g)
+            corr = Corrupted(prep.ids, noise * 3 * subject_noise_std(lm, [prep]), prep.subject)
+            cells = [(k, layer, p) for k in KINDS for layer in range(lm.n_layers) for p in range(len(prep.ids))]
+            cells_total += len(cells)
+            rows_total += len(cells) * args.samples
+            sample = cells[:: max(1, len(cells) // args.reference_cells)][: args.reference_cells]
             t0 = time.perf_counter()
-            ours = exact_grid(lm, prep, corr, kinds, args.window, Reporter())
-            t_ours.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            part, n = reference(lm, prep, corr, kinds, args.window, half)
-            t_ref_raw += time.perf_counter() - t0
-            ref.update(part)
-            forwards += n
-        t_ours = min(t_ours)
-        t_ref = t_ref_raw * (n_cells / forwards)
-        rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        diff = max(abs(ours[k][layer, p].item() - v) for (k, layer, p), v in ref.items())
-        rel = max(abs(ours[k][layer, p].item() - v) / abs(v) for (k, layer, p), v in ref.items())  # p(target) is small
-        rows = n_cells * args.samples
-        print(f"neurotrace exact grid : {t_ours:8.2f} s (best of {len(halves)})  {rows / t_ours:8.1f} patched runs/s  (peak RSS {rss_gib:.2f} GiB)")
-        print(f"ROME per-cell loop    : {t_ref:8.2f} s  {n_cells / t_ref:8.1f} forwards/s ({n_cells} forwards of batch "
-              f"{args.samples + 1}){'' if cells is None else f'; timed on {forwards} cells and extrapolated'}")
-        print(f"speed-up: {t_ref / t_ours:.2f}x   max |diff| on compared cells: {diff:.2e} "
-              f"(relative {rel:.1e}; random weights put p(target) near 1/vocab)")
+            ours = exact_grid(lm, prep, corr, KINDS, args.window, Reporter())
+            t["ours"] += time.perf_counter() - t0
+            if "full" in peers:
+                t0 = time.perf_counter()
+                full = exact_grid(lm, prep, corr, KINDS, args.window, Reporter(), force_full=True)
+                t["full"] += time.perf_counter() - t0
+                d["full"] = max(d["full"], max(float((ours[k] - full[k]).abs().max()) for k in KINDS))
+            for peer in ("rome", "tl"):
+                if peer not in peers or (peer == "tl" and bridge is None):
+                    continue
+                t0 = time.perf_counter()
+                vals = (reference_cells(lm, prep, corr, sample, args.window) if peer == "rome"
+                        else tl_cells(bridge, prep, corr, sample, args.window, lm.n_layers))
+                t[peer] += (time.perf_counter() - t0) * len(cells) / len(sample)
+                n_ref[peer] += len(sample)
+                d[peer] = max(d[peer], max(abs(float(ours[k][layer, p]) - v) for (k, layer, p), v in zip(sample, vals, strict=True)))
+            if "approx" in peers:
+                t0 = time.perf_counter()
+                est = approx_grid(lm, prep, corr, KINDS, args.window)
+                t["approx"] += time.perf_counter() - t0
+                base = float(corrupted_probs(lm, prep, corr).mean())
+                for k in KINDS:
+                    agree[k].append(rank_agreement(ours[k] - base, est[k]))
+            print(f"  fact {fact.id}: {len(prep.ids)} tokens, p_clean-ish max resid {float(ours['resid'].max()):.3f}, "
+                  f"ours {t['ours']:.1f} s so far", flush=True)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        ours_s = t["ours"]
+        print(f"neurotrace exact grid : {ours_s:8.1f} s  {rows_total / ours_s:8.1f} rows/s  ({cells_total} cells x "
+              f"{args.samples} samples)  peak RSS {rss:.2f} GiB")
+        names = {"rome": "ROME per-cell loop", "tl": "TransformerLens hooks", "full": "batched full forward"}
+        for peer, label in names.items():
+            if t[peer]:
+                note = f"; timed on {n_ref[peer]} cells, extrapolated" if peer in n_ref else ""
+                print(f"{label:22s}: {t[peer]:8.1f} s  {rows_total / t[peer]:8.1f} rows/s  ratio {t[peer] / ours_s:6.2f}x  "
+                      f"max |delta| {d[peer]:.1e}{note}")
+        if t["approx"]:
+            print(f"attribution patching  : {t['approx']:8.1f} s  {ours_s / t['approx']:.1f}x faster than exact")
+            for k in KINDS:
+                rho = sum(a for a, _ in agree[k]) / len(agree[k])
+                top = sum(b for _, b in agree[k]) / len(agree[k])
+                print(f"  {k:5s} agreement with exact: Spearman {rho:.2f}, top-10 overlap {top:.2f} (mean over facts)")
+        print(f"load {' '.join(Path('/proc/loadavg').read_text(encoding='utf-8').split()[:3])} at end")
 
 
 if __name__ == "__main__":
