@@ -90,7 +90,7 @@ async def test_pack_source_writes_dataset_and_run_config(tmp_path):
         run_id = out["run_id"]
         manifest = json.loads((await client.read_resource(f"neurotrace://runs/{run_id}/manifest")).contents[0].text)
         dataset = json.loads((await client.read_resource(out["dataset_uri"])).contents[0].text)
-    assert {a["path"] for a in manifest["artifacts"]} == {"dataset.json", "run_config.json"}
+    assert {a["path"] for a in manifest["artifacts"]} == {"dataset.json", "run_config.json", "report.html", "tool_result.json"}
     assert manifest["tool"] == "generate_facts" and manifest["status"] == "complete"
     assert dataset["domain"] == "geography" and len(dataset["facts"]) == out["n_facts"] >= 8
 
