@@ -19,13 +19,14 @@ def text(model: str, neuron: str) -> str:
             "keep its `run_id` as RUN. "
             "The default sweep is -100 ... 100 with the baseline (no clamp) always included; `position` "
             "'all' clamps every position, 'last' only the newest token.",
-            "Read the result: `n_collapsed_baselines`, `n_recovered`, `best` (the values that recover most) and "
-            "`per_value`; open the Markdown `report` for every collapsed baseline and the outputs that "
-            "recovered it.",
+            "Read the result: `verdict` (specific / not above control / harmful against `controls` random "
+            "neurons of the same layer, swept at the same values), `groups`, `baseline_collapse_types` (empty / "
+            "loop / repetitive), `n_collapsed_baselines`, `n_recovered`, `best` and `per_value`; open the Markdown "
+            "`report` for every collapsed baseline and the outputs that recovered it.",
             "Call `plot` with {\"request\": {\"run_id\": RUN, \"kind\": \"sweep_metrics\"}} to see collapse rate "
             "and text metrics per clamp value (the improvement-rate curve is already in the result).",
-            "Control: repeat with another neuron of the same layer (or '*:index' for every layer) to check the "
-            "effect is specific to this neuron.",
+            "If most collapses are `empty` outputs of an instruct model, re-run with \"chat_template\": true; "
+            "for BCR's TransformerLens numbers keep `prepend_bos` at its default (BOS for GPT-2).",
         ],
         [
             "No collapsed baselines means nothing to rescue: use prompts that loop (long generations, repetitive "
@@ -34,7 +35,8 @@ def text(model: str, neuron: str) -> str:
             "recovered fraction with the collapse rate at that value.",
             "Collapse flags come from auditable text metrics (distinct-n, repeated n-gram runs, compression "
             "ratio, entropy) with the thresholds written in the report; quote them.",
-            "If a control neuron recovers as much, the effect is not specific to the neuron.",
+            "Quote the verdict with its numbers: 'not above control' means a random neuron of the same layer "
+            "recovers about as much, so the effect is not specific to the neuron.",
         ])
 
 

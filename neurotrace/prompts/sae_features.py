@@ -16,19 +16,22 @@ def text(model: str, site: str) -> str:
             "blocks.{L}.hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out, blocks.{L}.mlp.hook_post) over "
             "a prompt set or a multi-step episode. Keep its `run_id` as CAPTURE. Read the tool's input schema "
             "for the exact fields.",
-            "Call `fit_sae` on CAPTURE with a fixed seed (ReLU + L1 or TopK). Check its metrics: reconstruction "
-            "MSE, fraction of variance unexplained, L0, dead-feature fraction, and the downstream change when "
-            "reconstructions are spliced back. Keep its `run_id` as SAE.",
+            "Call `fit_sae` with {\"request\": {\"capture_run_id\": \"CAPTURE\", \"architecture\": \"topk\", "
+            "\"k\": 8, \"seed\": 0}}. Read its `verdict` (usable / marginal / unusable) and metrics (SAELens "
+            "names, on held-out rows): explained_variance, l0, dead_fraction, ce_loss_score. Keep its `run_id` "
+            "as SAE.",
             "Read the top-activating examples table of SAE to name a few features.",
-            "Call `intervene` with SAE: ablate, clamp or patch the candidate features and compare baseline with "
-            "intervened outcomes (target probabilities, logit differences, generated text).",
+            "Call `intervene` with {\"request\": {\"fit_sae_run_id\": \"SAE\", \"prompts\": [{\"prompt\": "
+            "\"...\", \"target\": \"...\"}], \"policies\": [{\"kind\": \"ablate_features\", \"features\": "
+            "[3]}]}} (\"policies\": [] ranks features only). Read its `verdict` (causal / weak / no measurable "
+            "effect against same-norm random directions) and compare baseline with intervened outcomes.",
             "Re-run with the same seed to confirm the report is reproduced exactly.",
         ],
         [
-            "Trust the SAE only if it reconstructs well (low unexplained variance, small downstream change) "
-            "with few dead features; otherwise refit (more data, other sparsity).",
-            "A feature is causal for the behaviour if ablating it changes the outcome more than ablating random "
-            "features of similar activation; report the ranked effects from report.json.",
+            "Trust the SAE only if fit_sae says usable; an unusable SAE (many dead features, large spliced loss) "
+            "must be refitted (more data, skip position 0, other k) before any feature is interpreted.",
+            "A feature is causal for the behaviour only if intervene's verdict is causal: its effect beats random "
+            "directions of the same norm; report the ranked effects (nats of log p(target)) from report.json.",
             "Clamping a feature to its own value must change nothing - a quick sanity check of the loop.",
         ])
 

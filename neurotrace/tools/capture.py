@@ -14,7 +14,8 @@ async def capture(request: CaptureRequest, ctx: Context) -> Annotated[CallToolRe
 
     Records activations at sites chosen by name pattern (globs like 'blocks.*.hook_resid_post' or 're:' regexes)
     over independent prompts or a multi-step episode (each step's generated output feeds the next), with
-    caller metadata per step and optional step-scoped interventions (zero, zero_heads, mean, patch, knockout).
+    caller metadata per step, optional skipping of the first positions or BOS, and step-scoped component
+    edits shared with intervene (zero, zero_heads, set_neurons, mean, patch, knockout).
     Writes trace.jsonl (one line per step with pointers to rows) and one [N, D] .npy per site.
     """
     return await run_in_lab(ctx, run_capture, request)

@@ -12,10 +12,11 @@ from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 async def fit_sae(request: FitSAERequest, ctx: Context) -> Annotated[CallToolResult, FitSAEResult]:
     """Which sparse features make up the states a capture recorded? Use after capture, before intervene.
 
-    Fits a seeded sparse autoencoder (TopK or ReLU + L1) on one captured site and reports reconstruction
-    MSE, fraction of variance unexplained, L0, dead features, and the change in next-token loss and
-    p(target) when the reconstruction is spliced back into the model; writes sae.safetensors,
-    sae_config.json, sae_metrics.json and a table of each feature's top-activating tokens with context.
+    Fits a seeded sparse autoencoder (TopK with AuxK, or ReLU + L1) on one captured site, inputs scaled to
+    norm sqrt(d_in) and position-0/special rows left out, and reports SAELens-named metrics on held-out rows
+    (explained variance, MSE, L0, dead features, CE loss score when spliced back) with a verdict (usable /
+    marginal / unusable); writes sae.safetensors, sae_config.json, sae_metrics.json and each feature's
+    top-activating tokens with context.
     """
     return await run_in_lab(ctx, run_fit_sae, request)
 

@@ -28,7 +28,7 @@ async def test_sweep_reports_counts_best_values_links_and_progress(lab, planted)
         seen.append((progress, total))
 
     request = {"model": str(planted), "neurons": ["1:3"], "prompts": ["the cat", "a"], "max_new_tokens": 12,
-               "values": [0, 10], "batch_size": 2}
+               "values": [0, 10], "batch_size": 2, "controls": 1}
     async with Client(build_server(lab=lab), raise_exceptions=True) as client:
         result = await client.call_tool("clamp_sweep", {"request": request}, progress_callback=on_progress)
     assert not result.is_error
@@ -40,7 +40,9 @@ async def test_sweep_reports_counts_best_values_links_and_progress(lab, planted)
     assert lab.store.manifest(data["run_id"]).status == "complete"
     kinds = {block.type for block in result.content}
     assert {"text", "image", "resource_link"} <= kinds
-    assert [p for p, _ in seen][:3] == [0, 2, 4] and seen[-1] == (6, 6)   # one step per batch of 2 rows
+    assert [p for p, _ in seen][:3] == [0, 2, 4] and seen[-1] == (10, 10)  # one step per batch of 2 rows
+    assert data["verdict"] == "specific" and data["groups"][0]["control_recovered"] == [0]
+    assert data["baseline_collapse_types"]["loop"] == 2 and "specific" in result.content[0].text
     async with Client(build_server(lab=lab), raise_exceptions=True) as client:
         plot = await client.call_tool("plot", {"request": {"run_id": data["run_id"], "kind": "improvement_rate",
                                                            "options": {"neurons": ["1:3"], "title": "t"}}})

@@ -34,22 +34,23 @@ async def test_the_three_tools_chain_by_run_id(lab, tiny_gpt2):
         assert c["sites"] == ["blocks.1.hook_resid_pre"] and c["n_steps"] == 4 and c["trace"].endswith("trace.jsonl")
         assert c["run_id"] in c["next"]
 
-        fit = await client.call_tool("fit_sae", {"request": {"capture_run": c["run_id"], "n_steps": 40, "k": 4,
+        fit = await client.call_tool("fit_sae", {"request": {"capture_run_id": c["run_id"], "n_steps": 40, "k": 4,
                                                              "batch_size": 16}})
         assert not fit.is_error
         f = fit.structured_content
-        assert f["d_sae"] == 128 and f["metrics"]["l0"] <= 4 and f["metrics"]["ce_spliced"] is not None
+        assert f["d_sae"] == 128 and f["metrics"]["l0"] <= 4 and f["metrics"]["ce_loss_with_sae"] is not None
+        assert f["verdict"] in ("usable", "marginal", "unusable") and f["verdict"] in f["summary"]
         assert {b.type for b in fit.content} >= {"text", "image", "resource_link"}
         assert f["sae"].endswith("/sae.safetensors") and f["examples"].endswith("top_examples.csv")
 
-        request = {"sae_run": f["run_id"], "prompts": [{"prompt": "the capital of france is", "target": "paris"}],
+        request = {"fit_sae_run_id": f["run_id"], "prompts": [{"prompt": "the capital of france is", "target": "paris"}],
                    "max_new_tokens": 3, "rank_features": 4,
                    "policies": [{"kind": "ablate_features", "features": [0, 1, 2]}]}
         first = await client.call_tool("intervene", {"request": request})
         again = await client.call_tool("intervene", {"request": request})
     assert not first.is_error and not again.is_error
     i = first.structured_content
-    assert i["n_prompts"] == 1 and i["report"].endswith("/report.json")
+    assert i["n_prompts"] == 1 and i["report"].endswith("/report.json") and "verdict" in i
     reports = [lab.store.artifact_path(r.structured_content["run_id"], "report.json").read_bytes()
                for r in (first, again)]
     assert reports[0] == reports[1]
@@ -66,9 +67,17 @@ async def test_tool_errors_name_the_field(lab, tiny_gpt2):
         assert bad.is_error and "sites: pattern 'blocks.9.*'" in bad.content[0].text
         cap = await client.call_tool("capture", {"request": {"model": str(tiny_gpt2), "prompts": ["the cat"]}})
         run_id = cap.structured_content["run_id"]
-        fit = await client.call_tool("fit_sae", {"request": {"capture_run": run_id, "n_steps": 2}})
+        fit = await client.call_tool("fit_sae", {"request": {"capture_run_id": run_id, "n_steps": 2}})
         assert fit.is_error and "site: run" in fit.content[0].text
-        inter = await client.call_tool("intervene", {"request": {"sae_run": run_id, "prompts": ["the cat"],
+        inter = await client.call_tool("intervene", {"request": {"fit_sae_run_id": run_id, "prompts": ["the cat"],
                                                                  "policies": [{"kind": "ablate_features",
                                                                                "features": [0]}]}})
-        assert inter.is_error and "sae_run:" in inter.content[0].text
+        assert inter.is_error and "fit_sae_run_id:" in inter.content[0].text
+        empty = await client.call_tool("intervene", {"request": {"model": str(tiny_gpt2), "prompts": ["the cat"],
+                                                                 "policies": [], "max_new_tokens": 1}})
+        assert not empty.is_error and "Ranking-only" in empty.content[0].text
+        far = await client.call_tool("intervene", {"request": {"model": str(tiny_gpt2), "prompts": ["the cat"],
+                                                               "policies": [{"kind": "zero", "site":
+                                                                             "blocks.0.hook_mlp_out",
+                                                                             "positions": [30]}]}})
+        assert far.is_error and "policies:" in far.content[0].text

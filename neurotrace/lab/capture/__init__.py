@@ -1,13 +1,31 @@
 """capture: record activations at chosen sites over prompts or multi-step episodes.
 
-fit_sae reads what a capture wrote (:func:`load_trace_dataset`); intervene shares the position rule of
-capture's step-scoped edits (:func:`resolve_positions`).
+fit_sae reads what a capture wrote (:func:`load_trace_dataset`); intervene applies the same component
+edits (:data:`ComponentEdit`, :func:`step_hooks`, :func:`knockout`) at its generation steps.
 """
 
-from neurotrace.lab.capture.edits import resolve_positions
+from neurotrace.lab.capture.edits import (
+    COMPONENT_EDITS,
+    EDIT_KINDS,
+    AttentionKnockout,
+    ComponentEdit,
+    HeadAblation,
+    MeanAblation,
+    PatchActivations,
+    SetNeurons,
+    StepInfo,
+    ZeroAblation,
+    clean_text_acts,
+    knockout,
+    resolve_positions,
+    step_hooks,
+    validate,
+)
 from neurotrace.lab.capture.run import run_capture
 from neurotrace.lab.capture.schema import CaptureRequest, CaptureResult
-from neurotrace.lab.capture.store import TraceDataset, load_trace_dataset
+from neurotrace.lab.capture.store import TraceDataset, capture_info, load_trace_dataset
 
-__all__ = ["CaptureRequest", "CaptureResult", "TraceDataset", "load_trace_dataset", "resolve_positions",
-           "run_capture"]
+__all__ = ["COMPONENT_EDITS", "EDIT_KINDS", "AttentionKnockout", "CaptureRequest", "CaptureResult", "ComponentEdit",
+           "HeadAblation", "MeanAblation", "PatchActivations", "SetNeurons", "StepInfo", "ZeroAblation",
+           "TraceDataset", "capture_info", "clean_text_acts", "knockout", "load_trace_dataset", "resolve_positions", "run_capture",
+           "step_hooks", "validate"]

@@ -1,17 +1,20 @@
-"""Step-scoped interventions applied while capturing: zero, heads, mean, patch, attention knockout.
+"""Component edits: the one union shared by capture (episode steps) and intervene (generation steps).
 
-Each intervention names the episode ``steps`` it applies to (``None`` = every step) and the token
-``positions`` it touches (``None`` = every position; a negative index counts back from the end of the
-step's prompt, so ``-1`` is the last prompt token). A step's forward passes re-run the whole sequence
-(no KV cache), so position ``p`` always means token ``p`` of the step's input.
+Each edit names the ``steps`` it applies to (``None`` = every step; for capture an episode step, for
+intervene a generation step, 0 = the forward over the prompt) and the token ``positions`` it touches
+(``None`` = every position; a negative index counts back from the end of the step's prompt, so ``-1`` is
+the last prompt token). Both tools re-run the whole sequence at every forward (no KV cache), so position
+``p`` always means token ``p`` of the forward's input.
 
 * ``zero``: set the activation at ``site`` to 0 at the positions. Zeroing ``hook_attn_out`` and
   ``hook_mlp_out`` of a layer at every position removes that layer's contribution to the residual.
 * ``zero_heads``: set the chosen heads' outputs to 0 before the attention output projection
   (``blocks.{L}.attn.hook_z``, see :mod:`neurotrace.lab.model.sites`).
-* ``mean``: replace the activation with its mean over every row of a reference capture run.
-* ``patch``: replace the activation with the state another capture run recorded at the same site,
-  step and position (that run must have captured ``positions='all'``).
+* ``set_neurons``: MLP neurons ``"L:i"`` (``blocks.{L}.mlp.hook_post``) set to ``value`` (0 = ablation).
+* ``mean``: replace the activation with its mean over every row of a capture run (``capture_run_id``).
+* ``patch``: replace the activation with a source's activation at the same site and position: the
+  clean forward over another text (``source``), or the states a capture run recorded (``capture_run_id``
+  with ``source_step``; that run must have captured ``positions='all'``).
 * ``knockout``: query positions ``query_positions`` may not attend to key positions
   ``key_positions`` in the chosen layers. The attention module's ``attention_mask`` keyword is
   rewritten into an additive float mask (the causal pattern or the model's own mask, plus
@@ -26,15 +29,17 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.sites import attn_module, check_site, n_heads
+from neurotrace.lab.model.neurons import NEURON_HELP, parse_neurons
+from neurotrace.lab.model.sites import attn_module, check_site, hooked_sites, n_heads
 
 Steps = Annotated[list[Annotated[int, Field(ge=0)]] | None,
-                  Field(description="Episode steps (0-based) where this applies; null = every step.")]
+                  Field(description="Steps where this applies (capture: episode step; intervene: generation "
+                                    "step, 0 = the forward over the prompt); null = every step.")]
 Positions = Annotated[list[int] | None,
                       Field(description="Token positions of the step's input; negative counts from the end "
                                         "of the step's prompt (-1 = last prompt token); null = all positions.")]
@@ -61,19 +66,36 @@ class HeadAblation(_Spec):
     positions: Positions = None
 
 
+class SetNeurons(_Spec):
+    kind: Literal["set_neurons"] = "set_neurons"
+    neurons: list[str] = Field(min_length=1, description=NEURON_HELP)
+    value: float = Field(0.0, description="Value the neurons are set to (0 = zero ablation).")
+    positions: Positions = None
+
+
 class MeanAblation(_Spec):
     kind: Literal["mean"] = "mean"
-    site: str = Field(description="Site to replace by its reference mean.")
-    reference_run: str = Field(description="A capture run id that recorded `site`; its mean over all rows is used.")
+    site: str = Field(description="Site to replace by its mean over a capture run.")
+    capture_run_id: str = Field(description="A capture run that recorded `site`; its mean over all rows is used.")
     positions: Positions = None
 
 
 class PatchActivations(_Spec):
     kind: Literal["patch"] = "patch"
-    site: str = Field(description="Site to patch.")
-    source_run: str = Field(description="A capture run id that recorded `site` with positions='all'.")
-    source_step: int | None = Field(None, ge=0, description="Source step to read; null = the same step index.")
+    site: str = Field(description="Site to patch, e.g. 'blocks.1.hook_resid_pre'.")
+    source: str | None = Field(None, min_length=1, description="Another text: its clean activation at the same "
+                               "positions is patched in (positions past its end are left alone).")
+    capture_run_id: str | None = Field(None, description="Or a capture run that recorded `site` with "
+                                       "positions='all': its states of `source_step` are patched in.")
+    source_step: int | None = Field(None, ge=0, description="The capture run's step to read; null = the same "
+                                    "step index (capture) or the prompt's index (intervene).")
     positions: Positions = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PatchActivations":
+        if (self.source is None) == (self.capture_run_id is None):
+            raise ValueError("give exactly one of `source` (a text) and `capture_run_id` (a capture run)")
+        return self
 
 
 class AttentionKnockout(_Spec):
@@ -83,16 +105,22 @@ class AttentionKnockout(_Spec):
     key_positions: list[int] = Field(min_length=1, description="... to these positions.")
 
 
-CaptureIntervention = Annotated[ZeroAblation | HeadAblation | MeanAblation | PatchActivations | AttentionKnockout,
-                                Field(discriminator="kind")]
+ComponentEdit = Annotated[ZeroAblation | HeadAblation | SetNeurons | MeanAblation | PatchActivations
+                          | AttentionKnockout, Field(discriminator="kind")]
+COMPONENT_EDITS = (ZeroAblation, HeadAblation, SetNeurons, MeanAblation, PatchActivations, AttentionKnockout)
+EDIT_KINDS = "zero, zero_heads, set_neurons, mean, patch, knockout"
+
+StateLoader = Callable[[str, str], tuple[np.ndarray, list[dict]]]    # (capture run, site) -> (states, steps)
+TextActs = Callable[[str, str], Tensor]                              # (site, text) -> clean (pos, width)
 
 
 @dataclass
 class StepInfo:
-    """What a hook needs to know about the running step."""
+    """What a hook needs to know about the running step, and where sources come from."""
 
     step: int
     prompt_len: int
+    source_step: int | None = None          # default step of a capture-run patch (None = ``step``)
 
 
 def resolve_positions(positions: Sequence[int] | None, prompt_len: int, seq_len: int) -> list[int] | None:
@@ -108,23 +136,45 @@ def _select(act: Tensor, positions: Sequence[int] | None, info: StepInfo) -> Any
     return slice(None) if pos is None else torch.tensor(pos, dtype=torch.long, device=act.device)
 
 
-def validate(specs: Sequence[Any], lm: LoadedModel, sites_of: Callable[[str], dict[str, Any]]) -> None:
-    """Raise InputError('interventions') for specs that do not fit the model or their source runs."""
+def validate(specs: Sequence[Any], lm: LoadedModel, sites_of: Callable[[str], dict[str, Any]],
+             field: str = "interventions") -> None:
+    """Raise InputError(field) for component edits that do not fit the model or their source runs."""
     for i, spec in enumerate(specs):
         if isinstance(spec, ZeroAblation | MeanAblation | PatchActivations):
-            check_site(spec.site, lm, field="interventions")
+            check_site(spec.site, lm, field=field)
         if isinstance(spec, HeadAblation):
             if spec.layer >= lm.n_layers or max(spec.heads) >= n_heads(lm):
-                raise InputError("interventions", f"intervention {i}: layer {spec.layer} / heads {spec.heads} out "
+                raise InputError(field, f"{field}[{i}]: layer {spec.layer} / heads {spec.heads} out "
                                  f"of range ({lm.n_layers} layers, {n_heads(lm)} heads)",
                                  fix="use valid layer and head indices")
+        if isinstance(spec, SetNeurons):
+            parse_neurons(spec.neurons, lm.n_layers, lm.d_mlp, field=field)
         if isinstance(spec, AttentionKnockout) and spec.layers and max(spec.layers) >= lm.n_layers:
-            raise InputError("interventions", f"intervention {i}: knockout layer out of range ({lm.n_layers} layers)",
+            raise InputError(field, f"{field}[{i}]: knockout layer out of range ({lm.n_layers} layers)",
                              fix=f"use layers in 0..{lm.n_layers - 1}")
-        run = getattr(spec, "reference_run", None) or getattr(spec, "source_run", None)
+        run = getattr(spec, "capture_run_id", None)
         if run is not None and spec.site not in sites_of(run):
-            raise InputError("interventions", f"intervention {i}: run {run} did not capture {spec.site}",
-                             fix="capture that site in the reference/source run first")
+            raise InputError(field, f"{field}[{i}]: run {run} did not capture {spec.site}",
+                             fix="capture that site in that run first")
+
+
+def clean_text_acts(lm: LoadedModel) -> TextActs:
+    """(site, text) -> the clean activation (pos, width) of one unedited forward over ``text`` (cached)."""
+    cache: dict[tuple[str, str], Tensor] = {}
+
+    def acts(site: str, text: str) -> Tensor:
+        if (site, text) not in cache:
+            seen: dict[str, Tensor] = {}
+
+            def rec(act: Tensor, site: str) -> None:
+                seen["h"] = act.detach()[0]
+
+            ids = torch.tensor([lm.tokenizer(text).input_ids], device=lm.device)
+            with torch.no_grad(), hooked_sites(lm, {site: rec}):
+                lm.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+            cache[(site, text)] = seen["h"]
+        return cache[(site, text)]
+    return acts
 
 
 def _zero_hook(spec: ZeroAblation, info: StepInfo) -> Callable[..., Tensor]:
@@ -164,25 +214,45 @@ def _replace_hook(values: Callable[[Tensor], Tensor], positions: Sequence[int] |
     return fn
 
 
-def step_hooks(specs: Sequence[Any], info: StepInfo, lm: LoadedModel,
-               load_states: Callable[[str, str], tuple[np.ndarray, list[dict]]]) -> dict[str, list[Callable]]:
-    """{site: [hook fns]} for the specs active at ``info.step`` (knockouts excluded: see :func:`knockout`)."""
+def _neurons_hook(positions: Sequence[int] | None, idx: list[int], value: float,
+                  info: StepInfo) -> Callable[..., Tensor]:
+    def fn(act: Tensor, site: str) -> Tensor:
+        out = act.clone()
+        pos = _select(act, positions, info)
+        sel = out[:, pos]
+        sel[..., idx] = value
+        out[:, pos] = sel
+        return out
+    return fn
+
+
+def step_hooks(specs: Sequence[Any], info: StepInfo, lm: LoadedModel, load_states: StateLoader,
+               text_acts: TextActs | None = None) -> dict[str, list[Callable]]:
+    """{site: [hook fns]} for the component edits active at ``info.step`` (knockouts: see :func:`knockout`;
+    other specs are skipped, so intervene can pass its whole policy list)."""
     hooks: dict[str, list[Callable]] = {}
     for spec in specs:
-        if not spec.active(info.step):
+        if not isinstance(spec, COMPONENT_EDITS) or not spec.active(info.step):
             continue
         if isinstance(spec, ZeroAblation):
             hooks.setdefault(spec.site, []).append(_zero_hook(spec, info))
         elif isinstance(spec, HeadAblation):
             hooks.setdefault(f"blocks.{spec.layer}.attn.hook_z", []).append(_heads_hook(spec, info, n_heads(lm)))
+        elif isinstance(spec, SetNeurons):
+            for layer, idx in parse_neurons(spec.neurons, lm.n_layers, lm.d_mlp).items():
+                hooks.setdefault(f"blocks.{layer}.mlp.hook_post", []).append(
+                    _neurons_hook(spec.positions, list(idx), spec.value, info))
         elif isinstance(spec, MeanAblation):
-            states, _ = load_states(spec.reference_run, spec.site)
+            states, _ = load_states(spec.capture_run_id, spec.site)
             mean = torch.from_numpy(_chunked_mean(states)).float().to(lm.device)
             hooks.setdefault(spec.site, []).append(_replace_hook(lambda _a, m=mean: m, spec.positions, info))
         elif isinstance(spec, PatchActivations):
-            src = _source_rows(spec, info.step, load_states)
-            src = src.to(lm.device)
-            hooks.setdefault(spec.site, []).append(_replace_hook(lambda _a, s=src: s, spec.positions, info))
+            if spec.source is not None and text_acts is not None:
+                src = text_acts(spec.site, spec.source)
+            else:
+                src = _source_rows(spec, info, load_states)
+            hooks.setdefault(spec.site, []).append(_replace_hook(lambda _a, s=src.to(lm.device): s,
+                                                                 spec.positions, info))
     return hooks
 
 
@@ -194,19 +264,20 @@ def _chunked_mean(states: np.ndarray, chunk: int = 65536) -> np.ndarray:
     return total / max(1, states.shape[0])
 
 
-def _source_rows(spec: PatchActivations, step: int, load_states: Callable) -> Tensor:
-    """The source run's states at ``spec.site`` for one step, indexed by position (pos, d)."""
-    states, steps = load_states(spec.source_run, spec.site)
-    want = step if spec.source_step is None else spec.source_step
+def _source_rows(spec: PatchActivations, info: StepInfo, load_states: StateLoader) -> Tensor:
+    """The capture run's states at ``spec.site`` for one step, indexed by position (pos, d)."""
+    states, steps = load_states(spec.capture_run_id, spec.site)
+    default = info.step if info.source_step is None else info.source_step
+    want = default if spec.source_step is None else spec.source_step
     entry = next((s for s in steps if s["step"] == want), None)
     if entry is None:
-        raise InputError("interventions", f"source run {spec.source_run} has no step {want}",
+        raise InputError("interventions", f"capture run {spec.capture_run_id} has no step {want}",
                          fix="set source_step to a step that run captured")
     start, end = entry["rows"]
     positions = entry["positions"]
-    if positions != list(range(len(positions))):
-        raise InputError("interventions", f"source run {spec.source_run} did not capture every position",
-                         fix="capture the source run with positions='all'")
+    if positions != list(range(len(positions))) or entry.get("skipped"):
+        raise InputError("interventions", f"capture run {spec.capture_run_id} did not capture every position",
+                         fix="capture the source run with positions='all' and skip_positions=0")
     return torch.from_numpy(np.array(states[start:end], dtype=np.float32))
 
 

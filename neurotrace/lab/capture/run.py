@@ -10,7 +10,8 @@
   forward pass) and carries the caller's ``metadata``.
 * **What is stored.** Each step's *last* forward pass (its prompt plus all but the final generated
   token) is recorded: every position (``positions='all'``) or only the prompt's last token
-  (``'last'``). States go to ``arrays/states/<site>.npy`` ``[N, D]`` in chunks (see
+  (``'last'``), minus the first ``skip_positions`` positions and, with ``skip_bos``, BOS tokens.
+  States go to ``arrays/states/<site>.npy`` ``[N, D]`` in chunks (see
   :mod:`neurotrace.lab.capture.store`); ``trace.jsonl`` has one line per step with pointers to its rows,
   ``arrays/index.npy`` is ``[N, 3]`` = (step, position, token id) per row.
 * **Step-scoped interventions** (:mod:`neurotrace.lab.capture.edits`) apply only at their listed steps;
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neurotrace.lab.capture.edits import StepInfo, knockout, step_hooks, validate
+from neurotrace.lab.capture.edits import StepInfo, TextActs, clean_text_acts, knockout, step_hooks, validate
 from neurotrace.lab.capture.schema import CaptureRequest, CaptureResult, EpisodeStep
 from neurotrace.lab.capture.store import StateWriter, capture_info, load_trace_dataset
 from neurotrace.lab.errors import InputError
@@ -81,8 +82,8 @@ class _Recorder:
 
 @contextmanager
 def _forward_context(lm: LoadedModel, request: CaptureRequest, rec: _Recorder, info: StepInfo,
-                     load_states: Callable) -> Any:
-    hooks = step_hooks(request.interventions, info, lm, load_states)
+                     load_states: Callable, text_acts: TextActs) -> Any:
+    hooks = step_hooks(request.interventions, info, lm, load_states, text_acts)
     for site in rec.sites:
         hooks.setdefault(site, []).append(rec.hook)
     with ExitStack() as stack:
@@ -94,8 +95,9 @@ def _forward_context(lm: LoadedModel, request: CaptureRequest, rec: _Recorder, i
 def _run_step(lm: LoadedModel, request: CaptureRequest, step: EpisodeStep, i: int, ids: list[int], n_new: int,
               rec: _Recorder, load_states: Callable) -> tuple[dict[str, Any], list[int]]:
     info = StepInfo(step=i, prompt_len=len(ids))
+    text_acts = clean_text_acts(lm)
     cont = continue_greedy(lm, ids, n_new, context_for=lambda _k: _forward_context(lm, request, rec, info,
-                                                                                   load_states),
+                                                                                   load_states, text_acts),
                            stop_at_eos=request.stop_at_eos)
     recorded = ids + cont.tokens[:-1] if cont.tokens else list(ids)
     probs = torch.softmax(cont.logits[0], -1)
@@ -137,7 +139,7 @@ def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter = NULL_
         steps, is_episode, field = _steps(request, lm)
         validate(request.interventions, lm, _sites_of(lab))
         with lab.store.open_run("capture", request) as run:
-            run.add_model(request.model, lm.fingerprint)
+            run.add_model(request.model, lm.fingerprint, lm.provenance)
             lines, widths, writer = _capture_steps(lm, request, steps, is_episode, field, sites, run, lab,
                                                    reporter)
             return _finish(run, request, lm, lines, widths, writer)
@@ -163,7 +165,7 @@ def _capture_steps(lm: LoadedModel, request: CaptureRequest, steps: list[Episode
         if writer is None:
             widths = {s: int(rec.latest[s].shape[-1]) for s in sites}
             writer = StateWriter(run, widths, request.store_dtype, request.chunk_rows)
-        positions = list(range(len(line["token_ids"]))) if request.positions == "all" else [len(ids) - 1]
+        positions = _recorded_positions(request, line["token_ids"], len(ids), lm.tokenizer.bos_token_id)
         for s in sites:
             writer.append(s, rec.latest[s][positions].float().cpu().numpy())
         line["positions"], line["rows"] = positions, [n_rows, n_rows + len(positions)]
@@ -174,6 +176,14 @@ def _capture_steps(lm: LoadedModel, request: CaptureRequest, steps: list[Episode
     return lines, widths, writer
 
 
+def _recorded_positions(request: CaptureRequest, token_ids: list[int], prompt_len: int,
+                        bos: int | None) -> list[int]:
+    """The positions that get a row: all or the prompt's last, minus the first ``skip_positions`` and BOS."""
+    positions = list(range(len(token_ids))) if request.positions == "all" else [prompt_len - 1]
+    return [p for p in positions if p >= request.skip_positions
+            and not (request.skip_bos and bos is not None and token_ids[p] == bos)]
+
+
 def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict], widths: dict[str, int],
             writer: StateWriter) -> CaptureResult:
     states = writer.finish()
@@ -182,8 +192,10 @@ def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict
     trace = run.write_jsonl("trace.jsonl", lines)
     n_rows = int(index.shape[0])
     run.write_json("capture.json", {"model": request.model, "kind": lm.kind, "fingerprint": lm.fingerprint,
-                                    "positions": request.positions, "n_rows": n_rows, "n_steps": len(lines),
+                                    "positions": request.positions, "skip_positions": request.skip_positions,
+                                    "skip_bos": request.skip_bos, "n_rows": n_rows, "n_steps": len(lines),
                                     "store_dtype": request.store_dtype,
+                                    "special_ids": sorted(int(i) for i in lm.tokenizer.all_special_ids),
                                     "sites": {s: {"width": w, "path": f"arrays/states/{s}.npy"}
                                               for s, w in widths.items()}})
     sites = list(widths)
@@ -192,7 +204,7 @@ def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict
                + (f" with {len(request.interventions)} step-scoped intervention(s)" if request.interventions else "")
                + ".")
     run.set_summary(summary)
-    nxt = (f"Call fit_sae with capture_run='{run.run_id}' and site='{sites[0]}' to learn sparse features of "
+    nxt = (f"Call fit_sae with capture_run_id='{run.run_id}' and site='{sites[0]}' to learn sparse features of "
            "these states; or read trace.jsonl for the per-step outputs.")
     return CaptureResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), n_steps=len(lines),
                          n_rows=n_rows, sites=sites, widths=widths, outputs=[ln["output"] for ln in lines[:20]],

@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.capture.edits import CaptureIntervention
+from neurotrace.lab.capture.edits import EDIT_KINDS, ComponentEdit
 from neurotrace.lab.results import RunResult
 
 
@@ -36,8 +36,12 @@ class CaptureRequest(BaseModel):
                                 "forward pass over the prompt).")
     positions: Literal["all", "last"] = Field("all", description="'all': a row per token of the recorded "
                                               "forward; 'last': one row per step, the prompt's last token.")
-    interventions: list[CaptureIntervention] = Field(default_factory=list, description="Step-scoped "
-                                                     "interventions: zero, zero_heads, mean, patch, knockout.")
+    skip_positions: int = Field(0, ge=0, description="Record no row for the first N positions of each step's "
+                                "forward (e.g. 1 drops position 0, whose norm on real models can be ~100x the "
+                                "rest and swamp an SAE).")
+    skip_bos: bool = Field(False, description="Record no row for positions holding the BOS token.")
+    interventions: list[ComponentEdit] = Field(default_factory=list, description="Step-scoped component "
+                                               f"edits: {EDIT_KINDS}.")
     stop_at_eos: bool = Field(True, description="Stop a step's generation at the end-of-text token.")
     store_dtype: Literal["float32", "float16"] = Field("float32", description="dtype of the stored states.")
     chunk_rows: int = Field(4096, ge=1, description="Rows per site held in memory before flushing to disk.")

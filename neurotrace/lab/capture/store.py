@@ -129,7 +129,7 @@ def read_steps(store: RunStore, run_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def capture_info(store: RunStore, run_id: str, field: str = "capture_run") -> dict[str, Any]:
+def capture_info(store: RunStore, run_id: str, field: str = "capture_run_id") -> dict[str, Any]:
     """``capture.json`` of a capture run; InputError(field) if the run is not a capture."""
     manifest = store.manifest(run_id)
     if manifest.tool != "capture" or manifest.status != "complete":
@@ -139,7 +139,7 @@ def capture_info(store: RunStore, run_id: str, field: str = "capture_run") -> di
 
 
 def load_trace_dataset(lab_or_store: Any, run_id: str, site: str | None = None,
-                       field: str = "capture_run") -> TraceDataset:
+                       field: str = "capture_run_id") -> TraceDataset:
     """Load one site of a capture run (``site`` may be omitted when the run captured one site)."""
     store: RunStore = getattr(lab_or_store, "store", lab_or_store)
     info = capture_info(store, run_id, field)

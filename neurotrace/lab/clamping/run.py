@@ -45,7 +45,7 @@ def run_clamp_sweep(request: ClampSweepRequest, *, lab: Lab, reporter: Reporter 
         conds = build_conditions(request, lm)
         prompt_ids = tokenize_prompts(lm, prompts, request)
         with lab.store.open_run("clamp_sweep", request, seed=request.seed) as run:
-            run.add_model(request.model, lm.fingerprint)
+            run.add_model(request.model, lm.fingerprint, lm.provenance)
             out = run_rows(lm, request, conds, prompt_ids, reporter)
             score_rows(out.rows, lm, request.thresholds)
             return write_outputs(run, request, prompts, prompt_ids, conds, out, lm)

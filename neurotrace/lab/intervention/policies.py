@@ -6,7 +6,7 @@ that produces generated token ``s``; ``None`` = every step), at the token ``posi
 (negative = from the end of the prompt; ``None`` = all).
 
 On SAE features (site = the SAE's site), edits keep the SAE's reconstruction error: with
-``a = sae.encode(h)`` and the edited ``a'``, ``h' = h + (a'_F - a_F) @ W_dec[F]`` for the touched
+``a = sae.encode(h)`` and the edited ``a'``, ``h' = h + (a'_F - a_F) @ W_dec[F] / input_scale`` for the touched
 features ``F`` only. So clamping a feature to the value it already has changes nothing, bit for bit.
 
 * ``ablate_features``: ``a'_f = 0``.
@@ -14,13 +14,11 @@ features ``F`` only. So clamping a feature to the value it already has changes n
 * ``patch_features``: ``a'_f`` = the feature's activation on another input (``source``), at the same
   position (``align='position'``) or at the source's last token (``'last'``).
 
-On components:
-
-* ``set_neurons``: MLP neurons (``blocks.{L}.mlp.hook_post``) set to ``value`` (0 = ablation).
-* ``ablate_heads``: attention heads zeroed before the output projection (``blocks.{L}.attn.hook_z``).
-* ``patch_residual``: the activation at ``site`` replaced by the source input's activation there.
+Component edits (zero, zero_heads, set_neurons, mean, patch, knockout) are capture's: one union,
+defined and applied in :mod:`neurotrace.lab.capture.edits`, here at generation steps.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -28,7 +26,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from neurotrace.lab.capture import resolve_positions
+from neurotrace.lab.capture import (
+    AttentionKnockout,
+    HeadAblation,
+    MeanAblation,
+    PatchActivations,
+    SetNeurons,
+    ZeroAblation,
+    resolve_positions,
+)
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.sae import SAE
 
@@ -47,6 +53,12 @@ class PolicyContext:
     prompt_len: int
     sources: dict[tuple[str, str], Tensor] = field(default_factory=dict)   # (site, text) -> (pos, width)
     n_heads: int = 1
+    text_acts: Callable[[str, str], Tensor] | None = None                  # (site, text) -> clean (pos, width)
+
+    def source(self, site: str, text: str) -> Tensor:
+        if (site, text) not in self.sources and self.text_acts is not None:
+            self.sources[(site, text)] = self.text_acts(site, text)
+        return self.sources[(site, text)]
 
 
 class InterventionPolicy(BaseModel):
@@ -61,8 +73,8 @@ class InterventionPolicy(BaseModel):
 
     def site(self, sae: SAE | None) -> str:
         if sae is None:
-            raise InputError("sae_run", f"policy {self.kind!r} edits SAE features but no SAE was given",
-                             fix="pass sae_run (a fit_sae run id)")
+            raise InputError("fit_sae_run_id", f"policy {self.kind!r} edits SAE features but no SAE was given",
+                             fix="pass fit_sae_run_id (a fit_sae run id)")
         return sae.cfg.site
 
     def sources(self, sae: SAE | None) -> list[tuple[str, str]]:
@@ -93,7 +105,7 @@ class _FeaturePolicy(InterventionPolicy):
         # positions, as sae.encode(h) does for a caller, keeps the values bit-identical to what they read
         new = self.new_values(old, pos, context, sae)
         out = h.clone()
-        out[:, pos] = hs + ((new - old) @ sae.W_dec[f]).to(h.dtype)
+        out[:, pos] = hs + ((new - old) @ sae.directions(f)).to(h.dtype)
         return out
 
 
@@ -123,7 +135,7 @@ class PatchFeatures(_FeaturePolicy):
         return [(self.site(sae), self.source)]
 
     def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: SAE) -> Tensor:
-        src = sae.encode(context.sources[(sae.cfg.site, self.source)].to(a.device))[:, self.features]
+        src = sae.encode(context.source(sae.cfg.site, self.source).to(a.device))[:, self.features]
         new = a.clone()                                                 # (batch, n_pos, n_feat)
         for j, p in enumerate(pos):
             if self.align == "last":
@@ -133,80 +145,16 @@ class PatchFeatures(_FeaturePolicy):
         return new
 
 
-class SetNeurons(InterventionPolicy):
-    kind: Literal["set_neurons"] = "set_neurons"
-    layer: int = Field(ge=0, description="Layer of blocks.{layer}.mlp.hook_post.")
-    neurons: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, description="Neuron indices (< d_mlp).")
-    value: float = Field(0.0, description="Value the neurons are set to (0 = zero ablation).")
-
-    def site(self, sae: SAE | None) -> str:
-        return f"blocks.{self.layer}.mlp.hook_post"
-
-    def apply(self, step: int, h: Tensor, sae: SAE | None, context: PolicyContext) -> Tensor:
-        out = h.clone()
-        sel = out[:, self._pos(h, context)]
-        sel[..., self.neurons] = self.value
-        out[:, self._pos(h, context)] = sel
-        return out
+Policy = Annotated[AblateFeatures | ClampFeatures | PatchFeatures | ZeroAblation | HeadAblation | SetNeurons
+                   | MeanAblation | PatchActivations | AttentionKnockout, Field(discriminator="kind")]
+FEATURE_POLICIES = (AblateFeatures, ClampFeatures, PatchFeatures)
 
 
-class AblateHeads(InterventionPolicy):
-    kind: Literal["ablate_heads"] = "ablate_heads"
-    layer: int = Field(ge=0, description="Attention layer.")
-    heads: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, description="Heads to zero.")
-
-    def site(self, sae: SAE | None) -> str:
-        return f"blocks.{self.layer}.attn.hook_z"
-
-    def apply(self, step: int, h: Tensor, sae: SAE | None, context: PolicyContext) -> Tensor:
-        b, s, width = h.shape
-        out = h.clone().view(b, s, context.n_heads, width // context.n_heads)   # (batch, pos, head, d_head)
-        pos = self._pos(h, context)
-        sel = out[:, pos]
-        sel[:, :, self.heads] = 0
-        out[:, pos] = sel
-        return out.view(b, s, width)
-
-
-class PatchResidual(InterventionPolicy):
-    kind: Literal["patch_residual"] = "patch_residual"
-    at_site: str = Field(description="Site to patch, e.g. 'blocks.1.hook_resid_pre'.")
-    source: str = Field(min_length=1, description="Another input; its activation at the same positions is "
-                        "patched in (positions past its end are left alone).")
-
-    def site(self, sae: SAE | None) -> str:
-        return self.at_site
-
-    def sources(self, sae: SAE | None) -> list[tuple[str, str]]:
-        return [(self.at_site, self.source)]
-
-    def apply(self, step: int, h: Tensor, sae: SAE | None, context: PolicyContext) -> Tensor:
-        src = context.sources[(self.at_site, self.source)].to(h.device, h.dtype)   # (src_pos, width)
-        pos = [p for p in self._pos(h, context) if p < src.shape[0]]
-        out = h.clone()
-        out[:, pos] = src[pos]
-        return out
-
-
-Policy = Annotated[AblateFeatures | ClampFeatures | PatchFeatures | SetNeurons | AblateHeads | PatchResidual,
-                   Field(discriminator="kind")]
-
-
-def check_policies(policies: list[Any], sae: SAE | None, n_layers: int, d_mlp: int, n_heads: int) -> None:
-    """InputError('policies') for indices out of range."""
+def check_policies(policies: list[Any], sae: SAE | None) -> None:
+    """InputError('policies') for SAE feature indices out of range (component edits: capture's validate)."""
     for i, p in enumerate(policies):
         if isinstance(p, _FeaturePolicy):
             p.site(sae)
             if max(p.features) >= sae.cfg.d_sae:
                 raise InputError("policies", f"policy {i}: feature {max(p.features)} >= d_sae {sae.cfg.d_sae}",
                                  fix=f"use features in 0..{sae.cfg.d_sae - 1}")
-        layer = getattr(p, "layer", None)
-        if layer is not None and layer >= n_layers:
-            raise InputError("policies", f"policy {i}: layer {layer} out of range ({n_layers} layers)",
-                             fix=f"use 0..{n_layers - 1}")
-        if isinstance(p, SetNeurons) and max(p.neurons) >= d_mlp:
-            raise InputError("policies", f"policy {i}: neuron {max(p.neurons)} >= d_mlp {d_mlp}",
-                             fix=f"use 0..{d_mlp - 1}")
-        if isinstance(p, AblateHeads) and max(p.heads) >= n_heads:
-            raise InputError("policies", f"policy {i}: head {max(p.heads)} >= n_heads {n_heads}",
-                             fix=f"use 0..{n_heads - 1}")

@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 
+from neurotrace.lab.intervention.controls import RULES, verdict
 from neurotrace.lab.intervention.schema import FeatureEffect, InterveneRequest, InterveneResult
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import LoadedModel
@@ -11,7 +12,8 @@ from neurotrace.lab.sae import SAE
 
 
 def overall_features(entries: list[dict[str, Any]], top: int = 20) -> list[FeatureEffect]:
-    """Features ranked by mean |effect| over prompts (a prompt where a feature was not ranked counts 0)."""
+    """Features sorted by |mean effect| over prompts, the number printed (a prompt where a feature was not
+    ranked counts 0); effects in nats of log p(target)."""
     effects: dict[int, list[float]] = {}
     peak: dict[int, float] = {}
     for e in entries:
@@ -19,7 +21,7 @@ def overall_features(entries: list[dict[str, Any]], top: int = 20) -> list[Featu
             effects.setdefault(f["feature"], []).append(f["effect"])
             peak[f["feature"]] = max(peak.get(f["feature"], 0.0), f["activation"])
     n = max(1, len(entries))
-    ranked = sorted(effects, key=lambda f: (-sum(abs(x) for x in effects[f]) / n, f))
+    ranked = sorted(effects, key=lambda f: (-abs(sum(effects[f]) / n), f))
     return [FeatureEffect(feature=f, effect=sum(effects[f]) / n, activation=peak[f]) for f in ranked[:top]]
 
 
@@ -31,36 +33,47 @@ def _figure(features: list[FeatureEffect]) -> Any:
 
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(features) + 1.2))
     ax.barh([f"f{f.feature}" for f in features][::-1], [f.effect for f in features][::-1])
-    ax.set(xlabel="mean change in log p when ablated alone", title="top causal SAE features")
+    ax.set(xlabel="mean change in log p(target) when ablated alone (nats)", title="top causal SAE features")
     return fig
 
 
 def _summary(request: InterveneRequest, entries: list[dict], features: list[FeatureEffect]) -> tuple:
     deltas = [e["intervened"]["p_target"] - e["baseline"]["p_target"] for e in entries
               if "p_target" in e["baseline"]]
-    mean_delta = float(np.mean(deltas)) if deltas else None
+    mean_delta = float(np.mean(deltas)) if deltas and request.policies else None
     changed = sum(e["baseline"]["text"] != e["intervened"]["text"] for e in entries)
-    text = (f"Applied {len(request.policies)} polic{'y' if len(request.policies) == 1 else 'ies'} to "
-            f"{len(entries)} prompt(s): {changed} generated text(s) changed")
-    if mean_delta is not None:
-        text += f", mean p(target) change {mean_delta:+.4f}"
+    ctrl = [e["controls"] for e in entries if "controls" in e]
+    v, eff, ceff = verdict([c["effect"] for c in ctrl], [x for c in ctrl for x in c["controls"]])
+    if not request.policies:
+        text = f"Ranking-only pass (no policies) over {len(entries)} prompt(s)"
+    else:
+        text = (f"Applied {len(request.policies)} polic{'y' if len(request.policies) == 1 else 'ies'} to "
+                f"{len(entries)} prompt(s): {changed} generated text(s) changed")
+        if mean_delta is not None:
+            text += f", mean p(target) change {mean_delta:+.4f}"
+        if v is not None:
+            ctrl_text = f" vs {ceff:.3f} for same-norm random directions" if ceff is not None else ""
+            text += (f". Verdict: {v} (mean |change in log p(target)| {eff:.3f} nats{ctrl_text}; {RULES})")
     if features:
-        text += f"; most causal SAE feature f{features[0].feature} (mean effect {features[0].effect:+.4f})"
-    return mean_delta, changed, text + "."
+        text += (f"; top SAE feature when ablated alone: f{features[0].feature} ({features[0].effect:+.4f} nats "
+                 "of log p(target), mean over prompts)")
+    return mean_delta, changed, text + ".", (v, eff, ceff)
 
 
 def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: SAE | None,
                  entries: list[dict[str, Any]], lab: Lab) -> InterveneResult:
     features = overall_features(entries)
     inputs = []
-    if request.sae_run:
-        run.add_input(request.sae_run)
-        inputs = [request.sae_run] + ([sae.cfg.capture_run] if sae is not None and sae.cfg.capture_run else [])
-    mean_delta, changed, summary = _summary(request, entries, features)
+    if request.fit_sae_run_id:
+        run.add_input(request.fit_sae_run_id)
+        inputs = [request.fit_sae_run_id] + ([sae.cfg.capture_run_id] if sae is not None and sae.cfg.capture_run_id
+                                             else [])
+    mean_delta, changed, summary, (v, eff, ceff) = _summary(request, entries, features)
     report = {"tool": "intervene", "seed": request.seed, "model": lm.ref.model, "model_fingerprint": lm.fingerprint,
-              "sae_run": request.sae_run, "sae_site": sae.cfg.site if sae is not None else None, "inputs": inputs,
+              "fit_sae_run_id": request.fit_sae_run_id, "sae_site": sae.cfg.site if sae is not None else None, "inputs": inputs,
               "policies": [p.model_dump(mode="json") for p in request.policies],
-              "max_new_tokens": request.max_new_tokens, "temperature": request.temperature,
+              "max_new_tokens": request.max_new_tokens, "sampling": request.sampling.model_dump(),
+              "verdict": v, "effect": eff, "control_effect": ceff, "verdict_rules": RULES,
               "prompts": entries, "top_features": [f.model_dump() for f in features],
               "mean_p_target_change": mean_delta, "n_text_changed": changed}
     uri = run.write_json("report.json", report)
@@ -72,4 +85,4 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: SAE 
            "(intervene with clamp_features), or fit another SAE on a different site.")
     return InterveneResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
                            n_prompts=len(entries), mean_p_target_change=mean_delta, n_text_changed=changed,
-                           top_features=features, report=uri, next=nxt)
+                           top_features=features, report=uri, next=nxt, verdict=v, effect=eff, control_effect=ceff)

@@ -19,68 +19,70 @@ are exact. ``report.json`` holds no timestamps or run ids of its own: rerunning 
 the same seed on the same machine reproduces it byte for byte.
 """
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
 
+from neurotrace.lab.capture import (
+    COMPONENT_EDITS,
+    StepInfo,
+    capture_info,
+    clean_text_acts,
+    knockout,
+    load_trace_dataset,
+    step_hooks,
+    validate,
+)
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.intervention.policies import PolicyContext, check_policies
+from neurotrace.lab.intervention.controls import control_effects
+from neurotrace.lab.intervention.policies import FEATURE_POLICIES, PolicyContext, check_policies
 from neurotrace.lab.intervention.report import write_report
 from neurotrace.lab.intervention.schema import FeatureEffect, InterveneRequest, InterveneResult, PromptCase
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
+from neurotrace.lab.model.sampling import token_chooser
 from neurotrace.lab.model.sites import check_site, hooked_sites, n_heads
 from neurotrace.lab.model.stepwise import Continuation, continue_greedy, prediction_position
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae import SAE, load_sae_run
-from neurotrace.lab.seeding import make_generator
 
 
 def _cases(request: InterveneRequest) -> list[PromptCase]:
     return [p if isinstance(p, PromptCase) else PromptCase(prompt=p) for p in request.prompts]
 
 
-def _source_acts(lm: LoadedModel, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], torch.Tensor]:
-    """Clean activation (pos, width) at each (site, text)."""
-    out: dict[tuple[str, str], torch.Tensor] = {}
-    for site, text in dict.fromkeys(pairs):
-        seen: dict[str, torch.Tensor] = {}
-
-        def rec(act: torch.Tensor, site: str, seen: dict = seen) -> None:
-            seen["h"] = act.detach()[0]
-
-        ids = torch.tensor([lm.tokenizer(text).input_ids], device=lm.device)
-        with torch.no_grad(), hooked_sites(lm, {site: rec}):
-            lm.model(input_ids=ids, attention_mask=torch.ones_like(ids))
-        out[(site, text)] = seen["h"]
-    return out
-
-
-def policy_hooks(policies: list[Any], step: int, sae: SAE | None, ctx: PolicyContext) -> dict[str, list[Callable]]:
-    """{site: [hook]} applying every policy active at ``step``."""
+def policy_hooks(policies: list[Any], step: int, sae: SAE | None, ctx: PolicyContext, lm: LoadedModel | None = None,
+                 info: StepInfo | None = None, load_states: Any = None) -> dict[str, list[Callable]]:
+    """{site: [hook]} applying every policy active at ``step`` (component edits through capture's hooks)."""
     hooks: dict[str, list[Callable]] = {}
     for policy in policies:
-        if policy.active(step):
+        if isinstance(policy, FEATURE_POLICIES) and policy.active(step):
             def fn(act: torch.Tensor, site: str, p: Any = policy) -> torch.Tensor:
                 return p.apply(step, act, sae, ctx)
             hooks.setdefault(policy.site(sae), []).append(fn)
+    if lm is not None and info is not None:
+        edits = step_hooks(policies, StepInfo(step, info.prompt_len, info.source_step), lm, load_states,
+                           ctx.text_acts)
+        for site, fns in edits.items():
+            hooks.setdefault(site, []).extend(fns)
     return hooks
 
 
-def _context_for(lm: LoadedModel, policies: list[Any], sae: SAE | None,
-                 ctx: PolicyContext) -> Callable[[int], AbstractContextManager]:
-    return lambda step: hooked_sites(lm, policy_hooks(policies, step, sae, ctx))
+def _context_for(lm: LoadedModel, policies: list[Any], sae: SAE | None, ctx: PolicyContext, info: StepInfo,
+                 load_states: Any) -> Callable[[int], AbstractContextManager]:
+    @contextmanager
+    def context(step: int) -> Iterator[None]:
+        with knockout(lm, policies, StepInfo(step, info.prompt_len)), \
+                hooked_sites(lm, policy_hooks(policies, step, sae, ctx, lm, info, load_states)):
+            yield
+    return context
 
 
 def _chooser(request: InterveneRequest, lm: LoadedModel) -> Callable[[torch.Tensor], int] | None:
-    if request.temperature is None:
-        return None
-    g = make_generator(request.seed, lm.device)
-    return lambda logits: int(torch.multinomial(torch.softmax(logits.to(lm.device) / request.temperature, -1),
-                                                1, generator=g))
+    return token_chooser(request.sampling, request.seed, lm.device)
 
 
 def _outcome(lm: LoadedModel, cont: Continuation, case: PromptCase) -> dict[str, Any]:
@@ -128,7 +130,7 @@ def rank_features(lm: LoadedModel, sae: SAE, ids: list[int], metric_token: int, 
     def ablate(act: torch.Tensor, site: str) -> torch.Tensor:
         a = sae.encode(act)                                                # (n, pos, d_sae)
         own = a.gather(2, feats.view(-1, 1, 1).expand(-1, a.shape[1], 1))  # (n, pos, 1)
-        return act - (own * sae.W_dec[feats][:, None, :]).to(act.dtype)
+        return act - (own * sae.directions(feats)[:, None, :]).to(act.dtype)
 
     xb = x.expand(n, -1)
     with hooked_sites(lm, {sae.cfg.site: ablate}):
@@ -139,49 +141,88 @@ def rank_features(lm: LoadedModel, sae: SAE, ids: list[int], metric_token: int, 
             for i in order]
 
 
-def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: SAE | None,
-            sources: dict) -> dict[str, Any]:
+def _check_positions(policies: list[Any], prompt_len: int, n_new: int, i: int) -> None:
+    for j, p in enumerate(policies):
+        for field in ("positions", "query_positions", "key_positions"):
+            pos = getattr(p, field, None)
+            if pos is None:
+                continue
+            bad = [q for q in pos if not 0 <= (q if q >= 0 else prompt_len + q) < prompt_len + n_new]
+            if bad:
+                raise InputError("policies", f"policies[{j}].{field} {bad} fall outside prompt {i} ({prompt_len} "
+                                 f"tokens + {n_new} generated)", fix=f"use positions in {-prompt_len}.."
+                                 f"{prompt_len + n_new - 1} (negative = from the end of the prompt)")
+
+
+def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: SAE | None, index: int,
+            load_states: Any) -> dict[str, Any]:
     ids = list(lm.tokenizer(case.prompt).input_ids)
-    ctx = PolicyContext(prompt_len=len(ids), sources=sources, n_heads=n_heads(lm))
     policies = list(request.policies)
     n = request.max_new_tokens
+    _check_positions(policies, len(ids), n, index)
+    ctx = PolicyContext(prompt_len=len(ids), n_heads=n_heads(lm), text_acts=clean_text_acts(lm))
+    info = StepInfo(0, len(ids), source_step=index)
+    for p in policies:                          # clean source forwards now, never inside an edited forward
+        for site, text in p.sources(sae) if isinstance(p, FEATURE_POLICIES) else []:
+            ctx.source(site, text)
+        if getattr(p, "source", None) is not None and not isinstance(p, FEATURE_POLICIES):
+            ctx.text_acts(p.site, p.source)
+    context_for = _context_for(lm, policies, sae, ctx, info, load_states)
     base = continue_greedy(lm, ids, n, choose=_chooser(request, lm))
-    edited = continue_greedy(lm, ids, n, context_for=_context_for(lm, policies, sae, ctx),
-                             choose=_chooser(request, lm))
-    forced = continue_greedy(lm, ids, n, context_for=_context_for(lm, policies, sae, ctx),
-                             forced=base.tokens or None) if base.tokens else edited
+    edited = continue_greedy(lm, ids, n, context_for=context_for, choose=_chooser(request, lm)) if policies else base
+    forced = continue_greedy(lm, ids, n, context_for=context_for,
+                             forced=base.tokens or None) if base.tokens and policies else edited
     diverged = next((i for i, (a, b) in enumerate(zip(base.tokens, edited.tokens, strict=False)) if a != b), None)
     entry: dict[str, Any] = {"prompt": case.prompt, "target": case.target, "foil": case.foil,
                              "baseline": _outcome(lm, base, case), "intervened": _outcome(lm, edited, case),
                              "per_step": _per_step(lm, base, forced, policies), "diverged_at": diverged}
+    metric = target_id(lm.tokenizer, case.target) if case.target else int(base.logits[0].argmax())
+    if policies and request.controls:
+        def sites_at(step: int) -> list[str]:
+            return list(policy_hooks(policies, step, sae, ctx, lm, info, load_states))
+        entry["controls"] = control_effects(lm, ids, base.tokens, policies, context_for, sites_at, metric,
+                                            request.controls, request.seed + index)
     if sae is not None and request.rank_features:
-        metric = target_id(lm.tokenizer, case.target) if case.target else int(base.logits[0].argmax())
         entry["top_features"] = [f.model_dump() for f in rank_features(lm, sae, ids, metric, request.rank_features)]
     return entry
+
+
+def _loader(lab: Lab, run: Any) -> Callable[[str, str], tuple[Any, list[dict]]]:
+    cache: dict[tuple[str, str], tuple[Any, list[dict]]] = {}
+
+    def load(run_id: str, site: str) -> tuple[Any, list[dict]]:
+        if (run_id, site) not in cache:
+            ds = load_trace_dataset(lab, run_id, site, field="policies")
+            run.add_input(run_id)
+            cache[(run_id, site)] = (ds.states, ds.steps)
+        return cache[(run_id, site)]
+    return load
 
 
 def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> InterveneResult:
     """Apply SAE-feature or component policies per generation step and compare with the baseline
     (p(target), logit differences, text, per-step KL); rank SAE features by causal effect; write report.json."""
-    sae = load_sae_run(lab, request.sae_run) if request.sae_run else None
+    sae = load_sae_run(lab, request.fit_sae_run_id) if request.fit_sae_run_id else None
     model = request.model or (sae.cfg.model if sae is not None else None)
     if model is None:
-        raise InputError("model", "no model given and no SAE to take it from", fix="pass model or sae_run")
+        raise InputError("model", "no model given and no SAE to take it from", fix="pass model or fit_sae_run_id")
     cases = _cases(request)
     with lab.cache.lease(ModelRef(model=model, device=request.device, dtype=request.dtype)) as lm:
         if lm.kind != "causal" and request.max_new_tokens:
             raise InputError("max_new_tokens", "a masked LM does not generate", fix="use max_new_tokens=0")
         sae = sae.to(lm.device) if sae is not None else None
-        check_policies(list(request.policies), sae, lm.n_layers, lm.d_mlp, n_heads(lm))
-        pairs = [pair for p in request.policies for pair in p.sources(sae)]
+        check_policies(list(request.policies), sae)
         for p in request.policies:
-            check_site(p.site(sae), lm, field="policies")
+            if not isinstance(p, COMPONENT_EDITS):
+                check_site(p.site(sae), lm, field="policies")
+        validate([p for p in request.policies if isinstance(p, COMPONENT_EDITS)], lm,
+                 lambda run_id: capture_info(lab.store, run_id, "policies")["sites"], field="policies")
         with lab.store.open_run("intervene", request, seed=request.seed) as run:
-            run.add_model(model, lm.fingerprint)
-            sources = _source_acts(lm, pairs)
+            run.add_model(model, lm.fingerprint, lm.provenance)
+            load_states = _loader(lab, run)
             entries = []
             for i, case in enumerate(cases):
                 reporter.step(i, len(cases), f"prompt {i + 1} of {len(cases)}")
-                entries.append(_prompt(lm, request, case, sae, sources))
+                entries.append(_prompt(lm, request, case, sae, i, load_states))
             reporter.step(len(cases), len(cases), "writing report")
             return write_report(run, request, lm, sae, entries, lab)

@@ -7,7 +7,11 @@ A sparse autoencoder maps a model state ``h`` (``d_in`` wide) to feature activat
     a     = activation(pre)                        # architecture-specific: ReLU, TopK, ...
     h_hat = a @ W_dec + b_dec                      # (..., d_in); row f of W_dec is feature f's direction
 
-Subtracting ``b_dec`` before encoding centres the input on the decoder bias. An architecture
+Subtracting ``b_dec`` before encoding centres the input on the decoder bias. ``input_scale`` (SAELens'
+``normalize_activations="expected_average_only_in"``) multiplies ``h`` before encoding so that the
+training rows have mean norm ``sqrt(d_in)``, and divides the reconstruction after decoding, so
+``encode``/``decode`` always speak the model's units; the weights live in the scaled space, so a
+feature's direction in model units is ``W_dec[f] / input_scale`` (:meth:`SAE.directions`). An architecture
 (one module per file in this package, listed in :mod:`neurotrace.lab.sae.registry`) supplies the
 activation, its training loss and any constraint applied after each optimizer step.
 
@@ -35,7 +39,9 @@ class SAEConfig(BaseModel):
     k: int | None = Field(None, ge=1, description="Active features per input (topk only).")
     site: str = Field("", description="The hook site the SAE reads, e.g. 'blocks.1.hook_resid_post'.")
     model: str = Field("", description="The model the states came from.")
-    capture_run: str = Field("", description="The capture run the SAE was fitted on.")
+    capture_run_id: str = Field("", description="The capture run the SAE was fitted on.")
+    input_scale: float = Field(1.0, gt=0, description="Inputs are multiplied by this before encoding and "
+                               "reconstructions divided by it (sqrt(d_in) / mean training-row norm; 1 = none).")
 
 
 class SAE(nn.Module):
@@ -52,8 +58,12 @@ class SAE(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
 
     # -- the public API -------------------------------------------------------------------------
+    @property
+    def input_scale(self) -> float:
+        return self.cfg.input_scale
+
     def pre_acts(self, h: Tensor) -> Tensor:
-        return (h.to(self.W_enc.dtype) - self.b_dec) @ self.W_enc + self.b_enc
+        return (h.to(self.W_enc.dtype) * self.input_scale - self.b_dec) @ self.W_enc + self.b_enc
 
     def activation(self, pre: Tensor) -> Tensor:
         raise NotImplementedError
@@ -63,15 +73,20 @@ class SAE(nn.Module):
         return self.activation(self.pre_acts(h))
 
     def decode(self, a: Tensor) -> Tensor:
-        """Reconstruction ``h_hat`` (..., d_in) of feature activations ``a`` (..., d_sae)."""
-        return a @ self.W_dec + self.b_dec
+        """Reconstruction ``h_hat`` (..., d_in) of feature activations ``a`` (..., d_sae), in model units."""
+        return (a @ self.W_dec + self.b_dec) / self.input_scale
+
+    def directions(self, features: Tensor) -> Tensor:
+        """Decoder rows of ``features`` in model units (n, d_in): a change ``da`` moves h by ``da @ this``."""
+        return self.W_dec[features] / self.input_scale
 
     def forward(self, h: Tensor) -> Tensor:
         return self.decode(self.encode(h))
 
     # -- training hooks -------------------------------------------------------------------------
-    def loss(self, h: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Training loss on a batch (batch, d_in) and its named parts (detached)."""
+    def loss(self, h: Tensor, dead: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Training loss on a batch (batch, d_in) in the scaled space, its named parts (detached) and
+        ``fired`` (d_sae,) bool; ``dead`` (d_sae,) marks features an architecture may revive (AuxK)."""
         raise NotImplementedError
 
     @torch.no_grad()

@@ -1,12 +1,17 @@
 """How good is a fitted SAE? Reconstruction, sparsity, dead features, downstream effect, examples.
 
-* **Reconstruction** over every captured row: ``mse`` (mean squared error per element) and ``fvu``,
-  the fraction of variance unexplained ``sum ||h - h_hat||^2 / sum ||h - mean(h)||^2`` (0 = perfect,
-  1 = no better than predicting the mean).
+The names and definitions follow SAELens (``sae_lens/evals.py``), so numbers can be compared:
+
+* **Reconstruction** over the held-out rows (BOS, position 0 and special tokens excluded by default,
+  as SAELens' ``exclude_special_tokens``), in model units: ``explained_variance`` =
+  ``1 - E||h - h_hat||^2 / (E||h||^2 - ||E h||^2)`` (SAELens' corrected formula), ``fvu = 1 -
+  explained_variance``, and ``mse``, the mean squared error per element.
 * **Sparsity**: ``l0``, the mean number of active features per row; ``dead_fraction``, the share of
-  features never active on any row.
+  features that did not fire in the last ``dead_feature_window`` training steps (SAELens'
+  ``dead_features`` over ``d_sae``); ``dead_fraction_heldout``, the share never active on a held-out row.
 * **Downstream** (:func:`splice_metrics`): the model is re-run on the captured steps with the site's
-  activation replaced by the SAE's reconstruction at every position. For causal LMs ``ce_clean`` /
+  activation replaced by the SAE's reconstruction at every included position (SAELens keeps the
+  original activation at ignored tokens). For causal LMs ``ce_clean`` /
   ``ce_spliced`` / ``ce_zero`` are the next-token cross-entropies over the recorded tokens with the site
   untouched, reconstructed, and zeroed; ``loss_recovered = (ce_zero - ce_spliced) / (ce_zero - ce_clean)``
   (1 = the SAE loses nothing). ``kl_spliced`` is the mean KL(clean || spliced) of the output
@@ -35,9 +40,11 @@ class ReconStats:
     fvu: float
     l0: float
     dead_fraction: float
+    explained_variance: float
     fire_counts: np.ndarray             # (d_sae,)
     top_values: np.ndarray              # (d_sae, n_examples), descending; 0 where fewer active rows
     top_rows: np.ndarray                # (d_sae, n_examples); -1 where empty
+    n_rows: int = 0
 
 
 @torch.no_grad()
@@ -66,14 +73,18 @@ def reconstruction_stats(sae: SAE, source: RowSource, n_examples: int, batch_siz
         if on_batch is not None:
             on_batch(start, n)
     top_r = torch.where(top_v > 0, top_r, torch.full_like(top_r, -1))
-    return ReconStats(mse=sq_err / (n * sae.cfg.d_in), fvu=sq_err / max(total_var, 1e-30), l0=l0 / n,
+    n = max(n, 1)
+    fvu = sq_err / max(total_var, 1e-30)
+    return ReconStats(mse=sq_err / (n * sae.cfg.d_in), fvu=fvu, explained_variance=1 - fvu, l0=l0 / n,
                       dead_fraction=float((fires == 0).float().mean()), fire_counts=fires.numpy(),
-                      top_values=top_v.numpy(), top_rows=top_r.numpy())
+                      top_values=top_v.numpy(), top_rows=top_r.numpy(), n_rows=source.n)
 
 
-def _replace(fn: Callable[[Tensor], Tensor]) -> Callable[..., Tensor]:
+def _replace(fn: Callable[[Tensor], Tensor], keep: Tensor | None = None) -> Callable[..., Tensor]:
+    """Replace the activation by ``fn(act)``, except at positions where ``keep`` (pos,) is True."""
     def hook(act: Tensor, site: str) -> Tensor:
-        return fn(act).to(act.dtype)
+        new = fn(act).to(act.dtype)
+        return new if keep is None else torch.where(keep.to(act.device)[None, :, None], act, new)
     return hook
 
 
@@ -89,16 +100,18 @@ def _ce(logits: Tensor, ids: list[int]) -> float:
     return float(torch.nn.functional.cross_entropy(logits[:-1], target, reduction="sum"))
 
 
-def splice_metrics(lm: LoadedModel, sae: SAE, site: str, steps: list[dict],
-                   target_id: Callable[[str], int]) -> dict[str, float | int | None]:
-    """Downstream effect of replacing ``site`` by the SAE reconstruction (see the module docstring)."""
-    conds = {"clean": {}, "spliced": {site: _replace(lambda h: sae(h))},
-             "zero": {site: _replace(torch.zeros_like)}}
-    ce = dict.fromkeys(conds, 0.0)
+def splice_metrics(lm: LoadedModel, sae: SAE, site: str, steps: list[dict], target_id: Callable[[str], int],
+                   excluded: Callable[[list[int]], Tensor] | None = None) -> dict[str, float | int | None]:
+    """Downstream effect of replacing ``site`` by the SAE reconstruction (see the module docstring);
+    ``excluded(ids)`` (pos,) bool marks positions left unspliced (and unzeroed)."""
+    ce = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
     kl_sum, n_pos, n_tok = 0.0, 0, 0
     p_t: dict[str, list[float]] = {"clean": [], "spliced": []}
     for step in steps:
         ids = list(step["token_ids"])
+        keep = excluded(ids) if excluded is not None else None
+        conds = {"clean": {}, "spliced": {site: _replace(lambda h: sae(h), keep)},
+                 "zero": {site: _replace(torch.zeros_like, keep)}}
         logits = {name: _logits(lm, ids, hooks) for name, hooks in conds.items()}
         if lm.kind == "causal" and len(ids) > 1:
             n_tok += len(ids) - 1
@@ -115,9 +128,12 @@ def splice_metrics(lm: LoadedModel, sae: SAE, site: str, steps: list[dict],
     if n_tok:
         c = {k: v / n_tok for k, v in ce.items()}
         gap = c["zero"] - c["clean"]
+        recovered = (c["zero"] - c["spliced"]) / gap if abs(gap) > 1e-12 else None
         out.update(ce_clean=c["clean"], ce_spliced=c["spliced"], ce_zero=c["zero"],
-                   ce_delta=c["spliced"] - c["clean"],
-                   loss_recovered=(c["zero"] - c["spliced"]) / gap if abs(gap) > 1e-12 else None)
+                   ce_delta=c["spliced"] - c["clean"], loss_recovered=recovered,
+                   ce_loss_without_sae=c["clean"], ce_loss_with_sae=c["spliced"], ce_loss_with_ablation=c["zero"],
+                   ce_loss_score=recovered)
+    out["kl_div_with_sae"] = out["kl_spliced"]
     if p_t["clean"]:
         out.update(p_target_clean=float(np.mean(p_t["clean"])), p_target_spliced=float(np.mean(p_t["spliced"])),
                    p_target_delta=float(np.mean(p_t["spliced"]) - np.mean(p_t["clean"])))

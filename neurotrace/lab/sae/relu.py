@@ -6,6 +6,8 @@ Weighting each activation by its decoder row's norm stops the optimizer from shr
 while growing the decoder to dodge the penalty, so the decoder needs no norm constraint.
 """
 
+from typing import Any
+
 from torch import Tensor
 
 from neurotrace.lab.sae.base import SAE, SAEConfig
@@ -15,16 +17,17 @@ class ReLUSAE(SAE):
     architecture = "relu"
     decoder_init_norm = 0.1
 
-    def __init__(self, cfg: SAEConfig, l1_coefficient: float = 1.0) -> None:
+    def __init__(self, cfg: SAEConfig, l1_coefficient: float = 1.0, **_: Any) -> None:
         super().__init__(cfg)
         self.l1_coefficient = l1_coefficient
 
     def activation(self, pre: Tensor) -> Tensor:
         return pre.relu()
 
-    def loss(self, h: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, h: Tensor, dead: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         a = self.encode(h)                                         # (batch, d_sae)
-        h_hat = self.decode(a)                                     # (batch, d_in)
-        mse = (h_hat - h).pow(2).sum(-1).mean()
+        err = (self.decode(a) - h) * self.input_scale              # (batch, d_in), scaled units
+        mse = err.pow(2).sum(-1).mean()
         l1 = (a * self.W_dec.norm(dim=1)).sum(-1).mean()
-        return mse + self.l1_coefficient * l1, {"mse": mse.detach(), "l1": l1.detach()}
+        return mse + self.l1_coefficient * l1, {"mse": mse.detach(), "l1": l1.detach(),
+                                                "fired": (a > 0).any(0).detach()}

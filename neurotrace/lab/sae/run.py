@@ -7,12 +7,15 @@ The public SAE API::
     a = sae.encode(h)                # (..., d_sae) feature activations
     h_hat = sae.decode(a)            # (..., d_in) reconstruction
 
-Method: load one site of a capture run (:func:`neurotrace.lab.capture.store.load_trace_dataset`), build
-the architecture (:mod:`neurotrace.lab.sae.registry`: ``relu`` = ReLU + L1, ``topk`` = TopK), train it with
-Adam on seeded batches (:mod:`neurotrace.lab.sae.train`), then measure reconstruction, sparsity,
-dead features and the downstream effect of splicing the reconstruction back into the model
-(:mod:`neurotrace.lab.sae.evaluate`), and list each feature's top-activating tokens with context.
-The same seed, states and settings give bit-identical weights on CPU.
+Method: load one site of a capture run (:func:`neurotrace.lab.capture.load_trace_dataset`); leave out
+rows at position 0 and at special tokens (``exclude_special``) and hold out a seeded share of the
+steps (``heldout_fraction``); scale inputs to mean norm ``sqrt(d_in)`` (``normalize``, the factor is
+saved in the config); build the architecture (:mod:`neurotrace.lab.sae.registry`: ``relu`` = ReLU + L1,
+``topk`` = TopK with AuxK), train it with Adam on seeded batches (:mod:`neurotrace.lab.sae.train`),
+then measure reconstruction, sparsity and the downstream effect of splicing the reconstruction back
+into the model on the held-out rows (:mod:`neurotrace.lab.sae.evaluate`, SAELens' names), give a
+verdict (:mod:`neurotrace.lab.sae.verdict`), and list each feature's top-activating tokens with
+context. The same seed, states and settings give bit-identical weights on CPU.
 """
 
 from typing import Any
@@ -31,19 +34,45 @@ from neurotrace.lab.sae.evaluate import ReconStats, reconstruction_stats, splice
 from neurotrace.lab.sae.registry import build_sae, from_tensors
 from neurotrace.lab.sae.schema import FitSAERequest, FitSAEResult
 from neurotrace.lab.sae.train import RowSource, TrainSettings, train_sae
+from neurotrace.lab.sae.verdict import RULES, sae_verdict
 from neurotrace.lab.seeding import make_generator
 
 __all__ = ["SAE", "SAEConfig", "FitSAERequest", "FitSAEResult", "run_fit_sae", "load_sae_run"]
 
 
-def _config(request: FitSAERequest, ds: TraceDataset) -> SAEConfig:
+def _config(request: FitSAERequest, ds: TraceDataset, scale: float) -> SAEConfig:
     d_in = int(ds.states.shape[1])
     d_sae = request.d_sae or request.expansion_factor * d_in
     if request.architecture == "topk" and request.k > d_sae:
         raise InputError("k", f"k={request.k} exceeds d_sae={d_sae}", fix=f"use k <= {d_sae}")
     return SAEConfig(architecture=request.architecture, d_in=d_in, d_sae=d_sae,
                      k=request.k if request.architecture == "topk" else None, site=ds.site,
-                     model=ds.info["model"], capture_run=ds.run_id)
+                     model=ds.info["model"], capture_run_id=ds.run_id, input_scale=scale)
+
+
+def _excluded(ds: TraceDataset, request: FitSAERequest) -> np.ndarray:
+    """(N,) bool: rows left out because they sit at position 0 or on a special token."""
+    if not request.exclude_special:
+        return np.zeros(len(ds), dtype=bool)
+    special = np.asarray(ds.info.get("special_ids", []), dtype=np.int64)
+    return (ds.meta["pos"] == 0) | np.isin(ds.meta["token_id"], special)
+
+
+def _split(ds: TraceDataset, request: FitSAERequest) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Training rows, held-out rows (both excluding special rows) and the held-out step indices."""
+    keep = ~_excluded(ds, request)
+    n_steps = len(ds.steps)
+    held_steps: list[int] = []
+    if request.heldout_fraction > 0 and n_steps >= 2:
+        perm = torch.randperm(n_steps, generator=make_generator(request.seed + 1)).tolist()
+        held_steps = sorted(perm[:max(1, round(request.heldout_fraction * n_steps))])
+    held = np.isin(ds.meta["step_index"], held_steps)
+    train, heldout = np.flatnonzero(keep & ~held), np.flatnonzero(keep & held)
+    if len(train) == 0:
+        raise InputError("exclude_special", f"no rows of run {ds.run_id} remain for training after leaving out "
+                         "position 0, special tokens and the held-out steps",
+                         fix="capture more or longer prompts, or set exclude_special=false")
+    return train, (heldout if len(heldout) else train), held_steps
 
 
 def _example_rows(ds: TraceDataset, stats: ReconStats, width: int) -> list[dict[str, Any]]:
@@ -58,16 +87,23 @@ def _example_rows(ds: TraceDataset, stats: ReconStats, width: int) -> list[dict[
     return rows
 
 
-def _splice(request: FitSAERequest, ds: TraceDataset, sae: SAE, lab: Lab) -> dict[str, Any]:
+def _splice(request: FitSAERequest, ds: TraceDataset, sae: SAE, lab: Lab, held_steps: list[int]) -> dict[str, Any]:
     if request.splice_steps == 0:
         return {}
     ref = ModelRef(model=ds.info["model"], device=request.device)
+    order = held_steps + [i for i in range(len(ds.steps)) if i not in held_steps]
+    steps = [ds.steps[i] for i in order[:request.splice_steps]]
+    special = set(ds.info.get("special_ids", []))
+
+    def excluded(ids: list[int]) -> torch.Tensor:
+        return torch.tensor([p == 0 or t in special for p, t in enumerate(ids)])
+
     with lab.cache.lease(ref) as lm:
         if lm.fingerprint != ds.info["fingerprint"]:
-            raise InputError("capture_run", f"model {ds.info['model']!r} changed since the capture",
+            raise InputError("capture_run_id", f"model {ds.info['model']!r} changed since the capture",
                              fix="re-capture, or set splice_steps=0")
-        return splice_metrics(lm, sae.to(lm.device), ds.site, ds.steps[:request.splice_steps],
-                              lambda t: target_id(lm.tokenizer, t))
+        return splice_metrics(lm, sae.to(lm.device), ds.site, steps, lambda t: target_id(lm.tokenizer, t),
+                              excluded if request.exclude_special else None)
 
 
 def _figure(log: list[dict[str, float]], stats: ReconStats) -> Any:
@@ -86,53 +122,83 @@ def _figure(log: list[dict[str, float]], stats: ReconStats) -> Any:
 
 
 def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> FitSAEResult:
-    """Fit a seeded sparse autoencoder (topk or relu) on one site of a capture run; writes sae.safetensors,
-    sae_config.json, sae_metrics.json (MSE, FVU, L0, dead features, spliced loss) and top examples."""
-    ds = load_trace_dataset(lab, request.capture_run, request.site)
-    cfg = _config(request, ds)
+    """Fit a seeded sparse autoencoder (topk with AuxK, or relu) on one site of a capture run; writes
+    sae.safetensors, sae_config.json, sae_metrics.json (SAELens-named metrics on held-out rows, verdict)
+    and top examples."""
+    ds = load_trace_dataset(lab, request.capture_run_id, request.site)
     device = resolve_device(request.device)
+    train_idx, held_idx, held_steps = _split(ds, request)
+    source = RowSource(ds.states, device, TrainSettings.max_in_memory_bytes, index=train_idx)
+    scale = 1.0
+    if request.normalize == "expected_norm":
+        scale = float(np.sqrt(ds.states.shape[1]) / max(source.mean_norm(), 1e-12))
+    cfg = _config(request, ds, scale)
+    window = request.dead_feature_window or min(1000, max(10, request.n_steps // 10))
     with lab.store.open_run("fit_sae", request, seed=request.seed) as run:
-        run.add_input(request.capture_run)
+        run.add_input(request.capture_run_id)
         run.add_model(ds.info["model"], ds.info["fingerprint"])
-        sae = build_sae(cfg, l1_coefficient=request.l1_coefficient).to(device)
-        source = RowSource(ds.states, device, TrainSettings.max_in_memory_bytes)
-        settings = TrainSettings(n_steps=request.n_steps, batch_size=request.batch_size, lr=request.lr)
-        log = train_sae(sae, source, settings, make_generator(request.seed),
-                        on_step=lambda s, n: reporter.step(s, n + 1, f"training step {s}"))
+        sae = build_sae(cfg, l1_coefficient=request.l1_coefficient, aux_k=request.aux_k,
+                        aux_coefficient=request.aux_coefficient).to(device)
+        settings = TrainSettings(n_steps=request.n_steps, batch_size=request.batch_size, lr=request.lr,
+                                 dead_feature_window=window)
+        log, since = train_sae(sae, source, settings, make_generator(request.seed),
+                               on_step=lambda s, n: reporter.step(s, n + 1, f"training step {s}"))
         reporter.step(request.n_steps, request.n_steps + 1, "evaluating")
-        stats = reconstruction_stats(sae, source, request.n_examples)
-        metrics = {"mse": stats.mse, "fvu": stats.fvu, "l0": stats.l0, "dead_fraction": stats.dead_fraction,
-                   "final_loss": log[-1]["loss"], **_splice(request, ds, sae, lab)}
-        return _write(run, request, ds, sae, stats, metrics, log)
+        held = reconstruction_stats(sae, RowSource(ds.states, device, TrainSettings.max_in_memory_bytes,
+                                                   index=held_idx), 1)
+        everything = RowSource(ds.states, device, TrainSettings.max_in_memory_bytes,
+                               index=np.sort(np.concatenate([train_idx, held_idx])) if len(held_steps) else train_idx)
+        stats = reconstruction_stats(sae, everything, request.n_examples)
+        stats.top_rows = np.where(stats.top_rows >= 0, everything.index[np.maximum(stats.top_rows, 0)], -1)
+        dead = int((since >= window).sum())
+        metrics = {"explained_variance": held.explained_variance, "fvu": held.fvu, "mse": held.mse, "l0": held.l0,
+                   "dead_features": dead, "dead_fraction": dead / cfg.d_sae, "dead_feature_window": window,
+                   "dead_fraction_heldout": held.dead_fraction, "input_scale": scale,
+                   "n_train_rows": len(train_idx), "n_heldout_rows": len(held_idx) if held_steps else 0,
+                   "n_excluded_rows": int(_excluded(ds, request).sum()), "final_loss": log[-1]["loss"],
+                   **_splice(request, ds, sae, lab, held_steps)}
+        return _write(run, request, ds, sae, stats, metrics, log, held_steps)
 
 
 def _write(run: Any, request: FitSAERequest, ds: TraceDataset, sae: SAE, stats: ReconStats,
-           metrics: dict[str, Any], log: list[dict[str, float]]) -> FitSAEResult:
+           metrics: dict[str, Any], log: list[dict[str, float]], held_steps: list[int]) -> FitSAEResult:
     cfg = sae.cfg
     sae_uri = run.write_tensors("sae.safetensors", sae.tensors())
     run.write_json("sae_config.json", cfg)
-    run.write_json("sae_metrics.json", {**metrics, "n_rows": len(ds), "seed": request.seed, "training": log})
+    run.write_json("sae_metrics.json", {**metrics, "n_rows": len(ds), "seed": request.seed,
+                                        "heldout_step_indices": held_steps, "training": log})
     examples = run.write_csv("tables/top_examples.csv", _example_rows(ds, stats, request.context_tokens),
                              ["feature", "rank", "activation", "row", "step", "pos", "token", "context"])
     run.write_csv("tables/feature_density.csv",
-                  [{"feature": f, "fire_count": int(c), "fire_rate": f"{c / len(ds):.6g}"}
+                  [{"feature": f, "fire_count": int(c), "fire_rate": f"{c / max(1, int(stats.n_rows)):.6g}"}
                    for f, c in enumerate(stats.fire_counts)])
     fig = run.write_figure("figures/sae_training.png", _figure(log, stats))
-    downstream = ""
-    if metrics.get("ce_delta") is not None:
-        downstream = f" Splicing it in changes next-token loss by {metrics['ce_delta']:+.4f} nats."
-    summary = (f"Fitted a {cfg.architecture} SAE ({cfg.d_in} -> {cfg.d_sae} features) on {len(ds)} rows of "
-               f"{cfg.site}: FVU {stats.fvu:.4f}, L0 {stats.l0:.2f}, {stats.dead_fraction:.1%} dead features."
-               + downstream)
+    verdict, why = sae_verdict(metrics)
+    summary = _summary(cfg, metrics, verdict, why)
     run.set_summary(summary)
-    nxt = (f"Call intervene with sae_run='{run.run_id}' and prompts to ablate/clamp/patch features and rank "
-           "the most causal ones; read tables/top_examples.csv to interpret features.")
+    nxt = (f"Call intervene with fit_sae_run_id='{run.run_id}' and prompts to ablate/clamp/patch features and "
+           "rank the most causal ones; read tables/top_examples.csv to interpret features."
+           if verdict != "unusable" else "Refit before interpreting features: more rows or steps, "
+           "exclude_special=true, normalize='expected_norm', or another k / expansion_factor.")
     return FitSAEResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=[fig],
+                        verdict=verdict,
                         site=cfg.site, d_in=cfg.d_in, d_sae=cfg.d_sae, architecture=cfg.architecture,
                         n_rows=len(ds), metrics=metrics, sae=sae_uri, examples=examples, next=nxt)
 
 
-def load_sae_run(lab: Lab, run_id: str, device: str | torch.device = "cpu", field: str = "sae_run") -> SAE:
+def _summary(cfg: SAEConfig, m: dict[str, Any], verdict: str, why: list[str]) -> str:
+    head = f"{verdict}" + (f": {', '.join(why)}" if why else "")
+    spliced = f", {m['ce_delta']:+.3f} nats spliced (CE loss score {m['ce_loss_score']:.2f})" \
+        if m.get("ce_delta") is not None and m.get("ce_loss_score") is not None else ""
+    rows = f"{m['n_heldout_rows']} held-out rows" if m["n_heldout_rows"] else f"{m['n_train_rows']} training rows"
+    return (f"SAE verdict {head}. A {cfg.architecture} SAE ({cfg.d_in} -> {cfg.d_sae} features) on "
+            f"{m['n_train_rows']} training rows of {cfg.site} ({m['n_excluded_rows']} position-0/special rows left "
+            f"out, inputs scaled x{cfg.input_scale:.4g}): on {rows} explained variance {m['explained_variance']:.3f}, "
+            f"L0 {m['l0']:.1f}, {m['dead_fraction']:.1%} dead (no firing in {m['dead_feature_window']} steps)"
+            f"{spliced}. Thresholds: {RULES}.")
+
+
+def load_sae_run(lab: Lab, run_id: str, device: str | torch.device = "cpu", field: str = "fit_sae_run_id") -> SAE:
     """The SAE a fit_sae run saved."""
     manifest = lab.store.manifest(run_id)
     if manifest.tool != "fit_sae" or manifest.status != "complete":

@@ -11,7 +11,7 @@ class FitSAERequest(BaseModel):
     """Fit an SAE on one site of a capture run."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    capture_run: str = Field(min_length=1, description="run_id of a complete capture run.")
+    capture_run_id: str = Field(min_length=1, description="run_id of a complete capture run.")
     site: str | None = Field(None, description="Which captured site; may be omitted if the run captured one.")
     architecture: Literal["relu", "topk"] = Field("topk", description="'topk': exactly k active features per "
                                                   "row; 'relu': ReLU with an L1 penalty of l1_coefficient.")
@@ -21,6 +21,22 @@ class FitSAERequest(BaseModel):
     k: int = Field(8, ge=1, description="Active features per row (topk).")
     l1_coefficient: float = Field(1.0, ge=0, description="L1 penalty weight on decoder-norm-weighted "
                                   "activations (relu).")
+    normalize: Literal["expected_norm", "none"] = Field("expected_norm", description="'expected_norm' (SAELens' "
+                                                        "expected_average_only_in): scale inputs so training rows "
+                                                        "have mean norm sqrt(d_in); the factor is saved and "
+                                                        "decoding restores model units. 'none': raw states.")
+    exclude_special: bool = Field(True, description="Leave rows at position 0 and at special tokens (BOS, EOS, "
+                                  "pad) out of training, metrics and splicing (SAELens exclude_special_tokens; "
+                                  "position 0 often has ~100x the norm of the rest).")
+    heldout_fraction: float = Field(0.1, ge=0, lt=1, description="Share of the captured steps (seeded) held "
+                                    "out: reconstruction metrics and splicing use them (0 = evaluate on the "
+                                    "training rows).")
+    aux_k: int | None = Field(None, ge=1, description="AuxK (topk): dead features reconstructing the residual "
+                              "per row; null = d_in / 2 (Gao et al. 2024).")
+    aux_coefficient: float = Field(1 / 32, ge=0, description="Weight of the AuxK loss (topk; 0 = off).")
+    dead_feature_window: int | None = Field(None, ge=1, description="Steps without firing after which a "
+                                            "feature is dead (SAELens' dead_feature_window); null = min(1000, "
+                                            "max(10, n_steps // 10)).")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
     batch_size: int = Field(256, ge=1, description="Rows per optimizer step.")
     n_steps: int = Field(2000, ge=1, le=10_000_000, description="Optimizer steps.")
@@ -33,13 +49,16 @@ class FitSAERequest(BaseModel):
 
 
 class FitSAEResult(RunResult):
+    verdict: Literal["usable", "marginal", "unusable"] = Field(description="By the thresholds in "
+                                                                "neurotrace.lab.sae.verdict (stated in the summary).")
     site: str
     d_in: int
     d_sae: int
     architecture: str
     n_rows: int = Field(description="Captured rows the SAE was fitted on.")
-    metrics: dict[str, float | int | None] = Field(description="mse, fvu, l0, dead_fraction, final_loss and "
-                                                   "the splice metrics (ce_clean, ce_spliced, ce_delta, "
-                                                   "loss_recovered, kl_spliced, p_target_*).")
+    metrics: dict[str, float | int | None] = Field(description="SAELens names: explained_variance, mse (per "
+                                                   "element), l0, dead_features, dead_fraction, ce_loss_score, "
+                                                   "ce_loss_with_sae/without_sae/with_ablation, kl_div_with_sae; "
+                                                   "also fvu, ce_delta (nats), input_scale, n_heldout_rows.")
     sae: str = Field("", description="URI of sae.safetensors.")
     examples: str = Field("", description="URI of the top-activating examples CSV.")

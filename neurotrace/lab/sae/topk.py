@@ -1,9 +1,16 @@
-"""TopK SAE: exactly ``k`` features may be active per input.
+"""TopK SAE with AuxK: exactly ``k`` features may be active per input, and dead ones are kept training.
 
 ``a`` keeps the ``k`` largest pre-activations of each input (ReLU'd, so a kept negative value is 0)
-and zeroes the rest; sparsity is set by ``k`` instead of a penalty, so the loss is the reconstruction
-error alone (squared error summed over dimensions, mean over inputs). Decoder rows are kept at unit
-norm after every step, so activations are in units of the input.
+and zeroes the rest; sparsity is set by ``k`` instead of a penalty, so the main loss is the
+reconstruction error alone (squared error summed over dimensions, mean over inputs, in the scaled
+space). Decoder rows are kept at unit norm after every step.
+
+**AuxK** (Gao et al. 2024, "Scaling and evaluating sparse autoencoders", section A.2): features that have
+not fired for ``dead_feature_window`` steps are *dead*. The ``aux_k`` largest pre-activations among the
+dead features reconstruct the main reconstruction's residual ``e = x - x_hat`` (detached):
+``e_hat = TopK_dead(pre) @ W_dec``, and the loss adds ``aux_coefficient * ||e - e_hat||^2 / ||e||^2``
+(batch means; Gao et al. use ``aux_k = d_in / 2`` and coefficient 1/32). Gradient then reaches the
+dead features' encoder and decoder rows, which otherwise receive none, so fewer features stay dead.
 """
 
 import torch
@@ -17,21 +24,37 @@ class TopKSAE(SAE):
     architecture = "topk"
     decoder_init_norm = 1.0
 
-    def __init__(self, cfg: SAEConfig, **_: float) -> None:
+    def __init__(self, cfg: SAEConfig, aux_k: int | None = None, aux_coefficient: float = 1 / 32,
+                 **_: float) -> None:
         if cfg.k is None or cfg.k > cfg.d_sae:
             raise InputError("k", f"topk needs 1 <= k <= d_sae ({cfg.d_sae}), got {cfg.k}",
                              fix="set k, e.g. 8, no larger than d_sae")
         super().__init__(cfg)
         self.k = cfg.k
+        self.aux_k = aux_k if aux_k is not None else max(1, cfg.d_in // 2)
+        self.aux_coefficient = aux_coefficient
 
     def activation(self, pre: Tensor) -> Tensor:
         values, idx = pre.topk(self.k, dim=-1, sorted=False)       # (..., k)
         return torch.zeros_like(pre).scatter(-1, idx, values.relu())
 
-    def loss(self, h: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        h_hat = self(h)
-        mse = (h_hat - h).pow(2).sum(-1).mean()
-        return mse, {"mse": mse.detach()}
+    def loss(self, h: Tensor, dead: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        pre = self.pre_acts(h)                                     # (batch, d_sae)
+        a = self.activation(pre)
+        x = h.to(pre.dtype) * self.input_scale
+        err = x - (a @ self.W_dec + self.b_dec)                    # (batch, d_in), scaled units
+        mse = err.pow(2).sum(-1).mean()
+        parts = {"mse": mse.detach(), "fired": (a > 0).any(0).detach()}
+        n_dead = int(dead.sum()) if dead is not None else 0
+        if n_dead == 0 or self.aux_coefficient == 0:
+            return mse, parts
+        masked = pre.masked_fill(~dead, float("-inf"))
+        values, idx = masked.topk(min(self.aux_k, n_dead), dim=-1, sorted=False)
+        e_hat = torch.zeros_like(pre).scatter(-1, idx, values.relu()) @ self.W_dec
+        e = err.detach()
+        aux = (e_hat - e).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
+        parts["aux"] = aux.detach()
+        return mse + self.aux_coefficient * aux, parts
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -5,6 +5,11 @@ then one permutation of the rows per epoch (``torch.randperm``), from which cons
 ``batch_size`` rows are taken. Adam on CPU is deterministic, so the same seed, states and settings
 give bit-identical weights. States that fit in memory (``max_in_memory_bytes``) are loaded once;
 larger ones are read batch by batch from the memory-mapped array (rows gathered in sorted order).
+A source may cover a subset of the rows (``index``: the training or the held-out split).
+
+Dead features follow SAELens: a counter per feature of optimizer steps since it last fired on a
+batch; a feature whose counter reaches ``dead_feature_window`` is dead (and AuxK trains it, see
+:mod:`neurotrace.lab.sae.topk`).
 """
 
 from collections.abc import Callable, Iterator
@@ -22,6 +27,7 @@ class TrainSettings:
     n_steps: int = 2000
     batch_size: int = 256
     lr: float = 1e-3
+    dead_feature_window: int = 1000
     max_in_memory_bytes: int = 2 << 30
     log_every: int = 50
 
@@ -29,24 +35,29 @@ class TrainSettings:
 class RowSource:
     """Batches of rows from an [N, D] array: a tensor in memory, or gathered from a memmap."""
 
-    def __init__(self, states: np.ndarray, device: torch.device, max_bytes: int) -> None:
-        self.n = int(states.shape[0])
+    def __init__(self, states: np.ndarray, device: torch.device, max_bytes: int,
+                 index: np.ndarray | None = None) -> None:
+        self.index = np.arange(states.shape[0]) if index is None else np.asarray(index, dtype=np.int64)
+        self.n = int(self.index.shape[0])
         self.device = device
         self.states = states
         self.tensor = None
-        if states.nbytes <= max_bytes:
-            self.tensor = torch.from_numpy(np.array(states, dtype=np.float32)).to(device)
+        if self.n * states.shape[1] * 4 <= max_bytes:
+            self.tensor = torch.from_numpy(np.array(states[self.index], dtype=np.float32)).to(device)
 
     def rows(self, idx: Tensor) -> Tensor:
         if self.tensor is not None:
             return self.tensor[idx.to(self.device)]
-        sorted_idx = np.sort(idx.numpy())
+        sorted_idx = np.sort(self.index[idx.numpy()])
         return torch.from_numpy(np.asarray(self.states[sorted_idx], dtype=np.float32)).to(self.device)
 
+    def mean_norm(self, limit: int = 65536) -> float:
+        """Mean L2 norm of (up to ``limit``) rows: the input of SAELens' norm scaling factor."""
+        idx = torch.arange(min(self.n, limit))
+        return float(self.rows(idx).double().norm(dim=1).mean())
+
     def mean(self, limit: int = 65536) -> Tensor:
-        sample = self.tensor[:limit] if self.tensor is not None else torch.from_numpy(
-            np.array(self.states[:limit], dtype=np.float32)).to(self.device)
-        return sample.double().mean(0).float()
+        return self.rows(torch.arange(min(self.n, limit))).double().mean(0).float()
 
 
 def batch_indices(n: int, batch_size: int, n_steps: int, generator: torch.Generator) -> Iterator[Tensor]:
@@ -61,22 +72,27 @@ def batch_indices(n: int, batch_size: int, n_steps: int, generator: torch.Genera
 
 
 def train_sae(sae: SAE, source: RowSource, settings: TrainSettings, generator: torch.Generator,
-              on_step: Callable[[int, int], None] | None = None) -> list[dict[str, float]]:
-    """Train in place; returns the loss log (every ``log_every`` steps and the last)."""
-    sae.init_weights(generator, b_dec=source.mean())
+              on_step: Callable[[int, int], None] | None = None) -> tuple[list[dict[str, float]], Tensor]:
+    """Train in place; returns the loss log (every ``log_every`` steps and the last) and the steps since
+    each feature last fired (d_sae,)."""
+    sae.init_weights(generator, b_dec=source.mean() * sae.input_scale)
     sae.train()
     opt = torch.optim.Adam(sae.parameters(), lr=settings.lr)
     log: list[dict[str, float]] = []
     last = settings.n_steps - 1
+    since = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=sae.W_dec.device)
     for step, idx in enumerate(batch_indices(source.n, settings.batch_size, settings.n_steps, generator)):
-        loss, parts = sae.loss(source.rows(idx))
+        loss, parts = sae.loss(source.rows(idx), dead=since >= settings.dead_feature_window)
+        fired = parts.pop("fired")
+        since = torch.where(fired, torch.zeros_like(since), since + 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sae.after_step()
         if step % settings.log_every == 0 or step == last:
-            log.append({"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}})
+            log.append({"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()},
+                        "dead_fraction": float((since >= settings.dead_feature_window).float().mean())})
             if on_step is not None:
                 on_step(step, settings.n_steps)
     sae.eval()
-    return log
+    return log, since.cpu()

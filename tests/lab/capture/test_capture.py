@@ -140,7 +140,7 @@ def test_mean_ablation_sets_the_site_to_the_reference_mean(lab, tiny_gpt2):
     site = "blocks.0.hook_mlp_out"
     ref = capture(lab, tiny_gpt2, sites=[site], prompts=["water fire earth air", "the sun and the moon"])
     mean = states(lab, ref, site).astype(np.float64).mean(0)
-    out = capture(lab, tiny_gpt2, sites=[site], interventions=[{"kind": "mean", "site": site, "reference_run": ref.run_id}])
+    out = capture(lab, tiny_gpt2, sites=[site], interventions=[{"kind": "mean", "site": site, "capture_run_id": ref.run_id}])
     np.testing.assert_allclose(states(lab, out, site), np.broadcast_to(mean, (out.n_rows, mean.size)), atol=1e-6)
     assert ref.run_id in lab.store.manifest(out.run_id).inputs
 
@@ -149,7 +149,7 @@ def test_patching_a_whole_layer_from_another_run_reproduces_its_downstream_state
     sites = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
     src = capture(lab, tiny_gpt2, sites=sites, prompts=["a red car on the road", "one two three", "the queen"])
     out = capture(lab, tiny_gpt2, sites=sites,
-                  interventions=[{"kind": "patch", "site": sites[0], "source_run": src.run_id}],
+                  interventions=[{"kind": "patch", "site": sites[0], "capture_run_id": src.run_id}],
                   prompts=["the blue house is old new", "four five six", "a king"])
     np.testing.assert_allclose(states(lab, out, sites[1]), states(lab, src, sites[1]), atol=1e-6)
 
@@ -199,9 +199,9 @@ def test_masked_models_refuse_episodes_and_generation(lab, tiny_bert):
 
 def test_reference_runs_must_be_captures_of_the_site_with_every_position(lab, tiny_gpt2):
     last = capture(lab, tiny_gpt2, sites=["blocks.0.hook_mlp_out"], positions="last")
-    cases = [{"kind": "mean", "site": "blocks.1.hook_mlp_out", "reference_run": last.run_id},
-             {"kind": "patch", "site": "blocks.0.hook_mlp_out", "source_run": last.run_id},
-             {"kind": "patch", "site": "blocks.0.hook_mlp_out", "source_run": last.run_id, "source_step": 9}]
+    cases = [{"kind": "mean", "site": "blocks.1.hook_mlp_out", "capture_run_id": last.run_id},
+             {"kind": "patch", "site": "blocks.0.hook_mlp_out", "capture_run_id": last.run_id},
+             {"kind": "patch", "site": "blocks.0.hook_mlp_out", "capture_run_id": last.run_id, "source_step": 9}]
     for spec in cases:
         with raises_lab_error(InputError) as err:
             capture(lab, tiny_gpt2, interventions=[spec])
@@ -216,11 +216,11 @@ def test_trace_dataset_errors_name_site_and_capture_run(lab, tiny_gpt2):
         assert err.value.field == "site"
     from neurotrace import FitSAERequest, run_fit_sae
 
-    fit = run_fit_sae(FitSAERequest(capture_run=two.run_id, site="blocks.1.hook_resid_post", n_steps=5,
+    fit = run_fit_sae(FitSAERequest(capture_run_id=two.run_id, site="blocks.1.hook_resid_post", n_steps=5,
                                     splice_steps=0), lab=lab, reporter=NULL_REPORTER)
     with raises_lab_error(InputError) as err:
         load_trace_dataset(lab, fit.run_id)
-    assert err.value.field == "capture_run"
+    assert err.value.field == "capture_run_id"
 
 
 def test_on_the_shipped_fact_model_known_facts_are_likely_and_mlp_ablation_hurts(lab):
@@ -242,3 +242,34 @@ def test_on_the_shipped_fact_model_known_facts_are_likely_and_mlp_ablation_hurts
                   interventions=[{"kind": "zero", "site": f"blocks.{layer}.hook_mlp_out"} for layer in range(6)])
     assert np.mean(p_targets(clean)) > 0.5 and np.mean(p_targets(cut)) < np.mean(p_targets(clean))
     assert clean.n_rows == 4 and clean.widths[site] == 128
+
+
+def test_skip_positions_and_skip_bos_drop_those_rows_and_keep_the_rest_aligned(lab, tiny_gpt2):
+    site = "blocks.1.hook_resid_post"
+    full = capture(lab, tiny_gpt2, sites=[site])
+    skipped = capture(lab, tiny_gpt2, sites=[site], skip_positions=1)
+    ds_full, ds = load_trace_dataset(lab, full.run_id, site), load_trace_dataset(lab, skipped.run_id, site)
+    keep = ds_full.meta["pos"] >= 1
+    assert skipped.n_rows == full.n_rows - len(PROMPTS) and (ds.meta["pos"] >= 1).all()
+    np.testing.assert_array_equal(np.array(ds.states), np.array(ds_full.states)[keep])
+    with lab.cache.lease(ModelRef(model=str(tiny_gpt2))) as lm:
+        bos = lm.tokenizer.bos_token_id
+    prompts = [lm.tokenizer.decode([bos]) + " the cat", "a dog"]
+    no_bos = capture(lab, tiny_gpt2, sites=[site], prompts=prompts, skip_bos=True)
+    assert bos not in load_trace_dataset(lab, no_bos.run_id, site).meta["token_id"]
+
+
+def test_set_neurons_and_a_text_patch_are_the_same_edits_intervene_uses(lab, tiny_gpt2):
+    post = "blocks.1.mlp.hook_post"
+    out = capture(lab, tiny_gpt2, sites=[post], interventions=[{"kind": "set_neurons", "neurons": ["1:3", "1:7"],
+                                                                "value": 2.5}])
+    got = states(lab, out, post)
+    assert (got[:, [3, 7]] == 2.5).all() and not (got[:, 5] == 2.5).all()
+    resid = "blocks.0.hook_resid_post"
+    src = capture(lab, tiny_gpt2, sites=["blocks.1.hook_resid_post"], prompts=["a red car on the road"])
+    patched = capture(lab, tiny_gpt2, sites=["blocks.1.hook_resid_post"], prompts=["the blue house is old new"],
+                      interventions=[{"kind": "patch", "site": resid, "source": "a red car on the road"}])
+    np.testing.assert_allclose(states(lab, patched, "blocks.1.hook_resid_post"),
+                               states(lab, src, "blocks.1.hook_resid_post"), atol=1e-6)
+    with pytest.raises(ValueError, match="exactly one"):
+        CaptureRequest(model="m", prompts=["x"], interventions=[{"kind": "patch", "site": resid}])

@@ -14,13 +14,14 @@ from neurotrace import (
     run_intervene,
 )
 from neurotrace.lab.errors import InputError
+from neurotrace.lab.capture.edits import PatchActivations
 from neurotrace.lab.intervention.policies import (
     AblateFeatures,
     ClampFeatures,
     PatchFeatures,
-    PatchResidual,
     PolicyContext,
 )
+from neurotrace.lab.capture import StepInfo, clean_text_acts
 from neurotrace.lab.intervention.run import policy_hooks
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef
@@ -41,7 +42,7 @@ def setup(tmp_path_factory, tiny_gpt2):
     prompts = [" ".join(rnd.choice(WORDS) for _ in range(8)) for _ in range(20)]
     cap = run_capture(CaptureRequest(model=str(tiny_gpt2), sites=[SITE], prompts=prompts), lab=lab,
                       reporter=NULL_REPORTER)
-    fit = run_fit_sae(FitSAERequest(capture_run=cap.run_id, n_steps=100, batch_size=64, k=4, splice_steps=0),
+    fit = run_fit_sae(FitSAERequest(capture_run_id=cap.run_id, n_steps=100, batch_size=64, k=4, splice_steps=0),
                       lab=lab, reporter=NULL_REPORTER)
     return lab, fit.run_id, tiny_gpt2
 
@@ -49,16 +50,14 @@ def setup(tmp_path_factory, tiny_gpt2):
 def logits_with(lab, model, sae, policies, text=PROMPT, step=0, sources=None):
     with lab.cache.lease(ModelRef(model=str(model))) as lm:
         ids = lm.tokenizer(text, return_tensors="pt").input_ids
-        ctx = PolicyContext(prompt_len=ids.shape[1], sources=sources or {}, n_heads=4)
-        with torch.no_grad(), hooked_sites(lm, policy_hooks(policies, step, sae, ctx)):
+        ctx = PolicyContext(prompt_len=ids.shape[1], n_heads=4, text_acts=clean_text_acts(lm))
+        info = StepInfo(step, ids.shape[1])
+        with torch.no_grad(), hooked_sites(lm, policy_hooks(policies, step, sae, ctx, lm, info, None)):
             return lm.model(input_ids=ids).logits
 
 
 def source_acts(lab, model, text):
-    with lab.cache.lease(ModelRef(model=str(model))) as lm:
-        from neurotrace.lab.intervention.run import _source_acts
-
-        return _source_acts(lm, [(SITE, text)])
+    return None
 
 
 def test_clamping_a_feature_to_its_own_value_is_a_no_op(setup):
@@ -87,12 +86,12 @@ def test_patch_then_unpatch_restores_the_baseline(setup):
     sae = load_sae_run(lab, sae_run)
     base = logits_with(lab, model, sae, [])
     src = source_acts(lab, model, "a dog is small and red")
-    patched = logits_with(lab, model, sae, [PatchResidual(at_site=SITE, source="a dog is small and red"),
+    patched = logits_with(lab, model, sae, [PatchActivations(site=SITE, source="a dog is small and red"),
                                             PatchFeatures(features=[0, 1, 2], source="a dog is small and red")],
                           sources=src)
     after = logits_with(lab, model, sae, [])
     assert not torch.allclose(patched, base) and torch.equal(after, base)
-    own = logits_with(lab, model, sae, [PatchResidual(at_site=SITE, source=PROMPT)], sources=source_acts(lab, model, PROMPT))
+    own = logits_with(lab, model, sae, [PatchActivations(site=SITE, source=PROMPT)], sources=source_acts(lab, model, PROMPT))
     assert torch.equal(own, base)                                      # patching from itself changes nothing
 
 
@@ -101,8 +100,8 @@ def test_policies_outside_their_steps_do_nothing_and_per_step_kl_shows_it(setup)
     sae = load_sae_run(lab, sae_run)
     ablate = AblateFeatures(features=list(range(sae.cfg.d_sae)), steps=[2])
     assert torch.equal(logits_with(lab, model, sae, [ablate], step=1), logits_with(lab, model, sae, []))
-    res = run_intervene(InterveneRequest(sae_run=sae_run, prompts=[PROMPT], max_new_tokens=4, rank_features=0,
-                                         policies=[{"kind": "set_neurons", "layer": 0, "neurons": list(range(64)),
+    res = run_intervene(InterveneRequest(fit_sae_run_id=sae_run, prompts=[PROMPT], max_new_tokens=4, rank_features=0,
+                                         policies=[{"kind": "set_neurons", "neurons": [f"0:{i}" for i in range(64)],
                                                     "steps": [2]}]), lab=lab, reporter=NULL_REPORTER)
     steps = lab.store.read_json(res.run_id, "report.json")["prompts"][0]["per_step"]
     assert [s["kl"] > 0 for s in steps] == [False, False, True, False]
@@ -112,8 +111,8 @@ def test_policies_outside_their_steps_do_nothing_and_per_step_kl_shows_it(setup)
 def test_setting_every_neuron_to_zero_equals_an_mlp_output_of_just_its_bias(setup):
     lab, sae_run, model = setup
     res = run_intervene(InterveneRequest(model=str(model), prompts=[{"prompt": PROMPT, "target": "paris"}],
-                                         max_new_tokens=0, policies=[{"kind": "set_neurons", "layer": 1,
-                                                                      "neurons": list(range(128))}]),
+                                         max_new_tokens=0, policies=[{"kind": "set_neurons",
+                                                                      "neurons": [f"1:{i}" for i in range(128)]}]),
                         lab=lab, reporter=NULL_REPORTER)
     with lab.cache.lease(ModelRef(model=str(model))) as lm:
         bias = lm.model.transformer.h[1].mlp.c_proj.bias
@@ -128,7 +127,7 @@ def test_setting_every_neuron_to_zero_equals_an_mlp_output_of_just_its_bias(setu
 def test_ranked_feature_effects_match_ablating_each_feature_through_a_policy(setup):
     lab, sae_run, model = setup
     sae = load_sae_run(lab, sae_run)
-    res = run_intervene(InterveneRequest(sae_run=sae_run, prompts=[{"prompt": PROMPT, "target": "paris"}],
+    res = run_intervene(InterveneRequest(fit_sae_run_id=sae_run, prompts=[{"prompt": PROMPT, "target": "paris"}],
                                          max_new_tokens=0, rank_features=5,
                                          policies=[{"kind": "ablate_features", "features": [0]}]),
                         lab=lab, reporter=NULL_REPORTER)
@@ -142,14 +141,14 @@ def test_ranked_feature_effects_match_ablating_each_feature_through_a_policy(set
         assert entry["effect"] == pytest.approx(float(cut[paris] - base[paris]), abs=1e-5)
 
 
-@pytest.mark.parametrize("temperature", [None, 1.5])
-def test_rerunning_with_the_same_seed_reproduces_report_json_exactly(setup, temperature):
+@pytest.mark.parametrize("sampling", [{"kind": "greedy"}, {"kind": "sample", "temperature": 1.5, "top_k": None}])
+def test_rerunning_with_the_same_seed_reproduces_report_json_exactly(setup, sampling):
     lab, sae_run, model = setup
-    request = InterveneRequest(sae_run=sae_run, prompts=[{"prompt": PROMPT, "target": "paris", "foil": "rome"},
+    request = InterveneRequest(fit_sae_run_id=sae_run, prompts=[{"prompt": PROMPT, "target": "paris", "foil": "rome"},
                                                          "the cat"],
-                               max_new_tokens=5, temperature=temperature, seed=3, rank_features=4,
+                               max_new_tokens=5, sampling=sampling, seed=3, rank_features=4,
                                policies=[{"kind": "clamp_features", "features": [1, 2], "value": 3.0},
-                                         {"kind": "ablate_heads", "layer": 0, "heads": [1], "steps": [0, 1]},
+                                         {"kind": "zero_heads", "layer": 0, "heads": [1], "steps": [0, 1]},
                                          {"kind": "patch_features", "features": [3], "source": "the dog",
                                           "align": "last"}])
     runs = [run_intervene(request, lab=lab, reporter=NULL_REPORTER) for _ in range(2)]
@@ -162,15 +161,17 @@ def test_rerunning_with_the_same_seed_reproduces_report_json_exactly(setup, temp
 
 @pytest.mark.parametrize("policy,field", [
     ({"kind": "ablate_features", "features": [999]}, "policies"),
-    ({"kind": "set_neurons", "layer": 0, "neurons": [128]}, "policies"),
-    ({"kind": "set_neurons", "layer": 5, "neurons": [1]}, "policies"),
-    ({"kind": "ablate_heads", "layer": 0, "heads": [4]}, "policies"),
-    ({"kind": "patch_residual", "at_site": "blocks.4.hook_resid_pre", "source": "the cat"}, "policies"),
+    ({"kind": "set_neurons", "neurons": ["0:128"]}, "policies"),
+    ({"kind": "set_neurons", "neurons": ["5:1"]}, "policies"),
+    ({"kind": "zero_heads", "layer": 0, "heads": [4]}, "policies"),
+    ({"kind": "patch", "site": "blocks.4.hook_resid_pre", "source": "the cat"}, "policies"),
+    ({"kind": "zero", "site": SITE, "positions": [40]}, "policies"),
+    ({"kind": "zero", "site": SITE, "positions": [-6]}, "policies"),
 ])
 def test_policy_input_errors_name_the_field(setup, policy, field):
     lab, sae_run, _ = setup
     with raises_lab_error(InputError) as err:
-        run_intervene(InterveneRequest(sae_run=sae_run, prompts=[PROMPT], policies=[policy]), lab=lab,
+        run_intervene(InterveneRequest(fit_sae_run_id=sae_run, prompts=[PROMPT], policies=[policy]), lab=lab,
                       reporter=NULL_REPORTER)
     assert err.value.field == field
 
@@ -178,12 +179,37 @@ def test_policy_input_errors_name_the_field(setup, policy, field):
 def test_missing_sae_model_and_wrong_runs_are_input_errors(setup, tiny_bert):
     lab, sae_run, model = setup
     feature = [{"kind": "ablate_features", "features": [0]}]
-    neurons = [{"kind": "set_neurons", "layer": 0, "neurons": [0]}]
+    neurons = [{"kind": "set_neurons", "neurons": ["0:0"]}]
     capture_run = lab.store.manifest(sae_run).inputs[0]
-    cases = [(dict(model=str(model), policies=feature), "sae_run"), (dict(policies=neurons), "model"),
-             (dict(sae_run=capture_run, policies=neurons), "sae_run"),
+    cases = [(dict(model=str(model), policies=feature), "fit_sae_run_id"), (dict(policies=neurons), "model"),
+             (dict(fit_sae_run_id=capture_run, policies=neurons), "fit_sae_run_id"),
              (dict(model=str(tiny_bert), policies=neurons, max_new_tokens=2), "max_new_tokens")]
     for kw, field in cases:
         with raises_lab_error(InputError) as err:
             run_intervene(InterveneRequest(prompts=[PROMPT], **kw), lab=lab, reporter=NULL_REPORTER)
         assert err.value.field == field
+
+
+def test_an_empty_policy_list_is_a_ranking_only_pass(setup):
+    lab, sae_run, _ = setup
+    res = run_intervene(InterveneRequest(fit_sae_run_id=sae_run, prompts=[{"prompt": PROMPT, "target": "paris"}],
+                                         max_new_tokens=2, rank_features=4), lab=lab, reporter=NULL_REPORTER)
+    assert res.verdict is None and "Ranking-only" in res.summary and res.top_features
+    effects = [abs(f.effect) for f in res.top_features]
+    assert effects == sorted(effects, reverse=True) and "nats" in res.summary
+
+
+def test_verdicts_compare_the_effect_with_same_norm_random_directions(setup):
+    lab, sae_run, model = setup
+    strong = run_intervene(InterveneRequest(model=str(model), prompts=[{"prompt": PROMPT, "target": "paris"}],
+                                            max_new_tokens=0, policies=[{"kind": "zero", "site": SITE}]),
+                           lab=lab, reporter=NULL_REPORTER)
+    assert strong.verdict in ("causal", "weak") and strong.control_effect is not None
+    noop = run_intervene(InterveneRequest(model=str(model), prompts=[{"prompt": PROMPT, "target": "paris"}],
+                                          max_new_tokens=0, policies=[{"kind": "set_neurons", "neurons": ["1:3"],
+                                                                       "value": 0.0, "positions": [0]}]),
+                         lab=lab, reporter=NULL_REPORTER)
+    report = lab.store.read_json(noop.run_id, "report.json")
+    assert report["verdict_rules"].startswith("causal")
+    assert noop.verdict in ("no measurable effect", "weak", "causal")
+    assert "Verdict" in strong.summary and "random directions" in strong.summary

@@ -38,6 +38,16 @@ def fit(arch, x, seed=0, steps=300, **kw):
     return sae
 
 
+def train_log(arch, x, d_sae=32, k=3, steps=300, scale=1.0, window=20, **kw):
+    cfg = SAEConfig(architecture=arch, d_in=x.shape[1], d_sae=d_sae, k=k if arch == "topk" else None,
+                    input_scale=scale)
+    sae = build_sae(cfg, **kw)
+    log, since = train_sae(sae, RowSource(x, torch.device("cpu"), 1 << 30),
+                           TrainSettings(n_steps=steps, batch_size=256, lr=2e-2, dead_feature_window=window),
+                           make_generator(0))
+    return sae, float((since >= window).float().mean())
+
+
 @pytest.mark.parametrize("arch,kw", [("topk", {}), ("relu", {"l1_coefficient": 0.3})])
 def test_sae_recovers_planted_sparse_directions(arch, kw):
     dirs, x = planted()
@@ -90,8 +100,8 @@ def captured(tmp_path_factory, tiny_gpt2):
 def test_fit_sae_reports_metrics_that_match_a_direct_computation(captured):
     lab, cap = captured
     site = "blocks.1.hook_resid_post"
-    res = run_fit_sae(FitSAERequest(capture_run=cap.run_id, site=site, n_steps=150, batch_size=64, k=4),
-                      lab=lab, reporter=NULL_REPORTER)
+    res = run_fit_sae(FitSAERequest(capture_run_id=cap.run_id, site=site, n_steps=150, batch_size=64, k=4,
+                                    exclude_special=False, heldout_fraction=0), lab=lab, reporter=NULL_REPORTER)
     m = res.metrics
     sae = load_sae(lab.store.run_dir(res.run_id))
     h = torch.from_numpy(np.array(load_trace_dataset(lab, cap.run_id, site).states)).double()
@@ -101,7 +111,8 @@ def test_fit_sae_reports_metrics_that_match_a_direct_computation(captured):
     assert m["mse"] == pytest.approx(float(err.mean()), rel=1e-5)
     assert m["fvu"] == pytest.approx(float(err.sum() / (h - h.mean(0)).pow(2).sum()), rel=1e-5)
     assert m["l0"] == pytest.approx(float((a > 0).sum(1).double().mean()))
-    assert m["dead_fraction"] == pytest.approx(float(((a > 0).sum(0) == 0).double().mean()))
+    assert m["dead_fraction_heldout"] == pytest.approx(float(((a > 0).sum(0) == 0).double().mean()))
+    assert m["explained_variance"] == pytest.approx(1 - m["fvu"]) and m["ce_loss_score"] == m["loss_recovered"]
     for key in ("ce_clean", "ce_spliced", "ce_zero", "loss_recovered", "kl_spliced", "p_target_clean",
                 "p_target_spliced"):
         assert m[key] is not None
@@ -112,8 +123,8 @@ def test_fit_sae_reports_metrics_that_match_a_direct_computation(captured):
 
 def test_top_examples_list_each_features_largest_rows_with_token_and_context(captured):
     lab, cap = captured
-    res = run_fit_sae(FitSAERequest(capture_run=cap.run_id, site="blocks.0.hook_resid_post", n_steps=50,
-                                    architecture="relu", l1_coefficient=1e-3, n_examples=3,
+    res = run_fit_sae(FitSAERequest(capture_run_id=cap.run_id, site="blocks.0.hook_resid_post", n_steps=50,
+                                    architecture="relu", l1_coefficient=1e-3, n_examples=3, exclude_special=False,
                                     splice_steps=0), lab=lab, reporter=NULL_REPORTER)
     text = lab.store.artifact_path(res.run_id, "tables/top_examples.csv").read_text(encoding="utf-8")
     rows = list(csv.DictReader(io.StringIO(text)))
@@ -135,7 +146,7 @@ def test_fit_sae_input_errors_name_the_field(captured):
              ({"site": "blocks.0.hook_resid_post", "k": 500}, "k")]
     for kw, field in cases:
         with raises_lab_error(InputError) as err:
-            run_fit_sae(FitSAERequest(capture_run=cap.run_id, n_steps=2, **kw), lab=lab, reporter=NULL_REPORTER)
+            run_fit_sae(FitSAERequest(capture_run_id=cap.run_id, n_steps=2, **kw), lab=lab, reporter=NULL_REPORTER)
         assert err.value.field == field
 
 
@@ -149,3 +160,51 @@ def test_our_metrics_match_saelens_on_the_same_weights():
     h = torch.from_numpy(x)
     with torch.no_grad():
         torch.testing.assert_close(theirs.decode(theirs.encode(h)), ours(h), rtol=1e-5, atol=1e-6)
+
+
+def test_normalisation_scales_training_rows_to_sqrt_d_in_and_decoding_restores_model_units():
+    _, x = planted(n=600)
+    mean_norm = float(np.linalg.norm(x, axis=1).mean())
+    small, _ = train_log("topk", x, steps=80, scale=float(np.sqrt(16) / mean_norm))
+    big, _ = train_log("topk", x * 100, steps=80, scale=float(np.sqrt(16) / (100 * mean_norm)))
+    h = torch.from_numpy(x[:40])
+    with torch.no_grad():                     # the same SAE in scaled space, so 100x inputs give 100x outputs
+        torch.testing.assert_close(big(h * 100), small(h) * 100, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(big.encode(h * 100), small.encode(h), rtol=1e-3, atol=1e-4)
+    f = torch.tensor([0, 1])
+    torch.testing.assert_close(big.directions(f), small.directions(f) * 100, rtol=1e-3, atol=1e-3)
+
+
+def test_explained_variance_uses_saelens_corrected_formula_on_heldout_rows_without_position_0(captured):
+    lab, cap = captured
+    site = "blocks.1.hook_resid_post"
+    res = run_fit_sae(FitSAERequest(capture_run_id=cap.run_id, site=site, n_steps=60, batch_size=64, k=4,
+                                    splice_steps=2), lab=lab, reporter=NULL_REPORTER)
+    m = res.metrics
+    ds = load_trace_dataset(lab, cap.run_id, site)
+    special = lab.store.read_json(cap.run_id, "capture.json")["special_ids"]
+    excluded = (ds.meta["pos"] == 0) | np.isin(ds.meta["token_id"], special)
+    assert m["n_excluded_rows"] == int(excluded.sum()) > 0
+    assert m["n_train_rows"] + m["n_heldout_rows"] == len(ds) - excluded.sum() and m["n_heldout_rows"] > 0
+    sae = load_sae(lab.store.run_dir(res.run_id))
+    # SAELens evals.py: 1 - E||x - x_hat||^2 / (E||x||^2 - ||E x||^2), over the held-out, included rows
+    sae_cfg = lab.store.read_json(res.run_id, "sae_config.json")
+    assert sae_cfg["input_scale"] == m["input_scale"] != 1.0
+    saved = json.loads(lab.store.artifact_path(res.run_id, "sae_metrics.json").read_text(encoding="utf-8"))
+    held = np.flatnonzero(~excluded & np.isin(ds.meta["step_index"], saved["heldout_step_indices"]))
+    assert len(held) == m["n_heldout_rows"]
+    x = torch.from_numpy(np.array(ds.states)[held]).double()
+    with torch.no_grad():
+        resid = (sae(x.float()).double() - x).pow(2).sum(1)
+    ev = 1 - resid.mean() / (x.pow(2).sum(1).mean() - x.mean(0).pow(2).sum())
+    assert m["explained_variance"] == pytest.approx(float(ev), rel=1e-5, abs=1e-6)
+    assert res.verdict in ("usable", "marginal", "unusable") and "Thresholds" in res.summary
+
+
+def test_sae_verdicts_follow_the_stated_thresholds():
+    from neurotrace.lab.sae.verdict import sae_verdict
+
+    assert sae_verdict({"dead_fraction": 0.993, "explained_variance": 0.9999, "ce_loss_score": 0.1})[0] == "unusable"
+    assert sae_verdict({"dead_fraction": 0.02, "explained_variance": 0.93, "ce_loss_score": 0.95}) == ("usable", [])
+    verdict, why = sae_verdict({"dead_fraction": 0.3, "explained_variance": 0.9, "ce_loss_score": None})
+    assert verdict == "marginal" and why == ["30% dead"]
