@@ -1,5 +1,7 @@
 """The exact fast path of every decoder family equals the batched full forward on every cell."""
 
+import os
+
 import pytest
 import torch
 
@@ -73,7 +75,9 @@ def test_gemma3_sliding_window_is_shorter_than_the_prompt_so_the_sliding_mask_ma
 @pytest.mark.realmodel
 @pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m"])
 def test_fast_decoder_grid_equals_the_full_forward_on_installed_real_models(name):
-    """Opt-in: the GGUF catalog models, when installed (converted once, cached)."""
+    """Opt-in (NEUROTRACE_REAL_MODELS=1): the GGUF catalog models, when installed (converted once, cached)."""
+    if not os.environ.get("NEUROTRACE_REAL_MODELS"):
+        pytest.skip("set NEUROTRACE_REAL_MODELS=1 to run the installed real models")
     if not catalog.is_installed(name):
         pytest.skip(f"{name} is not installed (neurotrace models fetch {name})")
     lm = load(ModelRef(model=str(catalog.converted(name))))
@@ -82,3 +86,20 @@ def test_fast_decoder_grid_equals_the_full_forward_on_installed_real_models(name
     fast = exact_grid(lm, prep, corr, KINDS, 10, Reporter())
     full = exact_grid(lm, prep, corr, KINDS, 10, Reporter(), force_full=True)
     assert _max_rel(fast, full) <= 1e-5
+
+
+def test_attribution_patching_is_one_forward_and_one_backward_for_the_whole_grid(tiny_decoder):
+    from neurotrace.lab.tracing.grid import approx_grid
+
+    lm = tiny_decoder
+    prep = prepare_fact(lm, FACT, 0)
+    corr = _noise(lm, prep)
+    calls = []
+    embed = lm.adapter.module(lm.model, lm.adapter.embed)
+    handle = embed.register_forward_hook(lambda m, a, out: calls.append(out.shape[0]))
+    try:
+        est = approx_grid(lm, prep, corr, KINDS, 3)
+    finally:
+        handle.remove()
+    assert calls == [1, corr.samples]          # the clean states, then one corrupted batch of every sample
+    assert all(est[k].shape == (lm.n_layers, len(prep.ids)) and bool(est[k].isfinite().all()) for k in KINDS)
