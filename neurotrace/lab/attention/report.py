@@ -20,10 +20,10 @@ from neurotrace.lab.model.tokens import token_texts
 N_TOP = 5
 
 
-def _focus(pattern: Tensor, tokens: list[str], heads: list[tuple[int, int]], k: int) -> list[HeadFocus]:
+def _focus(pattern: Tensor, tokens: list[str], heads: list[tuple[int, int]], k: int, scored: int) -> list[HeadFocus]:
     out = []
     for layer, h in heads:
-        w, pos = pattern[layer, h, -1].topk(min(k, pattern.shape[-1]))
+        w, pos = pattern[layer, h, scored].topk(min(k, pattern.shape[-1]))
         out.append(HeadFocus(head=f"{layer}:{h}", sources=[Source(position=int(p), token=tokens[int(p)],
                                                                    weight=round(float(v), 4))
                                                             for v, p in zip(w, pos, strict=True)]))
@@ -45,21 +45,21 @@ def _summary(request: AttentionRequest, tokens: list[str], top: dict[str, list[H
         parts.append(f"Top {kind.replace('_', '-')} head {best.head} ({best.score:.2f}).")
     if focus:
         f = focus[0]
-        parts.append(f"From the last position, head {f.head} attends most to {f.sources[0].token!r} "
+        parts.append(f"From the scored position, head {f.head} attends most to {f.sources[0].token!r} "
                      f"(position {f.sources[0].position}, {f.sources[0].weight:.2f}).")
     return " ".join(parts)
 
 
 def write_report(run: Any, request: AttentionRequest, lm: LoadedModel, ids: Tensor, pattern: Tensor,
-                 scores: dict[str, Tensor], shown: list[tuple[int, int]], impl: str) -> AttentionResult:
+                 scores: dict[str, Tensor], shown: list[tuple[int, int]], impl: str, scored: int) -> AttentionResult:
     tokens = token_texts(lm.tokenizer, ids.tolist())
     run.write_npy("arrays/patterns.npy", pattern.numpy().astype(np.float32))
     top = {kind: _top(s) for kind, s in scores.items()}
-    focus = _focus(pattern, tokens, shown, request.top_k)
+    focus = _focus(pattern, tokens, shown, request.top_k, scored)
     rec = {"model": request.model, "prompt": request.prompt, "tokens": tokens, "shown": [list(h) for h in shown],
            "scores": {k: v.tolist() for k, v in scores.items()},
            "shown_patterns": {f"{layer}:{h}": pattern[layer, h].tolist() for layer, h in shown},
-           "last_position": [f.model_dump() for f in focus], "attn_implementation": impl}
+           "last_position": [f.model_dump() for f in focus], "scored_position": scored, "attn_implementation": impl}
     run.write_json(RESULTS_FILE, rec)
     n_layers, n_heads = pattern.shape[:2]
     run.write_csv("tables/head_scores.csv", [

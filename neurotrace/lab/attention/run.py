@@ -57,12 +57,15 @@ def run_attention(request: AttentionRequest, *, lab: Lab, reporter: Reporter = N
         reporter.step(1, 3, "patterns of a repeated random sequence")
         seq, offset = repeated_sequence(lm, request.induction_len, request.seed)
         scores = sequence_scores(attention_patterns(lm, seq), request.induction_len, offset)
+        mask = getattr(lm.tokenizer, "mask_token_id", None) if lm.kind == "masked" else None
+        hits = (ids == mask).nonzero() if mask is not None else []
+        pos = int(hits[0]) if len(hits) else len(ids) - 1                # the mask for masked LMs
         if request.subject is not None:
             subj = subject_positions(lm, request.prompt, request.subject)
-            scores["subject"] = pattern[:, :, -1, subj].sum(-1)
+            scores["subject"] = pattern[:, :, pos, subj].sum(-1)
         n_layers, n_heads = pattern.shape[:2]
         shown = parse_heads(request.heads, n_layers, n_heads) if request.heads else default_heads(scores)
         reporter.step(2, 3, "writing the run")
         with lab.store.open_run("attention", request, seed=request.seed) as run:
             run.add_model(request.model, lm.fingerprint, lm.provenance)
-            return write_report(run, request, lm, ids, pattern, scores, shown[:MAX_SHOWN], "eager")
+            return write_report(run, request, lm, ids, pattern, scores, shown[:MAX_SHOWN], "eager", pos)

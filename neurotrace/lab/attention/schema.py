@@ -14,7 +14,7 @@ class AttentionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
-    prompt: str = Field(min_length=1, description="The prompt; its last token is the scored position.")
+    prompt: str = Field(min_length=1, description="The prompt; scored at its last token (masked LMs: at the mask).")
     heads: list[str] = Field(default_factory=list, description="Heads to report and draw, 'L:H' or 'L:*' (every "
                              "head of layer L); default: the highest-scoring heads. Patterns of all heads are saved.")
     subject: str | None = Field(None, description="A substring of the prompt; scores how much the last position "
@@ -50,7 +50,8 @@ class AttentionResult(RunResult):
     tokens: list[str] = Field(description="The prompt's tokens as text.")
     n_layers: int
     n_heads: int
-    last_position: list[HeadFocus] = Field(description="For the reported heads: where the last position attends.")
+    last_position: list[HeadFocus] = Field(description="For the reported heads: where the scored position (the last "
+                                           "token; the mask for masked LMs) attends.")
     top_heads: dict[str, list[HeadScore]] = Field(description="Score kind -> the 5 highest-scoring heads. Kinds: "
                                                   "previous_token, induction, duplicate_token, subject.")
     attn_implementation: str = Field(description="The attention implementation patterns were read with.")

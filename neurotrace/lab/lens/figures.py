@@ -38,14 +38,15 @@ def target_curve(results: dict[str, Any]) -> Any:
     """p(target) at the last position by layer (logit lens, and tuned lens when fitted)."""
     fig, ax = new_figure(width=6, height=3.6)
     rows = results["rows"]
-    ax.plot(range(len(rows)), [row[-1] for row in results["p_target"]], marker="o", label="logit lens")
+    pos = results.get("scored_position", -1)
+    ax.plot(range(len(rows)), [row[pos] for row in results["p_target"]], marker="o", label="logit lens")
     if results.get("tuned"):
         ax.plot(range(len(rows)), results["tuned"]["p_target"], marker="s", label="tuned lens")
     ax.set_xticks(range(len(rows)), rows, rotation=45, ha="right")
     ax.set_ylabel(f"p({results['target']!r})")
     ax.set_ylim(0, 1)
     ax.legend()
-    return finish(fig, f"p({results['target']!r}) at the last position by layer", short(results["model"]))
+    return finish(fig, f"p({results['target']!r}) at the scored position by layer", short(results["model"]))
 
 
 FIGURES = {"top_tokens": top_tokens, "target_curve": target_curve}

@@ -24,7 +24,14 @@ def _ids(lm: LoadedModel, text: str, field: str) -> torch.Tensor:
     return torch.tensor(ids)
 
 
-def _tuned(lm: LoadedModel, request: LogitLensRequest, rows: torch.Tensor, target: int,
+def scored_position(lm: LoadedModel, ids: torch.Tensor) -> int:
+    """The mask token's position for a masked LM (when the prompt has one), else the last position."""
+    mask = getattr(lm.tokenizer, "mask_token_id", None) if lm.kind == "masked" else None
+    hits = (ids == mask).nonzero() if mask is not None else []
+    return int(hits[0]) if len(hits) else len(ids) - 1
+
+
+def _tuned(lm: LoadedModel, request: LogitLensRequest, rows: torch.Tensor, target: int, pos: int,
            reporter: Reporter) -> TunedReport:
     states = [rows]
     for i, text in enumerate(request.fit_prompts):
@@ -36,7 +43,7 @@ def _tuned(lm: LoadedModel, request: LogitLensRequest, rows: torch.Tensor, targe
                          fix="add fit_prompts (a few sentences like the prompt)")
     translators, kl_lens, kl_tuned, n_train, n_held = fit_all(lm, states, request.holdout, request.ridge,
                                                              request.seed)
-    last = rows[:, -1]                                                  # (rows, d)
+    last = rows[:, pos]                                                 # (rows, d)
     tuned_last = torch.stack([translate(last[r], *translators[r]) for r in range(len(translators))])
     p = torch.softmax(read_out(lm, tuned_last), -1)[:, target]
     return TunedReport(n_train=n_train, n_heldout=n_held, kl_logit_lens=kl_lens, kl_tuned=kl_tuned,
@@ -51,11 +58,12 @@ def run_logit_lens(request: LogitLensRequest, *, lab: Lab, reporter: Reporter = 
         reporter.step(0, 2, "reading the residual stream")
         rows = residual_rows(lm, ids)                                   # (n_layers + 1, pos, d)
         probs = torch.softmax(read_out(lm, rows), -1)                   # (rows, pos, vocab)
+        pos = scored_position(lm, ids)
         target = (target_id(lm.tokenizer, request.target, request.prompt) if request.target
-                  else int(probs[-1, -1].argmax()))
-        tuned = _tuned(lm, request, rows, target, reporter) if request.tuned else None
+                  else int(probs[-1, pos].argmax()))
+        tuned = _tuned(lm, request, rows, target, pos, reporter) if request.tuned else None
         reporter.step(1, 2, "writing the run")
         top_p, top_i = probs.topk(request.top_k, dim=-1)                # (rows, pos, k)
         with lab.store.open_run("logit_lens", request, seed=request.seed) as run:
             run.add_model(request.model, lm.fingerprint, lm.provenance)
-            return write_report(run, request, lm, ids, probs[:, :, target], top_p, top_i, target, tuned)
+            return write_report(run, request, lm, ids, probs[:, :, target], top_p, top_i, target, pos, tuned)

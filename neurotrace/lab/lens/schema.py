@@ -12,7 +12,7 @@ class LogitLensRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
-    prompt: str = Field(min_length=1, description="The prompt; its last token is the scored position.")
+    prompt: str = Field(min_length=1, description="The prompt; scored at its last token (masked LMs: at the mask).")
     target: str | None = Field(None, description="Answer word whose p(target) is tracked (first token after a "
                                "space); default: the model's own top-1 prediction.")
     top_k: int = Field(5, ge=1, le=20, description="Top tokens kept per layer and position.")
@@ -41,6 +41,7 @@ class LogitLensResult(RunResult):
     target: str = Field(description="The tracked token as text (e.g. ' Paris').")
     target_id: int
     rows: list[str] = Field(description="Row labels: 'embed' (before block 0), then 'block L' (after block L).")
+    scored_position: int = Field(description="The scored token position (last token; the mask for masked LMs).")
     p_target: list[float] = Field(description="Per row: p(target) at the scored position.")
     top_last: list[list[str]] = Field(description="Per row: the top-k tokens at the scored position.")
     first_top1_row: int | None = Field(description="First row where the target is the top-1 token (None: never).")

@@ -170,3 +170,12 @@ def test_plot_redraws_an_attention_run(lab, tiny_gpt2):
     run = run_attention(AttentionRequest(model=str(tiny_gpt2), prompt=PROMPT), lab=lab)
     plot = run_plot(PlotRequest(run_id=run.run_id, kind="head_scores"), lab=lab)
     assert plot.kinds == ["head_scores"] and set(plot.available_kinds) == {"pattern_grid", "head_scores"}
+
+
+def test_a_masked_lm_is_scored_from_its_mask(lab, tiny_bert):
+    result = run_attention(AttentionRequest(model=str(tiny_bert), prompt="the capital of france is [MASK] .",
+                                            heads=["0:0"], top_k=9), lab=lab)
+    patterns = lab.store.read_npy(result.run_id, "arrays/patterns.npy")
+    mask = result.tokens.index("[MASK]")
+    weights = {s.position: s.weight for s in result.last_position[0].sources}
+    assert weights[0] == pytest.approx(float(patterns[0, 0, mask, 0]), abs=1e-4)

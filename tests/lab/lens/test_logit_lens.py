@@ -115,3 +115,8 @@ def test_plot_redraws_a_logit_lens_run(lab, tiny_gpt2):
     run = run_logit_lens(LogitLensRequest(model=str(tiny_gpt2), prompt=PROMPT), lab=lab)
     plot = run_plot(PlotRequest(run_id=run.run_id), lab=lab)
     assert set(plot.kinds) == {"top_tokens", "target_curve"} and len(plot.figures) == 2
+
+
+def test_a_masked_lm_is_read_at_its_mask(lab, tiny_bert):
+    result = run_logit_lens(LogitLensRequest(model=str(tiny_bert), prompt="the capital of france is [MASK] ."), lab=lab)
+    assert result.tokens[result.scored_position] == "[MASK]" and result.scored_position < len(result.tokens) - 1
