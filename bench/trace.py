@@ -91,6 +91,21 @@ def tl_cells(bridge, prep, corr, cells, window, n_layers) -> list[float]:
     return out
 
 
+class Clock:
+    """Wall and process CPU seconds per name (CPU time is the fairer figure on a shared, loaded machine)."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, scale: float = 1.0, **kwargs):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn(*args, **kwargs)
+        self.wall[name] = self.wall.get(name, 0.0) + (time.perf_counter() - w) * scale
+        self.cpu[name] = self.cpu.get(name, 0.0) + (time.process_time() - c) * scale
+        return out
+
+
 def rank_agreement(exact: torch.Tensor, approx: torch.Tensor, k: int = 10) -> tuple[float, float]:
     """Spearman correlation and top-k overlap (fraction) of two effect maps."""
     a, b = exact.flatten().double(), approx.flatten().double()
@@ -132,8 +147,8 @@ def main() -> None:  # noqa: C901 - a linear script
               f"{args.facts} facts; {len(KINDS)} kinds x {lm.n_layers} layers x every position x {args.samples} "
               f"samples, window {args.window}; threads {threads} of {available_cores()} cores; "
               f"load {' '.join(load_avg)} at start")
-        t = {"ours": 0.0, "full": 0.0, "rome": 0.0, "tl": 0.0, "approx": 0.0}
-        n_ref = {"rome": 0, "tl": 0}
+        clock = Clock()
+        n_ref = {"rome": 0, "tl": 0}  # cells timed per peer
         d = {"full": 0.0, "rome": 0.0, "tl": 0.0}
         rows_total, cells_total, agree = 0, 0, {k: [] for k in KINDS}
         for i, fact in enumerate(FACTS[: args.facts]):
@@ -145,44 +160,39 @@ def main() -> None:  # noqa: C901 - a linear script
             cells_total += len(cells)
             rows_total += len(cells) * args.samples
             sample = cells[:: max(1, len(cells) // args.reference_cells)][: args.reference_cells]
-            t0 = time.perf_counter()
-            ours = exact_grid(lm, prep, corr, KINDS, args.window, Reporter())
-            t["ours"] += time.perf_counter() - t0
+            ours = clock.run("ours", exact_grid, lm, prep, corr, KINDS, args.window, Reporter())
             if "full" in peers:
-                t0 = time.perf_counter()
-                full = exact_grid(lm, prep, corr, KINDS, args.window, Reporter(), force_full=True)
-                t["full"] += time.perf_counter() - t0
+                full = clock.run("full", exact_grid, lm, prep, corr, KINDS, args.window, Reporter(), force_full=True)
                 d["full"] = max(d["full"], max(float((ours[k] - full[k]).abs().max()) for k in KINDS))
             for peer in ("rome", "tl"):
                 if peer not in peers or (peer == "tl" and bridge is None):
                     continue
-                t0 = time.perf_counter()
-                vals = (reference_cells(lm, prep, corr, sample, args.window) if peer == "rome"
-                        else tl_cells(bridge, prep, corr, sample, args.window, lm.n_layers))
-                t[peer] += (time.perf_counter() - t0) * len(cells) / len(sample)
+                scale = len(cells) / len(sample)
+                vals = (clock.run(peer, reference_cells, lm, prep, corr, sample, args.window, scale=scale)
+                        if peer == "rome" else
+                        clock.run(peer, tl_cells, bridge, prep, corr, sample, args.window, lm.n_layers, scale=scale))
                 n_ref[peer] += len(sample)
                 d[peer] = max(d[peer], max(abs(float(ours[k][layer, p]) - v) for (k, layer, p), v in zip(sample, vals, strict=True)))
             if "approx" in peers:
-                t0 = time.perf_counter()
-                est = approx_grid(lm, prep, corr, KINDS, args.window)
-                t["approx"] += time.perf_counter() - t0
+                est = clock.run("approx", approx_grid, lm, prep, corr, KINDS, args.window)
                 base = float(corrupted_probs(lm, prep, corr).mean())
                 for k in KINDS:
                     agree[k].append(rank_agreement(ours[k] - base, est[k]))
             print(f"  fact {fact.id}: {len(prep.ids)} tokens, p_clean-ish max resid {float(ours['resid'].max()):.3f}, "
-                  f"ours {t['ours']:.1f} s so far", flush=True)
+                  f"ours {clock.wall['ours']:.1f} s so far", flush=True)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        ours_s = t["ours"]
-        print(f"neurotrace exact grid : {ours_s:8.1f} s  {rows_total / ours_s:8.1f} rows/s  ({cells_total} cells x "
-              f"{args.samples} samples)  peak RSS {rss:.2f} GiB")
+        w, c = clock.wall, clock.cpu
+        print(f"neurotrace exact grid : {w['ours']:8.1f} s wall {c['ours']:8.1f} s CPU  {rows_total / w['ours']:8.1f} rows/s "
+              f"({cells_total} cells x {args.samples} samples)  peak RSS {rss:.2f} GiB")
         names = {"rome": "ROME per-cell loop", "tl": "TransformerLens hooks", "full": "batched full forward"}
         for peer, label in names.items():
-            if t[peer]:
+            if peer in w:
                 note = f"; timed on {n_ref[peer]} cells, extrapolated" if peer in n_ref else ""
-                print(f"{label:22s}: {t[peer]:8.1f} s  {rows_total / t[peer]:8.1f} rows/s  ratio {t[peer] / ours_s:6.2f}x  "
-                      f"max |delta| {d[peer]:.1e}{note}")
-        if t["approx"]:
-            print(f"attribution patching  : {t['approx']:8.1f} s  {ours_s / t['approx']:.1f}x faster than exact")
+                print(f"{label:22s}: {w[peer]:8.1f} s wall {c[peer]:8.1f} s CPU  {rows_total / w[peer]:8.1f} rows/s  "
+                      f"ratio {w[peer] / w['ours']:5.2f}x wall {c[peer] / c['ours']:5.2f}x CPU  max |delta| {d[peer]:.1e}{note}")
+        if "approx" in w:
+            print(f"attribution patching  : {w['approx']:8.1f} s wall {c['approx']:8.1f} s CPU  "
+                  f"{w['ours'] / w['approx']:.1f}x faster than exact (wall), {c['ours'] / c['approx']:.1f}x (CPU)")
             for k in KINDS:
                 rho = sum(a for a, _ in agree[k]) / len(agree[k])
                 top = sum(b for _, b in agree[k]) / len(agree[k])
