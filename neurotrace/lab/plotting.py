@@ -13,11 +13,13 @@ artifact named ``*_results.json``.
 """
 
 import inspect
+import types
+import typing
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from neurotrace.lab.attention import figures as attention_figures
 from neurotrace.lab.attribution import figures as attribute_figures
@@ -94,16 +96,51 @@ def _results_file(module: ModuleType, manifest: Manifest) -> str:
 
 
 def _check_options(kind: str, fn: FigureFn, options: dict[str, Any]) -> dict[str, Any]:
-    """The options ``fn`` accepts; unknown ones are an InputError naming the accepted ones."""
+    """The options ``fn`` accepts, each checked against its annotation; an unknown option or a value of
+    the wrong type is an InputError naming the option, the expected type and the allowed values."""
     params = list(inspect.signature(fn).parameters.values())[1:]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return dict(options)
-    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = sorted(set(options) - set(names))
+    accepted = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    hints = _hints(fn)
+    unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise InputError("options", f"figure kind {kind!r} takes no option {', '.join(map(repr, unknown))}",
-                         fix=f"use: {', '.join(names)}" if names else "omit options for this kind")
+        table = "; ".join(f"{n} ({_expected(hints.get(n), p.default)})" for n, p in accepted.items())
+        raise InputError(f"options.{unknown[0]}", f"figure kind {kind!r} takes no option {unknown[0]!r}",
+                         fix=f"use: {table}" if accepted else "omit options for this kind")
+    for name, value in options.items():
+        hint = hints.get(name)
+        if hint is None:
+            continue
+        try:
+            TypeAdapter(hint).validate_python(value, strict=False)
+        except ValidationError as exc:
+            raise InputError(f"options.{name}", f"figure kind {kind!r} expects {_expected(hint, accepted[name].default)}"
+                             f" (got a {type(value).__name__})", fix=f"give {name} as {_expected(hint, None)}") from exc
     return dict(options)
+
+
+def _hints(fn: FigureFn) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: no type check for it
+        return {}
+
+
+def _expected(hint: Any, default: Any) -> str:
+    """'one of ['a', 'b']' / 'int' / 'str or None', with the default when there is one."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Literal:
+        text = f"one of {list(args)}"
+    elif args and typing.get_origin(hint) in (typing.Union, types.UnionType):
+        text = " or ".join("None" if a is type(None) else _expected(a, inspect.Parameter.empty) for a in args)
+    elif typing.get_origin(hint) is not None:
+        text = str(hint).replace("typing.", "")
+    else:
+        text = getattr(hint, "__name__", None) or (str(hint) if hint is not None else "any value")
+    has_default = default is not inspect.Parameter.empty and default is not None
+    return text + (f", default {default!r}" if has_default else "")
+
 
 
 def _select(request: PlotRequest, tool: str, figures: Mapping[str, FigureFn]) -> list[str]:

@@ -67,9 +67,12 @@ async def test_plot_draws_every_kind_into_a_new_run_linked_to_its_source(lab, to
                               .contents[0].text)
     assert out["kinds"] == ["bars", "line"] == out["available_kinds"] and out["source_tool"] == "toy"
     images = [c for c in result.content if c.type == "image"]
-    assert len(images) == 2 and all(c.mime_type == "image/png" for c in images)
+    links = [str(c.uri) for c in result.content if c.type == "resource_link"]
+    assert len(images) == 1 and images[0].mime_type == "image/png"  # one inline image; the other is a link
+    assert out["figures"][1] in links
     assert manifest["tool"] == "plot" and manifest["inputs"] == [source] and manifest["models"] == {"tiny": "abc123"}
-    assert sorted(a["path"] for a in manifest["artifacts"]) == ["figures/bars.png", "figures/line.png"]
+    pngs = sorted(a["path"] for a in manifest["artifacts"] if a["path"].endswith(".png"))
+    assert pngs == ["figures/bars.png", "figures/line.png"]
     assert (lab.store.run_dir(out["run_id"]) / "figures" / "bars.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -98,7 +101,7 @@ async def test_plot_errors_name_the_field(lab, toy_provider):
             pass
         no_figures = await client.call_tool("plot", {"request": {"run_id": run.run_id}})
     assert "kind: unknown figure kind 'pie' for a toy run. Fix: use one of: bars, line" in error_text(unknown_kind)
-    assert "options: figure kind 'line' takes no option 'color'" in error_text(unknown_option)
+    assert "options.color: figure kind 'line' takes no option 'color'" in error_text(unknown_option)
     assert "options: figure 'bars' could not be drawn" in error_text(bad_value)
     assert "run_id: no run" in error_text(unknown_run)
     assert "run_id: runs of tool 'generate_facts' have no figures" in error_text(no_figures)

@@ -186,3 +186,15 @@ async def test_completions_offer_model_and_pack_names_and_set_level_is_answered(
         assert "fact-gpt2" in models.completion.values
         packs = await client.complete(ref, {"name": "domain", "value": ""})
         assert "geography" in packs.completion.values
+
+
+async def test_plot_option_errors_name_the_option_its_type_and_allowed_values(lab):
+    async with Client(build_server(lab=lab), raise_exceptions=True) as client:
+        sweep = await _call(client, "clamp_sweep", {**SWEEP, "prompts": ["the the the"], "max_new_tokens": 4,
+                                                     "values": [None, 1.0], "controls": 0})
+        assert not sweep.is_error, _text(sweep)
+        run_id = sweep.structured_content["run_id"]
+        unknown = await _call(client, "plot", {"run_id": run_id, "kind": "improvement_rate", "options": {"nope": 1}})
+        assert unknown.is_error and "options.nope" in _text(unknown) and "neurons (list[str] or None)" in _text(unknown)
+        wrong = await _call(client, "plot", {"run_id": run_id, "kind": "improvement_rate", "options": {"neurons": 5}})
+        assert wrong.is_error and "options.neurons" in _text(wrong) and "expects list[str] or None" in _text(wrong)
