@@ -45,6 +45,7 @@ from neurotrace.tools._jobs import Job, Jobs
 from neurotrace.tools._report_ui import offer_report_ui, report_app
 from neurotrace.tools._runner import AppContext
 from neurotrace.tools._tasks import TasksExtension
+from neurotrace.tools._wire import compact_tool
 from neurotrace.transport import BearerAuth, announce, is_loopback, read_token, security_settings, serve_stdio
 
 log = logging.getLogger("neurotrace.server")
@@ -57,6 +58,9 @@ Locate stored facts with generate_facts then trace; rescue collapsed generations
 study features with capture -> fit_sae -> intervene; check methods against ground truth with benchmark.
 Use the prompts for step-by-step protocols."""
 
+# Tools that never name a model to load, so never reach the HuggingFace hub; every other experiment
+# tool may download a model by HuggingFace id when the server is online (openWorldHint true).
+LOCAL_TOOLS = frozenset({"plot", "compare", "fit_sae", "benchmark", "run_status", "list_models", "release_model"})
 NOT_WAITABLE = frozenset({"list_models", "release_model", "load_model", "run_status"})
 WAIT_SCHEMA = {"type": "boolean", "description": "false: reply at once with run_id; poll run_status"}
 ACCEPTED_SCHEMA = {"required": ["run_id", "status"]}  # the wait=false reply: {run_id, status: 'running'}
@@ -74,8 +78,19 @@ def agent_message(exc: ValidationError) -> str:
 class NeurotraceServer(MCPServer):
     """MCPServer with agent-shaped argument errors, strict arguments, detached jobs and junk-safe stdio."""
 
+    async def list_tools(self) -> list[types.Tool]:
+        """The compact wire form of every tool (full schemas: ``neurotrace://schemas/{tool}``)."""
+        return [compact_tool(tool) for tool in await super().list_tools()]
+
     def waitable(self) -> frozenset[str]:
         return frozenset(t.name for t in self._tool_manager.list_tools() if t.name not in NOT_WAITABLE)
+
+    def mark_open_world(self) -> None:
+        """openWorldHint: true for tools that may download a model from the hub, false for the rest."""
+        for tool in self._tool_manager.list_tools():
+            if tool.annotations is not None:
+                tool.annotations = tool.annotations.model_copy(
+                    update={"open_world_hint": tool.name not in LOCAL_TOOLS})
 
     def offer_wait(self) -> None:
         """Add the ``wait`` argument (and the accepted-reply shape) to every experiment tool's schemas."""
@@ -217,6 +232,7 @@ def build_server(settings: LabSettings | None = None, lab: Lab | None = None) ->
     prompts.register(server)
     tasks.waitable = server.waitable()
     server.offer_wait()
+    server.mark_open_world()
     _completions(server, lab)
     _logging(server)
     return server

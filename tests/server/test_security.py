@@ -198,3 +198,10 @@ async def test_plot_option_errors_name_the_option_its_type_and_allowed_values(la
         assert unknown.is_error and "options.nope" in _text(unknown) and "neurons (list[str] or None)" in _text(unknown)
         wrong = await _call(client, "plot", {"run_id": run_id, "kind": "improvement_rate", "options": {"neurons": 5}})
         assert wrong.is_error and "options.neurons" in _text(wrong) and "expects list[str] or None" in _text(wrong)
+
+
+async def test_open_world_hint_is_true_exactly_for_tools_that_may_download_a_model(lab):
+    async with Client(build_server(lab=lab), raise_exceptions=True) as client:
+        hints = {t.name: t.annotations.open_world_hint for t in (await client.list_tools()).tools}
+    assert hints["load_model"] and hints["trace"] and hints["clamp_sweep"]
+    assert not hints["plot"] and not hints["list_models"] and not hints["run_status"]
