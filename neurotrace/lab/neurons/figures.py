@@ -33,6 +33,8 @@ def ranking(results: dict[str, Any], k: int = 20, title: str | None = None) -> F
     ax2.set_xlabel("|Cohen's d|")
     ax2.set_ylabel("-log10 permutation p")
     ax2.legend()
+    if not top:
+        ax.text(0.5, 0.5, f"no ranking in a {results.get('mode')} run", transform=ax.transAxes, ha="center")
     a, b = results.get("groups", ["A", "B"])
     sub = (f"{short(results.get('model', ''))}: {results.get('n_a')} {a} vs {results.get('n_b')} {b} prompts, "
            f"{results.get('n_tested')} neurons, {results.get('n_permutations')} permutations")
@@ -47,6 +49,9 @@ def examples(results: dict[str, Any], k: int = 20, title: str | None = None) -> 
                   fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("activation")
+    if not rows:
+        ax.text(0.5, 0.5, f"no examples in a {results.get('mode')} run (use mode='top_examples')",
+                transform=ax.transAxes, ha="center")
     sub = (f"{short(results.get('model', ''))}: {results.get('n_positions')} positions, mean "
            f"{results.get('mean', 0):.3g}")
     return finish(fig, title or f"Top activations of neuron {results.get('neuron')}", sub)
