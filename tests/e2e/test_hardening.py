@@ -62,6 +62,10 @@ def test_unparseable_stdio_lines_get_json_rpc_errors_and_the_server_keeps_servin
         init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
         assert pipe.send(json.dumps(init))["result"]["serverInfo"]["name"] == "neurotrace"
+        pipe.proc.stdin.write(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}\n')
+        level = pipe.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "logging/setLevel",
+                                      "params": {"level": "debug"}}))
+        assert level["id"] == 2 and "result" in level, level  # legacy clients may set the log level
     finally:
         pipe.close()
 
