@@ -33,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from neurotrace.lab.errors import InputError  # noqa: E402
 from neurotrace.lab.facts.fact import Fact  # noqa: E402
 from neurotrace.lab.lab import available_cores, use_threads  # noqa: E402
 from neurotrace.lab.model import catalog  # noqa: E402
@@ -49,6 +50,7 @@ FACTS = [Fact(id="eiffel", template="{} is located in the city of", clean_subjec
          Fact(id="bigben", template="{} is located in the city of", clean_subject="Big Ben", target="London"),
          Fact(id="louvre", template="{} is a museum in the city of", clean_subject="The Louvre", target="Paris")]
 KINDS = ["resid", "mlp", "attn"]
+TINY_FACT = Fact(id="tiny", template="the capital city of {} is known for its", clean_subject="france", target="paris")
 
 
 def gpt2_small(out: Path) -> Path:
@@ -117,7 +119,8 @@ def rank_agreement(exact: torch.Tensor, approx: torch.Tensor, k: int = 10) -> tu
 
 def main() -> None:  # noqa: C901 - a linear script
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="gpt2-small", choices=["gpt2-small", *catalog.CATALOG])
+    parser.add_argument("--model", default="gpt2-small",
+                        help=f"gpt2-small, a catalog model ({', '.join(catalog.CATALOG)}) or a model directory")
     parser.add_argument("--facts", type=int, default=5)
     parser.add_argument("--peers", default="rome,tl,full,approx")
     parser.add_argument("--samples", type=int, default=10)
@@ -132,7 +135,9 @@ def main() -> None:  # noqa: C901 - a linear script
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == "gpt2-small":
             path = gpt2_small(Path(tmp) / "gpt2-small")
-        elif catalog.is_installed(args.model):
+        elif Path(args.model).is_dir():
+            path = Path(args.model)
+        elif args.model in catalog.CATALOG and catalog.is_installed(args.model):
             path = catalog.converted(args.model)
         else:
             sys.exit(f"{args.model} is not installed: neurotrace models fetch {args.model}")
@@ -152,7 +157,10 @@ def main() -> None:  # noqa: C901 - a linear script
         d = {"full": 0.0, "rome": 0.0, "tl": 0.0}
         rows_total, cells_total, agree = 0, 0, {k: [] for k in KINDS}
         for i, fact in enumerate(FACTS[: args.facts]):
-            prep = prepare_fact(lm, fact, i)
+            try:
+                prep = prepare_fact(lm, fact, i)
+            except InputError:   # a word-level tiny model (smoke runs): its own vocabulary
+                fact, prep = TINY_FACT, prepare_fact(lm, TINY_FACT, i)
             g = torch.Generator().manual_seed(i)
             noise = torch.randn((args.samples, prep.subject[1] - prep.subject[0], lm.d_model), generator=g)
             corr = Corrupted(prep.ids, noise * 3 * subject_noise_std(lm, [prep]), prep.subject)
