@@ -35,8 +35,9 @@ class ModelRef(BaseModel):
                                                            "('gemma-3-270m'), HuggingFace id, local directory or .gguf file.")]
     lm_kind: Literal["auto", "causal", "masked"] = Field("auto", description="LM head to load; 'auto' reads "
                                                                           "the config.")
-    backend: Literal["hf", "bridge"] = Field("hf", description="'hf' = transformers; 'bridge' = "
-                                                             "TransformerLens 4 TransformerBridge.")
+    backend: Literal["hf", "bridge", "nnsight"] = Field("hf", description="'hf' = transformers; 'bridge' = "
+                                                                        "TransformerLens 4 TransformerBridge; 'nnsight' = "
+                                                                        "the transformers model wrapped by nnsight.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
 
@@ -55,6 +56,7 @@ class LoadedModel:
     fingerprint: str
     nbytes: int
     bridge: Any = None
+    nnsight: Any = None              # nnsight's wrapper of ``model`` when backend='nnsight'
     provenance: dict[str, Any] = field(default_factory=dict)  # e.g. the GGUF file a model was converted from
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -220,11 +222,12 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False) -> LoadedModel:
     for p in model.parameters():
         p.requires_grad_(False)
     bridge = _boot_bridge(source, model, tokenizer, device, dtype, trust_remote_code) if ref.backend == "bridge" else None
+    wrapper = _wrap_nnsight(model, tokenizer, kind) if ref.backend == "nnsight" else None
     nbytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(key=cache_key(ref), ref=ref, source=source, model=model, tokenizer=tokenizer,
-                       adapter=adapter, kind=kind, fingerprint=fingerprint(model), nbytes=nbytes, bridge=bridge,
+                       adapter=adapter, kind=kind, fingerprint=fingerprint(model), nbytes=nbytes, bridge=bridge, nnsight=wrapper,
                        provenance=provenance(source))
 
 
@@ -238,3 +241,13 @@ def _boot_bridge(source: str, model: nn.Module, tokenizer: Any, device: torch.de
     except (ValueError, NotImplementedError, KeyError) as exc:
         raise InputError("backend", f"TransformerLens's bridge does not support {source!r}: {exc}",
                          fix="use backend='hf'") from exc
+
+
+def _wrap_nnsight(model: nn.Module, tokenizer: Any, kind: str) -> Any:
+    from neurotrace.lab.model.nnsight_backend import wrap
+
+    try:
+        return wrap(model, tokenizer, kind)
+    except ImportError as exc:
+        raise InputError("backend", "the nnsight backend needs the nnsight package",
+                         fix="pip install 'neurotrace[nnsight]' or use backend='hf'") from exc
