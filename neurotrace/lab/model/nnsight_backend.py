@@ -202,23 +202,42 @@ def ndif_config(environ: Mapping[str, str] | None = None) -> NdifConfig:
     return NdifConfig(url=url, api_key=env.get(NDIF_KEY_ENV) or None)
 
 
-def remote_backend(lm: Any, config: NdifConfig, *, blocking: bool = True, job_id: str | None = None) -> Any:
+def model_key(lm: Any, repo_id: str | None = None) -> str:
+    """nnsight's key naming ``lm`` on NDIF: the hub id (``repo_id``, default the model's source) in
+    nnsight's own format. NDIF hosts hub models only, so a local directory needs ``repo_id``; the id is
+    taken as canonical (no hub call), as the hub would return it for a canonical spelling."""
+    from nnsight.modeling import huggingface
+
+    wrapper = require(lm)
+    repo = repo_id or lm.source
+    if repo.startswith((".", "/", "~")) or repo.count("/") != 1:
+        raise InputError("remote", f"remote execution needs a HuggingFace hub id that NDIF hosts, not {repo!r}",
+                         fix="load the model by its hub id, e.g. 'meta-llama/Llama-3.1-70B'")
+    huggingface._ID_CACHE.setdefault(repo, repo)
+    saved, wrapper.repo_id = wrapper.repo_id, repo
+    try:
+        return wrapper.to_model_key()
+    finally:
+        wrapper.repo_id = saved
+
+
+def remote_backend(lm: Any, config: NdifConfig, *, blocking: bool = True, job_id: str | None = None,
+                   repo_id: str | None = None) -> Any:
     """nnsight's RemoteBackend for ``lm`` on ``config``'s server (``blocking=False``: submit, then poll)."""
     from nnsight.intervention.backends.remote import RemoteBackend
 
     if not config.api_key:
         raise InputError("remote", f"remote execution needs an NDIF API key in {NDIF_KEY_ENV}",
                          fix=f"set {NDIF_KEY_ENV} in the server's environment (never in a request)")
-    wrapper = require(lm)
-    return RemoteBackend(wrapper.to_model_key(), host=config.url, api_key=config.api_key, blocking=blocking,
+    return RemoteBackend(model_key(lm, repo_id), host=config.url, api_key=config.api_key, blocking=blocking,
                          job_id=job_id)
 
 
 class _Capture:
     """An nnsight backend that serialises the request exactly as RemoteBackend would, and sends nothing."""
 
-    def __init__(self, model_key: str) -> None:
-        self.model_key = model_key
+    def __init__(self, key: str) -> None:
+        self.model_key = key
         self.envelope: str | None = None
         self.payload: bytes | None = None
 
@@ -226,14 +245,20 @@ class _Capture:
         from nnsight.intervention.backends.remote import RemoteBackend
         from nnsight.schema.request import RequestModel
 
-        self.envelope = RequestModel(model_key=self.model_key, compress=True).metadata()
-        self.payload = RemoteBackend._serialize(RemoteBackend(self.model_key, host=DEFAULT_NDIF_URL), tracer)
+        remote = RemoteBackend(self.model_key, host=DEFAULT_NDIF_URL)
+        self.envelope = RequestModel(model_key=self.model_key, compress=remote.compress).metadata()
+        self.payload = remote._serialize(tracer)
 
 
-def build_remote_request(lm: Any, ids: Tensor, predict_pos: int, target_id: int,
-                         hooks: HookMap | None = None) -> tuple[str, bytes]:
+def build_remote_request(lm: Any, ids: Tensor, predict_pos: int, target_id: int, hooks: HookMap | None = None,
+                         *, repo_id: str | None = None) -> tuple[str, bytes]:
     """The (JSON envelope, payload bytes) that a remote :func:`traced_probs` would POST to NDIF."""
-    capture = _Capture(require(lm).to_model_key())
-    traced_probs(lm, ids, predict_pos, target_id, hooks, backend=capture)
-    assert capture.envelope is not None and capture.payload is not None  # the backend always ran
+    capture = _Capture(model_key(lm, repo_id))
+    try:
+        traced_probs(lm, ids, predict_pos, target_id, hooks, backend=capture)
+    except Exception:  # noqa: BLE001 - nothing ran, so the saved value is missing; the request is what we want
+        if capture.payload is None:
+            raise
+    if capture.envelope is None or capture.payload is None:
+        raise RuntimeError("nnsight did not hand the trace to its backend")
     return capture.envelope, capture.payload
