@@ -243,7 +243,8 @@ class Run:
 
         png, svg = io.BytesIO(), io.BytesIO()
         fig.savefig(png, format="png", dpi=dpi, bbox_inches="tight")
-        fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
+        with plt.rc_context({"svg.hashsalt": "neurotrace"}):   # same figure, same bytes (no random ids)
+            fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
         plt.close(fig)
         self._record(str(Path(rel).with_suffix(".svg")).replace("\\", "/"), svg.getvalue())
         return self._record(rel, png.getvalue())

@@ -112,3 +112,15 @@ def test_show_open_opens_the_report_in_a_browser(tmp_path, monkeypatch, capsys):
     assert cli.main(["--runs-dir", str(tmp_path), "show", run_id, "--open"]) == 0
     assert opened == [(tmp_path / run_id / "report.html").resolve().as_uri()]
     assert '"status": "complete"' in capsys.readouterr().out
+
+
+def test_the_same_figure_gives_the_same_svg_bytes(tmp_path):
+    store = RunStore(tmp_path)
+    svgs = []
+    for _ in range(2):
+        with store.open_run("plot", {}) as run:
+            fig, ax = plt.subplots()
+            ax.imshow([[0, 1], [1, 0]])
+            run.write_figure("figures/a.png", fig)
+        svgs.append((tmp_path / run.run_id / "figures/a.svg").read_bytes())
+    assert svgs[0] == svgs[1]
