@@ -33,6 +33,7 @@ KIND_CMAP = {"resid": "Purples", "mlp": "Greens", "attn": "Reds"}
 KIND_COLOR = {"resid": "tab:purple", "mlp": "tab:green", "attn": "tab:red"}
 KIND_NAME = {"resid": "hidden state (resid)", "mlp": "MLP", "attn": "attention"}
 DEPTH_BINS = 24
+LINESTYLES = ("-", "--", ":", "-.")
 
 
 def load(results: dict | TraceResults) -> TraceResults:
@@ -142,17 +143,18 @@ def layer_curve(results: dict, **_: Any) -> Figure:
     res = load(results)
     models = list(res.models.values())
     relative = _relative(models)
+    shared = set.intersection(*(set(m.aie) for m in models)) if models else set()   # same-kind curves only
     fig, ax = new_figure(width=7.5, height=4.2)
-    for m in models:
+    for i, m in enumerate(models):
         c = _bucket(m, "last subject token")
         for k, grid in m.aie.items():
-            if not grid or c is None:
+            if not grid or c is None or k not in shared:
                 continue
             y = np.array(grid, dtype=float)[:, c]
             band = np.array(m.aie_band.get(k) or np.zeros_like(grid), dtype=float)[:, c]
             x = _x(m, relative)
             ax.plot(x, y, marker="o", color=KIND_COLOR.get(k), label=f"{short(m.model)} {k} (n={m.readings.bucket_n[c]})",
-                    ls="-" if m is models[0] else "--")
+                    ls=LINESTYLES[i % len(LINESTYLES)])
             ax.fill_between(x, y - band, y + band, color=KIND_COLOR.get(k), alpha=0.15)
         if m.kind == "masked" and m.curves_mean.get("context_patch"):
             ax.plot(_x(m, relative), np.array(m.curves_mean["context_patch"]), ":", marker=".", color="grey",

@@ -156,6 +156,9 @@ def cross_model(models: Sequence[ModelRecord]) -> str:
     parts, depths = [], []
     for m in models:
         r = _find(m, ref.kind, ref.position)
+        if ref.kind not in m.aie:
+            parts.append(f"{m.model} was not traced with {ref.kind} (no like-for-like comparison)")
+            continue
         if r is None:
             parts.append(f"{m.model} shows none")
             continue
