@@ -9,6 +9,7 @@
 """
 
 import gc
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from neurotrace.lab.errors import NotFound, OverBudget
+from neurotrace.lab.model import catalog
 from neurotrace.lab.model.loading import LoadedModel, ModelRef, cache_key, load
 
 
@@ -57,11 +59,28 @@ class ModelCache:
                 if key in self._models:
                     self._models.move_to_end(key)
                     return self._models[key]
-            loaded = load(ref, trust_remote_code=self.trust_remote_code)
+            loaded = load(ref, trust_remote_code=self.trust_remote_code, **self._placing(ref))
             with self._lock:
                 self._admit(loaded)
                 self.load_count[key] = self.load_count.get(key, 0) + 1
             return loaded
+
+    def max_memory(self) -> dict[int | str, int]:
+        """accelerate's ``max_memory`` for ``device='auto'``: 90% of each visible GPU's free memory now
+        (so models already there count), and the host budget left after the loaded models."""
+        import torch
+
+        budget: dict[int | str, int] = {i: int(torch.cuda.mem_get_info(i)[0] * 0.9)
+                                        for i in range(torch.cuda.device_count())}
+        if self.budget_bytes is not None:
+            budget["cpu"] = max(0, self.budget_bytes - self.used_bytes())
+        return budget
+
+    def _placing(self, ref: ModelRef) -> dict[str, Any]:
+        if ref.device != "auto":
+            return {}
+        offload = catalog.default_home() / "offload" / hashlib.sha256(cache_key(ref).encode()).hexdigest()[:16]
+        return {"max_memory": self.max_memory() or None, "offload_dir": str(offload)}
 
     def _admit(self, loaded: LoadedModel) -> None:
         budget = self.budget_bytes

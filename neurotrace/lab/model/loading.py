@@ -39,7 +39,9 @@ class ModelRef(BaseModel):
                                                                         "TransformerLens 4 TransformerBridge; 'nnsight' = "
                                                                         "the transformers model wrapped by nnsight.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto' (accelerate spreads the "
+                                           "layers over the visible GPUs, then host memory, then disk, under the "
+                                           "server's memory budget).")
 
 
 @dataclass
@@ -66,6 +68,11 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
+        """Where inputs go: the first placement of a device-mapped model (``device='auto'``), else the
+        parameters' device."""
+        placed = getattr(self.model, "hf_device_map", None)
+        if placed:
+            return placement_device(next(iter(placed.values())))
         return next(self.model.parameters()).device
 
     @property
@@ -106,7 +113,23 @@ class LoadedModel:
                 "backend": self.ref.backend, "dtype": self.ref.dtype, "device": str(self.device),
                 "family": self.adapter.family, "n_layers": self.n_layers, "d_model": self.d_model,
                 "d_mlp": self.d_mlp, "n_heads": self.n_heads, "max_positions": self.max_positions, "d_vocab": int(self.config.vocab_size), "bytes": self.nbytes,
-                "fingerprint": self.fingerprint, **self.provenance}
+                "fingerprint": self.fingerprint, **self.provenance,
+                **({"device_map": device_map_info(self.model)} if getattr(self.model, "hf_device_map", None) else {})}
+
+
+def placement_device(placement: int | str) -> torch.device:
+    """The torch device of one accelerate placement (GPU index, 'cpu', 'mps', 'disk')."""
+    if isinstance(placement, int):
+        return torch.device("cuda", placement)
+    return torch.device("cpu" if placement == "disk" else placement)
+
+
+def device_map_info(model: nn.Module) -> dict[str, Any]:
+    """Where a device-mapped model's layers live: {placement: [module names]} (accelerate's hf_device_map)."""
+    where: dict[str, list[str]] = {}
+    for name, placement in model.hf_device_map.items():
+        where.setdefault(str(placement), []).append(name or "(whole model)")
+    return where
 
 
 def resolve_device(device: str) -> torch.device:
@@ -168,8 +191,8 @@ def fingerprint(model: nn.Module) -> str:
         for name, p in model.state_dict().items():
             flat = p.detach().reshape(-1)
             h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
-            sample = flat[:: max(1, flat.numel() // 64)][:64].to(torch.float64).cpu().numpy().tobytes()
-            h.update(sample)
+            if p.device.type != "meta":  # a disk-offloaded tensor has no values in memory
+                h.update(flat[:: max(1, flat.numel() // 64)][:64].to(torch.float64).cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -196,8 +219,12 @@ def detect_kind(config: Any, requested: str) -> Literal["causal", "masked"]:
     return "causal"
 
 
-def load(ref: ModelRef, *, trust_remote_code: bool = False) -> LoadedModel:
-    """Load a model and tokenizer (no caching; see :class:`~neurotrace.lab.model.cache.ModelCache`)."""
+def load(ref: ModelRef, *, trust_remote_code: bool = False, max_memory: dict[int | str, int] | None = None,
+         offload_dir: str | None = None) -> LoadedModel:
+    """Load a model and tokenizer (no caching; see :class:`~neurotrace.lab.model.cache.ModelCache`).
+
+    ``device='auto'`` places the layers with accelerate's ``device_map='auto'`` under ``max_memory``
+    ({gpu index or 'cpu': bytes}); what fits nowhere goes to ``offload_dir`` on disk."""
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -214,16 +241,21 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False) -> LoadedModel:
     dtype = DTYPES[ref.dtype]
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = auto.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
+        placing = ({"device_map": "auto", "max_memory": max_memory, "offload_folder": offload_dir}
+                   if ref.device == "auto" else {})
+        model = auto.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code, **placing)
     except OSError as exc:
         raise NotFound("model", f"cannot load weights for {source!r}: {str(exc).splitlines()[0]}",
                        fix="pass a local directory with config.json + weights + tokenizer files") from exc
-    model.to(device).eval()
+    if ref.device != "auto":
+        model.to(device)
+    model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     bridge = _boot_bridge(source, model, tokenizer, device, dtype, trust_remote_code) if ref.backend == "bridge" else None
     wrapper = _wrap_nnsight(model, tokenizer, kind) if ref.backend == "nnsight" else None
-    nbytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    nbytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]
+                 if t.device.type != "meta")  # offloaded to disk: no memory
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(key=cache_key(ref), ref=ref, source=source, model=model, tokenizer=tokenizer,
