@@ -36,12 +36,9 @@ class ModelRef(BaseModel):
     lm_kind: Literal["auto", "causal", "masked"] = Field("auto", description="LM head to load; 'auto' reads "
                                                                           "the config.")
     backend: Literal["hf", "bridge", "nnsight"] = Field("hf", description="'hf' = transformers; 'bridge' = "
-                                                                        "TransformerLens 4 TransformerBridge; 'nnsight' = "
-                                                                        "the transformers model wrapped by nnsight.")
+                                                                        "TransformerLens 4's bridge.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto' (accelerate spreads the "
-                                           "layers over the visible GPUs, then host memory, then disk, under the "
-                                           "server's memory budget).")
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
 
 
 @dataclass

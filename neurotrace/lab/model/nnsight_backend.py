@@ -18,8 +18,7 @@ sending it; :func:`traced_probs` with ``remote=True`` sends it.
 """
 
 import os
-from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +26,14 @@ import torch
 from torch import Tensor, nn
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.adapters import _SITE_KIND, SITE_RE
+from neurotrace.lab.model.adapters import SITE_RE
 from neurotrace.lab.model.hooks import HookFn
 
 NDIF_URL_ENV = "NEUROTRACE_NDIF_URL"
 NDIF_KEY_ENV = "NDIF_API_KEY"
 DEFAULT_NDIF_URL = "https://api.ndif.us"
-_ORDER = {"resid_pre": 0, "attn_z": 1, "attn_out": 2, "mlp_post": 3, "mlp_out": 4, "resid_post": 5}
+_ORDER = {"hook_resid_pre": 0, "attn.hook_z": 1, "hook_attn_out": 2, "mlp.hook_post": 3, "hook_mlp_out": 4,
+          "hook_resid_post": 5}  # execution order within a block
 HookMap = Mapping[str, HookFn | Sequence[HookFn]]
 
 
@@ -68,7 +68,7 @@ def _rank(site: str) -> tuple[int, int]:
     m = SITE_RE.match(site)
     if not m:
         return (10**9, 0)  # adapter.site below raises the InputError naming it
-    return (int(m.group(1)), _ORDER[_SITE_KIND[m.group(2)]])
+    return (int(m.group(1)), _ORDER[m.group(2)])
 
 
 def plan(lm: Any, hooks: HookMap) -> list[Step]:
@@ -137,47 +137,6 @@ def traced_states(lm: Any, ids: Tensor, sites: Sequence[str]) -> dict[str, Tenso
         for step in steps:
             apply_step(step)
     return store
-
-
-# -- causal tracing, exact, through nnsight ---------------------------------------------------
-
-def _restore(rows: Tensor, pos: Tensor, clean: Tensor) -> Callable[..., Tensor]:
-    def restore(act: Tensor, site: str) -> Tensor:
-        out = act.clone()
-        out[rows, pos] = clean[pos].to(device=act.device, dtype=act.dtype)
-        return out
-
-    return restore
-
-
-def exact_grid_nnsight(lm: Any, prep: Any, corr: Any, kinds: Sequence[str], window: int, reporter: Any,
-                       rows_per_batch: int = 512) -> dict[str, Tensor]:
-    """Mean p(target) with each (kind, layer, position) cell restored, {kind: (n_layers, pos)}: the
-    numbers of :func:`neurotrace.lab.tracing.grid.exact_grid`, every forward run by nnsight."""
-    from neurotrace.lab.tracing.prepare import noise_hook, sites_for  # tracing imports model, not back
-
-    n_layers, n_pos, samples = lm.n_layers, len(prep.ids), corr.samples
-    cells = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
-    needed = sorted({s for k, layer, _ in cells for s in sites_for(k, layer, window, n_layers)})
-    clean = traced_states(lm, prep.ids, needed)
-    out = torch.empty(len(cells) * samples)
-    for start in range(0, len(out), rows_per_batch):
-        rows = torch.arange(start, min(start + rows_per_batch, len(out)))
-        cell_idx, sample_idx = rows // samples, rows % samples
-        by_site: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for r, c in enumerate(cell_idx.tolist()):
-            kind, layer, pos = cells[c]
-            for site in sites_for(kind, layer, window, n_layers):
-                by_site[site].append((r, pos))
-        hooks: dict[str, list] = {s: [_restore(torch.tensor([a for a, _ in v]), torch.tensor([b for _, b in v]),
-                                               clean[s])] for s, v in by_site.items()}
-        if corr.noise is not None:
-            hooks["hook_embed"] = [noise_hook(corr.noise[sample_idx], corr.subject)]
-        ids = corr.ids[None].expand(len(rows), -1)
-        out[rows] = traced_probs(lm, ids, prep.predict_pos, prep.target_id, hooks).cpu()
-        reporter.step(start + len(rows), len(out), f"fact {prep.fact.id or prep.fact.clean_subject} (nnsight)")
-    grid = out.view(len(cells), samples).mean(1).view(len(kinds), n_layers, n_pos)
-    return {k: grid[i] for i, k in enumerate(kinds)}
 
 
 # -- remote execution (NDIF) ------------------------------------------------------------------

@@ -7,9 +7,10 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.model.hooks import recording
 from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.model.nnsight_backend import exact_grid_nnsight, plan, traced_probs, traced_states
+from neurotrace.lab.model.nnsight_backend import plan, traced_probs, traced_states
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.grid import Corrupted, exact_grid
+from neurotrace.lab.tracing.nnsight_grid import exact_grid_nnsight
 from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std, target_probs
 from neurotrace.testing.tiny import build_tiny
 
