@@ -38,7 +38,7 @@ from transformers import PreTrainedTokenizerFast
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact, PromptVariant
-from neurotrace.lab.facts.packs import FactPack, load_all_packs
+from neurotrace.lab.facts.packs import WORLD_PACKS, FactPack, load_pack
 from neurotrace.lab.model.wordlevel import build_tokenizer, split_words
 from neurotrace.lab.seeding import make_generator
 
@@ -164,7 +164,7 @@ def build_world(config: WorldConfig | None = None) -> World:
     """Generate the world for ``config`` (default: seed 0, 40 countries). Deterministic."""
     config = config or WorldConfig()
     g = make_generator(config.seed)
-    packs = load_all_packs()
+    packs = {name: load_pack(name) for name in WORLD_PACKS}
     used = {w.lower() for w in vocabulary_of(fact for p in packs.values() for fact in p.facts)}
     n = config.n_countries
     countries = _names("country", n, 2, used, g)

