@@ -3,9 +3,18 @@
 Capture and intervene hook activations by *token position* and by *step*. Running every forward over
 the whole sequence (no KV cache) keeps both exact and simple: forward ``k`` sees the prompt plus the
 first ``k`` generated tokens, so position ``p`` is always token ``p`` and a hook installed for forward
-``k`` affects only that forward's prediction. It costs ``O(n^2)`` positions over ``n`` new tokens; the
-steps these tools run are short. ``forced`` tokens give teacher forcing: the continuation is fixed
-and only the predictions are read.
+``k`` affects only that forward's prediction. It costs ``O(n^2)`` positions over ``n`` new tokens.
+``forced`` tokens give teacher forcing: the continuation is fixed and only the predictions are read.
+
+**KV-cache path** (``incremental``): forward 0 runs the prompt and keeps the keys and values; forward
+``k >= 1`` feeds only the newest token over that cache, ``O(n)`` positions in all. Position ``p`` then
+holds the activations computed in the forward where ``p`` was newest, so the path equals recomputation
+exactly when every forward's edits are the same at every position it covers (none at all, or a
+step-independent, position-wise edit such as a fixed clamp or an added vector from some position on).
+Callers opt in with ``incremental=True`` (equal to recomputation to float precision, not bit for bit,
+so comparisons that expect exact zeros between a cached and a recomputed run must use one path);
+their hooks then see only the new position (``(1, 1, ...)``) in forwards ``k >= 1``. Masked LMs
+always recompute.
 """
 
 from collections.abc import Callable, Sequence
@@ -14,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from transformers import DynamicCache
 
 from neurotrace.lab.model.loading import LoadedModel
 
@@ -45,31 +55,51 @@ def forward_logits(lm: LoadedModel, ids: Sequence[int]) -> Tensor:
 def continue_greedy(lm: LoadedModel, ids: Sequence[int], max_new_tokens: int, *,
                     context_for: Callable[[int], AbstractContextManager] | None = None,
                     forced: Sequence[int] | None = None, stop_at_eos: bool = True,
-                    choose: Callable[[Tensor], int] | None = None) -> Continuation:
+                    choose: Callable[[Tensor], int] | None = None, incremental: bool = False) -> Continuation:
     """Run ``max(1, max_new_tokens)`` forwards (fewer if EOS); forward ``k`` runs inside ``context_for(k)``.
 
     Forward 0 covers the prompt; the prediction read from it is at :func:`prediction_position`. With
     ``max_new_tokens == 0`` only that forward runs and nothing is generated. ``choose(logits) -> token``
-    replaces the argmax (e.g. a seeded sampler).
+    replaces the argmax (e.g. a seeded sampler). ``incremental`` picks the KV-cache path (see the
+    module docstring for when it is exact).
     """
     out = Continuation()
     eos = lm.tokenizer.eos_token_id if stop_at_eos else None
     seq = list(ids)
     n_forwards = max(1, max_new_tokens) if forced is None else max(1, len(forced))
+    step = _Stepper(lm, incremental and lm.kind == "causal")
     for k in range(n_forwards):
         with context_for(k) if context_for is not None else nullcontext():
-            logits = forward_logits(lm, seq)
+            logits = step(seq)
         pos = prediction_position(lm, seq) if k == 0 else len(seq) - 1
-        out.logits.append(logits[pos].cpu())
+        out.logits.append(logits[pos if logits.shape[0] == len(seq) else -1].cpu())
         out.forwards += 1
         if max_new_tokens == 0 and forced is None:
             break
         if forced is not None:
             nxt = int(forced[k])
         else:
-            nxt = int(logits[pos].argmax()) if choose is None else int(choose(logits[pos]))
+            row = out.logits[-1].to(logits.device)
+            nxt = int(row.argmax()) if choose is None else int(choose(row))
         out.tokens.append(nxt)
         if (forced is None and eos is not None and nxt == eos) or k == n_forwards - 1:
             break
         seq.append(nxt)
     return out
+
+
+class _Stepper:
+    """One forward per call: the whole sequence (recompute), or only the tokens the cache lacks."""
+
+    def __init__(self, lm: LoadedModel, incremental: bool) -> None:
+        self.lm, self.cache = lm, DynamicCache() if incremental else None
+
+    def __call__(self, seq: Sequence[int]) -> Tensor:
+        """Logits (new positions, vocab), float32: every position when recomputing."""
+        if self.cache is None:
+            return forward_logits(self.lm, seq)
+        seen = self.cache.get_seq_length()
+        x = torch.tensor([list(seq[seen:])], dtype=torch.long, device=self.lm.device)
+        mask = torch.ones((1, len(seq)), dtype=torch.long, device=self.lm.device)
+        out = self.lm.model(input_ids=x, attention_mask=mask, cache=self.cache, use_cache=True)
+        return out.logits[0].float()
