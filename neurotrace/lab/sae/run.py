@@ -140,7 +140,7 @@ def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter = NULL_R
         sae = build_sae(cfg, l1_coefficient=request.l1_coefficient, aux_k=request.aux_k,
                         aux_coefficient=request.aux_coefficient).to(device)
         settings = TrainSettings(n_steps=request.n_steps, batch_size=request.batch_size, lr=request.lr,
-                                 dead_feature_window=window)
+                                 dead_feature_window=window, resample_dead=request.resample_dead)
         log, since = train_sae(sae, source, settings, make_generator(request.seed),
                                on_step=lambda s, n: reporter.step(s, n + 1, f"training step {s}"))
         reporter.step(request.n_steps, request.n_steps + 1, "evaluating")

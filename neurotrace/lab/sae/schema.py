@@ -33,10 +33,14 @@ class FitSAERequest(BaseModel):
                                     "training rows).")
     aux_k: int | None = Field(None, ge=1, description="AuxK (topk): dead features reconstructing the residual "
                               "per row; null = d_in / 2 (Gao et al. 2024).")
-    aux_coefficient: float = Field(1 / 32, ge=0, description="Weight of the AuxK loss (topk; 0 = off).")
+    aux_coefficient: float = Field(0.0, ge=0, description="Weight of the AuxK loss (topk; Gao et al. use 1/32). "
+                                   "Off by default: on the fact-world residual it raised the dead fraction here, "
+                                   "while resample_dead lowers it.")
     dead_feature_window: int | None = Field(None, ge=1, description="Steps without firing after which a "
                                             "feature is dead (SAELens' dead_feature_window); null = min(1000, "
                                             "max(10, n_steps // 10)).")
+    resample_dead: bool = Field(True, description="Every dead_feature_window steps (first 80% of training), "
+                                "re-initialise dead features on high-error rows (Anthropic's resampling).")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
     batch_size: int = Field(256, ge=1, description="Rows per optimizer step.")
     n_steps: int = Field(2000, ge=1, le=10_000_000, description="Optimizer steps.")

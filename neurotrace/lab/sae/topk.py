@@ -9,7 +9,8 @@ space). Decoder rows are kept at unit norm after every step.
 not fired for ``dead_feature_window`` steps are *dead*. The ``aux_k`` largest pre-activations among the
 dead features reconstruct the main reconstruction's residual ``e = x - x_hat`` (detached):
 ``e_hat = TopK_dead(pre) @ W_dec``, and the loss adds ``aux_coefficient * ||e - e_hat||^2 / ||e||^2``
-(batch means; Gao et al. use ``aux_k = d_in / 2`` and coefficient 1/32). Gradient then reaches the
+(batch means; Gao et al. use ``aux_k = d_in / 2`` and coefficient 1/32; off by default here, see
+``FitSAERequest.aux_coefficient``). Gradient then reaches the
 dead features' encoder and decoder rows, which otherwise receive none, so fewer features stay dead.
 """
 
@@ -24,7 +25,7 @@ class TopKSAE(SAE):
     architecture = "topk"
     decoder_init_norm = 1.0
 
-    def __init__(self, cfg: SAEConfig, aux_k: int | None = None, aux_coefficient: float = 1 / 32,
+    def __init__(self, cfg: SAEConfig, aux_k: int | None = None, aux_coefficient: float = 0.0,
                  **_: float) -> None:
         if cfg.k is None or cfg.k > cfg.d_sae:
             raise InputError("k", f"topk needs 1 <= k <= d_sae ({cfg.d_sae}), got {cfg.k}",

@@ -9,7 +9,12 @@ A source may cover a subset of the rows (``index``: the training or the held-out
 
 Dead features follow SAELens: a counter per feature of optimizer steps since it last fired on a
 batch; a feature whose counter reaches ``dead_feature_window`` is dead (and AuxK trains it, see
-:mod:`neurotrace.lab.sae.topk`).
+:mod:`neurotrace.lab.sae.topk`). With ``resample_dead`` (Bricken et al. 2023, "Towards
+Monosemanticity"), every ``dead_feature_window`` steps during the first 80% of training each dead
+feature is re-initialised on a row of the current batch drawn with probability proportional to its
+squared reconstruction error: decoder row = that row's unit residual, encoder column = the same
+direction times the mean encoder norm of the live features, bias 0, Adam moments zeroed; the draw
+uses the training generator, so runs stay deterministic.
 """
 
 from collections.abc import Callable, Iterator
@@ -28,6 +33,7 @@ class TrainSettings:
     batch_size: int = 256
     lr: float = 1e-3
     dead_feature_window: int = 1000
+    resample_dead: bool = True
     max_in_memory_bytes: int = 2 << 30
     log_every: int = 50
 
@@ -82,13 +88,17 @@ def train_sae(sae: SAE, source: RowSource, settings: TrainSettings, generator: t
     last = settings.n_steps - 1
     since = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=sae.W_dec.device)
     for step, idx in enumerate(batch_indices(source.n, settings.batch_size, settings.n_steps, generator)):
-        loss, parts = sae.loss(source.rows(idx), dead=since >= settings.dead_feature_window)
+        rows = source.rows(idx)
+        loss, parts = sae.loss(rows, dead=since >= settings.dead_feature_window)
         fired = parts.pop("fired")
         since = torch.where(fired, torch.zeros_like(since), since + 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sae.after_step()
+        if settings.resample_dead and step and step % settings.dead_feature_window == 0 \
+                and step < 0.8 * settings.n_steps:
+            since = resample(sae, opt, rows, since, settings.dead_feature_window, generator)
         if step % settings.log_every == 0 or step == last:
             log.append({"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()},
                         "dead_fraction": float((since >= settings.dead_feature_window).float().mean())})
@@ -96,3 +106,38 @@ def train_sae(sae: SAE, source: RowSource, settings: TrainSettings, generator: t
                 on_step(step, settings.n_steps)
     sae.eval()
     return log, since.cpu()
+
+
+@torch.no_grad()
+def resample(sae: SAE, opt: torch.optim.Optimizer, rows: Tensor, since: Tensor, window: int,
+             generator: torch.Generator) -> Tensor:
+    """Re-initialise the dead features on high-error rows of ``rows`` (see the module docstring)."""
+    dead = torch.nonzero(since >= window).flatten()
+    if len(dead) == 0:
+        return since
+    x = rows.to(sae.W_enc.dtype) * sae.input_scale                          # (batch, d_in), scaled units
+    err = x - (sae.encode(rows) @ sae.W_dec + sae.b_dec)
+    weight = err.pow(2).sum(-1).double().cpu() + 1e-12
+    pick = torch.multinomial(weight, len(dead), replacement=True, generator=_cpu(generator))
+    dirs = err[pick.to(err.device)]
+    dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)          # (n_dead, d_in)
+    alive = since < window
+    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
+    sae.W_dec[dead] = dirs * sae.W_dec[alive].norm(dim=1).mean() if alive.any() else dirs
+    sae.W_enc[:, dead] = dirs.T * enc_norm
+    sae.b_enc[dead] = 0
+    for param, index in ((sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead)), (sae.b_enc, (dead,))):
+        for moment in ("exp_avg", "exp_avg_sq"):
+            if moment in opt.state.get(param, {}):
+                opt.state[param][moment][index] = 0
+    out = since.clone()
+    out[dead] = 0
+    return out
+
+
+def _cpu(generator: torch.Generator) -> torch.Generator:
+    """``multinomial`` on CPU weights needs a CPU generator: derive one from ``generator``'s stream."""
+    if generator.device.type == "cpu":
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator().manual_seed(seed)

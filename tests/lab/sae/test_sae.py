@@ -38,12 +38,13 @@ def fit(arch, x, seed=0, steps=300, **kw):
     return sae
 
 
-def train_log(arch, x, d_sae=32, k=3, steps=300, scale=1.0, window=20, **kw):
+def train_log(arch, x, d_sae=32, k=3, steps=300, scale=1.0, window=20, resample=False, **kw):
     cfg = SAEConfig(architecture=arch, d_in=x.shape[1], d_sae=d_sae, k=k if arch == "topk" else None,
                     input_scale=scale)
     sae = build_sae(cfg, **kw)
     log, since = train_sae(sae, RowSource(x, torch.device("cpu"), 1 << 30),
-                           TrainSettings(n_steps=steps, batch_size=256, lr=2e-2, dead_feature_window=window),
+                           TrainSettings(n_steps=steps, batch_size=256, lr=2e-2, dead_feature_window=window,
+                                         resample_dead=resample),
                            make_generator(0))
     return sae, float((since >= window).float().mean())
 
@@ -208,3 +209,12 @@ def test_sae_verdicts_follow_the_stated_thresholds():
     assert sae_verdict({"dead_fraction": 0.02, "explained_variance": 0.93, "ce_loss_score": 0.95}) == ("usable", [])
     verdict, why = sae_verdict({"dead_fraction": 0.3, "explained_variance": 0.9, "ce_loss_score": None})
     assert verdict == "marginal" and why == ["30% dead"]
+
+
+def test_resampling_revives_dead_features_deterministically():
+    _, x = planted(n=2000, d=16, n_dir=12)
+    _, dead_plain = train_log("topk", x, d_sae=64, k=3, steps=600, window=20, resample=False)
+    a, dead_resampled = train_log("topk", x, d_sae=64, k=3, steps=600, window=20, resample=True)
+    b, _ = train_log("topk", x, d_sae=64, k=3, steps=600, window=20, resample=True)
+    assert dead_resampled < dead_plain - 0.1
+    assert torch.equal(a.W_dec, b.W_dec)
