@@ -13,15 +13,15 @@ from neurotrace import (
     run_fit_sae,
     run_intervene,
 )
-from neurotrace.lab.errors import InputError
+from neurotrace.lab.capture import StepInfo, clean_text_acts
 from neurotrace.lab.capture.edits import PatchActivations
+from neurotrace.lab.errors import InputError
 from neurotrace.lab.intervention.policies import (
     AblateFeatures,
     ClampFeatures,
     PatchFeatures,
     PolicyContext,
 )
-from neurotrace.lab.capture import StepInfo, clean_text_acts
 from neurotrace.lab.intervention.run import policy_hooks
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef
