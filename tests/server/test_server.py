@@ -33,7 +33,7 @@ async def test_load_model_reports_shape_and_list_models_shows_it(lab, tiny_gpt2)
         result = await client.call_tool("load_model", {"request": {"model": str(tiny_gpt2)}})
         assert not result.is_error
         info = result.structured_content["model"]
-        assert info["n_layers"] == 2 and info["d_model"] == 32 and info["kind"] == "causal"
+        assert info["n_layers"] == 2 and info["d_model"] == 32 and info["lm_kind"] == "causal"
         listed = await client.call_tool("list_models", {})
         assert [m["model"] for m in listed.structured_content["loaded"]] == [str(tiny_gpt2)]
         models = await client.read_resource("neurotrace://models")
