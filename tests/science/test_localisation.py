@@ -8,7 +8,8 @@ cores. What is asserted is what the models robustly show (see README, "What the 
 
 * MLP restoration matters most at the **last subject token** in the early-to-middle layers: its
   average indirect effect (AIE) there exceeds the MLP AIE at the first subject token and at the
-  further (non-subject, non-final) tokens over the same layers;
+  further (non-subject, non-final) tokens over the same layers (over the eight facts; single facts
+  vary, e.g. Gemma's Eiffel Tower puts more at the first subject token);
 * attention restoration peaks at the **last (scored) token** in the later half of the layers.
 """
 
@@ -64,9 +65,11 @@ def test_mlp_matters_at_the_last_subject_token_and_attention_at_the_last_token_l
     assert record.n_known >= N_FACTS // 2, f"{model} knows only {record.n_known} of the traced facts"
     n = record.n_layers
     early_middle = range(0, (2 * n) // 3)
+    table = {c: round(aie_at(record, "mlp", c, early_middle), 4) for c in record.categories}
+    further = aie_at(record, "mlp", "further tokens", early_middle)
     last_subject = aie_at(record, "mlp", "last subject token", early_middle)
-    assert last_subject > aie_at(record, "mlp", "first subject token", early_middle)
-    assert last_subject > aie_at(record, "mlp", "further tokens", early_middle)
+    assert last_subject > aie_at(record, "mlp", "first subject token", early_middle), table
+    assert last_subject > further, table
     attn = record.aie["attn"]
     layer, column = max(((layer, c) for layer in range(n) for c in range(len(record.categories))),
                         key=lambda lc: attn[lc[0]][lc[1]])
