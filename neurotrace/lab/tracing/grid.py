@@ -50,7 +50,7 @@ class Corrupted:
 def _restore_hook(rows: Tensor, pos: Tensor, clean: Tensor) -> Callable[..., Tensor]:
     def restore(act: Tensor, site: str) -> Tensor:
         out = act.clone()
-        out[rows, pos] = clean[pos].to(act.dtype)
+        out[rows, pos] = clean[pos].to(device=act.device, dtype=act.dtype)
         return out
 
     return restore
@@ -77,10 +77,24 @@ def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequ
         return fast_grid(lm, prep, corr, kinds, window, reporter, rows_per_batch, progress)
     if supports_fast_decoder(lm) and not force_full:
         return fast_decoder_grid(lm, prep, corr, kinds, window, reporter, rows_per_batch, progress)
+    needed = restored_sites(lm, kinds, window)
+    clean, _ = clean_states(lm, prep.ids, needed)
+    return restored_grid(lm, prep, corr, kinds, window, clean, target_probs, reporter, rows_per_batch, progress)
+
+
+def restored_sites(lm: LoadedModel, kinds: Sequence[str], window: int) -> list[str]:
+    """Every site some (kind, layer) cell of the grid restores."""
+    n = lm.n_layers
+    return sorted({s for k in kinds for layer in range(n) for s in sites_for(k, layer, window, n)})
+
+
+def restored_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequence[str], window: int,
+                  clean: dict[str, Tensor], probs: Callable[..., Tensor], reporter: Reporter,
+                  rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1), tag: str = "") -> dict[str, Tensor]:
+    """The batched full-forward grid: every (cell, noise sample) is one row; ``probs(lm, ids, pos, target,
+    hooks)`` runs the rows (:func:`target_probs` with torch hooks, or nnsight's traced forward)."""
     n_layers, n_pos, samples = lm.n_layers, len(prep.ids), corr.samples
     cells = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
-    needed = sorted({s for k, layer, _ in cells for s in sites_for(k, layer, window, n_layers)})
-    clean, _ = clean_states(lm, prep.ids, needed)
     out = torch.empty(len(cells) * samples)
     for start in range(0, len(out), rows_per_batch):
         rows = torch.arange(start, min(start + rows_per_batch, len(out)))
@@ -95,8 +109,9 @@ def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequ
         if corr.noise is not None:
             hooks["hook_embed"] = [noise_hook(corr.noise[sample_idx], corr.subject)]
         ids = corr.ids[None].expand(len(rows), -1)
-        out[rows] = target_probs(lm, ids, prep.predict_pos, prep.target_id, hooks).cpu()
-        reporter.step(progress[0] + start + len(rows), progress[1], f"fact {prep.fact.id or prep.fact.clean_subject}")
+        out[rows] = probs(lm, ids, prep.predict_pos, prep.target_id, hooks).cpu()
+        reporter.step(progress[0] + start + len(rows), progress[1],
+                      f"fact {prep.fact.id or prep.fact.clean_subject}{tag}")
     grid = out.view(len(cells), samples).mean(1).view(len(kinds), n_layers, n_pos)
     return {k: grid[i] for i, k in enumerate(kinds)}
 
