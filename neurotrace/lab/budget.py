@@ -1,17 +1,19 @@
 """Job bounds: every request is checked before any work, field by field and as a whole.
 
-A client controls the sizes of a job, so an experiment's ``run()`` starts with
-``check_request(request, lab=lab, tool=...)``, which refuses, with an :class:`InputError` naming the
-field:
+A client controls the sizes of a job, so every experiment's ``run_x`` starts with
+``lab.check(request, "x")`` (:func:`check_request`; the MCP runner also calls it before starting a
+job, the CLI and the Python API reach it through ``run_x``), which refuses, with an :class:`InputError`
+naming the field:
 
 * **per field** - every number finite and within a sane magnitude (``|x| <= 1e6`` for floats; ints
   below 2**31, seeds in ``[0, 2**63)``), strings without NUL and names/paths/devices at most 512
   characters, lists at most 100,000 items, and a device that exists here;
-* **the whole job** - an estimate of its peak bytes (rows x positions x layers x width of activations,
-  SAE weights with Adam state, generation rows x tokens x vocabulary logits) against the memory budget:
+* **the whole job** - an estimate of its forward rows and peak bytes (rows x positions x layers x width
+  of activations, SAE weights with Adam state, generation rows x tokens x vocabulary logits;
+  :mod:`neurotrace.lab.estimates` for the tools a model shape sizes) against the memory budget:
   ``NEUROTRACE_MEMORY_BUDGET`` (the same setting that bounds the model cache) or, unset, 80% of the
-  RAM available when the server started. The refusal states the estimate, the limit and which fields
-  to reduce.
+  RAM available when the server started; and, when ``NEUROTRACE_MAX_JOB_ROWS`` is set, its forward
+  rows against that limit. The refusal states the estimate, the limit and which fields to reduce.
 
 The estimate is deliberately coarse (an upper bound with a guessed width where the model is not yet
 loaded: :data:`WIDTH_GUESS`); its purpose is to stop a 10 GB matrix before it is allocated.
@@ -24,7 +26,9 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
+from neurotrace.lab import estimates
 from neurotrace.lab.errors import InputError
+from neurotrace.lab.estimates import Estimate
 
 MAX_FLOAT = 1e6
 MAX_INT = 2**31 - 1
@@ -118,7 +122,8 @@ def _get(request: Any, name: str, default: float = 0) -> float:
 
 
 def estimate_bytes(request: Any, tool: str) -> tuple[int, list[str]]:
-    """(peak bytes this job may need beyond the model, the fields that drive it)."""
+    """(peak bytes this job may need beyond the model, the fields that drive it) for fit_sae, clamp_sweep
+    and capture (the tools whose request alone sizes them); others: see :mod:`neurotrace.lab.estimates`."""
     g = lambda name, default=0: _get(request, name, default)  # noqa: E731
     if tool == "fit_sae":
         d_sae = g("d_sae") or g("expansion_factor", 4) * WIDTH_GUESS
@@ -143,16 +148,34 @@ def estimate_bytes(request: Any, tool: str) -> tuple[int, list[str]]:
     return 0, size_fields
 
 
+def job_estimate(request: Any, tool: str, lab: Any = None) -> Estimate:
+    """The whole job's forward rows (0: not estimated) and peak bytes, and the fields that drive them."""
+    found = estimates.estimate(request, tool, lab)
+    if found is not None:
+        return found
+    nbytes, fields = estimate_bytes(request, tool)
+    return Estimate(rows=0, bytes=nbytes, fields=tuple(fields))
+
+
 def check_request(request: Any, *, lab: Any, tool: str) -> None:
-    """Refuse an out-of-bounds field or a job whose estimate exceeds the memory budget (before any work)."""
+    """Refuse an out-of-bounds field, or a job whose estimate exceeds the memory budget or the configured
+    forward-row limit, before any work. The one check every face runs (MCP runner, CLI, Python API:
+    each experiment's ``run_x`` starts with ``lab.check(request, tool)``)."""
     for path, value in _walk(request, ""):
         _check_field(path, value)
-    estimate, fields = estimate_bytes(request, tool)
+    job = job_estimate(request, tool, lab)
+    field = job.fields[0] if job.fields else "request"
+    reduce = ", ".join(job.fields) or "the request's sizes"
+    rows = f" ({job.rows:,} forward rows)" if job.rows else ""
     limit = job_budget(lab)
-    if estimate > limit:
-        raise InputError(fields[0] if fields else "request",
-                         f"this {tool} job needs about {_gib(estimate)} of memory, over the limit of {_gib(limit)}",
-                         fix=f"reduce {', '.join(fields)} (or raise NEUROTRACE_MEMORY_BUDGET on a bigger machine)")
+    if job.bytes > limit:
+        raise InputError(field, f"this {tool} job needs about {_gib(job.bytes)} of memory{rows}, over the limit "
+                         f"of {_gib(limit)}",
+                         fix=f"reduce {reduce} (or raise NEUROTRACE_MEMORY_BUDGET on a bigger machine)")
+    max_rows = getattr(getattr(lab, "settings", None), "max_job_rows", None)
+    if max_rows and job.rows > max_rows:
+        raise InputError(field, f"this {tool} job runs about {job.rows:,} forward rows, over the limit of "
+                         f"{max_rows:,}", fix=f"reduce {reduce} (or raise NEUROTRACE_MAX_JOB_ROWS)")
 
 
 def _gib(n: float) -> str:

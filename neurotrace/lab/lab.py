@@ -5,9 +5,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel
 
+from neurotrace.lab.budget import check_request
 from neurotrace.lab.inputs import DEFAULT_MAX_INPUT_BYTES, InputPolicy, default_input_roots
-from neurotrace.lab.model.cache import ModelCache, parse_bytes
+from neurotrace.lab.model.cache import ModelCache, parse_bytes, parse_device_bytes
 from neurotrace.lab.runs import RunStore
 
 
@@ -21,12 +23,15 @@ class LabSettings:
     input_dirs: tuple[Path, ...] | None = None  # files a request may name; None: runs dir + inputs/ beside it
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     threads: int | None = None  # torch intra-op threads; None: every core this process may use
+    max_job_rows: int | None = None  # forward rows one job may run (budget.check_request); None: no limit
+    gpu_budget_bytes: dict[str, int] | None = None  # per GPU ('cuda:0' -> bytes); None: 90% of each one
 
     @classmethod
     def from_env(cls, **overrides: object) -> "LabSettings":
         """NEUROTRACE_RUNS_DIR, NEUROTRACE_MEMORY_BUDGET ('8GiB'), NEUROTRACE_TRUST_REMOTE_CODE=1,
         NEUROTRACE_INPUT_DIRS (os.pathsep-separated), NEUROTRACE_MAX_INPUT_BYTES ('16MiB'),
-        NEUROTRACE_THREADS (torch threads; default every available core)."""
+        NEUROTRACE_THREADS (torch threads; default every available core), NEUROTRACE_MAX_JOB_ROWS (forward
+        rows per job), NEUROTRACE_GPU_MEMORY_BUDGET ('20GiB' for every GPU, or 'cuda:0=20GiB,cuda:1=40GiB')."""
         values: dict[str, object] = {
             "runs_dir": Path(os.environ.get("NEUROTRACE_RUNS_DIR", "runs")),
             "memory_budget_bytes": parse_bytes(os.environ.get("NEUROTRACE_MEMORY_BUDGET")),
@@ -35,6 +40,8 @@ class LabSettings:
                                 if p) or None,
             "max_input_bytes": parse_bytes(os.environ.get("NEUROTRACE_MAX_INPUT_BYTES")) or DEFAULT_MAX_INPUT_BYTES,
             "threads": int(os.environ["NEUROTRACE_THREADS"]) if os.environ.get("NEUROTRACE_THREADS") else None,
+            "max_job_rows": parse_bytes(os.environ.get("NEUROTRACE_MAX_JOB_ROWS")),
+            "gpu_budget_bytes": parse_device_bytes(os.environ.get("NEUROTRACE_GPU_MEMORY_BUDGET")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -44,11 +51,17 @@ class Lab:
     def __init__(self, settings: LabSettings | None = None) -> None:
         self.settings = settings or LabSettings.from_env()
         self.threads = use_threads(self.settings.threads)
-        self.cache = ModelCache(self.settings.memory_budget_bytes, self.settings.trust_remote_code)
+        self.cache = ModelCache(self.settings.memory_budget_bytes, self.settings.trust_remote_code,
+                                gpu_budget_bytes=self.settings.gpu_budget_bytes)
         self.store = RunStore(self.settings.runs_dir)
         roots = self.settings.input_dirs or default_input_roots(self.store.root)
         self.inputs = InputPolicy(roots=tuple(Path(r).expanduser().resolve() for r in roots),
                                   runs_root=self.store.root, max_bytes=self.settings.max_input_bytes)
+
+    def check(self, request: BaseModel, tool: str) -> None:
+        """Refuse, before any work, a request out of bounds or a job over the budgets (``InputError``
+        naming the field and the fix): the one check the MCP tools, the CLI and the Python API share."""
+        check_request(request, lab=self, tool=tool)
 
 
 def available_cores() -> int:

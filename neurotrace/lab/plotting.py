@@ -163,6 +163,7 @@ def _draw(kind: str, fn: FigureFn, results: Any, options: dict[str, Any], run_id
 
 def run_plot(request: PlotRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> PlotResult:
     """Draw figure(s) of a finished run into a new ``plot`` run (PNG files, also returned as images)."""
+    lab.check(request, "plot")  # bounds and the whole-job estimate, before any work
     manifest = lab.store.manifest(request.run_id)
     module, figures = _figures_of(manifest.tool)
     kinds = _select(request, manifest.tool, figures)

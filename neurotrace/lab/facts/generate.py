@@ -290,6 +290,7 @@ def run_generate_facts(request: GenerateFactsRequest, *, lab: Lab, reporter: Rep
     Writes dataset.json + run_config.json. ``draft_fn(domain, count) -> text`` supplies the LLM reply for the
     'sampling' source (the MCP tool passes one that samples the client's LLM).
     """
+    lab.check(request, "generate_facts")  # bounds and the whole-job estimate, before any work
     fs = build_factset(request, lab=lab, reporter=reporter, draft_fn=draft_fn)
     reporter.step(2, 3, "writing dataset.json")
     with lab.store.open_run("generate_facts", request, seed=request.seed) as run:

@@ -2,8 +2,15 @@
 
 * One load per key (model, kind, backend, dtype, device), even when many requests ask at once: the
   first caller loads while the others wait on that key's lock.
-* LRU eviction when a new model would exceed ``budget_bytes``; models in use (leased) are never
-  evicted. A model larger than the whole budget is refused with :class:`OverBudget`.
+* A budget per device: host memory (``budget_bytes``, the server's ``NEUROTRACE_MEMORY_BUDGET``) and
+  each GPU (``gpu_budget_bytes``, default 90% of its total memory). Each loaded model's bytes are
+  accounted per device from its device map or its tensors (:mod:`~neurotrace.lab.model.placement`;
+  disk-offloaded weights count nowhere). A new model evicts least-recently-used models holding bytes on
+  a device it needs; models in use (leased) are never evicted. A model larger than a device's whole
+  budget, or one for which the models in use leave no room, is refused with :class:`OverBudget` naming
+  the device and the fix.
+* ``device='auto'`` loads get accelerate's ``max_memory`` from the same budgets (what is left on each GPU
+  and the host), so accelerate places layers within them and offloads the rest to disk.
 * ``lease(ref)`` is how experiments use a model: it loads (or reuses) it, holds the model's lock for
   the block (hooks are attached only under it) and keeps it from being evicted.
 """
@@ -16,9 +23,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from neurotrace.lab.errors import NotFound, OverBudget
+import torch
+
+from neurotrace.lab.errors import NotFound
 from neurotrace.lab.model import catalog
 from neurotrace.lab.model.loading import LoadedModel, ModelRef, cache_key, load
+from neurotrace.lab.model.placement import (
+    device_bytes,
+    in_memory,
+    layer_placement,
+    plan_admission,
+    used_by_device,
+)
 
 
 def parse_bytes(text: str | int | None) -> int | None:
@@ -35,11 +51,36 @@ def parse_bytes(text: str | int | None) -> int | None:
     return int(float(s))
 
 
+def parse_device_bytes(text: str | None) -> dict[str, int] | None:
+    """'20GiB' (every GPU) -> {'cuda': ...}; 'cuda:0=20GiB,cuda:1=40GiB' -> per device; None/'' -> None."""
+    if not text or not text.strip():
+        return None
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        device, _, amount = part.strip().rpartition("=")
+        out[device.strip() or "cuda"] = parse_bytes(amount) or 0
+    return out
+
+
+def gpu_budgets(configured: dict[str, int] | None) -> dict[str, int]:
+    """{'cuda:N': bytes} for each visible GPU: the configured budget (per device, or 'cuda' for all), else
+    90% of the GPU's total memory. Empty without CUDA."""
+    out: dict[str, int] = {}
+    for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        name = f"cuda:{i}"
+        given = (configured or {}).get(name, (configured or {}).get("cuda"))
+        out[name] = int(given) if given else int(torch.cuda.get_device_properties(i).total_memory * 0.9)
+    return out
+
+
 class ModelCache:
-    def __init__(self, budget_bytes: int | None = None, trust_remote_code: bool = False) -> None:
+    def __init__(self, budget_bytes: int | None = None, trust_remote_code: bool = False,
+                 gpu_budget_bytes: dict[str, int] | None = None) -> None:
         self.budget_bytes = budget_bytes
         self.trust_remote_code = trust_remote_code
+        self.gpu_budget_bytes = gpu_budget_bytes
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._bytes: dict[str, dict[str, int]] = {}     # key -> {device: bytes}
         self._leases: dict[str, int] = {}
         self._key_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -65,15 +106,20 @@ class ModelCache:
                 self.load_count[key] = self.load_count.get(key, 0) + 1
             return loaded
 
-    def max_memory(self) -> dict[int | str, int]:
-        """accelerate's ``max_memory`` for ``device='auto'``: 90% of each visible GPU's free memory now
-        (so models already there count), and the host budget left after the loaded models."""
-        import torch
+    def budgets(self) -> dict[str, int | None]:
+        """{device: bytes or None (no limit)}: the host ('cpu') and each visible GPU."""
+        return {"cpu": self.budget_bytes, **gpu_budgets(self.gpu_budget_bytes)}
 
-        budget: dict[int | str, int] = {i: int(torch.cuda.mem_get_info(i)[0] * 0.9)
-                                        for i in range(torch.cuda.device_count())}
+    def max_memory(self) -> dict[int | str, int]:
+        """accelerate's ``max_memory`` for ``device='auto'``: per visible GPU, what its budget leaves after
+        the loaded models, at most 90% of its free memory now; and the host budget left ('cpu')."""
+        used = self.used_by_device()
+        budget: dict[int | str, int] = {}
+        for name, limit in gpu_budgets(self.gpu_budget_bytes).items():
+            i = int(name.split(":")[1])
+            budget[i] = max(0, min(int(torch.cuda.mem_get_info(i)[0] * 0.9), limit - used.get(name, 0)))
         if self.budget_bytes is not None:
-            budget["cpu"] = max(0, self.budget_bytes - self.used_bytes())
+            budget["cpu"] = max(0, self.budget_bytes - used.get("cpu", 0))
         return budget
 
     def _placing(self, ref: ModelRef) -> dict[str, Any]:
@@ -83,22 +129,17 @@ class ModelCache:
         return {"max_memory": self.max_memory() or None, "offload_dir": str(offload)}
 
     def _admit(self, loaded: LoadedModel) -> None:
-        budget = self.budget_bytes
-        if budget is not None:
-            if loaded.nbytes > budget:
-                raise OverBudget("model", f"{loaded.ref.model!r} needs {loaded.nbytes / 2**20:.1f} MiB, more than "
-                                 f"the whole memory budget of {budget / 2**20:.1f} MiB",
-                                 fix="raise NEUROTRACE_MEMORY_BUDGET / --memory-budget, or use a smaller dtype")
-            while self._models and self.used_bytes() + loaded.nbytes > budget:
-                victim = next((k for k in self._models if not self._leases.get(k)), None)
-                if victim is None:
-                    raise OverBudget("model", f"no room for {loaded.ref.model!r}: every loaded model is in use",
-                                     fix="wait for running experiments to finish or raise the memory budget")
-                self._drop(victim)
+        per_device = device_bytes(loaded.model)
+        loaded_bytes = OrderedDict((k, self._bytes.get(k, {})) for k in self._models)
+        leased = {k for k, n in self._leases.items() if n}
+        for victim in plan_admission(loaded.ref.model, per_device, loaded_bytes, leased, self.budgets()):
+            self._drop(victim)
         self._models[loaded.key] = loaded
+        self._bytes[loaded.key] = per_device
 
     def _drop(self, key: str) -> None:
         self._models.pop(key, None)
+        self._bytes.pop(key, None)
         gc.collect()
 
     # -- use -----------------------------------------------------------------------------------
@@ -128,8 +169,26 @@ class ModelCache:
             return [k for k in keys if k not in busy]
 
     def used_bytes(self) -> int:
-        return sum(m.nbytes for m in self._models.values())
+        """Bytes the loaded models hold in memory, every device together (disk offload excluded)."""
+        return sum(in_memory(b) for b in self._bytes.values())
+
+    def used_by_device(self) -> dict[str, int]:
+        """{device: bytes} the loaded models hold ('disk': offloaded weights, in no memory)."""
+        return used_by_device(self._bytes)
+
+    def shape_of(self, model: str) -> dict[str, Any] | None:
+        """The shape (n_layers, d_model, ...) of a loaded variant of ``model``, without loading anything."""
+        with self._lock:
+            found = next((m for m in self._models.values() if m.ref.model == model), None)
+        return found.info() if found is not None else None
 
     def listing(self) -> list[dict[str, Any]]:
+        """Each loaded model's description, where its layers live ({device: '0-5,8'}) and its bytes per
+        device; the full module map of a device-mapped model is in load_model's reply."""
         with self._lock:
-            return [{**m.info(), "in_use": bool(self._leases.get(k))} for k, m in self._models.items()]
+            rows = []
+            for k, m in self._models.items():
+                info = {key: v for key, v in m.info().items() if key != "device_map"}
+                rows.append({**info, "layers": layer_placement(m.model, m.adapter.blocks, m.n_layers),
+                             "device_bytes": dict(self._bytes.get(k, {})), "in_use": bool(self._leases.get(k))})
+            return rows

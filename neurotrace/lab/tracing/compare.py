@@ -60,6 +60,7 @@ def _merge(request: CompareRequest, lab: Lab, reporter: Reporter) -> TraceResult
 
 def run_compare(request: CompareRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> CompareResult:
     """Merge trace runs over the same facts and write the side-by-side figures and reading."""
+    lab.check(request, "compare")  # bounds and the whole-job estimate, before any work
     merged = _merge(request, lab, reporter)
     models = list(merged.models.values())
     with lab.store.open_run("compare", request) as run:

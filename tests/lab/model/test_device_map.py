@@ -73,4 +73,6 @@ def test_the_cache_places_auto_models_under_its_host_budget_and_lists_where_laye
     assert cache.max_memory()["cpu"] == HOST_BYTES
     cache.get(ModelRef(model=str(tiny_path), device="auto"))
     (row,) = cache.listing()
-    assert "disk" in row["device_map"] and row["bytes"] <= HOST_BYTES
+    assert row["layers"] == {"cpu": "0", "disk": "1-3"}, row["layers"]
+    assert set(row["device_bytes"]) == {"cpu", "disk"} and row["device_bytes"]["cpu"] <= HOST_BYTES
+    assert cache.used_by_device()["cpu"] == row["device_bytes"]["cpu"] == cache.used_bytes()
