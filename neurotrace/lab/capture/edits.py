@@ -3,8 +3,11 @@
 Each edit names the ``steps`` it applies to (``None`` = every step; for capture an episode step, for
 intervene a generation step, 0 = the forward over the prompt) and the token ``positions`` it touches
 (``None`` = every position; a negative index counts back from the end of the step's prompt, so ``-1`` is
-the last prompt token). Both tools re-run the whole sequence at every forward (no KV cache), so position
-``p`` always means token ``p`` of the forward's input.
+the last prompt token). Position ``p`` always means token ``p`` of the sequence: on the KV-cache path
+(:mod:`neurotrace.lab.capture.generation`) a forward feeds only the newest token, and
+:attr:`StepInfo.start` tells the hooks its absolute position. Every edit is position-wise (what it
+does at a position depends only on that position's activation and the edit), which is what lets
+both tools use the cache.
 
 * ``zero``: set the activation at ``site`` to 0 at the positions. Zeroing ``hook_attn_out`` and
   ``hook_mlp_out`` of a layer at every position removes that layer's contribution to the residual.
@@ -33,9 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
+from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.model.neurons import NEURON_HELP, parse_neurons
-from neurotrace.lab.model.sites import attn_module, check_site, hooked_sites, n_heads
+from neurotrace.lab.model.sites import attn_module, check_site, n_heads
 
 Steps = Annotated[list[Annotated[int, Field(ge=0)]] | None,
                   Field(description="Steps where this applies (capture: episode step; intervene: generation "
@@ -121,6 +125,7 @@ class StepInfo:
     step: int
     prompt_len: int
     source_step: int | None = None          # default step of a capture-run patch (None = ``step``)
+    start: int = 0                          # absolute position of the forward's first fed token (KV cache)
 
 
 def resolve_positions(positions: Sequence[int] | None, prompt_len: int, seq_len: int) -> list[int] | None:
@@ -131,9 +136,17 @@ def resolve_positions(positions: Sequence[int] | None, prompt_len: int, seq_len:
     return sorted({p for p in out if 0 <= p < seq_len})
 
 
+def fed_positions(positions: Sequence[int] | None, info: StepInfo, n_fed: int) -> list[int]:
+    """The chosen positions among the ``n_fed`` tokens a forward feeds from ``info.start``, as indices
+    into its activation (absolute position = index + ``info.start``)."""
+    pos = resolve_positions(positions, info.prompt_len, info.start + n_fed)
+    return list(range(n_fed)) if pos is None else [p - info.start for p in pos if p >= info.start]
+
+
 def _select(act: Tensor, positions: Sequence[int] | None, info: StepInfo) -> Any:
-    pos = resolve_positions(positions, info.prompt_len, act.shape[1])
-    return slice(None) if pos is None else torch.tensor(pos, dtype=torch.long, device=act.device)
+    if positions is None:
+        return slice(None)
+    return torch.tensor(fed_positions(positions, info, act.shape[1]), dtype=torch.long, device=act.device)
 
 
 def validate(specs: Sequence[Any], lm: LoadedModel, sites_of: Callable[[str], dict[str, Any]],
@@ -170,7 +183,7 @@ def clean_text_acts(lm: LoadedModel) -> TextActs:
                 seen["h"] = act.detach()[0]
 
             ids = torch.tensor([lm.tokenizer(text).input_ids], device=lm.device)
-            with torch.no_grad(), hooked_sites(lm, {site: rec}):
+            with torch.no_grad(), hooked(lm.model, lm.adapter, {site: rec}):
                 lm.model(input_ids=ids, attention_mask=torch.ones_like(ids))
             cache[(site, text)] = seen["h"]
         return cache[(site, text)]
@@ -202,14 +215,13 @@ def _replace_hook(values: Callable[[Tensor], Tensor], positions: Sequence[int] |
                   info: StepInfo) -> Callable[..., Tensor]:
     def fn(act: Tensor, site: str) -> Tensor:
         out = act.clone()
-        pos = resolve_positions(positions, info.prompt_len, act.shape[1])
-        pos = list(range(act.shape[1])) if pos is None else pos
+        pos = fed_positions(positions, info, act.shape[1])
         src = values(act)                                                        # (src_pos, d) or (d,)
         if src.dim() == 1:
             out[:, pos] = src.to(act.dtype)
         else:
-            pos = [p for p in pos if p < src.shape[0]]
-            out[:, pos] = src[pos].to(act.dtype)
+            pos = [p for p in pos if p + info.start < src.shape[0]]
+            out[:, pos] = src[[p + info.start for p in pos]].to(act.dtype)
         return out
     return fn
 
@@ -301,9 +313,10 @@ def _mask_hook(spec: AttentionKnockout, info: StepInfo, kind: str) -> Callable:
     def hook(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         hidden = args[0] if args else kwargs["hidden_states"]
         b, s = hidden.shape[0], hidden.shape[1]
-        mask = _additive_mask(kwargs.get("attention_mask"), b, s, hidden.dtype, hidden.device, causal=kind == "causal")
-        q = resolve_positions(spec.query_positions, info.prompt_len, s) or []
-        k = resolve_positions(spec.key_positions, info.prompt_len, s) or []
+        mask = _additive_mask(kwargs.get("attention_mask"), b, s, info.start, hidden.dtype, hidden.device,
+                              causal=kind == "causal")
+        q = fed_positions(spec.query_positions, info, s)                       # query rows of this forward
+        k = resolve_positions(spec.key_positions, info.prompt_len, info.start + s) or []
         if q and k:
             qi = torch.tensor(q, device=hidden.device)[:, None]
             ki = torch.tensor(k, device=hidden.device)[None, :]
@@ -312,14 +325,15 @@ def _mask_hook(spec: AttentionKnockout, info: StepInfo, kind: str) -> Callable:
     return hook
 
 
-def _additive_mask(mask: Tensor | None, b: int, s: int, dtype: torch.dtype, device: torch.device,
+def _additive_mask(mask: Tensor | None, b: int, s: int, start: int, dtype: torch.dtype, device: torch.device,
                    causal: bool) -> Tensor:
-    """The mask the attention would use, as an additive float tensor (batch, 1, query, key)."""
+    """The mask the attention would use, as an additive float tensor (batch, 1, query, key); the ``s``
+    queries sit at positions ``start ..`` over ``start + s`` keys (``start`` > 0 on the KV-cache path)."""
     low = torch.finfo(dtype).min
     if mask is None:
-        base = torch.zeros(b, 1, s, s, dtype=dtype, device=device)
+        base = torch.zeros(b, 1, s, start + s, dtype=dtype, device=device)
         if causal:
-            base = base.masked_fill(torch.ones(s, s, dtype=torch.bool, device=device).triu(1), low)
+            base = base.masked_fill(torch.ones(s, start + s, dtype=torch.bool, device=device).triu(start + 1), low)
         return base
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, low).clone()

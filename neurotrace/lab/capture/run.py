@@ -16,24 +16,30 @@
   ``arrays/index.npy`` is ``[N, 3]`` = (step, position, token id) per row.
 * **Step-scoped interventions** (:mod:`neurotrace.lab.capture.edits`) apply only at their listed steps;
   the recorded states are the intervened ones.
+* **Generation** uses the KV cache (:mod:`neurotrace.lab.capture.generation`): a step's edits are the
+  same in all of its forwards, so each position is recorded from the forward where it was newest,
+  which equals the last forward of recomputation. ``capture.json`` and each trace line name the path.
 
 Reload with ``load_trace_dataset(lab, run_id, site)``; fit an SAE with ``fit_sae``.
 """
 
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from neurotrace.lab.capture.edits import StepInfo, TextActs, clean_text_acts, knockout, step_hooks, validate
+from neurotrace.lab.capture.generation import overall_plan, plan_fixed_edits
 from neurotrace.lab.capture.schema import CaptureRequest, CaptureResult, EpisodeStep
 from neurotrace.lab.capture.store import StateWriter, capture_info, load_trace_dataset
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.sites import hooked_sites, select_sites
+from neurotrace.lab.model.sites import select_sites
 from neurotrace.lab.model.stepwise import continue_greedy
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
@@ -69,36 +75,47 @@ def _check_len(ids: list[int], n_new: int, lm: LoadedModel, field: str, i: int) 
 
 
 class _Recorder:
-    """Keeps the latest activation per site (overwritten by every forward)."""
+    """The states of the latest forward per site, positions from 0: a forward that starts at position 0
+    replaces them (recomputation, or the prompt's forward), a later one extends them (the KV cache)."""
 
     def __init__(self, sites: list[str]) -> None:
-        self.latest: dict[str, torch.Tensor] = {}
+        self.parts: dict[str, list[torch.Tensor]] = {}
         self.sites = sites
+        self.start = 0
 
     def hook(self, act: torch.Tensor, site: str) -> None:
-        self.latest[site] = act.detach()[0]
+        if self.start == 0:
+            self.parts[site] = []
+        self.parts[site].append(act.detach()[0])
         return None
+
+    def states(self, site: str) -> torch.Tensor:
+        """(positions, width) of ``site``, every position the step's last forward covers."""
+        parts = self.parts[site]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 @contextmanager
 def _forward_context(lm: LoadedModel, request: CaptureRequest, rec: _Recorder, info: StepInfo,
-                     load_states: Callable, text_acts: TextActs) -> Any:
+                     load_states: Callable, text_acts: TextActs, start: int) -> Any:
+    info, rec.start = replace(info, start=start), start
     hooks = step_hooks(request.interventions, info, lm, load_states, text_acts)
     for site in rec.sites:
         hooks.setdefault(site, []).append(rec.hook)
     with ExitStack() as stack:
         stack.enter_context(knockout(lm, request.interventions, info))
-        stack.enter_context(hooked_sites(lm, hooks))
+        stack.enter_context(hooked(lm.model, lm.adapter, hooks))
         yield
 
 
 def _run_step(lm: LoadedModel, request: CaptureRequest, step: EpisodeStep, i: int, ids: list[int], n_new: int,
-              rec: _Recorder, load_states: Callable) -> tuple[dict[str, Any], list[int]]:
+              rec: _Recorder, load_states: Callable) -> tuple[dict[str, Any], list[int], dict[str, str]]:
     info = StepInfo(step=i, prompt_len=len(ids))
     text_acts = clean_text_acts(lm)
-    cont = continue_greedy(lm, ids, n_new, context_for=lambda _k: _forward_context(lm, request, rec, info,
-                                                                                   load_states, text_acts),
-                           stop_at_eos=request.stop_at_eos)
+    plan = plan_fixed_edits(lm.kind, max(1, n_new), sum(s.active(i) for s in request.interventions))
+    cont = continue_greedy(lm, ids, n_new, context_at=lambda _k, start: _forward_context(
+                               lm, request, rec, info, load_states, text_acts, start),
+                           stop_at_eos=request.stop_at_eos, incremental=plan["path"] == "kv_cache")
     recorded = ids + cont.tokens[:-1] if cont.tokens else list(ids)
     probs = torch.softmax(cont.logits[0], -1)
     line: dict[str, Any] = {"step": i, "prompt": step.text, "output": lm.tokenizer.decode(cont.tokens),
@@ -106,10 +123,11 @@ def _run_step(lm: LoadedModel, request: CaptureRequest, step: EpisodeStep, i: in
                             "tokens": [lm.tokenizer.decode([t]) for t in recorded],
                             "generated_ids": cont.tokens, "prompt_len": len(ids),
                             "top_token": lm.tokenizer.decode([int(probs.argmax())]),
-                            "interventions": [j for j, s in enumerate(request.interventions) if s.active(i)]}
+                            "interventions": [j for j, s in enumerate(request.interventions) if s.active(i)],
+                            "generation": plan["path"]}
     if step.target is not None:
         line["target"], line["p_target"] = step.target, float(probs[target_id(lm.tokenizer, step.target)])
-    return line, cont.tokens
+    return line, cont.tokens, plan
 
 
 def _loader(lab: Lab, run: Any) -> Callable[[str, str], tuple[np.ndarray, list[dict]]]:
@@ -141,9 +159,9 @@ def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter = NULL_
         validate(request.interventions, lm, _sites_of(lab))
         with lab.store.open_run("capture", request) as run:
             run.add_model(request.model, lm.fingerprint, lm.provenance)
-            lines, widths, writer = _capture_steps(lm, request, steps, is_episode, field, sites, run, lab,
-                                                   reporter)
-            return _finish(run, request, lm, lines, widths, writer)
+            lines, widths, writer, plan = _capture_steps(lm, request, steps, is_episode, field, sites, run, lab,
+                                                         reporter)
+            return _finish(run, request, lm, lines, widths, writer, plan)
 
 
 def _capture_steps(lm: LoadedModel, request: CaptureRequest, steps: list[EpisodeStep], is_episode: bool,
@@ -153,6 +171,7 @@ def _capture_steps(lm: LoadedModel, request: CaptureRequest, steps: list[Episode
     writer: StateWriter | None = None
     transcript: list[int] = []
     n_rows = 0
+    plans: list[dict[str, str]] = []
     for i, step in enumerate(steps):
         reporter.step(i, len(steps), f"step {i + 1} of {len(steps)}")
         if is_episode and i > 0:
@@ -162,19 +181,20 @@ def _capture_steps(lm: LoadedModel, request: CaptureRequest, steps: list[Episode
             ids = list(lm.tokenizer(step.text).input_ids)
         n_new = _new_tokens(step, request, lm, field)
         _check_len(ids, n_new, lm, field, i)
-        line, generated = _run_step(lm, request, step, i, ids, n_new, rec, load_states)
+        line, generated, plan = _run_step(lm, request, step, i, ids, n_new, rec, load_states)
+        plans.append(plan)
         if writer is None:
-            widths = {s: int(rec.latest[s].shape[-1]) for s in sites}
+            widths = {s: int(rec.states(s).shape[-1]) for s in sites}
             writer = StateWriter(run, widths, request.store_dtype, request.chunk_rows)
         positions = _recorded_positions(request, line["token_ids"], len(ids), lm.tokenizer.bos_token_id)
         for s in sites:
-            writer.append(s, rec.latest[s][positions].float().cpu().numpy())
+            writer.append(s, rec.states(s)[positions].float().cpu().numpy())
         line["positions"], line["rows"] = positions, [n_rows, n_rows + len(positions)]
         n_rows += len(positions)
         lines.append(line)
         transcript = ids + generated
     reporter.step(len(steps), len(steps), "writing states")
-    return lines, widths, writer
+    return lines, widths, writer, overall_plan(plans, "step")
 
 
 def _recorded_positions(request: CaptureRequest, token_ids: list[int], prompt_len: int,
@@ -186,7 +206,7 @@ def _recorded_positions(request: CaptureRequest, token_ids: list[int], prompt_le
 
 
 def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict], widths: dict[str, int],
-            writer: StateWriter) -> CaptureResult:
+            writer: StateWriter, plan: dict[str, str]) -> CaptureResult:
     states = writer.finish()
     index = np.array([(ln["step"], p, ln["token_ids"][p]) for ln in lines for p in ln["positions"]], dtype=np.int64)
     run.write_npy("arrays/index.npy", index.reshape(-1, 3))
@@ -197,6 +217,7 @@ def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict
                                     "skip_bos": request.skip_bos, "n_rows": n_rows, "n_steps": len(lines),
                                     "store_dtype": request.store_dtype,
                                     "special_ids": sorted(int(i) for i in lm.tokenizer.all_special_ids),
+                                    "generation": plan,
                                     "sites": {s: {"width": w, "path": f"arrays/states/{s}.npy"}
                                               for s, w in widths.items()}})
     sites = list(widths)

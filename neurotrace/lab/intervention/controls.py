@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
+from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.sites import hooked_sites
 from neurotrace.lab.model.stepwise import prediction_position
 from neurotrace.lab.seeding import make_generator
 
@@ -51,7 +51,7 @@ def control_effects(lm: LoadedModel, ids: list[int], generated: list[int], polic
 
         def rec(act: torch.Tensor, site: str) -> None:
             seen[site] = act.detach().float().clone()
-        with outer if outer is not None else nullcontext(), hooked_sites(lm, hooks or {s: rec for s in sites}):
+        with outer if outer is not None else nullcontext(), hooked(lm.model, lm.adapter, hooks or {s: rec for s in sites}):
             out = lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, pos].float()
         return float(torch.log_softmax(out, -1)[metric]), seen
 

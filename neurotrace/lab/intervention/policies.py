@@ -3,7 +3,9 @@
 A policy edits the activation ``h`` (batch, pos, width) at one site during the forward passes of the
 generation steps it lists (``steps``; step 0 is the forward over the prompt, step ``s`` the forward
 that produces generated token ``s``; ``None`` = every step), at the token ``positions`` it lists
-(negative = from the end of the prompt; ``None`` = all).
+(negative = from the end of the prompt; ``None`` = all). Positions are absolute: on the KV-cache path a
+forward feeds only the newest token, at ``context.start``. Every policy is position-wise, so intervene
+takes that path whenever the policies' steps allow (:mod:`neurotrace.lab.capture.generation`).
 
 On SAE features (site = the SAE's site), edits keep the SAE's reconstruction error: with
 ``a = sae.encode(h)`` and the edited ``a'``, ``h' = h + (a'_F - a_F) @ W_dec[F] / input_scale`` for the touched
@@ -32,8 +34,9 @@ from neurotrace.lab.capture import (
     MeanAblation,
     PatchActivations,
     SetNeurons,
+    StepInfo,
     ZeroAblation,
-    resolve_positions,
+    fed_positions,
 )
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.sae import SAE
@@ -54,6 +57,7 @@ class PolicyContext:
     sources: dict[tuple[str, str], Tensor] = field(default_factory=dict)   # (site, text) -> (pos, width)
     n_heads: int = 1
     text_acts: Callable[[str, str], Tensor] | None = None                  # (site, text) -> clean (pos, width)
+    start: int = 0                                 # absolute position of the forward's first fed token
 
     def source(self, site: str, text: str) -> Tensor:
         if (site, text) not in self.sources and self.text_acts is not None:
@@ -85,14 +89,15 @@ class InterventionPolicy(BaseModel):
         raise NotImplementedError
 
     def _pos(self, h: Tensor, context: PolicyContext) -> list[int]:
-        pos = resolve_positions(self.positions, context.prompt_len, h.shape[1])
-        return list(range(h.shape[1])) if pos is None else pos
+        """Indices into ``h`` of the chosen positions (absolute position = index + ``context.start``)."""
+        return fed_positions(self.positions, StepInfo(0, context.prompt_len, start=context.start), h.shape[1])
 
 
 class _FeaturePolicy(InterventionPolicy):
     features: Features
 
     def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: SAE) -> Tensor:
+        """The features' new activations at absolute positions ``pos`` (``a``: their old ones)."""
         raise NotImplementedError
 
     def apply(self, step: int, h: Tensor, sae: SAE | None, context: PolicyContext) -> Tensor:
@@ -103,7 +108,7 @@ class _FeaturePolicy(InterventionPolicy):
         hs = h[:, pos]                                                  # (batch, n_pos, d_in)
         old = sae.encode(h)[:, pos][..., f]                             # (batch, n_pos, n_feat); encoding all
         # positions, as sae.encode(h) does for a caller, keeps the values bit-identical to what they read
-        new = self.new_values(old, pos, context, sae)
+        new = self.new_values(old, [p + context.start for p in pos], context, sae)
         out = h.clone()
         out[:, pos] = hs + ((new - old) @ sae.directions(f)).to(h.dtype)
         return out

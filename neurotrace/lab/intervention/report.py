@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 
+from neurotrace.lab.capture import overall_plan
 from neurotrace.lab.intervention.controls import RULES, verdict
 from neurotrace.lab.intervention.schema import FeatureEffect, InterveneRequest, InterveneResult
 from neurotrace.lab.lab import Lab
@@ -54,6 +55,9 @@ def _summary(request: InterveneRequest, entries: list[dict], features: list[Feat
         if v is not None:
             ctrl_text = f" vs {ceff:.3f} for same-norm random directions" if ceff is not None else ""
             text += (f". Verdict: {v} (mean |change in log p(target)| {eff:.3f} nats{ctrl_text}; {RULES})")
+    plan = overall_plan([e["generation"] for e in entries], "prompt")
+    if plan["path"] == "recompute":
+        text += f"; every forward recomputed the whole sequence ({plan['reason']})"
     if features:
         text += (f"; top SAE feature when ablated alone: f{features[0].feature} ({features[0].effect:+.4f} nats "
                  "of log p(target), mean over prompts)")
@@ -75,7 +79,8 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: SAE 
               "max_new_tokens": request.max_new_tokens, "sampling": request.sampling.model_dump(),
               "verdict": v, "effect": eff, "control_effect": ceff, "verdict_rules": RULES,
               "prompts": entries, "top_features": [f.model_dump() for f in features],
-              "mean_p_target_change": mean_delta, "n_text_changed": changed}
+              "mean_p_target_change": mean_delta, "n_text_changed": changed,
+              "generation": overall_plan([e["generation"] for e in entries], "prompt")}
     uri = run.write_json("report.json", report)
     run.write_csv("tables/per_step.csv", [{"prompt": i, **{k: v for k, v in row.items() if k != "policies_active"}}
                                           for i, e in enumerate(entries) for row in e["per_step"]])

@@ -9,29 +9,37 @@ For every prompt:
    edits can make the texts differ).
 3. **Per-step metrics** (teacher-forced): re-run each step on the *baseline's* prefix with the
    step's policies, and report KL(baseline || intervened) of the next-token distributions and both
-   probabilities of the baseline token. A step whose policies are inactive has KL 0 exactly.
+   probabilities of the baseline token. A step whose policies are inactive (and that no earlier
+   edit reaches) has KL 0.
 4. **Top causal features** (with an SAE): the ``rank_features`` features most active on the prompt
    are each ablated alone (error-preserving, all positions, step 0) in one batched forward; the
    effect is the change in log p(target) (or of the baseline's first token without a target).
 
-Every forward recomputes the whole sequence (:mod:`neurotrace.lab.model.stepwise`), so positions and steps
-are exact. ``report.json`` holds no timestamps or run ids of its own: rerunning the same request with
-the same seed on the same machine reproduces it byte for byte.
+**Generation path** (:mod:`neurotrace.lab.capture.generation`): every policy is position-wise, so when
+each one's ``steps`` cover all or none of the forwards that reuse the positions it touches (no
+``steps``, for one), all three runs use the KV cache and the teacher-forced one is a single forward,
+compared with a single unedited forward over the same tokens. Otherwise (e.g. ``steps=[2]`` on the
+prompt) every forward recomputes the whole sequence, on all three runs. ``report.json`` names the
+path and why, per prompt and overall (``generation``). It holds no timestamps or run ids of its own:
+rerunning the same request with the same seed on the same machine reproduces it byte for byte.
 """
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from neurotrace.lab.capture import (
     COMPONENT_EDITS,
+    POSITIONWISE,
     StepInfo,
     capture_info,
     clean_text_acts,
     knockout,
     load_trace_dataset,
+    plan_step_edits,
     step_hooks,
     validate,
 )
@@ -41,13 +49,16 @@ from neurotrace.lab.intervention.policies import FEATURE_POLICIES, PolicyContext
 from neurotrace.lab.intervention.report import write_report
 from neurotrace.lab.intervention.schema import FeatureEffect, InterveneRequest, InterveneResult, PromptCase
 from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
 from neurotrace.lab.model.sampling import token_chooser
-from neurotrace.lab.model.sites import check_site, hooked_sites, n_heads
-from neurotrace.lab.model.stepwise import Continuation, continue_greedy, prediction_position
+from neurotrace.lab.model.sites import check_site, n_heads
+from neurotrace.lab.model.stepwise import ContextAt, Continuation, continue_greedy, prediction_position
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae import SAE, load_sae_run
+
+_KINDS = POSITIONWISE | {p.model_fields["kind"].default for p in FEATURE_POLICIES}
 
 
 def _cases(request: InterveneRequest) -> list[PromptCase]:
@@ -56,27 +67,31 @@ def _cases(request: InterveneRequest) -> list[PromptCase]:
 
 def policy_hooks(policies: list[Any], step: int, sae: SAE | None, ctx: PolicyContext, lm: LoadedModel | None = None,
                  info: StepInfo | None = None, load_states: Any = None) -> dict[str, list[Callable]]:
-    """{site: [hook]} applying every policy active at ``step`` (component edits through capture's hooks)."""
+    """{site: [hook]} applying every policy active at ``step`` (component edits through capture's hooks);
+    the forward feeds tokens from ``info.start`` (0 without ``info``)."""
     hooks: dict[str, list[Callable]] = {}
+    start = info.start if info is not None else 0
+    fctx = ctx if ctx.start == start else replace(ctx, start=start)      # shares ctx's source cache
     for policy in policies:
         if isinstance(policy, FEATURE_POLICIES) and policy.active(step):
             def fn(act: torch.Tensor, site: str, p: Any = policy) -> torch.Tensor:
-                return p.apply(step, act, sae, ctx)
+                return p.apply(step, act, sae, fctx)
             hooks.setdefault(policy.site(sae), []).append(fn)
     if lm is not None and info is not None:
-        edits = step_hooks(policies, StepInfo(step, info.prompt_len, info.source_step), lm, load_states,
+        edits = step_hooks(policies, StepInfo(step, info.prompt_len, info.source_step, start), lm, load_states,
                            ctx.text_acts)
         for site, fns in edits.items():
             hooks.setdefault(site, []).extend(fns)
     return hooks
 
 
-def _context_for(lm: LoadedModel, policies: list[Any], sae: SAE | None, ctx: PolicyContext, info: StepInfo,
-                 load_states: Any) -> Callable[[int], AbstractContextManager]:
+def _context_at(lm: LoadedModel, policies: list[Any], sae: SAE | None, ctx: PolicyContext, info: StepInfo,
+                load_states: Any) -> ContextAt:
     @contextmanager
-    def context(step: int) -> Iterator[None]:
-        with knockout(lm, policies, StepInfo(step, info.prompt_len)), \
-                hooked_sites(lm, policy_hooks(policies, step, sae, ctx, lm, info, load_states)):
+    def context(step: int, start: int) -> Iterator[None]:
+        here = replace(info, start=start)
+        with knockout(lm, policies, StepInfo(step, info.prompt_len, start=start)), \
+                hooked(lm.model, lm.adapter, policy_hooks(policies, step, sae, ctx, lm, here, load_states)):
             yield
     return context
 
@@ -97,11 +112,28 @@ def _outcome(lm: LoadedModel, cont: Continuation, case: PromptCase) -> dict[str,
     return out
 
 
-def _per_step(lm: LoadedModel, base: Continuation, forced: Continuation, policies: list[Any]) -> list[dict]:
+def _runs(lm: LoadedModel, request: InterveneRequest, ids: list[int], policies: list[Any], context_at: ContextAt,
+          cached: bool) -> tuple[Continuation, Continuation, Continuation, Continuation]:
+    """(baseline, intervened, teacher-forced intervened, teacher-forced baseline), all on one path."""
+    n = request.max_new_tokens
+    base = continue_greedy(lm, ids, n, choose=_chooser(request, lm), incremental=cached)
+    if not policies:
+        return base, base, base, base
+    edited = continue_greedy(lm, ids, n, context_at=context_at, choose=_chooser(request, lm), incremental=cached)
+    if not base.tokens:
+        return base, edited, edited, base
+    forced = continue_greedy(lm, ids, n, context_at=context_at, forced=base.tokens, incremental=cached)
+    # cached: the forced run is one forward, so compare it with one unedited forward over the same tokens
+    reference = continue_greedy(lm, ids, n, forced=base.tokens, incremental=True) if cached else base
+    return base, edited, forced, reference
+
+
+def _per_step(lm: LoadedModel, tokens: list[int], base: Continuation, forced: Continuation,
+              policies: list[Any]) -> list[dict]:
     rows = []
     for s, (lb, li) in enumerate(zip(base.logits, forced.logits, strict=True)):
         pb, pi = torch.log_softmax(lb, -1), torch.log_softmax(li, -1)
-        tok = base.tokens[s] if s < len(base.tokens) else int(lb.argmax())
+        tok = tokens[s] if s < len(tokens) else int(lb.argmax())
         rows.append({"step": s, "baseline_token": lm.tokenizer.decode([tok]),
                      "kl": float((pb.exp() * (pb - pi)).sum()), "p_token_baseline": float(pb[tok].exp()),
                      "p_token_intervened": float(pi[tok].exp()),
@@ -119,7 +151,7 @@ def rank_features(lm: LoadedModel, sae: SAE, ids: list[int], metric_token: int, 
 
     x = torch.tensor([ids], device=lm.device)
     pos = prediction_position(lm, ids)
-    with hooked_sites(lm, {sae.cfg.site: rec}):
+    with hooked(lm.model, lm.adapter, {sae.cfg.site: rec}):
         clean = torch.log_softmax(lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, pos].float(), -1)
     peak = sae.encode(acts["h"][0]).max(0).values                        # (d_sae,)
     n = min(top, int((peak > 0).sum()))
@@ -133,7 +165,7 @@ def rank_features(lm: LoadedModel, sae: SAE, ids: list[int], metric_token: int, 
         return act - (own * sae.directions(feats)[:, None, :]).to(act.dtype)
 
     xb = x.expand(n, -1)
-    with hooked_sites(lm, {sae.cfg.site: ablate}):
+    with hooked(lm.model, lm.adapter, {sae.cfg.site: ablate}):
         logits = lm.model(input_ids=xb, attention_mask=torch.ones_like(xb)).logits[:, pos].float()
     effect = torch.log_softmax(logits, -1)[:, metric_token] - clean[metric_token]
     order = sorted(range(n), key=lambda i: (-abs(float(effect[i])), int(feats[i])))
@@ -167,21 +199,20 @@ def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: S
             ctx.source(site, text)
         if getattr(p, "source", None) is not None and not isinstance(p, FEATURE_POLICIES):
             ctx.text_acts(p.site, p.source)
-    context_for = _context_for(lm, policies, sae, ctx, info, load_states)
-    base = continue_greedy(lm, ids, n, choose=_chooser(request, lm))
-    edited = continue_greedy(lm, ids, n, context_for=context_for, choose=_chooser(request, lm)) if policies else base
-    forced = continue_greedy(lm, ids, n, context_for=context_for,
-                             forced=base.tokens or None) if base.tokens and policies else edited
+    plan = plan_step_edits(policies, len(ids), max(1, n), lm.kind, field="policies", positionwise=_KINDS)
+    context_at = _context_at(lm, policies, sae, ctx, info, load_states)
+    base, edited, forced, reference = _runs(lm, request, ids, policies, context_at, plan["path"] == "kv_cache")
     diverged = next((i for i, (a, b) in enumerate(zip(base.tokens, edited.tokens, strict=False)) if a != b), None)
     entry: dict[str, Any] = {"prompt": case.prompt, "target": case.target, "foil": case.foil,
                              "baseline": _outcome(lm, base, case), "intervened": _outcome(lm, edited, case),
-                             "per_step": _per_step(lm, base, forced, policies), "diverged_at": diverged}
+                             "per_step": _per_step(lm, base.tokens, reference, forced, policies),
+                             "diverged_at": diverged, "generation": plan}
     metric = target_id(lm.tokenizer, case.target) if case.target else int(base.logits[0].argmax())
     if policies and request.controls:
         def sites_at(step: int) -> list[str]:
             return list(policy_hooks(policies, step, sae, ctx, lm, info, load_states))
-        entry["controls"] = control_effects(lm, ids, base.tokens, policies, context_for, sites_at, metric,
-                                            request.controls, request.seed + index)
+        entry["controls"] = control_effects(lm, ids, base.tokens, policies, lambda k: context_at(k, 0), sites_at,
+                                            metric, request.controls, request.seed + index)
     if sae is not None and request.rank_features:
         entry["top_features"] = [f.model_dump() for f in rank_features(lm, sae, ids, metric, request.rank_features)]
     return entry

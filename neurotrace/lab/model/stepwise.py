@@ -1,20 +1,24 @@
-"""Greedy generation by full recomputation, with a fresh hook context for every forward pass.
+"""Greedy generation, one hook context per forward pass: full recomputation or the KV cache.
 
-Capture and intervene hook activations by *token position* and by *step*. Running every forward over
-the whole sequence (no KV cache) keeps both exact and simple: forward ``k`` sees the prompt plus the
-first ``k`` generated tokens, so position ``p`` is always token ``p`` and a hook installed for forward
-``k`` affects only that forward's prediction. It costs ``O(n^2)`` positions over ``n`` new tokens.
-``forced`` tokens give teacher forcing: the continuation is fixed and only the predictions are read.
+Capture and intervene hook activations by *token position* and by *step*. **Recomputation** runs every
+forward over the whole sequence: forward ``k`` sees the prompt plus the first ``k`` generated tokens,
+so position ``p`` is always token ``p`` and a hook installed for forward ``k`` affects only that
+forward's prediction. It costs ``O(n^2)`` positions over ``n`` new tokens.
 
 **KV-cache path** (``incremental``): forward 0 runs the prompt and keeps the keys and values; forward
 ``k >= 1`` feeds only the newest token over that cache, ``O(n)`` positions in all. Position ``p`` then
 holds the activations computed in the forward where ``p`` was newest, so the path equals recomputation
-exactly when every forward's edits are the same at every position it covers (none at all, or a
-step-independent, position-wise edit such as a fixed clamp or an added vector from some position on).
-Callers opt in with ``incremental=True`` (equal to recomputation to float precision, not bit for bit,
-so comparisons that expect exact zeros between a cached and a recomputed run must use one path);
-their hooks then see only the new position (``(1, 1, ...)``) in forwards ``k >= 1``. Masked LMs
-always recompute.
+exactly when every position's edits are the same in every forward from the one where it is newest on
+(none at all, or step-independent position-wise edits; :mod:`neurotrace.lab.capture.generation`
+decides this per request). It equals recomputation to float precision, not bit for bit, so
+comparisons that expect exact zeros must use one path for both sides. Hooks see only the new
+position (``(1, 1, ...)``) in forwards ``k >= 1``; ``context_at(k, start)`` tells them the absolute
+position ``start`` of the forward's first token (0 when recomputing). Masked LMs always recompute.
+
+``forced`` tokens give teacher forcing: the continuation is fixed and only the predictions are read.
+On the KV-cache path that is *one* forward over the prompt and the forced tokens, run inside
+``context_at(last step, 0)``: under the same condition, each position's edits in the last forward are
+those of the forward where it is newest, so every step's prediction is read from that one pass.
 """
 
 from collections.abc import Callable, Sequence
@@ -51,25 +55,40 @@ def forward_logits(lm: LoadedModel, ids: Sequence[int]) -> Tensor:
     return lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].float()
 
 
+ContextAt = Callable[[int, int], AbstractContextManager]     # (forward k, first fed position) -> hooks
+
+
+def first_fed_position(k: int, prompt_len: int, incremental: bool) -> int:
+    """The absolute position of the first token forward ``k`` feeds (0 when recomputing)."""
+    return prompt_len + k - 1 if incremental and k > 0 else 0
+
+
 @torch.no_grad()
 def continue_greedy(lm: LoadedModel, ids: Sequence[int], max_new_tokens: int, *,
                     context_for: Callable[[int], AbstractContextManager] | None = None,
+                    context_at: ContextAt | None = None,
                     forced: Sequence[int] | None = None, stop_at_eos: bool = True,
                     choose: Callable[[Tensor], int] | None = None, incremental: bool = False) -> Continuation:
-    """Run ``max(1, max_new_tokens)`` forwards (fewer if EOS); forward ``k`` runs inside ``context_for(k)``.
+    """Run ``max(1, max_new_tokens)`` forwards (fewer if EOS); forward ``k`` runs inside ``context_for(k)``
+    (or ``context_at(k, start)``, ``start`` = the absolute position of its first fed token).
 
     Forward 0 covers the prompt; the prediction read from it is at :func:`prediction_position`. With
     ``max_new_tokens == 0`` only that forward runs and nothing is generated. ``choose(logits) -> token``
     replaces the argmax (e.g. a seeded sampler). ``incremental`` picks the KV-cache path (see the
-    module docstring for when it is exact).
+    module docstring for when it is exact; teacher forcing is then a single forward).
     """
+    if context_at is None:
+        context_at = (lambda k, _start: context_for(k)) if context_for is not None else (lambda _k, _s: nullcontext())
+    incremental = incremental and lm.kind == "causal"
+    if forced is not None and incremental:
+        return _forced_once(lm, ids, forced, context_at)
     out = Continuation()
     eos = lm.tokenizer.eos_token_id if stop_at_eos else None
     seq = list(ids)
     n_forwards = max(1, max_new_tokens) if forced is None else max(1, len(forced))
-    step = _Stepper(lm, incremental and lm.kind == "causal")
+    step = _Stepper(lm, incremental)
     for k in range(n_forwards):
-        with context_for(k) if context_for is not None else nullcontext():
+        with context_at(k, first_fed_position(k, len(ids), incremental)):
             logits = step(seq)
         pos = prediction_position(lm, seq) if k == 0 else len(seq) - 1
         out.logits.append(logits[pos if logits.shape[0] == len(seq) else -1].cpu())
@@ -86,6 +105,16 @@ def continue_greedy(lm: LoadedModel, ids: Sequence[int], max_new_tokens: int, *,
             break
         seq.append(nxt)
     return out
+
+
+def _forced_once(lm: LoadedModel, ids: Sequence[int], forced: Sequence[int], context_at: ContextAt) -> Continuation:
+    """Teacher forcing in one forward over ``ids + forced[:-1]``, inside the last step's context."""
+    n = max(1, len(forced))
+    seq = list(ids) + list(forced[:n - 1])
+    with context_at(n - 1, 0):
+        logits = forward_logits(lm, seq)
+    rows = [prediction_position(lm, ids)] + [len(ids) + k - 1 for k in range(1, n)]
+    return Continuation(tokens=[int(t) for t in forced[:n]], logits=list(logits[rows].cpu().unbind(0)), forwards=1)
 
 
 class _Stepper:

@@ -52,8 +52,31 @@ def test_a_step_independent_positionwise_clamp_is_exact_on_the_kv_cache_path(lm)
 def test_teacher_forcing_reads_the_same_predictions_on_both_paths(lm):
     ids = lm.tokenizer(PROMPT).input_ids
     forced = lm.tokenizer("the cat is red").input_ids
-    _assert_same(continue_greedy(lm, ids, 0, forced=forced, incremental=True),
-                 continue_greedy(lm, ids, 0, forced=forced))
+    once = continue_greedy(lm, ids, 0, forced=forced, incremental=True)
+    every = continue_greedy(lm, ids, 0, forced=forced)
+    assert once.forwards == 1 and every.forwards == len(forced)     # the cached path: one forward for all steps
+    once.forwards = every.forwards
+    _assert_same(once, every)
+
+
+def test_hooks_on_the_kv_cache_path_are_told_where_their_tokens_sit(lm):
+    """context_at(k, start): forward 0 starts at 0 and feeds the prompt, forward k >= 1 feeds one token
+    at position len(prompt) + k - 1; recomputation always starts at 0 and feeds everything."""
+    ids = lm.tokenizer(PROMPT).input_ids
+    seen = {True: [], False: []}
+
+    def context(incremental):
+        def at(k, start):
+            def rec(act, site):
+                seen[incremental].append((k, start, act.shape[1]))
+            return hooked(lm.model, lm.adapter, {"blocks.0.hook_resid_pre": rec})
+        return at
+
+    for incremental in (True, False):
+        continue_greedy(lm, ids, 4, context_at=context(incremental), stop_at_eos=False, incremental=incremental)
+    n = len(ids)
+    assert seen[True] == [(0, 0, n), (1, n, 1), (2, n + 1, 1), (3, n + 2, 1)]
+    assert seen[False] == [(k, 0, n + k) for k in range(4)]
 
 
 def test_masked_models_always_recompute(tiny_bert):
