@@ -120,6 +120,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
             data[field] = _coerce(info.annotation, raw)
     request = args._model.model_validate(data)
     lab = Lab(LabSettings.from_env(runs_dir=args.runs_dir and Path(args.runs_dir)))
+    lab.check(request, args._fn.__name__.removeprefix("run_"))  # the bounds run_x applies, before any conversion
     reporter = stderr_reporter(quiet=args.quiet)
     resolve_models(request, reporter)
     with reporter.stage(args._fn.__name__.removeprefix("run_")):

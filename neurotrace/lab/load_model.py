@@ -16,18 +16,22 @@ class LoadModelResult(BaseModel):
     summary: str
     model: dict[str, Any] = Field(description="key, lm_kind, family, n_layers, d_model, d_mlp, d_vocab, bytes, "
                                               "fingerprint, ...")
-    cache_bytes: int = Field(description="Bytes held by all cached models after this load.")
+    cache_bytes: int = Field(description="Bytes held in memory by all cached models after this load.")
     next: str = ""
 
 
 def run_load_model(request: ModelRef, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> LoadModelResult:
     """Load (or reuse) a model and return its shape; no run directory is written."""
+    lab.check(request, "load_model")
     reporter.step(0, 1, f"loading {request.model}")
     loaded = lab.cache.get(request)
     info = loaded.info()
     summary = (f"{request.model} is loaded as a {info['lm_kind']} LM ({info['family']}): {info['n_layers']} layers, "
                f"d_model={info['d_model']}, d_mlp={info['d_mlp']}, vocab={info['d_vocab']}, "
-               f"{info['bytes'] / 2**20:.1f} MiB on {info['device']}.")
+               f"{info['bytes'] / 2**20:.1f} MiB in memory on {info['device']}.")
+    where = lab.cache.placement_of(loaded)
+    if len(where["layers"]) > 1 or "disk" in where["device_bytes"]:
+        summary += " Layers: " + "; ".join(f"{d} {r}" for d, r in where["layers"].items()) + "."
     if info.get("note"):
         summary += f" Note: {info['note']}."
     nxt = ("Call trace with this model and a fact set to locate stored facts." if info["lm_kind"] == "causal"
@@ -43,4 +47,5 @@ def model_catalog(lab: Lab) -> dict[str, Any]:
                       "installed": catalog.is_installed(m.name), "source": "catalog",
                       "install": f"neurotrace models fetch {m.name}"} for m in catalog.CATALOG.values()}
     return {"loaded": lab.cache.listing(), "used_bytes": lab.cache.used_bytes(),
-            "budget_bytes": lab.cache.budget_bytes, "models": {**embedded, **named}}
+            "budget_bytes": lab.cache.budget_bytes, "used_by_device": lab.cache.used_by_device(),
+            "budgets": lab.cache.budgets(), "models": {**embedded, **named}}

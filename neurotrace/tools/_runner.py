@@ -30,7 +30,6 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
-from neurotrace.lab.budget import check_request
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.runs import URI_PREFIX, media_type
@@ -70,7 +69,7 @@ async def run_in_lab(ctx: Context, fn: Callable[..., Any], request: Any) -> Call
     lab = lab_of(ctx)
     tool = getattr(fn, "func", fn).__name__.removeprefix("run_")
     with tool_faults():
-        check_request(request, lab=lab, tool=tool)  # bounds and the whole-job memory estimate, before any work
+        lab.check(request, tool)  # run_x checks again; here it refuses before a detached job starts
     result = await call_in_thread(ctx, lambda reporter: fn(request, lab=lab, reporter=reporter))
     packaged = package(result, lab)
     run_id = (packaged.structured_content or {}).get("run_id")

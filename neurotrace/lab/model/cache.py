@@ -182,13 +182,15 @@ class ModelCache:
             found = next((m for m in self._models.values() if m.ref.model == model), None)
         return found.info() if found is not None else None
 
+    def placement_of(self, m: LoadedModel) -> dict[str, Any]:
+        """Where a loaded model's layers live ({device: '0-5,8'}) and its bytes per device."""
+        per_device = self._bytes.get(m.key)
+        return {"layers": layer_placement(m.model, m.adapter.blocks, m.n_layers),
+                "device_bytes": dict(per_device if per_device is not None else device_bytes(m.model))}
+
     def listing(self) -> list[dict[str, Any]]:
-        """Each loaded model's description, where its layers live ({device: '0-5,8'}) and its bytes per
-        device; the full module map of a device-mapped model is in load_model's reply."""
+        """Each loaded model's description with :meth:`placement_of`; the full module map of a
+        device-mapped model is in load_model's reply."""
         with self._lock:
-            rows = []
-            for k, m in self._models.items():
-                info = {key: v for key, v in m.info().items() if key != "device_map"}
-                rows.append({**info, "layers": layer_placement(m.model, m.adapter.blocks, m.n_layers),
-                             "device_bytes": dict(self._bytes.get(k, {})), "in_use": bool(self._leases.get(k))})
-            return rows
+            return [{**{f: v for f, v in m.info().items() if f != "device_map"}, **self.placement_of(m),
+                     "in_use": bool(self._leases.get(k))} for k, m in self._models.items()]
