@@ -25,7 +25,7 @@ def text(model: str, prompt: str, target: str, corrupt: str) -> str:
             "(estimates vs `exact`).",
             f"Call {_call('attention', {'model': model, 'prompt': prompt, 'heads': ['5:0']})}, with the top heads "
             "of step 2 as `heads` ('L:H'): read `last_position` (which tokens they read) and `top_heads`.",
-            f"Call {_call('patch', {'model': model, 'clean': prompt, 'corrupt': corrupt, 'target': target, 'kinds': ['resid_pre', 'attn_out', 'mlp_out', 'head_out']})}"
+            f"Call {_call('patch', {'model': model, 'clean': prompt, 'corrupt': corrupt, 'target': target, 'components': ['resid_pre', 'attn_out', 'mlp_out', 'head_out']})}"
             ". Read `top` (restored fraction 1 = fully restored) and the heatmaps.",
         ],
         [

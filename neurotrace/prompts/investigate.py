@@ -28,7 +28,7 @@ def text(model: str, prompt: str, target: str, corrupt: str) -> str:
             f"{_call('attribute', {'model': model, 'prompt': prompt, 'target': target, 'corrupt_prompt': corrupt})}"
             ". Note the top `components`, `top_heads` and `top_neurons` ('L3N120' = neuron '3:120').",
             "What is necessary? Call "
-            f"{_call('patch', {'model': model, 'clean': prompt, 'corrupt': corrupt, 'target': target, 'kinds': ['resid_pre', 'attn_out', 'mlp_out', 'head_out']})}"
+            f"{_call('patch', {'model': model, 'clean': prompt, 'corrupt': corrupt, 'target': target, 'components': ['resid_pre', 'attn_out', 'mlp_out', 'head_out']})}"
             ". Keep the components with `restored` near 1; their layers are the candidate layers.",
             "Which neurons? Call "
             f"{_call('find_neurons', {'model': model, 'prompts': [prompt], 'control_prompts': [corrupt], 'layers': [0]})}"

@@ -31,8 +31,8 @@ def text(model: str, domain: str) -> str:
             f"Call `generate_facts` with {dataset}. Check `n_facts`, `validation` (every fact must be "
             "usable for the model: `n_ok` = `n_facts`) and `dropped`. Keep its `run_id` as DATASET.",
             f"Call `trace` with {trace} (read the tool's input schema for corruption, noise samples, window, "
-            "kinds and `rome_compat`). It returns, per model, the facts it knows, the facts it skipped and why, "
-            "the window and noise level used, and `readings`: half-maximum layer ranges per kind and token "
+            "components and `rome_compat`). It returns, per model, the facts it knows, the facts it skipped and why, "
+            "the window and noise level used, and `readings`: half-maximum layer ranges per component and token "
             "category with n and a 95% band, where the answer arrives at the last token, and cautions. Keep its "
             "`run_id` as TRACE.",
             f"If the reading carries a layer-0 caution, call `trace` with {swap} (or `\"window\": 1`) and keep "

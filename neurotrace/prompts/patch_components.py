@@ -9,7 +9,7 @@ TOOLS = ("patch", "attention")
 
 def text(model: str, clean: str, corrupt: str) -> str:
     first = {"model": model, "clean": clean, "corrupt": corrupt, "metric": "logit_diff"}
-    heads = {**first, "kinds": ["head_out", "head_out_pos"]}
+    heads = {**first, "components": ["head_out", "head_out_pos"]}
     return steps(
         f"Which components of {model} carry the difference between two prompts?",
         "Activation patching runs the corrupt prompt with one clean activation written in and measures how much "

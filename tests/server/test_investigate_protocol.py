@@ -66,7 +66,7 @@ async def test_following_the_protocol_on_the_planted_model_recovers_its_mechanis
         lens = await call("logit_lens", {"model": model, "prompt": "the big fish", "target": "tree"})
         assert lens["first_top1_row"] == 0                      # read straight from the embedding
         patch = await call("patch", {"model": model, "clean": "the big fish", "corrupt": "the big cat",
-                                     "target": "tree", "kinds": ["resid_pre", "attn_out", "mlp_out"]})
+                                     "target": "tree", "components": ["resid_pre", "attn_out", "mlp_out"]})
         assert patch["top"] and all(abs(cell["restored"]) < 0.05 for cell in patch["top"])   # no component needed
         pairs = [["the big fish", "the big cat"], ["one fish", "one cat"], ["a red fish", "a red cat"],
                  ["its fish", "its cat"]]

@@ -14,11 +14,11 @@ async def test_patch_answers_with_top_cells_and_heatmaps_and_names_bad_fields(tm
     async with Client(build_server(lab=lab), raise_exceptions=True) as client:
         result = await client.call_tool("patch", {"request": {
             "model": str(tiny_gpt2), "clean": "the capital of france is", "corrupt": "the capital of spain is",
-            "metric": "p_target", "target": "paris", "kinds": ["resid_pre", "head_out"]}})
+            "metric": "p_target", "target": "paris", "components": ["resid_pre", "head_out"]}})
         assert not result.is_error, result.content
         out = result.structured_content
         assert out["differing"] == [3] and len(out["top"]) == 10
-        first = next(c for c in out["top"] if c["kind"] == "resid_pre" and c["layer"] == 0)
+        first = next(c for c in out["top"] if c["component"] == "resid_pre" and c["layer"] == 0)
         assert first["position"] == 3 and first["restored"] == pytest.approx(1.0, abs=1e-5)  # the subject token
         assert [c.type for c in result.content].count("image") == 1 and len(out["figures"]) == 2
         bad = await client.call_tool("patch", {"request": {"model": str(tiny_gpt2), "clean": "the cat is",

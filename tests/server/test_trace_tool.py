@@ -32,8 +32,8 @@ async def test_trace_causal_and_masked_models_through_mcp(lab, tiny_gpt2, tiny_b
             progress_callback=on_progress)
         assert not result.is_error, result.content
         out = result.structured_content
-        kinds = {m["model"]: m["kind"] for m in out["models"]}
-        assert kinds == {str(tiny_gpt2): "causal", str(tiny_bert): "masked"}
+        lm_kinds = {m["model"]: m["lm_kind"] for m in out["models"]}
+        assert lm_kinds == {str(tiny_gpt2): "causal", str(tiny_bert): "masked"}
         assert [c.type for c in result.content].count("image") >= 1
         assert any(c.type == "resource_link" and c.uri.endswith("trace_results.json") for c in result.content)
         assert progress and progress == sorted(progress)
@@ -43,7 +43,7 @@ async def test_trace_causal_and_masked_models_through_mcp(lab, tiny_gpt2, tiny_b
         assert bert["tokens"][bert["predict_pos"]] == "[MASK]"
         compare = await client.call_tool("compare", {"request": {"run_ids": [out["run_id"]]}})
         assert not compare.is_error, compare.content
-        assert set(compare.structured_content["models"]) == set(kinds)
+        assert set(compare.structured_content["models"]) == set(lm_kinds)
 
 
 async def test_trace_errors_name_the_field_and_the_server_keeps_serving(lab, tiny_gpt2):
@@ -65,7 +65,7 @@ async def test_domain_tuned_model_knows_the_domain_facts_its_base_does_not(lab):
         pytest.skip("embedded models are absent")
     async with Client(build_server(lab=lab), raise_exceptions=True) as client:
         result = await client.call_tool("trace", {"request": {
-            "models": ["fact-gpt2", "fact-gpt2-cyber"], "pack": "cybersecurity", "max_facts": 2, "kinds": ["mlp"],
+            "models": ["fact-gpt2", "fact-gpt2-cyber"], "pack": "cybersecurity", "max_facts": 2, "components": ["mlp"],
             "corruption": {"kind": "noise", "samples": 2}}})
         assert not result.is_error, result.content
         base, tuned = result.structured_content["models"]

@@ -52,7 +52,7 @@ class PlantedCheck(BaseModel):
 
 
 def _trace_checks(lab: Lab, pm: PlantedModel, mode: str, seed: int, reporter: Reporter) -> list[PlantedCheck]:
-    req = TraceRequest(models=[str(pm.path)], facts=list(pm.facts), kinds=["mlp"], window=1, mode=mode,
+    req = TraceRequest(models=[str(pm.path)], facts=list(pm.facts), components=["mlp"], window=1, mode=mode,
                        heads=mode == "exact", seed=seed, corruption={"kind": "noise", "samples": 10})
     result = run_trace(req, lab=lab, reporter=Reporter(cancel_event=reporter.cancel_event))  # cancellable, quiet
     facts = lab.store.read_json(result.run_id, "trace_results.json")["models"][str(pm.path)]["facts"]

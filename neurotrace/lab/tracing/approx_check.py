@@ -1,7 +1,7 @@
 """How far to trust attribution patching: exact patching on a sample of cells of each approx grid.
 
 The sample is the ``TOP`` cells with the largest |approx| estimate (where a reader looks) plus
-``RANDOM`` seeded cells elsewhere, per kind. Each sampled cell is restored exactly (batched rows, the
+``RANDOM`` seeded cells elsewhere, per component. Each sampled cell is restored exactly (batched rows, the
 same restoration as the exact grid), so the rank correlation and the magnitude ratio over the sample
 say whether the approx map ranks the cells right and whether it under- or over-estimates.
 """
@@ -41,11 +41,11 @@ def _restore(rows: list[int], pos: list[int], clean: Tensor) -> Callable[..., Te
     return restore
 
 
-def exact_cells(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kind: str, cells: Sequence[tuple[int, int]],
+def exact_cells(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, component: str, cells: Sequence[tuple[int, int]],
                 window: int) -> list[float]:
-    """Mean p(target) over the noise samples with each (layer, pos) cell of ``kind`` restored exactly."""
+    """Mean p(target) over the noise samples with each (layer, pos) cell of ``component`` restored exactly."""
     n_layers, samples = lm.n_layers, corr.samples
-    needed = sorted({s for layer, _ in cells for s in sites_for(kind, layer, window, n_layers)})
+    needed = sorted({s for layer, _ in cells for s in sites_for(component, layer, window, n_layers)})
     clean, _ = clean_states(lm, prep.ids, needed)
     jobs = [(c, s) for c in range(len(cells)) for s in range(samples)]
     out = torch.empty(len(jobs))
@@ -54,7 +54,7 @@ def exact_cells(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kind: str,
         by_site: dict[str, tuple[list[int], list[int]]] = {}
         for r, (c, _) in enumerate(chunk):
             layer, pos = cells[c]
-            for site in sites_for(kind, layer, window, n_layers):
+            for site in sites_for(component, layer, window, n_layers):
                 rows, ps = by_site.setdefault(site, ([], []))
                 rows.append(r)
                 ps.append(pos)
@@ -68,7 +68,7 @@ def exact_cells(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kind: str,
 
 def check(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, approx: dict[str, Tensor], p_corr: float,
           window: int, seed: int) -> dict[str, dict[str, list[float]]]:
-    """Per kind: the approx and exact indirect effects on the sampled cells."""
+    """Per component: the approx and exact indirect effects on the sampled cells."""
     out = {}
     for k, grid in approx.items():
         cells = sample_cells(grid, seed)

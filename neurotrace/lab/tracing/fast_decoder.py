@@ -23,7 +23,7 @@ modules** exactly as the model runs them when it continues a cached sequence.
   the cached residuals) are the layers' own business.
 * **Restorations** write the clean ``attn_out`` / ``mlp_out`` inside a layer through the ordinary site
   hooks; resid restorations are written into the state entering the next layer.
-* **Batches by position.** A batch holds the rows of one restored position ``p`` (every kind, layer and
+* **Batches by position.** A batch holds the rows of one restored position ``p`` (every component, layer and
   sample); each row *enters* at its first restored layer from the cached corrupted residual, so a
   layer runs on the rows restored at or below it, and a state still equal to the corrupted run is
   never computed. Rows whose restorations so far agree (the windows of neighbouring layers) are one
@@ -130,16 +130,16 @@ def join_plan(chunk: Sequence[Row], n_layers: int, p0: int,
             if key[0] == "corrupted" or key in seen:
                 continue
             seen.add(key)
-            (resid if row.kind == "resid" and row.layers[0] == layer else run).append((key, row))
+            (resid if row.component == "resid" and row.layers[0] == layer else run).append((key, row))
         enter = sorted({r.sample for k, r in run if state_key(r, layer - 1)[0] == "corrupted"})
         inputs = [prev[state_key(r, layer - 1)] if state_key(r, layer - 1) in prev else len(prev) + enter.index(r.sample)
                   for _, r in run]
         restore = {}
-        for kind in ("attn", "mlp"):
-            us = [u for u, (_, r) in enumerate(run) if r.kind == kind and layer in r.layers]
+        for component in ("attn", "mlp"):
+            us = [u for u, (_, r) in enumerate(run) if r.component == component and layer in r.layers]
             if us:
                 pos = torch.tensor([run[u][1].pos for u in us])
-                restore[kind] = (torch.tensor(us), pos - p0, clean[site_name(f"{kind}_out", layer)][pos])
+                restore[component] = (torch.tensor(us), pos - p0, clean[site_name(f"{component}_out", layer)][pos])
         resid_spec = None
         if resid:
             pos = torch.tensor([r.pos for _, r in resid])
@@ -164,8 +164,8 @@ def _restore_hooks(first: int, steps: Sequence[Step]) -> dict[str, Callable[...,
     """attn_out / mlp_out hooks writing each step's clean values into its layer."""
     hooks = {}
     for layer, step in zip(range(first, first + len(steps)), steps, strict=True):
-        for kind, spec in step.restore.items():
-            hooks[site_name(f"{kind}_out", layer)] = _restore_hook(spec)
+        for component, spec in step.restore.items():
+            hooks[site_name(f"{component}_out", layer)] = _restore_hook(spec)
     return hooks
 
 
@@ -198,22 +198,22 @@ def run_suffix(lm: LoadedModel, first: int, steps: Sequence[Step], p: int, resid
 
 
 def position_chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
-    """Rows of one restored position together (every kind, layer and sample: rows enter the batch at
+    """Rows of one restored position together (every component, layer and sample: rows enter the batch at
     their first restored layer), at most ``size`` per batch."""
     by_pos: dict[int, list[Row]] = {}
-    for row in sorted(rows, key=lambda r: (r.pos, r.kind, r.layers[0], r.sample)):
+    for row in sorted(rows, key=lambda r: (r.pos, r.component, r.layers[0], r.sample)):
         by_pos.setdefault(row.pos, []).append(row)
     return [group[i:i + size] for group in by_pos.values() for i in range(0, len(group), size)]
 
 
-def fast_decoder_grid(lm: LoadedModel, prep: PreparedFact, corr, kinds: Sequence[str], window: int,
+def fast_decoder_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[str], window: int,
                       reporter: Reporter, rows_per_batch: int = 512,
                       progress: tuple[int, int] = (0, 1)) -> dict[str, Tensor]:
     """Same numbers as :func:`neurotrace.lab.tracing.grid.exact_grid`, computing only what can change."""
     n_layers, samples = lm.n_layers, corr.samples
-    clean, _ = clean_states(lm, prep.ids, grid_sites(kinds, n_layers))
+    clean, _ = clean_states(lm, prep.ids, grid_sites(components, n_layers))
     resid_pre, kv = corrupted_run(lm, corr.ids, corr.noise, corr.subject)
-    n_cells, groups = group_rows(kinds, n_layers, len(prep.ids), samples, window)
+    n_cells, groups = group_rows(components, n_layers, len(prep.ids), samples, window)
     out = torch.empty(n_cells, samples)
     done = 0
     for chunk in position_chunks([r for rows in groups.values() for r in rows], rows_per_batch):
@@ -226,5 +226,5 @@ def fast_decoder_grid(lm: LoadedModel, prep: PreparedFact, corr, kinds: Sequence
         out[[r.cell for r in chunk], [r.sample for r in chunk]] = probs.cpu()
         done += len(chunk)
         reporter.step(progress[0] + done, progress[1], f"fact {prep.fact.id or prep.fact.clean_subject}")
-    grid = out.mean(1).view(len(kinds), n_layers, len(prep.ids))
-    return {k: grid[i] for i, k in enumerate(kinds)}
+    grid = out.mean(1).view(len(components), n_layers, len(prep.ids))
+    return {k: grid[i] for i, k in enumerate(components)}

@@ -101,16 +101,16 @@ def _run_suffix(lm: LoadedModel, h: Tensor, start: int, p: int, qkv: list[Tensor
     return torch.softmax(lm.adapter.logits_at(lm.model, h).float(), dim=-1)[:, target_id]
 
 
-def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, kinds: Sequence[str], window: int, reporter: Reporter,
+def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[str], window: int, reporter: Reporter,
               rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1)) -> dict[str, Tensor]:
     """Same numbers as :func:`neurotrace.lab.tracing.grid.exact_grid`, computing only what can change.
 
     Rows are grouped by their first changed layer and sorted by restored position, so a batch shares
     one start layer and begins at the smallest restored position among its rows."""
     n_layers, samples = lm.n_layers, corr.samples
-    clean, _ = clean_states(lm, prep.ids, grid_sites(kinds, n_layers))
+    clean, _ = clean_states(lm, prep.ids, grid_sites(components, n_layers))
     resid_pre, qkv = _corrupted_cache(lm, corr.ids, corr.noise, corr.subject)
-    n_cells, groups = group_rows(kinds, n_layers, len(prep.ids), samples, window)
+    n_cells, groups = group_rows(components, n_layers, len(prep.ids), samples, window)
     out = torch.empty(n_cells, samples)
     done = 0
     for start, rows in groups.items():
@@ -122,5 +122,5 @@ def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, kinds: Sequence[str], w
             out[[r.cell for r in chunk], [r.sample for r in chunk]] = probs.cpu()
             done += len(chunk)
             reporter.step(progress[0] + done, progress[1], f"fact {prep.fact.id or prep.fact.clean_subject}")
-    grid = out.mean(1).view(len(kinds), n_layers, len(prep.ids))
-    return {k: grid[i] for i, k in enumerate(kinds)}
+    grid = out.mean(1).view(len(components), n_layers, len(prep.ids))
+    return {k: grid[i] for i, k in enumerate(components)}

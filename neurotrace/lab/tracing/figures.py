@@ -90,11 +90,11 @@ def heatmap(results: dict, model: str | None = None, fact: int | str | None = No
         raise InputError("options.fact", f"fact must be an index 0..{len(m.facts) - 1} (got {fact!r})",
                          fix=f"use an integer 0..{len(m.facts) - 1}")
     f = m.facts[fact]
-    kinds = list(f.restored)
-    fig, axes = new_figure(1, len(kinds), width=4.4 * len(kinds), height=0.35 * len(f.tokens) + 2.2, squeeze=False)
+    components = list(f.restored)
+    fig, axes = new_figure(1, len(components), width=4.4 * len(components), height=0.35 * len(f.tokens) + 2.2, squeeze=False)
     s, e = f.subject_range
     labels = [repr(t) + ("*" if s <= i < e else "") for i, t in enumerate(f.tokens)]
-    for ax, k in zip(axes[0], kinds, strict=True):
+    for ax, k in zip(axes[0], components, strict=True):
         grid = np.array(f.restored[k]).T                                        # (pos, layer)
         top = max(float(grid.max()), f.p_corrupted + 1e-6)
         im = ax.imshow(grid, cmap=KIND_CMAP.get(k, "Purples"), vmin=f.p_corrupted, vmax=top, aspect="auto")
@@ -110,14 +110,14 @@ def heatmap(results: dict, model: str | None = None, fact: int | str | None = No
 def aie(results: dict, model: str | None = None) -> Figure:
     res = load(results)
     m = _model(res, model)
-    kinds = [k for k, v in m.aie.items() if v]
-    if not kinds:
+    components = [k for k, v in m.aie.items() if v]
+    if not components:
         return _nothing_known(res, m, "Average indirect effect")
     n = m.readings.bucket_n
     rows = [i for i in range(len(m.categories)) if i < len(n) and n[i] > 0]    # categories these facts have
     labels = [f"{m.categories[i]} (n={n[i]})" for i in rows]
-    fig, axes = new_figure(1, len(kinds), width=4.6 * len(kinds), height=1.6 + 0.45 * len(rows), squeeze=False)
-    for ax, k in zip(axes[0], kinds, strict=True):
+    fig, axes = new_figure(1, len(components), width=4.6 * len(components), height=1.6 + 0.45 * len(rows), squeeze=False)
+    for ax, k in zip(axes[0], components, strict=True):
         grid = np.array(m.aie[k], dtype=float).T[rows]                          # (bucket, layer)
         top = max(float(np.nanmax(grid)), 1e-6) if np.isfinite(grid).any() else 1e-6
         im = ax.imshow(np.ma.masked_invalid(grid), cmap=KIND_CMAP.get(k, "Purples"), vmin=0, vmax=top, aspect="auto")
@@ -156,7 +156,7 @@ def layer_curve(results: dict, **_: Any) -> Figure:
             ax.plot(x, y, marker="o", color=KIND_COLOR.get(k), label=f"{short(m.model)} {k} (n={m.readings.bucket_n[c]})",
                     ls=LINESTYLES[i % len(LINESTYLES)])
             ax.fill_between(x, y - band, y + band, color=KIND_COLOR.get(k), alpha=0.15)
-        if m.kind == "masked" and m.curves_mean.get("context_patch"):
+        if m.lm_kind == "masked" and m.curves_mean.get("context_patch"):
             ax.plot(_x(m, relative), np.array(m.curves_mean["context_patch"]), ":", marker=".", color="grey",
                     label=f"{short(m.model)} context patch (p restored)")
     ax.set_xlabel("relative depth (layer / n_layers)" if relative else "layer")
@@ -171,27 +171,27 @@ def layer_curve(results: dict, **_: Any) -> Figure:
 def flow(results: dict, model: str | None = None) -> Figure:
     res = load(results)
     m = _model(res, model)
-    kinds = [k for k, v in m.aie.items() if v]
-    if not kinds:
+    components = [k for k, v in m.aie.items() if v]
+    if not components:
         return _nothing_known(res, m, "Patching flow")
     n = m.n_layers
-    fig, ax = new_figure(width=7.5, height=2.2 + 0.6 * len(kinds))
-    for row, k in enumerate(kinds):
+    fig, ax = new_figure(width=7.5, height=2.2 + 0.6 * len(components))
+    for row, k in enumerate(components):
         vals = np.nan_to_num(np.nanmax(np.array(m.aie[k], dtype=float), axis=1))
         top = max(vals.max(), 1e-6)
         ax.scatter(range(n), [row] * n, s=40 + 900 * np.clip(vals, 0, None) / top, color=KIND_COLOR.get(k), alpha=0.75)
         ax.plot(range(n), [row] * n, color="grey", lw=0.5, zorder=0)
     if m.peak:
-        ax.axvline(m.peak.layer, color="black", ls="--", label=f"peak: layer {m.peak.layer} ({m.peak.kind})")
+        ax.axvline(m.peak.layer, color="black", ls="--", label=f"peak: layer {m.peak.layer} ({m.peak.component})")
         ax.legend(loc="upper left", fontsize=8)
-    ax.set_yticks(range(len(kinds)), [f"restore {k}" for k in kinds])
+    ax.set_yticks(range(len(components)), [f"restore {k}" for k in components])
     ax.set_xticks(range(n))
     ax.set_xlabel("layer (circle size: max average indirect effect over token categories)")
     return finish(fig, f"{short(m.model)}: patching flow", _subtitle(res, m))
 
 
 def _row(m: ModelRecord, kind: str | None, relative: bool) -> np.ndarray:
-    k = kind or (m.peak.kind if m.peak else next(iter(m.aie), None))
+    k = kind or (m.peak.component if m.peak else next(iter(m.aie), None))
     c = _bucket(m, m.peak.position if m.peak else "last subject token")
     vals = np.array(m.aie[k], dtype=float)[:, c] if k in m.aie and m.aie[k] and c is not None else np.zeros(m.n_layers)
     vals = np.nan_to_num(vals)
@@ -200,16 +200,16 @@ def _row(m: ModelRecord, kind: str | None, relative: bool) -> np.ndarray:
     return np.interp(np.linspace(0, 1, DEPTH_BINS, endpoint=False), np.arange(m.n_layers) / m.n_layers, vals)
 
 
-def layer_model_heatmap(results: dict, kind: str | None = None) -> Figure:
+def layer_model_heatmap(results: dict, component: str | None = None) -> Figure:
     res = load(results)
     models = list(res.models.values())
     relative = _relative(models)
-    rows = [_row(m, kind, relative) for m in models]
+    rows = [_row(m, component, relative) for m in models]
     width = max(len(r) for r in rows)
     fig, ax = new_figure(width=7.5, height=1.4 + 0.5 * len(models))
-    im = ax.imshow(np.stack([np.pad(r, (0, width - len(r))) for r in rows]), cmap=KIND_CMAP.get(kind or "", "Purples"),
+    im = ax.imshow(np.stack([np.pad(r, (0, width - len(r))) for r in rows]), cmap=KIND_CMAP.get(component or "", "Purples"),
                    vmin=0, aspect="auto", extent=(0, 1, len(models) - 0.5, -0.5) if relative else None)
-    ax.set_yticks(range(len(models)), [f"{short(m.model)} ({m.peak.kind if m.peak else '-'})" for m in models])
+    ax.set_yticks(range(len(models)), [f"{short(m.model)} ({m.peak.component if m.peak else '-'})" for m in models])
     ax.set_xlabel("relative depth (layer / n_layers)" if relative else "layer")
     ax.grid(False)
     fig.colorbar(im, ax=ax, label="avg indirect effect at each model's peak category")
@@ -223,9 +223,9 @@ def peak_bars(results: dict, **_: Any) -> Figure:
     bands = [m.peak.band or 0.0 if m.peak else 0.0 for m in models]
     fig, ax = new_figure(width=1.8 + 1.4 * len(models), height=4)
     bars = ax.bar([short(m.model) for m in models], vals, yerr=bands, capsize=4,
-                  color=[KIND_COLOR.get(m.peak.kind if m.peak else "", "grey") for m in models])
+                  color=[KIND_COLOR.get(m.peak.component if m.peak else "", "grey") for m in models])
     for bar, m in zip(bars, models, strict=True):
-        label = f"L{m.peak.layer}/{m.n_layers} {m.peak.kind}\n{m.peak.position}" if m.peak else "no effect"
+        label = f"L{m.peak.layer}/{m.n_layers} {m.peak.component}\n{m.peak.position}" if m.peak else "no effect"
         ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("peak avg indirect effect (error bar: 95%)")
     return finish(fig, "Peak effect per model", _subtitle(res))

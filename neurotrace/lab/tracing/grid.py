@@ -1,6 +1,6 @@
 """The tracing grids: exact restoration, attribution patching (approximate), context and head patching.
 
-Exact (ROME's causal tracing): for every (kind, layer, position) cell and every noise sample, run the
+Exact (ROME's causal tracing): for every (component, layer, position) cell and every noise sample, run the
 corrupted input while restoring the clean state of that cell, and read p(target). All cells x samples
 are rows of a few large batches (each row carries its own noise sample and its own restoration), and
 only the scored position's logits are computed. Results are identical to one forward per cell.
@@ -63,10 +63,10 @@ def corrupted_probs(lm: LoadedModel, prep: PreparedFact, corr: Corrupted) -> Ten
     return target_probs(lm, ids, prep.predict_pos, prep.target_id, hooks)
 
 
-def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequence[str], window: int,
+def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str], window: int,
                reporter: Reporter, rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1),
                force_full: bool = False) -> dict[str, Tensor]:
-    """Mean p(target) with each cell restored: {kind: (n_layers, pos)}.
+    """Mean p(target) with each cell restored: {component: (n_layers, pos)}.
 
     Every (cell, noise sample) is one row of a batched full forward. Causal decoders (unless
     ``force_full``) take a fast path with the same numbers that computes only the layers and positions
@@ -74,35 +74,35 @@ def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequ
     :func:`neurotrace.lab.tracing.fast_decoder.fast_decoder_grid` for every other decoder family.
     Masked LMs take the full forward."""
     if supports_fast_path(lm) and not force_full:
-        return fast_grid(lm, prep, corr, kinds, window, reporter, rows_per_batch, progress)
+        return fast_grid(lm, prep, corr, components, window, reporter, rows_per_batch, progress)
     if supports_fast_decoder(lm) and not force_full:
-        return fast_decoder_grid(lm, prep, corr, kinds, window, reporter, rows_per_batch, progress)
-    needed = restored_sites(lm, kinds, window)
+        return fast_decoder_grid(lm, prep, corr, components, window, reporter, rows_per_batch, progress)
+    needed = restored_sites(lm, components, window)
     clean, _ = clean_states(lm, prep.ids, needed)
-    return restored_grid(lm, prep, corr, kinds, window, clean, target_probs, reporter, rows_per_batch, progress)
+    return restored_grid(lm, prep, corr, components, window, clean, target_probs, reporter, rows_per_batch, progress)
 
 
-def restored_sites(lm: LoadedModel, kinds: Sequence[str], window: int) -> list[str]:
-    """Every site some (kind, layer) cell of the grid restores."""
+def restored_sites(lm: LoadedModel, components: Sequence[str], window: int) -> list[str]:
+    """Every site some (component, layer) cell of the grid restores."""
     n = lm.n_layers
-    return sorted({s for k in kinds for layer in range(n) for s in sites_for(k, layer, window, n)})
+    return sorted({s for k in components for layer in range(n) for s in sites_for(k, layer, window, n)})
 
 
-def restored_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequence[str], window: int,
+def restored_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str], window: int,
                   clean: dict[str, Tensor], probs: Callable[..., Tensor], reporter: Reporter,
                   rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1), tag: str = "") -> dict[str, Tensor]:
     """The batched full-forward grid: every (cell, noise sample) is one row; ``probs(lm, ids, pos, target,
     hooks)`` runs the rows (:func:`target_probs` with torch hooks, or nnsight's traced forward)."""
     n_layers, n_pos, samples = lm.n_layers, len(prep.ids), corr.samples
-    cells = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
+    cells = [(k, layer, p) for k in components for layer in range(n_layers) for p in range(n_pos)]
     out = torch.empty(len(cells) * samples)
     for start in range(0, len(out), rows_per_batch):
         rows = torch.arange(start, min(start + rows_per_batch, len(out)))
         cell_idx, sample_idx = rows // samples, rows % samples
         by_site: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for r, c in enumerate(cell_idx.tolist()):
-            kind, layer, pos = cells[c]
-            for site in sites_for(kind, layer, window, n_layers):
+            component, layer, pos = cells[c]
+            for site in sites_for(component, layer, window, n_layers):
                 by_site[site].append((r, pos))
         hooks: dict[str, list] = {s: [_restore_hook(torch.tensor([a for a, _ in v]), torch.tensor([b for _, b in v]),
                                                     clean[s])] for s, v in by_site.items()}
@@ -112,15 +112,15 @@ def restored_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: S
         out[rows] = probs(lm, ids, prep.predict_pos, prep.target_id, hooks).cpu()
         reporter.step(progress[0] + start + len(rows), progress[1],
                       f"fact {prep.fact.id or prep.fact.clean_subject}{tag}")
-    grid = out.view(len(cells), samples).mean(1).view(len(kinds), n_layers, n_pos)
-    return {k: grid[i] for i, k in enumerate(kinds)}
+    grid = out.view(len(cells), samples).mean(1).view(len(components), n_layers, n_pos)
+    return {k: grid[i] for i, k in enumerate(components)}
 
 
-def approx_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequence[str],
+def approx_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str],
                 window: int) -> dict[str, Tensor]:
-    """Attribution-patching estimate of the *indirect effect* of each cell: {kind: (n_layers, pos)}."""
+    """Attribution-patching estimate of the *indirect effect* of each cell: {component: (n_layers, pos)}."""
     n_layers = lm.n_layers
-    sites = [site_name(KIND_SITE[k], layer) for k in kinds for layer in range(n_layers)]
+    sites = [site_name(KIND_SITE[k], layer) for k in components for layer in range(n_layers)]
     clean, _ = clean_states(lm, prep.ids, sites)
     acts: dict[str, Tensor] = {}
 
@@ -143,7 +143,7 @@ def approx_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Seq
         torch.softmax(logits.float(), dim=-1)[:, prep.target_id].sum().backward()
     per_site = {s: ((clean[s][None] - acts[s].detach()) * acts[s].grad).sum(-1).mean(0).cpu() for s in sites}
     out = {}
-    for k in kinds:
+    for k in components:
         rows = []
         for layer in range(n_layers):
             members = [s for s in sites_for(k, layer, window, n_layers)]

@@ -16,10 +16,10 @@ from neurotrace.lab.tracing.grid import Corrupted, restored_grid, restored_sites
 from neurotrace.lab.tracing.prepare import PreparedFact
 
 
-def exact_grid_nnsight(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, kinds: Sequence[str], window: int,
+def exact_grid_nnsight(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str], window: int,
                        reporter: Reporter, rows_per_batch: int = 512) -> dict[str, Tensor]:
-    """Mean p(target) with each (kind, layer, position) cell restored, {kind: (n_layers, pos)}: the
+    """Mean p(target) with each (component, layer, position) cell restored, {component: (n_layers, pos)}: the
     numbers of :func:`neurotrace.lab.tracing.grid.exact_grid`, every forward run by nnsight."""
-    clean = traced_states(lm, prep.ids, restored_sites(lm, kinds, window))
-    return restored_grid(lm, prep, corr, kinds, window, clean, traced_probs, reporter, rows_per_batch,
-                         (0, corr.samples * len(kinds) * lm.n_layers * len(prep.ids)), tag=" (nnsight)")
+    clean = traced_states(lm, prep.ids, restored_sites(lm, components, window))
+    return restored_grid(lm, prep, corr, components, window, clean, traced_probs, reporter, rows_per_batch,
+                         (0, corr.samples * len(components) * lm.n_layers * len(prep.ids)), tag=" (nnsight)")

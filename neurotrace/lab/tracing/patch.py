@@ -186,15 +186,15 @@ def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
         m_clean, m_corrupt = (float(v) for v in metric(torch.stack([clean_lg, corrupt_lg])))
         heads = n_heads(lm)
         d_head = int(getattr(lm.config, "head_dim", None) or lm.d_model // heads)
-        if ("path" in request.kinds) != bool(request.receivers):
-            raise InputError("receivers", "path patching needs receivers, and receivers need kinds to include 'path'",
-                             fix="give both kinds=[..., 'path'] and receivers=['L:H', ...], or neither")
-        plan = {k: cells_for(k, lm.n_layers, len(clean), heads, d_head) for k in request.kinds
+        if ("path" in request.components) != bool(request.receivers):
+            raise InputError("receivers", "path patching needs receivers, and receivers need components to include 'path'",
+                             fix="give both components=[..., 'path'] and receivers=['L:H', ...], or neither")
+        plan = {k: cells_for(k, lm.n_layers, len(clean), heads, d_head) for k in request.components
                 if k not in PART_OF and k != "path"}
         cache = clean_cache(lm, clean, {c.site for cells in plan.values() for c in cells})
-        parts = clean_parts(lm, clean) if set(PART_OF) & set(request.kinds) else {}
+        parts = clean_parts(lm, clean) if set(PART_OF) & set(request.components) else {}
         grids = {k: patch_parts(lm, corrupt, PART_OF[k], parts, metric, request.batch_size, reporter)
-                 for k in request.kinds if k in PART_OF}
+                 for k in request.components if k in PART_OF}
         for kind, cells in plan.items():
             values = patch_cells(lm, corrupt, cells, cache, metric, request.batch_size, reporter, kind)
             shape = {"head_out": (lm.n_layers, heads), "head_out_pos": (lm.n_layers, len(clean), heads)}
@@ -203,7 +203,7 @@ def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
             grids["path"] = path_grid(lm, clean, corrupt, parse_receivers(request.receivers, lm.n_layers, heads),
                                       list(request.receiver_parts), heads, metric, last_logits, request.batch_size,
                                       reporter)
-        grids = {k: grids[k] for k in request.kinds}
+        grids = {k: grids[k] for k in request.components}
         with lab.store.open_run("patch", request) as run:
             run.add_model(request.model, lm.fingerprint, lm.provenance)
             return write_patch_report(run, request, lm, clean, corrupt, grids, target, contrast, m_clean, m_corrupt)

@@ -40,7 +40,7 @@ class AttnEdits:
 def _eager(module: torch.nn.Module):
     fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
     if fn is None:
-        raise InputError("kinds", f"{type(module).__name__} has no eager attention to patch inside",
+        raise InputError("components", f"{type(module).__name__} has no eager attention to patch inside",
                          fix="use head_out / head_out_pos for this model")
     return fn
 

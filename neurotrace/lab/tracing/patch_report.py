@@ -35,7 +35,7 @@ def _cells(kind: str, grid: Tensor, norm: Tensor, tokens: list[str]) -> list[Pat
         head = index[1] if per_head else (index[2] if kind == "head_out_pos" else None)
         if (kind == "resid_pre" and pos == len(tokens) - 1) or np.isnan(float(grid[index])):
             continue                       # the whole residual at the scored position restores trivially
-        out.append(PatchCell(kind=kind, layer=layer, position=pos, head=head,
+        out.append(PatchCell(component=kind, layer=layer, position=pos, head=head,
                              token=None if pos is None else tokens[pos], value=float(grid[index]),
                              restored=float(norm[index])))
     return out
@@ -76,7 +76,7 @@ def _summary(request: PatchRequest, target: str, contrast: str | None, m_clean: 
     text = (f"Activation patching in {request.model}: {metric} is {m_clean:.3g} on the clean prompt and "
             f"{m_corrupt:.3g} on the corrupt one.")
     if top:
-        best = ", ".join(f"{c.kind} L{c.layer}" + (f" H{c.head}" if c.head is not None else "")
+        best = ", ".join(f"{c.component} L{c.layer}" + (f" H{c.head}" if c.head is not None else "")
                          + (f" at {c.token!r}" if c.token is not None else "") + f" ({c.restored:.2f})"
                          for c in top[:3])
         text += f" Most restoring: {best} (1 = fully restored)."
@@ -104,7 +104,7 @@ def write_patch_report(run: Any, request: PatchRequest, lm: LoadedModel, clean: 
     summary = _summary(request, names[0], rec["contrast"], m_clean, m_corrupt, top)
     run.set_summary(summary)
     differing = [i for i, (a, b) in enumerate(zip(clean.tolist(), corrupt.tolist(), strict=True)) if a != b]
-    nxt = ("Call patch with kinds=['head_out'] to find the heads behind the attention effect, then attention on "
+    nxt = ("Call patch with components=['head_out'] to find the heads behind the attention effect, then attention on "
            "the clean prompt to see where those heads look." if "head_out" not in grids else
            "Call attention with the clean prompt and heads=[...the top heads...] to see where they look.")
     return PatchResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures, next=nxt,

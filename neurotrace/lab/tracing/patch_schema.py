@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from neurotrace.lab.results import RunResult
 
 PATCH_RESULTS_FILE = "patch_results.json"
-PatchKind = Literal["resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos", "head_q", "head_k", "head_v",
+PatchComponent = Literal["resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos", "head_q", "head_k", "head_v",
                     "head_pattern", "path"]
 PatchMetric = Literal["logit_diff", "p_target", "kl"]
 
@@ -24,12 +24,12 @@ class PatchRequest(BaseModel):
                                 "'kl' (KL(clean || patched), nats; lower = more restored).")
     target: str | None = Field(None, description="Answer word; default the clean run's top-1 token.")
     contrast: str | None = Field(None, description="Second word for logit_diff; default the corrupt run's top-1.")
-    kinds: list[PatchKind] = Field(default_factory=lambda: ["resid_pre", "attn_out", "mlp_out"], min_length=1,
+    components: list[PatchComponent] = Field(default_factory=lambda: ["resid_pre", "attn_out", "mlp_out"], min_length=1,
                                    description="resid_pre / attn_out / mlp_out: per layer x position; head_out: per "
                                    "layer x head, all positions; head_out_pos: per layer x position x head; head_q/k/v/pattern: a "
                                    "head's queries, keys, values or pattern, all positions (k/v per key-value head); path: path "
                                    "patching of every earlier sender head into the receivers.")
-    receivers: list[str] = Field(default_factory=list, description="Receiver heads 'L:H' for kinds 'path'.")
+    receivers: list[str] = Field(default_factory=list, description="Receiver heads 'L:H' for components 'path'.")
     receiver_parts: list[Literal["q", "k", "v"]] = Field(default_factory=lambda: ["q", "k", "v"], min_length=1,
                                                          description="Which inputs of the receivers get the path.")
     batch_size: int = Field(32, ge=1, le=1024, description="Patched runs per forward (rows of one batch).")
@@ -38,7 +38,7 @@ class PatchRequest(BaseModel):
 
 class PatchCell(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: PatchKind
+    component: PatchComponent
     layer: int
     position: int | None = Field(description="Patched position (None: all positions).")
     head: int | None = None

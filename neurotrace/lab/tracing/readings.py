@@ -1,6 +1,6 @@
 """One model's averages over facts and its localisation readings: what the summary is allowed to say.
 
-* **Half-maximum ranges**: per kind and token category, the layers whose average indirect effect is
+* **Half-maximum ranges**: per component and token category, the layers whose average indirect effect is
   at least half that curve's maximum (a flat stretch is a range, not a peak), with n and the band.
 * **Hand-off**: the first layer where restoring the residual at the scored token recovers more than at
   the last subject token (after the subject token led): where the information has moved.
@@ -123,7 +123,7 @@ UNDER, OVER = 0.67, 1.5    # approx / exact magnitude ratios beyond which approx
 TOP_HEADS = 3
 
 
-def layer_range(kind: str, label: str, curve: torch.Tensor, band: torch.Tensor, n: int) -> LayerRange | None:
+def layer_range(component: str, label: str, curve: torch.Tensor, band: torch.Tensor, n: int) -> LayerRange | None:
     """The half-maximum layer range of one (layer,) curve, or None below MIN_EFFECT."""
     if n == 0 or bool(torch.isnan(curve).all()):
         return None
@@ -132,7 +132,7 @@ def layer_range(kind: str, label: str, curve: torch.Tensor, band: torch.Tensor, 
     if peak < MIN_EFFECT:
         return None
     above = [i for i, v in enumerate(curve.tolist()) if v >= peak / 2]
-    return LayerRange(kind=kind, position=label, first=above[0], last=above[-1], max_layer=top, max_effect=peak,
+    return LayerRange(component=component, position=label, first=above[0], last=above[-1], max_layer=top, max_effect=peak,
                       band=float(band[top]), n=n)
 
 
@@ -149,11 +149,11 @@ def ranges(avgs: dict[str, Average], labels: Sequence[str]) -> list[LayerRange]:
 def peak(found: Sequence[LayerRange], rome: bool) -> PeakSite | None:
     """The largest effect, leaving out the resid at (and after) the scored position (the output itself)."""
     trivial = {"last token"} if rome else {"scored token", "after scored token"}
-    cands = [r for r in found if not (r.kind == "resid" and r.position in trivial)]
+    cands = [r for r in found if not (r.component == "resid" and r.position in trivial)]
     if not cands:
         return None
     r = max(cands, key=lambda r: r.max_effect)
-    return PeakSite(kind=r.kind, layer=r.max_layer, position=r.position, effect=r.max_effect, band=r.band, n=r.n,
+    return PeakSite(component=r.component, layer=r.max_layer, position=r.position, effect=r.max_effect, band=r.band, n=r.n,
                     first=r.first, last=r.last)
 
 
@@ -226,10 +226,10 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
 
 
 def approx_checks(facts: Sequence[FactRecord]) -> list[ApproxCheck]:
-    """Agreement of approx with exact patching on the sampled cells, pooled over facts, per kind."""
+    """Agreement of approx with exact patching on the sampled cells, pooled over facts, per component."""
     out = []
-    kinds = {k for f in facts if f.approx_check for k in f.approx_check}
-    for k in sorted(kinds):
+    components = {k for f in facts if f.approx_check for k in f.approx_check}
+    for k in sorted(components):
         a = torch.tensor([v for f in facts if f.approx_check and k in f.approx_check for v in f.approx_check[k]["approx"]])
         e = torch.tensor([v for f in facts if f.approx_check and k in f.approx_check for v in f.approx_check[k]["exact"]])
         rho = float(torch.corrcoef(torch.stack([_ranks(a), _ranks(e)]))[0, 1]) if len(a) > 2 and a.std() > 0 and e.std() > 0 else None
@@ -237,7 +237,7 @@ def approx_checks(facts: Sequence[FactRecord]) -> list[ApproxCheck]:
         ratio = float(a.abs().sum()) / denom if denom > 1e-9 else None
         verdict = ("unclear" if ratio is None else "underestimates" if ratio < UNDER
                    else "overestimates" if ratio > OVER else "agrees")
-        out.append(ApproxCheck(kind=k, cells=len(a), spearman=rho, magnitude_ratio=ratio, verdict=verdict))
+        out.append(ApproxCheck(component=k, cells=len(a), spearman=rho, magnitude_ratio=ratio, verdict=verdict))
     return out
 
 
@@ -248,7 +248,7 @@ class ModelInfo:
     """What the summary needs to know about a model once it is no longer leased."""
 
     model: str
-    kind: str
+    lm_kind: str
     family: str
     n_layers: int
     n_heads: int | None
@@ -274,7 +274,7 @@ def summarize_model(request: TraceRequest, info: ModelInfo, facts: Sequence[Fact
     labels = bucket_labels(rome)
     known = [f for f in facts if f.correct]
     avgs = {}
-    for k in request.kinds:
+    for k in request.components:
         rows = [fact_rows(torch.tensor(f.indirect[k]), f.categories, f.subject_range, f.predict_pos, rome)
                 for f in known]
         avgs[k] = average(rows, info.n_layers, len(labels), rome)
@@ -288,7 +288,7 @@ def summarize_model(request: TraceRequest, info: ModelInfo, facts: Sequence[Fact
         context=context(known), top_heads=top_heads(known), approx=approx_checks(facts))
     n = max(len(facts), 1)
     return ModelRecord(
-        model=info.model, kind=info.kind, family=info.family, n_layers=info.n_layers, n_heads=info.n_heads,
+        model=info.model, lm_kind=info.lm_kind, family=info.family, n_layers=info.n_layers, n_heads=info.n_heads,
         fingerprint=info.fingerprint, window=info.window, noise_std=info.noise_std,
         noise_std_from=info.noise_std_from, facts=list(facts), skipped=list(skipped),
         aie={k: a.mean.tolist() if known else [] for k, a in avgs.items()},

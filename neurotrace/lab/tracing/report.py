@@ -32,7 +32,7 @@ def _range(first: int, last: int) -> str:
 
 
 def _find(m: ModelRecord, kind: str, position: str):
-    return next((r for r in m.readings.ranges if r.kind == kind and r.position == position), None)
+    return next((r for r in m.readings.ranges if r.component == kind and r.position == position), None)
 
 
 def _peak_line(m: ModelRecord) -> str:
@@ -46,7 +46,7 @@ def _peak_line(m: ModelRecord) -> str:
         span = f"confined to layer {p.first} (every other layer is below half of it)"
     else:
         span = f"at least half of it over {_range(p.first, p.last)}"
-    return (f"{m.model}: the largest effect is {p.kind} at the {p.position}: {p.effect:.3f} +/- {p.band:.3f} "
+    return (f"{m.model}: the largest effect is {p.component} at the {p.position}: {p.effect:.3f} +/- {p.band:.3f} "
             f"(95%, n={p.n}) at layer {p.layer} of {m.n_layers} ({depth_word(p.layer, m.n_layers)}); {span}.")
 
 
@@ -71,7 +71,7 @@ def _mlp_vs_attn(m: ModelRecord) -> str | None:
 def _resid_line(m: ModelRecord) -> str | None:
     if "resid" not in m.aie:
         return None
-    where = "the mask" if m.kind == "masked" else "the last token"
+    where = "the mask" if m.lm_kind == "masked" else "the last token"
     r = _find(m, "resid", "last subject token")
     bits = [f"restoring the residual at the last subject token matters over {_range(r.first, r.last)}" if r
             else "restoring the residual at the last subject token has no measurable effect"]
@@ -115,7 +115,7 @@ def _approx_lines(m: ModelRecord) -> list[str]:
                "underestimates": f"underestimates about {1 / max(a.magnitude_ratio, 1e-9):.1f}x",
                "overestimates": f"overestimates about {a.magnitude_ratio:.1f}x"}[a.verdict]
         rho = "n/a" if a.spearman is None else f"{a.spearman:.2f}"
-        out.append(f"{m.model}: approx {a.kind} vs exact patching on {a.cells} sampled cells: rank correlation "
+        out.append(f"{m.model}: approx {a.component} vs exact patching on {a.cells} sampled cells: rank correlation "
                    f"{rho}, magnitude ratio {a.magnitude_ratio:.2f} - it {how}.")
     return out
 
@@ -155,9 +155,9 @@ def cross_model(models: Sequence[ModelRecord]) -> str:
     relative = len({m.n_layers for m in models}) > 1
     parts, depths = [], []
     for m in models:
-        r = _find(m, ref.kind, ref.position)
-        if ref.kind not in m.aie:
-            parts.append(f"{m.model} was not traced with {ref.kind} (no like-for-like comparison)")
+        r = _find(m, ref.component, ref.position)
+        if ref.component not in m.aie:
+            parts.append(f"{m.model} was not traced with {ref.component} (no like-for-like comparison)")
             continue
         if r is None:
             parts.append(f"{m.model} shows none")
@@ -168,7 +168,7 @@ def cross_model(models: Sequence[ModelRecord]) -> str:
         depths.append(r.max_layer / m.n_layers if relative else r.max_layer)
     align = ("; layers are compared by relative depth (layer / n_layers) because the models' depths differ"
              if relative else "")
-    text = f"Across models ({knows}{align}): {ref.kind} at the {ref.position}: " + "; ".join(parts) + "."
+    text = f"Across models ({knows}{align}): {ref.component} at the {ref.position}: " + "; ".join(parts) + "."
     if len(depths) >= 2:
         close = (max(depths) - min(depths) <= 0.1) if relative else len(set(depths)) == 1
         text += (" The peaks sit at about the same depth." if close else
@@ -230,7 +230,7 @@ def next_hint(request: TraceRequest, models: Sequence[ModelRecord], run_id: str)
 
 def results_of(request: TraceRequest, models: Sequence[ModelRecord], fact_set: str, lines: list[str],
                status: str = "complete") -> TraceResults:
-    return TraceResults(status=status, fact_set=fact_set, mode=request.mode, kinds=list(request.kinds),
+    return TraceResults(status=status, fact_set=fact_set, mode=request.mode, components=list(request.components),
                         window=request.window, corruption=request.corruption.model_dump(), seed=request.seed,
                         rome_compat=request.rome_compat, noise_std_from=str(request.noise_std_from),
                         models={m.model: m for m in models}, interpretation=lines,
@@ -279,7 +279,7 @@ def model_trace(m: ModelRecord) -> ModelTrace:
     trace_results.json)."""
     keep = {"last subject token", m.peak.position if m.peak else ""}
     readings = m.readings.model_copy(update={"ranges": [r for r in m.readings.ranges if r.position in keep]})
-    return ModelTrace(model=m.model, kind=m.kind, n_layers=m.n_layers, n_facts=len(m.facts), n_known=m.n_known,
+    return ModelTrace(model=m.model, lm_kind=m.lm_kind, n_layers=m.n_layers, n_facts=len(m.facts), n_known=m.n_known,
                       unknown_facts=m.unknown_facts, skipped=m.skipped, mean_p_clean=m.mean_p_clean,
                       mean_p_corrupted=m.mean_p_corrupted, window=m.window, noise_std=m.noise_std, peak=m.peak,
                       readings=readings, notes=m.notes)

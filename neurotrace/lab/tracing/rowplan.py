@@ -27,10 +27,10 @@ Restore = tuple[Tensor, Tensor, Tensor]   # (state index, suffix offset, clean v
 
 
 class Row(NamedTuple):
-    """One (cell, sample) row: grid cell index, kind, the layers it restores, position, noise sample."""
+    """One (cell, sample) row: grid cell index, component, the layers it restores, position, noise sample."""
 
     cell: int
-    kind: str
+    component: str
     layers: tuple[int, ...]
     pos: int
     sample: int
@@ -39,24 +39,24 @@ class Row(NamedTuple):
 @dataclass
 class Level:
     """The distinct states after one layer: each one's parent state (before the layer), noise sample,
-    and the clean values restored in the layer per kind."""
+    and the clean values restored in the layer per component."""
 
     parent: Tensor
     sample: Tensor
     restore: dict[str, Restore]
 
 
-def grid_sites(kinds: Sequence[str], n_layers: int) -> list[str]:
-    """Every site a grid over ``kinds`` restores (resid_post / mlp_out / attn_out per layer)."""
-    return [site_name(KIND_SITE[k], layer) for k in kinds for layer in range(n_layers)]
+def grid_sites(components: Sequence[str], n_layers: int) -> list[str]:
+    """Every site a grid over ``components`` restores (resid_post / mlp_out / attn_out per layer)."""
+    return [site_name(KIND_SITE[k], layer) for k in components for layer in range(n_layers)]
 
 
-def group_rows(kinds: Sequence[str], n_layers: int, n_pos: int, samples: int,
+def group_rows(components: Sequence[str], n_layers: int, n_pos: int, samples: int,
                window: int) -> tuple[int, dict[int, list[Row]]]:
     """(number of cells, {first changed layer: rows sorted by position}); cells are ordered
-    (kind, layer, position) as in the grid."""
+    (component, layer, position) as in the grid."""
     groups: dict[int, list[Row]] = defaultdict(list)
-    cells = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in range(n_pos)]
+    cells = [(k, layer, p) for k in components for layer in range(n_layers) for p in range(n_pos)]
     for c, (k, layer, p) in enumerate(cells):
         layers = tuple(int(s.split(".")[1]) for s in sites_for(k, layer, window, n_layers))
         start = layer + 1 if k == "resid" else layers[0]
@@ -69,10 +69,10 @@ def group_rows(kinds: Sequence[str], n_layers: int, n_pos: int, samples: int,
 def state_key(row: Row, layer: int) -> tuple:
     """Rows whose keys are equal after ``layer`` hold identical states there (same sample, same
     restorations so far); ``("corrupted", sample)`` while nothing is restored yet."""
-    if row.kind == "resid":
+    if row.component == "resid":
         return ("resid", row.cell, row.sample) if layer >= row.layers[0] else ("corrupted", row.sample)
     done = tuple(x for x in row.layers if x <= layer)
-    return (row.kind, row.pos, row.sample, done) if done else ("corrupted", row.sample)
+    return (row.component, row.pos, row.sample, done) if done else ("corrupted", row.sample)
 
 
 def _distinct(chunk: Sequence[Row], layer: int) -> tuple[list[int], list[int]]:
@@ -96,11 +96,11 @@ def plan(chunk: Sequence[Row], start: int, n_layers: int, p0: int,
     for layer in range(start, n_layers):
         new_state, new_firsts = _distinct(chunk, layer)
         restore = {}
-        for kind in ("attn", "mlp"):
-            us = [u for u, i in enumerate(new_firsts) if chunk[i].kind == kind and layer in chunk[i].layers]
+        for component in ("attn", "mlp"):
+            us = [u for u, i in enumerate(new_firsts) if chunk[i].component == component and layer in chunk[i].layers]
             if us:
                 pos = torch.tensor([chunk[new_firsts[u]].pos for u in us])
-                restore[kind] = (torch.tensor(us), pos - p0, clean[site_name(f"{kind}_out", layer)][pos])
+                restore[component] = (torch.tensor(us), pos - p0, clean[site_name(f"{component}_out", layer)][pos])
         levels.append(Level(parent=torch.tensor([state[i] for i in new_firsts]),
                             sample=torch.tensor([chunk[i].sample for i in new_firsts]), restore=restore))
         state = new_state
@@ -112,7 +112,7 @@ def initial_states(chunk: Sequence[Row], initial: Sequence[int], start: int, p0:
     """The states entering layer ``start`` (states, S, D) for positions ``p0..``: the corrupted residual,
     with resid rows' clean ``resid_post`` of layer ``start - 1`` written at their position."""
     h = resid_pre[start][torch.tensor([chunk[i].sample for i in initial]), p0:].clone()   # (states, S, D)
-    resid = [(u, chunk[i].pos) for u, i in enumerate(initial) if chunk[i].kind == "resid"]
+    resid = [(u, chunk[i].pos) for u, i in enumerate(initial) if chunk[i].component == "resid"]
     if resid:
         pos = torch.tensor([q for _, q in resid])
         h[torch.tensor([u for u, _ in resid]), pos - p0] = clean[site_name("resid_post", start - 1)][pos].to(h.dtype)

@@ -104,13 +104,13 @@ def corrupted_input(request: TraceRequest, lm: LoadedModel, checked: Checked, un
 def _grids(request: TraceRequest, lm: LoadedModel, checked: Checked, corr: Corrupted, p_corr: float, window: int,
            reporter: Reporter, progress: tuple[int, int]) -> tuple[dict, dict]:
     """The restored grids to report, and the approx-only extras (estimate, agreement, cell check)."""
-    prep, kinds, extra = checked.prep, list(request.kinds), {}
+    prep, components, extra = checked.prep, list(request.components), {}
     if request.mode == "exact":
-        return exact_grid(lm, prep, corr, kinds, window, reporter, progress=progress), extra
-    approx = approx_grid(lm, prep, corr, kinds, window)
+        return exact_grid(lm, prep, corr, components, window, reporter, progress=progress), extra
+    approx = approx_grid(lm, prep, corr, components, window)
     extra["approx_indirect"] = {k: v.tolist() for k, v in approx.items()}
     if request.check_agreement:
-        exact = exact_grid(lm, prep, corr, kinds, window, reporter, progress=progress)
+        exact = exact_grid(lm, prep, corr, components, window, reporter, progress=progress)
         extra["agreement"] = agreement({k: v - p_corr for k, v in exact.items()}, approx)
         return exact, extra
     extra["approx_check"] = approx_check.check(lm, prep, corr, approx, p_corr, window,
@@ -130,7 +130,7 @@ def trace_fact(request: TraceRequest, lm: LoadedModel, checked: Checked, unit: f
              for p in range(v.shape[1]) if not (k == "resid" and p >= prep.predict_pos)] or \
             [(float(v[layer, p]), k, layer, p) for k, v in indirect.items() for layer in range(v.shape[0])
              for p in range(v.shape[1])]
-    eff, kind, layer, pos = max(cells)
+    eff, component, layer, pos = max(cells)
     heads = head_grid(lm, prep, corr).tolist() if request.heads else None
     return FactRecord(
         fact_id=prep.fact.id, prompt=prep.fact.prompt(),
@@ -140,7 +140,7 @@ def trace_fact(request: TraceRequest, lm: LoadedModel, checked: Checked, unit: f
         correct=checked.correct, top_token=token_texts(lm.tokenizer, [checked.top_id])[0],
         held_out=prep.fact.held_out, notes=list(prep.notes), noise_seed=seed,
         restored={k: v.tolist() for k, v in grids.items()}, indirect={k: v.tolist() for k, v in indirect.items()},
-        peak=FactPeak(kind=kind, layer=layer, pos=pos, token=prep.tokens[pos], effect=eff),
+        peak=FactPeak(component=component, layer=layer, pos=pos, token=prep.tokens[pos], effect=eff),
         curves=_curves(lm, checked, grids), heads=heads, **extra)
 
 
@@ -158,7 +158,7 @@ def _curves(lm: LoadedModel, checked: Checked, grids: dict) -> FactCurves:
 
 
 def agreement(exact: dict[str, torch.Tensor], approx: dict[str, torch.Tensor]) -> dict[str, dict]:
-    """Pearson r, max |diff| and whether the peak cell agrees, per kind (the full exact grid)."""
+    """Pearson r, max |diff| and whether the peak cell agrees, per component (the full exact grid)."""
     out = {}
     for k in exact:
         a, b = exact[k].flatten(), approx[k].flatten()
@@ -190,7 +190,7 @@ def plan_model(request: TraceRequest, ref: ModelRef, facts: Sequence[Fact], lab:
 
 def _cost(request: TraceRequest, plan: Plan, checked: Checked) -> int:
     samples = 1 if request.corruption.kind == "swap" else request.corruption.samples
-    return len(request.kinds) * plan.info.n_layers * samples * len(checked.prep.ids)
+    return len(request.components) * plan.info.n_layers * samples * len(checked.prep.ids)
 
 
 def run_plan(request: TraceRequest, plan: Plan, lab: Lab, reporter: Reporter, progress: list[int]) -> ModelRecord:

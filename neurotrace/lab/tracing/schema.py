@@ -33,7 +33,7 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts import Fact
 from neurotrace.lab.results import RunResult
 
-Kind = Literal["resid", "mlp", "attn"]
+Component = Literal["resid", "mlp", "attn"]
 ROME_WINDOW = 10
 
 
@@ -65,7 +65,7 @@ class TraceRequest(BaseModel):
     pack: str | None = Field(None, description="A built-in fact pack: cybersecurity, medicine, law, finance, "
                                                "programming, geography.")
     max_facts: Annotated[int | None, Field(ge=1, description="Trace at most this many facts.")] = None
-    kinds: list[Kind] = Field(default_factory=lambda: ["resid", "mlp", "attn"], min_length=1,
+    components: list[Component] = Field(default_factory=lambda: ["resid", "mlp", "attn"], min_length=1,
                               description="Sites restored: resid (layer output), mlp, attn (windows).")
     window: Annotated[int | None, Field(ge=1, description="Layers restored together for mlp/attn, centred on "
                                                           "the layer; default scales ROME's 10 of 48 layers "
@@ -95,8 +95,8 @@ class TraceRequest(BaseModel):
         if len(given) != 1:
             raise InputError("facts", f"give exactly one of facts, dataset_run_id or pack (got {given or 'none'})",
                              fix="e.g. pack='geography', or dataset_run_id from generate_facts")
-        if len(set(self.kinds)) != len(self.kinds):
-            raise InputError("kinds", "kinds repeat", fix="list each of resid, mlp, attn at most once")
+        if len(set(self.components)) != len(self.components):
+            raise InputError("components", "components repeat", fix="list each of resid, mlp, attn at most once")
         if self.rome_compat and self.window not in (None, ROME_WINDOW):
             raise InputError("window", f"rome_compat fixes the window at {ROME_WINDOW}",
                              fix="omit window, or drop rome_compat")
@@ -138,7 +138,7 @@ class Record(BaseModel):
 
 
 class FactPeak(Record):
-    kind: str
+    component: str
     layer: int
     pos: int
     token: str
@@ -173,12 +173,12 @@ class FactRecord(Record):
     held_out: bool = False
     notes: list[str] = Field(default_factory=list)
     noise_seed: int | None = Field(None, description="Seed of this fact's noise draw (None for swap).")
-    restored: dict[str, list[list[float]]] = Field(description="kind -> (layer, pos) p(target) restored.")
-    indirect: dict[str, list[list[float]]] = Field(description="kind -> (layer, pos) restored - corrupted.")
+    restored: dict[str, list[list[float]]] = Field(description="component -> (layer, pos) p(target) restored.")
+    indirect: dict[str, list[list[float]]] = Field(description="component -> (layer, pos) restored - corrupted.")
     approx_indirect: dict[str, list[list[float]]] | None = None
     agreement: dict[str, dict[str, Any]] | None = None
     approx_check: dict[str, dict[str, list[float]]] | None = Field(
-        None, description="kind -> {'approx': [...], 'exact': [...]} on the sampled cells (mode approx).")
+        None, description="component -> {'approx': [...], 'exact': [...]} on the sampled cells (mode approx).")
     peak: FactPeak
     curves: FactCurves = Field(default_factory=FactCurves)
     heads: list[list[float]] | None = Field(None, description="(layer, head) p(target) with one head's clean "
@@ -192,10 +192,10 @@ class SkippedFact(Record):
 
 
 class LayerRange(BaseModel):
-    """Layers [first, last] where a (kind, category) curve is >= half its maximum."""
+    """Layers [first, last] where a (component, category) curve is >= half its maximum."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: str
+    component: str
     position: str
     first: int
     last: int
@@ -208,7 +208,7 @@ class LayerRange(BaseModel):
 class PeakSite(BaseModel):
     """The largest average indirect effect (p restored - p corrupted), its band, n and half-max range."""
 
-    kind: str
+    component: str
     layer: int
     position: str = Field(description="Token category.")
     effect: float
@@ -227,7 +227,7 @@ class HeadEffect(BaseModel):
 class ApproxCheck(BaseModel):
     """approx vs exact patching on sampled cells."""
 
-    kind: str
+    component: str
     cells: int
     spearman: float | None
     magnitude_ratio: float | None = Field(description="sum |approx| / sum |exact|.")
@@ -261,7 +261,7 @@ class Readings(BaseModel):
 
 class ModelRecord(Record):
     model: str
-    kind: Literal["causal", "masked"]
+    lm_kind: Literal["causal", "masked"]
     family: str = ""
     n_layers: int
     n_heads: int | None = None
@@ -271,7 +271,7 @@ class ModelRecord(Record):
     noise_std_from: str
     facts: list[FactRecord]
     skipped: list[SkippedFact] = Field(default_factory=list)
-    aie: dict[str, list[list[float]]] = Field(description="kind -> (layer, bucket) average indirect effect.")
+    aie: dict[str, list[list[float]]] = Field(description="component -> (layer, bucket) average indirect effect.")
     aie_band: dict[str, list[list[float]]] = Field(default_factory=dict, description="95% half-width.")
     categories: list[str]
     peak: PeakSite | None = Field(None, description="Largest average indirect effect over known facts.")
@@ -290,7 +290,7 @@ class TraceResults(Record):
     status: Literal["complete", "partial"] = "complete"
     fact_set: str
     mode: str
-    kinds: list[str]
+    components: list[str]
     window: int | None = Field(None, description="Requested window (None: per model, see each model's window).")
     corruption: dict[str, Any]
     seed: int
@@ -307,7 +307,7 @@ class TraceResults(Record):
 
 class ModelTrace(BaseModel):
     model: str
-    kind: Literal["causal", "masked"]
+    lm_kind: Literal["causal", "masked"]
     n_layers: int
     n_facts: int
     n_known: int = Field(description="Facts whose clean top-1 is the target.")

@@ -34,7 +34,7 @@ def test_planted_model_recalls_its_facts_and_noise_breaks_recall(planted):
                                              ("exact", {"kind": "swap"})])
 def test_trace_peaks_at_the_planted_mlp_layer_and_last_subject_token(planted, tmp_path, mode, corruption):
     lab = Lab(LabSettings(runs_dir=tmp_path))
-    req = TraceRequest(models=[str(planted.path)], facts=list(planted.facts), kinds=["mlp"], window=1, mode=mode,
+    req = TraceRequest(models=[str(planted.path)], facts=list(planted.facts), components=["mlp"], window=1, mode=mode,
                        heads=mode == "exact", corruption=corruption)
     result = run_trace(req, lab=lab, reporter=Reporter())
     facts = lab.store.read_json(result.run_id, "trace_results.json")["models"][str(planted.path)]["facts"]
@@ -45,7 +45,7 @@ def test_trace_peaks_at_the_planted_mlp_layer_and_last_subject_token(planted, tm
             heads = torch.tensor(f["heads"])
             assert divmod(int(heads.argmax()), heads.shape[1]) == (planted.head_layer, planted.head)
     peak = result.models[0].peak
-    assert (peak.kind, peak.layer, peak.position) == ("mlp", planted.mlp_layer, "last subject token")
+    assert (peak.component, peak.layer, peak.position) == ("mlp", planted.mlp_layer, "last subject token")
 
 
 def test_head_patching_singles_out_the_planted_head(planted):

@@ -33,7 +33,7 @@ def test_every_kind_equals_transformerlens_patching_on_the_bridge(lab, tiny_gpt2
     from transformer_lens import patching
 
     result = run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt=CORRUPT, target="paris",
-                                    contrast="madrid", kinds=KINDS, batch_size=7), lab=lab)
+                                    contrast="madrid", components=KINDS, batch_size=7), lab=lab)
     ours = _grids(lab, result)
     lm = load(ModelRef(model=str(tiny_gpt2), backend="bridge"))
     t, c = (lm.tokenizer.convert_tokens_to_ids(w) for w in ("paris", "madrid"))
@@ -59,7 +59,7 @@ def test_head_queries_keys_values_and_patterns_equal_transformerlens_patching(la
 
     parts = ["head_q", "head_k", "head_v", "head_pattern"]
     result = run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt=CORRUPT, target="paris",
-                                    contrast="madrid", kinds=parts, batch_size=5), lab=lab)
+                                    contrast="madrid", components=parts, batch_size=5), lab=lab)
     ours = _grids(lab, result)
     lm = load(ModelRef(model=str(tiny_gpt2), backend="bridge"))
     t, c = (lm.tokenizer.convert_tokens_to_ids(w) for w in ("paris", "madrid"))
@@ -111,7 +111,7 @@ def _tl_path_patch(bridge, clean_ids, corrupt_ids, sender, receiver, parts, metr
 @pytest.mark.parametrize("parts", [["q"], ["v"], ["q", "k", "v"]])
 def test_path_patching_equals_a_transformerlens_hook_loop_on_the_bridge(lab, tiny_gpt2, parts):
     result = run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt=CORRUPT, target="paris",
-                                    contrast="madrid", kinds=["path"], receivers=["1:2"], receiver_parts=parts,
+                                    contrast="madrid", components=["path"], receivers=["1:2"], receiver_parts=parts,
                                     batch_size=3), lab=lab)
     ours = _grids(lab, result)["path"]
     assert ours.shape == (2, 4) and torch.isnan(ours[1]).all() and not torch.isnan(ours[0]).any()
@@ -129,12 +129,12 @@ def test_path_patching_equals_a_transformerlens_hook_loop_on_the_bridge(lab, tin
         assert float(ours[0, head]) - result.metric_corrupt == pytest.approx(effect, rel=0.05, abs=2e-7)
         effects.append(abs(effect))
     assert max(effects) > 2e-6                                            # the paths carry a measurable effect
-    assert all(cell.kind == "path" and cell.layer == 0 for cell in result.top)
+    assert all(cell.component == "path" and cell.layer == 0 for cell in result.top)
 
 
 def test_path_patching_needs_receivers_and_receivers_need_path(lab, tiny_gpt2):
-    for kw, field in ((dict(kinds=["path"]), "receivers"), (dict(receivers=["1:0"]), "receivers"),
-                      (dict(kinds=["path"], receivers=["0:1"]), "receivers[0]")):
+    for kw, field in ((dict(components=["path"]), "receivers"), (dict(receivers=["1:0"]), "receivers"),
+                      (dict(components=["path"], receivers=["0:1"]), "receivers[0]")):
         with pytest.raises(InputError) as err:
             run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt=CORRUPT, metric="kl", **kw), lab=lab)
         assert err.value.field == field
@@ -153,7 +153,7 @@ def test_gqa_keys_and_values_are_patched_per_key_value_head(lab, tmp_path):
                                      pad_token_id=0)).save_pretrained(tmp_path / "gqa")
     tok.save_pretrained(tmp_path / "gqa")
     result = run_patch(PatchRequest(model=str(tmp_path / "gqa"), clean=CLEAN, corrupt=CORRUPT, metric="kl",
-                                    kinds=["head_q", "head_k", "head_v", "head_pattern", "head_out"]), lab=lab)
+                                    components=["head_q", "head_k", "head_v", "head_pattern", "head_out"]), lab=lab)
     grids = _grids(lab, result)
     assert grids["head_q"].shape == grids["head_pattern"].shape == grids["head_out"].shape == (2, 4)
     assert grids["head_k"].shape == grids["head_v"].shape == (2, 2)
@@ -174,10 +174,10 @@ def test_p_target_equals_the_tracing_exact_grid_with_a_subject_swap(lab, tiny_gp
 
 
 def test_results_do_not_depend_on_the_batch_size_and_llama_works(lab, tiny_llama):
-    req = dict(model=str(tiny_llama), clean=CLEAN, corrupt=CORRUPT, metric="kl", kinds=["resid_pre", "head_out_pos"])
+    req = dict(model=str(tiny_llama), clean=CLEAN, corrupt=CORRUPT, metric="kl", components=["resid_pre", "head_out_pos"])
     a = _grids(lab, run_patch(PatchRequest(**req, batch_size=1), lab=lab))
     b = run_patch(PatchRequest(**req, batch_size=64), lab=lab)
-    for kind in req["kinds"]:
+    for kind in req["components"]:
         torch.testing.assert_close(a[kind], _grids(lab, b)[kind], atol=1e-5, rtol=1e-5)
     # restoring the whole residual at the last layer's input everywhere is the clean run: KL 0 at the last position
     assert b.metric_clean == pytest.approx(0.0, abs=1e-6) and b.metric_corrupt > 0
@@ -195,15 +195,15 @@ def test_input_errors_name_their_field(lab, tiny_gpt2, tiny_bert):
     with pytest.raises(InputError) as err:
         run_patch(PatchRequest(model=str(tiny_bert), clean=CLEAN, corrupt=CORRUPT), lab=lab)
     assert err.value.field == "model"
-    with pytest.raises(ValueError, match="kinds"):
-        PatchRequest(model="x", clean=CLEAN, corrupt=CORRUPT, kinds=["embed"])
+    with pytest.raises(ValueError, match="components"):
+        PatchRequest(model="x", clean=CLEAN, corrupt=CORRUPT, components=["embed"])
 
 
 def test_plot_redraws_any_patched_kind_and_names_a_missing_one(lab, tiny_gpt2):
     from neurotrace.lab.plotting import PlotRequest, run_plot
 
     run = run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt=CORRUPT, metric="kl",
-                                 kinds=["mlp_out", "head_out"]), lab=lab)
+                                 components=["mlp_out", "head_out"]), lab=lab)
     plot = run_plot(PlotRequest(run_id=run.run_id, kind="heatmap", options={"component": "head_out"}), lab=lab)
     assert plot.kinds == ["heatmap"] and len(plot.figures) == 1
     with pytest.raises(InputError) as err:

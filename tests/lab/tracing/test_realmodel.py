@@ -36,7 +36,7 @@ def _weights(name: str) -> Path:
 def test_space_needle_is_stored_in_early_to_middle_mlps_at_the_last_subject_token(name, tmp_path):
     path = _weights(name)
     lab = Lab(LabSettings(runs_dir=tmp_path))
-    result = run_trace(TraceRequest(models=[str(path)], facts=[SPACE_NEEDLE], kinds=["mlp"]), lab=lab,
+    result = run_trace(TraceRequest(models=[str(path)], facts=[SPACE_NEEDLE], components=["mlp"]), lab=lab,
                        reporter=Reporter())
     trace = result.models[0]
     assert trace.n_known == 1, "the model should predict ' Seattle'"

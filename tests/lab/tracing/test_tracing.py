@@ -101,7 +101,7 @@ def test_approx_grid_matches_exact_to_first_order_for_tiny_noise(tiny_gpt2):
 
 def test_same_seed_gives_bit_identical_results_and_another_seed_differs(tmp_path, tiny_gpt2):
     lab = Lab(LabSettings(runs_dir=tmp_path))
-    req = dict(models=[str(tiny_gpt2)], facts=[TINY_FACT], kinds=["resid", "mlp"], corruption={"kind": "noise", "samples": 2})
+    req = dict(models=[str(tiny_gpt2)], facts=[TINY_FACT], components=["resid", "mlp"], corruption={"kind": "noise", "samples": 2})
     a, b = (run_trace(TraceRequest(**req, seed=3), lab=lab, reporter=Reporter()) for _ in range(2))
     c = run_trace(TraceRequest(**req, seed=4), lab=lab, reporter=Reporter())
     ra, rb, rc = (lab.store.read_json(r.run_id, "trace_results.json")["models"][str(tiny_gpt2)]["facts"][0]
@@ -162,8 +162,8 @@ def test_input_errors_name_their_field(tmp_path, tiny_gpt2):
     with raises_lab_error(InputError) as err:
         run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[oov]), lab=lab, reporter=Reporter())
     assert err.value.field == "facts[0].target"
-    with pytest.raises(ValueError, match="kinds"):
-        TraceRequest(models=["x"], facts=[TINY_FACT], kinds=["embed"])
+    with pytest.raises(ValueError, match="components"):
+        TraceRequest(models=["x"], facts=[TINY_FACT], components=["embed"])
 
 
 def test_cancellation_mid_run_marks_the_run_cancelled(tmp_path, tiny_gpt2):
@@ -189,8 +189,8 @@ def test_fast_path_equals_the_full_forward_path_on_the_shipped_model_with_window
     fact = next(f for f in load_facts(path) if not f.held_out)
     prep = prepare_fact(lm, fact, 0)
     corr = _noise(lm, prep, samples=4)
-    kinds = ["resid", "mlp", "attn"]
-    fast = exact_grid(lm, prep, corr, kinds, 3, Reporter(), rows_per_batch=50)
-    full = exact_grid(lm, prep, corr, kinds, 3, Reporter(), force_full=True)
-    for k in kinds:
+    components = ["resid", "mlp", "attn"]
+    fast = exact_grid(lm, prep, corr, components, 3, Reporter(), rows_per_batch=50)
+    full = exact_grid(lm, prep, corr, components, 3, Reporter(), force_full=True)
+    for k in components:
         assert (fast[k] - full[k]).abs().max() <= 1e-5

@@ -30,7 +30,7 @@ def _fact_results(lab, result, model):
 
 
 def test_approx_mode_reports_its_agreement_and_keeps_the_exact_grid(lab, tiny_gpt2):
-    req = dict(models=[str(tiny_gpt2)], facts=[FACT], kinds=["resid", "mlp"], corruption=NOISE, seed=1)
+    req = dict(models=[str(tiny_gpt2)], facts=[FACT], components=["resid", "mlp"], corruption=NOISE, seed=1)
     checked = run_trace(TraceRequest(**req, mode="approx", check_agreement=True), lab=lab, reporter=Reporter())
     exact = run_trace(TraceRequest(**req), lab=lab, reporter=Reporter())
     agreement = checked.agreement[str(tiny_gpt2)]
@@ -44,17 +44,17 @@ def test_approx_mode_reports_its_agreement_and_keeps_the_exact_grid(lab, tiny_gp
 
 
 def test_approx_mode_alone_reports_the_attribution_estimate(lab, tiny_gpt2):
-    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], kinds=["attn"], corruption=NOISE,
+    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], components=["attn"], corruption=NOISE,
                                     mode="approx"), lab=lab, reporter=Reporter())
     f = _fact_results(lab, result, tiny_gpt2)
     assert result.agreement is None
     torch.testing.assert_close(torch.tensor(f["indirect"]["attn"]), torch.tensor(f["approx_indirect"]["attn"]),
                                atol=1e-6, rtol=0)
-    assert f["peak"]["kind"] == "attn"
+    assert f["peak"]["component"] == "attn"
 
 
 def test_head_patching_gives_one_value_per_layer_and_head(lab, tiny_gpt2):
-    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], kinds=["resid"], heads=True,
+    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], components=["resid"], heads=True,
                                     corruption={"kind": "swap"}), lab=lab, reporter=Reporter())
     lm = load(ModelRef(model=str(tiny_gpt2)))
     heads = torch.tensor(_fact_results(lab, result, tiny_gpt2)["heads"])
@@ -73,13 +73,13 @@ def test_masked_model_without_mask_token_is_refused_before_any_compute(tmp_path,
     config.pop("mask_token", None)
     config_file.write_text(json.dumps(config), encoding="utf-8")
     with raises_lab_error(InputError) as err:
-        run_trace(TraceRequest(models=[str(path)], facts=[FACT], kinds=["resid"], corruption={"kind": "swap"}),
+        run_trace(TraceRequest(models=[str(path)], facts=[FACT], components=["resid"], corruption={"kind": "swap"}),
                   lab=lab, reporter=Reporter())
     assert err.value.field == "models" and "mask token" in err.value.message
 
 
 def test_compare_merges_runs_and_names_each_model_once(lab, tiny_gpt2, tiny_bert):
-    req = dict(facts=[FACT], kinds=["resid"], corruption={"kind": "swap"})
+    req = dict(facts=[FACT], components=["resid"], corruption={"kind": "swap"})
     a = run_trace(TraceRequest(models=[str(tiny_gpt2)], **req), lab=lab, reporter=Reporter())
     b = run_trace(TraceRequest(models=[str(tiny_gpt2), str(tiny_bert)], **req), lab=lab, reporter=Reporter())
     result = run_compare(CompareRequest(run_ids=[a.run_id, b.run_id]), lab=lab, reporter=Reporter())
@@ -90,7 +90,7 @@ def test_compare_merges_runs_and_names_each_model_once(lab, tiny_gpt2, tiny_bert
 
 
 def test_compare_input_errors_name_the_run(lab, tiny_gpt2):
-    req = dict(models=[str(tiny_gpt2)], kinds=["resid"], corruption={"kind": "swap"})
+    req = dict(models=[str(tiny_gpt2)], components=["resid"], corruption={"kind": "swap"})
     a = run_trace(TraceRequest(facts=[FACT], **req), lab=lab, reporter=Reporter())
     other = run_trace(TraceRequest(facts=[FACT.model_copy(update={"id": "f1"})], **req), lab=lab, reporter=Reporter())
     with raises_lab_error(InputError) as err:
@@ -119,11 +119,11 @@ def test_fast_path_with_shared_window_states_equals_the_per_cell_loop(tmp_path, 
     g = torch.Generator().manual_seed(0)
     noise = torch.randn((3, prep.subject[1] - prep.subject[0], lm.d_model), generator=g)
     corr = Corrupted(prep.ids, noise * 3 * subject_noise_std(lm, [prep]), prep.subject)
-    kinds = ["resid", "mlp", "attn"]
-    fast = exact_grid(lm, prep, corr, kinds, window, Reporter(), rows_per_batch=37)
-    cells = [(k, layer, p) for k in kinds for layer in range(lm.n_layers) for p in range(len(prep.ids))]
-    ref = torch.tensor(reference_cells(lm, prep, corr, cells, window)).view(len(kinds), lm.n_layers, -1)
-    assert max(float((fast[k] - ref[i]).abs().max()) for i, k in enumerate(kinds)) <= 1e-6
+    components = ["resid", "mlp", "attn"]
+    fast = exact_grid(lm, prep, corr, components, window, Reporter(), rows_per_batch=37)
+    cells = [(k, layer, p) for k in components for layer in range(lm.n_layers) for p in range(len(prep.ids))]
+    ref = torch.tensor(reference_cells(lm, prep, corr, cells, window)).view(len(components), lm.n_layers, -1)
+    assert max(float((fast[k] - ref[i]).abs().max()) for i, k in enumerate(components)) <= 1e-6
     assert float(fast["mlp"].std()) > 0
 
 
@@ -176,11 +176,11 @@ def test_the_approx_cell_check_restores_exactly_like_the_per_cell_loop(tiny_gpt2
 
 
 def test_approx_mode_alone_states_its_agreement_with_exact_patching(lab, tiny_gpt2):
-    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], kinds=["mlp", "attn"], corruption=NOISE,
+    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], components=["mlp", "attn"], corruption=NOISE,
                                     mode="approx"), lab=lab, reporter=Reporter())
     f = _fact_results(lab, result, tiny_gpt2)
     assert set(f["approx_check"]) == {"mlp", "attn"} and len(f["approx_check"]["mlp"]["exact"]) == 10   # all cells
-    checks = {a.kind: a for a in result.models[0].readings.approx}
+    checks = {a.component: a for a in result.models[0].readings.approx}
     assert set(checks) == {"mlp", "attn"} and checks["mlp"].cells == 10
     assert checks["mlp"].verdict in {"agrees", "underestimates", "overestimates", "unclear"}
     assert "sampled cells" in result.summary and "rank correlation" in result.summary
@@ -199,7 +199,7 @@ def test_next_hints_are_valid_requests_of_the_tools_they_name(lab, tiny_gpt2):
     from neurotrace.lab.plotting import PlotRequest
 
     models = {"plot": PlotRequest, "compare": CompareRequest, "trace": TraceRequest}
-    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], kinds=["resid"], corruption={"kind": "swap"}),
+    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], components=["resid"], corruption={"kind": "swap"}),
                        lab=lab, reporter=Reporter())
     compared = run_compare(CompareRequest(run_ids=[result.run_id]), lab=lab, reporter=Reporter())
     hints = _hints(result.next) + _hints(compared.next)
@@ -216,7 +216,7 @@ def test_head_results_are_in_the_summary_and_in_a_layer_by_head_figure(lab):
     if path is None:
         pytest.skip("embedded fact-gpt2 is absent")
     fact = next(f for f in load_facts(path) if not f.held_out and f.template == "The capital of {} is")
-    result = run_trace(TraceRequest(models=["fact-gpt2"], facts=[fact], kinds=["attn"], heads=True, window=1,
+    result = run_trace(TraceRequest(models=["fact-gpt2"], facts=[fact], components=["attn"], heads=True, window=1,
                                     corruption={"kind": "noise", "samples": 2}), lab=lab, reporter=Reporter())
     top = result.models[0].readings.top_heads
     assert len(top) == 3 and top[0].effect >= top[1].effect >= top[2].effect
@@ -228,7 +228,7 @@ def test_compare_says_when_it_aligns_models_by_relative_depth(lab, tiny_gpt2, tm
     from neurotrace.testing.tiny import build_tiny
 
     deeper = build_tiny("gpt2", tmp_path / "gpt2-4", n_layers=4)
-    req = dict(facts=[FACT], kinds=["resid"], corruption={"kind": "swap"})
+    req = dict(facts=[FACT], components=["resid"], corruption={"kind": "swap"})
     a = run_trace(TraceRequest(models=[str(tiny_gpt2)], **req), lab=lab, reporter=Reporter())
     b = run_trace(TraceRequest(models=[str(deeper)], **req), lab=lab, reporter=Reporter())
     result = run_compare(CompareRequest(run_ids=[a.run_id, b.run_id]), lab=lab, reporter=Reporter())

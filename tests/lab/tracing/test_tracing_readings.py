@@ -21,7 +21,7 @@ def record(grids: dict[str, list[list[float]]], subject=(1, 3), n_tokens=5, p_cl
                       subject_range=list(subject), predict_pos=n_tokens - 1, categories=cats, p_clean=p_clean,
                       p_corrupted=p_corr, clean_minus_corrupt=p_clean - p_corr, correct=correct, top_token="t",
                       restored={k: (torch.tensor(v) + p_corr).tolist() for k, v in grids.items()}, indirect=grids,
-                      peak=FactPeak(kind="resid", layer=0, pos=0, token="x", effect=0.0),
+                      peak=FactPeak(component="resid", layer=0, pos=0, token="x", effect=0.0),
                       curves=curves or FactCurves())
 
 
@@ -33,9 +33,9 @@ def grid(values_at: dict[int, list[float]], n_tokens=5) -> list[list[float]]:
     return g.tolist()
 
 
-def model(facts, kinds=("resid", "mlp", "attn"), window=1, corruption=None, kind="causal", name="m",
+def model(facts, components=("resid", "mlp", "attn"), window=1, corruption=None, kind="causal", name="m",
           n_layers=N_LAYERS):
-    req = TraceRequest(models=[name], pack="geography", kinds=list(kinds), window=window,
+    req = TraceRequest(models=[name], pack="geography", components=list(components), window=window,
                        corruption=corruption or {"kind": "swap"})
     info = ModelInfo(name, kind, "gpt2", n_layers, 4, "fp", window, None, "none")
     return summarize_model(req, info, facts, [])
@@ -47,8 +47,8 @@ ZERO = [0.0] * N_LAYERS
 def test_a_flat_stretch_is_a_range_with_its_band_and_n_not_a_peak_layer():
     facts = [record({"resid": grid({2: [0.58, 0.58, 0.58, 0.58, 0.2, 0.0], 4: [0.0, 0.1, 0.3, 0.5, 0.7, 0.8]})},
                     fact_id=f"f{i}") for i in range(3)]
-    m = model(facts, kinds=("resid",))
-    r = next(r for r in m.readings.ranges if r.kind == "resid" and r.position == "last subject token")
+    m = model(facts, components=("resid",))
+    r = next(r for r in m.readings.ranges if r.component == "resid" and r.position == "last subject token")
     assert (r.first, r.last, r.n) == (0, 3, 3) and r.band == 0.0
     assert m.peak.position == "last subject token" and (m.peak.first, m.peak.last) == (0, 3)
     text = " ".join(interpret([m]))
@@ -58,7 +58,7 @@ def test_a_flat_stretch_is_a_range_with_its_band_and_n_not_a_peak_layer():
 def testcategory_averages_are_over_the_facts_that_have_thecategory_and_say_n():
     two_token = record({"mlp": grid({1: [0.4] * N_LAYERS, 2: [0.2] * N_LAYERS})}, subject=(1, 3))
     one_token = record({"mlp": grid({2: [0.6] * N_LAYERS})}, subject=(2, 3), fact_id="g")
-    m = model([two_token, one_token], kinds=("mlp",))
+    m = model([two_token, one_token], components=("mlp",))
     n = dict(zip(m.readings.buckets, m.readings.bucket_n, strict=True))
     assert n["first subject token"] == 1 and n["last subject token"] == 2
     first = m.readings.buckets.index("first subject token")
@@ -68,7 +68,7 @@ def testcategory_averages_are_over_the_facts_that_have_thecategory_and_say_n():
 def test_the_hand_off_and_the_arrival_layer_of_the_answer_at_the_last_token():
     subj = [0.7, 0.6, 0.4, 0.2, 0.1, 0.0]
     last = [0.0, 0.1, 0.3, 0.5, 0.7, 0.8]
-    m = model([record({"resid": grid({2: subj, 4: last})})], kinds=("resid",))
+    m = model([record({"resid": grid({2: subj, 4: last})})], components=("resid",))
     assert m.readings.handoff_layer == 3                           # the first layer where the last token catches up
     assert m.readings.arrival_layer == 3                           # half the total effect 0.8 = 0.4
     text = " ".join(interpret([m]))
@@ -77,40 +77,40 @@ def test_the_hand_off_and_the_arrival_layer_of_the_answer_at_the_last_token():
 
 def test_masked_models_read_the_mask_and_causal_models_never_mention_mask_patching():
     facts = [record({"resid": grid({2: [0.5] * N_LAYERS, 4: [0.0, 0.2, 0.5, 0.8, 0.8, 0.8]})})]
-    masked = " ".join(interpret([model(facts, kinds=("resid",), kind="masked")]))
-    causal = " ".join(interpret([model(facts, kinds=("resid",))]))
+    masked = " ".join(interpret([model(facts, components=("resid",), kind="masked")]))
+    causal = " ".join(interpret([model(facts, components=("resid",))]))
     assert "at the mask" in masked and "mask" not in causal
 
 
 def test_a_context_swap_below_the_minimum_effect_names_no_layer():
     tiny = FactCurves(context_patch=[0.9] * N_LAYERS, context_p_corrupted=0.899, context_clean_minus_corrupt=0.001)
-    m = model([record({"resid": grid({2: [0.5] * N_LAYERS})}, curves=tiny)], kinds=("resid",))
+    m = model([record({"resid": grid({2: [0.5] * N_LAYERS})}, curves=tiny)], components=("resid",))
     assert m.readings.context.measurable is False and m.readings.context.until_layer is None
     text = " ".join(interpret([m]))
     assert "no measurable context effect" in text and "matters until" not in text
     real = FactCurves(context_patch=[0.9, 0.9, 0.8, 0.5, 0.4, 0.4], context_p_corrupted=0.4,
                       context_clean_minus_corrupt=0.5)
-    m = model([record({"resid": grid({2: [0.5] * N_LAYERS})}, curves=real)], kinds=("resid",))
+    m = model([record({"resid": grid({2: [0.5] * N_LAYERS})}, curves=real)], components=("resid",))
     assert m.readings.context.until_layer == 2 and MIN_EFFECT < m.readings.context.effect
 
 
 def test_a_peak_reached_only_by_windows_with_layer_0_under_noise_is_flagged_with_the_rerun():
     mlp = grid({2: [0.5, 0.3, 0.05, 0.05, 0.05, 0.05]})
-    noisy = model([record({"mlp": mlp})], kinds=("mlp",), window=3, corruption={"kind": "noise"})
+    noisy = model([record({"mlp": mlp})], components=("mlp",), window=3, corruption={"kind": "noise"})
     assert noisy.readings.layer0_artifact == ["mlp"]
     text = " ".join(interpret([noisy]))
     assert "window 1 or corruption swap" in text
-    swapped = model([record({"mlp": mlp})], kinds=("mlp",), window=3)
+    swapped = model([record({"mlp": mlp})], components=("mlp",), window=3)
     assert swapped.readings.layer0_artifact == []
     later = grid({2: [0.5, 0.3, 0.05, 0.45, 0.05, 0.05]})
-    assert model([record({"mlp": later})], kinds=("mlp",), window=3,
+    assert model([record({"mlp": later})], components=("mlp",), window=3,
                  corruption={"kind": "noise"}).readings.layer0_artifact == []
 
 
 def test_mlp_and_attention_are_compared_at_the_same_token_category():
     facts = [record({"mlp": grid({2: [0.0, 0.4, 0.5, 0.1, 0.0, 0.0], 4: [0.05] * N_LAYERS}),
                      "attn": grid({2: [0.01] * N_LAYERS, 4: [0.0, 0.0, 0.0, 0.3, 0.6, 0.2]})})]
-    text = " ".join(interpret([model(facts, kinds=("mlp", "attn"))]))
+    text = " ".join(interpret([model(facts, components=("mlp", "attn"))]))
     assert "at the last subject token MLP leads: MLP 0.500 (layers 1-2) vs attention < 0.02" in text
     assert "at the scored token attention leads: MLP 0.050 (layers 0-5) vs attention 0.600 (layers 3-4)" in text
 
@@ -118,17 +118,17 @@ def test_mlp_and_attention_are_compared_at_the_same_token_category():
 def test_unknown_facts_are_left_out_of_every_average():
     known = record({"mlp": grid({2: [0.5] * N_LAYERS})})
     unknown = record({"mlp": grid({2: [0.9] * N_LAYERS})}, fact_id="u", correct=False)
-    m = model([known, unknown], kinds=("mlp",))
+    m = model([known, unknown], components=("mlp",))
     assert m.n_known == 1 and m.unknown_facts == ["u"] and m.peak.effect == 0.5
 
 
 def test_models_of_different_depths_are_compared_by_relative_depth_on_the_same_kind_and_category():
-    shallow = model([record({"mlp": grid({2: [0.1, 0.2, 0.6, 0.2, 0.1, 0.0]})})], kinds=("mlp",), name="six")
-    deep = model([record({"mlp": grid({2: [0.0] * 4 + [0.2, 0.3, 0.5, 0.3] + [0.0] * 4})})], kinds=("mlp",),
+    shallow = model([record({"mlp": grid({2: [0.1, 0.2, 0.6, 0.2, 0.1, 0.0]})})], components=("mlp",), name="six")
+    deep = model([record({"mlp": grid({2: [0.0] * 4 + [0.2, 0.3, 0.5, 0.3] + [0.0] * 4})})], components=("mlp",),
                  name="twelve", n_layers=12)
     text = cross_model([shallow, deep])
     assert "relative depth (layer / n_layers)" in text and "mlp at the last subject token" in text
     assert "layer 2/6 (depth 0.33)" in text and "layer 6/12 (depth 0.50)" in text
     assert "different depths" in text
-    same = cross_model([shallow, model(shallow.facts, kinds=("mlp",), name="other")])
+    same = cross_model([shallow, model(shallow.facts, components=("mlp",), name="other")])
     assert "relative depth" not in same and "about the same depth" in same
