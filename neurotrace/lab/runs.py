@@ -8,7 +8,8 @@ at start (status ``running``, with the owner: pid, host and process start time) 
 whose owner process is gone is marked ``interrupted`` when the store opens and whenever runs are
 listed. Only regular, singly linked files inside the real run directory are served (no symlinks, no
 hard links). Every write goes to a temp file and is renamed into place, so a crash
-never leaves a half-written artifact that looks complete. Nothing is ever loaded with pickle.
+never leaves a half-written artifact that looks complete. Nothing is ever loaded with pickle. The
+manifest's record types and the atomic writes live in :mod:`neurotrace.lab.manifest`.
 """
 
 import csv
@@ -16,9 +17,7 @@ import hashlib
 import io
 import json
 import os
-import platform
 import re
-import socket
 import stat
 import threading
 import time
@@ -26,133 +25,25 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from neurotrace.lab.errors import Cancelled, InputError, NotFound
 from neurotrace.lab.htmlreport import render_report
+from neurotrace.lab.manifest import (
+    ArtifactEntry,
+    Manifest,
+    RunOwner,
+    atomic_write_bytes,
+    atomic_write_text,
+    media_type,
+    package_versions,
+)
 
-RunStatus = Literal["running", "complete", "failed", "cancelled", "interrupted"]
 RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}(?:\d{6})?Z-[a-z_]+-[0-9a-f]{8}$")
 URI_PREFIX = "neurotrace://runs"
-
-
-class ArtifactEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str = Field(description="Path relative to the run directory, '/'-separated.")
-    sha256: str
-    bytes: int
-    media_type: str
-
-
-def _process_start() -> str:
-    """This process's start time as the kernel reports it (guards against pid reuse); else import time."""
-    try:
-        with open(f"/proc/{os.getpid()}/stat", encoding="utf-8") as fh:
-            return "clk:" + fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return f"t:{time.time():.3f}"
-
-
-def _start_of(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
-            return "clk:" + fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-PROCESS_START = _process_start()
-
-
-class RunOwner(BaseModel):
-    """The process that runs (or ran) a run: a ``running`` run whose owner is gone was interrupted."""
-
-    model_config = ConfigDict(extra="forbid")
-    pid: int
-    host: str
-    started: str = Field(description="The owner process's start time (kernel clock ticks or epoch seconds).")
-
-    @classmethod
-    def current(cls) -> "RunOwner":
-        return cls(pid=os.getpid(), host=socket.gethostname(), started=PROCESS_START)
-
-    def gone(self) -> bool:
-        """True when this host can tell the owner process no longer exists (other hosts: never)."""
-        if self.host != socket.gethostname():
-            return False
-        if self.pid == os.getpid():
-            return self.started != PROCESS_START
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass
-        start = _start_of(self.pid)
-        return start is not None and self.started.startswith("clk:") and start != self.started
-
-
-class Manifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    run_id: str
-    tool: str
-    status: RunStatus
-    created: str
-    finished: str | None = None
-    seed: int | None = None
-    versions: dict[str, str] = Field(default_factory=dict)
-    models: dict[str, str] = Field(default_factory=dict, description="model id -> fingerprint")
-    model_sources: dict[str, dict[str, Any]] = Field(default_factory=dict, description="model id -> where its "
-                                                     "weights came from (e.g. the GGUF file's sha256 and tensor types)")
-    inputs: list[str] = Field(default_factory=list, description="run ids this run read from")
-    artifacts: list[ArtifactEntry] = Field(default_factory=list)
-    error: str | None = None
-    summary: str | None = None
-    owner: RunOwner | None = None
-    progress: dict[str, Any] | None = Field(None, description="Last progress of a running run: done, total, "
-                                            "message, updated.")
-
-
-MEDIA_TYPES = {
-    ".json": "application/json", ".jsonl": "application/x-ndjson", ".csv": "text/csv",
-    ".tsv": "text/tab-separated-values", ".md": "text/markdown", ".txt": "text/plain",
-    ".png": "image/png", ".svg": "image/svg+xml", ".html": "text/html", ".npy": "application/octet-stream",
-    ".safetensors": "application/octet-stream",
-}
-
-
-def media_type(path: str) -> str:
-    return MEDIA_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in ("neurotrace", "torch", "transformers", "transformer-lens", "mcp", "numpy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def _jsonable(obj: Any) -> Any:
