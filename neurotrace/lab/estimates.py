@@ -9,13 +9,9 @@ logits it keeps) and on what the job accumulates (result grids, generated rows);
 are the cache's budget, not the job's. :func:`estimate` gives ``None`` for a tool without one.
 """
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from neurotrace.lab.model.embedded import embedded_model_path
 
 BYTES = 4                   # float32
 ROWS_PER_BATCH = 512        # the trace grid's batch of restored rows
@@ -47,34 +43,16 @@ class Estimate:
 
 
 def dims_of(lab: Any, model: str | None) -> Dims:
-    """The shape of ``model``: cached, else from its config.json (embedded or local directory), else GUESS."""
+    """The shape of ``model`` from the lab's cache (loaded, or its config.json), else GUESS."""
     if not model:
         return GUESS
     cache = getattr(lab, "cache", None)
     info = cache.shape_of(model) if cache is not None and hasattr(cache, "shape_of") else None
-    if info:
-        return Dims(int(info["n_layers"]), int(info["d_model"]), int(info["d_mlp"]), int(info["n_heads"]),
-                    int(info["d_vocab"]), int(info.get("max_positions") or GUESS.max_positions))
-    return _config_dims(model) or GUESS
-
-
-def _config_dims(model: str) -> Dims | None:
-    path = embedded_model_path(model)
-    try:
-        path = path or (Path(model).expanduser() if "\x00" not in model and len(model) < 512 else None)
-        if path is None or not (path / "config.json").is_file():
-            return None
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    config = config.get("text_config") or config
-    pick = lambda *names, default=0: next((int(config[n]) for n in names if config.get(n)), default)  # noqa: E731
-    d_model = pick("n_embd", "hidden_size", "d_model", default=GUESS.d_model)
-    return Dims(n_layers=pick("n_layer", "num_hidden_layers", default=GUESS.n_layers), d_model=d_model,
-                d_mlp=pick("n_inner", "intermediate_size", default=4 * d_model),
-                n_heads=pick("n_head", "num_attention_heads", default=GUESS.n_heads),
-                d_vocab=pick("vocab_size", default=GUESS.d_vocab),
-                max_positions=pick("n_positions", "max_position_embeddings", default=GUESS.max_positions))
+    if not info:
+        return GUESS
+    get = lambda name: int(info.get(name) or getattr(GUESS, name))  # noqa: E731
+    return Dims(n_layers=get("n_layers"), d_model=get("d_model"), d_mlp=int(info.get("d_mlp") or 4 * get("d_model")),
+                n_heads=get("n_heads"), d_vocab=get("d_vocab"), max_positions=get("max_positions"))
 
 
 def positions(dims: Dims, texts: Iterable[str], extra: int = 0) -> int:
@@ -113,7 +91,8 @@ def trace(request: Any, lab: Any) -> Estimate:
         clean = len(request.components) * d.n_layers * pos * d.d_model * BYTES * (1 + samples)
         need = forward_bytes(d, batch, pos) + grids + clean
         biggest = max(biggest, Estimate(0, need, ()), key=lambda e: e.bytes)
-    return Estimate(rows_total, biggest.bytes, ("facts", "max_facts", "corruption.samples", "components", "heads"))
+    first = ("facts",) if request.facts else ("max_facts",)
+    return Estimate(rows_total, biggest.bytes, (*first, "corruption.samples", "components", "heads"))
 
 
 def intervene(request: Any, lab: Any) -> Estimate:
@@ -165,8 +144,9 @@ def steer(request: Any, lab: Any) -> Estimate:
     pos = positions(d, prompts, request.max_new_tokens)
     arms = len(request.alphas) * (2 + request.n_random)
     rows = len(prompts) * arms * max(1, request.max_new_tokens)
-    batch = min(len(prompts) * arms, 64)
-    return Estimate(rows, forward_bytes(d, batch, pos), ("prompts", "alphas", "n_random", "max_new_tokens"))
+    batch = min(len(prompts) * arms, 256)                             # steering.measure.MAX_ROWS
+    kept = len(prompts) * (d.d_model + arms * 2) * BYTES * 4           # pooled states, p(targets) per arm
+    return Estimate(rows, forward_bytes(d, batch, pos) + kept, ("prompts", "alphas", "n_random", "max_new_tokens"))
 
 
 def probe(request: Any, lab: Any) -> Estimate:

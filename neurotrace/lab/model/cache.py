@@ -17,16 +17,19 @@
 
 import gc
 import hashlib
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from neurotrace.lab.errors import NotFound
 from neurotrace.lab.model import catalog
+from neurotrace.lab.model.embedded import embedded_model_path
 from neurotrace.lab.model.loading import LoadedModel, ModelRef, cache_key, load
 from neurotrace.lab.model.placement import (
     device_bytes,
@@ -71,6 +74,20 @@ def gpu_budgets(configured: dict[str, int] | None) -> dict[str, int]:
         given = (configured or {}).get(name, (configured or {}).get("cuda"))
         out[name] = int(given) if given else int(torch.cuda.get_device_properties(i).total_memory * 0.9)
     return out
+
+
+def config_shape(model: str) -> dict[str, int] | None:
+    """The shape a model's config.json declares (embedded name or local directory); None elsewhere."""
+    try:
+        path = embedded_model_path(model) or Path(model).expanduser()
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    config = config.get("text_config") or config
+    pick = lambda *names: next((int(config[n]) for n in names if isinstance(config.get(n), int)), 0)  # noqa: E731
+    return {"n_layers": pick("n_layer", "num_hidden_layers"), "d_model": pick("n_embd", "hidden_size", "d_model"),
+            "d_mlp": pick("n_inner", "intermediate_size"), "n_heads": pick("n_head", "num_attention_heads"),
+            "d_vocab": pick("vocab_size"), "max_positions": pick("n_positions", "max_position_embeddings")}
 
 
 class ModelCache:
@@ -177,10 +194,11 @@ class ModelCache:
         return used_by_device(self._bytes)
 
     def shape_of(self, model: str) -> dict[str, Any] | None:
-        """The shape (n_layers, d_model, ...) of a loaded variant of ``model``, without loading anything."""
+        """The shape (n_layers, d_model, d_mlp, n_heads, d_vocab, max_positions) of ``model`` without loading
+        it: a loaded variant's, else read from config.json for an embedded model or a local directory."""
         with self._lock:
             found = next((m for m in self._models.values() if m.ref.model == model), None)
-        return found.info() if found is not None else None
+        return found.info() if found is not None else config_shape(model)
 
     def placement_of(self, m: LoadedModel) -> dict[str, Any]:
         """Where a loaded model's layers live ({device: '0-5,8'}) and its bytes per device."""

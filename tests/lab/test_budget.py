@@ -1,0 +1,111 @@
+"""Job bounds: one check (lab.check) refuses oversize jobs before any work, for the Python API and the CLI
+as for the MCP tools; every estimated tool sizes its request from the model's shape."""
+
+import json
+
+import pytest
+
+from neurotrace import (
+    AttentionRequest,
+    AttributeRequest,
+    FindNeuronsRequest,
+    InterveneRequest,
+    Lab,
+    LabSettings,
+    LogitLensRequest,
+    PatchRequest,
+    ProbeRequest,
+    SteerRequest,
+    TraceRequest,
+    run_intervene,
+    run_trace,
+)
+from neurotrace.cli import main
+from neurotrace.lab.budget import job_estimate
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.estimates import ESTIMATES, GUESS, dims_of
+from neurotrace.testing.errors import raises_lab_error
+
+FACT = {"template": "The capital of {} is", "clean_subject": "France", "target": "Paris", "corrupt_subject": "Japan"}
+PROMPT = "The capital of France is"
+MiB = 2**20
+
+
+def _lab(tmp_path, **settings) -> Lab:
+    return Lab(LabSettings(runs_dir=tmp_path / "runs", **settings))
+
+
+def test_an_oversize_trace_is_refused_by_the_python_api_before_any_work(tmp_path):
+    small = TraceRequest(models=["fact-gpt2"], facts=[FACT])
+    big = TraceRequest(models=["fact-gpt2"], facts=[FACT] * 20_000)
+    probe = _lab(tmp_path)
+    assert job_estimate(big, "trace", probe).bytes > job_estimate(small, "trace", probe).bytes * 4
+    lab = _lab(tmp_path, memory_budget_bytes=job_estimate(small, "trace", probe).bytes * 2)
+    lab.check(small, "trace")
+    with raises_lab_error(InputError, match="over the limit") as err:
+        run_trace(big, lab=lab)
+    assert err.value.field == "facts" and "MiB" in str(err.value) and "forward rows" in str(err.value)
+    assert "corruption.samples" in err.value.fix and "NEUROTRACE_MEMORY_BUDGET" in err.value.fix
+    assert lab.cache.listing() == [] and not any(lab.store.root.iterdir())   # no model load, no run
+
+
+def test_an_oversize_intervene_is_refused_by_the_python_api_before_any_work(tmp_path):
+    lab = _lab(tmp_path, memory_budget_bytes=64 * MiB)
+    lab.check(InterveneRequest(model="fact-gpt2", prompts=[PROMPT]), "intervene")
+    with raises_lab_error(InputError, match="intervene job needs about") as err:
+        run_intervene(InterveneRequest(model="fact-gpt2", prompts=[PROMPT * 3] * 20_000, max_new_tokens=64), lab=lab)
+    assert err.value.field == "prompts" and "max_new_tokens" in err.value.fix
+    assert lab.cache.listing() == [] and not any(lab.store.root.iterdir())
+
+
+def test_the_cli_refuses_an_oversize_job_with_the_same_typed_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NEUROTRACE_MEMORY_BUDGET", "1MiB")
+    request = json.dumps({"models": ["fact-gpt2"], "facts": [FACT]})
+    assert main(["--runs-dir", str(tmp_path / "runs"), "trace", "--request", request]) == 2
+    err = capsys.readouterr().err
+    assert "facts: this trace job needs about" in err and "over the limit of 1 MiB" in err and "Fix: reduce" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_forward_row_limit_refuses_jobs_that_run_too_many_rows(tmp_path):
+    lab = _lab(tmp_path, max_job_rows=1000)
+    with raises_lab_error(InputError, match="forward rows, over the limit of 1,000") as err:
+        lab.check(TraceRequest(models=["fact-gpt2"], facts=[FACT]), "trace")
+    assert "NEUROTRACE_MAX_JOB_ROWS" in err.value.fix
+    lab.check(LogitLensRequest(model="fact-gpt2", prompt=PROMPT), "logit_lens")
+
+
+#: tool -> (a small request, the same request made bigger along one of its size fields)
+SIZED = {
+    "trace": (TraceRequest(models=["fact-gpt2"], facts=[FACT]), {"facts": [FACT] * 50}),
+    "intervene": (InterveneRequest(model="fact-gpt2", prompts=[PROMPT]), {"prompts": [PROMPT] * 50}),
+    "patch": (PatchRequest(model="fact-gpt2", clean=PROMPT, corrupt="The capital of Japan is"), {"batch_size": 512}),
+    "logit_lens": (LogitLensRequest(model="fact-gpt2", prompt=PROMPT), {"fit_prompts": [PROMPT] * 50}),
+    "find_neurons": (FindNeuronsRequest(model="fact-gpt2", prompts=[PROMPT], control_prompts=["a b"]),
+                     {"prompts": [PROMPT] * 500}),
+    "steer": (SteerRequest.model_validate({"model": "fact-gpt2", "prompts": [PROMPT], "targets": ["Paris"],
+                                           "direction_from": {"pairs": [["a", "b"], ["c", "d"]], "layer": 2}}),
+              {"prompts": [PROMPT] * 50}),
+    "probe": (ProbeRequest(model="fact-gpt2", prompts=["a", "b", "c", "d"], labels=["x", "x", "y", "y"]),
+              {"prompts": ["a"] * 5000, "labels": ["x", "y"] * 2500}),
+    "attribute": (AttributeRequest(model="fact-gpt2", prompt=PROMPT), {"corrupt_prompt": "The capital of Japan is"}),
+    "attention": (AttentionRequest(model="fact-gpt2", prompt=PROMPT), {"induction_len": 128}),
+}
+
+
+@pytest.mark.parametrize("tool", sorted(SIZED))
+def test_each_estimate_is_modest_for_a_small_request_and_grows_with_its_size_fields(tool, tmp_path):
+    lab = _lab(tmp_path)
+    small, grow = SIZED[tool]
+    a, b = job_estimate(small, tool, lab), job_estimate(type(small).model_validate({**small.model_dump(), **grow}), tool, lab)
+    assert 0 < a.rows <= b.rows and 0 < a.bytes < b.bytes, (a, b)
+    assert a.bytes < 128 * MiB and set(a.fields) <= set(type(small).model_fields) | {"corruption.samples"}
+
+
+def test_every_estimated_tool_is_covered_and_unknown_models_are_sized_by_a_guess(tmp_path):
+    assert set(SIZED) == set(ESTIMATES)
+    lab = _lab(tmp_path)
+    assert dims_of(lab, "fact-gpt2").n_layers == 6 and dims_of(lab, "fact-gpt2").d_model == 128
+    assert dims_of(lab, "nobody/nothing") == GUESS
+    unknown = TraceRequest(models=["nobody/nothing"], facts=[FACT])
+    assert job_estimate(unknown, "trace", lab).bytes > job_estimate(SIZED["trace"][0], "trace", lab).bytes
