@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.model.adapters import site_name
+from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.sites import hooked_sites
 
 MetricFn = Callable[[Tensor], Tensor]      # logits at the scored position (vocab,) -> scalar
 
@@ -31,7 +31,7 @@ def clean_acts(lm: LoadedModel, ids: Tensor) -> dict[str, Tensor]:
     def save(act: Tensor, site: str) -> None:
         store[site] = act[0].detach().clone()
 
-    with hooked_sites(lm, {s: save for s in _sites(lm.n_layers)}):
+    with hooked(lm.model, lm.adapter, {s: save for s in _sites(lm.n_layers)}):
         lm.model(input_ids=ids[None].to(lm.device))
     return store
 
@@ -44,7 +44,7 @@ def gradients(lm: LoadedModel, ids: Tensor, metric: MetricFn) -> tuple[float, di
         acts[site] = act.detach().requires_grad_(True)
         return acts[site]
 
-    with torch.enable_grad(), hooked_sites(lm, {s: leaf for s in _sites(lm.n_layers)}):
+    with torch.enable_grad(), hooked(lm.model, lm.adapter, {s: leaf for s in _sites(lm.n_layers)}):
         m = metric(lm.model(input_ids=ids[None].to(lm.device)).logits[0, -1].float())
         m.backward()
     return float(m.detach()), {s: a.detach()[0] for s, a in acts.items()}, {s: a.grad[0] for s, a in acts.items()}
@@ -71,5 +71,5 @@ def exact_patch(lm: LoadedModel, ids: Tensor, metric: MetricFn, site: str, cols:
         act[0, :, cols] = clean[site][:, cols]
         return act
 
-    with hooked_sites(lm, {site: put}):
+    with hooked(lm.model, lm.adapter, {site: put}):
         return float(metric(lm.model(input_ids=ids[None].to(lm.device)).logits[0, -1].float()))

@@ -23,8 +23,9 @@ from torch import Tensor
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.adapters import site_name
+from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.sites import attn_module, hooked_sites
+from neurotrace.lab.model.sites import attn_module
 
 
 @dataclass
@@ -102,7 +103,7 @@ def capture(lm: LoadedModel, ids: Tensor, pos: int) -> tuple[dict[str, Tensor], 
     def save(act: Tensor, site: str) -> None:
         store[site] = act[0, pos].detach().float().clone()
 
-    with hooked_sites(lm, {s: save for s in capture_sites(lm.n_layers)}):
+    with hooked(lm.model, lm.adapter, {s: save for s in capture_sites(lm.n_layers)}):
         logits = lm.model(input_ids=ids[None].to(lm.device)).logits[0, pos].float()
     return store, logits
 

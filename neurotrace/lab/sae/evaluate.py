@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.sites import hooked_sites
 from neurotrace.lab.model.stepwise import prediction_position
 from neurotrace.lab.sae.base import SAE
 from neurotrace.lab.sae.train import RowSource
@@ -91,7 +91,7 @@ def _replace(fn: Callable[[Tensor], Tensor], keep: Tensor | None = None) -> Call
 @torch.no_grad()
 def _logits(lm: LoadedModel, ids: list[int], hooks: dict) -> Tensor:
     x = torch.tensor([ids], dtype=torch.long, device=lm.device)
-    with hooked_sites(lm, hooks):
+    with hooked(lm.model, lm.adapter, hooks):
         return lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].float().cpu()
 
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.sites import hooked_sites, n_heads
+from neurotrace.lab.model.sites import n_heads
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.fast_decoder import fast_decoder_grid, supports_fast_decoder
 from neurotrace.lab.tracing.fast_gpt2 import fast_grid, supports_fast_path
@@ -178,7 +178,7 @@ def head_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, position: in
         clean[site] = act[0].detach().clone()
 
     body = lm.adapter.module(lm.model, lm.adapter.base)
-    with torch.no_grad(), hooked_sites(lm, {s: save for s in z_sites}):
+    with torch.no_grad(), hooked(lm.model, lm.adapter, {s: save for s in z_sites}):
         body(input_ids=prep.ids[None].to(lm.device))
     samples, cells = corr.samples, n_layers * heads
     rows = torch.arange(cells * samples)
@@ -190,7 +190,7 @@ def head_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, position: in
         hooks[site] = [_head_restore(sel, (cell[sel] % heads), pos, clean[site], d_head)]
     if corr.noise is not None:
         hooks["hook_embed"] = [noise_hook(corr.noise[sample], corr.subject)]
-    with hooked_sites(lm, hooks):
+    with hooked(lm.model, lm.adapter, hooks):
         p = target_probs(lm, corr.ids[None].expand(len(rows), -1), prep.predict_pos, prep.target_id)
     return p.cpu().view(cells, samples).mean(1).view(n_layers, heads)
 

@@ -27,8 +27,9 @@ from torch import Tensor
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.adapters import site_name
+from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.sites import hooked_sites, n_heads
+from neurotrace.lab.model.sites import n_heads
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.tracing.patch_attn import AttnEdits, attention_edits
@@ -75,7 +76,7 @@ def clean_cache(lm: LoadedModel, ids: Tensor, sites: set[str]) -> dict[str, Tens
         store[site] = act[0].detach().clone()
 
     if z_sites:
-        with hooked_sites(lm, {s: save for s in z_sites}):
+        with hooked(lm.model, lm.adapter, {s: save for s in z_sites}):
             lm.model(input_ids=ids[None].to(lm.device))
     return store
 
@@ -94,7 +95,7 @@ def _writer(rows: list[int], cells: list[Cell], clean: Tensor) -> Callable[..., 
 def last_logits(lm: LoadedModel, ids: Tensor, hooks: dict[str, Callable[..., Tensor]] | None = None) -> Tensor:
     """(rows, vocab) logits at the last position of ``ids`` (rows, pos) with ``hooks`` attached."""
     body = lm.adapter.module(lm.model, lm.adapter.base)
-    with hooked_sites(lm, hooks or {}):
+    with hooked(lm.model, lm.adapter, hooks or {}):
         hidden = body(input_ids=ids.to(lm.device)).last_hidden_state[:, -1]    # (rows, d_model)
     return lm.adapter.logits_at(lm.model, hidden).float()
 

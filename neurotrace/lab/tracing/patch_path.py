@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
+from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.sites import hooked_sites
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.patch_attn import AttnEdits, attention_edits
 
@@ -46,7 +46,7 @@ def head_outputs(lm: LoadedModel, ids: Tensor) -> dict[str, Tensor]:
     def save(act: Tensor, site: str) -> None:
         store[site] = act[0].detach().clone()
 
-    with hooked_sites(lm, {f"blocks.{layer}.attn.hook_z": save for layer in range(lm.n_layers)}):
+    with hooked(lm.model, lm.adapter, {f"blocks.{layer}.attn.hook_z": save for layer in range(lm.n_layers)}):
         lm.model(input_ids=ids[None].to(lm.device))
     return store
 
@@ -80,7 +80,7 @@ def path_grid(lm: LoadedModel, clean_ids: Tensor, corrupt_ids: Tensor, receivers
                                                         clean_z[f"blocks.{layer}.attn.hook_z"], layer, d_head)
                  for layer in range(lm.n_layers)}
         record: dict[tuple[int, str], Tensor] = {}
-        with hooked_sites(lm, hooks), attention_edits(lm, AttnEdits(record=record)):
+        with hooked(lm.model, lm.adapter, hooks), attention_edits(lm, AttnEdits(record=record)):
             lm.model(input_ids=rows)
         edits = AttnEdits(clean=record, per_row=True)
         for row in range(len(chunk)):
