@@ -10,6 +10,7 @@ from neurotrace.lab.attention.schema import (
     RESULTS_FILE,
     AttentionRequest,
     AttentionResult,
+    AttentionResults,
     HeadFocus,
     HeadScore,
     Source,
@@ -56,11 +57,11 @@ def write_report(run: Any, request: AttentionRequest, lm: LoadedModel, ids: Tens
     run.write_npy("arrays/patterns.npy", pattern.numpy().astype(np.float32))
     top = {kind: _top(s) for kind, s in scores.items()}
     focus = _focus(pattern, tokens, shown, request.top_k, scored)
-    rec = {"model": request.model, "prompt": request.prompt, "tokens": tokens, "shown": [list(h) for h in shown],
-           "scores": {k: v.tolist() for k, v in scores.items()},
-           "shown_patterns": {f"{layer}:{h}": pattern[layer, h].tolist() for layer, h in shown},
-           "last_position": [f.model_dump() for f in focus], "scored_position": scored, "attn_implementation": impl}
-    run.write_json(RESULTS_FILE, rec)
+    rec = AttentionResults(model=request.model, prompt=request.prompt, tokens=tokens, shown=shown,
+                           scores={k: v.tolist() for k, v in scores.items()},
+                           shown_patterns={f"{layer}:{h}": pattern[layer, h].tolist() for layer, h in shown},
+                           last_position=focus, scored_position=scored, attn_implementation=impl)
+    run.write_json(RESULTS_FILE, rec.model_dump(mode="json"))
     n_layers, n_heads = pattern.shape[:2]
     run.write_csv("tables/head_scores.csv", [
         {"head": f"{layer}:{h}", **{k: round(float(v[layer, h]), 6) for k, v in scores.items()}}

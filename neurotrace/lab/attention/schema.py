@@ -1,11 +1,14 @@
 """attention request and result: per-head patterns of a prompt and head-type scores."""
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.results import RunResult
 
 RESULTS_FILE = "attention_results.json"
 SCORE_KINDS = ("previous_token", "induction", "duplicate_token", "subject")
+ScoreKind = Literal["previous_token", "induction", "duplicate_token", "subject"]
 
 
 class AttentionRequest(BaseModel):
@@ -43,6 +46,24 @@ class HeadScore(BaseModel):
     model_config = ConfigDict(extra="forbid")
     head: str
     score: float = Field(description="Mean attention weight on the scored source, 0..1.")
+
+
+class AttentionResults(BaseModel):
+    """attention_results.json: head-type scores of every head and the patterns of the reported heads (the full
+    (layer, head, query, key) patterns are in arrays/patterns.npy)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    prompt: str
+    tokens: list[str] = Field(description="The prompt's tokens as text.")
+    shown: list[tuple[int, int]] = Field(description="The reported heads as (layer, head).")
+    scores: dict[ScoreKind, list[list[float]]] = Field(description="Score kind -> (layer, head) score, 0..1 "
+                                                         "('subject' only when a subject was given).")
+    shown_patterns: dict[str, list[list[float]]] = Field(description="'L:H' -> (query, key) attention weights of "
+                                                         "each reported head.")
+    last_position: list[HeadFocus] = Field(description="For the reported heads: where the scored position attends.")
+    scored_position: int = Field(description="The scored token position (last token; the mask for masked LMs).")
+    attn_implementation: str = Field(description="The attention implementation patterns were read with.")
 
 
 class AttentionResult(RunResult):

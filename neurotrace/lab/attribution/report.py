@@ -11,6 +11,7 @@ from neurotrace.lab.attribution.schema import (
     RESULTS_FILE,
     AttributeRequest,
     AttributeResult,
+    AttributeResults,
     AttributionPatching,
     Share,
 )
@@ -43,12 +44,11 @@ def write_report(run: Any, request: AttributeRequest, attr: Attribution, texts: 
     metric = "logit_diff" if len(texts) > 1 else "centred_logit"
     comps = [Share(name=k, value=v) for k, v in attr.components.items()] + [Share(name="bias", value=attr.constant)]
     heads, neurons = _top(attr.heads, request.top_k, "H"), _top(attr.neurons, request.top_k, "N")
-    rec = {"model": request.model, "prompt": request.prompt, "target": texts[0],
-           "contrast": texts[1] if len(texts) > 1 else None, "metric": metric, "metric_value": attr.metric,
-           "convention": CONVENTION, "components": [c.model_dump() for c in comps], "heads": attr.heads.tolist(),
-           "head_bias": attr.head_bias.tolist(), "top_neurons": [n.model_dump() for n in neurons],
-           "patching": patching.model_dump() if patching else None}
-    run.write_json(RESULTS_FILE, rec)
+    rec = AttributeResults(model=request.model, prompt=request.prompt, target=texts[0],
+                           contrast=texts[1] if len(texts) > 1 else None, metric=metric, metric_value=attr.metric,
+                           convention=CONVENTION, components=comps, heads=attr.heads.tolist(),
+                           head_bias=attr.head_bias.tolist(), top_neurons=neurons, patching=patching)
+    run.write_json(RESULTS_FILE, rec.model_dump(mode="json"))
     run.write_csv("tables/components.csv", [c.model_dump() for c in comps])
     run.write_csv("tables/heads.csv", [{"layer": layer, "head": h, "value": v} for layer, row in
                                        enumerate(attr.heads.tolist()) for h, v in enumerate(row)])
@@ -60,6 +60,6 @@ def write_report(run: Any, request: AttributeRequest, attr: Attribution, texts: 
     nxt = (f"Call patch with a clean/corrupt pair to test the top components causally, or clamp_sweep / "
            f"intervene with neuron '{layer}:{unit}'.")
     return AttributeResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
-                           next=nxt, model=request.model, target=texts[0], contrast=rec["contrast"], metric=metric,
+                           next=nxt, model=request.model, target=texts[0], contrast=rec.contrast, metric=metric,
                            metric_value=attr.metric, convention=CONVENTION, components=comps, top_heads=heads,
                            top_neurons=neurons, patching=patching)

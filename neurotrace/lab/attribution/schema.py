@@ -1,5 +1,7 @@
 """attribute request and result: which components, heads and neurons write the answer's logit."""
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.results import RunResult
@@ -48,6 +50,25 @@ class AttributionPatching(BaseModel):
     metric_corrupt: float
     heads: list[PatchEstimate]
     neurons: list[PatchEstimate]
+
+
+class AttributeResults(BaseModel):
+    """attribute_results.json: the shares of the metric by component, head and top neuron (every neuron's share
+    is in arrays/neurons.npy)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    prompt: str
+    target: str = Field(description="The target token as text.")
+    contrast: str | None = Field(None, description="The contrast token as text (logit_diff only).")
+    metric: Literal["logit_diff", "centred_logit"]
+    metric_value: float = Field(description="The model's own metric at the scored position, logits.")
+    convention: str = Field(description="How the final norm is handled.")
+    components: list[Share] = Field(description="Embedding, each layer's attention and MLP output, bias (sum = metric).")
+    heads: list[list[float]] = Field(description="(layer, head) direct share, logits.")
+    head_bias: list[float] = Field(description="Per layer: the attention output-projection bias's share, logits.")
+    top_neurons: list[Share]
+    patching: AttributionPatching | None = None
 
 
 class AttributeResult(RunResult):

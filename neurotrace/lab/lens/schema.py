@@ -35,6 +35,23 @@ class TunedReport(BaseModel):
     p_target: list[float] = Field(description="Per row: tuned-lens p(target) at the scored position.")
 
 
+class LogitLensResults(BaseModel):
+    """logit_lens_results.json: every row's p(target) and top tokens at every position (figures read it back)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    prompt: str
+    tokens: list[str] = Field(description="The prompt's tokens as text.")
+    target: str = Field(description="The tracked token as text (e.g. ' Paris').")
+    target_id: int
+    scored_position: int = Field(description="The scored token position (last token; the mask for masked LMs).")
+    rows: list[str] = Field(description="Row labels: 'embed' (before block 0), then 'block L' (after block L).")
+    p_target: list[list[float]] = Field(description="(row, position) p(target).")
+    top_tokens: list[list[list[str]]] = Field(description="(row, position, rank) the top-k tokens as text.")
+    top_probs: list[list[list[float]]] = Field(description="(row, position, rank) their probabilities.")
+    tuned: TunedReport | None = None
+
+
 class LogitLensResult(RunResult):
     model: str
     tokens: list[str] = Field(description="The prompt's tokens as text.")
