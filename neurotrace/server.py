@@ -43,7 +43,7 @@ from neurotrace.lab.model.embedded import EMBEDDED_MODELS
 from neurotrace.lab.runs import URI_PREFIX, media_type
 from neurotrace.tools._jobs import Job, Jobs
 from neurotrace.tools._report_ui import offer_report_ui, report_app
-from neurotrace.tools._runner import AppContext
+from neurotrace.tools._runner import AppContext, check_before_start
 from neurotrace.tools._tasks import TasksExtension
 from neurotrace.tools._wire import compact_tool
 from neurotrace.transport import BearerAuth, announce, is_loopback, read_token, security_settings, serve_stdio
@@ -135,15 +135,16 @@ class NeurotraceServer(MCPServer):
     def start_job(self, name: str, args: dict[str, Any], context: Context) -> Job:
         """Run the (validated) tool call as a detached job whose id is its run id."""
         app: AppContext = context.request_context.lifespan_context
+        check_before_start(app.lab, name, self._tool_manager.get_tool(name).fn_metadata.validate_arguments(args))
         run_id = app.lab.store.new_id(name)
         return app.jobs.start(run_id, name, lambda: MCPServer.call_tool(self, name, args, context))
 
     async def start_task(self, name: str, args: dict[str, Any], request_ctx: Any) -> Job | types.CallToolResult:
         try:
             args, _ = self._checked(name, self._tool_manager.get_tool(name), args)
+            return self.start_job(name, args, Context(request_context=request_ctx, mcp_server=self))
         except ToolError as exc:
             return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
-        return self.start_job(name, args, Context(request_context=request_ctx, mcp_server=self))
 
     @staticmethod
     def _accepted(job: Job) -> types.CallToolResult:

@@ -82,6 +82,15 @@ async def run_in_lab(ctx: Context, fn: Callable[..., Any], request: Any) -> Call
     return packaged
 
 
+def check_before_start(lab: Lab, tool: str, parsed: dict[str, Any]) -> None:
+    """The lab's bounds for a call about to run detached (``wait: false``, tasks), on its validated
+    arguments ({name: value}): an oversize job is refused before it gets a run id."""
+    request = parsed.get("request")
+    if isinstance(request, BaseModel):
+        with tool_faults():
+            lab.check(request, tool)
+
+
 async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any]) -> Any:
     """Run ``work(reporter)`` in a thread with progress forwarding and cooperative cancellation."""
     done = threading.Event()
