@@ -14,7 +14,6 @@ Written files:
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,8 +21,15 @@ from torch import Tensor
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.model.neurons import neuron_label
 from neurotrace.lab.model.tokens import token_texts
-from neurotrace.lab.neurons.figures import FIGURES
-from neurotrace.lab.neurons.schema import Example, FindNeuronsRequest, FindNeuronsResult, NeuronScore
+from neurotrace.lab.neurons.figures import FIGURES, RESULTS_FILE
+from neurotrace.lab.neurons.schema import (
+    Example,
+    FindNeuronsRequest,
+    FindNeuronsResult,
+    NeuronExamplesResults,
+    NeuronRankingResults,
+    NeuronScore,
+)
 from neurotrace.lab.neurons.stats import Contrast, rank
 from neurotrace.lab.runs import Run
 
@@ -74,11 +80,12 @@ def write_ranking(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers
                       metadata={"layers": ",".join(map(str, layers)), "d_mlp": str(lm.d_mlp)})
     top = table[: request.top_k]
     a_name, b_name = GROUPS[request.mode]
-    results = {"mode": request.mode, "model": request.model, "groups": [a_name, b_name], "n_a": n_a, "n_b": n_b,
-               "n_tested": m, "position": request.position, "n_permutations": request.n_permutations,
-               "min_p": min_attainable_p(n_a, n_b, request.n_permutations), "top": [s.model_dump() for s in table[:50]],
-               "n_bonferroni_05": int((stats.p_bonferroni < 0.05).sum()), "n_bh_05": int((stats.q_bh < 0.05).sum())}
-    run.write_json("neurons_results.json", results)
+    results = NeuronRankingResults(
+        mode=request.mode, model=request.model, groups=(a_name, b_name), n_a=n_a, n_b=n_b, n_tested=m,
+        position=request.position, n_permutations=request.n_permutations,
+        min_p=min_attainable_p(n_a, n_b, request.n_permutations), top=table[:50],
+        n_bonferroni_05=int((stats.p_bonferroni < 0.05).sum()), n_bh_05=int((stats.q_bh < 0.05).sum()))
+    run.write_json(RESULTS_FILE, results.model_dump(mode="json"))
     report_uri = run.write_text("report.md", _markdown(request, results, top, generations))
     figures = [run.write_figure("figures/ranking.png", FIGURES["ranking"](results))]
     summary = _ranking_summary(request, results, top)
@@ -88,18 +95,18 @@ def write_ranking(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers
                              n_a=n_a, n_b=n_b, n_tested=m, top=top, table=table_uri)
 
 
-def _ranking_summary(request: FindNeuronsRequest, results: dict[str, Any], top: list[NeuronScore]) -> str:
-    a, b = results["groups"]
+def _ranking_summary(request: FindNeuronsRequest, results: NeuronRankingResults, top: list[NeuronScore]) -> str:
+    a, b = results.groups
     where = ("the last prompt token and the first "
              f"{request.window} generated tokens" if request.mode == "collapse" else f"{request.position} position")
-    text = (f"Ranked {results['n_tested']} MLP neurons of {request.model} by (moderated) Cohen's d between "
-            f"{results['n_a']} {a} and {results['n_b']} {b} prompts ({where}).")
+    text = (f"Ranked {results.n_tested} MLP neurons of {request.model} by (moderated) Cohen's d between "
+            f"{results.n_a} {a} and {results.n_b} {b} prompts ({where}).")
     if top:
         text += " Top: " + ", ".join(f"{s.neuron} (d={s.cohens_d:.3g}, p={s.p_value:.2g}, Bonferroni "
                                      f"{s.p_bonferroni:.2g})" for s in top[:3]) + "."
-    text += (f" {results['n_bonferroni_05']} neurons pass Bonferroni at 0.05, {results['n_bh_05']} pass BH q < "
+    text += (f" {results.n_bonferroni_05} neurons pass Bonferroni at 0.05, {results.n_bh_05} pass BH q < "
              f"0.05 (smallest attainable p with these group sizes and {request.n_permutations} permutations: "
-             f"{results['min_p']:.2g}). "
+             f"{results.min_p:.2g}). "
              "Association only: test causally before concluding.")
     return text
 
@@ -119,20 +126,20 @@ def _ranking_next(request: FindNeuronsRequest, top: list[NeuronScore], generatio
             f"responds to with find_neurons mode='top_examples', neuron='{s.neuron}'.")
 
 
-def _markdown(request: FindNeuronsRequest, results: dict[str, Any], top: list[NeuronScore],
+def _markdown(request: FindNeuronsRequest, results: NeuronRankingResults, top: list[NeuronScore],
               generations: list[dict] | None) -> str:
-    a, b = results["groups"]
+    a, b = results.groups
     lines = [f"# find_neurons ({request.mode}) on {request.model}", "",
-             f"Group A: {results['n_a']} {a} prompts; group B: {results['n_b']} {b} prompts; "
-             f"{results['n_tested']} neurons tested (blocks.{{L}}.mlp.hook_post).", "",
+             f"Group A: {results.n_a} {a} prompts; group B: {results.n_b} {b} prompts; "
+             f"{results.n_tested} neurons tested (blocks.{{L}}.mlp.hook_post).", "",
              "Statistics: Cohen's d with the pooled sample SD (floored at 1e-6); ranked by the moderated d "
              "diff / (SD + 0.05 x median SD over neurons), so near-constant neurons do not top the list; two-sided permutation p-value "
              f"of the mean difference over {request.n_permutations} seeded label shuffles (seed {request.seed}), "
-             f"p = (1 + exceedances) / (1 + permutations); with {results['n_a']} + {results['n_b']} prompts p cannot go "
-             f"much below {results['min_p']:.2g}.", "",
-             f"Multiple comparisons: {results['n_tested']} neurons were tested; Bonferroni multiplies p by that "
+             f"p = (1 + exceedances) / (1 + permutations); with {results.n_a} + {results.n_b} prompts p cannot go "
+             f"much below {results.min_p:.2g}.", "",
+             f"Multiple comparisons: {results.n_tested} neurons were tested; Bonferroni multiplies p by that "
              "count, BH q-values control the false-discovery rate. "
-             f"{results['n_bonferroni_05']} pass Bonferroni at 0.05, {results['n_bh_05']} pass BH at 0.05.", "",
+             f"{results.n_bonferroni_05} pass Bonferroni at 0.05, {results.n_bh_05} pass BH at 0.05.", "",
              "| rank | neuron | mean A | mean B | d | p | Bonferroni | BH q |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {i} | {s.neuron} | {s.mean_a:.4g} | {s.mean_b:.4g} | {s.cohens_d:.4g} | {s.p_value:.3g} | "
               f"{s.p_bonferroni:.3g} | {s.q_bh:.3g} |" for i, s in enumerate(top, 1)]
@@ -155,14 +162,13 @@ def write_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layer
     ref = neuron_label(layer, index)
     table_uri = run.write_csv("tables/examples.csv", [{"rank": r, **e.model_dump()} for r, e in enumerate(rows, 1)])
     all_acts = torch.cat([v.float() for v in values])
-    results = {"mode": "top_examples", "model": request.model, "neuron": ref, "n_positions": len(flat),
-               "mean": float(all_acts.mean()), "max": float(all_acts.max()),
-               "examples": [e.model_dump() for e in rows[:50]]}
-    run.write_json("neurons_results.json", results)
+    results = NeuronExamplesResults(mode="top_examples", model=request.model, neuron=ref, n_positions=len(flat),
+                                    mean=float(all_acts.mean()), max=float(all_acts.max()), examples=rows[:50])
+    run.write_json(RESULTS_FILE, results.model_dump(mode="json"))
     figures = [run.write_figure("figures/examples.png", FIGURES["examples"](results))]
     top = rows[: request.top_k]
     summary = (f"Neuron {ref} of {request.model} over {len(ids)} prompts ({len(flat)} positions): mean activation "
-               f"{results['mean']:.4g}, max {results['max']:.4g}. Top: " +
+               f"{results.mean:.4g}, max {results.max:.4g}. Top: " +
                ", ".join(f"{e.token!r} in prompt {e.prompt_index} ({e.activation:.3g})" for e in top[:5]) + ".")
     run.set_summary(summary)
     nxt = (f"Check that the pattern is specific with find_neurons mode='contrast' (prompts like the top examples "

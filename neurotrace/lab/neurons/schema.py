@@ -1,8 +1,8 @@
-"""find_neurons request and result models."""
+"""find_neurons request and result models, and the typed records of neurons_results.json (one per mode)."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from neurotrace.lab.clamping import CollapseThresholds
 from neurotrace.lab.results import RunResult
@@ -54,6 +54,42 @@ class Example(BaseModel):
     token: str
     activation: float
     context: str
+
+
+class NeuronRankingResults(BaseModel):
+    """neurons_results.json of a contrast or collapse run: the ranking and its multiple-comparison counts."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["contrast", "collapse"]
+    model: str
+    groups: tuple[str, str] = Field(description="Names of group A and group B (concept/control, collapsed/healthy).")
+    n_a: int = Field(description="Prompts in group A.")
+    n_b: int = Field(description="Prompts in group B.")
+    n_tested: int = Field(description="Neurons tested.")
+    position: Literal["last", "mean"]
+    n_permutations: int
+    min_p: float = Field(description="About the smallest permutation p these group sizes can give.")
+    top: list[NeuronScore] = Field(description="The 50 highest-ranked neurons (the CSV holds more).")
+    n_bonferroni_05: int = Field(description="Neurons with Bonferroni p < 0.05.")
+    n_bh_05: int = Field(description="Neurons with BH q < 0.05.")
+
+
+class NeuronExamplesResults(BaseModel):
+    """neurons_results.json of a top_examples run: one neuron's highest activations."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["top_examples"]
+    model: str
+    neuron: str = Field(description="'layer:index'.")
+    n_positions: int = Field(description="Token positions searched.")
+    mean: float = Field(description="Mean activation over every position.")
+    max: float
+    examples: list[Example] = Field(description="The 50 highest activations (the CSV holds more).")
+
+
+NeuronsRecord = NeuronRankingResults | NeuronExamplesResults
+NeuronsResults = Annotated[NeuronsRecord, Field(discriminator="mode")]
+NEURONS_RESULTS = TypeAdapter(NeuronsResults)   # validates either mode's neurons_results.json
 
 
 class FindNeuronsResult(RunResult):

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from neurotrace.lab.probe.figures import FIGURES
-from neurotrace.lab.probe.schema import LayerAccuracy, ProbeRequest, ProbeResult
+from neurotrace.lab.probe.figures import FIGURES, RESULTS_FILE
+from neurotrace.lab.probe.schema import LayerAccuracy, ProbeRequest, ProbeResult, ProbeResults
 from neurotrace.lab.runs import Run
 
 
@@ -44,10 +44,10 @@ def write_outputs(run: Run, request: ProbeRequest, classes: list[str], y: Tensor
             "method": request.method}
     directions = run.write_tensors("directions.safetensors", tensors, metadata=meta)
     run.write_csv("tables/probe.csv", [r.model_dump() for r in per_layer])
-    results = {"model": request.model, "method": request.method, "position": request.position, "classes": classes,
-               "n_prompts": len(y), "k_folds": k, "chance": chance, "best_layer": best.layer,
-               "per_layer": [r.model_dump() for r in per_layer]}
-    run.write_json("probe_results.json", results)
+    results = ProbeResults(model=request.model, method=request.method, position=request.position,
+                           classes=(classes[0], classes[1]), n_prompts=len(y), k_folds=k, chance=chance,
+                           best_layer=best.layer, per_layer=per_layer)
+    run.write_json(RESULTS_FILE, results.model_dump(mode="json"))
     figures = [run.write_figure("figures/accuracy.png", FIGURES["accuracy"](results))]
     summary = (f"{request.method} probes for {classes[1]!r} vs {classes[0]!r} on {len(y)} prompts of {request.model} "
                f"({request.position} position, {k}-fold CV): best layer {best.layer} ({best.site}) with held-out "

@@ -1,4 +1,4 @@
-"""probe request and result models."""
+"""probe request and result models, and the typed record of probe_results.json."""
 
 from typing import Literal
 
@@ -34,6 +34,22 @@ class LayerAccuracy(BaseModel):
     accuracy: float = Field(description="Mean held-out accuracy over folds.")
     accuracy_std: float
     shuffled: float = Field(description="The same, shuffled labels.")
+
+
+class ProbeResults(BaseModel):
+    """probe_results.json: held-out accuracy per layer (steer reads the sites back; the directions are in
+    directions.safetensors)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    method: Literal["logistic", "ridge"]
+    position: Literal["last", "mean"]
+    classes: tuple[str, str] = Field(description="(negative, positive); the directions point toward positive.")
+    n_prompts: int
+    k_folds: int = Field(description="Cross-validation folds used (fewer than asked when a class is small).")
+    chance: float = Field(description="Majority-class accuracy.")
+    best_layer: int
+    per_layer: list[LayerAccuracy]
 
 
 class ProbeResult(RunResult):

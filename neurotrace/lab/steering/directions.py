@@ -21,6 +21,7 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.model.pooling import collect, tokenize_prompts
+from neurotrace.lab.probe import ProbeResults
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.steering.schema import PairsDirection, ProbeDirection, SAEDirection, SteerRequest
@@ -70,14 +71,14 @@ def _sae(spec: SAEDirection, lab: Lab) -> Direction:
 
 def _probe(spec: ProbeDirection, lab: Lab) -> Direction:
     _check_run(lab, spec.probe_run_id, "probe", "direction_from.probe_run_id")
-    results = lab.store.read_json(spec.probe_run_id, "probe_results.json")
-    sites = {row["layer"]: row["site"] for row in results["per_layer"]}
+    results = ProbeResults.model_validate(lab.store.read_json(spec.probe_run_id, "probe_results.json"))
+    sites = {row.layer: row.site for row in results.per_layer}
     if spec.layer not in sites:
         raise InputError("direction_from.layer", f"probe run {spec.probe_run_id} has no layer {spec.layer}",
                          fix=f"use one of {sorted(sites)}")
     tensors = lab.store.read_tensors(spec.probe_run_id, "directions.safetensors")
     return Direction(tensors[f"layer.{spec.layer}"].float(), tensors[f"shuffled.layer.{spec.layer}"].float(),
-                     sites[spec.layer], f"probe direction toward {results['classes'][1]!r} (run "
+                     sites[spec.layer], f"probe direction toward {results.classes[1]!r} (run "
                      f"{spec.probe_run_id})", spec.probe_run_id)
 
 

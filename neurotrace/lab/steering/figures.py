@@ -6,18 +6,24 @@
 """
 
 from collections.abc import Callable
-from typing import Any
 
 from matplotlib.figure import Figure
 
 from neurotrace.lab.plotstyle import finish, new_figure, short
+from neurotrace.lab.steering.schema import SteerResults
 
 RESULTS_FILE = "steer_results.json"
 
 
-def effect_vs_alpha(results: dict[str, Any], title: str | None = None) -> Figure:
-    xs = results.get("alphas", [])
-    curves = results.get("curves", {})
+def load(results: dict | SteerResults) -> SteerResults:
+    """The typed record of a steer run's results."""
+    return results if isinstance(results, SteerResults) else SteerResults.model_validate(results)
+
+
+def effect_vs_alpha(results: dict | SteerResults, title: str | None = None) -> Figure:
+    rec = load(results)
+    xs = rec.alphas
+    curves = rec.curves
     fig, ax = new_figure(width=7, height=4.2)
     randoms = [v for k, v in curves.items() if k.startswith("random_")]
     for i, ys in enumerate(randoms):
@@ -34,9 +40,8 @@ def effect_vs_alpha(results: dict[str, Any], title: str | None = None) -> Figure
     ax.set_xlabel("alpha (x mean residual norm)")
     ax.set_ylabel("change in p(targets)")
     ax.legend()
-    sub = (f"{short(results.get('model', ''))}: {', '.join(results.get('sites', []))}, "
-           f"{results.get('n_prompts')} prompts, targets {results.get('targets')}")
-    return finish(fig, title or f"Steering effect vs alpha: {results.get('verdict')}", sub)
+    sub = f"{short(rec.model)}: {', '.join(rec.sites)}, {rec.n_prompts} prompts, targets {rec.targets}"
+    return finish(fig, title or f"Steering effect vs alpha: {rec.verdict}", sub)
 
 
 FIGURES: dict[str, Callable[..., Figure]] = {"effect_vs_alpha": effect_vs_alpha}

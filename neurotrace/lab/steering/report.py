@@ -18,8 +18,8 @@ from torch import Tensor
 
 from neurotrace.lab.runs import Run
 from neurotrace.lab.steering.directions import Direction
-from neurotrace.lab.steering.figures import FIGURES
-from neurotrace.lab.steering.schema import Effect, SteerRequest, SteerResult
+from neurotrace.lab.steering.figures import FIGURES, RESULTS_FILE
+from neurotrace.lab.steering.schema import Effect, SteerRequest, SteerResult, SteerResults
 from neurotrace.lab.steering.verdict import describe, verdict
 
 
@@ -70,12 +70,12 @@ def write_outputs(run: Run, request: SteerRequest, d: Direction, sites: list[str
     top = effects[jmax]
     v = verdict(abs(top.direction), top.random, top.shuffled, top.control, request.min_effect)
     p_base = float(m.probs[0, j0].mean())
-    results = {"model": request.model, "source": d.source, "sites": sites, "positions": request.positions,
-               "targets": request.targets, "alphas": alphas, "ref_norm": m.ref_norm, "p_base": p_base,
-               "p_direction": m.probs[0].mean(1).tolist(), "curves": curves, "verdict": v,
-               "alpha_max": alphas[jmax], "n_prompts": m.probs.shape[2],
-               "n_control": 0 if m.ctrl_probs is None else m.ctrl_probs.shape[1]}
-    run.write_json("steer_results.json", results)
+    results = SteerResults(model=request.model, source=d.source, sites=sites, positions=request.positions,
+                           targets=request.targets, alphas=alphas, ref_norm=m.ref_norm, p_base=p_base,
+                           p_direction=m.probs[0].mean(1).tolist(), curves=curves, verdict=v,
+                           alpha_max=alphas[jmax], n_prompts=m.probs.shape[2],
+                           n_control=0 if m.ctrl_probs is None else m.ctrl_probs.shape[1])
+    run.write_json(RESULTS_FILE, results.model_dump(mode="json"))
     run.write_csv("tables/effects.csv", _effect_rows(m, curves, alphas, j0))
     if m.texts:
         run.write_csv("tables/generations.csv", m.texts, ["alpha", "prompt", "text"])
@@ -108,14 +108,14 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _summary(request: SteerRequest, results: dict[str, Any], top: Effect) -> str:
-    p_max = results["p_direction"][results["alphas"].index(top.alpha)]
-    return (f"Steered {request.model} along the {results['source']} at {', '.join(results['sites'])} "
-            f"({request.positions} positions): p({'+'.join(request.targets)}) moves from {results['p_base']:.3f} "
-            f"to {p_max:.3f} at alpha {top.alpha:g} (x {results['ref_norm']:.3g}, the mean residual norm), change "
+def _summary(request: SteerRequest, results: SteerResults, top: Effect) -> str:
+    p_max = results.p_direction[results.alphas.index(top.alpha)]
+    return (f"Steered {request.model} along the {results.source} at {', '.join(results.sites)} "
+            f"({request.positions} positions): p({'+'.join(request.targets)}) moves from {results.p_base:.3f} "
+            f"to {p_max:.3f} at alpha {top.alpha:g} (x {results.ref_norm:.3g}, the mean residual norm), change "
             f"{top.direction:+.3f}; random same-norm directions {top.random:.3f}, shuffled {_fmt(top.shuffled)}, "
-            f"control prompts {_fmt(top.control)}. Verdict: {results['verdict']} (rules in report.md); "
-            f"{results['n_prompts']} prompts.")
+            f"control prompts {_fmt(top.control)}. Verdict: {results.verdict} (rules in report.md); "
+            f"{results.n_prompts} prompts.")
 
 
 def _next(v: str, report: str) -> str:
@@ -129,11 +129,11 @@ def _next(v: str, report: str) -> str:
             "layer at all.")
 
 
-def _markdown(request: SteerRequest, results: dict[str, Any], effects: list[Effect], texts: list[dict]) -> str:
-    lines = [f"# steer on {request.model}", "", f"Direction: {results['source']}; added at "
-             f"{', '.join(results['sites'])}, {request.positions} positions; alpha in units of the mean residual "
-             f"norm {results['ref_norm']:.4g}. Targets: {request.targets}.", "",
-             f"## Verdict: {results['verdict']}", "", "Rules (at the largest |alpha|):", "",
+def _markdown(request: SteerRequest, results: SteerResults, effects: list[Effect], texts: list[dict]) -> str:
+    lines = [f"# steer on {request.model}", "", f"Direction: {results.source}; added at "
+             f"{', '.join(results.sites)}, {request.positions} positions; alpha in units of the mean residual "
+             f"norm {results.ref_norm:.4g}. Targets: {request.targets}.", "",
+             f"## Verdict: {results.verdict}", "", "Rules (at the largest |alpha|):", "",
              *[f"- {rule}" for rule in describe(request.min_effect)], "",
              "| alpha | direction | random (mean abs) | shuffled | control prompts |", "|---|---|---|---|---|"]
     lines += [f"| {e.alpha:g} | {e.direction:+.4f} | {e.random:.4f} | {_fmt(e.shuffled)} | {_fmt(e.control)} |"

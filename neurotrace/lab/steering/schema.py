@@ -1,4 +1,4 @@
-"""steer request and result models."""
+"""steer request and result models, and the typed record of steer_results.json."""
 
 from typing import Literal
 
@@ -56,6 +56,27 @@ class Effect(BaseModel):
     random: float = Field(description="Mean |change|, random directions.")
     shuffled: float | None
     control: float | None = Field(description="|change| on control_prompts.")
+
+
+class SteerResults(BaseModel):
+    """steer_results.json: the alpha sweep's change of p(targets) for the direction and each control."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    source: str = Field(description="Where the direction comes from, in a few words.")
+    sites: list[str] = Field(description="Sites the vector is added at.")
+    positions: Literal["all", "last"]
+    targets: list[str]
+    alphas: list[float] = Field(description="The sweep, in units of ref_norm (0 included).")
+    ref_norm: float = Field(description="The alphas' unit: the mean residual norm.")
+    p_base: float = Field(description="p(targets) unsteered, mean over prompts.")
+    p_direction: list[float] = Field(description="Per alpha: mean p(targets) along the direction.")
+    curves: dict[str, list[float]] = Field(description="Condition ('direction', 'random_K', 'shuffled', "
+                                           "'control_prompts') -> per alpha the mean signed change of p(targets).")
+    verdict: Verdict
+    alpha_max: float = Field(description="The alpha the verdict is read at (largest |alpha|).")
+    n_prompts: int
+    n_control: int = Field(description="Control prompts (0: none).")
 
 
 class SteerResult(RunResult):
