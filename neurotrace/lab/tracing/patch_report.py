@@ -9,7 +9,13 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.model.tokens import token_texts
 from neurotrace.lab.plotstyle import DIVERGING_CMAP, finish, new_figure, short
-from neurotrace.lab.tracing.patch_schema import PATCH_RESULTS_FILE, PatchCell, PatchRequest, PatchResult
+from neurotrace.lab.tracing.patch_schema import (
+    PATCH_RESULTS_FILE,
+    PatchCell,
+    PatchRequest,
+    PatchResult,
+    PatchResults,
+)
 
 N_TOP = 10
 HEAD_PARTS = ("head_q", "head_k", "head_v", "head_pattern", "path")
@@ -41,15 +47,21 @@ def _cells(kind: str, grid: Tensor, norm: Tensor, tokens: list[str]) -> list[Pat
     return out
 
 
-def heatmap(results: dict[str, Any], component: str | None = None) -> Any:
+def load(results: dict | PatchResults) -> PatchResults:
+    """The typed record of a patch run's results."""
+    return results if isinstance(results, PatchResults) else PatchResults.model_validate(results)
+
+
+def heatmap(results: dict | PatchResults, component: str | None = None) -> Any:
     """One patched kind's restored fraction (``component``, default the run's first kind): layer x position or
     layer x head; head_out_pos shows (layer.head) x position."""
-    kind = component or next(iter(results["restored"]))
-    if kind not in results["restored"]:
+    rec = load(results)
+    kind = component or next(iter(rec.restored))
+    if kind not in rec.restored:
         raise InputError("options", f"this patch run has no {kind!r} grid",
-                         fix=f"use component = one of {', '.join(results['restored'])}")
-    data = np.array(results["restored"][kind], dtype=float)          # None (no sender) -> nan
-    tokens = results["tokens"]
+                         fix=f"use component = one of {', '.join(rec.restored)}")
+    data = np.array(rec.restored[kind], dtype=float)          # None (no sender) -> nan
+    tokens = rec.tokens
     if kind == "head_out_pos":
         data = data.transpose(0, 2, 1).reshape(-1, data.shape[1])       # (layer * head, pos)
     lim = max(1.0, float(np.nanmax(np.abs(data))) if np.isfinite(data).any() else 1.0)
@@ -61,7 +73,7 @@ def heatmap(results: dict[str, Any], component: str | None = None) -> Any:
         ax.set_xticks(range(len(tokens)), [repr(t)[:12] for t in tokens], rotation=60, ha="right")
     ax.set_ylabel("layer.head" if kind == "head_out_pos" else "layer")
     ax.grid(False)
-    fig = finish(fig, f"Activation patching ({kind}): fraction of {results['metric']} restored", short(results["model"]))
+    fig = finish(fig, f"Activation patching ({kind}): fraction of {rec.metric} restored", short(rec.model))
     fig.colorbar(im, ax=ax, label="restored")
     return fig
 
@@ -89,19 +101,19 @@ def write_patch_report(run: Any, request: PatchRequest, lm: LoadedModel, clean: 
     tokens = token_texts(lm.tokenizer, clean.tolist())
     names = token_texts(lm.tokenizer, [target] + ([contrast] if contrast is not None else []))
     norms = {k: restored(g, m_clean, m_corrupt) for k, g in grids.items()}
-    rec = {"model": request.model, "clean": request.clean, "corrupt": request.corrupt, "tokens": tokens,
-           "corrupt_tokens": token_texts(lm.tokenizer, corrupt.tolist()), "metric": request.metric,
-           "target": names[0], "contrast": names[1] if contrast is not None else None, "metric_clean": m_clean,
-           "metric_corrupt": m_corrupt, "values": {k: _plain(g) for k, g in grids.items()},
-           "restored": {k: _plain(n) for k, n in norms.items()}}
-    run.write_json(PATCH_RESULTS_FILE, rec)
+    rec = PatchResults(model=request.model, clean=request.clean, corrupt=request.corrupt, tokens=tokens,
+                       corrupt_tokens=token_texts(lm.tokenizer, corrupt.tolist()), metric=request.metric,
+                       target=names[0], contrast=names[1] if contrast is not None else None, metric_clean=m_clean,
+                       metric_corrupt=m_corrupt, values={k: _plain(g) for k, g in grids.items()},
+                       restored={k: _plain(n) for k, n in norms.items()})
+    run.write_json(PATCH_RESULTS_FILE, rec.model_dump(mode="json"))
     for kind, grid in grids.items():
         run.write_npy(f"arrays/{kind}.npy", grid.numpy().astype(np.float32))
     figures = [run.write_figure(f"figures/{k}.png", heatmap(rec, k)) for k in grids]
     cells = [c for k in grids for c in _cells(k, grids[k], norms[k], tokens)]
     top = sorted(cells, key=lambda c: -abs(c.restored))[:N_TOP]
     run.write_csv("tables/top_cells.csv", [c.model_dump() for c in top])
-    summary = _summary(request, names[0], rec["contrast"], m_clean, m_corrupt, top)
+    summary = _summary(request, names[0], rec.contrast, m_clean, m_corrupt, top)
     run.set_summary(summary)
     differing = [i for i, (a, b) in enumerate(zip(clean.tolist(), corrupt.tolist(), strict=True)) if a != b]
     nxt = ("Call patch with components=['head_out'] to find the heads behind the attention effect, then attention on "
@@ -109,5 +121,5 @@ def write_patch_report(run: Any, request: PatchRequest, lm: LoadedModel, clean: 
            "Call attention with the clean prompt and heads=[...the top heads...] to see where they look.")
     return PatchResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures, next=nxt,
                        model=request.model, tokens=tokens, differing=differing, target=names[0],
-                       contrast=rec["contrast"], metric=request.metric, metric_clean=m_clean,
+                       contrast=rec.contrast, metric=request.metric, metric_clean=m_clean,
                        metric_corrupt=m_corrupt, top=top)

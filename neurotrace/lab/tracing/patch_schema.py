@@ -1,4 +1,4 @@
-"""patch request and result: activation patching of a clean/corrupt prompt pair."""
+"""patch request and result: activation patching of a clean/corrupt prompt pair; the record of patch_results.json."""
 
 from typing import Literal
 
@@ -45,6 +45,30 @@ class PatchCell(BaseModel):
     token: str | None = Field(description="The clean token at the position.")
     value: float = Field(description="The metric with this component patched.")
     restored: float = Field(description="(value - corrupt) / (clean - corrupt): 1 = fully restored, 0 = no effect.")
+
+
+#: a component's grid: (layer, position), (layer, head) or (layer, position, head); None where a head is no sender
+PatchGrid = list[list[float | None]] | list[list[list[float | None]]]
+
+
+class PatchResults(BaseModel):
+    """patch_results.json: every patched component's grid, as the metric and as the fraction restored."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    clean: str
+    corrupt: str
+    tokens: list[str] = Field(description="Clean tokens as text.")
+    corrupt_tokens: list[str] = Field(description="Corrupt tokens as text.")
+    metric: PatchMetric
+    target: str = Field(description="The target token as text.")
+    contrast: str | None = Field(None, description="The contrast token as text (logit_diff only).")
+    metric_clean: float
+    metric_corrupt: float
+    values: dict[PatchComponent, PatchGrid] = Field(description="Component -> the metric with each cell patched, "
+                                                    "in the order the components were asked for.")
+    restored: dict[PatchComponent, PatchGrid] = Field(description="Component -> (value - corrupt) / (clean - "
+                                                      "corrupt) per cell.")
 
 
 class PatchResult(RunResult):
