@@ -89,11 +89,11 @@ def test_zero_ablating_a_layers_outputs_equals_running_without_that_layer(lab, t
     np.testing.assert_array_equal(states(lab, result, sites[0]), states(lab, result, sites[1]))
     with lab.cache.lease(ModelRef(model=str(tiny_gpt2))) as lm:     # also the same logits as deleting block 1
         from neurotrace.lab.capture.edits import StepInfo, step_hooks
-        from neurotrace.lab.model.sites import hooked_sites
+        from neurotrace.lab.model.hooks import hooked
 
         ids = lm.tokenizer(PROMPTS[0], return_tensors="pt").input_ids
         spec = CaptureRequest(model="m", prompts=["x"], interventions=zero).interventions
-        with torch.no_grad(), hooked_sites(lm, step_hooks(spec, StepInfo(0, ids.shape[1]), lm, None)):
+        with torch.no_grad(), hooked(lm.model, lm.adapter, step_hooks(spec, StepInfo(0, ids.shape[1]), lm, None)):
             ablated = lm.model(input_ids=ids).logits
         blocks = lm.model.transformer.h
         try:

@@ -24,8 +24,8 @@ from neurotrace.lab.intervention.policies import (
 )
 from neurotrace.lab.intervention.run import policy_hooks
 from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import ModelRef
-from neurotrace.lab.model.sites import hooked_sites
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.lab.sae.run import load_sae_run
 from neurotrace.testing.errors import raises_lab_error
@@ -52,7 +52,7 @@ def logits_with(lab, model, sae, policies, text=PROMPT, step=0, sources=None):
         ids = lm.tokenizer(text, return_tensors="pt").input_ids
         ctx = PolicyContext(prompt_len=ids.shape[1], n_heads=4, text_acts=clean_text_acts(lm))
         info = StepInfo(step, ids.shape[1])
-        with torch.no_grad(), hooked_sites(lm, policy_hooks(policies, step, sae, ctx, lm, info, None)):
+        with torch.no_grad(), hooked(lm.model, lm.adapter, policy_hooks(policies, step, sae, ctx, lm, info, None)):
             return lm.model(input_ids=ids).logits
 
 
@@ -70,7 +70,7 @@ def test_clamping_a_feature_to_its_own_value_is_a_no_op(setup):
 
     with lab.cache.lease(ModelRef(model=str(model))) as lm:
         ids = lm.tokenizer(PROMPT, return_tensors="pt").input_ids
-        with torch.no_grad(), hooked_sites(lm, {SITE: keep}):
+        with torch.no_grad(), hooked(lm.model, lm.adapter, {SITE: keep}):
             base = lm.model(input_ids=ids).logits
     acts = sae.encode(captured["h"])[0, 2]                             # position 2
     feature = int(acts.argmax())
@@ -117,7 +117,7 @@ def test_setting_every_neuron_to_zero_equals_an_mlp_output_of_just_its_bias(setu
     with lab.cache.lease(ModelRef(model=str(model))) as lm:
         bias = lm.model.transformer.h[1].mlp.c_proj.bias
         ids = lm.tokenizer(PROMPT, return_tensors="pt").input_ids
-        with torch.no_grad(), hooked_sites(lm, {"blocks.1.hook_mlp_out": lambda a, site: bias.expand_as(a).clone()}):
+        with torch.no_grad(), hooked(lm.model, lm.adapter, {"blocks.1.hook_mlp_out": lambda a, site: bias.expand_as(a).clone()}):
             probs = lm.model(input_ids=ids).logits[0, -1].softmax(-1)
         paris = lm.tokenizer(" paris", add_special_tokens=False).input_ids[0]
     report = lab.store.read_json(res.run_id, "report.json")
@@ -213,3 +213,4 @@ def test_verdicts_compare_the_effect_with_same_norm_random_directions(setup):
     assert report["verdict_rules"].startswith("causal")
     assert noop.verdict in ("no measurable effect", "weak", "causal")
     assert "Verdict" in strong.summary and "random directions" in strong.summary
+
