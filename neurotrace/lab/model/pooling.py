@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
@@ -31,7 +32,7 @@ Pool = Literal["last", "mean", "all"]
 def tokenize_prompts(lm: LoadedModel, prompts: Sequence[str], field: str = "prompts",
                      extra_positions: int = 0) -> list[list[int]]:
     """Token ids of each prompt (with the model's special tokens); InputError(field) if empty or too long."""
-    limit = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
+    limit = lm.max_positions
     out = []
     for i, text in enumerate(prompts):
         ids = list(lm.tokenizer(text).input_ids)
@@ -46,7 +47,8 @@ def tokenize_prompts(lm: LoadedModel, prompts: Sequence[str], field: str = "prom
 
 @torch.no_grad()
 def collect(lm: LoadedModel, ids: Sequence[Sequence[int]], sites: Sequence[str], pool: Pool,
-            reporter: Reporter = NULL_REPORTER, batch_size: int = 32) -> dict[str, Tensor | list[Tensor]]:
+            reporter: Reporter = NULL_REPORTER, batch_size: int = 32
+            ) -> dict[str, Float[Tensor, "prompt width"] | list[Float[Tensor, "pos width"]]]:
     """``{site: (n_prompts, width)}`` float32 for ``last``/``mean``; ``{site: [(len_i, width), ...]}`` for ``all``.
 
     Runs under the caller's lease of ``lm`` (hooks are attached here, so hold ``lm.lock``).
@@ -73,7 +75,8 @@ def collect(lm: LoadedModel, ids: Sequence[Sequence[int]], sites: Sequence[str],
     return {s: torch.stack([t for t in v if t is not None]) for s, v in per_prompt.items()}
 
 
-def _pooled(lm: LoadedModel, ids: Sequence[int], act: Tensor, pool: Pool) -> Tensor:
+def _pooled(lm: LoadedModel, ids: Sequence[int], act: Float[Tensor, "pos width"], pool: Pool
+            ) -> Float[Tensor, "pos width"] | Float[Tensor, " width"]:
     if pool == "last":
         return act[prediction_position(lm, ids)].cpu()
     if pool == "mean":

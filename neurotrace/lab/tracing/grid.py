@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from neurotrace.lab.model.adapters import site_name
@@ -25,7 +26,7 @@ from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.fast_decoder import fast_decoder_grid, supports_fast_decoder
 from neurotrace.lab.tracing.fast_gpt2 import fast_grid, supports_fast_path
 from neurotrace.lab.tracing.prepare import (
-    KIND_SITE,
+    COMPONENT_SITE,
     PreparedFact,
     clean_states,
     noise_hook,
@@ -38,8 +39,8 @@ from neurotrace.lab.tracing.prepare import (
 class Corrupted:
     """The corrupted input: token ids plus (for noise) one noise tensor per sample."""
 
-    ids: Tensor                    # (pos,)
-    noise: Tensor | None           # (samples, n_subject, d_model) or None (swap)
+    ids: Int[Tensor, " pos"]
+    noise: Float[Tensor, "sample n_subject d_model"] | None   # None: swap
     subject: tuple[int, int]
 
     @property
@@ -47,7 +48,8 @@ class Corrupted:
         return 1 if self.noise is None else self.noise.shape[0]
 
 
-def _restore_hook(rows: Tensor, pos: Tensor, clean: Tensor) -> Callable[..., Tensor]:
+def _restore_hook(rows: Int[Tensor, " row"], pos: Int[Tensor, " row"], clean: Float[Tensor, "pos ..."]
+                  ) -> Callable[..., Tensor]:
     def restore(act: Tensor, site: str) -> Tensor:
         out = act.clone()
         out[rows, pos] = clean[pos].to(device=act.device, dtype=act.dtype)
@@ -56,7 +58,7 @@ def _restore_hook(rows: Tensor, pos: Tensor, clean: Tensor) -> Callable[..., Ten
     return restore
 
 
-def corrupted_probs(lm: LoadedModel, prep: PreparedFact, corr: Corrupted) -> Tensor:
+def corrupted_probs(lm: LoadedModel, prep: PreparedFact, corr: Corrupted) -> Float[Tensor, " sample"]:
     """p(target) of each corrupted sample with nothing restored, shape (samples,)."""
     ids = corr.ids[None].expand(corr.samples, -1)
     hooks = {} if corr.noise is None else {"hook_embed": noise_hook(corr.noise, corr.subject)}
@@ -65,7 +67,7 @@ def corrupted_probs(lm: LoadedModel, prep: PreparedFact, corr: Corrupted) -> Ten
 
 def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str], window: int,
                reporter: Reporter, rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1),
-               force_full: bool = False) -> dict[str, Tensor]:
+               force_full: bool = False) -> dict[str, Float[Tensor, "layer pos"]]:
     """Mean p(target) with each cell restored: {component: (n_layers, pos)}.
 
     Every (cell, noise sample) is one row of a batched full forward. Causal decoders (unless
@@ -89,8 +91,9 @@ def restored_sites(lm: LoadedModel, components: Sequence[str], window: int) -> l
 
 
 def restored_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str], window: int,
-                  clean: dict[str, Tensor], probs: Callable[..., Tensor], reporter: Reporter,
-                  rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1), tag: str = "") -> dict[str, Tensor]:
+                  clean: dict[str, Float[Tensor, "pos ..."]], probs: Callable[..., Tensor], reporter: Reporter,
+                  rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1), tag: str = ""
+                  ) -> dict[str, Float[Tensor, "layer pos"]]:
     """The batched full-forward grid: every (cell, noise sample) is one row; ``probs(lm, ids, pos, target,
     hooks)`` runs the rows (:func:`target_probs` with torch hooks, or nnsight's traced forward)."""
     n_layers, n_pos, samples = lm.n_layers, len(prep.ids), corr.samples
@@ -117,10 +120,10 @@ def restored_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, componen
 
 
 def approx_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str],
-                window: int) -> dict[str, Tensor]:
+                window: int) -> dict[str, Float[Tensor, "layer pos"]]:
     """Attribution-patching estimate of the *indirect effect* of each cell: {component: (n_layers, pos)}."""
     n_layers = lm.n_layers
-    sites = [site_name(KIND_SITE[k], layer) for k in components for layer in range(n_layers)]
+    sites = [site_name(COMPONENT_SITE[k], layer) for k in components for layer in range(n_layers)]
     clean, _ = clean_states(lm, prep.ids, sites)
     acts: dict[str, Tensor] = {}
 
@@ -152,7 +155,8 @@ def approx_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components
     return out
 
 
-def layer_curve(lm: LoadedModel, prep: PreparedFact, ids: Tensor, positions: Sequence[int]) -> Tensor:
+def layer_curve(lm: LoadedModel, prep: PreparedFact, ids: Int[Tensor, " pos"], positions: Sequence[int]
+                ) -> Float[Tensor, " layer"]:
     """p(target) on corrupted ``ids`` with the clean resid restored at ``positions`` per layer: (n_layers,)."""
     n_layers = lm.n_layers
     sites = [site_name("resid_post", layer) for layer in range(n_layers)]
@@ -166,7 +170,8 @@ def layer_curve(lm: LoadedModel, prep: PreparedFact, ids: Tensor, positions: Seq
     return target_probs(lm, batch, prep.predict_pos, prep.target_id, hooks).cpu()
 
 
-def head_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, position: int | None = None) -> Tensor:
+def head_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, position: int | None = None
+              ) -> Float[Tensor, "layer head"]:
     """Mean p(target) when one head's clean output (hook_z) is restored at ``position`` (default: the
     scored position) in the corrupted run: (n_layers, n_heads)."""
     n_layers, heads = lm.n_layers, n_heads(lm)
@@ -195,7 +200,8 @@ def head_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, position: in
     return p.cpu().view(cells, samples).mean(1).view(n_layers, heads)
 
 
-def _head_restore(rows: Tensor, heads: Tensor, pos: int, clean: Tensor, d_head: int) -> Callable[..., Tensor]:
+def _head_restore(rows: Int[Tensor, " row"], heads: Int[Tensor, " row"], pos: int, clean: Float[Tensor, "pos width"],
+                  d_head: int) -> Callable[..., Tensor]:
     def restore(act: Tensor, site: str) -> Tensor:
         out = act.clone()
         for r, h in zip(rows.tolist(), heads.tolist(), strict=True):

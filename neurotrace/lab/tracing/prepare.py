@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
@@ -50,20 +51,20 @@ from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.tracing.schema import SkippedFact, TraceRequest
 
-KIND_SITE = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
+COMPONENT_SITE = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
 
 
 @dataclass
 class PreparedFact:
     fact: Fact
-    ids: Tensor                      # (pos,) clean token ids
+    ids: Int[Tensor, " pos"]          # clean token ids
     tokens: list[str]
     subject: tuple[int, int]         # [start, end) token range of the subject
     predict_pos: int                 # position whose next/masked token is scored
     target_id: int
-    swap_ids: Tensor | None = None   # (pos,) subject-swapped ids, if they align
+    swap_ids: Int[Tensor, " pos"] | None = None     # subject-swapped ids, if they align
     context_pos: list[int] = field(default_factory=list)
-    context_ids: Tensor | None = None  # (pos,) context-swapped ids, if they align
+    context_ids: Int[Tensor, " pos"] | None = None  # context-swapped ids, if they align
     notes: list[str] = field(default_factory=list)
 
 
@@ -147,12 +148,12 @@ def subject_noise_std(lm: LoadedModel, facts: Sequence[PreparedFact]) -> float:
     return float(torch.cat(rows).float().std())
 
 
-HookMap = Mapping[str, Callable[..., Tensor | None]]
+HookMap = Mapping[str, Callable[..., Tensor | None] | Sequence[Callable[..., Tensor | None]]]
 
 
 @torch.no_grad()
-def target_probs(lm: LoadedModel, ids: Tensor, predict_pos: int, target_id: int,
-                 hooks: HookMap | None = None) -> Tensor:
+def target_probs(lm: LoadedModel, ids: Int[Tensor, "batch pos"], predict_pos: int, target_id: int,
+                 hooks: HookMap | None = None) -> Float[Tensor, " batch"]:
     """p(target) at ``predict_pos`` for each row of ``ids`` (batch, pos), with ``hooks`` attached."""
     body = lm.adapter.module(lm.model, lm.adapter.base)
     with hooked(lm.model, lm.adapter, hooks or {}):
@@ -162,7 +163,8 @@ def target_probs(lm: LoadedModel, ids: Tensor, predict_pos: int, target_id: int,
 
 
 @torch.no_grad()
-def clean_states(lm: LoadedModel, ids: Tensor, sites: Sequence[str]) -> tuple[dict[str, Tensor], Tensor]:
+def clean_states(lm: LoadedModel, ids: Int[Tensor, " pos"], sites: Sequence[str]
+                 ) -> tuple[dict[str, Float[Tensor, "pos ..."]], Float[Tensor, "pos d_model"]]:
     """Activations at ``sites`` for one clean prompt (pos, width) and the scored-position logits."""
     store: dict[str, Tensor] = {}
 
@@ -175,15 +177,15 @@ def clean_states(lm: LoadedModel, ids: Tensor, sites: Sequence[str]) -> tuple[di
     return store, hidden[0]
 
 
-def sites_for(kind: str, layer: int, window: int, n_layers: int) -> list[str]:
+def sites_for(component: str, layer: int, window: int, n_layers: int) -> list[str]:
     """The sites restored for one grid cell: resid at ``layer``; mlp/attn over a window around it."""
-    if kind == "resid":
+    if component == "resid":
         return [site_name("resid_post", layer)]
     lo, hi = max(0, layer - window // 2), min(n_layers, layer - (-window // 2))
-    return [site_name(KIND_SITE[kind], layer_) for layer_ in range(lo, hi)]
+    return [site_name(COMPONENT_SITE[component], layer_) for layer_ in range(lo, hi)]
 
 
-def noise_hook(noise_rows: Tensor, subject: tuple[int, int]) -> Callable[..., Tensor]:
+def noise_hook(noise_rows: Float[Tensor, "row n_subject d_model"], subject: tuple[int, int]) -> Callable[..., Tensor]:
     """A hook_embed hook adding ``noise_rows`` (rows, n_subject, d_model) to the subject's embeddings."""
     s, e = subject
 
@@ -240,7 +242,7 @@ def subjects_alone_std(lm: LoadedModel, subjects: Sequence[str]) -> float:
 
 
 def noise_draw(samples: int, prep: PreparedFact, d_model: int, unit: float, scale: float, *, seed: int,
-         rome: bool) -> tuple[Tensor, int | None]:
+         rome: bool) -> tuple[Float[Tensor, "sample n_subject d_model"], int | None]:
     """One fact's noise (samples, n_subject, d_model) and its seed (None for ROME's shared draw)."""
     n_subj = prep.subject[1] - prep.subject[0]
     if rome:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.tracing.prepare import KIND_SITE, sites_for
+from neurotrace.lab.tracing.prepare import COMPONENT_SITE, sites_for
 
 Restore = tuple[Tensor, Tensor, Tensor]   # (state index, suffix offset, clean value (n, D))
 
@@ -48,7 +48,7 @@ class Level:
 
 def grid_sites(components: Sequence[str], n_layers: int) -> list[str]:
     """Every site a grid over ``components`` restores (resid_post / mlp_out / attn_out per layer)."""
-    return [site_name(KIND_SITE[k], layer) for k in components for layer in range(n_layers)]
+    return [site_name(COMPONENT_SITE[k], layer) for k in components for layer in range(n_layers)]
 
 
 def group_rows(components: Sequence[str], n_layers: int, n_pos: int, samples: int,
