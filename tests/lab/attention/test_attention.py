@@ -3,15 +3,19 @@ hook_pattern on the bridge, GQA and sliding-window layers are read right, and th
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from neurotrace.lab.attention import AttentionRequest, run_attention
+from neurotrace.lab.attention.figures import FIGURES
 from neurotrace.lab.attention.patterns import attention_patterns, repeated_sequence, sequence_scores
+from neurotrace.lab.attention.schema import RESULTS_FILE, AttentionResults
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.testing.errors import raises_lab_error
+from neurotrace.testing.records import assert_redraws, read_back
 from neurotrace.testing.tiny import build_tiny, tiny_tokenizer
 
 PROMPT = "the capital of france is"
@@ -179,3 +183,17 @@ def test_a_masked_lm_is_scored_from_its_mask(lab, tiny_bert):
     mask = result.tokens.index("[MASK]")
     weights = {s.position: s.weight for s in result.last_position[0].sources}
     assert weights[0] == pytest.approx(float(patterns[0, 0, mask, 0]), abs=1e-4)
+
+
+def test_the_saved_results_round_trip_through_their_record_and_redraw_the_runs_figures(lab, tiny_gpt2):
+    result = run_attention(AttentionRequest(model=str(tiny_gpt2), prompt=PROMPT, subject="france",
+                                            heads=["1:0", "0:2"]), lab=lab)
+    rec = read_back(lab, result.run_id, RESULTS_FILE, AttentionResults.model_validate)
+    patterns = lab.store.read_npy(result.run_id, "arrays/patterns.npy")
+    assert rec.shown == [(1, 0), (0, 2)] and rec.last_position == result.last_position
+    assert set(rec.scores) == set(result.top_heads)
+    np.testing.assert_allclose(np.array(rec.shown_patterns["0:2"]), patterns[0, 2], atol=1e-6)
+    assert_redraws(lab, result.run_id, FIGURES, rec)
+    grid = FIGURES["pattern_grid"](rec)
+    assert [ax.get_title() for ax in grid.axes] == ["head 1:0", "head 0:2"]
+    np.testing.assert_array_equal(grid.axes[1].get_images()[0].get_array(), np.array(rec.shown_patterns["0:2"]))

@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from neurotrace.lab.attribution import AttributeRequest, run_attribute
+from neurotrace.lab.attribution.figures import FIGURES
+from neurotrace.lab.attribution.schema import RESULTS_FILE, AttributeResults
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.testing.records import assert_redraws, read_back
 
 PROMPT, CORRUPT = "the capital of france is", "the capital of spain is"
 
@@ -181,3 +184,14 @@ def test_plot_redraws_an_attribute_run(lab, tiny_gpt2):
     run = run_attribute(AttributeRequest(model=str(tiny_gpt2), prompt=PROMPT), lab=lab)
     plot = run_plot(PlotRequest(run_id=run.run_id), lab=lab)
     assert set(plot.kinds) == {"components", "heads"}
+
+
+def test_the_saved_results_round_trip_through_their_record_and_redraw_the_runs_figures(lab, tiny_gpt2):
+    result = run_attribute(AttributeRequest(model=str(tiny_gpt2), prompt=PROMPT, corrupt_prompt=CORRUPT,
+                                            target="paris", contrast="rome", check_top=1), lab=lab)
+    rec = read_back(lab, result.run_id, RESULTS_FILE, AttributeResults.model_validate)
+    assert rec.components == result.components and rec.top_neurons == result.top_neurons
+    assert rec.patching == result.patching and (rec.target, rec.contrast) == (result.target, result.contrast)
+    assert_redraws(lab, result.run_id, FIGURES, rec)
+    bars = FIGURES["components"](rec).axes[0].patches
+    assert [b.get_height() for b in bars] == [c.value for c in rec.components]

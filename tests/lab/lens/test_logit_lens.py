@@ -7,9 +7,12 @@ import torch
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.lens import LogitLensRequest, run_logit_lens
+from neurotrace.lab.lens.figures import FIGURES
 from neurotrace.lab.lens.lens import read_out, residual_rows
+from neurotrace.lab.lens.schema import RESULTS_FILE, LogitLensResults, TunedReport
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.testing.errors import raises_lab_error
+from neurotrace.testing.records import assert_redraws, read_back
 
 PROMPT = "the capital of france is"
 
@@ -120,3 +123,16 @@ def test_plot_redraws_a_logit_lens_run(lab, tiny_gpt2):
 def test_a_masked_lm_is_read_at_its_mask(lab, tiny_bert):
     result = run_logit_lens(LogitLensRequest(model=str(tiny_bert), prompt="the capital of france is [MASK] ."), lab=lab)
     assert result.tokens[result.scored_position] == "[MASK]" and result.scored_position < len(result.tokens) - 1
+
+
+def test_the_saved_results_round_trip_through_their_record_and_redraw_the_runs_figures(lab):
+    result = run_logit_lens(LogitLensRequest(model="fact-gpt2", prompt="The capital of France is", tuned=True,
+                                             fit_prompts=["The capital of Spain is", "Paris is located in"]), lab=lab)
+    rec = read_back(lab, result.run_id, RESULTS_FILE, LogitLensResults.model_validate)
+    assert isinstance(rec.tuned, TunedReport) and rec.tuned == result.tuned
+    assert [row[rec.scored_position] for row in rec.p_target] == result.p_target
+    assert [row[rec.scored_position] for row in rec.top_tokens] == result.top_last
+    assert_redraws(lab, result.run_id, FIGURES, rec)
+    curve = FIGURES["target_curve"](rec)
+    lens, tuned = curve.axes[0].get_lines()
+    assert list(lens.get_ydata()) == result.p_target and list(tuned.get_ydata()) == rec.tuned.p_target

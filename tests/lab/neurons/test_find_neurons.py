@@ -12,10 +12,13 @@ from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.lab.model.pooling import collect, tokenize_prompts
 from neurotrace.lab.neurons import FindNeuronsRequest, run_find_neurons
+from neurotrace.lab.neurons.figures import FIGURES, RESULTS_FILE
+from neurotrace.lab.neurons.schema import NEURONS_RESULTS, NeuronExamplesResults, NeuronRankingResults
 from neurotrace.lab.neurons.stats import benjamini_hochberg, cohens_d, contrast, permutation_p, rank
 from neurotrace.lab.progress import Reporter
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.planted_neurons import build_planted_neurons
+from neurotrace.testing.records import assert_redraws, read_back
 
 CONCEPT = ["the big fish", "one red fish", "a fish", "the old fish", "its fish", "two blue fish", "fish",
            "the small green fish"]
@@ -156,3 +159,20 @@ def test_cancelling_marks_the_run_cancelled(lab, planted):
         run_find_neurons(FindNeuronsRequest(model=str(planted.path), prompts=CONCEPT, control_prompts=CONTROL),
                          lab=lab, reporter=reporter)
     assert lab.store.list_runs("find_neurons")[0].status == "cancelled"
+
+
+def test_the_saved_results_of_both_modes_round_trip_through_their_records_and_redraw_the_runs_figures(lab, planted):
+    ranked = run_find_neurons(FindNeuronsRequest(model=str(planted.path), prompts=CONCEPT[:4],
+                                                 control_prompts=CONTROL[:4], n_permutations=100), lab=lab)
+    rec = read_back(lab, ranked.run_id, RESULTS_FILE, NEURONS_RESULTS.validate_python)
+    assert isinstance(rec, NeuronRankingResults) and rec.groups == ("concept", "control")
+    assert rec.top[: len(ranked.top)] == ranked.top and rec.n_tested == ranked.n_tested
+    assert_redraws(lab, ranked.run_id, {"ranking": FIGURES["ranking"]}, rec)
+    assert [t.get_text() for t in FIGURES["ranking"](rec, k=3).axes[0].get_yticklabels()] == [
+        s.neuron for s in rec.top[:3]]
+    found = run_find_neurons(FindNeuronsRequest(model=str(planted.path), mode="top_examples", neuron="0:5",
+                                                prompts=["the fish is big", "fish and fish"]), lab=lab)
+    rec = read_back(lab, found.run_id, RESULTS_FILE, NEURONS_RESULTS.validate_python)
+    assert isinstance(rec, NeuronExamplesResults) and rec.neuron == "0:5" and rec.examples[:3] == found.examples[:3]
+    assert_redraws(lab, found.run_id, {"examples": FIGURES["examples"]}, rec)
+    assert "no ranking in a top_examples run" in [t.get_text() for t in FIGURES["ranking"](rec).axes[0].texts]

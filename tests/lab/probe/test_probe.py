@@ -10,12 +10,14 @@ from neurotrace.lab.errors import Cancelled, InputError
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.lab.model.pooling import collect, tokenize_prompts
-from neurotrace.lab.probe import ProbeRequest, run_probe
+from neurotrace.lab.probe import ProbeRequest, ProbeResults, run_probe
+from neurotrace.lab.probe.figures import FIGURES, RESULTS_FILE
 from neurotrace.lab.probe.fit import cross_validate, fit, predict
 from neurotrace.lab.probe.run import resid_site
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
 from neurotrace.testing.planted_neurons import PROBE_DIM, build_planted_neurons
+from neurotrace.testing.records import assert_redraws, read_back
 
 FILLERS = ["big", "red", "old", "dog", "car", "tree", "sun", "road"]
 PAIRS = list(itertools.permutations(FILLERS[:5], 2))[:12]
@@ -96,3 +98,14 @@ def test_cancelling_marks_the_run_cancelled(lab, planted):
     with pytest.raises(Cancelled):
         run_probe(ProbeRequest(model=str(planted.path), prompts=PROMPTS, labels=LABELS), lab=lab, reporter=reporter)
     assert lab.store.list_runs("probe")[0].status == "cancelled"
+
+
+def test_the_saved_results_round_trip_through_their_record_and_redraw_the_runs_figures(lab, planted):
+    result = run_probe(ProbeRequest(model=str(planted.path), prompts=PROMPTS, labels=LABELS, positive="fish",
+                                    layers=[0, 1], k_folds=3), lab=lab)
+    rec = read_back(lab, result.run_id, RESULTS_FILE, ProbeResults.model_validate)
+    assert rec.per_layer == result.per_layer and list(rec.classes) == result.classes
+    assert (rec.best_layer, rec.chance, rec.k_folds) == (result.best_layer, result.chance, 3)
+    assert_redraws(lab, result.run_id, FIGURES, rec)
+    probe_line = FIGURES["accuracy"](rec).axes[0].get_lines()[0]
+    assert list(probe_line.get_ydata()) == [r.accuracy for r in rec.per_layer]

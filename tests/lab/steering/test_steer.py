@@ -13,9 +13,12 @@ from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.probe import ProbeRequest, run_probe
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.steering import SteerRequest, run_steer
+from neurotrace.lab.steering.figures import FIGURES, RESULTS_FILE
 from neurotrace.lab.steering.measure import steer_hook, steered_texts, target_probs
+from neurotrace.lab.steering.schema import SteerResults
 from neurotrace.lab.steering.verdict import verdict
 from neurotrace.testing.planted_neurons import PROBE_DIM, build_planted_neurons
+from neurotrace.testing.records import assert_redraws, read_back
 from neurotrace.testing.tiny import tiny_tokenizer
 
 PAIRS = [("the big fish", "the big cat"), ("one fish", "one cat"), ("a red fish", "a red cat"), ("its fish", "its cat")]
@@ -161,3 +164,14 @@ def test_steering_repeats_exactly_for_a_seed_and_cancelling_marks_the_run_cancel
         run_steer(SteerRequest(model=str(planted.path), direction_from={"pairs": PAIRS, "layer": 1}, prompts=PROMPTS,
                                targets=["tree"]), lab=lab, reporter=reporter)
     assert lab.store.list_runs("steer")[0].status == "cancelled"
+
+
+def test_the_saved_results_round_trip_through_their_record_and_redraw_the_runs_figures(lab, planted):
+    result = _steer(lab, planted, max_new_tokens=0)
+    rec = read_back(lab, result.run_id, RESULTS_FILE, SteerResults.model_validate)
+    assert (rec.verdict, rec.ref_norm, rec.p_base) == (result.verdict, result.ref_norm, result.p_base)
+    assert rec.alphas == [0.0, *ALPHAS] and rec.curves["direction"] == [e.direction for e in result.effects]
+    assert set(rec.curves) == {"direction", "random_0", "random_1", "random_2", "shuffled", "control_prompts"}
+    assert_redraws(lab, result.run_id, FIGURES, rec)
+    direction = FIGURES["effect_vs_alpha"](rec).axes[0].get_lines()[-2]   # drawn last, before the zero line
+    assert list(direction.get_ydata()) == rec.curves["direction"]

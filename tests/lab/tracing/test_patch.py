@@ -1,6 +1,8 @@
 """patch: equal to transformer_lens.patching on the bridge for every kind, the same as tracing's exact grid
 for p(target), independent of the batch size, and input errors by field."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,10 @@ from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.grid import Corrupted, exact_grid
 from neurotrace.lab.tracing.patch import run_patch
-from neurotrace.lab.tracing.patch_schema import PatchRequest
+from neurotrace.lab.tracing.patch_report import heatmap
+from neurotrace.lab.tracing.patch_schema import PATCH_RESULTS_FILE, PatchRequest, PatchResults
 from neurotrace.lab.tracing.prepare import prepare_fact
+from neurotrace.testing.records import assert_redraws, read_back
 
 CLEAN, CORRUPT = "the capital of france is", "the capital of spain is"
 KINDS = ["resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos"]
@@ -209,3 +213,18 @@ def test_plot_redraws_any_patched_kind_and_names_a_missing_one(lab, tiny_gpt2):
     with pytest.raises(InputError) as err:
         run_plot(PlotRequest(run_id=run.run_id, kind="heatmap", options={"component": "resid_pre"}), lab=lab)
     assert err.value.field == "options" and "mlp_out, head_out" in str(err.value)
+
+
+def test_the_saved_results_round_trip_through_their_record_and_redraw_the_runs_figures(lab, tiny_gpt2):
+    kinds = ["resid_pre", "head_out_pos", "path"]                        # (layer, pos), (layer, pos, head), None cells
+    result = run_patch(PatchRequest(model=str(tiny_gpt2), clean=CLEAN, corrupt=CORRUPT, target="paris",
+                                    contrast="madrid", components=kinds, receivers=["1:2"]), lab=lab)
+    rec = read_back(lab, result.run_id, PATCH_RESULTS_FILE, PatchResults.model_validate)
+    assert list(rec.values) == list(rec.restored) == kinds and rec.tokens == result.tokens
+    assert (rec.metric_clean, rec.metric_corrupt, rec.contrast) == (result.metric_clean, result.metric_corrupt,
+                                                                   result.contrast)
+    assert np.array(rec.values["head_out_pos"]).shape == (2, len(rec.tokens), 4)
+    assert rec.values["path"][1] == [None] * 4 and None not in rec.values["path"][0]
+    assert_redraws(lab, result.run_id, {k: functools.partial(heatmap, component=k) for k in kinds}, rec)
+    shown = heatmap(rec, component="resid_pre").axes[0].get_images()[0].get_array()
+    np.testing.assert_array_equal(shown, np.array(rec.restored["resid_pre"], dtype=float))
