@@ -50,6 +50,7 @@ from transformers import GenerationConfig
 
 from neurotrace.lab.model.adapters import ArchAdapter, site_name
 from neurotrace.lab.model.hooks import hooked
+from neurotrace.lab.model.loading import placement_device
 
 Position = Literal["all", "last"]
 HEAD_CHUNK = 4096  # vocabulary rows per unembedding matmul
@@ -122,12 +123,12 @@ def _hook(layer: int, clamps: ClampRows | None, state: _State, record: bool,
     def fn(act: Tensor, site: str) -> Tensor | None:
         before = act
         if mask is not None and state.clamp_pos is not None:
-            sel = state.clamp_pos[:, :, None] & mask[:, None, :]                 # (rows, pos, d_mlp)
-            value = clamps.values.to(act.dtype)[:, None, None]
+            sel = state.clamp_pos.to(act.device)[:, :, None] & mask.to(act.device)[:, None, :]  # (rows, pos, d_mlp)
+            value = clamps.values.to(act.device, act.dtype)[:, None, None]   # a device-mapped layer may sit elsewhere
             act = torch.where(sel, value, act)
         if record:
-            summed = (act.double() * state.valid[:, :, None]).sum(1)            # (forward rows, d_mlp)
-            state.sums[layer] += summed if state.expand is None else summed[state.expand]
+            summed = (act.double() * state.valid.to(act.device)[:, :, None]).sum(1).to(state.sums[layer].device)
+            state.sums[layer] += summed if state.expand is None else summed[state.expand]  # (rows, d_mlp)
         if observe is not None:
             observe(layer, state.step, before, act)
         return act if mask is not None and state.clamp_pos is not None else None
@@ -141,13 +142,15 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
              sampler: Sampler | None = None, eos_token_id: int | None = None, pad_token_id: int = 0,
              record_layers: Sequence[int] = (), observe: Observer | None = None,
              on_step: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
-             share_prefill: bool = True) -> Generated:
+             share_prefill: bool = True, forward: Callable[..., Any] | None = None) -> Generated:
     """Generate ``max_new_tokens`` for every row of a left-padded batch, clamping per row.
 
     ``should_stop()`` is polled after every step; when it returns True the batch ends there (the
-    tokens so far are returned). ``share_prefill`` (``last`` mode) runs each distinct prompt prefix once."""
+    tokens so far are returned). ``share_prefill`` (``last`` mode) runs each distinct prompt prefix once.
+    ``forward(base=..., **inputs)`` replaces the model's own call (nnsight's traced forward, which
+    realises the clamp hooks; see :func:`neurotrace.lab.model.nnsight_backend.routed_forward`)."""
     sampler = sampler or Sampler()
-    device = next(model.parameters()).device
+    device = input_device(model)
     ids, mask = input_ids.to(device), attention_mask.to(device)
     if clamps is not None:
         clamps = ClampRows({k: m.to(device) for k, m in clamps.masks.items()}, clamps.values.to(device))
@@ -163,11 +166,12 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         real = mask.bool()
         if share_prefill and position == "last" and observe is None and _shareable(mask):
-            logits, cache = _prefill_shared(model, head, ids, mask, position_ids, state)
+            logits, cache = _prefill_shared(model, head, ids, mask, position_ids, state, forward)
         else:
             state.valid = real
             state.clamp_pos = real if position == "all" else _last_only(real)
-            logits, cache = _forward(model, head, input_ids=ids, attention_mask=mask, position_ids=position_ids)
+            logits, cache = _forward(model, head, forward, input_ids=ids, attention_mask=mask,
+                                     position_ids=position_ids)
         count += real.sum(1)
         done = 0
         for step in range(max_new_tokens):
@@ -188,7 +192,7 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
             state.step = step + 1
             state.valid = alive[:, None]          # the fed token is a real output token of this row
             state.clamp_pos = torch.ones(rows, 1, dtype=torch.bool, device=device)
-            logits, cache = _forward(model, head, input_ids=token[:, None], attention_mask=mask,
+            logits, cache = _forward(model, head, forward, input_ids=token[:, None], attention_mask=mask,
                                      position_ids=position_ids, cache=cache)
             count += alive.long()
     lengths = _lengths(out_tokens[:, :done], eos_token_id)
@@ -203,7 +207,7 @@ def _shareable(mask: Tensor) -> bool:
 
 
 def _prefill_shared(model: nn.Module, head: nn.Linear | None, ids: Tensor, mask: Tensor, position_ids: Tensor,
-                    state: _State) -> tuple[Tensor, Any]:
+                    state: _State, forward: Callable[..., Any] | None = None) -> tuple[Tensor, Any]:
     """The ``last``-mode prefill with each distinct prompt prefix run once.
 
     In ``last`` mode the prefill clamps only the final prompt token, so the keys and values of the
@@ -215,13 +219,19 @@ def _prefill_shared(model: nn.Module, head: nn.Linear | None, ids: Tensor, mask:
     width = ids.shape[1] - 1
     u_ids, u_mask = unique[:, :width], unique[:, width:]
     state.valid, state.clamp_pos, state.expand = u_mask.bool(), None, inverse
-    _, cache = _forward(model, head, input_ids=u_ids, attention_mask=u_mask,
+    _, cache = _forward(model, head, forward, input_ids=u_ids, attention_mask=u_mask,
                         position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0))
     cache.batch_select_indices(inverse)
     state.valid, state.expand = mask[:, -1:].bool(), None
     state.clamp_pos = torch.ones_like(state.valid)
-    return _forward(model, head, input_ids=ids[:, -1:], attention_mask=mask, position_ids=position_ids[:, -1:],
-                    cache=cache)
+    return _forward(model, head, forward, input_ids=ids[:, -1:], attention_mask=mask,
+                    position_ids=position_ids[:, -1:], cache=cache)
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where a model's inputs go: a device-mapped model's first placement, else its parameters' device."""
+    placed = getattr(model, "hf_device_map", None)
+    return placement_device(next(iter(placed.values()))) if placed else next(model.parameters()).device
 
 
 def plain_head(model: nn.Module, adapter: ArchAdapter) -> nn.Linear | None:
@@ -231,21 +241,25 @@ def plain_head(model: nn.Module, adapter: ArchAdapter) -> nn.Linear | None:
     scaled = any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in ("final_logit_softcapping", "logit_scale",
                                                                       "logits_scaling"))
     base = getattr(model, "base_model", model)
-    return head if isinstance(head, nn.Linear) and base is not model and not scaled else None
+    offloaded = any(p.device.type == "meta" for p in head.parameters())   # device_map: weights come in a hook
+    return head if isinstance(head, nn.Linear) and base is not model and not scaled and not offloaded else None
 
 
-def _forward(model: nn.Module, head: nn.Linear | None, **inputs: Any) -> tuple[Tensor, Any]:
+def _forward(model: nn.Module, head: nn.Linear | None, forward: Callable[..., Any] | None = None,
+             **inputs: Any) -> tuple[Tensor, Any]:
     """One cached forward: (logits of the last position (rows, vocab), the KV cache).
 
     With a plain linear head, the base model runs alone and the head is applied to the last position
     in vocabulary chunks of ``HEAD_CHUNK`` rows (cache-friendlier on CPU than one huge matmul).
+    ``forward(base=..., **inputs)`` runs the model instead of calling it (nnsight's traced forward).
     """
     if head is None:
-        out = model(**inputs, use_cache=True, logits_to_keep=1)
+        out = (forward or model)(**inputs, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1], out.cache
-    out = model.base_model(**inputs, use_cache=True)
-    h = out.last_hidden_state[:, -1]                                       # (rows, d_model)
+    out = (model.base_model(**inputs, use_cache=True) if forward is None
+           else forward(base=True, **inputs, use_cache=True, logits_to_keep=1))
     w, b = head.weight, head.bias
+    h = out.last_hidden_state[:, -1].to(w.device)                          # (rows, d_model)
     chunks = [torch.nn.functional.linear(h, w[i:i + HEAD_CHUNK], None if b is None else b[i:i + HEAD_CHUNK])
               for i in range(0, w.shape[0], HEAD_CHUNK)]
     return torch.cat(chunks, dim=-1), out.cache
@@ -290,7 +304,7 @@ def reference_generate(model: nn.Module, adapter: ArchAdapter, prompt_ids: Seque
 
     Used by tests and the benchmark as the peer that batched :func:`generate` must match.
     """
-    device = next(model.parameters()).device
+    device = input_device(model)
     ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
     hooks: dict[str, Any] = {}
     if neurons and value is not None:

@@ -1,10 +1,23 @@
-"""device='auto': accelerate places the layers under a memory map (here CPU + disk offload), and traces
-give the numbers of the plain load."""
+"""device='auto': accelerate places the layers under a memory map (here CPU + disk offload), and the
+experiments (trace, clamp_sweep, capture, intervene, logit_lens) give the numbers of the plain load."""
 
 import pytest
 import torch
 
+from neurotrace import (
+    CaptureRequest,
+    ClampSweepRequest,
+    InterveneRequest,
+    LogitLensRequest,
+    TraceRequest,
+    run_capture,
+    run_clamp_sweep,
+    run_intervene,
+    run_logit_lens,
+    run_trace,
+)
 from neurotrace.lab.facts.fact import Fact
+from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.cache import ModelCache
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
@@ -76,3 +89,79 @@ def test_the_cache_places_auto_models_under_its_host_budget_and_lists_where_laye
     assert row["layers"] == {"cpu": "0", "disk": "1-3"}, row["layers"]
     assert set(row["device_bytes"]) == {"cpu", "disk"} and row["device_bytes"]["cpu"] <= HOST_BYTES
     assert cache.used_by_device()["cpu"] == row["device_bytes"]["cpu"] == cache.used_bytes()
+
+
+# -- whole experiments on an offloaded model give the plain load's numbers -----------------------------
+
+PROMPT = "the capital city of france is"
+SKIP = {"seconds", "elapsed_s", "tokens_per_second",     # wall-clock readings differ between any two runs
+        "fingerprint", "model_fingerprint"}                # it samples values in memory, not those on disk
+EXPERIMENTS = {
+    "trace": (run_trace, lambda m, dev: TraceRequest(models=[m], facts=[FACT], device=dev,
+                                                     corruption={"kind": "noise", "samples": 2}),
+              "trace_results.json"),
+    "clamp_sweep": (run_clamp_sweep, lambda m, dev: ClampSweepRequest(
+        model=m, neurons=["1:3"], values=[None, 5.0], prompts=[PROMPT], max_new_tokens=4, controls=1, device=dev),
+                    "clamp_results.json"),
+    "intervene": (run_intervene, lambda m, dev: InterveneRequest(
+        model=m, prompts=[{"prompt": PROMPT, "target": "paris"}], max_new_tokens=3, device=dev,
+        policies=[{"kind": "zero", "site": "blocks.2.hook_mlp_out"}]), "report.json"),
+    "logit_lens": (run_logit_lens, lambda m, dev: LogitLensRequest(model=m, prompt=PROMPT, target="paris", device=dev),
+                   "logit_lens_results.json"),
+}
+
+
+@pytest.fixture(scope="module")
+def labs(tiny_path, tmp_path_factory):
+    """A plain lab and one whose cache's host budget offloads most blocks of device='auto' loads to disk."""
+    root = tmp_path_factory.mktemp("labs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NEUROTRACE_MODELS_DIR", str(root / "models"))          # where the offload folder goes
+        plain, placed = Lab(LabSettings(runs_dir=root / "plain")), Lab(LabSettings(runs_dir=root / "placed"))
+        placed.cache = ModelCache(budget_bytes=HOST_BYTES)
+        yield plain, placed
+
+
+def _numbers(value, path=""):
+    if isinstance(value, dict):
+        for key in sorted(value):
+            if key not in SKIP:
+                yield from _numbers(value[key], f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _numbers(item, f"{path}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path, float(value)
+    elif isinstance(value, str) and "neurotrace://" not in value and "/" not in value:
+        yield path, value                                                  # generated text, tokens, verdicts
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_experiments_on_an_offloaded_model_give_the_plain_load_numbers(labs, tiny_path, name):
+    plain, placed = labs
+    fn, request, results = EXPERIMENTS[name]
+    want = plain.store.read_json(fn(request(str(tiny_path), "cpu"), lab=plain).run_id, results)
+    got_run = fn(request(str(tiny_path), "auto"), lab=placed).run_id
+    assert "disk" in placed.cache.listing()[0]["layers"]
+    got = placed.store.read_json(got_run, results)
+    pairs = list(zip(_numbers(want), _numbers(got), strict=True))
+    assert len(pairs) > 5
+    for (path, a), (path_b, b) in pairs:
+        assert path == path_b
+        if isinstance(a, float):
+            assert b == pytest.approx(a, rel=1e-5, abs=1e-6), (name, path)
+        else:
+            assert a == b, (name, path)
+
+
+def test_capture_of_an_offloaded_model_stores_the_plain_load_states(labs, tiny_path):
+    plain, placed = labs
+    request = {"model": str(tiny_path), "prompts": [PROMPT, "the law of"],
+               "sites": ["blocks.*.hook_resid_post", "blocks.2.mlp.hook_post", "blocks.1.hook_attn_out"]}
+    a = run_capture(CaptureRequest(**request), lab=plain)
+    b = run_capture(CaptureRequest(**request, device="auto"), lab=placed)
+    assert a.sites == b.sites and len(a.sites) == 6
+    for site in a.sites:
+        path = f"arrays/states/{site}.npy"
+        torch.testing.assert_close(torch.from_numpy(placed.store.read_npy(b.run_id, path)),
+                                   torch.from_numpy(plain.store.read_npy(a.run_id, path)), rtol=1e-5, atol=1e-6)
