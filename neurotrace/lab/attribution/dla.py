@@ -25,6 +25,7 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.placement import materialised
 from neurotrace.lab.model.sites import attn_module
 
 
@@ -84,6 +85,9 @@ def unembedding(lm: LoadedModel) -> tuple[Tensor, Tensor | None]:
     if lm.kind != "causal" or len(head) != 1 or weight is None or weight.shape[-1] != lm.d_model:
         raise InputError("model", f"{lm.ref.model}'s head is not a single unembedding matrix",
                          fix="attribute needs a causal LM whose logits are final_norm(x) @ W_U")
+    if weight.device.type == "meta":  # offloaded (device_map): a copy of the weights its hook brings in
+        with materialised(module):
+            return module.weight.float().clone(), (None if module.bias is None else module.bias.float().clone())
     return weight.float(), (None if getattr(module, "bias", None) is None else module.bias.float())
 
 

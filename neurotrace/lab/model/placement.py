@@ -8,7 +8,8 @@ name that prefixes it), any other model by its tensors' devices. The accounting 
 """
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from torch import nn
 
@@ -126,3 +127,18 @@ def _mib(n: int) -> str:
     if n < 2**20:
         return f"{n / 2**10:.0f} KiB"
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+@contextmanager
+def materialised(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` with its own weights in memory for the block: an offloaded module (device_map; its
+    weights are meta tensors between forwards) gets them from accelerate's hook, others are as they are.
+    Tensors read inside the block stay valid after it only if copied (``.clone()``)."""
+    if not any(p.device.type == "meta" for p in module.parameters(recurse=False)) or \
+            getattr(module, "_hf_hook", None) is None:
+        yield module
+        return
+    from accelerate.utils import align_module_device  # only a dispatched model has offloaded weights
+
+    with align_module_device(module):
+        yield module

@@ -1,19 +1,25 @@
 """device='auto': accelerate places the layers under a memory map (here CPU + disk offload), and the
-experiments (trace, clamp_sweep, capture, intervene, logit_lens) give the numbers of the plain load."""
+experiments (trace, clamp_sweep, capture, intervene, logit_lens, attribute, patch) give the numbers of
+the plain load. (One machine here has no GPU: the CPU + disk offload runs the code paths that fetch
+offloaded weights and move tensors between placements.)"""
 
 import pytest
 import torch
 
 from neurotrace import (
+    AttributeRequest,
     CaptureRequest,
     ClampSweepRequest,
     InterveneRequest,
     LogitLensRequest,
+    PatchRequest,
     TraceRequest,
+    run_attribute,
     run_capture,
     run_clamp_sweep,
     run_intervene,
     run_logit_lens,
+    run_patch,
     run_trace,
 )
 from neurotrace.lab.facts.fact import Fact
@@ -95,7 +101,8 @@ def test_the_cache_places_auto_models_under_its_host_budget_and_lists_where_laye
 
 PROMPT = "the capital city of france is"
 SKIP = {"seconds", "elapsed_s", "tokens_per_second",     # wall-clock readings differ between any two runs
-        "fingerprint", "model_fingerprint"}                # it samples values in memory, not those on disk
+        "fingerprint", "model_fingerprint",                # it samples values in memory, not those on disk
+        "run_id", "summary", "next"}
 EXPERIMENTS = {
     "trace": (run_trace, lambda m, dev: TraceRequest(models=[m], facts=[FACT], device=dev,
                                                      corruption={"kind": "noise", "samples": 2}),
@@ -108,6 +115,10 @@ EXPERIMENTS = {
         policies=[{"kind": "zero", "site": "blocks.2.hook_mlp_out"}]), "report.json"),
     "logit_lens": (run_logit_lens, lambda m, dev: LogitLensRequest(model=m, prompt=PROMPT, target="paris", device=dev),
                    "logit_lens_results.json"),
+    "attribute": (run_attribute, lambda m, dev: AttributeRequest(model=m, prompt=PROMPT, target="paris", device=dev,
+                                                                 corrupt_prompt="the capital city of japan is"), None),
+    "patch": (run_patch, lambda m, dev: PatchRequest(model=m, clean=PROMPT, corrupt="the capital city of japan is",
+                                                     metric="p_target", device=dev), None),
 }
 
 
@@ -140,10 +151,12 @@ def _numbers(value, path=""):
 def test_experiments_on_an_offloaded_model_give_the_plain_load_numbers(labs, tiny_path, name):
     plain, placed = labs
     fn, request, results = EXPERIMENTS[name]
-    want = plain.store.read_json(fn(request(str(tiny_path), "cpu"), lab=plain).run_id, results)
-    got_run = fn(request(str(tiny_path), "auto"), lab=placed).run_id
+    want, got = fn(request(str(tiny_path), "cpu"), lab=plain), fn(request(str(tiny_path), "auto"), lab=placed)
     assert "disk" in placed.cache.listing()[0]["layers"]
-    got = placed.store.read_json(got_run, results)
+    if results is None:     # the structured result holds the numbers
+        want, got = want.model_dump(mode="json"), got.model_dump(mode="json")
+    else:
+        want, got = plain.store.read_json(want.run_id, results), placed.store.read_json(got.run_id, results)
     pairs = list(zip(_numbers(want), _numbers(got), strict=True))
     assert len(pairs) > 5
     for (path, a), (path_b, b) in pairs:
