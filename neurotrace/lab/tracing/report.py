@@ -260,16 +260,21 @@ def finish_run(request: TraceRequest, models: list[ModelRecord], fact_set: str, 
                        interpretation=lines, agreement=results.agreement, results=results_uri)
 
 
+def _mean_of(rows: Sequence[dict], component: str, name: str) -> float | None:
+    """The mean of one agreement figure over facts (NaN, i.e. a flat grid, and older records skipped)."""
+    vals = [r[component][name] for r in rows if name in r[component] and r[component][name] == r[component][name]]
+    return sum(vals) / len(vals) if vals else None
+
+
 def _agreement(models: Sequence[ModelRecord]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for m in models:
         rows = [f.agreement for f in m.facts if f.agreement]
         per_kind = {}
         for k in rows[0] if rows else []:
-            rs = [r[k]["pearson_r"] for r in rows if r[k]["pearson_r"] == r[k]["pearson_r"]]
-            per_kind[k] = {"mean_pearson_r": sum(rs) / len(rs) if rs else None,
-                           "max_abs_diff": max(r[k]["max_abs_diff"] for r in rows),
-                           "same_peak_fraction": sum(r[k]["same_peak"] for r in rows) / len(rows)}
+            per_kind[k] = {f"mean_{name}": _mean_of(rows, k, name) for name in ("pearson_r", "spearman", "top10_overlap")}
+            per_kind[k].update(max_abs_diff=max(r[k]["max_abs_diff"] for r in rows),
+                               same_peak_fraction=sum(r[k]["same_peak"] for r in rows) / len(rows))
         out[m.model] = per_kind
     return out
 

@@ -157,14 +157,23 @@ def _curves(lm: LoadedModel, checked: Checked, grids: dict) -> FactCurves:
     return FactCurves(**out)
 
 
+TOP_K = 10  # agreement's top-k overlap
+
+
 def agreement(exact: dict[str, torch.Tensor], approx: dict[str, torch.Tensor]) -> dict[str, dict]:
-    """Pearson r, max |diff| and whether the peak cell agrees, per component (the full exact grid)."""
+    """Per component, over the full exact grid: Pearson and rank (Spearman) correlation, the share of
+    exact's top-``TOP_K`` cells that approx also ranks top-``TOP_K``, max |diff| and whether the peaks agree."""
     out = {}
     for k in exact:
-        a, b = exact[k].flatten(), approx[k].flatten()
-        r = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
-        out[k] = {"pearson_r": r, "max_abs_diff": float((a - b).abs().max()),
-                  "same_peak": int(a.argmax()) == int(b.argmax())}
+        a, b = exact[k].flatten().double(), approx[k].flatten().double()
+        varied = bool(a.std() > 0 and b.std() > 0)
+        r = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if varied else float("nan")
+        ranks = torch.stack([a.argsort().argsort(), b.argsort().argsort()]).double()
+        rho = float(torch.corrcoef(ranks)[0, 1]) if varied else float("nan")
+        top = min(TOP_K, len(a))
+        overlap = len(set(a.topk(top).indices.tolist()) & set(b.topk(top).indices.tolist())) / top
+        out[k] = {"pearson_r": r, "spearman": rho, f"top{TOP_K}_overlap": overlap,
+                  "max_abs_diff": float((a - b).abs().max()), "same_peak": int(a.argmax()) == int(b.argmax())}
     return out
 
 

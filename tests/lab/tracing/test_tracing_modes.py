@@ -36,6 +36,7 @@ def test_approx_mode_reports_its_agreement_and_keeps_the_exact_grid(lab, tiny_gp
     agreement = checked.agreement[str(tiny_gpt2)]
     assert set(agreement) == {"resid", "mlp"}
     assert agreement["mlp"]["mean_pearson_r"] > 0.9 and 0 <= agreement["mlp"]["same_peak_fraction"] <= 1
+    assert agreement["mlp"]["mean_spearman"] > 0.5 and 0.5 <= agreement["mlp"]["mean_top10_overlap"] <= 1
     f_checked, f_exact = _fact_results(lab, checked, tiny_gpt2), _fact_results(lab, exact, tiny_gpt2)
     assert f_checked["restored"] == f_exact["restored"]          # the exact grid is what is reported
     approx = torch.tensor(f_checked["approx_indirect"]["mlp"])
