@@ -39,6 +39,7 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
+from neurotrace.lab.model.ndif import check_execution
 from neurotrace.lab.model.sites import select_sites
 from neurotrace.lab.model.stepwise import continue_greedy
 from neurotrace.lab.model.tokens import target_id
@@ -152,7 +153,8 @@ def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter = NULL_
     """Record activations at sites chosen by pattern over prompts or a multi-step episode (optionally with
     step-scoped ablations/patches); writes trace.jsonl and one [N, D] states array per site."""
     lab.check(request, "capture")  # bounds and the whole-job estimate, before any work
-    ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype)
+    check_execution(request, "capture")
+    ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype, backend=request.backend)
     with lab.cache.lease(ref) as lm:
         sites = select_sites(request.sites, lm)
         steps, is_episode, field = _steps(request, lm)

@@ -5,6 +5,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.capture.edits import EDIT_KINDS, ComponentEdit
+from neurotrace.lab.model.execution import Backend, Remote
 from neurotrace.lab.results import RunResult
 
 
@@ -47,6 +48,8 @@ class CaptureRequest(BaseModel):
     chunk_rows: int = Field(4096, ge=1, description="Rows per site held in memory before flushing to disk.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    backend: Backend = "hf"
+    remote: Remote = False
 
 
 class CaptureResult(RunResult):

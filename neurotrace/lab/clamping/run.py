@@ -31,14 +31,16 @@ from neurotrace.lab.clamping.sweep import build_conditions, run_rows, score_rows
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.ndif import check_execution
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 
 def run_clamp_sweep(request: ClampSweepRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> ClampSweepResult:
     """Run the sweep and write its run directory (see the module docstring)."""
     lab.check(request, "clamp_sweep")  # bounds and the whole-job estimate, before any work
+    check_execution(request, "clamp_sweep")
     prompts = resolve_prompts(request.prompts, request.prompt_file, lab.inputs)
-    ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype)
+    ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype, backend=request.backend)
     with lab.cache.lease(ref) as lm:
         if lm.kind != "causal":
             raise InputError("model", f"{request.model!r} is a masked LM; clamp_sweep needs generation",

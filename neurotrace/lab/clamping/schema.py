@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.clamping.collapse import CollapseThresholds
 from neurotrace.lab.clamping.prompt_grid import PromptItem
+from neurotrace.lab.model.execution import Backend, Remote
 from neurotrace.lab.model.neurons import NEURON_HELP
 from neurotrace.lab.model.sampling import SAMPLING_HELP, Greedy, Sampling
 from neurotrace.lab.results import RunResult
@@ -22,44 +23,46 @@ class ClampSweepRequest(BaseModel):
     model: str = Field(min_length=1, description="Causal LM: embedded name (e.g. 'fact-gpt2'), HuggingFace id "
                        "(e.g. 'gpt2') or local model directory.")
     neurons: list[str] = Field(min_length=1, description=NEURON_HELP)
-    neuron_mode: Literal["joint", "separate"] = Field("joint", description="'joint': all listed neurons are "
-                                                      "clamped together to each value; 'separate': one sweep per "
+    neuron_mode: Literal["joint", "separate"] = Field("joint", description="Joint or separate sweeps. 'joint': all "
+                                                      "listed neurons are clamped together to each value; 'separate': one sweep per "
                                                       "entry of `neurons` (a '*:i' entry stays one group).")
     values: list[float | None] | None = Field(None, description="Clamp values; null = baseline (no clamp), "
                                               "always included. Default: the BCR paper's sweep -100, -50, -25, "
                                               "-10, -5, -3, 0, null, 3, 5, 10, 25, 50, 100.")
-    position: Literal["all", "last"] = Field("all", description="'all': clamp every token position (prompt and "
-                                             "generated); 'last': only the newest position at each step (the "
+    position: Literal["all", "last"] = Field("all", description="Where to clamp. 'all': every token position "
+                                             "(prompt and generated); 'last': only the newest position at each step (the "
                                              "prompt's final token, then each generated token).")
     prompts: list[str | PromptItem] = Field(default_factory=list, description="Prompts, as strings or {prompt, "
                                             "core_id, type, level} objects.")
-    prompt_file: str | None = Field(None, description="A prompt-grid file: .jsonl of {prompt, core_id, type, "
-                                    "level} objects, or .csv/.tsv with a header holding a 'prompt' column and "
+    prompt_file: str | None = Field(None, description="A prompt-grid file. A .jsonl of {prompt, core_id, "
+                                    "type, level} objects, or .csv/.tsv with a header holding a 'prompt' column and "
                                     "optional core_id, type, level columns. Added after `prompts`. Read only from the server's "
                                     "input directories (default: the runs dir and inputs/ beside it); prefer inline "
                                     "`prompts`.")
     max_new_tokens: int = Field(50, ge=1, le=2048, description="Tokens generated per (prompt, value) (paper: 50).")
     sampling: Sampling = Field(default_factory=Greedy, description=SAMPLING_HELP)
     seed: int = Field(0, description="Seed of the sampling generator and of the control neurons' draw.")
-    controls: int = Field(3, ge=0, le=16, description="Random-neuron controls per neuron group: each draws "
+    controls: int = Field(3, ge=0, le=16, description="Random-neuron controls per group. Each draws "
                           "the same number of other neurons in the same layers (seeded by `seed`) and is swept "
                           "over the same values; the verdict compares the group's recoveries with theirs "
                           "(0 = no controls, no verdict).")
-    chat_template: bool = Field(False, description="Wrap each prompt as a user turn of the tokenizer's chat "
-                                "template (add_generation_prompt) - for instruct models, which otherwise "
+    chat_template: bool = Field(False, description="Use the chat template. Wraps each prompt as a user "
+                                "turn (add_generation_prompt) - for instruct models, which otherwise "
                                 "often end at once (empty outputs).")
     prepend_bos: bool | None = Field(None, description="Start every prompt with the BOS token (exactly once). "
                                      "null = as TransformerLens does for the family: yes for GPT-2, Llama, "
                                      "Mistral, Gemma, OPT; no for GPT-NeoX/Pythia, Qwen, Phi and others that "
                                      "TransformerLens marks default_prepend_bos=False (BCR's TransformerLens "
                                      "scripts ran GPT-2 with BOS). Ignored with chat_template.")
-    stop_at_eos: bool = Field(True, description="Stop a row at the end-of-text token, as model.generate does.")
+    stop_at_eos: bool = Field(True, description="Stop a row at end-of-text. As model.generate does.")
     thresholds: CollapseThresholds = Field(default_factory=CollapseThresholds,
                                            description="Rules that flag an output as collapsed.")
     batch_size: int = Field(128, ge=1, le=4096, description="(prompt, value) rows generated together; lower it "
                             "if memory is short.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    backend: Backend = "hf"
+    remote: Remote = False
 
 
 class ValueSummary(BaseModel):

@@ -13,6 +13,7 @@ from neurotrace.lab.clamping.schema import ClampSweepRequest
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.model.neurons import merge_neurons, parse_neuron
+from neurotrace.lab.model.nnsight_backend import routed_forward
 from neurotrace.lab.model.sampling import Greedy
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
@@ -180,10 +181,11 @@ def run_rows(lm: LoadedModel, request: ClampSweepRequest, conds: list[Condition]
         reporter.step(b0, len(rows), f"generating rows {b0 + 1}-{min(b0 + bs, len(rows))} of {len(rows)}")
         batch = rows[b0:b0 + bs]
         ids, mask = left_pad([prompt_ids[r.prompt] for r in batch], pad)
-        gen = generate(lm.model, lm.adapter, ids, mask, max_new_tokens=request.max_new_tokens,
-                       clamps=_clamp_rows(batch, conds, lm.d_mlp), position=request.position, sampler=sampler,
-                       eos_token_id=eos, pad_token_id=pad, record_layers=record,
-                       on_step=lambda _step: reporter.check())
+        with routed_forward(lm) as forward:  # backend='nnsight': the clamp hooks run in nnsight's trace
+            gen = generate(lm.model, lm.adapter, ids, mask, max_new_tokens=request.max_new_tokens,
+                           clamps=_clamp_rows(batch, conds, lm.d_mlp), position=request.position, sampler=sampler,
+                           eos_token_id=eos, pad_token_id=pad, record_layers=record,
+                           on_step=lambda _step: reporter.check(), forward=forward)
         cond_idx = torch.tensor([r.cond for r in batch])
         for layer in record:
             act_sum[layer].index_add_(0, cond_idx, gen.act_sum[layer])

@@ -51,6 +51,7 @@ from neurotrace.lab.intervention.schema import FeatureEffect, InterveneRequest, 
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
+from neurotrace.lab.model.ndif import check_execution
 from neurotrace.lab.model.sampling import token_chooser
 from neurotrace.lab.model.sites import check_site, n_heads
 from neurotrace.lab.model.stepwise import ContextAt, Continuation, continue_greedy, prediction_position
@@ -234,12 +235,14 @@ def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = N
     """Apply SAE-feature or component policies per generation step and compare with the baseline
     (p(target), logit differences, text, per-step KL); rank SAE features by causal effect; write report.json."""
     lab.check(request, "intervene")  # bounds and the whole-job estimate, before any work
+    check_execution(request, "intervene")
     sae = load_sae_run(lab, request.fit_sae_run_id) if request.fit_sae_run_id else None
     model = request.model or (sae.cfg.model if sae is not None else None)
     if model is None:
         raise InputError("model", "no model given and no SAE to take it from", fix="pass model or fit_sae_run_id")
     cases = _cases(request)
-    with lab.cache.lease(ModelRef(model=model, device=request.device, dtype=request.dtype)) as lm:
+    with lab.cache.lease(ModelRef(model=model, device=request.device, dtype=request.dtype,
+                                  backend=request.backend)) as lm:
         if lm.kind != "causal" and request.max_new_tokens:
             raise InputError("max_new_tokens", "a masked LM does not generate", fix="use max_new_tokens=0")
         sae = sae.to(lm.device) if sae is not None else None

@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.intervention.policies import Policy
+from neurotrace.lab.model.execution import Backend, Remote
 from neurotrace.lab.model.sampling import SAMPLING_HELP, Greedy, Sampling
 from neurotrace.lab.results import RunResult
 
@@ -38,6 +39,8 @@ class InterveneRequest(BaseModel):
     seed: int = Field(0, description="Seeds sampling and the random control directions.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    backend: Backend = "hf"
+    remote: Remote = False
 
 
 class FeatureEffect(BaseModel):

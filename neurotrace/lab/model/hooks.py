@@ -4,10 +4,16 @@ One hook signature: ``fn(act, site=...) -> Tensor | None``. ``act`` is the activ
 (the first element when a module returns a tuple); returning a tensor replaces it, returning ``None``
 keeps it (after any in-place edits). Hooks are always removed on exit, even on error, and a model's
 lock must be held while they are attached (see :meth:`neurotrace.lab.model.cache.ModelCache.lease`).
+
+A backend that realises hooks itself (nnsight, :mod:`neurotrace.lab.model.nnsight_backend`) opens
+:func:`routed` on the model: inside it, ``hooked`` adds its hooks to a registry instead of attaching
+PyTorch hooks, and the backend's forward applies whatever the registry holds, so experiment code that
+attaches hooks through ``hooked`` runs unchanged on either backend.
 """
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -16,6 +22,9 @@ from torch import Tensor, nn
 from neurotrace.lab.model.adapters import ArchAdapter
 
 HookFn = Callable[..., Tensor | None]
+Registry = dict[str, list[HookFn]]
+# (id(model), registry) pairs whose hooks a backend realises itself (see routed)
+_ROUTES: ContextVar[tuple[tuple[int, Registry], ...]] = ContextVar("neurotrace_routes", default=())
 
 
 def _output_hook(fn: HookFn, site: str) -> Callable[[nn.Module, Any, Any], Any]:
@@ -47,6 +56,11 @@ def _input_hook(fn: HookFn, site: str) -> Callable[[nn.Module, Any, Any], Any]:
 def hooked(model: nn.Module, adapter: ArchAdapter,
            hooks: Mapping[str, HookFn | Sequence[HookFn]]) -> Iterator[None]:
     """Attach ``hooks`` ({site: fn or [fn, ...]}) for the duration of the block."""
+    registry = next((r for m, r in _ROUTES.get() if m == id(model)), None)
+    if registry is not None:
+        with _registered(registry, hooks):
+            yield
+        return
     handles = []
     try:
         for site, fns in hooks.items():
@@ -60,6 +74,32 @@ def hooked(model: nn.Module, adapter: ArchAdapter,
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def routed(model: nn.Module) -> Iterator[Registry]:
+    """Inside the block, :func:`hooked` on ``model`` (in this context) fills the yielded registry
+    ({site: [fn, ...]}, in attach order) instead of attaching PyTorch hooks."""
+    registry: Registry = {}
+    token = _ROUTES.set((*_ROUTES.get(), (id(model), registry)))
+    try:
+        yield registry
+    finally:
+        _ROUTES.reset(token)
+
+
+@contextmanager
+def _registered(registry: Registry, hooks: Mapping[str, HookFn | Sequence[HookFn]]) -> Iterator[None]:
+    added = [(site, fn) for site, fns in hooks.items() for fn in (fns if isinstance(fns, Sequence) else [fns])]
+    for site, fn in added:
+        registry.setdefault(site, []).append(fn)
+    try:
+        yield
+    finally:
+        for site, fn in added:
+            registry[site].remove(fn)
+            if not registry[site]:
+                del registry[site]
 
 
 @contextmanager

@@ -2,23 +2,29 @@
 
 An experiment expresses its interventions once, as site hooks ``fn(act, site=...) -> Tensor | None``
 (see :mod:`neurotrace.lab.model.hooks`). With ``backend='hf'`` they become PyTorch forward hooks;
-with ``backend='nnsight'`` :func:`traced_probs` runs them inside ``lm.nnsight.trace(...)``: each
-site's envoy ``.output`` (or ``.input`` for resid_pre, mlp.hook_post and attn.hook_z, the same table
-as the adapter's) is read, handed to the hooks, and the hooks' result assigned back. Only the
-scored position's p(target) is saved, so a remote run fetches one number per row, not a cache.
+with ``backend='nnsight'`` they run inside ``lm.nnsight.trace(...)``: each site's envoy ``.output``
+(or ``.input`` for resid_pre, mlp.hook_post and attn.hook_z, the same table as the adapter's) is read,
+handed to the hooks, and the hooks' result assigned back.
+
+* :func:`traced_probs` saves only the scored position's p(target), so a remote run fetches one number
+  per row, not a cache; :func:`traced_states` the clean states a grid restores.
+* :func:`traced_output` is one forward with any inputs (attention mask, position ids, KV cache) that
+  returns the model's (or its base model's) output; :func:`routed_forward` gives generation loops a
+  forward that realises whatever :func:`neurotrace.lab.model.hooks.hooked` attached (the hooks go to
+  a registry, see :func:`neurotrace.lab.model.hooks.routed`), so capture, intervene and clamp_sweep
+  run unchanged.
+* :func:`traced_gradients` reads activations and the gradient of p(target) in one forward and
+  backward inside the trace (attribution patching).
 
 nnsight interleaves the traced block with the forward, so sites must be visited in execution order:
 :func:`plan` sorts them (embedding, then per layer resid_pre < attn.hook_z < attn_out < mlp.hook_post
-< mlp_out < resid_post).
-
-Remote execution (NDIF): the endpoint comes from ``NEUROTRACE_NDIF_URL`` and the key from
-``NDIF_API_KEY`` (server configuration, never a request field; see :func:`ndif_config`).
-:func:`build_remote_request` builds the exact envelope and payload nnsight would send, without
-sending it; :func:`traced_probs` with ``remote=True`` sends it.
+< mlp_out < resid_post). Remote execution (NDIF) lives in :mod:`neurotrace.lab.model.ndif`; it
+installs an nnsight backend for the traces of a run with :func:`use_backend`.
 """
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,14 +33,13 @@ from torch import Tensor, nn
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.adapters import SITE_RE
-from neurotrace.lab.model.hooks import HookFn
+from neurotrace.lab.model.hooks import HookFn, routed
 
-NDIF_URL_ENV = "NEUROTRACE_NDIF_URL"
-NDIF_KEY_ENV = "NDIF_API_KEY"
-DEFAULT_NDIF_URL = "https://api.ndif.us"
 _ORDER = {"hook_resid_pre": 0, "attn.hook_z": 1, "hook_attn_out": 2, "mlp.hook_post": 3, "hook_mlp_out": 4,
           "hook_resid_post": 5}  # execution order within a block
 HookMap = Mapping[str, HookFn | Sequence[HookFn]]
+# lm -> the nnsight backend its traces run on (None: local execution); set by use_backend
+_BACKEND: ContextVar[Callable[[Any], Any] | None] = ContextVar("neurotrace_nnsight_backend", default=None)
 
 
 def wrap(model: nn.Module, tokenizer: Any, kind: str) -> Any:
@@ -53,6 +58,28 @@ class Step:
     envoy: Any
     mode: str
     fns: tuple[HookFn, ...]
+
+
+@contextmanager
+def use_backend(backend_for: Callable[[Any], Any]) -> Iterator[None]:
+    """Inside the block, every trace of this module runs on ``backend_for(lm)`` (e.g. NDIF's)."""
+    token = _BACKEND.set(backend_for)
+    try:
+        yield
+    finally:
+        _BACKEND.reset(token)
+
+
+def current_backend(lm: Any) -> Any:
+    """The nnsight backend a trace of ``lm`` runs on now (None: local execution)."""
+    backend_for = _BACKEND.get()
+    return None if backend_for is None else backend_for(lm)
+
+
+def input_device(lm: Any) -> torch.device:
+    """Where inputs go: the model's device, or the CPU for a meta model (weights only on the server)."""
+    device = lm.device
+    return torch.device("cpu") if device.type == "meta" else device
 
 
 def _envoy(root: Any, path: str) -> Any:
@@ -79,8 +106,18 @@ def plan(lm: Any, hooks: HookMap) -> list[Step]:
         module, mode = lm.adapter.site(lm.model, site)
         fns = hooks[site]
         steps.append(Step(site, _envoy(lm.nnsight, names[id(module)]), mode,
-                          tuple(fns if isinstance(fns, Sequence) else [fns])))
+                          tuple(_shippable(f) for f in (fns if isinstance(fns, Sequence) else [fns]))))
     return steps
+
+
+def _shippable(fn: HookFn) -> HookFn:
+    """The hook itself, not a shape-checking wrapper around it: nnsight ships a function by its source and
+    closure, and a wrapper's source (that of the wrapped function) does not match its closure. Only
+    jaxtyping's wrappers (the test suite's runtime shape checks) are taken off."""
+    code = getattr(fn, "__code__", None)
+    if code is not None and "jaxtyping" in code.co_filename and hasattr(fn, "__wrapped__"):
+        return fn.__wrapped__
+    return fn
 
 
 def apply_step(step: Step) -> None:
@@ -116,7 +153,8 @@ def traced_probs(lm: Any, ids: Tensor, predict_pos: int, target_id: int, hooks: 
     ``backend`` is an nnsight backend (``None``: local execution; see :func:`remote_backend`)."""
     wrapper = require(lm)
     steps = plan(lm, hooks or {})
-    with wrapper.trace(input_ids=ids.to(lm.device), backend=backend):
+    backend = current_backend(lm) if backend is None else backend
+    with wrapper.trace(input_ids=ids.to(input_device(lm)), backend=backend):
         for step in steps:
             apply_step(step)
         probs = torch.softmax(wrapper.output.logits[:, predict_pos].float(), dim=-1)[:, target_id].save()
@@ -126,6 +164,13 @@ def traced_probs(lm: Any, ids: Tensor, predict_pos: int, target_id: int, hooks: 
 @torch.no_grad()
 def traced_states(lm: Any, ids: Tensor, sites: Sequence[str]) -> dict[str, Tensor]:
     """The activation at each site for one prompt ``ids`` (pos,), as (pos, width), read through nnsight."""
+    return traced_clean(lm, ids, sites, hidden=False)[0]
+
+
+@torch.no_grad()
+def traced_clean(lm: Any, ids: Tensor, sites: Sequence[str], *, hidden: bool = True
+                 ) -> tuple[dict[str, Tensor], Tensor | None]:
+    """:func:`traced_states` and (``hidden``) the base model's final hidden states (pos, d_model)."""
     store: dict[str, Tensor] = {}
 
     def save(act: Tensor, site: str) -> None:
@@ -133,91 +178,82 @@ def traced_states(lm: Any, ids: Tensor, sites: Sequence[str]) -> dict[str, Tenso
 
     wrapper = require(lm)
     steps = plan(lm, {s: save for s in sites})
-    with wrapper.trace(input_ids=ids[None].to(lm.device)):
+    body, final = _envoy(wrapper, _base_path(lm)), None
+    with wrapper.trace(input_ids=ids[None].to(input_device(lm)), backend=current_backend(lm)):
         for step in steps:
             apply_step(step)
-    return store
+        saved = nnsight_save(store)
+        if hidden:
+            final = body.output[0][0].save()
+    return dict(saved), final
 
 
-# -- remote execution (NDIF) ------------------------------------------------------------------
+def nnsight_save(value: Any) -> Any:
+    """nnsight's ``save``: mark ``value`` to come back from the trace (what a remote run fetches)."""
+    from nnsight import save
 
-@dataclass(frozen=True)
-class NdifConfig:
-    """Where NDIF is and the key to use: server configuration only, read from the environment."""
-
-    url: str
-    api_key: str | None
-
-    def __repr__(self) -> str:  # never print the key
-        return f"NdifConfig(url={self.url!r}, api_key={'set' if self.api_key else 'unset'})"
+    return save(value)
 
 
-def ndif_config(environ: Mapping[str, str] | None = None) -> NdifConfig:
-    env = os.environ if environ is None else environ
-    url = env.get(NDIF_URL_ENV) or DEFAULT_NDIF_URL
-    if not url.startswith(("http://", "https://")):
-        raise InputError("remote", f"{NDIF_URL_ENV} must start with http:// or https://",
-                         fix=f"set {NDIF_URL_ENV} to the NDIF endpoint, e.g. {DEFAULT_NDIF_URL}")
-    return NdifConfig(url=url, api_key=env.get(NDIF_KEY_ENV) or None)
+def _base_path(lm: Any) -> str:
+    base = lm.adapter.module(lm.model, lm.adapter.base)
+    return next(name for name, mod in lm.model.named_modules() if mod is base)
 
 
-def model_key(lm: Any, repo_id: str | None = None) -> str:
-    """nnsight's key naming ``lm`` on NDIF: the hub id (``repo_id``, default the model's source) in
-    nnsight's own format. NDIF hosts hub models only, so a local directory needs ``repo_id``; the id is
-    taken as canonical (no hub call), as the hub would return it for a canonical spelling."""
-    from nnsight.modeling import huggingface
+@torch.no_grad()
+def traced_output(lm: Any, hooks: HookMap | None = None, *, base: bool = False, **inputs: Any) -> Any:
+    """One forward of ``lm`` on ``inputs`` (input_ids, attention_mask, position_ids, cache, ...) with
+    ``hooks`` realised by nnsight: the model's output (logits, cache), or the base model's
+    (last_hidden_state, cache) when ``base``."""
+    wrapper = require(lm)
+    steps = plan(lm, hooks or {})
+    target = _envoy(wrapper, _base_path(lm)) if base else wrapper
+    device = input_device(lm)
+    moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in inputs.items()}
+    with wrapper.trace(**moved, backend=current_backend(lm)):
+        for step in steps:
+            apply_step(step)
+        out = target.output.save()
+    return out
+
+
+Forward = Callable[..., Any]  # forward(base=False, **inputs) -> model output, hooks realised
+
+
+@contextmanager
+def routed_forward(lm: Any) -> Iterator[Forward | None]:
+    """For an nnsight-loaded ``lm``: a forward that realises every hook :func:`hooked` attaches to it
+    inside the block (they go to a registry, not to PyTorch); ``None`` for other backends."""
+    if getattr(lm, "nnsight", None) is None:
+        yield None
+        return
+    with routed(lm.model) as registry:
+        yield lambda base=False, **inputs: traced_output(lm, registry, base=base, **inputs)
+
+
+def traced_gradients(lm: Any, ids: Tensor, predict_pos: int, target_id: int, sites: Sequence[str],
+                     hooks: HookMap) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """({site: activation}, {site: d sum_rows p(target) / d activation}) for ``ids`` (rows, pos) with
+    ``hooks`` applied (one must make the input require grad, e.g. the embedding's), from one forward
+    and one backward inside nnsight's trace. ``sites`` must not also be in ``hooks``."""
+    acts: dict[str, Tensor] = {}
+
+    def record(act: Tensor, site: str) -> None:
+        acts[site] = act
 
     wrapper = require(lm)
-    repo = repo_id or lm.source
-    if repo.startswith((".", "/", "~")) or repo.count("/") != 1:
-        raise InputError("remote", f"remote execution needs a HuggingFace hub id that NDIF hosts, not {repo!r}",
-                         fix="load the model by its hub id, e.g. 'meta-llama/Llama-3.1-70B'")
-    huggingface._ID_CACHE.setdefault(repo, repo)
-    saved, wrapper.repo_id = wrapper.repo_id, repo
-    try:
-        return wrapper.to_model_key()
-    finally:
-        wrapper.repo_id = saved
+    steps = plan(lm, {**hooks, **{s: record for s in sites}})
+    backward_order = [s for s in reversed([step.site for step in steps]) if s in set(sites)]
+    with torch.enable_grad(), wrapper.trace(input_ids=ids.to(input_device(lm)), backend=current_backend(lm)):
+        for step in steps:
+            apply_step(step)
+        p = torch.softmax(wrapper.output.logits[:, predict_pos].float(), dim=-1)[:, target_id].sum()
+        grads = {}
+        with p.backward():
+            for site in backward_order:  # gradients arrive in reverse forward order
+                grads[site] = acts[site].grad
+        saved_acts = nnsight_save({s: a.detach() for s, a in acts.items()})
+        saved_grads = nnsight_save(grads)
+    return dict(saved_acts), dict(saved_grads)
 
 
-def remote_backend(lm: Any, config: NdifConfig, *, blocking: bool = True, job_id: str | None = None,
-                   repo_id: str | None = None) -> Any:
-    """nnsight's RemoteBackend for ``lm`` on ``config``'s server (``blocking=False``: submit, then poll)."""
-    from nnsight.intervention.backends.remote import RemoteBackend
-
-    if not config.api_key:
-        raise InputError("remote", f"remote execution needs an NDIF API key in {NDIF_KEY_ENV}",
-                         fix=f"set {NDIF_KEY_ENV} in the server's environment (never in a request)")
-    return RemoteBackend(model_key(lm, repo_id), host=config.url, api_key=config.api_key, blocking=blocking,
-                         job_id=job_id)
-
-
-class _Capture:
-    """An nnsight backend that serialises the request exactly as RemoteBackend would, and sends nothing."""
-
-    def __init__(self, key: str) -> None:
-        self.model_key = key
-        self.envelope: str | None = None
-        self.payload: bytes | None = None
-
-    def __call__(self, tracer: Any) -> None:
-        from nnsight.intervention.backends.remote import RemoteBackend
-        from nnsight.schema.request import RequestModel
-
-        remote = RemoteBackend(self.model_key, host=DEFAULT_NDIF_URL)
-        self.envelope = RequestModel(model_key=self.model_key, compress=remote.compress).metadata()
-        self.payload = remote._serialize(tracer)
-
-
-def build_remote_request(lm: Any, ids: Tensor, predict_pos: int, target_id: int, hooks: HookMap | None = None,
-                         *, repo_id: str | None = None) -> tuple[str, bytes]:
-    """The (JSON envelope, payload bytes) that a remote :func:`traced_probs` would POST to NDIF."""
-    capture = _Capture(model_key(lm, repo_id))
-    try:
-        traced_probs(lm, ids, predict_pos, target_id, hooks, backend=capture)
-    except Exception:  # noqa: BLE001 - nothing ran, so the saved value is missing; the request is what we want
-        if capture.payload is None:
-            raise
-    if capture.envelope is None or capture.payload is None:
-        raise RuntimeError("nnsight did not hand the trace to its backend")
-    return capture.envelope, capture.payload

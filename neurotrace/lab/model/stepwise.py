@@ -30,6 +30,7 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.nnsight_backend import Forward, routed_forward
 
 
 @dataclass
@@ -49,10 +50,11 @@ def prediction_position(lm: LoadedModel, ids: Sequence[int]) -> int:
 
 
 @torch.no_grad()
-def forward_logits(lm: LoadedModel, ids: Sequence[int]) -> Tensor:
-    """Logits (pos, vocab) of one unbatched forward pass (float32, on the model's device)."""
+def forward_logits(lm: LoadedModel, ids: Sequence[int], forward: Forward | None = None) -> Tensor:
+    """Logits (pos, vocab) of one unbatched forward pass (float32, on the model's device); ``forward``
+    replaces ``lm.model`` (nnsight's traced forward, see :func:`routed_forward`)."""
     x = torch.tensor([list(ids)], dtype=torch.long, device=lm.device)
-    return lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].float()
+    return (forward or lm.model)(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].float()
 
 
 ContextAt = Callable[[int, int], AbstractContextManager]     # (forward k, first fed position) -> hooks
@@ -79,14 +81,21 @@ def continue_greedy(lm: LoadedModel, ids: Sequence[int], max_new_tokens: int, *,
     """
     if context_at is None:
         context_at = (lambda k, _start: context_for(k)) if context_for is not None else (lambda _k, _s: nullcontext())
+    with routed_forward(lm) as forward:  # backend='nnsight': the contexts' hooks run in nnsight's trace
+        return _greedy(lm, ids, max_new_tokens, context_at, forced, stop_at_eos, choose, incremental, forward)
+
+
+def _greedy(lm: LoadedModel, ids: Sequence[int], max_new_tokens: int, context_at: ContextAt,
+            forced: Sequence[int] | None, stop_at_eos: bool, choose: Callable[[Tensor], int] | None,
+            incremental: bool, forward: Forward | None) -> Continuation:
     incremental = incremental and lm.kind == "causal"
     if forced is not None and incremental:
-        return _forced_once(lm, ids, forced, context_at)
+        return _forced_once(lm, ids, forced, context_at, forward)
     out = Continuation()
     eos = lm.tokenizer.eos_token_id if stop_at_eos else None
     seq = list(ids)
     n_forwards = max(1, max_new_tokens) if forced is None else max(1, len(forced))
-    step = _Stepper(lm, incremental)
+    step = _Stepper(lm, incremental, forward)
     for k in range(n_forwards):
         with context_at(k, first_fed_position(k, len(ids), incremental)):
             logits = step(seq)
@@ -107,12 +116,13 @@ def continue_greedy(lm: LoadedModel, ids: Sequence[int], max_new_tokens: int, *,
     return out
 
 
-def _forced_once(lm: LoadedModel, ids: Sequence[int], forced: Sequence[int], context_at: ContextAt) -> Continuation:
+def _forced_once(lm: LoadedModel, ids: Sequence[int], forced: Sequence[int], context_at: ContextAt,
+                 forward: Forward | None = None) -> Continuation:
     """Teacher forcing in one forward over ``ids + forced[:-1]``, inside the last step's context."""
     n = max(1, len(forced))
     seq = list(ids) + list(forced[:n - 1])
     with context_at(n - 1, 0):
-        logits = forward_logits(lm, seq)
+        logits = forward_logits(lm, seq, forward)
     rows = [prediction_position(lm, ids)] + [len(ids) + k - 1 for k in range(1, n)]
     return Continuation(tokens=[int(t) for t in forced[:n]], logits=list(logits[rows].cpu().unbind(0)), forwards=1)
 
@@ -120,15 +130,16 @@ def _forced_once(lm: LoadedModel, ids: Sequence[int], forced: Sequence[int], con
 class _Stepper:
     """One forward per call: the whole sequence (recompute), or only the tokens the cache lacks."""
 
-    def __init__(self, lm: LoadedModel, incremental: bool) -> None:
+    def __init__(self, lm: LoadedModel, incremental: bool, forward: Forward | None = None) -> None:
         self.lm, self.cache = lm, DynamicCache() if incremental else None
+        self.forward = forward or lm.model
 
     def __call__(self, seq: Sequence[int]) -> Tensor:
         """Logits (new positions, vocab), float32: every position when recomputing."""
         if self.cache is None:
-            return forward_logits(self.lm, seq)
+            return forward_logits(self.lm, seq, self.forward)
         seen = self.cache.get_seq_length()
         x = torch.tensor([list(seq[seen:])], dtype=torch.long, device=self.lm.device)
         mask = torch.ones((1, len(seq)), dtype=torch.long, device=self.lm.device)
-        out = self.lm.model(input_ids=x, attention_mask=mask, cache=self.cache, use_cache=True)
+        out = self.forward(input_ids=x, attention_mask=mask, cache=self.cache, use_cache=True)
         return out.logits[0].float()

@@ -46,6 +46,7 @@ from neurotrace.lab.facts import Fact
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.nnsight_backend import traced_clean, traced_probs
 from neurotrace.lab.model.tokens import target_token_ids, token_ids, token_texts
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
@@ -155,6 +156,8 @@ HookMap = Mapping[str, Callable[..., Tensor | None] | Sequence[Callable[..., Ten
 def target_probs(lm: LoadedModel, ids: Int[Tensor, "batch pos"], predict_pos: int, target_id: int,
                  hooks: HookMap | None = None) -> Float[Tensor, " batch"]:
     """p(target) at ``predict_pos`` for each row of ``ids`` (batch, pos), with ``hooks`` attached."""
+    if lm.nnsight is not None:  # backend='nnsight': the same hooks, realised in nnsight's trace
+        return traced_probs(lm, ids, predict_pos, target_id, hooks)
     body = lm.adapter.module(lm.model, lm.adapter.base)
     with hooked(lm.model, lm.adapter, hooks or {}):
         hidden = body(input_ids=ids.to(lm.device)).last_hidden_state       # (batch, pos, d_model)
@@ -165,7 +168,9 @@ def target_probs(lm: LoadedModel, ids: Int[Tensor, "batch pos"], predict_pos: in
 @torch.no_grad()
 def clean_states(lm: LoadedModel, ids: Int[Tensor, " pos"], sites: Sequence[str]
                  ) -> tuple[dict[str, Float[Tensor, "pos ..."]], Float[Tensor, "pos d_model"]]:
-    """Activations at ``sites`` for one clean prompt (pos, width) and the scored-position logits."""
+    """Activations at ``sites`` for one clean prompt (pos, width) and the final hidden states."""
+    if lm.nnsight is not None:  # backend='nnsight': read in nnsight's trace
+        return traced_clean(lm, ids, sites)
     store: dict[str, Tensor] = {}
 
     def save(act: Tensor, site: str) -> None:

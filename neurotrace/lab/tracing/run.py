@@ -3,6 +3,7 @@
 still writes the facts it finished (``status: partial`` in trace_results.json)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -10,6 +11,7 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts import Fact, list_packs, load_factset, load_pack
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
+from neurotrace.lab.model.ndif import check_execution, jobs_json, remote_session
 from neurotrace.lab.model.tokens import token_texts
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.runs import Run
@@ -22,6 +24,7 @@ from neurotrace.lab.tracing.grid import (
     head_grid,
     layer_curve,
 )
+from neurotrace.lab.tracing.nnsight_grid import approx_grid_nnsight, exact_grid_nnsight
 from neurotrace.lab.tracing.prepare import (
     Checked,
     check_facts,
@@ -105,12 +108,14 @@ def _grids(request: TraceRequest, lm: LoadedModel, checked: Checked, corr: Corru
            reporter: Reporter, progress: tuple[int, int]) -> tuple[dict, dict]:
     """The restored grids to report, and the approx-only extras (estimate, agreement, cell check)."""
     prep, components, extra = checked.prep, list(request.components), {}
+    nnsight = request.backend == "nnsight"  # the same grids, every forward (and backward) in nnsight's trace
+    exact_grid_ = exact_grid_nnsight if nnsight else exact_grid
     if request.mode == "exact":
-        return exact_grid(lm, prep, corr, components, window, reporter, progress=progress), extra
-    approx = approx_grid(lm, prep, corr, components, window)
+        return exact_grid_(lm, prep, corr, components, window, reporter, progress=progress), extra
+    approx = (approx_grid_nnsight if nnsight else approx_grid)(lm, prep, corr, components, window)
     extra["approx_indirect"] = {k: v.tolist() for k, v in approx.items()}
     if request.check_agreement:
-        exact = exact_grid(lm, prep, corr, components, window, reporter, progress=progress)
+        exact = exact_grid_(lm, prep, corr, components, window, reporter, progress=progress)
         extra["agreement"] = agreement({k: v - p_corr for k, v in exact.items()}, approx)
         return exact, extra
     extra["approx_check"] = approx_check.check(lm, prep, corr, approx, p_corr, window,
@@ -246,9 +251,24 @@ def resolve_facts(request: TraceRequest, lab: Lab) -> tuple[list[Fact], str]:
 def run_trace(request: TraceRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> TraceResult:
     """Causal-trace (and context-patch) each fact on each model; write results and figures."""
     lab.check(request, "trace")  # bounds and the whole-job estimate, before any work
+    ndif = check_remote_trace(request)
     facts, fact_set = resolve_facts(request, lab)
-    refs = [ModelRef(model=m, device=request.device) for m in request.models]
+    refs = [ModelRef(model=m, device=request.device, backend=request.backend) for m in request.models]
     with lab.store.open_run("trace", request, seed=request.seed) as run:
         if request.dataset_run_id:
             run.add_input(request.dataset_run_id)
-        return trace_models(request, refs, facts, fact_set, lab=lab, run=run, reporter=reporter)
+        if ndif is None:
+            return trace_models(request, refs, facts, fact_set, lab=lab, run=run, reporter=reporter)
+        with remote_session(ndif, reporter) as session:  # every trace of the run is one NDIF job
+            try:
+                return trace_models(request, refs, facts, fact_set, lab=lab, run=run, reporter=reporter)
+            finally:
+                run.write_text("remote_jobs.json", jobs_json(session))
+
+
+def check_remote_trace(request: TraceRequest) -> Any:
+    """The NDIF configuration of a remote trace (None: local), refusing what would run locally instead."""
+    ndif = check_execution(request, "trace")
+    if ndif is not None and request.heads:
+        raise InputError("heads", "head patching is not run on NDIF yet", fix="set heads=false for a remote trace")
+    return ndif

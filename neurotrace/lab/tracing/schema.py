@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts import Fact
+from neurotrace.lab.model.execution import Backend, Remote
 from neurotrace.lab.results import RunResult
 
 Component = Literal["resid", "mlp", "attn"]
@@ -57,8 +58,8 @@ class TraceRequest(BaseModel):
     """What to trace, on which models, how."""
 
     model_config = ConfigDict(extra="forbid")
-    models: list[str] = Field(min_length=1, description="Models to trace on the same facts: embedded names "
-                                                          "(fact-gpt2, fact-bert ...), HuggingFace ids or local dirs.")
+    models: list[str] = Field(min_length=1, description="Models to trace on the same facts. Embedded "
+                                                          "names (fact-gpt2, fact-bert ...), HuggingFace ids or local dirs.")
     facts: list[Fact] = Field(default_factory=list, description="Facts inline (template with '{}', "
                                                                   "clean_subject, corrupt_subject, target ...).")
     dataset_run_id: str | None = Field(None, description="A generate_facts run whose dataset.json to trace.")
@@ -66,27 +67,29 @@ class TraceRequest(BaseModel):
                                                "programming, geography.")
     max_facts: Annotated[int | None, Field(ge=1, description="Trace at most this many facts.")] = None
     components: list[Component] = Field(default_factory=lambda: ["resid", "mlp", "attn"], min_length=1,
-                              description="Sites restored: resid (layer output), mlp, attn (windows).")
-    window: Annotated[int | None, Field(ge=1, description="Layers restored together for mlp/attn, centred on "
-                                                          "the layer; default scales ROME's 10 of 48 layers "
+                              description="Sites restored. resid (layer output), mlp, attn (windows).")
+    window: Annotated[int | None, Field(ge=1, description="Layers restored together for mlp/attn. Centred "
+                                                          "on the layer; default scales ROME's 10 of 48 layers "
                                                           "to the model (1 for 6 layers, 2 for 12).")] = None
     corruption: Corruption = Field(default_factory=NoiseCorruption, description="{'kind':'noise', 'scale':3, "
                                    "'samples':10} or {'kind':'swap'} (uses each fact's corrupt_subject).")
     noise_std_from: Literal["embeddings", "dataset"] | Annotated[float, Field(gt=0)] = Field(
-        "embeddings", description="Noise unit: 'embeddings' (std of the embedding output over the vocabulary), "
+        "embeddings", description="Noise unit. 'embeddings' (std of the embedding output over the vocabulary), "
         "'dataset' (ROME: noise_dataset's subjects tokenized alone) or a number.")
     noise_dataset: str | None = Field(None, description="For 'dataset': a pack or generate_facts run id "
                                       "(default: this request's facts, before max_facts).")
-    rome_compat: bool = Field(False, description="ROME's conventions: window 10, subjects-alone std, one "
+    rome_compat: bool = Field(False, description="ROME's conventions. Window 10, subjects-alone std, one "
                               "RandomState(1) draw for all facts, ROME's buckets, unknown facts skipped.")
-    mode: Literal["exact", "approx"] = Field("exact", description="'exact' restores every cell; 'approx' = "
+    mode: Literal["exact", "approx"] = Field("exact", description="Exact or approx. 'exact' restores every cell; 'approx' = "
                                              "attribution patching (one forward + backward per fact), "
                                              "checked against exact patching on a sample of cells.")
-    check_agreement: bool = Field(False, description="With mode='approx', also run the full exact grid and "
-                                                     "report agreement cell by cell.")
-    heads: bool = Field(False, description="Also patch each attention head's output at the scored position.")
+    check_agreement: bool = Field(False, description="Approx vs the exact grid. With mode='approx', also "
+                                                     "run the full exact grid and report agreement cell by cell.")
+    heads: bool = Field(False, description="Also patch each head. Each attention head's output at the scored position.")
     seed: int = Field(0, description="Seed of the noise generator (each fact's noise: seed + fact id).")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+    backend: Backend = "hf"
+    remote: Remote = False
 
     @model_validator(mode="after")
     def _one_source(self) -> "TraceRequest":

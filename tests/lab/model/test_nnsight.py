@@ -5,12 +5,12 @@ import torch
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
-from neurotrace.lab.model.hooks import recording
+from neurotrace.lab.model.hooks import hooked, recording
 from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.model.nnsight_backend import plan, traced_probs, traced_states
+from neurotrace.lab.model.nnsight_backend import plan, routed_forward, traced_probs, traced_states
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.grid import Corrupted, exact_grid
-from neurotrace.lab.tracing.nnsight_grid import exact_grid_nnsight
+from neurotrace.lab.tracing.grid import Corrupted, approx_grid, exact_grid
+from neurotrace.lab.tracing.nnsight_grid import approx_grid_nnsight, exact_grid_nnsight
 from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std, target_probs
 from neurotrace.testing.tiny import build_tiny
 
@@ -20,9 +20,15 @@ KINDS = ["resid", "mlp", "attn"]
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
-def tiny_nnsight(request, tmp_path_factory):
+def pair(request, tmp_path_factory):
+    """The same tiny model loaded twice: (backend hf, backend nnsight)."""
     path = build_tiny(request.param, tmp_path_factory.mktemp(request.param) / "m", n_layers=3, seed=1)
-    return load(ModelRef(model=str(path), backend="nnsight"))
+    return load(ModelRef(model=str(path))), load(ModelRef(model=str(path), backend="nnsight"))
+
+
+@pytest.fixture(scope="module")
+def tiny_nnsight(pair):
+    return pair[1]
 
 
 def _max_rel(a: dict, b: dict) -> float:
@@ -55,8 +61,8 @@ def test_traced_states_equal_the_hf_hooks_at_output_and_input_sites(tiny_nnsight
         torch.testing.assert_close(ours[s], hf[s][0], rtol=1e-5, atol=1e-6)
 
 
-def test_a_replacing_hook_changes_p_target_exactly_as_under_hf(tiny_nnsight):
-    lm = tiny_nnsight
+def test_a_replacing_hook_changes_p_target_exactly_as_under_hf(pair):
+    hf_lm, lm = pair
     prep = prepare_fact(lm, FACT, 0)
     ids = prep.ids[None].expand(2, -1)
 
@@ -66,30 +72,31 @@ def test_a_replacing_hook_changes_p_target_exactly_as_under_hf(tiny_nnsight):
         return out
 
     hooks = {"blocks.1.mlp.hook_post": zero_mlp}
-    hf = target_probs(lm, ids, prep.predict_pos, prep.target_id, hooks)
+    hf = target_probs(hf_lm, ids, prep.predict_pos, prep.target_id, hooks)
     ours = traced_probs(lm, ids, prep.predict_pos, prep.target_id, hooks)
+    torch.testing.assert_close(target_probs(lm, ids, prep.predict_pos, prep.target_id, hooks), ours, rtol=0, atol=0)
     torch.testing.assert_close(ours, hf, rtol=1e-5, atol=0)
     assert float((hf[0] - hf[1]).abs()) > 1e-6  # the hook did something
 
 
 @pytest.mark.parametrize("window", [1, 3])
-def test_exact_grid_through_nnsight_equals_the_hf_backend_with_noise(tiny_nnsight, window):
-    lm = tiny_nnsight
+def test_exact_grid_through_nnsight_equals_the_hf_backend_with_noise(pair, window):
+    hf_lm, lm = pair
     prep = prepare_fact(lm, FACT, 0)
     g = torch.Generator().manual_seed(0)
     noise = torch.randn((2, prep.subject[1] - prep.subject[0], lm.d_model), generator=g)
     corr = Corrupted(prep.ids, noise * 3 * subject_noise_std(lm, [prep]), prep.subject)
-    hf = exact_grid(lm, prep, corr, KINDS, window, Reporter())
+    hf = exact_grid(hf_lm, prep, corr, KINDS, window, Reporter())
     ours = exact_grid_nnsight(lm, prep, corr, KINDS, window, Reporter(), rows_per_batch=40)
     assert _max_rel(ours, hf) <= 1e-5
     assert float(ours["resid"].std()) > 0
 
 
-def test_exact_grid_through_nnsight_equals_the_hf_backend_with_a_subject_swap(tiny_nnsight):
-    lm = tiny_nnsight
+def test_exact_grid_through_nnsight_equals_the_hf_backend_with_a_subject_swap(pair):
+    hf_lm, lm = pair
     prep = prepare_fact(lm, FACT, 0)
     corr = Corrupted(prep.swap_ids, None, prep.subject)
-    hf = exact_grid(lm, prep, corr, KINDS, 1, Reporter())
+    hf = exact_grid(hf_lm, prep, corr, KINDS, 1, Reporter())
     assert _max_rel(exact_grid_nnsight(lm, prep, corr, KINDS, 1, Reporter()), hf) <= 1e-5
 
 
@@ -98,3 +105,39 @@ def test_the_nnsight_path_on_an_hf_loaded_model_names_the_backend_to_use(tiny_gp
     with pytest.raises(InputError) as err:
         traced_probs(lm, torch.tensor([[1, 2]]), 1, 0)
     assert err.value.field == "backend"
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_attribution_patching_through_nnsight_equals_the_hf_backend(pair, window):
+    hf_lm, lm = pair
+    prep = prepare_fact(lm, FACT, 0)
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn((3, prep.subject[1] - prep.subject[0], lm.d_model), generator=g)
+    corr = Corrupted(prep.ids, noise * 3 * subject_noise_std(lm, [prep]), prep.subject)
+    hf = approx_grid(hf_lm, prep, corr, KINDS, window)
+    ours = approx_grid_nnsight(lm, prep, corr, KINDS, window)
+    for k in KINDS:
+        torch.testing.assert_close(ours[k], hf[k], rtol=1e-5, atol=1e-9)
+    assert float(ours["resid"].abs().max()) > 0
+
+
+def test_hooks_attached_inside_routed_forward_run_in_nnsights_trace_not_as_pytorch_hooks(pair):
+    hf_lm, lm = pair
+    ids = prepare_fact(lm, FACT, 0).ids[None]
+
+    def scale(act, site):
+        return act * 0.5
+
+    with hooked(hf_lm.model, hf_lm.adapter, {"blocks.1.hook_mlp_out": scale}), torch.no_grad():
+        want = hf_lm.model(input_ids=ids).logits
+    with routed_forward(lm) as forward, hooked(lm.model, lm.adapter, {"blocks.1.hook_mlp_out": scale}):
+        assert not any(m._forward_hooks for m in lm.model.modules())   # nothing attached to PyTorch
+        got = forward(input_ids=ids).logits
+        plain = lm.model(input_ids=ids).logits                           # a direct call sees no hook
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(plain, want)
+
+
+def test_routed_forward_is_none_for_the_hf_backend(pair):
+    with routed_forward(pair[0]) as forward:
+        assert forward is None

@@ -1,6 +1,9 @@
-"""Remote execution through NDIF: the request nnsight would send is built and checked locally;
-one opt-in test sends it when NDIF_API_KEY is set."""
+"""Remote execution through NDIF: the request nnsight would send is built and checked locally; whole
+remote traces run as non-blocking jobs on a local stand-in for NDIF (:mod:`neurotrace.testing.fake_ndif`,
+which runs them on its own model with nnsight's server-side deserialisation); one opt-in test sends a
+trace to NDIF when NDIF_API_KEY is set."""
 
+import io
 import json
 import os
 
@@ -8,16 +11,22 @@ import pytest
 import torch
 import zstandard
 
-from neurotrace.lab.errors import InputError
+from neurotrace import CaptureRequest, TraceRequest, run_trace
+from neurotrace.lab.errors import Cancelled, InputError
+from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.model.nnsight_backend import (
+from neurotrace.lab.model.ndif import (
     DEFAULT_NDIF_URL,
     build_remote_request,
+    check_execution,
+    configure_remote,
     model_key,
     ndif_config,
     remote_backend,
-    traced_probs,
 )
+from neurotrace.lab.model.nnsight_backend import traced_probs
+from neurotrace.lab.progress import Reporter
+from neurotrace.testing.fake_ndif import FakeNdif
 
 HUB_ID = "openai-community/gpt2"  # the hosted model the tiny GPT-2 stands in for (same module names)
 
@@ -79,3 +88,94 @@ def test_a_trace_runs_on_ndif_and_returns_one_probability_per_row(lm):
     probs = traced_probs(lm, torch.tensor([[464, 3139, 286, 4881, 318]]), 4, 6342,
                          {"blocks.3.hook_resid_post": lambda act, site: act * 1.0}, backend=backend)
     assert probs.shape == (1,) and 0.0 <= float(probs[0]) <= 1.0
+
+
+# -- remote runs: the request gate, and non-blocking jobs through a local stand-in for NDIF ----------
+
+FACT = {"id": "f", "template": "the capital city of {} is known for its", "clean_subject": "france",
+        "target": "paris", "corrupt_subject": "japan"}
+
+
+def _trace(model: str, **extra) -> TraceRequest:
+    return TraceRequest(models=[model], facts=[FACT], corruption={"kind": "noise", "samples": 2},
+                        noise_std_from=0.05, **extra)
+
+
+@pytest.fixture
+def ndif(tiny_gpt2, monkeypatch):
+    """A FakeNdif serving the tiny GPT-2 (its own load: the client's model never runs the jobs)."""
+    server = load(ModelRef(model=str(tiny_gpt2), backend="nnsight"))
+    fake = FakeNdif(server.nnsight)
+    monkeypatch.setenv("NDIF_API_KEY", "sekret-123")
+    monkeypatch.setenv("NEUROTRACE_NDIF_URL", fake.url)
+    previous = configure_remote(transport=fake, poll_seconds=0.0, repo_id=lambda _lm: HUB_ID)
+    yield fake
+    configure_remote(**previous)
+
+
+def test_a_remote_request_without_a_key_is_refused_naming_the_setting(tiny_gpt2, monkeypatch, tmp_path):
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    with pytest.raises(InputError) as err:
+        run_trace(_trace(str(tiny_gpt2), backend="nnsight", remote=True), lab=Lab(LabSettings(runs_dir=tmp_path)))
+    assert err.value.field == "remote" and "NDIF_API_KEY" in str(err.value) and "server" in err.value.fix
+    assert not list(tmp_path.iterdir())  # refused before any run was opened
+
+
+def test_remote_needs_the_nnsight_backend_and_an_experiment_ndif_can_run(monkeypatch):
+    monkeypatch.setenv("NDIF_API_KEY", "k")
+    with pytest.raises(InputError) as err:
+        check_execution(_trace("gpt2", remote=True), "trace")
+    assert err.value.field == "backend"
+    with pytest.raises(InputError) as err:
+        check_execution(CaptureRequest(model="gpt2", prompts=["a"], backend="nnsight", remote=True), "capture")
+    assert err.value.field == "remote"
+    assert check_execution(_trace("gpt2"), "trace") is None
+    assert check_execution(_trace("gpt2", backend="nnsight", remote=True), "trace").api_key == "k"
+
+
+def test_a_remote_trace_runs_as_ndif_jobs_with_the_local_numbers(tiny_gpt2, ndif, tmp_path):
+    lab = Lab(LabSettings(runs_dir=tmp_path / "runs"))
+    local = run_trace(_trace(str(tiny_gpt2)), lab=lab)
+    remote = run_trace(_trace(str(tiny_gpt2), backend="nnsight", remote=True), lab=lab)
+    a, b = (json.loads((lab.store.run_dir(r.run_id) / "trace_results.json").read_text(encoding="utf-8"))
+            ["models"][str(tiny_gpt2)]["facts"][0] for r in (local, remote))
+    for k in ("resid", "mlp", "attn"):
+        torch.testing.assert_close(torch.tensor(b["restored"][k]), torch.tensor(a["restored"][k]), rtol=1e-5, atol=0)
+    assert b["p_clean"] == pytest.approx(a["p_clean"], rel=1e-6)
+    jobs = json.loads((lab.store.run_dir(remote.run_id) / "remote_jobs.json").read_text(encoding="utf-8"))
+    assert jobs["jobs"] == len(ndif.jobs) >= 3 and jobs["statuses"] == ["COMPLETED"]
+    assert set(ndif.keys) == {"sekret-123"} and "sekret" not in json.dumps(jobs)
+    assert all(json.loads(job.envelope["model_key"].split(":", 1)[1])["repo_id"] == HUB_ID
+               for job in ndif.jobs.values())
+
+
+def test_only_the_saved_values_come_back_from_ndif(tiny_gpt2, ndif, tmp_path):
+    lab = Lab(LabSettings(runs_dir=tmp_path / "runs"))
+    run_trace(_trace(str(tiny_gpt2), backend="nnsight", remote=True, components=["resid"]), lab=lab)
+    n_pos = 9
+    for job in ndif.jobs.values():
+        raw = job.result if not job.envelope["compress"] else zstandard.ZstdDecompressor().decompress(job.result)
+        saved = torch.load(io.BytesIO(raw), weights_only=False)
+        tensors = [t for v in saved.values() for t in (v.values() if isinstance(v, dict) else [v])]
+        assert all(t.numel() <= n_pos * 64 or t.dim() == 1 for t in tensors), {k: type(v) for k, v in saved.items()}
+        assert sum(t.numel() for t in tensors) < 4 * 512 * 64  # never a cache or the logits over the vocabulary
+
+
+def test_cancelling_a_remote_run_stops_the_wait_and_keeps_the_job_ids(tiny_gpt2, ndif, tmp_path):
+    ndif.hold = True
+    lab = Lab(LabSettings(runs_dir=tmp_path / "runs"))
+    messages: list[str] = []
+    reporter = Reporter()
+
+    def on_progress(done, total, message):
+        messages.append(message)
+        if "RUNNING" in message:
+            reporter.cancel()
+
+    reporter.on_progress = on_progress
+    with pytest.raises(Cancelled):
+        run_trace(_trace(str(tiny_gpt2), backend="nnsight", remote=True), lab=lab, reporter=reporter)
+    assert any(m.startswith("NDIF job job-1") and "QUEUED" in m for m in messages)
+    run_id = lab.store.list_runs("trace")[0].run_id
+    jobs = json.loads((lab.store.run_dir(run_id) / "remote_jobs.json").read_text(encoding="utf-8"))
+    assert [r["job_id"] for r in jobs["records"]] == ["job-1"] and jobs["records"][0]["status"] == "RUNNING"
