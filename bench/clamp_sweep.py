@@ -13,6 +13,7 @@ BCR scripts use). Greedy outputs are compared token for token with the ``loop`` 
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -108,7 +109,7 @@ def main() -> None:
     ap.add_argument("--peers", default="loop,tl")
     args = ap.parse_args()
     threads = use_threads(args.threads)
-    load_avg = " ".join(Path("/proc/loadavg").read_text(encoding="utf-8").split()[:3])
+    load_avg = " ".join(f"{x:.1f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == "gpt2-small":
             if not (TOKENIZER / "tokenizer.json").is_file():
@@ -169,6 +170,7 @@ def main() -> None:
               f"speed-up {batched_tps / (tl_tokens / tl_s):.1f}x")
     else:
         print(f"TransformerLens bridge generate loop: {tl_note}")
+    print(f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())} at end (1, 5, 15 min)")
 
 
 if __name__ == "__main__":

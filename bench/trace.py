@@ -131,7 +131,7 @@ def main() -> None:  # noqa: C901 - a linear script
     threads = use_threads(args.threads)
     peers = set(args.peers.split(","))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    load_avg = Path("/proc/loadavg").read_text(encoding="utf-8").split()[:3] if Path("/proc/loadavg").exists() else "?"
+    load_avg = [f"{x:.1f}" for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == "gpt2-small":
             path = gpt2_small(Path(tmp) / "gpt2-small")
@@ -205,7 +205,7 @@ def main() -> None:  # noqa: C901 - a linear script
                 rho = sum(a for a, _ in agree[k]) / len(agree[k])
                 top = sum(b for _, b in agree[k]) / len(agree[k])
                 print(f"  {k:5s} agreement with exact: Spearman {rho:.2f}, top-10 overlap {top:.2f} (mean over facts)")
-        print(f"load {' '.join(Path('/proc/loadavg').read_text(encoding='utf-8').split()[:3])} at end")
+        print(f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())} at end (1, 5, 15 min)")
 
 
 if __name__ == "__main__":
