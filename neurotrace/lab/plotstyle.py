@@ -7,11 +7,18 @@ adds a title naming what is shown (model and fact set, per the figure convention
 layout. Style values are set on matplotlib's rcParams once, so figures made with plain ``plt.subplots``
 after the first ``new_figure`` call look the same.
 
+Two styles: ``neurotrace`` (the default, for screens) and ``paper`` (serif type, no grid, boxed axes
+with inward ticks, for a manuscript). :func:`figure_style` selects one for the figures drawn inside it
+(per thread or task, through a context variable); the colour conventions are the same in both.
+
 >>> fig, ax = new_figure(width=5, height=3)
 >>> fig = finish(fig, "p(target) restored by layer", "fact-gpt2 on geography")
 """
 
-from typing import Any
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
 
 import matplotlib
 
@@ -34,15 +41,50 @@ STYLE: dict[str, Any] = {
     "image.cmap": "viridis",
     "savefig.facecolor": "white",
     "figure.facecolor": "white",
+    # keys the paper style changes, so that switching back restores them
+    "font.family": ["sans-serif"],
+    "mathtext.fontset": "dejavusans",
+    "axes.linewidth": 0.8,
+    "xtick.direction": "out",
+    "ytick.direction": "out",
+    "legend.frameon": True,
 }
+PAPER_STYLE: dict[str, Any] = {
+    **STYLE,
+    "font.family": ["serif"],
+    "font.serif": ["DejaVu Serif", "Times New Roman", "serif"],
+    "mathtext.fontset": "dejavuserif",
+    "axes.grid": False,
+    "axes.spines.top": True,
+    "axes.spines.right": True,
+    "axes.linewidth": 0.8,
+    "xtick.direction": "in",
+    "ytick.direction": "in",
+    "legend.frameon": False,
+}
+StyleName = Literal["neurotrace", "paper"]
+STYLES: dict[str, dict[str, Any]] = {"neurotrace": STYLE, "paper": PAPER_STYLE}
+_STYLE: contextvars.ContextVar[str] = contextvars.ContextVar("neurotrace_figure_style", default="neurotrace")
+
 #: sequential colormap for non-negative effects; diverging for signed ones (centre it at 0)
 SEQUENTIAL_CMAP = "Purples"
 DIVERGING_CMAP = "RdBu_r"
 
 
 def apply_style() -> None:
-    """Set the house style on matplotlib's rcParams (idempotent)."""
-    plt.rcParams.update(STYLE)
+    """Set the current style (see :func:`figure_style`) on matplotlib's rcParams (idempotent)."""
+    plt.rcParams.update(STYLES[_STYLE.get()])
+
+
+@contextmanager
+def figure_style(name: StyleName) -> Iterator[None]:
+    """Draw the figures made inside this block in style ``name``; the default style is restored after."""
+    token = _STYLE.set(name)
+    try:
+        yield
+    finally:
+        _STYLE.reset(token)
+        apply_style()
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 7.0, height: float = 4.0,

@@ -28,6 +28,7 @@ from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.lens import figures as lens_figures
 from neurotrace.lab.neurons import figures as neuron_figures
+from neurotrace.lab.plotstyle import StyleName, figure_style
 from neurotrace.lab.probe import figures as probe_figures
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.results import RunResult
@@ -62,6 +63,7 @@ class PlotRequest(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of the figure function, "
                                      "e.g. {'model': 'fact-gpt2'}; each kind documents its own.")
     dpi: int = Field(120, ge=50, le=300, description="PNG resolution in dots per inch.")
+    style: StyleName = Field("neurotrace", description="'paper': serif, no grid, boxed axes.")
 
 
 class PlotResult(RunResult):
@@ -176,7 +178,8 @@ def run_plot(request: PlotRequest, *, lab: Lab, reporter: Reporter = NULL_REPORT
         uris = []
         for i, kind in enumerate(kinds):
             reporter.step(i, len(kinds), f"drawing {kind}")
-            fig = _draw(kind, figures[kind], results, options[kind], request.run_id)
+            with figure_style(request.style):
+                fig = _draw(kind, figures[kind], results, options[kind], request.run_id)
             uris.append(run.write_figure(f"figures/{kind}.png", fig, dpi=request.dpi))
         summary = (f"Drew {', '.join(kinds)} for {manifest.tool} run {request.run_id}"
                    + (f" with options {request.options}" if request.options else "") + ".")
