@@ -110,7 +110,7 @@ def restored_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, componen
         hooks: dict[str, list] = {s: [_restore_hook(torch.tensor([a for a, _ in v]), torch.tensor([b for _, b in v]),
                                                     clean[s])] for s, v in by_site.items()}
         if corr.noise is not None:
-            hooks["hook_embed"] = [noise_hook(corr.noise[sample_idx], corr.subject)]
+            hooks["hook_embed"] = [noise_hook(corr.noise, corr.subject, sample_idx)]
         ids = corr.ids[None].expand(len(rows), -1)
         out[rows] = probs(lm, ids, prep.predict_pos, prep.target_id, hooks).cpu()
         reporter.step(progress[0] + start + len(rows), progress[1],

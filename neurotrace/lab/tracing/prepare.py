@@ -190,13 +190,17 @@ def sites_for(component: str, layer: int, window: int, n_layers: int) -> list[st
     return [site_name(COMPONENT_SITE[component], layer_) for layer_ in range(lo, hi)]
 
 
-def noise_hook(noise_rows: Float[Tensor, "row n_subject d_model"], subject: tuple[int, int]) -> Callable[..., Tensor]:
-    """A hook_embed hook adding ``noise_rows`` (rows, n_subject, d_model) to the subject's embeddings."""
+def noise_hook(noise_rows: Float[Tensor, "draw n_subject d_model"], subject: tuple[int, int],
+               rows: Int[Tensor, " batch"] | None = None) -> Callable[..., Tensor]:
+    """A hook_embed hook adding ``noise_rows`` (rows, n_subject, d_model) to the subject's embeddings; with
+    ``rows``, batch row ``r`` gets draw ``noise_rows[rows[r]]`` (picked inside the hook, so a remote trace
+    ships the distinct draws, not one copy per row)."""
     s, e = subject
 
     def add(act: Tensor, site: str) -> Tensor:
         out = act.clone()
-        out[:, s:e] += noise_rows.to(device=act.device, dtype=act.dtype)
+        picked = noise_rows if rows is None else noise_rows[rows.to(noise_rows.device)]
+        out[:, s:e] += picked.to(device=act.device, dtype=act.dtype)
         return out
 
     return add
