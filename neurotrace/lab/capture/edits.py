@@ -25,6 +25,7 @@ both tools use the cache.
   paths of transformers accept; flash-attention kernels do not, so load such models with the default.
 """
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -256,7 +257,7 @@ def step_hooks(specs: Sequence[Any], info: StepInfo, lm: LoadedModel, load_state
                     _neurons_hook(spec.positions, list(idx), spec.value, info))
         elif isinstance(spec, MeanAblation):
             states, _ = load_states(spec.capture_run_id, spec.site)
-            mean = torch.from_numpy(_chunked_mean(states)).float().to(lm.device)
+            mean = torch.from_numpy(_mean_of(states)).float().to(lm.device)
             hooks.setdefault(spec.site, []).append(_replace_hook(lambda _a, m=mean: m, spec.positions, info))
         elif isinstance(spec, PatchActivations):
             if spec.source is not None and text_acts is not None:
@@ -266,6 +267,18 @@ def step_hooks(specs: Sequence[Any], info: StepInfo, lm: LoadedModel, load_state
             hooks.setdefault(spec.site, []).append(_replace_hook(lambda _a, s=src.to(lm.device): s,
                                                                  spec.positions, info))
     return hooks
+
+
+_MEANS: dict[int, np.ndarray] = {}      # id(states) -> row mean, dropped when the array is freed
+
+
+def _mean_of(states: np.ndarray) -> np.ndarray:
+    """:func:`_chunked_mean`, computed once per states array (step_hooks runs for every forward)."""
+    key = id(states)
+    if key not in _MEANS:
+        _MEANS[key] = _chunked_mean(states)
+        weakref.finalize(states, _MEANS.pop, key, None)
+    return _MEANS[key]
 
 
 def _chunked_mean(states: np.ndarray, chunk: int = 65536) -> np.ndarray:
