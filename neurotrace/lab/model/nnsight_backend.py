@@ -157,7 +157,8 @@ def traced_probs(lm: Any, ids: Tensor, predict_pos: int, target_id: int, hooks: 
     with wrapper.trace(input_ids=ids.to(input_device(lm)), backend=backend):
         for step in steps:
             apply_step(step)
-        probs = torch.softmax(wrapper.output.logits[:, predict_pos].float(), dim=-1)[:, target_id].save()
+        # clone: a view would pickle (and fetch) the whole (rows, vocab) storage
+        probs = torch.softmax(wrapper.output.logits[:, predict_pos].float(), dim=-1)[:, target_id].clone().save()
     return probs
 
 
@@ -184,7 +185,7 @@ def traced_clean(lm: Any, ids: Tensor, sites: Sequence[str], *, hidden: bool = T
             apply_step(step)
         saved = nnsight_save(store)
         if hidden:
-            final = body.output[0][0].save()
+            final = body.output[0][0].clone().save()
     return dict(saved), final
 
 
