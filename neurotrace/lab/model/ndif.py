@@ -20,6 +20,7 @@ neurotrace's run lifecycle.
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -166,10 +167,13 @@ class HttpTransport:
         return httpx.Client(timeout=httpx.Timeout(self.timeout[0], read=self.timeout[1]))
 
     def post(self, url: str, api_key: str, envelope: str, payload: bytes) -> str:
+        from nnsight.intervention.backends import remote  # the version headers the server may gate on
+
+        headers = {"ndif-api-key": api_key, "ndif-timestamp": repr(time.time()),
+                   "nnsight-version": remote._NNSIGHT_VERSION, "python-version": sys.version}
         with self._client() as client:
             response = client.post(f"{url}/request", data={"data": envelope},
-                                   files={"blob": ("request", payload, "application/octet-stream")},
-                                   headers={"ndif-api-key": api_key, "ndif-timestamp": repr(time.time())})
+                                   files={"blob": ("request", payload, "application/octet-stream")}, headers=headers)
         response.raise_for_status()
         return response.text
 

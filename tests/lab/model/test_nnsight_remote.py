@@ -17,6 +17,7 @@ from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.lab.model.ndif import (
     DEFAULT_NDIF_URL,
+    HttpTransport,
     build_remote_request,
     check_execution,
     configure_remote,
@@ -181,3 +182,54 @@ def test_cancelling_a_remote_run_stops_the_wait_and_keeps_the_job_ids(tiny_gpt2,
     run_id = lab.store.list_runs("trace")[0].run_id
     jobs = json.loads((lab.store.run_dir(run_id) / "remote_jobs.json").read_text(encoding="utf-8"))
     assert [r["job_id"] for r in jobs["records"]] == ["job-1"] and jobs["records"][0]["status"] == "RUNNING"
+
+
+@pytest.mark.skipif(not (os.environ.get("NDIF_API_KEY") and os.environ.get("NEUROTRACE_WEIGHTS_DIR")),
+                    reason="needs NDIF_API_KEY and NEUROTRACE_WEIGHTS_DIR/gpt2 (opt-in, runs jobs on NDIF)")
+def test_a_remote_trace_on_ndif_gives_the_local_numbers(tmp_path):
+    path = os.path.join(os.environ["NEUROTRACE_WEIGHTS_DIR"], "gpt2")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        pytest.skip(f"no gpt2 checkpoint under {os.environ['NEUROTRACE_WEIGHTS_DIR']}")
+    fact = {"id": "needle", "template": "{} is located in the city of", "clean_subject": "The Space Needle",
+            "target": "Seattle"}
+    request = TraceRequest(models=[path], facts=[fact], components=["mlp"], noise_std_from=0.1,
+                           corruption={"kind": "noise", "samples": 2})
+    lab = Lab(LabSettings(runs_dir=tmp_path / "runs"))
+    previous = configure_remote(repo_id=lambda _lm: HUB_ID, poll_seconds=1.0)  # the real HTTP transport
+    try:
+        local = run_trace(request, lab=lab)
+        remote = run_trace(request.model_copy(update={"backend": "nnsight", "remote": True}), lab=lab)
+    finally:
+        configure_remote(**previous)
+    a, b = (json.loads((lab.store.run_dir(r.run_id) / "trace_results.json").read_text(encoding="utf-8"))
+            ["models"][path]["facts"][0]["restored"]["mlp"] for r in (local, remote))
+    torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-3, atol=1e-6)  # other GPUs, other sums
+
+
+def test_the_http_transport_posts_nnsights_form_and_polls_the_job(tiny_gpt2):
+    import httpx
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/request":
+            return httpx.Response(200, json={"id": "j1", "status": "RECEIVED"})
+        if request.url.path == "/response/j1":
+            return httpx.Response(200, json={"id": "j1", "status": "RUNNING"})
+        return httpx.Response(404)
+
+    class Mocked(HttpTransport):
+        def _client(self):
+            return httpx.Client(transport=httpx.MockTransport(handler))
+
+    lm = load(ModelRef(model=str(tiny_gpt2), backend="nnsight"))
+    envelope, payload = build_remote_request(lm, torch.tensor([[1, 2, 3]]), 2, 5, repo_id=HUB_ID)
+    transport = Mocked()
+    first = json.loads(transport.post("https://ndif.test", "sekret", envelope, payload))
+    assert first["id"] == "j1"
+    post = seen[0]
+    assert post.method == "POST" and post.headers["ndif-api-key"] == "sekret" and post.headers["nnsight-version"]
+    assert envelope.encode() in post.content and payload in post.content     # the form nnsight's client sends
+    assert json.loads(transport.get("https://ndif.test", "sekret", "j1"))["status"] == "RUNNING"
+    assert transport.get("https://ndif.test", "sekret", "nope") is None      # no status recorded yet
