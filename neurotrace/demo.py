@@ -49,10 +49,10 @@ from neurotrace import (
     run_trace,
 )
 from neurotrace.lab.facts import Fact, load_pack
-from neurotrace.lab.htmlreport import render_index
 from neurotrace.lab.model import catalog
 from neurotrace.lab.neurons import FindNeuronsRequest, run_find_neurons
 from neurotrace.lab.progress import Reporter, stderr_reporter
+from neurotrace.lab.runs import render_index
 
 GEMMA, SMOL = "gemma-3-270m", "smollm2-135m-instruct"
 REAL = [GEMMA, SMOL]

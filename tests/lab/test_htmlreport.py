@@ -11,8 +11,8 @@ import pytest  # noqa: E402
 
 from neurotrace import cli  # noqa: E402
 from neurotrace.lab.errors import Cancelled  # noqa: E402
-from neurotrace.lab.htmlreport import MAX_ROWS, render_index  # noqa: E402
 from neurotrace.lab.runs import RunStore, media_type  # noqa: E402
+from neurotrace.lab.runs.htmlreport import MAX_ROWS, render_index  # noqa: E402
 
 
 def _run_with_everything(store: RunStore) -> str:

@@ -9,7 +9,7 @@ whose owner process is gone is marked ``interrupted`` when the store opens and w
 listed. Only regular, singly linked files inside the real run directory are served (no symlinks, no
 hard links). Every write goes to a temp file and is renamed into place, so a crash
 never leaves a half-written artifact that looks complete. Nothing is ever loaded with pickle. The
-manifest's record types and the atomic writes live in :mod:`neurotrace.lab.manifest`.
+manifest's record types and the atomic writes live in :mod:`neurotrace.lab.runs.manifest`.
 """
 
 import csv
@@ -31,8 +31,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from neurotrace.lab.errors import Cancelled, InputError, NotFound
-from neurotrace.lab.htmlreport import render_report
-from neurotrace.lab.manifest import (
+from neurotrace.lab.runs.htmlreport import render_report
+from neurotrace.lab.runs.manifest import (
     ArtifactEntry,
     Manifest,
     RunOwner,
