@@ -21,6 +21,7 @@ from neurotrace.lab.model import catalog
 from neurotrace.lab.model.adapters import ArchAdapter, adapter_for
 from neurotrace.lab.model.embedded import EMBEDDED_MODELS, embedded_model_path
 from neurotrace.lab.model.gguf import SOURCE_FILE, Progress, convert_gguf, read_source
+from neurotrace.lab.model.placement import offloaded_tensor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MAX_MODEL_NAME = 255  # characters in a model name, hub id or path
@@ -182,13 +183,14 @@ def cache_key(ref: ModelRef) -> str:
 
 
 def fingerprint(model: nn.Module) -> str:
-    """A short hash of parameter names, shapes and a sample of values."""
+    """A short hash of parameter names, shapes and a sample of values (the same wherever they are placed)."""
     h = hashlib.sha256()
     with torch.no_grad():
         for name, p in model.state_dict().items():
-            flat = p.detach().reshape(-1)
             h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
-            if p.device.type != "meta":  # a disk-offloaded tensor has no values in memory
+            value = offloaded_tensor(model, name) if p.device.type == "meta" else p   # offloaded: stored value
+            if value is not None and value.device.type != "meta":
+                flat = value.detach().reshape(-1)
                 h.update(flat[:: max(1, flat.numel() // 64)][:64].to(torch.float64).cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
-from torch import nn
+from torch import Tensor, nn
 
 from neurotrace.lab.errors import OverBudget
 
@@ -142,3 +142,20 @@ def materialised(module: nn.Module) -> Iterator[nn.Module]:
 
     with align_module_device(module):
         yield module
+
+
+def offloaded_tensor(model: nn.Module, name: str) -> Tensor | None:
+    """The stored value of state-dict entry ``name`` of a device-mapped model whose tensor is offloaded
+    (a meta tensor between forwards): read from the weights map of the accelerate hook that loads it."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, -1, -1):
+        try:
+            module = model.get_submodule(".".join(parts[:cut]))
+        except AttributeError:
+            continue
+        hook = getattr(module, "_hf_hook", None)
+        for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+            weights = getattr(h, "weights_map", None)
+            if weights is not None and ".".join(parts[cut:]) in weights:
+                return weights[".".join(parts[cut:])]
+    return None
