@@ -23,6 +23,10 @@ modules** exactly as the model runs them when it continues a cached sequence.
   the cached residuals) are the layers' own business.
 * **Restorations** write the clean ``attn_out`` / ``mlp_out`` inside a layer through the ordinary site
   hooks; resid restorations are written into the state entering the next layer.
+* **Unchanged prefix.** Before the first corrupted position (the subject's first token under noise,
+  the first differing token under a swap) the corrupted run *is* the clean run, so restoring there
+  writes the values already present: those rows are the corrupted run's p(target), read from the
+  cached final residual and never computed (a BOS token, or a template's words before the subject).
 * **Batches by position.** A batch holds the rows of one restored position ``p`` (every component, layer and
   sample); each row *enters* at its first restored layer from the cached corrupted residual, so a
   layer runs on the rows restored at or below it, and a state still equal to the corrupted run is
@@ -197,6 +201,14 @@ def run_suffix(lm: LoadedModel, first: int, steps: Sequence[Step], p: int, resid
     return h
 
 
+def unchanged_prefix(clean_ids: Tensor, corr) -> int:
+    """Positions before the first one the corruption touches (noise on the subject, or a token that
+    differs from the clean prompt): there the corrupted states equal the clean ones."""
+    differ = (clean_ids != corr.ids).nonzero()
+    first = int(differ[0, 0]) if len(differ) else len(clean_ids)
+    return min(first, corr.subject[0]) if corr.noise is not None else first
+
+
 def position_chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
     """Rows of one restored position together (every component, layer and sample: rows enter the batch at
     their first restored layer), at most ``size`` per batch."""
@@ -215,8 +227,15 @@ def fast_decoder_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Seq
     resid_pre, kv = corrupted_run(lm, corr.ids, corr.noise, corr.subject)
     n_cells, groups = group_rows(components, n_layers, len(prep.ids), samples, window)
     out = torch.empty(n_cells, samples)
-    done = 0
-    for chunk in position_chunks([r for rows in groups.values() for r in rows], rows_per_batch):
+    every = [r for group in groups.values() for r in group]
+    prefix = unchanged_prefix(prep.ids, corr)
+    same = [r for r in every if r.pos < prefix]
+    if same:                                   # restoring the values already there: the corrupted p(target)
+        final = lm.adapter.module(lm.model, lm.adapter.final_norm)(resid_pre[-1][:, prep.predict_pos])
+        base = target_prob(lambda x: lm.adapter.logits_at(lm.model, x), final, prep.target_id).cpu()
+        out[[r.cell for r in same], [r.sample for r in same]] = base[[r.sample for r in same]]
+    done = len(same)
+    for chunk in position_chunks([r for r in every if r.pos >= prefix], rows_per_batch):
         p0 = chunk[0].pos
         calls, probe = layer_calls(lm, corr.ids, kv, p0)
         first, steps, final = join_plan(chunk, n_layers, p0, clean)
