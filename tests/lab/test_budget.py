@@ -13,17 +13,20 @@ from neurotrace import (
     Lab,
     LabSettings,
     LogitLensRequest,
+    ModelRef,
     PatchRequest,
     ProbeRequest,
     SteerRequest,
     TraceRequest,
     run_intervene,
+    run_load_model,
     run_trace,
 )
 from neurotrace.cli import main
 from neurotrace.lab.budget import job_estimate
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.estimates import ESTIMATES, GUESS, dims_of
+from neurotrace.lab.model import catalog
 from neurotrace.testing.errors import raises_lab_error
 
 FACT = {"template": "The capital of {} is", "clean_subject": "France", "target": "Paris", "corrupt_subject": "Japan"}
@@ -109,3 +112,18 @@ def test_every_estimated_tool_is_covered_and_unknown_models_are_sized_by_a_guess
     assert dims_of(lab, "nobody/nothing") == GUESS
     unknown = TraceRequest(models=["nobody/nothing"], facts=[FACT])
     assert job_estimate(unknown, "trace", lab).bytes > job_estimate(SIZED["trace"][0], "trace", lab).bytes
+
+
+def test_catalog_models_are_sized_from_their_gguf_header_without_loading(tmp_path):
+    if not catalog.is_installed("smollm2-135m-instruct"):
+        pytest.skip("install it with `neurotrace models fetch smollm2-135m-instruct`")
+    lab = _lab(tmp_path)
+    dims = dims_of(lab, "smollm2-135m-instruct")
+    assert (dims.n_layers, dims.d_model, dims.n_heads, dims.d_vocab) == (30, 576, 9, 49152)
+    assert lab.cache.listing() == []
+
+
+def test_load_model_applies_the_same_field_bounds(tmp_path):
+    with raises_lab_error(InputError) as err:
+        run_load_model(ModelRef(model="fact-gpt2", device="meta"), lab=_lab(tmp_path))
+    assert err.value.field == "device" and "not available" in str(err.value)

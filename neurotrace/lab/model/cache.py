@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
-from neurotrace.lab.errors import NotFound
+from neurotrace.lab.errors import LabError, NotFound
 from neurotrace.lab.model import catalog
 from neurotrace.lab.model.embedded import embedded_model_path
+from neurotrace.lab.model.gguf import find_gguf, read_header
 from neurotrace.lab.model.loading import LoadedModel, ModelRef, cache_key, load
 from neurotrace.lab.model.placement import (
     device_bytes,
@@ -77,7 +78,10 @@ def gpu_budgets(configured: dict[str, int] | None) -> dict[str, int]:
 
 
 def config_shape(model: str) -> dict[str, int] | None:
-    """The shape a model's config.json declares (embedded name or local directory); None elsewhere."""
+    """The shape a model declares without loading it: an embedded model's or local directory's
+    config.json, or a catalog model's / .gguf file's header; None elsewhere (a hub id)."""
+    if model in catalog.CATALOG or model.endswith(".gguf"):
+        return gguf_shape(model)
     try:
         path = embedded_model_path(model) or Path(model).expanduser()
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -88,6 +92,20 @@ def config_shape(model: str) -> dict[str, int] | None:
     return {"n_layers": pick("n_layer", "num_hidden_layers"), "d_model": pick("n_embd", "hidden_size", "d_model"),
             "d_mlp": pick("n_inner", "intermediate_size"), "n_heads": pick("n_head", "num_attention_heads"),
             "d_vocab": pick("vocab_size"), "max_positions": pick("n_positions", "max_position_embeddings")}
+
+
+def gguf_shape(model: str) -> dict[str, int] | None:
+    """The shape in a GGUF header (catalog name or .gguf path; the header alone is read)."""
+    try:
+        metadata, _ = read_header(catalog.locate(model) if model in catalog.CATALOG else find_gguf(model))
+    except (LabError, OSError, ValueError):
+        return None
+    arch = str(metadata.get("general.architecture", ""))
+    get = lambda key: metadata.get(f"{arch}.{key}") if isinstance(metadata.get(f"{arch}.{key}"), int) else 0  # noqa: E731
+    vocab = get("vocab_size") or metadata.get("tokenizer.ggml.tokens")   # an array's length
+    return {"n_layers": get("block_count"), "d_model": get("embedding_length"), "d_mlp": get("feed_forward_length"),
+            "n_heads": get("attention.head_count"), "d_vocab": int(vocab) if isinstance(vocab, int) else 0,
+            "max_positions": get("context_length")}
 
 
 class ModelCache:
