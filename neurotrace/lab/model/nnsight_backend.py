@@ -22,6 +22,7 @@ nnsight interleaves the traced block with the forward, so sites must be visited 
 installs an nnsight backend for the traces of a run with :func:`use_backend`.
 """
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -47,7 +48,9 @@ def wrap(model: nn.Module, tokenizer: Any, kind: str) -> Any:
     from nnsight.modeling.transformers import TransformersModel
 
     task = "fill-mask" if kind == "masked" else "text-generation"
-    return TransformersModel(model, tokenizer=tokenizer, task=task)
+    with warnings.catch_warnings():  # BERT's attention has a child named 'output': reached as E_output (_envoy)
+        warnings.filterwarnings("ignore", message=".*which nnsight already serves.*", category=UserWarning)
+        return TransformersModel(model, tokenizer=tokenizer, task=task)
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,14 @@ def input_device(lm: Any) -> torch.device:
 
 
 def _envoy(root: Any, path: str) -> Any:
+    """The envoy of the submodule at ``path``; a child whose name nnsight serves on every envoy (BERT's
+    ``attention.output``) is nnsight's ``E_<name>``."""
     env = root
     for part in path.split("."):
-        env = env[int(part)] if part.isdigit() else getattr(env, part)
+        if part.isdigit():
+            env = env[int(part)]
+        else:
+            env = getattr(env, f"E_{part}" if hasattr(type(env), part) else part)
     return env
 
 

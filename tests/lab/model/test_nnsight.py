@@ -141,3 +141,14 @@ def test_hooks_attached_inside_routed_forward_run_in_nnsights_trace_not_as_pytor
 def test_routed_forward_is_none_for_the_hf_backend(pair):
     with routed_forward(pair[0]) as forward:
         assert forward is None
+
+
+def test_berts_attention_output_module_is_reached_under_nnsights_renamed_child(tiny_bert):
+    hf_lm, lm = load(ModelRef(model=str(tiny_bert))), load(ModelRef(model=str(tiny_bert), backend="nnsight"))
+    ids = torch.tensor(lm.tokenizer("the capital of france is [MASK] .").input_ids)
+    sites = ["blocks.0.hook_attn_out", "blocks.1.hook_mlp_out", "blocks.1.hook_resid_post"]
+    with recording(hf_lm.model, hf_lm.adapter, sites) as hf, torch.no_grad():
+        hf_lm.model(input_ids=ids[None])
+    ours = traced_states(lm, ids, sites)
+    for s in sites:
+        torch.testing.assert_close(ours[s], hf[s][0], rtol=1e-5, atol=1e-6)
