@@ -51,7 +51,17 @@ from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.prepare import PreparedFact, clean_states, noise_hook
-from neurotrace.lab.tracing.rowplan import Restore, Row, grid_sites, group_rows, put, state_key, target_prob
+from neurotrace.lab.tracing.rowplan import (
+    Restore,
+    Row,
+    fill_corrupted,
+    grid_sites,
+    group_rows,
+    put,
+    state_key,
+    target_prob,
+    unchanged_prefix,
+)
 
 LayerCall = tuple[tuple[Any, ...], dict[str, Any]]   # positional args after hidden_states, keyword args
 
@@ -201,14 +211,6 @@ def run_suffix(lm: LoadedModel, first: int, steps: Sequence[Step], p: int, resid
     return h
 
 
-def unchanged_prefix(clean_ids: Tensor, corr) -> int:
-    """Positions before the first one the corruption touches (noise on the subject, or a token that
-    differs from the clean prompt): there the corrupted states equal the clean ones."""
-    differ = (clean_ids != corr.ids).nonzero()
-    first = int(differ[0, 0]) if len(differ) else len(clean_ids)
-    return min(first, corr.subject[0]) if corr.noise is not None else first
-
-
 def position_chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
     """Rows of one restored position together (every component, layer and sample: rows enter the batch at
     their first restored layer), at most ``size`` per batch."""
@@ -229,12 +231,7 @@ def fast_decoder_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Seq
     out = torch.empty(n_cells, samples)
     every = [r for group in groups.values() for r in group]
     prefix = unchanged_prefix(prep.ids, corr)
-    same = [r for r in every if r.pos < prefix]
-    if same:                                   # restoring the values already there: the corrupted p(target)
-        final = lm.adapter.module(lm.model, lm.adapter.final_norm)(resid_pre[-1][:, prep.predict_pos])
-        base = target_prob(lambda x: lm.adapter.logits_at(lm.model, x), final, prep.target_id).cpu()
-        out[[r.cell for r in same], [r.sample for r in same]] = base[[r.sample for r in same]]
-    done = len(same)
+    done = fill_corrupted(lm, out, [r for r in every if r.pos < prefix], resid_pre[-1], prep)
     for chunk in position_chunks([r for r in every if r.pos >= prefix], rows_per_batch):
         p0 = chunk[0].pos
         calls, probe = layer_calls(lm, corr.ids, kv, p0)

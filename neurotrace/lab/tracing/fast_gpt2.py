@@ -9,6 +9,8 @@ attention over [cached prefix ; suffix] is written out here. Two more shortcuts 
 once instead of many times: rows whose restorations so far are identical (the mlp/attn windows of
 neighbouring layers, until the windows part) share one state per layer and fork when they differ; and
 the last block computes only the scored position (earlier positions need only its keys and values).
+Rows restored before the first corrupted position are the corrupted run itself
+(:func:`neurotrace.lab.tracing.rowplan.unchanged_prefix`) and are not computed.
 Results equal the full forward to float precision (tests compare them with the per-cell loop).
 """
 
@@ -23,7 +25,17 @@ from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.prepare import PreparedFact, clean_states, noise_hook
-from neurotrace.lab.tracing.rowplan import Level, chunks, grid_sites, group_rows, initial_states, plan, put
+from neurotrace.lab.tracing.rowplan import (
+    Level,
+    chunks,
+    fill_corrupted,
+    grid_sites,
+    group_rows,
+    initial_states,
+    plan,
+    put,
+    unchanged_prefix,
+)
 
 
 def supports_fast_path(lm: LoadedModel) -> bool:
@@ -112,9 +124,10 @@ def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[st
     resid_pre, qkv = _corrupted_cache(lm, corr.ids, corr.noise, corr.subject)
     n_cells, groups = group_rows(components, n_layers, len(prep.ids), samples, window)
     out = torch.empty(n_cells, samples)
-    done = 0
+    prefix = unchanged_prefix(prep.ids, corr)
+    done = fill_corrupted(lm, out, [r for rows in groups.values() for r in rows if r.pos < prefix], resid_pre[-1], prep)
     for start, rows in groups.items():
-        for chunk in chunks(rows, rows_per_batch):
+        for chunk in chunks([r for r in rows if r.pos >= prefix], rows_per_batch):
             p0 = min(r.pos for r in chunk)
             initial, levels, final = plan(chunk, start, n_layers, p0, clean)
             h = initial_states(chunk, initial, start, p0, resid_pre, clean)

@@ -132,6 +132,25 @@ def put(t: Tensor, spec: Restore | None, only: int | None = None) -> None:
         t[states[keep], 0] = values[keep].to(t.dtype)
 
 
+def unchanged_prefix(clean_ids: Tensor, corr) -> int:
+    """Positions before the first one the corruption touches (noise on the subject, or a token that
+    differs from the clean prompt): there the corrupted states *are* the clean ones, so restoring a
+    site there writes the values already present and the row is the corrupted run itself."""
+    differ = (clean_ids != corr.ids).nonzero()
+    first = int(differ[0, 0]) if len(differ) else len(clean_ids)
+    return min(first, corr.subject[0]) if corr.noise is not None else first
+
+
+def fill_corrupted(lm, out: Tensor, rows: Sequence[Row], final_resid: Tensor, prep) -> int:
+    """Write into ``out`` (cells, samples) each unchanged-prefix row's corrupted p(target), from the
+    cached corrupted residual leaving the last layer ``final_resid`` (samples, pos, D); returns the count."""
+    if rows:
+        h = lm.adapter.module(lm.model, lm.adapter.final_norm)(final_resid[:, prep.predict_pos])
+        base = target_prob(lambda x: lm.adapter.logits_at(lm.model, x), h, prep.target_id).cpu()
+        out[[r.cell for r in rows], [r.sample for r in rows]] = base[[r.sample for r in rows]]
+    return len(rows)
+
+
 def chunks(rows: Sequence[Row], size: int, min_rows: int = 64) -> Iterator[list[Row]]:
     """Consecutive rows (sorted by restored position) in batches of at most ``size``; a batch closes at a
     change of position once it holds ``min_rows``, so batches rarely reach back to earlier positions."""
