@@ -15,7 +15,6 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.sites import n_heads
 from neurotrace.lab.model.tokens import target_id, token_texts
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
@@ -45,7 +44,7 @@ def _patching(lm: LoadedModel, request: AttributeRequest, ids: torch.Tensor, met
     with torch.no_grad():
         m_clean = float(metric(lm.model(input_ids=ids[None].to(lm.device)).logits[0, -1].float()))
     m_corrupt, corr_acts, grads = gradients(lm, corrupt, metric)
-    h = n_heads(lm)
+    h = lm.n_heads
     heads, neurons = estimates(lm, clean, corr_acts, grads, h)
     d_head = clean["blocks.0.attn.hook_z"].shape[-1] // h
     out = {}

@@ -40,7 +40,7 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.model.neurons import NEURON_HELP, parse_neurons
-from neurotrace.lab.model.sites import attn_module, check_site, n_heads
+from neurotrace.lab.model.sites import attn_module, check_site
 
 Steps = Annotated[list[Annotated[int, Field(ge=0)]] | None,
                   Field(description="Steps where this applies (capture: episode step; intervene: generation "
@@ -157,9 +157,9 @@ def validate(specs: Sequence[Any], lm: LoadedModel, sites_of: Callable[[str], di
         if isinstance(spec, ZeroAblation | MeanAblation | PatchActivations):
             check_site(spec.site, lm, field=field)
         if isinstance(spec, HeadAblation):
-            if spec.layer >= lm.n_layers or max(spec.heads) >= n_heads(lm):
+            if spec.layer >= lm.n_layers or max(spec.heads) >= lm.n_heads:
                 raise InputError(field, f"{field}[{i}]: layer {spec.layer} / heads {spec.heads} out "
-                                 f"of range ({lm.n_layers} layers, {n_heads(lm)} heads)",
+                                 f"of range ({lm.n_layers} layers, {lm.n_heads} heads)",
                                  fix="use valid layer and head indices")
         if isinstance(spec, SetNeurons):
             parse_neurons(spec.neurons, lm.n_layers, lm.d_mlp, field=field)
@@ -250,7 +250,7 @@ def step_hooks(specs: Sequence[Any], info: StepInfo, lm: LoadedModel, load_state
         if isinstance(spec, ZeroAblation):
             hooks.setdefault(spec.site, []).append(_zero_hook(spec, info))
         elif isinstance(spec, HeadAblation):
-            hooks.setdefault(f"blocks.{spec.layer}.attn.hook_z", []).append(_heads_hook(spec, info, n_heads(lm)))
+            hooks.setdefault(f"blocks.{spec.layer}.attn.hook_z", []).append(_heads_hook(spec, info, lm.n_heads))
         elif isinstance(spec, SetNeurons):
             for layer, idx in parse_neurons(spec.neurons, lm.n_layers, lm.d_mlp).items():
                 hooks.setdefault(f"blocks.{layer}.mlp.hook_post", []).append(

@@ -67,7 +67,7 @@ def _new_tokens(step: EpisodeStep, request: CaptureRequest, lm: LoadedModel, fie
 
 
 def _check_len(ids: list[int], n_new: int, lm: LoadedModel, field: str, i: int) -> None:
-    limit = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
+    limit = lm.max_positions
     if not ids:
         raise InputError(field, f"step {i} tokenizes to nothing", fix="give it text")
     if limit and len(ids) + n_new > limit:

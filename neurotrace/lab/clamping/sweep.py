@@ -126,7 +126,7 @@ def _prompt_ids(lm: LoadedModel, text: str, request: ClampSweepRequest) -> list[
 
 def tokenize_prompts(lm: LoadedModel, prompts: list[PromptItem], request: ClampSweepRequest) -> list[list[int]]:
     """Token ids per prompt (chat template or BOS applied); InputError if one is empty or too long."""
-    limit = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
+    limit = lm.max_positions
     out = []
     for i, item in enumerate(prompts):
         ids = _prompt_ids(lm, item.prompt, request)

@@ -53,7 +53,7 @@ from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
 from neurotrace.lab.model.ndif import check_execution
 from neurotrace.lab.model.sampling import token_chooser
-from neurotrace.lab.model.sites import check_site, n_heads
+from neurotrace.lab.model.sites import check_site
 from neurotrace.lab.model.stepwise import ContextAt, Continuation, continue_greedy, prediction_position
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
@@ -193,7 +193,7 @@ def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: S
     policies = list(request.policies)
     n = request.max_new_tokens
     _check_positions(policies, len(ids), n, index)
-    ctx = PolicyContext(prompt_len=len(ids), n_heads=n_heads(lm), text_acts=clean_text_acts(lm))
+    ctx = PolicyContext(prompt_len=len(ids), n_heads=lm.n_heads, text_acts=clean_text_acts(lm))
     info = StepInfo(0, len(ids), source_step=index)
     for p in policies:                          # clean source forwards now, never inside an edited forward
         for site, text in p.sources(sae) if isinstance(p, FEATURE_POLICIES) else []:

@@ -18,7 +18,7 @@ def _ids(lm: LoadedModel, text: str, field: str) -> torch.Tensor:
     ids = list(lm.tokenizer(text).input_ids)
     if not ids:
         raise InputError(field, "the text tokenizes to nothing", fix="give some text")
-    limit = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
+    limit = lm.max_positions
     if limit and len(ids) > limit:
         raise InputError(field, f"{len(ids)} tokens exceed the model's {limit} positions", fix="shorten it")
     return torch.tensor(ids)

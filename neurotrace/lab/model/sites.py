@@ -11,14 +11,12 @@ the adapter table (:mod:`neurotrace.lab.model.adapters`) resolves each to a modu
 
 import fnmatch
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 from torch import nn
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.adapters import SITE_HELP
-from neurotrace.lab.model.hooks import HookFn, hooked
 from neurotrace.lab.model.loading import LoadedModel
 
 _PER_LAYER = ("hook_resid_pre", "attn.hook_z", "hook_attn_out", "mlp.hook_post", "hook_mlp_out", "hook_resid_post")
@@ -58,18 +56,6 @@ def check_site(site: str, lm: LoadedModel, field: str = "site") -> str:
     return site
 
 
-def n_heads(lm: LoadedModel) -> int:
-    """Attention heads per layer (``lm.n_heads``)."""
-    return lm.n_heads
-
-
 def attn_module(lm: LoadedModel, layer: int, which: int) -> nn.Module:
     """``which=0``: the attention output projection (input = attn.hook_z); ``which=1``: the attention module."""
     return lm.adapter.module(lm.model, lm.adapter.attn_proj if which == 0 else lm.adapter.attn_module, layer)
-
-
-@contextmanager
-def hooked_sites(lm: LoadedModel, hooks: Mapping[str, HookFn | Sequence[HookFn]]) -> Iterator[None]:
-    """:func:`neurotrace.lab.model.hooks.hooked` on a loaded model (every site, ``attn.hook_z`` included)."""
-    with hooked(lm.model, lm.adapter, hooks):
-        yield

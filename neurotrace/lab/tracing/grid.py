@@ -21,7 +21,6 @@ from torch import Tensor
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.sites import n_heads
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.fast_decoder import fast_decoder_grid, supports_fast_decoder
 from neurotrace.lab.tracing.fast_gpt2 import fast_grid, supports_fast_path
@@ -174,7 +173,7 @@ def head_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, position: in
               ) -> Float[Tensor, "layer head"]:
     """Mean p(target) when one head's clean output (hook_z) is restored at ``position`` (default: the
     scored position) in the corrupted run: (n_layers, n_heads)."""
-    n_layers, heads = lm.n_layers, n_heads(lm)
+    n_layers, heads = lm.n_layers, lm.n_heads
     pos = prep.predict_pos if position is None else position
     z_sites = [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
     clean: dict[str, Tensor] = {}

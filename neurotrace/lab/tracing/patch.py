@@ -29,7 +29,6 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.sites import n_heads
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.tracing.patch_attn import AttnEdits, attention_edits
@@ -185,7 +184,7 @@ def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
         target, contrast = _tokens(lm, request, clean_lg, corrupt_lg)
         metric = make_metric(request.metric, target, contrast, clean_lg)
         m_clean, m_corrupt = (float(v) for v in metric(torch.stack([clean_lg, corrupt_lg])))
-        heads = n_heads(lm)
+        heads = lm.n_heads
         d_head = int(getattr(lm.config, "head_dim", None) or lm.d_model // heads)
         if ("path" in request.components) != bool(request.receivers):
             raise InputError("receivers", "path patching needs receivers, and receivers need components to include 'path'",

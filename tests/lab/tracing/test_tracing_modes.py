@@ -10,7 +10,6 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.model.sites import n_heads
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.prepare import prepare_fact
 from neurotrace.testing.errors import raises_lab_error
@@ -59,7 +58,7 @@ def test_head_patching_gives_one_value_per_layer_and_head(lab, tiny_gpt2):
                                     corruption={"kind": "swap"}), lab=lab, reporter=Reporter())
     lm = load(ModelRef(model=str(tiny_gpt2)))
     heads = torch.tensor(_fact_results(lab, result, tiny_gpt2)["heads"])
-    assert heads.shape == (lm.n_layers, n_heads(lm))
+    assert heads.shape == (lm.n_layers, lm.n_heads)
     assert heads.std() > 0
 
 
