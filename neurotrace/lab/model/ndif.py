@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,17 @@ from torch import Tensor
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.model import catalog
+from neurotrace.lab.model.adapters import adapter_for
+from neurotrace.lab.model.loading import (
+    DTYPES,
+    LoadedModel,
+    ModelRef,
+    cache_key,
+    detect_kind,
+    fingerprint,
+    read_config,
+    resolve_source,
+)
 from neurotrace.lab.model.nnsight_backend import HookMap, require, traced_probs, use_backend
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
@@ -141,6 +153,45 @@ def build_remote_request(lm: Any, ids: Tensor, predict_pos: int, target_id: int,
     if capture.envelope is None or capture.payload is None:
         raise RuntimeError("nnsight did not hand the trace to its backend")
     return capture.envelope, capture.payload
+
+
+# -- the client's model: a module tree without weights ---------------------------------------
+
+_CLIENTS: dict[str, LoadedModel] = {}
+
+
+def remote_model(ref: ModelRef, trust_remote_code: bool = False) -> LoadedModel:
+    """``ref`` as a weights-free client for remote traces: config, tokenizer and the module tree on the
+    meta device (all nnsight needs to build a request; every forward runs on NDIF). Built once."""
+    key = cache_key(ref) + "|remote"
+    if key not in _CLIENTS:
+        from nnsight.modeling.transformers import TransformersModel
+        from transformers import AutoTokenizer
+
+        source = resolve_source(ref.model)
+        config = read_config(source, trust_remote_code)
+        kind = detect_kind(config, ref.lm_kind)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        with warnings.catch_warnings():  # BERT's 'output' child, as in nnsight_backend.wrap
+            warnings.filterwarnings("ignore", message=".*which nnsight already serves.*", category=UserWarning)
+            wrapper = TransformersModel(source, tokenizer=tokenizer, task="fill-mask" if kind == "masked"
+                                        else "text-generation", dtype=DTYPES[ref.dtype],
+                                        trust_remote_code=trust_remote_code)  # meta weights: never dispatched
+        model = wrapper._module
+        _CLIENTS[key] = LoadedModel(key=key, ref=ref, source=source, model=model, tokenizer=tokenizer,
+                                    adapter=adapter_for(config), kind=kind, fingerprint=fingerprint(model), nbytes=0,
+                                    nnsight=wrapper, provenance={"weights": "NDIF (remote)"})
+    return _CLIENTS[key]
+
+
+@contextmanager
+def remote_lease(ref: ModelRef, trust_remote_code: bool = False) -> Iterator[LoadedModel]:
+    """Like the model cache's lease, for the weights-free client of a remote run (no memory to budget)."""
+    lm = remote_model(ref, trust_remote_code)
+    with lm.lock:
+        yield lm
 
 
 # -- non-blocking jobs ------------------------------------------------------------------------

@@ -162,12 +162,34 @@ def traced_probs(lm: Any, ids: Tensor, predict_pos: int, target_id: int, hooks: 
     wrapper = require(lm)
     steps = plan(lm, hooks or {})
     backend = current_backend(lm) if backend is None else backend
-    with wrapper.trace(input_ids=ids.to(input_device(lm)), backend=backend):
+    keep, at = scored_logits(lm, predict_pos)
+    with wrapper.trace(input_ids=ids.to(input_device(lm)), backend=backend, **keep):
         for step in steps:
             apply_step(step)
         # clone: a view would pickle (and fetch) the whole (rows, vocab) storage
-        probs = torch.softmax(wrapper.output.logits[:, predict_pos].float(), dim=-1)[:, target_id].clone().save()
+        probs = torch.softmax(wrapper.output.logits[:, at].float(), dim=-1)[:, target_id].clone().save()
     return probs
+
+
+def scored_logits(lm: Any, predict_pos: int) -> tuple[dict[str, Any], int]:
+    """(model kwargs, index into the logits) computing the unembedding at the scored position only: a
+    causal LM's ``logits_to_keep`` (the same matmul as the hf path's head on one position, and no
+    (rows, pos, vocab) tensor on the server); a masked LM computes every position."""
+    if lm.kind != "causal":
+        return {}, predict_pos
+    return {"logits_to_keep": torch.tensor([predict_pos])}, 0
+
+
+@torch.no_grad()
+def traced_prediction(lm: Any, ids: Tensor, predict_pos: int, target_id: int) -> tuple[float, int]:
+    """(p(target), top token id) at ``predict_pos`` of one prompt ``ids`` (pos,), read through nnsight."""
+    wrapper = require(lm)
+    keep, at = scored_logits(lm, predict_pos)
+    with wrapper.trace(input_ids=ids[None].to(input_device(lm)), backend=current_backend(lm), **keep):
+        logits = wrapper.output.logits[0, at].float()
+        p = torch.softmax(logits, dim=-1)[target_id].clone().save()
+        top = logits.argmax().save()
+    return float(p), int(top)
 
 
 @torch.no_grad()
@@ -253,10 +275,11 @@ def traced_gradients(lm: Any, ids: Tensor, predict_pos: int, target_id: int, sit
     wrapper = require(lm)
     steps = plan(lm, {**hooks, **{s: record for s in sites}})
     backward_order = [s for s in reversed([step.site for step in steps]) if s in set(sites)]
-    with torch.enable_grad(), wrapper.trace(input_ids=ids.to(input_device(lm)), backend=current_backend(lm)):
+    keep, at = scored_logits(lm, predict_pos)
+    with torch.enable_grad(), wrapper.trace(input_ids=ids.to(input_device(lm)), backend=current_backend(lm), **keep):
         for step in steps:
             apply_step(step)
-        p = torch.softmax(wrapper.output.logits[:, predict_pos].float(), dim=-1)[:, target_id].sum()
+        p = torch.softmax(wrapper.output.logits[:, at].float(), dim=-1)[:, target_id].sum()
         grads = {}
         with p.backward():
             for site in backward_order:  # gradients arrive in reverse forward order

@@ -46,7 +46,7 @@ from neurotrace.lab.facts import Fact
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.nnsight_backend import traced_clean, traced_probs
+from neurotrace.lab.model.nnsight_backend import traced_clean, traced_prediction, traced_probs
 from neurotrace.lab.model.tokens import target_token_ids, token_ids, token_texts
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
@@ -289,6 +289,16 @@ def _problem(request: TraceRequest, lm: LoadedModel, prep: PreparedFact, index: 
     return None
 
 
+@torch.no_grad()
+def clean_prediction(lm: LoadedModel, prep: PreparedFact) -> tuple[float, int]:
+    """p(target) and the top token id at the scored position of the clean prompt."""
+    if lm.nnsight is not None:  # in nnsight's trace: only these two numbers come back
+        return traced_prediction(lm, prep.ids, prep.predict_pos, prep.target_id)
+    _, hidden = clean_states(lm, prep.ids, [])
+    logits = lm.adapter.logits_at(lm.model, hidden[prep.predict_pos]).float()
+    return float(torch.softmax(logits, -1)[prep.target_id]), int(logits.argmax())
+
+
 def check_facts(request: TraceRequest, lm: LoadedModel, facts: Sequence[Fact], reporter: Reporter
                 ) -> tuple[list[Checked], list[SkippedFact]]:
     """The traceable facts of ``facts`` on ``lm`` and the skipped ones, with why."""
@@ -310,9 +320,7 @@ def check_facts(request: TraceRequest, lm: LoadedModel, facts: Sequence[Fact], r
             errors.append(err)
             skipped.append(SkippedFact(fact_id=fact_key(fact), field=err.field, reason=err.message))
             continue
-        _, hidden = clean_states(lm, prep.ids, [])
-        logits = lm.adapter.logits_at(lm.model, hidden[prep.predict_pos]).float()
-        checked = Checked(i, prep, float(torch.softmax(logits, -1)[prep.target_id]), int(logits.argmax()))
+        checked = Checked(i, prep, *clean_prediction(lm, prep))
         if request.rome_compat and not checked.correct:
             top = token_texts(lm.tokenizer, [checked.top_id])[0]
             skipped.append(SkippedFact(fact_id=fact_key(fact), field=f"facts[{i}]",

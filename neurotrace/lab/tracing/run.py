@@ -11,7 +11,7 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts import Fact, list_packs, load_factset, load_pack
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.ndif import check_execution, jobs_json, remote_session
+from neurotrace.lab.model.ndif import check_execution, jobs_json, remote_lease, remote_session
 from neurotrace.lab.model.tokens import token_texts
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.runs import Run
@@ -192,7 +192,7 @@ class Plan:
 
 def plan_model(request: TraceRequest, ref: ModelRef, facts: Sequence[Fact], lab: Lab, reporter: Reporter,
                run: Run) -> Plan:
-    with lab.cache.lease(ref) as lm:
+    with _lease(request, lab, ref) as lm:
         run.add_model(ref.model, lm.fingerprint, lm.provenance)
         checked, skipped = check_facts(request, lm, facts, reporter)
         window = window_for(request, lm.n_layers)
@@ -209,7 +209,7 @@ def _cost(request: TraceRequest, plan: Plan, checked: Checked) -> int:
 
 def run_plan(request: TraceRequest, plan: Plan, lab: Lab, reporter: Reporter, progress: list[int]) -> ModelRecord:
     """Trace one model's checked facts; ``progress`` = [done, total] over the whole run (kept monotone)."""
-    with lab.cache.lease(plan.ref) as lm:
+    with _lease(request, lab, plan.ref) as lm:
         for i, checked in enumerate(plan.checked):
             plan.done.append(trace_fact(request, lm, checked, plan.info.noise_std, plan.info.window, reporter,
                                         (progress[0], progress[1])))
@@ -267,8 +267,17 @@ def run_trace(request: TraceRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
 
 
 def check_remote_trace(request: TraceRequest) -> Any:
-    """The NDIF configuration of a remote trace (None: local), refusing what would run locally instead."""
+    """The NDIF configuration of a remote trace (None: local), refusing what the weights-free client
+    would have to compute itself."""
     ndif = check_execution(request, "trace")
     if ndif is not None and request.heads:
         raise InputError("heads", "head patching is not run on NDIF yet", fix="set heads=false for a remote trace")
+    if ndif is not None and request.corruption.kind == "noise" and not isinstance(request.noise_std_from, float):
+        raise InputError("noise_std_from", "a remote trace has no local weights to measure the noise unit on",
+                         fix="give the unit as a number (e.g. 0.02, a local trace's noise_std), or corrupt by swap")
     return ndif
+
+
+def _lease(request: TraceRequest, lab: Lab, ref: ModelRef) -> Any:
+    """The model for ``ref``: from the cache, or (remote) a client without weights."""
+    return remote_lease(ref, lab.settings.trust_remote_code) if request.remote else lab.cache.lease(ref)

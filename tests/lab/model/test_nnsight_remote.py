@@ -24,6 +24,7 @@ from neurotrace.lab.model.ndif import (
     model_key,
     ndif_config,
     remote_backend,
+    remote_model,
 )
 from neurotrace.lab.model.nnsight_backend import traced_probs
 from neurotrace.lab.progress import Reporter
@@ -148,6 +149,16 @@ def test_a_remote_trace_runs_as_ndif_jobs_with_the_local_numbers(tiny_gpt2, ndif
     assert set(ndif.keys) == {"sekret-123"} and "sekret" not in json.dumps(jobs)
     assert all(json.loads(job.envelope["model_key"].split(":", 1)[1])["repo_id"] == HUB_ID
                for job in ndif.jobs.values())
+    client = remote_model(ModelRef(model=str(tiny_gpt2), backend="nnsight"))
+    assert {p.device.type for p in client.model.parameters()} == {"meta"}  # the client has no weights
+    assert not [m for m in lab.cache.listing() if m.get("backend") == "nnsight"]
+
+
+def test_a_remote_noise_trace_needs_a_numeric_noise_unit(tiny_gpt2, ndif, tmp_path):
+    with pytest.raises(InputError) as err:
+        run_trace(_trace(str(tiny_gpt2), backend="nnsight", remote=True).model_copy(
+            update={"noise_std_from": "embeddings"}), lab=Lab(LabSettings(runs_dir=tmp_path)))
+    assert err.value.field == "noise_std_from" and "number" in err.value.fix
 
 
 def test_only_the_saved_values_come_back_from_ndif(tiny_gpt2, ndif, tmp_path):
