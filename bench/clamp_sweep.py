@@ -120,7 +120,8 @@ def main() -> None:
         lab = Lab(LabSettings(runs_dir=Path(tmp) / "runs", threads=threads))
         prompts = grid(args.prompts)
         request = ClampSweepRequest(model=str(model_dir), neurons=["11:373"], prompts=prompts,
-                                    max_new_tokens=args.tokens, batch_size=args.batch_size, position=args.position)
+                                    max_new_tokens=args.tokens, batch_size=args.batch_size, position=args.position,
+                                    controls=0)   # the BCR grid: the 14 settings, no random-neuron controls
         lab.cache.get(ModelRef(model=str(model_dir)))                     # load outside the timing
         t0 = time.perf_counter()
         result = run_clamp_sweep(request, lab=lab, reporter=Reporter())
@@ -131,8 +132,7 @@ def main() -> None:
         loop_s, loop_tokens, mismatches, compared = 0.0, 1, 0, 0
         subset = loop_subset(prompts, lm.tokenizer, args.loop_prompts) if "loop" in args.peers else []
         for item in subset:
-            ids = next(r["token_ids"] for r in rows if r["prompt"] == item["prompt"]) if "token_ids" in rows[0] \
-                else lm.tokenizer(item["prompt"]).input_ids
+            ids = next(r["prompt_ids"] for r in rows if r["prompt"] == item["prompt"])
             for value in PAPER_SWEEP:
                 t = time.perf_counter()
                 ref = reference_generate(lm.model, lm.adapter, ids, max_new_tokens=args.tokens,
