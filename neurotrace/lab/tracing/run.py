@@ -250,8 +250,8 @@ def resolve_facts(request: TraceRequest, lab: Lab) -> tuple[list[Fact], str]:
 
 def run_trace(request: TraceRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> TraceResult:
     """Causal-trace (and context-patch) each fact on each model; write results and figures."""
+    ndif = check_remote_trace(request)  # the server's NDIF configuration, before anything is read
     lab.check(request, "trace")  # bounds and the whole-job estimate, before any work
-    ndif = check_remote_trace(request)
     facts, fact_set = resolve_facts(request, lab)
     refs = [ModelRef(model=m, device=request.device, backend=request.backend) for m in request.models]
     with lab.store.open_run("trace", request, seed=request.seed) as run:
