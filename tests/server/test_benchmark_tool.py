@@ -1,5 +1,6 @@
 """benchmark through the in-memory MCP client: both tables, dissociation, planted checks, figure, links."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ from mcp import Client
 
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.server import build_server
+from neurotrace.tools._runner import MAX_STRUCTURED_CHARS, MAX_TEXT_CHARS
 
 
 @pytest.mark.anyio
@@ -20,7 +22,8 @@ async def test_benchmark_tool_returns_both_tables_the_figure_and_planted_checks(
         assert out["jacobian_max_abs_diff"] <= 1e-6
         text = result.content[0].text
         assert "| integrated_gradients |" in text and "| method (planted GPT-2) |" in text
-        assert "| method (planted GPT-2) |" in out["markdown"]
+        assert out["report"].endswith("report.md") and len(text) <= MAX_TEXT_CHARS and "Next:" in text
+        assert len(json.dumps(out)) <= MAX_STRUCTURED_CHARS - 500          # agent budget, with a margin
         checks = {c["method"].split(" (")[0]: c["correct"] for c in out["planted"]}
         assert checks["trace"] and checks["head patching"]
         # documented findings: neuron correlation finds the planted unit; saturated gradients do not

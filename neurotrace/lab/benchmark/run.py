@@ -13,10 +13,10 @@ import torch
 
 from neurotrace.lab.benchmark.attribution import METHODS, jacobian_check, score_circuits
 from neurotrace.lab.benchmark.circuits import CAUSAL, N_FEATURES, REGIMES
-from neurotrace.lab.benchmark.planted_checks import PlantedCheck, planted_checks
+from neurotrace.lab.benchmark.planted_checks import planted_checks
+from neurotrace.lab.benchmark.report import heatmap, report
 from neurotrace.lab.benchmark.schema import AurocRow, BenchmarkRequest, BenchmarkResult
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.plotstyle import finish, new_figure
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 
@@ -26,6 +26,13 @@ def _rows(scores: dict[str, dict[str, list[float]]]) -> list[AurocRow]:
         for c, vals in scores[m].items():
             t = torch.tensor(vals, dtype=torch.float64)
             rows.append(AurocRow(method=m, circuit=c, auroc_mean=float(t.mean()), auroc_std=float(t.std()), n=len(vals)))
+    return rows
+
+
+def _rounded(rows: list[AurocRow], digits: int = 4) -> list[AurocRow]:
+    """The rows for the structured result (full precision stays in tables/auroc.csv)."""
+    return [r.model_copy(update={"auroc_mean": round(r.auroc_mean, digits), "auroc_std": round(r.auroc_std, digits)})
+            for r in rows]
     return rows
 
 
@@ -55,35 +62,6 @@ def dissociation(rows: list[AurocRow]) -> dict[str, bool]:
     }
 
 
-def markdown_table(rows: list[AurocRow]) -> str:
-    cols = [*REGIMES, "null"]
-    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    cell = {(r.method, r.circuit): f"{r.auroc_mean:.3f} ± {r.auroc_std:.3f}" for r in rows}
-    for m in METHODS:
-        lines.append(f"| {m} | " + " | ".join(cell[(m, c)] for c in cols) + " |")
-    return "\n".join(lines)
-
-
-def heatmap(rows: list[AurocRow], title: str):
-    """Methods x circuits AUROC (mean, ± std below); 0.5 = chance sits at the colormap's centre."""
-    cols = [*REGIMES, "null"]
-    cell = {(r.method, r.circuit): r for r in rows}
-    grid = [[cell[(m, c)].auroc_mean for c in cols] for m in METHODS]
-    fig, ax = new_figure(width=8, height=4.5)
-    im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-    ax.grid(False)
-    ax.set_xticks(range(len(cols)), [*REGIMES, "null\n(scrambled labels)"])
-    ax.set_yticks(range(len(METHODS)), [m.replace("_", " ") for m in METHODS])
-    ax.axvline(len(REGIMES) - 0.5, color="white", linewidth=3)
-    for i, m in enumerate(METHODS):
-        for j, c in enumerate(cols):
-            r = cell[(m, c)]
-            ax.text(j, i, f"{r.auroc_mean:.2f}\n± {r.auroc_std:.2f}", ha="center", va="center", fontsize=9,
-                    color="white" if abs(r.auroc_mean - 0.5) > 0.35 else "black")
-    fig.colorbar(im, ax=ax, label="AUROC vs ground truth (0.5 = chance)")
-    return finish(fig, "Attribution methods vs known ground truth (compiled circuits)", title)
-
-
 def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> BenchmarkResult:
     """Score attribution methods on compiled circuits and check neurotrace's tracing on a planted model."""
     lab.check(request, "benchmark")  # bounds and the whole-job estimate, before any work
@@ -94,12 +72,13 @@ def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter = N
             scores = score_circuits(request.seeds, request.samples, request.ig_steps, request.ig_baseline,
                                     request.seed, on_seed=lambda s: reporter.step(s + 1, total, f"circuits, seed {s + 1}"),
                                     check=reporter.check)
-            out.table = _rows(scores)
+            rows = _rows(scores)
+            out.table = _rounded(rows)
             out.jacobian_max_abs_diff = jacobian_check(request.samples, request.seed)
-            out.dissociation = dissociation(out.table)
+            out.dissociation = dissociation(rows)
             out.dissociation["analytic Jacobian equals autograd (1e-6)"] = out.jacobian_max_abs_diff <= 1e-6
             out.dissociation_holds = all(out.dissociation.values())
-            run.write_csv("tables/auroc.csv", [r.model_dump() for r in out.table])
+            run.write_csv("tables/auroc.csv", [r.model_dump() for r in rows])
             run.write_json("auroc_per_seed.json", scores)
             run.write_json("dissociation.json", out.dissociation)
             out.figures.append(run.write_figure("figures/auroc_heatmap.png", heatmap(
@@ -109,10 +88,8 @@ def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter = N
             reporter.step(total - 1, total, "planted transformer")
             _run_planted(request, lab, run, out, reporter)
             reporter.step(total, total, "planted transformer done")
-        out.markdown = "\n\n".join(t for t in (markdown_table(out.table) if out.table else "",
-                                               planted_table(out.planted)) if t)
-        out.summary = _report(request, out)
-        run.write_text("report.md", out.summary)
+        out.summary = report(request, out)
+        out.report = run.write_text("report.md", report(request, out, short=False) + "\n")
         run.set_summary(out.summary.splitlines()[0])
         out.artifacts = run.artifact_uris()
         out.next = (f"Call trace with models=['{out.planted_model}'] to see the planted route yourself, then on your "
@@ -133,28 +110,3 @@ def _run_planted(request: BenchmarkRequest, lab: Lab, run, out: BenchmarkResult,
                                     "head": pm.head, "subject_last_pos": pm.subject_last_pos,
                                     "facts": [f.model_dump() for f in pm.facts],
                                     "checks": [c.model_dump() for c in out.planted]})
-
-
-def planted_table(checks: list[PlantedCheck]) -> str:
-    if not checks:
-        return ""
-    lines = ["| method (planted GPT-2) | points to | planted site? |", "|---|---|---|"]
-    cell = lambda text: text.replace("|", "\\|")                              # noqa: E731
-    lines += [f"| {cell(c.method)} | {cell(c.points_to)} | {'yes' if c.correct else 'no'} |" for c in checks]
-    return "\n".join(lines)
-
-
-def _report(request: BenchmarkRequest, out: BenchmarkResult) -> str:
-    lines = []
-    if out.table:
-        verdict = "holds" if out.dissociation_holds else "DOES NOT hold"
-        failed = [k for k, v in out.dissociation.items() if not v]
-        lines += [f"Compiled circuits: the expected dissociation {verdict} (AUROC mean ± std over {request.seeds} "
-                  f"seeds, {request.samples} samples; IG {request.ig_steps} steps; analytic vs autograd gradients "
-                  f"differ by at most {out.jacobian_max_abs_diff:.1e})."
-                  + (f" Failed: {'; '.join(failed)}." if failed else ""), "", markdown_table(out.table), ""]
-    if out.planted:
-        right = sum(c.correct for c in out.planted)
-        lines += [f"Planted transformer: {right}/{len(out.planted)} checks point at the planted route "
-                  "(MLP layer 1 at the subject token -> head 2.0).", "", planted_table(out.planted)]
-    return "\n".join(lines).strip()

@@ -38,7 +38,7 @@ class AurocRow(BaseModel):
     method: str = Field(description="correlation | gradient | integrated_gradients | patching | random")
     circuit: str = Field(description="clean | confounded | suppressor | null (scrambled labels)")
     auroc_mean: float = Field(description="Mean AUROC of the method's feature importances vs the causal set "
-                                          "(1 = perfect, 0.5 = chance).")
+                                          "(1 = perfect, 0.5 = chance; 4 decimals, full precision in tables/auroc.csv).")
     auroc_std: float = Field(description="Std of the AUROC over seeds.")
     n: int = Field(description="AUROC values averaged (seeds; seeds x circuits for null).")
 
@@ -52,4 +52,4 @@ class BenchmarkResult(RunResult):
     planted: list[PlantedCheck] = Field(default_factory=list, description="Planted transformer: where each "
                                                                          "method points, and whether it is right.")
     planted_model: str | None = Field(None, description="Directory of the planted GPT-2 (load or trace it).")
-    markdown: str = Field("", description="Both results tables in Markdown.")
+    report: str = Field("", description="URI of report.md: both tables in Markdown, each method described.")

@@ -15,7 +15,8 @@ from neurotrace.lab.benchmark.attribution import (
     score_circuits,
 )
 from neurotrace.lab.benchmark.circuits import CAUSAL, REGIMES, SUPPRESSOR, build_circuit, sample_inputs
-from neurotrace.lab.benchmark.run import _rows, dissociation, markdown_table
+from neurotrace.lab.benchmark.report import markdown_table
+from neurotrace.lab.benchmark.run import _rows, dissociation
 from neurotrace.lab.errors import InputError
 from neurotrace.testing.errors import raises_lab_error
 
