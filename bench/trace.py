@@ -17,6 +17,7 @@ real tokenizer from ../shared/models/gpt2-tokenizer when present) and the catalo
 ``smollm2-135m-instruct`` and ``gemma-3-270m`` when installed (``neurotrace models fetch NAME``).
 
     python bench/trace.py --model smollm2-135m-instruct --facts 5
+    python bench/trace.py --model smollm2-135m-instruct --facts 1 --samples 3 --threads 1   # a loaded machine
     python bench/trace.py --model gemma-3-270m --facts 1 --peers full,approx
 """
 
