@@ -100,6 +100,8 @@ class SAE(nn.Module):
         self.b_dec.copy_(torch.zeros(self.cfg.d_in) if b_dec is None else b_dec)
 
     decoder_init_norm: float = 1.0
+    #: multiplies the sparsity penalty (relu); the training loop ramps it up (``TrainSettings.warm_up_steps``)
+    penalty_scale: float = 1.0
 
     def after_step(self) -> None:
         """A constraint applied after every optimizer step (none by default)."""

@@ -3,7 +3,10 @@
 ``a = ReLU(pre)``. Loss per batch = mean over inputs of the squared reconstruction error summed over
 dimensions, plus ``l1_coefficient`` times the mean over inputs of ``sum_f a_f * ||W_dec[f]||``.
 Weighting each activation by its decoder row's norm stops the optimizer from shrinking activations
-while growing the decoder to dodge the penalty, so the decoder needs no norm constraint.
+while growing the decoder to dodge the penalty, so the decoder needs no norm constraint. During
+training the penalty is multiplied by ``penalty_scale`` (set by the training loop: SAELens'
+``l1_warm_up_steps``, a linear ramp from 0 to 1 over the first steps, so features are not killed
+before they have found data).
 """
 
 from typing import Any
@@ -29,5 +32,5 @@ class ReLUSAE(SAE):
         err = (self.decode(a) - h) * self.input_scale              # (batch, d_in), scaled units
         mse = err.pow(2).sum(-1).mean()
         l1 = (a * self.W_dec.norm(dim=1)).sum(-1).mean()
-        return mse + self.l1_coefficient * l1, {"mse": mse.detach(), "l1": l1.detach(),
+        return mse + self.penalty_scale * self.l1_coefficient * l1, {"mse": mse.detach(), "l1": l1.detach(),
                                                 "fired": (a > 0).any(0).detach()}

@@ -141,7 +141,8 @@ def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter = NULL_R
         sae = build_sae(cfg, l1_coefficient=request.l1_coefficient, aux_k=request.aux_k,
                         aux_coefficient=request.aux_coefficient).to(device)
         settings = TrainSettings(n_steps=request.n_steps, batch_size=request.batch_size, lr=request.lr,
-                                 dead_feature_window=window, resample_dead=request.resample_dead)
+                                 dead_feature_window=window, resample_dead=request.resample_dead,
+                                 warm_up_steps=request.n_steps // 20)
         log, since = train_sae(sae, source, settings, make_generator(request.seed),
                                on_step=lambda s, n: reporter.step(s, n + 1, f"training step {s}"))
         reporter.step(request.n_steps, request.n_steps + 1, "evaluating")
@@ -188,15 +189,15 @@ def _write(run: Any, request: FitSAERequest, ds: TraceDataset, sae: SAE, stats: 
 
 
 def _summary(cfg: SAEConfig, m: dict[str, Any], verdict: str, why: list[str]) -> str:
-    head = f"{verdict}" + (f": {', '.join(why)}" if why else "")
-    spliced = f", {m['ce_delta']:+.3f} nats spliced (CE loss score {m['ce_loss_score']:.2f})" \
-        if m.get("ce_delta") is not None and m.get("ce_loss_score") is not None else ""
+    spliced = f", {m['ce_delta']:+.2f} nats spliced (CE loss score {m['ce_loss_score']:.2f})" \
+        if m.get("ce_delta") is not None and m.get("ce_loss_score") is not None else ", not spliced"
+    failing = f"; below the bar: {', '.join(why)}" if why else ""
     rows = f"{m['n_heldout_rows']} held-out rows" if m["n_heldout_rows"] else f"{m['n_train_rows']} training rows"
-    return (f"SAE verdict {head}. A {cfg.architecture} SAE ({cfg.d_in} -> {cfg.d_sae} features) on "
+    return (f"SAE verdict {verdict}: {m['dead_fraction']:.0%} dead, explained variance {m['explained_variance']:.2f}"
+            f"{spliced}{failing}. A {cfg.architecture} SAE ({cfg.d_in} -> {cfg.d_sae} features) on "
             f"{m['n_train_rows']} training rows of {cfg.site} ({m['n_excluded_rows']} position-0/special rows left "
-            f"out, inputs scaled x{cfg.input_scale:.4g}): on {rows} explained variance {m['explained_variance']:.3f}, "
-            f"L0 {m['l0']:.1f}, {m['dead_fraction']:.1%} dead (no firing in {m['dead_feature_window']} steps)"
-            f"{spliced}. Thresholds: {RULES}.")
+            f"out, inputs scaled x{cfg.input_scale:.4g}): on {rows} L0 {m['l0']:.1f}, MSE {m['mse']:.3g}; dead = no "
+            f"firing in the last {m['dead_feature_window']} training steps. Thresholds: {RULES}.")
 
 
 def load_sae_run(lab: Lab, run_id: str, device: str | torch.device = "cpu", field: str = "fit_sae_run_id") -> SAE:

@@ -19,8 +19,9 @@ class FitSAERequest(BaseModel):
                                   "is given.")
     d_sae: int | None = Field(None, ge=1, description="Number of features (overrides expansion_factor).")
     k: int = Field(8, ge=1, description="Active features per row (topk).")
-    l1_coefficient: float = Field(1.0, ge=0, description="L1 penalty weight on decoder-norm-weighted "
-                                  "activations (relu).")
+    l1_coefficient: float = Field(5.0, ge=0, description="L1 weight on decoder-norm-weighted activations (relu; "
+                                  "ramped up over the first 5% of steps). 5 suits normalised inputs (L0 ~40 on a "
+                                  "SmolLM2 residual; 1 was dense).")
     normalize: Literal["expected_norm", "none"] = Field("expected_norm", description="'expected_norm' (SAELens' "
                                                         "expected_average_only_in): scale inputs so training rows "
                                                         "have mean norm sqrt(d_in); the factor is saved and "
@@ -33,9 +34,8 @@ class FitSAERequest(BaseModel):
                                     "training rows).")
     aux_k: int | None = Field(None, ge=1, description="AuxK (topk): dead features reconstructing the residual "
                               "per row; null = d_in / 2 (Gao et al. 2024).")
-    aux_coefficient: float = Field(0.0, ge=0, description="Weight of the AuxK loss (topk; Gao et al. use 1/32). "
-                                   "Off by default: on the fact-world residual it raised the dead fraction here, "
-                                   "while resample_dead lowers it.")
+    aux_coefficient: float = Field(1 / 32, ge=0, description="Weight of the AuxK loss (topk; Gao et al.'s 1/32; "
+                                   "0 = off).")
     dead_feature_window: int | None = Field(None, ge=1, description="Steps without firing after which a "
                                             "feature is dead (SAELens' dead_feature_window); null = min(1000, "
                                             "max(10, n_steps // 10)).")

@@ -9,9 +9,12 @@ space). Decoder rows are kept at unit norm after every step.
 not fired for ``dead_feature_window`` steps are *dead*. The ``aux_k`` largest pre-activations among the
 dead features reconstruct the main reconstruction's residual ``e = x - x_hat`` (detached):
 ``e_hat = TopK_dead(pre) @ W_dec``, and the loss adds ``aux_coefficient * ||e - e_hat||^2 / ||e||^2``
-(batch means; Gao et al. use ``aux_k = d_in / 2`` and coefficient 1/32; off by default here, see
-``FitSAERequest.aux_coefficient``). Gradient then reaches the
-dead features' encoder and decoder rows, which otherwise receive none, so fewer features stay dead.
+(batch means; Gao et al. use ``aux_k = d_in / 2`` and coefficient 1/32, the request's defaults).
+The kept pre-activations are used as they are, not ReLU'd (as in SAELens): a dead feature's
+pre-activation is usually negative on every row, and a ReLU would give it no gradient, so it would
+stay dead (with the ReLU, AuxK did not lower the dead fraction on the fact-world residual). Without it,
+on a SmolLM2 layer-15 residual (1,730 rows, 2,304 features, k=16, 600 steps, resampling on) dead
+features fell from 11.5% (AuxK off) to 1.9%, at the same held-out explained variance (0.62 vs 0.61).
 """
 
 import torch
@@ -51,7 +54,7 @@ class TopKSAE(SAE):
             return mse, parts
         masked = pre.masked_fill(~dead, float("-inf"))
         values, idx = masked.topk(min(self.aux_k, n_dead), dim=-1, sorted=False)
-        e_hat = torch.zeros_like(pre).scatter(-1, idx, values.relu()) @ self.W_dec
+        e_hat = torch.zeros_like(pre).scatter(-1, idx, values) @ self.W_dec      # no ReLU: see above
         e = err.detach()
         aux = (e_hat - e).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
         parts["aux"] = aux.detach()

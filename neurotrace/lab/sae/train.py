@@ -14,7 +14,8 @@ Monosemanticity"), every ``dead_feature_window`` steps during the first 80% of t
 feature is re-initialised on a row of the current batch drawn with probability proportional to its
 squared reconstruction error: decoder row = that row's unit residual, encoder column = the same
 direction times the mean encoder norm of the live features, bias 0, Adam moments zeroed; the draw
-uses the training generator, so runs stay deterministic.
+uses the training generator, so runs stay deterministic. ``warm_up_steps`` ramps the sparsity penalty
+(``SAE.penalty_scale``) linearly from 0 to 1 (SAELens' ``l1_warm_up_steps``).
 """
 
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ class TrainSettings:
     lr: float = 1e-3
     dead_feature_window: int = 1000
     resample_dead: bool = True
+    warm_up_steps: int = 0
     max_in_memory_bytes: int = 2 << 30
     log_every: int = 50
 
@@ -89,6 +91,7 @@ def train_sae(sae: SAE, source: RowSource, settings: TrainSettings, generator: t
     since = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=sae.W_dec.device)
     for step, idx in enumerate(batch_indices(source.n, settings.batch_size, settings.n_steps, generator)):
         rows = source.rows(idx)
+        sae.penalty_scale = min(1.0, (step + 1) / settings.warm_up_steps) if settings.warm_up_steps else 1.0
         loss, parts = sae.loss(rows, dead=since >= settings.dead_feature_window)
         fired = parts.pop("fired")
         since = torch.where(fired, torch.zeros_like(since), since + 1)
@@ -104,6 +107,7 @@ def train_sae(sae: SAE, source: RowSource, settings: TrainSettings, generator: t
                         "dead_fraction": float((since >= settings.dead_feature_window).float().mean())})
             if on_step is not None:
                 on_step(step, settings.n_steps)
+    sae.penalty_scale = 1.0
     sae.eval()
     return log, since.cpu()
 

@@ -218,3 +218,37 @@ def test_resampling_revives_dead_features_deterministically():
     b, _ = train_log("topk", x, d_sae=64, k=3, steps=600, window=20, resample=True)
     assert dead_resampled < dead_plain - 0.1
     assert torch.equal(a.W_dec, b.W_dec)
+
+
+def test_auxk_revives_dead_topk_features_deterministically():
+    _, x = planted(n=2000, d=16, n_dir=12)
+    _, dead_plain = train_log("topk", x, d_sae=64, k=3, steps=600, window=20)
+    a, dead_aux = train_log("topk", x, d_sae=64, k=3, steps=600, window=20, aux_coefficient=1 / 32)
+    b, _ = train_log("topk", x, d_sae=64, k=3, steps=600, window=20, aux_coefficient=1 / 32)
+    assert dead_aux < 0.1 < dead_plain - 0.3
+    assert torch.equal(a.W_dec, b.W_dec)
+
+
+def test_auxk_trains_dead_features_even_when_their_pre_activations_are_negative():
+    cfg = SAEConfig(architecture="topk", d_in=4, d_sae=6, k=1)
+    sae = build_sae(cfg, aux_coefficient=1.0, aux_k=2)
+    sae.init_weights(make_generator(0))
+    with torch.no_grad():
+        sae.b_enc[3:] = -100.0                                 # features 3-5 never fire: dead, negative pre-acts
+    dead = torch.tensor([False, False, False, True, True, True])
+    loss, parts = sae.loss(torch.randn(8, 4, generator=make_generator(1)), dead=dead)
+    loss.backward()
+    assert parts["aux"] > 0 and sae.W_enc.grad[:, 3:].abs().sum() > 0 and sae.W_dec.grad[3:].abs().sum() > 0
+
+
+def test_relu_sparsity_penalty_warms_up_linearly_and_ends_at_full_strength():
+    _, x = planted(n=400)
+    cfg = SAEConfig(architecture="relu", d_in=16, d_sae=32)
+    sae = build_sae(cfg, l1_coefficient=1.0)
+    seen = []
+    original = sae.loss
+    sae.loss = lambda h, dead=None: (seen.append(sae.penalty_scale), original(h, dead))[1]
+    train_sae(sae, RowSource(x, torch.device("cpu"), 1 << 30), TrainSettings(n_steps=20, batch_size=64,
+                                                                               warm_up_steps=10), make_generator(0))
+    assert seen[:10] == pytest.approx([(i + 1) / 10 for i in range(10)]) and seen[10:] == [1.0] * 10
+    assert sae.penalty_scale == 1.0
