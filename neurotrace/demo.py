@@ -9,7 +9,8 @@ index as GGUF files by ``scripts/setup.sh``):
    model, and compare the two by relative depth;
 4. find the SmolLM2 MLP neurons whose activation precedes collapsed (looping) greedy generations, and
    sweep a clamp of the top one on those prompts against same-layer random-neuron controls;
-5. capture a mid-layer residual over the fact prompts (BOS skipped), fit a sparse autoencoder, and
+5. capture a mid-layer residual over every pack's facts as answered sentences, four to a paragraph
+   (BOS skipped), fit a sparse autoencoder (TopK with AuxK), and
    ablate the features that most support the answers, against random-feature controls.
 
 Fact-world models (small, fast, with known ground truth): base vs cybersecurity-tuned tracing and its
@@ -48,7 +49,7 @@ from neurotrace import (
     run_load_model,
     run_trace,
 )
-from neurotrace.lab.facts import Fact, load_pack
+from neurotrace.lab.facts import Fact, list_packs, load_pack
 from neurotrace.lab.model import catalog
 from neurotrace.lab.neurons import FindNeuronsRequest, run_find_neurons
 from neurotrace.lab.progress import Reporter, stderr_reporter
@@ -172,13 +173,18 @@ def clamp_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
     return run_clamp_sweep(req, lab=lab, reporter=reporter)
 
 
+def fact_paragraphs(per: int = 4) -> list[str]:
+    """Every pack's facts as answered sentences, ``per`` to a paragraph (one forward each, ~43 tokens)."""
+    sentences = [f"{f.prompt()} {f.target}." for pack in list_packs() for f in load_pack(pack).facts]
+    return [" ".join(sentences[i:i + per]) for i in range(0, len(sentences), per)]
+
+
 def capture_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
     if missing := _missing([SMOL]):
         return missing
-    facts = [f for f in load_pack("known-facts").facts if f.known.get(SMOL)]
-    prompts = [f.prompt() for f in facts] + COLLAPSE_PROMPTS
-    req = CaptureRequest(model=SMOL, sites=["blocks.15.hook_resid_post"], prompts=prompts[:24 if state["quick"] else None],
-                         positions="all", skip_bos=True)
+    paragraphs = fact_paragraphs()                      # ~1,900 rows from 45 forwards (single prompts gave 579)
+    req = CaptureRequest(model=SMOL, sites=["blocks.15.hook_resid_post"],
+                         prompts=paragraphs[:6] if state["quick"] else paragraphs, positions="all", skip_bos=True)
     result = run_capture(req, lab=lab, reporter=reporter)
     state["capture"] = result.run_id
     return result
@@ -189,7 +195,7 @@ def fit_sae_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
         return skipped("needs the capture step")
     quick = state["quick"]
     req = FitSAERequest(capture_run_id=state["capture"], architecture="topk", expansion_factor=4, k=16,
-                        n_steps=100 if quick else 1500, batch_size=128, splice_steps=4 if quick else 16)
+                        n_steps=100 if quick else 1000, batch_size=128, splice_steps=4 if quick else 16)
     result = run_fit_sae(req, lab=lab, reporter=reporter)
     state["sae"] = result.run_id
     return result
