@@ -17,6 +17,16 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 SHARED_MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures a test draws and inspects (without saving them into a run) are closed after it, so the
+    suite never trips matplotlib's open-figure warning (an error under filterwarnings=error)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
