@@ -58,7 +58,7 @@ def run_attention(request: AttentionRequest, *, lab: Lab, reporter: Reporter = N
         reporter.step(1, 3, "patterns of a repeated random sequence")
         seq, offset = repeated_sequence(lm, request.induction_len, request.seed)
         scores = sequence_scores(attention_patterns(lm, seq), request.induction_len, offset)
-        mask = getattr(lm.tokenizer, "mask_token_id", None) if lm.kind == "masked" else None
+        mask = getattr(lm.tokenizer, "mask_token_id", None) if lm.lm_kind == "masked" else None
         hits = (ids == mask).nonzero() if mask is not None else []
         pos = int(hits[0]) if len(hits) else len(ids) - 1                # the mask for masked LMs
         if request.subject is not None:

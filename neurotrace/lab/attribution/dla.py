@@ -82,7 +82,7 @@ def unembedding(lm: LoadedModel) -> tuple[Tensor, Tensor | None]:
     head = lm.adapter.head or (lm.adapter.unembed,)
     module = lm.adapter.module(lm.model, head[-1])
     weight = getattr(module, "weight", None)
-    if lm.kind != "causal" or len(head) != 1 or weight is None or weight.shape[-1] != lm.d_model:
+    if lm.lm_kind != "causal" or len(head) != 1 or weight is None or weight.shape[-1] != lm.d_model:
         raise InputError("model", f"{lm.ref.model}'s head is not a single unembedding matrix",
                          fix="attribute needs a causal LM whose logits are final_norm(x) @ W_U")
     if weight.device.type == "meta":  # offloaded (device_map): a copy of the weights its hook brings in

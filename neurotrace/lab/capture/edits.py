@@ -315,7 +315,7 @@ def knockout(lm: LoadedModel, specs: Sequence[Any], info: StepInfo) -> Iterator[
         for spec in active:
             for layer in spec.layers if spec.layers is not None else range(lm.n_layers):
                 module = attn_module(lm, layer, 1)
-                handles.append(module.register_forward_pre_hook(_mask_hook(spec, info, lm.kind), with_kwargs=True))
+                handles.append(module.register_forward_pre_hook(_mask_hook(spec, info, lm.lm_kind), with_kwargs=True))
         yield
     finally:
         for h in handles:

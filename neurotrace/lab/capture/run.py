@@ -51,7 +51,7 @@ def _steps(request: CaptureRequest, lm: LoadedModel) -> tuple[list[EpisodeStep],
         raise InputError("prompts", "give exactly one of `prompts` and `episode`",
                          fix="pass independent prompts, or an episode of steps")
     if request.episode:
-        if lm.kind != "causal":
+        if lm.lm_kind != "causal":
             raise InputError("episode", "episodes continue a transcript and need a causal LM",
                              fix="use `prompts` for masked LMs")
         return list(request.episode), True, "episode"
@@ -61,7 +61,7 @@ def _steps(request: CaptureRequest, lm: LoadedModel) -> tuple[list[EpisodeStep],
 
 def _new_tokens(step: EpisodeStep, request: CaptureRequest, lm: LoadedModel, field: str) -> int:
     n = request.max_new_tokens if step.max_new_tokens is None else step.max_new_tokens
-    if n and lm.kind != "causal":
+    if n and lm.lm_kind != "causal":
         raise InputError("max_new_tokens", "a masked LM does not generate", fix="use max_new_tokens=0")
     return n
 
@@ -113,7 +113,7 @@ def _run_step(lm: LoadedModel, request: CaptureRequest, step: EpisodeStep, i: in
               rec: _Recorder, load_states: Callable) -> tuple[dict[str, Any], list[int], dict[str, str]]:
     info = StepInfo(step=i, prompt_len=len(ids))
     text_acts = clean_text_acts(lm)
-    plan = plan_fixed_edits(lm.kind, max(1, n_new), sum(s.active(i) for s in request.interventions))
+    plan = plan_fixed_edits(lm.lm_kind, max(1, n_new), sum(s.active(i) for s in request.interventions))
     cont = continue_greedy(lm, ids, n_new, context_at=lambda _k, start: _forward_context(
                                lm, request, rec, info, load_states, text_acts, start),
                            stop_at_eos=request.stop_at_eos, incremental=plan["path"] == "kv_cache")
@@ -214,7 +214,7 @@ def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict
     run.write_npy("arrays/index.npy", index.reshape(-1, 3))
     trace = run.write_jsonl("trace.jsonl", lines)
     n_rows = int(index.shape[0])
-    run.write_json("capture.json", {"model": request.model, "kind": lm.kind, "fingerprint": lm.fingerprint,
+    run.write_json("capture.json", {"model": request.model, "lm_kind": lm.lm_kind, "fingerprint": lm.fingerprint,
                                     "positions": request.positions, "skip_positions": request.skip_positions,
                                     "skip_bos": request.skip_bos, "n_rows": n_rows, "n_steps": len(lines),
                                     "store_dtype": request.store_dtype,

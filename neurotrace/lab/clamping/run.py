@@ -42,7 +42,7 @@ def run_clamp_sweep(request: ClampSweepRequest, *, lab: Lab, reporter: Reporter 
     prompts = resolve_prompts(request.prompts, request.prompt_file, lab.inputs)
     ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype, backend=request.backend)
     with lab.cache.lease(ref) as lm:
-        if lm.kind != "causal":
+        if lm.lm_kind != "causal":
             raise InputError("model", f"{request.model!r} is a masked LM; clamp_sweep needs generation",
                              fix="use a causal LM such as 'gpt2' or 'fact-gpt2'")
         conds = build_conditions(request, lm)

@@ -120,7 +120,7 @@ class FactSet(BaseModel):
 class ModelSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str
-    kind: Literal["causal", "masked"]
+    lm_kind: Literal["causal", "masked"]
     n_ok: int = Field(description="Facts usable for this model.")
     n_multi_token: int = Field(description="Facts whose target is several tokens (first token scored).")
 
@@ -271,7 +271,7 @@ def build_factset(request: GenerateFactsRequest, *, lab: Lab, reporter: Reporter
 def _summary(fs: FactSet) -> str:
     text = f"{len(fs.facts)} facts for '{fs.domain}' (source: {fs.source})"
     if fs.validation:
-        models = ", ".join(f"{r.model} ({r.kind})" for r in fs.validation)
+        models = ", ".join(f"{r.model} ({r.lm_kind})" for r in fs.validation)
         multi = sum(r.n_multi_token for r in fs.validation)
         text += f", validated against {models}: every target is one token" if not multi else (
             f", validated against {models}: {multi} multi-token targets scored by their first token")
@@ -308,7 +308,7 @@ def run_generate_facts(request: GenerateFactsRequest, *, lab: Lab, reporter: Rep
         run_id=run.run_id, summary=summary, artifacts=artifacts, domain=fs.domain, source=fs.source,
         n_facts=len(fs.facts), n_dropped=len(fs.dropped), dropped=fs.dropped, fact_ids=[f.id for f in fs.facts],
         multi_token_policy=fs.multi_token_policy, dataset_uri=dataset_uri,
-        validation=[ModelSummary(model=r.model, kind=r.kind, n_ok=r.n_ok, n_multi_token=r.n_multi_token)
+        validation=[ModelSummary(model=r.model, lm_kind=r.lm_kind, n_ok=r.n_ok, n_multi_token=r.n_multi_token)
                     for r in fs.validation],
         next=f"Call trace with dataset_run_id='{run.run_id}' and model='{model}' to locate where these facts "
              "are stored.")

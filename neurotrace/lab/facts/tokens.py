@@ -34,7 +34,7 @@ class ModelVocab:
 
     name: str
     source: str
-    kind: Literal["causal", "masked"]
+    lm_kind: Literal["causal", "masked"]
     tokenizer: Any
 
 
@@ -60,7 +60,7 @@ class ModelReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(description="The model name as requested.")
     source: str = Field(description="Resolved path or hub id.")
-    kind: Literal["causal", "masked"]
+    lm_kind: Literal["causal", "masked"]
     mask_token: str | None = Field(description="The mask token (masked LMs).")
     multi_token_policy: MultiTokenPolicy
     n_ok: int = Field(description="Facts usable for this model.")
@@ -83,7 +83,7 @@ def load_vocab(name: str, *, trust_remote_code: bool = False) -> ModelVocab:
     if kind == "masked" and tokenizer.mask_token is None:
         raise InputError("models", f"{name!r} is a masked LM but its tokenizer has no mask token",
                          fix="use a tokenizer with a mask token (e.g. [MASK]) or a causal LM")
-    return ModelVocab(name=name, source=source, kind=kind, tokenizer=tokenizer)
+    return ModelVocab(name=name, source=source, lm_kind=kind, tokenizer=tokenizer)
 
 
 def check_fact(vocab: ModelVocab, fact: Fact, policy: MultiTokenPolicy) -> TokenCheck:
@@ -119,7 +119,7 @@ def check_fact(vocab: ModelVocab, fact: Fact, policy: MultiTokenPolicy) -> Token
 
 def check_model(vocab: ModelVocab, facts: list[Fact], policy: MultiTokenPolicy) -> ModelReport:
     checks = [check_fact(vocab, f, policy) for f in facts]
-    return ModelReport(model=vocab.name, source=vocab.source, kind=vocab.kind,
-                       mask_token=vocab.tokenizer.mask_token if vocab.kind == "masked" else None,
+    return ModelReport(model=vocab.name, source=vocab.source, lm_kind=vocab.lm_kind,
+                       mask_token=vocab.tokenizer.mask_token if vocab.lm_kind == "masked" else None,
                        multi_token_policy=policy, n_ok=sum(c.ok for c in checks),
                        n_multi_token=sum(len(c.target_tokens) > 1 for c in checks), checks=checks)

@@ -200,7 +200,7 @@ def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: S
             ctx.source(site, text)
         if getattr(p, "source", None) is not None and not isinstance(p, FEATURE_POLICIES):
             ctx.text_acts(p.site, p.source)
-    plan = plan_step_edits(policies, len(ids), max(1, n), lm.kind, field="policies", positionwise=_KINDS)
+    plan = plan_step_edits(policies, len(ids), max(1, n), lm.lm_kind, field="policies", positionwise=_KINDS)
     context_at = _context_at(lm, policies, sae, ctx, info, load_states)
     base, edited, forced, reference = _runs(lm, request, ids, policies, context_at, plan["path"] == "kv_cache")
     diverged = next((i for i, (a, b) in enumerate(zip(base.tokens, edited.tokens, strict=False)) if a != b), None)
@@ -243,7 +243,7 @@ def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = N
     cases = _cases(request)
     with lab.cache.lease(ModelRef(model=model, device=request.device, dtype=request.dtype,
                                   backend=request.backend)) as lm:
-        if lm.kind != "causal" and request.max_new_tokens:
+        if lm.lm_kind != "causal" and request.max_new_tokens:
             raise InputError("max_new_tokens", "a masked LM does not generate", fix="use max_new_tokens=0")
         sae = sae.to(lm.device) if sae is not None else None
         check_policies(list(request.policies), sae)

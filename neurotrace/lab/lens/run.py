@@ -26,7 +26,7 @@ def _ids(lm: LoadedModel, text: str, field: str) -> torch.Tensor:
 
 def scored_position(lm: LoadedModel, ids: torch.Tensor) -> int:
     """The mask token's position for a masked LM (when the prompt has one), else the last position."""
-    mask = getattr(lm.tokenizer, "mask_token_id", None) if lm.kind == "masked" else None
+    mask = getattr(lm.tokenizer, "mask_token_id", None) if lm.lm_kind == "masked" else None
     hits = (ids == mask).nonzero() if mask is not None else []
     return int(hits[0]) if len(hits) else len(ids) - 1
 

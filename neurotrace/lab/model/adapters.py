@@ -51,7 +51,7 @@ class ArchAdapter:
 
     family: str
     model_types: tuple[str, ...]
-    kind: Literal["causal", "masked"]
+    lm_kind: Literal["causal", "masked"]
     embed: str            # token embedding module (its output is hook_embed, scaled where the model scales)
     blocks: str           # the ModuleList of blocks
     attn_out: str         # module whose output is attention's contribution (hook_attn_out)
@@ -110,19 +110,19 @@ def site_name(kind: SiteKind, layer: int | None = None) -> str:
 def _decoder(family: str, model_types: tuple[str, ...], root: str = "model") -> ArchAdapter:
     """The Llama-style layout shared by Llama, Mistral, Qwen 2/3, Gemma 1/2/3, OLMo and Phi-3."""
     layer = f"{root}.layers.{{L}}"
-    return ArchAdapter(family=family, model_types=model_types, kind="causal", embed=f"{root}.embed_tokens",
+    return ArchAdapter(family=family, model_types=model_types, lm_kind="causal", embed=f"{root}.embed_tokens",
                        blocks=f"{root}.layers", attn_out=f"{layer}.self_attn", attn_proj=f"{layer}.self_attn.o_proj",
                        attn_module=f"{layer}.self_attn", mlp_out=f"{layer}.mlp", mlp_down=f"{layer}.mlp.down_proj",
                        final_norm=f"{root}.norm", unembed="lm_head", base=root, head=("lm_head",))
 
 
 ADAPTERS: tuple[ArchAdapter, ...] = (
-    ArchAdapter(family="gpt2", model_types=("gpt2",), kind="causal", embed="transformer.wte", blocks="transformer.h",
+    ArchAdapter(family="gpt2", model_types=("gpt2",), lm_kind="causal", embed="transformer.wte", blocks="transformer.h",
                 attn_out="transformer.h.{L}.attn", attn_proj="transformer.h.{L}.attn.c_proj",
                 attn_module="transformer.h.{L}.attn", mlp_out="transformer.h.{L}.mlp",
                 mlp_down="transformer.h.{L}.mlp.c_proj", final_norm="transformer.ln_f", unembed="lm_head",
                 base="transformer", head=("lm_head",)),
-    ArchAdapter(family="gpt_neox", model_types=("gpt_neox",), kind="causal", embed="gpt_neox.embed_in",
+    ArchAdapter(family="gpt_neox", model_types=("gpt_neox",), lm_kind="causal", embed="gpt_neox.embed_in",
                 blocks="gpt_neox.layers", attn_out="gpt_neox.layers.{L}.attention",
                 attn_proj="gpt_neox.layers.{L}.attention.dense", attn_module="gpt_neox.layers.{L}.attention",
                 mlp_out="gpt_neox.layers.{L}.mlp", mlp_down="gpt_neox.layers.{L}.mlp.dense_4h_to_h",
@@ -130,20 +130,20 @@ ADAPTERS: tuple[ArchAdapter, ...] = (
     _decoder("llama", ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2",
                        "phi3")),
     _decoder("gemma3", ("gemma3",), root="model.language_model"),
-    ArchAdapter(family="bert", model_types=("bert",), kind="masked", embed="bert.embeddings.word_embeddings",
+    ArchAdapter(family="bert", model_types=("bert",), lm_kind="masked", embed="bert.embeddings.word_embeddings",
                 blocks="bert.encoder.layer", attn_out="bert.encoder.layer.{L}.attention.output.dense",
                 attn_proj="bert.encoder.layer.{L}.attention.output.dense",
                 attn_module="bert.encoder.layer.{L}.attention.self", mlp_out="bert.encoder.layer.{L}.output.dense",
                 mlp_down="bert.encoder.layer.{L}.output.dense", final_norm=None, unembed="cls", base="bert",
                 head=("cls",)),
-    ArchAdapter(family="roberta", model_types=("roberta", "xlm-roberta"), kind="masked",
+    ArchAdapter(family="roberta", model_types=("roberta", "xlm-roberta"), lm_kind="masked",
                 embed="roberta.embeddings.word_embeddings", blocks="roberta.encoder.layer",
                 attn_out="roberta.encoder.layer.{L}.attention.output.dense",
                 attn_proj="roberta.encoder.layer.{L}.attention.output.dense",
                 attn_module="roberta.encoder.layer.{L}.attention.self",
                 mlp_out="roberta.encoder.layer.{L}.output.dense", mlp_down="roberta.encoder.layer.{L}.output.dense",
                 final_norm=None, unembed="lm_head", base="roberta", head=("lm_head",)),
-    ArchAdapter(family="modernbert", model_types=("modernbert",), kind="masked", embed="model.embeddings.tok_embeddings",
+    ArchAdapter(family="modernbert", model_types=("modernbert",), lm_kind="masked", embed="model.embeddings.tok_embeddings",
                 blocks="model.layers", attn_out="model.layers.{L}.attn", attn_proj="model.layers.{L}.attn.Wo",
                 attn_module="model.layers.{L}.attn", mlp_out="model.layers.{L}.mlp", mlp_down="model.layers.{L}.mlp.Wo",
                 final_norm="model.final_norm", unembed="decoder", base="model", head=("head", "decoder")),

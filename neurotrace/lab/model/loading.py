@@ -52,7 +52,7 @@ class LoadedModel:
     model: nn.Module                 # the transformers model (the bridge wraps it when backend='bridge')
     tokenizer: Any
     adapter: ArchAdapter
-    kind: Literal["causal", "masked"]
+    lm_kind: Literal["causal", "masked"]
     fingerprint: str
     nbytes: int
     bridge: Any = None
@@ -107,7 +107,7 @@ class LoadedModel:
         return int(down.weight.shape[0])  # GPT-2 Conv1D stores (in, out)
 
     def info(self) -> dict[str, Any]:
-        return {"key": self.key, "model": self.ref.model, "source": self.source, "lm_kind": self.kind,
+        return {"key": self.key, "model": self.ref.model, "source": self.source, "lm_kind": self.lm_kind,
                 "backend": self.ref.backend, "dtype": self.ref.dtype, "device": str(self.device),
                 "family": self.adapter.family, "n_layers": self.n_layers, "d_model": self.d_model,
                 "d_mlp": self.d_mlp, "n_heads": self.n_heads, "max_positions": self.max_positions, "d_vocab": int(self.config.vocab_size), "bytes": self.nbytes,
@@ -233,9 +233,9 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False, max_memory: dict[int
     config = read_config(source, trust_remote_code)
     adapter = adapter_for(config)
     kind = detect_kind(config, ref.lm_kind)
-    if kind != adapter.kind:
-        raise InputError("lm_kind", f"{ref.model!r} is a {adapter.kind} LM ({adapter.family}), not {kind}",
-                         fix=f"use lm_kind='{adapter.kind}' or 'auto'")
+    if kind != adapter.lm_kind:
+        raise InputError("lm_kind", f"{ref.model!r} is a {adapter.lm_kind} LM ({adapter.family}), not {kind}",
+                         fix=f"use lm_kind='{adapter.lm_kind}' or 'auto'")
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
     dtype = DTYPES[ref.dtype]
     try:
@@ -258,7 +258,7 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False, max_memory: dict[int
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(key=cache_key(ref), ref=ref, source=source, model=model, tokenizer=tokenizer,
-                       adapter=adapter, kind=kind, fingerprint=fingerprint(model), nbytes=nbytes, bridge=bridge, nnsight=wrapper,
+                       adapter=adapter, lm_kind=kind, fingerprint=fingerprint(model), nbytes=nbytes, bridge=bridge, nnsight=wrapper,
                        provenance=provenance(source))
 
 

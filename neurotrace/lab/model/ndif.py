@@ -181,7 +181,7 @@ def remote_model(ref: ModelRef, trust_remote_code: bool = False) -> LoadedModel:
                                         trust_remote_code=trust_remote_code)  # meta weights: never dispatched
         model = wrapper._module
         _CLIENTS[key] = LoadedModel(key=key, ref=ref, source=source, model=model, tokenizer=tokenizer,
-                                    adapter=adapter_for(config), kind=kind, fingerprint=fingerprint(model), nbytes=0,
+                                    adapter=adapter_for(config), lm_kind=kind, fingerprint=fingerprint(model), nbytes=0,
                                     nnsight=wrapper, provenance={"weights": "NDIF (remote)"})
     return _CLIENTS[key]
 

@@ -175,7 +175,7 @@ def scored_logits(lm: Any, predict_pos: int) -> tuple[dict[str, Any], int]:
     """(model kwargs, index into the logits) computing the unembedding at the scored position only: a
     causal LM's ``logits_to_keep`` (the same matmul as the hf path's head on one position, and no
     (rows, pos, vocab) tensor on the server); a masked LM computes every position."""
-    if lm.kind != "causal":
+    if lm.lm_kind != "causal":
         return {}, predict_pos
     return {"logits_to_keep": torch.tensor([predict_pos])}, 0
 

@@ -42,7 +42,7 @@ class Continuation:
 
 def prediction_position(lm: LoadedModel, ids: Sequence[int]) -> int:
     """Where the model predicts the answer: the last token (causal) or the mask token (masked)."""
-    if lm.kind == "masked":
+    if lm.lm_kind == "masked":
         mask_id = lm.tokenizer.mask_token_id
         if mask_id is not None and mask_id in ids:
             return list(ids).index(mask_id)
@@ -88,7 +88,7 @@ def continue_greedy(lm: LoadedModel, ids: Sequence[int], max_new_tokens: int, *,
 def _greedy(lm: LoadedModel, ids: Sequence[int], max_new_tokens: int, context_at: ContextAt,
             forced: Sequence[int] | None, stop_at_eos: bool, choose: Callable[[Tensor], int] | None,
             incremental: bool, forward: Forward | None) -> Continuation:
-    incremental = incremental and lm.kind == "causal"
+    incremental = incremental and lm.lm_kind == "causal"
     if forced is not None and incremental:
         return _forced_once(lm, ids, forced, context_at, forward)
     out = Continuation()

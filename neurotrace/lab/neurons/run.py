@@ -43,7 +43,7 @@ def run_find_neurons(request: FindNeuronsRequest, *, lab: Lab,
     _check_fields(request)
     ref = ModelRef(model=request.model, device=request.device)
     with lab.cache.lease(ref) as lm:
-        if request.mode == "collapse" and lm.kind != "causal":
+        if request.mode == "collapse" and lm.lm_kind != "causal":
             raise InputError("mode", f"{request.model!r} is a masked LM; collapse mode needs generation",
                              fix="use a causal LM, or mode='contrast'")
         with lab.store.open_run("find_neurons", request, seed=request.seed) as run:

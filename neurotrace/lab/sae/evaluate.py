@@ -113,7 +113,7 @@ def splice_metrics(lm: LoadedModel, sae: SAE, site: str, steps: list[dict], targ
         conds = {"clean": {}, "spliced": {site: _replace(lambda h: sae(h), keep)},
                  "zero": {site: _replace(torch.zeros_like, keep)}}
         logits = {name: _logits(lm, ids, hooks) for name, hooks in conds.items()}
-        if lm.kind == "causal" and len(ids) > 1:
+        if lm.lm_kind == "causal" and len(ids) > 1:
             n_tok += len(ids) - 1
             for name in conds:
                 ce[name] += _ce(logits[name], ids)

@@ -71,7 +71,7 @@ def run_steer(request: SteerRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
     alphas = _alphas(request.alphas)
     ref = ModelRef(model=request.model, device=request.device)
     with lab.cache.lease(ref) as lm:
-        if lm.kind != "causal":
+        if lm.lm_kind != "causal":
             raise InputError("model", f"{request.model!r} is a masked LM; steer generates text",
                              fix="use a causal LM such as 'fact-gpt2'")
         with lab.store.open_run("steer", request, seed=request.seed) as run:

@@ -68,7 +68,7 @@ LayerCall = tuple[tuple[Any, ...], dict[str, Any]]   # positional args after hid
 
 def supports_fast_decoder(lm: LoadedModel) -> bool:
     """Causal decoders of the adapter table other than GPT-2 (which has its own fast path)."""
-    return lm.kind == "causal" and lm.bridge is None and lm.adapter.family != "gpt2"
+    return lm.lm_kind == "causal" and lm.bridge is None and lm.adapter.family != "gpt2"
 
 
 @torch.no_grad()

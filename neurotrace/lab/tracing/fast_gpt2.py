@@ -40,7 +40,7 @@ from neurotrace.lab.tracing.rowplan import (
 
 def supports_fast_path(lm: LoadedModel) -> bool:
     c = lm.config
-    return (lm.adapter.family == "gpt2" and lm.kind == "causal" and lm.bridge is None
+    return (lm.adapter.family == "gpt2" and lm.lm_kind == "causal" and lm.bridge is None
             and getattr(c, "scale_attn_weights", True)
             and not getattr(c, "scale_attn_by_inverse_layer_idx", False)
             and not getattr(c, "reorder_and_upcast_attn", False))

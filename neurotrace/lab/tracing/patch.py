@@ -151,7 +151,7 @@ def make_metric(kind: str, target: int, contrast: int | None, clean_logits: Tens
 
 
 def _prompts(lm: LoadedModel, request: PatchRequest) -> tuple[Tensor, Tensor]:
-    if lm.kind != "causal":
+    if lm.lm_kind != "causal":
         raise InputError("model", "patch scores the next token and needs a causal LM", fix="use a causal LM")
     clean, corrupt = (torch.tensor(list(lm.tokenizer(t).input_ids)) for t in (request.clean, request.corrupt))
     if len(clean) == 0:

@@ -88,8 +88,8 @@ def prepare_fact(lm: LoadedModel, fact: Fact, index: int) -> PreparedFact:
     (``models`` when the model cannot be traced at all: a masked LM without a mask token)."""
     tok = lm.tokenizer
     notes: list[str] = []
-    mask = getattr(tok, "mask_token", None) if lm.kind == "masked" else None
-    if lm.kind == "masked" and mask is None:
+    mask = getattr(tok, "mask_token", None) if lm.lm_kind == "masked" else None
+    if lm.lm_kind == "masked" and mask is None:
         raise InputError("models", f"{lm.ref.model!r} is a masked LM but its tokenizer has no mask token, so "
                          "there is no position at which to ask for the target",
                          fix="use a tokenizer with a mask token (e.g. [MASK]) or a causal LM")

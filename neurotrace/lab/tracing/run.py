@@ -197,7 +197,7 @@ def plan_model(request: TraceRequest, ref: ModelRef, facts: Sequence[Fact], lab:
         checked, skipped = check_facts(request, lm, facts, reporter)
         window = window_for(request, lm.n_layers)
         unit, source = noise_unit(request, lm, lab)
-        info = ModelInfo(ref.model, lm.kind, lm.adapter.family, lm.n_layers, lm.n_heads, lm.fingerprint, window,
+        info = ModelInfo(ref.model, lm.lm_kind, lm.adapter.family, lm.n_layers, lm.n_heads, lm.fingerprint, window,
                          unit, source)
     return Plan(ref, checked, skipped, info)
 

@@ -102,7 +102,7 @@ def test_every_built_in_pack_passes_structural_validation(lab):
 
 def test_targets_are_checked_against_causal_and_masked_tokenizers(lab, tiny_gpt2, tiny_bert):
     fs = build(lab, spec_request([CAPITAL], [str(tiny_gpt2), str(tiny_bert)]))
-    assert [(r.kind, r.n_ok, r.checks[0].target_tokens) for r in fs.validation] == [
+    assert [(r.lm_kind, r.n_ok, r.checks[0].target_tokens) for r in fs.validation] == [
         ("causal", 1, ["paris"]), ("masked", 1, ["paris"])]
     assert fs.validation[1].mask_token == "[MASK]"
 

@@ -21,7 +21,7 @@ def test_every_family_exposes_every_site_with_the_right_width(fixture, request):
     for site in SITES:
         width = lm.d_mlp if site.endswith("mlp.hook_post") else lm.d_model
         assert cache[site].shape == (1, n, width), site
-    assert lm.kind == ("masked" if fixture == "tiny_bert" else "causal")
+    assert lm.lm_kind == ("masked" if fixture == "tiny_bert" else "causal")
 
 
 def test_resid_post_of_a_layer_is_resid_pre_of_the_next(tiny_gpt2):
