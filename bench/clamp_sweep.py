@@ -14,7 +14,6 @@ BCR scripts use). Greedy outputs are compared token for token with the ``loop`` 
 import argparse
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from neurotrace.lab.lab import Lab, LabSettings, available_cores, use_threads
 from neurotrace.lab.model import catalog
 from neurotrace.lab.model.loading import ModelRef
 from neurotrace.lab.progress import Reporter
+from neurotrace.testing.tiny import build_gpt2_small
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "models" / "gpt2-tokenizer"
 CORES = ["The best way to learn a new language is", "Once upon a time, in a small village,",
@@ -56,17 +56,6 @@ def loop_subset(prompts: list[dict[str, str]], tokenizer, k: int) -> list[dict[s
     if k <= 1:
         return by_len[:k]
     return [by_len[round(i * (len(by_len) - 1) / (k - 1))] for i in range(k)]
-
-
-def build_model(out: Path) -> Path:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)  # model init uses the global RNG; this is a script
-    GPT2LMHeadModel(GPT2Config()).eval().save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
-        if (TOKENIZER / name).is_file():
-            shutil.copy(TOKENIZER / name, out / name)
-    return out
 
 
 def tl_loop(path: Path, prompts: list[list[int]], tokens: int, position: str) -> tuple[float, int, str]:
@@ -114,7 +103,7 @@ def main() -> None:
         if args.model == "gpt2-small":
             if not (TOKENIZER / "tokenizer.json").is_file():
                 raise SystemExit(f"needs the GPT-2 tokenizer at {TOKENIZER}")
-            model_dir = build_model(Path(tmp) / "gpt2-small-random")
+            model_dir = build_gpt2_small(Path(tmp) / "gpt2-small-random", TOKENIZER)
         else:
             model_dir = catalog.converted(args.model)
         lab = Lab(LabSettings(runs_dir=Path(tmp) / "runs", threads=threads))

@@ -14,14 +14,12 @@ torch thread count and the load average.
 
 import argparse
 import json
-import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from neurotrace import CaptureRequest, InterveneRequest, run_capture, run_intervene
 from neurotrace.lab.capture import force_recompute, load_trace_dataset
@@ -29,23 +27,13 @@ from neurotrace.lab.lab import Lab, LabSettings, available_cores, use_threads
 from neurotrace.lab.model import catalog
 from neurotrace.lab.model.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER
+from neurotrace.testing.tiny import build_gpt2_small
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "models" / "gpt2-tokenizer"
 PROMPT = "The history of the Roman Empire begins with"
 SITES = ["blocks.0.hook_resid_post", "blocks.3.mlp.hook_post", "blocks.5.hook_resid_post"]
 EDITS = [{"kind": "set_neurons", "neurons": ["2:11", "4:373"], "value": 3.0},
          {"kind": "zero_heads", "layer": 1, "heads": [0, 3], "positions": [-1]}]
-
-
-def build_gpt2_small(out: Path) -> Path:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)  # model init uses the global RNG; this is a script
-    GPT2LMHeadModel(GPT2Config()).eval().save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
-        if (TOKENIZER / name).is_file():
-            shutil.copy(TOKENIZER / name, out / name)
-    return out
 
 
 def load_avg() -> str:
@@ -111,7 +99,7 @@ def main() -> None:
         if args.model == "gpt2-small":
             if not (TOKENIZER / "tokenizer.json").is_file():
                 raise SystemExit(f"needs the GPT-2 tokenizer at {TOKENIZER}")
-            model = str(build_gpt2_small(Path(tmp) / "gpt2-small-random"))
+            model = str(build_gpt2_small(Path(tmp) / "gpt2-small-random", TOKENIZER))
         else:
             if not catalog.is_installed(args.model):
                 raise SystemExit(f"{args.model} is not installed (neurotrace models fetch {args.model})")

@@ -78,3 +78,19 @@ def _model(family: Family, vocab: int, n_layers: int, d_model: int, n_heads: int
     return tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(**dec, num_key_value_heads=gqa, head_dim=d_model // n_heads,
                                                     sliding_window=3, layer_types=types,
                                                     query_pre_attn_scalar=d_model // n_heads))
+
+
+def build_gpt2_small(out_dir: Path, tokenizer_dir: Path) -> Path:
+    """A randomly initialised GPT-2-small-shaped model (124M; seed 0) with the real GPT-2 tokenizer files
+    found in ``tokenizer_dir`` (for the benchmarks; the global RNG is restored afterwards)."""
+    import shutil
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # transformers' init draws from the global RNG
+        GPT2LMHeadModel(GPT2Config()).eval().save_pretrained(out_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+        if (tokenizer_dir / name).is_file():
+            shutil.copy(tokenizer_dir / name, out_dir / name)
+    return out_dir

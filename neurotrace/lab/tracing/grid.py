@@ -118,6 +118,19 @@ def restored_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, componen
     return {k: grid[i] for i, k in enumerate(components)}
 
 
+def leaf_embed(corr: Corrupted) -> Callable[..., Tensor]:
+    """A hook_embed hook for attribution patching: the corrupted embeddings (noise added to the subject)
+    as a fresh leaf that requires grad, so the backward pass reaches every recorded site."""
+    def embed(act: Tensor, site: str) -> Tensor:
+        out = act.detach().clone()
+        if corr.noise is not None:
+            s, e = corr.subject
+            out[:, s:e] += corr.noise.to(device=out.device, dtype=out.dtype)
+        return out.requires_grad_(True)
+
+    return embed
+
+
 def approx_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str],
                 window: int) -> dict[str, Float[Tensor, "layer pos"]]:
     """Attribution-patching estimate of the *indirect effect* of each cell: {component: (n_layers, pos)}."""
@@ -130,16 +143,9 @@ def approx_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components
         act.retain_grad()
         acts[site] = act
 
-    def embed(act: Tensor, site: str) -> Tensor:
-        out = act.detach().clone()
-        if corr.noise is not None:
-            s, e = corr.subject
-            out[:, s:e] += corr.noise.to(device=out.device, dtype=out.dtype)
-        return out.requires_grad_(True)
-
     body = lm.adapter.module(lm.model, lm.adapter.base)
     ids = corr.ids[None].expand(corr.samples, -1).to(lm.device)
-    with torch.enable_grad(), hooked(lm.model, lm.adapter, {"hook_embed": embed, **{s: record for s in sites}}):
+    with torch.enable_grad(), hooked(lm.model, lm.adapter, {"hook_embed": leaf_embed(corr), **{s: record for s in sites}}):
         hidden = body(input_ids=ids).last_hidden_state
         logits = lm.adapter.logits_at(lm.model, hidden[:, prep.predict_pos])
         torch.softmax(logits.float(), dim=-1)[:, prep.target_id].sum().backward()

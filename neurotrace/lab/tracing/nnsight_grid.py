@@ -19,7 +19,7 @@ from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.model.nnsight_backend import traced_gradients, traced_probs, traced_states
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.grid import Corrupted, restored_grid, restored_sites
+from neurotrace.lab.tracing.grid import Corrupted, leaf_embed, restored_grid, restored_sites
 from neurotrace.lab.tracing.prepare import COMPONENT_SITE, PreparedFact, sites_for
 
 
@@ -34,17 +34,6 @@ def exact_grid_nnsight(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, com
                          progress or total, tag=" (nnsight)")
 
 
-def _leaf_embed(corr: Corrupted):
-    def embed(act: Tensor, site: str) -> Tensor:
-        out = act.detach().clone()
-        if corr.noise is not None:
-            s, e = corr.subject
-            out[:, s:e] += corr.noise.to(device=out.device, dtype=out.dtype)
-        return out.requires_grad_(True)
-
-    return embed
-
-
 def approx_grid_nnsight(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str],
                         window: int) -> dict[str, Tensor]:
     """Attribution-patching estimate of each cell's indirect effect, {component: (n_layers, pos)}: the
@@ -54,7 +43,7 @@ def approx_grid_nnsight(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, co
     clean = traced_states(lm, prep.ids, sites)
     ids = corr.ids[None].expand(corr.samples, -1)
     acts, grads = traced_gradients(lm, ids, prep.predict_pos, prep.target_id, sites,
-                                   {"hook_embed": _leaf_embed(corr)})
+                                   {"hook_embed": leaf_embed(corr)})
     per_site = {s: ((clean[s][None].to(acts[s].device) - acts[s]) * grads[s]).sum(-1).mean(0).cpu() for s in sites}
     out = {}
     for k in components:
