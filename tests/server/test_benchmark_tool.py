@@ -25,7 +25,7 @@ async def test_benchmark_tool_returns_both_tables_the_figure_and_planted_checks(
         assert out["report"].endswith("report.md") and len(text) <= MAX_TEXT_CHARS and "Next:" in text
         assert len(json.dumps(out)) <= MAX_STRUCTURED_CHARS - 500          # agent budget, with a margin
         checks = {c["method"].split(" (")[0]: c["correct"] for c in out["planted"]}
-        assert checks["trace"] and checks["head patching"]
+        assert checks["trace exact"] and checks["head patching"]
         # documented findings: neuron correlation finds the planted unit; saturated gradients do not
         assert checks["correlation over MLP neurons"] and not checks["gradient over MLP neurons"]
         assert (Path(out["planted_model"]) / "config.json").is_file() and out["planted_model"] in out["next"]

@@ -58,7 +58,7 @@ def _trace_checks(lab: Lab, pm: PlantedModel, mode: str, seed: int, reporter: Re
     facts = lab.store.read_json(result.run_id, "trace_results.json")["models"][str(pm.path)]["facts"]
     grid = torch.tensor([f["indirect"]["mlp"] for f in facts]).mean(0)          # (layer, pos)
     layer, pos = divmod(int(grid.argmax()), grid.shape[1])
-    checks = [PlantedCheck(method=f"trace ({mode}, restore one MLP output)", run_id=result.run_id,
+    checks = [PlantedCheck(method=f"trace {mode} (restore one MLP output)", run_id=result.run_id,
                            points_to=f"MLP layer {layer}, position {pos} ({facts[0]['tokens'][pos]!r})",
                            correct=(layer, pos) == (pm.mlp_layer, pm.subject_last_pos))]
     if mode == "exact":
