@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from jaxtyping import Int
 from torch import Tensor, nn
 from transformers import GenerationConfig
 
@@ -104,7 +105,7 @@ class _State:
     expand: Tensor | None = None        # long (rows,): batch row -> forward row, while a shared prefix runs
 
 
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Int[Tensor, "row pos"], Int[Tensor, "row pos"]]:
     """Right-align token lists: (input_ids, attention_mask), both long (rows, max_len)."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from jaxtyping import Float, Int
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
@@ -68,19 +69,19 @@ class SAE(nn.Module):
     def activation(self, pre: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def encode(self, h: Tensor) -> Tensor:
+    def encode(self, h: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_sae"]:
         """Feature activations ``a`` (..., d_sae) of states ``h`` (..., d_in)."""
         return self.activation(self.pre_acts(h))
 
-    def decode(self, a: Tensor) -> Tensor:
+    def decode(self, a: Float[Tensor, "*batch d_sae"]) -> Float[Tensor, "*batch d_in"]:
         """Reconstruction ``h_hat`` (..., d_in) of feature activations ``a`` (..., d_sae), in model units."""
         return (a @ self.W_dec + self.b_dec) / self.input_scale
 
-    def directions(self, features: Tensor) -> Tensor:
+    def directions(self, features: Int[Tensor, " n"]) -> Float[Tensor, "n d_in"]:
         """Decoder rows of ``features`` in model units (n, d_in): a change ``da`` moves h by ``da @ this``."""
         return self.W_dec[features] / self.input_scale
 
-    def forward(self, h: Tensor) -> Tensor:
+    def forward(self, h: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_in"]:
         return self.decode(self.encode(h))
 
     # -- training hooks -------------------------------------------------------------------------
