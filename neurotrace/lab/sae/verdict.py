@@ -19,23 +19,21 @@ RULES = (f"usable: dead <= {MAX_DEAD_USABLE:.0%}, explained variance >= {MIN_EV_
          f" or CE loss score < {MIN_SCORE_UNUSABLE}; marginal otherwise")
 
 
+def _below(metrics: dict[str, Any], max_dead: float, min_ev: float, min_score: float) -> list[str]:
+    """The measures that miss one bar, in words."""
+    dead, ev, score = metrics["dead_fraction"], metrics["explained_variance"], metrics.get("ce_loss_score")
+    out = [f"{dead:.0%} dead"] if dead > max_dead else []
+    if ev < min_ev:
+        out.append(f"explained variance {ev:.2f}")
+    if score is not None and score < min_score:
+        out.append(f"CE loss score {score:.2f}")
+    return out
+
+
 def sae_verdict(metrics: dict[str, Any]) -> tuple[str, list[str]]:
     """('usable' | 'marginal' | 'unusable', the failing facts in words)."""
-    dead, ev, score = metrics["dead_fraction"], metrics["explained_variance"], metrics.get("ce_loss_score")
-    bad = []
-    if dead > MAX_DEAD_UNUSABLE:
-        bad.append(f"{dead:.0%} dead")
-    if ev < MIN_EV_UNUSABLE:
-        bad.append(f"explained variance {ev:.2f}")
-    if score is not None and score < MIN_SCORE_UNUSABLE:
-        bad.append(f"CE loss score {score:.2f}")
+    bad = _below(metrics, MAX_DEAD_UNUSABLE, MIN_EV_UNUSABLE, MIN_SCORE_UNUSABLE)
     if bad:
         return "unusable", bad
-    weak = []
-    if dead > MAX_DEAD_USABLE:
-        weak.append(f"{dead:.0%} dead")
-    if ev < MIN_EV_USABLE:
-        weak.append(f"explained variance {ev:.2f}")
-    if score is not None and score < MIN_SCORE_USABLE:
-        weak.append(f"CE loss score {score:.2f}")
+    weak = _below(metrics, MAX_DEAD_USABLE, MIN_EV_USABLE, MIN_SCORE_USABLE)
     return ("marginal", weak) if weak else ("usable", [])
