@@ -70,6 +70,10 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "request"
 
 
+#: request fields that were renamed (old name -> new name), so an agent using the old one is told the new
+RENAMED_FIELDS = {"kinds": "components"}
+
+
 def _one(err: dict[str, Any]) -> str:
     loc = _loc(tuple(err.get("loc") or ()))
     cause = (err.get("ctx") or {}).get("error")
@@ -79,6 +83,9 @@ def _one(err: dict[str, Any]) -> str:
     msg = msg.removeprefix("Value error, ")
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
+        renamed = RENAMED_FIELDS.get(loc.rsplit(".", 1)[-1])
+        if renamed:
+            return f"{loc}: unknown field (renamed). Fix: call it {renamed}"
         return f"{loc}: unknown field. Fix: remove it (see the tool's input schema for the accepted fields)"
     if kind == "missing":
         return f"{loc}: required field is missing. Fix: give {loc}"

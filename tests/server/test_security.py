@@ -205,3 +205,11 @@ async def test_open_world_hint_is_true_exactly_for_tools_that_may_download_a_mod
         hints = {t.name: t.annotations.open_world_hint for t in (await client.list_tools()).tools}
     assert hints["load_model"] and hints["trace"] and hints["clamp_sweep"]
     assert not hints["plot"] and not hints["list_models"] and not hints["run_status"]
+
+
+@pytest.mark.anyio
+async def test_a_renamed_field_names_its_new_name(tmp_path):
+    async with Client(build_server(LabSettings(runs_dir=tmp_path / "runs"))) as client:
+        result = await client.call_tool("trace", {"request": {"models": ["fact-gpt2"], "pack": "geography",
+                                                              "kinds": ["mlp"]}})
+    assert result.is_error and "request.kinds: unknown field (renamed). Fix: call it components" in result.content[0].text
