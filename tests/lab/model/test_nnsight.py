@@ -79,13 +79,18 @@ def test_a_replacing_hook_changes_p_target_exactly_as_under_hf(pair):
     assert float((hf[0] - hf[1]).abs()) > 1e-6  # the hook did something
 
 
+def noised(lm, prep, samples: int, seed: int) -> Corrupted:
+    """ROME-style noise (3 x the subject embeddings' std) on the fact's subject, ``samples`` seeded draws."""
+    noise = torch.randn((samples, prep.subject[1] - prep.subject[0], lm.d_model),
+                        generator=torch.Generator().manual_seed(seed))
+    return Corrupted(prep.ids, noise * 3 * subject_noise_std(lm, [prep]), prep.subject)
+
+
 @pytest.mark.parametrize("window", [1, 3])
 def test_exact_grid_through_nnsight_equals_the_hf_backend_with_noise(pair, window):
     hf_lm, lm = pair
     prep = prepare_fact(lm, FACT, 0)
-    g = torch.Generator().manual_seed(0)
-    noise = torch.randn((2, prep.subject[1] - prep.subject[0], lm.d_model), generator=g)
-    corr = Corrupted(prep.ids, noise * 3 * subject_noise_std(lm, [prep]), prep.subject)
+    corr = noised(lm, prep, samples=2, seed=0)
     hf = exact_grid(hf_lm, prep, corr, KINDS, window, Reporter())
     ours = exact_grid_nnsight(lm, prep, corr, KINDS, window, Reporter(), rows_per_batch=40)
     assert _max_rel(ours, hf) <= 1e-5
@@ -111,9 +116,7 @@ def test_the_nnsight_path_on_an_hf_loaded_model_names_the_backend_to_use(tiny_gp
 def test_attribution_patching_through_nnsight_equals_the_hf_backend(pair, window):
     hf_lm, lm = pair
     prep = prepare_fact(lm, FACT, 0)
-    g = torch.Generator().manual_seed(1)
-    noise = torch.randn((3, prep.subject[1] - prep.subject[0], lm.d_model), generator=g)
-    corr = Corrupted(prep.ids, noise * 3 * subject_noise_std(lm, [prep]), prep.subject)
+    corr = noised(lm, prep, samples=3, seed=1)
     hf = approx_grid(hf_lm, prep, corr, KINDS, window)
     ours = approx_grid_nnsight(lm, prep, corr, KINDS, window)
     for k in KINDS:
