@@ -32,12 +32,14 @@ from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae.base import SAE, SAEConfig
 from neurotrace.lab.sae.evaluate import ReconStats, reconstruction_stats, splice_metrics
 from neurotrace.lab.sae.registry import build_sae, from_tensors
-from neurotrace.lab.sae.schema import FitSAERequest, FitSAEResult
+from neurotrace.lab.sae.schema import FitSAERequest, FitSAEResult, SAEMetrics, TrainingStep
 from neurotrace.lab.sae.train import RowSource, TrainSettings, train_sae
 from neurotrace.lab.sae.verdict import RULES, sae_verdict
 from neurotrace.lab.seeding import make_generator
 
 __all__ = ["SAE", "SAEConfig", "FitSAERequest", "FitSAEResult", "run_fit_sae", "load_sae_run"]
+
+CONFIG_FILE, METRICS_FILE = "sae_config.json", "sae_metrics.json"
 
 
 def _config(request: FitSAERequest, ds: TraceDataset, scale: float) -> SAEConfig:
@@ -47,14 +49,14 @@ def _config(request: FitSAERequest, ds: TraceDataset, scale: float) -> SAEConfig
         raise InputError("k", f"k={request.k} exceeds d_sae={d_sae}", fix=f"use k <= {d_sae}")
     return SAEConfig(architecture=request.architecture, d_in=d_in, d_sae=d_sae,
                      k=request.k if request.architecture == "topk" else None, site=ds.site,
-                     model=ds.info["model"], capture_run_id=ds.run_id, input_scale=scale)
+                     model=ds.info.model, capture_run_id=ds.run_id, input_scale=scale)
 
 
 def _excluded(ds: TraceDataset, request: FitSAERequest) -> np.ndarray:
     """(N,) bool: rows left out because they sit at position 0 or on a special token."""
     if not request.exclude_special:
         return np.zeros(len(ds), dtype=bool)
-    special = np.asarray(ds.info.get("special_ids", []), dtype=np.int64)
+    special = np.asarray(ds.info.special_ids, dtype=np.int64)
     return (ds.meta["pos"] == 0) | np.isin(ds.meta["token_id"], special)
 
 
@@ -90,17 +92,17 @@ def _example_rows(ds: TraceDataset, stats: ReconStats, width: int) -> list[dict[
 def _splice(request: FitSAERequest, ds: TraceDataset, sae: SAE, lab: Lab, held_steps: list[int]) -> dict[str, Any]:
     if request.splice_steps == 0:
         return {}
-    ref = ModelRef(model=ds.info["model"], device=request.device)
+    ref = ModelRef(model=ds.info.model, device=request.device)
     order = held_steps + [i for i in range(len(ds.steps)) if i not in held_steps]
     steps = [ds.steps[i] for i in order[:request.splice_steps]]
-    special = set(ds.info.get("special_ids", []))
+    special = set(ds.info.special_ids)
 
     def excluded(ids: list[int]) -> torch.Tensor:
         return torch.tensor([p == 0 or t in special for p, t in enumerate(ids)])
 
     with lab.cache.lease(ref) as lm:
-        if lm.fingerprint != ds.info["fingerprint"]:
-            raise InputError("capture_run_id", f"model {ds.info['model']!r} changed since the capture",
+        if lm.fingerprint != ds.info.fingerprint:
+            raise InputError("capture_run_id", f"model {ds.info.model!r} changed since the capture",
                              fix="re-capture, or set splice_steps=0")
         return splice_metrics(lm, sae.to(lm.device), ds.site, steps, lambda t: target_id(lm.tokenizer, t),
                               excluded if request.exclude_special else None)
@@ -137,7 +139,7 @@ def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter = NULL_R
     window = request.dead_feature_window or min(1000, max(10, request.n_steps // 10))
     with lab.store.open_run("fit_sae", request, seed=request.seed) as run:
         run.add_input(request.capture_run_id)
-        run.add_model(ds.info["model"], ds.info["fingerprint"])
+        run.add_model(ds.info.model, ds.info.fingerprint)
         sae = build_sae(cfg, l1_coefficient=request.l1_coefficient, aux_k=request.aux_k,
                         aux_coefficient=request.aux_coefficient).to(device)
         settings = TrainSettings(n_steps=request.n_steps, batch_size=request.batch_size, lr=request.lr,
@@ -166,16 +168,17 @@ def _write(run: Any, request: FitSAERequest, ds: TraceDataset, sae: SAE, stats: 
            metrics: dict[str, Any], log: list[dict[str, float]], held_steps: list[int]) -> FitSAEResult:
     cfg = sae.cfg
     sae_uri = run.write_tensors("sae.safetensors", sae.tensors())
-    run.write_json("sae_config.json", cfg)
-    run.write_json("sae_metrics.json", {**metrics, "n_rows": len(ds), "seed": request.seed,
-                                        "heldout_step_indices": held_steps, "training": log})
+    verdict, why = sae_verdict(metrics)
+    run.write_json(CONFIG_FILE, cfg.model_dump(mode="json"))
+    record = SAEMetrics(verdict=verdict, below_bar=why, **metrics, n_rows=len(ds), seed=request.seed,
+                        heldout_step_indices=held_steps, training=[TrainingStep(**e) for e in log])
+    run.write_json(METRICS_FILE, record.model_dump(mode="json"))
     examples = run.write_csv("tables/top_examples.csv", _example_rows(ds, stats, request.context_tokens),
                              ["feature", "rank", "activation", "row", "step", "pos", "token", "context"])
     run.write_csv("tables/feature_density.csv",
                   [{"feature": f, "fire_count": int(c), "fire_rate": f"{c / max(1, int(stats.n_rows)):.6g}"}
                    for f, c in enumerate(stats.fire_counts)])
     fig = run.write_figure("figures/sae_training.png", _figure(log, stats))
-    verdict, why = sae_verdict(metrics)
     summary = _summary(cfg, metrics, verdict, why)
     run.set_summary(summary)
     nxt = (f"Call intervene with fit_sae_run_id='{run.run_id}' and prompts to ablate/clamp/patch features and "
@@ -206,5 +209,5 @@ def load_sae_run(lab: Lab, run_id: str, device: str | torch.device = "cpu", fiel
     if manifest.tool != "fit_sae" or manifest.status != "complete":
         raise InputError(field, f"run {run_id} is a {manifest.status} {manifest.tool} run, not a complete fit_sae",
                          fix="pass the run_id a fit_sae call returned")
-    cfg = SAEConfig.model_validate(lab.store.read_json(run_id, "sae_config.json"))
+    cfg = SAEConfig.model_validate(lab.store.read_json(run_id, CONFIG_FILE))
     return from_tensors(cfg, lab.store.read_tensors(run_id, "sae.safetensors"), device)

@@ -1,4 +1,4 @@
-"""fit_sae's boundary models: the request and the result."""
+"""fit_sae's boundary models: the request and the result, and the typed record of sae_metrics.json."""
 
 from typing import Literal
 
@@ -50,6 +50,71 @@ class FitSAERequest(BaseModel):
     splice_steps: int = Field(32, ge=0, description="Captured steps re-run with the reconstruction spliced "
                               "in (0 = skip the downstream metrics, no model is loaded).")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+
+class TrainingStep(BaseModel):
+    """One logged training step (every ``log_every`` steps and the last), in the scaled input space."""
+
+    model_config = ConfigDict(extra="forbid")
+    step: int = Field(ge=0, description="Optimizer step (0-based).")
+    loss: float = Field(description="Total training loss of the batch (reconstruction + sparsity/AuxK terms).")
+    mse: float = Field(description="Mean squared reconstruction error per element of the batch (scaled units).")
+    l1: float | None = Field(None, description="Decoder-norm-weighted L1 of the activations (relu only).")
+    aux: float | None = Field(None, description="AuxK loss (topk, only on steps with dead features).")
+    dead_fraction: float = Field(ge=0, le=1, description="Share of features with no firing in the last "
+                                 "dead_feature_window steps.")
+
+
+class SAEMetrics(BaseModel):
+    """sae_metrics.json: SAELens-named metrics on the held-out rows, the splice (downstream) metrics when
+    measured, the verdict, and the training log (the weights and shape are in sae.safetensors and
+    sae_config.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+    verdict: Literal["usable", "marginal", "unusable"] = Field(description="By the thresholds in "
+                                                                "neurotrace.lab.sae.verdict.")
+    below_bar: list[str] = Field(default_factory=list, description="The measures that missed the verdict's "
+                                 "next bar, in words.")
+    explained_variance: float = Field(description="1 - fvu on the evaluated rows (SAELens' corrected formula).")
+    fvu: float = Field(description="Fraction of variance unexplained: sum ||h - h_hat||^2 / sum ||h - mean h||^2.")
+    mse: float = Field(ge=0, description="Mean squared reconstruction error per element, in model units.")
+    l0: float = Field(ge=0, description="Mean number of active features per row.")
+    dead_features: int = Field(ge=0, description="Features with no firing in the last dead_feature_window "
+                               "training steps.")
+    dead_fraction: float = Field(ge=0, le=1, description="dead_features / d_sae.")
+    dead_feature_window: int = Field(ge=1, description="Training steps without firing after which a feature is "
+                                     "dead.")
+    dead_fraction_heldout: float = Field(ge=0, le=1, description="Share of features that never fire on the "
+                                         "evaluated rows.")
+    input_scale: float = Field(gt=0, description="Factor the inputs were multiplied by before encoding (1 = none).")
+    n_train_rows: int = Field(ge=1, description="Rows trained on.")
+    n_heldout_rows: int = Field(ge=0, description="Held-out rows evaluated (0: evaluated on the training rows).")
+    n_excluded_rows: int = Field(ge=0, description="Rows left out at position 0 or on special tokens.")
+    final_loss: float = Field(description="Training loss at the last step.")
+    splice_steps: int | None = Field(None, ge=0, description="Captured steps re-run with the reconstruction "
+                                     "spliced in (null: not spliced).")
+    kl_spliced: float | None = Field(None, description="Mean KL(clean || spliced) per position, nats.")
+    kl_div_with_sae: float | None = Field(None, description="SAELens' name for kl_spliced, nats.")
+    ce_clean: float | None = Field(None, description="Next-token cross-entropy per token, clean run, nats "
+                                   "(causal models).")
+    ce_spliced: float | None = Field(None, description="The same with the reconstruction spliced in, nats.")
+    ce_zero: float | None = Field(None, description="The same with the site zero-ablated, nats.")
+    ce_delta: float | None = Field(None, description="ce_spliced - ce_clean, nats.")
+    loss_recovered: float | None = Field(None, description="(ce_zero - ce_spliced) / (ce_zero - ce_clean); 1 = "
+                                         "the reconstruction loses nothing (null when the gap is 0).")
+    ce_loss_without_sae: float | None = Field(None, description="SAELens' name for ce_clean, nats.")
+    ce_loss_with_sae: float | None = Field(None, description="SAELens' name for ce_spliced, nats.")
+    ce_loss_with_ablation: float | None = Field(None, description="SAELens' name for ce_zero, nats.")
+    ce_loss_score: float | None = Field(None, description="SAELens' name for loss_recovered.")
+    p_target_clean: float | None = Field(None, description="Mean p(target) at the scored position, clean run "
+                                         "(steps with a target).")
+    p_target_spliced: float | None = Field(None, description="The same, reconstruction spliced in.")
+    p_target_delta: float | None = Field(None, description="p_target_spliced - p_target_clean.")
+    n_rows: int = Field(ge=1, description="Captured rows of the site (before exclusion and hold-out).")
+    seed: int = Field(description="The request's seed (weight init and batch order).")
+    heldout_step_indices: list[int] = Field(default_factory=list, description="Indices of the captured steps "
+                                            "held out (empty: none).")
+    training: list[TrainingStep] = Field(default_factory=list, description="The training log.")
 
 
 class FitSAEResult(RunResult):

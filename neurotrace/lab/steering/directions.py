@@ -23,6 +23,7 @@ from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.model.pooling import collect, tokenize_prompts
 from neurotrace.lab.probe import ProbeResults
 from neurotrace.lab.progress import Reporter
+from neurotrace.lab.sae import SAEConfig
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.steering.schema import PairsDirection, ProbeDirection, SAEDirection, SteerRequest
 
@@ -60,12 +61,12 @@ def _pairs(spec: PairsDirection, request: SteerRequest, lm: LoadedModel, reporte
 
 def _sae(spec: SAEDirection, lab: Lab) -> Direction:
     _check_run(lab, spec.fit_sae_run_id, "fit_sae", "direction_from.fit_sae_run_id")
-    cfg = lab.store.read_json(spec.fit_sae_run_id, "sae_config.json")
+    cfg = SAEConfig.model_validate(lab.store.read_json(spec.fit_sae_run_id, "sae_config.json"))
     w_dec = lab.store.read_tensors(spec.fit_sae_run_id, "sae.safetensors")["W_dec"]        # (d_sae, d_in)
     if spec.feature >= w_dec.shape[0]:
         raise InputError("direction_from.feature", f"feature {spec.feature} >= d_sae {w_dec.shape[0]}",
                          fix=f"use a feature in 0..{w_dec.shape[0] - 1}")
-    return Direction(w_dec[spec.feature].float(), None, cfg["site"],
+    return Direction(w_dec[spec.feature].float(), None, cfg.site,
                      f"SAE feature {spec.feature} (run {spec.fit_sae_run_id})", spec.fit_sae_run_id)
 
 

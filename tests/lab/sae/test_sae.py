@@ -2,7 +2,6 @@
 
 import csv
 import io
-import json
 import random
 
 import numpy as np
@@ -15,9 +14,12 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.lab.sae.registry import SAEConfig, build_sae, load_sae
+from neurotrace.lab.sae.run import CONFIG_FILE, METRICS_FILE
+from neurotrace.lab.sae.schema import SAEMetrics
 from neurotrace.lab.sae.train import RowSource, TrainSettings, train_sae
 from neurotrace.lab.seeding import make_generator
 from neurotrace.testing.errors import raises_lab_error
+from neurotrace.testing.records import read_back
 from neurotrace.testing.tiny import WORDS
 
 
@@ -117,8 +119,8 @@ def test_fit_sae_reports_metrics_that_match_a_direct_computation(captured):
     for key in ("ce_clean", "ce_spliced", "ce_zero", "loss_recovered", "kl_spliced", "p_target_clean",
                 "p_target_spliced"):
         assert m[key] is not None
-    saved = json.loads(lab.store.artifact_path(res.run_id, "sae_metrics.json").read_text(encoding="utf-8"))
-    assert saved["fvu"] == m["fvu"] and saved["seed"] == 0
+    saved = read_back(lab, res.run_id, METRICS_FILE, SAEMetrics.model_validate)
+    assert saved.fvu == m["fvu"] and saved.seed == 0 and saved.ce_loss_score == m["ce_loss_score"]
     assert cap.run_id in lab.store.manifest(res.run_id).inputs
 
 
@@ -139,6 +141,24 @@ def test_top_examples_list_each_features_largest_rows_with_token_and_context(cap
     np.testing.assert_allclose([float(r["activation"]) for r in mine], expected, rtol=1e-5)
     assert all(f"[[{r['token']}]]" in r["context"] for r in rows)
     assert "ce_clean" not in res.metrics
+
+
+@pytest.mark.parametrize("architecture,splice_steps", [("topk", 1), ("relu", 0)])
+def test_the_saved_config_and_metrics_round_trip_through_their_records_and_agree_with_the_result(
+        captured, architecture, splice_steps):
+    lab, cap = captured
+    res = run_fit_sae(FitSAERequest(capture_run_id=cap.run_id, site="blocks.0.hook_resid_post", n_steps=4,
+                                    batch_size=16, k=2, architecture=architecture, splice_steps=splice_steps,
+                                    n_examples=1, seed=3), lab=lab, reporter=NULL_REPORTER)
+    cfg = read_back(lab, res.run_id, CONFIG_FILE, SAEConfig.model_validate)
+    assert (cfg.architecture, cfg.d_in, cfg.d_sae, cfg.site) == (architecture, res.d_in, res.d_sae, res.site)
+    assert cfg.capture_run_id == cap.run_id and cfg.k == (2 if architecture == "topk" else None)
+    rec = read_back(lab, res.run_id, METRICS_FILE, SAEMetrics.model_validate)
+    assert (rec.verdict, rec.n_rows, rec.seed) == (res.verdict, res.n_rows, 3)
+    assert res.metrics == {k: getattr(rec, k) for k in res.metrics}
+    assert (rec.ce_loss_score is None) == (splice_steps == 0) and rec.splice_steps == (splice_steps or None)
+    assert [e.step for e in rec.training][-1] == 3 and rec.final_loss == rec.training[-1].loss
+    assert (rec.training[-1].l1 is None) == (architecture == "topk")
 
 
 def test_fit_sae_input_errors_name_the_field(captured):
@@ -189,10 +209,10 @@ def test_explained_variance_uses_saelens_corrected_formula_on_heldout_rows_witho
     assert m["n_train_rows"] + m["n_heldout_rows"] == len(ds) - excluded.sum() and m["n_heldout_rows"] > 0
     sae = load_sae(lab.store.run_dir(res.run_id))
     # SAELens evals.py: 1 - E||x - x_hat||^2 / (E||x||^2 - ||E x||^2), over the held-out, included rows
-    sae_cfg = lab.store.read_json(res.run_id, "sae_config.json")
-    assert sae_cfg["input_scale"] == m["input_scale"] != 1.0
-    saved = json.loads(lab.store.artifact_path(res.run_id, "sae_metrics.json").read_text(encoding="utf-8"))
-    held = np.flatnonzero(~excluded & np.isin(ds.meta["step_index"], saved["heldout_step_indices"]))
+    sae_cfg = read_back(lab, res.run_id, CONFIG_FILE, SAEConfig.model_validate)
+    assert sae_cfg.input_scale == m["input_scale"] != 1.0
+    saved = read_back(lab, res.run_id, METRICS_FILE, SAEMetrics.model_validate)
+    held = np.flatnonzero(~excluded & np.isin(ds.meta["step_index"], saved.heldout_step_indices))
     assert len(held) == m["n_heldout_rows"]
     x = torch.from_numpy(np.array(ds.states)[held]).double()
     with torch.no_grad():
