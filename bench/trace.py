@@ -94,16 +94,52 @@ def tl_cells(bridge, prep, corr, cells, window, n_layers) -> list[float]:
     return out
 
 
+class Work:
+    """Multiply-accumulates a run spends in the decoder layers and the LM head, counted from the shapes
+    each block and the unembedding receive (per token through a layer: its weights; per scored row: vocab
+    x d_model; attention scores are ignored, a few percent at these lengths). The ratio of two peers' work
+    is the speed-up a perfect implementation of the cheaper one could reach: the ceiling."""
+
+    def __init__(self, lm) -> None:
+        self.blocks = list(lm.adapter.module(lm.model, lm.adapter.blocks))
+        self.head = lm.adapter.module(lm.model, lm.adapter.unembed)
+        self.per_token = sum(m.weight.numel() for m in self.blocks[0].modules()          # Linear and GPT-2's Conv1D
+                             if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() == 2)
+        self.per_row = self.head.weight.numel()
+        self.d_model = lm.d_model
+        self.macs: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, scale: float = 1.0, **kwargs):
+        count = [0, 0]
+
+        def block(_module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            count[0] += h.numel() // h.shape[-1]
+
+        def head(_module, args):
+            count[1] += args[0].numel() // args[0].shape[-1]
+
+        handles = [b.register_forward_pre_hook(block, with_kwargs=True) for b in self.blocks]
+        handles.append(self.head.register_forward_pre_hook(head))
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+            self.macs[name] = self.macs.get(name, 0.0) + scale * (count[0] * self.per_token + count[1] * self.per_row)
+
+
 class Clock:
     """Wall and process CPU seconds per name (CPU time is the fairer figure on a shared, loaded machine)."""
 
     def __init__(self) -> None:
         self.wall: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
+        self.work: Work | None = None
 
     def run(self, name: str, fn, *args, scale: float = 1.0, **kwargs):
         w, c = time.perf_counter(), time.process_time()
-        out = fn(*args, **kwargs)
+        out = self.work.run(name, fn, *args, scale=scale, **kwargs) if self.work else fn(*args, **kwargs)
         self.wall[name] = self.wall.get(name, 0.0) + (time.perf_counter() - w) * scale
         self.cpu[name] = self.cpu.get(name, 0.0) + (time.process_time() - c) * scale
         return out
@@ -154,6 +190,7 @@ def main() -> None:  # noqa: C901 - a linear script
               f"samples, window {args.window}; threads {threads} of {available_cores()} cores; "
               f"load {' '.join(load_avg)} at start")
         clock = Clock()
+        clock.work = Work(lm)
         n_ref = {"rome": 0, "tl": 0}  # cells timed per peer
         d = {"full": 0.0, "rome": 0.0, "tl": 0.0}
         rows_total, cells_total, agree = 0, 0, {k: [] for k in KINDS}
@@ -192,13 +229,16 @@ def main() -> None:  # noqa: C901 - a linear script
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         w, c = clock.wall, clock.cpu
         print(f"neurotrace exact grid : {w['ours']:8.1f} s wall {c['ours']:8.1f} s CPU  {rows_total / w['ours']:8.1f} rows/s "
-              f"({cells_total} cells x {args.samples} samples)  peak RSS {rss:.2f} GiB")
+              f"({cells_total} cells x {args.samples} samples)  peak RSS {rss:.2f} GiB  "
+              f"{clock.work.macs['ours'] / w['ours'] / 5e8:.1f} GFLOP/s in layers + LM head")
         names = {"rome": "ROME per-cell loop", "tl": "TransformerLens hooks", "full": "batched full forward"}
         for peer, label in names.items():
             if peer in w:
                 note = f"; timed on {n_ref[peer]} cells, extrapolated" if peer in n_ref else ""
+                macs = clock.work.macs
                 print(f"{label:22s}: {w[peer]:8.1f} s wall {c[peer]:8.1f} s CPU  {rows_total / w[peer]:8.1f} rows/s  "
-                      f"ratio {w[peer] / w['ours']:5.2f}x wall {c[peer] / c['ours']:5.2f}x CPU  max |delta| {d[peer]:.1e}{note}")
+                      f"ratio {w[peer] / w['ours']:5.2f}x wall {c[peer] / c['ours']:5.2f}x CPU  max |delta| {d[peer]:.1e}"
+                      f"  work {macs[peer] / macs['ours']:5.2f}x ours (the ceiling){note}")
         if "approx" in w:
             print(f"attribution patching  : {w['approx']:8.1f} s wall {c['approx']:8.1f} s CPU  "
                   f"{w['ours'] / w['approx']:.1f}x faster than exact (wall), {c['ours'] / c['approx']:.1f}x (CPU)")
