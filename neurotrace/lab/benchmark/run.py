@@ -15,9 +15,18 @@ from neurotrace.lab.benchmark.attribution import METHODS, jacobian_check, score_
 from neurotrace.lab.benchmark.circuits import CAUSAL, N_FEATURES, REGIMES
 from neurotrace.lab.benchmark.planted_checks import planted_checks
 from neurotrace.lab.benchmark.report import heatmap, report
-from neurotrace.lab.benchmark.schema import AurocRow, BenchmarkRequest, BenchmarkResult
+from neurotrace.lab.benchmark.schema import (
+    AurocRow,
+    BenchmarkRequest,
+    BenchmarkResult,
+    CircuitScores,
+    Dissociation,
+    PlantedRecord,
+)
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
+
+SCORES_FILE, DISSOCIATION_FILE, PLANTED_FILE = "auroc_per_seed.json", "dissociation.json", "planted.json"
 
 
 def _rows(scores: dict[str, dict[str, list[float]]]) -> list[AurocRow]:
@@ -33,7 +42,6 @@ def _rounded(rows: list[AurocRow], digits: int = 4) -> list[AurocRow]:
     """The rows for the structured result (full precision stays in tables/auroc.csv)."""
     return [r.model_copy(update={"auroc_mean": round(r.auroc_mean, digits), "auroc_std": round(r.auroc_std, digits)})
             for r in rows]
-    return rows
 
 
 _POS, _NEG = len(CAUSAL), N_FEATURES - len(CAUSAL)
@@ -79,8 +87,12 @@ def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter = N
             out.dissociation["analytic Jacobian equals autograd (1e-6)"] = out.jacobian_max_abs_diff <= 1e-6
             out.dissociation_holds = all(out.dissociation.values())
             run.write_csv("tables/auroc.csv", [r.model_dump() for r in rows])
-            run.write_json("auroc_per_seed.json", scores)
-            run.write_json("dissociation.json", out.dissociation)
+            run.write_json(SCORES_FILE, CircuitScores(
+                seeds=request.seeds, samples=request.samples, ig_steps=request.ig_steps,
+                ig_baseline=request.ig_baseline, seed=request.seed, auroc=scores).model_dump(mode="json"))
+            run.write_json(DISSOCIATION_FILE, Dissociation(
+                checks=out.dissociation, holds=out.dissociation_holds,
+                jacobian_max_abs_diff=out.jacobian_max_abs_diff).model_dump(mode="json"))
             out.figures.append(run.write_figure("figures/auroc_heatmap.png", heatmap(
                 out.table, f"{request.seeds} seeds x {request.samples} samples; IG {request.ig_steps} steps, "
                 f"{request.ig_baseline} baseline")))
@@ -106,7 +118,6 @@ def _run_planted(request: BenchmarkRequest, lab: Lab, run, out: BenchmarkResult,
     for rid in dict.fromkeys(c.run_id for c in out.planted if c.run_id):
         run.add_input(rid)
     run.write_csv("tables/planted.csv", [c.model_dump() for c in out.planted])
-    run.write_json("planted.json", {"model_dir": str(pm.path), "mlp_layer": pm.mlp_layer, "head_layer": pm.head_layer,
-                                    "head": pm.head, "subject_last_pos": pm.subject_last_pos,
-                                    "facts": [f.model_dump() for f in pm.facts],
-                                    "checks": [c.model_dump() for c in out.planted]})
+    record = PlantedRecord(model_dir=str(pm.path), mlp_layer=pm.mlp_layer, head_layer=pm.head_layer, head=pm.head,
+                           subject_last_pos=pm.subject_last_pos, facts=list(pm.facts), checks=out.planted)
+    run.write_json(PLANTED_FILE, record.model_dump(mode="json"))
