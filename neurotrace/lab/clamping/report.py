@@ -13,20 +13,30 @@ Written files (all under the run directory):
   (conditions, d_mlp) matrix of the mean post-clamp activation over all real positions (prompt and
   generated) of all prompts; ``n_positions`` gives the counts; the metadata's ``conditions`` lists
   the (neurons, value) of each matrix row.
-* ``clamp_results.json``: summaries and collapsed cases; the input of :mod:`neurotrace.lab.clamping.figures`.
+* ``clamp_results.json``: the :class:`~neurotrace.lab.clamping.schema.ClampResults` record (summaries,
+  verdicts and collapsed cases); the input of :mod:`neurotrace.lab.clamping.figures`.
 * ``report.md``: thresholds, the per-value table and every collapsed baseline with what recovered it.
 * ``figures/improvement_rate.png`` and ``figures/sweep_metrics.png``.
 """
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from neurotrace.lab.clamping.collapse import COLLAPSE_TYPES, METRIC_NAMES, collapse_type, describe_thresholds
-from neurotrace.lab.clamping.figures import FIGURES
+from neurotrace.lab.clamping.figures import FIGURES, RESULTS_FILE
 from neurotrace.lab.clamping.prompt_grid import PromptItem
-from neurotrace.lab.clamping.schema import ClampSweepRequest, ClampSweepResult, GroupVerdict, ValueSummary
+from neurotrace.lab.clamping.schema import (
+    ClampResults,
+    ClampSweepRequest,
+    ClampSweepResult,
+    CollapsedCase,
+    GroupVerdict,
+    RecoveredOutput,
+    ValueSummary,
+)
 from neurotrace.lab.clamping.sweep import Condition, Row, SweepOutput
 from neurotrace.lab.clamping.verdict import RULES, group_verdicts
 from neurotrace.lab.model.loading import LoadedModel
@@ -88,7 +98,7 @@ def table_rows(rows: list[Row], prompts: list[PromptItem], conds: list[Condition
     return out
 
 
-def collapsed_cases(rows: list[Row], prompts: list[PromptItem], conds: list[Condition]) -> list[dict[str, Any]]:
+def collapsed_cases(rows: list[Row], prompts: list[PromptItem], conds: list[Condition]) -> list[CollapsedCase]:
     """Each collapsed baseline with the clamped outputs that recovered it."""
     by_prompt: dict[int, dict[int, Row]] = {}
     for r in rows:
@@ -98,14 +108,15 @@ def collapsed_cases(rows: list[Row], prompts: list[PromptItem], conds: list[Cond
         base = by_prompt[p][0]
         if not base.reasons:
             continue
-        rec = [{"neurons": conds[c].label, "value": conds[c].value, "output": r.text,
-                "distinct_2": r.metrics["distinct_2"], "loop_frac": r.metrics["loop_frac"]}
+        rec = [RecoveredOutput(neurons=conds[c].label, value=conds[c].value, output=r.text,
+                               distinct_2=r.metrics["distinct_2"], loop_frac=r.metrics["loop_frac"])
                for c, r in sorted(by_prompt[p].items()) if c and not r.reasons and conds[c].control_of is None]
         n_ctrl = sum(1 for c, r in by_prompt[p].items() if c and not r.reasons and conds[c].control_of)
-        cases.append({"core_id": prompts[p].core_id, "type": prompts[p].type, "level": prompts[p].level,
-                      "prompt": prompts[p].prompt, "baseline": base.text, "reasons": base.reasons,
-                      "collapse_type": collapse_type(base.reasons), "recovered_by": rec,
-                      "recovered_by_controls": n_ctrl})
+        item = prompts[p]
+        cases.append(CollapsedCase(core_id=item.core_id or "", type=item.type or "", level=item.level or "",
+                                   prompt=item.prompt, baseline=base.text, reasons=list(base.reasons),
+                                   collapse_type=collapse_type(base.reasons), recovered_by=rec,
+                                   recovered_by_controls=n_ctrl))
     return cases
 
 
@@ -125,7 +136,7 @@ def _quote(text: str) -> str:
     return "`" + text.replace("`", "'").replace("\n", "⏎") + "`"
 
 
-def _types_text(types: dict[str, int]) -> str:
+def _types_text(types: Mapping[str, int]) -> str:
     return ", ".join(f"{n} {t}" for t, n in types.items() if n) or "none"
 
 
@@ -138,18 +149,17 @@ def _verdict_lines(groups: list[GroupVerdict]) -> list[str]:
     return lines + [""]
 
 
-def markdown(request: ClampSweepRequest, results: dict[str, Any], per_value: list[ValueSummary],
-             groups: list[GroupVerdict]) -> str:
-    th = request.thresholds
-    lines = [f"# clamp_sweep on {request.model}", "",
-             f"Neurons {', '.join(request.neurons)} ({request.neuron_mode}), clamped at position "
-             f"'{request.position}', {request.max_new_tokens} new tokens, sampling: {request.sampling.kind}, "
-             f"{request.controls} random-neuron control(s) per group.",
-             f"{results['n_prompts']} prompts x {results['n_settings']} settings = {results['n_rows']} generations; "
-             f"{results['n_collapsed_baselines']} baselines collapsed "
-             f"({_types_text(results['baseline_collapse_types'])}), {results['n_recovered']} recovered by at "
+def markdown(request: ClampSweepRequest, rec: ClampResults) -> str:
+    th = rec.thresholds
+    lines = [f"# clamp_sweep on {rec.model}", "",
+             f"Neurons {', '.join(rec.neurons)} ({rec.neuron_mode}), clamped at position "
+             f"'{rec.position}', {rec.max_new_tokens} new tokens, sampling: {request.sampling.kind}, "
+             f"{rec.controls} random-neuron control(s) per group.",
+             f"{rec.n_prompts} prompts x {rec.n_settings} settings = {rec.n_rows} generations; "
+             f"{rec.n_collapsed_baselines} baselines collapsed "
+             f"({_types_text(rec.baseline_collapse_types)}), {rec.n_recovered} recovered by at "
              "least one value of the requested neurons.", "",
-             *[f"- Note: {n}" for n in results["notes"]], "", *_verdict_lines(groups),
+             *[f"- Note: {n}" for n in rec.notes], "", *_verdict_lines(rec.groups),
              "## Collapse rules (any one flags an output)", "",
              *[f"- {rule}" for rule in describe_thresholds(th)], "",
              "Types: empty = fewer than min_tokens tokens; loop = the loop rule fired; other (repetitive) = low "
@@ -157,19 +167,18 @@ def markdown(request: ClampSweepRequest, results: dict[str, Any], per_value: lis
              "(end-of-text excluded). An intervened row *improves* its baseline when the baseline is collapsed "
              "and the row is not; this says nothing about fluency or truth, so read the recovered texts below.",
              "", "## Per value (requested neurons; controls in tables/sweep_summary.csv)", "",
-             *_md_table(per_value), "", "## Collapsed baselines", ""]
-    for case in results["collapsed"][:MAX_CASES]:
-        lines += [f"### {case['core_id']} · {case['type'] or '-'} · {case['level'] or '-'}", "",
-                  f"- prompt: {_quote(case['prompt'])}", f"- baseline: {_quote(case['baseline'])}",
-                  f"- why collapsed ({case['collapse_type']}): {'; '.join(case['reasons'])}; recovered by "
-                  f"{case['recovered_by_controls']} control setting(s)",
-                  f"- recovered by {len(case['recovered_by'])} setting(s):" if case["recovered_by"]
+             *_md_table(rec.per_value), "", "## Collapsed baselines", ""]
+    for case in rec.collapsed[:MAX_CASES]:
+        lines += [f"### {case.core_id} · {case.type or '-'} · {case.level or '-'}", "",
+                  f"- prompt: {_quote(case.prompt)}", f"- baseline: {_quote(case.baseline)}",
+                  f"- why collapsed ({case.collapse_type}): {'; '.join(case.reasons)}; recovered by "
+                  f"{case.recovered_by_controls} control setting(s)",
+                  f"- recovered by {len(case.recovered_by)} setting(s):" if case.recovered_by
                   else "- not recovered by any value", ""]
-        lines += [f"  - {rec['neurons']} = {_value_text(rec['value'])}: {_quote(rec['output'])}"
-                  for rec in case["recovered_by"]]
+        lines += [f"  - {r.neurons} = {_value_text(r.value)}: {_quote(r.output)}" for r in case.recovered_by]
         lines.append("")
-    if len(results["collapsed"]) > MAX_CASES:
-        lines.append(f"({len(results['collapsed']) - MAX_CASES} more in clamp_results.json)")
+    if len(rec.collapsed) > MAX_CASES:
+        lines.append(f"({len(rec.collapsed) - MAX_CASES} more in {RESULTS_FILE})")
     return "\n".join(lines) + "\n"
 
 
@@ -204,17 +213,16 @@ def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem
     groups = group_verdicts(all_values, len(cases), request.controls)
     table = table_rows(out.rows, prompts, conds)
     bos = lm.tokenizer.bos_token_id
-    types = {t: sum(1 for c in cases if c["collapse_type"] == t) for t in COLLAPSE_TYPES}
-    results = {"model": request.model, "neurons": request.neurons, "neuron_mode": request.neuron_mode,
-               "position": request.position, "max_new_tokens": request.max_new_tokens,
-               "thresholds": request.thresholds.model_dump(), "n_prompts": len(prompts), "n_rows": len(out.rows),
-               "n_settings": len(conds), "n_collapsed_baselines": len(cases),
-               "n_recovered": sum(1 for c in cases if c["recovered_by"]), "baseline_collapse_types": types,
-               "controls": request.controls, "groups": [g.model_dump() for g in groups],
-               "notes": notes(request, conds, lm, bool(prompt_ids) and prompt_ids[0][:1] == [bos]),
-               "per_value": [s.model_dump() for s in per_value],
-               "controls_per_value": [s.model_dump() for s in all_values if s.control_of is not None],
-               "collapsed": cases, "tokens_generated": out.tokens_generated, "seconds": out.seconds}
+    types = {t: sum(1 for c in cases if c.collapse_type == t) for t in COLLAPSE_TYPES}
+    rec = ClampResults(model=request.model, neurons=list(request.neurons), neuron_mode=request.neuron_mode,
+                       position=request.position, max_new_tokens=request.max_new_tokens,
+                       thresholds=request.thresholds, n_prompts=len(prompts), n_rows=len(out.rows),
+                       n_settings=len(conds), n_collapsed_baselines=len(cases),
+                       n_recovered=sum(1 for c in cases if c.recovered_by), baseline_collapse_types=types,
+                       controls=request.controls, groups=groups,
+                       notes=notes(request, conds, lm, bool(prompt_ids) and prompt_ids[0][:1] == [bos]),
+                       per_value=per_value, controls_per_value=[s for s in all_values if s.control_of is not None],
+                       collapsed=cases, tokens_generated=out.tokens_generated, seconds=out.seconds)
     table_uri = run.write_csv("tables/clamp_sweep.csv", table,
                               fieldnames=["core_id", "type", "level", "neurons", "sweep", "prompt", "output",
                                           *METRIC_NAMES, "is_collapsed", "collapse_type", "collapse_reasons",
@@ -227,40 +235,39 @@ def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem
     if out.act_sum:
         meta = {"conditions": json.dumps([[c.label, c.value] for c in conds]), "d_mlp": str(lm.d_mlp)}
         run.write_tensors("arrays/mean_mlp_post.safetensors", mean_tensors(out), metadata=meta)
-    run.write_json("clamp_results.json", results)
-    report_uri = run.write_text("report.md", markdown(request, results, per_value, groups))
-    figures = [run.write_figure(f"figures/{kind}.png", FIGURES[kind](results)) for kind in FIGURES]
+    run.write_json(RESULTS_FILE, rec.model_dump(mode="json"))
+    report_uri = run.write_text("report.md", markdown(request, rec))
+    figures = [run.write_figure(f"figures/{kind}.png", FIGURES[kind](rec)) for kind in FIGURES]
     best = best_values(per_value)
-    summary = _summary(request, results, best, groups)
+    summary = _summary(request, rec, best)
     run.set_summary(summary)
     return ClampSweepResult(
         run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
         next=f"Read {report_uri} for each collapsed prompt and the outputs that recovered it; re-render figures "
              f"with plot(run_id='{run.run_id}', kind='improvement_rate' | 'sweep_metrics').",
         n_prompts=len(prompts), n_rows=len(out.rows), n_collapsed_baselines=len(cases),
-        n_recovered=results["n_recovered"], baseline_collapse_types=types,
+        n_recovered=rec.n_recovered, baseline_collapse_types=dict(rec.baseline_collapse_types),
         verdict=groups[0].verdict if groups else None, groups=groups, best=best, per_value=per_value,
-        notes=results["notes"], tokens_generated=out.tokens_generated, seconds=round(out.seconds, 3),
+        notes=rec.notes, tokens_generated=out.tokens_generated, seconds=round(out.seconds, 3),
         report=report_uri, table=table_uri, plot=figures[0])
 
 
-def _summary(request: ClampSweepRequest, results: dict[str, Any], best: list[ValueSummary],
-             groups: list[GroupVerdict]) -> str:
-    n_base, n_prompts = results["n_collapsed_baselines"], results["n_prompts"]
-    text = (f"Clamped {', '.join(request.neurons)} of {request.model} ({request.position} positions) over "
-            f"{len(results['per_value']) - 1} settings plus the baseline on {n_prompts} prompts, with "
-            f"{request.controls} random same-layer control(s) per group ({results['tokens_generated']} tokens in "
-            f"{results['seconds']:.1f}s). {n_base} of {n_prompts} baselines collapsed")
+def _summary(request: ClampSweepRequest, rec: ClampResults, best: list[ValueSummary]) -> str:
+    n_base, n_prompts = rec.n_collapsed_baselines, rec.n_prompts
+    text = (f"Clamped {', '.join(rec.neurons)} of {rec.model} ({rec.position} positions) over "
+            f"{len(rec.per_value) - 1} settings plus the baseline on {n_prompts} prompts, with "
+            f"{rec.controls} random same-layer control(s) per group ({rec.tokens_generated} tokens in "
+            f"{rec.seconds:.1f}s). {n_base} of {n_prompts} baselines collapsed")
     if not n_base:
         return text + "; nothing to recover (see the per-value collapse rates for induced collapses)."
-    types = results["baseline_collapse_types"]
+    types = rec.baseline_collapse_types
     text += f" ({_types_text(types)})"
-    n_rec = results["n_recovered"]
+    n_rec = rec.n_recovered
     text += f"; {n_rec} {'was' if n_rec == 1 else 'were'} recovered by at least one value."
     if best:
         text += " Best: " + ", ".join(f"{b.neurons}={_value_text(b.value)} recovers {b.n_improved}/{n_base}"
                                       f" (induces {b.n_induced})" for b in best[:2]) + "."
-    for g in groups[:3]:
+    for g in rec.groups[:3]:
         if g.verdict is not None:
             text += f" Verdict {g.neurons}: {g.verdict} ({g.reason})."
     if types.get("empty", 0) * 2 > n_base and not request.chat_template:

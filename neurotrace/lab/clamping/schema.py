@@ -1,11 +1,11 @@
 """clamp_sweep's boundary models: the request and the result (sampling is the shared union of
-:mod:`neurotrace.lab.model.sampling`)."""
+:mod:`neurotrace.lab.model.sampling`), and the typed record of clamp_results.json."""
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.clamping.collapse import CollapseThresholds
+from neurotrace.lab.clamping.collapse import CollapseThresholds, CollapseType
 from neurotrace.lab.clamping.prompt_grid import PromptItem
 from neurotrace.lab.model.execution import Backend, Remote
 from neurotrace.lab.model.neurons import NEURON_HELP
@@ -97,6 +97,63 @@ class GroupVerdict(BaseModel):
                                                  "collapsed baselines; null without controls or baselines.")
     verdict: Verdict | None = Field(None, description="null when controls=0.")
     reason: str = Field("", description="The rule that decided the verdict, with its numbers.")
+
+
+class RecoveredOutput(BaseModel):
+    """One clamp setting of the requested neurons whose output is not collapsed where the baseline was."""
+
+    model_config = ConfigDict(extra="forbid")
+    neurons: str = Field(description="The clamped neuron group.")
+    value: float | None = Field(description="Its clamp value (activation units of mlp.hook_post).")
+    output: str = Field(description="The generated text (prompt excluded).")
+    distinct_2: float = Field(description="Distinct token bigrams / bigrams of the output, 0..1.")
+    loop_frac: float = Field(description="Fraction of the output's tokens covered by its longest loop, 0..1.")
+
+
+class CollapsedCase(BaseModel):
+    """A prompt whose unclamped (baseline) output collapsed, with the clamped outputs that recovered it."""
+
+    model_config = ConfigDict(extra="forbid")
+    core_id: str = Field(description="The prompt's core id (default 'p<row>').")
+    type: str = Field(description="The prompt's type tag ('' if none).")
+    level: str = Field(description="The prompt's level tag ('' if none).")
+    prompt: str
+    baseline: str = Field(description="The baseline's generated text.")
+    reasons: list[str] = Field(description="The collapse rules that fired on the baseline, with their numbers.")
+    collapse_type: CollapseType | None = Field(description="empty, loop or repetitive.")
+    recovered_by: list[RecoveredOutput] = Field(description="Settings of the requested neurons that recover it, "
+                                                "in sweep order.")
+    recovered_by_controls: int = Field(description="Random-neuron control settings that recover it.")
+
+
+class ClampResults(BaseModel):
+    """clamp_results.json: what was swept, the per-value summaries (controls apart), the verdicts and every
+    collapsed baseline; the input of :mod:`neurotrace.lab.clamping.figures` and of the ``plot`` tool."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    neurons: list[str] = Field(description="The requested neuron refs, as given.")
+    neuron_mode: Literal["joint", "separate"]
+    position: Literal["all", "last"]
+    max_new_tokens: int = Field(description="Tokens generated per (prompt, setting), at most.")
+    thresholds: CollapseThresholds
+    n_prompts: int
+    n_rows: int = Field(description="(prompt, setting) generations, controls included.")
+    n_settings: int = Field(description="Sweep settings: the baseline, each group's values and the controls'.")
+    n_collapsed_baselines: int = Field(description="Prompts whose unclamped output collapsed.")
+    n_recovered: int = Field(description="Collapsed baselines recovered by at least one value of the requested "
+                             "neurons.")
+    baseline_collapse_types: dict[CollapseType, int] = Field(description="Collapsed baselines by type.")
+    controls: int = Field(description="Random-neuron controls per group.")
+    groups: list[GroupVerdict]
+    notes: list[str] = Field(description="Caveats: identical 'all'/'last' clamps, BOS and chat-template use.")
+    per_value: list[ValueSummary] = Field(description="Per (neurons, value) of the requested groups; the "
+                                          "baseline is the row with value null.")
+    controls_per_value: list[ValueSummary] = Field(description="The same for the random-neuron controls "
+                                                   "(control_of names their group).")
+    collapsed: list[CollapsedCase] = Field(description="Every collapsed baseline, in prompt order.")
+    tokens_generated: int = Field(description="Tokens generated over the whole sweep.")
+    seconds: float = Field(description="Wall-clock seconds of the sweep.")
 
 
 class ClampSweepResult(RunResult):
