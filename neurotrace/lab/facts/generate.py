@@ -15,8 +15,8 @@ Structural checks (exactly one ``{}`` in the template, ``context_from`` inside t
 corrupt subjects differ) come from :class:`~neurotrace.lab.facts.fact.Fact`; token checks from
 :mod:`neurotrace.lab.facts.tokens`. A bad fact from a pack, spec or ROME file is an error naming
 ``facts[i].<field>``; a bad *drafted* fact is dropped and reported, because LLM drafts are expected to
-be noisy. The run writes ``dataset.json`` (:class:`FactSet`) and ``run_config.json``; ``trace`` reads
-the dataset back with :func:`load_dataset`.
+be noisy. The run writes ``dataset.json`` (:class:`FactSet`) and ``run_config.json``
+(:class:`GenerateFactsRunConfig`); ``trace`` reads the dataset back with :func:`load_dataset`.
 """
 
 from collections.abc import Callable
@@ -44,6 +44,7 @@ from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.results import RunResult
 
 DEFAULT_VALIDATION_MODELS = ("fact-gpt2", "fact-bert")
+DATASET_FILE, CONFIG_FILE = "dataset.json", "run_config.json"
 DraftFn = Callable[[str, int], str]
 
 
@@ -115,6 +116,20 @@ class FactSet(BaseModel):
     facts: list[Fact]
     validation: list[ModelReport] = Field(default_factory=list, description="Per-model token checks.")
     dropped: list[Dropped] = Field(default_factory=list, description="Drafted facts that failed validation.")
+
+
+class GenerateFactsRunConfig(BaseModel):
+    """The content of a generate_facts run's ``run_config.json``: how the dataset was gathered."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: FactSource = Field(description="The request's source, as given (pack, spec, rome or sampling).")
+    domain: str = Field(description="The dataset's domain.")
+    models: list[str] = Field(description="Models the facts were validated against, in order ([] = structure "
+                              "only).")
+    multi_token_policy: MultiTokenPolicy = Field(description="How targets of several tokens were treated.")
+    seed: int = Field(description="Seed for choosing ROME corrupt subjects.")
+    n_facts: int = Field(ge=0, description="Facts in dataset.json.")
+    n_dropped: int = Field(ge=0, description="Drafted facts dropped by validation.")
 
 
 class ModelSummary(BaseModel):
@@ -294,11 +309,12 @@ def run_generate_facts(request: GenerateFactsRequest, *, lab: Lab, reporter: Rep
     fs = build_factset(request, lab=lab, reporter=reporter, draft_fn=draft_fn)
     reporter.step(2, 3, "writing dataset.json")
     with lab.store.open_run("generate_facts", request, seed=request.seed) as run:
-        dataset_uri = run.write_json("dataset.json", fs)
-        run.write_json("run_config.json", {
-            "source": request.source.model_dump(mode="json"), "domain": fs.domain,
-            "models": [r.model for r in fs.validation], "multi_token_policy": request.multi_token,
-            "seed": request.seed, "n_facts": len(fs.facts), "n_dropped": len(fs.dropped)})
+        dataset_uri = run.write_json(DATASET_FILE, fs.model_dump(mode="json"))
+        config = GenerateFactsRunConfig(source=request.source, domain=fs.domain,
+                                        models=[r.model for r in fs.validation],
+                                        multi_token_policy=request.multi_token, seed=request.seed,
+                                        n_facts=len(fs.facts), n_dropped=len(fs.dropped))
+        run.write_json(CONFIG_FILE, config.model_dump(mode="json"))
         summary = _summary(fs)
         run.set_summary(summary)
         artifacts = run.artifact_uris()
@@ -323,7 +339,7 @@ def load_factset(lab: Lab, run_id: str, field: str = "dataset_run_id") -> FactSe
     if manifest.tool != "generate_facts" or manifest.status != "complete":
         raise InputError(field, f"run {run_id} is a {manifest.status} {manifest.tool} run, not a complete "
                          "generate_facts run", fix="pass the run_id that generate_facts returned")
-    return FactSet.model_validate(lab.store.read_json(run_id, "dataset.json"))
+    return FactSet.model_validate(lab.store.read_json(run_id, DATASET_FILE))
 
 
 def load_dataset(lab: Lab, run_id: str, field: str = "dataset_run_id") -> list[Fact]:

@@ -8,12 +8,20 @@ import pytest
 
 from neurotrace import GenerateFactsRequest, run_generate_facts
 from neurotrace.lab.errors import InputError, NotFound
-from neurotrace.lab.facts.generate import build_factset, load_dataset
+from neurotrace.lab.facts.generate import (
+    CONFIG_FILE,
+    DATASET_FILE,
+    FactSet,
+    GenerateFactsRunConfig,
+    build_factset,
+    load_dataset,
+)
 from neurotrace.lab.facts.packs import WORLD_PACKS, list_packs
 from neurotrace.lab.facts.sources import extract_json_list, parse_drafted
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.testing.errors import raises_lab_error
+from neurotrace.testing.records import read_back
 
 CAPITAL = {"template": "the capital of {} is", "clean_subject": "france", "corrupt_subject": "italy",
            "target": "paris", "context_from": "capital", "context_to": "language"}
@@ -163,8 +171,8 @@ def test_spec_file_is_imported_with_variants_and_models_recorded(lab, tmp_path, 
     facts = load_dataset(lab, result.run_id)
     assert [f.id for f in facts] == ["toy/0", "toy/1"]
     assert facts[0].variants[0].suffix == "." and facts[1].variants[0].prefix == "quiz. "
-    config = lab.store.read_json(result.run_id, "run_config.json")
-    assert config["source"]["spec"] == str(path) and config["models"] == [str(tiny_gpt2)]
+    config = read_back(lab, result.run_id, CONFIG_FILE, GenerateFactsRunConfig.model_validate)
+    assert config.source.spec == str(path) and config.models == [str(tiny_gpt2)]
 
 
 def test_spec_path_errors_name_the_source_field(lab, tmp_path):
@@ -280,6 +288,24 @@ def test_same_request_gives_identical_datasets(lab, tiny_gpt2):
     a = run_generate_facts(request, lab=lab, reporter=NULL_REPORTER)
     b = run_generate_facts(request, lab=lab, reporter=NULL_REPORTER)
     assert lab.store.read_json(a.run_id, "dataset.json") == lab.store.read_json(b.run_id, "dataset.json")
+
+
+def test_the_saved_dataset_and_run_config_round_trip_through_their_records(lab, tiny_gpt2):
+    rome_run = run_generate_facts(rome_request(ROME, seed=2, relations=["P36"]), lab=lab, reporter=NULL_REPORTER)
+    config = read_back(lab, rome_run.run_id, CONFIG_FILE, GenerateFactsRunConfig.model_validate)
+    assert config.source == rome_request(ROME, seed=2, relations=["P36"]).source
+    assert (config.domain, config.models, config.seed, config.n_facts, config.n_dropped) == ("rome", [], 2, 5, 0)
+    dataset = read_back(lab, rome_run.run_id, DATASET_FILE, FactSet.model_validate)
+    assert dataset.facts == load_dataset(lab, rome_run.run_id) and [f.id for f in dataset.facts] == rome_run.fact_ids
+    request = GenerateFactsRequest(source={"kind": "sampling", "domain": "x", "count": 2}, models=[str(tiny_gpt2)],
+                                   multi_token="first_token")
+    reply = json.dumps([{**CAPITAL, "clean_subject": "japan", "target": "Kathmandu"}, CAPITAL])
+    drafted = run_generate_facts(request, lab=lab, reporter=NULL_REPORTER, draft_fn=lambda domain, count: reply)
+    config = read_back(lab, drafted.run_id, CONFIG_FILE, GenerateFactsRunConfig.model_validate)
+    assert (config.source.kind, config.multi_token_policy, config.n_facts, config.n_dropped) == (
+        "sampling", "first_token", 1, 1)
+    dataset = read_back(lab, drafted.run_id, DATASET_FILE, FactSet.model_validate)
+    assert dataset.dropped == drafted.dropped and [r.model for r in dataset.validation] == [str(tiny_gpt2)]
 
 
 def test_load_dataset_errors_name_dataset_run_id(lab):
