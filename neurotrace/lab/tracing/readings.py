@@ -41,6 +41,7 @@ from neurotrace.lab.tracing.schema import (
     PeakSite,
     Readings,
     SkippedFact,
+    SubjectTokenReading,
     TokenCategory,
     TraceRequest,
 )
@@ -211,6 +212,30 @@ def context(known: Sequence[FactRecord]) -> ContextReading | None:
     return ContextReading(effect=effect, until_layer=until, measurable=True)
 
 
+def subject_tokens(known: Sequence[FactRecord], components: Sequence[str]) -> list[SubjectTokenReading]:
+    """Per component (mlp, resid): in how many facts the largest effect over the subject's tokens (any
+    layer) sits at the last subject token; the others' peak tokens."""
+    out = []
+    for k in (c for c in ("mlp", "resid") if c in components):
+        n, at_last, earlier = 0, 0, []
+        for f in known:
+            s, e = f.subject_range
+            if e - s < 2:
+                continue
+            grid = torch.tensor(f.indirect[k])[:, s:e]                          # (layer, subject token)
+            if float(grid.max()) < MIN_EFFECT:
+                continue
+            n += 1
+            pos = s + int(grid.max(0).values.argmax())
+            if pos == e - 1:
+                at_last += 1
+            else:
+                earlier.append(f"{f.fact_id or f.subject}: {f.tokens[pos]!r}")
+        if n:
+            out.append(SubjectTokenReading(component=k, n_facts=n, at_last=at_last, earlier=earlier[:5]))
+    return out
+
+
 def top_heads(known: Sequence[FactRecord]) -> list[HeadEffect]:
     rows = [torch.tensor(f.heads) - f.p_corrupted for f in known if f.heads is not None]
     if not rows:
@@ -285,7 +310,8 @@ def summarize_model(request: TraceRequest, info: ModelInfo, facts: Sequence[Fact
         ranges=found, handoff_layer=handoff_layer(avgs, rome) if known else None,
         arrival_layer=arrival_layer(avgs, rome, total) if known else None,
         layer0_artifact=layer0_artifacts(avgs, info.window, request.corruption.kind == "noise") if known else [],
-        context=context(known), top_heads=top_heads(known), approx=approx_checks(facts))
+        context=context(known), top_heads=top_heads(known), approx=approx_checks(facts),
+        subject_tokens=subject_tokens(known, request.components))
     n = max(len(facts), 1)
     return ModelRecord(
         model=info.model, lm_kind=info.lm_kind, family=info.family, n_layers=info.n_layers, n_heads=info.n_heads,

@@ -83,6 +83,16 @@ def _resid_line(m: ModelRecord) -> str | None:
     return f"{m.model}: " + "; ".join(bits) + "."
 
 
+def _subject_token_line(m: ModelRecord) -> str | None:
+    """Said only when some fact's subject effect peaks before the last subject token."""
+    parts = [f"{r.component} {r.n_facts - r.at_last} of {r.n_facts} (" + ", ".join(r.earlier[:3])
+             + (", ..." if len(r.earlier) > 3 else "") + ")" for r in m.readings.subject_tokens if r.at_last < r.n_facts]
+    if not parts:
+        return None
+    return (f"{m.model}: fact by fact, the subject effect peaks before the last subject token in " + "; ".join(parts)
+            + ": the 'last subject token' averages leave those tokens out (per-fact maps in plot heatmap).")
+
+
 def _context_line(m: ModelRecord) -> str | None:
     c = m.readings.context
     if c is None:
@@ -138,7 +148,8 @@ def model_lines(m: ModelRecord) -> list[str]:
     total = f" Mean p(target) {pc:.3f} clean vs {pk:.3f} corrupted (total effect {pc - pk:+.3f})."
     if pc - pk < MIN_EFFECT:
         total += " The corruption barely matters: the answer is not recalled from the subject here."
-    lines = [head + total, _peak_line(m), _mlp_vs_attn(m), _resid_line(m), _context_line(m), *_caution_lines(m)]
+    lines = [head + total, _peak_line(m), _mlp_vs_attn(m), _resid_line(m), _subject_token_line(m), _context_line(m),
+             *_caution_lines(m)]
     return [line for line in lines if line]
 
 

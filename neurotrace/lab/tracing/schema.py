@@ -243,6 +243,18 @@ class ContextReading(BaseModel):
     measurable: bool = Field(description="effect >= min_effect.")
 
 
+class SubjectTokenReading(BaseModel):
+    """Fact by fact, which subject token carries the largest effect (the averages read the last one, as ROME
+    does; a fact whose effect sits on an earlier subject token is averaged into that category unseen)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    component: str
+    n_facts: int = Field(description="Known facts with a subject of 2+ tokens and an effect >= min_effect on it.")
+    at_last: int = Field(description="Of those, facts whose largest effect over the subject's tokens (any layer) "
+                                     "is at the last subject token.")
+    earlier: list[str] = Field(default_factory=list, description="The others, 'fact_id: token' (at most 5).")
+
+
 class Readings(BaseModel):
     """Localisation readings (the summary states them in words)."""
 
@@ -260,6 +272,9 @@ class Readings(BaseModel):
     context: ContextReading | None = None
     top_heads: list[HeadEffect] = Field(default_factory=list)
     approx: list[ApproxCheck] = Field(default_factory=list)
+    subject_tokens: list[SubjectTokenReading] = Field(default_factory=list, description="Per component (mlp, "
+                                                      "resid): facts whose subject effect peaks at the last "
+                                                      "subject token vs an earlier one.")
 
 
 class ModelRecord(Record):

@@ -132,3 +132,19 @@ def test_models_of_different_depths_are_compared_by_relative_depth_on_the_same_k
     assert "different depths" in text
     same = cross_model([shallow, model(shallow.facts, components=("mlp",), name="other")])
     assert "relative depth" not in same and "about the same depth" in same
+
+
+def test_a_fact_whose_subject_effect_peaks_before_the_last_subject_token_is_named_in_the_summary():
+    """The averages read the last subject token (ROME); fact by fact the effect can sit on an earlier one
+    (SmolLM2's 'The Eiffel Tower' peaks at 'iffel'), and the summary says which facts and tokens."""
+    early = record({"mlp": grid({1: [0.5] * N_LAYERS, 2: [0.1] * N_LAYERS})}, fact_id="eiffel")
+    early = early.model_copy(update={"tokens": ["The", " E", "iffel", " is", " in"]})
+    late = [record({"mlp": grid({1: [0.1] * N_LAYERS, 2: [0.4] * N_LAYERS})}, fact_id=f"f{i}") for i in range(2)]
+    one_token = record({"mlp": grid({2: [0.6] * N_LAYERS})}, subject=(2, 3), fact_id="one")
+    flat = record({"mlp": grid({1: [0.01] * N_LAYERS})}, fact_id="flat")
+    m = model([early, *late, one_token, flat], components=("mlp",))
+    (r,) = m.readings.subject_tokens
+    assert (r.component, r.n_facts, r.at_last, r.earlier) == ("mlp", 3, 2, ["eiffel: ' E'"])
+    assert "peaks before the last subject token in mlp 1 of 3 (eiffel: ' E')" in " ".join(interpret([m]))
+    quiet = model(late, components=("mlp",))
+    assert quiet.readings.subject_tokens[0].at_last == 2 and "peaks before" not in " ".join(interpret([quiet]))
