@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformers import DynamicCache
 
@@ -72,8 +73,8 @@ def supports_fast_decoder(lm: LoadedModel) -> bool:
 
 
 @torch.no_grad()
-def corrupted_run(lm: LoadedModel, ids: Tensor, noise: Tensor | None,
-                  subject: tuple[int, int]) -> tuple[list[Tensor], DynamicCache]:
+def corrupted_run(lm: LoadedModel, ids: Int[Tensor, " pos"], noise: Float[Tensor, "sample n_subject d_model"] | None,
+                  subject: tuple[int, int]) -> tuple[list[Float[Tensor, "sample pos d_model"]], DynamicCache]:
     """The corrupted residual entering every layer (and, last, leaving the final one), each
     (samples, pos, D), and a cache holding every layer's keys/values (samples, kv_heads, pos, d_head)."""
     n = lm.n_layers
@@ -95,7 +96,8 @@ def corrupted_run(lm: LoadedModel, ids: Tensor, noise: Tensor | None,
 
 
 @torch.no_grad()
-def layer_calls(lm: LoadedModel, ids: Tensor, kv: DynamicCache, p: int) -> tuple[list[LayerCall], DynamicCache]:
+def layer_calls(lm: LoadedModel, ids: Int[Tensor, " pos"], kv: DynamicCache, p: int
+                ) -> tuple[list[LayerCall], DynamicCache]:
     """The arguments the model passes each decoder layer when it continues a ``p``-token cached prefix
     with tokens ``ids[p:]``, and the probe cache object they refer to (replaced on replay)."""
     probe = DynamicCache(ddp_cache_data=[(layer.keys[:1, :, :p], layer.values[:1, :, :p]) for layer in kv.layers])
@@ -123,15 +125,15 @@ class Step:
     resid-restored states]``, the latter the cached corrupted output of the layer with the clean
     ``resid_post`` written at one position (sample, offset, value)."""
 
-    inputs: Tensor
-    enter: Tensor
-    sample: Tensor                     # noise sample of each state run through the layer
+    inputs: Int[Tensor, " run"]
+    enter: Int[Tensor, " enter"]
+    sample: Int[Tensor, " run"]        # noise sample of each state run through the layer
     restore: dict[str, Restore]
-    resid: tuple[Tensor, Tensor, Tensor] | None
+    resid: tuple[Int[Tensor, " resid"], Int[Tensor, " resid"], Float[Tensor, "resid d_model"]] | None
 
 
 def join_plan(chunk: Sequence[Row], n_layers: int, p0: int,
-              clean: dict[str, Tensor]) -> tuple[int, list[Step], Tensor]:
+              clean: dict[str, Float[Tensor, "pos ..."]]) -> tuple[int, list[Step], Int[Tensor, " row"]]:
     """The first layer that changes anything, one :class:`Step` per layer from there, each row's final
     state. States still equal to the corrupted run are never computed (they are in the cache)."""
     first = min(r.layers[0] for r in chunk)
@@ -165,8 +167,8 @@ def join_plan(chunk: Sequence[Row], n_layers: int, p0: int,
     return first, steps, torch.tensor([prev[state_key(r, n_layers - 1)] for r in chunk])
 
 
-def _restore_hook(spec) -> Callable[..., Tensor]:
-    def restore(act: Tensor, site: str) -> Tensor:
+def _restore_hook(spec: Restore) -> Callable[..., Tensor]:
+    def restore(act: Float[Tensor, "state suffix d_model"], site: str) -> Float[Tensor, "state suffix d_model"]:
         out = act.clone()
         put(out, spec)
         return out
@@ -184,8 +186,9 @@ def _restore_hooks(first: int, steps: Sequence[Step]) -> dict[str, Callable[...,
 
 
 @torch.no_grad()
-def run_suffix(lm: LoadedModel, first: int, steps: Sequence[Step], p: int, resid_pre: Sequence[Tensor],
-               kv: DynamicCache, calls: Sequence[LayerCall], probe: DynamicCache) -> Tensor:
+def run_suffix(lm: LoadedModel, first: int, steps: Sequence[Step], p: int,
+               resid_pre: Sequence[Float[Tensor, "sample pos d_model"]], kv: DynamicCache, calls: Sequence[LayerCall],
+               probe: DynamicCache) -> Float[Tensor, "state suffix d_model"]:
     """Layers ``first..`` for one row batch beginning at position ``p``, over the states' corrupted
     prefixes; returns the final states (states, S, D)."""
     blocks = lm.adapter.module(lm.model, lm.adapter.blocks)
@@ -222,7 +225,7 @@ def position_chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
 
 def fast_decoder_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[str], window: int,
                       reporter: Reporter, rows_per_batch: int = 512,
-                      progress: tuple[int, int] = (0, 1)) -> dict[str, Tensor]:
+                      progress: tuple[int, int] = (0, 1)) -> dict[str, Float[Tensor, "layer pos"]]:
     """Same numbers as :func:`neurotrace.lab.tracing.grid.exact_grid`, computing only what can change."""
     n_layers, samples = lm.n_layers, corr.samples
     clean, _ = clean_states(lm, prep.ids, grid_sites(components, n_layers))

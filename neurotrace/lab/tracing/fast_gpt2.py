@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from neurotrace.lab.model.hooks import hooked
@@ -47,7 +48,9 @@ def supports_fast_path(lm: LoadedModel) -> bool:
 
 
 @torch.no_grad()
-def _corrupted_cache(lm: LoadedModel, ids: Tensor, noise: Tensor | None, subject: tuple[int, int]):
+def _corrupted_cache(lm: LoadedModel, ids: Int[Tensor, " pos"], noise: Float[Tensor, "sample n_subject d_model"] | None,
+                     subject: tuple[int, int]
+                     ) -> tuple[list[Float[Tensor, "sample pos d_model"]], list[Float[Tensor, "sample pos 3*d_model"]]]:
     """Per layer: the corrupted residual entering the block (plus, last, the final block's output) and
     the block's qkv: (samples, pos, ...)."""
     blocks = lm.adapter.module(lm.model, lm.adapter.blocks)
@@ -73,7 +76,8 @@ def _corrupted_cache(lm: LoadedModel, ids: Tensor, noise: Tensor | None, subject
     return resid, qkv
 
 
-def _attend(block, x: Tensor, prefix_qkv: Tensor, p: int, query: int | None = None) -> Tensor:
+def _attend(block, x: Float[Tensor, "state suffix d_model"], prefix_qkv: Float[Tensor, "state prefix 3*d_model"], p: int,
+            query: int | None = None) -> Float[Tensor, "state out_pos d_model"]:
     """GPT-2 attention for suffix rows ``x`` (rows, S, D) over [prefix keys/values ; suffix]; with ``query``
     only that suffix offset's output is computed (rows, 1, D)."""
     attn = block.attn
@@ -93,8 +97,9 @@ def _attend(block, x: Tensor, prefix_qkv: Tensor, p: int, query: int | None = No
 
 
 @torch.no_grad()
-def _run_suffix(lm: LoadedModel, h: Tensor, start: int, p: int, qkv: list[Tensor], levels: list[Level],
-                predict_pos: int, target_id: int) -> Tensor:
+def _run_suffix(lm: LoadedModel, h: Float[Tensor, "state suffix d_model"], start: int, p: int,
+                qkv: list[Float[Tensor, "sample pos 3*d_model"]], levels: list[Level], predict_pos: int, target_id: int
+                ) -> Float[Tensor, " final_state"]:
     """Blocks ``start..`` on the distinct suffix states ``h`` (states, S, D) beginning at position ``p``;
     the last block computes only the scored position. Returns p(target) per final state."""
     blocks = lm.adapter.module(lm.model, lm.adapter.blocks)
@@ -114,7 +119,7 @@ def _run_suffix(lm: LoadedModel, h: Tensor, start: int, p: int, qkv: list[Tensor
 
 
 def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[str], window: int, reporter: Reporter,
-              rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1)) -> dict[str, Tensor]:
+              rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1)) -> dict[str, Float[Tensor, "layer pos"]]:
     """Same numbers as :func:`neurotrace.lab.tracing.grid.exact_grid`, computing only what can change.
 
     Rows are grouped by their first changed layer and sorted by restored position, so a batch shares

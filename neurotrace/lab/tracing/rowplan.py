@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from neurotrace.lab.model.adapters import site_name
 from neurotrace.lab.tracing.prepare import COMPONENT_SITE, sites_for
 
-Restore = tuple[Tensor, Tensor, Tensor]   # (state index, suffix offset, clean value (n, D))
+# (state index, suffix offset, clean value): n restorations
+Restore = tuple[Int[Tensor, " n"], Int[Tensor, " n"], Float[Tensor, "n d_model"]]
 
 
 class Row(NamedTuple):
@@ -41,8 +43,8 @@ class Level:
     """The distinct states after one layer: each one's parent state (before the layer), noise sample,
     and the clean values restored in the layer per component."""
 
-    parent: Tensor
-    sample: Tensor
+    parent: Int[Tensor, " state"]
+    sample: Int[Tensor, " state"]
     restore: dict[str, Restore]
 
 
@@ -89,7 +91,7 @@ def _distinct(chunk: Sequence[Row], layer: int) -> tuple[list[int], list[int]]:
 
 
 def plan(chunk: Sequence[Row], start: int, n_layers: int, p0: int,
-         clean: dict[str, Tensor]) -> tuple[list[int], list[Level], Tensor]:
+         clean: dict[str, Float[Tensor, "pos ..."]]) -> tuple[list[int], list[Level], Int[Tensor, " row"]]:
     """Initial states (their first rows), one :class:`Level` per layer ``start..``, each row's final state."""
     state, initial = _distinct(chunk, start - 1)
     levels = []
@@ -107,8 +109,9 @@ def plan(chunk: Sequence[Row], start: int, n_layers: int, p0: int,
     return initial, levels, torch.tensor(state)
 
 
-def initial_states(chunk: Sequence[Row], initial: Sequence[int], start: int, p0: int, resid_pre: Sequence[Tensor],
-                   clean: dict[str, Tensor]) -> Tensor:
+def initial_states(chunk: Sequence[Row], initial: Sequence[int], start: int, p0: int,
+                   resid_pre: Sequence[Float[Tensor, "sample pos d_model"]],
+                   clean: dict[str, Float[Tensor, "pos ..."]]) -> Float[Tensor, "state suffix d_model"]:
     """The states entering layer ``start`` (states, S, D) for positions ``p0..``: the corrupted residual,
     with resid rows' clean ``resid_post`` of layer ``start - 1`` written at their position."""
     h = resid_pre[start][torch.tensor([chunk[i].sample for i in initial]), p0:].clone()   # (states, S, D)
@@ -119,7 +122,7 @@ def initial_states(chunk: Sequence[Row], initial: Sequence[int], start: int, p0:
     return h
 
 
-def put(t: Tensor, spec: Restore | None, only: int | None = None) -> None:
+def put(t: Float[Tensor, "state suffix d_model"], spec: Restore | None, only: int | None = None) -> None:
     """Write restored values into ``t`` (states, S, D) in place; with ``only``, just those at that offset
     (then ``t`` holds that offset alone)."""
     if spec is None:
@@ -132,7 +135,7 @@ def put(t: Tensor, spec: Restore | None, only: int | None = None) -> None:
         t[states[keep], 0] = values[keep].to(t.dtype)
 
 
-def unchanged_prefix(clean_ids: Tensor, corr) -> int:
+def unchanged_prefix(clean_ids: Int[Tensor, " pos"], corr) -> int:
     """Positions before the first one the corruption touches (noise on the subject, or a token that
     differs from the clean prompt): there the corrupted states *are* the clean ones, so restoring a
     site there writes the values already present and the row is the corrupted run itself."""
@@ -141,7 +144,8 @@ def unchanged_prefix(clean_ids: Tensor, corr) -> int:
     return min(first, corr.subject[0]) if corr.noise is not None else first
 
 
-def fill_corrupted(lm, out: Tensor, rows: Sequence[Row], final_resid: Tensor, prep) -> int:
+def fill_corrupted(lm, out: Float[Tensor, "cell sample"], rows: Sequence[Row],
+                   final_resid: Float[Tensor, "sample pos d_model"], prep) -> int:
     """Write into ``out`` (cells, samples) each unchanged-prefix row's corrupted p(target), from the
     cached corrupted residual leaving the last layer ``final_resid`` (samples, pos, D); returns the count."""
     if rows:
@@ -164,7 +168,8 @@ def chunks(rows: Sequence[Row], size: int, min_rows: int = 64) -> Iterator[list[
         yield chunk
 
 
-def target_prob(logits_of, h: Tensor, target_id: int, rows_per_head: int = 64) -> Tensor:
+def target_prob(logits_of, h: Float[Tensor, "row d_model"], target_id: int, rows_per_head: int = 64
+                ) -> Float[Tensor, " row"]:
     """p(target) for final hidden states ``h`` (rows, D), applying ``logits_of`` (the LM head) to
     ``rows_per_head`` rows at a time (a 262k vocabulary makes (512, vocab) logits ~0.5 GB)."""
     out = [torch.softmax(logits_of(h[i:i + rows_per_head]).float(), dim=-1)[:, target_id]
