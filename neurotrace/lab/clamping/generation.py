@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Float, Float64, Int
 from torch import Tensor, nn
 from transformers import GenerationConfig
 
@@ -64,8 +64,8 @@ Observer = Callable[[int, int, Tensor, Tensor], None]
 class ClampRows:
     """Which neurons each batch row clamps, and to what value."""
 
-    masks: dict[int, Tensor]   # layer -> bool (rows, d_mlp): the neurons this row clamps in that layer
-    values: Tensor             # float (rows,): the row's clamp value (unused where a row's mask is empty)
+    masks: dict[int, Bool[Tensor, "row d_mlp"]]   # layer -> the neurons this row clamps in that layer
+    values: Float[Tensor, " row"]                 # the row's clamp value (unused where a row's mask is empty)
 
 
 @dataclass
@@ -76,7 +76,7 @@ class Sampler:
     top_k: int | None = None
     generator: torch.Generator | None = None
 
-    def choose(self, logits: Tensor) -> Tensor:
+    def choose(self, logits: Float[Tensor, "row vocab"]) -> Int[Tensor, " row"]:
         if self.temperature is None:
             return logits.argmax(-1)
         scaled = logits.float() / self.temperature                      # (rows, vocab)
@@ -89,20 +89,20 @@ class Sampler:
 
 @dataclass
 class Generated:
-    tokens: Tensor                      # long (rows, max_new_tokens); pad after a row finished
-    lengths: Tensor                     # long (rows,): generated tokens per row, EOS included
-    act_sum: dict[int, Tensor] = field(default_factory=dict)   # layer -> float64 (rows, d_mlp)
-    act_count: Tensor | None = None     # long (rows,): positions summed into act_sum
+    tokens: Int[Tensor, "row new"]      # (rows, max_new_tokens); pad after a row finished
+    lengths: Int[Tensor, " row"]        # generated tokens per row, EOS included
+    act_sum: dict[int, Float64[Tensor, "row d_mlp"]] = field(default_factory=dict)   # layer -> sums
+    act_count: Int[Tensor, " row"] | None = None   # positions summed into act_sum
     forward_positions: int = 0          # real (non-pad) positions run through the model
 
 
 @dataclass
 class _State:
     step: int = 0
-    clamp_pos: Tensor | None = None     # bool (rows, pos): where clamps apply in this forward
-    valid: Tensor | None = None         # bool (rows, pos): real positions (recorded into the means)
-    sums: dict[int, Tensor] = field(default_factory=dict)
-    expand: Tensor | None = None        # long (rows,): batch row -> forward row, while a shared prefix runs
+    clamp_pos: Bool[Tensor, "fwd pos"] | None = None   # where clamps apply in this forward (its rows, positions)
+    valid: Bool[Tensor, "fwd pos"] | None = None       # real positions (recorded into the means)
+    sums: dict[int, Float64[Tensor, "row d_mlp"]] = field(default_factory=dict)
+    expand: Int[Tensor, " row"] | None = None          # batch row -> forward row, while a shared prefix runs
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Int[Tensor, "row pos"], Int[Tensor, "row pos"]]:
@@ -121,7 +121,7 @@ def _hook(layer: int, clamps: ClampRows | None, state: _State, record: bool,
           observe: Observer | None) -> Callable[..., Tensor | None]:
     mask = None if clamps is None else clamps.masks.get(layer)
 
-    def fn(act: Tensor, site: str) -> Tensor | None:
+    def fn(act: Float[Tensor, "fwd pos d_mlp"], site: str) -> Float[Tensor, "fwd pos d_mlp"] | None:
         before = act
         if mask is not None and state.clamp_pos is not None:
             sel = state.clamp_pos.to(act.device)[:, :, None] & mask.to(act.device)[:, None, :]  # (rows, pos, d_mlp)
@@ -138,7 +138,8 @@ def _hook(layer: int, clamps: ClampRows | None, state: _State, record: bool,
 
 
 @torch.no_grad()
-def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attention_mask: Tensor, *,
+def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Int[Tensor, "row pos"],
+             attention_mask: Int[Tensor, "row pos"], *,
              max_new_tokens: int, clamps: ClampRows | None = None, position: Position = "all",
              sampler: Sampler | None = None, eos_token_id: int | None = None, pad_token_id: int = 0,
              record_layers: Sequence[int] = (), observe: Observer | None = None,
@@ -202,13 +203,14 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Tensor, attentio
                      forward_positions=int(count.sum()))
 
 
-def _shareable(mask: Tensor) -> bool:
+def _shareable(mask: Int[Tensor, "row pos"]) -> bool:
     """Every row has at least two real tokens (a shared prefix of one or more, then its last token)."""
     return mask.shape[1] >= 2 and bool(mask[:, -2].all())
 
 
-def _prefill_shared(model: nn.Module, head: nn.Linear | None, ids: Tensor, mask: Tensor, position_ids: Tensor,
-                    state: _State, forward: Callable[..., Any] | None = None) -> tuple[Tensor, Any]:
+def _prefill_shared(model: nn.Module, head: nn.Linear | None, ids: Int[Tensor, "row pos"], mask: Int[Tensor, "row pos"],
+                    position_ids: Int[Tensor, "row pos"], state: _State, forward: Callable[..., Any] | None = None
+                    ) -> tuple[Float[Tensor, "row vocab"], Any]:
     """The ``last``-mode prefill with each distinct prompt prefix run once.
 
     In ``last`` mode the prefill clamps only the final prompt token, so the keys and values of the
@@ -247,7 +249,7 @@ def plain_head(model: nn.Module, adapter: ArchAdapter) -> nn.Linear | None:
 
 
 def _forward(model: nn.Module, head: nn.Linear | None, forward: Callable[..., Any] | None = None,
-             **inputs: Any) -> tuple[Tensor, Any]:
+             **inputs: Any) -> tuple[Float[Tensor, "row vocab"], Any]:
     """One cached forward: (logits of the last position (rows, vocab), the KV cache).
 
     With a plain linear head, the base model runs alone and the head is applied to the last position
@@ -276,13 +278,13 @@ def _hooks(model: nn.Module, adapter: ArchAdapter, clamps: ClampRows | None, sta
             for layer in sorted(layers)}
 
 
-def _last_only(real: Tensor) -> Tensor:
+def _last_only(real: Bool[Tensor, "row pos"]) -> Bool[Tensor, "row pos"]:
     pos = torch.zeros_like(real)
     pos[:, -1] = True
     return pos
 
 
-def _lengths(tokens: Tensor, eos_token_id: int | None) -> Tensor:
+def _lengths(tokens: Int[Tensor, "row new"], eos_token_id: int | None) -> Int[Tensor, " row"]:
     """Tokens per row up to and including the first EOS (all of them for rows without one)."""
     rows, n = tokens.shape
     full = torch.full((rows,), n, dtype=torch.long, device=tokens.device)
