@@ -1,8 +1,9 @@
 """capture: record activations at chosen sites over prompts or multi-step episodes.
 
-fit_sae reads what a capture wrote (:func:`load_trace_dataset`); intervene applies the same component
-edits (:data:`ComponentEdit`, :func:`step_hooks`, :func:`knockout`) at its generation steps, and the
-same rule for when the KV cache is exact (:func:`plan_step_edits`).
+fit_sae reads what a capture wrote (:func:`load_trace_dataset`; capture.json as :class:`CaptureRecord`);
+intervene applies the same component edits (:data:`ComponentEdit`, :func:`step_hooks`, :func:`knockout`) at
+its generation steps, and the same rule for when the KV cache is exact (:func:`plan_step_edits`, recorded as a
+:class:`GenerationPlan`).
 """
 
 from neurotrace.lab.capture.edits import (
@@ -25,11 +26,12 @@ from neurotrace.lab.capture.edits import (
 )
 from neurotrace.lab.capture.generation import POSITIONWISE, force_recompute, overall_plan, plan_step_edits
 from neurotrace.lab.capture.run import run_capture
-from neurotrace.lab.capture.schema import CaptureRequest, CaptureResult
+from neurotrace.lab.capture.schema import CaptureRecord, CaptureRequest, CaptureResult, GenerationPlan
 from neurotrace.lab.capture.store import TraceDataset, capture_info, load_trace_dataset
 
-__all__ = ["COMPONENT_EDITS", "EDIT_KINDS", "POSITIONWISE", "AttentionKnockout", "CaptureRequest", "CaptureResult",
-           "ComponentEdit", "HeadAblation", "MeanAblation", "PatchActivations", "SetNeurons", "StepInfo",
+__all__ = ["COMPONENT_EDITS", "EDIT_KINDS", "POSITIONWISE", "AttentionKnockout", "CaptureRecord", "CaptureRequest",
+           "CaptureResult", "ComponentEdit", "GenerationPlan", "HeadAblation", "MeanAblation", "PatchActivations",
+           "SetNeurons", "StepInfo",
            "ZeroAblation", "TraceDataset", "capture_info", "clean_text_acts", "fed_positions", "force_recompute",
            "knockout", "load_trace_dataset", "overall_plan", "plan_step_edits", "resolve_positions", "run_capture",
            "step_hooks", "validate"]

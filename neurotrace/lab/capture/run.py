@@ -33,8 +33,21 @@ import torch
 
 from neurotrace.lab.capture.edits import StepInfo, TextActs, clean_text_acts, knockout, step_hooks, validate
 from neurotrace.lab.capture.generation import overall_plan, plan_fixed_edits
-from neurotrace.lab.capture.schema import CaptureRequest, CaptureResult, EpisodeStep
-from neurotrace.lab.capture.store import StateWriter, capture_info, load_trace_dataset
+from neurotrace.lab.capture.schema import (
+    CaptureRecord,
+    CaptureRequest,
+    CaptureResult,
+    CaptureSite,
+    EpisodeStep,
+    GenerationPlan,
+)
+from neurotrace.lab.capture.store import (
+    CAPTURE_FILE,
+    StateWriter,
+    capture_info,
+    load_trace_dataset,
+    states_path,
+)
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.hooks import hooked
@@ -145,7 +158,7 @@ def _loader(lab: Lab, run: Any) -> Callable[[str, str], tuple[np.ndarray, list[d
 
 def _sites_of(lab: Lab) -> Callable[[str], dict[str, Any]]:
     def sites(run_id: str) -> dict[str, Any]:
-        return capture_info(lab.store, run_id, "interventions")["sites"]
+        return capture_info(lab.store, run_id, "interventions").sites
     return sites
 
 
@@ -214,14 +227,14 @@ def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict
     run.write_npy("arrays/index.npy", index.reshape(-1, 3))
     trace = run.write_jsonl("trace.jsonl", lines)
     n_rows = int(index.shape[0])
-    run.write_json("capture.json", {"model": request.model, "lm_kind": lm.lm_kind, "fingerprint": lm.fingerprint,
-                                    "positions": request.positions, "skip_positions": request.skip_positions,
-                                    "skip_bos": request.skip_bos, "n_rows": n_rows, "n_steps": len(lines),
-                                    "store_dtype": request.store_dtype,
-                                    "special_ids": sorted(int(i) for i in lm.tokenizer.all_special_ids),
-                                    "generation": plan,
-                                    "sites": {s: {"width": w, "path": f"arrays/states/{s}.npy"}
-                                              for s, w in widths.items()}})
+    record = CaptureRecord(model=request.model, lm_kind=lm.lm_kind, fingerprint=lm.fingerprint,
+                           positions=request.positions, skip_positions=request.skip_positions,
+                           skip_bos=request.skip_bos, n_rows=n_rows, n_steps=len(lines),
+                           store_dtype=request.store_dtype,
+                           special_ids=sorted(int(i) for i in lm.tokenizer.all_special_ids),
+                           generation=GenerationPlan.model_validate(plan),
+                           sites={s: CaptureSite(width=w, path=states_path(s)) for s, w in widths.items()})
+    run.write_json(CAPTURE_FILE, record.model_dump(mode="json"))
     sites = list(widths)
     summary = (f"Captured {n_rows} rows x {len(sites)} site(s) ({', '.join(sites[:4])}"
                f"{', ...' if len(sites) > 4 else ''}) over {len(lines)} step(s) of {request.model}"

@@ -1,10 +1,12 @@
-"""capture's boundary models: the request (prompts or a multi-step episode) and the result."""
+"""capture's boundary models: the request (prompts or a multi-step episode), the result, and the typed record of
+capture.json."""
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from neurotrace.lab.capture.edits import EDIT_KINDS, ComponentEdit
+from neurotrace.lab.capture.generation import GenerationPath
 from neurotrace.lab.model.execution import Backend, Remote
 from neurotrace.lab.results import RunResult
 
@@ -60,3 +62,42 @@ class CaptureResult(RunResult):
     outputs: list[str] = Field(default_factory=list, description="Generated text per step (first 20).")
     trace: str = Field("", description="URI of trace.jsonl.")
     states: dict[str, str] = Field(default_factory=dict, description="Site -> URI of its [N, D] .npy.")
+
+
+class GenerationPlan(BaseModel):
+    """The generation path a run (or one step or prompt of it) took, and why (see capture.generation)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: GenerationPath = Field(description="'kv_cache' (each position recorded from the forward where it was "
+                                 "newest), 'recompute' (every forward over the whole sequence) or 'single_forward' "
+                                 "(nothing generated).")
+    reason: str = Field(description="Why that path: the first edit that forced recomputation, or why none did.")
+
+
+class CaptureSite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(ge=1, description="State width D (values per row).")
+    path: str = Field(description="The site's [N, D] states .npy, relative to the run directory.")
+
+
+class CaptureRecord(BaseModel):
+    """capture.json: what a capture run stored (fit_sae, intervene and capture's own patch/mean edits read it
+    back). Runs written before skip_positions, skip_bos, special_ids and generation were recorded read with
+    their defaults, and an old ``kind`` key reads as ``lm_kind``."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="The model as the request named it.")
+    lm_kind: Literal["causal", "masked"] = Field(validation_alias=AliasChoices("lm_kind", "kind"),
+                                                 description="LM head of the captured model.")
+    fingerprint: str = Field(description="Weights fingerprint of the captured model (fit_sae checks it).")
+    positions: Literal["all", "last"] = Field(description="'all': a row per recorded token; 'last': one per step.")
+    skip_positions: int = Field(0, ge=0, description="Leading positions of each step that got no row.")
+    skip_bos: bool = Field(False, description="Whether BOS positions got no row.")
+    n_rows: int = Field(ge=0, description="Rows (recorded token positions) in every site's states array.")
+    n_steps: int = Field(ge=0, description="Steps (lines of trace.jsonl).")
+    store_dtype: Literal["float32", "float16"] = Field(description="dtype of the stored states.")
+    special_ids: list[int] = Field(default_factory=list, description="The tokenizer's special token ids, sorted "
+                                   "(fit_sae leaves their rows out; [] for runs that did not record them).")
+    generation: GenerationPlan | None = Field(None, description="The run's generation path (null for runs "
+                                              "written before it was recorded).")
+    sites: dict[str, CaptureSite] = Field(description="Site -> its width and states file, in forward order.")

@@ -7,7 +7,8 @@ A capture run holds
   ``positions`` (which of those tokens have a row) and ``rows`` = ``[start, end)``, the rows of every
   state array that belong to the step;
 * ``arrays/states/<site>.npy`` — the stacked states ``[N, D]`` of one site (row ``i`` of every site is
-  the same token), and ``capture.json`` listing the sites, widths and row count.
+  the same token), and ``capture.json`` (:class:`~neurotrace.lab.capture.schema.CaptureRecord`) listing the
+  sites, widths and row count.
 
 The writer keeps at most ``chunk_rows`` rows per site in memory: full chunks go to part files and
 :meth:`StateWriter.finish` concatenates them into one ``.npy`` through ``np.lib.format.open_memmap``, so
@@ -22,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from neurotrace.lab.capture.schema import CaptureRecord
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.runs import Run, RunStore
 
 STORE_DTYPES = {"float32": np.float32, "float16": np.float16}
+CAPTURE_FILE = "capture.json"
 
 
 def states_path(site: str) -> str:
@@ -104,7 +107,7 @@ class TraceDataset:
     states: np.ndarray
     meta: dict[str, np.ndarray]
     steps: list[dict[str, Any]]
-    info: dict[str, Any]
+    info: CaptureRecord
 
     def __len__(self) -> int:
         return int(self.states.shape[0])
@@ -129,13 +132,13 @@ def read_steps(store: RunStore, run_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def capture_info(store: RunStore, run_id: str, field: str = "capture_run_id") -> dict[str, Any]:
-    """``capture.json`` of a capture run; InputError(field) if the run is not a capture."""
+def capture_info(store: RunStore, run_id: str, field: str = "capture_run_id") -> CaptureRecord:
+    """The record of a capture run's ``capture.json``; InputError(field) if the run is not a capture."""
     manifest = store.manifest(run_id)
     if manifest.tool != "capture" or manifest.status != "complete":
         raise InputError(field, f"run {run_id} is a {manifest.status} {manifest.tool} run, not a complete capture",
                          fix="pass the run_id a capture call returned")
-    return store.read_json(run_id, "capture.json")
+    return CaptureRecord.model_validate(store.read_json(run_id, CAPTURE_FILE))
 
 
 def load_trace_dataset(lab_or_store: Any, run_id: str, site: str | None = None,
@@ -143,14 +146,14 @@ def load_trace_dataset(lab_or_store: Any, run_id: str, site: str | None = None,
     """Load one site of a capture run (``site`` may be omitted when the run captured one site)."""
     store: RunStore = getattr(lab_or_store, "store", lab_or_store)
     info = capture_info(store, run_id, field)
-    sites = list(info["sites"])
+    sites = list(info.sites)
     if site is None:
         if len(sites) != 1:
             raise InputError("site", f"run {run_id} captured {len(sites)} sites", fix=f"choose one of {sites}")
         site = sites[0]
-    if site not in info["sites"]:
+    if site not in info.sites:
         raise InputError("site", f"run {run_id} did not capture {site!r}", fix=f"choose one of {sites}")
-    states = np.load(store.artifact_path(run_id, states_path(site)), mmap_mode="r", allow_pickle=False)
+    states = np.load(store.artifact_path(run_id, info.sites[site].path), mmap_mode="r", allow_pickle=False)
     steps = read_steps(store, run_id)
     n = states.shape[0]
     meta = {k: np.zeros(n, dtype=np.int64) for k in ("step", "step_index", "pos", "token_id")}

@@ -251,7 +251,7 @@ def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = N
             if not isinstance(p, COMPONENT_EDITS):
                 check_site(p.site(sae), lm, field="policies")
         validate([p for p in request.policies if isinstance(p, COMPONENT_EDITS)], lm,
-                 lambda run_id: capture_info(lab.store, run_id, "policies")["sites"], field="policies")
+                 lambda run_id: capture_info(lab.store, run_id, "policies").sites, field="policies")
         with lab.store.open_run("intervene", request, seed=request.seed) as run:
             run.add_model(model, lm.fingerprint, lm.provenance)
             load_states = _loader(lab, run)

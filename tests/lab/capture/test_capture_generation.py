@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from neurotrace import CaptureRequest, run_capture
-from neurotrace.lab.capture import force_recompute, load_trace_dataset, plan_step_edits
+from neurotrace.lab.capture import (
+    GenerationPlan,
+    capture_info,
+    force_recompute,
+    load_trace_dataset,
+    plan_step_edits,
+)
 from neurotrace.lab.capture.edits import AttentionKnockout, SetNeurons, ZeroAblation
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model import catalog
@@ -72,8 +78,8 @@ def test_cached_capture_records_the_same_states_and_tokens_as_recomputation(lab,
     cached, recomputed = both_paths(lab, tiny, max_new_tokens=7, interventions=edits)
     assert_same_capture(lab, cached, recomputed)
     assert cached.n_rows == sum(len(ln["token_ids"]) for ln in trace(lab, cached))
-    assert lab.store.read_json(cached.run_id, "capture.json")["generation"]["path"] == "kv_cache"
-    assert lab.store.read_json(recomputed.run_id, "capture.json")["generation"]["path"] == "recompute"
+    assert capture_info(lab.store, cached.run_id).generation.path == "kv_cache"
+    assert capture_info(lab.store, recomputed.run_id).generation.path == "recompute"
     assert {ln["generation"] for ln in trace(lab, cached)} == {"kv_cache"}
 
 
@@ -92,13 +98,13 @@ def test_an_episode_with_step_scoped_edits_takes_the_cache_and_matches_recomputa
     cached, recomputed = both_paths(lab, tiny_gpt2, prompts=[], episode=episode, max_new_tokens=5,
                                     interventions=edits)
     assert_same_capture(lab, cached, recomputed)
-    info = lab.store.read_json(cached.run_id, "capture.json")["generation"]
-    assert info == {"path": "kv_cache", "reason": "every forward of the step applies the same position-wise edits"}
+    plan = capture_info(lab.store, cached.run_id).generation
+    assert plan == GenerationPlan(path="kv_cache", reason="every forward of the step applies the same position-wise edits")
 
 
 def test_prompts_without_generation_are_one_forward(lab, tiny_gpt2):
     result = capture(lab, tiny_gpt2, max_new_tokens=0)
-    assert lab.store.read_json(result.run_id, "capture.json")["generation"]["path"] == "single_forward"
+    assert capture_info(lab.store, result.run_id).generation.path == "single_forward"
 
 
 @pytest.mark.parametrize("spec,n,path", [
