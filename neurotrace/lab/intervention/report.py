@@ -1,26 +1,35 @@
-"""The intervene run's outputs: report.json, a per-step CSV, a feature-effect figure, the result."""
+"""The intervene run's outputs: report.json (:class:`InterveneReport`), a per-step CSV, a feature-effect figure,
+the result."""
 
 from typing import Any
 
 import numpy as np
 
-from neurotrace.lab.capture import overall_plan
+from neurotrace.lab.capture import GenerationPlan, overall_plan
 from neurotrace.lab.intervention.controls import RULES, verdict
-from neurotrace.lab.intervention.schema import FeatureEffect, InterveneRequest, InterveneResult
+from neurotrace.lab.intervention.schema import (
+    FeatureEffect,
+    InterveneReport,
+    InterveneRequest,
+    InterveneResult,
+    PromptReport,
+)
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.loading import LoadedModel
 from neurotrace.lab.sae import SAE
 
+REPORT_FILE = "report.json"
 
-def overall_features(entries: list[dict[str, Any]], top: int = 20) -> list[FeatureEffect]:
+
+def overall_features(entries: list[PromptReport], top: int = 20) -> list[FeatureEffect]:
     """Features sorted by |mean effect| over prompts, the number printed (a prompt where a feature was not
     ranked counts 0); effects in nats of log p(target)."""
     effects: dict[int, list[float]] = {}
     peak: dict[int, float] = {}
     for e in entries:
-        for f in e.get("top_features", []):
-            effects.setdefault(f["feature"], []).append(f["effect"])
-            peak[f["feature"]] = max(peak.get(f["feature"], 0.0), f["activation"])
+        for f in e.top_features or []:
+            effects.setdefault(f.feature, []).append(f.effect)
+            peak[f.feature] = max(peak.get(f.feature, 0.0), f.activation)
     n = max(1, len(entries))
     ranked = sorted(effects, key=lambda f: (-abs(sum(effects[f]) / n), f))
     return [FeatureEffect(feature=f, effect=sum(effects[f]) / n, activation=peak[f]) for f in ranked[:top]]
@@ -38,13 +47,13 @@ def _figure(features: list[FeatureEffect]) -> Any:
     return fig
 
 
-def _summary(request: InterveneRequest, entries: list[dict], features: list[FeatureEffect]) -> tuple:
-    deltas = [e["intervened"]["p_target"] - e["baseline"]["p_target"] for e in entries
-              if "p_target" in e["baseline"]]
+def _summary(request: InterveneRequest, entries: list[PromptReport], features: list[FeatureEffect]) -> tuple:
+    deltas = [e.intervened.p_target - e.baseline.p_target for e in entries
+              if e.baseline.p_target is not None and e.intervened.p_target is not None]
     mean_delta = float(np.mean(deltas)) if deltas and request.policies else None
-    changed = sum(e["baseline"]["text"] != e["intervened"]["text"] for e in entries)
-    ctrl = [e["controls"] for e in entries if "controls" in e]
-    v, eff, ceff = verdict([c["effect"] for c in ctrl], [x for c in ctrl for x in c["controls"]])
+    changed = sum(e.baseline.text != e.intervened.text for e in entries)
+    ctrl = [e.controls for e in entries if e.controls is not None]
+    v, eff, ceff = verdict([c.effect for c in ctrl], [x for c in ctrl for x in c.controls])
     if not request.policies:
         text = f"Ranking-only pass (no policies) over {len(entries)} prompt(s)"
     else:
@@ -55,17 +64,21 @@ def _summary(request: InterveneRequest, entries: list[dict], features: list[Feat
         if v is not None:
             ctrl_text = f" vs {ceff:.3f} for same-norm random directions" if ceff is not None else ""
             text += (f". Verdict: {v} (mean |change in log p(target)| {eff:.3f} nats{ctrl_text}; {RULES})")
-    plan = overall_plan([e["generation"] for e in entries], "prompt")
-    if plan["path"] == "recompute":
-        text += f"; every forward recomputed the whole sequence ({plan['reason']})"
+    plan = _plan(entries)
+    if plan.path == "recompute":
+        text += f"; every forward recomputed the whole sequence ({plan.reason})"
     if features:
         text += (f"; top SAE feature when ablated alone: f{features[0].feature} ({features[0].effect:+.4f} nats "
                  "of log p(target), mean over prompts)")
     return mean_delta, changed, text + ".", (v, eff, ceff)
 
 
+def _plan(entries: list[PromptReport]) -> GenerationPlan:
+    return GenerationPlan.model_validate(overall_plan([e.generation.model_dump() for e in entries], "prompt"))
+
+
 def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: SAE | None,
-                 entries: list[dict[str, Any]], lab: Lab) -> InterveneResult:
+                 entries: list[PromptReport], lab: Lab) -> InterveneResult:
     features = overall_features(entries)
     inputs = []
     if request.fit_sae_run_id:
@@ -73,17 +86,15 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: SAE 
         inputs = [request.fit_sae_run_id] + ([sae.cfg.capture_run_id] if sae is not None and sae.cfg.capture_run_id
                                              else [])
     mean_delta, changed, summary, (v, eff, ceff) = _summary(request, entries, features)
-    report = {"tool": "intervene", "seed": request.seed, "model": lm.ref.model, "model_fingerprint": lm.fingerprint,
-              "fit_sae_run_id": request.fit_sae_run_id, "sae_site": sae.cfg.site if sae is not None else None, "inputs": inputs,
-              "policies": [p.model_dump(mode="json") for p in request.policies],
-              "max_new_tokens": request.max_new_tokens, "sampling": request.sampling.model_dump(),
-              "verdict": v, "effect": eff, "control_effect": ceff, "verdict_rules": RULES,
-              "prompts": entries, "top_features": [f.model_dump() for f in features],
-              "mean_p_target_change": mean_delta, "n_text_changed": changed,
-              "generation": overall_plan([e["generation"] for e in entries], "prompt")}
-    uri = run.write_json("report.json", report)
-    run.write_csv("tables/per_step.csv", [{"prompt": i, **{k: v for k, v in row.items() if k != "policies_active"}}
-                                          for i, e in enumerate(entries) for row in e["per_step"]])
+    report = InterveneReport(seed=request.seed, model=lm.ref.model, model_fingerprint=lm.fingerprint,
+                             fit_sae_run_id=request.fit_sae_run_id, sae_site=sae.cfg.site if sae is not None else None,
+                             inputs=inputs, policies=list(request.policies), max_new_tokens=request.max_new_tokens,
+                             sampling=request.sampling, verdict=v, effect=eff, control_effect=ceff,
+                             verdict_rules=RULES, prompts=entries, top_features=features,
+                             mean_p_target_change=mean_delta, n_text_changed=changed, generation=_plan(entries))
+    uri = run.write_json(REPORT_FILE, report.model_dump(mode="json"))
+    run.write_csv("tables/per_step.csv", [{"prompt": i, **row.model_dump(exclude={"policies_active"})}
+                                          for i, e in enumerate(entries) for row in e.per_step])
     figures = [run.write_figure("figures/feature_effects.png", _figure(features))] if features else []
     run.set_summary(summary)
     nxt = ("Read report.json for per-prompt texts and per-step KL; clamp or ablate the top features to test them "

@@ -19,9 +19,10 @@ For every prompt:
 each one's ``steps`` cover all or none of the forwards that reuse the positions it touches (no
 ``steps``, for one), all three runs use the KV cache and the teacher-forced one is a single forward,
 compared with a single unedited forward over the same tokens. Otherwise (e.g. ``steps=[2]`` on the
-prompt) every forward recomputes the whole sequence, on all three runs. ``report.json`` names the
-path and why, per prompt and overall (``generation``). It holds no timestamps or run ids of its own:
-rerunning the same request with the same seed on the same machine reproduces it byte for byte.
+prompt) every forward recomputes the whole sequence, on all three runs. ``report.json``
+(:class:`~neurotrace.lab.intervention.schema.InterveneReport`) names the path and why, per prompt and
+overall (``generation``). It holds no timestamps or run ids of its own: rerunning the same request with
+the same seed on the same machine reproduces it byte for byte.
 """
 
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ import torch
 from neurotrace.lab.capture import (
     COMPONENT_EDITS,
     POSITIONWISE,
+    GenerationPlan,
     StepInfo,
     capture_info,
     clean_text_acts,
@@ -47,7 +49,16 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.intervention.controls import control_effects
 from neurotrace.lab.intervention.policies import FEATURE_POLICIES, PolicyContext, check_policies
 from neurotrace.lab.intervention.report import write_report
-from neurotrace.lab.intervention.schema import FeatureEffect, InterveneRequest, InterveneResult, PromptCase
+from neurotrace.lab.intervention.schema import (
+    ControlEffects,
+    FeatureEffect,
+    InterveneRequest,
+    InterveneResult,
+    Outcome,
+    PromptCase,
+    PromptReport,
+    StepMetrics,
+)
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import LoadedModel, ModelRef
@@ -101,15 +112,15 @@ def _chooser(request: InterveneRequest, lm: LoadedModel) -> Callable[[torch.Tens
     return token_chooser(request.sampling, request.seed, lm.device)
 
 
-def _outcome(lm: LoadedModel, cont: Continuation, case: PromptCase) -> dict[str, Any]:
+def _outcome(lm: LoadedModel, cont: Continuation, case: PromptCase) -> Outcome:
     logp = torch.log_softmax(cont.logits[0], -1)
-    out: dict[str, Any] = {"text": lm.tokenizer.decode(cont.tokens), "tokens": cont.tokens,
-                           "top_token": lm.tokenizer.decode([int(logp.argmax())])}
+    out = Outcome(text=lm.tokenizer.decode(cont.tokens), tokens=cont.tokens,
+                  top_token=lm.tokenizer.decode([int(logp.argmax())]))
     if case.target:
         t = target_id(lm.tokenizer, case.target)
-        out["p_target"] = float(logp[t].exp())
+        out.p_target = float(logp[t].exp())
         if case.foil:
-            out["logit_diff"] = float(cont.logits[0][t] - cont.logits[0][target_id(lm.tokenizer, case.foil)])
+            out.logit_diff = float(cont.logits[0][t] - cont.logits[0][target_id(lm.tokenizer, case.foil)])
     return out
 
 
@@ -130,15 +141,15 @@ def _runs(lm: LoadedModel, request: InterveneRequest, ids: list[int], policies: 
 
 
 def _per_step(lm: LoadedModel, tokens: list[int], base: Continuation, forced: Continuation,
-              policies: list[Any]) -> list[dict]:
+              policies: list[Any]) -> list[StepMetrics]:
     rows = []
     for s, (lb, li) in enumerate(zip(base.logits, forced.logits, strict=True)):
         pb, pi = torch.log_softmax(lb, -1), torch.log_softmax(li, -1)
         tok = tokens[s] if s < len(tokens) else int(lb.argmax())
-        rows.append({"step": s, "baseline_token": lm.tokenizer.decode([tok]),
-                     "kl": float((pb.exp() * (pb - pi)).sum()), "p_token_baseline": float(pb[tok].exp()),
-                     "p_token_intervened": float(pi[tok].exp()),
-                     "policies_active": [i for i, p in enumerate(policies) if p.active(s)]})
+        rows.append(StepMetrics(step=s, baseline_token=lm.tokenizer.decode([tok]),
+                                kl=float((pb.exp() * (pb - pi)).sum()), p_token_baseline=float(pb[tok].exp()),
+                                p_token_intervened=float(pi[tok].exp()),
+                                policies_active=[i for i, p in enumerate(policies) if p.active(s)]))
     return rows
 
 
@@ -188,7 +199,7 @@ def _check_positions(policies: list[Any], prompt_len: int, n_new: int, i: int) -
 
 
 def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: SAE | None, index: int,
-            load_states: Any) -> dict[str, Any]:
+            load_states: Any) -> PromptReport:
     ids = list(lm.tokenizer(case.prompt).input_ids)
     policies = list(request.policies)
     n = request.max_new_tokens
@@ -204,18 +215,19 @@ def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: S
     context_at = _context_at(lm, policies, sae, ctx, info, load_states)
     base, edited, forced, reference = _runs(lm, request, ids, policies, context_at, plan["path"] == "kv_cache")
     diverged = next((i for i, (a, b) in enumerate(zip(base.tokens, edited.tokens, strict=False)) if a != b), None)
-    entry: dict[str, Any] = {"prompt": case.prompt, "target": case.target, "foil": case.foil,
-                             "baseline": _outcome(lm, base, case), "intervened": _outcome(lm, edited, case),
-                             "per_step": _per_step(lm, base.tokens, reference, forced, policies),
-                             "diverged_at": diverged, "generation": plan}
+    entry = PromptReport(prompt=case.prompt, target=case.target, foil=case.foil, baseline=_outcome(lm, base, case),
+                         intervened=_outcome(lm, edited, case),
+                         per_step=_per_step(lm, base.tokens, reference, forced, policies), diverged_at=diverged,
+                         generation=GenerationPlan.model_validate(plan))
     metric = target_id(lm.tokenizer, case.target) if case.target else int(base.logits[0].argmax())
     if policies and request.controls:
         def sites_at(step: int) -> list[str]:
             return list(policy_hooks(policies, step, sae, ctx, lm, info, load_states))
-        entry["controls"] = control_effects(lm, ids, base.tokens, policies, lambda k: context_at(k, 0), sites_at,
-                                            metric, request.controls, request.seed + index)
+        entry.controls = ControlEffects.model_validate(control_effects(
+            lm, ids, base.tokens, policies, lambda k: context_at(k, 0), sites_at, metric, request.controls,
+            request.seed + index))
     if sae is not None and request.rank_features:
-        entry["top_features"] = [f.model_dump() for f in rank_features(lm, sae, ids, metric, request.rank_features)]
+        entry.top_features = rank_features(lm, sae, ids, metric, request.rank_features)
     return entry
 
 

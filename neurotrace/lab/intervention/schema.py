@@ -1,9 +1,11 @@
-"""intervene's boundary models: prompts, the request, feature effects and the result."""
+"""intervene's boundary models: prompts, the request, feature effects, the result, and the typed record of
+report.json."""
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.capture import GenerationPlan
 from neurotrace.lab.intervention.policies import Policy
 from neurotrace.lab.model.execution import Backend, Remote
 from neurotrace.lab.model.sampling import SAMPLING_HELP, Greedy, Sampling
@@ -51,6 +53,88 @@ class FeatureEffect(BaseModel):
     activation: float = Field(description="Its largest activation on the prompt.")
 
 
+Verdict = Literal["causal", "weak", "no measurable effect"]
+
+
+class Outcome(BaseModel):
+    """One generation of a prompt (baseline or intervened) and the next-token metrics at the prompt's end."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(description="The generated text.")
+    tokens: list[int] = Field(description="The generated token ids.")
+    top_token: str = Field(description="The most likely next token at the end of the prompt.")
+    p_target: float | None = Field(None, description="p(target) at the end of the prompt (first "
+                                   "token); null without a target.")
+    logit_diff: float | None = Field(None, description="logit(target) - logit(foil) there (logits); null without "
+                                     "both a target and a foil.")
+
+
+class StepMetrics(BaseModel):
+    """One generation step, teacher-forced on the baseline's tokens (a row of tables/per_step.csv)."""
+
+    model_config = ConfigDict(extra="forbid")
+    step: int = Field(ge=0, description="Generation step (0 = the prediction after the prompt).")
+    baseline_token: str = Field(description="The baseline's token at this step.")
+    kl: float = Field(description="KL(baseline || intervened) of the next-token distributions (nats).")
+    p_token_baseline: float = Field(description="p(baseline token), unedited.")
+    p_token_intervened: float = Field(description="p(baseline token) with the step's policies.")
+    policies_active: list[int] = Field(description="Indices of the policies active at this step.")
+
+
+class ControlEffects(BaseModel):
+    """The policies' effect and that of same-norm random directions, at the policies' first active step."""
+
+    model_config = ConfigDict(extra="forbid")
+    step: int = Field(ge=0, description="The generation step measured (the policies' first active one).")
+    effect: float = Field(description="The policies' change in log p(metric token) (nats).")
+    controls: list[float] = Field(description="Each random direction's change in log p(metric token) (nats).")
+
+
+class PromptReport(BaseModel):
+    """One prompt of report.json: both generations, per-step metrics, controls and ranked features."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str
+    target: str | None = None
+    foil: str | None = None
+    baseline: Outcome
+    intervened: Outcome = Field(description="With the policies (equal to the baseline without policies).")
+    per_step: list[StepMetrics]
+    diverged_at: int | None = Field(description="First generated token where the texts differ; null if none.")
+    generation: GenerationPlan
+    controls: ControlEffects | None = Field(None, description="Null without policies or with controls=0.")
+    top_features: list[FeatureEffect] | None = Field(None, description="Ranked by |effect| on this prompt; "
+                                                     "null without an SAE or with rank_features=0.")
+
+
+class InterveneReport(BaseModel):
+    """report.json: everything an intervene run measured (no timestamps or run ids of its own, so the same
+    request with the same seed on the same machine writes it byte for byte)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tool: Literal["intervene"] = "intervene"
+    seed: int
+    model: str
+    model_fingerprint: str = Field(description="Weights fingerprint of the model.")
+    fit_sae_run_id: str | None
+    sae_site: str | None = Field(description="The SAE's site; null without an SAE.")
+    inputs: list[str] = Field(description="Runs read: the fit_sae run, then its capture run.")
+    policies: list[Policy]
+    max_new_tokens: int
+    sampling: Sampling
+    verdict: Verdict | None = Field(description="By verdict_rules; null without policies or controls.")
+    effect: float | None = Field(description="Mean over prompts of |the policies' change in log p| (nats).")
+    control_effect: float | None = Field(description="Mean |change| of the random directions (nats).")
+    verdict_rules: str
+    prompts: list[PromptReport]
+    top_features: list[FeatureEffect] = Field(description="Mean effect over prompts (nats of log p(target)), "
+                                              "sorted by |effect|.")
+    mean_p_target_change: float | None = Field(description="Mean intervened - baseline p(target); null without "
+                                               "targets or policies.")
+    n_text_changed: int = Field(ge=0, description="Prompts whose generated text changed.")
+    generation: GenerationPlan = Field(description="Over all prompts: recompute if any prompt recomputed.")
+
+
 class InterveneResult(RunResult):
     n_prompts: int
     mean_p_target_change: float | None = Field(None, description="Mean intervened - baseline p(target).")
@@ -61,7 +145,6 @@ class InterveneResult(RunResult):
                                  "(nats) at their first active step.")
     control_effect: float | None = Field(None, description="Mean |change| (nats) of the same-norm random "
                                          "directions.")
-    verdict: Literal["causal", "weak", "no measurable effect"] | None = Field(None, description="By the "
-                                                                              "thresholds in the summary; null "
-                                                                              "without policies or controls.")
+    verdict: Verdict | None = Field(None, description="By the thresholds in the summary; null without policies or "
+                                   "controls.")
     report: str = Field("", description="URI of report.json.")

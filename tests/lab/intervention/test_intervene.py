@@ -22,7 +22,9 @@ from neurotrace.lab.intervention.policies import (
     PatchFeatures,
     PolicyContext,
 )
+from neurotrace.lab.intervention.report import REPORT_FILE
 from neurotrace.lab.intervention.run import policy_hooks
+from neurotrace.lab.intervention.schema import InterveneReport
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.hooks import hooked
 from neurotrace.lab.model.loading import ModelRef
@@ -45,6 +47,10 @@ def setup(tmp_path_factory, tiny_gpt2):
     fit = run_fit_sae(FitSAERequest(capture_run_id=cap.run_id, n_steps=100, batch_size=64, k=4, splice_steps=0),
                       lab=lab, reporter=NULL_REPORTER)
     return lab, fit.run_id, tiny_gpt2
+
+
+def report_of(lab, run_id) -> InterveneReport:
+    return InterveneReport.model_validate(lab.store.read_json(run_id, REPORT_FILE))
 
 
 def logits_with(lab, model, sae, policies, text=PROMPT, step=0, sources=None):
@@ -103,9 +109,9 @@ def test_policies_outside_their_steps_do_nothing_and_per_step_kl_shows_it(setup)
     res = run_intervene(InterveneRequest(fit_sae_run_id=sae_run, prompts=[PROMPT], max_new_tokens=4, rank_features=0,
                                          policies=[{"kind": "set_neurons", "neurons": [f"0:{i}" for i in range(64)],
                                                     "steps": [2]}]), lab=lab, reporter=NULL_REPORTER)
-    steps = lab.store.read_json(res.run_id, "report.json")["prompts"][0]["per_step"]
-    assert [s["kl"] > 0 for s in steps] == [False, False, True, False]
-    assert [s["policies_active"] for s in steps] == [[], [], [0], []]
+    steps = report_of(lab, res.run_id).prompts[0].per_step
+    assert [s.kl > 0 for s in steps] == [False, False, True, False]
+    assert [s.policies_active for s in steps] == [[], [], [0], []]
 
 
 def test_setting_every_neuron_to_zero_equals_an_mlp_output_of_just_its_bias(setup):
@@ -120,8 +126,7 @@ def test_setting_every_neuron_to_zero_equals_an_mlp_output_of_just_its_bias(setu
         with torch.no_grad(), hooked(lm.model, lm.adapter, {"blocks.1.hook_mlp_out": lambda a, site: bias.expand_as(a).clone()}):
             probs = lm.model(input_ids=ids).logits[0, -1].softmax(-1)
         paris = lm.tokenizer(" paris", add_special_tokens=False).input_ids[0]
-    report = lab.store.read_json(res.run_id, "report.json")
-    assert report["prompts"][0]["intervened"]["p_target"] == pytest.approx(float(probs[paris]), rel=1e-5)
+    assert report_of(lab, res.run_id).prompts[0].intervened.p_target == pytest.approx(float(probs[paris]), rel=1e-5)
 
 
 def test_ranked_feature_effects_match_ablating_each_feature_through_a_policy(setup):
@@ -131,14 +136,14 @@ def test_ranked_feature_effects_match_ablating_each_feature_through_a_policy(set
                                          max_new_tokens=0, rank_features=5,
                                          policies=[{"kind": "ablate_features", "features": [0]}]),
                         lab=lab, reporter=NULL_REPORTER)
-    ranked = lab.store.read_json(res.run_id, "report.json")["prompts"][0]["top_features"]
-    assert ranked and [abs(f["effect"]) for f in ranked] == sorted((abs(f["effect"]) for f in ranked), reverse=True)
+    ranked = report_of(lab, res.run_id).prompts[0].top_features
+    assert ranked and [abs(f.effect) for f in ranked] == sorted((abs(f.effect) for f in ranked), reverse=True)
     base = logits_with(lab, model, sae, [])[0, -1].log_softmax(-1)
     with lab.cache.lease(ModelRef(model=str(model))) as lm:
         paris = lm.tokenizer(" paris", add_special_tokens=False).input_ids[0]
     for entry in ranked[:2]:
-        cut = logits_with(lab, model, sae, [AblateFeatures(features=[entry["feature"]])])[0, -1].log_softmax(-1)
-        assert entry["effect"] == pytest.approx(float(cut[paris] - base[paris]), abs=1e-5)
+        cut = logits_with(lab, model, sae, [AblateFeatures(features=[entry.feature])])[0, -1].log_softmax(-1)
+        assert entry.effect == pytest.approx(float(cut[paris] - base[paris]), abs=1e-5)
 
 
 @pytest.mark.parametrize("sampling", [{"kind": "greedy"}, {"kind": "sample", "temperature": 1.5, "top_k": None}])
@@ -154,8 +159,8 @@ def test_rerunning_with_the_same_seed_reproduces_report_json_exactly(setup, samp
     runs = [run_intervene(request, lab=lab, reporter=NULL_REPORTER) for _ in range(2)]
     a, b = (lab.store.artifact_path(r.run_id, "report.json").read_bytes() for r in runs)
     assert a == b
-    report = lab.store.read_json(runs[0].run_id, "report.json")
-    assert report["seed"] == 3 and report["inputs"][0] == sae_run and "logit_diff" in report["prompts"][0]["baseline"]
+    report = report_of(lab, runs[0].run_id)
+    assert report.seed == 3 and report.inputs[0] == sae_run and report.prompts[0].baseline.logit_diff is not None
     assert sae_run in lab.store.manifest(runs[0].run_id).inputs
 
 
@@ -209,8 +214,7 @@ def test_verdicts_compare_the_effect_with_same_norm_random_directions(setup):
                                           max_new_tokens=0, policies=[{"kind": "set_neurons", "neurons": ["1:3"],
                                                                        "value": 0.0, "positions": [0]}]),
                          lab=lab, reporter=NULL_REPORTER)
-    report = lab.store.read_json(noop.run_id, "report.json")
-    assert report["verdict_rules"].startswith("causal")
+    assert report_of(lab, noop.run_id).verdict_rules.startswith("causal")
     assert noop.verdict in ("no measurable effect", "weak", "causal")
     assert "Verdict" in strong.summary and "random directions" in strong.summary
 

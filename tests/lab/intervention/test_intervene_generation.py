@@ -14,6 +14,8 @@ from neurotrace import (
     run_intervene,
 )
 from neurotrace.lab.capture import force_recompute
+from neurotrace.lab.intervention.report import REPORT_FILE
+from neurotrace.lab.intervention.schema import InterveneReport
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model import catalog
 from neurotrace.lab.progress import NULL_REPORTER
@@ -30,10 +32,14 @@ EDITS = [{"kind": "zero", "site": "blocks.0.hook_mlp_out", "positions": [1, -1, 
          {"kind": "set_neurons", "neurons": ["1:7"], "value": -3.0, "positions": [12], "steps": [4, 5, 6, 7]}]
 
 
+def report_of(lab, run_id) -> InterveneReport:
+    return InterveneReport.model_validate(lab.store.read_json(run_id, REPORT_FILE))
+
+
 def intervene(lab, model, **kw):
     kw = {"prompts": CASES, "max_new_tokens": 8, "controls": 0, "rank_features": 0, **kw}
     result = run_intervene(InterveneRequest(model=str(model), **kw), lab=lab, reporter=NULL_REPORTER)
-    return result, lab.store.read_json(result.run_id, "report.json")
+    return result, report_of(lab, result.run_id)
 
 
 def both_paths(lab, model, **kw):
@@ -43,20 +49,22 @@ def both_paths(lab, model, **kw):
     return cached, recomputed
 
 
-def assert_same_report(a: dict, b: dict, rel: float = 1e-5) -> None:
+def assert_same_report(a: InterveneReport, b: InterveneReport, rel: float = 1e-5) -> None:
     close = {"rel": rel, "abs": 1e-7}
-    for x, y in zip(a["prompts"], b["prompts"], strict=True):
-        assert x["baseline"]["tokens"] == y["baseline"]["tokens"] and x["intervened"]["tokens"] == y["intervened"]["tokens"]
+    for x, y in zip(a.prompts, b.prompts, strict=True):
+        assert x.baseline.tokens == y.baseline.tokens and x.intervened.tokens == y.intervened.tokens
         for side in ("baseline", "intervened"):
             for key in ("p_target", "logit_diff"):
-                if key in y[side]:
-                    assert x[side][key] == pytest.approx(y[side][key], **close)
-        assert len(x["per_step"]) == len(y["per_step"])
-        for s, t in zip(x["per_step"], y["per_step"], strict=True):
-            assert s["baseline_token"] == t["baseline_token"] and s["policies_active"] == t["policies_active"]
-            assert s["p_token_baseline"] == pytest.approx(t["p_token_baseline"], **close)
-            assert s["p_token_intervened"] == pytest.approx(t["p_token_intervened"], **close)
-            assert s["kl"] == pytest.approx(t["kl"], rel=1e-4, abs=1e-6)
+                xv, yv = getattr(getattr(x, side), key), getattr(getattr(y, side), key)
+                assert (xv is None) == (yv is None)
+                if yv is not None:
+                    assert xv == pytest.approx(yv, **close)
+        assert len(x.per_step) == len(y.per_step)
+        for s, t in zip(x.per_step, y.per_step, strict=True):
+            assert s.baseline_token == t.baseline_token and s.policies_active == t.policies_active
+            assert s.p_token_baseline == pytest.approx(t.p_token_baseline, **close)
+            assert s.p_token_intervened == pytest.approx(t.p_token_intervened, **close)
+            assert s.kl == pytest.approx(t.kl, rel=1e-4, abs=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +94,11 @@ def tiny(request, tmp_path_factory):
 def test_cached_intervene_equals_recomputation_for_every_decoder_family(lab, tiny, policies):
     (res, cached), (_, recomputed) = both_paths(lab, tiny, policies=policies)
     assert_same_report(cached, recomputed)
-    assert cached["generation"]["path"] == "kv_cache" and recomputed["generation"]["path"] == "recompute"
-    assert [e["generation"]["path"] for e in cached["prompts"]] == ["kv_cache", "kv_cache"]
+    assert cached.generation.path == "kv_cache" and recomputed.generation.path == "recompute"
+    assert [e.generation.path for e in cached.prompts] == ["kv_cache", "kv_cache"]
     assert "recomputed" not in res.summary
     if policies:
-        assert any(s["kl"] > 1e-4 for e in cached["prompts"] for s in e["per_step"])
+        assert any(s.kl > 1e-4 for e in cached.prompts for s in e.per_step)
 
 
 def test_steps_the_edits_never_reach_have_zero_kl_on_the_cached_path(lab, tiny_llama):
@@ -99,9 +107,9 @@ def test_steps_the_edits_never_reach_have_zero_kl_on_the_cached_path(lab, tiny_l
     late = [{"kind": "set_neurons", "neurons": [f"0:{i}" for i in range(64)], "positions": [11, 12],
              "steps": [3, 4, 5]}]
     _, report = intervene(lab, tiny_llama, prompts=[PROMPT], policies=late, max_new_tokens=6)
-    steps = report["prompts"][0]["per_step"]
-    assert report["generation"]["path"] == "kv_cache" and len(steps) == 6
-    assert [s["kl"] == 0 for s in steps] == [True, True, True, False, False, False]
+    steps = report.prompts[0].per_step
+    assert report.generation.path == "kv_cache" and len(steps) == 6
+    assert [s.kl == 0 for s in steps] == [True, True, True, False, False, False]
 
 
 def test_a_step_dependent_edit_recomputes_and_says_why(lab, tiny_gpt2):
@@ -110,12 +118,12 @@ def test_a_step_dependent_edit_recomputes_and_says_why(lab, tiny_gpt2):
     policies = [{"kind": "zero", "site": "blocks.0.hook_mlp_out"},
                 {"kind": "set_neurons", "neurons": ["0:1", "0:2"], "value": 5.0, "steps": [2]}]
     (res, report), (_, reference) = both_paths(lab, tiny_gpt2, policies=policies, prompts=[PROMPT])
-    plan = report["generation"]
-    assert plan["path"] == "recompute" and plan["reason"].startswith("policies[1] (set_neurons) acts at steps [2]")
+    plan = report.generation
+    assert plan.path == "recompute" and plan.reason.startswith("policies[1] (set_neurons) acts at steps [2]")
     assert "every forward recomputed the whole sequence" in res.summary
-    assert report["prompts"][0]["generation"] == plan
-    assert [e["per_step"] for e in report["prompts"]] == [e["per_step"] for e in reference["prompts"]]
-    assert [s["policies_active"] for s in report["prompts"][0]["per_step"]][:4] == [[0], [0], [0, 1], [0]]
+    assert report.prompts[0].generation == plan
+    assert [e.per_step for e in report.prompts] == [e.per_step for e in reference.prompts]
+    assert [s.policies_active for s in report.prompts[0].per_step][:4] == [[0], [0], [0, 1], [0]]
 
 
 def test_sampling_reuses_the_seed_on_the_cached_path(lab, tiny_llama):
@@ -134,13 +142,13 @@ def test_sae_feature_policies_on_the_kv_cache_path_equal_recomputation(sae):
     request = InterveneRequest(fit_sae_run_id=sae_run, prompts=[{"prompt": PROMPT, "target": "paris"},
                                                                 "a red car on the road"],
                                max_new_tokens=6, controls=0, rank_features=0, policies=policies)
-    cached = lab.store.read_json(run_intervene(request, lab=lab, reporter=NULL_REPORTER).run_id, "report.json")
+    cached = report_of(lab, run_intervene(request, lab=lab, reporter=NULL_REPORTER).run_id)
     with force_recompute():
         again = run_intervene(request, lab=lab, reporter=NULL_REPORTER)
-    recomputed = lab.store.read_json(again.run_id, "report.json")
-    assert cached["generation"]["path"] == "kv_cache" and recomputed["generation"]["path"] == "recompute"
+    recomputed = report_of(lab, again.run_id)
+    assert cached.generation.path == "kv_cache" and recomputed.generation.path == "recompute"
     assert_same_report(cached, recomputed)
-    assert any(s["kl"] > 1e-4 for e in cached["prompts"] for s in e["per_step"])
+    assert any(s.kl > 1e-4 for e in cached.prompts for s in e.per_step)
 
 
 @pytest.mark.realmodel
@@ -158,5 +166,5 @@ def test_cached_intervene_equals_recomputation_on_smollm2(lab):
     case = {"prompt": "The Eiffel Tower is located in the city of", "target": "Paris", "foil": "Rome"}
     (_, cached), (_, recomputed) = both_paths(lab, catalog.converted(name), prompts=[case], policies=policies,
                                               max_new_tokens=4)
-    assert cached["generation"]["path"] == "kv_cache"
+    assert cached.generation.path == "kv_cache"
     assert_same_report(cached, recomputed)
