@@ -58,7 +58,12 @@ def frozen_norm(lm: LoadedModel, x: Tensor) -> FrozenNorm:
     if not lm.adapter.final_norm:
         raise InputError("model", f"{lm.ref.model} has no final norm before its head",
                          fix="attribute needs a pre-norm causal LM (GPT-2, Llama, NeoX families)")
-    norm = lm.adapter.module(lm.model, lm.adapter.final_norm)
+    return freeze(lm.adapter.module(lm.model, lm.adapter.final_norm), x, "final norm")
+
+
+@torch.no_grad()
+def freeze(norm: torch.nn.Module, x: Tensor, what: str) -> FrozenNorm:
+    """``norm`` (a LayerNorm or RMSNorm) as an affine map, its scale frozen at input ``x`` (d,)."""
     d, eps = x.shape[-1], _eps(norm)
     v = torch.ones(d, dtype=x.dtype, device=x.device)
     v[1::2] = -1
@@ -72,8 +77,8 @@ def frozen_norm(lm: LoadedModel, x: Tensor) -> FrozenNorm:
     expect = norm(x[None])[0].float()
     got = frozen.weight * ((xf - xf.mean()) if center else xf) / scale + bias
     if not torch.allclose(got, expect, atol=1e-4 * (1 + float(expect.abs().max()))):
-        raise InputError("model", "the final norm is neither a LayerNorm nor an RMSNorm",
-                         fix="attribute supports models whose final norm is LayerNorm or RMSNorm")
+        raise InputError("model", f"the {what} is neither a LayerNorm nor an RMSNorm",
+                         fix="attribute supports models whose norms are LayerNorm or RMSNorm")
     return frozen
 
 
@@ -133,6 +138,19 @@ def _through(module: torch.nn.Module, x: Tensor, g: Tensor) -> tuple[Tensor, flo
     return z.grad[0].float(), bias
 
 
+def _after_norm(lm: LoadedModel, site: str, layer: int, proj: torch.nn.Module, x: Tensor, g: Tensor
+                ) -> tuple[Tensor, float]:
+    """The direction ``g`` seen from the output of ``proj`` (input ``x``) and the norm's bias share: ``g``
+    itself, unless the model normalises the sublayer's output before the residual add (Gemma 2/3, OLMo 2),
+    whose norm is then frozen at this run's value (exact here, like the final norm)."""
+    if not lm.adapter.post_norms:
+        return g, 0.0
+    with torch.no_grad():
+        out = proj(x.to(next(proj.parameters()).dtype)[None])[0].float()
+    norm = freeze(lm.adapter.module(lm.model, getattr(lm.adapter, site), layer), out, f"{site} norm of layer {layer}")
+    return norm.project(g), float(norm.bias @ g)
+
+
 def attribute(lm: LoadedModel, acts: dict[str, Tensor], norm: FrozenNorm, u: Tensor, constant: float,
               metric: float) -> Attribution:
     g = norm.project(u)
@@ -149,12 +167,14 @@ def attribute(lm: LoadedModel, acts: dict[str, Tensor], norm: FrozenNorm, u: Ten
         attn, mlp = acts[site_name("attn_out", layer)], acts[site_name("mlp_out", layer)]
         comps[f"L{layer}.attn"], comps[f"L{layer}.mlp"] = float(attn @ g), float(mlp @ g)
         total += attn + mlp
-        z = acts[f"blocks.{layer}.attn.hook_z"]
-        grad, head_bias[layer] = _through(attn_module(lm, layer, 0), z, g)
+        z, proj = acts[f"blocks.{layer}.attn.hook_z"], attn_module(lm, layer, 0)
+        g_attn, norm_bias = _after_norm(lm, "attn_out", layer, proj, z, g)
+        grad, head_bias[layer] = _through(proj, z, g_attn)
+        head_bias[layer] += norm_bias
         heads[layer] = (z * grad).view(n_heads, -1).sum(-1)
         post = acts[site_name("mlp_post", layer)]
         down = lm.adapter.module(lm.model, lm.adapter.mlp_down, layer)
-        neurons.append(post * _through(down, post, g)[0])
+        neurons.append(post * _through(down, post, _after_norm(lm, "mlp_out", layer, down, post, g)[0])[0])
     rest = acts[site_name("resid_post", n_layers - 1)] - total
     if rest.abs().max() > 1e-4 * (1 + float(total.abs().max())):
         comps["remainder"] = float(rest @ g)

@@ -20,7 +20,10 @@ site                           meaning (hooked as)
 This module is the one table of architecture knowledge (like pyvene's per-family mappings). Each
 :class:`ArchAdapter` names module paths (dotted, ``{L}`` for the layer) for one family. For
 post-LN encoders (BERT, RoBERTa) ``attn_out`` and ``mlp_out`` are the dense projections before the
-residual add and LayerNorm.
+residual add and LayerNorm. Decoders that normalise each sublayer's output before adding it (Gemma 2/3,
+OLMo 2: ``post_attention_layernorm`` and ``post_feedforward_layernorm``) hook those norms, as
+TransformerLens does (``ln1_post`` / ``ln2_post`` before ``hook_attn_out`` / ``hook_mlp_out``): the hooked
+value is what the residual stream receives (``post_norms`` says so).
 """
 
 import re
@@ -63,6 +66,7 @@ class ArchAdapter:
     unembed: str          # module mapping the final residual to logits
     base: str             # the body (embeddings + blocks + final norm) returning last_hidden_state
     head: tuple[str, ...]  # modules applied in order to the body's output to get logits
+    post_norms: bool = False  # attn_out / mlp_out are norms of the attention / MLP outputs (attn_proj / mlp_down)
 
     def logits_at(self, model: nn.Module, hidden: Any) -> Any:
         """Apply the LM head to body outputs ``hidden`` (any leading shape, last dim d_model)."""
@@ -107,13 +111,16 @@ def site_name(kind: SiteKind, layer: int | None = None) -> str:
     return f"blocks.{layer}.{suffix}"
 
 
-def _decoder(family: str, model_types: tuple[str, ...], root: str = "model") -> ArchAdapter:
-    """The Llama-style layout shared by Llama, Mistral, Qwen 2/3, Gemma 1/2/3, OLMo and Phi-3."""
+def _decoder(family: str, model_types: tuple[str, ...], root: str = "model", post_norms: bool = False) -> ArchAdapter:
+    """The Llama-style layout shared by Llama, Mistral, Qwen 2/3, Gemma 1/2/3, OLMo 1/2 and Phi-3; with
+    ``post_norms`` (Gemma 2/3, OLMo 2) each sublayer's output norm is its contribution to the residual."""
     layer = f"{root}.layers.{{L}}"
+    attn_out, mlp_out = ((f"{layer}.post_attention_layernorm", f"{layer}.post_feedforward_layernorm") if post_norms
+                         else (f"{layer}.self_attn", f"{layer}.mlp"))
     return ArchAdapter(family=family, model_types=model_types, lm_kind="causal", embed=f"{root}.embed_tokens",
-                       blocks=f"{root}.layers", attn_out=f"{layer}.self_attn", attn_proj=f"{layer}.self_attn.o_proj",
-                       attn_module=f"{layer}.self_attn", mlp_out=f"{layer}.mlp", mlp_down=f"{layer}.mlp.down_proj",
-                       final_norm=f"{root}.norm", unembed="lm_head", base=root, head=("lm_head",))
+                       blocks=f"{root}.layers", attn_out=attn_out, attn_proj=f"{layer}.self_attn.o_proj",
+                       attn_module=f"{layer}.self_attn", mlp_out=mlp_out, mlp_down=f"{layer}.mlp.down_proj",
+                       final_norm=f"{root}.norm", unembed="lm_head", base=root, head=("lm_head",), post_norms=post_norms)
 
 
 ADAPTERS: tuple[ArchAdapter, ...] = (
@@ -127,9 +134,11 @@ ADAPTERS: tuple[ArchAdapter, ...] = (
                 attn_proj="gpt_neox.layers.{L}.attention.dense", attn_module="gpt_neox.layers.{L}.attention",
                 mlp_out="gpt_neox.layers.{L}.mlp", mlp_down="gpt_neox.layers.{L}.mlp.dense_4h_to_h",
                 final_norm="gpt_neox.final_layer_norm", unembed="lm_head", base="gpt_neox", head=("lm_head",)),
-    _decoder("llama", ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2",
-                       "phi3")),
-    _decoder("gemma3", ("gemma3",), root="model.language_model"),
+    _decoder("llama", ("llama", "mistral", "qwen2", "qwen3", "gemma", "olmo", "phi3")),
+    _decoder("gemma2", ("gemma2",), post_norms=True),
+    _decoder("gemma3", ("gemma3_text",), post_norms=True),
+    _decoder("olmo2", ("olmo2",), post_norms=True),
+    _decoder("gemma3", ("gemma3",), root="model.language_model", post_norms=True),
     ArchAdapter(family="bert", model_types=("bert",), lm_kind="masked", embed="bert.embeddings.word_embeddings",
                 blocks="bert.encoder.layer", attn_out="bert.encoder.layer.{L}.attention.output.dense",
                 attn_proj="bert.encoder.layer.{L}.attention.output.dense",

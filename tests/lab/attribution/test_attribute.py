@@ -69,6 +69,15 @@ def gemma_gqa(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def gemma3_post_norms(tmp_path_factory):
+    """A tiny Gemma 3: every sublayer's output is RMS-normed (random weights) before the residual add."""
+    from neurotrace.testing.tiny import build_tiny
+
+    src = build_tiny("gemma3_text", tmp_path_factory.mktemp("g3") / "src", n_layers=2, seed=3)
+    return _randomise_norms(src, tmp_path_factory.mktemp("g3") / "m")
+
+
 def _logits(path, prompt=PROMPT):
     lm = load(ModelRef(model=str(path)))
     ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
@@ -76,7 +85,7 @@ def _logits(path, prompt=PROMPT):
         return lm, lm.model(input_ids=ids).logits[0, -1]
 
 
-@pytest.mark.parametrize("which", ["gpt2_ln", "llama_rms", "tiny_neox", "gemma_gqa"])
+@pytest.mark.parametrize("which", ["gpt2_ln", "llama_rms", "tiny_neox", "gemma_gqa", "gemma3_post_norms"])
 @pytest.mark.parametrize("contrast", [None, "rome"])
 def test_the_shares_add_up_to_the_metric_exactly(lab, which, contrast, request):
     path = request.getfixturevalue(which)
@@ -98,6 +107,33 @@ def test_heads_and_bias_add_up_to_each_attention_share(lab, gpt2_ln):
     for layer, row in enumerate(rec["heads"]):
         assert sum(row) + rec["head_bias"][layer] == pytest.approx(comps[f"L{layer}.attn"], abs=1e-5)
     assert {"embed", "pos_embed", "L0.attn", "L1.mlp", "bias"} <= set(comps)
+
+
+def test_with_post_sublayer_norms_heads_and_neurons_still_add_up_to_their_layer(lab, gemma3_post_norms):
+    """Gemma 2/3 and OLMo 2 norm each sublayer's output before the residual add: the hooked attn_out /
+    mlp_out are those norms' outputs (TransformerLens' hook_attn_out after ln1_post), and each head's and
+    neuron's share goes through the norm frozen at this run, so they add up to the layer's share."""
+    lm = load(ModelRef(model=str(gemma3_post_norms)))
+    assert lm.adapter.post_norms and lm.adapter.attn_out.endswith("post_attention_layernorm")
+    result = run_attribute(AttributeRequest(model=str(gemma3_post_norms), prompt=PROMPT, target="paris",
+                                            top_k=4), lab=lab)
+    rec = lab.store.read_json(result.run_id, "attribute_results.json")
+    comps = {c["name"]: c["value"] for c in rec["components"]}
+    assert "remainder" not in comps
+    for layer, row in enumerate(rec["heads"]):
+        assert sum(row) + rec["head_bias"][layer] == pytest.approx(comps[f"L{layer}.attn"], abs=1e-5)
+    from neurotrace.lab.attribution.dla import attribute, capture, frozen_norm, unembedding
+    from neurotrace.lab.model.adapters import site_name
+
+    ids = lm.tokenizer(PROMPT, return_tensors="pt")["input_ids"][0]
+    acts, _ = capture(lm, ids, len(ids) - 1)
+    w_u, _ = unembedding(lm)
+    u = w_u[lm.tokenizer.convert_tokens_to_ids("paris")] - w_u.mean(0)
+    out = attribute(lm, acts, frozen_norm(lm, acts[site_name("resid_post", lm.n_layers - 1)]), u, 0.0, 0.0)
+    down_bias = [lm.adapter.module(lm.model, lm.adapter.mlp_down, layer).bias for layer in range(lm.n_layers)]
+    assert all(b is None for b in down_bias)
+    for layer in range(lm.n_layers):
+        assert float(out.neurons[layer].sum()) == pytest.approx(out.components[f"L{layer}.mlp"], abs=1e-5)
 
 
 def test_shares_equal_transformerlens_logit_attrs_on_the_folded_bridge(lab, gpt2_ln):
