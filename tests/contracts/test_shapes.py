@@ -38,3 +38,11 @@ def test_generation_refuses_logits_without_a_row_axis_and_outputs_of_mismatched_
         Sampler().choose(torch.tensor([0.0, 2.0, 1.0]))
     with pytest.raises(TypeCheckError):
         Generated(tokens=torch.zeros(2, 5, dtype=torch.long), lengths=torch.zeros(3, dtype=torch.long))
+
+
+def test_a_step_by_step_continuation_holds_one_vocab_vector_per_forward():
+    from neurotrace.lab.model.stepwise import Continuation
+
+    Continuation(tokens=[1], logits=[torch.zeros(7)], forwards=1)
+    with pytest.raises(TypeCheckError):
+        Continuation(tokens=[1], logits=[torch.zeros(1, 7)], forwards=1)     # a (pos, vocab) block, not (vocab,)

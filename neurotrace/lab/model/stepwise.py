@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 from transformers import DynamicCache
 
@@ -36,7 +37,7 @@ from neurotrace.lab.model.nnsight_backend import Forward, routed_forward
 @dataclass
 class Continuation:
     tokens: list[int] = field(default_factory=list)        # generated (or forced) tokens
-    logits: list[Tensor] = field(default_factory=list)     # float32 (vocab,) at the newest position, per forward
+    logits: list[Float[Tensor, " vocab"]] = field(default_factory=list)  # float32 at the newest position, per forward
     forwards: int = 0
 
 
@@ -50,7 +51,7 @@ def prediction_position(lm: LoadedModel, ids: Sequence[int]) -> int:
 
 
 @torch.no_grad()
-def forward_logits(lm: LoadedModel, ids: Sequence[int], forward: Forward | None = None) -> Tensor:
+def forward_logits(lm: LoadedModel, ids: Sequence[int], forward: Forward | None = None) -> Float[Tensor, "pos vocab"]:
     """Logits (pos, vocab) of one unbatched forward pass (float32, on the model's device); ``forward``
     replaces ``lm.model`` (nnsight's traced forward, see :func:`routed_forward`)."""
     x = torch.tensor([list(ids)], dtype=torch.long, device=lm.device)
@@ -70,7 +71,8 @@ def continue_greedy(lm: LoadedModel, ids: Sequence[int], max_new_tokens: int, *,
                     context_for: Callable[[int], AbstractContextManager] | None = None,
                     context_at: ContextAt | None = None,
                     forced: Sequence[int] | None = None, stop_at_eos: bool = True,
-                    choose: Callable[[Tensor], int] | None = None, incremental: bool = False) -> Continuation:
+                    choose: Callable[[Float[Tensor, " vocab"]], int] | None = None, incremental: bool = False
+                    ) -> Continuation:
     """Run ``max(1, max_new_tokens)`` forwards (fewer if EOS); forward ``k`` runs inside ``context_for(k)``
     (or ``context_at(k, start)``, ``start`` = the absolute position of its first fed token).
 
@@ -134,7 +136,7 @@ class _Stepper:
         self.lm, self.cache = lm, DynamicCache() if incremental else None
         self.forward = forward or lm.model
 
-    def __call__(self, seq: Sequence[int]) -> Tensor:
+    def __call__(self, seq: Sequence[int]) -> Float[Tensor, "new vocab"]:
         """Logits (new positions, vocab), float32: every position when recomputing."""
         if self.cache is None:
             return forward_logits(self.lm, seq, self.forward)

@@ -11,6 +11,7 @@ Written files:
 
 import json
 from dataclasses import dataclass
+from math import comb
 
 from torch import Tensor
 
@@ -28,6 +29,17 @@ class LayerFit:
     shuffled: float
     direction: Tensor
     shuffled_direction: Tensor
+
+
+ALPHA = 0.05
+
+
+def best_layer_p(accuracy: float, n: int, chance: float, n_layers: int) -> float:
+    """One-sided binomial p of ``accuracy`` (pooled held-out predictions, about ``accuracy * n`` right) against
+    ``chance``, Bonferroni-corrected for picking the best of ``n_layers`` layers."""
+    k = round(accuracy * n)
+    tail = sum(comb(n, i) * chance ** i * (1 - chance) ** (n - i) for i in range(k, n + 1))
+    return min(1.0, tail * n_layers)
 
 
 def write_outputs(run: Run, request: ProbeRequest, classes: list[str], y: Tensor, k: int,
@@ -53,12 +65,18 @@ def write_outputs(run: Run, request: ProbeRequest, classes: list[str], y: Tensor
                f"({request.position} position, {k}-fold CV): best layer {best.layer} ({best.site}) with held-out "
                f"accuracy {best.accuracy:.3f} +- {best.accuracy_std:.3f} vs {best.shuffled:.3f} with shuffled labels "
                f"(chance {chance:.3f}).")
+    p = best_layer_p(best.accuracy, len(y), chance, len(per_layer))
+    summary += f" Binomial p = {p:.2g} against chance, Bonferroni over {len(per_layer)} layers"
+    summary += ("." if p < ALPHA else f": not significant at {ALPHA} - with {len(y)} prompts the best of "
+                f"{len(per_layer)} layers reaches this by chance; add prompts.")
     if best.accuracy - best.shuffled < 0.1:
         summary += " The label is not clearly more readable than shuffled labels at any layer."
     run.set_summary(summary)
     nxt = (f"Test whether the direction is causal: steer with direction_from {{'probe_run_id': '{run.run_id}', "
-           f"'layer': {best.layer}}}, target tokens and control prompts. Readable is not the same as used.")
+           f"'layer': {best.layer}}}, target tokens and control prompts. Readable is not the same as used."
+           if p < ALPHA else "Call probe again with more labelled prompts (tens per label) before steering along "
+           "this direction.")
     return ProbeResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures, next=nxt,
-                       classes=classes, chance=chance, best_layer=best.layer, best_accuracy=best.accuracy,
+                       classes=classes, chance=chance, best_layer=best.layer, best_accuracy=best.accuracy, p_value=p,
                        per_layer=per_layer, directions=directions)
 

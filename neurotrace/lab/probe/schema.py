@@ -57,5 +57,7 @@ class ProbeResult(RunResult):
     chance: float
     best_layer: int
     best_accuracy: float
+    p_value: float = Field(1.0, description="One-sided binomial p of the best layer's held-out accuracy vs chance, "
+                                            "Bonferroni-corrected over the layers probed (< 0.05: significant).")
     per_layer: list[LayerAccuracy] = Field(default_factory=list)
     directions: str = Field("", description="URI of directions.safetensors.")

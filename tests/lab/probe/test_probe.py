@@ -49,6 +49,22 @@ def test_planted_label_is_readable_from_layer_1_and_not_at_layer_0(lab, planted,
     assert d.norm() == pytest.approx(1.0, abs=1e-5) and int(d.abs().argmax()) == PROBE_DIM and d[PROBE_DIM] > 0
     assert abs(float(dirs["shuffled.layer.1"][PROBE_DIM])) < float(d[PROBE_DIM])
     assert "probe_run_id" in result.next and any(u.endswith("figures/accuracy.png") for u in result.figures)
+    assert result.p_value < 1e-5 and "not significant" not in result.summary
+
+
+def test_a_best_layer_a_few_prompts_reach_by_chance_is_called_not_significant(lab, planted):
+    """12 prompts: even a lucky layer at 7 or 8 of 12 is what the best of several layers reaches by chance
+    (binomial tail vs chance, Bonferroni over the layers), so steering is not the next call."""
+    from neurotrace.lab.probe.report import best_layer_p
+
+    assert best_layer_p(0.633, 12, 0.5, 18) == 1.0
+    assert best_layer_p(1.0, 24, 0.5, 3) == pytest.approx(3 * 0.5 ** 24)
+    assert best_layer_p(8 / 12, 12, 0.5, 1) == pytest.approx(sum(__import__("math").comb(12, i) for i in range(8, 13))
+                                                             / 4096)
+    few = [p for i, p in enumerate(PROMPTS) if i % 4 == 0]
+    result = run_probe(ProbeRequest(model=str(planted.path), prompts=few, labels=[LABELS[PROMPTS.index(p)] for p in few],
+                                    positive="fish", layers=[0], k_folds=2), lab=lab)
+    assert result.p_value > 0.05 and "not significant" in result.summary and "probe_run_id" not in result.next
 
 
 def test_probe_runs_repeat_exactly_for_a_seed(lab, planted):
