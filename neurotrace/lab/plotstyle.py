@@ -18,13 +18,17 @@ with inward ticks, for a manuscript). :func:`figure_style` selects one for the f
 import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, Literal
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+from matplotlib.ticker import FixedFormatter, FuncFormatter  # noqa: E402
 
 STYLE: dict[str, Any] = {
     "font.size": 10,
@@ -96,10 +100,57 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 7.0, height: fl
 
 
 def finish(fig: Figure, title: str, subtitle: str | None = None) -> Figure:
-    """Add a title (and a smaller subtitle, e.g. model and fact set) and tighten the layout."""
+    """Add a title (and a smaller subtitle, e.g. model and fact set), spell out characters the font cannot
+    draw, and tighten the layout."""
     fig.suptitle(title if not subtitle else f"{title}\n{subtitle}", fontsize=STYLE["figure.titlesize"])
+    drawable(fig)
     fig.tight_layout()
     return fig
+
+
+@lru_cache(maxsize=8)
+def _font(path: str) -> Any:
+    return font_manager.get_font(path)
+
+
+@lru_cache(maxsize=4096)
+def _has_glyph(path: str, char: str) -> bool:
+    return char.isspace() or _font(path).get_char_index(ord(char)) != 0
+
+
+def drawable(fig: Figure) -> None:
+    """Rewrite every text of ``fig`` whose font lacks a glyph (CJK, Thai ... tokens of a real vocabulary)
+    with that character as a ``\\uXXXX`` escape, so labels stay legible and no glyph warning is raised.
+    Tick labels set from a list live in the axis' formatter (drawn later), so those are rewritten there."""
+    path = font_manager.findfont(font_manager.FontProperties(family=matplotlib.rcParams["font.family"]))
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for fmt in (axis.get_major_formatter(), axis.get_minor_formatter()):
+                if isinstance(fmt, FixedFormatter):
+                    fmt.seq = [_spelled(str(s), path) for s in fmt.seq]
+                elif isinstance(fmt, FuncFormatter) and not getattr(fmt.func, "spelled", False):
+                    fmt.func = _spelling(fmt.func, path)
+    for text in fig.findobj(Text):
+        s = text.get_text()
+        if s and not s.isascii():
+            fixed = _spelled(s, font_manager.findfont(text.get_fontproperties()))
+            if fixed != s:
+                text.set_text(fixed)
+
+
+def _spelling(func: Any, path: str) -> Any:
+    def spelled(x: Any, pos: Any = None) -> str:
+        return _spelled(str(func(x, pos)), path)
+
+    spelled.spelled = True  # type: ignore[attr-defined]
+    return spelled
+
+
+def _spelled(s: str, path: str) -> str:
+    if s.isascii():
+        return s
+    return "".join(c if _has_glyph(path, c) else f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}"
+                   for c in s)
 
 
 def short(label: str, limit: int = 40) -> str:

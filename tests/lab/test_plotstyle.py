@@ -34,3 +34,19 @@ def test_plot_redraws_a_run_in_the_paper_style_as_a_different_image(tmp_path, ti
 
     assert png(plain) != png(paper)
     assert "Serif" in svg(paper) and "Serif" not in svg(plain)
+
+
+def test_tokens_the_font_cannot_draw_are_spelled_out_and_raise_no_glyph_warning():
+    """Real vocabularies hold CJK and Thai tokens; DejaVu Sans has no glyph for them. Drawn as-is they are
+    empty boxes (and a warning, an error under pytest); finish() writes them as \\u escapes instead."""
+    import io
+
+    from neurotrace.lab.plotstyle import finish, new_figure
+
+    fig, ax = new_figure()
+    ax.set_xticks([0, 1, 2], ["屿", " Paris", "é\U00020000"])
+    ax.set_title("รา")
+    finish(fig, "top tokens")
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["\\u5c7f", " Paris", "é\\U00020000"] and ax.get_title() == "\\u0e23\\u0e32"
+    fig.savefig(io.BytesIO(), format="png")        # filterwarnings = error: a missing glyph would raise
