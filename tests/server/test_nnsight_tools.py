@@ -3,6 +3,8 @@
 second connection, cancel through run_status); no key, no remote run."""
 
 import json
+import time
+from contextlib import contextmanager
 
 import anyio
 import pytest
@@ -11,6 +13,7 @@ from mcp import Client
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.lab.model.ndif import configure_remote
+from neurotrace.lab.runs.store import RunStore
 from neurotrace.server import build_server
 from neurotrace.testing.fake_ndif import FakeNdif
 
@@ -44,13 +47,22 @@ async def _restored(client, out):
     return next(iter(results["models"].values()))["facts"][0]["restored"]["resid"]
 
 
-async def _poll(client, run_id, until):
-    for _ in range(2000):
-        status = (await client.call_tool("run_status", {"run_id": run_id})).structured_content
-        if until(status):
-            return status
-        await anyio.sleep(0.02)
-    raise AssertionError(f"run {run_id} never reached the state: {status}")
+async def _poll(client, run_id, until, within=100.0):
+    """run_status of ``run_id`` until ``until(status)`` holds; after ``within`` seconds, the last status."""
+    status = None
+    with anyio.move_on_after(within):
+        while True:
+            status = (await client.call_tool("run_status", {"run_id": run_id})).structured_content
+            if until(status):
+                return status
+            await anyio.sleep(0.02)
+    raise AssertionError(f"run {run_id} never reached the state in {within} s: {status}")
+
+
+def _finished(status):
+    """Done, with the kept result when complete: a connection that did not start the run reads the run's
+    manifest, which says complete a moment before the server that ran it keeps tool_result.json."""
+    return status["status"] != "running" and (status["status"] != "complete" or "result" in status)
 
 
 def _close(a, b):
@@ -82,9 +94,29 @@ async def test_a_remote_trace_is_a_long_run_seen_from_a_second_connection(lab, t
                 seen = (await second.call_tool("run_status", {"run_id": run_id})).structured_content
                 assert seen["status"] == "running" and "NDIF job" in json.dumps(seen["progress"])
                 ndif.hold = False
-                done = await _poll(second, run_id, lambda s: s["status"] != "running")
+                done = await _poll(second, run_id, _finished)
         assert done["status"] == "complete", done
         assert _close(await _restored(client, done["result"]), await _restored(client, local.structured_content))
+
+
+async def test_a_second_connection_polling_as_the_run_closes_gets_the_kept_result(lab, tiny_gpt2, monkeypatch):
+    opened = RunStore.open_run
+
+    @contextmanager
+    def closes_then_stalls(store, *args, **kwargs):  # the worker thread descheduled right after the close
+        with opened(store, *args, **kwargs) as run:
+            yield run
+        time.sleep(0.3)
+
+    monkeypatch.setattr(RunStore, "open_run", closes_then_stalls)
+    async with Client(build_server(lab=lab), raise_exceptions=True) as client:
+        with anyio.fail_after(120):
+            started = await client.call_tool("trace", {**_request(str(tiny_gpt2)), "wait": False})
+            run_id = started.structured_content["run_id"]
+            await _poll(client, run_id, lambda s: "manifest" in s)  # its directory exists: others can see it
+            async with Client(build_server(lab=lab), raise_exceptions=True) as second:
+                done = await _poll(second, run_id, _finished)
+        assert done["status"] == "complete" and done["result"]["run_id"] == run_id
 
 
 async def test_a_remote_trace_is_cancelled_through_run_status(lab, tiny_gpt2, ndif):
@@ -95,7 +127,7 @@ async def test_a_remote_trace_is_cancelled_through_run_status(lab, tiny_gpt2, nd
             run_id = started.structured_content["run_id"]
             await _poll(client, run_id, lambda s: "NDIF job" in str(s.get("progress")))
             await client.call_tool("run_status", {"run_id": run_id, "cancel": True})
-            done = await _poll(client, run_id, lambda s: s["status"] != "running")
+            done = await _poll(client, run_id, _finished)
         assert done["status"] == "cancelled", done
         jobs = await client.read_resource(f"neurotrace://runs/{run_id}/artifacts/remote_jobs.json")
         assert json.loads(jobs.contents[0].text)["records"][0]["status"] == "RUNNING"
