@@ -94,6 +94,7 @@ def check_before_start(lab: Lab, tool: str, parsed: dict[str, Any]) -> None:
 async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any]) -> Any:
     """Run ``work(reporter)`` in a thread with progress forwarding and cooperative cancellation."""
     done = threading.Event()
+    claim = threading.Lock()  # taken once: by the worker (it runs the work) or by a cancel before it starts
     job, app = CURRENT_JOB.get(), app_context(ctx)
     lab = app.lab
 
@@ -110,6 +111,8 @@ async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any]) -> Any:
     reporter = Reporter(on_progress=on_progress, cancel_event=job.reporter.cancel_event if job else threading.Event())
 
     def target() -> Any:
+        if not claim.acquire(blocking=False):
+            return None  # cancelled before this thread began: nothing ran, nothing to stop
         try:
             with tool_faults():
                 if job is None:
@@ -124,8 +127,9 @@ async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any]) -> Any:
         return await anyio.to_thread.run_sync(target, abandon_on_cancel=True)
     except anyio.get_cancelled_exc_class():
         reporter.cancel()  # the worker stops at its next reporter.step and marks the run cancelled
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(done.wait)
+        if not claim.acquire(blocking=False):  # the worker began (else done would never be set)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(done.wait)
         raise
     finally:
         app.jobs.untrack(reporter)
