@@ -8,6 +8,7 @@ from neurotrace.lab.model.adapters import adapter_for, site_name
 from neurotrace.lab.model.hooks import hooked, run_with_cache
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.testing.errors import raises_lab_error
+from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny
 
 SITES = ["hook_embed"] + [site_name(k, 1) for k in ("resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_post")]
 
@@ -38,6 +39,39 @@ def test_resid_post_equals_resid_pre_plus_attn_plus_mlp_in_a_pre_ln_model(tiny_l
     sites = [site_name(k, 0) for k in ("resid_pre", "attn_out", "mlp_out", "resid_post")]
     _, c = run_with_cache(lm.model, lm.adapter, sites, input_ids=ids)
     torch.testing.assert_close(c[sites[0]] + c[sites[1]] + c[sites[2]], c[sites[3]])
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_attn_out_and_mlp_out_are_what_the_residual_receives_in_every_decoder_family(family, tmp_path):
+    """resid_post = resid_pre + attn_out + mlp_out in every decoder family (NeoX's parallel sublayers too),
+    including Gemma 3, whose sublayer outputs are normed before the add: the hooks sit on those norms."""
+    lm = load(ModelRef(model=str(build_tiny(family, tmp_path / family, n_layers=2, seed=2))))
+    with torch.no_grad():
+        for name, param in lm.model.named_parameters():
+            if "norm" in name and param.ndim == 1:
+                param.normal_(0.5, 0.5, generator=torch.Generator().manual_seed(1))
+    ids = lm.tokenizer("the capital of france is", return_tensors="pt")["input_ids"]
+    sites = [site_name(k, 1) for k in ("resid_pre", "attn_out", "mlp_out", "resid_post")]
+    _, c = run_with_cache(lm.model, lm.adapter, sites, input_ids=ids)
+    torch.testing.assert_close(c[sites[0]] + c[sites[1]] + c[sites[2]], c[sites[3]], rtol=1e-5, atol=1e-5)
+
+
+def test_gemma3_sublayer_outputs_equal_transformerlens_hook_attn_out_and_hook_mlp_out(tmp_path):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    lm = load(ModelRef(model=str(build_tiny("gemma3_text", tmp_path / "g", n_layers=2, seed=3))))
+    with torch.no_grad():
+        for name, param in lm.model.named_parameters():
+            if "norm" in name and param.ndim == 1:
+                param.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    ids = lm.tokenizer("the capital of france is", return_tensors="pt")["input_ids"]
+    sites = [site_name(k, layer) for layer in range(2) for k in ("attn_out", "mlp_out")]
+    _, ours = run_with_cache(lm.model, lm.adapter, sites, input_ids=ids)
+    bridge = TransformerBridge.boot_transformers(str(lm.ref.model), hf_model=lm.model, tokenizer=lm.tokenizer,
+                                                 device="cpu")
+    _, tl = bridge.run_with_cache(ids)
+    for site in sites:
+        torch.testing.assert_close(ours[site], tl[site], rtol=1e-5, atol=1e-5)
 
 
 def test_a_replacing_hook_changes_the_output_and_is_removed_afterwards(tiny_gpt2):
