@@ -44,11 +44,25 @@ def _summary(request: AttentionRequest, tokens: list[str], top: dict[str, list[H
     for kind, heads in top.items():
         best = heads[0]
         parts.append(f"Top {kind.replace('_', '-')} head {best.head} ({best.score:.2f}).")
-    if focus:
-        f = focus[0]
-        parts.append(f"From the scored position, head {f.head} attends most to {f.sources[0].token!r} "
-                     f"(position {f.sources[0].position}, {f.sources[0].weight:.2f}).")
+    parts += _focus_line(focus)
     return " ".join(parts)
+
+
+def _focus_line(focus: list[HeadFocus]) -> list[str]:
+    """The strongest weight from the scored position onto a token other than the first (position 0 is
+    the attention sink most heads park on), and how many of the shown heads park there."""
+    if not focus:
+        return []
+    best = max(((f, s) for f in focus for s in f.sources if s.position > 0), key=lambda fs: fs[1].weight, default=None)
+    sink = sum(1 for f in focus if f.sources and f.sources[0].position == 0)
+    out = []
+    if best is not None:
+        f, src = best
+        out.append(f"From the scored position, the strongest weight on a token past the first is head {f.head} on "
+                   f"{src.token!r} (position {src.position}, {src.weight:.2f}).")
+    if sink:
+        out.append(f"{sink} of {len(focus)} shown heads put most weight on position 0 (the attention sink).")
+    return out
 
 
 def write_report(run: Any, request: AttentionRequest, lm: LoadedModel, ids: Tensor, pattern: Tensor,

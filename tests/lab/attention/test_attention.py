@@ -197,3 +197,19 @@ def test_the_saved_results_round_trip_through_their_record_and_redraw_the_runs_f
     grid = FIGURES["pattern_grid"](rec)
     assert [ax.get_title() for ax in grid.axes] == ["head 1:0", "head 0:2"]
     np.testing.assert_array_equal(grid.axes[1].get_images()[0].get_array(), np.array(rec.shown_patterns["0:2"]))
+
+
+def test_the_summary_names_the_strongest_focus_past_the_attention_sink_and_counts_the_sink_heads():
+    from neurotrace.lab.attention.report import _focus_line
+    from neurotrace.lab.attention.schema import HeadFocus, Source
+
+    def head(name, *sources):
+        return HeadFocus(head=name, sources=[Source(position=p, token=t, weight=w) for p, t, w in sources])
+
+    focus = [head("0:1", (0, "<bos>", 0.9), (3, " Tower", 0.05)),
+             head("5:2", (0, "<bos>", 0.5), (2, "iffel", 0.4)),
+             head("12:2", (3, " Tower", 0.7), (0, "<bos>", 0.2))]
+    text = " ".join(_focus_line(focus))
+    assert "head 12:2 on ' Tower' (position 3, 0.70)" in text and "2 of 3 shown heads" in text
+    assert _focus_line([head("0:0", (0, "<bos>", 1.0))]) == [
+        "1 of 1 shown heads put most weight on position 0 (the attention sink)."]
