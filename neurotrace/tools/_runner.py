@@ -70,14 +70,19 @@ async def run_in_lab(ctx: Context, fn: Callable[..., Any], request: Any) -> Call
     tool = getattr(fn, "func", fn).__name__.removeprefix("run_")
     with tool_faults():
         lab.check(request, tool)  # run_x checks again; here it refuses before a detached job starts
-    result = await call_in_thread(ctx, lambda reporter: fn(request, lab=lab, reporter=reporter))
-    packaged = package(result, lab)
-    run_id = (packaged.structured_content or {}).get("run_id")
-    if isinstance(run_id, str):
-        try:
-            lab.store.attach_result(run_id, packaged.model_dump(mode="json", by_alias=True, exclude_none=True))
-        except Exception:  # the result was still delivered; keeping a copy is best effort
-            log.warning("could not keep the result of run %s", run_id, exc_info=True)
+    job = CURRENT_JOB.get()
+    try:
+        result = await call_in_thread(ctx, lambda reporter: fn(request, lab=lab, reporter=reporter))
+        packaged = package(result, lab)
+        run_id = (packaged.structured_content or {}).get("run_id")
+        if isinstance(run_id, str):
+            try:
+                lab.store.attach_result(run_id, packaged.model_dump(mode="json", by_alias=True, exclude_none=True))
+            except Exception:  # the result was still delivered; keeping a copy is best effort
+                log.warning("could not keep the result of run %s", run_id, exc_info=True)
+    finally:
+        if job is not None:
+            lab.store.settle_result(job.run_id)   # a detached run's manifest promised its result
     packaged.content.extend(report_blocks(ctx, lab, packaged.structured_content))   # link; page for Apps clients
     return packaged
 

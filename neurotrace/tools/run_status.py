@@ -31,6 +31,8 @@ async def run_status(run_id: str, ctx: Context, cancel: bool = False) -> dict[st
     status = manifest.status
     if job is not None and not job.finished.is_set() and status != "running":
         status = "running"  # the run is closed; its result is being packaged
+    elif status == "complete" and manifest.result_pending and not (manifest.owner and manifest.owner.gone()):
+        status = "running"  # another connection's server is keeping the result; it follows in a moment
     out: dict[str, Any] = {"run_id": run_id, "status": status, "progress": manifest.progress or
                            (job.progress if job else None), "error": manifest.error, "summary": manifest.summary,
                            "manifest": f"{URI_PREFIX}/{run_id}/manifest"}

@@ -89,3 +89,20 @@ def test_object_arrays_are_refused_rather_than_pickled(tmp_path):
     store = RunStore(tmp_path)
     with pytest.raises(ValueError), store.open_run("x", {}) as run:
         run.write_npy("o.npy", np.array([{"a": 1}], dtype=object))
+
+
+def test_a_detached_run_says_its_result_is_pending_until_it_is_kept_or_settled(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    for keep in (True, False):
+        run_id = store.new_id("trace")
+        with store.reserved_id(run_id), store.open_run("trace", {"x": 1}):
+            pass
+        assert store.manifest(run_id).status == "complete" and store.manifest(run_id).result_pending
+        if keep:
+            store.attach_result(run_id, {"structuredContent": {"run_id": run_id}})
+        else:
+            store.settle_result(run_id)            # packaging failed: nothing will come
+        assert not store.manifest(run_id).result_pending
+    with store.open_run("trace", {"x": 2}) as run:   # a CLI / Python run: nobody keeps a tool result
+        pass
+    assert not store.manifest(run.run_id).result_pending

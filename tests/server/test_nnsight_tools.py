@@ -60,9 +60,10 @@ async def _poll(client, run_id, until, within=100.0):
 
 
 def _finished(status):
-    """Done, with the kept result when complete: a connection that did not start the run reads the run's
-    manifest, which says complete a moment before the server that ran it keeps tool_result.json."""
-    return status["status"] != "running" and (status["status"] != "complete" or "result" in status)
+    """Done. A connection that did not start the run reads the run's manifest, which closes a moment
+    before the server that ran it keeps tool_result.json; the manifest says the result is pending, so
+    run_status answers running until it is kept (never complete without the result)."""
+    return status["status"] != "running"
 
 
 def _close(a, b):

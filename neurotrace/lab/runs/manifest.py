@@ -94,6 +94,8 @@ class Manifest(BaseModel):
     owner: RunOwner | None = None
     progress: dict[str, Any] | None = Field(None, description="Last progress of a running run: done, total, "
                                             "message, updated.")
+    result_pending: bool = Field(False, description="A server keeps this run's tool result (tool_result.json) "
+                                 "just after the run closes; until then a complete run's result is on its way.")
 
 
 MEDIA_TYPES = {

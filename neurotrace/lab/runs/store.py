@@ -192,13 +192,14 @@ class RunStore:
         return self._new_id(tool, request_json)
 
     @contextmanager
-    def reserved_id(self, run_id: str) -> Iterator[None]:
-        """In this thread, the next :meth:`open_run` uses ``run_id`` (a job can name its run at once)."""
-        self._reserved.run_id = run_id
+    def reserved_id(self, run_id: str, keeps_result: bool = True) -> Iterator[None]:
+        """In this thread, the next :meth:`open_run` uses ``run_id`` (a job can name its run at once); with
+        ``keeps_result`` its manifest says the caller will :meth:`attach_result` once it closes."""
+        self._reserved.run_id, self._reserved.keeps_result = run_id, keeps_result
         try:
             yield
         finally:
-            self._reserved.run_id = None
+            self._reserved.run_id, self._reserved.keeps_result = None, False
 
     def _new_id(self, tool: str, request_json: str) -> str:
         with self._lock:
@@ -218,6 +219,7 @@ class RunStore:
         req_json = json.dumps(req, sort_keys=True, default=str)
         reserved, self._reserved.run_id = getattr(self._reserved, "run_id", None), None
         run = Run(self, reserved or self._new_id(tool, req_json), tool, seed)
+        run.manifest.result_pending = bool(reserved and getattr(self._reserved, "keeps_result", False))
         run.dir.mkdir(parents=True, exist_ok=False)
         atomic_write_text(run.dir / "request.json", json.dumps(req, indent=2, default=str) + "\n")
         run.save_manifest()
@@ -304,8 +306,22 @@ class RunStore:
             entry = ArtifactEntry(path="tool_result.json", sha256=hashlib.sha256(blob).hexdigest(), bytes=len(blob),
                                   media_type="application/json")
             m.artifacts = [a for a in m.artifacts if a.path != entry.path] + [entry]
+            m.result_pending = False
             atomic_write_text(path / "manifest.json", m.model_dump_json(indent=2) + "\n")
         return f"{URI_PREFIX}/{run_id}/artifacts/tool_result.json"
+
+    def settle_result(self, run_id: str) -> None:
+        """The caller that was to keep ``run_id``'s result will not (packaging failed): stop saying it is on
+        its way (best effort; nothing to do when it was kept or the run never opened)."""
+        try:
+            path = self.run_dir(run_id) / "manifest.json"
+            with self._lock:
+                m = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+                if m.result_pending:
+                    m.result_pending = False
+                    atomic_write_text(path, m.model_dump_json(indent=2) + "\n")
+        except (NotFound, OSError, ValueError):
+            return
 
     def artifact_path(self, run_id: str, rel: str) -> Path:
         """Path of an artifact the manifest lists; anything else (traversal included) is NotFound."""
