@@ -16,6 +16,16 @@ Exact and batched (ROME's convention): every patched run is one row of a batch o
 row carrying its own patch; rows are independent, so the numbers equal one forward per cell. Clean states
 come from the tracing machinery (:func:`neurotrace.lab.tracing.prepare.clean_states`); only the last
 position's logits are computed. ``restored`` normalises a value as ``(m - m_corrupt) / (m_clean - m_corrupt)``.
+
+**Suffix runs** (causal LMs; the argument of :mod:`neurotrace.lab.tracing.fast_decoder`): patching a clean
+value at position ``p`` leaves every position before ``p`` exactly as in the corrupt run, at every layer.
+So the cells at one position (any layer; ``resid_pre``, ``attn_out``, ``mlp_out``, ``head_out_pos``) form
+batches that run the model's own forward on tokens ``p..`` only, over a ``DynamicCache`` holding the
+corrupt run's keys and values of positions ``< p`` (one corrupt forward fills it), as generation continues
+a cached sequence: the model's own positions, masks and sliding windows. The hooks write the clean value
+at the suffix's first position. Before the first token where the prompts differ the clean run *is* the
+corrupt run, so those cells are the corrupt metric and are not run. Masked LMs, the bridge and nnsight
+backends, and ``head_out`` (every position at once) keep the full forward (``force_full`` picks it too).
 """
 
 from collections.abc import Callable
@@ -23,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from transformers import DynamicCache
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
@@ -80,39 +91,97 @@ def clean_cache(lm: LoadedModel, ids: Tensor, sites: set[str]) -> dict[str, Tens
     return store
 
 
-def _writer(rows: list[int], cells: list[Cell], clean: Tensor) -> Callable[..., Tensor]:
+def _writer(rows: list[int], cells: list[Cell], clean: Tensor, start: int = 0) -> Callable[..., Tensor]:
+    """Write each row's clean value; the activations cover positions ``start..`` (a suffix run)."""
     def put(act: Tensor, site: str) -> Tensor:
         act = act.clone()
         for row, cell in zip(rows, cells, strict=True):
-            where = slice(None) if cell.pos is None else cell.pos
-            act[row, where, cell.cols] = clean[where, cell.cols]
+            if cell.pos is None:
+                act[row, :, cell.cols] = clean[:, cell.cols]
+            else:
+                act[row, cell.pos - start, cell.cols] = clean[cell.pos, cell.cols]
         return act
     return put
 
 
+def _hooks(cells: list[Cell], clean: dict[str, Tensor], start: int = 0) -> dict[str, Callable[..., Tensor]]:
+    """One writer per site, row ``i`` carrying ``cells[i]``'s patch."""
+    by_site: dict[str, tuple[list[int], list[Cell]]] = {}
+    for row, cell in enumerate(cells):
+        by_site.setdefault(cell.site, ([], []))[0].append(row)
+        by_site[cell.site][1].append(cell)
+    return {s: _writer(rows, cs, clean[s], start) for s, (rows, cs) in by_site.items()}
+
+
 @torch.no_grad()
-def last_logits(lm: LoadedModel, ids: Tensor, hooks: dict[str, Callable[..., Tensor]] | None = None) -> Tensor:
-    """(rows, vocab) logits at the last position of ``ids`` (rows, pos) with ``hooks`` attached."""
+def last_logits(lm: LoadedModel, ids: Tensor, hooks: dict[str, Callable[..., Tensor]] | None = None,
+                cache: DynamicCache | None = None) -> Tensor:
+    """(rows, vocab) logits at the last position of ``ids`` (rows, pos) with ``hooks`` attached; with
+    ``cache``, ``ids`` continue the cached prefix (and the cache fills with their keys and values)."""
     body = lm.adapter.module(lm.model, lm.adapter.base)
+    extra = {} if cache is None else {"cache": cache, "use_cache": True}
     with hooked(lm.model, lm.adapter, hooks or {}):
-        hidden = body(input_ids=ids.to(lm.device)).last_hidden_state[:, -1]    # (rows, d_model)
+        hidden = body(input_ids=ids.to(lm.device), **extra).last_hidden_state[:, -1]    # (rows, d_model)
     return lm.adapter.logits_at(lm.model, hidden).float()
 
 
+def supports_suffix_runs(lm: LoadedModel) -> bool:
+    """Causal LMs on the plain backend (as :func:`neurotrace.lab.tracing.fast_decoder.supports_fast_decoder`)."""
+    return lm.lm_kind == "causal" and lm.bridge is None and lm.nnsight is None
+
+
 def patch_cells(lm: LoadedModel, corrupt: Tensor, cells: list[Cell], clean: dict[str, Tensor], metric: Metric,
-                batch_size: int, reporter: Reporter, label: str) -> Tensor:
-    """The metric (cells,) with each cell patched, ``batch_size`` patched runs per forward."""
+                batch_size: int, reporter: Reporter, label: str, same_prefix: int = 0,
+                force_full: bool = False) -> Tensor:
+    """The metric (cells,) with each cell patched, ``batch_size`` patched runs per forward; ``same_prefix``:
+    how many leading tokens the clean and corrupt prompts share (their cells are the corrupt metric)."""
+    if force_full or not supports_suffix_runs(lm) or any(c.pos is None for c in cells):
+        return patch_cells_full(lm, corrupt, cells, clean, metric, batch_size, reporter, label)
+    return patch_cells_suffix(lm, corrupt, cells, clean, metric, batch_size, reporter, label, same_prefix)
+
+
+def patch_cells_full(lm: LoadedModel, corrupt: Tensor, cells: list[Cell], clean: dict[str, Tensor], metric: Metric,
+                     batch_size: int, reporter: Reporter, label: str) -> Tensor:
+    """Every patched run a full forward of the corrupt prompt."""
     out = []
     for start in range(0, len(cells), batch_size):
         reporter.step(start, len(cells), f"{label}: patched runs {start}-{min(start + batch_size, len(cells))}")
         chunk = cells[start:start + batch_size]
-        by_site: dict[str, tuple[list[int], list[Cell]]] = {}
-        for row, cell in enumerate(chunk):
-            by_site.setdefault(cell.site, ([], []))[0].append(row)
-            by_site[cell.site][1].append(cell)
-        hooks = {s: _writer(rows, cs, clean[s]) for s, (rows, cs) in by_site.items()}
-        out.append(metric(last_logits(lm, corrupt[None].expand(len(chunk), -1), hooks)))
+        out.append(metric(last_logits(lm, corrupt[None].expand(len(chunk), -1), _hooks(chunk, clean))))
     return torch.cat(out).cpu()
+
+
+def prefix_cache(kv: DynamicCache, p: int, rows: int) -> DynamicCache:
+    """A fresh cache holding the corrupt run's keys and values of positions ``< p``, for ``rows`` rows."""
+    return DynamicCache(ddp_cache_data=[(layer.keys[:, :, :p].expand(rows, -1, -1, -1),
+                                         layer.values[:, :, :p].expand(rows, -1, -1, -1)) for layer in kv.layers])
+
+
+@torch.no_grad()
+def patch_cells_suffix(lm: LoadedModel, corrupt: Tensor, cells: list[Cell], clean: dict[str, Tensor], metric: Metric,
+                       batch_size: int, reporter: Reporter, label: str, same_prefix: int = 0) -> Tensor:
+    """Same numbers as :func:`patch_cells_full`: the cells of one position ``p`` run tokens ``p..`` over
+    the corrupt run's cached keys and values of positions ``< p`` (see the module docstring)."""
+    kv = DynamicCache()
+    corrupt_lg = last_logits(lm, corrupt[None], cache=kv)                   # fills kv: (1, kv_heads, pos, d_head)
+    out = torch.empty(len(cells))
+    prefix = [i for i, c in enumerate(cells) if c.pos < same_prefix]
+    out[prefix] = metric(corrupt_lg).cpu().expand(len(prefix))
+    by_pos: dict[int, list[int]] = {}
+    for i, cell in enumerate(cells):
+        if cell.pos >= same_prefix:
+            by_pos.setdefault(cell.pos, []).append(i)
+    done = len(prefix)
+    for p, group in sorted(by_pos.items()):
+        for start in range(0, len(group), batch_size):
+            idx = group[start:start + batch_size]
+            reporter.step(done, len(cells), f"{label}: patched runs {done}-{done + len(idx)} (position {p})")
+            chunk = [cells[i] for i in idx]
+            ids = corrupt[None, p:].expand(len(idx), -1)
+            cache = prefix_cache(kv, p, len(idx)) if p > 0 else None      # p = 0: nothing to cache, the full forward
+            out[idx] = metric(last_logits(lm, ids, _hooks(chunk, clean, p), cache)).cpu()
+            done += len(idx)
+    return out
 
 
 @torch.no_grad()
@@ -174,6 +243,12 @@ def _tokens(lm: LoadedModel, request: PatchRequest, clean_lg: Tensor, corrupt_lg
     return target, contrast
 
 
+def _same_prefix(clean: Tensor, corrupt: Tensor) -> int:
+    """How many leading tokens the two prompts share."""
+    differ = (clean != corrupt).nonzero()
+    return int(differ[0]) if len(differ) else len(clean)
+
+
 def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> PatchResult:
     """Does patching this component from the clean into the corrupt prompt restore the answer? Activation
     patching per layer x position, per head and per head x position, with a logit-difference, p or KL metric."""
@@ -196,7 +271,8 @@ def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
         grids = {k: patch_parts(lm, corrupt, PART_OF[k], parts, metric, request.batch_size, reporter)
                  for k in request.components if k in PART_OF}
         for kind, cells in plan.items():
-            values = patch_cells(lm, corrupt, cells, cache, metric, request.batch_size, reporter, kind)
+            values = patch_cells(lm, corrupt, cells, cache, metric, request.batch_size, reporter, kind,
+                                 same_prefix=_same_prefix(clean, corrupt))
             shape = {"head_out": (lm.n_layers, heads), "head_out_pos": (lm.n_layers, len(clean), heads)}
             grids[kind] = values.view(shape.get(kind, (lm.n_layers, len(clean))))
         if request.receivers:

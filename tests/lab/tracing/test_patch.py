@@ -1,5 +1,6 @@
 """patch: equal to transformer_lens.patching on the bridge for every kind, the same as tracing's exact grid
-for p(target), independent of the batch size, and input errors by field."""
+for p(target), independent of the batch size, and input errors by field; the suffix runs over the corrupt
+run's cached keys/values equal the full forwards in every decoder family and feed fewer token positions."""
 
 import functools
 
@@ -13,11 +14,20 @@ from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.grid import Corrupted, exact_grid
-from neurotrace.lab.tracing.patch import run_patch
+from neurotrace.lab.tracing.patch import (
+    cells_for,
+    clean_cache,
+    last_logits,
+    make_metric,
+    patch_cells,
+    patch_cells_full,
+    run_patch,
+)
 from neurotrace.lab.tracing.patch_report import heatmap
 from neurotrace.lab.tracing.patch_schema import PATCH_RESULTS_FILE, PatchRequest, PatchResults
 from neurotrace.lab.tracing.prepare import prepare_fact
 from neurotrace.testing.records import assert_redraws, read_back
+from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny
 
 CLEAN, CORRUPT = "the capital of france is", "the capital of spain is"
 KINDS = ["resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos"]
@@ -228,3 +238,60 @@ def test_the_saved_results_round_trip_through_their_record_and_redraw_the_runs_f
     assert_redraws(lab, result.run_id, {k: functools.partial(heatmap, component=k) for k in kinds}, rec)
     shown = heatmap(rec, component="resid_pre").axes[0].get_images()[0].get_array()
     np.testing.assert_array_equal(shown, np.array(rec.restored["resid_pre"], dtype=float))
+
+
+def _setup(path, kind, clean_text=CLEAN, corrupt_text=CORRUPT):
+    """A loaded model, the two prompts' ids, a logit-difference metric and the cells + clean cache of ``kind``."""
+    lm = load(ModelRef(model=str(path)))
+    clean, corrupt = (torch.tensor(list(lm.tokenizer(t).input_ids)) for t in (clean_text, corrupt_text))
+    t, c = (lm.tokenizer.convert_tokens_to_ids(w) for w in ("paris", "madrid"))
+    metric = make_metric("logit_diff", t, c, last_logits(lm, clean[None])[0])
+    d_head = int(getattr(lm.config, "head_dim", None) or lm.d_model // lm.n_heads)
+    cells = cells_for(kind, lm.n_layers, len(clean), lm.n_heads, d_head)
+    return lm, clean, corrupt, metric, cells, clean_cache(lm, clean, {c.site for c in cells})
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_suffix_runs_over_the_corrupt_cache_equal_the_full_forward_in_every_decoder_family(tmp_path, family):
+    path = build_tiny(family, tmp_path / family, n_layers=3, seed=7)
+    for kind in ["resid_pre", "attn_out", "mlp_out", "head_out_pos", "head_out"]:
+        lm, _, corrupt, metric, cells, clean = _setup(path, kind, "the capital of france is a big city",
+                                                      "the capital of spain is a big city")
+        full = patch_cells_full(lm, corrupt, cells, clean, metric, 5, Reporter(), kind)
+        scale = float(full.abs().max())
+        for same_prefix in (0, 3):                               # every position run, or the shared 3 filled in
+            fast = patch_cells(lm, corrupt, cells, clean, metric, 5, Reporter(), kind, same_prefix=same_prefix)
+            torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5 * scale, msg=f"{family} {kind}")
+        assert float(full.std()) > 1e-3 * scale                 # the cells differ: a mix-up would show
+
+
+def test_suffix_runs_feed_fewer_token_positions_in_batches_no_larger_than_the_batch_size(tiny_llama):
+    lm, clean, corrupt, metric, cells, cache = _setup(tiny_llama, "resid_pre")
+    n = len(clean)
+    fed, steps = [], []
+    hook = lm.model.get_input_embeddings().register_forward_pre_hook(lambda _m, args: fed.append(args[0].shape))
+    try:
+        full = patch_cells_full(lm, corrupt, cells, cache, metric, 4, Reporter(), "resid_pre")
+        full_fed, fed[:] = list(fed), []
+        reporter = Reporter(on_progress=lambda done, total, msg: steps.append((done, total)))
+        fast = patch_cells(lm, corrupt, cells, cache, metric, 4, reporter, "resid_pre", same_prefix=1)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+    assert sum(rows * pos for rows, pos in full_fed) == len(cells) * n
+    # one corrupt forward fills the cache; then the cells at position p (past the shared first token) feed p..
+    assert fed[0] == (1, n) and sum(r * s for r, s in fed[1:]) == sum(n - c.pos for c in cells if c.pos >= 1)
+    assert sum(r * s for r, s in fed) < len(cells) * n and max(r for r, _ in fed) <= 4
+    # one progress step per batch, counting cells done, before it runs (so cancellation stops the next batch)
+    assert len(steps) == len(fed) - 1 and all(t == len(cells) for _, t in steps)
+    assert steps[0][0] == lm.n_layers and [d for d, _ in steps] == sorted(d for d, _ in steps)
+
+
+def test_cancelling_stops_the_suffix_runs_at_the_next_batch(tiny_llama):
+    from neurotrace.lab.errors import Cancelled
+
+    lm, _, corrupt, metric, cells, cache = _setup(tiny_llama, "mlp_out")
+    reporter = Reporter()
+    reporter.on_progress = lambda done, total, msg: reporter.cancel() if done > 0 else None
+    with pytest.raises(Cancelled):
+        patch_cells(lm, corrupt, cells, cache, metric, 2, reporter, "mlp_out")
