@@ -25,10 +25,18 @@ BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLeng
           "minItems", "maxItems")
 
 
+_EXAMPLES = re.compile(r"\s*\((?:e\.g\.|i\.e\.)[^)]*\)")   # "(e.g. 'fact-gpt2')": dropped on the wire
+_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bvs)\.(?=\s|$)")
+
+
 def first_sentence(text: str, limit: int = MAX_DESCRIPTION) -> str:
-    """The first sentence of ``text``, cut at a word boundary to at most ``limit`` characters."""
-    m = re.match(r"(.+?\.)(\s|$)", text, flags=re.DOTALL)
-    head = " ".join((m.group(1) if m else text).split())
+    """The first sentence of ``text`` (a period after e.g., i.e., etc. or vs. does not end it; parenthesised
+    examples are left out), cut at a word boundary to at most ``limit`` characters."""
+    text = _EXAMPLES.sub("", text)
+    m = _END.search(text)
+    head = " ".join((text[: m.end()] if m else text).split())
+    if len(head) > limit and ", e.g. " in head:      # a long example list: the field's own words suffice
+        head = head.split(", e.g. ", 1)[0] + "."
     return head if len(head) <= limit else head[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 

@@ -10,8 +10,8 @@ from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 
 async def clamp_sweep(request: ClampSweepRequest, ctx: Context) -> Annotated[CallToolResult, ClampSweepResult]:
-    """Which clamp values of an MLP neuron rescue prompts whose generations collapse into loops? Use to test a
-    neuron's causal role in degenerate generation (BCR workflow).
+    """Which clamp values of an MLP neuron rescue prompts whose generations collapse into loops? Tests a
+    neuron's causal role in degenerate generation (BCR).
 
     Clamps the given neurons (e.g. '11:373') to each sweep value while generating for every prompt, beside
     seeded random same-layer neuron controls; flags collapsed outputs (empty, loop, repetitive) with

@@ -43,3 +43,26 @@ async def test_tool_list_matches_the_snapshot(tmp_path):
 async def test_the_tool_list_fits_an_agents_context(tmp_path):
     size = len(json.dumps(await wire_tools(tmp_path), separators=(",", ":")))
     assert size <= MAX_TOOL_LIST_CHARS, f"tools/list is {size} characters (budget {MAX_TOOL_LIST_CHARS})"
+
+
+def test_wire_descriptions_are_whole_sentences_not_cut_at_an_abbreviation():
+    """A field's wire description is its first sentence; 'e.g.' used to end it ('Embedded name (e.g.')."""
+    from neurotrace.tools._wire import first_sentence
+
+    assert first_sentence("Causal LM: embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir. More.") == \
+        "Causal LM: embedded name, HuggingFace id or local dir."
+    assert first_sentence("Figure kind, e.g. heatmap or aie. Other.") == "Figure kind, e.g. heatmap or aie."
+    assert first_sentence("Options, e.g. {'model': 'fact-gpt2', 'fact': 0, 'style': 'paper'} and more words.") == \
+        "Options."
+
+    def descriptions(node):
+        if isinstance(node, dict):
+            yield from ([node["description"]] if isinstance(node.get("description"), str) else [])
+            for v in node.values():
+                yield from descriptions(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from descriptions(v)
+
+    wire = list(descriptions([t["inputSchema"] for t in json.loads(SNAPSHOT.read_text(encoding="utf-8"))]))
+    assert len(wire) > 100 and not [d for d in wire if d.endswith(("e.g.", "i.e."))]
