@@ -34,8 +34,10 @@ def run_load_model(request: ModelRef, *, lab: Lab, reporter: Reporter = NULL_REP
         summary += " Layers: " + "; ".join(f"{d} {r}" for d, r in where["layers"].items()) + "."
     if info.get("note"):
         summary += f" Note: {info['note']}."
-    nxt = ("Call trace with this model and a fact set to locate stored facts." if info["lm_kind"] == "causal"
-           else "Call trace (mask/context patching) with this model and a fact set.")
+    nxt = (f"Any experiment tool can now use model '{request.model}' without reloading it, e.g. trace "
+           f"{{\"request\": {{\"models\": [\"{request.model}\"], \"pack\": \"geography\"}}}} to locate stored facts"
+           + (" (masked LMs are traced at the mask)." if info["lm_kind"] == "masked" else ", or logit_lens / "
+              "attention / attribute on a prompt."))
     return LoadModelResult(summary=summary, model=info, cache_bytes=lab.cache.used_bytes(), next=nxt)
 
 

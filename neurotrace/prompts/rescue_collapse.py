@@ -10,7 +10,8 @@ def text(model: str, neuron: str) -> str:
         f"Rescue collapsed generations of {model} by clamping neuron {neuron}",
         "Some prompts make a model fall into repetition loops or degenerate text. Clamping one MLP neuron "
         "(a hidden unit of blocks.{layer}.mlp.hook_post) to a fixed value during generation tests whether that "
-        "neuron drives the collapse: if a clamp value recovers collapsed baselines, the neuron is causal.",
+        "neuron drives the collapse: a clamp value that recovers collapsed baselines clearly more often than the "
+        "same clamp on random control neurons (clamp_sweep's `specific` verdict) points at this neuron.",
         [
             f"Call `load_model` with {{\"request\": {{\"model\": \"{model}\"}}}} and check `model.n_layers` "
             f"and `model.d_mlp`: the neuron `{neuron}` must be `layer:index` with layer < n_layers and index < d_mlp.",

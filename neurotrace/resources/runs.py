@@ -21,7 +21,8 @@ PAGE = 25
 def _row(m) -> dict:
     summary = (m.summary or "").split("\n", 1)[0]
     return {"run_id": m.run_id, "tool": m.tool, "status": m.status, "created": m.created,
-            "summary": summary[:160], "manifest": f"neurotrace://runs/{m.run_id}/manifest"}
+            "summary": summary if len(summary) <= 160 else summary[:159].rsplit(" ", 1)[0] + "…",
+            "manifest": f"neurotrace://runs/{m.run_id}/manifest"}
 
 
 def runs_page(lab: Lab, cursor: str | None) -> dict:

@@ -54,7 +54,7 @@ async def test_sampled_facts_are_validated_and_invalid_drafts_dropped(tmp_path, 
     assert [m.run_id for m in lab.store.list_runs("generate_facts")] == [out["run_id"]]  # one run per call
     assert out["n_facts"] == 2 and out["n_dropped"] == 4
     assert sorted(d["field"] for d in out["dropped"]) == ["context_from", "corrupt_subject", "target", "template"]
-    assert out["next"].startswith(f"Call trace with dataset_run_id='{out['run_id']}'")
+    assert out["next"].startswith("Call trace with {\"request\": {\"models\": [") and out["run_id"] in out["next"]
     facts = load_dataset(lab, out["run_id"])
     assert [(f.clean_subject, f.target) for f in facts] == [("france", "paris"), ("england", "london")]
     assert any(c.type == "resource_link" and c.uri == out["dataset_uri"] for c in result.content)

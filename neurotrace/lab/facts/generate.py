@@ -19,6 +19,7 @@ be noisy. The run writes ``dataset.json`` (:class:`FactSet`) and ``run_config.js
 (:class:`GenerateFactsRunConfig`); ``trace`` reads the dataset back with :func:`load_dataset`.
 """
 
+import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -318,7 +319,7 @@ def run_generate_facts(request: GenerateFactsRequest, *, lab: Lab, reporter: Rep
         summary = _summary(fs)
         run.set_summary(summary)
         artifacts = run.artifact_uris()
-    model = fs.validation[0].model if fs.validation else "fact-gpt2"
+    models = [r.model for r in fs.validation] or ["fact-gpt2"]
     reporter.step(3, 3, "done")
     return GenerateFactsResult(
         run_id=run.run_id, summary=summary, artifacts=artifacts, domain=fs.domain, source=fs.source,
@@ -326,8 +327,8 @@ def run_generate_facts(request: GenerateFactsRequest, *, lab: Lab, reporter: Rep
         multi_token_policy=fs.multi_token_policy, dataset_uri=dataset_uri,
         validation=[ModelSummary(model=r.model, lm_kind=r.lm_kind, n_ok=r.n_ok, n_multi_token=r.n_multi_token)
                     for r in fs.validation],
-        next=f"Call trace with dataset_run_id='{run.run_id}' and model='{model}' to locate where these facts "
-             "are stored.")
+        next=f"Call trace with {json.dumps({'request': {'models': models, 'dataset_run_id': run.run_id}})} to locate "
+             "where these facts are stored.")
 
 
 def load_factset(lab: Lab, run_id: str, field: str = "dataset_run_id") -> FactSet:
