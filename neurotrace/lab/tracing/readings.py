@@ -19,7 +19,8 @@ that have it - so its ``n`` can be smaller than the number of facts, and is repo
 subject token, first subsequent token, further tokens, last token. They may overlap (a one-token
 subject is both first and last; a subject right before the last token makes the first subsequent token
 the last token), and the middle and further buckets add one row per *token* (ROME's ``add_all``).
-The band is 1.96 sd / sqrt(n) in both (sample sd by default, ROME's population sd under rome_compat).
+The band is t sd / sqrt(n), t the 97.5% Student-t quantile with n - 1 degrees of freedom and the sample sd
+(n = 2 facts give t = 12.7, not 1.96); under rome_compat ROME's 1.96 x population sd.
 """
 
 from collections.abc import Sequence
@@ -93,10 +94,26 @@ def fact_rows(grid: Tensor, cats: Sequence[int], subject: Sequence[int], predict
     return [[grid[:, p] for p in ps] for ps in cols]
 
 
+#: 97.5% quantiles of Student's t, 1..30 degrees of freedom
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (a table to 30, then the
+    Cornish-Fisher expansion, within 1e-3); 1.96 for df < 1 (no spread to scale)."""
+    if df < 1:
+        return 1.96
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
 @dataclass
 class Average:
     mean: Tensor     # (layer, bucket), nan where no rows
-    band: Tensor     # (layer, bucket) 1.96 sd / sqrt(n), nan where no rows
+    band: Tensor     # (layer, bucket) 95% half-width (t_975(n-1) sd / sqrt(n)), nan where no rows
     n: list[int]     # rows per bucket
 
 
@@ -113,7 +130,7 @@ def average(per_fact: Sequence[list[list[Tensor]]], n_layers: int, n_buckets: in
         stack = torch.stack(rows).double()                                   # (rows, layer)
         mean[:, c] = stack.mean(0).float()
         sd = stack.std(0, correction=0 if rome else 1) if len(rows) > 1 else torch.zeros(n_layers, dtype=torch.float64)
-        band[:, c] = (1.96 * sd / len(rows) ** 0.5).float()
+        band[:, c] = ((1.96 if rome else t975(len(rows) - 1)) * sd / len(rows) ** 0.5).float()
     return Average(mean, band, n)
 
 

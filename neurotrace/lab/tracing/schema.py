@@ -204,7 +204,7 @@ class LayerRange(BaseModel):
     last: int
     max_layer: int
     max_effect: float
-    band: float = Field(description="95% half-width at the maximum (1.96 sd/sqrt(n)).")
+    band: float = Field(description="95% half-width at the maximum (t_975(n-1) sd/sqrt(n); ROME: 1.96).")
     n: int
 
 

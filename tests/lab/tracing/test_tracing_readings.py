@@ -148,3 +148,13 @@ def test_a_fact_whose_subject_effect_peaks_before_the_last_subject_token_is_name
     assert "peaks before the last subject token in mlp 1 of 3 (eiffel: ' E')" in " ".join(interpret([m]))
     quiet = model(late, components=("mlp",))
     assert quiet.readings.subject_tokens[0].at_last == 2 and "peaks before" not in " ".join(interpret([quiet]))
+
+
+def test_the_95_percent_band_uses_students_t_for_few_facts_and_rome_s_normal_band_under_rome_compat():
+    from neurotrace.lab.tracing.readings import average, t975
+
+    rows = [[[torch.full((N_LAYERS,), v)]] + [[] for _ in range(7)] for v in (0.2, 0.6)]   # 2 facts, category 0
+    sample_sd = float(torch.tensor([0.2, 0.6]).std())
+    assert float(average(rows, N_LAYERS, 8, rome=False).band[0, 0]) == pytest.approx(12.706 * sample_sd / 2 ** 0.5)
+    assert float(average(rows, N_LAYERS, 8, rome=True).band[0, 0]) == pytest.approx(1.96 * 0.2 / 2 ** 0.5)
+    assert t975(4) == 2.776 and t975(200) == pytest.approx(1.972, abs=1e-3) and t975(10**6) == pytest.approx(1.96, abs=1e-3)
