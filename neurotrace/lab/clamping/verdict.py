@@ -16,12 +16,16 @@ Verdict, first rule that applies:
 3. ``specific`` if ``R >= max_k C_k + MIN_MARGIN_PROMPTS`` and
    ``recovery_above_control >= MIN_EXCESS``;
 4. ``not above control`` otherwise (a random neuron of the layer does about as well).
+
+A ``specific`` verdict on fewer than 5 collapsed baselines or 3 controls says so in its reason (one
+recovered prompt against one control is a lead to re-run at scale, not a finding).
 """
 
 from neurotrace.lab.clamping.schema import GroupVerdict, ValueSummary
 
 MIN_EXCESS = 0.2            # recovery above the mean control, as a fraction of collapsed baselines
 MIN_MARGIN_PROMPTS = 1      # and at least this many more recoveries than the best control
+POWERED_BASELINES, POWERED_CONTROLS = 5, 3   # below either, a `specific` verdict says it is a lead only
 
 RULES = (f"specific: the group's best recovery beats every control's best by >= {MIN_MARGIN_PROMPTS} "
          f"prompt(s) and the mean control's by >= {MIN_EXCESS:.0%} of the collapsed baselines; harmful: at its "
@@ -54,6 +58,14 @@ def group_verdicts(per_value: list[ValueSummary], n_base: int, n_controls: int) 
     return out
 
 
+def _power(n_base: int, n_controls: int) -> str:
+    """A caution when the verdict rests on few collapsed baselines or few controls."""
+    if n_base >= POWERED_BASELINES and n_controls >= POWERED_CONTROLS:
+        return ""
+    return (f"; only {n_base} collapsed baseline(s) and {n_controls} control(s): a lead, not a finding - re-run "
+            f"with >= {POWERED_BASELINES} collapsing prompts and >= {POWERED_CONTROLS} controls")
+
+
 def _decide(rec: int, induced: int, ctrl: list[int], above: float | None, n_base: int,
             n_controls: int) -> tuple[str | None, str]:
     if n_controls == 0:
@@ -64,7 +76,7 @@ def _decide(rec: int, induced: int, ctrl: list[int], above: float | None, n_base
         return "harmful", f"at its best value it induces {induced} collapses and recovers {rec}"
     if above is not None and rec >= max(ctrl) + MIN_MARGIN_PROMPTS and above >= MIN_EXCESS:
         return "specific", (f"recovers {rec}/{n_base} vs controls' best {ctrl}: {above:+.0%} of the baselines "
-                            f"above the mean control (>= {MIN_EXCESS:.0%})")
+                            f"above the mean control (>= {MIN_EXCESS:.0%})" + _power(n_base, len(ctrl)))
     return "not above control", (f"recovers {rec}/{n_base} vs controls' best {ctrl} (needs >= "
                                  f"{max(ctrl) + MIN_MARGIN_PROMPTS} and >= {MIN_EXCESS:.0%} above the mean "
                                  "control)")

@@ -201,6 +201,15 @@ def test_verdicts_follow_the_stated_thresholds():
     assert group_verdicts([_vs("5:1", 1.0, 2)], 4, 0)[0].verdict is None      # controls=0: no verdict
 
 
+def test_a_specific_verdict_on_few_baselines_or_controls_says_it_is_a_lead():
+    rows = [_vs("5:1", 1.0, 1), _vs("c0", 1.0, 0, control_of="5:1")]
+    (few,) = group_verdicts(rows, 1, 1)                                     # 1 recovered of 1, one control
+    assert few.verdict == "specific" and "a lead, not a finding" in few.reason
+    rows = [_vs("5:1", 1.0, 5)] + [_vs(f"c{k}", 1.0, 1, control_of="5:1") for k in range(3)]
+    (powered,) = group_verdicts(rows, 6, 3)
+    assert powered.verdict == "specific" and "lead" not in powered.reason
+
+
 def test_empty_outputs_are_counted_apart_from_loops(lab, planted):
     from neurotrace.lab.clamping.collapse import collapse_type
 
