@@ -6,12 +6,16 @@ At the policies' first active step, the edited forward records each site's chang
 generator. The effect of the policies and of each control is the change in log p of the metric token
 (the target, or the baseline's token) at the prediction position of that step, in nats.
 
-Verdict over the prompts (:func:`verdict`), with ``E`` the mean |effect| and ``C`` the mean |effect|
-of the controls:
+Verdict over the prompts (:func:`verdict`), with ``E`` the mean |effect|, ``C`` the mean |effect| of the
+controls and ``M`` the largest |effect| of any control:
 
 * ``no measurable effect`` if ``E < MIN_EFFECT``;
-* ``causal`` if ``E >= MIN_RATIO * C`` (and ``E >= MIN_EFFECT``);
-* ``weak`` otherwise (measurable, but a random direction of the same norm does about as much).
+* ``not above control`` if ``E <= M`` (a random direction of the same norm moved log p at least as much;
+  this includes ``E <= C``);
+* ``causal`` if ``E >= MIN_RATIO * C``;
+* ``weak`` otherwise (above every control, but less than ``MIN_RATIO`` times their mean).
+
+``M`` is over every control of every prompt, so it is the stricter bar, and more so with more ``controls``.
 """
 
 from collections.abc import Callable
@@ -27,8 +31,10 @@ from neurotrace.lab.seeding import make_generator
 
 MIN_EFFECT = 0.05     # nats of log p(target)
 MIN_RATIO = 2.0       # the policies' |effect| over the controls' mean |effect|
-RULES = (f"causal: mean |effect| >= {MIN_EFFECT} nats and >= {MIN_RATIO:g}x the same-norm random directions'; "
-         f"weak: >= {MIN_EFFECT} nats but not {MIN_RATIO:g}x the controls; no measurable effect: < {MIN_EFFECT} nats")
+RULES = (f"causal: mean |effect| >= {MIN_EFFECT} nats, above the largest same-norm random direction's and >= "
+         f"{MIN_RATIO:g}x their mean; weak: above the largest control but < {MIN_RATIO:g}x their mean; "
+         f"not above control: >= {MIN_EFFECT} nats but no larger than the largest control; "
+         f"no measurable effect: < {MIN_EFFECT} nats")
 
 
 def _first_step(policies: list[Any], n_steps: int) -> int:
@@ -70,14 +76,19 @@ def control_effects(lm: LoadedModel, ids: list[int], generated: list[int], polic
     return {"step": step, "effect": edited - clean, "controls": controls}
 
 
-def verdict(effects: list[float], controls: list[float]) -> tuple[str | None, float | None, float | None]:
-    """(verdict, mean |effect|, mean |control effect|) over prompts; verdict None without data."""
+def verdict(effects: list[float], controls: list[float]) -> tuple[str | None, float | None, float | None,
+                                                                float | None]:
+    """(verdict, mean |effect|, mean |control effect|, largest |control effect|) over prompts; verdict None
+    without data."""
     if not effects:
-        return None, None, None
+        return None, None, None, None
     e = sum(abs(v) for v in effects) / len(effects)
     c = sum(abs(v) for v in controls) / len(controls) if controls else None
+    m = max(abs(v) for v in controls) if controls else None
     if e < MIN_EFFECT:
-        return "no measurable effect", e, c
-    if c is None:
-        return None, e, c
-    return ("causal" if e >= MIN_RATIO * c else "weak"), e, c
+        return "no measurable effect", e, c, m
+    if c is None or m is None:
+        return None, e, c, m
+    if e <= m:
+        return "not above control", e, c, m
+    return ("causal" if e >= MIN_RATIO * c else "weak"), e, c, m

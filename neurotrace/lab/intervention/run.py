@@ -45,7 +45,7 @@ from neurotrace.lab.capture import (
     step_hooks,
     validate,
 )
-from neurotrace.lab.errors import InputError
+from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.intervention.controls import control_effects
 from neurotrace.lab.intervention.policies import FEATURE_POLICIES, PolicyContext, check_policies
 from neurotrace.lab.intervention.report import write_report
@@ -69,6 +69,8 @@ from neurotrace.lab.model.stepwise import ContextAt, Continuation, continue_gree
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae import SAE, load_sae_run
+from neurotrace.lab.sae.run import METRICS_FILE
+from neurotrace.lab.sae.schema import SAEMetrics
 
 _KINDS = POSITIONWISE | {p.model_fields["kind"].default for p in FEATURE_POLICIES}
 
@@ -243,6 +245,19 @@ def _loader(lab: Lab, run: Any) -> Callable[[str, str], tuple[Any, list[dict]]]:
     return load
 
 
+def sae_caution(lab: Lab, run_id: str) -> str | None:
+    """A warning when fit_sae judged the SAE marginal or unusable (null when usable, or its metrics are
+    missing or unreadable: runs written before the verdict)."""
+    try:
+        metrics = SAEMetrics.model_validate(lab.store.read_json(run_id, METRICS_FILE))
+    except (NotFound, OSError, ValueError):
+        return None
+    if metrics.verdict == "usable":
+        return None
+    why = f" ({', '.join(metrics.below_bar)})" if metrics.below_bar else ""
+    return f"the SAE was judged {metrics.verdict} by fit_sae{why}: its features may not be meaningful"
+
+
 def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> InterveneResult:
     """Apply SAE-feature or component policies per generation step and compare with the baseline
     (p(target), logit differences, text, per-step KL); rank SAE features by causal effect; write report.json."""
@@ -272,4 +287,5 @@ def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = N
                 reporter.step(i, len(cases), f"prompt {i + 1} of {len(cases)}")
                 entries.append(_prompt(lm, request, case, sae, i, load_states))
             reporter.step(len(cases), len(cases), "writing report")
-            return write_report(run, request, lm, sae, entries, lab)
+            caution = sae_caution(lab, request.fit_sae_run_id) if request.fit_sae_run_id else None
+            return write_report(run, request, lm, sae, entries, lab, caution)

@@ -53,7 +53,7 @@ class FeatureEffect(BaseModel):
     activation: float = Field(description="Its largest activation on the prompt.")
 
 
-Verdict = Literal["causal", "weak", "no measurable effect"]
+Verdict = Literal["causal", "weak", "not above control", "no measurable effect"]
 
 
 class Outcome(BaseModel):
@@ -125,7 +125,10 @@ class InterveneReport(BaseModel):
     verdict: Verdict | None = Field(description="By verdict_rules; null without policies or controls.")
     effect: float | None = Field(description="Mean over prompts of |the policies' change in log p| (nats).")
     control_effect: float | None = Field(description="Mean |change| of the random directions (nats).")
+    control_effect_max: float | None = Field(None, description="Largest |change| of any random direction (nats).")
     verdict_rules: str
+    sae_caution: str | None = Field(None, description="Why the SAE's features may not be meaningful: fit_sae's "
+                                    "verdict when it was not usable; null for a usable SAE or without one.")
     prompts: list[PromptReport]
     top_features: list[FeatureEffect] = Field(description="Mean effect over prompts (nats of log p(target)), "
                                               "sorted by |effect|.")
@@ -145,6 +148,9 @@ class InterveneResult(RunResult):
                                  "(nats) at their first active step.")
     control_effect: float | None = Field(None, description="Mean |change| (nats) of the same-norm random "
                                          "directions.")
+    control_effect_max: float | None = Field(None, description="Largest |change| (nats) of any random direction.")
+    sae_caution: str | None = Field(None, description="fit_sae's verdict when it was not usable (its features may "
+                                    "not be meaningful); null otherwise.")
     verdict: Verdict | None = Field(None, description="By the thresholds in the summary; null without policies or "
                                    "controls.")
     report: str = Field("", description="URI of report.json.")

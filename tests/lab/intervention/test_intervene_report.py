@@ -12,10 +12,11 @@ from neurotrace import (
     run_fit_sae,
     run_intervene,
 )
-from neurotrace.lab.intervention.report import REPORT_FILE
-from neurotrace.lab.intervention.schema import InterveneReport
+from neurotrace.lab.intervention.report import REPORT_FILE, _figure
+from neurotrace.lab.intervention.schema import FeatureEffect, InterveneReport
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.progress import NULL_REPORTER
+from neurotrace.lab.sae.schema import SAEMetrics
 from neurotrace.testing.records import read_back
 
 SITE = "blocks.1.hook_resid_pre"
@@ -65,3 +66,36 @@ def test_a_ranking_only_report_has_no_controls_and_no_verdict(runs):
     assert rec.policies == [] and rec.verdict is None and rec.mean_p_target_change is None
     assert rec.prompts[0].controls is None and rec.prompts[0].intervened == rec.prompts[0].baseline
     assert rec.generation.path == "single_forward"
+
+
+def test_an_sae_fit_sae_judged_unusable_puts_a_caution_in_the_summary_and_the_report(runs):
+    lab, _, sae_run = runs
+    metrics = read_back(lab, sae_run, "sae_metrics.json", SAEMetrics.model_validate)
+    assert metrics.verdict == "unusable"                  # 20 steps on a few dozen rows
+    result = run_intervene(InterveneRequest(fit_sae_run_id=sae_run, prompts=[{"prompt": "the cat is", "target": "big"}],
+                                            max_new_tokens=0, rank_features=2), lab=lab, reporter=NULL_REPORTER)
+    caution = (f"the SAE was judged unusable by fit_sae ({', '.join(metrics.below_bar)}): its features may not be "
+               "meaningful")
+    assert result.sae_caution == caution and f"Caution: {caution}." in result.summary
+    assert read_back(lab, result.run_id, REPORT_FILE, InterveneReport.model_validate).sae_caution == caution
+    assert "nats of log p('big')" in result.summary       # a ranking-only pass names the target token
+
+
+def test_a_run_without_an_sae_has_no_caution_and_old_reports_still_read(runs, tiny_gpt2):
+    lab, _, sae_run = runs
+    result = run_intervene(InterveneRequest(model=str(tiny_gpt2), prompts=["the cat is"], max_new_tokens=0,
+                                            policies=[{"kind": "zero", "site": SITE}]), lab=lab, reporter=NULL_REPORTER)
+    assert result.sae_caution is None and "Caution" not in result.summary
+    old = lab.store.read_json(result.run_id, REPORT_FILE)
+    del old["sae_caution"], old["control_effect_max"]
+    assert InterveneReport.model_validate(old).sae_caution is None
+
+
+def test_the_feature_figure_says_how_features_were_ranked_not_that_they_are_causal():
+    import matplotlib.pyplot as plt
+
+    fig = _figure([FeatureEffect(feature=3, effect=-0.2, activation=1.0)], 4, "log p('big')")
+    ax = fig.axes[0]
+    assert ax.get_title() == "SAE features ranked by single-feature ablation (n=4 prompts)"
+    assert "log p('big')" in ax.get_xlabel() and "causal" not in ax.get_title()
+    plt.close(fig)
