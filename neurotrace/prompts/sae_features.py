@@ -23,8 +23,9 @@ def text(model: str, site: str) -> str:
             "Read the top-activating examples table of SAE to name a few features.",
             "Call `intervene` with {\"request\": {\"fit_sae_run_id\": \"SAE\", \"prompts\": [{\"prompt\": "
             "\"...\", \"target\": \"...\"}], \"policies\": [{\"kind\": \"ablate_features\", \"features\": "
-            "[3]}]}} (\"policies\": [] ranks features only). Read its `verdict` (causal / weak / no measurable "
-            "effect against same-norm random directions) and compare baseline with intervened outcomes.",
+            "[3]}]}} (\"policies\": [] ranks features only). Read its `verdict` (causal / weak / not above "
+            "control / no measurable effect, against same-norm random directions) and any `sae_caution`, and "
+            "compare baseline with intervened outcomes.",
             "Re-run with the same seed to confirm the report is reproduced exactly.",
         ],
         [
