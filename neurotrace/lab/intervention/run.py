@@ -68,9 +68,7 @@ from neurotrace.lab.model.sites import check_site
 from neurotrace.lab.model.stepwise import ContextAt, Continuation, continue_greedy, prediction_position
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
-from neurotrace.lab.sae import SAE, load_sae_run
-from neurotrace.lab.sae.run import METRICS_FILE
-from neurotrace.lab.sae.schema import SAEMetrics
+from neurotrace.lab.sae import METRICS_FILE, SAE, SAEMetrics, load_sae_run
 
 _KINDS = POSITIONWISE | {p.model_fields["kind"].default for p in FEATURE_POLICIES}
 

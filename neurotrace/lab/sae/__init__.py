@@ -2,7 +2,8 @@
 
 from neurotrace.lab.sae.base import SAE, SAEConfig
 from neurotrace.lab.sae.registry import load_sae
-from neurotrace.lab.sae.run import load_sae_run, run_fit_sae
-from neurotrace.lab.sae.schema import FitSAERequest, FitSAEResult
+from neurotrace.lab.sae.run import METRICS_FILE, load_sae_run, run_fit_sae
+from neurotrace.lab.sae.schema import FitSAERequest, FitSAEResult, SAEMetrics
 
-__all__ = ["SAE", "FitSAERequest", "FitSAEResult", "SAEConfig", "load_sae", "load_sae_run", "run_fit_sae"]
+__all__ = ["METRICS_FILE", "SAE", "FitSAERequest", "FitSAEResult", "SAEConfig", "SAEMetrics", "load_sae", "load_sae_run",
+           "run_fit_sae"]
