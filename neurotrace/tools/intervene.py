@@ -14,8 +14,8 @@ async def intervene(request: InterveneRequest, ctx: Context) -> Annotated[CallTo
 
     Applies policies per generation step (ablate/clamp/patch SAE features; capture's component edits: zero,
     zero_heads, set_neurons, mean, patch, knockout), compares baseline and intervened outputs (p(target),
-    logit differences, text, per-step KL), gives a verdict (causal / weak / no measurable effect) against
-    random directions of the same norm, and ranks SAE features by effect; policies=[] only ranks.
+    logit differences, text, per-step KL), gives a verdict (causal / weak / not above control / no measurable
+    effect) against random directions of the same norm, and ranks SAE features by effect; policies=[] only ranks.
     """
     return await run_in_lab(ctx, run_intervene, request)
 
