@@ -6,6 +6,8 @@ aligned by relative depth (layer / n_layers) and the reading says so. The compar
 own run (layer x model heatmap, peak bars with bands, restoration curves) that links the runs it read.
 """
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.errors import InputError
@@ -13,7 +15,7 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.results import RunResult
 from neurotrace.lab.tracing.figures import layer_curve, layer_model_heatmap, load, peak_bars
-from neurotrace.lab.tracing.report import RESULTS_FILE, cross_model, hint, model_lines
+from neurotrace.lab.tracing.report import RESULTS_FILE, cross_model, hint, model_lines, same_model
 from neurotrace.lab.tracing.schema import ModelRecord, TraceResults
 
 
@@ -33,9 +35,50 @@ class CompareResult(RunResult):
     interpretation: list[str]
 
 
-def _merge(request: CompareRequest, lab: Lab, reporter: Reporter) -> TraceResults:
-    models: dict[str, ModelRecord] = {}
-    first: TraceResults | None = None
+def _settings(results: TraceResults, m: ModelRecord) -> dict[str, str | None]:
+    """What a run was traced with, as label words; a corruption's own knobs only under that corruption."""
+    c = results.corruption
+    noise = c.get("kind") == "noise"
+    return {"corruption": str(c.get("kind")), "scale": f"noise x{c.get('scale'):g}" if noise and c.get("scale") else None,
+            "samples": f"{c.get('samples')} samples" if noise else None, "window": f"window {m.window}",
+            "mode": results.mode, "seed": f"seed {results.seed}" if noise else None,
+            "noise_std_from": f"std from {results.noise_std_from}" if noise else None,
+            "rome_compat": "ROME conventions" if results.rome_compat else "default conventions",
+            "components": "+".join(m.aie) or None}
+
+
+def _labels(entries: list[tuple[str, str, dict[str, str | None]]]) -> list[str]:
+    """Each entry's name; a name seen more than once is followed by what differs between its runs, or by
+    the run-id tail when nothing does."""
+    labels = []
+    for name, _, settings in entries:
+        same = [s for n, _, s in entries if n == name]
+        if len(same) == 1:
+            labels.append(name)
+            continue
+        differ = [k for k in settings if len({s[k] for s in same}) > 1]
+        if "corruption" in differ:                  # noise vs swap: the kind says it, not its knobs
+            differ = [k for k in differ if k not in ("scale", "samples", "seed", "noise_std_from")]
+        words = [settings[k] for k in differ if settings[k]]
+        labels.append(f"{name} ({', '.join(words)})" if words else name)
+    for i, (label, (_, run_id, _)) in enumerate(zip(labels, entries, strict=True)):
+        if label in labels[:i]:
+            labels[i] = f"{label} ({run_id[-8:]})"
+    return labels
+
+
+def _shared(runs: list[TraceResults]) -> dict[str, Any]:
+    """The merged run's mode and corruption: the runs' own when they all agree, 'mixed' (with each run's)
+    otherwise, so figures never claim the first run's settings for all."""
+    modes = list(dict.fromkeys(r.mode for r in runs))
+    corruptions = [r.corruption for r in runs]
+    same = all(c == corruptions[0] for c in corruptions)
+    return {"mode": modes[0] if len(modes) == 1 else " / ".join(modes),
+            "corruption": corruptions[0] if same else {"kind": "mixed", "runs": corruptions}}
+
+
+def _read(request: CompareRequest, lab: Lab, reporter: Reporter) -> list[tuple[str, TraceResults]]:
+    runs: list[tuple[str, TraceResults]] = []
     fact_ids: list[str] | None = None
     for i, run_id in enumerate(request.run_ids):
         reporter.step(i, len(request.run_ids), f"reading {run_id}")
@@ -44,24 +87,35 @@ def _merge(request: CompareRequest, lab: Lab, reporter: Reporter) -> TraceResult
         if lab.store.manifest(run_id).tool != "trace":
             raise InputError(f"run_ids[{i}]", f"run {run_id} is not a trace run", fix="pass trace run ids")
         results = load(lab.store.read_json(run_id, RESULTS_FILE))
-        first = first or results
-        for name, m in results.models.items():
+        for m in results.models.values():
             ids = [f.fact_id or f.prompt for f in m.facts]
             if fact_ids is not None and ids != fact_ids:
                 raise InputError(f"run_ids[{i}]", f"run {run_id} traced other facts than the first run",
                                  fix="compare runs made on the same dataset or pack")
             fact_ids = ids
-            key = name if name not in models else f"{name} ({run_id[-8:]})"
-            models[key] = m.model_copy(update={"model": key})        # the reading names each entry once
-    merged = first.model_copy(update={"models": models, "relative_depth": len({m.n_layers for m in models.values()}) > 1})
+        runs.append((run_id, results))
+    return runs
+
+
+def _merge(request: CompareRequest, lab: Lab, reporter: Reporter) -> tuple[TraceResults, str]:
+    """The merged records and the first run's own name of its first model (what ``plot`` of that run knows)."""
+    runs = _read(request, lab, reporter)
+    entries = [(name, run_id, _settings(results, m)) for run_id, results in runs for name, m in results.models.items()]
+    records = [m for _, results in runs for m in results.models.values()]
+    labels = _labels(entries)
+    models = {key: m.model_copy(update={"model": key})                  # the reading names each entry once
+              for key, m in zip(labels, records, strict=True)}
+    merged = runs[0][1].model_copy(update={"models": models, **_shared([r for _, r in runs]),
+                                           "relative_depth": len({m.n_layers for m in models.values()}) > 1})
     lines = [line for m in models.values() for line in model_lines(m)[:2]]
-    return merged.model_copy(update={"interpretation": [cross_model(list(models.values())), *lines]})
+    merged = merged.model_copy(update={"interpretation": [cross_model(list(models.values())), *lines]})
+    return merged, entries[0][0] if entries else ""
 
 
 def run_compare(request: CompareRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> CompareResult:
     """Merge trace runs over the same facts and write the side-by-side figures and reading."""
     lab.check(request, "compare")  # bounds and the whole-job estimate, before any work
-    merged = _merge(request, lab, reporter)
+    merged, first = _merge(request, lab, reporter)
     models = list(merged.models.values())
     with lab.store.open_run("compare", request) as run:
         for run_id in request.run_ids:
@@ -69,10 +123,11 @@ def run_compare(request: CompareRequest, *, lab: Lab, reporter: Reporter = NULL_
         run.write_json("compare_results.json", merged.model_dump(mode="json"))
         figures = [run.write_figure(f"figures/{n}.png", f(merged)) for n, f in
                    (("layer_model_heatmap", layer_model_heatmap), ("peak_bars", peak_bars), ("layer_curve", layer_curve))]
-        summary = f"Compared {len(models)} models on {merged.fact_set}.\n" + "\n".join(
+        what = "runs of the same model" if same_model(models) else "models"
+        summary = f"Compared {len(models)} {what} on {merged.fact_set}.\n" + "\n".join(
             f"- {line}" for line in merged.interpretation)
         run.set_summary(summary.splitlines()[0])
-        nxt = (f"Call {hint('plot', {'run_id': request.run_ids[0], 'kind': 'heatmap', 'options': {'model': models[0].model}})}"
+        nxt = (f"Call {hint('plot', {'run_id': request.run_ids[0], 'kind': 'heatmap', 'options': {'model': first}})}"
                " to inspect one model's map of a fact.") if models else ""
         return CompareResult(run_id=run.run_id, summary=summary[:2000], artifacts=run.artifact_uris(), figures=figures,
                              next=nxt, models=list(merged.models),

@@ -157,14 +157,44 @@ def _depth(layer: int, n: int) -> str:
     return f"layer {layer}/{n} (depth {layer / n:.2f})"
 
 
+def same_model(models: Sequence[ModelRecord]) -> bool:
+    """Two or more entries of one model (same weights fingerprint and depth): runs that differ in settings."""
+    return (len(models) > 1 and bool(models[0].fingerprint) and len({m.fingerprint for m in models}) == 1
+            and len({m.n_layers for m in models}) == 1)
+
+
+def _span(r, n: int, relative: bool) -> tuple[float, float]:
+    return (r.first / n, r.last / n) if relative else (r.first, r.last)
+
+
+def _depth_verdict(sites: list[tuple[str, tuple[float, float], float]], relative: bool, same: bool) -> str:
+    """Different depths only when half-max ranges are disjoint: the argmax of a flat plateau is no difference."""
+    peaks = [p for _, _, p in sites]
+    if (max(peaks) - min(peaks) <= 0.1) if relative else len(set(peaks)) == 1:
+        return " The peaks sit at about the same depth."
+    apart = [(a, b) for i, (a, sa, _) in enumerate(sites) for b, sb, _ in sites[i + 1:]
+             if sa[1] < sb[0] or sb[1] < sa[0]]
+    if not apart:
+        return (" The peak layers differ but the half-max ranges overlap: no evidence of different depths (the top "
+                "of a broad stretch is not a difference).")
+    why = ("the settings move where restoring recovers the answer" if same
+           else "the models route these facts differently")
+    if len(apart) == len(sites) * (len(sites) - 1) // 2:
+        return f" The peaks sit at different depths (the half-max ranges do not overlap): {why}."
+    pairs = ", ".join(f"{a} vs {b}" for a, b in apart)
+    return f" Different depths only for {pairs} (half-max ranges do not overlap); the other pairs' ranges overlap."
+
+
 def cross_model(models: Sequence[ModelRecord]) -> str:
     """The cross-model paragraph: same kind and token category, by relative depth when depths differ."""
     knows = "; ".join(f"{m.model} knows {m.n_known}/{len(m.facts)}" for m in models)
+    same = same_model(models)
+    head = "Same model, different settings" if same else "Across models"
     ref = next((m.peak for m in models if m.peak), None)
     if ref is None:
-        return f"Across models: {knows}; no model shows a restoration effect to compare."
+        return f"{head}: {knows}; no {'run' if same else 'model'} shows a restoration effect to compare."
     relative = len({m.n_layers for m in models}) > 1
-    parts, depths = [], []
+    parts, sites = [], []
     for m in models:
         r = _find(m, ref.component, ref.position)
         if ref.component not in m.aie:
@@ -176,16 +206,15 @@ def cross_model(models: Sequence[ModelRecord]) -> str:
         where = _depth(r.max_layer, m.n_layers) if relative else f"layer {r.max_layer}"
         parts.append(f"{m.model} peaks at {where}, {r.max_effect:.3f} +/- {r.band:.3f} (n={r.n}, half-max "
                      f"{_range(r.first, r.last)})")
-        depths.append(r.max_layer / m.n_layers if relative else r.max_layer)
+        sites.append((m.model, _span(r, m.n_layers, relative), r.max_layer / m.n_layers if relative else r.max_layer))
     align = ("; layers are compared by relative depth (layer / n_layers) because the models' depths differ"
              if relative else "")
-    text = f"Across models ({knows}{align}): {ref.component} at the {ref.position}: " + "; ".join(parts) + "."
-    if len(depths) >= 2:
-        close = (max(depths) - min(depths) <= 0.1) if relative else len(set(depths)) == 1
-        text += (" The peaks sit at about the same depth." if close else
-                 " The peaks sit at different depths: the models route these facts differently.")
-    elif len(depths) == 1:
-        text += " Only one model shows this effect; the others' maps are flat here."
+    text = f"{head} ({knows}{align}): {ref.component} at the {ref.position}: " + "; ".join(parts) + "."
+    if len(sites) >= 2:
+        text += _depth_verdict(sites, relative, same)
+    elif len(sites) == 1:
+        text += (" Only one run shows this effect; the others' maps are flat here." if same else
+                 " Only one model shows this effect; the others' maps are flat here.")
     return text
 
 

@@ -235,3 +235,24 @@ def test_compare_says_when_it_aligns_models_by_relative_depth(lab, tiny_gpt2, tm
     assert result.relative_depth
     same = run_compare(CompareRequest(run_ids=[a.run_id]), lab=lab, reporter=Reporter())
     assert not same.relative_depth
+
+
+def test_compare_of_one_model_under_two_corruptions_labels_each_run_by_its_setting_and_never_says_models(lab, tiny_gpt2):
+    from neurotrace.lab.tracing.figures import peak_bars
+
+    req = dict(models=[str(tiny_gpt2)], facts=[FACT], components=["resid"])
+    noise = run_trace(TraceRequest(corruption=NOISE, **req), lab=lab, reporter=Reporter())
+    swap = run_trace(TraceRequest(corruption={"kind": "swap"}, **req), lab=lab, reporter=Reporter())
+    result = run_compare(CompareRequest(run_ids=[noise.run_id, swap.run_id]), lab=lab, reporter=Reporter())
+    assert result.models == [f"{tiny_gpt2} (noise)", f"{tiny_gpt2} (swap)"]
+    assert result.summary.startswith("Compared 2 runs of the same model")
+    assert result.interpretation[0].startswith("Same model, different settings")
+    assert "models route" not in result.summary
+    assert f'"model": "{tiny_gpt2}"' in result.next                       # the first run's own name, for plot
+    merged = lab.store.read_json(result.run_id, "compare_results.json")
+    assert merged["corruption"]["kind"] == "mixed" and [c["kind"] for c in merged["corruption"]["runs"]] == ["noise", "swap"]
+    subtitle = " ".join(peak_bars(merged)._suptitle.get_text().split())
+    assert "mixed settings" in subtitle and "(exact, noise)" not in subtitle
+    again = run_trace(TraceRequest(corruption={"kind": "swap"}, **req), lab=lab, reporter=Reporter())
+    same = run_compare(CompareRequest(run_ids=[swap.run_id, again.run_id]), lab=lab, reporter=Reporter())
+    assert same.models == [str(tiny_gpt2), f"{tiny_gpt2} ({again.run_id[-8:]})"]   # nothing differs: the run tail
