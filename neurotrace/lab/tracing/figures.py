@@ -18,6 +18,7 @@ bar says its unit. Averages carry their 95% band (1.96 sd / sqrt(n)) and n per t
 """
 
 import re
+import textwrap
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -50,10 +51,18 @@ def _model(res: TraceResults, model: str | None) -> ModelRecord:
     raise InputError("options.model", f"no model {model!r} in this run", fix=f"use one of {list(res.models)}")
 
 
-def _subtitle(res: TraceResults, m: ModelRecord | None = None) -> str:
+def _subtitle(res: TraceResults, m: ModelRecord | None = None, width: int = 80) -> str:
+    """Who and on what, with the run's settings; a compare of runs whose settings differ says 'mixed settings'
+    (each entry's label says its own) rather than claiming the first run's for all."""
     who = short(m.model) if m else ", ".join(short(n) for n in res.models)
-    extra = f", window {m.window}" if m else ""
-    return f"{who} - {res.fact_set} ({res.mode}, {res.corruption.get('kind')}{extra})"
+    if len(who) > 3 * width:
+        who = f"{len(res.models)} models"
+    kind = res.corruption.get("kind")
+    if kind == "mixed" or " / " in res.mode:
+        text = f"{who} - {res.fact_set} (mixed settings: see each label)"
+    else:
+        text = f"{who} - {res.fact_set} ({res.mode}, {kind}" + (f", window {m.window})" if m else ")")
+    return textwrap.fill(text, width, break_on_hyphens=False)             # wide enough for its figure
 
 
 def _nothing_known(res: TraceResults, m: ModelRecord, title: str) -> Figure:
@@ -116,7 +125,8 @@ def aie(results: dict, model: str | None = None) -> Figure:
     n = m.readings.bucket_n
     rows = [i for i in range(len(m.categories)) if i < len(n) and n[i] > 0]    # categories these facts have
     labels = [f"{m.categories[i]} (n={n[i]})" for i in rows]
-    fig, axes = new_figure(1, len(components), width=4.6 * len(components), height=1.6 + 0.45 * len(rows), squeeze=False)
+    fig, axes = new_figure(1, len(components), width=4.6 * len(components), height=max(3.4, 1.9 + 0.45 * len(rows)),
+                           squeeze=False)
     for ax, k in zip(axes[0], components, strict=True):
         grid = np.array(m.aie[k], dtype=float).T[rows]                          # (bucket, layer)
         top = max(float(np.nanmax(grid)), 1e-6) if np.isfinite(grid).any() else 1e-6
@@ -125,7 +135,7 @@ def aie(results: dict, model: str | None = None) -> Figure:
         ax.set_xlabel("layer")
         ax.set_title(f"restore {KIND_NAME.get(k, k)}")
         ax.grid(False)
-        fig.colorbar(im, ax=ax, fraction=0.046, label="avg indirect effect (p restored - p corrupted)")
+        fig.colorbar(im, ax=ax, fraction=0.046, label="avg indirect effect\n(p restored - p corrupted)")
     return finish(fig, f"{short(m.model)}: average indirect effect over {m.n_known} known facts",
                   _subtitle(res, m))
 
@@ -144,7 +154,7 @@ def layer_curve(results: dict, **_: Any) -> Figure:
     models = list(res.models.values())
     relative = _relative(models)
     shared = set.intersection(*(set(m.aie) for m in models)) if models else set()   # same-kind curves only
-    fig, ax = new_figure(width=7.5, height=4.2)
+    fig, ax = new_figure(width=9.5, height=4.2)                                # the legend sits right of the axes
     for i, m in enumerate(models):
         c = _bucket(m, "last subject token")
         for k, grid in m.aie.items():
@@ -162,31 +172,42 @@ def layer_curve(results: dict, **_: Any) -> Figure:
     ax.set_xlabel("relative depth (layer / n_layers)" if relative else "layer")
     ax.set_ylabel("avg indirect effect at the last subject token\n(band: 95%, 1.96 sd / sqrt(n))")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)   # off the curves
     else:
         ax.text(0.5, 0.5, "no known facts to average", ha="center", va="center", transform=ax.transAxes)
-    return finish(fig, "Restoration by layer at the last subject token", _subtitle(res))
+    return finish(fig, "Restoration by layer at the last subject token", _subtitle(res, width=100))
+
+
+def _size(vals: np.ndarray, top: float) -> np.ndarray:
+    return 30 + 700 * np.clip(vals, 0, None) / top
 
 
 def flow(results: dict, model: str | None = None) -> Figure:
+    """Per layer, the largest average effect of restoring each kind; one size scale for every row."""
     res = load(results)
     m = _model(res, model)
     components = [k for k, v in m.aie.items() if v]
     if not components:
         return _nothing_known(res, m, "Patching flow")
     n = m.n_layers
-    fig, ax = new_figure(width=7.5, height=2.2 + 0.6 * len(components))
+    rows = {k: np.nan_to_num(np.nanmax(np.array(m.aie[k], dtype=float), axis=1)) for k in components}
+    top = max(max(float(v.max()) for v in rows.values()), 1e-6)              # one scale: sizes compare across rows
+    fig, ax = new_figure(width=max(7.5, 3.5 + 0.22 * n), height=2.4 + 0.7 * len(components))
     for row, k in enumerate(components):
-        vals = np.nan_to_num(np.nanmax(np.array(m.aie[k], dtype=float), axis=1))
-        top = max(vals.max(), 1e-6)
-        ax.scatter(range(n), [row] * n, s=40 + 900 * np.clip(vals, 0, None) / top, color=KIND_COLOR.get(k), alpha=0.75)
+        ax.scatter(range(n), [row] * n, s=_size(rows[k], top), color=KIND_COLOR.get(k), alpha=0.75)
         ax.plot(range(n), [row] * n, color="grey", lw=0.5, zorder=0)
+    refs = [top, top / 2, top / 4]
+    sizes = ax.legend([ax.scatter([], [], s=_size(np.array(v), top), color="grey", alpha=0.6) for v in refs],
+                      [f"{v:.2f}" for v in refs], title="effect", loc="upper left", bbox_to_anchor=(1.01, 1),
+                      borderaxespad=0, labelspacing=1.3, borderpad=0.9, frameon=False)
     if m.peak:
-        ax.axvline(m.peak.layer, color="black", ls="--", label=f"peak: layer {m.peak.layer} ({m.peak.component})")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.add_artist(sizes)
+        ax.axvline(m.peak.layer, color="black", ls="--", lw=1, label=f"peak: layer {m.peak.layer}\n({m.peak.component})")
+        ax.legend(loc="lower left", bbox_to_anchor=(1.01, 0), borderaxespad=0, fontsize=8)
     ax.set_yticks(range(len(components)), [f"restore {k}" for k in components])
+    ax.set_ylim(-0.6, len(components) - 0.4)
     ax.set_xticks(range(n))
-    ax.set_xlabel("layer (circle size: max average indirect effect over token categories)")
+    ax.set_xlabel("layer (circle area: max average indirect effect over token categories, one scale for all rows)")
     return finish(fig, f"{short(m.model)}: patching flow", _subtitle(res, m))
 
 
@@ -206,13 +227,14 @@ def layer_model_heatmap(results: dict, component: str | None = None) -> Figure:
     relative = _relative(models)
     rows = [_row(m, component, relative) for m in models]
     width = max(len(r) for r in rows)
-    fig, ax = new_figure(width=7.5, height=1.4 + 0.5 * len(models))
+    fig, ax = new_figure(width=7.5, height=2.3 + 0.4 * len(models))          # sized to its rows
     im = ax.imshow(np.stack([np.pad(r, (0, width - len(r))) for r in rows]), cmap=KIND_CMAP.get(component or "", "Purples"),
                    vmin=0, aspect="auto", extent=(0, 1, len(models) - 0.5, -0.5) if relative else None)
-    ax.set_yticks(range(len(models)), [f"{short(m.model)} ({m.peak.component if m.peak else '-'})" for m in models])
+    ax.set_yticks(range(len(models)), [f"{short(m.model)}: {m.peak.component if m.peak else '-'}" for m in models])
     ax.set_xlabel("relative depth (layer / n_layers)" if relative else "layer")
     ax.grid(False)
-    fig.colorbar(im, ax=ax, label="avg indirect effect at each model's peak category")
+    fig.colorbar(im, ax=ax, orientation="horizontal", location="bottom", fraction=0.25 / (1 + 0.4 * len(models)),
+                 pad=0.3, aspect=40, label="avg indirect effect (each model's peak kind and token category)")
     return finish(fig, "Layer x model" + (" (aligned by relative depth)" if relative else ""), _subtitle(res))
 
 
@@ -222,13 +244,15 @@ def peak_bars(results: dict, **_: Any) -> Figure:
     vals = [m.peak.effect if m.peak else 0.0 for m in models]
     bands = [m.peak.band or 0.0 if m.peak else 0.0 for m in models]
     fig, ax = new_figure(width=1.8 + 1.4 * len(models), height=4)
-    bars = ax.bar([short(m.model) for m in models], vals, yerr=bands, capsize=4,
+    names = [textwrap.fill(short(m.model), 16) for m in models]               # long labels wrap, never collide
+    bars = ax.bar(range(len(models)), vals, yerr=bands, capsize=4, tick_label=names,
                   color=[KIND_COLOR.get(m.peak.component if m.peak else "", "grey") for m in models])
     for bar, m in zip(bars, models, strict=True):
         label = f"L{m.peak.layer}/{m.n_layers} {m.peak.component}\n{m.peak.position}" if m.peak else "no effect"
         ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1.3 * max([v + b for v, b in zip(vals, bands, strict=True)] + [1e-3]))  # room for the labels
     ax.set_ylabel("peak avg indirect effect (error bar: 95%)")
-    return finish(fig, "Peak effect per model", _subtitle(res))
+    return finish(fig, "Peak effect per model", _subtitle(res, width=int(7 + 9 * (1.8 + 1.4 * len(models)))))
 
 
 def heads(results: dict, model: str | None = None) -> Figure:

@@ -150,6 +150,34 @@ def test_a_fact_whose_subject_effect_peaks_before_the_last_subject_token_is_name
     assert quiet.readings.subject_tokens[0].at_last == 2 and "peaks before" not in " ".join(interpret([quiet]))
 
 
+def _resid(col: list[float], name: str, fingerprint: str = "fp"):
+    m = model([record({"resid": grid({2: col})})], components=("resid",), name=name)
+    return m.model_copy(update={"fingerprint": fingerprint})
+
+
+def test_two_runs_of_one_model_are_read_as_settings_not_models_and_overlapping_ranges_are_no_depth_difference():
+    noise = _resid([0.8, 0.7, 0.6, 0.5, 0.1, 0.0], "m (noise)")               # peak layer 0, half-max 0-3
+    swap = _resid([0.5, 0.6, 0.7, 0.8, 0.6, 0.1], "m (swap)")                 # peak layer 3, half-max 0-4
+    text = cross_model([noise, swap])
+    assert text.startswith("Same model, different settings") and "Across models" not in text
+    assert "layers 0-3" in text and "layers 0-4" in text and "ranges overlap" in text
+    assert "different depths:" not in text and "route" not in text
+
+
+def test_different_models_sit_at_different_depths_only_when_their_half_max_ranges_are_disjoint():
+    early = _resid([0.8, 0.7, 0.6, 0.5, 0.1, 0.0], "early", "a")
+    broad = _resid([0.5, 0.6, 0.7, 0.8, 0.6, 0.1], "broad", "b")
+    late = _resid([0.0, 0.0, 0.0, 0.1, 0.3, 0.8], "late", "c")                # half-max layer 5 only
+    overlapping = cross_model([early, broad])
+    assert overlapping.startswith("Across models") and "ranges overlap" in overlapping
+    assert "different depths:" not in overlapping
+    apart = cross_model([early, late])
+    assert "different depths (the half-max ranges do not overlap): the models route these facts differently" in apart
+    three = cross_model([early, broad, late])
+    assert "Different depths only for early vs late, broad vs late (half-max ranges do not overlap)" in three
+    assert "early vs broad" not in three
+
+
 def test_the_95_percent_band_uses_students_t_for_few_facts_and_rome_s_normal_band_under_rome_compat():
     from neurotrace.lab.tracing.readings import average, t975
 
@@ -158,3 +186,21 @@ def test_the_95_percent_band_uses_students_t_for_few_facts_and_rome_s_normal_ban
     assert float(average(rows, N_LAYERS, 8, rome=False).band[0, 0]) == pytest.approx(12.706 * sample_sd / 2 ** 0.5)
     assert float(average(rows, N_LAYERS, 8, rome=True).band[0, 0]) == pytest.approx(1.96 * 0.2 / 2 ** 0.5)
     assert t975(4) == 2.776 and t975(200) == pytest.approx(1.972, abs=1e-3) and t975(10**6) == pytest.approx(1.96, abs=1e-3)
+
+
+def test_the_flow_figure_draws_every_kind_on_one_size_scale_with_a_size_legend():
+    from neurotrace.lab.tracing.figures import flow
+    from neurotrace.lab.tracing.schema import TraceResults
+
+    strong = grid({2: [0.8, 0.6, 0.4, 0.2, 0.0, 0.0]})
+    weak = grid({4: [0.0, 0.0, 0.0, 0.1, 0.2, 0.0]})                           # a quarter of the strongest effect
+    m = model([record({"resid": strong, "attn": weak})], components=("resid", "attn"))
+    res = TraceResults(fact_set="geography", mode="exact", components=["resid", "attn"], corruption={"kind": "swap"},
+                       seed=0, models={"m": m})
+    fig = flow(res)
+    ax = fig.axes[0]
+    resid, attn = (max(c.get_sizes()) for c in ax.collections[:2])
+    assert attn < resid / 2                                                   # not each row scaled to its own max
+    legends = [c for c in ax.get_children() if type(c).__name__ == "Legend"]
+    titles = {lg.get_title().get_text() for lg in legends}
+    assert "effect" in titles and len(legends) == 2                          # sizes, and the peak line's
