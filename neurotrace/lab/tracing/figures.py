@@ -3,7 +3,7 @@
 ROME's conventions: the residual stream in Purples, MLP in Greens, attention in Reds; per-fact maps
 show p(target) restored with the corrupted probability as the colour scale's floor; tokens are their
 decoded text (``' Tower'``), subject tokens starred; titles name the model and the fact; every colour
-bar says its unit. Averages carry their 95% band (1.96 sd / sqrt(n)) and n per token category.
+bar says its unit. Averages carry their 95% band (Student t x sd / sqrt(n)) and n per token category.
 
 ``FIGURES`` maps a kind to ``fn(results, **options) -> Figure``:
 
@@ -170,7 +170,7 @@ def layer_curve(results: dict, **_: Any) -> Figure:
             ax.plot(_x(m, relative), np.array(m.curves_mean["context_patch"]), ":", marker=".", color="grey",
                     label=f"{short(m.model)} context patch (p restored)")
     ax.set_xlabel("relative depth (layer / n_layers)" if relative else "layer")
-    ax.set_ylabel("avg indirect effect at the last subject token\n(band: 95%, 1.96 sd / sqrt(n))")
+    ax.set_ylabel("avg indirect effect at the last subject token\n(band: 95%, t x sd / sqrt(n))")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)   # off the curves
     else:
