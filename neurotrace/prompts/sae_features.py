@@ -23,7 +23,8 @@ def text(model: str, site: str) -> str:
             "Read the top-activating examples table of SAE to name a few features.",
             "Call `intervene` with {\"request\": {\"fit_sae_run_id\": \"SAE\", \"prompts\": [{\"prompt\": "
             "\"...\", \"target\": \"...\"}], \"policies\": [{\"kind\": \"ablate_features\", \"features\": "
-            "[3]}]}} (\"policies\": [] ranks features only). Read its `verdict` (causal / weak / not above "
+            "[3]}]}} with the feature ids you named (3 is a placeholder; first `\"policies\": []` ranks every "
+            "feature by single-feature ablation and lists the top ones). Read its `verdict` (causal / weak / not above "
             "control / no measurable effect, against same-norm random directions) and any `sae_caution`, and "
             "compare baseline with intervened outcomes.",
             "Re-run with the same seed to confirm the report is reproduced exactly.",
