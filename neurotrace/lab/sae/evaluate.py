@@ -11,7 +11,8 @@ The names and definitions follow SAELens (``sae_lens/evals.py``), so numbers can
   ``dead_features`` over ``d_sae``); ``dead_fraction_heldout``, the share never active on a held-out row.
 * **Downstream** (:func:`splice_metrics`): the model is re-run on the captured steps with the site's
   activation replaced by the SAE's reconstruction at every included position (SAELens keeps the
-  original activation at ignored tokens). For causal LMs ``ce_clean`` /
+  original activation at ignored tokens); each step is one forward over a batch of three copies
+  (clean, spliced, zeroed). For causal LMs ``ce_clean`` /
   ``ce_spliced`` / ``ce_zero`` are the next-token cross-entropies over the recorded tokens with the site
   untouched, reconstructed, and zeroed; ``loss_recovered = (ce_zero - ce_spliced) / (ce_zero - ce_clean)``
   (1 = the SAE loses nothing). ``kl_spliced`` is the mean KL(clean || spliced) of the output
@@ -80,19 +81,25 @@ def reconstruction_stats(sae: SAE, source: RowSource, n_examples: int, batch_siz
                       top_values=top_v.numpy(), top_rows=top_r.numpy(), n_rows=source.n)
 
 
-def _replace(fn: Callable[[Tensor], Tensor], keep: Tensor | None = None) -> Callable[..., Tensor]:
-    """Replace the activation by ``fn(act)``, except at positions where ``keep`` (pos,) is True."""
+CONDITIONS = ("clean", "spliced", "zero")
+
+
+def _conditions(sae: SAE, keep: Tensor | None = None) -> Callable[..., Tensor]:
+    """On a batch of three copies of one sequence, leave copy 0 (clean), replace copy 1 by the SAE's
+    reconstruction (spliced) and copy 2 by zeros, except at positions where ``keep`` (pos,) is True."""
     def hook(act: Tensor, site: str) -> Tensor:
-        new = fn(act).to(act.dtype)
+        new = torch.stack([act[0], sae(act[1]).to(act.dtype), torch.zeros_like(act[2])])
         return new if keep is None else torch.where(keep.to(act.device)[None, :, None], act, new)
     return hook
 
 
 @torch.no_grad()
-def _logits(lm: LoadedModel, ids: list[int], hooks: dict) -> Tensor:
-    x = torch.tensor([ids], dtype=torch.long, device=lm.device)
-    with hooked(lm.model, lm.adapter, hooks):
-        return lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].float().cpu()
+def _logits(lm: LoadedModel, ids: list[int], site: str, hook: Callable[..., Tensor]) -> dict[str, Tensor]:
+    """The three conditions' logits (pos, vocab) from one forward over a batch of three copies of ``ids``."""
+    x = torch.tensor([ids] * len(CONDITIONS), dtype=torch.long, device=lm.device)
+    with hooked(lm.model, lm.adapter, {site: hook}):
+        logits = lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits.float().cpu()
+    return dict(zip(CONDITIONS, logits, strict=True))
 
 
 def _ce(logits: Tensor, ids: list[int]) -> float:
@@ -110,12 +117,10 @@ def splice_metrics(lm: LoadedModel, sae: SAE, site: str, steps: list[dict], targ
     for step in steps:
         ids = list(step["token_ids"])
         keep = excluded(ids) if excluded is not None else None
-        conds = {"clean": {}, "spliced": {site: _replace(lambda h: sae(h), keep)},
-                 "zero": {site: _replace(torch.zeros_like, keep)}}
-        logits = {name: _logits(lm, ids, hooks) for name, hooks in conds.items()}
+        logits = _logits(lm, ids, site, _conditions(sae, keep))
         if lm.lm_kind == "causal" and len(ids) > 1:
             n_tok += len(ids) - 1
-            for name in conds:
+            for name in CONDITIONS:
                 ce[name] += _ce(logits[name], ids)
         logp = {k: torch.log_softmax(v, -1) for k, v in logits.items()}
         kl_sum += float((logp["clean"].exp() * (logp["clean"] - logp["spliced"])).sum())
@@ -138,3 +143,14 @@ def splice_metrics(lm: LoadedModel, sae: SAE, site: str, steps: list[dict], targ
         out.update(p_target_clean=float(np.mean(p_t["clean"])), p_target_spliced=float(np.mean(p_t["spliced"])),
                    p_target_delta=float(np.mean(p_t["spliced"]) - np.mean(p_t["clean"])))
     return out
+
+
+def fire_rate_histogram(fire_counts: np.ndarray, n_rows: int, bins: int = 30) -> tuple[int, list[dict]]:
+    """(features that never fired, log10 firing-rate bins of the rest: [{lo, hi, n_features}])."""
+    counts = np.asarray(fire_counts)
+    fired = counts[counts > 0]
+    n = max(int(n_rows), 1)
+    lo = float(np.log10(1 / n)) if n > 1 else -1.0
+    hist, edges = np.histogram(np.log10(fired / n), bins=bins, range=(lo, 0.0))
+    return int((counts == 0).sum()), [{"lo": float(a), "hi": float(b), "n_features": int(c)}
+                                      for a, b, c in zip(edges[:-1], edges[1:], hist, strict=True)]

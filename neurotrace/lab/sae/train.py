@@ -2,8 +2,9 @@
 
 Every random choice comes from one explicit generator seeded by the request: the weight init first,
 then one permutation of the rows per epoch (``torch.randperm``), from which consecutive batches of
-``batch_size`` rows are taken. Adam on CPU is deterministic, so the same seed, states and settings
-give bit-identical weights. States that fit in memory (``max_in_memory_bytes``) are loaded once;
+``batch_size`` rows are taken (at most the number of rows: a larger batch would repeat none and only
+cost time). Adam is PyTorch's fused kernel on CPU and CUDA (the per-tensor loop elsewhere), which is
+deterministic on CPU, so the same seed, states and settings give bit-identical weights. States that fit in memory (``max_in_memory_bytes``) are loaded once;
 larger ones are read batch by batch from the memory-mapped array (rows gathered in sorted order).
 A source may cover a subset of the rows (``index``: the training or the held-out split).
 
@@ -71,7 +72,7 @@ class RowSource:
 def batch_indices(n: int, batch_size: int, n_steps: int, generator: torch.Generator) -> Iterator[Tensor]:
     """``n_steps`` index batches: consecutive slices of one seeded permutation per epoch."""
     perm, cursor = torch.randperm(n, generator=generator), 0
-    size = min(batch_size, n)
+    size = effective_batch_size(n, batch_size)
     for _ in range(n_steps):
         if cursor + size > n:
             perm, cursor = torch.randperm(n, generator=generator), 0
@@ -85,7 +86,7 @@ def train_sae(sae: SAE, source: RowSource, settings: TrainSettings, generator: t
     each feature last fired (d_sae,)."""
     sae.init_weights(generator, b_dec=source.mean() * sae.input_scale)
     sae.train()
-    opt = torch.optim.Adam(sae.parameters(), lr=settings.lr)
+    opt = torch.optim.Adam(sae.parameters(), lr=settings.lr, **_fast_adam(sae.W_dec.device))
     log: list[dict[str, float]] = []
     last = settings.n_steps - 1
     since = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=sae.W_dec.device)
@@ -110,6 +111,17 @@ def train_sae(sae: SAE, source: RowSource, settings: TrainSettings, generator: t
     sae.penalty_scale = 1.0
     sae.eval()
     return log, since.cpu()
+
+
+def effective_batch_size(n_rows: int, batch_size: int) -> int:
+    """Rows per optimizer step: ``batch_size``, capped at the ``n_rows`` there are."""
+    return max(1, min(batch_size, n_rows))
+
+
+def _fast_adam(device: torch.device) -> dict[str, bool]:
+    """Adam's fused kernel where PyTorch has one (CPU, CUDA): the same update, ~4x faster on CPU than
+    the per-tensor loop; elsewhere the multi-tensor ``foreach`` path."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
 
 
 @torch.no_grad()
