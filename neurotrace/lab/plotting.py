@@ -33,6 +33,7 @@ from neurotrace.lab.probe import figures as probe_figures
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.results import RunResult
 from neurotrace.lab.runs import Manifest
+from neurotrace.lab.sae import figures as sae_figures
 from neurotrace.lab.steering import figures as steer_figures
 from neurotrace.lab.tracing import figures as trace_figures
 from neurotrace.lab.tracing import patch_report as patch_figures
@@ -48,6 +49,7 @@ FIGURE_PROVIDERS: dict[str, ModuleType] = {
     "attention": attention_figures,
     "attribute": attribute_figures,
     "patch": patch_figures,
+    "fit_sae": sae_figures,
 }
 
 FigureFn = Callable[..., Any]

@@ -30,7 +30,8 @@ from neurotrace.lab.model.loading import ModelRef, resolve_device
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae.base import SAE, SAEConfig
-from neurotrace.lab.sae.evaluate import ReconStats, reconstruction_stats, splice_metrics
+from neurotrace.lab.sae.evaluate import ReconStats, fire_rate_histogram, reconstruction_stats, splice_metrics
+from neurotrace.lab.sae.figures import training as training_figure
 from neurotrace.lab.sae.registry import build_sae, from_tensors
 from neurotrace.lab.sae.schema import FitSAERequest, FitSAEResult, SAEMetrics, TrainingStep
 from neurotrace.lab.sae.train import RowSource, TrainSettings, train_sae
@@ -108,21 +109,6 @@ def _splice(request: FitSAERequest, ds: TraceDataset, sae: SAE, lab: Lab, held_s
                               excluded if request.exclude_special else None)
 
 
-def _figure(log: list[dict[str, float]], stats: ReconStats) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax1.plot([e["step"] for e in log], [e["loss"] for e in log])
-    ax1.set(xlabel="step", ylabel="training loss", yscale="log", title="SAE training")
-    density = np.log10(np.maximum(stats.fire_counts, 0.5) / max(1, stats.fire_counts.sum() / max(stats.l0, 1e-9)))
-    ax2.hist(density, bins=30)
-    ax2.set(xlabel="log10 feature firing frequency", ylabel="features", title="feature density")
-    return fig
-
-
 def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> FitSAEResult:
     """Fit a seeded sparse autoencoder (topk with AuxK, or relu) on one site of a capture run; writes
     sae.safetensors, sae_config.json, sae_metrics.json (SAELens-named metrics on held-out rows, verdict)
@@ -144,7 +130,7 @@ def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter = NULL_R
                         aux_coefficient=request.aux_coefficient).to(device)
         settings = TrainSettings(n_steps=request.n_steps, batch_size=request.batch_size, lr=request.lr,
                                  dead_feature_window=window, resample_dead=request.resample_dead,
-                                 warm_up_steps=request.n_steps // 20)
+                                 warm_up_steps=request.n_steps // 20, log_every=max(1, min(50, request.n_steps // 100)))
         log, since = train_sae(sae, source, settings, make_generator(request.seed),
                                on_step=lambda s, n: reporter.step(s, n + 1, f"training step {s}"))
         reporter.step(request.n_steps, request.n_steps + 1, "evaluating")
@@ -170,25 +156,40 @@ def _write(run: Any, request: FitSAERequest, ds: TraceDataset, sae: SAE, stats: 
     sae_uri = run.write_tensors("sae.safetensors", sae.tensors())
     verdict, why = sae_verdict(metrics)
     run.write_json(CONFIG_FILE, cfg.model_dump(mode="json"))
+    never, density = fire_rate_histogram(stats.fire_counts, stats.n_rows)
     record = SAEMetrics(verdict=verdict, below_bar=why, **metrics, n_rows=len(ds), seed=request.seed,
-                        heldout_step_indices=held_steps, training=[TrainingStep(**e) for e in log])
+                        heldout_step_indices=held_steps, training=[TrainingStep(**e) for e in log],
+                        model=cfg.model, site=cfg.site, architecture=cfg.architecture, d_in=cfg.d_in,
+                        d_sae=cfg.d_sae, never_fired=never, fire_density=density)
     run.write_json(METRICS_FILE, record.model_dump(mode="json"))
     examples = run.write_csv("tables/top_examples.csv", _example_rows(ds, stats, request.context_tokens),
                              ["feature", "rank", "activation", "row", "step", "pos", "token", "context"])
     run.write_csv("tables/feature_density.csv",
                   [{"feature": f, "fire_count": int(c), "fire_rate": f"{c / max(1, int(stats.n_rows)):.6g}"}
                    for f, c in enumerate(stats.fire_counts)])
-    fig = run.write_figure("figures/sae_training.png", _figure(log, stats))
+    fig = run.write_figure("figures/sae_training.png", training_figure(record))
     summary = _summary(cfg, metrics, verdict, why)
     run.set_summary(summary)
     nxt = (f"Call intervene with fit_sae_run_id='{run.run_id}' and prompts to ablate/clamp/patch features and "
            "rank the most causal ones; read tables/top_examples.csv to interpret features."
-           if verdict != "unusable" else "Refit before interpreting features: more rows or steps, "
-           "exclude_special=true, normalize='expected_norm', or another k / expansion_factor.")
+           if verdict != "unusable" else _refit_advice(request, metrics, cfg.d_sae))
     return FitSAEResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=[fig],
                         verdict=verdict,
                         site=cfg.site, d_in=cfg.d_in, d_sae=cfg.d_sae, architecture=cfg.architecture,
                         n_rows=len(ds), metrics=metrics, sae=sae_uri, examples=examples, next=nxt)
+
+
+def _refit_advice(request: FitSAERequest, m: dict[str, Any], d_sae: int) -> str:
+    """What to change for an unusable SAE: too few rows first, then only settings not already tried."""
+    n = m["n_train_rows"]
+    if n < d_sae:
+        return (f"Refit before interpreting features: only {n} training rows for {d_sae} features: capture more "
+                "prompts (a few thousand rows), or lower expansion_factor / d_sae.")
+    tries = ["more steps (n_steps)"] + (["exclude_special=true"] if not request.exclude_special else []) \
+        + (["normalize='expected_norm'"] if request.normalize != "expected_norm" else []) \
+        + ["another k" if request.architecture == "topk" else "another l1_coefficient", "another expansion_factor",
+           "more rows (capture more prompts)"]
+    return "Refit before interpreting features: " + ", ".join(tries) + "."
 
 
 def _summary(cfg: SAEConfig, m: dict[str, Any], verdict: str, why: list[str]) -> str:

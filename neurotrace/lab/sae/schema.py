@@ -65,6 +65,15 @@ class TrainingStep(BaseModel):
                                  "dead_feature_window steps.")
 
 
+class DensityBin(BaseModel):
+    """Features whose firing rate on the evaluated rows lies in [10^lo, 10^hi) (the last bin includes 10^hi)."""
+
+    model_config = ConfigDict(extra="forbid")
+    lo: float = Field(description="log10 of the bin's lowest firing rate (share of rows a feature is active on).")
+    hi: float = Field(description="log10 of the bin's highest firing rate.")
+    n_features: int = Field(ge=0, description="Features in the bin.")
+
+
 class SAEMetrics(BaseModel):
     """sae_metrics.json: SAELens-named metrics on the held-out rows, the splice (downstream) metrics when
     measured, the verdict, and the training log (the weights and shape are in sae.safetensors and
@@ -115,6 +124,15 @@ class SAEMetrics(BaseModel):
     heldout_step_indices: list[int] = Field(default_factory=list, description="Indices of the captured steps "
                                             "held out (empty: none).")
     training: list[TrainingStep] = Field(default_factory=list, description="The training log.")
+    model: str = Field("", description="The model the states came from.")
+    site: str = Field("", description="The hook site the SAE reads.")
+    architecture: str = Field("", description="'topk' or 'relu'.")
+    d_in: int | None = Field(None, ge=1, description="Width of the input states.")
+    d_sae: int | None = Field(None, ge=1, description="Number of features.")
+    never_fired: int | None = Field(None, ge=0, description="Features active on none of the evaluated rows "
+                                    "(training and held-out).")
+    fire_density: list[DensityBin] = Field(default_factory=list, description="Histogram of the other features' "
+                                           "firing rates on the evaluated rows, in log10 bins.")
 
 
 class FitSAEResult(RunResult):
