@@ -9,7 +9,9 @@ kinds into a *new* ``plot`` run that records the source run as its input. The so
 modified, so plots can be re-drawn with other options at any time.
 
 The results file is the provider module's ``RESULTS_FILE`` if it defines one, otherwise the run's only
-artifact named ``*_results.json``.
+artifact named ``*_results.json``. A module may define ``APPLIES`` ({kind: fn(results) -> bool}): without
+a ``kind``, ``plot`` leaves out the kinds the run has no data for (a trace without ``heads: true`` has no
+head figure); asked for by name, such a kind is still drawn (it says what is missing).
 """
 
 import inspect
@@ -171,8 +173,11 @@ def run_plot(request: PlotRequest, *, lab: Lab, reporter: Reporter = NULL_REPORT
     manifest = lab.store.manifest(request.run_id)
     module, figures = _figures_of(manifest.tool)
     kinds = _select(request, manifest.tool, figures)
-    options = {k: _check_options(k, figures[k], request.options) for k in kinds}
     results = lab.store.read_json(request.run_id, _results_file(module, manifest))
+    if request.kind is None:
+        applies = getattr(module, "APPLIES", {})
+        kinds = [k for k in kinds if k not in applies or applies[k](results)] or kinds
+    options = {k: _check_options(k, figures[k], request.options) for k in kinds}
     with lab.store.open_run("plot", request) as run:
         run.add_input(request.run_id)
         for model_id, fp in manifest.models.items():

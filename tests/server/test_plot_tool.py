@@ -1,6 +1,5 @@
 """plot through the in-memory MCP client: dispatch by the source run's tool, errors, linked plot runs."""
 
-import importlib.util
 import json
 import sys
 import types
@@ -124,8 +123,6 @@ async def test_plot_redraws_a_clamp_sweep_run(lab, tiny_gpt2):
 
 @pytest.mark.anyio
 async def test_plot_draws_every_trace_figure(lab, tiny_gpt2):
-    if importlib.util.find_spec("neurotrace.lab.tracing.figures") is None:
-        pytest.skip("neurotrace.lab.tracing.figures (trace figures) is not in this build yet")
     spec = {"domain": "toy", "facts": [{"template": "the capital of {} is", "clean_subject": "france",
                                         "corrupt_subject": "italy", "target": "paris"}]}
     async with Client(build_server(lab=lab), raise_exceptions=True) as client:
@@ -136,6 +133,16 @@ async def test_plot_draws_every_trace_figure(lab, tiny_gpt2):
                                                              "corruption": {"kind": "noise", "samples": 2}}})
         assert not trace.is_error, trace.content
         result = await client.call_tool("plot", {"request": {"run_id": trace.structured_content["run_id"]}})
+        heads = await client.call_tool("plot", {"request": {"run_id": trace.structured_content["run_id"],
+                                                            "kind": "heads"}})
+        with_heads = await client.call_tool("trace", {"request": {   # a model that knows its pack's facts
+            "models": ["fact-gpt2-cyber"], "pack": "cybersecurity", "max_facts": 1, "corruption": {"kind": "swap"},
+            "heads": True}})
+        every = await client.call_tool("plot", {"request": {"run_id": with_heads.structured_content["run_id"]}})
     assert not result.is_error, result.content
-    assert result.structured_content["kinds"] == result.structured_content["available_kinds"]
-    assert len(result.structured_content["figures"]) == len(result.structured_content["kinds"]) >= 1
+    out = result.structured_content
+    assert out["kinds"] == [k for k in out["available_kinds"] if k != "heads"]   # traced without heads: true
+    assert len(out["figures"]) == len(out["kinds"]) >= 1
+    assert not heads.is_error and heads.structured_content["kinds"] == ["heads"]   # by name it is still drawn
+    known = with_heads.structured_content["models"][0]["n_known"]
+    assert known == 1 and "heads" in every.structured_content["kinds"]

@@ -255,6 +255,11 @@ def peak_bars(results: dict, **_: Any) -> Figure:
     return finish(fig, "Peak effect per model", _subtitle(res, width=int(7 + 9 * (1.8 + 1.4 * len(models)))))
 
 
+def has_heads(results: dict) -> bool:
+    """Whether any known fact of any model carries head results (trace with heads: true)."""
+    return any(f.correct and f.heads is not None for m in load(results).models.values() for f in m.facts)
+
+
 def heads(results: dict, model: str | None = None) -> Figure:
     res = load(results)
     m = _model(res, model)
@@ -300,3 +305,5 @@ def default_figures(results: TraceResults) -> Iterator[tuple[str, Figure]]:
 
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-60:] or "model"
+#: kinds drawn only when the run has their data (plot without a kind)
+APPLIES: dict[str, Callable[[dict], bool]] = {"heads": has_heads}
