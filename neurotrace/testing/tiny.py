@@ -5,6 +5,7 @@ model.safetensors, tokenizer.json, tokenizer_config.json) that loads through exa
 as a hub model. The tokenizer is word-level over a small fixed vocabulary, so every word is one token.
 """
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,12 @@ WORDS = ("the a of in is was to and city country capital language river king que
          "german spanish japanese speaks lives born located famous known for its people eat play "
          "music red blue green big small old new one two three four five six seven eight nine ten "
          "cat dog bird fish tree house car road water fire earth air sun moon star day night").split()
+
+
+def word_prompts(n: int, length: int, seed: int) -> list[str]:
+    """``n`` seeded prompts of ``length`` words drawn from :data:`WORDS` (in the tiny models' vocabulary)."""
+    rnd = random.Random(seed)
+    return [" ".join(rnd.choice(WORDS) for _ in range(length)) for _ in range(n)]
 
 
 def tiny_tokenizer(kind: Literal["causal", "masked"], words: Sequence[str] = WORDS):

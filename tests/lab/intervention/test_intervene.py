@@ -1,6 +1,5 @@
 """intervene: no-op clamps, patch/unpatch, step filter, component edits, feature ranking, reproducibility."""
 
-import random
 
 import pytest
 import torch
@@ -31,7 +30,7 @@ from neurotrace.lab.model.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.lab.sae.run import load_sae_run
 from neurotrace.testing.errors import raises_lab_error
-from neurotrace.testing.tiny import WORDS
+from neurotrace.testing.tiny import word_prompts
 
 SITE = "blocks.1.hook_resid_pre"
 PROMPT = "the capital of france is"
@@ -40,8 +39,7 @@ PROMPT = "the capital of france is"
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_gpt2):
     lab = Lab(LabSettings(runs_dir=tmp_path_factory.mktemp("intervene") / "runs"))
-    rnd = random.Random(1)
-    prompts = [" ".join(rnd.choice(WORDS) for _ in range(8)) for _ in range(20)]
+    prompts = word_prompts(20, 8, seed=1)
     cap = run_capture(CaptureRequest(model=str(tiny_gpt2), sites=[SITE], prompts=prompts), lab=lab,
                       reporter=NULL_REPORTER)
     fit = run_fit_sae(FitSAERequest(capture_run_id=cap.run_id, n_steps=100, batch_size=64, k=4, splice_steps=0),

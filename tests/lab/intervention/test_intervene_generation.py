@@ -1,7 +1,6 @@
 """intervene generates on the KV cache wherever that is exact, and then equals recomputation."""
 
 import os
-import random
 
 import pytest
 
@@ -19,7 +18,7 @@ from neurotrace.lab.intervention.schema import InterveneReport
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model import catalog
 from neurotrace.lab.progress import NULL_REPORTER
-from neurotrace.testing.tiny import DECODER_FAMILIES, WORDS, build_tiny
+from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny, word_prompts
 
 PROMPT = "the king of france lives in the city of"          # 9 tokens: generated positions are 9, 10, ...
 CASES = [{"prompt": PROMPT, "target": "paris", "foil": "rome"}, "a red car on the road"]
@@ -76,8 +75,7 @@ def lab(tmp_path_factory):
 def sae(lab, tiny_gpt2):
     """A small SAE on the tiny GPT-2's layer-1 residual stream."""
     site = "blocks.1.hook_resid_pre"
-    rnd = random.Random(1)
-    prompts = [" ".join(rnd.choice(WORDS) for _ in range(8)) for _ in range(20)]
+    prompts = word_prompts(20, 8, seed=1)
     cap = run_capture(CaptureRequest(model=str(tiny_gpt2), sites=[site], prompts=prompts), lab=lab,
                       reporter=NULL_REPORTER)
     fit = run_fit_sae(FitSAERequest(capture_run_id=cap.run_id, n_steps=60, batch_size=64, k=4, splice_steps=0),

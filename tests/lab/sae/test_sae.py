@@ -2,7 +2,6 @@
 
 import csv
 import io
-import random
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from neurotrace.lab.sae.train import RowSource, TrainSettings, train_sae
 from neurotrace.lab.seeding import make_generator
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.records import read_back
-from neurotrace.testing.tiny import WORDS
+from neurotrace.testing.tiny import word_prompts
 
 
 def planted(n=2000, d=16, n_dir=12, p=0.12, seed=1):
@@ -92,8 +91,7 @@ def test_unknown_architecture_and_oversized_k_are_input_errors():
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory, tiny_gpt2):
     lab = Lab(LabSettings(runs_dir=tmp_path_factory.mktemp("sae") / "runs"))
-    rnd = random.Random(0)
-    prompts = [" ".join(rnd.choice(WORDS) for _ in range(8)) for _ in range(24)]
+    prompts = word_prompts(24, 8, seed=0)
     prompts.append({"text": "the capital of france is", "target": "paris"})
     cap = run_capture(CaptureRequest(model=str(tiny_gpt2), sites=["blocks.*.hook_resid_post"], prompts=prompts),
                       lab=lab, reporter=NULL_REPORTER)

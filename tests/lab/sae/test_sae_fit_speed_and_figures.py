@@ -1,7 +1,6 @@
 """fit_sae: the batch is capped at the rows there are, the batched splice equals one forward per condition,
 an unusable SAE on few rows says to capture more, and plot redraws a fit_sae run's figure."""
 
-import random
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from neurotrace.lab.sae.schema import SAEMetrics
 from neurotrace.lab.sae.train import RowSource, TrainSettings, batch_indices, train_sae
 from neurotrace.lab.seeding import make_generator
 from neurotrace.testing.records import read_back
-from neurotrace.testing.tiny import WORDS
+from neurotrace.testing.tiny import word_prompts
 
 SITE = "blocks.1.hook_resid_post"
 
@@ -29,8 +28,7 @@ SITE = "blocks.1.hook_resid_post"
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory, tiny_gpt2):
     lab = Lab(LabSettings(runs_dir=tmp_path_factory.mktemp("sae_fast") / "runs"))
-    rnd = random.Random(1)
-    prompts = [" ".join(rnd.choice(WORDS) for _ in range(6)) for _ in range(6)]
+    prompts = word_prompts(6, 6, seed=1)
     cap = run_capture(CaptureRequest(model=str(tiny_gpt2), sites=[SITE], prompts=prompts), lab=lab,
                       reporter=NULL_REPORTER)
     return lab, cap
