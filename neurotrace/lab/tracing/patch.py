@@ -47,6 +47,7 @@ from neurotrace.lab.tracing.patch_path import parse_receivers, path_grid
 from neurotrace.lab.tracing.patch_report import write_patch_report
 from neurotrace.lab.tracing.patch_schema import PatchRequest, PatchResult
 from neurotrace.lab.tracing.prepare import clean_states
+from neurotrace.lab.tracing.rowplan import shared_prefix
 
 SITE_OF = {"resid_pre": "resid_pre", "attn_out": "attn_out", "mlp_out": "mlp_out"}
 PART_OF = {"head_q": "q", "head_k": "k", "head_v": "v", "head_pattern": "pattern"}
@@ -243,12 +244,6 @@ def _tokens(lm: LoadedModel, request: PatchRequest, clean_lg: Tensor, corrupt_lg
     return target, contrast
 
 
-def _same_prefix(clean: Tensor, corrupt: Tensor) -> int:
-    """How many leading tokens the two prompts share."""
-    differ = (clean != corrupt).nonzero()
-    return int(differ[0]) if len(differ) else len(clean)
-
-
 def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> PatchResult:
     """Does patching this component from the clean into the corrupt prompt restore the answer? Activation
     patching per layer x position, per head and per head x position, with a logit-difference, p or KL metric."""
@@ -272,7 +267,7 @@ def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
                  for k in request.components if k in PART_OF}
         for kind, cells in plan.items():
             values = patch_cells(lm, corrupt, cells, cache, metric, request.batch_size, reporter, kind,
-                                 same_prefix=_same_prefix(clean, corrupt))
+                                 same_prefix=shared_prefix(clean, corrupt))
             shape = {"head_out": (lm.n_layers, heads), "head_out_pos": (lm.n_layers, len(clean), heads)}
             grids[kind] = values.view(shape.get(kind, (lm.n_layers, len(clean))))
         if request.receivers:

@@ -135,12 +135,17 @@ def put(t: Float[Tensor, "state suffix d_model"], spec: Restore | None, only: in
         t[states[keep], 0] = values[keep].to(t.dtype)
 
 
+def shared_prefix(a: Int[Tensor, " pos"], b: Int[Tensor, " pos"]) -> int:
+    """How many leading tokens two same-length prompts share."""
+    differ = (a != b).nonzero()
+    return int(differ[0, 0]) if len(differ) else len(a)
+
+
 def unchanged_prefix(clean_ids: Int[Tensor, " pos"], corr) -> int:
     """Positions before the first one the corruption touches (noise on the subject, or a token that
     differs from the clean prompt): there the corrupted states *are* the clean ones, so restoring a
     site there writes the values already present and the row is the corrupted run itself."""
-    differ = (clean_ids != corr.ids).nonzero()
-    first = int(differ[0, 0]) if len(differ) else len(clean_ids)
+    first = shared_prefix(clean_ids, corr.ids)
     return min(first, corr.subject[0]) if corr.noise is not None else first
 
 
