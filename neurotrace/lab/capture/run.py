@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from neurotrace.lab.capture.batched import capture_corpus, corpus_contexts
 from neurotrace.lab.capture.edits import StepInfo, TextActs, clean_text_acts, knockout, step_hooks, validate
 from neurotrace.lab.capture.generation import overall_plan, plan_fixed_edits
 from neurotrace.lab.capture.schema import (
@@ -61,8 +62,8 @@ from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 def _steps(request: CaptureRequest, lm: LoadedModel) -> tuple[list[EpisodeStep], bool, str]:
     if bool(request.prompts) == bool(request.episode):
-        raise InputError("prompts", "give exactly one of `prompts` and `episode`",
-                         fix="pass independent prompts, or an episode of steps")
+        raise InputError("prompts", "give exactly one of `prompts`, `episode` and `corpus`",
+                         fix="pass independent prompts, an episode of steps, or a corpus")
     if request.episode:
         if lm.lm_kind != "causal":
             raise InputError("episode", "episodes continue a transcript and need a causal LM",
@@ -170,12 +171,21 @@ def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter = NULL_
     ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype, backend=request.backend)
     with lab.cache.lease(ref) as lm:
         sites = select_sites(request.sites, lm)
-        steps, is_episode, field = _steps(request, lm)
-        validate(request.interventions, lm, _sites_of(lab))
+        if request.corpus is not None:
+            if request.prompts or request.episode:
+                raise InputError("corpus", "give exactly one of `prompts`, `episode` and `corpus`",
+                                 fix="drop the prompts/episode, or the corpus")
+            contexts = corpus_contexts(lab, request, lm)
+        else:
+            steps, is_episode, field = _steps(request, lm)
+            validate(request.interventions, lm, _sites_of(lab))
         with lab.store.open_run("capture", request) as run:
             run.add_model(request.model, lm.fingerprint, lm.provenance)
-            lines, widths, writer, plan = _capture_steps(lm, request, steps, is_episode, field, sites, run, lab,
-                                                         reporter)
+            if request.corpus is not None:
+                lines, widths, writer, plan = capture_corpus(lm, request, contexts, sites, run, reporter)
+            else:
+                lines, widths, writer, plan = _capture_steps(lm, request, steps, is_episode, field, sites, run,
+                                                             lab, reporter)
             return _finish(run, request, lm, lines, widths, writer, plan)
 
 
@@ -236,8 +246,10 @@ def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict
                            sites={s: CaptureSite(width=w, path=states_path(s)) for s, w in widths.items()})
     run.write_json(CAPTURE_FILE, record.model_dump(mode="json"))
     sites = list(widths)
+    over = (f"{len(lines)} context(s) of {request.context_size} tokens from corpus {request.corpus}"
+            if request.corpus is not None else f"{len(lines)} step(s)")
     summary = (f"Captured {n_rows} rows x {len(sites)} site(s) ({', '.join(sites[:4])}"
-               f"{', ...' if len(sites) > 4 else ''}) over {len(lines)} step(s) of {request.model}"
+               f"{', ...' if len(sites) > 4 else ''}) over {over} of {request.model}"
                + (f" with {len(request.interventions)} step-scoped intervention(s)" if request.interventions else "")
                + ".")
     run.set_summary(summary)
