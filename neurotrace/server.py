@@ -41,7 +41,7 @@ from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.cache import parse_bytes
 from neurotrace.lab.model.embedded import EMBEDDED_MODELS
 from neurotrace.lab.runs import URI_PREFIX, media_type
-from neurotrace.tools._jobs import Job, Jobs
+from neurotrace.tools._jobs import Job, Jobs, start_after_reply
 from neurotrace.tools._report_ui import offer_report_ui, report_app
 from neurotrace.tools._runner import AppContext, check_before_start
 from neurotrace.tools._tasks import TasksExtension
@@ -232,6 +232,7 @@ def build_server(settings: LabSettings | None = None, lab: Lab | None = None) ->
     resources.register(server, lab)
     prompts.register(server)
     tasks.waitable = server.waitable()
+    server._lowlevel_server.middleware.append(start_after_reply)  # no job runs behind a failed reply
     server.offer_wait()
     server.mark_open_world()
     _completions(server, lab)

@@ -57,6 +57,8 @@ class Job:
 
 # The job the current tool call runs as (unset for an ordinary, waited-for call).
 CURRENT_JOB: ContextVar[Job | None] = ContextVar("neurotrace_job", default=None)
+# Set while a tools/call reply is being shaped (see start_after_reply): jobs wait in it for the reply.
+DEFERRED: ContextVar[list[Any] | None] = ContextVar("neurotrace_deferred", default=None)
 
 
 class Jobs:
@@ -122,8 +124,37 @@ class Jobs:
                 job.message, job.updated = (_text(job.result)[:200] if job.result else job.status), _now()
                 job.finished.set()
 
-        self._tg.start_soon(body)
+        pending = DEFERRED.get()
+        if pending is None:
+            self._tg.start_soon(body)
+        else:  # started once the reply that names it has been shaped, dropped if that failed
+            tg = self._tg
+            pending.append((self, run_id, lambda: tg.start_soon(body)))
         return job
+
+    def drop(self, run_id: str) -> None:
+        """Forget a job that never started (its reply failed)."""
+        self._jobs.pop(run_id, None)
+
+
+async def start_after_reply(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Server middleware: jobs a ``tools/call`` starts (``wait: false``, a task) begin only after its reply
+    was shaped for the wire; if shaping (or anything before it) fails, they never run and are forgotten."""
+    if ctx.method != "tools/call":
+        return await call_next(ctx)
+    pending: list[tuple[Jobs, str, Callable[[], None]]] = []
+    token = DEFERRED.set(pending)
+    try:
+        result = await call_next(ctx)
+    except BaseException:
+        for jobs, run_id, _ in pending:
+            jobs.drop(run_id)
+        raise
+    finally:
+        DEFERRED.reset(token)
+    for _, _, go in pending:
+        go()
+    return result
 
 
 def _text(result: CallToolResult | None) -> str:
