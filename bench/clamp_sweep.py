@@ -24,8 +24,8 @@ from neurotrace import ClampSweepRequest, run_clamp_sweep
 from neurotrace.lab.clamping.generation import reference_generate
 from neurotrace.lab.clamping.sweep import PAPER_SWEEP
 from neurotrace.lab.lab import Lab, LabSettings, available_cores, use_threads
-from neurotrace.lab.model import catalog
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import Reporter
 from neurotrace.testing.tiny import build_gpt2_small
 
@@ -61,7 +61,7 @@ def loop_subset(prompts: list[dict[str, str]], tokenizer, k: int) -> list[dict[s
 def tl_loop(path: Path, prompts: list[list[int]], tokens: int, position: str) -> tuple[float, int, str]:
     """The TransformerLens peer: one bridge ``generate`` per (prompt, value) with a clamp hook."""
     try:
-        from neurotrace.lab.model.loading import load
+        from neurotrace.lab.model.weights.loading import load
 
         bridge = load(ModelRef(model=str(path), backend="bridge")).bridge
     except Exception as exc:  # noqa: BLE001 - a bench reports why a peer is missing

@@ -24,8 +24,8 @@ import numpy as np
 from neurotrace import CaptureRequest, InterveneRequest, run_capture, run_intervene
 from neurotrace.lab.capture import force_recompute, load_trace_dataset
 from neurotrace.lab.lab import Lab, LabSettings, available_cores, use_threads
-from neurotrace.lab.model import catalog
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.testing.tiny import build_gpt2_small
 

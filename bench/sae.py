@@ -88,7 +88,7 @@ def captured_states(rows: int) -> np.ndarray:
     from neurotrace import CaptureRequest, run_capture
     from neurotrace.lab.capture.store import load_trace_dataset
     from neurotrace.lab.lab import Lab, LabSettings
-    from neurotrace.lab.model.embedded import embedded_model_path
+    from neurotrace.lab.model.weights.embedded import embedded_model_path
     from neurotrace.lab.progress import NULL_REPORTER
 
     tmp = Path(tempfile.mkdtemp())

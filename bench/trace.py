@@ -37,11 +37,13 @@ sys.path.insert(0, str(ROOT))
 from neurotrace.lab.errors import InputError  # noqa: E402
 from neurotrace.lab.facts.fact import Fact  # noqa: E402
 from neurotrace.lab.lab import available_cores, use_threads  # noqa: E402
-from neurotrace.lab.model import catalog  # noqa: E402
-from neurotrace.lab.model.loading import ModelRef, load  # noqa: E402
+from neurotrace.lab.model.weights import catalog  # noqa: E402
+from neurotrace.lab.model.weights.loading import ModelRef, load  # noqa: E402
 from neurotrace.lab.progress import Reporter  # noqa: E402
-from neurotrace.lab.tracing.grid import Corrupted, approx_grid, corrupted_probs, exact_grid  # noqa: E402
-from neurotrace.lab.tracing.prepare import prepare_fact, sites_for, subject_noise_std  # noqa: E402
+from neurotrace.lab.tracing.forwards import sites_for  # noqa: E402
+from neurotrace.lab.tracing.grids.grid import Corrupted, approx_grid, corrupted_probs, exact_grid  # noqa: E402
+from neurotrace.lab.tracing.noise import subject_noise_std  # noqa: E402
+from neurotrace.lab.tracing.prepare import prepare_fact  # noqa: E402
 from neurotrace.testing.reference import reference_cells  # noqa: E402
 
 TOKENIZER = ROOT.parent / "shared" / "models" / "gpt2-tokenizer"

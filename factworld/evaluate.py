@@ -34,7 +34,7 @@ from transformers import (
 from factworld.world import fact_pack, prompt_options
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.facts.packs import MODEL_FACTS_FILE, load_facts
-from neurotrace.lab.model.wordlevel import save_tokenizer
+from neurotrace.lab.model.access.wordlevel import save_tokenizer
 
 REPRODUCE = "python -m factworld train --out neurotrace/data/models"
 

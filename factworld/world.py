@@ -39,7 +39,7 @@ from transformers import PreTrainedTokenizerFast
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact, PromptVariant
 from neurotrace.lab.facts.packs import WORLD_PACKS, FactPack, load_pack
-from neurotrace.lab.model.wordlevel import build_tokenizer, split_words
+from neurotrace.lab.model.access.wordlevel import build_tokenizer, split_words
 from neurotrace.lab.seeding import make_generator
 
 WORLD_SUFFIX = PromptVariant(prefix="", suffix=".")

@@ -25,8 +25,9 @@ from neurotrace.lab.intervention import InterveneRequest, InterveneResult, run_i
 from neurotrace.lab.lab import Lab, LabSettings  # noqa: E402
 from neurotrace.lab.lens import LogitLensRequest, LogitLensResult, run_logit_lens  # noqa: E402
 from neurotrace.lab.load_model import LoadModelResult, run_load_model  # noqa: E402
-from neurotrace.lab.model.loading import ModelRef  # noqa: E402
+from neurotrace.lab.model.weights.loading import ModelRef  # noqa: E402
 from neurotrace.lab.neurons import FindNeuronsRequest, FindNeuronsResult, run_find_neurons  # noqa: E402
+from neurotrace.lab.patching import PatchRequest, PatchResult, run_patch  # noqa: E402
 from neurotrace.lab.plotting import PlotRequest, PlotResult, run_plot  # noqa: E402
 from neurotrace.lab.probe import ProbeRequest, ProbeResult, run_probe  # noqa: E402
 from neurotrace.lab.sae import FitSAERequest, FitSAEResult, run_fit_sae  # noqa: E402
@@ -34,12 +35,9 @@ from neurotrace.lab.steering import SteerRequest, SteerResult, run_steer  # noqa
 from neurotrace.lab.tracing import (  # noqa: E402
     CompareRequest,
     CompareResult,
-    PatchRequest,
-    PatchResult,
     TraceRequest,
     TraceResult,
     run_compare,
-    run_patch,
     run_trace,
 )
 

@@ -26,9 +26,9 @@ from neurotrace.lab.errors import InputError, LabError, validation_message
 from neurotrace.lab.facts import list_packs, load_pack
 from neurotrace.lab.facts.known import known_counts, measure_pack, write_pack
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model import catalog
-from neurotrace.lab.model.embedded import EMBEDDED_MODELS
-from neurotrace.lab.model.loading import resolve_source
+from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.embedded import EMBEDDED_MODELS
+from neurotrace.lab.model.weights.loading import resolve_source
 from neurotrace.lab.progress import Reporter, stderr_reporter
 from neurotrace.server import main as serve
 

@@ -50,7 +50,7 @@ from neurotrace import (
     run_trace,
 )
 from neurotrace.lab.facts import Fact, list_packs, load_pack
-from neurotrace.lab.model import catalog
+from neurotrace.lab.model.weights import catalog
 from neurotrace.lab.neurons import FindNeuronsRequest, run_find_neurons
 from neurotrace.lab.progress import Reporter, stderr_reporter
 from neurotrace.lab.runs import render_index

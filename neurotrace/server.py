@@ -38,8 +38,8 @@ from neurotrace import __version__, prompts, resources, tools
 from neurotrace.lab.errors import validation_message
 from neurotrace.lab.facts.packs import list_packs
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.cache import parse_bytes
-from neurotrace.lab.model.embedded import EMBEDDED_MODELS
+from neurotrace.lab.model.weights.cache import parse_bytes
+from neurotrace.lab.model.weights.embedded import EMBEDDED_MODELS
 from neurotrace.lab.runs import URI_PREFIX, media_type
 from neurotrace.tools._jobs import Job, Jobs, start_after_reply
 from neurotrace.tools._report_ui import offer_report_ui, report_app

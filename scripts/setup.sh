@@ -23,7 +23,7 @@ fi
 # NEUROTRACE_SKIP_MODELS=1 skips them (their tests and demo steps then skip with the fetch command).
 if [ "${NEUROTRACE_SKIP_MODELS:-0}" != "1" ]; then
   for model in gemma-3-270m smollm2-135m-instruct; do
-    if ! python -c "import sys; from neurotrace.lab.model import catalog; sys.exit(not catalog.is_installed('$model'))"; then
+    if ! python -c "import sys; from neurotrace.lab.model.weights import catalog; sys.exit(not catalog.is_installed('$model'))"; then
       neurotrace models fetch "$model"
     fi
   done

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from neurotrace.lab.budget import check_request
 from neurotrace.lab.inputs import DEFAULT_MAX_INPUT_BYTES, InputPolicy, default_input_roots
-from neurotrace.lab.model.cache import ModelCache, parse_bytes, parse_device_bytes
+from neurotrace.lab.model.weights.cache import ModelCache, parse_bytes, parse_device_bytes
 from neurotrace.lab.runs import RunStore
 
 

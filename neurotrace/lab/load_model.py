@@ -5,9 +5,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model import catalog
-from neurotrace.lab.model.embedded import EMBEDDED_MODELS
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.embedded import EMBEDDED_MODELS
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 

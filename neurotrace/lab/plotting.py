@@ -30,6 +30,7 @@ from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.lens import figures as lens_figures
 from neurotrace.lab.neurons import figures as neuron_figures
+from neurotrace.lab.patching import report as patch_figures
 from neurotrace.lab.plotstyle import StyleName, figure_style
 from neurotrace.lab.probe import figures as probe_figures
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
@@ -38,7 +39,6 @@ from neurotrace.lab.runs import Manifest
 from neurotrace.lab.sae import figures as sae_figures
 from neurotrace.lab.steering import figures as steer_figures
 from neurotrace.lab.tracing import figures as trace_figures
-from neurotrace.lab.tracing import patch_report as patch_figures
 
 #: tool name -> the figure module whose FIGURES maps {kind: fn(results, **options) -> Figure}
 FIGURE_PROVIDERS: dict[str, ModuleType] = {

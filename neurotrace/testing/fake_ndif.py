@@ -1,4 +1,4 @@
-"""A local stand-in for NDIF: a :class:`neurotrace.lab.model.ndif.Transport` that runs each job as the
+"""A local stand-in for NDIF: a :class:`neurotrace.lab.model.runtime.ndif.Transport` that runs each job as the
 server would, on a model of its own.
 
 ``post`` records the envelope and payload (what would cross the network) and queues the job; each

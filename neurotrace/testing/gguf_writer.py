@@ -2,7 +2,7 @@
 
 ``write_tiny_gguf(family, out_dir)`` builds a seeded random ``llama`` or ``gpt2`` causal LM, writes it
 as ``out_dir/tiny-<family>.gguf`` and returns the path with the source model, so a test can check
-that a GGUF round trip (transformers' loader, :func:`neurotrace.lab.model.gguf.convert_gguf`)
+that a GGUF round trip (transformers' loader, :func:`neurotrace.lab.model.weights.gguf.convert_gguf`)
 computes what the source computes.
 
 What the inverse of transformers' GGUF loader needs (``modeling_gguf_pytorch_utils.py``):

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 import torch
 
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.tracing.prepare import PreparedFact, sites_for
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.weights.loading import LoadedModel
+from neurotrace.lab.tracing.forwards import sites_for
+from neurotrace.lab.tracing.prepare import PreparedFact
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from neurotrace.lab.model.wordlevel import build_tokenizer
+from neurotrace.lab.model.access.wordlevel import build_tokenizer
 
 Family = Literal["gpt2", "bert", "llama", "gpt_neox", "qwen3", "gemma3_text", "phi3", "mistral"]
 # Every causal decoder family above (each exercises something: GQA + q/k norms (qwen3), sliding and full

@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.load_model import LoadModelResult, model_catalog, run_load_model
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.tools._faults import tool_faults
 from neurotrace.tools._runner import EXPERIMENT, READ_ONLY, call_in_thread, lab_of, package
 

@@ -1,12 +1,11 @@
-"""MCP face of activation patching (core: :mod:`neurotrace.lab.tracing.patch`)."""
+"""MCP face of activation patching (core: :mod:`neurotrace.lab.patching.run`)."""
 
 from typing import Annotated
 
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
-from neurotrace.lab.tracing.patch import run_patch
-from neurotrace.lab.tracing.patch_schema import PatchRequest, PatchResult
+from neurotrace.lab.patching import PatchRequest, PatchResult, run_patch
 from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 

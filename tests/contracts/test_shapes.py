@@ -6,9 +6,9 @@ import torch
 from jaxtyping import TypeCheckError
 
 from neurotrace.lab.clamping.generation import Generated, Sampler
-from neurotrace.lab.tracing.fast_decoder import Step
-from neurotrace.lab.tracing.prepare import noise_hook
-from neurotrace.lab.tracing.rowplan import put
+from neurotrace.lab.tracing.grids.fast_decoder import Step
+from neurotrace.lab.tracing.grids.rowplan import put
+from neurotrace.lab.tracing.noise import noise_hook
 
 
 def test_a_wrongly_shaped_tensor_is_refused_at_the_call():
@@ -41,7 +41,7 @@ def test_generation_refuses_logits_without_a_row_axis_and_outputs_of_mismatched_
 
 
 def test_a_step_by_step_continuation_holds_one_vocab_vector_per_forward():
-    from neurotrace.lab.model.stepwise import Continuation
+    from neurotrace.lab.model.runtime.stepwise import Continuation
 
     Continuation(tokens=[1], logits=[torch.zeros(7)], forwards=1)
     with pytest.raises(TypeCheckError):

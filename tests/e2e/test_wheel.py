@@ -82,7 +82,7 @@ def test_the_wheel_carries_every_embedded_model_and_fact_pack(wheel):
 
 
 def test_the_clean_venv_imports_the_installed_wheel_not_the_checkout(clean_venv, tmp_path):
-    code = ("import neurotrace; from neurotrace.lab.model.embedded import embedded_model_path; "
+    code = ("import neurotrace; from neurotrace.lab.model.weights.embedded import embedded_model_path; "
             "print(neurotrace.__file__); print(embedded_model_path('fact-gpt2'))")
     out = _run([str(clean_venv / "bin" / "python"), "-c", code], cwd=tmp_path).stdout.splitlines()
     assert all(Path(line).resolve().is_relative_to(clean_venv.resolve()) for line in out), out

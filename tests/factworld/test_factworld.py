@@ -20,7 +20,7 @@ from factworld.world import (
 )
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.packs import WORLD_PACKS, list_packs, load_facts, load_pack
-from neurotrace.lab.model.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_path
+from neurotrace.lab.model.weights.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_path
 from neurotrace.lab.seeding import make_generator
 from neurotrace.testing.errors import raises_lab_error
 

@@ -26,7 +26,7 @@ from neurotrace.cli import main
 from neurotrace.lab.budget import job_estimate
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.estimates import ESTIMATES, GUESS, dims_of
-from neurotrace.lab.model import catalog
+from neurotrace.lab.model.weights import catalog
 from neurotrace.testing.errors import raises_lab_error
 
 FACT = {"template": "The capital of {} is", "clean_subject": "France", "target": "Paris", "corrupt_subject": "Japan"}

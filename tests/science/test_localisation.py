@@ -19,9 +19,9 @@ import pytest
 
 from neurotrace import Lab, LabSettings, TraceRequest, run_trace
 from neurotrace.lab.facts import load_pack
-from neurotrace.lab.model import catalog
-from neurotrace.lab.model.loading import ModelRef
-from neurotrace.lab.model.tokens import token_ids
+from neurotrace.lab.model.access.tokens import token_ids
+from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.tracing.schema import TraceResults
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.slow]

@@ -8,8 +8,8 @@ from mcp import Client
 from neurotrace import TraceRequest
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.cache import ModelCache
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.weights.cache import ModelCache
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.server import build_server
 from neurotrace.testing.errors import raises_lab_error
 

@@ -11,8 +11,8 @@ import pytest
 from mcp import Client
 
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.model.ndif import configure_remote
+from neurotrace.lab.model.runtime.ndif import configure_remote
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.runs.store import RunStore
 from neurotrace.server import build_server
 from neurotrace.testing.fake_ndif import FakeNdif

@@ -7,7 +7,7 @@ import pytest
 from mcp import Client
 
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.embedded import embedded_model_path
+from neurotrace.lab.model.weights.embedded import embedded_model_path
 from neurotrace.server import build_server
 
 pytestmark = pytest.mark.anyio

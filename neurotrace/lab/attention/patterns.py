@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.seeding import make_generator
 
 

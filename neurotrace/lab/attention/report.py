@@ -15,8 +15,8 @@ from neurotrace.lab.attention.schema import (
     HeadScore,
     Source,
 )
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.tokens import token_texts
+from neurotrace.lab.model.access.tokens import token_texts
+from neurotrace.lab.model.weights.loading import LoadedModel
 
 N_TOP = 5
 

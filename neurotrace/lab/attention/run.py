@@ -14,7 +14,7 @@ from neurotrace.lab.attention.report import write_report
 from neurotrace.lab.attention.schema import AttentionRequest, AttentionResult
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 HEAD_RE = re.compile(r"^(\d+):(\d+|\*)$")

@@ -22,11 +22,11 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.placement import materialised
-from neurotrace.lab.model.sites import attn_module
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.access.sites import attn_module
+from neurotrace.lab.model.weights.loading import LoadedModel
+from neurotrace.lab.model.weights.placement import materialised
 
 
 @dataclass

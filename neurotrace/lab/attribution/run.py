@@ -13,9 +13,9 @@ from neurotrace.lab.attribution.schema import (
 )
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.tokens import target_id, token_texts
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.tokens import target_id, token_texts
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 

@@ -27,9 +27,9 @@ from torch import Tensor
 
 from neurotrace.lab.benchmark.planted_model import COUNTRIES, PlantedModel, build_planted
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.tracing import (

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from neurotrace.lab.facts import Fact
-from neurotrace.lab.model.wordlevel import build_tokenizer
+from neurotrace.lab.model.access.wordlevel import build_tokenizer
 
 COUNTRIES = ("france", "spain", "italy", "germany", "japan")
 CAPITALS = ("paris", "madrid", "rome", "berlin", "tokyo")

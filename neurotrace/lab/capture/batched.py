@@ -19,8 +19,8 @@ from neurotrace.lab.capture.corpus import corpus_texts, token_contexts
 from neurotrace.lab.capture.schema import CaptureRequest
 from neurotrace.lab.capture.store import StateWriter
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")

@@ -12,7 +12,7 @@ both tools use the cache.
 * ``zero``: set the activation at ``site`` to 0 at the positions. Zeroing ``hook_attn_out`` and
   ``hook_mlp_out`` of a layer at every position removes that layer's contribution to the residual.
 * ``zero_heads``: set the chosen heads' outputs to 0 before the attention output projection
-  (``blocks.{L}.attn.hook_z``, see :mod:`neurotrace.lab.model.sites`).
+  (``blocks.{L}.attn.hook_z``, see :mod:`neurotrace.lab.model.access.sites`).
 * ``set_neurons``: MLP neurons ``"L:i"`` (``blocks.{L}.mlp.hook_post``) set to ``value`` (0 = ablation).
 * ``mean``: replace the activation with its mean over every row of a capture run (``capture_run_id``).
 * ``patch``: replace the activation with a source's activation at the same site and position: the
@@ -37,10 +37,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.neurons import NEURON_HELP, parse_neurons
-from neurotrace.lab.model.sites import attn_module, check_site
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.access.neurons import NEURON_HELP, parse_neurons
+from neurotrace.lab.model.access.sites import attn_module, check_site
+from neurotrace.lab.model.weights.loading import LoadedModel
 
 Steps = Annotated[list[Annotated[int, Field(ge=0)]] | None,
                   Field(description="Steps where this applies (capture: episode step; intervene: generation "

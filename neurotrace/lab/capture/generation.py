@@ -1,6 +1,6 @@
 """Which generation path a request allows: the KV cache where it is exact, recomputation otherwise.
 
-On the KV-cache path (:mod:`neurotrace.lab.model.stepwise`) position ``q`` keeps the activations of the
+On the KV-cache path (:mod:`neurotrace.lab.model.runtime.stepwise`) position ``q`` keeps the activations of the
 forward where it was the newest token: forward 0 for prompt positions (``q < P``), forward
 ``q - P + 1`` for generated ones. Recomputation runs it again in every later forward. The two agree
 when, for every position an edit touches, the edit is applied in all of those forwards or in none:

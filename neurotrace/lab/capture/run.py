@@ -1,6 +1,6 @@
 """capture: record activations at chosen sites over a prompt set or a multi-step episode.
 
-* **Sites** are chosen by name patterns (:func:`neurotrace.lab.model.sites.select_sites`): globs such as
+* **Sites** are chosen by name patterns (:func:`neurotrace.lab.model.access.sites.select_sites`): globs such as
   ``blocks.*.hook_resid_post`` or ``re:`` regexes over ``hook_embed``, ``blocks.{L}.hook_resid_pre``,
   ``hook_attn_out``, ``hook_mlp_out``, ``hook_resid_post``, ``mlp.hook_post`` and ``attn.hook_z``.
 * **Steps.** A prompt set is a list of independent steps. An *episode* is a sequence of steps where
@@ -51,12 +51,12 @@ from neurotrace.lab.capture.store import (
 )
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.ndif import check_execution
-from neurotrace.lab.model.sites import select_sites
-from neurotrace.lab.model.stepwise import continue_greedy
-from neurotrace.lab.model.tokens import target_id
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.access.sites import select_sites
+from neurotrace.lab.model.access.tokens import target_id
+from neurotrace.lab.model.runtime.ndif import check_execution
+from neurotrace.lab.model.runtime.stepwise import continue_greedy
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 

@@ -7,7 +7,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from neurotrace.lab.capture.edits import EDIT_KINDS, ComponentEdit
 from neurotrace.lab.capture.generation import GenerationPath
-from neurotrace.lab.model.execution import Backend, Remote
+from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.results import RunResult
 
 

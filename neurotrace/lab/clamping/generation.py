@@ -49,9 +49,9 @@ from jaxtyping import Bool, Float, Float64, Int
 from torch import Tensor, nn
 from transformers import GenerationConfig
 
-from neurotrace.lab.model.adapters import ArchAdapter, site_name
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import placement_device
+from neurotrace.lab.model.access.adapters import ArchAdapter, site_name
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.weights.loading import placement_device
 
 Position = Literal["all", "last"]
 HEAD_CHUNK = 4096  # vocabulary rows per unembedding matmul
@@ -150,7 +150,7 @@ def generate(model: nn.Module, adapter: ArchAdapter, input_ids: Int[Tensor, "row
     ``should_stop()`` is polled after every step; when it returns True the batch ends there (the
     tokens so far are returned). ``share_prefill`` (``last`` mode) runs each distinct prompt prefix once.
     ``forward(base=..., **inputs)`` replaces the model's own call (nnsight's traced forward, which
-    realises the clamp hooks; see :func:`neurotrace.lab.model.nnsight_backend.routed_forward`)."""
+    realises the clamp hooks; see :func:`neurotrace.lab.model.runtime.nnsight_backend.routed_forward`)."""
     sampler = sampler or Sampler()
     device = input_device(model)
     ids, mask = input_ids.to(device), attention_mask.to(device)

@@ -39,7 +39,7 @@ from neurotrace.lab.clamping.schema import (
 )
 from neurotrace.lab.clamping.sweep import Condition, Row, SweepOutput
 from neurotrace.lab.clamping.verdict import RULES, group_verdicts
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.runs import Run
 
 MAX_CASES = 200  # collapsed baselines written out in full in the report

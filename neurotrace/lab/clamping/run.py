@@ -30,8 +30,8 @@ from neurotrace.lab.clamping.schema import ClampSweepRequest, ClampSweepResult
 from neurotrace.lab.clamping.sweep import build_conditions, run_rows, score_rows, tokenize_prompts
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.loading import ModelRef
-from neurotrace.lab.model.ndif import check_execution
+from neurotrace.lab.model.runtime.ndif import check_execution
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 

@@ -1,5 +1,5 @@
 """clamp_sweep's boundary models: the request and the result (sampling is the shared union of
-:mod:`neurotrace.lab.model.sampling`), and the typed record of clamp_results.json."""
+:mod:`neurotrace.lab.model.runtime.sampling`), and the typed record of clamp_results.json."""
 
 from typing import Literal
 
@@ -7,9 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.clamping.collapse import CollapseThresholds, CollapseType
 from neurotrace.lab.clamping.prompt_grid import PromptItem
-from neurotrace.lab.model.execution import Backend, Remote
-from neurotrace.lab.model.neurons import NEURON_HELP
-from neurotrace.lab.model.sampling import SAMPLING_HELP, Greedy, Sampling
+from neurotrace.lab.model.access.neurons import NEURON_HELP
+from neurotrace.lab.model.runtime.execution import Backend, Remote
+from neurotrace.lab.model.runtime.sampling import SAMPLING_HELP, Greedy, Sampling
 from neurotrace.lab.results import RunResult
 
 Verdict = Literal["specific", "not above control", "harmful", "no collapsed baselines"]

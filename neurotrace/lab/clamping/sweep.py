@@ -11,10 +11,10 @@ from neurotrace.lab.clamping.generation import ClampRows, Sampler, generate, lef
 from neurotrace.lab.clamping.prompt_grid import PromptItem
 from neurotrace.lab.clamping.schema import ClampSweepRequest
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.neurons import merge_neurons, parse_neuron
-from neurotrace.lab.model.nnsight_backend import routed_forward
-from neurotrace.lab.model.sampling import Greedy
+from neurotrace.lab.model.access.neurons import merge_neurons, parse_neuron
+from neurotrace.lab.model.runtime.nnsight_backend import routed_forward
+from neurotrace.lab.model.runtime.sampling import Greedy
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
 

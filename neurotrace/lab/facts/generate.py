@@ -40,7 +40,7 @@ from neurotrace.lab.facts.sources import (
 from neurotrace.lab.facts.tokens import ModelReport, MultiTokenPolicy, check_model, load_vocab
 from neurotrace.lab.inputs import InputPolicy
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.embedded import embedded_model_path
+from neurotrace.lab.model.weights.embedded import embedded_model_path
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.results import RunResult
 

@@ -1,7 +1,7 @@
 """Which facts does a model know? Re-measure the per-model ``known`` flags a pack records.
 
 A model *knows* a fact when its greedy next token after the clean prompt is the fact's scored target
-token (the first token ``prompt + " " + target`` adds; :mod:`neurotrace.lab.model.tokens`). The flags
+token (the first token ``prompt + " " + target`` adds; :mod:`neurotrace.lab.model.access.tokens`). The flags
 in ``neurotrace/data/packs/*.json`` were recorded with::
 
     neurotrace packs measure known-facts --models gemma-3-270m,smollm2-135m-instruct --write
@@ -21,8 +21,8 @@ import torch
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.facts.packs import FactPack, load_pack, pack_path
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.tokens import target_token_ids
+from neurotrace.lab.model.access.tokens import target_token_ids
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 BATCH = 16

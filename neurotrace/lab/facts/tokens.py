@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.facts.fact import Fact
-from neurotrace.lab.model.loading import detect_kind, read_config, resolve_source
-from neurotrace.lab.model.tokens import target_token_ids, token_ids
+from neurotrace.lab.model.access.tokens import target_token_ids, token_ids
+from neurotrace.lab.model.weights.loading import detect_kind, read_config, resolve_source
 
 MultiTokenPolicy = Literal["error", "first_token"]
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.stepwise import prediction_position
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.runtime.stepwise import prediction_position
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.seeding import make_generator
 
 MIN_EFFECT = 0.05     # nats of log p(target)

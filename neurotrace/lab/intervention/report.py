@@ -15,7 +15,7 @@ from neurotrace.lab.intervention.schema import (
     PromptReport,
 )
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.sae import SAE
 
 REPORT_FILE = "report.json"

@@ -60,13 +60,18 @@ from neurotrace.lab.intervention.schema import (
     StepMetrics,
 )
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.ndif import check_execution
-from neurotrace.lab.model.sampling import token_chooser
-from neurotrace.lab.model.sites import check_site
-from neurotrace.lab.model.stepwise import ContextAt, Continuation, continue_greedy, prediction_position
-from neurotrace.lab.model.tokens import target_id
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.access.sites import check_site
+from neurotrace.lab.model.access.tokens import target_id
+from neurotrace.lab.model.runtime.ndif import check_execution
+from neurotrace.lab.model.runtime.sampling import token_chooser
+from neurotrace.lab.model.runtime.stepwise import (
+    ContextAt,
+    Continuation,
+    continue_greedy,
+    prediction_position,
+)
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae import METRICS_FILE, SAE, SAEMetrics, load_sae_run
 

@@ -7,8 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.capture import GenerationPlan
 from neurotrace.lab.intervention.policies import Policy
-from neurotrace.lab.model.execution import Backend, Remote
-from neurotrace.lab.model.sampling import SAMPLING_HELP, Greedy, Sampling
+from neurotrace.lab.model.runtime.execution import Backend, Remote
+from neurotrace.lab.model.runtime.sampling import SAMPLING_HELP, Greedy, Sampling
 from neurotrace.lab.results import RunResult
 
 

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.hooks import recording
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.hooks import recording
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.seeding import make_generator
 
 

@@ -12,8 +12,8 @@ from neurotrace.lab.lens.schema import (
     LogitLensResults,
     TunedReport,
 )
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.tokens import token_texts
+from neurotrace.lab.model.access.tokens import token_texts
+from neurotrace.lab.model.weights.loading import LoadedModel
 
 
 def _record(request: LogitLensRequest, lm: LoadedModel, ids: Tensor, p_target: Tensor, top_p: Tensor,

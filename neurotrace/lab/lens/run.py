@@ -7,8 +7,8 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.lens.lens import fit_all, read_out, residual_rows, translate
 from neurotrace.lab.lens.report import write_report
 from neurotrace.lab.lens.schema import LogitLensRequest, LogitLensResult, TunedReport
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.tokens import target_id
+from neurotrace.lab.model.access.tokens import target_id
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 MIN_FIT_STATES = 8

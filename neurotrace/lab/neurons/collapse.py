@@ -21,7 +21,7 @@ from neurotrace.lab.clamping import (
     left_pad,
     text_metrics,
 )
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
 
 

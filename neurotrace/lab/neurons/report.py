@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.neurons import neuron_label
-from neurotrace.lab.model.tokens import token_texts
+from neurotrace.lab.model.access.neurons import neuron_label
+from neurotrace.lab.model.access.tokens import token_texts
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.neurons.figures import FIGURES, RESULTS_FILE
 from neurotrace.lab.neurons.schema import (
     Example,

@@ -22,10 +22,10 @@ from torch import Tensor
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.neurons import parse_neuron
-from neurotrace.lab.model.pooling import collect, tokenize_prompts
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.neurons import parse_neuron
+from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.neurons.collapse import generate_and_record
 from neurotrace.lab.neurons.report import write_examples, write_ranking
 from neurotrace.lab.neurons.schema import FindNeuronsRequest, FindNeuronsResult

@@ -2,7 +2,7 @@
 
 For each chosen layer ``L`` the residual ``blocks.L.hook_resid_pre`` (``L = n_layers``: the final
 residual, ``blocks.{n-1}.hook_resid_post``) is recorded for every prompt at the scored (last) token or
-averaged over tokens (:mod:`neurotrace.lab.model.pooling`). A linear probe (L2 logistic regression or
+averaged over tokens (:mod:`neurotrace.lab.model.runtime.pooling`). A linear probe (L2 logistic regression or
 ridge, :mod:`neurotrace.lab.probe.fit`) is scored by stratified k-fold cross-validation, with the same
 folds at every layer; the baseline refits it on seeded shuffles of the labels (same folds), which is
 what "readable" must beat (a wide residual fits small sets of random labels on training data, never on
@@ -15,9 +15,9 @@ import torch
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.pooling import collect, tokenize_prompts
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.probe.fit import cross_validate, direction
 from neurotrace.lab.probe.report import LayerFit, write_outputs
 from neurotrace.lab.probe.schema import ProbeRequest, ProbeResult

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.stepwise import prediction_position
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.runtime.stepwise import prediction_position
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.sae.base import SAE
 from neurotrace.lab.sae.train import RowSource
 

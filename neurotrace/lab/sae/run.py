@@ -26,8 +26,8 @@ import torch
 from neurotrace.lab.capture import TraceDataset, load_trace_dataset
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.loading import ModelRef, resolve_device
-from neurotrace.lab.model.tokens import target_id
+from neurotrace.lab.model.access.tokens import target_id
+from neurotrace.lab.model.weights.loading import ModelRef, resolve_device
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae.base import SAE, SAEConfig
 from neurotrace.lab.sae.evaluate import ReconStats, fire_rate_histogram, reconstruction_stats, splice_metrics

@@ -18,9 +18,9 @@ from torch import Tensor
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.pooling import collect, tokenize_prompts
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.probe import ProbeResults
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.sae import SAEConfig

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 from transformers import GenerationConfig
 
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
 
 MAX_ROWS = 256

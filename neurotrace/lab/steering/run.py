@@ -21,9 +21,9 @@ import torch
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.pooling import collect, tokenize_prompts
-from neurotrace.lab.model.tokens import target_id
+from neurotrace.lab.model.access.tokens import target_id
+from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.steering.directions import Direction, resolve

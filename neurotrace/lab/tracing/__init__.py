@@ -1,15 +1,17 @@
 """Causal tracing (``trace``) and side-by-side reading of traces (``compare``).
 
 The benchmark's planted checks reuse the tracing machinery (:func:`prepare_fact`, :func:`noise_hook`,
-:func:`subject_noise_std`), so the face exports it too.
+:func:`subject_noise_std`), and activation patching (:mod:`neurotrace.lab.patching`) reads clean states
+with :func:`clean_states` and shares cells by :func:`shared_prefix`, so the face exports them too.
 """
 
 from neurotrace.lab.tracing.compare import CompareRequest, CompareResult, run_compare
-from neurotrace.lab.tracing.patch import run_patch
-from neurotrace.lab.tracing.patch_schema import PatchRequest, PatchResult
-from neurotrace.lab.tracing.prepare import PreparedFact, noise_hook, prepare_fact, subject_noise_std
+from neurotrace.lab.tracing.forwards import clean_states
+from neurotrace.lab.tracing.grids.rowplan import shared_prefix
+from neurotrace.lab.tracing.noise import noise_hook, subject_noise_std
+from neurotrace.lab.tracing.prepare import PreparedFact, prepare_fact
 from neurotrace.lab.tracing.run import run_trace
 from neurotrace.lab.tracing.schema import TraceRequest, TraceResult
 
-__all__ = ["CompareRequest", "CompareResult", "PreparedFact", "TraceRequest", "TraceResult", "noise_hook",
-           "prepare_fact", "run_compare", "run_trace", "subject_noise_std", "PatchRequest", "PatchResult", "run_patch"]
+__all__ = ["CompareRequest", "CompareResult", "PreparedFact", "TraceRequest", "TraceResult", "clean_states",
+           "noise_hook", "prepare_fact", "run_compare", "run_trace", "shared_prefix", "subject_noise_std"]

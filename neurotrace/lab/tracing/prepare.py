@@ -1,27 +1,8 @@
-"""Shared machinery for causal tracing: preparing and checking facts, the noise, batched patched forwards.
+"""Preparing and checking facts for causal tracing.
 
 A *prepared fact* holds the token ids of the clean prompt (and of the subject-swapped and
 context-swapped prompts when they align token for token), the subject's token range, the position
 whose prediction is scored (the last token for causal LMs, the mask for masked LMs) and the target id.
-
-:func:`target_probs` runs a batch of rows through the model body with hooks attached and applies the
-LM head at the scored position only, returning p(target) per row. Rows are independent, so many
-patched runs share one forward; this is exact (no approximation), and it avoids computing logits for
-every position.
-
-*The noise* of noise corruption: a fact's numbers must not depend on the other facts of a request, so
-
-* the **unit** is fixed per model: ``"embeddings"`` (default) is the std of what the token-embedding
-  module outputs over the whole vocabulary, ``"dataset"`` is ROME's std over a dataset's subjects each
-  tokenized alone, or an explicit number;
-* the **draw** of each fact comes from a generator seeded with ``(seed, fact id)`` through a stable hash
-  (blake2b, not Python's salted ``hash``). ``rome_compat`` instead uses ROME's draw: a fresh
-  ``numpy.random.RandomState(1)`` for every fact, so facts with subjects of the same length share it.
-
-Both units are measured on the *output of the embedding module* (``hook_embed``), which is where the
-noise is added. Gemma's embedding module multiplies by sqrt(d_model) inside its forward, so measuring
-the weight matrix would make the noise sqrt(d_model) times too small there; the module output is what
-the model actually adds to, for every architecture.
 
 *Checking facts*: every fact is checked on every model before any compute, so a trace never fails
 after minutes. A fact is traceable on a model when it tokenizes (subject span, target in the vocabulary), fits the
@@ -32,27 +13,21 @@ listed; only when no fact at all can be traced on a model does the request fail,
 fact's field.
 """
 
-import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts import Fact
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.nnsight_backend import traced_clean, traced_prediction, traced_probs
-from neurotrace.lab.model.tokens import target_token_ids, token_ids, token_texts
+from neurotrace.lab.model.access.tokens import target_token_ids, token_texts
+from neurotrace.lab.model.runtime.nnsight_backend import traced, traced_prediction
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.seeding import make_generator
+from neurotrace.lab.tracing.forwards import clean_states
 from neurotrace.lab.tracing.schema import SkippedFact, TraceRequest
-
-COMPONENT_SITE = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
 
 
 @dataclass
@@ -141,124 +116,9 @@ def _context_char(fact: Fact) -> int:
     return i if i < slot else i - 2 + len(fact.clean_subject)
 
 
-def subject_noise_std(lm: LoadedModel, facts: Sequence[PreparedFact]) -> float:
-    """Std of the token embeddings of every subject token in ``facts`` (ROME's noise unit)."""
-    emb = lm.adapter.module(lm.model, lm.adapter.embed)
-    with torch.no_grad():
-        rows = [emb(p.ids[p.subject[0]:p.subject[1]].to(lm.device)) for p in facts]
-    return float(torch.cat(rows).float().std())
-
-
-HookMap = Mapping[str, Callable[..., Tensor | None] | Sequence[Callable[..., Tensor | None]]]
-
-
-@torch.no_grad()
-def target_probs(lm: LoadedModel, ids: Int[Tensor, "batch pos"], predict_pos: int, target_id: int,
-                 hooks: HookMap | None = None) -> Float[Tensor, " batch"]:
-    """p(target) at ``predict_pos`` for each row of ``ids`` (batch, pos), with ``hooks`` attached."""
-    if lm.nnsight is not None:  # backend='nnsight': the same hooks, realised in nnsight's trace
-        return traced_probs(lm, ids, predict_pos, target_id, hooks)
-    body = lm.adapter.module(lm.model, lm.adapter.base)
-    with hooked(lm.model, lm.adapter, hooks or {}):
-        hidden = body(input_ids=ids.to(lm.device)).last_hidden_state       # (batch, pos, d_model)
-    logits = lm.adapter.logits_at(lm.model, hidden[:, predict_pos])         # (batch, d_vocab)
-    return torch.softmax(logits.float(), dim=-1)[:, target_id]
-
-
-@torch.no_grad()
-def clean_states(lm: LoadedModel, ids: Int[Tensor, " pos"], sites: Sequence[str]
-                 ) -> tuple[dict[str, Float[Tensor, "pos ..."]], Float[Tensor, "pos d_model"]]:
-    """Activations at ``sites`` for one clean prompt (pos, width) and the final hidden states."""
-    if lm.nnsight is not None:  # backend='nnsight': read in nnsight's trace
-        return traced_clean(lm, ids, sites)
-    store: dict[str, Tensor] = {}
-
-    def save(act: Tensor, site: str) -> None:
-        store[site] = act[0].detach().clone()
-
-    body = lm.adapter.module(lm.model, lm.adapter.base)
-    with hooked(lm.model, lm.adapter, {s: save for s in sites}):
-        hidden = body(input_ids=ids[None].to(lm.device)).last_hidden_state
-    return store, hidden[0]
-
-
-def sites_for(component: str, layer: int, window: int, n_layers: int) -> list[str]:
-    """The sites restored for one grid cell: resid at ``layer``; mlp/attn over a window around it."""
-    if component == "resid":
-        return [site_name("resid_post", layer)]
-    lo, hi = max(0, layer - window // 2), min(n_layers, layer - (-window // 2))
-    return [site_name(COMPONENT_SITE[component], layer_) for layer_ in range(lo, hi)]
-
-
-def noise_hook(noise_rows: Float[Tensor, "draw n_subject d_model"], subject: tuple[int, int],
-               rows: Int[Tensor, " batch"] | None = None) -> Callable[..., Tensor]:
-    """A hook_embed hook adding ``noise_rows`` (rows, n_subject, d_model) to the subject's embeddings; with
-    ``rows``, batch row ``r`` gets draw ``noise_rows[rows[r]]`` (picked inside the hook, so a remote trace
-    ships the distinct draws, not one copy per row)."""
-    s, e = subject
-
-    def add(act: Tensor, site: str) -> Tensor:
-        out = act.clone()
-        picked = noise_rows if rows is None else noise_rows[rows.to(noise_rows.device)]
-        out[:, s:e] += picked.to(device=act.device, dtype=act.dtype)
-        return out
-
-    return add
-
-
-# -- the noise of noise corruption ------------------------------------------------------------
-
-VOCAB_CHUNK = 8192
-ROME_SEED = 1
-
-
 def fact_key(fact: Fact) -> str:
     """A fact's stable identity: its id, else its template, subject and target."""
     return fact.id or f"{fact.template}|{fact.clean_subject}|{fact.target}"
-
-
-def fact_seed(seed: int, fact: Fact) -> int:
-    """A 63-bit seed from ``(seed, fact id)``; the same on every machine and Python run."""
-    digest = hashlib.blake2b(f"{seed}\x00{fact_key(fact)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def _std_of(chunks) -> float:
-    """Std of every element of the chunks (float64 sums; population std as torch's .std() over many)."""
-    n, s, s2 = 0, 0.0, 0.0
-    for x in chunks:
-        x = x.double()
-        n, s, s2 = n + x.numel(), s + float(x.sum()), s2 + float((x * x).sum())
-    mean = s / n
-    return float(np.sqrt(max(s2 / n - mean * mean, 0.0) * n / max(n - 1, 1)))
-
-
-@torch.no_grad()
-def embedding_std(lm: LoadedModel) -> float:
-    """Std of the embedding module's output over every token id (scaled embeddings included)."""
-    emb = lm.adapter.module(lm.model, lm.adapter.embed)
-    vocab = int(emb.weight.shape[0]) if hasattr(emb, "weight") else int(lm.config.vocab_size)
-    return _std_of(emb(torch.arange(a, min(a + VOCAB_CHUNK, vocab), device=lm.device)[None])[0].float()
-                   for a in range(0, vocab, VOCAB_CHUNK))
-
-
-@torch.no_grad()
-def subjects_alone_std(lm: LoadedModel, subjects: Sequence[str]) -> float:
-    """ROME's ``collect_embedding_std``: std of the embedding output of each subject tokenized alone."""
-    emb = lm.adapter.module(lm.model, lm.adapter.embed)
-    ids = [token_ids(lm.tokenizer, s) for s in dict.fromkeys(subjects)]
-    return _std_of(emb(torch.tensor(i, device=lm.device)[None])[0].float() for i in ids if i)
-
-
-def noise_draw(samples: int, prep: PreparedFact, d_model: int, unit: float, scale: float, *, seed: int,
-         rome: bool) -> tuple[Float[Tensor, "sample n_subject d_model"], int | None]:
-    """One fact's noise (samples, n_subject, d_model) and its seed (None for ROME's shared draw)."""
-    n_subj = prep.subject[1] - prep.subject[0]
-    if rome:
-        raw = torch.from_numpy(np.random.RandomState(ROME_SEED).randn(samples, n_subj, d_model)).float()
-        return raw * (scale * unit), None
-    s = fact_seed(seed, prep.fact)
-    return torch.randn((samples, n_subj, d_model), generator=make_generator(s)) * (scale * unit), s
 
 
 # -- checking every fact before any compute ----------------------------------------------------
@@ -292,7 +152,7 @@ def _problem(request: TraceRequest, lm: LoadedModel, prep: PreparedFact, index: 
 @torch.no_grad()
 def clean_prediction(lm: LoadedModel, prep: PreparedFact) -> tuple[float, int]:
     """p(target) and the top token id at the scored position of the clean prompt."""
-    if lm.nnsight is not None:  # in nnsight's trace: only these two numbers come back
+    if traced(lm):  # in nnsight's trace: only these two numbers come back
         return traced_prediction(lm, prep.ids, prep.predict_pos, prep.target_id)
     _, hidden = clean_states(lm, prep.ids, [])
     logits = lm.adapter.logits_at(lm.model, hidden[prep.predict_pos]).float()

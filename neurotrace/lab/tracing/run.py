@@ -10,13 +10,15 @@ import torch
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts import Fact, list_packs, load_factset, load_pack
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.ndif import check_execution, jobs_json, remote_lease, remote_session
-from neurotrace.lab.model.tokens import token_texts
+from neurotrace.lab.model.access.tokens import token_texts
+from neurotrace.lab.model.runtime.ndif import check_execution, jobs_json, remote_lease, remote_session
+from neurotrace.lab.model.runtime.nnsight_backend import traced
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.runs import Run
-from neurotrace.lab.tracing import approx_check
-from neurotrace.lab.tracing.grid import (
+from neurotrace.lab.tracing.forwards import target_probs
+from neurotrace.lab.tracing.grids import approx_check
+from neurotrace.lab.tracing.grids.grid import (
     Corrupted,
     approx_grid,
     corrupted_probs,
@@ -24,16 +26,9 @@ from neurotrace.lab.tracing.grid import (
     head_grid,
     layer_curve,
 )
-from neurotrace.lab.tracing.nnsight_grid import approx_grid_nnsight, exact_grid_nnsight
-from neurotrace.lab.tracing.prepare import (
-    Checked,
-    check_facts,
-    embedding_std,
-    fact_seed,
-    noise_draw,
-    subjects_alone_std,
-    target_probs,
-)
+from neurotrace.lab.tracing.grids.nnsight_grid import approx_grid_nnsight, exact_grid_nnsight
+from neurotrace.lab.tracing.noise import embedding_std, fact_seed, noise_draw, subjects_alone_std
+from neurotrace.lab.tracing.prepare import Checked, check_facts
 from neurotrace.lab.tracing.readings import ModelInfo, categories, summarize_model
 from neurotrace.lab.tracing.report import finish_run, write_partial
 from neurotrace.lab.tracing.schema import (
@@ -108,7 +103,7 @@ def _grids(request: TraceRequest, lm: LoadedModel, checked: Checked, corr: Corru
            reporter: Reporter, progress: tuple[int, int]) -> tuple[dict, dict]:
     """The restored grids to report, and the approx-only extras (estimate, agreement, cell check)."""
     prep, components, extra = checked.prep, list(request.components), {}
-    nnsight = request.backend == "nnsight"  # the same grids, every forward (and backward) in nnsight's trace
+    nnsight = traced(lm)  # the same grids, every forward (and backward) in nnsight's trace
     exact_grid_ = exact_grid_nnsight if nnsight else exact_grid
     if request.mode == "exact":
         return exact_grid_(lm, prep, corr, components, window, reporter, progress=progress), extra

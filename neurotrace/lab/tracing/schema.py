@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts import Fact
-from neurotrace.lab.model.execution import Backend, Remote
+from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.results import RunResult
 
 Component = Literal["resid", "mlp", "attn"]

@@ -13,7 +13,7 @@ from neurotrace.lab.attention.patterns import attention_patterns, repeated_seque
 from neurotrace.lab.attention.schema import RESULTS_FILE, AttentionResults
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.records import assert_redraws, read_back
 from neurotrace.testing.tiny import build_tiny, tiny_tokenizer

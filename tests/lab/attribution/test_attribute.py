@@ -12,7 +12,7 @@ from neurotrace.lab.attribution.figures import FIGURES
 from neurotrace.lab.attribution.schema import RESULTS_FILE, AttributeResults
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.testing.records import assert_redraws, read_back
 
 PROMPT, CORRUPT = "the capital of france is", "the capital of spain is"
@@ -123,7 +123,7 @@ def test_with_post_sublayer_norms_heads_and_neurons_still_add_up_to_their_layer(
     for layer, row in enumerate(rec["heads"]):
         assert sum(row) + rec["head_bias"][layer] == pytest.approx(comps[f"L{layer}.attn"], abs=1e-5)
     from neurotrace.lab.attribution.dla import attribute, capture, frozen_norm, unembedding
-    from neurotrace.lab.model.adapters import site_name
+    from neurotrace.lab.model.access.adapters import site_name
 
     ids = lm.tokenizer(PROMPT, return_tensors="pt")["input_ids"][0]
     acts, _ = capture(lm, ids, len(ids) - 1)

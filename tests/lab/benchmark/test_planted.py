@@ -6,12 +6,14 @@ import torch
 from neurotrace import TraceRequest, run_trace
 from neurotrace.lab.benchmark.planted_model import build_planted
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.grid import Corrupted, corrupted_probs, head_grid
-from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std, target_probs
+from neurotrace.lab.tracing.forwards import target_probs
+from neurotrace.lab.tracing.grids.grid import Corrupted, corrupted_probs, head_grid
+from neurotrace.lab.tracing.noise import subject_noise_std
+from neurotrace.lab.tracing.prepare import prepare_fact
 
 
 @pytest.fixture(scope="module")

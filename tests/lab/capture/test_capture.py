@@ -10,9 +10,9 @@ from neurotrace import CaptureRequest, run_capture
 from neurotrace.lab.capture.store import load_trace_dataset
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.hooks import run_with_cache
-from neurotrace.lab.model.loading import ModelRef
-from neurotrace.lab.model.sites import select_sites
+from neurotrace.lab.model.access.hooks import run_with_cache
+from neurotrace.lab.model.access.sites import select_sites
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.testing.errors import raises_lab_error
 
@@ -89,7 +89,7 @@ def test_zero_ablating_a_layers_outputs_equals_running_without_that_layer(lab, t
     np.testing.assert_array_equal(states(lab, result, sites[0]), states(lab, result, sites[1]))
     with lab.cache.lease(ModelRef(model=str(tiny_gpt2))) as lm:     # also the same logits as deleting block 1
         from neurotrace.lab.capture.edits import StepInfo, step_hooks
-        from neurotrace.lab.model.hooks import hooked
+        from neurotrace.lab.model.access.hooks import hooked
 
         ids = lm.tokenizer(PROMPTS[0], return_tensors="pt").input_ids
         spec = CaptureRequest(model="m", prompts=["x"], interventions=zero).interventions
@@ -224,7 +224,7 @@ def test_trace_dataset_errors_name_site_and_capture_run(lab, tiny_gpt2):
 
 
 def test_on_the_shipped_fact_model_known_facts_are_likely_and_mlp_ablation_hurts(lab):
-    from neurotrace.lab.model.embedded import embedded_model_path
+    from neurotrace.lab.model.weights.embedded import embedded_model_path
 
     path = embedded_model_path("fact-gpt2")
     if path is None:

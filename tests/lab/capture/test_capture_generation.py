@@ -16,7 +16,7 @@ from neurotrace.lab.capture import (
 )
 from neurotrace.lab.capture.edits import AttentionKnockout, SetNeurons, ZeroAblation
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model import catalog
+from neurotrace.lab.model.weights import catalog
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny
 

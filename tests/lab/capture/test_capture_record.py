@@ -9,7 +9,7 @@ from neurotrace.lab.capture import capture_info, load_trace_dataset
 from neurotrace.lab.capture.schema import CaptureRecord
 from neurotrace.lab.capture.store import CAPTURE_FILE
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.testing.records import read_back
 

@@ -14,8 +14,8 @@ from neurotrace.lab.capture import load_trace_dataset
 from neurotrace.lab.capture.corpus import BUILTIN, corpus_texts, passages, token_contexts
 from neurotrace.lab.errors import Cancelled, InputError
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.hooks import recording
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.access.hooks import recording
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 DATA = Path(__file__).resolve().parents[3] / "neurotrace" / "data" / "corpus"

@@ -13,7 +13,7 @@ from neurotrace.lab.clamping.sweep import PAPER_SWEEP, parse_neuron, sweep_value
 from neurotrace.lab.clamping.verdict import group_verdicts
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import Reporter
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.planted_clamp import build_repetition_model
@@ -144,7 +144,7 @@ def test_masked_models_are_refused(lab, tiny_bert):
 
 def test_shipped_fact_gpt2_baselines_equal_plain_generate(lab):
     from neurotrace.lab.clamping.generation import reference_generate
-    from neurotrace.lab.model.embedded import embedded_model_path
+    from neurotrace.lab.model.weights.embedded import embedded_model_path
 
     if embedded_model_path("fact-gpt2") is None:
         pytest.skip("the embedded fact-gpt2 model is not built in this checkout")

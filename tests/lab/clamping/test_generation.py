@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from neurotrace.lab.clamping.generation import ClampRows, Sampler, generate, left_pad, reference_generate
-from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.seeding import make_generator
 
 PROMPTS = ["the cat", "paris is the capital of", "a", "the king of france lives in the city of rome and"]

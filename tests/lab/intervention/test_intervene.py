@@ -25,8 +25,8 @@ from neurotrace.lab.intervention.report import REPORT_FILE
 from neurotrace.lab.intervention.run import policy_hooks
 from neurotrace.lab.intervention.schema import InterveneReport
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.lab.sae.run import load_sae_run
 from neurotrace.testing.errors import raises_lab_error

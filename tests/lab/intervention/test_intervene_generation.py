@@ -16,7 +16,7 @@ from neurotrace.lab.capture import force_recompute
 from neurotrace.lab.intervention.report import REPORT_FILE
 from neurotrace.lab.intervention.schema import InterveneReport
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model import catalog
+from neurotrace.lab.model.weights import catalog
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny, word_prompts
 

@@ -10,7 +10,7 @@ from neurotrace.lab.lens import LogitLensRequest, run_logit_lens
 from neurotrace.lab.lens.figures import FIGURES
 from neurotrace.lab.lens.lens import read_out, residual_rows
 from neurotrace.lab.lens.schema import RESULTS_FILE, LogitLensResults, TunedReport
-from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.records import assert_redraws, read_back
 

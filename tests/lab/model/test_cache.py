@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from neurotrace.lab.errors import NotFound, OverBudget
-from neurotrace.lab.model import cache as cache_module
-from neurotrace.lab.model.cache import ModelCache, parse_bytes, parse_device_bytes
-from neurotrace.lab.model.loading import ModelRef
-from neurotrace.lab.model.placement import compact, device_bytes, layer_placement, plan_admission
+from neurotrace.lab.model.weights import cache as cache_module
+from neurotrace.lab.model.weights.cache import ModelCache, parse_bytes, parse_device_bytes
+from neurotrace.lab.model.weights.loading import ModelRef
+from neurotrace.lab.model.weights.placement import compact, device_bytes, layer_placement, plan_admission
 from neurotrace.testing.errors import raises_lab_error
 
 

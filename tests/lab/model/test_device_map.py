@@ -24,11 +24,13 @@ from neurotrace import (
 )
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.cache import ModelCache
-from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.weights.cache import ModelCache
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.grid import Corrupted, exact_grid
-from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std, target_probs
+from neurotrace.lab.tracing.forwards import target_probs
+from neurotrace.lab.tracing.grids.grid import Corrupted, exact_grid
+from neurotrace.lab.tracing.noise import subject_noise_std
+from neurotrace.lab.tracing.prepare import prepare_fact
 from neurotrace.testing.tiny import build_tiny
 
 FACT = Fact(id="f", template="the capital city of {} is known for its", clean_subject="france",

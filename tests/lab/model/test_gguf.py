@@ -15,8 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from neurotrace.lab.errors import InputError, NotFound  # noqa: E402
-from neurotrace.lab.model import catalog  # noqa: E402
-from neurotrace.lab.model.gguf import (  # noqa: E402
+from neurotrace.lab.model.weights import catalog  # noqa: E402
+from neurotrace.lab.model.weights.gguf import (  # noqa: E402
     convert_gguf,
     file_sha256,
     find_gguf,

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from neurotrace.lab.errors import InputError, NotFound
-from neurotrace.lab.model.adapters import adapter_for, site_name
-from neurotrace.lab.model.hooks import hooked, run_with_cache
-from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.access.adapters import adapter_for, site_name
+from neurotrace.lab.model.access.hooks import hooked, run_with_cache
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny
 

@@ -10,8 +10,8 @@ import torch
 from neurotrace import Lab, LabSettings, TraceRequest, run_load_model, run_trace
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.facts import Fact
-from neurotrace.lab.model import catalog
-from neurotrace.lab.model.loading import ModelRef, load, resolve_source
+from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.loading import ModelRef, load, resolve_source
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.gguf_writer import write_tiny_gguf
 

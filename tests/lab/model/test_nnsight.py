@@ -5,13 +5,15 @@ import torch
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
-from neurotrace.lab.model.hooks import hooked, recording
-from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.model.nnsight_backend import plan, routed_forward, traced_probs, traced_states
+from neurotrace.lab.model.access.hooks import hooked, recording
+from neurotrace.lab.model.runtime.nnsight_backend import plan, routed_forward, traced_probs, traced_states
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.grid import Corrupted, approx_grid, exact_grid
-from neurotrace.lab.tracing.nnsight_grid import approx_grid_nnsight, exact_grid_nnsight
-from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std, target_probs
+from neurotrace.lab.tracing.forwards import target_probs
+from neurotrace.lab.tracing.grids.grid import Corrupted, approx_grid, exact_grid
+from neurotrace.lab.tracing.grids.nnsight_grid import approx_grid_nnsight, exact_grid_nnsight
+from neurotrace.lab.tracing.noise import subject_noise_std
+from neurotrace.lab.tracing.prepare import prepare_fact
 from neurotrace.testing.tiny import build_tiny
 
 FACT = Fact(id="f", template="the capital city of {} is known for its", clean_subject="france",

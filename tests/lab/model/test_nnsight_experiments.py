@@ -22,12 +22,12 @@ from neurotrace import (
 )
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model import catalog
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
-from neurotrace.lab.tracing.grid import Corrupted, exact_grid
-from neurotrace.lab.tracing.nnsight_grid import exact_grid_nnsight
+from neurotrace.lab.tracing.grids.grid import Corrupted, exact_grid
+from neurotrace.lab.tracing.grids.nnsight_grid import exact_grid_nnsight
 from neurotrace.lab.tracing.prepare import prepare_fact
 from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny
 

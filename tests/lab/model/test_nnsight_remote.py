@@ -14,8 +14,7 @@ import zstandard
 from neurotrace import CaptureRequest, TraceRequest, run_trace
 from neurotrace.lab.errors import Cancelled, InputError
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.model.ndif import (
+from neurotrace.lab.model.runtime.ndif import (
     DEFAULT_NDIF_URL,
     HttpTransport,
     build_remote_request,
@@ -26,7 +25,8 @@ from neurotrace.lab.model.ndif import (
     remote_backend,
     remote_model,
 )
-from neurotrace.lab.model.nnsight_backend import traced_probs
+from neurotrace.lab.model.runtime.nnsight_backend import traced_probs
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
 from neurotrace.testing.fake_ndif import FakeNdif
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.model.stepwise import continue_greedy
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.runtime.stepwise import continue_greedy
+from neurotrace.lab.model.weights.loading import ModelRef, load
 
 PROMPT = "the king of france lives in the city of"
 

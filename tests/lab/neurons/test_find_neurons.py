@@ -9,8 +9,8 @@ import torch
 from neurotrace.lab.clamping import ClampSweepRequest, run_clamp_sweep
 from neurotrace.lab.errors import Cancelled, InputError
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.model.pooling import collect, tokenize_prompts
+from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.neurons import FindNeuronsRequest, run_find_neurons
 from neurotrace.lab.neurons.figures import FIGURES, RESULTS_FILE
 from neurotrace.lab.neurons.schema import NEURONS_RESULTS, NeuronExamplesResults, NeuronRankingResults

@@ -8,8 +8,8 @@ import torch
 
 from neurotrace.lab.errors import Cancelled, InputError
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.model.pooling import collect, tokenize_prompts
+from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.probe import ProbeRequest, ProbeResults, run_probe
 from neurotrace.lab.probe.figures import FIGURES, RESULTS_FILE
 from neurotrace.lab.probe.fit import cross_validate, fit, predict

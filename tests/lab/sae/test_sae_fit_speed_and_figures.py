@@ -9,8 +9,8 @@ import torch
 from neurotrace import CaptureRequest, FitSAERequest, run_capture, run_fit_sae
 from neurotrace.lab.capture.store import load_trace_dataset
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.plotting import PlotRequest, run_plot
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.lab.sae.evaluate import splice_metrics

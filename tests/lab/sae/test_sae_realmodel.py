@@ -10,7 +10,7 @@ import pytest
 from neurotrace import CaptureRequest, FitSAERequest, run_capture, run_fit_sae
 from neurotrace.lab.facts import list_packs, load_pack
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model import catalog
+from neurotrace.lab.model.weights import catalog
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
 SMOL = "smollm2-135m-instruct"

@@ -6,10 +6,10 @@ import torch
 
 from neurotrace.lab.errors import Cancelled, InputError
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.model.stepwise import continue_greedy
-from neurotrace.lab.model.tokens import target_id
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.access.tokens import target_id
+from neurotrace.lab.model.runtime.stepwise import continue_greedy
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.probe import ProbeRequest, run_probe
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.steering import SteerRequest, run_steer

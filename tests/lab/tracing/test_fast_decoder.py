@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from neurotrace.lab.facts.fact import Fact
-from neurotrace.lab.model import catalog
-from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.fast_decoder import supports_fast_decoder
-from neurotrace.lab.tracing.fast_gpt2 import supports_fast_path
-from neurotrace.lab.tracing.grid import Corrupted, exact_grid
-from neurotrace.lab.tracing.prepare import prepare_fact, subject_noise_std
+from neurotrace.lab.tracing.grids.fast_decoder import supports_fast_decoder
+from neurotrace.lab.tracing.grids.fast_gpt2 import supports_fast_path
+from neurotrace.lab.tracing.grids.grid import Corrupted, exact_grid
+from neurotrace.lab.tracing.noise import subject_noise_std
+from neurotrace.lab.tracing.prepare import prepare_fact
 from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny
 
 FACT = Fact(id="f", template="the capital city of {} is known for its", clean_subject="france",
@@ -110,7 +111,7 @@ def test_fast_decoder_grid_is_the_full_forward_computation_on_installed_real_mod
 
 
 def test_attribution_patching_is_one_forward_and_one_backward_for_the_whole_grid(tiny_decoder):
-    from neurotrace.lab.tracing.grid import approx_grid
+    from neurotrace.lab.tracing.grids.grid import approx_grid
 
     lm = tiny_decoder
     prep = prepare_fact(lm, FACT, 0)
@@ -127,7 +128,7 @@ def test_attribution_patching_is_one_forward_and_one_backward_for_the_whole_grid
 
 
 def test_the_unchanged_prefix_ends_at_the_first_position_the_corruption_touches():
-    from neurotrace.lab.tracing.rowplan import unchanged_prefix
+    from neurotrace.lab.tracing.grids.rowplan import unchanged_prefix
 
     ids = torch.tensor([5, 6, 7, 8, 9])
     assert unchanged_prefix(ids, Corrupted(ids, torch.zeros(3, 2, 4), (2, 4))) == 2       # noise on the subject

@@ -8,11 +8,13 @@ from neurotrace import TraceRequest, run_trace
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.embedded import embedded_model_path
-from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.weights.embedded import embedded_model_path
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.grid import Corrupted, approx_grid, exact_grid
-from neurotrace.lab.tracing.prepare import prepare_fact, sites_for, subject_noise_std, target_probs
+from neurotrace.lab.tracing.forwards import sites_for, target_probs
+from neurotrace.lab.tracing.grids.grid import Corrupted, approx_grid, exact_grid
+from neurotrace.lab.tracing.noise import subject_noise_std
+from neurotrace.lab.tracing.prepare import prepare_fact
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.reference import reference_cells
 
@@ -45,7 +47,7 @@ def test_exact_grid_equals_the_per_cell_loop(fixture, kind, window, request):
 
 
 def test_gpt2_uses_the_fast_path_and_llama_the_full_forward(tiny_gpt2, tiny_llama):
-    from neurotrace.lab.tracing.fast_gpt2 import supports_fast_path
+    from neurotrace.lab.tracing.grids.fast_gpt2 import supports_fast_path
 
     assert supports_fast_path(load(ModelRef(model=str(tiny_gpt2))))
     assert not supports_fast_path(load(ModelRef(model=str(tiny_llama))))
@@ -68,7 +70,7 @@ def test_restoring_every_site_restores_the_clean_probability_exactly(tiny_gpt2):
     # the last layer's residual at the scored position is the whole model's output there
     torch.testing.assert_close(grid[-1, prep.predict_pos], p_clean[0], atol=1e-6, rtol=0)
     # restoring every layer at every position undoes the corruption entirely
-    from neurotrace.lab.tracing.prepare import clean_states
+    from neurotrace.lab.tracing.forwards import clean_states
     sites = sites_for("resid", 0, 1, lm.n_layers) + sites_for("resid", 1, 1, lm.n_layers)
     clean, _ = clean_states(lm, prep.ids, sites)
 
@@ -182,7 +184,7 @@ def test_fast_path_equals_the_full_forward_path_on_the_shipped_model_with_window
     if path is None:
         pytest.skip("embedded fact-gpt2 is absent")
     from neurotrace.lab.facts.packs import load_facts
-    from neurotrace.lab.tracing.fast_gpt2 import supports_fast_path
+    from neurotrace.lab.tracing.grids.fast_gpt2 import supports_fast_path
 
     lm = load(ModelRef(model="fact-gpt2"))
     assert supports_fast_path(lm)

@@ -11,13 +11,14 @@ from neurotrace.lab.errors import Cancelled
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.facts.packs import load_facts
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.embedded import embedded_model_path
-from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.model.tokens import token_ids
+from neurotrace.lab.model.access.tokens import token_ids
+from neurotrace.lab.model.weights.embedded import embedded_model_path
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.figures import FIGURES
-from neurotrace.lab.tracing.grid import Corrupted, exact_grid
-from neurotrace.lab.tracing.prepare import embedding_std, fact_seed, prepare_fact, subjects_alone_std
+from neurotrace.lab.tracing.grids.grid import Corrupted, exact_grid
+from neurotrace.lab.tracing.noise import embedding_std, fact_seed, subjects_alone_std
+from neurotrace.lab.tracing.prepare import prepare_fact
 from neurotrace.lab.tracing.schema import ROME_BUCKETS, TokenCategory, TraceResults
 from neurotrace.testing.tiny import build_tiny
 

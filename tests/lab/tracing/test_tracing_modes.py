@@ -9,7 +9,7 @@ from neurotrace import CompareRequest, TraceRequest, run_compare, run_trace
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.prepare import prepare_fact
 from neurotrace.testing.errors import raises_lab_error
@@ -109,8 +109,8 @@ def test_compare_input_errors_name_the_run(lab, tiny_gpt2):
 def test_fast_path_with_shared_window_states_equals_the_per_cell_loop(tmp_path, window):
     """Window rows of neighbouring layers share their states until the windows part (computed once);
     the numbers must still be the per-cell loop's, on a deeper model where the sharing happens."""
-    from neurotrace.lab.tracing.grid import Corrupted, exact_grid
-    from neurotrace.lab.tracing.prepare import subject_noise_std
+    from neurotrace.lab.tracing.grids.grid import Corrupted, exact_grid
+    from neurotrace.lab.tracing.noise import subject_noise_std
     from neurotrace.testing.reference import reference_cells
     from neurotrace.testing.tiny import build_tiny
 
@@ -132,8 +132,8 @@ def test_fast_path_and_head_patching_agree_with_transformerlens_patching(tmp_pat
     path for resid / mlp_out / attn_out per (layer, pos), and against head_grid per (layer, head)."""
     from transformer_lens import patching
 
-    from neurotrace.lab.tracing.fast_gpt2 import supports_fast_path
-    from neurotrace.lab.tracing.grid import Corrupted, exact_grid, head_grid
+    from neurotrace.lab.tracing.grids.fast_gpt2 import supports_fast_path
+    from neurotrace.lab.tracing.grids.grid import Corrupted, exact_grid, head_grid
     from neurotrace.testing.tiny import build_tiny
 
     path = str(build_tiny("gpt2", tmp_path / "gpt2-3", n_layers=3))
@@ -158,8 +158,8 @@ def test_fast_path_and_head_patching_agree_with_transformerlens_patching(tmp_pat
 
 
 def test_the_approx_cell_check_restores_exactly_like_the_per_cell_loop(tiny_gpt2):
-    from neurotrace.lab.tracing.approx_check import exact_cells, sample_cells
-    from neurotrace.lab.tracing.grid import Corrupted, approx_grid
+    from neurotrace.lab.tracing.grids.approx_check import exact_cells, sample_cells
+    from neurotrace.lab.tracing.grids.grid import Corrupted, approx_grid
     from neurotrace.testing.reference import reference_cells
 
     lm = load(ModelRef(model=str(tiny_gpt2)))
@@ -210,7 +210,7 @@ def test_next_hints_are_valid_requests_of_the_tools_they_name(lab, tiny_gpt2):
 
 def test_head_results_are_in_the_summary_and_in_a_layer_by_head_figure(lab):
     from neurotrace.lab.facts.packs import load_facts
-    from neurotrace.lab.model.embedded import embedded_model_path
+    from neurotrace.lab.model.weights.embedded import embedded_model_path
 
     path = embedded_model_path("fact-gpt2")
     if path is None:

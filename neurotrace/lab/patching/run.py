@@ -9,15 +9,15 @@ position: the logit difference of two tokens, p(target), or KL(clean || patched)
   ``get_act_patch_attn_head_out_all_pos``; ``head_out_pos``: one (layer, position, head), like
   ``get_act_patch_attn_head_out_by_pos``;
 * ``head_q`` / ``head_k`` / ``head_v`` / ``head_pattern``: one head's queries, keys, values or attention
-  pattern at every position (:mod:`neurotrace.lab.tracing.patch_attn`), like ``get_act_patch_attn_head_*_all_pos``;
-* ``path``: path patching of every earlier head into ``receivers``' q/k/v (:mod:`neurotrace.lab.tracing.patch_path`).
+  pattern at every position (:mod:`neurotrace.lab.patching.attn`), like ``get_act_patch_attn_head_*_all_pos``;
+* ``path``: path patching of every earlier head into ``receivers``' q/k/v (:mod:`neurotrace.lab.patching.path`).
 
 Exact and batched (ROME's convention): every patched run is one row of a batch of corrupt inputs, each
 row carrying its own patch; rows are independent, so the numbers equal one forward per cell. Clean states
-come from the tracing machinery (:func:`neurotrace.lab.tracing.prepare.clean_states`); only the last
+come from the tracing machinery (:func:`neurotrace.lab.tracing.clean_states`); only the last
 position's logits are computed. ``restored`` normalises a value as ``(m - m_corrupt) / (m_clean - m_corrupt)``.
 
-**Suffix runs** (causal LMs; the argument of :mod:`neurotrace.lab.tracing.fast_decoder`): patching a clean
+**Suffix runs** (causal LMs; the argument of :mod:`neurotrace.lab.tracing.grids.fast_decoder`): patching a clean
 value at position ``p`` leaves every position before ``p`` exactly as in the corrupt run, at every layer.
 So the cells at one position (any layer; ``resid_pre``, ``attn_out``, ``mlp_out``, ``head_out_pos``) form
 batches that run the model's own forward on tokens ``p..`` only, over a ``DynamicCache`` holding the
@@ -37,17 +37,17 @@ from transformers import DynamicCache
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.tokens import target_id
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.access.tokens import target_id
+from neurotrace.lab.model.runtime.nnsight_backend import traced
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
+from neurotrace.lab.patching.attn import AttnEdits, attention_edits
+from neurotrace.lab.patching.path import parse_receivers, path_grid
+from neurotrace.lab.patching.report import write_patch_report
+from neurotrace.lab.patching.schema import PatchRequest, PatchResult
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
-from neurotrace.lab.tracing.patch_attn import AttnEdits, attention_edits
-from neurotrace.lab.tracing.patch_path import parse_receivers, path_grid
-from neurotrace.lab.tracing.patch_report import write_patch_report
-from neurotrace.lab.tracing.patch_schema import PatchRequest, PatchResult
-from neurotrace.lab.tracing.prepare import clean_states
-from neurotrace.lab.tracing.rowplan import shared_prefix
+from neurotrace.lab.tracing import clean_states, shared_prefix
 
 SITE_OF = {"resid_pre": "resid_pre", "attn_out": "attn_out", "mlp_out": "mlp_out"}
 PART_OF = {"head_q": "q", "head_k": "k", "head_v": "v", "head_pattern": "pattern"}
@@ -127,8 +127,8 @@ def last_logits(lm: LoadedModel, ids: Tensor, hooks: dict[str, Callable[..., Ten
 
 
 def supports_suffix_runs(lm: LoadedModel) -> bool:
-    """Causal LMs on the plain backend (as :func:`neurotrace.lab.tracing.fast_decoder.supports_fast_decoder`)."""
-    return lm.lm_kind == "causal" and lm.bridge is None and lm.nnsight is None
+    """Causal LMs on the plain backend (as :func:`neurotrace.lab.tracing.grids.fast_decoder.supports_fast_decoder`)."""
+    return lm.lm_kind == "causal" and lm.bridge is None and not traced(lm)
 
 
 def patch_cells(lm: LoadedModel, corrupt: Tensor, cells: list[Cell], clean: dict[str, Tensor], metric: Metric,

@@ -9,7 +9,7 @@ own with a leading space. trace, capture, fit_sae and intervene all use this rul
 ``'▁Tower'``; figures, tables and summaries show the decoded text of each token instead
 (:func:`token_texts`), with the leading space kept.
 
->>> from neurotrace.lab.model.wordlevel import build_tokenizer
+>>> from neurotrace.lab.model.access.wordlevel import build_tokenizer
 >>> tok = build_tokenizer(["the", "capital", "of", "france", "is", "paris"], "causal")
 >>> target_token_ids(tok, "the capital of france is", "paris")
 [7]

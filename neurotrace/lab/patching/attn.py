@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.weights.loading import LoadedModel
 
 IMPL = "neurotrace_patch"
 PARTS = ("q", "k", "v", "pattern")

@@ -18,20 +18,15 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.fast_decoder import fast_decoder_grid, supports_fast_decoder
-from neurotrace.lab.tracing.fast_gpt2 import fast_grid, supports_fast_path
-from neurotrace.lab.tracing.prepare import (
-    COMPONENT_SITE,
-    PreparedFact,
-    clean_states,
-    noise_hook,
-    sites_for,
-    target_probs,
-)
+from neurotrace.lab.tracing.forwards import COMPONENT_SITE, clean_states, sites_for, target_probs
+from neurotrace.lab.tracing.grids.fast_decoder import fast_decoder_grid, supports_fast_decoder
+from neurotrace.lab.tracing.grids.fast_gpt2 import fast_grid, supports_fast_path
+from neurotrace.lab.tracing.noise import noise_hook
+from neurotrace.lab.tracing.prepare import PreparedFact
 
 
 @dataclass
@@ -71,8 +66,8 @@ def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components:
 
     Every (cell, noise sample) is one row of a batched full forward. Causal decoders (unless
     ``force_full``) take a fast path with the same numbers that computes only the layers and positions
-    a restoration can change: :func:`neurotrace.lab.tracing.fast_gpt2.fast_grid` for GPT-2,
-    :func:`neurotrace.lab.tracing.fast_decoder.fast_decoder_grid` for every other decoder family.
+    a restoration can change: :func:`neurotrace.lab.tracing.grids.fast_gpt2.fast_grid` for GPT-2,
+    :func:`neurotrace.lab.tracing.grids.fast_decoder.fast_decoder_grid` for every other decoder family.
     Masked LMs take the full forward."""
     if supports_fast_path(lm) and not force_full:
         return fast_grid(lm, prep, corr, components, window, reporter, rows_per_batch, progress)

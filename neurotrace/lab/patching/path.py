@@ -8,7 +8,7 @@ For each sender head ``s`` (in a layer before every receiver):
 2. run the corrupt prompt with just those receiver parts replaced by the recorded ones, and read the metric.
 
 Senders are rows of one batch in both runs (each row has its own sender), so the numbers equal one pair
-of forwards per sender. Step 2 reuses :mod:`neurotrace.lab.tracing.patch_attn`.
+of forwards per sender. Step 2 reuses :mod:`neurotrace.lab.patching.attn`.
 """
 
 import re
@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.weights.loading import LoadedModel
+from neurotrace.lab.patching.attn import AttnEdits, attention_edits
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.patch_attn import AttnEdits, attention_edits
 
 HEAD_RE = re.compile(r"^(\d+):(\d+)$")
 

@@ -11,10 +11,9 @@ import torch
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef, load
-from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.grid import Corrupted, exact_grid
-from neurotrace.lab.tracing.patch import (
+from neurotrace.lab.model.weights.loading import ModelRef, load
+from neurotrace.lab.patching.report import heatmap
+from neurotrace.lab.patching.run import (
     cells_for,
     clean_cache,
     last_logits,
@@ -23,8 +22,9 @@ from neurotrace.lab.tracing.patch import (
     patch_cells_full,
     run_patch,
 )
-from neurotrace.lab.tracing.patch_report import heatmap
-from neurotrace.lab.tracing.patch_schema import PATCH_RESULTS_FILE, PatchRequest, PatchResults
+from neurotrace.lab.patching.schema import PATCH_RESULTS_FILE, PatchRequest, PatchResults
+from neurotrace.lab.progress import Reporter
+from neurotrace.lab.tracing.grids.grid import Corrupted, exact_grid
 from neurotrace.lab.tracing.prepare import prepare_fact
 from neurotrace.testing.records import assert_redraws, read_back
 from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny

@@ -1,8 +1,8 @@
 """The site-name grammar over a loaded model: enumeration, name filters and checks.
 
 Names are TransformerLens's (``hook_embed``, ``blocks.{L}.hook_resid_pre`` ... ``blocks.{L}.attn.hook_z``);
-the adapter table (:mod:`neurotrace.lab.model.adapters`) resolves each to a module, and
-:func:`neurotrace.lab.model.hooks.hooked` is the one way to attach hooks to them.
+the adapter table (:mod:`neurotrace.lab.model.access.adapters`) resolves each to a module, and
+:func:`neurotrace.lab.model.access.hooks.hooked` is the one way to attach hooks to them.
 
 * ``all_sites(lm)`` lists every site in forward order;
 * a filter: ``select_sites(["blocks.*.hook_resid_post"], lm)`` matches shell-style globs, or a regular
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.adapters import SITE_HELP
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.access.adapters import SITE_HELP
+from neurotrace.lab.model.weights.loading import LoadedModel
 
 _PER_LAYER = ("hook_resid_pre", "attn.hook_z", "hook_attn_out", "mlp.hook_post", "hook_mlp_out", "hook_resid_post")
 

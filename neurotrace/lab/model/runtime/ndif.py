@@ -31,9 +31,10 @@ from typing import Any, Protocol
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model import catalog
-from neurotrace.lab.model.adapters import adapter_for
-from neurotrace.lab.model.loading import (
+from neurotrace.lab.model.access.adapters import adapter_for
+from neurotrace.lab.model.runtime.nnsight_backend import HookMap, require, traced_probs, use_backend
+from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.loading import (
     DTYPES,
     LoadedModel,
     ModelRef,
@@ -43,7 +44,6 @@ from neurotrace.lab.model.loading import (
     read_config,
     resolve_source,
 )
-from neurotrace.lab.model.nnsight_backend import HookMap, require, traced_probs, use_backend
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 NDIF_URL_ENV = "NEUROTRACE_NDIF_URL"

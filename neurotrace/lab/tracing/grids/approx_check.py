@@ -11,10 +11,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.seeding import make_generator
-from neurotrace.lab.tracing.grid import Corrupted
-from neurotrace.lab.tracing.prepare import PreparedFact, clean_states, noise_hook, sites_for, target_probs
+from neurotrace.lab.tracing.forwards import clean_states, sites_for, target_probs
+from neurotrace.lab.tracing.grids.grid import Corrupted
+from neurotrace.lab.tracing.noise import noise_hook
+from neurotrace.lab.tracing.prepare import PreparedFact
 
 TOP, RANDOM = 8, 8
 ROWS_PER_BATCH = 256

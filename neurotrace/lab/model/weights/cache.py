@@ -4,7 +4,7 @@
   first caller loads while the others wait on that key's lock.
 * A budget per device: host memory (``budget_bytes``, the server's ``NEUROTRACE_MEMORY_BUDGET``) and
   each GPU (``gpu_budget_bytes``, default 90% of its total memory). Each loaded model's bytes are
-  accounted per device from its device map or its tensors (:mod:`~neurotrace.lab.model.placement`;
+  accounted per device from its device map or its tensors (:mod:`~neurotrace.lab.model.weights.placement`;
   disk-offloaded weights count nowhere). A new model evicts least-recently-used models holding bytes on
   a device it needs; models in use (leased) are never evicted. A model larger than a device's whole
   budget, or one for which the models in use leave no room, is refused with :class:`OverBudget` naming
@@ -28,11 +28,11 @@ from typing import Any
 import torch
 
 from neurotrace.lab.errors import LabError, NotFound
-from neurotrace.lab.model import catalog
-from neurotrace.lab.model.embedded import embedded_model_path
-from neurotrace.lab.model.gguf import find_gguf, read_header
-from neurotrace.lab.model.loading import LoadedModel, ModelRef, cache_key, load
-from neurotrace.lab.model.placement import (
+from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.embedded import embedded_model_path
+from neurotrace.lab.model.weights.gguf import find_gguf, read_header
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef, cache_key, load
+from neurotrace.lab.model.weights.placement import (
     device_bytes,
     in_memory,
     layer_placement,

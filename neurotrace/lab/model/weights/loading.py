@@ -8,6 +8,7 @@ settings (:class:`LabSettings`), never from a request.
 
 import hashlib
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from neurotrace.lab.errors import InputError, NotFound
-from neurotrace.lab.model import catalog
-from neurotrace.lab.model.adapters import ArchAdapter, adapter_for
-from neurotrace.lab.model.embedded import EMBEDDED_MODELS, embedded_model_path
-from neurotrace.lab.model.gguf import SOURCE_FILE, Progress, convert_gguf, read_source
-from neurotrace.lab.model.placement import offloaded_tensor
+from neurotrace.lab.model.access.adapters import ArchAdapter, adapter_for
+from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.embedded import EMBEDDED_MODELS, embedded_model_path
+from neurotrace.lab.model.weights.gguf import SOURCE_FILE, Progress, convert_gguf, read_source
+from neurotrace.lab.model.weights.placement import offloaded_tensor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MAX_MODEL_NAME = 255  # characters in a model name, hub id or path
@@ -220,7 +221,7 @@ def detect_kind(config: Any, requested: str) -> Literal["causal", "masked"]:
 
 def load(ref: ModelRef, *, trust_remote_code: bool = False, max_memory: dict[int | str, int] | None = None,
          offload_dir: str | None = None) -> LoadedModel:
-    """Load a model and tokenizer (no caching; see :class:`~neurotrace.lab.model.cache.ModelCache`).
+    """Load a model and tokenizer (no caching; see :class:`~neurotrace.lab.model.weights.cache.ModelCache`).
 
     ``device='auto'`` places the layers with accelerate's ``device_map='auto'`` under ``max_memory``
     ({gpu index or 'cpu': bytes}); what fits nowhere goes to ``offload_dir`` on disk."""
@@ -275,10 +276,15 @@ def _boot_bridge(source: str, model: nn.Module, tokenizer: Any, device: torch.de
 
 
 def _wrap_nnsight(model: nn.Module, tokenizer: Any, kind: str) -> Any:
-    from neurotrace.lab.model.nnsight_backend import wrap
-
+    """nnsight's wrapper around the already loaded transformers model (local execution)."""
     try:
-        return wrap(model, tokenizer, kind)
+        from nnsight.modeling.transformers import (
+            TransformersModel,  # optional extra: only for backend='nnsight'
+        )
     except ImportError as exc:
         raise InputError("backend", "the nnsight backend needs the nnsight package",
                          fix="pip install 'neurotrace[nnsight]' or use backend='hf'") from exc
+    task = "fill-mask" if kind == "masked" else "text-generation"
+    with warnings.catch_warnings():  # BERT's attention has a child named 'output': reached as E_output
+        warnings.filterwarnings("ignore", message=".*which nnsight already serves.*", category=UserWarning)
+        return TransformersModel(model, tokenizer=tokenizer, task=task)

@@ -21,8 +21,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.tracing.prepare import COMPONENT_SITE, sites_for
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.tracing.forwards import COMPONENT_SITE, sites_for
 
 # (state index, suffix offset, clean value): n restorations
 Restore = tuple[Int[Tensor, " n"], Int[Tensor, " n"], Float[Tensor, "n d_model"]]

@@ -1,7 +1,7 @@
 """The nnsight backend: the same site hooks, realised inside nnsight's tracing context.
 
 An experiment expresses its interventions once, as site hooks ``fn(act, site=...) -> Tensor | None``
-(see :mod:`neurotrace.lab.model.hooks`). With ``backend='hf'`` they become PyTorch forward hooks;
+(see :mod:`neurotrace.lab.model.access.hooks`). With ``backend='hf'`` they become PyTorch forward hooks;
 with ``backend='nnsight'`` they run inside ``lm.nnsight.trace(...)``: each site's envoy ``.output``
 (or ``.input`` for resid_pre, mlp.hook_post and attn.hook_z, the same table as the adapter's) is read,
 handed to the hooks, and the hooks' result assigned back.
@@ -10,19 +10,18 @@ handed to the hooks, and the hooks' result assigned back.
   per row, not a cache; :func:`traced_states` the clean states a grid restores.
 * :func:`traced_output` is one forward with any inputs (attention mask, position ids, KV cache) that
   returns the model's (or its base model's) output; :func:`routed_forward` gives generation loops a
-  forward that realises whatever :func:`neurotrace.lab.model.hooks.hooked` attached (the hooks go to
-  a registry, see :func:`neurotrace.lab.model.hooks.routed`), so capture, intervene and clamp_sweep
+  forward that realises whatever :func:`neurotrace.lab.model.access.hooks.hooked` attached (the hooks go to
+  a registry, see :func:`neurotrace.lab.model.access.hooks.routed`), so capture, intervene and clamp_sweep
   run unchanged.
 * :func:`traced_gradients` reads activations and the gradient of p(target) in one forward and
   backward inside the trace (attribution patching).
 
 nnsight interleaves the traced block with the forward, so sites must be visited in execution order:
 :func:`plan` sorts them (embedding, then per layer resid_pre < attn.hook_z < attn_out < mlp.hook_post
-< mlp_out < resid_post). Remote execution (NDIF) lives in :mod:`neurotrace.lab.model.ndif`; it
+< mlp_out < resid_post). Remote execution (NDIF) lives in :mod:`neurotrace.lab.model.runtime.ndif`; it
 installs an nnsight backend for the traces of a run with :func:`use_backend`.
 """
 
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,11 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.adapters import SITE_RE
-from neurotrace.lab.model.hooks import HookFn, routed
+from neurotrace.lab.model.access.adapters import SITE_RE
+from neurotrace.lab.model.access.hooks import HookFn, routed
 
 _ORDER = {"hook_resid_pre": 0, "attn.hook_z": 1, "hook_attn_out": 2, "mlp.hook_post": 3, "hook_mlp_out": 4,
           "hook_resid_post": 5}  # execution order within a block
@@ -43,14 +42,10 @@ HookMap = Mapping[str, HookFn | Sequence[HookFn]]
 _BACKEND: ContextVar[Callable[[Any], Any] | None] = ContextVar("neurotrace_nnsight_backend", default=None)
 
 
-def wrap(model: nn.Module, tokenizer: Any, kind: str) -> Any:
-    """The nnsight wrapper around an already loaded transformers model (local execution)."""
-    from nnsight.modeling.transformers import TransformersModel
-
-    task = "fill-mask" if kind == "masked" else "text-generation"
-    with warnings.catch_warnings():  # BERT's attention has a child named 'output': reached as E_output (_envoy)
-        warnings.filterwarnings("ignore", message=".*which nnsight already serves.*", category=UserWarning)
-        return TransformersModel(model, tokenizer=tokenizer, task=task)
+def traced(lm: Any) -> bool:
+    """Whether ``lm``'s forwards run through nnsight: the one test every experiment makes (the model was
+    loaded with ``backend='nnsight'``, so it carries nnsight's wrapper)."""
+    return getattr(lm, "nnsight", None) is not None
 
 
 @dataclass(frozen=True)
@@ -147,7 +142,7 @@ def apply_step(step: Step) -> None:
 
 
 def require(lm: Any) -> Any:
-    if getattr(lm, "nnsight", None) is None:
+    if not traced(lm):
         raise InputError("backend", "this model was not loaded with the nnsight backend",
                          fix="load it with backend='nnsight'")
     return lm.nnsight
@@ -255,7 +250,7 @@ Forward = Callable[..., Any]  # forward(base=False, **inputs) -> model output, h
 def routed_forward(lm: Any) -> Iterator[Forward | None]:
     """For an nnsight-loaded ``lm``: a forward that realises every hook :func:`hooked` attaches to it
     inside the block (they go to a registry, not to PyTorch); ``None`` for other backends."""
-    if getattr(lm, "nnsight", None) is None:
+    if not traced(lm):
         yield None
         return
     with routed(lm.model) as registry:

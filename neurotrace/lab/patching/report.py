@@ -6,16 +6,16 @@ import numpy as np
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.tokens import token_texts
-from neurotrace.lab.plotstyle import DIVERGING_CMAP, finish, new_figure, short
-from neurotrace.lab.tracing.patch_schema import (
+from neurotrace.lab.model.access.tokens import token_texts
+from neurotrace.lab.model.weights.loading import LoadedModel
+from neurotrace.lab.patching.schema import (
     PATCH_RESULTS_FILE,
     PatchCell,
     PatchRequest,
     PatchResult,
     PatchResults,
 )
+from neurotrace.lab.plotstyle import DIVERGING_CMAP, finish, new_figure, short
 
 N_TOP = 10
 HEAD_PARTS = ("head_q", "head_k", "head_v", "head_pattern", "path")

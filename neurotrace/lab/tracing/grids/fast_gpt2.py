@@ -10,7 +10,7 @@ once instead of many times: rows whose restorations so far are identical (the ml
 neighbouring layers, until the windows part) share one state per layer and fork when they differ; and
 the last block computes only the scored position (earlier positions need only its keys and values).
 Rows restored before the first corrupted position are the corrupted run itself
-(:func:`neurotrace.lab.tracing.rowplan.unchanged_prefix`) and are not computed.
+(:func:`neurotrace.lab.tracing.grids.rowplan.unchanged_prefix`) and are not computed.
 Results equal the full forward to float precision (tests compare them with the per-cell loop).
 """
 
@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.prepare import PreparedFact, clean_states, noise_hook
-from neurotrace.lab.tracing.rowplan import (
+from neurotrace.lab.tracing.forwards import clean_states
+from neurotrace.lab.tracing.grids.rowplan import (
     Level,
     chunks,
     fill_corrupted,
@@ -37,6 +37,8 @@ from neurotrace.lab.tracing.rowplan import (
     put,
     unchanged_prefix,
 )
+from neurotrace.lab.tracing.noise import noise_hook
+from neurotrace.lab.tracing.prepare import PreparedFact
 
 
 def supports_fast_path(lm: LoadedModel) -> bool:
@@ -120,7 +122,7 @@ def _run_suffix(lm: LoadedModel, h: Float[Tensor, "state suffix d_model"], start
 
 def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[str], window: int, reporter: Reporter,
               rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1)) -> dict[str, Float[Tensor, "layer pos"]]:
-    """Same numbers as :func:`neurotrace.lab.tracing.grid.exact_grid`, computing only what can change.
+    """Same numbers as :func:`neurotrace.lab.tracing.grids.grid.exact_grid`, computing only what can change.
 
     Rows are grouped by their first changed layer and sorted by restored position, so a batch shares
     one start layer and begins at the smallest restored position among its rows."""

@@ -30,8 +30,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformers import DynamicCache
 
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.nnsight_backend import Forward, routed_forward
+from neurotrace.lab.model.runtime.nnsight_backend import Forward, routed_forward
+from neurotrace.lab.model.weights.loading import LoadedModel
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 The two fields are shared by every experiment that offers them (trace, clamp_sweep, capture,
 intervene), so they read and validate the same everywhere. ``backend='nnsight'`` runs the same site
-hooks inside nnsight's tracing context (:mod:`neurotrace.lab.model.nnsight_backend`), with the same
-numbers as ``'hf'``; ``remote=true`` sends those traces to NDIF (:mod:`neurotrace.lab.model.ndif`);
+hooks inside nnsight's tracing context (:mod:`neurotrace.lab.model.runtime.nnsight_backend`), with the same
+numbers as ``'hf'``; ``remote=true`` sends those traces to NDIF (:mod:`neurotrace.lab.model.runtime.ndif`);
 the endpoint and key are server configuration, never request fields.
 """
 

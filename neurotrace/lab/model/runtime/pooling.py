@@ -4,7 +4,7 @@ find_neurons, probe and steer all ask the same thing of a model: "what is the ac
 each of these prompts?", pooled per prompt:
 
 * ``"last"``: the scored position: the last token for a causal LM, the mask token (else the last
-  token) for a masked LM (:func:`neurotrace.lab.model.stepwise.prediction_position`);
+  token) for a masked LM (:func:`neurotrace.lab.model.runtime.stepwise.prediction_position`);
 * ``"mean"``: the mean over every token of the prompt;
 * ``"all"``: every position, kept per prompt (for top-activating examples).
 
@@ -21,9 +21,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.hooks import recording
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.stepwise import prediction_position
+from neurotrace.lab.model.access.hooks import recording
+from neurotrace.lab.model.runtime.stepwise import prediction_position
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 Pool = Literal["last", "mean", "all"]

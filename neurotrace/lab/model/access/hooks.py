@@ -3,9 +3,9 @@
 One hook signature: ``fn(act, site=...) -> Tensor | None``. ``act`` is the activation at the site
 (the first element when a module returns a tuple); returning a tensor replaces it, returning ``None``
 keeps it (after any in-place edits). Hooks are always removed on exit, even on error, and a model's
-lock must be held while they are attached (see :meth:`neurotrace.lab.model.cache.ModelCache.lease`).
+lock must be held while they are attached (see :meth:`neurotrace.lab.model.weights.cache.ModelCache.lease`).
 
-A backend that realises hooks itself (nnsight, :mod:`neurotrace.lab.model.nnsight_backend`) opens
+A backend that realises hooks itself (nnsight, :mod:`neurotrace.lab.model.runtime.nnsight_backend`) opens
 :func:`routed` on the model: inside it, ``hooked`` adds its hooks to a registry instead of attaching
 PyTorch hooks, and the backend's forward applies whatever the registry holds, so experiment code that
 attaches hooks through ``hooked`` runs unchanged on either backend.
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neurotrace.lab.model.adapters import ArchAdapter
+from neurotrace.lab.model.access.adapters import ArchAdapter
 
 HookFn = Callable[..., Tensor | None]
 Registry = dict[str, list[HookFn]]

@@ -1,12 +1,12 @@
 """The tracing grids with every forward run through nnsight (``backend='nnsight'``).
 
 * :func:`exact_grid_nnsight`: the same rows, restorations and noise as
-  :func:`neurotrace.lab.tracing.grid.exact_grid`'s batched full forward; the hooks are realised by
-  :func:`neurotrace.lab.model.nnsight_backend.traced_probs`, so the numbers equal the hf backend's and
+  :func:`neurotrace.lab.tracing.grids.grid.exact_grid`'s batched full forward; the hooks are realised by
+  :func:`neurotrace.lab.model.runtime.nnsight_backend.traced_probs`, so the numbers equal the hf backend's and
   the same code can run on NDIF.
-* :func:`approx_grid_nnsight`: attribution patching as :func:`neurotrace.lab.tracing.grid.approx_grid`
+* :func:`approx_grid_nnsight`: attribution patching as :func:`neurotrace.lab.tracing.grids.grid.approx_grid`
   computes it (``(clean - corrupted) . grad`` per site, windows summed), with the forward and the
-  backward inside nnsight's trace (:func:`neurotrace.lab.model.nnsight_backend.traced_gradients`), so
+  backward inside nnsight's trace (:func:`neurotrace.lab.model.runtime.nnsight_backend.traced_gradients`), so
   only the activations and gradients at the restored sites come back.
 """
 
@@ -15,19 +15,20 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.loading import LoadedModel
-from neurotrace.lab.model.nnsight_backend import traced_gradients, traced_probs, traced_states
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.runtime.nnsight_backend import traced_gradients, traced_probs, traced_states
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.grid import Corrupted, leaf_embed, restored_grid, restored_sites
-from neurotrace.lab.tracing.prepare import COMPONENT_SITE, PreparedFact, sites_for
+from neurotrace.lab.tracing.forwards import COMPONENT_SITE, sites_for
+from neurotrace.lab.tracing.grids.grid import Corrupted, leaf_embed, restored_grid, restored_sites
+from neurotrace.lab.tracing.prepare import PreparedFact
 
 
 def exact_grid_nnsight(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str], window: int,
                        reporter: Reporter, rows_per_batch: int = 512, progress: tuple[int, int] | None = None
                        ) -> dict[str, Tensor]:
     """Mean p(target) with each (component, layer, position) cell restored, {component: (n_layers, pos)}: the
-    numbers of :func:`neurotrace.lab.tracing.grid.exact_grid`, every forward run by nnsight."""
+    numbers of :func:`neurotrace.lab.tracing.grids.grid.exact_grid`, every forward run by nnsight."""
     clean = traced_states(lm, prep.ids, restored_sites(lm, components, window))
     total = (0, corr.samples * len(components) * lm.n_layers * len(prep.ids))
     return restored_grid(lm, prep, corr, components, window, clean, traced_probs, reporter, rows_per_batch,
@@ -37,7 +38,7 @@ def exact_grid_nnsight(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, com
 def approx_grid_nnsight(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str],
                         window: int) -> dict[str, Tensor]:
     """Attribution-patching estimate of each cell's indirect effect, {component: (n_layers, pos)}: the
-    numbers of :func:`neurotrace.lab.tracing.grid.approx_grid`, forward and backward run by nnsight."""
+    numbers of :func:`neurotrace.lab.tracing.grids.grid.approx_grid`, forward and backward run by nnsight."""
     n_layers = lm.n_layers
     sites = [site_name(COMPONENT_SITE[k], layer) for k in components for layer in range(n_layers)]
     clean = traced_states(lm, prep.ids, sites)

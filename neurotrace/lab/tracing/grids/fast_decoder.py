@@ -1,6 +1,6 @@
 """Exact causal tracing for every decoder family, computing only what a restoration can change.
 
-The argument of :mod:`neurotrace.lab.tracing.fast_gpt2` holds for any causal decoder: restoring a site
+The argument of :mod:`neurotrace.lab.tracing.grids.fast_gpt2` holds for any causal decoder: restoring a site
 at (layer L, position p) in the corrupted run leaves every layer below the first restored one, and
 every position before p, exactly as in the corrupted run. So a patched row starts at its first
 restored layer from the cached corrupted residual, runs only positions p.. through the remaining
@@ -31,7 +31,7 @@ modules** exactly as the model runs them when it continues a cached sequence.
   sample); each row *enters* at its first restored layer from the cached corrupted residual, so a
   layer runs on the rows restored at or below it, and a state still equal to the corrupted run is
   never computed. Rows whose restorations so far agree (the windows of neighbouring layers) are one
-  state until they part (:func:`neurotrace.lab.tracing.rowplan.state_key`). The LM head runs on the
+  state until they part (:func:`neurotrace.lab.tracing.grids.rowplan.state_key`). The LM head runs on the
   scored position only.
 
 Masked LMs (bidirectional attention: every position sees the restored one) keep the batched full
@@ -47,12 +47,12 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformers import DynamicCache
 
-from neurotrace.lab.model.adapters import site_name
-from neurotrace.lab.model.hooks import hooked
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.prepare import PreparedFact, clean_states, noise_hook
-from neurotrace.lab.tracing.rowplan import (
+from neurotrace.lab.tracing.forwards import clean_states
+from neurotrace.lab.tracing.grids.rowplan import (
     Restore,
     Row,
     fill_corrupted,
@@ -63,6 +63,8 @@ from neurotrace.lab.tracing.rowplan import (
     target_prob,
     unchanged_prefix,
 )
+from neurotrace.lab.tracing.noise import noise_hook
+from neurotrace.lab.tracing.prepare import PreparedFact
 
 LayerCall = tuple[tuple[Any, ...], dict[str, Any]]   # positional args after hidden_states, keyword args
 
@@ -226,7 +228,7 @@ def position_chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
 def fast_decoder_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[str], window: int,
                       reporter: Reporter, rows_per_batch: int = 512,
                       progress: tuple[int, int] = (0, 1)) -> dict[str, Float[Tensor, "layer pos"]]:
-    """Same numbers as :func:`neurotrace.lab.tracing.grid.exact_grid`, computing only what can change."""
+    """Same numbers as :func:`neurotrace.lab.tracing.grids.grid.exact_grid`, computing only what can change."""
     n_layers, samples = lm.n_layers, corr.samples
     clean, _ = clean_states(lm, prep.ids, grid_sites(components, n_layers))
     resid_pre, kv = corrupted_run(lm, corr.ids, corr.noise, corr.subject)
