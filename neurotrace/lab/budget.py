@@ -122,7 +122,7 @@ def _get(request: Any, name: str, default: float = 0) -> float:
 
 
 def estimate_bytes(request: Any, tool: str) -> tuple[int, list[str]]:
-    """(peak bytes this job may need beyond the model, the fields that drive it) for fit_sae, clamp_sweep
+    """(peak bytes this job may need beyond the model, the fields that drive it) for fit_sae
     and capture (the tools whose request alone sizes them); others: see :mod:`neurotrace.lab.estimates`."""
     g = lambda name, default=0: _get(request, name, default)  # noqa: E731
     if tool == "fit_sae":
@@ -130,13 +130,6 @@ def estimate_bytes(request: Any, tool: str) -> tuple[int, list[str]]:
         weights = d_sae * WIDTH_GUESS * 2 * BYTES * 4            # encoder + decoder, weights + grad + 2 Adam moments
         acts = g("batch_size", 256) * d_sae * BYTES * 3
         return int(weights + acts), ["d_sae", "expansion_factor", "batch_size"]
-    if tool == "clamp_sweep":
-        values = g("values") or 8
-        rows = max(1.0, g("prompts") + (1 if getattr(request, "prompt_file", None) else 0)) * values
-        batch = min(rows, g("batch_size", 128))
-        tokens = g("max_new_tokens", 50) + 256
-        return int(batch * tokens * VOCAB_GUESS * BYTES / 8 + batch * tokens * WIDTH_GUESS * BYTES * 2), \
-            ["batch_size", "max_new_tokens", "values", "prompts"]
     if tool == "capture":
         steps = max(1.0, g("prompts") + g("episode"))
         chunk = g("chunk_rows", 4096)

@@ -180,6 +180,10 @@ ESTIMATES: dict[str, Callable[[Any, Any], Estimate]] = {
 
 
 def estimate(request: Any, tool: str, lab: Any) -> Estimate | None:
-    """The job estimate of ``tool``'s request, or None when the tool has none here."""
+    """The job estimate of ``tool``'s request (its own ``cost(lab)`` method where the request type carries
+    its cost model), or None when the tool has none here."""
+    own = getattr(request, "cost", None)
+    if callable(own):
+        return own(lab)
     fn = ESTIMATES.get(tool)
     return fn(request, lab) if fn is not None else None

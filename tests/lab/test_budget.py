@@ -8,6 +8,7 @@ import pytest
 from neurotrace import (
     AttentionRequest,
     AttributeRequest,
+    ClampSweepRequest,
     FindNeuronsRequest,
     InterveneRequest,
     Lab,
@@ -93,6 +94,8 @@ SIZED = {
               {"prompts": ["a"] * 5000, "labels": ["x", "y"] * 2500}),
     "attribute": (AttributeRequest(model="fact-gpt2", prompt=PROMPT), {"corrupt_prompt": "The capital of Japan is"}),
     "attention": (AttentionRequest(model="fact-gpt2", prompt=PROMPT), {"induction_len": 128}),
+    "clamp_sweep": (ClampSweepRequest(model="fact-gpt2", neurons=["1:3"], prompts=[PROMPT], values=[0, 5]),
+                    {"prompts": [PROMPT] * 50}),
 }
 
 
@@ -106,7 +109,7 @@ def test_each_estimate_is_modest_for_a_small_request_and_grows_with_its_size_fie
 
 
 def test_every_estimated_tool_is_covered_and_unknown_models_are_sized_by_a_guess(tmp_path):
-    assert set(SIZED) == set(ESTIMATES)
+    assert set(SIZED) == set(ESTIMATES) | {"clamp_sweep"}  # clamp_sweep's request carries its own
     lab = _lab(tmp_path)
     assert dims_of(lab, "fact-gpt2").n_layers == 6 and dims_of(lab, "fact-gpt2").d_model == 128
     assert dims_of(lab, "nobody/nothing") == GUESS
@@ -127,3 +130,36 @@ def test_load_model_applies_the_same_field_bounds(tmp_path):
     with raises_lab_error(InputError) as err:
         run_load_model(ModelRef(model="fact-gpt2", device="meta"), lab=_lab(tmp_path))
     assert err.value.field == "device" and "not available" in str(err.value)
+
+
+def test_clamp_sweeps_whole_grid_is_estimated_and_an_oversize_grid_is_refused_before_any_run(tmp_path):
+    """Issue 23 item 2: prompts x values x tokens, not one batch; 100,000 prompts x 1,000 values was accepted."""
+    lab = _lab(tmp_path)
+    huge = ClampSweepRequest(model="fact-gpt2", neurons=["1:3"], prompts=["p"] * 100_000,
+                             values=[float(v) for v in range(1000)])
+    with raises_lab_error(InputError, match="clamp_sweep job needs about") as err:
+        lab.check(huge, "clamp_sweep")
+    assert err.value.field == "prompts" and "values" in err.value.fix
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+    small = ClampSweepRequest(model="fact-gpt2", neurons=["1:3"], prompts=["p"] * 3, values=[0, 5], controls=1,
+                              max_new_tokens=4)
+    assert job_estimate(small, "clamp_sweep", lab).rows == 3 * (1 + 2 * 2) * 4  # prompts x settings x tokens
+
+
+def test_a_prompt_files_prompts_are_counted_before_the_job(tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "grid.jsonl").write_text("".join(json.dumps({"prompt": f"prompt number {i}"}) + "\n"
+                                               for i in range(20_000)), encoding="utf-8")
+    (inputs / "bad.jsonl").write_text('{"prompt": "ok"}\nnot json\n', encoding="utf-8")
+    lab = _lab(tmp_path, input_dirs=(inputs,))
+    one = ClampSweepRequest(model="fact-gpt2", neurons=["1:3"], prompts=["p"], values=[0], controls=0,
+                            max_new_tokens=1)
+    from_file = one.model_copy(update={"prompts": [], "prompt_file": str(inputs / "grid.jsonl")})
+    assert job_estimate(from_file, "clamp_sweep", lab).rows == 20_000 * job_estimate(one, "clamp_sweep", lab).rows
+    big = from_file.model_copy(update={"values": [float(v) for v in range(1000)], "max_new_tokens": 50})
+    with raises_lab_error(InputError, match="clamp_sweep job needs about") as err:
+        lab.check(big, "clamp_sweep")  # was: the 1.3 MB file counted as one prompt, accepted, MemoryError later
+    assert err.value.field == "prompt_file"
+    with raises_lab_error(InputError, match="line 2 is not valid JSON"):  # a bad file is refused before the job
+        lab.check(one.model_copy(update={"prompt_file": str(inputs / "bad.jsonl")}), "clamp_sweep")

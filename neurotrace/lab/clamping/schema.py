@@ -1,12 +1,13 @@
 """clamp_sweep's boundary models: the request and the result (sampling is the shared union of
 :mod:`neurotrace.lab.model.runtime.sampling`), and the typed record of clamp_results.json."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.clamping.collapse import CollapseThresholds, CollapseType
 from neurotrace.lab.clamping.prompt_grid import PromptItem
+from neurotrace.lab.estimates import Estimate
 from neurotrace.lab.model.access.neurons import NEURON_HELP
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.model.runtime.sampling import SAMPLING_HELP, Greedy, Sampling
@@ -63,6 +64,12 @@ class ClampSweepRequest(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     backend: Backend = "hf"
     remote: Remote = False
+
+    def cost(self, lab: Any) -> Estimate:
+        """The whole grid's forward rows and peak bytes (:mod:`neurotrace.lab.clamping.cost`)."""
+        from neurotrace.lab.clamping.cost import clamp_sweep_estimate  # noqa: PLC0415 (cost reads the grid file)
+
+        return clamp_sweep_estimate(self, lab)
 
 
 class ValueSummary(BaseModel):
