@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-import neurotrace
+from neurotrace import EXPERIMENTS, Experiment
 from neurotrace.demo import run_demo
 from neurotrace.lab.errors import InputError, LabError, validation_message
 from neurotrace.lab.facts import list_packs, load_pack
@@ -32,34 +32,7 @@ from neurotrace.lab.model.weights.loading import resolve_source
 from neurotrace.lab.progress import Reporter, stderr_reporter
 from neurotrace.server import main as serve
 
-#: every experiment subcommand: (tool name, run function); the name is the MCP tool's and run_<name>'s
-EXPERIMENTS: tuple[tuple[str, Any], ...] = (
-    ("load_model", neurotrace.run_load_model),
-    ("generate_facts", neurotrace.run_generate_facts),
-    ("trace", neurotrace.run_trace),
-    ("compare", neurotrace.run_compare),
-    ("plot", neurotrace.run_plot),
-    ("clamp_sweep", neurotrace.run_clamp_sweep),
-    ("capture", neurotrace.run_capture),
-    ("fit_sae", neurotrace.run_fit_sae),
-    ("intervene", neurotrace.run_intervene),
-    ("benchmark", neurotrace.run_benchmark),
-    ("find_neurons", neurotrace.run_find_neurons),
-    ("probe", neurotrace.run_probe),
-    ("steer", neurotrace.run_steer),
-    ("logit_lens", neurotrace.run_logit_lens),
-    ("attention", neurotrace.run_attention),
-    ("attribute", neurotrace.run_attribute),
-    ("patch", neurotrace.run_patch),
-)
-
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def _request_model(fn: Any) -> type[BaseModel]:
-    hints = typing.get_type_hints(fn)
-    first = next(iter(p for p in hints if p != "return"))
-    return hints[first]
 
 
 def _is_str(annotation: Any) -> bool:
@@ -99,32 +72,32 @@ def _load_request(raw: str | None) -> dict[str, Any]:
     return data
 
 
-def _add_experiment(sub: argparse._SubParsersAction, name: str, fn: Any) -> None:
-    model = _request_model(fn)
-    doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else name
-    p = sub.add_parser(name, help=doc, description=doc)
+def _add_experiment(sub: argparse._SubParsersAction, experiment: Experiment) -> None:
+    model, doc = experiment.request, experiment.summary
+    p = sub.add_parser(experiment.name, help=doc, description=doc)
     p.add_argument("--request", help="the whole request as JSON, or @file.json")
     p.add_argument("--json", action="store_true", help="print the whole structured result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     for field, info in model.model_fields.items():
         flag = "--" + field.replace("_", "-")
         p.add_argument(flag, dest=f"field__{field}", metavar="VALUE", help=info.description)
-    p.set_defaults(_fn=fn, _model=model)
+    p.set_defaults(_experiment=experiment)
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
+    experiment: Experiment = args._experiment
     data = _load_request(args.request)
-    for field, info in args._model.model_fields.items():
+    for field, info in experiment.request.model_fields.items():
         raw = getattr(args, f"field__{field}")
         if raw is not None:
             data[field] = _coerce(info.annotation, raw)
-    request = args._model.model_validate(data)
+    request = experiment.request.model_validate(data)
     lab = Lab(LabSettings.from_env(runs_dir=args.runs_dir and Path(args.runs_dir)))
-    lab.check(request, args._fn.__name__.removeprefix("run_"))  # the bounds run_x applies, before any conversion
+    lab.check(request)  # the bounds run_x applies, before any conversion
     reporter = stderr_reporter(quiet=args.quiet)
     resolve_models(request, reporter)
-    with reporter.stage(args._fn.__name__.removeprefix("run_")):
-        result = args._fn(request, lab=lab, reporter=reporter)
+    with reporter.stage(experiment.name):
+        result = experiment.run(request, lab=lab, reporter=reporter)
     payload = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
     if args.json:
         print(json.dumps(payload, indent=2))
@@ -153,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurotrace", description=__doc__.splitlines()[0])
     parser.add_argument("--runs-dir", default=None, help="run directory root (default $NEUROTRACE_RUNS_DIR or ./runs)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn in EXPERIMENTS:
-        _add_experiment(sub, name, fn)
+    for experiment in EXPERIMENTS:
+        _add_experiment(sub, experiment)
     demo = sub.add_parser("demo", help="the main job: run the protocol end to end on the embedded models")
     demo.add_argument("--quick", action="store_true", help="fewer facts and values (for tests)")
     demo.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -194,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if hasattr(args, "_fn"):
+    if hasattr(args, "_experiment"):
         return _run_experiment(args)
     if args.command == "demo":
         return run_demo(runs_dir=args.runs_dir, quick=args.quick, quiet=args.quiet)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from neurotrace import (
+    EXPERIMENTS,
     BenchmarkRequest,
     CaptureRequest,
     ClampSweepRequest,
@@ -275,7 +276,7 @@ def run_demo(runs_dir: str | None = None, quick: bool = False, quiet: bool = Fal
                 run.add_input(result.run_id)
         rows = [{"title": s.title, "run_id": getattr(s.result, "run_id", None),
                  "summary": getattr(s.result, "summary", "")} for s in done]
-        text = _summary(done, lab)
+        text = _summary(done, lab) + _coverage(done, lab)
         run.write_text("summary.md", text)
         run.write_json("steps.json", rows)
         run.write_text("index.html", render_index("neurotrace demo", rows))
@@ -297,3 +298,13 @@ def _summary(steps: list[Step], lab: Lab) -> str:
         if run_id:
             lines += [f"Run: `{lab.store.root / run_id}`", ""]
     return "\n".join(lines)
+
+
+def _coverage(steps: list[Step], lab: Lab) -> str:
+    """Which declared experiments the demo ran, and which it leaves to the agent (read from the one list)."""
+    ran = {lab.store.manifest(r.run_id).tool for r in (s.result for s in steps) if getattr(r, "run_id", None)}
+    if steps and not getattr(steps[0].result, "skipped", True):   # STEPS[0] loads the real models (no run)
+        ran.add("load_model")
+    rest = [e.name for e in EXPERIMENTS if e.name not in ran]
+    return ("\n## Coverage\n\nTools run here: " + ", ".join(e.name for e in EXPERIMENTS if e.name in ran)
+            + ".\n\nNot in this demo (each has a worked example in SKILL.md): " + (", ".join(rest) or "none") + ".\n")

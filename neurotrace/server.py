@@ -34,7 +34,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INVALID_PARAMS
 from pydantic import ValidationError
 
-from neurotrace import __version__, prompts, resources, tools
+from neurotrace import EXPERIMENTS, __version__, prompts, resources, tools
 from neurotrace.lab.errors import validation_message
 from neurotrace.lab.facts.packs import list_packs
 from neurotrace.lab.lab import Lab, LabSettings
@@ -58,10 +58,8 @@ Locate stored facts with generate_facts then trace; rescue collapsed generations
 study features with capture -> fit_sae -> intervene; check methods against ground truth with benchmark.
 Use the prompts for step-by-step protocols."""
 
-# Tools that never name a model to load, so never reach the HuggingFace hub; every other experiment
-# tool may download a model by HuggingFace id when the server is online (openWorldHint true).
-LOCAL_TOOLS = frozenset({"plot", "compare", "fit_sae", "benchmark", "run_status", "list_models", "release_model"})
-NOT_WAITABLE = frozenset({"list_models", "release_model", "load_model", "run_status"})
+# Which tools may reach the hub (openWorldHint) and which take ``wait`` are the declared experiments' flags.
+WAITABLE = frozenset(e.name for e in EXPERIMENTS if e.detachable)
 WAIT_SCHEMA = {"type": "boolean", "description": "false: reply at once with run_id; poll run_status"}
 ACCEPTED_SCHEMA = {"required": ["run_id", "status"]}  # the wait=false reply: {run_id, status: 'running'}
 LIVE_JOBS: list[Jobs] = []  # every open lifespan's jobs, for the signal handler
@@ -83,14 +81,8 @@ class NeurotraceServer(MCPServer):
         return [compact_tool(tool) for tool in await super().list_tools()]
 
     def waitable(self) -> frozenset[str]:
-        return frozenset(t.name for t in self._tool_manager.list_tools() if t.name not in NOT_WAITABLE)
-
-    def mark_open_world(self) -> None:
-        """openWorldHint: true for tools that may download a model from the hub, false for the rest."""
-        for tool in self._tool_manager.list_tools():
-            if tool.annotations is not None:
-                tool.annotations = tool.annotations.model_copy(
-                    update={"open_world_hint": tool.name not in LOCAL_TOOLS})
+        """The registered tools that may run detached: the experiments declared ``detachable``."""
+        return frozenset(t.name for t in self._tool_manager.list_tools() if t.name in WAITABLE)
 
     def offer_wait(self) -> None:
         """Add the ``wait`` argument (and the accepted-reply shape) to every experiment tool's schemas."""
@@ -135,7 +127,7 @@ class NeurotraceServer(MCPServer):
     def start_job(self, name: str, args: dict[str, Any], context: Context) -> Job:
         """Run the (validated) tool call as a detached job whose id is its run id."""
         app: AppContext = context.request_context.lifespan_context
-        check_before_start(app.lab, name, self._tool_manager.get_tool(name).fn_metadata.validate_arguments(args))
+        check_before_start(app.lab, self._tool_manager.get_tool(name).fn_metadata.validate_arguments(args))
         run_id = app.lab.store.new_id(name)
         return app.jobs.start(run_id, name, lambda: MCPServer.call_tool(self, name, args, context))
 
@@ -234,7 +226,6 @@ def build_server(settings: LabSettings | None = None, lab: Lab | None = None) ->
     tasks.waitable = server.waitable()
     server._lowlevel_server.middleware.append(start_after_reply)  # no job runs behind a failed reply
     server.offer_wait()
-    server.mark_open_world()
     _completions(server, lab)
     _logging(server)
     return server

@@ -1,7 +1,7 @@
 """Job bounds: every request is checked before any work, field by field and as a whole.
 
 A client controls the sizes of a job, so every experiment's ``run_x`` starts with
-``lab.check(request, "x")`` (:func:`check_request`; the MCP runner also calls it before starting a
+``lab.check(request)`` (:func:`check_request`; the MCP runner also calls it before starting a
 job, the CLI and the Python API reach it through ``run_x``), which refuses, with an :class:`InputError`
 naming the field:
 
@@ -10,13 +10,14 @@ naming the field:
   characters, lists at most 100,000 items, and a device that exists here;
 * **the whole job** - an estimate of its forward rows and peak bytes (rows x positions x layers x width
   of activations, SAE weights with Adam state, generation rows x tokens x vocabulary logits;
-  :mod:`neurotrace.lab.estimates` for the tools a model shape sizes) against the memory budget:
+  each request's own ``cost(lab)``, with the units of :mod:`neurotrace.lab.estimates`) against the memory budget:
   ``NEUROTRACE_MEMORY_BUDGET`` (the same setting that bounds the model cache) or, unset, 80% of the
   RAM available when the server started; and, when ``NEUROTRACE_MAX_JOB_ROWS`` is set, its forward
   rows against that limit. The refusal states the estimate, the limit and which fields to reduce.
 
 The estimate is deliberately coarse (an upper bound with a guessed width where the model is not yet
-loaded: :data:`WIDTH_GUESS`); its purpose is to stop a 10 GB matrix before it is allocated.
+loaded: :data:`neurotrace.lab.estimates.WIDTH_GUESS`); its purpose is to stop a 10 GB matrix before it is
+allocated.
 """
 
 import math
@@ -26,9 +27,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
-from neurotrace.lab import estimates
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.estimates import Estimate
+from neurotrace.lab.estimates import job_estimate
 
 MAX_FLOAT = 1e6
 MAX_INT = 2**31 - 1
@@ -36,9 +36,6 @@ MAX_SEED = 2**63 - 1
 MAX_NAME_CHARS = 512
 MAX_LIST_ITEMS = 100_000
 NAME_HINTS = ("model", "path", "file", "dir", "device", "site", "run", "uri")
-WIDTH_GUESS = 4096          # d_model assumed before a model is loaded
-VOCAB_GUESS = 65_536
-BYTES = 4                   # float32
 
 
 def available_bytes() -> int:
@@ -114,49 +111,14 @@ def check_device(path: str, device: str) -> None:
                          fix=f"use one of {have}")
 
 
-def _get(request: Any, name: str, default: float = 0) -> float:
-    value = getattr(request, name, None)
-    if isinstance(value, (list, tuple)):
-        return float(len(value))
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
-
-
-def estimate_bytes(request: Any, tool: str) -> tuple[int, list[str]]:
-    """(peak bytes this job may need beyond the model, the fields that drive it) for fit_sae
-    and capture (the tools whose request alone sizes them); others: see :mod:`neurotrace.lab.estimates`."""
-    g = lambda name, default=0: _get(request, name, default)  # noqa: E731
-    if tool == "fit_sae":
-        d_sae = g("d_sae") or g("expansion_factor", 4) * WIDTH_GUESS
-        weights = d_sae * WIDTH_GUESS * 2 * BYTES * 4            # encoder + decoder, weights + grad + 2 Adam moments
-        acts = g("batch_size", 256) * d_sae * BYTES * 3
-        return int(weights + acts), ["d_sae", "expansion_factor", "batch_size"]
-    if tool == "capture":
-        steps = max(1.0, g("prompts") + g("episode"))
-        chunk = g("chunk_rows", 4096)
-        sites = max(1.0, g("sites"))
-        return int(min(chunk, steps * (g("max_new_tokens") + 512)) * sites * 64 * WIDTH_GUESS * BYTES / 64), \
-            ["chunk_rows", "sites", "prompts", "max_new_tokens"]
-    size_fields = [n for n in ("batch_size", "n_samples", "samples", "max_new_tokens", "n_steps", "k")
-                   if hasattr(request, n)]
-    return 0, size_fields
-
-
-def job_estimate(request: Any, tool: str, lab: Any = None) -> Estimate:
-    """The whole job's forward rows (0: not estimated) and peak bytes, and the fields that drive them."""
-    found = estimates.estimate(request, tool, lab)
-    if found is not None:
-        return found
-    nbytes, fields = estimate_bytes(request, tool)
-    return Estimate(rows=0, bytes=nbytes, fields=tuple(fields))
-
-
-def check_request(request: Any, *, lab: Any, tool: str) -> None:
-    """Refuse an out-of-bounds field, or a job whose estimate exceeds the memory budget or the configured
-    forward-row limit, before any work. The one check every face runs (MCP runner, CLI, Python API:
-    each experiment's ``run_x`` starts with ``lab.check(request, tool)``)."""
+def check_request(request: Any, *, lab: Any) -> None:
+    """Refuse an out-of-bounds field, or a job whose estimate (the request's own ``cost``) exceeds the
+    memory budget or the configured forward-row limit, before any work. The one check every face runs
+    (MCP runner, CLI, Python API: each experiment's ``run_x`` starts with ``lab.check(request)``)."""
     for path, value in _walk(request, ""):
         _check_field(path, value)
-    job = job_estimate(request, tool, lab)
+    tool = getattr(type(request), "tool", "this")
+    job = job_estimate(request, lab)
     field = job.fields[0] if job.fields else "request"
     reduce = ", ".join(job.fields) or "the request's sizes"
     rows = f" ({job.rows:,} forward rows)" if job.rows else ""

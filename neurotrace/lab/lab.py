@@ -58,10 +58,11 @@ class Lab:
         self.inputs = InputPolicy(roots=tuple(Path(r).expanduser().resolve() for r in roots),
                                   runs_root=self.store.root, max_bytes=self.settings.max_input_bytes)
 
-    def check(self, request: BaseModel, tool: str) -> None:
+    def check(self, request: BaseModel) -> None:
         """Refuse, before any work, a request out of bounds or a job over the budgets (``InputError``
-        naming the field and the fix): the one check the MCP tools, the CLI and the Python API share."""
-        check_request(request, lab=self, tool=tool)
+        naming the field and the fix): the one check the MCP tools, the CLI and the Python API share. The
+        tool's name and its cost model are the request type's own (``tool``, ``cost(lab)``)."""
+        check_request(request, lab=self)
 
 
 def available_cores() -> int:

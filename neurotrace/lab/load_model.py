@@ -4,6 +4,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.experiment import Experiment
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.weights import catalog
 from neurotrace.lab.model.weights.embedded import EMBEDDED_MODELS
@@ -22,7 +23,7 @@ class LoadModelResult(BaseModel):
 
 def run_load_model(request: ModelRef, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> LoadModelResult:
     """Load (or reuse) a model and return its shape; no run directory is written."""
-    lab.check(request, "load_model")
+    lab.check(request)
     reporter.step(0, 1, f"loading {request.model}")
     loaded = lab.cache.get(request)
     info = loaded.info()
@@ -51,3 +52,7 @@ def model_catalog(lab: Lab) -> dict[str, Any]:
     return {"loaded": lab.cache.listing(), "used_bytes": lab.cache.used_bytes(),
             "budget_bytes": lab.cache.budget_bytes, "used_by_device": lab.cache.used_by_device(),
             "budgets": lab.cache.budgets(), "models": {**embedded, **named}}
+
+
+LOAD_MODEL = Experiment(run_load_model, ModelRef, LoadModelResult, detachable=False,
+                        no_figures="it writes no run: the model's shape is the whole answer")

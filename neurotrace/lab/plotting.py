@@ -2,57 +2,36 @@
 
 Every experiment saves its numbers as JSON in its run directory (``trace_results.json``,
 ``clamp_results.json``...) and its module offers figure functions over that JSON. ``plot`` reads a run's
-manifest to learn which tool made it, looks the tool up in :data:`FIGURE_PROVIDERS`
-(``tool -> figure module``, whose ``FIGURES`` maps a figure kind to
+manifest to learn which tool made it, looks up that tool's declared
+:class:`~neurotrace.lab.experiment.Figures` (its ``kinds`` map a figure kind to
 ``fn(results: dict, **options) -> matplotlib Figure``), loads the results file and draws the requested
 kinds into a *new* ``plot`` run that records the source run as its input. The source run is never
 modified, so plots can be re-drawn with other options at any time.
 
-The results file is the provider module's ``RESULTS_FILE`` if it defines one, otherwise the run's only
-artifact named ``*_results.json``. A module may define ``APPLIES`` ({kind: fn(results) -> bool}): without
-a ``kind``, ``plot`` leaves out the kinds the run has no data for (a trace without ``heads: true`` has no
-head figure); asked for by name, such a kind is still drawn (it says what is missing).
+The results file is the one the family declares (``Figures.results_file``). ``Figures.applies``
+({kind: fn(results) -> bool}): without a ``kind``, ``plot`` leaves out the kinds the run has no data for
+(a trace without ``heads: true`` has no head figure); asked for by name, such a kind is still drawn (it
+says what is missing).
 """
 
 import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
-from types import ModuleType
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from neurotrace.lab.attention import figures as attention_figures
-from neurotrace.lab.attribution import figures as attribute_figures
-from neurotrace.lab.clamping import figures as clamp_figures
-from neurotrace.lab.errors import InputError, NotFound
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.experiment import Experiment, Figures
+from neurotrace.lab.experiments import FAMILIES
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.lens import figures as lens_figures
-from neurotrace.lab.neurons import figures as neuron_figures
-from neurotrace.lab.patching import report as patch_figures
 from neurotrace.lab.plotstyle import StyleName, figure_style
-from neurotrace.lab.probe import figures as probe_figures
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.results import RunResult
-from neurotrace.lab.runs import Manifest
-from neurotrace.lab.sae import figures as sae_figures
-from neurotrace.lab.steering import figures as steer_figures
-from neurotrace.lab.tracing import figures as trace_figures
 
-#: tool name -> the figure module whose FIGURES maps {kind: fn(results, **options) -> Figure}
-FIGURE_PROVIDERS: dict[str, ModuleType] = {
-    "trace": trace_figures,
-    "clamp_sweep": clamp_figures,
-    "find_neurons": neuron_figures,
-    "probe": probe_figures,
-    "steer": steer_figures,
-    "logit_lens": lens_figures,
-    "attention": attention_figures,
-    "attribute": attribute_figures,
-    "patch": patch_figures,
-    "fit_sae": sae_figures,
-}
+#: tool name -> what plot redraws for its runs, read from each family's declared Experiment
+REDRAWABLE: dict[str, Figures] = {e.name: e.figures for e in FAMILIES if e.figures is not None}
 
 FigureFn = Callable[..., Any]
 
@@ -61,6 +40,7 @@ class PlotRequest(BaseModel):
     """Which run to draw, which figure kind, and options for the figure function."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "plot"
     run_id: Annotated[str, Field(min_length=1, description="The run to draw (e.g. a trace or clamp_sweep run_id).")]
     kind: str | None = Field(None, description="Figure kind, e.g. 'heatmap' for trace runs or 'improvement_rate' "
                              "for clamp_sweep runs; omit to draw every kind (an unknown kind lists the valid ones).")
@@ -77,28 +57,17 @@ class PlotResult(RunResult):
     available_kinds: list[str] = Field(description="Every kind this source run's tool offers.")
 
 
-def _figures_of(tool: str) -> tuple[ModuleType, Mapping[str, FigureFn]]:
-    module = FIGURE_PROVIDERS.get(tool)
-    if module is None:
+def _figures_of(tool: str) -> Figures:
+    figures = REDRAWABLE.get(tool)
+    if figures is None:
         raise InputError("run_id", f"runs of tool {tool!r} have no figures to plot",
-                         fix="plot a run of one of: " + ", ".join(sorted(FIGURE_PROVIDERS)))
-    return module, module.FIGURES
+                         fix="plot a run of one of: " + ", ".join(sorted(REDRAWABLE)))
+    return figures
 
 
 def available_kinds(tool: str) -> list[str]:
     """The figure kinds :func:`run_plot` can draw for runs of ``tool``."""
-    return list(_figures_of(tool)[1])
-
-
-def _results_file(module: ModuleType, manifest: Manifest) -> str:
-    declared = getattr(module, "RESULTS_FILE", None)
-    if declared:
-        return declared
-    found = [a.path for a in manifest.artifacts if a.path.endswith("_results.json")]
-    if len(found) != 1:
-        raise NotFound("run_id", f"run {manifest.run_id} ({manifest.status}) has {len(found)} *_results.json "
-                       "artifacts; plot needs exactly one", fix="plot a complete run")
-    return found[0]
+    return list(_figures_of(tool).kinds)
 
 
 def _check_options(kind: str, fn: FigureFn, options: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +117,6 @@ def _expected(hint: Any, default: Any) -> str:
     return text + (f", default {default!r}" if has_default else "")
 
 
-
 def _select(request: PlotRequest, tool: str, figures: Mapping[str, FigureFn]) -> list[str]:
     kinds = list(figures)
     if request.kind is None:
@@ -169,14 +137,14 @@ def _draw(kind: str, fn: FigureFn, results: Any, options: dict[str, Any], run_id
 
 def run_plot(request: PlotRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> PlotResult:
     """Draw figure(s) of a finished run into a new ``plot`` run (PNG files, also returned as images)."""
-    lab.check(request, "plot")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     manifest = lab.store.manifest(request.run_id)
-    module, figures = _figures_of(manifest.tool)
+    source = _figures_of(manifest.tool)
+    figures = source.kinds
     kinds = _select(request, manifest.tool, figures)
-    results = lab.store.read_json(request.run_id, _results_file(module, manifest))
+    results = lab.store.read_json(request.run_id, source.results_file)
     if request.kind is None:
-        applies = getattr(module, "APPLIES", {})
-        kinds = [k for k in kinds if k not in applies or applies[k](results)] or kinds
+        kinds = [k for k in kinds if k not in source.applies or source.applies[k](results)] or kinds
     options = {k: _check_options(k, figures[k], request.options) for k in kinds}
     with lab.store.open_run("plot", request) as run:
         run.add_input(request.run_id)
@@ -199,3 +167,7 @@ def run_plot(request: PlotRequest, *, lab: Lab, reporter: Reporter = NULL_REPORT
                       available_kinds=list(figures),
                       next=(f"Other kinds for this run: {', '.join(others)}." if others else
                             "Every figure kind of this run is drawn; read the images or the PNG artifacts."))
+
+
+PLOT = Experiment(run_plot, PlotRequest, PlotResult, reaches_hub=False,
+                  no_figures="its figures are redrawings of another run's; plot that run again")

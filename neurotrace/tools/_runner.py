@@ -67,9 +67,8 @@ def lab_of(ctx: Context) -> Lab:
 async def run_in_lab(ctx: Context, fn: Callable[..., Any], request: Any) -> CallToolResult:
     """Run ``fn(request, lab=..., reporter=...)`` in a worker thread and package its result."""
     lab = lab_of(ctx)
-    tool = getattr(fn, "func", fn).__name__.removeprefix("run_")
     with tool_faults():
-        lab.check(request, tool)  # run_x checks again; here it refuses before a detached job starts
+        lab.check(request)  # run_x checks again; here it refuses before a detached job starts
     job = CURRENT_JOB.get()
     try:
         result = await call_in_thread(ctx, lambda reporter: fn(request, lab=lab, reporter=reporter))
@@ -87,13 +86,13 @@ async def run_in_lab(ctx: Context, fn: Callable[..., Any], request: Any) -> Call
     return packaged
 
 
-def check_before_start(lab: Lab, tool: str, parsed: dict[str, Any]) -> None:
+def check_before_start(lab: Lab, parsed: dict[str, Any]) -> None:
     """The lab's bounds for a call about to run detached (``wait: false``, tasks), on its validated
     arguments ({name: value}): an oversize job is refused before it gets a run id."""
     request = parsed.get("request")
     if isinstance(request, BaseModel):
         with tool_faults():
-            lab.check(request, tool)
+            lab.check(request)
 
 
 async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any]) -> Any:

@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.attention import AttentionRequest, AttentionResult, run_attention
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def attention(request: AttentionRequest, ctx: Context) -> Annotated[CallToolResult, AttentionResult]:
@@ -17,7 +17,3 @@ async def attention(request: AttentionRequest, ctx: Context) -> Annotated[CallTo
     repeated random sequence, and draws pattern grids; all patterns are saved as an array.
     """
     return await run_in_lab(ctx, run_attention, request)
-
-
-def register(server) -> None:
-    server.add_tool(attention, annotations=EXPERIMENT)

@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.attribution import AttributeRequest, AttributeResult, run_attribute
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def attribute(request: AttributeRequest, ctx: Context) -> Annotated[CallToolResult, AttributeResult]:
@@ -17,7 +17,3 @@ async def attribute(request: AttributeRequest, ctx: Context) -> Annotated[CallTo
     corrupt_prompt, also attribution patching over heads and neurons, the top ones checked by exact patching.
     """
     return await run_in_lab(ctx, run_attribute, request)
-
-
-def register(server) -> None:
-    server.add_tool(attribute, annotations=EXPERIMENT)

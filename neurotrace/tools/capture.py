@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.capture import CaptureRequest, CaptureResult, run_capture
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def capture(request: CaptureRequest, ctx: Context) -> Annotated[CallToolResult, CaptureResult]:
@@ -19,7 +19,3 @@ async def capture(request: CaptureRequest, ctx: Context) -> Annotated[CallToolRe
     Writes trace.jsonl (one line per step with pointers to rows) and one [N, D] .npy per site.
     """
     return await run_in_lab(ctx, run_capture, request)
-
-
-def register(server) -> None:
-    server.add_tool(capture, annotations=EXPERIMENT)

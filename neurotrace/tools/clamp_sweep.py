@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.clamping import ClampSweepRequest, ClampSweepResult, run_clamp_sweep
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def clamp_sweep(request: ClampSweepRequest, ctx: Context) -> Annotated[CallToolResult, ClampSweepResult]:
@@ -20,7 +20,3 @@ async def clamp_sweep(request: ClampSweepRequest, ctx: Context) -> Annotated[Cal
     report and an improvement-rate plot.
     """
     return await run_in_lab(ctx, run_clamp_sweep, request)
-
-
-def register(server) -> None:
-    server.add_tool(clamp_sweep, annotations=EXPERIMENT)

@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.neurons import FindNeuronsRequest, FindNeuronsResult, run_find_neurons
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def find_neurons(request: FindNeuronsRequest, ctx: Context) -> Annotated[CallToolResult, FindNeuronsResult]:
@@ -17,7 +17,3 @@ async def find_neurons(request: FindNeuronsRequest, ctx: Context) -> Annotated[C
     p-value and Bonferroni/BH; refs are 'L:i' as clamp_sweep takes them. Association only: test causally.
     """
     return await run_in_lab(ctx, run_find_neurons, request)
-
-
-def register(server) -> None:
-    server.add_tool(find_neurons, annotations=EXPERIMENT)

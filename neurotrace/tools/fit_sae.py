@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.sae import FitSAERequest, FitSAEResult, run_fit_sae
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def fit_sae(request: FitSAERequest, ctx: Context) -> Annotated[CallToolResult, FitSAEResult]:
@@ -19,7 +19,3 @@ async def fit_sae(request: FitSAERequest, ctx: Context) -> Annotated[CallToolRes
     top-activating tokens with context.
     """
     return await run_in_lab(ctx, run_fit_sae, request)
-
-
-def register(server) -> None:
-    server.add_tool(fit_sae, annotations=EXPERIMENT)

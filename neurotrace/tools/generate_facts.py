@@ -22,7 +22,7 @@ from neurotrace.lab.facts.generate import (
 )
 from neurotrace.lab.facts.packs import list_packs
 from neurotrace.lab.facts.sources import drafting_prompt
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 SYSTEM_PROMPT = "You write short, unambiguous factual statements as strict JSON for interpretability experiments."
 
@@ -69,7 +69,3 @@ async def generate_facts(
         text = reply_text(draft)
         fn = partial(run_generate_facts, draft_fn=lambda _domain, _count: text)
     return await run_in_lab(ctx, fn, request)
-
-
-def register(server) -> None:
-    server.add_tool(generate_facts, annotations=EXPERIMENT)

@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.intervention import InterveneRequest, InterveneResult, run_intervene
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def intervene(request: InterveneRequest, ctx: Context) -> Annotated[CallToolResult, InterveneResult]:
@@ -18,7 +18,3 @@ async def intervene(request: InterveneRequest, ctx: Context) -> Annotated[CallTo
     effect) against random directions of the same norm, and ranks SAE features by effect; policies=[] only ranks.
     """
     return await run_in_lab(ctx, run_intervene, request)
-
-
-def register(server) -> None:
-    server.add_tool(intervene, annotations=EXPERIMENT)

@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.lens import LogitLensRequest, LogitLensResult, run_logit_lens
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def logit_lens(request: LogitLensRequest, ctx: Context) -> Annotated[CallToolResult, LogitLensResult]:
@@ -17,7 +17,3 @@ async def logit_lens(request: LogitLensRequest, ctx: Context) -> Annotated[CallT
     the first layer where the target is top-1, and optionally a tuned lens's held-out KL.
     """
     return await run_in_lab(ctx, run_logit_lens, request)
-
-
-def register(server) -> None:
-    server.add_tool(logit_lens, annotations=EXPERIMENT)

@@ -8,7 +8,7 @@ from mcp_types import CallToolResult
 from neurotrace.lab.load_model import LoadModelResult, model_catalog, run_load_model
 from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.tools._faults import tool_faults
-from neurotrace.tools._runner import EXPERIMENT, READ_ONLY, call_in_thread, lab_of, package
+from neurotrace.tools._runner import call_in_thread, lab_of, package
 
 
 async def load_model(request: ModelRef, ctx: Context) -> Annotated[CallToolResult, LoadModelResult]:
@@ -28,9 +28,3 @@ async def release_model(model: str, ctx: Context) -> dict[str, Any]:
     with tool_faults():
         released = lab_of(ctx).cache.release(model)
     return {"released": released}
-
-
-def register(server) -> None:
-    server.add_tool(load_model, annotations=EXPERIMENT)
-    server.add_tool(list_models, annotations=READ_ONLY)
-    server.add_tool(release_model, annotations=EXPERIMENT)

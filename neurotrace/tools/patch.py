@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.patching import PatchRequest, PatchResult, run_patch
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def patch(request: PatchRequest, ctx: Context) -> Annotated[CallToolResult, PatchResult]:
@@ -17,7 +17,3 @@ async def patch(request: PatchRequest, ctx: Context) -> Annotated[CallToolResult
     q/k/v/pattern, path patching sender -> receiver heads; exact and batched; metric logit difference, p(target) or KL. Returns the most restoring cells and heatmaps.
     """
     return await run_in_lab(ctx, run_patch, request)
-
-
-def register(server) -> None:
-    server.add_tool(patch, annotations=EXPERIMENT)

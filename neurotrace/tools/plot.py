@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.plotting import PlotRequest, PlotResult, run_plot
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def plot(request: PlotRequest, ctx: Context) -> Annotated[CallToolResult, PlotResult]:
@@ -17,7 +17,3 @@ async def plot(request: PlotRequest, ctx: Context) -> Annotated[CallToolResult, 
     lists the valid ones) and writes the PNGs into a new plot run linked to the source run.
     """
     return await run_in_lab(ctx, run_plot, request)
-
-
-def register(server) -> None:
-    server.add_tool(plot, annotations=EXPERIMENT)

@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.probe import ProbeRequest, ProbeResult, run_probe
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def probe(request: ProbeRequest, ctx: Context) -> Annotated[CallToolResult, ProbeResult]:
@@ -17,7 +17,3 @@ async def probe(request: ProbeRequest, ctx: Context) -> Annotated[CallToolResult
     layer's probe direction (directions.safetensors) for steer: direction_from {probe_run_id, layer}.
     """
     return await run_in_lab(ctx, run_probe, request)
-
-
-def register(server) -> None:
-    server.add_tool(probe, annotations=EXPERIMENT)

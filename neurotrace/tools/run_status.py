@@ -7,7 +7,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from neurotrace.lab.errors import LabError
 from neurotrace.lab.runs import URI_PREFIX
-from neurotrace.tools._runner import READ_ONLY, app_context
+from neurotrace.tools._runner import app_context
 
 
 async def run_status(run_id: str, ctx: Context, cancel: bool = False) -> dict[str, Any]:
@@ -41,7 +41,3 @@ async def run_status(run_id: str, ctx: Context, cancel: bool = False) -> dict[st
         out["result"] = kept.get("structuredContent")
         out["result_uri"] = f"{URI_PREFIX}/{run_id}/artifacts/tool_result.json"
     return out
-
-
-def register(server) -> None:
-    server.add_tool(run_status, annotations=READ_ONLY)

@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.steering import SteerRequest, SteerResult, run_steer
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def steer(request: SteerRequest, ctx: Context) -> Annotated[CallToolResult, SteerResult]:
@@ -18,7 +18,3 @@ async def steer(request: SteerRequest, ctx: Context) -> Annotated[CallToolResult
     thresholds printed in report.md, and an effect-vs-alpha figure.
     """
     return await run_in_lab(ctx, run_steer, request)
-
-
-def register(server) -> None:
-    server.add_tool(steer, annotations=EXPERIMENT)

@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.tracing import TraceRequest, TraceResult, run_trace
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def trace(request: TraceRequest, ctx: Context) -> Annotated[CallToolResult, TraceResult]:
@@ -17,7 +17,3 @@ async def trace(request: TraceRequest, ctx: Context) -> Annotated[CallToolResult
     (hand-off and arrival layers, cautions), an interpretation, heatmaps and curves.
     """
     return await run_in_lab(ctx, run_trace, request)
-
-
-def register(server) -> None:
-    server.add_tool(trace, annotations=EXPERIMENT)

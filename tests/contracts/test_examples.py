@@ -11,15 +11,14 @@ fails here.
 
 import json
 import re
-import typing
 from pathlib import Path
 
 import pytest
 from mcp import Client
 
+from neurotrace import EXPERIMENTS
 from neurotrace.lab.lab import LabSettings
 from neurotrace.server import build_server
-from neurotrace.tools import MODULES
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ("SKILL.md", "README.md")
@@ -28,15 +27,8 @@ PLACEHOLDER = re.compile(r'(?<=[:\[,])(\s*)([A-Z][A-Z0-9_]+)(?=\s*[,}\]])')
 
 
 def request_models() -> dict[str, type]:
-    """Tool name -> its request model, read from the tool functions' annotations."""
-    out = {}
-    for module in MODULES:
-        for name, fn in vars(module).items():
-            if callable(fn) and getattr(fn, "__module__", "") == module.__name__ and not name.startswith("_"):
-                hints = typing.get_type_hints(fn)
-                if "request" in hints:
-                    out[name] = hints["request"]
-    return out
+    """Tool name -> its request model, from the declared experiments."""
+    return {e.name: e.request for e in EXPERIMENTS}
 
 
 def blocks(text: str) -> list[tuple[int, str]]:

@@ -13,7 +13,8 @@ import pytest
 from mcp import Client
 
 import neurotrace
-from neurotrace.cli import EXPERIMENTS
+from neurotrace import EXPERIMENTS
+from neurotrace.cli import build_parser
 from neurotrace.lab.lab import LabSettings
 from neurotrace.server import build_server
 
@@ -25,13 +26,15 @@ CACHE_TOOLS = {"list_models", "release_model"}  # no run, no run_<tool>; served 
 async def test_tools_cli_subcommands_and_the_python_face_use_the_same_names(tmp_path):
     async with Client(build_server(LabSettings(runs_dir=tmp_path / "runs"))) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
-    experiments = tools - CACHE_TOOLS - {"run_status"}
-    cli = {name for name, _ in EXPERIMENTS}
-    assert experiments <= cli, f"tools without a CLI subcommand: {experiments - cli}"
-    assert {f"run_{name}" for name in cli} <= set(neurotrace.__all__), "a CLI experiment is missing from __all__"
-    for name, fn in EXPERIMENTS:
-        assert fn.__name__ == f"run_{name}"
-        assert name == "load_model" or (PACKAGE / "tools" / f"{name}.py").is_file(), f"tools/{name}.py is missing"
+    declared = {e.name for e in EXPERIMENTS}
+    assert tools - CACHE_TOOLS - {"run_status"} == declared, "the tool list and the declared experiments differ"
+    cli = set(build_parser()._subparsers._group_actions[0].choices) - {"demo", "runs", "show", "models", "packs",
+                                                                        "serve"}
+    assert cli == declared, f"CLI subcommands and declared experiments differ: {cli ^ declared}"
+    assert {f"run_{name}" for name in declared} <= set(neurotrace.__all__), "an experiment is missing from __all__"
+    for e in EXPERIMENTS:
+        assert e.run.__name__ == f"run_{e.name}" and getattr(neurotrace, e.run.__name__) is e.run
+        assert e.name == "load_model" or (PACKAGE / "tools" / f"{e.name}.py").is_file(), f"tools/{e.name}.py is missing"
 
 
 def _lab_imports():

@@ -6,10 +6,13 @@ import json
 import pytest
 
 from neurotrace import (
+    EXPERIMENTS,
     AttentionRequest,
     AttributeRequest,
+    CaptureRequest,
     ClampSweepRequest,
     FindNeuronsRequest,
+    FitSAERequest,
     InterveneRequest,
     Lab,
     LabSettings,
@@ -24,9 +27,8 @@ from neurotrace import (
     run_trace,
 )
 from neurotrace.cli import main
-from neurotrace.lab.budget import job_estimate
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.estimates import ESTIMATES, GUESS, dims_of
+from neurotrace.lab.estimates import GUESS, Costed, dims_of, job_estimate
 from neurotrace.lab.model.weights import catalog
 from neurotrace.testing.errors import raises_lab_error
 
@@ -43,9 +45,9 @@ def test_an_oversize_trace_is_refused_by_the_python_api_before_any_work(tmp_path
     small = TraceRequest(models=["fact-gpt2"], facts=[FACT])
     big = TraceRequest(models=["fact-gpt2"], facts=[FACT] * 20_000)
     probe = _lab(tmp_path)
-    assert job_estimate(big, "trace", probe).bytes > job_estimate(small, "trace", probe).bytes * 4
-    lab = _lab(tmp_path, memory_budget_bytes=job_estimate(small, "trace", probe).bytes * 2)
-    lab.check(small, "trace")
+    assert job_estimate(big, probe).bytes > job_estimate(small, probe).bytes * 4
+    lab = _lab(tmp_path, memory_budget_bytes=job_estimate(small, probe).bytes * 2)
+    lab.check(small)
     with raises_lab_error(InputError, match="over the limit") as err:
         run_trace(big, lab=lab)
     assert err.value.field == "facts" and "MiB" in str(err.value) and "forward rows" in str(err.value)
@@ -55,7 +57,7 @@ def test_an_oversize_trace_is_refused_by_the_python_api_before_any_work(tmp_path
 
 def test_an_oversize_intervene_is_refused_by_the_python_api_before_any_work(tmp_path):
     lab = _lab(tmp_path, memory_budget_bytes=64 * MiB)
-    lab.check(InterveneRequest(model="fact-gpt2", prompts=[PROMPT]), "intervene")
+    lab.check(InterveneRequest(model="fact-gpt2", prompts=[PROMPT]))
     with raises_lab_error(InputError, match="intervene job needs about") as err:
         run_intervene(InterveneRequest(model="fact-gpt2", prompts=[PROMPT * 3] * 20_000, max_new_tokens=64), lab=lab)
     assert err.value.field == "prompts" and "max_new_tokens" in err.value.fix
@@ -74,9 +76,9 @@ def test_the_cli_refuses_an_oversize_job_with_the_same_typed_error(tmp_path, mon
 def test_a_forward_row_limit_refuses_jobs_that_run_too_many_rows(tmp_path):
     lab = _lab(tmp_path, max_job_rows=1000)
     with raises_lab_error(InputError, match="forward rows, over the limit of 1,000") as err:
-        lab.check(TraceRequest(models=["fact-gpt2"], facts=[FACT]), "trace")
+        lab.check(TraceRequest(models=["fact-gpt2"], facts=[FACT]))
     assert "NEUROTRACE_MAX_JOB_ROWS" in err.value.fix
-    lab.check(LogitLensRequest(model="fact-gpt2", prompt=PROMPT), "logit_lens")
+    lab.check(LogitLensRequest(model="fact-gpt2", prompt=PROMPT))
 
 
 #: tool -> (a small request, the same request made bigger along one of its size fields)
@@ -94,8 +96,10 @@ SIZED = {
               {"prompts": ["a"] * 5000, "labels": ["x", "y"] * 2500}),
     "attribute": (AttributeRequest(model="fact-gpt2", prompt=PROMPT), {"corrupt_prompt": "The capital of Japan is"}),
     "attention": (AttentionRequest(model="fact-gpt2", prompt=PROMPT), {"induction_len": 128}),
+    "fit_sae": (FitSAERequest(capture_run_id="capture-1"), {"batch_size": 4096}),
     "clamp_sweep": (ClampSweepRequest(model="fact-gpt2", neurons=["1:3"], prompts=[PROMPT], values=[0, 5]),
                     {"prompts": [PROMPT] * 50}),
+    "capture": (CaptureRequest(model="fact-gpt2", prompts=[PROMPT]), {"prompts": [PROMPT] * 50}),
 }
 
 
@@ -103,18 +107,20 @@ SIZED = {
 def test_each_estimate_is_modest_for_a_small_request_and_grows_with_its_size_fields(tool, tmp_path):
     lab = _lab(tmp_path)
     small, grow = SIZED[tool]
-    a, b = job_estimate(small, tool, lab), job_estimate(type(small).model_validate({**small.model_dump(), **grow}), tool, lab)
-    assert 0 < a.rows <= b.rows and 0 < a.bytes < b.bytes, (a, b)
-    assert a.bytes < 128 * MiB and set(a.fields) <= set(type(small).model_fields) | {"corruption.samples"}
+    a, b = job_estimate(small, lab), job_estimate(type(small).model_validate({**small.model_dump(), **grow}), lab)
+    assert 0 <= a.rows <= b.rows and 0 < a.bytes < b.bytes, (a, b)   # rows: 0 where only bytes are sized
+    assert set(a.fields) <= set(type(small).model_fields) | {"corruption.samples"}   # a renamed field fails here
+    assert a.bytes < 128 * MiB or not a.rows   # sized from the model's shape: modest; sized by WIDTH_GUESS: coarse
 
 
-def test_every_estimated_tool_is_covered_and_unknown_models_are_sized_by_a_guess(tmp_path):
-    assert set(SIZED) == set(ESTIMATES) | {"clamp_sweep"}  # clamp_sweep's request carries its own
+def test_every_request_with_a_cost_model_is_covered_and_unknown_models_are_sized_by_a_guess(tmp_path):
+    assert set(SIZED) == {e.name for e in EXPERIMENTS if issubclass(e.request, Costed)}
+    assert {type(small).tool for small, _ in SIZED.values()} == set(SIZED)   # the tool name is the request's own
     lab = _lab(tmp_path)
     assert dims_of(lab, "fact-gpt2").n_layers == 6 and dims_of(lab, "fact-gpt2").d_model == 128
     assert dims_of(lab, "nobody/nothing") == GUESS
     unknown = TraceRequest(models=["nobody/nothing"], facts=[FACT])
-    assert job_estimate(unknown, "trace", lab).bytes > job_estimate(SIZED["trace"][0], "trace", lab).bytes
+    assert job_estimate(unknown, lab).bytes > job_estimate(SIZED["trace"][0], lab).bytes
 
 
 def test_catalog_models_are_sized_from_their_gguf_header_without_loading(tmp_path):
@@ -138,12 +144,12 @@ def test_clamp_sweeps_whole_grid_is_estimated_and_an_oversize_grid_is_refused_be
     huge = ClampSweepRequest(model="fact-gpt2", neurons=["1:3"], prompts=["p"] * 100_000,
                              values=[float(v) for v in range(1000)])
     with raises_lab_error(InputError, match="clamp_sweep job needs about") as err:
-        lab.check(huge, "clamp_sweep")
+        lab.check(huge)
     assert err.value.field == "prompts" and "values" in err.value.fix
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
     small = ClampSweepRequest(model="fact-gpt2", neurons=["1:3"], prompts=["p"] * 3, values=[0, 5], controls=1,
                               max_new_tokens=4)
-    assert job_estimate(small, "clamp_sweep", lab).rows == 3 * (1 + 2 * 2) * 4  # prompts x settings x tokens
+    assert job_estimate(small, lab).rows == 3 * (1 + 2 * 2) * 4  # prompts x settings x tokens
 
 
 def test_a_prompt_files_prompts_are_counted_before_the_job(tmp_path):
@@ -156,10 +162,10 @@ def test_a_prompt_files_prompts_are_counted_before_the_job(tmp_path):
     one = ClampSweepRequest(model="fact-gpt2", neurons=["1:3"], prompts=["p"], values=[0], controls=0,
                             max_new_tokens=1)
     from_file = one.model_copy(update={"prompts": [], "prompt_file": str(inputs / "grid.jsonl")})
-    assert job_estimate(from_file, "clamp_sweep", lab).rows == 20_000 * job_estimate(one, "clamp_sweep", lab).rows
+    assert job_estimate(from_file, lab).rows == 20_000 * job_estimate(one, lab).rows
     big = from_file.model_copy(update={"values": [float(v) for v in range(1000)], "max_new_tokens": 50})
     with raises_lab_error(InputError, match="clamp_sweep job needs about") as err:
-        lab.check(big, "clamp_sweep")  # was: the 1.3 MB file counted as one prompt, accepted, MemoryError later
+        lab.check(big)  # was: the 1.3 MB file counted as one prompt, accepted, MemoryError later
     assert err.value.field == "prompt_file"
     with raises_lab_error(InputError, match="line 2 is not valid JSON"):  # a bad file is refused before the job
-        lab.check(one.model_copy(update={"prompt_file": str(inputs / "bad.jsonl")}), "clamp_sweep")
+        lab.check(one.model_copy(update={"prompt_file": str(inputs / "bad.jsonl")}))

@@ -47,7 +47,7 @@ async def test_an_oversize_trace_is_refused_over_mcp_with_the_python_api_error_a
     lab = Lab(LabSettings(runs_dir=tmp_path / "runs", memory_budget_bytes=2**20))
     request = {"models": ["fact-gpt2"], "facts": [FACT]}
     with raises_lab_error(InputError) as err:
-        lab.check(TraceRequest.model_validate(request), "trace")
+        lab.check(TraceRequest.model_validate(request))
     async with Client(build_server(lab=lab), raise_exceptions=True) as client:
         for extra in ({}, {"wait": False}):
             refused = await client.call_tool("trace", {"request": request, **extra})

@@ -1,13 +1,12 @@
 """plot through the in-memory MCP client: dispatch by the source run's tool, errors, linked plot runs."""
 
 import json
-import sys
-import types
 
 import pytest
 from mcp import Client
 
 from neurotrace.lab import plotting
+from neurotrace.lab.experiment import Figures
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.plotstyle import finish, new_figure
 from neurotrace.server import build_server
@@ -31,10 +30,7 @@ def line(results):
 
 @pytest.fixture
 def toy_provider(monkeypatch):
-    module = types.ModuleType("neurotrace_toy_figures")
-    module.FIGURES = {"bars": bars, "line": line}
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setitem(plotting.FIGURE_PROVIDERS, "toy", module)
+    monkeypatch.setitem(plotting.REDRAWABLE, "toy", Figures({"bars": bars, "line": line}, "toy_results.json"))
     CALLS.clear()
 
 

@@ -48,7 +48,7 @@ def default_heads(scores: dict[str, torch.Tensor], limit: int = MAX_SHOWN) -> li
 def run_attention(request: AttentionRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> AttentionResult:
     """Which heads does the last token attend with, and which heads are previous-token, induction,
     duplicate-token or subject heads? Reads attention patterns from the model (eager attention)."""
-    lab.check(request, "attention")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
         ids = torch.tensor(list(lm.tokenizer(request.prompt).input_ids))
         if len(ids) == 0:

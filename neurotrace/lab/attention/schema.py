@@ -1,9 +1,10 @@
 """attention request and result: per-head patterns of a prompt and head-type scores."""
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.results import RunResult
 
 RESULTS_FILE = "attention_results.json"
@@ -16,6 +17,7 @@ class AttentionRequest(BaseModel):
     duplicate-token or subject heads."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "attention"
     model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
     prompt: str = Field(min_length=1, description="The prompt; scored at its last token (masked LMs: at the mask).")
     heads: list[str] = Field(default_factory=list, description="Heads to report and draw, 'L:H' or 'L:*' (every "
@@ -27,6 +29,13 @@ class AttentionRequest(BaseModel):
     top_k: int = Field(3, ge=1, le=10, description="Source tokens listed per head for the last position.")
     seed: int = Field(0, description="Seed of the random repeated sequence.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def cost(self, lab: Any) -> Estimate:
+        """Two forwards (the prompt, the induction sequence) keeping every head's pattern."""
+        d = dims_of(lab, self.model)
+        pos = max(positions(d, [self.prompt]), min(d.max_positions, 2 * self.induction_len + 1))
+        patterns = d.n_layers * d.n_heads * pos * pos * BYTES * 2            # prompt + induction sequence
+        return Estimate(2, forward_bytes(d, 1, pos, pos) + patterns, ("prompt", "induction_len"))
 
 
 class Source(BaseModel):

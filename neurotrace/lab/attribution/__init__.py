@@ -1,6 +1,15 @@
 """attribute: direct logit attribution and attribution patching."""
 
+from neurotrace.lab.attribution import figures
 from neurotrace.lab.attribution.run import run_attribute
-from neurotrace.lab.attribution.schema import AttributeRequest, AttributeResult
+from neurotrace.lab.attribution.schema import (
+    RESULTS_FILE,
+    AttributeRequest,
+    AttributeResult,
+    AttributeResults,
+)
+from neurotrace.lab.experiment import Experiment, Figures
 
-__all__ = ["AttributeRequest", "AttributeResult", "run_attribute"]
+__all__ = ["ATTRIBUTE", "AttributeRequest", "AttributeResult", "run_attribute"]
+
+ATTRIBUTE = Experiment(run_attribute, AttributeRequest, AttributeResult, figures=Figures(figures.FIGURES, RESULTS_FILE, AttributeResults))

@@ -68,7 +68,7 @@ def _patching(lm: LoadedModel, request: AttributeRequest, ids: torch.Tensor, met
 def run_attribute(request: AttributeRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> AttributeResult:
     """Which components, heads and neurons write the answer? Direct logit attribution at the last position
     (final-norm scale frozen), optionally attribution patching between a clean and a corrupt prompt."""
-    lab.check(request, "attribute")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
         ids = _ids(lm, request.prompt, "prompt")
         reporter.step(0, 3, "clean forward")

@@ -1,9 +1,10 @@
 """attribute request and result: which components, heads and neurons write the answer's logit."""
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.results import RunResult
 
 RESULTS_FILE = "attribute_results.json"
@@ -15,6 +16,7 @@ class AttributeRequest(BaseModel):
     """Direct logit attribution of the answer at the last position, optionally with attribution patching."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "attribute"
     model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir "
                        "(causal LMs).")
     prompt: str = Field(min_length=1, description="The prompt; its last token is the scored position.")
@@ -28,6 +30,14 @@ class AttributeRequest(BaseModel):
     check_top: int = Field(5, ge=0, le=20, description="Exactly patch this many top heads and neurons to check "
                            "the attribution-patching estimates.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def cost(self, lab: Any) -> Estimate:
+        """The cached forward(s) and backward, plus the checked top components' patched runs."""
+        d = dims_of(lab, self.model)
+        pos = positions(d, [self.prompt, self.corrupt_prompt or ""])
+        cache = d.n_layers * pos * (3 * d.d_model + d.d_mlp) * BYTES * (3 if self.corrupt_prompt else 1)
+        rows = 1 + (2 + 2 * self.check_top if self.corrupt_prompt else 0)
+        return Estimate(rows, forward_bytes(d, 1, pos, pos) * 2 + cache, ("prompt", "corrupt_prompt"))
 
 
 class Share(BaseModel):

@@ -72,7 +72,7 @@ def dissociation(rows: list[AurocRow]) -> dict[str, bool]:
 
 def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> BenchmarkResult:
     """Score attribution methods on compiled circuits and check neurotrace's tracing on a planted model."""
-    lab.check(request, "benchmark")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     with lab.store.open_run("benchmark", request, seed=request.seed) as run:
         out = BenchmarkResult(run_id=run.run_id, summary="", artifacts=[])
         total = (request.seeds if "circuits" in request.parts else 0) + (1 if "planted" in request.parts else 0)

@@ -1,7 +1,7 @@
 """benchmark's boundary models: the request, one AUROC row, the result, and the typed records of
 auroc_per_seed.json, dissociation.json and planted.json."""
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,6 +19,7 @@ class BenchmarkRequest(BaseModel):
     """Which parts of the ground-truth benchmark to run, and how hard."""
 
     model_config = ConfigDict(extra="forbid")
+    tool: ClassVar[str] = "benchmark"
     parts: list[Part] = Field(default_factory=lambda: ["circuits", "planted"], min_length=1,
                               description="'circuits' (compiled circuits, AUROC per method) and/or 'planted' "
                                           "(trace, head patching, correlation, gradients on the planted GPT-2).")

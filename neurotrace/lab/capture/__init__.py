@@ -28,10 +28,13 @@ from neurotrace.lab.capture.generation import POSITIONWISE, force_recompute, ove
 from neurotrace.lab.capture.run import run_capture
 from neurotrace.lab.capture.schema import CaptureRecord, CaptureRequest, CaptureResult, GenerationPlan
 from neurotrace.lab.capture.store import TraceDataset, capture_info, load_trace_dataset
+from neurotrace.lab.experiment import Experiment
 
-__all__ = ["COMPONENT_EDITS", "EDIT_KINDS", "POSITIONWISE", "AttentionKnockout", "CaptureRecord", "CaptureRequest",
+__all__ = ["CAPTURE", "COMPONENT_EDITS", "EDIT_KINDS", "POSITIONWISE", "AttentionKnockout", "CaptureRecord", "CaptureRequest",
            "CaptureResult", "ComponentEdit", "GenerationPlan", "HeadAblation", "MeanAblation", "PatchActivations",
            "SetNeurons", "StepInfo",
            "ZeroAblation", "TraceDataset", "capture_info", "clean_text_acts", "fed_positions", "force_recompute",
            "knockout", "load_trace_dataset", "overall_plan", "plan_step_edits", "resolve_positions", "run_capture",
            "step_hooks", "validate"]
+
+CAPTURE = Experiment(run_capture, CaptureRequest, CaptureResult, no_figures="its runs hold states (arrays/*.npy) and trace.jsonl, no figure")

@@ -166,8 +166,8 @@ def _sites_of(lab: Lab) -> Callable[[str], dict[str, Any]]:
 def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> CaptureResult:
     """Record activations at sites chosen by pattern over prompts or a multi-step episode (optionally with
     step-scoped ablations/patches); writes trace.jsonl and one [N, D] states array per site."""
-    lab.check(request, "capture")  # bounds and the whole-job estimate, before any work
-    check_execution(request, "capture")
+    lab.check(request)  # bounds and the whole-job estimate, before any work
+    check_execution(request)
     ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype, backend=request.backend)
     with lab.cache.lease(ref) as lm:
         sites = select_sites(request.sites, lm)

@@ -1,12 +1,13 @@
 """capture's boundary models: the request (prompts or a multi-step episode), the result, and the typed record of
 capture.json."""
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from neurotrace.lab.capture.edits import EDIT_KINDS, ComponentEdit
 from neurotrace.lab.capture.generation import GenerationPath
+from neurotrace.lab.estimates import BYTES, WIDTH_GUESS, Estimate
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.results import RunResult
 
@@ -26,6 +27,7 @@ class CaptureRequest(BaseModel):
     """Record activations at chosen sites over prompts or an episode, optionally intervening per step."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "capture"
     model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
     sites: list[str] = Field(default_factory=lambda: ["blocks.*.hook_resid_post"], min_length=1,
                              description="Site name patterns: exact names, globs ('blocks.*.hook_mlp_out') "
@@ -62,6 +64,19 @@ class CaptureRequest(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     backend: Backend = "hf"
     remote: Remote = False
+
+    def cost(self, lab: Any) -> Estimate:
+        """One chunk of captured rows at every site before it is written out (and, over a corpus, one batch
+        of contexts' forward)."""
+        sites = max(1, len(self.sites))
+        if self.corpus:
+            rows = min(self.chunk_rows, self.max_tokens)
+            batch = self.batch_size * self.context_size * WIDTH_GUESS * BYTES * 4   # residual copies per token
+            return Estimate(0, int(rows * sites * WIDTH_GUESS * BYTES + batch),
+                            ("chunk_rows", "sites", "batch_size", "context_size"))
+        steps = max(1, len(self.prompts) + len(self.episode or ()))
+        rows = min(self.chunk_rows, steps * (self.max_new_tokens + 512))
+        return Estimate(0, int(rows * sites * WIDTH_GUESS * BYTES), ("chunk_rows", "sites", "prompts", "max_new_tokens"))
 
 
 class CaptureResult(RunResult):

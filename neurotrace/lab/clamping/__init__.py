@@ -5,10 +5,14 @@ Also the face of the two pieces other families reuse: the batched generator (``g
 find_neurons calls an output collapsed exactly when clamp_sweep does.
 """
 
+from neurotrace.lab.clamping import figures
 from neurotrace.lab.clamping.collapse import CollapseThresholds, collapse_reasons, text_metrics
 from neurotrace.lab.clamping.generation import Sampler, generate, left_pad
 from neurotrace.lab.clamping.run import run_clamp_sweep
-from neurotrace.lab.clamping.schema import ClampSweepRequest, ClampSweepResult
+from neurotrace.lab.clamping.schema import ClampResults, ClampSweepRequest, ClampSweepResult
+from neurotrace.lab.experiment import Experiment, Figures
 
-__all__ = ["ClampSweepRequest", "ClampSweepResult", "CollapseThresholds", "Sampler", "collapse_reasons", "generate",
+__all__ = ["CLAMP_SWEEP", "ClampSweepRequest", "ClampSweepResult", "CollapseThresholds", "Sampler", "collapse_reasons", "generate",
            "left_pad", "run_clamp_sweep", "text_metrics"]
+
+CLAMP_SWEEP = Experiment(run_clamp_sweep, ClampSweepRequest, ClampSweepResult, figures=Figures(figures.FIGURES, figures.RESULTS_FILE, ClampResults))

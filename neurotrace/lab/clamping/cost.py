@@ -3,7 +3,7 @@
 from typing import Any
 
 from neurotrace.lab.clamping.prompt_grid import read_prompt_file
-from neurotrace.lab.estimates import BYTES, Estimate, _texts, dims_of, forward_bytes, positions
+from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions, prompt_texts
 
 ROW_KEPT_BYTES = 2048       # one clamp_sweep generation kept until the report: its Python row, text, metrics
 TOKEN_KEPT_BYTES = 48       # ... and per generated token (a Python int in a list, its text, its table cell)
@@ -12,7 +12,7 @@ TOKEN_KEPT_BYTES = 48       # ... and per generated token (a Python int in a lis
 def clamp_prompts(request: Any, lab: Any) -> list[str]:
     """clamp_sweep's prompts, a prompt file's included: the file is read and parsed here, before the job (a
     bad file is refused now, and its prompts count in the estimate instead of as one)."""
-    texts = _texts(request.prompts)
+    texts = prompt_texts(request.prompts)
     if request.prompt_file:
         texts += [item.prompt for item in read_prompt_file(request.prompt_file, getattr(lab, "inputs", None))]
     return texts

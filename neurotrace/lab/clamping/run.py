@@ -37,8 +37,8 @@ from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 def run_clamp_sweep(request: ClampSweepRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> ClampSweepResult:
     """Run the sweep and write its run directory (see the module docstring)."""
-    lab.check(request, "clamp_sweep")  # bounds and the whole-job estimate, before any work
-    check_execution(request, "clamp_sweep")
+    lab.check(request)  # bounds and the whole-job estimate, before any work
+    check_execution(request)
     prompts = resolve_prompts(request.prompts, request.prompt_file, lab.inputs)
     ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype, backend=request.backend)
     with lab.cache.lease(ref) as lm:

@@ -1,7 +1,7 @@
 """clamp_sweep's boundary models: the request and the result (sampling is the shared union of
 :mod:`neurotrace.lab.model.runtime.sampling`), and the typed record of clamp_results.json."""
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,7 @@ class ClampSweepRequest(BaseModel):
     """Clamp MLP neurons to each value of a sweep during generation; detect and rescue collapses."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "clamp_sweep"
     model: str = Field(min_length=1, description="Causal LM: embedded name (e.g. 'fact-gpt2'), HuggingFace id "
                        "(e.g. 'gpt2') or local model directory.")
     neurons: list[str] = Field(min_length=1, description=NEURON_HELP)

@@ -21,7 +21,7 @@ be noisy. The run writes ``dataset.json`` (:class:`FactSet`) and ``run_config.js
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -96,6 +96,7 @@ class GenerateFactsRequest(BaseModel):
     """Which facts to gather and which models to validate them against."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "generate_facts"
     source: FactSource = Field(description="kind='pack' | 'spec' | 'rome' | 'sampling' (the client's LLM "
                                "drafts facts; needs MCP sampling).")
     models: list[str] | None = Field(None, description="Models whose tokenizers the facts must fit (embedded "
@@ -306,7 +307,7 @@ def run_generate_facts(request: GenerateFactsRequest, *, lab: Lab, reporter: Rep
     Writes dataset.json + run_config.json. ``draft_fn(domain, count) -> text`` supplies the LLM reply for the
     'sampling' source (the MCP tool passes one that samples the client's LLM).
     """
-    lab.check(request, "generate_facts")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     fs = build_factset(request, lab=lab, reporter=reporter, draft_fn=draft_fn)
     reporter.step(2, 3, "writing dataset.json")
     with lab.store.open_run("generate_facts", request, seed=request.seed) as run:

@@ -264,8 +264,8 @@ def sae_caution(lab: Lab, run_id: str) -> str | None:
 def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> InterveneResult:
     """Apply SAE-feature or component policies per generation step and compare with the baseline
     (p(target), logit differences, text, per-step KL); rank SAE features by causal effect; write report.json."""
-    lab.check(request, "intervene")  # bounds and the whole-job estimate, before any work
-    check_execution(request, "intervene")
+    lab.check(request)  # bounds and the whole-job estimate, before any work
+    check_execution(request)
     sae = load_sae_run(lab, request.fit_sae_run_id) if request.fit_sae_run_id else None
     model = request.model or (sae.cfg.model if sae is not None else None)
     if model is None:

@@ -1,11 +1,12 @@
 """intervene's boundary models: prompts, the request, feature effects, the result, and the typed record of
 report.json."""
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.capture import GenerationPlan
+from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions, prompt_texts
 from neurotrace.lab.intervention.policies import Policy
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.model.runtime.sampling import SAMPLING_HELP, Greedy, Sampling
@@ -23,6 +24,7 @@ class InterveneRequest(BaseModel):
     """Apply intervention policies per generation step and compare against the baseline."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "intervene"
     model: str | None = Field(None, description="The model; default: the model the SAE was fitted on.")
     fit_sae_run_id: str | None = Field(None, description="run_id of a fit_sae run (needed for feature policies "
                                        "and feature ranking).")
@@ -43,6 +45,15 @@ class InterveneRequest(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     backend: Backend = "hf"
     remote: Remote = False
+
+    def cost(self, lab: Any) -> Estimate:
+        """Greedy steps of every prompt under every policy and control, plus the feature ranking."""
+        d = dims_of(lab, self.model)
+        pos = positions(d, prompt_texts(self.prompts), self.max_new_tokens)
+        per_prompt = (1 + len(self.policies) + self.controls) * max(1, self.max_new_tokens) + self.rank_features
+        need = forward_bytes(d, 1, pos, pos) * 2 + len(self.prompts) * pos * d.d_model * BYTES
+        return Estimate(len(self.prompts) * per_prompt, need,
+                        ("prompts", "max_new_tokens", "controls", "rank_features", "policies"))
 
 
 class FeatureEffect(BaseModel):

@@ -1,6 +1,10 @@
 """logit_lens: what each layer's residual stream predicts."""
 
+from neurotrace.lab.experiment import Experiment, Figures
+from neurotrace.lab.lens import figures
 from neurotrace.lab.lens.run import run_logit_lens
-from neurotrace.lab.lens.schema import LogitLensRequest, LogitLensResult
+from neurotrace.lab.lens.schema import RESULTS_FILE, LogitLensRequest, LogitLensResult, LogitLensResults
 
-__all__ = ["LogitLensRequest", "LogitLensResult", "run_logit_lens"]
+__all__ = ["LOGIT_LENS", "LogitLensRequest", "LogitLensResult", "run_logit_lens"]
+
+LOGIT_LENS = Experiment(run_logit_lens, LogitLensRequest, LogitLensResult, figures=Figures(figures.FIGURES, RESULTS_FILE, LogitLensResults))

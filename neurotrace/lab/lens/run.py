@@ -53,7 +53,7 @@ def _tuned(lm: LoadedModel, request: LogitLensRequest, rows: torch.Tensor, targe
 def run_logit_lens(request: LogitLensRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> LogitLensResult:
     """What does each layer predict? Read the residual stream after every block through the final norm and
     unembedding (logit lens), optionally with fitted affine translators (tuned lens)."""
-    lab.check(request, "logit_lens")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
         ids = _ids(lm, request.prompt, "prompt")
         reporter.step(0, 2, "reading the residual stream")

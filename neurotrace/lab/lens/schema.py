@@ -1,7 +1,10 @@
 """logit_lens request and result: what each layer's residual stream predicts, read through the model's head."""
 
+from typing import Any, ClassVar
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.results import RunResult
 
 RESULTS_FILE = "logit_lens_results.json"
@@ -11,6 +14,7 @@ class LogitLensRequest(BaseModel):
     """Read the residual stream after every block through the final norm and unembedding."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "logit_lens"
     model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
     prompt: str = Field(min_length=1, description="The prompt; scored at its last token (masked LMs: at the mask).")
     target: str | None = Field(None, description="Answer word whose p(target) is tracked (first token after a "
@@ -24,6 +28,17 @@ class LogitLensRequest(BaseModel):
     ridge: float = Field(1.0, ge=0.0, description="Ridge penalty pulling a translator towards the identity.")
     seed: int = Field(0, description="Seed of the held-out split.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def cost(self, lab: Any) -> Estimate:
+        """One forward per text; every layer's unembedding of every position; the tuned lens's weights."""
+        d = dims_of(lab, self.model)
+        texts = [self.prompt, *self.fit_prompts]
+        pos = positions(d, texts)
+        states = len(texts) * (d.n_layers + 1) * pos * d.d_model * BYTES
+        lens = (d.n_layers + 1) * pos * d.d_vocab * BYTES                  # every row's unembedding
+        tuned = (d.n_layers * d.d_model * d.d_model * BYTES * 3) if self.tuned else 0
+        return Estimate(len(texts), forward_bytes(d, 1, pos) + states + lens + tuned,
+                        ("fit_prompts", "prompt", "tuned"))
 
 
 class TunedReport(BaseModel):

@@ -39,7 +39,7 @@ BATCH_SIZE = 32  # prompts per forward
 def run_find_neurons(request: FindNeuronsRequest, *, lab: Lab,
                      reporter: Reporter = NULL_REPORTER) -> FindNeuronsResult:
     """Rank MLP neurons by contrast or collapse, or list one neuron's top examples (module docstring)."""
-    lab.check(request, "find_neurons")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     _check_fields(request)
     ref = ModelRef(model=request.model, device=request.device)
     with lab.cache.lease(ref) as lm:

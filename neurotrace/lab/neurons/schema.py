@@ -1,10 +1,11 @@
 """find_neurons request and result models, and the typed records of neurons_results.json (one per mode)."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from neurotrace.lab.clamping import CollapseThresholds
+from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.results import RunResult
 
 Mode = Literal["contrast", "collapse", "top_examples"]
@@ -14,6 +15,7 @@ class FindNeuronsRequest(BaseModel):
     """Rank MLP neurons (blocks.{L}.mlp.hook_post) for a question, or list one neuron's top examples."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "find_neurons"
     model: str = Field(min_length=1, description="Embedded name, HuggingFace id or local directory.")
     mode: Mode = Field("contrast", description="'contrast': prompts vs control_prompts; 'collapse': collapsed vs "
                        "healthy greedy generations from prompts; 'top_examples': where `neuron` fires most.")
@@ -34,6 +36,18 @@ class FindNeuronsRequest(BaseModel):
     def thresholds(self) -> CollapseThresholds:
         """Collapse rules: clamp_sweep's defaults, so both tools call the same outputs collapsed."""
         return CollapseThresholds()
+
+    def cost(self, lab: Any) -> Estimate:
+        """A forward per prompt (per generated token in collapse mode) and the pooled MLP activations."""
+        d = dims_of(lab, self.model)
+        prompts = len(self.prompts) + len(self.control_prompts)
+        generating = self.mode == "collapse"
+        pos = positions(d, [*self.prompts, *self.control_prompts], self.max_new_tokens if generating else 0)
+        layers = len(self.layers) if self.layers else d.n_layers
+        rows = prompts * (self.max_new_tokens if generating else 1)
+        pooled = prompts * layers * d.d_mlp * BYTES * 2
+        return Estimate(rows, forward_bytes(d, 1, pos, pos) + pooled + layers * d.d_mlp * pos * BYTES,
+                        ("prompts", "control_prompts", "max_new_tokens", "layers"))
 
 
 class NeuronScore(BaseModel):

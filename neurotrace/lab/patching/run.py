@@ -247,7 +247,7 @@ def _tokens(lm: LoadedModel, request: PatchRequest, clean_lg: Tensor, corrupt_lg
 def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> PatchResult:
     """Does patching this component from the clean into the corrupt prompt restore the answer? Activation
     patching per layer x position, per head and per head x position, with a logit-difference, p or KL metric."""
-    lab.check(request, "patch")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
         clean, corrupt = _prompts(lm, request)
         clean_lg, corrupt_lg = last_logits(lm, torch.stack([clean, corrupt]))

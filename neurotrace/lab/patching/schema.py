@@ -1,9 +1,10 @@
 """patch request and result: activation patching of a clean/corrupt prompt pair; the record of patch_results.json."""
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.results import RunResult
 
 PATCH_RESULTS_FILE = "patch_results.json"
@@ -16,6 +17,7 @@ class PatchRequest(BaseModel):
     """Patch clean activations into the corrupt run, one component (and position) at a time."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "patch"
     model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir "
                        "(causal LMs).")
     clean: str = Field(min_length=1, description="The clean prompt; its last token is the scored position.")
@@ -34,6 +36,16 @@ class PatchRequest(BaseModel):
                                                          description="Which inputs of the receivers get the path.")
     batch_size: int = Field(32, ge=1, le=1024, description="Patched runs per forward (rows of one batch).")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def cost(self, lab: Any) -> Estimate:
+        """One forward per patched cell (and per path-patching receiver), the clean and corrupt caches."""
+        d = dims_of(lab, self.model)
+        pos = positions(d, [self.clean, self.corrupt])
+        cells = len(self.components) * d.n_layers * (pos + d.n_heads) \
+            + len(self.receivers) * len(self.receiver_parts) * d.n_layers * d.n_heads
+        cache = 2 * d.n_layers * 4 * pos * d.d_model * BYTES       # clean + corrupt states at every site
+        return Estimate(cells + 2, forward_bytes(d, self.batch_size, pos) + cache,
+                        ("batch_size", "components", "receivers", "clean"))
 
 
 class PatchCell(BaseModel):

@@ -62,7 +62,7 @@ def _layers(request: ProbeRequest, lm: LoadedModel) -> list[int]:
 
 def run_probe(request: ProbeRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> ProbeResult:
     """Cross-validated linear probes per layer with a shuffled-label baseline (see the module docstring)."""
-    lab.check(request, "probe")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     classes, y, k = _labels(request)
     ref = ModelRef(model=request.model, device=request.device)
     with lab.cache.lease(ref) as lm:

@@ -1,9 +1,10 @@
 """probe request and result models, and the typed record of probe_results.json."""
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.results import RunResult
 
 
@@ -11,6 +12,7 @@ class ProbeRequest(BaseModel):
     """Fit cross-validated linear probes for a two-label prompt set on the residual stream of every layer."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "probe"
     model: str = Field(min_length=1, description="Embedded name, HuggingFace id or local directory.")
     prompts: list[str] = Field(min_length=4, description="Labelled prompts.")
     labels: list[str] = Field(min_length=4, description="One label per prompt; exactly two distinct values.")
@@ -25,6 +27,15 @@ class ProbeRequest(BaseModel):
     n_shuffles: int = Field(3, ge=1, le=50, description="Shuffled-label refits averaged for the baseline.")
     seed: int = 0
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def cost(self, lab: Any) -> Estimate:
+        """A forward per prompt, every layer's pooled states, and the folds' least-squares fits."""
+        d = dims_of(lab, self.model)
+        pos = positions(d, self.prompts)
+        layers = len(self.layers) if self.layers else d.n_layers + 1
+        states = len(self.prompts) * layers * d.d_model * BYTES
+        fits = self.k_folds * (1 + self.n_shuffles) * d.d_model * d.d_model * BYTES
+        return Estimate(len(self.prompts), forward_bytes(d, 1, pos) + states + fits, ("prompts", "layers", "k_folds"))
 
 
 class LayerAccuracy(BaseModel):

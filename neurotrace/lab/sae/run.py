@@ -113,7 +113,7 @@ def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter = NULL_R
     """Fit a seeded sparse autoencoder (topk with AuxK, or relu) on one site of a capture run; writes
     sae.safetensors, sae_config.json, sae_metrics.json (SAELens-named metrics on held-out rows, verdict)
     and top examples."""
-    lab.check(request, "fit_sae")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     ds = load_trace_dataset(lab, request.capture_run_id, request.site)
     device = resolve_device(request.device)
     train_idx, held_idx, held_steps = _split(ds, request)

@@ -1,9 +1,10 @@
 """fit_sae's boundary models: the request and the result, and the typed record of sae_metrics.json."""
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.estimates import BYTES, WIDTH_GUESS, Estimate
 from neurotrace.lab.results import RunResult
 
 
@@ -11,6 +12,7 @@ class FitSAERequest(BaseModel):
     """Fit an SAE on one site of a capture run."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "fit_sae"
     capture_run_id: str = Field(min_length=1, description="run_id of a complete capture run.")
     site: str | None = Field(None, description="Which captured site; may be omitted if the run captured one.")
     architecture: Literal["relu", "topk"] = Field("topk", description="'topk': exactly k active features per "
@@ -50,6 +52,13 @@ class FitSAERequest(BaseModel):
     splice_steps: int = Field(32, ge=0, description="Captured steps re-run with the reconstruction spliced "
                               "in (0 = skip the downstream metrics, no model is loaded).")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def cost(self, lab: Any) -> Estimate:
+        """The SAE's weights with their gradients and Adam moments, and a batch of its activations."""
+        d_sae = self.d_sae or self.expansion_factor * WIDTH_GUESS
+        weights = d_sae * WIDTH_GUESS * 2 * BYTES * 4            # encoder + decoder, weights + grad + 2 Adam moments
+        acts = self.batch_size * d_sae * BYTES * 3
+        return Estimate(0, int(weights + acts), ("d_sae", "expansion_factor", "batch_size"))
 
 
 class TrainingStep(BaseModel):

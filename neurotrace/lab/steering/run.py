@@ -67,7 +67,7 @@ def _width_check(d: Direction, lm: LoadedModel) -> None:
 
 def run_steer(request: SteerRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> SteerResult:
     """Steer along a direction with an alpha sweep and its controls (see the module docstring)."""
-    lab.check(request, "steer")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     alphas = _alphas(request.alphas)
     ref = ModelRef(model=request.model, device=request.device)
     with lab.cache.lease(ref) as lm:

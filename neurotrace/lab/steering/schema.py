@@ -1,9 +1,10 @@
 """steer request and result models, and the typed record of steer_results.json."""
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.results import RunResult
 
 Verdict = Literal["causal", "weak", "confounded", "no effect"]
@@ -33,6 +34,7 @@ class SteerRequest(BaseModel):
     against random, shuffled and control-prompt controls."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "steer"
     model: str = Field(min_length=1, description="Causal LM: embedded name, HuggingFace id or local directory.")
     direction_from: PairsDirection | SAEDirection | ProbeDirection
     prompts: list[str] = Field(min_length=1, description="Prompts steered and measured.")
@@ -47,6 +49,18 @@ class SteerRequest(BaseModel):
     min_effect: float = Field(0.05, ge=0, le=1, description="Smallest |change of p(targets)| that counts.")
     seed: int = 0
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def cost(self, lab: Any) -> Estimate:
+        """Every prompt under every alpha and arm (steered, unsteered, random directions), token by token."""
+        d = dims_of(lab, self.model)
+        prompts = [*self.prompts, *self.control_prompts,
+                   *[p for pair in getattr(self.direction_from, "pairs", []) for p in pair]]
+        pos = positions(d, prompts, self.max_new_tokens)
+        arms = len(self.alphas) * (2 + self.n_random)
+        rows = len(prompts) * arms * max(1, self.max_new_tokens)
+        batch = min(len(prompts) * arms, 256)                             # steering.measure.MAX_ROWS
+        kept = len(prompts) * (d.d_model + arms * 2) * BYTES * 4           # pooled states, p(targets) per arm
+        return Estimate(rows, forward_bytes(d, batch, pos) + kept, ("prompts", "alphas", "n_random", "max_new_tokens"))
 
 
 class Effect(BaseModel):

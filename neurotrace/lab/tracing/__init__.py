@@ -5,13 +5,20 @@ The benchmark's planted checks reuse the tracing machinery (:func:`prepare_fact`
 with :func:`clean_states` and shares cells by :func:`shared_prefix`, so the face exports them too.
 """
 
+from neurotrace.lab.experiment import Experiment, Figures
+from neurotrace.lab.tracing import figures
 from neurotrace.lab.tracing.compare import CompareRequest, CompareResult, run_compare
 from neurotrace.lab.tracing.forwards import clean_states
 from neurotrace.lab.tracing.grids.rowplan import shared_prefix
 from neurotrace.lab.tracing.noise import noise_hook, subject_noise_std
 from neurotrace.lab.tracing.prepare import PreparedFact, prepare_fact
 from neurotrace.lab.tracing.run import run_trace
-from neurotrace.lab.tracing.schema import TraceRequest, TraceResult
+from neurotrace.lab.tracing.schema import TraceRequest, TraceResult, TraceResults
 
-__all__ = ["CompareRequest", "CompareResult", "PreparedFact", "TraceRequest", "TraceResult", "clean_states",
+__all__ = ["COMPARE", "TRACE", "CompareRequest", "CompareResult", "PreparedFact", "TraceRequest", "TraceResult", "clean_states",
            "noise_hook", "prepare_fact", "run_compare", "run_trace", "shared_prefix", "subject_noise_std"]
+
+TRACE = Experiment(run_trace, TraceRequest, TraceResult,
+                   figures=Figures(figures.FIGURES, figures.RESULTS_FILE, TraceResults, applies=figures.APPLIES))
+COMPARE = Experiment(run_compare, CompareRequest, CompareResult, reaches_hub=False,
+                     no_figures="its figure is drawn across the compared runs (redraw: issue #22 item 4)")

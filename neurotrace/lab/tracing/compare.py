@@ -6,7 +6,7 @@ aligned by relative depth (layer / n_layers) and the reading says so. The compar
 own run (layer x model heatmap, peak bars with bands, restoration curves) that links the runs it read.
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,7 @@ from neurotrace.lab.tracing.schema import ModelRecord, TraceResults
 
 class CompareRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    tool: ClassVar[str] = "compare"
     run_ids: list[str] = Field(min_length=1, description="trace run ids to compare (their models are merged; "
                                                           "one multi-model trace run works too).")
 
@@ -114,7 +115,7 @@ def _merge(request: CompareRequest, lab: Lab, reporter: Reporter) -> tuple[Trace
 
 def run_compare(request: CompareRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> CompareResult:
     """Merge trace runs over the same facts and write the side-by-side figures and reading."""
-    lab.check(request, "compare")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     merged, first = _merge(request, lab, reporter)
     models = list(merged.models.values())
     with lab.store.open_run("compare", request) as run:

@@ -246,7 +246,7 @@ def resolve_facts(request: TraceRequest, lab: Lab) -> tuple[list[Fact], str]:
 def run_trace(request: TraceRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> TraceResult:
     """Causal-trace (and context-patch) each fact on each model; write results and figures."""
     ndif = check_remote_trace(request)  # the server's NDIF configuration, before anything is read
-    lab.check(request, "trace")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     facts, fact_set = resolve_facts(request, lab)
     refs = [ModelRef(model=m, device=request.device, backend=request.backend) for m in request.models]
     with lab.store.open_run("trace", request, seed=request.seed) as run:
@@ -264,7 +264,7 @@ def run_trace(request: TraceRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
 def check_remote_trace(request: TraceRequest) -> Any:
     """The NDIF configuration of a remote trace (None: local), refusing what the weights-free client
     would have to compute itself."""
-    ndif = check_execution(request, "trace")
+    ndif = check_execution(request)
     if ndif is not None and request.heads:
         raise InputError("heads", "head patching is not run on NDIF yet", fix="set heads=false for a remote trace")
     if ndif is not None and request.corruption.kind == "noise" and not isinstance(request.noise_std_from, float):

@@ -25,11 +25,20 @@ The records of ``trace_results.json`` (:class:`TraceResults`) are defined here t
 """
 
 from enum import IntEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.errors import InputError
+from neurotrace.lab.estimates import (
+    BYTES,
+    PACK_FACTS_GUESS,
+    ROWS_PER_BATCH,
+    Estimate,
+    dims_of,
+    forward_bytes,
+    positions,
+)
 from neurotrace.lab.facts import Fact
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.results import RunResult
@@ -58,6 +67,8 @@ class TraceRequest(BaseModel):
     """What to trace, on which models, how."""
 
     model_config = ConfigDict(extra="forbid")
+    tool: ClassVar[str] = "trace"
+    on_ndif: ClassVar[bool] = True  # every forward is a trace of saved values, so it can run on NDIF
     models: list[str] = Field(min_length=1, description="Models to trace on the same facts. Embedded "
                                                           "names (fact-gpt2, fact-bert ...), HuggingFace ids or local dirs.")
     facts: list[Fact] = Field(default_factory=list, description="Facts inline (template with '{}', "
@@ -107,6 +118,28 @@ class TraceRequest(BaseModel):
             raise InputError("noise_std_from", "rome_compat takes the noise std from the dataset's subjects",
                              fix="omit noise_std_from, or drop rome_compat")
         return self
+
+    def cost(self, lab: Any) -> Estimate:
+        """Forward rows of every grid (samples x components x layers x positions per fact, per model) and
+        the peak of the biggest model's batch, grids and clean states."""
+        facts = len(self.facts) or PACK_FACTS_GUESS
+        facts = min(facts, self.max_facts) if self.max_facts else facts
+        samples = getattr(self.corruption, "samples", 1)
+        rows_total, peak = 0, 0
+        for model in self.models:
+            d = dims_of(lab, model)
+            pos = positions(d, [f.template + f.clean_subject for f in self.facts] or ["x" * 32])
+            per_fact = samples * (1 + len(self.components) * d.n_layers * pos + (d.n_layers * d.n_heads
+                                                                                 if self.heads else 0))
+            if self.mode == "approx":
+                per_fact = samples * 3 + (per_fact if self.check_agreement else 0)
+            rows_total += facts * per_fact
+            batch = min(ROWS_PER_BATCH, per_fact)
+            grids = facts * len(self.components) * d.n_layers * pos * 8 * 3   # restored + indirect + record
+            clean = len(self.components) * d.n_layers * pos * d.d_model * BYTES * (1 + samples)
+            peak = max(peak, forward_bytes(d, batch, pos) + grids + clean)
+        first = ("facts",) if self.facts else ("max_facts",)
+        return Estimate(rows_total, peak, (*first, "corruption.samples", "components", "heads"))
 
 
 # -- the typed records of trace_results.json ---------------------------------------------------

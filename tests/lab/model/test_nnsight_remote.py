@@ -126,13 +126,13 @@ def test_a_remote_request_without_a_key_is_refused_naming_the_setting(tiny_gpt2,
 def test_remote_needs_the_nnsight_backend_and_an_experiment_ndif_can_run(monkeypatch):
     monkeypatch.setenv("NDIF_API_KEY", "k")
     with pytest.raises(InputError) as err:
-        check_execution(_trace("gpt2", remote=True), "trace")
+        check_execution(_trace("gpt2", remote=True))
     assert err.value.field == "backend"
     with pytest.raises(InputError) as err:
-        check_execution(CaptureRequest(model="gpt2", prompts=["a"], backend="nnsight", remote=True), "capture")
+        check_execution(CaptureRequest(model="gpt2", prompts=["a"], backend="nnsight", remote=True))
     assert err.value.field == "remote"
-    assert check_execution(_trace("gpt2"), "trace") is None
-    assert check_execution(_trace("gpt2", backend="nnsight", remote=True), "trace").api_key == "k"
+    assert check_execution(_trace("gpt2")) is None
+    assert check_execution(_trace("gpt2", backend="nnsight", remote=True)).api_key == "k"
 
 
 def test_a_remote_trace_runs_as_ndif_jobs_with_the_local_numbers(tiny_gpt2, ndif, tmp_path):

@@ -49,7 +49,6 @@ from neurotrace.lab.progress import NULL_REPORTER, Reporter
 NDIF_URL_ENV = "NEUROTRACE_NDIF_URL"
 NDIF_KEY_ENV = "NDIF_API_KEY"
 DEFAULT_NDIF_URL = "https://api.ndif.us"
-REMOTE_TOOLS = frozenset({"trace"})  # the experiments whose forwards are all traces of saved values
 POLL_SECONDS = 2.0
 
 
@@ -73,14 +72,16 @@ def ndif_config(environ: Mapping[str, str] | None = None) -> NdifConfig:
     return NdifConfig(url=url, api_key=env.get(NDIF_KEY_ENV) or None)
 
 
-def check_execution(request: Any, tool: str, environ: Mapping[str, str] | None = None) -> NdifConfig | None:
+def check_execution(request: Any, environ: Mapping[str, str] | None = None) -> NdifConfig | None:
     """The NDIF configuration a ``remote`` request runs on (None when local), or the InputError saying
-    what to change: remote needs backend='nnsight', an experiment that runs on NDIF, and a key."""
+    what to change: remote needs backend='nnsight', an experiment that runs on NDIF (its request type
+    declares ``on_ndif = True``: every forward is a trace of saved values), and a key."""
     if not getattr(request, "remote", False):
         return None
     if request.backend != "nnsight":
         raise InputError("backend", "remote execution runs through nnsight", fix="set backend='nnsight'")
-    if tool not in REMOTE_TOOLS:
+    if not getattr(type(request), "on_ndif", False):
+        tool = getattr(type(request), "tool", "this experiment")
         raise InputError("remote", f"{tool} cannot run on NDIF yet (its generation loop keeps a KV cache and "
                          "reads states in Python between forwards)", fix="set remote=false (backend='nnsight' "
                          "runs locally with the same numbers), or trace remotely")

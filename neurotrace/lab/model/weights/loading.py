@@ -11,7 +11,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +33,7 @@ class ModelRef(BaseModel):
     """Which model to use and how to load it. One cached load per (model, kind, backend, dtype, device)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "load_model"
     model: Annotated[str, Field(min_length=1, description="Embedded name ('fact-gpt2'), catalog name "
                                                            "('gemma-3-270m'), HuggingFace id, local directory or .gguf file.")]
     lm_kind: Literal["auto", "causal", "masked"] = Field("auto", description="LM head to load; 'auto' reads "
