@@ -49,7 +49,7 @@ def junk_reply(line: str) -> JSONRPCError | None:
                             message=f"Invalid request: message longer than {MAX_LINE_CHARS} characters"))
     try:
         types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-        return None
+        return None if '"id"' not in line else _bad_id(line)
     except Exception:  # pydantic ValidationError, RecursionError: answered below
         pass
     try:
@@ -60,6 +60,23 @@ def junk_reply(line: str) -> JSONRPCError | None:
     return JSONRPCError(jsonrpc="2.0", id=_request_id(value), error=ErrorData(
         code=INVALID_REQUEST, message="Invalid request: not a valid JSON-RPC 2.0 message (bad shape, lone "
         "surrogate or nesting too deep). Fix: send a well-formed request"))
+
+
+def _bad_id(line: str) -> JSONRPCError | None:
+    """-32600 for a message whose ``id`` is not a string or an integer (JSON-RPC 2.0 allows only those, and
+    null only in replies): the SDK would read it as a notification and never answer."""
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, dict) or "id" not in value or "method" not in value:
+        return None  # a response (a client's error reply may carry id null) is not answered
+    rid = value["id"]
+    if isinstance(rid, str) or (type(rid) is int):
+        return None
+    return JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=INVALID_REQUEST, message=f"Invalid request: "
+                        f"id must be a string or an integer, not {type(rid).__name__ if rid is not None else 'null'}"
+                        ". Fix: give every request a string or integer id"))
 
 
 @dataclass
@@ -114,8 +131,9 @@ def security_settings(host: str, port: int, allowed_hosts: list[str], allowed_or
                       ) -> TransportSecuritySettings:
     """Host/Origin validation that stays on for every bind (loopback names always allowed)."""
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *allowed_hosts]
-    if not is_loopback(host) and host not in ("0.0.0.0", "::"):
-        hosts.append(f"{host}:{port}")
+    if host not in ("0.0.0.0", "::"):  # the bound address itself (127.0.0.2 is loopback too)
+        shown = f"[{host.strip('[]')}]" if ":" in host else host
+        hosts.append(f"{shown}:{port}")
     origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *allowed_origins]
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
                                      allowed_origins=origins)
@@ -124,8 +142,14 @@ def security_settings(host: str, port: int, allowed_hosts: list[str], allowed_or
 def read_token(token_file: str | None) -> str | None:
     """The bearer token: ``--token-file`` (first line) or ``NEUROTRACE_TOKEN``; None when neither is set."""
     if token_file:
-        with open(token_file, encoding="utf-8") as fh:
-            token = fh.readline().strip()
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            name = os.path.basename(token_file.rstrip("/")) or token_file
+            raise SystemExit(f"neurotrace-mcp: --token-file: cannot read {name!r} ({type(exc).__name__}). Fix: "
+                             "give a readable UTF-8 file whose first line is the token, or set NEUROTRACE_TOKEN"
+                             ) from None
     else:
         token = os.environ.get("NEUROTRACE_TOKEN", "").strip()
     if token and len(token) < 16:
@@ -158,6 +182,8 @@ def announce(host: str, port: int, token: str | None) -> None:
     print(f"neurotrace-mcp: serving MCP on http://{shown}:{port}/mcp", file=sys.stderr, flush=True)
     if not is_loopback(host):
         print("neurotrace-mcp: WARNING: bound to a non-loopback address; anyone who can reach it and holds the "
-              "bearer token can run experiments and read runs", file=sys.stderr, flush=True)
+              "bearer token can run experiments and read runs. Clients must reach it by a name the server "
+              "accepts: pass --allowed-host NAME:PORT (and --allowed-origin for browsers) for every host name "
+              "they use, else their requests are refused (Host check)", file=sys.stderr, flush=True)
     elif token:
         print("neurotrace-mcp: bearer token required", file=sys.stderr, flush=True)

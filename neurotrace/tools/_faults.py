@@ -8,6 +8,7 @@ the server log with its traceback.
 """
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,27 @@ from neurotrace.lab.errors import Cancelled, LabError, validation_message
 
 log = logging.getLogger("neurotrace.server")
 PATH_RE = re.compile(r"(?:~|/)[^\s'\"]*/[^\s'\"]*")
+MAX_ECHO_CHARS = 100        # a quoted value longer than this is cut when echoed in an error
+MAX_ERROR_CHARS = 2000
+QUOTED_RE = re.compile("'([^'\n]{N,})'|\"([^\"\n]{N,})\"".replace("N", str(MAX_ECHO_CHARS + 1)))
+
+
+def _homes() -> list[str]:
+    homes = {os.path.expanduser("~"), os.path.realpath(os.path.expanduser("~"))}
+    return sorted((h for h in homes if h not in ("", "/", "~")), key=len, reverse=True)
+
+
+def scrub(text: str) -> str:
+    """An error text for an agent: the home directory shown as ``~``, long echoed values cut, bounded."""
+    for home in _homes():
+        text = re.sub(re.escape(home) + r"(?![\w-]|\.\w)", "~", text)
+
+    def cut(m: re.Match[str]) -> str:
+        value, quote = (m.group(1), "'") if m.group(1) is not None else (m.group(2), '"')
+        return f"{quote}{value[:60]}{quote}... ({len(value):,} characters)"
+
+    text = QUOTED_RE.sub(cut, text)
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " ... (cut)"
 
 
 @contextmanager
@@ -26,20 +48,20 @@ def tool_faults() -> Iterator[None]:
     try:
         yield
     except LabError as exc:
-        raise ToolError(str(exc)) from exc
+        raise ToolError(scrub(str(exc))) from exc
     except ValidationError as exc:
-        raise ToolError(f"invalid request: {validation_message(exc)}") from exc
+        raise ToolError(scrub(f"invalid request: {validation_message(exc)}")) from exc
     except Cancelled as exc:
-        raise ToolError(f"cancelled: {exc}") from exc
+        raise ToolError(scrub(f"cancelled: {exc}")) from exc
     except MemoryError as exc:
         raise ToolError("request: the job ran out of memory. Fix: reduce the request's sizes (prompts, layers, "
                         "positions, d_sae, batch sizes) or raise NEUROTRACE_MEMORY_BUDGET on a bigger machine") from exc
     except (OverflowError, RecursionError, ArithmeticError, RuntimeError, TypeError, ValueError, KeyError,
             IndexError, OSError) as exc:
         log.exception("unexpected %s in a tool", type(exc).__name__)
-        raise ToolError(f"request: the experiment failed with {type(exc).__name__}: {_clean(exc)}. Fix: check "
-                        "the request's values against the input schema (ranges, lengths, devices); if they are "
-                        "valid this is a bug: report it with the run's request.json") from exc
+        raise ToolError(scrub(f"request: the experiment failed with {type(exc).__name__}: {_clean(exc)}. Fix: "
+                              "check the request's values against the input schema (ranges, lengths, devices); if "
+                              "they are valid this is a bug: report it with the run's request.json")) from exc
 
 
 def _clean(exc: BaseException, limit: int = 240) -> str:

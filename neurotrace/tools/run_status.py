@@ -7,6 +7,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from neurotrace.lab.errors import LabError
 from neurotrace.lab.runs import URI_PREFIX
+from neurotrace.tools._faults import scrub
 from neurotrace.tools._runner import app_context
 
 
@@ -24,7 +25,7 @@ async def run_status(run_id: str, ctx: Context, cancel: bool = False) -> dict[st
         manifest = app.lab.store.manifest(run_id)
     except LabError as exc:
         if job is None:
-            raise ToolError(str(exc)) from exc
+            raise ToolError(scrub(str(exc))) from exc
         failed = job.finished.is_set()
         return {"run_id": run_id, "status": "failed" if failed else "running", "progress": job.progress,
                 "message": job.message, "result": None}
