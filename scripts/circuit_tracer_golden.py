@@ -16,20 +16,19 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
 import circuit_tracer
+import torch
 from circuit_tracer import attribute
 from circuit_tracer.graph import compute_graph_scores, prune_graph
 from circuit_tracer.replacement_model.replacement_model_transformerlens import TransformerLensReplacementModel
 from circuit_tracer.transcoder.activation_functions import JumpReLU
 from circuit_tracer.transcoder.single_layer_transcoder import SingleLayerTranscoder, TranscoderSet
 from circuit_tracer.utils.create_graph_files import create_graph_files
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformer_lens import HookedTransformerConfig
 from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "golden" / "circuit_tracer"
 WORDS = "the a of is in to and city capital country france paris spain madrid rome italy river king queen big".split()

@@ -19,6 +19,7 @@ from neurotrace.tools import (
     find_neurons,
     fit_sae,
     generate_facts,
+    graph,
     intervene,
     logit_lens,
     models,

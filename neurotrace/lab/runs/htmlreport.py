@@ -155,6 +155,19 @@ def _provenance(manifest: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _views(run_dir: Path, artifacts: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Interactive views the run wrote itself (``views/*.html``), each in a sandboxed frame (scripts only)."""
+    out = []
+    for a in artifacts:
+        rel = a["path"]
+        if rel.startswith("views/") and rel.endswith(".html") and (run_dir / rel).is_file():
+            page = (run_dir / rel).read_text(encoding="utf-8")
+            out.append(f'<iframe sandbox="allow-scripts" style="width:100%;height:680px;border:1px solid #ddd" '
+                       f'title="{_e(rel)}" srcdoc="{_e(page)}"></iframe><p class="note"><a href="{_href(rel)}">'
+                       f"{_e(rel)}</a></p>")
+    return ["<h2>Interactive view</h2>", *out] if out else []
+
+
 def render_report(run_dir: Path | str, manifest: Mapping[str, Any]) -> str:
     """The report page of the run in ``run_dir`` whose manifest (as JSON data) is ``manifest``."""
     run_dir = Path(run_dir)
@@ -164,6 +177,7 @@ def render_report(run_dir: Path | str, manifest: Mapping[str, Any]) -> str:
     body = _header(manifest)
     if manifest.get("summary"):
         body += ["<h2>Summary</h2>", f'<div class="summary">{_e(manifest["summary"])}</div>']
+    body += _views(run_dir, artifacts)
     figures = _figures(run_dir, artifacts)
     if figures:
         body += ["<h2>Figures</h2>", *figures]

@@ -1,0 +1,155 @@
+"""graph request and result: the attribution graph of one prompt over per-layer transcoders."""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from neurotrace.lab.results import RunResult
+
+RESULTS_FILE = "graph_results.json"
+GRAPH_FILE = "graph/graph.json"
+
+
+class TranscoderFolder(BaseModel):
+    """Per-layer transcoders from a folder: circuit-tracer's layout (layer_{L}.safetensors, optional
+    config.yaml) or SAELens / Gemma Scope folders (cfg.json + sae_weights.safetensors per layer)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["folder"] = "folder"
+    path: str = Field(min_length=1, description="Folder under an allowed input directory (the runs directory or "
+                      "inputs/ beside it); safetensors only.")
+
+
+class RandomTranscoders(BaseModel):
+    """Seeded random transcoders (JumpReLU), for timing and as a control: a graph over them explains nothing
+    about the model, only how the method behaves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["random"] = "random"
+    width_multiple: int = Field(8, ge=1, le=64, description="Features per layer = width_multiple x d_model.")
+    threshold: float = Field(2.0, ge=0, le=100, description="JumpReLU threshold on unit-norm encoder rows "
+                             "(higher: fewer active features).")
+    seed: int = Field(0, ge=0, description="Seed of the weights.")
+
+
+TranscoderSource = Annotated[TranscoderFolder | RandomTranscoders, Field(discriminator="kind")]
+
+
+class GraphRequest(BaseModel):
+    """Attribution graph of a prompt (circuit-tracer's method) with checks by intervention."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(min_length=1, description="Embedded name, HuggingFace id, local dir or catalog name "
+                       "(causal LMs with LayerNorm or RMSNorm).")
+    prompt: str = Field(min_length=1, max_length=2000, description="The prompt; the graph explains the logits at "
+                        "its last token. A special token is put first when the tokenizer adds none (its "
+                        "position carries no features, as in circuit-tracer).")
+    transcoders: TranscoderSource = Field(description="One transcoder per layer: {'kind': 'folder', 'path': ...} "
+                                          "or {'kind': 'random', ...}.")
+    target: str | None = Field(None, description="Answer word to explain (first token after a space); default: "
+                               "the most likely tokens up to desired_logit_prob.")
+    max_n_logits: int = Field(10, ge=1, le=50, description="At most this many logit nodes (without target).")
+    desired_logit_prob: float = Field(0.95, gt=0, le=1, description="Logit nodes are added until their "
+                                      "probabilities sum to this (without target).")
+    max_feature_nodes: int | None = Field(1024, ge=1, le=100_000, description="Feature rows computed, most "
+                                          "influential first (circuit-tracer's queue); None: every active "
+                                          "feature. Drives the time: one backward pass per batch_size rows.")
+    batch_size: int = Field(32, ge=1, le=512, description="Rows per backward pass (memory grows with it).")
+    node_threshold: float = Field(0.8, ge=0, le=1, description="Prune: keep the nodes holding this share of "
+                                  "the influence on the logits (circuit-tracer: 0.8).")
+    edge_threshold: float = Field(0.98, ge=0, le=1, description="Prune: keep the edges holding this share of "
+                                  "the edge influence (circuit-tracer: 0.98).")
+    check_top: int = Field(8, ge=0, le=64, description="Intervene on this many top features and compare the "
+                           "graph's predicted target-logit change with the model's.")
+    n_random: int = Field(8, ge=0, le=64, description="Random active features intervened on as a control.")
+    intervention: Literal["ablate", "steer"] = Field("ablate", description="'ablate' removes a feature's "
+                                                     "output; 'steer' multiplies its activation by steer_factor.")
+    steer_factor: float = Field(2.0, ge=-20, le=20, description="Activation multiple for intervention='steer'.")
+    top_paths: int = Field(5, ge=1, le=20, description="Paths from input tokens to the target in the summary.")
+    seed: int = Field(0, ge=0, description="Seed of the random control features.")
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    node_id: str = Field(description="circuit-tracer id: '{layer}_{feature}_{pos}' feature, '0_{layer}_{pos}' "
+                         "error, 'E_{token}_{pos}' embedding, '{n_layers+1}_{token}_{pos}' logit.")
+    kind: Literal["feature", "error", "embedding", "logit"]
+    layer: int | None = None
+    pos: int
+    feature: int | None = None
+    label: str = Field(description="'L3/F120@5' (feature 120 of layer 3 at position 5), 'err L3@5', "
+                       "'tok \"Paris\"@4', 'logit \"Paris\"'.")
+    name: str | None = Field(None, description="The feature's name, where one is known.")
+    influence: float = Field(description="Influence on the logits (circuit-tracer's, probability-weighted).")
+    activation: float | None = None
+
+
+class Path_(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nodes: list[str] = Field(description="Node labels from an input token to the target logit.")
+    score: float = Field(description="Product of each step's share of its target's input (|edge| normalised).")
+    effect: float = Field(description="The path's linear effect on the target logit: the first edge times, "
+                          "per later edge, its weight per unit of its source feature's activation (logits).")
+
+
+class InterventionCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    node: str = Field(description="Feature label.")
+    group: Literal["top", "random"]
+    predicted: float = Field(description="Target-logit change the graph predicts (linear, through features).")
+    actual: float = Field(description="Target-logit change of the real model under the intervention.")
+
+
+class GraphChecks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    intervention: str
+    rows: list[InterventionCheck]
+    correlation_top: float | None = Field(description="Pearson r of predicted vs actual over the top features.")
+    correlation_random: float | None = Field(description="The same over the random control features.")
+    mean_abs_actual_top: float
+    mean_abs_actual_random: float | None
+
+
+class GraphResults(BaseModel):
+    """graph_results.json: the graph's bookkeeping, kept nodes, paths, scores and checks."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    prompt: str
+    prompt_tokens: list[str]
+    transcoders: str = Field(description="Where the transcoders came from (and their sha256).")
+    targets: list[str] = Field(description="The logit nodes' tokens, most likely first.")
+    target_probabilities: list[float]
+    target_logit: float = Field(description="The first target's logit minus the mean logit (what the logit "
+                                "node's incoming direct effects sum to, with the constant).")
+    direct_effect_sum: float = Field(description="Sum of every node's direct effect on the first target.")
+    constant: float = Field(description="target_logit - direct_effect_sum: biases, position embeddings and the "
+                            "first position's MLP outputs, which are not nodes.")
+    n_active_features: int
+    n_feature_nodes: int = Field(description="Feature rows computed (max_feature_nodes).")
+    n_nodes_kept: int
+    n_edges_kept: int
+    replacement_score: float
+    completeness_score: float
+    kept_influence_share: float = Field(description="Share of the total influence on the logits held by the kept "
+                                        "nodes.")
+    kept_direct_share: float = Field(description="Share of the first target's direct effects (signed sum) whose "
+                                     "sources the pruned graph keeps.")
+    nodes: list[Node] = Field(description="Kept nodes, most influential first.")
+    paths: list[Path_]
+    checks: GraphChecks | None = None
+
+
+class GraphResult(RunResult):
+    model: str
+    targets: list[str]
+    replacement_score: float = Field(description="Share of token + error influence that flows from tokens "
+                                     "through features (1: no error influence).")
+    completeness_score: float
+    kept_influence_share: float
+    n_nodes_kept: int
+    n_edges_kept: int
+    top_nodes: list[Node]
+    paths: list[Path_]
+    checks: GraphChecks | None = None
