@@ -169,7 +169,8 @@ def replacement_forward(lm: LoadedModel, ids: Tensor, tcs: TranscoderSet, batch:
             handles.append(adapter.module(model, adapter.final_norm).register_forward_hook(final_hook))
         stack.callback(lambda: [h.remove() for h in handles])
         body = adapter.module(model, adapter.base)
-        out = body(input_ids=ids[None].expand(batch, -1).to(lm.device))
+        batch_ids = ids[None].expand(batch, -1).to(lm.device)
+        out = body(input_ids=batch_ids, attention_mask=torch.ones_like(batch_ids))
         if "final" not in held:
             held["final"] = out.last_hidden_state
         del d
