@@ -22,6 +22,7 @@ from neurotrace.lab.graph.transcoders import TranscoderSet
 from neurotrace.lab.graph.view import render_view
 from neurotrace.lab.model.loading import LoadedModel
 
+TOP_PATHS = 5
 FEATURE_CALL = "features with layer {layer}, feature {feature} (the features tool's page)"
 
 
@@ -52,7 +53,7 @@ def write_report(run: Any, request: GraphRequest, lm: LoadedModel, g: Attributio
     n = len(g.adjacency)
     labels = {i: label(g, i, tokens, logit_tokens) for i in range(n)}
     nodes = kept_nodes(g, pruned, tokens, logit_tokens)
-    paths = top_paths(g, pruned, labels, request.top_paths)
+    paths = top_paths(g, pruned, labels, TOP_PATHS)
     checks = run_checks(labels)
     logit0 = n - len(g.logit_ids)
     target_logit = float(g.logits[g.logit_ids[0]] - g.logits.mean())

@@ -73,14 +73,14 @@ def _checks(lm: LoadedModel, request: GraphRequest, g: AttributionGraph, tcs: Tr
             ) -> GraphChecks | None:
     if request.check_top == 0 or g.n_features == 0:
         return None
-    c = -1.0 if request.intervention == "ablate" else request.steer_factor - 1.0
-    top, rnd = choose(g, influence, request.check_top, request.n_random, request.seed)
+    c = -1.0 if request.steer_factor is None else request.steer_factor - 1.0
+    top, rnd = choose(g, influence, request.check_top, request.n_random, seed=0)
     nodes = top + rnd
     pred, act = predicted(g, nodes, c), actual(lm, g, tcs, nodes, c)
     rows = [InterventionCheck(node=labels[n], group="top" if i < len(top) else "random", predicted=float(pred[i]),
                               actual=float(act[i])) for i, n in enumerate(nodes)]
     k = len(top)
-    return GraphChecks(intervention=request.intervention if c == -1.0 else f"steer x{request.steer_factor:g}",
+    return GraphChecks(intervention="ablate" if request.steer_factor is None else f"steer x{request.steer_factor:g}",
                        rows=rows, correlation_top=pearson(pred[:k], act[:k]),
                        correlation_random=pearson(pred[k:], act[k:]) if rnd else None,
                        mean_abs_actual_top=float(act[:k].abs().mean()),
@@ -113,7 +113,7 @@ def run_graph(request: GraphRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
                        request.edge_threshold)
         graph_scores = scores(g.adjacency, g.logit_probs, g.n_features, g.n_errors, g.n_pos)
         reporter.step(0, 1, "intervention checks")
-        with lab.store.open_run("graph", request, seed=request.seed) as run:
+        with lab.store.open_run("graph", request, seed=0) as run:
             run.add_model(request.model, lm.fingerprint, lm.provenance)
             return write_report(run, request, lm, g, tcs, pruned, graph_scores,
                                 lambda labels: _checks(lm, request, g, tcs, pruned.node_influence, labels))
