@@ -10,7 +10,7 @@ from neurotrace.tools._runner import EXPERIMENT, run_in_lab
 
 
 async def graph(request: GraphRequest, ctx: Context) -> Annotated[CallToolResult, GraphResult]:
-    """Which transcoder features, errors and tokens carry the answer? An attribution graph (circuit-tracer's method).
+    """Which transcoder features carry the answer? An attribution graph (circuit-tracer).
 
     Freezes attention patterns and norm denominators, replaces each MLP by its transcoder's active features
     plus an error node, and takes the direct linear effects between embeddings, features, errors and logits;

@@ -14,7 +14,7 @@ async def test_graph_answers_with_paths_checks_and_artifacts_and_names_bad_field
     async with Client(build_server(lab=lab), raise_exceptions=True) as client:
         result = await client.call_tool("graph", {"request": {
             "model": "fact-gpt2", "prompt": "The capital of France is", "target": "Paris",
-            "transcoders": {"kind": "random", "seed": 1}, "max_feature_nodes": 64, "check_top": 3, "n_random": 3}})
+            "transcoders": {"kind": "random", "seed": 1}, "max_feature_nodes": 64, "check_top": 3}})
         assert not result.is_error, result.content
         out = result.structured_content
         assert out["targets"] == ["Paris"] and 0 <= out["replacement_score"] <= 1

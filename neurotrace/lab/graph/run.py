@@ -26,6 +26,8 @@ from neurotrace.lab.model.loading import LoadedModel, ModelRef
 from neurotrace.lab.model.tokens import target_id
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
+MAX_N_LOGITS, DESIRED_LOGIT_PROB = 10, 0.95      # circuit-tracer's defaults for the logit nodes
+
 
 def _folder(lab: Lab, value: str) -> Path:
     """The allowed folder ``value`` names (under an input root, resolved, so no symlink or '..' leads out)."""
@@ -74,7 +76,7 @@ def _checks(lm: LoadedModel, request: GraphRequest, g: AttributionGraph, tcs: Tr
     if request.check_top == 0 or g.n_features == 0:
         return None
     c = -1.0 if request.steer_factor is None else request.steer_factor - 1.0
-    top, rnd = choose(g, influence, request.check_top, request.n_random, seed=0)
+    top, rnd = choose(g, influence, request.check_top, request.check_top, seed=0)
     nodes = top + rnd
     pred, act = predicted(g, nodes, c), actual(lm, g, tcs, nodes, c)
     rows = [InterventionCheck(node=labels[n], group="top" if i < len(top) else "random", predicted=float(pred[i]),
@@ -99,15 +101,15 @@ def run_graph(request: GraphRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
             n_active = int(sum(int((t.encode(x)[1:] != 0).sum()) for t, x in zip(tcs.layers, real_forward(lm, ids)[1],
                                                                                      strict=True)))
         need = exact_bytes(request, lm.n_layers, lm.d_model, lm.d_mlp, lm.n_heads, len(ids), n_active,
-                           1 if targets else request.max_n_logits, tcs.width)
+                           1 if targets else MAX_N_LOGITS, tcs.width)
         if need > job_budget(lab):
             raise InputError("max_feature_nodes", f"this prompt fires {n_active:,} features over {len(ids)} "
                              f"positions; the graph would need about {need / 2**30:.1f} GiB, over the job budget "
                              f"of {job_budget(lab) / 2**30:.1f} GiB", fix="lower max_feature_nodes or batch_size, "
                              "or shorten the prompt")
         with reporter.stage("attribution"):
-            g = build_graph(lm, ids, tcs, targets, max_n_logits=request.max_n_logits,
-                            desired_logit_prob=request.desired_logit_prob, max_feature_nodes=request.max_feature_nodes,
+            g = build_graph(lm, ids, tcs, targets, max_n_logits=MAX_N_LOGITS, desired_logit_prob=DESIRED_LOGIT_PROB,
+                            max_feature_nodes=request.max_feature_nodes,
                             batch_size=request.batch_size, reporter=reporter)
         pruned = prune(g.adjacency, g.logit_probs, g.n_features, g.n_pos, request.node_threshold,
                        request.edge_threshold)

@@ -39,29 +39,25 @@ class GraphRequest(BaseModel):
     """Attribution graph of a prompt (circuit-tracer's method) with checks by intervention."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    model: str = Field(min_length=1, description="Causal LM: embedded, catalog, hub id or local dir.")
+    model: str = Field(min_length=1, description="Causal LM. Embedded name, catalog name, hub id or local dir.")
     prompt: str = Field(min_length=1, max_length=2000, description="Explained at its last token. A special token is "
                         "put first when the tokenizer adds none (its position carries no features, as in "
                         "circuit-tracer).")
-    transcoders: TranscoderSource = Field(description="One per layer: folder or random. {'kind': 'folder', 'path': "
+    transcoders: TranscoderSource = Field(description="One per layer. {'kind': 'folder', 'path': "
                                           "...} (circuit-tracer or SAELens layout) or {'kind': 'random', ...}.")
-    target: str | None = Field(None, description="Answer word; default: the likeliest tokens. Its first token "
-                               "after a space; without it the logit nodes are the likeliest tokens up to "
-                               "desired_logit_prob.")
-    max_n_logits: int = Field(10, ge=1, le=50, description="Most logit nodes (no target).")
-    desired_logit_prob: float = Field(0.95, gt=0, le=1, description="Logit nodes' probability mass (no target).")
-    max_feature_nodes: int | None = Field(1024, ge=1, le=100_000, description="Feature rows, most influential "
-                                          "first. None: every active feature. One backward pass per batch_size "
+    target: str | None = Field(None, description="Answer word. Its first token after a space; without it the "
+                               "logit nodes are the likeliest tokens until their probabilities reach 0.95 (at most "
+                               "10), circuit-tracer's defaults.")
+    max_feature_nodes: int | None = Field(1024, ge=1, le=100_000, description="Feature rows. Most influential "
+                                          "first; None: every active feature. One backward pass per batch_size "
                                           "rows (circuit-tracer's queue).")
-    batch_size: int = Field(32, ge=1, le=512, description="Rows per backward pass.")
-    node_threshold: float = Field(0.8, ge=0, le=1, description="Node influence kept by pruning.")
-    edge_threshold: float = Field(0.98, ge=0, le=1, description="Edge influence kept by pruning.")
-    check_top: int = Field(8, ge=0, le=64, description="Top features intervened on. The graph's predicted "
-                           "target-logit change is compared with the model's.")
-    n_random: int = Field(8, ge=0, le=64, description="Random features intervened on (control).")
-    steer_factor: float | None = Field(None, ge=-20, le=20, description="Check by steering x this; default: "
-                                       "ablate. Multiplies the feature's activation instead of removing its "
-                                       "output.")
+    batch_size: int = Field(32, ge=1, le=512, description="Rows per backward.")
+    node_threshold: float = Field(0.8, ge=0, le=1, description="Node influence kept.")
+    edge_threshold: float = Field(0.98, ge=0, le=1, description="Edge influence kept.")
+    check_top: int = Field(8, ge=0, le=64, description="Top features checked. The graph's predicted "
+                           "target-logit change is compared with the model's, and on as many random features.")
+    steer_factor: float | None = Field(None, ge=-20, le=20, description="Steer x this (default: ablate). Multiplies the "
+                                       "feature's activation instead of removing its output.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
 
 

@@ -185,7 +185,7 @@ def test_bad_transcoders_and_long_prompts_are_refused_by_field(lab, tmp_path):
 
 def test_run_writes_the_graph_file_view_and_checks(lab):
     result = run_graph(GraphRequest(model="fact-gpt2", prompt="The capital of France is", max_feature_nodes=128,
-                                    transcoders={"kind": "random"}, check_top=4, n_random=4), lab=lab)
+                                    transcoders={"kind": "random"}, check_top=4), lab=lab)
     run_dir = lab.store.run_dir(result.run_id)
     graph = json.loads((run_dir / GRAPH_FILE).read_text(encoding="utf-8"))
     assert set(graph) == {"metadata", "qParams", "nodes", "links"} and graph["links"]
