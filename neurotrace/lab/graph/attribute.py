@@ -26,7 +26,7 @@ from neurotrace.lab.graph.replacement import (
     sources,
 )
 from neurotrace.lab.graph.transcoders import TranscoderSet
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 

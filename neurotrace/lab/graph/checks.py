@@ -17,7 +17,7 @@ from torch import Tensor
 
 from neurotrace.lab.graph.attribute import AttributionGraph
 from neurotrace.lab.graph.transcoders import TranscoderSet
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.seeding import make_generator
 
 

@@ -36,7 +36,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from neurotrace.lab.graph.transcoders import TranscoderSet
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.weights.loading import LoadedModel
 
 FROZEN = "neurotrace_frozen"
 

@@ -20,7 +20,7 @@ from neurotrace.lab.graph.schema import (
 )
 from neurotrace.lab.graph.transcoders import TranscoderSet
 from neurotrace.lab.graph.view import render_view
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.weights.loading import LoadedModel
 
 TOP_PATHS = 5
 FEATURE_CALL = "features with layer {layer}, feature {feature} (the features tool's page)"

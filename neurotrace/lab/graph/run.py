@@ -9,7 +9,7 @@ from neurotrace.lab.budget import job_budget
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.graph.attribute import AttributionGraph, build_graph
 from neurotrace.lab.graph.checks import actual, choose, pearson, predicted
-from neurotrace.lab.graph.cost import exact_bytes
+from neurotrace.lab.graph.cost import MAX_N_LOGITS, exact_bytes
 from neurotrace.lab.graph.prune import prune, scores
 from neurotrace.lab.graph.replacement import real_forward
 from neurotrace.lab.graph.report import write_report
@@ -22,11 +22,11 @@ from neurotrace.lab.graph.transcoders import (
 )
 from neurotrace.lab.inputs import shown_path
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
-from neurotrace.lab.model.tokens import target_id
+from neurotrace.lab.model.access.tokens import target_id
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
-MAX_N_LOGITS, DESIRED_LOGIT_PROB = 10, 0.95      # circuit-tracer's defaults for the logit nodes
+DESIRED_LOGIT_PROB = 0.95                        # circuit-tracer's default for the logit nodes
 
 
 def _folder(lab: Lab, value: str) -> Path:

@@ -1,9 +1,11 @@
 """graph request and result: the attribution graph of one prompt over per-layer transcoders."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.estimates import Estimate
+from neurotrace.lab.graph.cost import graph_estimate
 from neurotrace.lab.results import RunResult
 
 RESULTS_FILE = "graph_results.json"
@@ -59,6 +61,10 @@ class GraphRequest(BaseModel):
     steer_factor: float | None = Field(None, ge=-20, le=20, description="Steer x this (default: ablate). Multiplies the "
                                        "feature's activation instead of removing its output.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def cost(self, lab: Any) -> Estimate:
+        """The whole job's backward rows and peak bytes (:mod:`neurotrace.lab.graph.cost`)."""
+        return graph_estimate(self, lab)
 
 
 class Node(BaseModel):

@@ -14,7 +14,7 @@ from neurotrace.lab.graph.attribute import build_graph
 from neurotrace.lab.graph.export import circuit_tracer_json
 from neurotrace.lab.graph.prune import prune, scores
 from neurotrace.lab.graph.transcoders import load_transcoders
-from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.weights.loading import ModelRef, load
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "circuit_tracer"
 INDEX = json.loads((GOLDEN / "index.json").read_text(encoding="utf-8"))

@@ -30,7 +30,7 @@ from neurotrace.lab.graph.run import prompt_ids
 from neurotrace.lab.graph.schema import GRAPH_FILE, RESULTS_FILE
 from neurotrace.lab.graph.transcoders import Transcoder, TranscoderSet, load_transcoders, random_transcoders
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef, load
+from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.testing.tiny import build_tiny
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "circuit_tracer"
