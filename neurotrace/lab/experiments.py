@@ -15,6 +15,7 @@ from neurotrace.lab.capture import CAPTURE
 from neurotrace.lab.clamping import CLAMP_SWEEP
 from neurotrace.lab.experiment import Experiment
 from neurotrace.lab.facts import GENERATE_FACTS
+from neurotrace.lab.graph import GRAPH
 from neurotrace.lab.intervention import INTERVENE
 from neurotrace.lab.lens import LOGIT_LENS
 from neurotrace.lab.load_model import LOAD_MODEL
@@ -43,4 +44,5 @@ FAMILIES: tuple[Experiment, ...] = (
     ATTENTION,
     ATTRIBUTE,
     PATCH,
+    GRAPH,
 )

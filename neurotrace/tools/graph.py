@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 
 from neurotrace.lab.graph import GraphRequest, GraphResult, run_graph
-from neurotrace.tools._runner import EXPERIMENT, run_in_lab
+from neurotrace.tools._runner import run_in_lab
 
 
 async def graph(request: GraphRequest, ctx: Context) -> Annotated[CallToolResult, GraphResult]:
@@ -20,6 +20,3 @@ async def graph(request: GraphRequest, ctx: Context) -> Annotated[CallToolResult
     """
     return await run_in_lab(ctx, run_graph, request)
 
-
-def register(server) -> None:
-    server.add_tool(graph, annotations=EXPERIMENT)

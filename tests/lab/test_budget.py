@@ -29,6 +29,7 @@ from neurotrace import (
 from neurotrace.cli import main
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.estimates import GUESS, Costed, dims_of, job_estimate
+from neurotrace.lab.graph import GraphRequest
 from neurotrace.lab.model.weights import catalog
 from neurotrace.testing.errors import raises_lab_error
 
@@ -100,6 +101,8 @@ SIZED = {
     "clamp_sweep": (ClampSweepRequest(model="fact-gpt2", neurons=["1:3"], prompts=[PROMPT], values=[0, 5]),
                     {"prompts": [PROMPT] * 50}),
     "capture": (CaptureRequest(model="fact-gpt2", prompts=[PROMPT]), {"prompts": [PROMPT] * 50}),
+    "graph": (GraphRequest(model="fact-gpt2", prompt=PROMPT, transcoders={"kind": "random"}, max_feature_nodes=64),
+              {"max_feature_nodes": 4096}),
 }
 
 

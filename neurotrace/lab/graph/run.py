@@ -92,7 +92,7 @@ def _checks(lm: LoadedModel, request: GraphRequest, g: AttributionGraph, tcs: Tr
 def run_graph(request: GraphRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> GraphResult:
     """Which features, errors and tokens carry the answer? circuit-tracer's attribution graph on the local
     replacement model, pruned by influence, exported for Neuronpedia, checked by interventions."""
-    lab.check(request, "graph")  # bounds and the whole-job estimate, before any work
+    lab.check(request)  # bounds and the whole-job estimate, before any work
     with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
         tcs = transcoder_set(lab, request, lm)
         ids = prompt_ids(lm, request.prompt)

@@ -1,6 +1,6 @@
 """graph request and result: the attribution graph of one prompt over per-layer transcoders."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,6 +41,7 @@ class GraphRequest(BaseModel):
     """Attribution graph of a prompt (circuit-tracer's method) with checks by intervention."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: ClassVar[str] = "graph"
     model: str = Field(min_length=1, description="Causal LM. Embedded name, catalog name, hub id or local dir.")
     prompt: str = Field(min_length=1, max_length=2000, description="Explained at its last token. A special token is "
                         "put first when the tokenizer adds none (its position carries no features, as in "
