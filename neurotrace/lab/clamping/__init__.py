@@ -6,10 +6,10 @@ find_neurons calls an output collapsed exactly when clamp_sweep does.
 """
 
 from neurotrace.lab.clamping import figures
-from neurotrace.lab.clamping.collapse import CollapseThresholds, collapse_reasons, text_metrics
 from neurotrace.lab.clamping.generation import Sampler, generate, left_pad
 from neurotrace.lab.clamping.run import run_clamp_sweep
 from neurotrace.lab.clamping.schema import ClampResults, ClampSweepRequest, ClampSweepResult
+from neurotrace.lab.effects import CollapseThresholds, collapse_reasons, text_metrics
 from neurotrace.lab.experiment import Experiment, Figures
 
 __all__ = ["CLAMP_SWEEP", "ClampSweepRequest", "ClampSweepResult", "CollapseThresholds", "Sampler", "collapse_reasons", "generate",

@@ -3,7 +3,7 @@
 Written files (all under the run directory):
 
 * ``tables/clamp_sweep.csv``: one row per (prompt, neurons, value): core_id, type, level, neurons,
-  sweep ('baseline' or the value), prompt, output, every metric of :mod:`neurotrace.lab.clamping.collapse`,
+  sweep ('baseline' or the value), prompt, output, every metric of :mod:`neurotrace.lab.effects.collapse`,
   is_collapsed, collapse_reasons, intervention_improves_baseline (blank for baseline rows and for
   prompts whose baseline did not collapse).
 * ``tables/generations.jsonl``: the same rows with the generated token ids.
@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from neurotrace.lab.clamping.collapse import COLLAPSE_TYPES, METRIC_NAMES, collapse_type, describe_thresholds
 from neurotrace.lab.clamping.figures import FIGURES, RESULTS_FILE
 from neurotrace.lab.clamping.prompt_grid import PromptItem
 from neurotrace.lab.clamping.schema import (
@@ -39,6 +38,7 @@ from neurotrace.lab.clamping.schema import (
 )
 from neurotrace.lab.clamping.sweep import Condition, Row, SweepOutput
 from neurotrace.lab.clamping.verdict import RULES, group_verdicts
+from neurotrace.lab.effects.collapse import COLLAPSE_TYPES, METRIC_NAMES, collapse_type, describe_thresholds
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.runs import Run
 

@@ -9,7 +9,7 @@ The method (after the "Baseline Collapse Recovery" workflow):
 2. For every prompt and every sweep value ``v`` (plus the baseline, no clamp), generate
    ``max_new_tokens`` tokens with the neurons set to ``v`` at the chosen positions (see
    :mod:`neurotrace.lab.clamping.generation` for "all" vs "last" and how the batch is laid out).
-3. Score each output with auditable text metrics (:mod:`neurotrace.lab.clamping.collapse`) and flag it
+3. Score each output with auditable text metrics (:mod:`neurotrace.lab.effects.collapse`) and flag it
    ``is_collapsed``, with its type (empty, loop, repetitive). A clamped row ``improves`` its baseline when the baseline collapsed and the
    clamped output does not.
 4. Controls: ``controls`` random groups per neuron group, each with as many other neurons in the same

@@ -6,8 +6,18 @@ from typing import Any
 import numpy as np
 
 from neurotrace.lab.capture import GenerationPlan, overall_plan
-from neurotrace.lab.intervention.controls import RULES, verdict
+from neurotrace.lab.effects import (
+    DAMAGE_RULES,
+    SIZE_RULES,
+    Damage,
+    describe,
+    direction_word,
+    fraction_of_logp,
+    size_word,
+)
+from neurotrace.lab.intervention.controls import RANDOM, RULES, SHORT_RULES, Judgement, verdict
 from neurotrace.lab.intervention.schema import (
+    ControlFamily,
     FeatureEffect,
     InterveneReport,
     InterveneRequest,
@@ -36,8 +46,22 @@ def overall_features(entries: list[PromptReport], top: int = 20) -> list[Feature
 
 
 def metric_name(entries: list[PromptReport]) -> str:
-    """What the effects are changes of: log p of the one target, of each prompt's target, or of the baseline's
-    next token where a prompt has no target."""
+    """What the verdict's effects are changes of: the target-foil logit difference where prompts have foils,
+    else log p of the target (its sequence log-probability) or of the baseline's next token."""
+    foils = {(e.target, e.foil) for e in entries if e.foil and e.target}
+    if foils and len(foils) == 1 and all(e.foil for e in entries):
+        ((t, f),) = foils
+        return f"logit({t!r}) - logit({f!r})"
+    if foils and all(e.foil for e in entries):
+        return "logit(target) - logit(foil)"
+    if foils:
+        return "logit(target) - logit(foil) (log p(target) where a prompt has no foil)"
+    return _rank_metric(entries)
+
+
+def _rank_metric(entries: list[PromptReport]) -> str:
+    """What feature ranks are changes of: log p of the one target, of each prompt's target, or of the
+    baseline's next token where a prompt has no target."""
     targets = {e.target for e in entries}
     if len(targets) == 1:
         (target,) = targets
@@ -73,68 +97,121 @@ def _describe(policies: list[Any]) -> str:
     return f"{len(policies)} policies applied jointly ({kinds}; every effect below is of all of them together)"
 
 
-def _verdict_text(v: str, eff: float, ceff: float | None, cmax: float | None, metric: str) -> str:
-    ctrl = (f" vs same-norm random directions' mean {ceff:.3f} and largest {cmax:.3f}"
-            if ceff is not None and cmax is not None else "")
-    return f". Verdict: {v} (mean |change in {metric}| {eff:.3f} nats{ctrl}; {RULES})"
+def judgement(entries: list[PromptReport], harm: Damage | None) -> Judgement:
+    """The verdict over prompts from each prompt's effect and controls (see controls.verdict)."""
+    ctrl = [e.controls for e in entries if e.controls is not None]
+    fractions = [_fraction(e) for e in entries if e.controls is not None]
+    names = list(dict.fromkeys(n for c in ctrl for n in c.families))
+    families = {n: [c.families.get(n, []) for c in ctrl] for n in names}
+    if ctrl and ctrl[0].controls:
+        families[RANDOM] = [c.controls for c in ctrl]
+    return verdict([c.effect for c in ctrl], fractions, families, destructive=bool(harm and harm.destructive))
+
+
+def _fraction(e: PromptReport) -> float:
+    c = e.controls
+    if c is None:
+        return 0.0
+    if e.foil and e.target:
+        return c.effect / max(abs(c.baseline), 0.1)
+    return fraction_of_logp(c.effect, c.baseline)
+
+
+def _verdict_text(j: Judgement, metric: str) -> str:
+    if j.verdict is None or j.effect is None or j.fraction is None:
+        return ""
+    unit = "logits" if "logit(" in metric else "nats"
+    scale = "the baseline difference" if unit == "logits" else ("p(target)" if j.effect < 0 else
+                                                               "the headroom 1 - p(target)")
+    if j.effect == 0:
+        text = f". It leaves {metric} unchanged"
+    else:
+        text = (f". It {direction_word(j.effect)} {metric} by {abs(j.effect):.3f} {unit} on average "
+                f"({abs(j.fraction):.0%} of {scale}: {size_word(j.fraction)})")
+    if j.distributions:
+        text += "; controls (signed change, mean over prompts): " + "; ".join(
+            f"{name} mean {m:+.3f}, range {lo:+.3f}..{hi:+.3f} (n={n})"
+            for name, (m, lo, hi, n) in j.distributions.items())
+    return (text + f". Verdict: {j.verdict}" + (f" against {j.family}" if j.family else "") + f" (rules: {SHORT_RULES})")
 
 
 def _summary(request: InterveneRequest, entries: list[PromptReport], features: list[FeatureEffect],
-             sae_caution: str | None = None) -> tuple:
+             sae_caution: str | None, j: Judgement, harm: Damage | None) -> tuple:
     deltas = [e.intervened.p_target - e.baseline.p_target for e in entries
               if e.baseline.p_target is not None and e.intervened.p_target is not None]
     mean_delta = float(np.mean(deltas)) if deltas and request.policies else None
-    changed = sum(e.baseline.text != e.intervened.text for e in entries)
-    ctrl = [e.controls for e in entries if e.controls is not None]
-    v, eff, ceff, cmax = verdict([c.effect for c in ctrl], [x for c in ctrl for x in c.controls])
+    changed = sum(e.baseline.text != e.intervened.text for e in entries) if request.max_new_tokens else 0
+    top1 = sum(e.baseline.top_token != e.intervened.top_token for e in entries)
     metric = metric_name(entries)
     if not request.policies:
         text = f"Ranking-only pass (no policies) over {len(entries)} prompt(s)"
     else:
-        text = (f"{_describe(list(request.policies))} to {len(entries)} prompt(s): {changed} generated "
-                f"text(s) changed")
+        gen = (f"generated text changed on {changed} of {len(entries)}" if request.max_new_tokens else
+               "no text generated (max_new_tokens=0)")
+        text = (f"{_describe(list(request.policies))} to {len(entries)} prompt(s): top-1 next token changed on "
+                f"{top1} of {len(entries)}; {gen}")
         if mean_delta is not None:
-            text += f", mean p(target) change {mean_delta:+.4f}"
-        if v is not None and eff is not None:
-            text += _verdict_text(v, eff, ceff, cmax, metric)
+            text += f"; mean p(target) change {mean_delta:+.4f}"
+        text += _verdict_text(j, metric)
+        if harm is not None:
+            text += f". Edit on neutral text: {describe(harm)}"
     plan = _plan(entries)
     if plan.path == "recompute":
         text += f"; every forward recomputed the whole sequence ({plan.reason})"
     if features:
         text += (f"; top SAE feature when ablated alone: f{features[0].feature} ({features[0].effect:+.4f} nats "
-                 f"of {metric}, mean over prompts)")
+                 f"of {_rank_metric(entries)}, mean over prompts)")
     if sae_caution:
         text += f". Caution: {sae_caution}"
-    return mean_delta, changed, text + ".", (v, eff, ceff, cmax)
+    return mean_delta, changed, top1, text + "."
 
 
 def _plan(entries: list[PromptReport]) -> GenerationPlan:
     return GenerationPlan.model_validate(overall_plan([e.generation.model_dump() for e in entries], "prompt"))
 
 
+def _families(j: Judgement) -> list[ControlFamily]:
+    return [ControlFamily(family=name, mean=m, min=lo, max=hi, n=n) for name, (m, lo, hi, n) in j.distributions.items()]
+
+
 def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: SAE | None,
-                 entries: list[PromptReport], lab: Lab, sae_caution: str | None = None) -> InterveneResult:
+                 entries: list[PromptReport], lab: Lab, sae_caution: str | None = None,
+                 harm: Damage | None = None) -> InterveneResult:
     features = overall_features(entries)
     inputs = []
     if request.fit_sae_run_id:
         run.add_input(request.fit_sae_run_id)
         inputs = [request.fit_sae_run_id] + ([sae.cfg.capture_run_id] if sae is not None and sae.cfg.capture_run_id
                                              else [])
-    mean_delta, changed, summary, (v, eff, ceff, cmax) = _summary(request, entries, features, sae_caution)
+    j = judgement(entries, harm)
+    mean_delta, changed, top1, summary = _summary(request, entries, features, sae_caution, j, harm)
+    words = {"verdict": j.verdict, "metric": metric_name(entries), "effect": j.effect, "effect_fraction": j.fraction,
+             "effect_size": size_word(j.fraction) if j.fraction is not None else None,
+             "direction": direction_word(j.effect) if j.effect is not None else None, "control_family": j.family,
+             "control_effect": j.control_mean, "control_effect_max": j.control_max, "controls": _families(j),
+             "damage": harm, "n_top1_changed": top1, "verdict_rules": f"{RULES}; {DAMAGE_RULES}"}
     report = InterveneReport(seed=request.seed, model=lm.ref.model, model_fingerprint=lm.fingerprint,
                              fit_sae_run_id=request.fit_sae_run_id, sae_site=sae.cfg.site if sae is not None else None,
                              inputs=inputs, policies=list(request.policies), max_new_tokens=request.max_new_tokens,
-                             sampling=request.sampling, verdict=v, effect=eff, control_effect=ceff,
-                             control_effect_max=cmax, verdict_rules=RULES, sae_caution=sae_caution, prompts=entries, top_features=features,
-                             mean_p_target_change=mean_delta, n_text_changed=changed, generation=_plan(entries))
+                             sampling=request.sampling,
+                             size_rules=SIZE_RULES, sae_caution=sae_caution, prompts=entries, top_features=features,
+                             mean_p_target_change=mean_delta, n_text_changed=changed, generation=_plan(entries),
+                             **words)
     uri = run.write_json(REPORT_FILE, report.model_dump(mode="json"))
     run.write_csv("tables/per_step.csv", [{"prompt": i, **row.model_dump(exclude={"policies_active"})}
                                           for i, e in enumerate(entries) for row in e.per_step])
-    figures = [run.write_figure("figures/feature_effects.png", _figure(features, len(entries), metric_name(entries)))] if features else []
+    figures = ([run.write_figure("figures/feature_effects.png", _figure(features, len(entries),
+                                                                         _rank_metric(entries)))]
+               if features else [])
     run.set_summary(summary)
-    nxt = ("Read report.json for per-prompt texts and per-step KL; clamp or ablate the top features to test them "
-           "(intervene with clamp_features), or fit another SAE on a different site.")
     return InterveneResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
                            n_prompts=len(entries), mean_p_target_change=mean_delta, n_text_changed=changed,
-                           top_features=features, report=uri, next=nxt, verdict=v, effect=eff, control_effect=ceff,
-                           control_effect_max=cmax, sae_caution=sae_caution)
+                           top_features=features, report=uri, next=_next(j), sae_caution=sae_caution, **words)
+
+
+def _next(j: Judgement) -> str:
+    if j.verdict == "destructive":
+        return ("The edit breaks the model on neutral text (report.json's damage): its effect on the target says "
+                "nothing about a mechanism. Edit fewer units, use a smaller value, or restrict positions/steps.")
+    return ("Read report.json for per-prompt texts, per-step KL and every control family; clamp or ablate the top "
+            "features to test them (intervene with clamp_features), or fit another SAE on a different site.")

@@ -45,8 +45,9 @@ from neurotrace.lab.capture import (
     step_hooks,
     validate,
 )
+from neurotrace.lab.effects import Damage, NeutralSet, judge, new_collapses
 from neurotrace.lab.errors import InputError, NotFound
-from neurotrace.lab.intervention.controls import control_effects
+from neurotrace.lab.intervention.controls import Metric, control_effects
 from neurotrace.lab.intervention.policies import FEATURE_POLICIES, PolicyContext, check_policies
 from neurotrace.lab.intervention.report import write_report
 from neurotrace.lab.intervention.schema import (
@@ -59,10 +60,11 @@ from neurotrace.lab.intervention.schema import (
     PromptReport,
     StepMetrics,
 )
+from neurotrace.lab.intervention.structural import control_sets
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.access.sites import check_site
-from neurotrace.lab.model.access.tokens import target_id
+from neurotrace.lab.model.access.tokens import target_id, target_token_ids
 from neurotrace.lab.model.runtime.ndif import check_execution
 from neurotrace.lab.model.runtime.sampling import token_chooser
 from neurotrace.lab.model.runtime.stepwise import (
@@ -224,16 +226,68 @@ def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: S
                          intervened=_outcome(lm, edited, case),
                          per_step=_per_step(lm, base.tokens, reference, forced, policies), diverged_at=diverged,
                          generation=GenerationPlan.model_validate(plan))
-    metric = target_id(lm.tokenizer, case.target) if case.target else int(base.logits[0].argmax())
+    metric = _metric(lm, case, base)
     if policies and request.controls:
         def sites_at(step: int) -> list[str]:
             return list(policy_hooks(policies, step, sae, ctx, lm, info, load_states))
+        families = {name: [_bound(lm, ctrl, sae, case, index, load_states) for ctrl in sets]
+                    for name, sets in _control_sets(lm, request, policies, sae, ctx, case, len(ids)).items()}
         entry.controls = ControlEffects.model_validate(control_effects(
             lm, ids, base.tokens, policies, lambda k: context_at(k, 0), sites_at, metric, request.controls,
-            request.seed + index))
+            request.seed + index, families))
     if sae is not None and request.rank_features:
-        entry.top_features = rank_features(lm, sae, ids, metric, request.rank_features)
+        entry.top_features = rank_features(lm, sae, ids, metric.tokens[0], request.rank_features)
     return entry
+
+
+def _metric(lm: LoadedModel, case: PromptCase, base: Continuation) -> Metric:
+    """The effect's metric (see :mod:`neurotrace.lab.intervention.controls`)."""
+    if not case.target:
+        return Metric((int(base.logits[0].argmax()),), label="log p(the baseline's next token)")
+    tokens = tuple(target_token_ids(lm.tokenizer, case.prompt, case.target)) or (target_id(lm.tokenizer, case.target),)
+    if case.foil:
+        return Metric(tokens, target_id(lm.tokenizer, case.foil, case.prompt, field="prompts"),
+                      label=f"logit({case.target!r}) - logit({case.foil!r})")
+    return Metric(tokens, label=f"log p({case.target!r})")
+
+
+def _bound(lm: LoadedModel, policies: list[Any], sae: SAE | None, case: PromptCase, index: int,
+           load_states: Any) -> Callable[[int], Any]:
+    """step -> the context applying ``policies`` to a full forward over ``case.prompt`` (+ generated tokens)."""
+    n = len(lm.tokenizer(case.prompt).input_ids)
+    ctx = PolicyContext(prompt_len=n, n_heads=lm.n_heads, text_acts=clean_text_acts(lm))
+    context = _context_at(lm, policies, sae, ctx, StepInfo(0, n, source_step=index), load_states)
+    return lambda step: context(step, 0)
+
+
+def _control_sets(lm: LoadedModel, request: InterveneRequest, policies: list[Any], sae: SAE | None,
+                  ctx: PolicyContext, case: PromptCase, prompt_len: int) -> dict[str, list[list[Any]]]:
+    mass = None
+    if sae is not None and any(isinstance(p, FEATURE_POLICIES) for p in policies):
+        with torch.no_grad():
+            mass = sae.encode(ctx.text_acts(sae.cfg.site, case.prompt).to(lm.device)).float().sum(0).cpu()
+    return control_sets(policies, n=request.controls, seed=request.seed, n_layers=lm.n_layers, n_heads=lm.n_heads,
+                        d_mlp=lm.d_mlp, prompt_len=prompt_len, feature_mass=mass,
+                        is_feature=lambda p: isinstance(p, FEATURE_POLICIES))
+
+
+def damage(lm: LoadedModel, request: InterveneRequest, entries: list[PromptReport], sae: SAE | None,
+           load_states: Any) -> Damage | None:
+    """The policies on neutral text (the prompts' prefixes and plain sentences) and the generations' collapse."""
+    policies = list(request.policies)
+    if not policies:
+        return None
+    step = next((s for s in range(request.max_new_tokens + 1) if any(p.active(s) for p in policies)), 0)
+    neutral = NeutralSet(lm, [list(lm.tokenizer(e.prompt).input_ids) for e in entries])
+
+    def edit_for(ids: Any) -> Any:
+        ctx = PolicyContext(prompt_len=len(ids), n_heads=lm.n_heads, text_acts=clean_text_acts(lm))
+        return _context_at(lm, policies, sae, ctx, StepInfo(0, len(ids), source_step=0), load_states)(step, 0)
+
+    generated = [e for e in entries if e.baseline.tokens or e.intervened.tokens]
+    collapsed = new_collapses([(e.baseline.tokens, e.baseline.text) for e in generated],
+                              [(e.intervened.tokens, e.intervened.text) for e in generated]) if generated else None
+    return judge(neutral.measure(edit_for), len(generated), collapsed)
 
 
 def _loader(lab: Lab, run: Any) -> Callable[[str, str], tuple[Any, list[dict]]]:
@@ -291,4 +345,5 @@ def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = N
                 entries.append(_prompt(lm, request, case, sae, i, load_states))
             reporter.step(len(cases), len(cases), "writing report")
             caution = sae_caution(lab, request.fit_sae_run_id) if request.fit_sae_run_id else None
-            return write_report(run, request, lm, sae, entries, lab, caution)
+            harm = damage(lm, request, entries, sae, load_states)
+            return write_report(run, request, lm, sae, entries, lab, caution, harm)

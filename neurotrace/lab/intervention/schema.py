@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.capture import GenerationPlan
+from neurotrace.lab.effects import Damage, SizeWord
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions, prompt_texts
 from neurotrace.lab.intervention.policies import Policy
 from neurotrace.lab.model.runtime.execution import Backend, Remote
@@ -16,8 +17,10 @@ from neurotrace.lab.results import RunResult
 class PromptCase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     prompt: str = Field(min_length=1, description="The input text.")
-    target: str | None = Field(None, description="Expected next word; p(target) is reported (first token).")
-    foil: str | None = Field(None, description="A competing word; logit(target) - logit(foil) is reported.")
+    target: str | None = Field(None, description="Expected next word(s); the effect is the change of log p(target) "
+                               "(the sequence log-probability when it has several tokens).")
+    foil: str | None = Field(None, description="A competing word; with it the effect is the change of "
+                             "logit(target) - logit(foil) (the IOI convention).")
 
 
 class InterveneRequest(BaseModel):
@@ -35,9 +38,10 @@ class InterveneRequest(BaseModel):
                                    "knockout; each with steps and positions. [] = a ranking-only pass.")
     max_new_tokens: int = Field(8, ge=0, le=256, description="Tokens generated per prompt (0 = one forward).")
     sampling: Sampling = Field(default_factory=Greedy, description=SAMPLING_HELP)
-    controls: int = Field(3, ge=0, le=32, description="Random directions per prompt, each with the same norm as "
-                          "the policies' change at each site and position (seeded); the verdict compares the "
-                          "policies' effect with theirs (0 = no verdict).")
+    controls: int = Field(3, ge=0, le=32, description="Controls per family (seeded): the same edit on other heads of "
+                          "the same layer / of any layer, other neurons of the same layer, SAE features of matched "
+                          "activation mass, other positions, and random directions with the norm of the policies' "
+                          "change; the verdict compares with the first structure-matched family (0 = no verdict).")
     rank_features: int = Field(16, ge=0, le=1024, description="SAE features ranked by causal effect per prompt "
                                "(0 = skip).")
     seed: int = Field(0, description="Seeds sampling and the random control directions.")
@@ -47,12 +51,14 @@ class InterveneRequest(BaseModel):
     remote: Remote = False
 
     def cost(self, lab: Any) -> Estimate:
-        """Greedy steps of every prompt under every policy and control, plus the feature ranking."""
+        """Greedy steps of every prompt under every policy, one forward per control (up to three structure-matched
+        families and the random directions), the feature ranking, and the damage check on neutral text."""
         d = dims_of(lab, self.model)
         pos = positions(d, prompt_texts(self.prompts), self.max_new_tokens)
-        per_prompt = (1 + len(self.policies) + self.controls) * max(1, self.max_new_tokens) + self.rank_features
+        per_prompt = (1 + len(self.policies)) * max(1, self.max_new_tokens) + 4 * self.controls + self.rank_features
+        damage = 2 * (len(self.prompts) + 4) if self.policies else 0
         need = forward_bytes(d, 1, pos, pos) * 2 + len(self.prompts) * pos * d.d_model * BYTES
-        return Estimate(len(self.prompts) * per_prompt, need,
+        return Estimate(len(self.prompts) * per_prompt + damage, need,
                         ("prompts", "max_new_tokens", "controls", "rank_features", "policies"))
 
 
@@ -64,7 +70,7 @@ class FeatureEffect(BaseModel):
     activation: float = Field(description="Its largest activation on the prompt.")
 
 
-Verdict = Literal["causal", "weak", "not above control", "no measurable effect"]
+Verdict = Literal["causal", "weak", "not above control", "no measurable effect", "destructive"]
 
 
 class Outcome(BaseModel):
@@ -93,12 +99,26 @@ class StepMetrics(BaseModel):
 
 
 class ControlEffects(BaseModel):
-    """The policies' effect and that of same-norm random directions, at the policies' first active step."""
+    """The policies' effect and their controls', at the policies' first active step, in the metric's units."""
 
     model_config = ConfigDict(extra="forbid")
     step: int = Field(ge=0, description="The generation step measured (the policies' first active one).")
-    effect: float = Field(description="The policies' change in log p(metric token) (nats).")
-    controls: list[float] = Field(description="Each random direction's change in log p(metric token) (nats).")
+    baseline: float = Field(0.0, description="The metric unedited (log p in nats, or a logit difference).")
+    effect: float = Field(description="The policies' signed change of the metric.")
+    controls: list[float] = Field(description="Each random same-norm direction's signed change of the metric.")
+    families: dict[str, list[float]] = Field(default_factory=dict, description="Structure-matched control family "
+                                             "-> each control's signed change of the metric.")
+
+
+class ControlFamily(BaseModel):
+    """The distribution of one control family's effects: each control's signed change, mean over prompts."""
+
+    model_config = ConfigDict(extra="forbid")
+    family: str = Field(description="e.g. 'same-layer heads', 'random directions'.")
+    mean: float = Field(description="Mean signed change over the family's controls (metric units).")
+    min: float = Field(description="The most negative control's change.")
+    max: float = Field(description="The most positive control's change.")
+    n: int = Field(ge=0, description="Controls in the family.")
 
 
 class PromptReport(BaseModel):
@@ -134,10 +154,21 @@ class InterveneReport(BaseModel):
     max_new_tokens: int
     sampling: Sampling
     verdict: Verdict | None = Field(description="By verdict_rules; null without policies or controls.")
-    effect: float | None = Field(description="Mean over prompts of |the policies' change in log p| (nats).")
-    control_effect: float | None = Field(description="Mean |change| of the random directions (nats).")
-    control_effect_max: float | None = Field(None, description="Largest |change| of any random direction (nats).")
+    metric: str = Field("", description="What the effect is a change of, e.g. \"logit('Mary') - logit('John')\".")
+    effect: float | None = Field(description="Mean over prompts of the policies' signed change of the metric.")
+    effect_fraction: float | None = Field(None, description="The same as a signed fraction of the task's scale.")
+    effect_size: SizeWord | None = Field(None, description="The fraction in words (size_rules).")
+    direction: str | None = Field(None, description="'raises' or 'lowers' the metric.")
+    control_family: str | None = Field(None, description="The control family the verdict compared with.")
+    control_effect: float | None = Field(description="Its controls' mean change in the edit's direction (metric "
+                                         "units; a control moving the other way counts 0).")
+    control_effect_max: float | None = Field(None, description="Its largest change in the edit's direction.")
+    controls: list[ControlFamily] = Field(default_factory=list, description="Every control family's distribution.")
+    damage: Damage | None = Field(None, description="The edit on neutral text and generations; null without "
+                                  "policies.")
+    n_top1_changed: int = Field(0, ge=0, description="Prompts whose top-1 next token changed.")
     verdict_rules: str
+    size_rules: str = ""
     sae_caution: str | None = Field(None, description="Why the SAE's features may not be meaningful: fit_sae's "
                                     "verdict when it was not usable; null for a usable SAE or without one.")
     prompts: list[PromptReport]
@@ -145,7 +176,8 @@ class InterveneReport(BaseModel):
                                               "sorted by |effect|.")
     mean_p_target_change: float | None = Field(description="Mean intervened - baseline p(target); null without "
                                                "targets or policies.")
-    n_text_changed: int = Field(ge=0, description="Prompts whose generated text changed.")
+    n_text_changed: int = Field(ge=0, description="Prompts whose generated text changed (0 when max_new_tokens=0: "
+                                "see n_top1_changed).")
     generation: GenerationPlan = Field(description="Over all prompts: recompute if any prompt recomputed.")
 
 
@@ -155,11 +187,23 @@ class InterveneResult(RunResult):
     n_text_changed: int = Field(description="Prompts whose generated text changed.")
     top_features: list[FeatureEffect] = Field(default_factory=list, description="Features sorted by |effect| "
                                               "(nats of log p(target), mean over prompts).")
-    effect: float | None = Field(None, description="Mean over prompts of the policies' change in log p(target) "
-                                 "(nats) at their first active step.")
-    control_effect: float | None = Field(None, description="Mean |change| (nats) of the same-norm random "
-                                         "directions.")
-    control_effect_max: float | None = Field(None, description="Largest |change| (nats) of any random direction.")
+    metric: str = Field("", description="What the effect is a change of (log p(target), or logit(target) - "
+                        "logit(foil) with a foil).")
+    effect: float | None = Field(None, description="Mean over prompts of the policies' signed change of the metric "
+                                 "at their first active step.")
+    effect_fraction: float | None = Field(None, description="The same as a signed fraction of the task's scale.")
+    effect_size: SizeWord | None = Field(None, description="negligible / measurable but small / moderate / large.")
+    direction: str | None = Field(None, description="'raises' or 'lowers' the metric.")
+    control_family: str | None = Field(None, description="The control family the verdict compared with.")
+    control_effect: float | None = Field(None, description="That family's mean change in the edit's direction "
+                                         "(a control moving the other way counts 0).")
+    control_effect_max: float | None = Field(None, description="Its largest change in the edit's direction.")
+    controls: list[ControlFamily] = Field(default_factory=list, description="Every control family: signed mean, "
+                                          "min, max, n.")
+    damage: Damage | None = Field(None, description="KL and loss change on neutral text, collapsed generations; "
+                                  "destructive above the bars in the summary.")
+    n_top1_changed: int = Field(0, description="Prompts whose top-1 next token changed.")
+    verdict_rules: str = Field("", description="The verdict's and the destructive check's thresholds.")
     sae_caution: str | None = Field(None, description="fit_sae's verdict when it was not usable (its features may "
                                     "not be meaningful); null otherwise.")
     verdict: Verdict | None = Field(None, description="By the thresholds in the summary; null without policies or "

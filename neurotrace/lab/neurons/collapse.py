@@ -1,7 +1,7 @@
 """Collapse mode: generate greedily, flag collapsed outputs, and record the MLP activations that precede them.
 
 Generation and the collapse rules are clamp_sweep's own (:mod:`neurotrace.lab.clamping.generation`,
-:mod:`neurotrace.lab.clamping.collapse`), so a prompt this mode calls collapsed is one clamp_sweep's
+:mod:`neurotrace.lab.effects.collapse`), so a prompt this mode calls collapsed is one clamp_sweep's
 baseline calls collapsed. For each prompt the activation of every neuron is averaged over the last
 prompt token (the prefill's newest position) and the first ``window`` generated tokens as they are
 fed back (fewer if the row stopped at end-of-text): the positions where a loop starts.

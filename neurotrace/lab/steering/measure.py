@@ -14,6 +14,7 @@ position.
 """
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -63,10 +64,17 @@ def target_probs(lm: LoadedModel, ids: Sequence[Sequence[int]], sites: Sequence[
     return out
 
 
-@torch.no_grad()
 def steered_texts(lm: LoadedModel, ids: Sequence[int], sites: Sequence[str], vectors: Tensor, positions: str,
                   max_new_tokens: int) -> list[str]:
-    """Greedy continuations of one prompt, one batch row per added vector (rows, width), on a KV cache.
+    """The texts of :func:`steered_generations`."""
+    return [text for _, text in steered_generations(lm, ids, sites, vectors, positions, max_new_tokens)]
+
+
+@torch.no_grad()
+def steered_generations(lm: LoadedModel, ids: Sequence[int], sites: Sequence[str], vectors: Tensor, positions: str,
+                        max_new_tokens: int) -> list[tuple[list[int], str]]:
+    """Greedy continuations (tokens, text) of one prompt, one batch row per added vector (rows, width), on a KV
+    cache.
 
     The prefill sees the whole prompt (steered from ``start``); each later forward sees only the newest
     generated token, which is always steered: the semantics of the module docstring.
@@ -89,5 +97,12 @@ def steered_texts(lm: LoadedModel, ids: Sequence[int], sites: Sequence[str], vec
     for row in out[:, len(ids):].tolist():
         if tok.eos_token_id in row:
             row = row[: row.index(tok.eos_token_id)]
-        texts.append(tok.decode(row, skip_special_tokens=True))
+        texts.append((row, tok.decode(row, skip_special_tokens=True)))
     return texts
+
+
+def neutral_edit(lm: LoadedModel, sites: Sequence[str], vector: Tensor) -> Callable[[Sequence[int]], Any]:
+    """ids -> the context adding ``vector`` (width,) at every position of one full forward (the damage check)."""
+    def edit_for(ids: Sequence[int]) -> Any:
+        return hooked(lm.model, lm.adapter, {s: steer_hook(vector[None], 0) for s in sites})
+    return edit_for

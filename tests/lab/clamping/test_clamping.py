@@ -211,7 +211,7 @@ def test_a_specific_verdict_on_few_baselines_or_controls_says_it_is_a_lead():
 
 
 def test_empty_outputs_are_counted_apart_from_loops(lab, planted):
-    from neurotrace.lab.clamping.collapse import collapse_type
+    from neurotrace.lab.effects.collapse import collapse_type
 
     assert collapse_type(["empty (n_tokens 0 < 1)"]) == "empty"
     assert collapse_type(["distinct_2 0.30 < 0.5", "loop_frac 0.90 >= 0.5 (period 1, 16.0 copies)"]) == "loop"

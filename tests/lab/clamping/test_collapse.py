@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from neurotrace.lab.clamping.collapse import (
+from neurotrace.lab.effects.collapse import (
     CollapseThresholds,
     collapse_reasons,
     compression_ratio,

@@ -202,17 +202,19 @@ def test_an_empty_policy_list_is_a_ranking_only_pass(setup):
     assert effects == sorted(effects, reverse=True) and "nats" in res.summary
 
 
-def test_verdicts_compare_the_effect_with_same_norm_random_directions(setup):
+def test_verdicts_compare_the_effect_with_same_norm_random_directions_and_other_positions(setup):
     lab, sae_run, model = setup
     strong = run_intervene(InterveneRequest(model=str(model), prompts=[{"prompt": PROMPT, "target": "paris"}],
                                             max_new_tokens=0, policies=[{"kind": "zero", "site": SITE}]),
                            lab=lab, reporter=NULL_REPORTER)
-    assert strong.verdict in ("causal", "weak") and strong.control_effect is not None
+    assert strong.verdict in ("causal", "weak", "destructive") and strong.control_effect is not None
     noop = run_intervene(InterveneRequest(model=str(model), prompts=[{"prompt": PROMPT, "target": "paris"}],
                                           max_new_tokens=0, policies=[{"kind": "set_neurons", "neurons": ["1:3"],
                                                                        "value": 0.0, "positions": [0]}]),
                          lab=lab, reporter=NULL_REPORTER)
-    assert report_of(lab, noop.run_id).verdict_rules.startswith("causal")
-    assert noop.verdict in ("no measurable effect", "weak", "causal")
+    assert report_of(lab, noop.run_id).verdict_rules.startswith("destructive")
+    assert noop.verdict in ("no measurable effect", "weak", "causal", "not above control")
     assert "Verdict" in strong.summary and "random directions" in strong.summary
+    assert noop.control_family == "other positions"      # set_neurons at position 0: other neurons come first
+    assert [c.family for c in noop.controls][:2] == ["same-layer neurons", "other positions"]
 

@@ -1,9 +1,13 @@
-"""intervene's verdict never calls an edit causal or weak when a same-norm random direction moves log p as much,
-and the summary says what the effect was compared with."""
+"""intervene's verdict: structure-matched controls, the signed metric scaled to the task, and broken models flagged.
+
+The planted-circuit transformer's answer runs through head 2.0 only (head 2.1 is zero), so zeroing 2.0 must read
+`causal` against the same-layer head, zeroing a head off the route must not, and zeroing the last residual of
+fact-gpt2 must read `destructive`."""
 
 import pytest
 
 from neurotrace import InterveneRequest, run_intervene
+from neurotrace.lab.benchmark.planted_model import CAPITALS, COUNTRIES, TEMPLATE, build_planted
 from neurotrace.lab.intervention.controls import verdict
 from neurotrace.lab.intervention.report import REPORT_FILE
 from neurotrace.lab.intervention.schema import InterveneReport
@@ -12,28 +16,41 @@ from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.testing.records import read_back
 
 PROMPT = {"prompt": "the capital of france is", "target": "paris"}
+PLANTED = [{"prompt": TEMPLATE.format(c), "target": t} for c, t in zip(COUNTRIES[:2], CAPITALS[:2], strict=True)]
 
 
-def test_an_effect_smaller_than_the_largest_control_is_not_above_control():
-    v, e, c, m = verdict([0.339], [-0.23, 0.05, -0.51])        # SKILL.md's example, once called "weak"
-    assert v == "not above control"
-    assert (e, c, m) == pytest.approx((0.339, 0.79 / 3, 0.51))
+def test_an_effect_no_larger_than_the_largest_structure_control_is_not_above_control():
+    j = verdict([-0.339], [-0.3], {"same-layer heads": [[-0.23, 0.05, -0.51]]})
+    assert j.verdict == "not above control" and j.family == "same-layer heads"
+    assert (j.control_mean, j.control_max) == pytest.approx((0.74 / 3, 0.51))     # in the edit's direction
 
 
-def test_an_effect_below_the_mean_control_is_not_above_control():
-    assert verdict([0.1, -0.1], [0.3, -0.2, 0.4, 0.2])[0] == "not above control"
+def test_the_structure_matched_family_decides_before_random_directions():
+    # the IOI case: the random directions' largest (0.85) beats the effect, the same-layer heads (~0) do not
+    fams = {"random directions": [[0.3, -0.85, 0.1]], "same-layer heads": [[0.02, -0.01, 0.03]]}
+    j = verdict([-0.647], [-0.5], fams)
+    assert (j.verdict, j.family) == ("causal", "same-layer heads")
+    assert list(j.distributions) == ["same-layer heads", "random directions"]
+    assert j.distributions["random directions"] == pytest.approx((-0.45 / 3, -0.85, 0.3, 3))
 
 
-def test_an_effect_above_every_control_is_weak_below_twice_their_mean_and_causal_above():
-    assert verdict([0.3], [0.2, 0.25, 0.1])[0] == "weak"            # mean 0.183: 2x = 0.367 > 0.3 > 0.25
-    assert verdict([0.5], [0.2, 0.25, 0.1])[0] == "causal"
-    assert verdict([0.5], [0.0, 0.0])[0] == "causal"                # no site changed, so no push to compare
+def test_controls_that_move_the_metric_the_other_way_do_not_count_against_the_edit():
+    # gemma's IOI: zeroing 11:3 + 12:1 cuts the difference by 2.6; zeroing other heads of those layers raises it
+    j = verdict([-2.58], [-0.62], {"same-layer heads": [[2.33, 2.18, -0.18], [3.79, 3.89, 0.81]]})
+    assert (j.verdict, j.control_max) == ("causal", 0.0)
+    assert verdict([0.17], [0.2], {"same-layer heads": [[2.5, -1.0]]}).verdict == "not above control"
 
 
-def test_no_measurable_effect_wins_and_no_controls_means_no_verdict():
-    assert verdict([0.01, -0.02], [0.5, 0.6])[0] == "no measurable effect"
-    assert verdict([0.3], []) == (None, 0.3, None, None)
-    assert verdict([], [0.1]) == (None, None, None, None)
+def test_a_small_raise_above_controls_is_weak_not_causal_and_a_negligible_one_no_measurable_effect():
+    # the control head that raised p(Paris) by 0.066 nats: above its controls but 10% of the headroom
+    assert verdict([0.066], [0.1], {"same-layer heads": [[0.01, 0.0, 0.02]]}).verdict == "weak"
+    assert verdict([0.066], [0.03], {"same-layer heads": [[0.01]]}).verdict == "no measurable effect"
+
+
+def test_destructive_wins_and_no_controls_means_no_verdict():
+    assert verdict([-5.0], [-0.99], {"same-layer heads": [[0.0]]}, destructive=True).verdict == "destructive"
+    assert verdict([0.3], [0.5], {}).verdict is None
+    assert verdict([], [], {"same-layer heads": [[0.1]]}).verdict is None
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +58,59 @@ def lab(tmp_path_factory):
     return Lab(LabSettings(runs_dir=tmp_path_factory.mktemp("intervene_verdict") / "runs"))
 
 
-def test_zeroing_a_residual_that_random_directions_of_its_norm_match_is_not_above_control(lab, tiny_gpt2):
-    # the tiny GPT-2 is built from a seeded config: zeroing its last residual moves log p('paris') by ~0.19
-    # nats, over 2x the controls' mean (the old rule said causal), but one of 32 random pushes does ~0.24
-    res = run_intervene(InterveneRequest(model=str(tiny_gpt2), prompts=[PROMPT], max_new_tokens=0, controls=32,
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return build_planted(tmp_path_factory.mktemp("planted") / "planted-gpt2")
+
+
+def _zero_heads(lab, planted, layer, head):
+    return run_intervene(InterveneRequest(model=str(planted.path), prompts=PLANTED, max_new_tokens=0, controls=2,
+                                          policies=[{"kind": "zero_heads", "layer": layer, "heads": [head]}]),
+                         lab=lab, reporter=NULL_REPORTER)
+
+
+def test_the_planted_route_head_is_causal_against_its_same_layer_head(lab, planted):
+    res = _zero_heads(lab, planted, planted.head_layer, planted.head)
+    assert (res.verdict, res.control_family, res.direction, res.effect_size) == ("causal", "same-layer heads",
+                                                                                 "lowers", "large")
+    assert res.effect < -1.0 and res.control_effect_max < 0.01
+    assert {c.family for c in res.controls} == {"same-layer heads", "heads of any layer", "random directions"}
+    assert "It lowers log p(target) by" in res.summary and "Verdict: causal against same-layer heads" in res.summary
+    assert "top-1 next token changed on 2 of 2; no text generated (max_new_tokens=0)" in res.summary
+    assert "generated text(s) changed" not in res.summary
+    rec = read_back(lab, res.run_id, REPORT_FILE, InterveneReport.model_validate)
+    assert rec.verdict == "causal" and rec.damage is not None and not rec.damage.destructive
+    assert rec.n_top1_changed == 2 and "20%" in rec.verdict_rules
+
+
+def test_a_head_off_the_route_is_not_causal_and_its_controls_show_the_route(lab, planted):
+    off = _zero_heads(lab, planted, planted.head_layer, 1 - planted.head)
+    assert off.verdict == "no measurable effect"
+    same = next(c for c in off.controls if c.family == "same-layer heads")
+    assert same.min < -1.0                     # the one other head of the layer is the route
+
+
+def test_zeroing_fact_gpt2s_last_residual_reads_destructive(lab):
+    res = run_intervene(InterveneRequest(model="fact-gpt2", max_new_tokens=6, controls=1,
+                                         prompts=[{"prompt": "The capital of Drosberesh is", "target": "Zaentrourgrad"}],
+                                         policies=[{"kind": "zero", "site": "blocks.3.hook_resid_post"}]),
+                        lab=lab, reporter=NULL_REPORTER)
+    assert res.verdict == "destructive" and res.damage.destructive
+    assert res.damage.kl > 1.0 and res.damage.generations_collapsed == 1
+    assert "Edit on neutral text: destructive (KL on neutral text" in res.summary
+    assert "breaks the model on neutral text" in res.next
+
+
+def test_with_a_foil_the_metric_is_the_logit_difference_and_its_sign_is_stated(lab, tiny_gpt2):
+    res = run_intervene(InterveneRequest(model=str(tiny_gpt2), max_new_tokens=0, controls=2,
+                                         prompts=[{**PROMPT, "foil": "rome"}],
                                          policies=[{"kind": "zero", "site": "blocks.1.hook_resid_post"}]),
                         lab=lab, reporter=NULL_REPORTER)
-    assert res.verdict == "not above control"
-    assert res.effect <= res.control_effect_max and res.effect >= 2 * res.control_effect
-    assert f"Verdict: not above control (mean |change in log p('paris')| {res.effect:.3f} nats" in res.summary
-    assert (f"random directions' mean {res.control_effect:.3f} and largest {res.control_effect_max:.3f}"
-            in res.summary)
+    assert res.metric == "logit('paris') - logit('rome')"
     rec = read_back(lab, res.run_id, REPORT_FILE, InterveneReport.model_validate)
-    assert (rec.verdict, rec.control_effect_max) == (res.verdict, res.control_effect_max)
-    assert "not above control" in rec.verdict_rules
+    p = rec.prompts[0]
+    assert p.controls.effect == pytest.approx(p.intervened.logit_diff - p.baseline.logit_diff, abs=1e-4)
+    assert f"It {res.direction} logit('paris') - logit('rome') by {abs(res.effect):.3f} logits" in res.summary
 
 
 def test_several_policies_are_applied_jointly_and_set_neurons_without_a_value_says_zero(lab, tiny_gpt2):
