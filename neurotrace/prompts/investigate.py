@@ -42,7 +42,9 @@ def text(model: str, prompt: str, target: str, corrupt: str) -> str:
             f"{_call('steer', {'model': model, 'direction_from': {'pairs': pairs + pairs, 'layer': 0}, 'prompts': [corrupt], 'targets': [target], 'control_prompts': ['an unrelated prompt']})}"
             " with your pairs, `layer` from steps 1-3 (or `{'probe_run_id': ..., 'layer': L}` from step 5): read "
             "`verdict` and the random / shuffled / control-prompt columns. Neurons: ablate the top refs with "
-            "`intervene` (policy `{'kind': 'set_neurons', 'neurons': ['L:i'], 'value': 0}`) or, for "
+            "`intervene` (policy `{'kind': 'set_neurons', 'neurons': ['L:i'], 'value': 0}`; its verdict compares with "
+            "other neurons of the same layer, and a prompt's `foil` makes the metric the target-foil logit "
+            "difference) or, for "
             "collapse, sweep them with "
             f"{_call('clamp_sweep', {'model': model, 'neurons': ['0:0'], 'prompts': [prompt], 'values': [0, 5]})}"
             " (the ref from step 4) and compare with a low-ranked neuron of the same layer.",

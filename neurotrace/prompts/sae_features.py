@@ -25,15 +25,18 @@ def text(model: str, site: str) -> str:
             "\"...\", \"target\": \"...\"}], \"policies\": [{\"kind\": \"ablate_features\", \"features\": "
             "[3]}]}} with the feature ids you named (3 is a placeholder; first `\"policies\": []` ranks every "
             "feature by single-feature ablation and lists the top ones). Read its `verdict` (causal / weak / not above "
-            "control / no measurable effect, against same-norm random directions) and any `sae_caution`, and "
-            "compare baseline with intervened outcomes.",
+            "control / no measurable effect / destructive, against features of matched activation mass, with "
+            "random directions as one more control), `direction`, `effect_size`, `damage` and any "
+            "`sae_caution`, and compare baseline with intervened outcomes.",
             "Re-run with the same seed to confirm the report is reproduced exactly.",
         ],
         [
             "Trust the SAE only if fit_sae says usable; an unusable SAE (many dead features, large spliced loss) "
             "must be refitted (more data, skip position 0, other k) before any feature is interpreted.",
-            "A feature is causal for the behaviour only if intervene's verdict is causal: its effect beats random "
-            "directions of the same norm; report the ranked effects (nats of log p(target)) from report.json.",
+            "A feature is causal for the behaviour only if intervene's verdict is causal: its effect beats "
+            "features of matched activation mass and is at least moderate for the task; `destructive` means the "
+            "edit broke neutral text, so the effect says nothing about the feature. Report the ranked effects "
+            "(nats of log p(target)) from report.json.",
             "Clamping a feature to its own value must change nothing - a quick sanity check of the loop.",
         ])
 

@@ -38,7 +38,7 @@ from neurotrace.lab.clamping.schema import (
 )
 from neurotrace.lab.clamping.sweep import Condition, Row, SweepOutput
 from neurotrace.lab.clamping.verdict import RULES, group_verdicts
-from neurotrace.lab.effects.collapse import COLLAPSE_TYPES, METRIC_NAMES, collapse_type, describe_thresholds
+from neurotrace.lab.effects import COLLAPSE_TYPES, METRIC_NAMES, collapse_type, describe_thresholds
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.runs import Run
 

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.clamping.prompt_grid import PromptItem
-from neurotrace.lab.effects.collapse import CollapseThresholds, CollapseType
+from neurotrace.lab.effects import CollapseThresholds, CollapseType
 from neurotrace.lab.estimates import Estimate
 from neurotrace.lab.model.access.neurons import NEURON_HELP
 from neurotrace.lab.model.runtime.execution import Backend, Remote

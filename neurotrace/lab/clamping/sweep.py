@@ -9,7 +9,7 @@ import torch
 from neurotrace.lab.clamping.generation import ClampRows, Sampler, generate, left_pad
 from neurotrace.lab.clamping.prompt_grid import PromptItem
 from neurotrace.lab.clamping.schema import ClampSweepRequest
-from neurotrace.lab.effects.collapse import CollapseThresholds, collapse_reasons, text_metrics
+from neurotrace.lab.effects import CollapseThresholds, collapse_reasons, text_metrics
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.access.neurons import merge_neurons, parse_neuron
 from neurotrace.lab.model.runtime.nnsight_backend import routed_forward

@@ -4,7 +4,16 @@ Every edit tool (intervene, steer, clamp_sweep, the SAE splice) reads its verdic
 place, so "measurable but small", "destructive" and "collapsed" mean the same thing in every result.
 """
 
-from neurotrace.lab.effects.collapse import CollapseThresholds, collapse_reasons, text_metrics
+from neurotrace.lab.effects.collapse import (
+    COLLAPSE_TYPES,
+    METRIC_NAMES,
+    CollapseThresholds,
+    CollapseType,
+    collapse_reasons,
+    collapse_type,
+    describe_thresholds,
+    text_metrics,
+)
 from neurotrace.lab.effects.damage import DAMAGE_RULES, Damage, NeutralSet, describe, judge, new_collapses
 from neurotrace.lab.effects.sizes import (
     SIZE_RULES,
@@ -15,6 +24,6 @@ from neurotrace.lab.effects.sizes import (
     size_word,
 )
 
-__all__ = ["DAMAGE_RULES", "SIZE_RULES", "CollapseThresholds", "Damage", "NeutralSet", "SizeWord", "collapse_reasons",
-           "describe", "direction_word", "fraction_of_logit_diff", "fraction_of_logp", "judge", "new_collapses",
+__all__ = ["COLLAPSE_TYPES", "DAMAGE_RULES", "METRIC_NAMES", "SIZE_RULES", "CollapseThresholds", "CollapseType", "Damage",
+           "NeutralSet", "SizeWord", "collapse_reasons", "collapse_type", "describe", "describe_thresholds", "direction_word", "fraction_of_logit_diff", "fraction_of_logp", "judge", "new_collapses",
            "size_word", "text_metrics"]

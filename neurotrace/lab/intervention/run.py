@@ -192,6 +192,18 @@ def rank_features(lm: LoadedModel, sae: SAE, ids: list[int], metric_token: int, 
             for i in order]
 
 
+def _policy_context(lm: LoadedModel, policies: list[Any], sae: SAE | None, prompt_len: int,
+                    text_acts: Any = None) -> PolicyContext:
+    """A PolicyContext with every source's clean forward done now, never inside an edited forward."""
+    ctx = PolicyContext(prompt_len=prompt_len, n_heads=lm.n_heads, text_acts=text_acts or clean_text_acts(lm))
+    for p in policies:
+        for site, text in p.sources(sae) if isinstance(p, FEATURE_POLICIES) else []:
+            ctx.source(site, text)
+        if getattr(p, "source", None) is not None and not isinstance(p, FEATURE_POLICIES):
+            ctx.text_acts(p.site, p.source)
+    return ctx
+
+
 def _check_positions(policies: list[Any], prompt_len: int, n_new: int, i: int) -> None:
     for j, p in enumerate(policies):
         for field in ("positions", "query_positions", "key_positions"):
@@ -211,13 +223,8 @@ def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: S
     policies = list(request.policies)
     n = request.max_new_tokens
     _check_positions(policies, len(ids), n, index)
-    ctx = PolicyContext(prompt_len=len(ids), n_heads=lm.n_heads, text_acts=clean_text_acts(lm))
+    ctx = _policy_context(lm, policies, sae, len(ids))
     info = StepInfo(0, len(ids), source_step=index)
-    for p in policies:                          # clean source forwards now, never inside an edited forward
-        for site, text in p.sources(sae) if isinstance(p, FEATURE_POLICIES) else []:
-            ctx.source(site, text)
-        if getattr(p, "source", None) is not None and not isinstance(p, FEATURE_POLICIES):
-            ctx.text_acts(p.site, p.source)
     plan = plan_step_edits(policies, len(ids), max(1, n), lm.lm_kind, field="policies", positionwise=_KINDS)
     context_at = _context_at(lm, policies, sae, ctx, info, load_states)
     base, edited, forced, reference = _runs(lm, request, ids, policies, context_at, plan["path"] == "kv_cache")
@@ -230,7 +237,7 @@ def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: S
     if policies and request.controls:
         def sites_at(step: int) -> list[str]:
             return list(policy_hooks(policies, step, sae, ctx, lm, info, load_states))
-        families = {name: [_bound(lm, ctrl, sae, case, index, load_states) for ctrl in sets]
+        families = {name: [_bound(lm, ctrl, sae, case, index, load_states, ctx.text_acts) for ctrl in sets]
                     for name, sets in _control_sets(lm, request, policies, sae, ctx, case, len(ids)).items()}
         entry.controls = ControlEffects.model_validate(control_effects(
             lm, ids, base.tokens, policies, lambda k: context_at(k, 0), sites_at, metric, request.controls,
@@ -252,10 +259,10 @@ def _metric(lm: LoadedModel, case: PromptCase, base: Continuation) -> Metric:
 
 
 def _bound(lm: LoadedModel, policies: list[Any], sae: SAE | None, case: PromptCase, index: int,
-           load_states: Any) -> Callable[[int], Any]:
+           load_states: Any, text_acts: Any) -> Callable[[int], Any]:
     """step -> the context applying ``policies`` to a full forward over ``case.prompt`` (+ generated tokens)."""
     n = len(lm.tokenizer(case.prompt).input_ids)
-    ctx = PolicyContext(prompt_len=n, n_heads=lm.n_heads, text_acts=clean_text_acts(lm))
+    ctx = _policy_context(lm, policies, sae, n, text_acts)
     context = _context_at(lm, policies, sae, ctx, StepInfo(0, n, source_step=index), load_states)
     return lambda step: context(step, 0)
 
@@ -280,8 +287,10 @@ def damage(lm: LoadedModel, request: InterveneRequest, entries: list[PromptRepor
     step = next((s for s in range(request.max_new_tokens + 1) if any(p.active(s) for p in policies)), 0)
     neutral = NeutralSet(lm, [list(lm.tokenizer(e.prompt).input_ids) for e in entries])
 
+    acts = clean_text_acts(lm)
+
     def edit_for(ids: Any) -> Any:
-        ctx = PolicyContext(prompt_len=len(ids), n_heads=lm.n_heads, text_acts=clean_text_acts(lm))
+        ctx = _policy_context(lm, policies, sae, len(ids), acts)
         return _context_at(lm, policies, sae, ctx, StepInfo(0, len(ids), source_step=0), load_states)(step, 0)
 
     generated = [e for e in entries if e.baseline.tokens or e.intervened.tokens]

@@ -207,7 +207,11 @@ def test_verdicts_compare_the_effect_with_same_norm_random_directions_and_other_
     strong = run_intervene(InterveneRequest(model=str(model), prompts=[{"prompt": PROMPT, "target": "paris"}],
                                             max_new_tokens=0, policies=[{"kind": "zero", "site": SITE}]),
                            lab=lab, reporter=NULL_REPORTER)
-    assert strong.verdict in ("causal", "weak", "destructive") and strong.control_effect is not None
+    assert strong.control_effect is not None and strong.effect_size is not None
+    # the random tiny model barely predicts 'paris': its change is judged against p(paris), not in raw nats
+    expected = ("no measurable effect",) if abs(strong.effect_fraction) < 0.05 else ("causal", "weak", "destructive",
+                                                                                    "not above control")
+    assert strong.verdict in expected
     noop = run_intervene(InterveneRequest(model=str(model), prompts=[{"prompt": PROMPT, "target": "paris"}],
                                           max_new_tokens=0, policies=[{"kind": "set_neurons", "neurons": ["1:3"],
                                                                        "value": 0.0, "positions": [0]}]),
@@ -215,6 +219,6 @@ def test_verdicts_compare_the_effect_with_same_norm_random_directions_and_other_
     assert report_of(lab, noop.run_id).verdict_rules.startswith("destructive")
     assert noop.verdict in ("no measurable effect", "weak", "causal", "not above control")
     assert "Verdict" in strong.summary and "random directions" in strong.summary
-    assert noop.control_family == "other positions"      # set_neurons at position 0: other neurons come first
+    assert noop.control_family == "same-layer neurons"   # set_neurons at position 0: other neurons come first
     assert [c.family for c in noop.controls][:2] == ["same-layer neurons", "other positions"]
 
