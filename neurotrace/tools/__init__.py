@@ -16,6 +16,7 @@ from neurotrace.tools import (
     capture,
     clamp_sweep,
     compare,
+    features,
     find_neurons,
     fit_sae,
     generate_facts,
@@ -34,7 +35,7 @@ from neurotrace.tools._runner import EXPERIMENT, READ_ONLY
 
 #: the face of each experiment (its function is named like the tool; matched against EXPERIMENTS)
 FACES = (models.load_model, generate_facts.generate_facts, trace.trace, compare.compare, plot.plot,
-         clamp_sweep.clamp_sweep, capture.capture, fit_sae.fit_sae, intervene.intervene, benchmark.benchmark,
+         clamp_sweep.clamp_sweep, capture.capture, fit_sae.fit_sae, features.features, intervene.intervene, benchmark.benchmark,
          find_neurons.find_neurons, probe.probe, steer.steer, logit_lens.logit_lens, attention.attention,
          attribute.attribute, patch.patch, graph.graph)
 

@@ -6,6 +6,7 @@ its generation steps, and the same rule for when the KV cache is exact (:func:`p
 :class:`GenerationPlan`).
 """
 
+from neurotrace.lab.capture.batched import forward_batches
 from neurotrace.lab.capture.edits import (
     COMPONENT_EDITS,
     EDIT_KINDS,
@@ -33,7 +34,7 @@ from neurotrace.lab.experiment import Experiment
 __all__ = ["CAPTURE", "COMPONENT_EDITS", "EDIT_KINDS", "POSITIONWISE", "AttentionKnockout", "CaptureRecord", "CaptureRequest",
            "CaptureResult", "ComponentEdit", "GenerationPlan", "HeadAblation", "MeanAblation", "PatchActivations",
            "SetNeurons", "StepInfo",
-           "ZeroAblation", "TraceDataset", "capture_info", "clean_text_acts", "fed_positions", "force_recompute",
+           "ZeroAblation", "TraceDataset", "capture_info", "clean_text_acts", "fed_positions", "force_recompute", "forward_batches",
            "knockout", "load_trace_dataset", "overall_plan", "plan_step_edits", "resolve_positions", "run_capture",
            "step_hooks", "validate"]
 

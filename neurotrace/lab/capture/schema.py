@@ -36,16 +36,14 @@ class CaptureRequest(BaseModel):
                                              "each. Give either prompts or episode.")
     episode: list[EpisodeStep] = Field(default_factory=list, description="Steps of one episode: each step "
                                        "continues the transcript including the previous outputs (causal LMs).")
-    corpus: str | None = Field(None, description="Corpus instead of prompts: 'python-docs' (built in) or a "
-                               ".txt/.jsonl file under the input directories. Cut into contexts of context_size "
-                               "tokens; the built-in corpus is the Python 3.11 documentation's prose (~6 MB, PSF "
-                               "licence, installed with the package).")
-    context_size: int = Field(128, ge=2, le=8192, description="corpus: tokens per context, BOS included.")
-    max_tokens: int = Field(100_000, ge=2, le=50_000_000, description="corpus: token budget. Contexts = "
-                            "max_tokens // context_size.")
-    seed: int = Field(0, description="corpus: shuffle seed.")
-    prepend_bos: bool = Field(True, description="corpus: BOS first in each context.")
-    batch_size: int = Field(16, ge=1, le=4096, description="corpus: contexts per forward.")
+    corpus: str | None = Field(None, description="Corpus instead of prompts: 'python-docs' or a .txt/.jsonl "
+                               "input file. The built-in 'python-docs' is the Python 3.11 documentation's prose "
+                               "(~6 MB, PSF licence, installed with the package); contexts of context_size tokens.")
+    context_size: int = Field(128, ge=2, le=8192, description="corpus: tokens per context.")
+    max_tokens: int = Field(100_000, ge=2, le=50_000_000, description="corpus: token budget.")
+    seed: int = 0
+    prepend_bos: bool = True
+    batch_size: int = Field(16, ge=1, le=4096)
     joiner: str = Field(" ", description="Text placed before each later episode step's text.")
     max_new_tokens: int = Field(0, ge=0, le=512, description="Greedy tokens generated per step (0 = one "
                                 "forward pass over the prompt).")

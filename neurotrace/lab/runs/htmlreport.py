@@ -178,6 +178,8 @@ def render_report(run_dir: Path | str, manifest: Mapping[str, Any]) -> str:
     if manifest.get("summary"):
         body += ["<h2>Summary</h2>", f'<div class="summary">{_e(manifest["summary"])}</div>']
     body += _views(run_dir, artifacts)
+    for rel in sorted(a["path"] for a in artifacts if a["path"].startswith("sections/") and a["path"].endswith(".html")):
+        body.append((run_dir / rel).read_text(encoding="utf-8"))   # written escaped by the run's own code
     figures = _figures(run_dir, artifacts)
     if figures:
         body += ["<h2>Figures</h2>", *figures]

@@ -1,0 +1,262 @@
+"""features: what each feature of a dictionary is, read off a corpus capture (Neuronpedia-style pages).
+
+One run encodes every row of a capture at the dictionary's site once (:mod:`neurotrace.lab.features.index`;
+position-0 and special-token rows are left out, as fit_sae leaves them out) and answers from that index:
+
+* a **listing** of all features (frequency, max activation, top token) in ``sort`` order, one ``page_size``
+  page per call from ``cursor`` (``next_cursor`` continues), the whole table in ``tables/features.csv``;
+* **pages** (:mod:`neurotrace.lab.features.pages`) for ``features``, else for the best prompt/search hits, else
+  for the first three listed: top contexts, quantile samples, histogram, promoted/suppressed tokens, each also
+  written as Neuronpedia-compatible JSON ``features/<index>.json`` (``export_all``: every live feature in
+  ``neuronpedia.jsonl``), and a ``report.html`` section;
+* ``prompt``: the features most active on a text (a forward to the site, stopped there);
+* ``search``: features whose firing coincides with where a text occurs in the corpus, by F1 of recall
+  (matches where it fires) and precision (firings on matches).
+
+Without ``capture_run_id`` it first runs ``capture`` over ``corpus`` (``max_tokens``) at the dictionary's site.
+"""
+
+import importlib
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from neurotrace.lab.capture import (
+    CaptureRequest,
+    TraceDataset,
+    capture_info,
+    forward_batches,
+    load_trace_dataset,
+    run_capture,
+)
+from neurotrace.lab.errors import InputError, NotFound
+from neurotrace.lab.features.html import report_section
+from neurotrace.lab.features.index import FeatureIndex, encode_sparse
+from neurotrace.lab.features.pages import build_page, token_effects
+from neurotrace.lab.features.schema import (
+    FeaturesRequest,
+    FeaturesResult,
+    ListingRow,
+    PromptFeature,
+    SearchHit,
+)
+from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.loading import LoadedModel, ModelRef
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
+from neurotrace.lab.sae import load_sae_run
+
+FIELD = "dictionary"
+
+
+def load_dictionary_ref(lab: Lab, ref: str, device: str = "cpu") -> Any:
+    """The dictionary ``ref`` names: through ``neurotrace.lab.sae.dictionary.load_dictionary`` where it exists
+    (run ids, SAELens folders, releases), else a fit_sae run."""
+    try:   # engineer `train` lands it (NOTES.md); until then fit_sae runs
+        module = importlib.import_module("neurotrace.lab.sae.dictionary")
+    except ImportError:
+        return load_sae_run(lab, ref, device, field=FIELD)
+    return module.load_dictionary(lab, ref).to(device)
+
+
+def _is_run(lab: Lab, ref: str) -> bool:
+    try:
+        lab.store.run_dir(ref)
+    except NotFound:
+        return False
+    return True
+
+
+def directions(d: Any, features: list[int]) -> torch.Tensor:
+    idx = torch.tensor(features, dtype=torch.long)
+    return d.directions(idx) if hasattr(d, "directions") else d.W_dec[idx]
+
+
+def _rows(ds: TraceDataset) -> np.ndarray:
+    special = np.isin(ds.meta["token_id"], np.asarray(ds.info.special_ids, dtype=np.int64))
+    return np.nonzero(~special & (ds.meta["pos"] > 0))[0].astype(np.int64)
+
+
+def _capture(request: FeaturesRequest, lab: Lab, model: str, site: str, reporter: Reporter) -> str:
+    if request.capture_run_id:
+        return request.capture_run_id
+    with reporter.stage("capture"):
+        return run_capture(CaptureRequest(model=model, sites=[site], corpus=request.corpus,
+                                          max_tokens=request.max_tokens, store_dtype="float16", device=request.device),
+                           lab=lab, reporter=reporter).run_id
+
+
+def _listing(index: FeatureIndex, top_token: list[str], request: FeaturesRequest) -> tuple[list[ListingRow], Any]:
+    key = {"max_activation": -index.max_activation, "frequency": -index.frequency,
+           "index": np.arange(index.d_sae)}[request.sort]
+    order = np.argsort(key, kind="stable")
+    page = order[request.cursor:request.cursor + request.page_size]
+    rows = [ListingRow(index=int(f), frequency=round(float(index.frequency[f]), 6),
+                       max_activation=round(float(index.max_activation[f]), 4), top_token=top_token[f]) for f in page]
+    nxt = request.cursor + request.page_size
+    return rows, (nxt if nxt < index.d_sae else None)
+
+
+@torch.no_grad()
+def _prompt_features(lm: LoadedModel, d: Any, site: str, index: FeatureIndex, text: str, n: int
+                     ) -> list[PromptFeature]:
+    ids = lm.tokenizer(text).input_ids
+    if not ids:
+        raise InputError("prompt", "the prompt tokenizes to nothing", fix="give it text")
+    if lm.max_positions and len(ids) > lm.max_positions:
+        raise InputError("prompt", f"the prompt has {len(ids)} tokens, over the model's {lm.max_positions}",
+                         fix="shorten it")
+    (_, states), = forward_batches(lm, torch.tensor([ids]), [site], 1)
+    acts = d.encode(states[site][0].float()).float()                           # (positions, d_sae)
+    special = set(lm.tokenizer.all_special_ids)
+    keep = [p for p, t in enumerate(ids) if p > 0 and t not in special] or list(range(len(ids)))
+    acts = acts[keep]
+    best, where = acts.max(0)
+    order = [int(f) for f in best.argsort(descending=True)[:n] if best[f] > 0]
+    return [PromptFeature(index=f, activation=round(float(best[f]), 4), position=keep[int(where[f])],
+                          token=lm.tokenizer.decode([ids[keep[int(where[f])]]]),
+                          frequency=round(float(index.frequency[f]), 6)) for f in order]
+
+
+def match_rows(ds: TraceDataset, text: str) -> np.ndarray:
+    """Rows whose token ends an occurrence of ``text`` (case-insensitive) in its context's decoded text."""
+    needle = text.lower()
+    hits = []
+    for step in ds.steps:
+        tokens = step["tokens"]
+        sep = "" if any(t[:1].isspace() for t in tokens) else " "     # word-level tokens carry no spaces
+        ends = np.cumsum([len(t) + len(sep) for t in tokens]) - len(sep)
+        joined = sep.join(tokens).lower()
+        start = joined.find(needle)
+        row_of = {int(p): step["rows"][0] + i for i, p in enumerate(step["positions"])}
+        while start >= 0:
+            pos = int(np.searchsorted(ends, start + len(needle)))
+            if pos in row_of:
+                hits.append(row_of[pos])
+            start = joined.find(needle, start + 1)
+    return np.unique(np.asarray(hits, dtype=np.int64))
+
+
+def _search(ds: TraceDataset, index: FeatureIndex, text: str, n: int) -> tuple[list[SearchHit], int]:
+    matches = match_rows(ds, text)
+    matches = np.intersect1d(matches, _rows(ds))
+    if len(matches) == 0:
+        return [], 0
+    feat_of_entry = np.repeat(np.arange(index.d_sae), index.counts)
+    on = np.isin(index.rows, matches)
+    hits = np.bincount(feat_of_entry[on], minlength=index.d_sae)
+    sums = np.bincount(feat_of_entry[on], weights=index.acts[on], minlength=index.d_sae)
+    recall = hits / len(matches)
+    precision = hits / np.maximum(index.counts, 1)
+    f1 = np.where(hits > 0, 2 * recall * precision / np.maximum(recall + precision, 1e-12), 0.0)
+    order = [int(f) for f in np.argsort(-f1, kind="stable")[:n] if f1[f] > 0]
+    return [SearchHit(index=f, f1=round(float(f1[f]), 4), recall=round(float(recall[f]), 4),
+                      precision=round(float(precision[f]), 4), mean_activation=round(float(sums[f] / len(matches)), 4))
+            for f in order], int(len(matches))
+
+
+def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> FeaturesResult:
+    """Feature pages of a dictionary over a corpus capture, a paged listing of all features, the features a
+    prompt fires, and a search by activating text; Neuronpedia-compatible JSON per page."""
+    lab.check(request)
+    d = load_dictionary_ref(lab, request.dictionary, request.device)
+    site, d_sae = d.cfg.site, int(d.cfg.d_sae)
+    model = request.model or getattr(d.cfg, "model", "") or ""
+    if not model:
+        raise InputError("model", "the dictionary does not name its model", fix="pass `model`")
+    for f in request.features:
+        if not 0 <= f < d_sae:
+            raise InputError("features", f"feature {f} is out of range for a {d_sae}-feature dictionary",
+                             fix=f"use indices 0..{d_sae - 1}")
+    capture_id = _capture(request, lab, model, site, reporter)
+    recorded = list(capture_info(lab.store, capture_id, "capture_run_id").sites)
+    if site not in recorded:
+        raise InputError("capture_run_id", f"capture {capture_id} recorded {recorded[:4]}, not the dictionary's site "
+                         f"{site}", fix="capture the dictionary's site (or leave capture_run_id out)")
+    ds = load_trace_dataset(lab, capture_id, site, field="capture_run_id")
+    if ds.states.shape[1] != d.cfg.d_in:
+        raise InputError("capture_run_id", f"the capture's {site} is {ds.states.shape[1]} wide; the dictionary "
+                         f"reads {d.cfg.d_in}", fix="capture the dictionary's site of the dictionary's model")
+    with reporter.stage("encode"):
+        index = encode_sparse(d.encode, ds.states, _rows(ds), d_sae, reporter=reporter, device=request.device)
+    with lab.cache.lease(ModelRef(model=model, device=request.device)) as lm, \
+            lab.store.open_run("features", request) as run:
+        run.add_model(model, lm.fingerprint, lm.provenance)
+        run.add_input(capture_id)
+        if _is_run(lab, request.dictionary):
+            run.add_input(request.dictionary)
+        top_token = [ds.token(int(index.rows[index.offsets[f]])) if index.counts[f] else "" for f in range(d_sae)]
+        listing, next_cursor = _listing(index, top_token, request)
+        prompt = _prompt_features(lm, d, site, index, request.prompt, 10) if request.prompt else []
+        hits, n_matches = _search(ds, index, request.search, 10) if request.search else ([], 0)
+        chosen = list(dict.fromkeys(request.features or [p.index for p in prompt[:3]] or [h.index for h in hits[:3]]
+                                    or [r.index for r in listing[:3] if r.frequency > 0]))
+        effects = token_effects(lm, directions(d, chosen), request.n_tokens) if chosen else []
+        pages, full_pages = [], []
+        for f, eff in zip(chosen, effects, strict=True):
+            rel = f"features/{f}.json"
+            page, full = build_page(ds, index, f, eff, request, run.uri(rel))
+            full.update({"modelId": model, "layer": site, "dictionary": request.dictionary})
+            run.write_json(rel, full)
+            pages.append(page)
+            full_pages.append(full)
+        _write_tables(run, index, top_token, prompt, hits)
+        if request.export_all:
+            _export_all(run, lm, d, ds, index, request, model, site)
+        run.write_text("sections/features.html", report_section(full_pages, pages, site))
+        dead = float((index.counts == 0).mean())
+        summary = _summary(request, index, site, pages, prompt, hits, n_matches, dead)
+        run.set_summary(summary)
+        nxt = (f"Call features with dictionary='{request.dictionary}', capture_run_id='{capture_id}' and "
+               "features=[...] for other pages (reusing the capture), "
+               + (f"cursor={next_cursor} for the next listing page, " if next_cursor is not None else "")
+               + "or prompt='...' / search='...'.")
+        return FeaturesResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), next=nxt,
+                              dictionary=request.dictionary, capture_run_id=capture_id, site=site, d_sae=d_sae,
+                              n_rows=index.n_rows, dead_fraction=round(dead, 4), pages=pages, listing=listing,
+                              next_cursor=next_cursor, prompt_features=prompt, search_hits=hits, n_matches=n_matches)
+
+
+def _write_tables(run: Any, index: FeatureIndex, top_token: list[str], prompt: list, hits: list) -> None:
+    freq, mx, mean = index.frequency, index.max_activation, index.mean_activation
+    rows = [{"index": f, "frequency": round(float(freq[f]), 6), "max_activation": round(float(mx[f]), 4),
+             "mean_activation": round(float(mean[f]), 4), "top_token": top_token[f]} for f in range(index.d_sae)]
+    run.write_csv("tables/features.csv", rows)
+    if prompt:
+        run.write_csv("tables/prompt_features.csv", [p.model_dump() for p in prompt])
+    if hits:
+        run.write_csv("tables/search_hits.csv", [h.model_dump() for h in hits])
+
+
+def _export_all(run: Any, lm: LoadedModel, d: Any, ds: TraceDataset, index: FeatureIndex, request: Any, model: str,
+                site: str) -> None:
+    live = [int(f) for f in np.nonzero(index.counts > 0)[0]]
+    lines = []
+    for start in range(0, len(live), 256):
+        chunk = live[start:start + 256]
+        for f, eff in zip(chunk, token_effects(lm, directions(d, chunk), request.n_tokens), strict=True):
+            _, full = build_page(ds, index, f, eff, request, "")
+            full.update({"modelId": model, "layer": site})
+            lines.append(json.dumps(full, ensure_ascii=False))
+    run.write_text("neuronpedia.jsonl", "\n".join(lines) + "\n")
+
+
+def _summary(request: FeaturesRequest, index: FeatureIndex, site: str, pages: list, prompt: list, hits: list,
+             n_matches: int, dead: float) -> str:
+    parts = [f"Indexed {index.d_sae} features of {request.dictionary} at {site} over {index.n_rows:,} corpus rows: "
+             f"{dead:.0%} never fired, median frequency of the live ones "
+             f"{float(np.median(index.frequency[index.counts > 0])) if (index.counts > 0).any() else 0:.2%}."]
+    if index.truncated:
+        parts.append(f"{index.truncated} rows fired more than 64 features; only their 64 largest were kept.")
+    for p in pages[:3]:
+        promoted = ", ".join(repr(t.token) for t in p.promoted[:3])
+        parts.append(f"Feature {p.index}: fires on {p.frequency:.2%} of tokens, max {p.max_activation:.3g}, top "
+                     f"context {p.top[0].text!r}; promotes {promoted}." if p.top else f"Feature {p.index}: never fired.")
+    if prompt:
+        parts.append("Most active on the prompt: " + ", ".join(f"{p.index} ({p.activation:.3g} at {p.token!r})"
+                                                              for p in prompt[:5]) + ".")
+    if request.search:
+        parts.append(f"Search {request.search!r}: {n_matches} matching tokens; " + (
+            ", ".join(f"{h.index} (F1 {h.f1:.2f})" for h in hits[:5]) if hits else "no feature fires on them") + ".")
+    return " ".join(parts)
