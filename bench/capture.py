@@ -41,6 +41,8 @@ from neurotrace.lab.model.loading import ModelRef  # noqa: E402
 from neurotrace.lab.capture import CaptureRequest, run_capture  # noqa: E402
 from neurotrace.lab.capture.corpus import corpus_texts, token_contexts  # noqa: E402
 from neurotrace.lab.lab import Lab, LabSettings, use_threads  # noqa: E402
+from neurotrace.lab.model.access.hooks import hooked  # noqa: E402
+from neurotrace.lab.model.weights.loading import ModelRef  # noqa: E402
 from neurotrace.lab.progress import NULL_REPORTER  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

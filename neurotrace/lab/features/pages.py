@@ -18,7 +18,7 @@ from neurotrace.lab.attribution import freeze, unembedding
 from neurotrace.lab.capture import TraceDataset
 from neurotrace.lab.features.index import FeatureIndex, histogram, quantile_samples
 from neurotrace.lab.features.schema import Example, FeaturePage, TokenEffect
-from neurotrace.lab.model.loading import LoadedModel
+from neurotrace.lab.model.weights.loading import LoadedModel
 
 RIGHT = 2     # tokens shown right of the highlighted one
 

@@ -43,7 +43,7 @@ from neurotrace.lab.features.schema import (
     SearchHit,
 )
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.loading import LoadedModel, ModelRef
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae import load_sae_run
 

@@ -19,6 +19,8 @@ from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.features import FeaturesRequest, run_features
 from neurotrace.lab.features.run import match_rows
 from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.model.access.hooks import recording
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.lab.sae import load_sae_run
 from neurotrace.testing.tiny import WORDS
