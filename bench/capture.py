@@ -35,8 +35,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neurotrace.lab.model.hooks import hooked  # noqa: E402
-from neurotrace.lab.model.loading import ModelRef  # noqa: E402
 
 from neurotrace.lab.capture import CaptureRequest, run_capture  # noqa: E402
 from neurotrace.lab.capture.corpus import corpus_texts, token_contexts  # noqa: E402

@@ -10,8 +10,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from neurotrace.lab.model.hooks import recording
-from neurotrace.lab.model.loading import ModelRef
 
 from neurotrace import CaptureRequest, FitSAERequest, run_capture, run_fit_sae
 from neurotrace.lab.capture import load_trace_dataset
