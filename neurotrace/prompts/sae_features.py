@@ -1,8 +1,8 @@
-"""Prompt: find and test SAE features (capture -> fit_sae -> intervene)."""
+"""Prompt: find and test SAE features (capture -> fit_sae -> features -> intervene)."""
 
 from neurotrace.prompts._protocol import missing_tools_note, steps
 
-TOOLS = ("capture", "fit_sae", "intervene", "plot")
+TOOLS = ("capture", "fit_sae", "features", "intervene", "plot")
 
 
 def text(model: str, site: str) -> str:
@@ -14,13 +14,17 @@ def text(model: str, site: str) -> str:
         [
             f"Call `capture` on `{model}` at the hook site `{site}` (site names: hook_embed, "
             "blocks.{L}.hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out, blocks.{L}.mlp.hook_post) over "
-            "a prompt set or a multi-step episode. Keep its `run_id` as CAPTURE. Read the tool's input schema "
-            "for the exact fields.",
+            "a corpus (`\"corpus\": \"python-docs\"`, the built-in one, or your own .txt/.jsonl file; "
+            "`max_tokens` 100000 or more, `skip_bos`: true), or a prompt set. Keep its `run_id` as CAPTURE. "
+            "Read the tool's input schema for the exact fields.",
             "Call `fit_sae` with {\"request\": {\"capture_run_id\": \"CAPTURE\", \"architecture\": \"topk\", "
             "\"k\": 8, \"seed\": 0}}. Read its `verdict` (usable / marginal / unusable) and metrics (SAELens "
             "names, on held-out rows): explained_variance, l0, dead_fraction, ce_loss_score. Keep its `run_id` "
             "as SAE.",
-            "Read the top-activating examples table of SAE to name a few features.",
+            "Call `features` with {\"request\": {\"dictionary\": \"SAE\", \"capture_run_id\": \"CAPTURE\"}} "
+            "and read the listing and the feature pages (top contexts, quantile samples, promoted and "
+            "suppressed tokens); add `\"prompt\"` to see which features your prompt fires, or `\"search\"` to "
+            "find features by the text that activates them. Name a few features from their pages.",
             "Call `intervene` with {\"request\": {\"fit_sae_run_id\": \"SAE\", \"prompts\": [{\"prompt\": "
             "\"...\", \"target\": \"...\"}], \"policies\": [{\"kind\": \"ablate_features\", \"features\": "
             "[3]}]}} with the feature ids you named (3 is a placeholder; first `\"policies\": []` ranks every "
@@ -43,6 +47,6 @@ def text(model: str, site: str) -> str:
 
 def register(server) -> None:
     @server.prompt(name="sae_features", title="Find causal SAE features",
-                   description="Protocol: capture activations, fit a sparse autoencoder, intervene on features.")
+                   description="Protocol: capture a corpus, fit a sparse autoencoder, read feature pages, intervene.")
     async def sae_features(model: str = "fact-gpt2", site: str = "blocks.3.hook_resid_post") -> str:
         return text(model, site) + await missing_tools_note(server, TOOLS)
