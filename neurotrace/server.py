@@ -63,6 +63,7 @@ WAITABLE = frozenset(e.name for e in EXPERIMENTS if e.detachable)
 WAIT_SCHEMA = {"type": "boolean", "description": "false: reply at once with run_id; poll run_status"}
 ACCEPTED_SCHEMA = {"required": ["run_id", "status"]}  # the wait=false reply: {run_id, status: 'running'}
 LIVE_JOBS: list[Jobs] = []  # every open lifespan's jobs, for the signal handler
+LIVE_LABS: list[Lab] = []   # ... and their labs (runs still open when it gives up are marked cancelled)
 
 
 def agent_message(exc: ValidationError) -> str:
@@ -203,6 +204,7 @@ def build_server(settings: LabSettings | None = None, lab: Lab | None = None) ->
     async def lifespan(_server: MCPServer) -> AsyncIterator[AppContext]:
         jobs = Jobs()
         LIVE_JOBS.append(jobs)
+        LIVE_LABS.append(lab)
         lab.store.reap_stale()
         try:
             async with anyio.create_task_group() as tg:
@@ -212,6 +214,7 @@ def build_server(settings: LabSettings | None = None, lab: Lab | None = None) ->
                 tg.cancel_scope.cancel()
         finally:
             LIVE_JOBS.remove(jobs)
+            LIVE_LABS.remove(lab)
 
     async def start(name: str, args: dict[str, Any], ctx: Any) -> Any:
         return await server.start_task(name, args, ctx)
@@ -232,11 +235,16 @@ def build_server(settings: LabSettings | None = None, lab: Lab | None = None) ->
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
-    """SIGTERM/SIGINT: cancel in-flight work, give workers ~2 s to mark their runs cancelled, then exit."""
+    """SIGTERM/SIGINT: cancel in-flight work, give workers ~2 s to mark their runs cancelled, mark the runs
+    still open ``cancelled`` themselves, then exit. (This handler runs on the event loop's thread, so it
+    waits on the runs the worker threads close, not on the loop.)"""
     asked = sum(jobs.cancel_all() for jobs in LIVE_JOBS)
     deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline and any(j.live_count() for j in LIVE_JOBS):
+    while time.monotonic() < deadline and any(lab.store.open_count() for lab in LIVE_LABS):
         time.sleep(0.05)
+    for lab in LIVE_LABS:
+        lab.store.end_open_runs("cancelled", f"cancelled: the server stopped on signal {signum} before the run's "
+                                "next step")
     print(f"neurotrace-mcp: stopped by signal {signum} ({asked} running call(s) cancelled)", file=sys.stderr,
           flush=True)
     os._exit(128 + signum)

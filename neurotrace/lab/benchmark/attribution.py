@@ -89,12 +89,14 @@ def gradient(circuit: Circuit, x: Tensor, g: torch.Generator) -> Tensor:
 
 
 def integrated_gradients(circuit: Circuit, x: Tensor, g: torch.Generator, steps: int = 128,
-                         baseline: str = "zeros") -> Tensor:
+                         baseline: str = "zeros", check: Callable[[], None] | None = None) -> Tensor:
     base = torch.zeros_like(x[:1]) if baseline == "zeros" else x.mean(0, keepdim=True)
     alphas = (torch.arange(steps, dtype=x.dtype) + 0.5) / steps
     per_chunk = max(1, _CHUNK // x.numel())
     total = torch.zeros_like(x)
     for chunk in alphas.split(per_chunk):
+        if check is not None:
+            check()  # a long path (many samples x steps) stays cancellable
         path = base + chunk[:, None, None] * (x - base)                 # (steps_in_chunk, samples, features)
         total += autograd_jacobian(circuit, path.reshape(-1, x.shape[1])).view_as(path).sum(0)
     return ((x - base) * total / steps).abs().mean(0)
@@ -113,9 +115,10 @@ def random_scores(circuit: Circuit, x: Tensor, g: torch.Generator) -> Tensor:
     return torch.rand(x.shape[1], generator=g, dtype=torch.float64)
 
 
-def method_fns(ig_steps: int = 128, ig_baseline: str = "zeros") -> dict[str, Method]:
+def method_fns(ig_steps: int = 128, ig_baseline: str = "zeros", check: Callable[[], None] | None = None
+               ) -> dict[str, Method]:
     return {"correlation": correlation, "gradient": gradient,
-            "integrated_gradients": lambda c, x, g: integrated_gradients(c, x, g, ig_steps, ig_baseline),
+            "integrated_gradients": lambda c, x, g: integrated_gradients(c, x, g, ig_steps, ig_baseline, check),
             "patching": patching, "random": random_scores}
 
 
@@ -125,7 +128,7 @@ def score_circuits(seeds: int, samples: int, ig_steps: int = 128, ig_baseline: s
     """AUROC per method and regime, one value per seed; the 'null' lists score every regime's
     importances against scrambled labels (one value per seed and regime). ``check()`` runs before each
     method's scoring (it raises to cancel)."""
-    fns = method_fns(ig_steps, ig_baseline)
+    fns = method_fns(ig_steps, ig_baseline, check)
     out: dict[str, dict[str, list[float]]] = {m: {r: [] for r in (*regimes, "null")} for m in fns}
     for s in range(seeds):
         g = make_generator(seed * 7919 + s)

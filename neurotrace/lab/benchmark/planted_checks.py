@@ -179,7 +179,11 @@ def planted_checks(lab: Lab, model_dir: Path, seed: int, reporter: Reporter = NU
                    ) -> tuple[PlantedModel, list[PlantedCheck]]:
     """Build the planted model in ``model_dir`` and run every check on it."""
     pm = build_planted(model_dir)
-    checks = _trace_checks(lab, pm, "exact", seed, reporter) + _trace_checks(lab, pm, "approx", seed, reporter)
+    reporter.check()
+    checks = _trace_checks(lab, pm, "exact", seed, reporter)
+    reporter.check()
+    checks += _trace_checks(lab, pm, "approx", seed, reporter)
+    reporter.check()
     with lab.cache.lease(ModelRef(model=str(pm.path))) as lm:
         preps = [prepare_fact(lm, f, i) for i, f in enumerate(pm.facts)]
         std = subject_noise_std(lm, preps)

@@ -9,6 +9,8 @@ token and the planted head; correlation and gradient saliency over the same site
 """
 
 
+import time
+
 import torch
 
 from neurotrace.lab.benchmark.attribution import METHODS, jacobian_check, score_circuits
@@ -77,9 +79,20 @@ def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter = N
         out = BenchmarkResult(run_id=run.run_id, summary="", artifacts=[])
         total = (request.seeds if "circuits" in request.parts else 0) + (1 if "planted" in request.parts else 0)
         if "circuits" in request.parts:
+            seed_done, last = [0], [0.0]
+
+            def on_seed(s: int) -> None:
+                seed_done[0] = s + 1
+                reporter.step(s + 1, total, f"circuits, seed {s + 1}")
+
+            def tick() -> None:  # cancel at every method and IG chunk; progress at most twice a second
+                if time.monotonic() - last[0] < 0.5:
+                    return reporter.check()
+                last[0] = time.monotonic()
+                reporter.step(seed_done[0], total, f"circuits, seed {seed_done[0] + 1}")
+
             scores = score_circuits(request.seeds, request.samples, request.ig_steps, request.ig_baseline,
-                                    request.seed, on_seed=lambda s: reporter.step(s + 1, total, f"circuits, seed {s + 1}"),
-                                    check=reporter.check)
+                                    request.seed, on_seed=on_seed, check=tick)
             rows = _rows(scores)
             out.table = _rounded(rows)
             out.jacobian_max_abs_diff = jacobian_check(request.samples, request.seed)

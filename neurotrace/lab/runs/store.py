@@ -185,6 +185,7 @@ class RunStore:
         self._lock = threading.Lock()
         self._reserved = threading.local()
         self._progress_at: dict[str, float] = {}
+        self._open: dict[str, Run] = {}   # runs this process has open (for end_open_runs)
         self.reap_stale()
 
     def new_id(self, tool: str, request_json: str = "") -> str:
@@ -223,6 +224,7 @@ class RunStore:
         run.dir.mkdir(parents=True, exist_ok=False)
         atomic_write_text(run.dir / "request.json", json.dumps(req, indent=2, default=str) + "\n")
         run.save_manifest()
+        self._open[run.run_id] = run
         try:
             yield run
         except (Cancelled, KeyboardInterrupt) as exc:
@@ -237,6 +239,25 @@ class RunStore:
         finally:
             run.manifest.finished = _now()
             run.save_manifest()
+            self._open.pop(run.run_id, None)
+
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def end_open_runs(self, status: str, error: str) -> int:
+        """Mark every run this process still has open ``status`` (a server stopping by signal: its workers
+        did not reach their next step in time); how many. Best effort: the process is about to exit."""
+        ended = 0
+        for run in list(self._open.values()):
+            if run.manifest.status == "running":
+                run.manifest.status, run.manifest.error, run.manifest.finished = status, error, _now()
+                run.manifest.progress = None
+                try:
+                    run.save_manifest()
+                    ended += 1
+                except OSError:
+                    pass
+        return ended
 
     # -- reading -------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
