@@ -39,7 +39,7 @@ from neurotrace.lab.capture import (
     fed_positions,
 )
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.sae import SAE
+from neurotrace.lab.sae.dictionary import Dictionary
 
 GenSteps = Annotated[list[Annotated[int, Field(ge=0)]] | None,
                      Field(description="Generation steps where the policy acts (0 = the forward over the prompt, "
@@ -75,17 +75,17 @@ class InterventionPolicy(BaseModel):
     def active(self, step: int) -> bool:
         return self.steps is None or step in self.steps
 
-    def site(self, sae: SAE | None) -> str:
+    def site(self, sae: Dictionary | None) -> str:
         if sae is None:
             raise InputError("fit_sae_run_id", f"policy {self.kind!r} edits SAE features but no SAE was given",
-                             fix="pass fit_sae_run_id (a fit_sae run id)")
+                             fix="pass fit_sae_run_id (a fit_sae run id) or dictionary")
         return sae.cfg.site
 
-    def sources(self, sae: SAE | None) -> list[tuple[str, str]]:
+    def sources(self, sae: Dictionary | None) -> list[tuple[str, str]]:
         """(site, text) pairs whose clean activations this policy reads (computed by the caller)."""
         return []
 
-    def apply(self, step: int, h: Tensor, sae: SAE | None, context: PolicyContext) -> Tensor:
+    def apply(self, step: int, h: Tensor, sae: Dictionary | None, context: PolicyContext) -> Tensor:
         raise NotImplementedError
 
     def _pos(self, h: Tensor, context: PolicyContext) -> list[int]:
@@ -96,11 +96,11 @@ class InterventionPolicy(BaseModel):
 class _FeaturePolicy(InterventionPolicy):
     features: Features
 
-    def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: SAE) -> Tensor:
+    def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: Dictionary) -> Tensor:
         """The features' new activations at absolute positions ``pos`` (``a``: their old ones)."""
         raise NotImplementedError
 
-    def apply(self, step: int, h: Tensor, sae: SAE | None, context: PolicyContext) -> Tensor:
+    def apply(self, step: int, h: Tensor, sae: Dictionary | None, context: PolicyContext) -> Tensor:
         pos = self._pos(h, context)
         if not pos:
             return h
@@ -117,7 +117,7 @@ class _FeaturePolicy(InterventionPolicy):
 class AblateFeatures(_FeaturePolicy):
     kind: Literal["ablate_features"] = "ablate_features"
 
-    def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: SAE) -> Tensor:
+    def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: Dictionary) -> Tensor:
         return torch.zeros_like(a)
 
 
@@ -125,7 +125,7 @@ class ClampFeatures(_FeaturePolicy):
     kind: Literal["clamp_features"] = "clamp_features"
     value: float = Field(description="Activation the features are held at.")
 
-    def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: SAE) -> Tensor:
+    def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: Dictionary) -> Tensor:
         return torch.full_like(a, self.value)
 
 
@@ -136,10 +136,10 @@ class PatchFeatures(_FeaturePolicy):
                                                "source (positions past its end are left alone); 'last': the "
                                                "source's last token at every chosen position.")
 
-    def sources(self, sae: SAE | None) -> list[tuple[str, str]]:
+    def sources(self, sae: Dictionary | None) -> list[tuple[str, str]]:
         return [(self.site(sae), self.source)]
 
-    def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: SAE) -> Tensor:
+    def new_values(self, a: Tensor, pos: list[int], context: PolicyContext, sae: Dictionary) -> Tensor:
         src = sae.encode(context.source(sae.cfg.site, self.source).to(a.device))[:, self.features]
         new = a.clone()                                                 # (batch, n_pos, n_feat)
         for j, p in enumerate(pos):
@@ -155,7 +155,7 @@ Policy = Annotated[AblateFeatures | ClampFeatures | PatchFeatures | ZeroAblation
 FEATURE_POLICIES = (AblateFeatures, ClampFeatures, PatchFeatures)
 
 
-def check_policies(policies: list[Any], sae: SAE | None) -> None:
+def check_policies(policies: list[Any], sae: Dictionary | None) -> None:
     """InputError('policies') for SAE feature indices out of range (component edits: capture's validate)."""
     for i, p in enumerate(policies):
         if isinstance(p, _FeaturePolicy):

@@ -26,7 +26,7 @@ from neurotrace.lab.intervention.schema import (
 )
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.weights.loading import LoadedModel
-from neurotrace.lab.sae import SAE
+from neurotrace.lab.sae.dictionary import Dictionary
 
 REPORT_FILE = "report.json"
 
@@ -174,15 +174,14 @@ def _families(j: Judgement) -> list[ControlFamily]:
     return [ControlFamily(family=name, mean=m, min=lo, max=hi, n=n) for name, (m, lo, hi, n) in j.distributions.items()]
 
 
-def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: SAE | None,
+def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: Dictionary | None,
                  entries: list[PromptReport], lab: Lab, sae_caution: str | None = None,
                  harm: Damage | None = None) -> InterveneResult:
     features = overall_features(entries)
     inputs = []
-    if request.fit_sae_run_id:
-        run.add_input(request.fit_sae_run_id)
-        inputs = [request.fit_sae_run_id] + ([sae.cfg.capture_run_id] if sae is not None and sae.cfg.capture_run_id
-                                             else [])
+    if sae is not None and sae.cfg.kind == "run":
+        run.add_input(sae.cfg.source)
+        inputs = [sae.cfg.source] + ([sae.cfg.capture_run_id] if sae.cfg.capture_run_id else [])
     j = judgement(entries, harm)
     mean_delta, changed, top1, summary = _summary(request, entries, features, sae_caution, j, harm)
     words = {"verdict": j.verdict, "metric": metric_name(entries), "effect": j.effect, "effect_fraction": j.fraction,
@@ -191,7 +190,8 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: SAE 
              "control_effect": j.control_mean, "control_effect_max": j.control_max, "controls": _families(j),
              "damage": harm, "n_top1_changed": top1, "verdict_rules": f"{RULES}; {DAMAGE_RULES}"}
     report = InterveneReport(seed=request.seed, model=lm.ref.model, model_fingerprint=lm.fingerprint,
-                             fit_sae_run_id=request.fit_sae_run_id, sae_site=sae.cfg.site if sae is not None else None,
+                             fit_sae_run_id=request.fit_sae_run_id,
+                             dictionary=request.dictionary, sae_site=sae.cfg.site if sae is not None else None,
                              inputs=inputs, policies=list(request.policies), max_new_tokens=request.max_new_tokens,
                              sampling=request.sampling,
                              size_rules=SIZE_RULES, sae_caution=sae_caution, prompts=entries, top_features=features,

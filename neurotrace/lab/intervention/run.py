@@ -75,7 +75,8 @@ from neurotrace.lab.model.runtime.stepwise import (
 )
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
-from neurotrace.lab.sae import METRICS_FILE, SAE, SAEMetrics, load_sae_run
+from neurotrace.lab.sae import METRICS_FILE, SAEMetrics, load_sae_run
+from neurotrace.lab.sae.dictionary import Dictionary, check_fits, load_dictionary, record_dictionary
 
 _KINDS = POSITIONWISE | {p.model_fields["kind"].default for p in FEATURE_POLICIES}
 
@@ -84,7 +85,7 @@ def _cases(request: InterveneRequest) -> list[PromptCase]:
     return [p if isinstance(p, PromptCase) else PromptCase(prompt=p) for p in request.prompts]
 
 
-def policy_hooks(policies: list[Any], step: int, sae: SAE | None, ctx: PolicyContext, lm: LoadedModel | None = None,
+def policy_hooks(policies: list[Any], step: int, sae: Dictionary | None, ctx: PolicyContext, lm: LoadedModel | None = None,
                  info: StepInfo | None = None, load_states: Any = None) -> dict[str, list[Callable]]:
     """{site: [hook]} applying every policy active at ``step`` (component edits through capture's hooks);
     the forward feeds tokens from ``info.start`` (0 without ``info``)."""
@@ -104,7 +105,7 @@ def policy_hooks(policies: list[Any], step: int, sae: SAE | None, ctx: PolicyCon
     return hooks
 
 
-def _context_at(lm: LoadedModel, policies: list[Any], sae: SAE | None, ctx: PolicyContext, info: StepInfo,
+def _context_at(lm: LoadedModel, policies: list[Any], sae: Dictionary | None, ctx: PolicyContext, info: StepInfo,
                 load_states: Any) -> ContextAt:
     @contextmanager
     def context(step: int, start: int) -> Iterator[None]:
@@ -161,7 +162,7 @@ def _per_step(lm: LoadedModel, tokens: list[int], base: Continuation, forced: Co
 
 
 @torch.no_grad()
-def rank_features(lm: LoadedModel, sae: SAE, ids: list[int], metric_token: int, top: int) -> list[FeatureEffect]:
+def rank_features(lm: LoadedModel, sae: Dictionary, ids: list[int], metric_token: int, top: int) -> list[FeatureEffect]:
     """Ablate each of the ``top`` most active features alone (batched) and rank by |change in log p|."""
     acts: dict[str, torch.Tensor] = {}
 
@@ -192,7 +193,7 @@ def rank_features(lm: LoadedModel, sae: SAE, ids: list[int], metric_token: int, 
             for i in order]
 
 
-def _policy_context(lm: LoadedModel, policies: list[Any], sae: SAE | None, prompt_len: int,
+def _policy_context(lm: LoadedModel, policies: list[Any], sae: Dictionary | None, prompt_len: int,
                     text_acts: Any = None) -> PolicyContext:
     """A PolicyContext with every source's clean forward done now, never inside an edited forward."""
     ctx = PolicyContext(prompt_len=prompt_len, n_heads=lm.n_heads, text_acts=text_acts or clean_text_acts(lm))
@@ -217,7 +218,7 @@ def _check_positions(policies: list[Any], prompt_len: int, n_new: int, i: int) -
                                  f"{prompt_len + n_new - 1} (negative = from the end of the prompt)")
 
 
-def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: SAE | None, index: int,
+def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: Dictionary | None, index: int,
             load_states: Any) -> PromptReport:
     ids = list(lm.tokenizer(case.prompt).input_ids)
     policies = list(request.policies)
@@ -258,7 +259,7 @@ def _metric(lm: LoadedModel, case: PromptCase, base: Continuation) -> Metric:
     return Metric(tokens, label=f"log p({case.target!r})")
 
 
-def _bound(lm: LoadedModel, policies: list[Any], sae: SAE | None, case: PromptCase, index: int,
+def _bound(lm: LoadedModel, policies: list[Any], sae: Dictionary | None, case: PromptCase, index: int,
            load_states: Any, text_acts: Any) -> Callable[[int], Any]:
     """step -> the context applying ``policies`` to a full forward over ``case.prompt`` (+ generated tokens)."""
     n = len(lm.tokenizer(case.prompt).input_ids)
@@ -267,7 +268,7 @@ def _bound(lm: LoadedModel, policies: list[Any], sae: SAE | None, case: PromptCa
     return lambda step: context(step, 0)
 
 
-def _control_sets(lm: LoadedModel, request: InterveneRequest, policies: list[Any], sae: SAE | None,
+def _control_sets(lm: LoadedModel, request: InterveneRequest, policies: list[Any], sae: Dictionary | None,
                   ctx: PolicyContext, case: PromptCase, prompt_len: int) -> dict[str, list[list[Any]]]:
     mass = None
     if sae is not None and any(isinstance(p, FEATURE_POLICIES) for p in policies):
@@ -278,7 +279,7 @@ def _control_sets(lm: LoadedModel, request: InterveneRequest, policies: list[Any
                         is_feature=lambda p: isinstance(p, FEATURE_POLICIES))
 
 
-def damage(lm: LoadedModel, request: InterveneRequest, entries: list[PromptReport], sae: SAE | None,
+def damage(lm: LoadedModel, request: InterveneRequest, entries: list[PromptReport], sae: Dictionary | None,
            load_states: Any) -> Damage | None:
     """The policies on neutral text (the prompts' prefixes and plain sentences) and the generations' collapse."""
     policies = list(request.policies)
@@ -324,12 +325,28 @@ def sae_caution(lab: Lab, run_id: str) -> str | None:
     return f"the SAE was judged {metrics.verdict} by fit_sae{why}: its features may not be meaningful"
 
 
+def _dictionary(lab: Lab, request: InterveneRequest) -> Dictionary | None:
+    """The dictionary of ``fit_sae_run_id`` (a complete fit_sae run) or ``dictionary`` (any reference)."""
+    if request.fit_sae_run_id and request.dictionary:
+        raise InputError("dictionary", "both fit_sae_run_id and dictionary given",
+                         fix="pass one of them (dictionary takes a run id too)")
+    if request.fit_sae_run_id:
+        load_sae_run(lab, request.fit_sae_run_id)                       # a complete fit_sae run, or a typed error
+    field = "fit_sae_run_id" if request.fit_sae_run_id else "dictionary"
+    ref = request.fit_sae_run_id or request.dictionary
+    d = load_dictionary(lab, ref, field=field) if ref else None
+    if d is not None and d.cfg.transcoder:
+        raise InputError(field, f"{ref} is a transcoder ({d.cfg.site} -> {d.cfg.out_site}); intervene edits an SAE's "
+                         "features in place at one site", fix="pass an SAE (site == output site)")
+    return d
+
+
 def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> InterveneResult:
     """Apply SAE-feature or component policies per generation step and compare with the baseline
     (p(target), logit differences, text, per-step KL); rank SAE features by causal effect; write report.json."""
     lab.check(request)  # bounds and the whole-job estimate, before any work
     check_execution(request)
-    sae = load_sae_run(lab, request.fit_sae_run_id) if request.fit_sae_run_id else None
+    sae = _dictionary(lab, request)
     model = request.model or (sae.cfg.model if sae is not None else None)
     if model is None:
         raise InputError("model", "no model given and no SAE to take it from", fix="pass model or fit_sae_run_id")
@@ -339,6 +356,8 @@ def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = N
         if lm.lm_kind != "causal" and request.max_new_tokens:
             raise InputError("max_new_tokens", "a masked LM does not generate", fix="use max_new_tokens=0")
         sae = sae.to(lm.device) if sae is not None else None
+        if sae is not None:
+            check_fits(sae, lm, model, field="dictionary" if request.dictionary else "fit_sae_run_id")
         check_policies(list(request.policies), sae)
         for p in request.policies:
             if not isinstance(p, COMPONENT_EDITS):
@@ -353,6 +372,8 @@ def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = N
                 reporter.step(i, len(cases), f"prompt {i + 1} of {len(cases)}")
                 entries.append(_prompt(lm, request, case, sae, i, load_states))
             reporter.step(len(cases), len(cases), "writing report")
-            caution = sae_caution(lab, request.fit_sae_run_id) if request.fit_sae_run_id else None
+            if sae is not None:
+                record_dictionary(run, sae)
+            caution = sae_caution(lab, sae.cfg.source) if sae is not None and sae.cfg.kind == "run" else None
             harm = damage(lm, request, entries, sae, load_states)
             return write_report(run, request, lm, sae, entries, lab, caution, harm)

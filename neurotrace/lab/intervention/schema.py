@@ -12,6 +12,7 @@ from neurotrace.lab.intervention.policies import Policy
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.model.runtime.sampling import SAMPLING_HELP, Greedy, Sampling
 from neurotrace.lab.results import RunResult
+from neurotrace.lab.sae.schema import DictionaryRef
 
 
 class PromptCase(BaseModel):
@@ -30,7 +31,8 @@ class InterveneRequest(BaseModel):
     tool: ClassVar[str] = "intervene"
     model: str | None = Field(None, description="The model; default: the model the SAE was fitted on.")
     fit_sae_run_id: str | None = Field(None, description="run_id of a fit_sae run (needed for feature policies "
-                                       "and feature ranking).")
+                                       "and feature ranking; or give `dictionary`).")
+    dictionary: DictionaryRef | None = None
     prompts: list[str | PromptCase] = Field(min_length=1, description="Prompts, as strings or {prompt, target, "
                                             "foil}.")
     policies: list[Policy] = Field(default_factory=list, description="SAE edits ablate_features, clamp_features, "
@@ -148,6 +150,7 @@ class InterveneReport(BaseModel):
     model: str
     model_fingerprint: str = Field(description="Weights fingerprint of the model.")
     fit_sae_run_id: str | None
+    dictionary: str | None = Field(None, description="The dictionary reference used, when not a fit_sae run id.")
     sae_site: str | None = Field(description="The SAE's site; null without an SAE.")
     inputs: list[str] = Field(description="Runs read: the fit_sae run, then its capture run.")
     policies: list[Policy]

@@ -88,6 +88,9 @@ class Manifest(BaseModel):
     model_sources: dict[str, dict[str, Any]] = Field(default_factory=dict, description="model id -> where its "
                                                      "weights came from (e.g. the GGUF file's sha256 and tensor types)")
     inputs: list[str] = Field(default_factory=list, description="run ids this run read from")
+    dictionaries: dict[str, dict[str, Any]] = Field(default_factory=dict, description="dictionary reference "
+                                                    "(run id, folder, release/id) -> its weights' sha256, kind, "
+                                                    "architecture and sites")
     artifacts: list[ArtifactEntry] = Field(default_factory=list)
     error: str | None = None
     summary: str | None = None

@@ -161,6 +161,10 @@ class Run:
         if run_id not in self.manifest.inputs:
             self.manifest.inputs.append(run_id)
 
+    def add_dictionary(self, ref: str, record: dict[str, Any]) -> None:
+        """Note a dictionary (SAE/transcoder) the run used: its reference and its weights' sha256."""
+        self.manifest.dictionaries[ref] = dict(record)
+
     def set_summary(self, text: str) -> None:
         self.manifest.summary = text
 

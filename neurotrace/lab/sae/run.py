@@ -31,8 +31,11 @@ from neurotrace.lab.model.weights.loading import ModelRef, resolve_device
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae.base import SAE, SAEConfig
 from neurotrace.lab.sae.evaluate import ReconStats, fire_rate_histogram, reconstruction_stats, splice_metrics
+from neurotrace.lab.sae.export import dictionary_from_sae
 from neurotrace.lab.sae.figures import training as training_figure
 from neurotrace.lab.sae.registry import build_sae, from_tensors
+from neurotrace.lab.sae.saelens import CFG_FILE as CFG_FILE_SAELENS
+from neurotrace.lab.sae.saelens import WEIGHTS_FILE
 from neurotrace.lab.sae.schema import FitSAERequest, FitSAEResult, SAEMetrics, TrainingStep
 from neurotrace.lab.sae.train import RowSource, TrainSettings, train_sae
 from neurotrace.lab.sae.verdict import RULES, sae_verdict
@@ -154,6 +157,9 @@ def _write(run: Any, request: FitSAERequest, ds: TraceDataset, sae: SAE, stats: 
            metrics: dict[str, Any], log: list[dict[str, float]], held_steps: list[int]) -> FitSAEResult:
     cfg = sae.cfg
     sae_uri = run.write_tensors("sae.safetensors", sae.tensors())
+    export = dictionary_from_sae(sae, source=run.run_id, kind="run")        # SAELens' layout, scalings folded
+    run.write_tensors(f"saelens/{WEIGHTS_FILE}", export.tensors())
+    run.write_json(f"saelens/{CFG_FILE_SAELENS}", saelens_cfg(export, request, ds))
     verdict, why = sae_verdict(metrics)
     run.write_json(CONFIG_FILE, cfg.model_dump(mode="json"))
     never, density = fire_rate_histogram(stats.fire_counts, stats.n_rows)
@@ -177,6 +183,13 @@ def _write(run: Any, request: FitSAERequest, ds: TraceDataset, sae: SAE, stats: 
                         verdict=verdict,
                         site=cfg.site, d_in=cfg.d_in, d_sae=cfg.d_sae, architecture=cfg.architecture,
                         n_rows=len(ds), metrics=metrics, sae=sae_uri, examples=examples, next=nxt)
+
+
+def saelens_cfg(export: Any, request: FitSAERequest, ds: TraceDataset) -> dict[str, Any]:
+    """cfg.json of the SAELens export, with where the training states came from in its metadata."""
+    return export.saelens_cfg() | {"metadata": export.saelens_cfg()["metadata"] | {
+        "exclude_special_tokens": request.exclude_special, "neurotrace_capture_run_id": ds.run_id,
+        "neurotrace_seed": request.seed}}
 
 
 def _refit_advice(request: FitSAERequest, m: dict[str, Any], d_sae: int) -> str:

@@ -1,11 +1,16 @@
 """fit_sae's boundary models: the request and the result, and the typed record of sae_metrics.json."""
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.estimates import BYTES, WIDTH_GUESS, Estimate
 from neurotrace.lab.results import RunResult
+
+DictionaryRef = Annotated[str, Field(min_length=1, max_length=4096, description=(
+    "A dictionary (SAE or transcoder): a fit_sae run_id, a local folder in SAELens' layout (cfg.json + "
+    "sae_weights.safetensors, or Gemma Scope 2's params.safetensors; under the input directories), or a "
+    "SAELens release and id ('release/sae_id', downloaded when online). Weights only from safetensors."))]
 
 
 class FitSAERequest(BaseModel):

@@ -5,7 +5,8 @@
   (``floor(n/2)`` of them) and takes the same difference: the contrast with the labels scrambled,
   which is near zero when the direction comes from the pairing and not from the prompts themselves.
   Both keep their natural norms; :func:`neurotrace.lab.steering.run` scales them by the same factor.
-* ``sae``: row ``feature`` of a fit_sae run's decoder ``W_dec`` at the SAE's site (no shuffled control).
+* ``sae``: row ``feature`` of a dictionary's decoder ``W_dec`` (a fit_sae run, or any ``dictionary``
+  reference: :mod:`neurotrace.lab.sae.dictionary`) at its output site (no shuffled control).
 * ``probe``: a probe run's direction at ``layer`` and its shuffled-label direction as the control.
 
 Runs are read through the run store (their manifests must say the right tool and ``complete``).
@@ -23,7 +24,7 @@ from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.probe import ProbeResults
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.sae import SAEConfig
+from neurotrace.lab.sae.dictionary import Dictionary, load_dictionary
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.steering.schema import PairsDirection, ProbeDirection, SAEDirection, SteerRequest
 
@@ -35,6 +36,7 @@ class Direction:
     site: str                      # the site it lives at
     source: str                    # a few words for the report
     input_run: str | None = None
+    dictionary: Dictionary | None = None   # the dictionary an SAE direction came from (its sha256 is recorded)
 
 
 def _check_run(lab: Lab, run_id: str, tool: str, field: str) -> None:
@@ -60,14 +62,17 @@ def _pairs(spec: PairsDirection, request: SteerRequest, lm: LoadedModel, reporte
 
 
 def _sae(spec: SAEDirection, lab: Lab) -> Direction:
-    _check_run(lab, spec.fit_sae_run_id, "fit_sae", "direction_from.fit_sae_run_id")
-    cfg = SAEConfig.model_validate(lab.store.read_json(spec.fit_sae_run_id, "sae_config.json"))
-    w_dec = lab.store.read_tensors(spec.fit_sae_run_id, "sae.safetensors")["W_dec"]        # (d_sae, d_in)
-    if spec.feature >= w_dec.shape[0]:
-        raise InputError("direction_from.feature", f"feature {spec.feature} >= d_sae {w_dec.shape[0]}",
-                         fix=f"use a feature in 0..{w_dec.shape[0] - 1}")
-    return Direction(w_dec[spec.feature].float(), None, cfg.site,
-                     f"SAE feature {spec.feature} (run {spec.fit_sae_run_id})", spec.fit_sae_run_id)
+    field = "direction_from.fit_sae_run_id" if spec.fit_sae_run_id else "direction_from.dictionary"
+    ref = spec.fit_sae_run_id or spec.dictionary or ""
+    if spec.fit_sae_run_id:
+        _check_run(lab, spec.fit_sae_run_id, "fit_sae", field)
+    d = load_dictionary(lab, ref, field=field)
+    if spec.feature >= d.cfg.d_sae:
+        raise InputError("direction_from.feature", f"feature {spec.feature} >= d_sae {d.cfg.d_sae}",
+                         fix=f"use a feature in 0..{d.cfg.d_sae - 1}")
+    what = f"run {ref}" if d.cfg.kind == "run" else f"dictionary {d.cfg.source}"
+    return Direction(d.directions(torch.tensor([spec.feature]))[0].float(), None, d.cfg.out_site,
+                     f"SAE feature {spec.feature} ({what})", ref if d.cfg.kind == "run" else None, d)
 
 
 def _probe(spec: ProbeDirection, lab: Lab) -> Direction:

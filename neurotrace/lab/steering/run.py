@@ -25,6 +25,7 @@ from neurotrace.lab.model.access.tokens import target_id
 from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
+from neurotrace.lab.sae.dictionary import check_fits, record_dictionary
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.steering.directions import Direction, resolve
 from neurotrace.lab.steering.measure import steered_texts, target_probs
@@ -79,6 +80,9 @@ def run_steer(request: SteerRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
             d = resolve(request, lab, lm, reporter)
             if d.input_run:
                 run.add_input(d.input_run)
+            if d.dictionary is not None:
+                check_fits(d.dictionary, lm, request.model, field="direction_from")
+                record_dictionary(run, d.dictionary)
             _width_check(d, lm)
             sites = _sites(request, d, lm)
             measured = _measure(request, lm, d, sites, alphas, reporter)

@@ -2,10 +2,11 @@
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.results import RunResult
+from neurotrace.lab.sae.schema import DictionaryRef
 
 Verdict = Literal["causal", "weak", "confounded", "no effect"]
 
@@ -19,8 +20,15 @@ class PairsDirection(BaseModel):
 
 class SAEDirection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    fit_sae_run_id: str = Field(min_length=1, description="fit_sae run_id: the feature's decoder row.")
+    fit_sae_run_id: str | None = Field(None, min_length=1, description="fit_sae run_id: the feature's decoder row.")
+    dictionary: DictionaryRef | None = None
     feature: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "SAEDirection":
+        if (self.fit_sae_run_id is None) == (self.dictionary is None):
+            raise ValueError("give exactly one of fit_sae_run_id or dictionary")
+        return self
 
 
 class ProbeDirection(BaseModel):
