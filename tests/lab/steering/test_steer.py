@@ -96,7 +96,8 @@ def test_sae_feature_decoder_row_is_steered_at_the_sae_site(lab, planted):
     with lab.store.open_run("fit_sae", {"fake": True}) as run:
         run.write_json("sae_config.json", {"architecture": "topk", "d_in": 88, "d_sae": 3, "k": 1,
                                            "site": "blocks.1.hook_resid_pre"})
-        run.write_tensors("sae.safetensors", {"W_dec": w_dec})
+        run.write_tensors("sae.safetensors", {"W_dec": w_dec, "W_enc": w_dec.T.contiguous(), "b_enc": torch.zeros(3),
+                                              "b_dec": torch.zeros(88)})
     result = _steer(lab, planted, direction_from={"fit_sae_run_id": run.run_id, "feature": 2}, max_new_tokens=0,
                     control_prompts=[])
     assert result.verdict == "causal" and result.effects[-1].shuffled is None
