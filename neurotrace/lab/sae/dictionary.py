@@ -281,7 +281,7 @@ def from_run(lab: Lab, run_id: str, field: str) -> Dictionary:
 # -- fitting a model ------------------------------------------------------------------------------
 def site_width(lm: Any, site: str) -> int | None:
     """How wide ``site`` is in ``lm`` (None: a site this package cannot hook)."""
-    from neurotrace.lab.model.adapters import SITE_RE
+    from neurotrace.lab.model.access.adapters import SITE_RE
 
     if site == "hook_embed":
         return int(lm.d_model)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from neurotrace import CaptureRequest, FitSAERequest, run_capture, run_fit_sae
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.loading import ModelRef
+from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.lab.sae.base import SAEConfig
 from neurotrace.lab.sae.dictionary import check_fits, load_dictionary
