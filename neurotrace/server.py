@@ -66,6 +66,12 @@ LIVE_JOBS: list[Jobs] = []  # every open lifespan's jobs, for the signal handler
 LIVE_LABS: list[Lab] = []   # ... and their labs (runs still open when it gives up are marked cancelled)
 
 
+def client_fallback(tool: Any) -> str | None:
+    """The way round a refused sampling request, from the tool's request type (``CLIENT_FALLBACK``), if any."""
+    field = getattr(tool.fn_metadata.arg_model, "model_fields", {}).get("request")
+    return getattr(getattr(field, "annotation", None), "CLIENT_FALLBACK", None)
+
+
 def agent_message(exc: ValidationError) -> str:
     """``field: problem. Fix: ...`` for every error (validation_message, with a fix where it gave none)."""
     parts = validation_message(exc).split("; ")
@@ -109,6 +115,13 @@ class NeurotraceServer(MCPServer):
             if isinstance(exc.__cause__, ValidationError):
                 raise ToolError(f"{name}: invalid arguments: {agent_message(exc.__cause__)}") from exc.__cause__
             raise
+        except MCPError as exc:
+            fallback = client_fallback(tool)
+            if fallback is None:
+                raise
+            # a mid-call sampling request the client refused or failed (revisions before 2026-07-28)
+            raise ToolError(f"{name}: the client refused or failed this tool's sampling request "
+                            f"({str(exc.error.message)[:120]}). Fix: {fallback}") from exc
 
     def _checked(self, name: str, tool: Any, args: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         wait = args.pop("wait", True) if name in self.waitable() else True

@@ -14,6 +14,7 @@ from neurotrace.lab.benchmark import BENCHMARK
 from neurotrace.lab.capture import CAPTURE
 from neurotrace.lab.clamping import CLAMP_SWEEP
 from neurotrace.lab.experiment import Experiment
+from neurotrace.lab.explain import EXPLAIN
 from neurotrace.lab.facts import GENERATE_FACTS
 from neurotrace.lab.features import FEATURES
 from neurotrace.lab.graph import GRAPH
@@ -47,4 +48,5 @@ FAMILIES: tuple[Experiment, ...] = (
     ATTRIBUTE,
     PATCH,
     GRAPH,
+    EXPLAIN,
 )

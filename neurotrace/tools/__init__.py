@@ -17,6 +17,7 @@ from neurotrace.tools import (
     clamp_sweep,
     compare,
     features,
+    explain,
     find_neurons,
     fit_sae,
     generate_facts,
@@ -37,7 +38,7 @@ from neurotrace.tools._runner import EXPERIMENT, READ_ONLY
 FACES = (models.load_model, generate_facts.generate_facts, trace.trace, compare.compare, plot.plot,
          clamp_sweep.clamp_sweep, capture.capture, fit_sae.fit_sae, features.features, intervene.intervene, benchmark.benchmark,
          find_neurons.find_neurons, probe.probe, steer.steer, logit_lens.logit_lens, attention.attention,
-         attribute.attribute, patch.patch, graph.graph)
+         attribute.attribute, patch.patch, graph.graph, explain.explain)
 
 
 def register(server) -> None:
