@@ -3,6 +3,7 @@
 from neurotrace.prompts import (
     check_method,
     compare_models,
+    explain_features,
     explain_prediction,
     investigate,
     locate_fact,
@@ -12,7 +13,7 @@ from neurotrace.prompts import (
 )
 
 MODULES = (locate_fact, compare_models, rescue_collapse, sae_features, check_method, explain_prediction,
-           patch_components, investigate)
+           patch_components, investigate, explain_features)
 
 
 def register(server) -> None:

@@ -32,7 +32,7 @@ from neurotrace.lab.explain import (
     run_explain,
 )
 from neurotrace.tools._faults import tool_faults
-from neurotrace.tools._runner import EXPERIMENT, lab_of, run_in_lab
+from neurotrace.tools._runner import lab_of, run_in_lab
 
 Reply = types.CreateMessageResult | None
 
@@ -102,11 +102,8 @@ async def explain(
 ) -> Annotated[CallToolResult, ExplainResult]:
     """What does this neuron or dictionary feature do? Names it from corpus evidence and scores the name blind.
 
-    Give model and neuron 'L:i', or feature + dictionary (a fit_sae run id or folder). With sampling, your own
-    LLM writes a one-sentence explanation, then judges held-out excerpts it never saw scored (detection) and
-    marked tokens (fuzzing): balanced accuracy with a 95% interval, a scrambled-key null and a verdict
-    (predictive / weak / not predictive). Without sampling (or judge='manual') the first call returns evidence
-    and a quiz; call again with quiz_run_id, explanation and answers. Scores are stored with the unit.
+    With sampling your LLM explains, then judges held-out excerpts (detection, fuzzing): balanced accuracy,
+    95% interval, null, verdict. Else (judge='manual') call twice: quiz, then quiz_run_id+explanation+answers.
     """
     if prep is None:
         return await run_in_lab(ctx, run_explain, request)

@@ -27,6 +27,8 @@ EXPECTED = {
     "investigate": ({"model", "prompt", "target", "corrupt"},
                     {"model": "m", "prompt": "The capital of Peru is", "target": "Lima", "corrupt": "The capital of Chad is"},
                     ["logit_lens", "attribute", "patch", "find_neurons", "steer", "clamp_sweep", "verdict", "Lima"]),
+    "explain_features": ({"model", "site"}, {"model": "fact-gpt2", "site": "blocks.2.hook_mlp_out"},
+                         ["capture", "fit_sae", "explain", "quiz_run_id", "predictive", "blocks.2.hook_mlp_out"]),
 }
 
 

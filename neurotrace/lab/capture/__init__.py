@@ -7,6 +7,7 @@ its generation steps, and the same rule for when the KV cache is exact (:func:`p
 """
 
 from neurotrace.lab.capture.batched import forward_batches
+from neurotrace.lab.capture.corpus import corpus_texts, token_contexts
 from neurotrace.lab.capture.edits import (
     COMPONENT_EDITS,
     EDIT_KINDS,
@@ -34,8 +35,8 @@ from neurotrace.lab.experiment import Experiment
 __all__ = ["CAPTURE", "COMPONENT_EDITS", "EDIT_KINDS", "POSITIONWISE", "AttentionKnockout", "CaptureRecord", "CaptureRequest",
            "CaptureResult", "ComponentEdit", "GenerationPlan", "HeadAblation", "MeanAblation", "PatchActivations",
            "SetNeurons", "StepInfo",
-           "ZeroAblation", "TraceDataset", "capture_info", "clean_text_acts", "fed_positions", "force_recompute", "forward_batches",
+           "ZeroAblation", "TraceDataset", "capture_info", "clean_text_acts", "corpus_texts", "fed_positions", "forward_batches", "force_recompute",
            "knockout", "load_trace_dataset", "overall_plan", "plan_step_edits", "resolve_positions", "run_capture",
-           "step_hooks", "validate"]
+           "step_hooks", "token_contexts", "validate"]
 
 CAPTURE = Experiment(run_capture, CaptureRequest, CaptureResult, no_figures="its runs hold states (arrays/*.npy) and trace.jsonl, no figure")

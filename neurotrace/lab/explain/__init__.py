@@ -13,7 +13,13 @@ from neurotrace.lab.explain.prompts import (
     parse_ids,
 )
 from neurotrace.lab.explain.run import Prepared, prepare_explain, run_explain
-from neurotrace.lab.explain.schema import RESULTS_FILE, AnswerSheet, ExplainRequest, ExplainResult, ExplainResults
+from neurotrace.lab.explain.schema import (
+    RESULTS_FILE,
+    AnswerSheet,
+    ExplainRequest,
+    ExplainResult,
+    ExplainResults,
+)
 
 __all__ = ["EXPLAIN", "EXPLAINER_SYSTEM", "JUDGE_SYSTEM", "AnswerSheet", "ExplainRequest", "ExplainResult", "Label", "Prepared",
            "detection_prompt", "dictionary_labels", "explainer_prompt", "fuzzing_prompt", "parse_explanation",

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from neurotrace.lab.runs.manifest import atomic_write_text
+from neurotrace.lab.runs import atomic_write_text
 
 LABELS_DIR = "labels"
 _LOCK = threading.Lock()

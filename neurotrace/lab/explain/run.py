@@ -22,11 +22,10 @@ from weakref import WeakKeyDictionary
 import numpy as np
 import torch
 
-from neurotrace.lab.capture.batched import forward_batches
-from neurotrace.lab.capture.corpus import corpus_texts, token_contexts
+from neurotrace.lab.capture import corpus_texts, forward_batches, token_contexts
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.explain.figures import FIGURES
 from neurotrace.lab.explain.evidence import Activations, Builder, split_pools
+from neurotrace.lab.explain.figures import FIGURES
 from neurotrace.lab.explain.labels import Label, save_label, unit_key
 from neurotrace.lab.explain.schema import (
     KEY_FILE,
@@ -45,7 +44,7 @@ from neurotrace.lab.model.access.neurons import parse_neuron
 from neurotrace.lab.model.access.tokens import token_texts
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
-from neurotrace.lab.runs.manifest import atomic_write_text
+from neurotrace.lab.runs import atomic_write_text
 
 TOP_TOKENS = 10
 _MEMO: "WeakKeyDictionary[Lab, OrderedDict[str, Prepared]]" = WeakKeyDictionary()
@@ -78,7 +77,7 @@ def _unit(lm: LoadedModel, request: ExplainRequest, lab: Lab):
             out = down(onehot).float()
         return (f"neuron {layer}:{index}", f"blocks.{layer}.mlp.hook_post", lambda s: s[..., index].float(),
                 out[0] - out[1], None)
-    from neurotrace.lab.sae.dictionary import check_fits, load_dictionary
+    from neurotrace.lab.sae import check_fits, load_dictionary
 
     d = load_dictionary(lab, request.dictionary or "", field="dictionary")
     check_fits(d, lm, request.model)
@@ -215,7 +214,7 @@ def run_explain(request: ExplainRequest, *, lab: Lab, reporter: Reporter = NULL_
         if request.quiz_run_id:
             run.add_input(request.quiz_run_id)
         elif dictionary is not None:
-            from neurotrace.lab.sae.dictionary import record_dictionary
+            from neurotrace.lab.sae import record_dictionary
 
             record_dictionary(run, dictionary)
         run.write_json(RESULTS_FILE, rec.model_dump(mode="json"))

@@ -21,10 +21,8 @@ class AnswerSheet(BaseModel):
     """The judge's answers to a quiz: the ids of the items it picked."""
 
     model_config = ConfigDict(extra="forbid")
-    detection: list[int] = Field(default_factory=list, description="Ids of detection items the explanation "
-                                 "predicts will activate.")
-    fuzzing: list[int] = Field(default_factory=list, description="Ids of fuzzing items whose marked tokens are "
-                               "the ones the explanation predicts.")
+    detection: list[int] = Field(default_factory=list, description="Detection ids that fire.")
+    fuzzing: list[int] = Field(default_factory=list, description="Fuzzing ids marked correctly.")
 
 
 class ExplainRequest(BaseModel):
@@ -34,24 +32,21 @@ class ExplainRequest(BaseModel):
     tool: ClassVar[str] = "explain"
     CLIENT_FALLBACK: ClassVar[str] = ("call explain with judge='manual': the first call returns the evidence and a quiz, "
                                       "the second sends quiz_run_id, explanation and answers")
-    model: str = Field("", description="Catalog name, embedded name, GGUF file, local dir or hub id.")
+    model: str = Field("", description="Model name or path.")
     neuron: str | None = Field(None, description="MLP neuron 'L:i' (layer:index).")
-    feature: int | None = Field(None, ge=0, description="Dictionary feature index (with dictionary).")
-    dictionary: str | None = Field(None, description="fit_sae run id or dictionary folder of the feature.")
-    corpus: str = Field("python-docs", description="Built-in corpus name or a .txt/.jsonl input file.")
-    context_size: int = Field(64, ge=8, le=512, description="Tokens per corpus context.")
+    feature: int | None = Field(None, ge=0, description="Feature index (with dictionary).")
+    dictionary: str | None = Field(None, description="fit_sae run id or SAELens folder.")
+    corpus: str = Field("python-docs", description="Built-in corpus or .txt/.jsonl file.")
+    context_size: int = Field(64, ge=8, le=512, description="Tokens per context.")
     max_tokens: int = Field(32768, ge=512, le=1_000_000, description="Corpus tokens read.")
-    fire_fraction: float = Field(0.2, gt=0, lt=1, description="A token fires above this share of the "
-                                 "unit's largest activation.")
-    n_quiz: int = Field(10, ge=2, le=50, description="Quiz items per class (activating / not).")
-    explanation: str | None = Field(None, description="An explanation to score (else the client's LLM writes "
-                                    "one).")
-    judge: Judge = Field("auto", description="auto: sampling when the client offers it, else manual (two "
-                         "calls).")
-    quiz_run_id: str | None = Field(None, description="Second call of the two-call form: the quiz's run id.")
-    answers: AnswerSheet | None = Field(None, description="Second call: the judge's answers to the quiz.")
+    fire_fraction: float = Field(0.2, gt=0, lt=1, description="Firing: above this share of the max.")
+    n_quiz: int = Field(10, ge=2, le=50, description="Quiz items per class.")
+    explanation: str | None = Field(None, description="A name to score.")
+    judge: Judge = Field("auto", description="auto: sampling if offered.")
+    quiz_run_id: str | None = Field(None, description="Second call: the quiz run.")
+    answers: AnswerSheet | None = Field(None, description="Second call: picked ids.")
     batch_size: int = Field(16, ge=1, le=512, description="Contexts per forward.")
-    seed: int = Field(0, description="Seed of the context split, samples and quiz order.")
+    seed: int = Field(0, description="Seed.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
 
     def cost(self, lab: Any) -> Estimate:
