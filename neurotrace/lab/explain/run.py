@@ -45,6 +45,7 @@ from neurotrace.lab.model.access.tokens import token_texts
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.runs import atomic_write_text
+from neurotrace.lab.sae import check_fits, load_dictionary, record_dictionary
 
 TOP_TOKENS = 10
 _MEMO: "WeakKeyDictionary[Lab, OrderedDict[str, Prepared]]" = WeakKeyDictionary()
@@ -77,8 +78,6 @@ def _unit(lm: LoadedModel, request: ExplainRequest, lab: Lab):
             out = down(onehot).float()
         return (f"neuron {layer}:{index}", f"blocks.{layer}.mlp.hook_post", lambda s: s[..., index].float(),
                 out[0] - out[1], None)
-    from neurotrace.lab.sae import check_fits, load_dictionary
-
     d = load_dictionary(lab, request.dictionary or "", field="dictionary")
     check_fits(d, lm, request.model)
     if request.feature is None or request.feature >= d.cfg.d_sae:
@@ -214,8 +213,6 @@ def run_explain(request: ExplainRequest, *, lab: Lab, reporter: Reporter = NULL_
         if request.quiz_run_id:
             run.add_input(request.quiz_run_id)
         elif dictionary is not None:
-            from neurotrace.lab.sae import record_dictionary
-
             record_dictionary(run, dictionary)
         run.write_json(RESULTS_FILE, rec.model_dump(mode="json"))
         run.write_csv("tables/evidence.csv", [
