@@ -76,6 +76,9 @@ class InputPolicy:
         info = real.stat()
         if not stat.S_ISREG(info.st_mode):
             raise InputError(field, f"{shown_path(real, self.runs_root)} is not a regular file", fix=fix)
+        if info.st_nlink > 1:  # a hard link can name a file outside the input directories
+            raise InputError(field, f"{shown_path(real, self.runs_root)} has {info.st_nlink} hard links; hard-linked "
+                             "files are not read", fix="copy the file into the input directory instead of linking it")
         if info.st_size > self.max_bytes:
             raise InputError(field, f"file is {info.st_size} bytes, over the input limit of {self.max_bytes}",
                              fix="split the file, or raise NEUROTRACE_MAX_INPUT_BYTES in the server configuration")

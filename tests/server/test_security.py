@@ -57,6 +57,33 @@ async def test_a_symlink_or_device_inside_the_inputs_directory_is_refused(lab):
             assert result.is_error and "prompt_file" in _text(result) and "root:" not in _text(result)
 
 
+async def test_a_hard_link_to_a_file_outside_the_inputs_directory_is_refused(lab, tmp_path):
+    """Issue 23 item 10: a hard link is not a symlink, but it names a file outside the input directories."""
+    inputs = lab.store.root.parent / "inputs"
+    inputs.mkdir()
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text('{"prompt": "the secret words"}\n', encoding="utf-8")
+    os.link(outside, inputs / "grid.jsonl")
+    async with Client(build_server(lab=lab), raise_exceptions=True) as client:
+        with anyio.fail_after(30):
+            result = await _call(client, "clamp_sweep", {**SWEEP, "prompt_file": "grid.jsonl"})
+    assert result.is_error and "prompt_file" in _text(result) and "hard link" in _text(result), _text(result)
+    assert "secret" not in _text(result)
+
+
+async def test_a_hard_linked_manifest_is_not_served(lab, tmp_path):
+    run_id = _demo_run(lab)
+    manifest = lab.store.root / run_id / "manifest.json"
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(manifest.read_bytes().replace(b'"status"', b'"secret": 1, "status"'))
+    manifest.unlink()
+    os.link(outside, manifest)
+    async with Client(build_server(lab=lab), raise_exceptions=True) as client:
+        with pytest.raises(MCPError) as err:
+            await client.read_resource(f"neurotrace://runs/{run_id}/manifest")
+    assert "secret" not in err.value.error.message
+
+
 async def test_a_spec_file_in_the_inputs_directory_is_read(lab):
     inputs = lab.store.root.parent / "inputs"
     inputs.mkdir()

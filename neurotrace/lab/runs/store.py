@@ -268,7 +268,8 @@ class RunStore:
         if not RUN_ID_RE.match(run_id or ""):
             raise NotFound("run_id", f"no run {run_id!r}", fix="list runs with the runs resource or `neurotrace runs`")
         path = self.root / run_id
-        if path.is_symlink() or not (path / "manifest.json").is_file() or path.resolve().parent != self.root:
+        if path.is_symlink() or not (path / "manifest.json").is_file() or path.resolve().parent != self.root \
+                or _hard_linked(path / "manifest.json"):
             raise NotFound("run_id", f"no run {run_id!r} in the runs directory",
                            fix="list runs with the runs resource or `neurotrace runs`")
         return path
@@ -387,3 +388,11 @@ def _linked(base: Path, rel: str) -> bool:
         if stat.S_ISLNK(info.st_mode):
             return True
     return not stat.S_ISREG(info.st_mode) or info.st_nlink != 1
+
+
+def _hard_linked(path: Path) -> bool:
+    """A regular file with more than one link (it may be a file from outside the runs directory): not served."""
+    try:
+        return path.lstat().st_nlink > 1
+    except OSError:
+        return False
