@@ -47,6 +47,8 @@ def scrub(text: str) -> str:
 def tool_faults() -> Iterator[None]:
     try:
         yield
+    except ToolError:
+        raise
     except LabError as exc:
         raise ToolError(scrub(str(exc))) from exc
     except ValidationError as exc:
@@ -62,6 +64,10 @@ def tool_faults() -> Iterator[None]:
         raise ToolError(scrub(f"request: the experiment failed with {type(exc).__name__}: {_clean(exc)}. Fix: "
                               "check the request's values against the input schema (ranges, lengths, devices); if "
                               "they are valid this is a bug: report it with the run's request.json")) from exc
+    except Exception as exc:  # anything else still gets a message (never the SDK's bare "Error executing tool")
+        log.exception("unexpected %s in a tool", type(exc).__name__)
+        raise ToolError(scrub(f"request: the experiment failed with {type(exc).__name__}: {_clean(exc)}. Fix: "
+                              "this is a bug: report it with the run's request.json")) from exc
 
 
 def _clean(exc: BaseException, limit: int = 240) -> str:

@@ -43,3 +43,29 @@ def test_scrub_keeps_short_values_and_paths_below_home_readable():
     assert scrub(f"model: no model at '{home}/models/x'. Fix: check") == "model: no model at '~/models/x'. Fix: check"
     assert scrub(f"a {home}x b") == f"a {home}x b"  # only the directory itself, not a longer name
     assert scrub("field: 'short'") == "field: 'short'"
+
+
+async def test_a_16_mib_one_column_csv_and_a_pickle_only_model_get_messages(tmp_path):
+    """Issue 23 item 8: both used to end in an error with no message."""
+    import json
+
+    import torch
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "big.csv").write_text("prompt\n" + "x" * (16 * 2**20 - 10) + "\n", encoding="utf-8")
+    model = inputs / "pickled"
+    model.mkdir()
+    torch.save({"transformer.wte.weight": torch.zeros(10, 8)}, model / "pytorch_model.bin")
+    (model / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1, "n_embd": 8, "n_head": 2,
+                                                   "vocab_size": 10, "n_positions": 16}), encoding="utf-8")
+    lab = Lab(LabSettings(runs_dir=tmp_path / "runs", input_dirs=(inputs,)))
+    async with Client(build_server(lab=lab)) as client:
+        with anyio.fail_after(120):
+            csv_reply = await client.call_tool("clamp_sweep", {"request": {
+                "model": "fact-gpt2", "neurons": ["1:3"], "prompt_file": "big.csv", "values": [0]}})
+            pickle_reply = await client.call_tool("load_model", {"request": {"model": str(model)}})
+    text = csv_reply.content[0].text
+    assert csv_reply.is_error and "prompt_file" in text and "big.csv row 2" in text and "Fix:" in text, text
+    text = pickle_reply.content[0].text
+    assert pickle_reply.is_error and "pytorch_model.bin" in text and "safetensors" in text and "Fix:" in text, text

@@ -66,15 +66,23 @@ def _parse_jsonl(text: str, name: str) -> list[PromptItem]:
 
 def _parse_table(text: str, name: str, delimiter: str) -> list[PromptItem]:
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    columns = [c.strip() for c in (reader.fieldnames or [])]
+    try:
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+    except csv.Error as exc:
+        raise InputError(FIELD, f"{name}'s header row cannot be read as CSV ({exc})", fix=FIX) from exc
     if "prompt" not in columns:
         raise InputError(FIELD, f"{name} has no 'prompt' column (its header has {len(columns)} columns)", fix=FIX)
     reader.fieldnames = columns
     items = []
-    for rowno, row in enumerate(reader, start=2):
-        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-            continue
-        items.append(_item(row, f"{name} row {rowno}"))
+    rowno = 1
+    try:
+        for rowno, row in enumerate(reader, start=2):
+            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                continue
+            items.append(_item(row, f"{name} row {rowno}"))
+    except csv.Error as exc:  # e.g. a field over csv's size limit, a NUL byte
+        raise InputError(FIELD, f"{name} row {rowno + 1} cannot be read as CSV ({exc})",
+                         fix=FIX + "; a single prompt is at most 128 KiB") from exc
     return items
 
 

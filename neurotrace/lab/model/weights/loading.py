@@ -232,6 +232,7 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False, max_memory: dict[int
     hf_logging.disable_progress_bar()
     device = resolve_device(ref.device)
     source = resolve_source(ref.model)
+    _safetensors_only(source, ref.model)
     config = read_config(source, trust_remote_code)
     adapter = adapter_for(config)
     kind = detect_kind(config, ref.lm_kind)
@@ -289,3 +290,23 @@ def _wrap_nnsight(model: nn.Module, tokenizer: Any, kind: str) -> Any:
     with warnings.catch_warnings():  # BERT's attention has a child named 'output': reached as E_output
         warnings.filterwarnings("ignore", message=".*which nnsight already serves.*", category=UserWarning)
         return TransformersModel(model, tokenizer=tokenizer, task=task)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _safetensors_only(source: str, shown: str) -> None:
+    """A local model directory must hold safetensors weights: a pickle-only directory is refused with a reason
+    (torch's weights_only loader would refuse it too, with nothing an agent can act on)."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return
+    names = [p.name for p in folder.iterdir() if p.is_file()]
+    if any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
+        return
+    pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise InputError("model", f"{shown!r} holds its weights only as a pickle ({pickles[0]}); neurotrace reads "
+                         "weights from safetensors only (a pickle can run code when loaded)",
+                         fix="convert it once where you trust the file: AutoModel.from_pretrained(dir)."
+                             "save_pretrained(dir, safe_serialization=True), then load the directory again")
