@@ -13,6 +13,7 @@ from neurotrace.lab.attribution import ATTRIBUTE
 from neurotrace.lab.benchmark import BENCHMARK
 from neurotrace.lab.capture import CAPTURE
 from neurotrace.lab.clamping import CLAMP_SWEEP
+from neurotrace.lab.editing import EDIT
 from neurotrace.lab.experiment import Experiment
 from neurotrace.lab.explain import EXPLAIN
 from neurotrace.lab.facts import GENERATE_FACTS
@@ -49,4 +50,5 @@ FAMILIES: tuple[Experiment, ...] = (
     PATCH,
     GRAPH,
     EXPLAIN,
+    EDIT,
 )

@@ -51,9 +51,9 @@ class Lab:
     def __init__(self, settings: LabSettings | None = None) -> None:
         self.settings = settings or LabSettings.from_env()
         self.threads = use_threads(self.settings.threads)
-        self.cache = ModelCache(self.settings.memory_budget_bytes, self.settings.trust_remote_code,
-                                gpu_budget_bytes=self.settings.gpu_budget_bytes)
         self.store = RunStore(self.settings.runs_dir)
+        self.cache = ModelCache(self.settings.memory_budget_bytes, self.settings.trust_remote_code,
+                                gpu_budget_bytes=self.settings.gpu_budget_bytes, runs_root=self.store.root)
         roots = self.settings.input_dirs or default_input_roots(self.store.root)
         self.inputs = InputPolicy(roots=tuple(Path(r).expanduser().resolve() for r in roots),
                                   runs_root=self.store.root, max_bytes=self.settings.max_input_bytes)

@@ -6,6 +6,7 @@ from neurotrace.prompts import (
     explain_features,
     explain_prediction,
     investigate,
+    locate_and_edit,
     locate_fact,
     patch_components,
     rescue_collapse,
@@ -13,7 +14,8 @@ from neurotrace.prompts import (
 )
 
 MODULES = (locate_fact, compare_models, rescue_collapse, sae_features, check_method, explain_prediction,
-           patch_components, investigate, explain_features)
+           patch_components, investigate, explain_features,
+           locate_and_edit)
 
 
 def register(server) -> None:

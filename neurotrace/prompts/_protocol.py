@@ -23,7 +23,7 @@ async def missing_tools_note(server, needed: Sequence[str]) -> str:
             + " yet. Do the steps that use the available tools and report the others as not possible here.\n")
 
 
-def request_example(model: type, placeholders: Sequence[str] = (), **fields: object) -> str:
+def request_example(model: type, placeholders: Sequence[str] = (), /, **fields: object) -> str:
     """``{"request": {...}}`` for ``fields``, validated against the tool's request ``model`` (so a stale
     field name fails when the prompt is rendered, not when an agent calls the tool); each string in
     ``placeholders`` (e.g. ``DATASET``) is written bare, standing for a run id the agent fills in."""

@@ -16,6 +16,7 @@ from neurotrace.tools import (
     capture,
     clamp_sweep,
     compare,
+    edit,
     explain,
     features,
     find_neurons,
@@ -38,7 +39,7 @@ from neurotrace.tools._runner import EXPERIMENT, READ_ONLY
 FACES = (models.load_model, generate_facts.generate_facts, trace.trace, compare.compare, plot.plot,
          clamp_sweep.clamp_sweep, capture.capture, fit_sae.fit_sae, features.features, intervene.intervene, benchmark.benchmark,
          find_neurons.find_neurons, probe.probe, steer.steer, logit_lens.logit_lens, attention.attention,
-         attribute.attribute, patch.patch, graph.graph, explain.explain)
+         attribute.attribute, patch.patch, graph.graph, explain.explain, edit.edit)
 
 
 def register(server) -> None:

@@ -27,6 +27,7 @@ from neurotrace import (
     run_trace,
 )
 from neurotrace.cli import main
+from neurotrace.lab.editing import EditRequest
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.estimates import GUESS, Costed, dims_of, job_estimate
 from neurotrace.lab.graph import GraphRequest
@@ -103,6 +104,7 @@ SIZED = {
     "capture": (CaptureRequest(model="fact-gpt2", prompts=[PROMPT]), {"prompts": [PROMPT] * 50}),
     "graph": (GraphRequest(model="fact-gpt2", prompt=PROMPT, transcoders={"kind": "random"}, max_feature_nodes=64),
               {"max_feature_nodes": 4096}),
+    "edit": (EditRequest(model="fact-gpt2", pack="geography", max_facts=2), {"sweep_layers": True}),
 }
 
 

@@ -29,6 +29,8 @@ EXPECTED = {
                     ["logit_lens", "attribute", "patch", "find_neurons", "steer", "clamp_sweep", "verdict", "Lima"]),
     "explain_features": ({"model", "site"}, {"model": "fact-gpt2", "site": "blocks.2.hook_mlp_out"},
                          ["capture", "fit_sae", "explain", "quiz_run_id", "predictive", "blocks.2.hook_mlp_out"]),
+    "locate_and_edit": ({"model", "pack"}, {"model": "fact-gpt2", "pack": "geography"},
+                        ["trace", "edit", "sweep_layers", "memit", "edited_model", "specificity", "fact-gpt2"]),
 }
 
 

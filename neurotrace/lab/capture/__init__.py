@@ -3,7 +3,8 @@
 fit_sae reads what a capture wrote (:func:`load_trace_dataset`; capture.json as :class:`CaptureRecord`);
 intervene applies the same component edits (:data:`ComponentEdit`, :func:`step_hooks`, :func:`knockout`) at
 its generation steps, and the same rule for when the KV cache is exact (:func:`plan_step_edits`, recorded as a
-:class:`GenerationPlan`).
+:class:`GenerationPlan`). edit estimates its key covariance over the same corpus contexts (:func:`corpus_texts`,
+:func:`token_contexts`) with the same early-stopping forwards (:func:`forward_batches`).
 """
 
 from neurotrace.lab.capture.batched import forward_batches
@@ -33,6 +34,7 @@ from neurotrace.lab.capture.store import TraceDataset, capture_info, load_trace_
 from neurotrace.lab.experiment import Experiment
 
 __all__ = ["CAPTURE", "COMPONENT_EDITS", "EDIT_KINDS", "POSITIONWISE", "AttentionKnockout", "CaptureRecord", "CaptureRequest",
+           "corpus_texts", "token_contexts",
            "CaptureResult", "ComponentEdit", "GenerationPlan", "HeadAblation", "MeanAblation", "PatchActivations",
            "SetNeurons", "StepInfo",
            "ZeroAblation", "TraceDataset", "capture_info", "clean_text_acts", "corpus_texts", "fed_positions", "forward_batches", "force_recompute",

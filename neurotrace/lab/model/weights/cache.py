@@ -29,6 +29,7 @@ import torch
 
 from neurotrace.lab.errors import LabError, NotFound
 from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.derived import base_model
 from neurotrace.lab.model.weights.embedded import embedded_model_path
 from neurotrace.lab.model.weights.gguf import find_gguf, read_header
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef, cache_key, load
@@ -79,7 +80,9 @@ def gpu_budgets(configured: dict[str, int] | None) -> dict[str, int]:
 
 def config_shape(model: str) -> dict[str, int] | None:
     """The shape a model declares without loading it: an embedded model's or local directory's
-    config.json, or a catalog model's / .gguf file's header; None elsewhere (a hub id)."""
+    config.json, or a catalog model's / .gguf file's header; None elsewhere (a hub id). An edited model
+    (``<model>@edit:<run_id>``) has its base's shape."""
+    model = base_model(model)
     if model in catalog.CATALOG or model.endswith(".gguf"):
         return gguf_shape(model)
     try:
@@ -110,8 +113,9 @@ def gguf_shape(model: str) -> dict[str, int] | None:
 
 class ModelCache:
     def __init__(self, budget_bytes: int | None = None, trust_remote_code: bool = False,
-                 gpu_budget_bytes: dict[str, int] | None = None) -> None:
+                 gpu_budget_bytes: dict[str, int] | None = None, runs_root: Path | None = None) -> None:
         self.budget_bytes = budget_bytes
+        self.runs_root = runs_root      # where edit runs keep the deltas of '<model>@edit:<run_id>' models
         self.trust_remote_code = trust_remote_code
         self.gpu_budget_bytes = gpu_budget_bytes
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -135,7 +139,7 @@ class ModelCache:
                 if key in self._models:
                     self._models.move_to_end(key)
                     return self._models[key]
-            loaded = load(ref, trust_remote_code=self.trust_remote_code, **self._placing(ref))
+            loaded = load(ref, trust_remote_code=self.trust_remote_code, runs_root=self.runs_root, **self._placing(ref))
             with self._lock:
                 self._admit(loaded)
                 self.load_count[key] = self.load_count.get(key, 0) + 1

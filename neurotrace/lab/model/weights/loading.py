@@ -20,6 +20,7 @@ from torch import nn
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.model.access.adapters import ArchAdapter, adapter_for
 from neurotrace.lab.model.weights import catalog
+from neurotrace.lab.model.weights.derived import apply_delta, parse_edited
 from neurotrace.lab.model.weights.embedded import EMBEDDED_MODELS, embedded_model_path
 from neurotrace.lab.model.weights.gguf import SOURCE_FILE, Progress, convert_gguf, read_source
 from neurotrace.lab.model.weights.placement import offloaded_tensor
@@ -153,6 +154,9 @@ def resolve_source(name: str, progress: Progress | None = None) -> str:
     if "\x00" in name or len(name) > MAX_MODEL_NAME:
         raise InputError("model", "the model name is not a name, hub id or path (NUL or over "
                          f"{MAX_MODEL_NAME} characters)", fix="give an embedded or catalog name, a hub id or a path")
+    edited = parse_edited(name)
+    if edited is not None:      # an edit run's model: the base's files (its delta is added after loading)
+        return resolve_source(edited[0], progress)
     embedded = embedded_model_path(name)
     if embedded is not None:
         return str(embedded)
@@ -221,7 +225,7 @@ def detect_kind(config: Any, requested: str) -> Literal["causal", "masked"]:
 
 
 def load(ref: ModelRef, *, trust_remote_code: bool = False, max_memory: dict[int | str, int] | None = None,
-         offload_dir: str | None = None) -> LoadedModel:
+         offload_dir: str | None = None, runs_root: Path | None = None) -> LoadedModel:
     """Load a model and tokenizer (no caching; see :class:`~neurotrace.lab.model.weights.cache.ModelCache`).
 
     ``device='auto'`` places the layers with accelerate's ``device_map='auto'`` under ``max_memory``
@@ -249,6 +253,8 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False, max_memory: dict[int
     except OSError as exc:
         raise NotFound("model", f"cannot load weights for {source!r}: {str(exc).splitlines()[0]}",
                        fix="pass a local directory with config.json + weights + tokenizer files") from exc
+    edited = parse_edited(ref.model)
+    extra = apply_delta(model, edited[0], edited[1], runs_root) if edited is not None else {}
     if ref.device != "auto":
         model.to(device)
     model.eval()
@@ -262,7 +268,7 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False, max_memory: dict[int
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(key=cache_key(ref), ref=ref, source=source, model=model, tokenizer=tokenizer,
                        adapter=adapter, lm_kind=kind, fingerprint=fingerprint(model), nbytes=nbytes, bridge=bridge, nnsight=wrapper,
-                       provenance=provenance(source))
+                       provenance={**provenance(source), **extra})
 
 
 def _boot_bridge(source: str, model: nn.Module, tokenizer: Any, device: torch.device, dtype: torch.dtype,

@@ -1,0 +1,157 @@
+"""edit: rewrite facts in a model's MLP weights (ROME, MEMIT) and measure the edit as CounterFact does.
+
+1. Cases (:mod:`~neurotrace.lab.editing.cases`): the facts to rewrite, their paraphrases, neighbourhood and
+   unrelated facts. Every new target must be one token (typed error otherwise). A fact whose prompt the model
+   does not answer with ``target_true`` is *unknown*: reported, never edited; none known is an error.
+2. The layer: the request's; else the layer the model's latest trace located (MLP, last subject token);
+   else ROME's choice (about 35% of the depth, as layer 17 of GPT-2 XL's 48). MEMIT takes 5 layers ending
+   there.
+3. The key covariance per layer (:mod:`~neurotrace.lab.editing.covariance`, cached), prefix contexts.
+4. ROME: each fact edited alone from the original weights, its readings taken, the weights restored.
+   MEMIT: all facts at once. Readings before and after give the metrics
+   (:mod:`~neurotrace.lab.editing.metrics`).
+5. The edited model: the run stores the weight delta (``arrays/delta.safetensors``; for ROME with several
+   facts, the sum of their independent updates) and its name ``<model>@edit:<run_id>`` loads the original
+   plus that delta in any tool; the original model is never changed.
+6. ``sweep_layers``: each fact edited at every layer; efficacy per layer beside the trace's indirect effect.
+"""
+
+from dataclasses import dataclass
+
+from neurotrace.lab.editing.cases import Case, build_cases
+from neurotrace.lab.editing.covariance import covariances
+from neurotrace.lab.editing.located import Located, latest_trace, read_trace
+from neurotrace.lab.editing.measure import (
+    CaseIds,
+    State,
+    case_ids,
+    next_token_probs,
+    read_state,
+    reference_texts,
+)
+from neurotrace.lab.editing.report import Outcome, write_outputs
+from neurotrace.lab.editing.schema import EditRequest, EditResult
+from neurotrace.lab.editing.sweep import sweep
+from neurotrace.lab.editing.text import context_prefixes
+from neurotrace.lab.editing.updates import Update, apply, memit_updates, preserved, rome_update
+from neurotrace.lab.editing.vectors import ValueSettings
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
+from neurotrace.lab.progress import NULL_REPORTER, Reporter
+
+ROME_DEPTH = 17 / 48
+MEMIT_SPAN = 5
+
+
+@dataclass
+class Chosen:
+    layers: list[int]
+    source: str
+    trace: Located | None
+
+
+def choose_layers(request: EditRequest, lab: Lab, lm: LoadedModel) -> Chosen:
+    n = lm.n_layers
+    trace_id = request.trace_run_id or latest_trace(lab, request.model)
+    located = read_trace(lab, trace_id, request.model) if trace_id else None
+    if request.layers is not None:
+        bad = [x for x in request.layers if not 0 <= x < n]
+        if bad or not request.layers:
+            raise InputError("layers", f"layers {bad or request.layers} are out of range for {request.model!r} "
+                             f"({n} layers)", fix=f"use layers in 0..{n - 1}, or omit `layers`")
+        if request.method == "rome" and len(set(request.layers)) != 1:
+            raise InputError("layers", "rome edits one layer", fix="give one layer, or method='memit' for a range")
+        return Chosen(sorted(set(request.layers)), "request", located)
+    if located is not None and located.layer is not None and located.layer < n:
+        top, source = located.layer, f"trace run {located.run_id} (MLP peak at the last subject token)"
+    else:
+        top, source = round(ROME_DEPTH * (n - 1)), "ROME's choice (about 35% of the depth; no trace of this model)"
+    if request.method == "rome":
+        return Chosen([top], source, located)
+    top = max(top, min(MEMIT_SPAN - 1, n - 1))
+    return Chosen(list(range(top - min(MEMIT_SPAN, n) + 1, top + 1)), source, located)
+
+
+def _settings(request: EditRequest) -> ValueSettings:
+    v = request.value
+    return ValueSettings(steps=v.steps, lr=v.lr, kl_factor=v.kl_factor, weight_decay=v.weight_decay,
+                         clamp_norm=v.clamp_norm)
+
+
+def _field(request: EditRequest, i: int) -> str:
+    return f"rewrites[{i}]" if request.rewrites else "pack"
+
+
+def check_cases(request: EditRequest, lm: LoadedModel, cases: list[Case]) -> tuple[list[int], list[CaseIds], list[str]]:
+    """(indices of known cases, their ids, ids of unknown cases); multi-token targets are typed errors."""
+    ids = [case_ids(lm, c, i) for i, c in enumerate(cases)]
+    tops = next_token_probs(lm, [(c.template, c.subject) for c in cases]).argmax(-1).tolist()
+    known, unknown = [], []
+    for i, (c, t) in enumerate(zip(cases, tops, strict=True)):
+        if c.target_true is None:
+            c.target_true = lm.tokenizer.decode([t]).strip()
+            ids[i].true = t
+        (known if ids[i].true == t else unknown).append(i)
+    if not known:
+        raise InputError(_field(request, 0), f"{request.model!r} knows none of the {len(cases)} facts (its top-1 "
+                         "is not target_true on any edit prompt), so there is nothing to rewrite",
+                         fix="give facts the model answers correctly (or omit target_true to take its answer)")
+    return known, [ids[i] for i in known], [cases[i].id for i in unknown]
+
+
+def run_edit(request: EditRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> EditResult:
+    """Edit the facts, measure before and after, store the delta and name the edited model."""
+    lab.check(request)
+    all_cases = build_cases(request)
+    with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
+        if lm.lm_kind != "causal":
+            raise InputError("model", f"{request.model!r} is a masked LM; edit rewrites next-token facts",
+                             fix="use a causal LM such as 'gemma-3-270m' or 'fact-gpt2'")
+        chosen = choose_layers(request, lab, lm)
+        known, ids, unknown = check_cases(request, lm, all_cases)
+        cases = [all_cases[i] for i in known]
+        fields = [_field(request, i) for i in known]
+        with lab.store.open_run("edit", request, seed=request.seed) as run:
+            run.add_model(request.model, lm.fingerprint, lm.provenance)
+            if chosen.trace is not None:
+                run.add_input(chosen.trace.run_id)
+            prefixes = context_prefixes(lm, request.value.n_contexts, request.seed)
+            cov_layers = list(range(lm.n_layers)) if request.sweep_layers else chosen.layers
+            with reporter.stage("covariance"):
+                covs, cov_info = covariances(lab, lm, cov_layers, request.covariance.tokens, request.seed,
+                                             request.covariance.corpus, reporter)
+            before = [read_state(lm, c, i, request.max_new_tokens, request.seed) for c, i in zip(cases, ids, strict=True)]
+            refs = [reference_texts(lm, c, request.max_new_tokens, request.seed) if request.max_new_tokens else []
+                    for c in cases]
+            with reporter.stage("edit"):
+                updates, after = _edit(request, lm, cases, ids, fields, chosen.layers, prefixes, covs, reporter)
+            swept = None
+            if request.sweep_layers:
+                with reporter.stage("sweep"):
+                    swept = sweep(lm, cases, ids, fields, prefixes, covs, _settings(request), before, chosen.trace,
+                                  reporter)
+            outcome = Outcome(model=request.model, lm=lm, method=request.method, layers=chosen.layers,
+                              layer_source=chosen.source, cases=cases, ids=ids, before=before, after=after,
+                              refs=refs, updates=updates, unknown=unknown, covariance=cov_info, sweep=swept)
+            return write_outputs(run, request, outcome)
+
+
+def _edit(request: EditRequest, lm: LoadedModel, cases: list[Case], ids: list[CaseIds], fields: list[str],
+          layers: list[int], prefixes: list[str], covs: dict, reporter: Reporter) -> tuple[list[Update], list[State]]:
+    settings = _settings(request)
+    if request.method == "memit":
+        with preserved(lm, layers):
+            updates = memit_updates(lm, cases, ids, layers, prefixes, covs, settings, request.covariance.memit_lambda,
+                                    fields, reporter)
+            after = [read_state(lm, c, i, request.max_new_tokens, request.seed) for c, i in zip(cases, ids, strict=True)]
+        return updates, after
+    updates, after = [], []
+    for n, (case, case_ids_, field) in enumerate(zip(cases, ids, fields, strict=True)):
+        reporter.step(n, len(cases), f"rome: {case.id}")
+        with preserved(lm, layers):
+            u = rome_update(lm, case, case_ids_, layers[0], prefixes, covs[layers[0]], settings, field, reporter)
+            apply(lm, u)
+            after.append(read_state(lm, case, case_ids_, request.max_new_tokens, request.seed))
+        updates.append(u)
+    return updates, after
