@@ -41,6 +41,8 @@ from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.weights.cache import parse_bytes
 from neurotrace.lab.model.weights.embedded import EMBEDDED_MODELS
 from neurotrace.lab.runs import URI_PREFIX, media_type
+from neurotrace.tools._dryrun import dry_run_result
+from neurotrace.tools._faults import tool_faults
 from neurotrace.tools._jobs import Job, Jobs, start_after_reply
 from neurotrace.tools._report_ui import offer_report_ui, report_app
 from neurotrace.tools._runner import AppContext, check_before_start
@@ -56,7 +58,8 @@ resource links (neurotrace://runs/{run_id}/...). Start with list_models / load_m
 offline models are fact-gpt2, fact-gpt2-cyber (causal) and fact-bert, fact-bert-cyber (masked).
 Locate stored facts with generate_facts then trace; rescue collapsed generations with clamp_sweep;
 study features with capture -> fit_sae -> intervene; check methods against ground truth with benchmark.
-Use the prompts for step-by-step protocols."""
+Use the prompts for step-by-step protocols. Any experiment tool takes "dry_run": true beside request for its
+cost (forward rows, memory, seconds here) without running, and "wait": false to run detached."""
 
 # Which tools may reach the hub (openWorldHint) and which take ``wait`` are the declared experiments' flags.
 WAITABLE = frozenset(e.name for e in EXPERIMENTS if e.detachable)
@@ -106,7 +109,13 @@ class NeurotraceServer(MCPServer):
         tool = self._tool_manager.get_tool(name)
         if tool is None:
             raise ToolError(f"Unknown tool: {str(name)[:80]}. Fix: call tools/list for the tool names")
-        args, wait = self._checked(name, tool, dict(arguments or {}))
+        arguments = dict(arguments or {})
+        dry = arguments.pop("dry_run", False) if name in self.waitable() else False
+        if not isinstance(dry, bool):
+            raise ToolError(f"{name}: dry_run: must be true or false. Fix: pass dry_run=true for the estimate only")
+        args, wait = self._checked(name, tool, arguments)
+        if dry:
+            return self.dry_run(name, tool, args, context)
         if not wait:
             return self._accepted(self.start_job(name, args, context))
         try:
@@ -137,6 +146,14 @@ class NeurotraceServer(MCPServer):
         except ValidationError as exc:
             raise ToolError(f"{name}: invalid arguments: {agent_message(exc)}") from exc
         return args, wait
+
+    def dry_run(self, name: str, tool: Any, args: dict[str, Any], context: Context) -> types.CallToolResult:
+        """The call's estimate (forward rows, peak memory, seconds here) after its forward-free checks."""
+        request = tool.fn_metadata.validate_arguments(args).get("request")
+        if request is None:
+            raise ToolError(f"{name}: dry_run: this tool takes no request to estimate. Fix: call it without dry_run")
+        with tool_faults():
+            return dry_run_result(context.request_context.lifespan_context.lab, request)
 
     def start_job(self, name: str, args: dict[str, Any], context: Context) -> Job:
         """Run the (validated) tool call as a detached job whose id is its run id."""

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +31,11 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
+from neurotrace.lab.budget import job_estimate
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.runs import URI_PREFIX, media_type
+from neurotrace.tools._dryrun import detach_hint, eta_text, learn, seconds_for
 from neurotrace.tools._faults import tool_faults
 from neurotrace.tools._jobs import CURRENT_JOB, Jobs
 from neurotrace.tools._report_ui import report_blocks
@@ -69,10 +72,18 @@ async def run_in_lab(ctx: Context, fn: Callable[..., Any], request: Any) -> Call
     lab = lab_of(ctx)
     with tool_faults():
         lab.check(request)  # run_x checks again; here it refuses before a detached job starts
+        rows = job_estimate(request, lab).rows
+    tool = str(getattr(type(request), "tool", "") or "")
+    eta = seconds_for(tool, rows)
     job = CURRENT_JOB.get()
     try:
-        result = await call_in_thread(ctx, lambda reporter: fn(request, lab=lab, reporter=reporter))
+        started = time.perf_counter()
+        result = await call_in_thread(ctx, lambda reporter: fn(request, lab=lab, reporter=reporter), eta=eta)
+        learn(tool, rows, time.perf_counter() - started)
         packaged = package(result, lab)
+        hint = detach_hint(eta) if job is None else None
+        if hint:
+            packaged.content.append(TextContent(type="text", text=hint))
         run_id = (packaged.structured_content or {}).get("run_id")
         if isinstance(run_id, str):
             try:
@@ -95,14 +106,19 @@ def check_before_start(lab: Lab, parsed: dict[str, Any]) -> None:
             lab.check(request)
 
 
-async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any]) -> Any:
-    """Run ``work(reporter)`` in a thread with progress forwarding and cooperative cancellation."""
+async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any], eta: float | None = None) -> Any:
+    """Run ``work(reporter)`` in a thread with progress forwarding and cooperative cancellation (the first
+    progress message carries ``eta``, the estimated seconds, when there is one)."""
     done = threading.Event()
     claim = threading.Lock()  # taken once: by the worker (it runs the work) or by a cancel before it starts
     job, app = CURRENT_JOB.get(), app_context(ctx)
     lab = app.lab
 
+    first = [True]
+
     def on_progress(done_units: float, total: float | None, message: str) -> None:
+        if first[0]:
+            first[0], message = False, (message or "started") + eta_text(eta)
         if job is not None:
             job.note(done_units, total, message)
             lab.store.note_progress(job.run_id, done_units, total, message)

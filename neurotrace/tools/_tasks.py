@@ -90,7 +90,9 @@ class TasksExtension(Extension):
             ("tasks/list", types.PaginatedRequestParams, self._list))]
 
     async def intercept_tool_call(self, params: types.CallToolRequestParams, ctx: Any, call_next: Any) -> Any:
-        if params.name not in self.waitable or not declares(ctx) or (params.arguments or {}).get("wait") is False:
+        args = params.arguments or {}
+        if params.name not in self.waitable or not declares(ctx) or args.get("wait") is False \
+                or args.get("dry_run") is True:
             return await call_next(ctx)
         job = await self.start(params.name, dict(params.arguments or {}), ctx)
         if isinstance(job, types.CallToolResult):  # the arguments were refused before any work

@@ -73,13 +73,19 @@ def _config(tmp_path, entry: dict) -> list[str]:
 
 def _every_tool(inspector: list[str], target: list[str], cwd, fresh_process: bool) -> set[str]:
     runs: dict[str, str] = {}
+    listed = _tools(inspector, target, cwd)
+    for tool in sorted(listed - {t for _, t, _ in PLAN}):  # a tool newer than PLAN: its typed refusal
+        proc = subprocess.run([*inspector, *target, *_cli_args(tool, {"request": {}})], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=cwd)
+        reply = json.loads(proc.stdout[proc.stdout.find("{"):]) if "{" in proc.stdout else {}
+        assert "error" not in reply and "Fix:" in json.dumps(reply.get("content")), (tool, proc.stderr[-1500:])
     for key, tool, args in PLAN:
         proc = subprocess.run([*inspector, *target, *_cli_args(tool, fill(args, runs))], capture_output=True,
                               text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=cwd)
         run_id = (_reply(proc, tool, fresh_process).get("structuredContent") or {}).get("run_id")
         if run_id:
             runs[key] = run_id
-    return {tool for _, tool, _ in PLAN}
+    return {tool for _, tool, _ in PLAN} | listed
 
 
 def _tools(inspector: list[str], target: list[str], cwd) -> set[str]:
