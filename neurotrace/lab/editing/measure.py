@@ -14,7 +14,7 @@ from neurotrace.lab.editing.cases import Case, Probe
 from neurotrace.lab.editing.metrics import beats, ngram_entropy, tfidf_cosine
 from neurotrace.lab.editing.text import logits_at_last, pad, sample, subject_position
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.access.tokens import target_token_ids
+from neurotrace.lab.model.access.tokens import target_id, target_token_ids
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.seeding import make_generator
 
@@ -87,7 +87,7 @@ def top1(lm: LoadedModel, probes: Sequence[Probe]) -> list[int]:
 def case_ids(lm: LoadedModel, case: Case, index: int) -> CaseIds:
     prompt = case.template.format(case.subject)
     new = one_token(lm, prompt, case.target_new, f"rewrites[{index}].target_new")
-    true = one_token(lm, prompt, case.target_true, f"rewrites[{index}].target_true") if case.target_true else -1
+    true = target_id(lm.tokenizer, case.target_true, prompt, f"rewrites[{index}].target_true") if case.target_true else -1
     firsts = [target_token_ids(lm.tokenizer, p.template.format(p.subject), p.target)[:1] or [-1]
               for p in case.neighbours]
     tops = top1(lm, case.neighbours)

@@ -52,6 +52,7 @@ class Outcome:
     unknown: list[str]
     covariance: dict[str, str | int]
     sweep: Sweep | None
+    notes: list[str]
 
 
 def _pair(fn: Any, o: Outcome) -> MetricPair:
@@ -98,7 +99,7 @@ def write_outputs(run: Run, request: EditRequest, o: Outcome) -> EditResult:
     m = metrics(o)
     facts = _facts(o)
     name = edited_name(o.model, run.run_id)
-    notes = []
+    notes = list(o.notes)
     if o.method == "rome" and len(o.cases) > 1:
         notes.append("rome: each fact was edited and measured alone; the edited model holds the sum of the "
                      f"{len(o.cases)} independent updates (use memit to edit them together)")

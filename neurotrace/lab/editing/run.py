@@ -83,12 +83,26 @@ def _field(request: EditRequest, i: int) -> str:
     return f"rewrites[{i}]" if request.rewrites else "pack"
 
 
-def check_cases(request: EditRequest, lm: LoadedModel, cases: list[Case]) -> tuple[list[int], list[CaseIds], list[str]]:
-    """(indices of known cases, their ids, ids of unknown cases); multi-token targets are typed errors."""
-    ids = [case_ids(lm, c, i) for i, c in enumerate(cases)]
+def check_cases(request: EditRequest, lm: LoadedModel, cases: list[Case]
+                ) -> tuple[list[int], list[CaseIds], list[str], list[str]]:
+    """(indices of known cases, their ids, ids of unknown cases, notes). An inline new target of more than one
+    token is a typed error; a pack fact whose new target is (another fact's answer) is left out with a note.
+    A fact is known when the model's top-1 is the first token of ``target_true``."""
+    ids: list[CaseIds | None] = []
+    notes = []
+    for i, c in enumerate(cases):
+        try:
+            ids.append(case_ids(lm, c, i))
+        except InputError as exc:
+            if request.rewrites:
+                raise
+            ids.append(None)
+            notes.append(f"{c.id}: not edited, {exc.message}")
     tops = next_token_probs(lm, [(c.template, c.subject) for c in cases]).argmax(-1).tolist()
     known, unknown = [], []
     for i, (c, t) in enumerate(zip(cases, tops, strict=True)):
+        if ids[i] is None:
+            continue
         if c.target_true is None:
             c.target_true = lm.tokenizer.decode([t]).strip()
             ids[i].true = t
@@ -97,7 +111,7 @@ def check_cases(request: EditRequest, lm: LoadedModel, cases: list[Case]) -> tup
         raise InputError(_field(request, 0), f"{request.model!r} knows none of the {len(cases)} facts (its top-1 "
                          "is not target_true on any edit prompt), so there is nothing to rewrite",
                          fix="give facts the model answers correctly (or omit target_true to take its answer)")
-    return known, [ids[i] for i in known], [cases[i].id for i in unknown]
+    return known, [ids[i] for i in known], [cases[i].id for i in unknown], notes
 
 
 def run_edit(request: EditRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> EditResult:
@@ -109,7 +123,7 @@ def run_edit(request: EditRequest, *, lab: Lab, reporter: Reporter = NULL_REPORT
             raise InputError("model", f"{request.model!r} is a masked LM; edit rewrites next-token facts",
                              fix="use a causal LM such as 'gemma-3-270m' or 'fact-gpt2'")
         chosen = choose_layers(request, lab, lm)
-        known, ids, unknown = check_cases(request, lm, all_cases)
+        known, ids, unknown, notes = check_cases(request, lm, all_cases)
         cases = [all_cases[i] for i in known]
         fields = [_field(request, i) for i in known]
         with lab.store.open_run("edit", request, seed=request.seed) as run:
@@ -133,7 +147,8 @@ def run_edit(request: EditRequest, *, lab: Lab, reporter: Reporter = NULL_REPORT
                                   reporter)
             outcome = Outcome(model=request.model, lm=lm, method=request.method, layers=chosen.layers,
                               layer_source=chosen.source, cases=cases, ids=ids, before=before, after=after,
-                              refs=refs, updates=updates, unknown=unknown, covariance=cov_info, sweep=swept)
+                              refs=refs, updates=updates, unknown=unknown, covariance=cov_info, sweep=swept,
+                              notes=notes)
             return write_outputs(run, request, outcome)
 
 

@@ -63,9 +63,11 @@ def pad(lm: LoadedModel, rows: Sequence[Sequence[int]], subject: Sequence[int]) 
 
 
 def logits_at_last(lm: LoadedModel, b: Batch) -> Tensor:
-    """(rows, vocab) next-token logits at each row's last prompt token."""
-    out = lm.model(input_ids=b.ids, attention_mask=b.mask).logits
-    return out[torch.arange(len(b.last)), b.last.to(out.device)]
+    """(rows, vocab) next-token logits at each row's last prompt token: the body's states there through the LM
+    head (the head runs on one position per row, not all: a 262k vocabulary made it most of the cost)."""
+    body = lm.adapter.module(lm.model, lm.adapter.base)
+    h = body(input_ids=b.ids, attention_mask=b.mask).last_hidden_state                 # (rows, pos, d_model)
+    return lm.adapter.logits_at(lm.model, h[torch.arange(len(b.last)), b.last.to(h.device)])
 
 
 @torch.no_grad()

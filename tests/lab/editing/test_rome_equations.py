@@ -9,7 +9,7 @@ from neurotrace.lab.editing.cases import Case
 from neurotrace.lab.editing.covariance import covariances
 from neurotrace.lab.editing.measure import case_ids
 from neurotrace.lab.editing.rome import memit_delta, rome_delta, weight_matrix
-from neurotrace.lab.editing.text import context_prefixes
+from neurotrace.lab.editing.text import batch, context_prefixes, logits_at_last
 from neurotrace.lab.editing.updates import apply, preserved, rome_update
 from neurotrace.lab.editing.vectors import ValueSettings, down_proj
 from neurotrace.lab.lab import Lab, LabSettings
@@ -88,3 +88,12 @@ def test_rome_update_on_a_tiny_model_equals_the_reference(family, request, tmp_p
             torch.testing.assert_close(out, u.value, rtol=1e-4, atol=1e-4)       # W' k* + b = v*
             assert u.value_norm > 0 and not torch.equal(mod.weight, w0), u.value_norm
         assert torch.equal(mod.weight, w0)                                        # restored exactly
+
+
+@pytest.mark.parametrize("family", ["tiny_gpt2", "tiny_llama"])
+def test_last_token_logits_through_body_and_head_equal_the_models(family, request, tmp_path):
+    lab = Lab(LabSettings(runs_dir=tmp_path / "runs", threads=1))
+    with lab.cache.lease(ModelRef(model=str(request.getfixturevalue(family)))) as lm:
+        b = batch(lm, ["the capital of {} is", "{} is a"], "france", ["", "two italian. "], "x")
+        full = lm.model(input_ids=b.ids, attention_mask=b.mask).logits[torch.arange(4), b.last]
+        torch.testing.assert_close(logits_at_last(lm, b), full, rtol=1e-5, atol=1e-5)
