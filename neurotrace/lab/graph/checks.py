@@ -54,7 +54,9 @@ def actual(lm: LoadedModel, g: AttributionGraph, tcs: TranscoderSet, nodes: list
                for layer in deltas]
     try:
         ids = g.ids[None].expand(k + 1, -1).to(lm.device)
-        logits = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1].float().cpu()
+        body = lm.adapter.module(lm.model, lm.adapter.base)
+        hidden = body(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[:, -1]
+        logits = lm.adapter.logits_at(lm.model, hidden).float().cpu()          # (k + 1, vocab): last position only
     finally:
         for h in handles:
             h.remove()

@@ -19,16 +19,17 @@ MAX_N_LOGITS = 10         # circuit-tracer's default number of logit nodes
 
 def graph_bytes(n_layers: int, d_model: int, d_mlp: int, n_heads: int, pos: int, batch: int, budget: int,
                 n_active: int, n_logits: int, width: int) -> int:
-    forward = batch * pos * n_layers * (10 * d_model + 3 * d_mlp + 2 * n_heads * pos) * BYTES
+    forward = batch * pos * n_layers * (16 * d_model + 3 * d_mlp + 2 * n_heads * pos) * BYTES
     rows = (budget + n_logits) * (n_active + (n_layers + 1) * pos) * BYTES
+    grads = batch * pos * (n_layers + 2) * d_model * BYTES * 2 + batch * n_active * BYTES   # one backward's reads
     nodes = budget + (n_layers + 1) * pos + n_logits
-    return forward + rows + 4 * nodes * nodes * BYTES + n_layers * width * d_model * 2 * BYTES
+    return forward + rows + grads + 4 * nodes * nodes * BYTES + n_layers * width * d_model * 2 * BYTES
 
 
 def graph_estimate(request: Any, lab: Any) -> Estimate:
     d = dims_of(lab, request.model)
     pos = positions(d, [request.prompt], extra=1)
-    n_active = d.n_layers * pos * L0_GUESS
+    n_active = d.n_layers * pos * getattr(request.transcoders, "l0", L0_GUESS)
     budget = min(request.max_feature_nodes or n_active, n_active)
     n_logits = 1 if request.target else MAX_N_LOGITS
     width = getattr(request.transcoders, "width_multiple", 8) * d.d_model

@@ -16,6 +16,7 @@ from neurotrace.lab.graph.report import write_report
 from neurotrace.lab.graph.schema import GraphChecks, GraphRequest, GraphResult, InterventionCheck
 from neurotrace.lab.graph.transcoders import (
     TranscoderSet,
+    calibrate,
     check_against,
     load_transcoders,
     random_transcoders,
@@ -46,10 +47,10 @@ def _folder(lab: Lab, value: str) -> Path:
 
 
 def transcoder_set(lab: Lab, request: GraphRequest, lm: LoadedModel) -> TranscoderSet:
+    """The request's transcoders, checked against the model (a random set is calibrated later, on the prompt)."""
     src = request.transcoders
     if src.kind == "random":
-        return random_transcoders(lm.n_layers, lm.d_model, src.width_multiple * lm.d_model, seed=src.seed,
-                                  threshold=src.threshold)
+        return random_transcoders(lm.n_layers, lm.d_model, src.width_multiple * lm.d_model, seed=src.seed)
     folder = _folder(lab, src.path)
     tcs = load_transcoders(folder, shown_path(folder, lab.store.root))
     check_against(tcs, lm.n_layers, lm.d_model, request.model, lm.adapter.post_norms)
@@ -97,9 +98,11 @@ def run_graph(request: GraphRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
         tcs = transcoder_set(lab, request, lm)
         ids = prompt_ids(lm, request.prompt)
         targets = [target_id(lm.tokenizer, request.target, request.prompt)] if request.target else None
+        mlp_in = real_forward(lm, ids)[1]
+        if request.transcoders.kind == "random":
+            calibrate(tcs, mlp_in, request.transcoders.l0)
         with torch.no_grad():
-            n_active = int(sum(int((t.encode(x)[1:] != 0).sum()) for t, x in zip(tcs.layers, real_forward(lm, ids)[1],
-                                                                                     strict=True)))
+            n_active = int(sum(int((t.encode(x)[1:] != 0).sum()) for t, x in zip(tcs.layers, mlp_in, strict=True)))
         need = exact_bytes(request, lm.n_layers, lm.d_model, lm.d_mlp, lm.n_heads, len(ids), n_active,
                            1 if targets else MAX_N_LOGITS, tcs.width)
         if need > job_budget(lab):

@@ -29,8 +29,8 @@ class RandomTranscoders(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["random"] = "random"
     width_multiple: int = Field(8, ge=1, le=64, description="Features per layer = width_multiple x d_model.")
-    threshold: float = Field(2.0, ge=0, le=100, description="JumpReLU threshold on unit-norm encoder rows "
-                             "(higher: fewer active features).")
+    l0: int = Field(64, ge=1, le=4096, description="Active features per layer and position: each layer's "
+                    "JumpReLU threshold is set on the prompt's own MLP inputs so that about this many fire.")
     seed: int = Field(0, ge=0, description="Seed of the weights.")
 
 

@@ -115,6 +115,17 @@ def random_transcoders(n_layers: int, d_model: int, width: int, *, seed: int = 0
                                                .encode()).hexdigest())
 
 
+@torch.no_grad()
+def calibrate(tcs: TranscoderSet, mlp_in: list[Tensor], l0: int) -> None:
+    """Set each layer's JumpReLU threshold so that about ``l0`` features fire per position on ``mlp_in``
+    (per layer (pos, d_in); the first position, which carries no features, is left out)."""
+    for t, x in zip(tcs.layers, mlp_in, strict=True):
+        pre = t.pre(x[1:] if len(x) > 1 else x)
+        q = 1.0 - min(l0, t.width) / t.width
+        t.threshold = torch.full((t.width,), float(torch.quantile(pre.flatten(), q)))
+    tcs.source += f", l0 {l0} on the prompt"
+
+
 def _read(path: Path) -> dict[str, Tensor]:
     with safe_open(str(path), framework="pt", device="cpu") as f:
         return {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
