@@ -44,12 +44,12 @@ def main() -> None:
                                batch_size=args.batch_size, transcoders={"kind": "random", "l0": args.l0})
         estimate = job_estimate(request, lab)
         before = rss_bytes()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = run_graph(request, lab=lab)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         added = rss_bytes() - before
     print(result.summary)
-    print(f"graph {args.model}: {seconds:.1f} s, peak RSS added {added / 2**20:.0f} MiB, job estimate "
+    print(f"graph {args.model}: {seconds:.1f} s wall ({cpu:.1f} s CPU), peak RSS added {added / 2**20:.0f} MiB, job estimate "
           f"{estimate.bytes / 2**20:.0f} MiB ({'within' if added <= estimate.bytes else 'OVER'}), "
           f"max_feature_nodes {args.max_feature_nodes}, batch {args.batch_size}, l0 {args.l0}, "
           f"threads {args.threads}")

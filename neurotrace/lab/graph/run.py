@@ -10,6 +10,7 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.graph.attribute import AttributionGraph, build_graph
 from neurotrace.lab.graph.checks import actual, choose, pearson, predicted
 from neurotrace.lab.graph.cost import MAX_N_LOGITS, exact_bytes
+from neurotrace.lab.graph.dictionaries import dictionary_transcoders
 from neurotrace.lab.graph.prune import prune, scores
 from neurotrace.lab.graph.replacement import real_forward
 from neurotrace.lab.graph.report import write_report
@@ -51,8 +52,11 @@ def transcoder_set(lab: Lab, request: GraphRequest, lm: LoadedModel) -> Transcod
     src = request.transcoders
     if src.kind == "random":
         return random_transcoders(lm.n_layers, lm.d_model, src.width_multiple * lm.d_model, seed=src.seed)
-    folder = _folder(lab, src.path)
-    tcs = load_transcoders(folder, shown_path(folder, lab.store.root))
+    if src.kind == "dictionary":
+        tcs = dictionary_transcoders(lab, list(src.refs))
+    else:
+        folder = _folder(lab, src.path)
+        tcs = load_transcoders(folder, shown_path(folder, lab.store.root))
     check_against(tcs, lm.n_layers, lm.d_model, request.model, lm.adapter.post_norms)
     return tcs
 

@@ -34,7 +34,19 @@ class RandomTranscoders(BaseModel):
     seed: int = Field(0, ge=0, description="Seed of the weights.")
 
 
-TranscoderSource = Annotated[TranscoderFolder | RandomTranscoders, Field(discriminator="kind")]
+class TranscoderDictionaries(BaseModel):
+    """One dictionary reference per layer (load_dictionary: fit_sae run, SAELens / Gemma Scope 2 folder or
+    release id), each a transcoder reading blocks.{L}.ln2.hook_normalized and writing blocks.{L}.hook_mlp_out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["dictionary"] = "dictionary"
+    refs: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(min_length=1, max_length=512, description="One per layer, any order. "
+                                      "Each a fit_sae run_id, a SAELens folder under the input directories or a "
+                                      "release/id; the layer is read from its site.")
+
+
+TranscoderSource = Annotated[TranscoderFolder | RandomTranscoders | TranscoderDictionaries,
+                             Field(discriminator="kind")]
 
 
 class GraphRequest(BaseModel):
@@ -47,7 +59,8 @@ class GraphRequest(BaseModel):
                         "put first when the tokenizer adds none (its position carries no features, as in "
                         "circuit-tracer).")
     transcoders: TranscoderSource = Field(description="One per layer. {'kind': 'folder', 'path': "
-                                          "...} (circuit-tracer or SAELens layout) or {'kind': 'random', ...}.")
+                                          "...} (circuit-tracer or SAELens layout), {'kind': 'dictionary', "
+                                          "'refs': [...]} or {'kind': 'random', ...}.")
     target: str | None = Field(None, description="Answer word. Its first token after a space; without it the "
                                "logit nodes are the likeliest tokens until their probabilities reach 0.95 (at most "
                                "10), circuit-tracer's defaults.")

@@ -24,6 +24,7 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.graph import GraphRequest, run_graph
 from neurotrace.lab.graph.attribute import build_graph
 from neurotrace.lab.graph.checks import actual, choose, pearson, predicted
+from neurotrace.lab.graph.dictionaries import dictionary_transcoders
 from neurotrace.lab.graph.prune import prune
 from neurotrace.lab.graph.replacement import real_forward
 from neurotrace.lab.graph.run import prompt_ids
@@ -196,3 +197,27 @@ def test_run_writes_the_graph_file_view_and_checks(lab):
     report = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "Interactive view" in report and "<iframe sandbox=\"allow-scripts\"" in report
     assert "Paris" in result.summary and "Checks (ablate)" in result.summary
+
+
+def test_dictionary_refs_give_the_same_graph_and_refuse_non_transcoders(lab):
+    lm = load(ModelRef(model=str(GOLDEN / "model")))
+    ct = load_transcoders(GOLDEN / "transcoders_seed1", "ct")
+    inputs = lab.store.root.parent / "inputs"
+    refs = []
+    for layer, t in reversed(list(enumerate(ct.layers))):        # any order: the layer comes from the site
+        folder = inputs / f"tc{layer}"
+        folder.mkdir(parents=True)
+        save_file({"W_enc": t.W_enc.T.contiguous(), "W_dec": t.W_dec.contiguous(), "b_enc": t.b_enc,
+                   "b_dec": t.b_dec, "threshold": t.threshold}, str(folder / "sae_weights.safetensors"))
+        (folder / "cfg.json").write_text(json.dumps({
+            "architecture": "jumprelu_transcoder", "d_in": 32, "d_sae": 96, "d_out": 32, "dtype": "float32",
+            "apply_b_dec_to_input": False, "hook_name": f"blocks.{layer}.ln2.hook_normalized",
+            "hook_name_out": f"blocks.{layer}.hook_mlp_out"}), encoding="utf-8")
+        refs.append(f"tc{layer}")
+    ids = torch.tensor([0, 1, 7, 3, 10, 4])
+    tcs = dictionary_transcoders(lab, refs)
+    a, b = build_graph(lm, ids, ct, None, batch_size=16), build_graph(lm, ids, tcs, None, batch_size=16)
+    torch.testing.assert_close(a.adjacency, b.adjacency)
+    with pytest.raises(InputError) as err:
+        dictionary_transcoders(lab, refs[:1])
+    assert err.value.field == "transcoders.refs"                 # layer 1 alone: layer 0 missing
