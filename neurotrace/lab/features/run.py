@@ -50,14 +50,27 @@ from neurotrace.lab.sae import load_sae_run
 FIELD = "dictionary"
 
 
-def load_dictionary_ref(lab: Lab, ref: str, device: str = "cpu") -> Any:
-    """The dictionary ``ref`` names: through ``neurotrace.lab.sae.dictionary.load_dictionary`` where it exists
-    (run ids, SAELens folders, releases), else a fit_sae run."""
-    try:   # engineer `train` lands it (NOTES.md); until then fit_sae runs
-        module = importlib.import_module("neurotrace.lab.sae.dictionary")
+def _dictionary_api() -> Any:
+    try:   # engineer `train`'s dictionary API (NOTES.md 01:09); until it is on main, fit_sae runs only
+        return importlib.import_module("neurotrace.lab.sae.dictionary")
     except ImportError:
+        return None
+
+
+def load_dictionary_ref(lab: Lab, ref: str, device: str = "cpu") -> Any:
+    """The dictionary ``ref`` names: a fit_sae run id, an SAELens folder or a release (through
+    ``neurotrace.lab.sae.dictionary.load_dictionary`` where it exists), else a fit_sae run."""
+    api = _dictionary_api()
+    if api is None:
         return load_sae_run(lab, ref, device, field=FIELD)
-    return module.load_dictionary(lab, ref).to(device)
+    return api.load_dictionary(lab, ref, device=device, field=FIELD)
+
+
+def _check_and_record(d: Any, lm: LoadedModel, model: str, run: Any) -> None:
+    api = _dictionary_api()
+    if api is not None:
+        api.check_fits(d, lm, model, FIELD)
+        api.record_dictionary(run, d)
 
 
 def _is_run(lab: Lab, ref: str) -> bool:
@@ -183,6 +196,7 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
     with lab.cache.lease(ModelRef(model=model, device=request.device)) as lm, \
             lab.store.open_run("features", request) as run:
         run.add_model(model, lm.fingerprint, lm.provenance)
+        _check_and_record(d, lm, model, run)
         run.add_input(capture_id)
         if _is_run(lab, request.dictionary):
             run.add_input(request.dictionary)
