@@ -43,5 +43,6 @@ async def test_a_corpus_capture_feeds_fit_sae_and_features_pages_over_mcp(tmp_pa
     assert r["capture_run_id"] in r["next"] and "cursor=5" in r["next"]
     page = json.loads(lab.store.artifact_path(r["run_id"], f"features/{r['pages'][0]['index']}.json").read_text())
     assert page["pos_str"] and page["activations"]
-    assert lab.store.manifest(r["run_id"]).inputs == [capture_id, sae_id]
+    assert set(lab.store.manifest(r["run_id"]).inputs) == {capture_id, sae_id}
+    assert len(json.dumps(r)) <= 8000
     assert bad.is_error and "features:" in bad.content[0].text

@@ -53,7 +53,7 @@ def report_section(full_pages: list[dict[str, Any]], pages: list[FeaturePage], s
         out += [f"<h3>Feature {page.index}</h3>",
                 f"<p class='meta'>fires on {page.frequency:.3%} of tokens · max {page.max_activation:.4g} · mean when "
                 f"firing {page.mean_activation:.4g} · <a href='features/{page.index}.json'>Neuronpedia JSON</a></p>",
-                _histogram(page.histogram["counts"], page.histogram["edges"]),
+                _histogram(full["freq_hist_data_bar_heights"], full["histogram_edges"]),
                 f"<p><b>Promotes</b> {promoted}<br><b>Suppresses</b> {suppressed}</p>",
                 f"<p><b>Top {n_top} contexts</b></p>",
                 *(_tokens(r, peak) for r in full["activations"][:n_top])]

@@ -23,6 +23,12 @@ from neurotrace.lab.model.weights.loading import LoadedModel
 RIGHT = 2     # tokens shown right of the highlighted one
 
 
+def _short(text: str, chars: int = 40) -> str:
+    """The last ``chars`` characters before the highlighted token's ``[[``, and the rest: the reply stays small."""
+    cut = text.find("[[")
+    return ("…" + text[cut - chars:]) if cut > chars else text
+
+
 def _sig(x: float) -> float:
     return float(f"{x:.5g}")
 
@@ -97,11 +103,15 @@ def build_page(ds: TraceDataset, index: FeatureIndex, feature: int, effects: tup
     hist = histogram(facts)
     promoted, suppressed = effects
     freq = float(index.frequency[feature])
-    page = FeaturePage(index=feature, frequency=round(freq, 6), max_activation=round(float(index.max_activation[feature]), 4),
-                       mean_activation=round(float(index.mean_activation[feature]), 4), top=top[:5],
-                       quantiles=[b[:1] for b in band_examples],
+    short = [e.model_copy(update={"text": _short(e.text)}) for e in top[:3]]
+    picks = [b[0] for b in band_examples if b]
+    picks = [picks[i] for i in sorted({0, len(picks) // 2, len(picks) - 1})] if picks else []
+    page = FeaturePage(index=feature, frequency=round(freq, 6),
+                       max_activation=round(float(index.max_activation[feature]), 4),
+                       mean_activation=round(float(index.mean_activation[feature]), 4), top=short,
+                       quantiles=[e.model_copy(update={"text": _short(e.text)}) for e in picks],
                        promoted=[TokenEffect(token=t, value=v) for t, v in promoted[:5]],
-                       suppressed=[TokenEffect(token=t, value=v) for t, v in suppressed[:5]], histogram=hist, page=uri)
+                       suppressed=[TokenEffect(token=t, value=v) for t, v in suppressed[:5]], page=uri)
     activations = [{**context_values(ds, index, feature, int(r), request.window), "binMin": -1, "binMax": -1,
                     "binContains": -1} for r in frows[:request.n_top]]
     for (lo, hi, rows, _), in_band in zip(bands, band_examples, strict=True):
@@ -116,5 +126,5 @@ def build_page(ds: TraceDataset, index: FeatureIndex, feature: int, effects: tup
                                                                                  strict=True)],
             "activations": activations,
             "top": [e.model_dump() for e in top], "quantiles": [[e.model_dump() for e in b] for b in band_examples],
-            "mean_activation": page.mean_activation}
+            "mean_activation": page.mean_activation, "histogram_edges": hist["edges"]}
     return page, full

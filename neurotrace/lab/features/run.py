@@ -16,7 +16,6 @@ position-0 and special-token rows are left out, as fit_sae leaves them out) and 
 Without ``capture_run_id`` it first runs ``capture`` over ``corpus`` (``max_tokens``) at the dictionary's site.
 """
 
-import importlib
 import json
 from typing import Any
 
@@ -31,7 +30,7 @@ from neurotrace.lab.capture import (
     load_trace_dataset,
     run_capture,
 )
-from neurotrace.lab.errors import InputError, NotFound
+from neurotrace.lab.errors import InputError
 from neurotrace.lab.features.html import report_section
 from neurotrace.lab.features.index import FeatureIndex, encode_sparse
 from neurotrace.lab.features.pages import build_page, token_effects
@@ -45,40 +44,14 @@ from neurotrace.lab.features.schema import (
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
-from neurotrace.lab.sae import load_sae_run
+from neurotrace.lab.sae import check_fits, load_dictionary, record_dictionary
 
 FIELD = "dictionary"
 
 
-def _dictionary_api() -> Any:
-    try:   # engineer `train`'s dictionary API (NOTES.md 01:09); until it is on main, fit_sae runs only
-        return importlib.import_module("neurotrace.lab.sae.dictionary")
-    except ImportError:
-        return None
-
-
-def load_dictionary_ref(lab: Lab, ref: str, device: str = "cpu") -> Any:
-    """The dictionary ``ref`` names: a fit_sae run id, an SAELens folder or a release (through
-    ``neurotrace.lab.sae.dictionary.load_dictionary`` where it exists), else a fit_sae run."""
-    api = _dictionary_api()
-    if api is None:
-        return load_sae_run(lab, ref, device, field=FIELD)
-    return api.load_dictionary(lab, ref, device=device, field=FIELD)
-
-
 def _check_and_record(d: Any, lm: LoadedModel, model: str, run: Any) -> None:
-    api = _dictionary_api()
-    if api is not None:
-        api.check_fits(d, lm, model, FIELD)
-        api.record_dictionary(run, d)
-
-
-def _is_run(lab: Lab, ref: str) -> bool:
-    try:
-        lab.store.run_dir(ref)
-    except NotFound:
-        return False
-    return True
+    check_fits(d, lm, model, FIELD)
+    record_dictionary(run, d)
 
 
 def directions(d: Any, features: list[int]) -> torch.Tensor:
@@ -173,7 +146,7 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
     """Feature pages of a dictionary over a corpus capture, a paged listing of all features, the features a
     prompt fires, and a search by activating text; Neuronpedia-compatible JSON per page."""
     lab.check(request)
-    d = load_dictionary_ref(lab, request.dictionary, request.device)
+    d = load_dictionary(lab, request.dictionary, request.device, field=FIELD)
     site, d_sae = d.cfg.site, int(d.cfg.d_sae)
     model = request.model or getattr(d.cfg, "model", "") or ""
     if not model:
@@ -198,12 +171,10 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
         run.add_model(model, lm.fingerprint, lm.provenance)
         _check_and_record(d, lm, model, run)
         run.add_input(capture_id)
-        if _is_run(lab, request.dictionary):
-            run.add_input(request.dictionary)
         top_token = [ds.token(int(index.rows[index.offsets[f]])) if index.counts[f] else "" for f in range(d_sae)]
         listing, next_cursor = _listing(index, top_token, request)
-        prompt = _prompt_features(lm, d, site, index, request.prompt, 10) if request.prompt else []
-        hits, n_matches = _search(ds, index, request.search, 10) if request.search else ([], 0)
+        prompt = _prompt_features(lm, d, site, index, request.prompt, 20) if request.prompt else []
+        hits, n_matches = _search(ds, index, request.search, 20) if request.search else ([], 0)
         chosen = list(dict.fromkeys(request.features or [p.index for p in prompt[:3]] or [h.index for h in hits[:3]]
                                     or [r.index for r in listing[:3] if r.frequency > 0]))
         effects = token_effects(lm, directions(d, chosen), request.n_tokens) if chosen else []
@@ -229,7 +200,8 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
         return FeaturesResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), next=nxt,
                               dictionary=request.dictionary, capture_run_id=capture_id, site=site, d_sae=d_sae,
                               n_rows=index.n_rows, dead_fraction=round(dead, 4), pages=pages, listing=listing,
-                              next_cursor=next_cursor, prompt_features=prompt, search_hits=hits, n_matches=n_matches)
+                              next_cursor=next_cursor, prompt_features=prompt[:5], search_hits=hits[:5],
+                              n_matches=n_matches)
 
 
 def _write_tables(run: Any, index: FeatureIndex, top_token: list[str], prompt: list, hits: list) -> None:
@@ -263,14 +235,14 @@ def _summary(request: FeaturesRequest, index: FeatureIndex, site: str, pages: li
              f"{float(np.median(index.frequency[index.counts > 0])) if (index.counts > 0).any() else 0:.2%}."]
     if index.truncated:
         parts.append(f"{index.truncated} rows fired more than 64 features; only their 64 largest were kept.")
-    for p in pages[:3]:
+    for p in pages[:1]:
         promoted = ", ".join(repr(t.token) for t in p.promoted[:3])
         parts.append(f"Feature {p.index}: fires on {p.frequency:.2%} of tokens, max {p.max_activation:.3g}, top "
                      f"context {p.top[0].text!r}; promotes {promoted}." if p.top else f"Feature {p.index}: never fired.")
     if prompt:
         parts.append("Most active on the prompt: " + ", ".join(f"{p.index} ({p.activation:.3g} at {p.token!r})"
-                                                              for p in prompt[:5]) + ".")
+                                                              for p in prompt[:3]) + ".")
     if request.search:
         parts.append(f"Search {request.search!r}: {n_matches} matching tokens; " + (
-            ", ".join(f"{h.index} (F1 {h.f1:.2f})" for h in hits[:5]) if hits else "no feature fires on them") + ".")
+            ", ".join(f"{h.index} (F1 {h.f1:.2f})" for h in hits[:3]) if hits else "no feature fires on them") + ".")
     return " ".join(parts)

@@ -23,7 +23,7 @@ class FeaturesRequest(BaseModel):
     search: str | None = Field(None, max_length=200, description="Rank features by where this text occurs.")
     sort: Literal["max_activation", "frequency", "index"] = "max_activation"
     cursor: int = Field(0, ge=0, description="next_cursor.")
-    page_size: int = Field(20, ge=1, le=200)
+    page_size: int = Field(10, ge=1, le=100)
     n_top: int = Field(10, ge=1, le=100)
     n_quantiles: int = Field(5, ge=1, le=20)
     export_all: bool = False
@@ -63,12 +63,11 @@ class FeaturePage(BaseModel):
     frequency: float = Field(description="Fraction of rows where it fires (activation > 0).")
     max_activation: float
     mean_activation: float = Field(description="Mean over the rows where it fires.")
-    top: list[Example] = Field(description="Top-activating contexts (first 5; all in the page file).")
-    quantiles: list[list[Example]] = Field(description="Samples per activation band, highest band first (one each "
-                                           "here; all in the page file).")
+    top: list[Example] = Field(description="Top-activating contexts (first 3; all in the page file).")
+    quantiles: list[Example] = Field(description="One sample from the highest, a middle and the lowest activation "
+                                     "band (every band's samples in the page file).")
     promoted: list[TokenEffect] = Field(description="Tokens its decoder direction raises most (first 5).")
     suppressed: list[TokenEffect] = Field(description="Tokens it lowers most (first 5).")
-    histogram: dict[str, list[float]] = Field(description="'edges' and 'counts' of its nonzero activations.")
     page: str = Field(description="URI of the full page as Neuronpedia-compatible JSON.")
 
 
@@ -107,6 +106,8 @@ class FeaturesResult(RunResult):
     listing: list[ListingRow] = Field(default_factory=list, description="One page of all features in `sort` "
                                       "order; the whole table is tables/features.csv.")
     next_cursor: int | None = Field(None, description="cursor of the next listing page; None at the end.")
-    prompt_features: list[PromptFeature] = Field(default_factory=list)
-    search_hits: list[SearchHit] = Field(default_factory=list)
+    prompt_features: list[PromptFeature] = Field(default_factory=list, description="Top 5 (20 in "
+                                                 "tables/prompt_features.csv).")
+    search_hits: list[SearchHit] = Field(default_factory=list, description="Top 5 (20 in "
+                                         "tables/search_hits.csv).")
     n_matches: int = Field(0, description="search: corpus tokens where the text occurs.")

@@ -76,10 +76,10 @@ def test_pages_listing_and_csv_equal_brute_force(setup):
         assert [e["row"] for e in full["top"]] == keep[order].tolist()        # the densest-first rows, exactly
         assert [e["activation"] for e in full["top"]] == pytest.approx(col[order].tolist(), abs=1e-3)
         assert page.frequency == pytest.approx(freq[page.index], abs=1e-6)
-        assert sum(page.histogram["counts"]) == (col > 0).sum()
+        assert sum(full["freq_hist_data_bar_heights"]) == (col > 0).sum()
         first = full["activations"][0]                                     # Neuronpedia record of the top context
         assert first["values"][first["maxValueTokenIndex"]] == pytest.approx(col[order[0]], abs=1e-3)
-        assert "[[" + ds.token(keep[order[0]]) + "]]" in page.top[0].text
+        assert "[[" + ds.token(keep[order[0]]) + "]]" in page.top[0].text and page.top[0].row == keep[order[0]]
         for band in full["quantiles"]:                                     # samples come from the feature's firings
             for e in band:
                 assert e["activation"] == pytest.approx(acts[np.searchsorted(keep, e["row"]), page.index], abs=1e-3)
