@@ -12,8 +12,8 @@ naming the field:
   of activations, SAE weights with Adam state, generation rows x tokens x vocabulary logits;
   each request's own ``cost(lab)``, with the units of :mod:`neurotrace.lab.estimates`) against the memory budget:
   ``NEUROTRACE_MEMORY_BUDGET`` (the same setting that bounds the model cache) or, unset, 80% of the
-  RAM available when the server started; and, when ``NEUROTRACE_MAX_JOB_ROWS`` is set, its forward
-  rows against that limit. The refusal states the estimate, the limit and which fields to reduce.
+  RAM available when the server started; and its forward rows against ``NEUROTRACE_MAX_JOB_ROWS``
+  (default :data:`~neurotrace.lab.lab.DEFAULT_MAX_JOB_ROWS`, 50 million). The refusal states the estimate, the limit and which fields to reduce.
 
 The estimate is deliberately coarse (an upper bound with a guessed width where the model is not yet
 loaded: :data:`neurotrace.lab.estimates.WIDTH_GUESS`); its purpose is to stop a 10 GB matrix before it is

@@ -12,6 +12,11 @@ from neurotrace.lab.inputs import DEFAULT_MAX_INPUT_BYTES, InputPolicy, default_
 from neurotrace.lab.model.weights.cache import ModelCache, parse_bytes, parse_device_bytes
 from neurotrace.lab.runs import RunStore
 
+# Forward rows one job may run by default: ~1,000x the README's main trace (8 facts x 10 samples x 3
+# components x 18 layers x ~15 positions on gemma-3-270m, ~65,000 rows), so every documented example fits
+# while a request for days of work (1,000 facts x 100 samples on a 48-layer model: ~500 million) is refused.
+DEFAULT_MAX_JOB_ROWS = 50_000_000
+
 
 @dataclass(frozen=True)
 class LabSettings:
@@ -23,7 +28,7 @@ class LabSettings:
     input_dirs: tuple[Path, ...] | None = None  # files a request may name; None: runs dir + inputs/ beside it
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     threads: int | None = None  # torch intra-op threads; None: every core this process may use
-    max_job_rows: int | None = None  # forward rows one job may run (budget.check_request); None: no limit
+    max_job_rows: int | None = DEFAULT_MAX_JOB_ROWS  # forward rows one job may run (budget); None: no limit
     gpu_budget_bytes: dict[str, int] | None = None  # per GPU ('cuda:0' -> bytes); None: 90% of each one
 
     @classmethod
@@ -31,7 +36,7 @@ class LabSettings:
         """NEUROTRACE_RUNS_DIR, NEUROTRACE_MEMORY_BUDGET ('8GiB'), NEUROTRACE_TRUST_REMOTE_CODE=1,
         NEUROTRACE_INPUT_DIRS (os.pathsep-separated), NEUROTRACE_MAX_INPUT_BYTES ('16MiB'),
         NEUROTRACE_THREADS (torch threads; default every available core), NEUROTRACE_MAX_JOB_ROWS (forward
-        rows per job), NEUROTRACE_GPU_MEMORY_BUDGET ('20GiB' for every GPU, or 'cuda:0=20GiB,cuda:1=40GiB')."""
+        rows per job; default 50 million, '0' or 'off' for none), NEUROTRACE_GPU_MEMORY_BUDGET ('20GiB' for every GPU, or 'cuda:0=20GiB,cuda:1=40GiB')."""
         values: dict[str, object] = {
             "runs_dir": Path(os.environ.get("NEUROTRACE_RUNS_DIR", "runs")),
             "memory_budget_bytes": parse_bytes(os.environ.get("NEUROTRACE_MEMORY_BUDGET")),
@@ -40,11 +45,17 @@ class LabSettings:
                                 if p) or None,
             "max_input_bytes": parse_bytes(os.environ.get("NEUROTRACE_MAX_INPUT_BYTES")) or DEFAULT_MAX_INPUT_BYTES,
             "threads": int(os.environ["NEUROTRACE_THREADS"]) if os.environ.get("NEUROTRACE_THREADS") else None,
-            "max_job_rows": parse_bytes(os.environ.get("NEUROTRACE_MAX_JOB_ROWS")),
+            "max_job_rows": _max_rows(os.environ.get("NEUROTRACE_MAX_JOB_ROWS")),
             "gpu_budget_bytes": parse_device_bytes(os.environ.get("NEUROTRACE_GPU_MEMORY_BUDGET")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _max_rows(raw: str | None) -> int | None:
+    if raw is None or not raw.strip():
+        return DEFAULT_MAX_JOB_ROWS
+    return None if raw.strip().lower() in ("0", "off", "none") else parse_bytes(raw)
 
 
 class Lab:

@@ -174,3 +174,19 @@ def test_a_prompt_files_prompts_are_counted_before_the_job(tmp_path):
     assert err.value.field == "prompt_file"
     with raises_lab_error(InputError, match="line 2 is not valid JSON"):  # a bad file is refused before the job
         lab.check(one.model_copy(update={"prompt_file": str(inputs / "bad.jsonl")}))
+
+
+def test_a_default_row_cap_refuses_days_of_work_and_admits_the_readme_trace(tmp_path, monkeypatch):
+    """Issue 23 item 3: time was unbounded by default (a 1,000-fact x 100-sample trace was accepted)."""
+    monkeypatch.delenv("NEUROTRACE_MAX_JOB_ROWS", raising=False)
+    lab = Lab(LabSettings.from_env(runs_dir=tmp_path / "runs"))
+    huge = TraceRequest(models=["nobody/big-model"], facts=[FACT] * 1000,
+                        corruption={"kind": "noise", "samples": 100})
+    with raises_lab_error(InputError, match="forward rows, over the limit of 50,000,000") as err:
+        lab.check(huge)
+    assert "NEUROTRACE_MAX_JOB_ROWS" in err.value.fix and err.value.field == "facts"
+    readme = TraceRequest(models=["fact-gpt2", "fact-gpt2-cyber"], pack="geography",
+                          corruption={"kind": "noise", "scale": 3, "samples": 10}, components=["resid", "mlp", "attn"])
+    lab.check(readme)
+    monkeypatch.setenv("NEUROTRACE_MAX_JOB_ROWS", "off")
+    assert LabSettings.from_env().max_job_rows is None
