@@ -31,6 +31,7 @@ from neurotrace.lab.capture import (
     run_capture,
 )
 from neurotrace.lab.errors import InputError
+from neurotrace.lab.explain import dictionary_labels
 from neurotrace.lab.features.html import report_section
 from neurotrace.lab.features.index import FeatureIndex, encode_sparse
 from neurotrace.lab.features.pages import build_page, token_effects
@@ -179,10 +180,18 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
                                     or [r.index for r in listing[:3] if r.frequency > 0]))
         effects = token_effects(lm, directions(d, chosen), request.n_tokens) if chosen else []
         pages, full_pages = [], []
+        labels = dictionary_labels(lab, d)
         for f, eff in zip(chosen, effects, strict=True):
             rel = f"features/{f}.json"
             page, full = build_page(ds, index, f, eff, request, run.uri(rel))
             full.update({"modelId": model, "layer": site, "dictionary": request.dictionary})
+            if str(f) in labels:   # explain's name, scored blind (Neuronpedia keeps explanations beside the page)
+                label = labels[str(f)]
+                page = page.model_copy(update={"name": label.explanation, "name_verdict": label.verdict})
+                full["explanations"] = [{"description": label.explanation, "typeName": "neurotrace-explain",
+                                         "scores": [{"method": "detection", "value": label.detection},
+                                                    {"method": "fuzzing", "value": label.fuzzing}],
+                                         "verdict": label.verdict, "run_id": label.run_id}]
             run.write_json(rel, full)
             pages.append(page)
             full_pages.append(full)
@@ -237,8 +246,9 @@ def _summary(request: FeaturesRequest, index: FeatureIndex, site: str, pages: li
         parts.append(f"{index.truncated} rows fired more than 64 features; only their 64 largest were kept.")
     for p in pages[:1]:
         promoted = ", ".join(repr(t.token) for t in p.promoted[:3])
-        parts.append(f"Feature {p.index}: fires on {p.frequency:.2%} of tokens, max {p.max_activation:.3g}, top "
-                     f"context {p.top[0].text!r}; promotes {promoted}." if p.top else f"Feature {p.index}: never fired.")
+        named = f" (named {p.name!r}, {p.name_verdict})" if p.name else ""
+        parts.append(f"Feature {p.index}{named}: fires on {p.frequency:.2%} of tokens, max {p.max_activation:.3g}, "
+                     f"top context {p.top[0].text!r}; promotes {promoted}." if p.top else f"Feature {p.index}: never fired.")
     if prompt:
         parts.append("Most active on the prompt: " + ", ".join(f"{p.index} ({p.activation:.3g} at {p.token!r})"
                                                               for p in prompt[:3]) + ".")

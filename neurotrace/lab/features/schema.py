@@ -69,6 +69,8 @@ class FeaturePage(BaseModel):
     promoted: list[TokenEffect] = Field(description="Tokens its decoder direction raises most (first 5).")
     suppressed: list[TokenEffect] = Field(description="Tokens it lowers most (first 5).")
     page: str = Field(description="URI of the full page as Neuronpedia-compatible JSON.")
+    name: str | None = Field(None, description="Its explain name, if scored.")
+    name_verdict: str | None = Field(None, description="How well the name predicts (explain's verdict).")
 
 
 class ListingRow(BaseModel):

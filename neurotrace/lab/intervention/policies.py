@@ -39,7 +39,7 @@ from neurotrace.lab.capture import (
     fed_positions,
 )
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.sae.dictionary import Dictionary
+from neurotrace.lab.sae import Dictionary
 
 GenSteps = Annotated[list[Annotated[int, Field(ge=0)]] | None,
                      Field(description="Generation steps where the policy acts (0 = the forward over the prompt, "

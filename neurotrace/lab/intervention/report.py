@@ -26,7 +26,7 @@ from neurotrace.lab.intervention.schema import (
 )
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.weights.loading import LoadedModel
-from neurotrace.lab.sae.dictionary import Dictionary
+from neurotrace.lab.sae import Dictionary
 
 REPORT_FILE = "report.json"
 
@@ -176,7 +176,7 @@ def _families(j: Judgement) -> list[ControlFamily]:
 
 def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: Dictionary | None,
                  entries: list[PromptReport], lab: Lab, sae_caution: str | None = None,
-                 harm: Damage | None = None) -> InterveneResult:
+                 harm: Damage | None = None, names: str | None = None) -> InterveneResult:
     features = overall_features(entries)
     inputs = []
     if sae is not None and sae.cfg.kind == "run":
@@ -184,6 +184,8 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: Dict
         inputs = [sae.cfg.source] + ([sae.cfg.capture_run_id] if sae.cfg.capture_run_id else [])
     j = judgement(entries, harm)
     mean_delta, changed, top1, summary = _summary(request, entries, features, sae_caution, j, harm)
+    if names:   # a verdict on a feature says whether the feature is named and how well the name predicts
+        summary = f"{summary[:-1]}. {names}."
     words = {"verdict": j.verdict, "metric": metric_name(entries), "effect": j.effect, "effect_fraction": j.fraction,
              "effect_size": size_word(j.fraction) if j.fraction is not None else None,
              "direction": direction_word(j.effect) if j.effect is not None else None, "control_family": j.family,

@@ -47,6 +47,7 @@ from neurotrace.lab.capture import (
 )
 from neurotrace.lab.effects import Damage, NeutralSet, judge, new_collapses
 from neurotrace.lab.errors import InputError, NotFound
+from neurotrace.lab.explain import dictionary_labels
 from neurotrace.lab.intervention.controls import Metric, control_effects
 from neurotrace.lab.intervention.policies import FEATURE_POLICIES, PolicyContext, check_policies
 from neurotrace.lab.intervention.report import write_report
@@ -75,8 +76,15 @@ from neurotrace.lab.model.runtime.stepwise import (
 )
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
-from neurotrace.lab.sae import METRICS_FILE, SAEMetrics, load_sae_run
-from neurotrace.lab.sae.dictionary import Dictionary, check_fits, load_dictionary, record_dictionary
+from neurotrace.lab.sae import (
+    METRICS_FILE,
+    Dictionary,
+    SAEMetrics,
+    check_fits,
+    load_dictionary,
+    load_sae_run,
+    record_dictionary,
+)
 
 _KINDS = POSITIONWISE | {p.model_fields["kind"].default for p in FEATURE_POLICIES}
 
@@ -376,4 +384,22 @@ def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = N
                 record_dictionary(run, sae)
             caution = sae_caution(lab, sae.cfg.source) if sae is not None and sae.cfg.kind == "run" else None
             harm = damage(lm, request, entries, sae, load_states)
-            return write_report(run, request, lm, sae, entries, lab, caution, harm)
+            return write_report(run, request, lm, sae, entries, lab, caution, harm,
+                                names=named_features(lab, sae, list(request.policies)))
+
+
+def named_features(lab: Lab, sae: Dictionary | None, policies: list) -> str | None:
+    """Whether each edited SAE feature has a name (explain) and how well the name predicts, in one sentence."""
+    edited = sorted({f for p in policies for f in getattr(p, "features", None) or []})
+    if sae is None or not edited:
+        return None
+    labels = dictionary_labels(lab, sae)
+    parts = []
+    for f in edited[:8]:
+        label = labels.get(str(f))
+        parts.append(f"feature {f} is named {label.explanation!r} ({label.verdict}: detection "
+                     f"{label.detection:.2f}, fuzzing {label.fuzzing:.2f})" if label else f"feature {f} is unnamed")
+    unnamed = [f for f in edited if str(f) not in labels]
+    tail = (f" (explain can name {'it' if len(unnamed) == 1 else 'them'} and score the name blind)"
+            if unnamed else "")
+    return "Names: " + "; ".join(parts) + tail

@@ -12,7 +12,7 @@ from neurotrace.lab.intervention.policies import Policy
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.model.runtime.sampling import SAMPLING_HELP, Greedy, Sampling
 from neurotrace.lab.results import RunResult
-from neurotrace.lab.sae.schema import DictionaryRef
+from neurotrace.lab.sae import DictionaryRef
 
 
 class PromptCase(BaseModel):

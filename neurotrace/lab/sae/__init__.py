@@ -6,9 +6,9 @@ from neurotrace.lab.sae.base import SAE, SAEConfig
 from neurotrace.lab.sae.dictionary import Dictionary, check_fits, load_dictionary, record_dictionary
 from neurotrace.lab.sae.registry import load_sae
 from neurotrace.lab.sae.run import METRICS_FILE, load_sae_run, run_fit_sae
-from neurotrace.lab.sae.schema import FitSAERequest, FitSAEResult, SAEMetrics
+from neurotrace.lab.sae.schema import DictionaryRef, FitSAERequest, FitSAEResult, SAEMetrics
 
-__all__ = ["FIT_SAE", "METRICS_FILE", "SAE", "Dictionary", "check_fits", "load_dictionary", "record_dictionary", "FitSAERequest", "FitSAEResult", "SAEConfig", "SAEMetrics", "load_sae", "load_sae_run",
+__all__ = ["FIT_SAE", "METRICS_FILE", "SAE", "Dictionary", "DictionaryRef", "check_fits", "load_dictionary", "record_dictionary", "FitSAERequest", "FitSAEResult", "SAEConfig", "SAEMetrics", "load_sae", "load_sae_run",
            "run_fit_sae"]
 
 FIT_SAE = Experiment(run_fit_sae, FitSAERequest, FitSAEResult, figures=Figures(figures.FIGURES, figures.RESULTS_FILE, SAEMetrics), reaches_hub=False)

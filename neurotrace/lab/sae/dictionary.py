@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.runs.store import RUN_ID_RE
+from neurotrace.lab.runs import RUN_ID_RE
 from neurotrace.lab.sae import saelens
 from neurotrace.lab.sae.schema import DictionaryRef
 
@@ -156,7 +156,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_safetensors(path: Path, field: str) -> dict[str, Tensor]:
+def read_safetensors(path: Path, field: str) -> dict[str, Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -183,7 +183,7 @@ def from_folder_files(cfg_path: Path, weights_path: Path, field: str, source: st
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(field, f"{cfg_path.name} is not valid UTF-8 JSON", fix="pass SAELens' cfg.json") from exc
     c = saelens.parse_cfg(raw, field)
-    tensors = saelens.check_tensors(c, _read_safetensors(weights_path, field), field)
+    tensors = saelens.check_tensors(c, read_safetensors(weights_path, field), field)
     c.pop("dtype")
     cfg = DictionaryConfig(**c, sha256=file_sha256(weights_path), source=source, kind=kind, **extra)
     return Dictionary(cfg, tensors).eval()

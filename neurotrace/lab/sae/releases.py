@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from neurotrace.lab.errors import InputError, NotFound
-from neurotrace.lab.sae.dictionary import Dictionary, DictionaryConfig, _read_safetensors, file_sha256
+from neurotrace.lab.sae.dictionary import Dictionary, DictionaryConfig, file_sha256, read_safetensors
 from neurotrace.lab.sae.saelens import check_tensors
 
 GEMMA_PARAMS, GEMMA_CONFIG = "params.safetensors", "config.json"
@@ -58,7 +58,7 @@ def from_gemma_scope(params: Path, config: Path | None, folder_name: str, field:
         if raw_cfg.get("architecture", "jump_relu") != "jump_relu":
             raise InputError(field, f"Gemma Scope architecture {raw_cfg.get('architecture')!r} is not jump_relu",
                              fix="use a Gemma Scope 2 JumpReLU dictionary")
-    raw = _read_safetensors(params, field)
+    raw = read_safetensors(params, field)
     missing = [k for k in ("w_enc", "w_dec", "b_enc", "b_dec", "threshold") if k not in raw]
     if missing:
         raise InputError(field, f"params.safetensors lacks {missing}", fix="pass the release's params.safetensors")

@@ -168,7 +168,7 @@ def write_folder(directory: Path, cfg: dict[str, Any], tensors: dict[str, Tensor
     """Write ``cfg.json`` and ``sae_weights.safetensors`` into ``directory``, each through a temp file."""
     from safetensors.torch import save
 
-    from neurotrace.lab.runs.manifest import atomic_write_bytes
+    from neurotrace.lab.runs import atomic_write_bytes
 
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(directory / WEIGHTS_FILE, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))

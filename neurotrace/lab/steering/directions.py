@@ -24,7 +24,7 @@ from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.probe import ProbeResults
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.sae.dictionary import Dictionary, load_dictionary
+from neurotrace.lab.sae import Dictionary, load_dictionary
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.steering.schema import PairsDirection, ProbeDirection, SAEDirection, SteerRequest
 

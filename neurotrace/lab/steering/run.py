@@ -25,7 +25,7 @@ from neurotrace.lab.model.access.tokens import target_id
 from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
-from neurotrace.lab.sae.dictionary import check_fits, record_dictionary
+from neurotrace.lab.sae import check_fits, record_dictionary
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.steering.directions import Direction, resolve
 from neurotrace.lab.steering.measure import steered_texts, target_probs

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.results import RunResult
-from neurotrace.lab.sae.schema import DictionaryRef
+from neurotrace.lab.sae import DictionaryRef
 
 Verdict = Literal["causal", "weak", "confounded", "no effect"]
 

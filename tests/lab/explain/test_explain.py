@@ -7,6 +7,7 @@ key is at chance; the key is never served.
 
 import pytest
 
+from neurotrace.lab.capture import CaptureRequest, run_capture
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.explain import AnswerSheet, ExplainRequest, read_labels, run_explain
 from neurotrace.lab.explain.prompts import (
@@ -18,8 +19,10 @@ from neurotrace.lab.explain.prompts import (
 )
 from neurotrace.lab.explain.schema import KEY_FILE, ExplainResults
 from neurotrace.lab.explain.scoring import balanced_accuracy, method_score, wilson
+from neurotrace.lab.features import FeaturesRequest, run_features
+from neurotrace.lab.intervention import InterveneRequest, run_intervene
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.testing.explain_world import MODEL, plant_dictionary, rule_reply, write_corpus
+from neurotrace.testing.explain_world import MODEL, SITE, plant_dictionary, rule_reply, write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +74,22 @@ def test_planted_feature_is_named_and_predicts_held_out_text(world):
     assert abs(s.detection.null_mean - 0.5) < 0.05 and s.detection.null_p95 < s.detection.balanced_accuracy
     labels = read_labels(lab, next(iter(p.stem for p in (lab.store.root / "labels").iterdir())))
     assert labels["0"].explanation == explanation and labels["0"].verdict == "predictive"
+    # the name shows where the feature does: its page in `features` (and Neuronpedia's explanations field)
+    capture = run_capture(CaptureRequest(model=MODEL, sites=[SITE], corpus=corpus, context_size=32,
+                                         max_tokens=2048), lab=lab)
+    pages = run_features(FeaturesRequest(dictionary=folder, model=MODEL, capture_run_id=capture.run_id,
+                                         features=[0, 1]), lab=lab)
+    named = {p.index: (p.name, p.name_verdict) for p in pages.pages}
+    assert named == {0: (explanation, "predictive"), 1: (None, None)}
+    assert f"named {explanation!r}" in pages.summary
+    full = lab.store.read_json(pages.run_id, "features/0.json")
+    assert full["explanations"][0]["description"] == explanation
+    # ... and in intervene's verdict sentence: which edited features are named, and how well the names predict
+    edit = run_intervene(InterveneRequest(model=MODEL, dictionary=folder, prompts=[
+        {"prompt": "The default port of SSH is", "target": "22"}],
+        policies=[{"kind": "ablate_features", "features": [0, 1]}], max_new_tokens=0, controls=2), lab=lab)
+    assert f"feature 0 is named {explanation!r} (predictive" in edit.summary
+    assert "feature 1 is unnamed (explain can name it" in edit.summary
     with pytest.raises(InputError) as err:   # a quiz is scored once
         run_explain(ExplainRequest(quiz_run_id=first.run_id, explanation=explanation,
                                    answers=_answers(first.quiz, explanation)), lab=lab)
