@@ -64,6 +64,10 @@ DEFERRED: ContextVar[list[Any] | None] = ContextVar("neurotrace_deferred", defau
 class Jobs:
     """The detached jobs of one server lifespan, plus every live reporter (for SIGTERM)."""
 
+    # worker thread -> its reporter, shared by every lifespan of this process (a run is open in one thread)
+    _threads: dict[int, Reporter] = {}
+    _threads_lock = threading.Lock()
+
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
         self._live: dict[int, Reporter] = {}
@@ -78,6 +82,21 @@ class Jobs:
 
     def listing(self) -> list[Job]:
         return sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)
+
+    def bind_thread(self, reporter: Reporter) -> None:
+        """The calling worker thread runs under ``reporter`` (see :meth:`reporter_of_thread`)."""
+        with self._threads_lock:
+            self._threads[threading.get_ident()] = reporter
+
+    def unbind_thread(self) -> None:
+        with self._threads_lock:
+            self._threads.pop(threading.get_ident(), None)
+
+    def reporter_of_thread(self, ident: int | None) -> Reporter | None:
+        """The reporter of the worker thread ``ident`` (a waited call's run is found by the thread that opened
+        it, so ``run_status`` with ``cancel`` can stop it from any connection)."""
+        with self._threads_lock:
+            return self._threads.get(ident) if ident is not None else None
 
     def track(self, reporter: Reporter) -> None:
         with self._lock:

@@ -133,6 +133,7 @@ async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any], eta: flo
     def target() -> Any:
         if not claim.acquire(blocking=False):
             return None  # cancelled before this thread began: nothing ran, nothing to stop
+        app.jobs.bind_thread(reporter)   # run_status(cancel) finds a waited call's run through its thread
         try:
             with tool_faults():
                 if job is None:
@@ -140,6 +141,7 @@ async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any], eta: flo
                 with lab.store.reserved_id(job.run_id):
                     return work(reporter)
         finally:
+            app.jobs.unbind_thread()
             done.set()
 
     app.jobs.track(reporter)

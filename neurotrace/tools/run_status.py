@@ -21,6 +21,10 @@ async def run_status(run_id: str, ctx: Context, cancel: bool = False) -> dict[st
     job = app.jobs.get(run_id)
     if cancel and job is not None and not job.finished.is_set():
         job.reporter.cancel()
+    elif cancel and job is None:  # a waited call (any connection of this server): stop it through its thread
+        waited = app.jobs.reporter_of_thread(app.lab.store.opener(run_id)) if len(run_id) <= 200 else None
+        if waited is not None:
+            waited.cancel()
     try:
         manifest = app.lab.store.manifest(run_id)
     except LabError as exc:

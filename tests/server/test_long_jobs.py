@@ -173,3 +173,29 @@ async def test_a_job_whose_reply_fails_never_runs(lab):
         with anyio.fail_after(10):
             await jobs.get("20260101T000000Z-trace-00000001").finished.wait()
     assert ran == [1]
+
+
+async def test_run_status_with_cancel_stops_a_waited_call(lab):
+    """Issue 23 item 14: run_status cancel=true used to stop only detached jobs, not a waited call."""
+    long = {"request": {"parts": ["circuits"], "seeds": 2, "samples": 20000, "ig_steps": 2048}}
+    replies: list[types.CallToolResult] = []
+    async with Client(build_server(lab=lab)) as client:
+        with anyio.fail_after(240):
+            async with anyio.create_task_group() as tg:
+                async def waited() -> None:
+                    replies.append(await client.call_tool("benchmark", long))
+
+                tg.start_soon(waited)
+                run_id = None
+                while run_id is None:
+                    await anyio.sleep(0.2)
+                    runs = list(lab.store.root.glob("*-benchmark-*")) if lab.store.root.exists() else []
+                    run_id = runs[0].name if runs else None
+                await anyio.sleep(2.0)
+                asked = await client.call_tool("run_status", {"run_id": run_id, "cancel": True})
+                assert not asked.is_error, asked.content
+                with anyio.fail_after(10):
+                    while not replies:
+                        await anyio.sleep(0.1)
+    assert replies[0].is_error and "cancelled" in replies[0].content[0].text
+    assert lab.store.manifest(run_id).status == "cancelled"

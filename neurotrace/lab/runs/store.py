@@ -190,6 +190,7 @@ class RunStore:
         self._reserved = threading.local()
         self._progress_at: dict[str, float] = {}
         self._open: dict[str, Run] = {}   # runs this process has open (for end_open_runs)
+        self._openers: dict[str, int] = {}  # run id -> the thread that opened it
         self.reap_stale()
 
     def new_id(self, tool: str, request_json: str = "") -> str:
@@ -229,6 +230,7 @@ class RunStore:
         atomic_write_text(run.dir / "request.json", json.dumps(req, indent=2, default=str) + "\n")
         run.save_manifest()
         self._open[run.run_id] = run
+        self._openers[run.run_id] = threading.get_ident()
         try:
             yield run
         except (Cancelled, KeyboardInterrupt) as exc:
@@ -244,6 +246,11 @@ class RunStore:
             run.manifest.finished = _now()
             run.save_manifest()
             self._open.pop(run.run_id, None)
+            self._openers.pop(run.run_id, None)
+
+    def opener(self, run_id: str) -> int | None:
+        """The thread that has ``run_id`` open in this process (None: not open here)."""
+        return self._openers.get(run_id)
 
     def open_count(self) -> int:
         return len(self._open)
