@@ -11,6 +11,7 @@ import hashlib
 import re
 
 from neurotrace.lab.errors import InputError
+from neurotrace.lab.explain import dictionary_labels
 from neurotrace.lab.graph.transcoders import Transcoder, TranscoderSet
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.sae import Dictionary, load_dictionary
@@ -35,6 +36,8 @@ def _transcoder(d: Dictionary, i: int) -> tuple[int, Transcoder]:
 
 def dictionary_transcoders(lab: Lab, refs: list[str]) -> TranscoderSet:
     layers: dict[int, Transcoder] = {}
+    refs_by_layer: dict[int, str] = {}
+    names: dict[tuple[int, int], str] = {}
     digests = []
     for i, ref in enumerate(refs):
         d = load_dictionary(lab, ref, field=f"{FIELD}[{i}]")
@@ -42,10 +45,12 @@ def dictionary_transcoders(lab: Lab, refs: list[str]) -> TranscoderSet:
         if layer in layers:
             raise InputError(f"{FIELD}[{i}]", f"two dictionaries for layer {layer}", fix="give one per layer")
         layers[layer] = tc
+        refs_by_layer[layer] = ref
+        names.update({(layer, int(k)): v.explanation for k, v in dictionary_labels(lab, d).items() if k.isdigit()})
         digests.append(d.cfg.sha256)
     if sorted(layers) != list(range(len(layers))):
         raise InputError(f"{FIELD}", f"the dictionaries cover layers {sorted(layers)}, not 0..{len(layers) - 1}",
                          fix="give one transcoder for every layer of the model")
     sha = hashlib.sha256("".join(digests).encode()).hexdigest()
     return TranscoderSet([layers[k] for k in range(len(layers))], "ln2.hook_normalized", "hook_mlp_out",
-                         f"{len(refs)} dictionaries", sha)
+                         f"{len(refs)} dictionaries", sha, refs_by_layer, names)

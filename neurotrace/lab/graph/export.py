@@ -35,10 +35,12 @@ def node_kind(g: AttributionGraph, i: int) -> tuple[str, int | None, int, int | 
     return "logit", None, g.n_pos - 1, int(g.logit_ids[i - nf - ne - g.n_pos])
 
 
-def label(g: AttributionGraph, i: int, tokens: list[str], logit_tokens: list[str]) -> str:
+def label(g: AttributionGraph, i: int, tokens: list[str], logit_tokens: list[str],
+          names: dict[tuple[int, int], str] | None = None) -> str:
     kind, layer, pos, what = node_kind(g, i)
     if kind == "feature":
-        return f"L{layer}/F{what}@{pos}"
+        name = (names or {}).get((layer, what))
+        return f"L{layer}/F{what}@{pos}" + (f" ({name[:40]})" if name else "")
     if kind == "error":
         return f"err L{layer}@{pos}"
     if kind == "embedding":
@@ -65,7 +67,7 @@ def kept_nodes(g: AttributionGraph, pruned: Pruned, tokens: list[str], logit_tok
         act = float(g.srcs.value[g.selected[i]]) if kind == "feature" else None
         name = (names or {}).get((layer, what)) if kind == "feature" else None
         out.append(Node(node_id=node_id(g, i), kind=kind, layer=layer, pos=pos,  # type: ignore[arg-type]
-                        feature=what if kind == "feature" else None, label=label(g, i, tokens, logit_tokens),
+                        feature=what if kind == "feature" else None, label=label(g, i, tokens, logit_tokens, names),
                         name=name, influence=float(pruned.node_influence[i]), activation=act))
     return sorted(out, key=lambda n: -n.influence)
 

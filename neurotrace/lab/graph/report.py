@@ -1,6 +1,7 @@
 """graph results into the run: the circuit-tracer graph file, the adjacency, tables, the interactive view,
 the check figure, and an agent-sized summary (top paths from input tokens to the target)."""
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,16 @@ from neurotrace.lab.graph.view import render_view
 from neurotrace.lab.model.weights.loading import LoadedModel
 
 TOP_PATHS = 5
-FEATURE_CALL = "features with layer {layer}, feature {feature} (the features tool's page)"
+
+
+def feature_call(tcs: TranscoderSet, model: str):
+    """How a node's details name the call that opens a feature's page (the features tool)."""
+    def call(layer: int, feature: int) -> str:
+        ref = tcs.refs.get(layer)
+        if ref is None:
+            return "none: these transcoders are not dictionary references (use transcoders kind 'dictionary')"
+        return json.dumps({"tool": "features", "request": {"dictionary": ref, "model": model, "features": [feature]}})
+    return call
 
 
 def _summary(rec: GraphResults) -> str:
@@ -51,8 +61,8 @@ def write_report(run: Any, request: GraphRequest, lm: LoadedModel, g: Attributio
     tokens = [lm.tokenizer.decode([t]) for t in g.ids.tolist()]
     logit_tokens = [lm.tokenizer.decode([t]) for t in g.logit_ids.tolist()]
     n = len(g.adjacency)
-    labels = {i: label(g, i, tokens, logit_tokens) for i in range(n)}
-    nodes = kept_nodes(g, pruned, tokens, logit_tokens)
+    labels = {i: label(g, i, tokens, logit_tokens, tcs.names) for i in range(n)}
+    nodes = kept_nodes(g, pruned, tokens, logit_tokens, tcs.names)
     paths = top_paths(g, pruned, labels, TOP_PATHS)
     checks = run_checks(labels)
     logit0 = n - len(g.logit_ids)
@@ -85,7 +95,8 @@ def write_report(run: Any, request: GraphRequest, lm: LoadedModel, g: Attributio
         run.write_csv("tables/checks.csv", [r.model_dump() for r in checks.rows])
     view_nodes = [node.model_dump() for node in nodes]
     run.write_text("views/graph.html", render_view(f"{request.model}: {rec.targets[0]!r} after {request.prompt!r}",
-                                                   view_nodes, graph_json["links"], tokens, g.n_layers, FEATURE_CALL))
+                                                   view_nodes, graph_json["links"], tokens, g.n_layers,
+                                                   feature_call(tcs, request.model)))
     figures = [run.write_figure(f"figures/{name}.png", fn(rec)) for name, fn in FIGURES.items()] if checks else []
     summary = _summary(rec)
     run.set_summary(summary)

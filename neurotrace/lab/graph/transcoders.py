@@ -26,7 +26,7 @@ not match the model (layers, widths).
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -85,6 +85,8 @@ class TranscoderSet:
     out_site: str = "hook_mlp_out"
     source: str = "random"
     sha256: str = ""
+    refs: dict[int, str] = field(default_factory=dict)                  # layer -> dictionary reference
+    names: dict[tuple[int, int], str] = field(default_factory=dict)     # (layer, feature) -> name
 
     @property
     def width(self) -> int:

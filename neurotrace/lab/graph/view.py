@@ -9,6 +9,7 @@ activation, influence, name) and, for a feature, the call that opens its feature
 
 import html
 import json
+from collections.abc import Callable
 from typing import Any
 
 W, H, PAD = 1000, 560, 40
@@ -45,7 +46,7 @@ def _layout(nodes: list[dict[str, Any]], n_layers: int, n_pos: int) -> dict[str,
 
 
 def render_view(title: str, nodes: list[dict[str, Any]], links: list[dict[str, Any]], tokens: list[str],
-                n_layers: int, feature_call: str) -> str:
+                n_layers: int, feature_call: Callable[[int, int], str]) -> str:
     """The page. ``nodes``: dicts with node_id, kind, layer, pos, label, influence, activation, name;
     ``links``: source, target, weight (node ids)."""
     where = _layout(nodes, n_layers, len(tokens))
@@ -74,7 +75,7 @@ def render_view(title: str, nodes: list[dict[str, Any]], links: list[dict[str, A
                    f'style="cursor:pointer"><title>{html.escape(n["label"])}</title></circle>')
         d = {k: n[k] for k in ("label", "kind", "node_id", "activation", "influence", "name") if n.get(k) is not None}
         if n["kind"] == "feature":
-            d["feature page"] = feature_call.format(layer=n["layer"], feature=n["feature"])
+            d["feature page"] = feature_call(int(n["layer"]), int(n["feature"]))
         details[n["node_id"]] = d
     svg.append("</svg>")
     data = json.dumps(details).replace("</", "<\\/")

@@ -32,6 +32,7 @@ from neurotrace.lab.graph.schema import GRAPH_FILE, RESULTS_FILE
 from neurotrace.lab.graph.transcoders import Transcoder, TranscoderSet, load_transcoders, random_transcoders
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.weights.loading import ModelRef, load
+from neurotrace.lab.sae import load_dictionary
 from neurotrace.testing.tiny import build_tiny
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "circuit_tracer"
@@ -221,3 +222,30 @@ def test_dictionary_refs_give_the_same_graph_and_refuse_non_transcoders(lab):
     with pytest.raises(InputError) as err:
         dictionary_transcoders(lab, refs[:1])
     assert err.value.field == "transcoders.refs"                 # layer 1 alone: layer 0 missing
+
+
+def test_dictionary_features_carry_their_names_and_feature_page_calls(lab):
+    inputs = lab.store.root.parent / "inputs"
+    ct = load_transcoders(GOLDEN / "transcoders_seed1", "ct")
+    refs = []
+    for layer, t in enumerate(ct.layers):
+        folder = inputs / f"d{layer}"
+        folder.mkdir(parents=True)
+        save_file({"W_enc": t.W_enc.T.contiguous(), "W_dec": t.W_dec.contiguous(), "b_enc": t.b_enc,
+                   "b_dec": t.b_dec, "threshold": t.threshold}, str(folder / "sae_weights.safetensors"))
+        (folder / "cfg.json").write_text(json.dumps({
+            "architecture": "jumprelu_transcoder", "d_in": 32, "d_sae": 96, "d_out": 32, "dtype": "float32",
+            "apply_b_dec_to_input": False, "hook_name": f"blocks.{layer}.ln2.hook_normalized",
+            "hook_name_out": f"blocks.{layer}.hook_mlp_out"}), encoding="utf-8")
+        refs.append(f"d{layer}")
+        sha = load_dictionary(lab, f"d{layer}").cfg.sha256                # the explain tool's label file, by hand
+        labels = {str(k): {"unit": str(k), "explanation": f"named {layer}/{k}", "verdict": "ok", "detection": 0.9,
+                           "fuzzing": 0.9, "run_id": "r"} for k in range(96)}
+        (lab.store.root / "labels").mkdir(parents=True, exist_ok=True)
+        (lab.store.root / "labels" / f"dict-{sha[:24]}.json").write_text(json.dumps(labels), encoding="utf-8")
+    result = run_graph(GraphRequest(model=str(GOLDEN / "model"), prompt="the capital of france is", check_top=2,
+                                    transcoders={"kind": "dictionary", "refs": refs}), lab=lab)
+    feats = [n for n in result.top_nodes if n.kind == "feature"]
+    assert feats and all(n.name == f"named {n.layer}/{n.feature}" for n in feats)
+    view = (lab.store.run_dir(result.run_id) / "views" / "graph.html").read_text(encoding="utf-8")
+    assert '\\"tool\\": \\"features\\"' in view or '"tool": "features"' in view
