@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
+from neurotrace.lab.explain import dictionary_labels
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.adapters import site_name
 from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
@@ -71,8 +72,11 @@ def _sae(spec: SAEDirection, lab: Lab) -> Direction:
         raise InputError("direction_from.feature", f"feature {spec.feature} >= d_sae {d.cfg.d_sae}",
                          fix=f"use a feature in 0..{d.cfg.d_sae - 1}")
     what = f"run {ref}" if d.cfg.kind == "run" else f"dictionary {d.cfg.source}"
+    label = dictionary_labels(lab, d).get(str(spec.feature))
+    named = (f", named {label.explanation!r}: {label.verdict} on a blind test" if label else
+             ", unnamed (explain can name it)")
     return Direction(d.directions(torch.tensor([spec.feature]))[0].float(), None, d.cfg.out_site,
-                     f"SAE feature {spec.feature} ({what})", ref if d.cfg.kind == "run" else None, d)
+                     f"SAE feature {spec.feature} ({what}{named})", ref if d.cfg.kind == "run" else None, d)
 
 
 def _probe(spec: ProbeDirection, lab: Lab) -> Direction:

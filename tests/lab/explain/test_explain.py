@@ -22,6 +22,7 @@ from neurotrace.lab.explain.scoring import balanced_accuracy, method_score, wils
 from neurotrace.lab.features import FeaturesRequest, run_features
 from neurotrace.lab.intervention import InterveneRequest, run_intervene
 from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.steering import SteerRequest, run_steer
 from neurotrace.testing.explain_world import MODEL, SITE, plant_dictionary, rule_reply, write_corpus
 
 
@@ -90,6 +91,10 @@ def test_planted_feature_is_named_and_predicts_held_out_text(world):
         policies=[{"kind": "ablate_features", "features": [0, 1]}], max_new_tokens=0, controls=2), lab=lab)
     assert f"feature 0 is named {explanation!r} (predictive" in edit.summary
     assert "feature 1 is unnamed (explain can name it" in edit.summary
+    steered = run_steer(SteerRequest(model=MODEL, direction_from={"dictionary": folder, "feature": 0},
+                                     prompts=["The default port of SSH is"], targets=["22"], alphas=[0.1],
+                                     n_random=1, max_new_tokens=0), lab=lab)
+    assert f"named {explanation!r}: predictive on a blind test" in steered.summary
     with pytest.raises(InputError) as err:   # a quiz is scored once
         run_explain(ExplainRequest(quiz_run_id=first.run_id, explanation=explanation,
                                    answers=_answers(first.quiz, explanation)), lab=lab)
