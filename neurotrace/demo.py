@@ -9,9 +9,10 @@ index as GGUF files by ``scripts/setup.sh``):
    model, and compare the two by relative depth;
 4. find the SmolLM2 MLP neurons whose activation precedes collapsed (looping) greedy generations, and
    sweep a clamp of the top one on those prompts against same-layer random-neuron controls;
-5. capture a mid-layer residual over every pack's facts as answered sentences, four to a paragraph
-   (BOS skipped), fit a sparse autoencoder (TopK with AuxK), and
-   ablate the features that most support the answers, against random-feature controls.
+5. capture a mid-layer residual of SmolLM2 over the built-in corpus (``python-docs``, 50k tokens in
+   128-token contexts, BOS skipped), fit a sparse autoencoder (TopK k=32 with AuxK) on it, show the feature
+   pages of the features a fact sentence fires most, and ablate the features that most support the answers,
+   against controls.
 
 Fact-world models (small, fast, with known ground truth): base vs cybersecurity-tuned tracing and its
 comparison, masked-LM mask/context patching, and the attribution benchmark.
@@ -33,6 +34,7 @@ from neurotrace import (
     CaptureRequest,
     ClampSweepRequest,
     CompareRequest,
+    FeaturesRequest,
     FitSAERequest,
     GenerateFactsRequest,
     InterveneRequest,
@@ -44,13 +46,14 @@ from neurotrace import (
     run_capture,
     run_clamp_sweep,
     run_compare,
+    run_features,
     run_fit_sae,
     run_generate_facts,
     run_intervene,
     run_load_model,
     run_trace,
 )
-from neurotrace.lab.facts import Fact, list_packs, load_pack
+from neurotrace.lab.facts import Fact, load_pack
 from neurotrace.lab.model.weights import catalog
 from neurotrace.lab.neurons import FindNeuronsRequest, run_find_neurons
 from neurotrace.lab.progress import Reporter, stderr_reporter
@@ -174,18 +177,15 @@ def clamp_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
     return run_clamp_sweep(req, lab=lab, reporter=reporter)
 
 
-def fact_paragraphs(per: int = 4) -> list[str]:
-    """Every pack's facts as answered sentences, ``per`` to a paragraph (one forward each, ~43 tokens)."""
-    sentences = [f"{f.prompt()} {f.target}." for pack in list_packs() for f in load_pack(pack).facts]
-    return [" ".join(sentences[i:i + per]) for i in range(0, len(sentences), per)]
+#: the SAE step: a corpus capture's token budget and the fit's steps (see README for the figures reached)
+SAE_TOKENS, SAE_STEPS = 50_000, 600
 
 
 def capture_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
     if missing := _missing([SMOL]):
         return missing
-    paragraphs = fact_paragraphs()                      # ~1,900 rows from 45 forwards (single prompts gave 579)
-    req = CaptureRequest(model=SMOL, sites=["blocks.15.hook_resid_post"],
-                         prompts=paragraphs[:6] if state["quick"] else paragraphs, positions="all", skip_bos=True)
+    req = CaptureRequest(model=SMOL, sites=["blocks.15.hook_resid_post"], corpus="python-docs",
+                         max_tokens=4096 if state["quick"] else SAE_TOKENS, store_dtype="float16", skip_bos=True)
     result = run_capture(req, lab=lab, reporter=reporter)
     state["capture"] = result.run_id
     return result
@@ -195,11 +195,20 @@ def fit_sae_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
     if not state.get("capture"):
         return skipped("needs the capture step")
     quick = state["quick"]
-    req = FitSAERequest(capture_run_id=state["capture"], architecture="topk", expansion_factor=4, k=16,
-                        n_steps=100 if quick else 1000, batch_size=128, splice_steps=4 if quick else 16)
+    req = FitSAERequest(capture_run_id=state["capture"], architecture="topk", expansion_factor=4, k=32,
+                        n_steps=100 if quick else SAE_STEPS, batch_size=256, splice_steps=4 if quick else 16)
     result = run_fit_sae(req, lab=lab, reporter=reporter)
     state["sae"] = result.run_id
     return result
+
+
+def features_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
+    if not state.get("sae"):
+        return skipped("needs the fit_sae step")
+    fact = next(f for f in load_pack("known-facts").facts if f.known.get(SMOL))
+    req = FeaturesRequest(dictionary=state["sae"], capture_run_id=state["capture"],
+                          prompt=f"{fact.prompt()} {fact.target}.")
+    return run_features(req, lab=lab, reporter=reporter)
 
 
 def intervene_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
@@ -251,8 +260,9 @@ STEPS: list[tuple[str, Callable[[Lab, Reporter, dict], Any]]] = [
     ("Compare the two real models by relative depth", compare_real),
     (f"Neurons whose activation precedes collapsed generations ({SMOL})", collapse_neurons),
     (f"Clamp the top collapse neuron against random same-layer controls ({SMOL})", clamp_real),
-    (f"Capture a mid-layer residual of {SMOL} (BOS skipped)", capture_real),
+    (f"Capture a mid-layer residual of {SMOL} over the built-in corpus (python-docs, BOS skipped)", capture_real),
     ("Fit a sparse autoencoder on it", fit_sae_real),
+    ("Feature pages: the features a fact sentence fires most, their top contexts and promoted tokens", features_real),
     ("Rank SAE features by their effect on the answers, then ablate the top ones against controls", intervene_real),
     ("Fact world: causal tracing fact-gpt2 vs its cybersecurity-tuned version", trace_tuned),
     ("Fact world: compare base and tuned", compare_tuned),

@@ -20,7 +20,7 @@ def test_demo_runs_end_to_end_and_links_every_step(tmp_path):
     demo = store.list_runs("demo")[0]
     assert demo.status == "complete"
     tools = {store.manifest(r).tool for r in demo.inputs}
-    assert {"generate_facts", "trace", "compare", "clamp_sweep", "capture", "fit_sae", "intervene"} <= tools
+    assert {"generate_facts", "trace", "compare", "clamp_sweep", "capture", "fit_sae", "features", "intervene"} <= tools
     assert all(store.manifest(r).status == "complete" for r in demo.inputs)
     summary = (tmp_path / demo.run_id / "summary.md").read_text(encoding="utf-8")
     assert "Causal tracing" in summary and "fact-gpt2-cyber" in summary
