@@ -13,6 +13,7 @@ from neurotrace.lab.attribution import ATTRIBUTE
 from neurotrace.lab.benchmark import BENCHMARK
 from neurotrace.lab.capture import CAPTURE
 from neurotrace.lab.clamping import CLAMP_SWEEP
+from neurotrace.lab.diff import DIFF
 from neurotrace.lab.editing import EDIT
 from neurotrace.lab.experiment import Experiment
 from neurotrace.lab.explain import EXPLAIN
@@ -51,4 +52,5 @@ FAMILIES: tuple[Experiment, ...] = (
     GRAPH,
     EXPLAIN,
     EDIT,
+    DIFF,
 )

@@ -16,6 +16,7 @@ from neurotrace.tools import (
     capture,
     clamp_sweep,
     compare,
+    diff,
     edit,
     explain,
     features,
@@ -39,7 +40,7 @@ from neurotrace.tools._runner import EXPERIMENT, READ_ONLY
 FACES = (models.load_model, generate_facts.generate_facts, trace.trace, compare.compare, plot.plot,
          clamp_sweep.clamp_sweep, capture.capture, fit_sae.fit_sae, features.features, intervene.intervene, benchmark.benchmark,
          find_neurons.find_neurons, probe.probe, steer.steer, logit_lens.logit_lens, attention.attention,
-         attribute.attribute, patch.patch, graph.graph, explain.explain, edit.edit)
+         attribute.attribute, patch.patch, graph.graph, explain.explain, edit.edit, diff.diff)
 
 
 def register(server) -> None:

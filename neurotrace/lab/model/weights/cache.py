@@ -33,6 +33,7 @@ from neurotrace.lab.model.weights.derived import base_model
 from neurotrace.lab.model.weights.embedded import embedded_model_path
 from neurotrace.lab.model.weights.gguf import find_gguf, read_header
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef, cache_key, load
+from neurotrace.lab.model.weights.lora import split
 from neurotrace.lab.model.weights.placement import (
     device_bytes,
     in_memory,
@@ -81,8 +82,8 @@ def gpu_budgets(configured: dict[str, int] | None) -> dict[str, int]:
 def config_shape(model: str) -> dict[str, int] | None:
     """The shape a model declares without loading it: an embedded model's or local directory's
     config.json, or a catalog model's / .gguf file's header; None elsewhere (a hub id). An edited model
-    (``<model>@edit:<run_id>``) has its base's shape."""
-    model = base_model(model)
+    (``<model>@edit:<run_id>``) and a tuned pair (``base+adapter``) have their base's shape."""
+    model = base_model(split(model)[0])
     if model in catalog.CATALOG or model.endswith(".gguf"):
         return gguf_shape(model)
     try:

@@ -23,6 +23,7 @@ from neurotrace.lab.model.weights import catalog
 from neurotrace.lab.model.weights.derived import apply_delta, parse_edited
 from neurotrace.lab.model.weights.embedded import EMBEDDED_MODELS, embedded_model_path
 from neurotrace.lab.model.weights.gguf import SOURCE_FILE, Progress, convert_gguf, read_source
+from neurotrace.lab.model.weights.lora import ModelName, attach, locate, split
 from neurotrace.lab.model.weights.placement import offloaded_tensor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -35,8 +36,9 @@ class ModelRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tool: ClassVar[str] = "load_model"
-    model: Annotated[str, Field(min_length=1, description="Embedded name ('fact-gpt2'), catalog name "
-                                                           "('gemma-3-270m'), HuggingFace id, local directory or .gguf file.")]
+    model: Annotated[ModelName, Field(min_length=1, description="Embedded name ('fact-gpt2'), catalog name "
+                                      "('gemma-3-270m'), HuggingFace id, local directory or .gguf file; a base plus "
+                                      "a LoRA adapter as 'gemma-3-270m+eiffel-rome-lora' or {base, adapter}.")]
     lm_kind: Literal["auto", "causal", "masked"] = Field("auto", description="LM head to load; 'auto' reads "
                                                                           "the config.")
     backend: Literal["hf", "bridge", "nnsight"] = Field("hf", description="'hf' = transformers; 'bridge' = "
@@ -235,7 +237,9 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False, max_memory: dict[int
 
     hf_logging.disable_progress_bar()
     device = resolve_device(ref.device)
-    source = resolve_source(ref.model)
+    base_name, adapter_name = split(ref.model)
+    adapter_src = locate(adapter_name) if adapter_name is not None else None
+    source = resolve_source(base_name)
     _safetensors_only(source, ref.model)
     config = read_config(source, trust_remote_code)
     adapter = adapter_for(config)
@@ -255,6 +259,8 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False, max_memory: dict[int
                        fix="pass a local directory with config.json + weights + tokenizer files") from exc
     edited = parse_edited(ref.model)
     extra = apply_delta(model, edited[0], edited[1], runs_root) if edited is not None else {}
+    if adapter_src is not None:
+        attach(model, base_name, adapter_src)
     if ref.device != "auto":
         model.to(device)
     model.eval()
@@ -268,7 +274,8 @@ def load(ref: ModelRef, *, trust_remote_code: bool = False, max_memory: dict[int
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(key=cache_key(ref), ref=ref, source=source, model=model, tokenizer=tokenizer,
                        adapter=adapter, lm_kind=kind, fingerprint=fingerprint(model), nbytes=nbytes, bridge=bridge, nnsight=wrapper,
-                       provenance={**provenance(source), **extra})
+                       provenance={**provenance(source), **extra,
+                                   **({"adapter": adapter_src.record()} if adapter_src is not None else {})})
 
 
 def _boot_bridge(source: str, model: nn.Module, tokenizer: Any, device: torch.device, dtype: torch.dtype,

@@ -1,0 +1,1 @@
+"""Build tool for the shipped LoRA adapters (tuned pairs); never imported by the package."""
