@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from neurotrace.lab.attention.patterns import eager_attention
-from neurotrace.lab.lens.lens import read_out, row_sites
+from neurotrace.lab.attention import eager_attention
+from neurotrace.lab.lens import read_out, row_sites
 from neurotrace.lab.model.access.hooks import recording
 from neurotrace.lab.model.weights.loading import LoadedModel
 
