@@ -16,6 +16,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from neurotrace.lab.capture import corpus
 from neurotrace.lab.diff.measures import InputMeasures, SideStates, compare, forward, linear_cka
 from neurotrace.lab.diff.report import write_report
 from neurotrace.lab.diff.schema import DiffRequest, DiffResult
@@ -65,15 +66,6 @@ def embedding_noise(lm: LoadedModel, seed: int) -> Iterator[None]:
         yield
 
 
-def _texts(lm: LoadedModel, request: DiffRequest) -> list[tuple[str, str]]:
-    """(label, text to tokenize) per input: templated prompts, or corpus contexts."""
-    if request.prompts:
-        return [(prompt_label(p), templated(lm.tokenizer, p, chat=request.chat, model=request.model))
-                for p in request.prompts]
-    raise InputError("corpus", "corpus inputs are not available in this build",
-                     fix="pass prompts (a few sentences of the domain)")
-
-
 def _ids(lm: LoadedModel, text: str, i: int, new_tokens: int) -> torch.Tensor:
     ids = list(lm.tokenizer(text, add_special_tokens=True)["input_ids"])
     if not ids:
@@ -82,6 +74,20 @@ def _ids(lm: LoadedModel, text: str, i: int, new_tokens: int) -> torch.Tensor:
         raise InputError(f"prompts[{i}]", f"{len(ids)} tokens leave no room in {lm.max_positions} positions",
                          fix="shorten it or lower max_new_tokens")
     return torch.tensor(ids)
+
+
+def _inputs(lab: Lab, lm: LoadedModel, request: DiffRequest) -> list[tuple[str, torch.Tensor, str | None]]:
+    """(label, token ids, text) per input: templated prompts, or corpus contexts (text None)."""
+    if request.prompts:
+        out = []
+        for i, p in enumerate(request.prompts):
+            text = templated(lm.tokenizer, p, chat=request.chat, model=request.model)
+            out.append((prompt_label(p), _ids(lm, text, i, request.max_new_tokens), text))
+        return out
+    contexts = corpus.token_contexts(lm.tokenizer, corpus.corpus_texts(lab, str(request.corpus)),
+                                     context_size=request.context_size,
+                                     max_tokens=request.max_contexts * request.context_size, seed=request.seed)
+    return [(lm.tokenizer.decode(row[1:16].tolist()) + "...", row, None) for row in contexts]
 
 
 @torch.no_grad()
@@ -127,15 +133,14 @@ def _run(request: DiffRequest, lab: Lab, lm: LoadedModel, bm: LoadedModel, repor
                   f"direction; seed {request.seed})" if mode == "adapter"
                   else f"the base with Gaussian noise of {NOISE:.0%} of each token's norm on its embeddings "
                        f"(seed {request.seed})")
-    texts = _texts(lm, request)
+    inputs = _inputs(lab, lm, request)
     bos = getattr(lm.tokenizer, "bos_token_id", None)
     measured: list[tuple[InputMeasures, InputMeasures]] = []
     cka_a, cka_b, cka_f, token_ids, gens, tops = [], [], [], [], [], []
-    for i, (_label, text) in enumerate(texts):
+    for i, (_label, ids, text) in enumerate(inputs):
         reporter.check()
-        reporter.step(i, len(texts), f"input {i + 1} of {len(texts)}")
-        ids = _ids(lm, text, i, request.max_new_tokens)
-        if mode == "models" and list(bm.tokenizer(text)["input_ids"]) != ids.tolist():
+        reporter.step(i, len(inputs), f"input {i + 1} of {len(inputs)}")
+        if mode == "models" and text is not None and list(bm.tokenizer(text)["input_ids"]) != ids.tolist():
             raise InputError("base", f"{request.base!r} and {request.model!r} tokenize prompts[{i}] differently",
                              fix="compare models that share a tokenizer (a base and its tuned copy)")
         with off():
@@ -154,7 +159,7 @@ def _run(request: DiffRequest, lab: Lab, lm: LoadedModel, bm: LoadedModel, repor
         token_ids.append(ids.tolist())
         gens.append((gen_a, gen_b))
         tops.append(tuple(token_texts(lm.tokenizer, [int(a.logprobs[-1].argmax()), int(b.logprobs[-1].argmax())])))
-    reporter.step(len(texts), len(texts), "writing the run")
+    reporter.step(len(inputs), len(inputs), "writing the run")
     xa, xb, xf = torch.cat(cka_a, 1), torch.cat(cka_b, 1), torch.cat(cka_f, 1)
     cka = [linear_cka(xa[r], xb[r]) for r in range(xa.shape[0])]
     floor_cka = [linear_cka(xa[r], xf[r]) for r in range(xa.shape[0])]
@@ -162,6 +167,6 @@ def _run(request: DiffRequest, lab: Lab, lm: LoadedModel, bm: LoadedModel, repor
         run.add_model(request.model, lm.fingerprint, lm.provenance)
         if mode == "models":
             run.add_model(str(request.base), bm.fingerprint, bm.provenance)
-        return write_report(run, request, lm, mode=mode, floor=floor_text, labels=[t[0] for t in texts],
+        return write_report(run, request, lm, mode=mode, floor=floor_text, labels=[t[0] for t in inputs],
                             token_ids=token_ids, measured=measured, cka=cka, floor_cka=floor_cka, gens=gens,
                             tops=tops)
