@@ -15,6 +15,7 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.results import RunResult
 from neurotrace.lab.tracing.figures import layer_curve, layer_model_heatmap, load, peak_bars
+from neurotrace.lab.tracing.pairs import pair_differences, pair_line
 from neurotrace.lab.tracing.report import RESULTS_FILE, cross_model, hint, model_lines, same_model
 from neurotrace.lab.tracing.schema import ModelRecord, TraceResults
 
@@ -34,6 +35,8 @@ class CompareResult(RunResult):
                                                     "layer / n_layers.")
     known: dict[str, int] = Field(description="Model -> facts it knows.")
     interpretation: list[str]
+    tuned_pair: dict[str, Any] | None = Field(None, description="Two entries of one base (e.g. 'B' and "
+                                              "'B+adapter'): per-fact tuned - base at the tuned peak site, with band.")
 
 
 def _settings(results: TraceResults, m: ModelRecord) -> dict[str, str | None]:
@@ -98,7 +101,7 @@ def _read(request: CompareRequest, lab: Lab, reporter: Reporter) -> list[tuple[s
     return runs
 
 
-def _merge(request: CompareRequest, lab: Lab, reporter: Reporter) -> tuple[TraceResults, str]:
+def _merge(request: CompareRequest, lab: Lab, reporter: Reporter) -> tuple[TraceResults, str, dict | None]:
     """The merged records and the first run's own name of its first model (what ``plot`` of that run knows)."""
     runs = _read(request, lab, reporter)
     entries = [(name, run_id, _settings(results, m)) for run_id, results in runs for name, m in results.models.items()]
@@ -109,19 +112,23 @@ def _merge(request: CompareRequest, lab: Lab, reporter: Reporter) -> tuple[Trace
     merged = runs[0][1].model_copy(update={"models": models, **_shared([r for _, r in runs]),
                                            "relative_depth": len({m.n_layers for m in models.values()}) > 1})
     lines = [line for m in models.values() for line in model_lines(m)[:2]]
+    pair = pair_differences(*models.values()) if len(models) == 2 else None
+    lines += [pair_line(pair)] if pair else []
     merged = merged.model_copy(update={"interpretation": [cross_model(list(models.values())), *lines]})
-    return merged, entries[0][0] if entries else ""
+    return merged, entries[0][0] if entries else "", pair
 
 
 def run_compare(request: CompareRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> CompareResult:
     """Merge trace runs over the same facts and write the side-by-side figures and reading."""
     lab.check(request)  # bounds and the whole-job estimate, before any work
-    merged, first = _merge(request, lab, reporter)
+    merged, first, pair = _merge(request, lab, reporter)
     models = list(merged.models.values())
     with lab.store.open_run("compare", request) as run:
         for run_id in request.run_ids:
             run.add_input(run_id)
         run.write_json("compare_results.json", merged.model_dump(mode="json"))
+        if pair:
+            run.write_csv("tables/tuned_pair.csv", pair["facts"])
         figures = [run.write_figure(f"figures/{n}.png", f(merged)) for n, f in
                    (("layer_model_heatmap", layer_model_heatmap), ("peak_bars", peak_bars), ("layer_curve", layer_curve))]
         what = "runs of the same model" if same_model(models) else "models"
@@ -137,4 +144,5 @@ def run_compare(request: CompareRequest, *, lab: Lab, reporter: Reporter = NULL_
                                           for k, m in merged.models.items()},
                              relative_depth=merged.relative_depth,
                              known={k: m.n_known for k, m in merged.models.items()},
-                             interpretation=merged.interpretation)
+                             interpretation=merged.interpretation,
+                             tuned_pair={k: v for k, v in pair.items() if k != "facts"} if pair else None)
