@@ -9,6 +9,7 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.weights import catalog
 from neurotrace.lab.model.weights.embedded import EMBEDDED_MODELS
 from neurotrace.lab.model.weights.loading import ModelRef
+from neurotrace.lab.model.weights.lora import shipped_catalog
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 
@@ -49,9 +50,19 @@ def model_catalog(lab: Lab) -> dict[str, Any]:
     named = {m.name: {"description": m.description, "license": m.license, "hub_id": m.hub_id,
                       "installed": catalog.is_installed(m.name), "source": "catalog",
                       "install": f"neurotrace models fetch {m.name}"} for m in catalog.CATALOG.values()}
+    tuned = {pair: {"description": entry["description"], "installed": catalog.is_installed(pair.split("+")[0]),
+                    "source": "adapter", "card": _card_digest(entry["card"])}
+             for pair, entry in shipped_catalog().items()}
     return {"loaded": lab.cache.listing(), "used_bytes": lab.cache.used_bytes(),
             "budget_bytes": lab.cache.budget_bytes, "used_by_device": lab.cache.used_by_device(),
-            "budgets": lab.cache.budgets(), "models": {**embedded, **named}}
+            "budgets": lab.cache.budgets(), "models": {**embedded, **named, **tuned}}
+
+
+def _card_digest(card: dict[str, Any]) -> dict[str, Any]:
+    """An adapter card without its prompt lists: recipe, minutes, accuracy before/after, sha256."""
+    acc = card.get("accuracy", {})
+    return {"recipe": card.get("recipe"), "minutes": card.get("minutes"), "sha256": card.get("sha256"),
+            "accuracy": {side: {part: v.get("accuracy") for part, v in parts.items()} for side, parts in acc.items()}}
 
 
 LOAD_MODEL = Experiment(run_load_model, ModelRef, LoadModelResult, detachable=False,

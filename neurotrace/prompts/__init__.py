@@ -4,6 +4,7 @@ from neurotrace.prompts import (
     check_method,
     compare_models,
     explain_features,
+    diff_models,
     explain_prediction,
     investigate,
     locate_and_edit,
@@ -15,7 +16,7 @@ from neurotrace.prompts import (
 
 MODULES = (locate_fact, compare_models, rescue_collapse, sae_features, check_method, explain_prediction,
            patch_components, investigate, explain_features,
-           locate_and_edit)
+           locate_and_edit, diff_models)
 
 
 def register(server) -> None:

@@ -14,6 +14,7 @@ from neurotrace.lab.attention.report import write_report
 from neurotrace.lab.attention.schema import AttentionRequest, AttentionResult
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.access.chat import apply_chat
 from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
@@ -50,6 +51,7 @@ def run_attention(request: AttentionRequest, *, lab: Lab, reporter: Reporter = N
     duplicate-token or subject heads? Reads attention patterns from the model (eager attention)."""
     lab.check(request)  # bounds and the whole-job estimate, before any work
     with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
+        request = apply_chat(request, lm.tokenizer, request.model, single=("prompt",))
         ids = torch.tensor(list(lm.tokenizer(request.prompt).input_ids))
         if len(ids) == 0:
             raise InputError("prompt", "the prompt tokenizes to nothing", fix="give some text")

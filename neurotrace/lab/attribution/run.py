@@ -14,6 +14,7 @@ from neurotrace.lab.attribution.schema import (
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.chat import apply_chat
 from neurotrace.lab.model.access.tokens import target_id, token_texts
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
@@ -70,6 +71,7 @@ def run_attribute(request: AttributeRequest, *, lab: Lab, reporter: Reporter = N
     (final-norm scale frozen), optionally attribution patching between a clean and a corrupt prompt."""
     lab.check(request)  # bounds and the whole-job estimate, before any work
     with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
+        request = apply_chat(request, lm.tokenizer, request.model, single=("prompt", "corrupt_prompt"))
         ids = _ids(lm, request.prompt, "prompt")
         reporter.step(0, 3, "clean forward")
         acts, logits = capture(lm, ids, len(ids) - 1)

@@ -5,6 +5,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
 from neurotrace.lab.results import RunResult
 
 RESULTS_FILE = "attribute_results.json"
@@ -19,7 +20,8 @@ class AttributeRequest(BaseModel):
     tool: ClassVar[str] = "attribute"
     model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir "
                        "(causal LMs).")
-    prompt: str = Field(min_length=1, description="The prompt; its last token is the scored position.")
+    prompt: PromptInput = Field(min_length=1, description="The prompt (or chat messages); its last token is the scored position.")
+    chat: bool = Field(False, description=CHAT_FIELD_HELP)
     target: str | None = Field(None, description="Answer word (first token after a space); default: the "
                                "model's top-1 prediction.")
     contrast: str | None = Field(None, description="A second word: attribute the logit difference target - "

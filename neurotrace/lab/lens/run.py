@@ -7,6 +7,7 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.lens.lens import fit_all, read_out, residual_rows, translate
 from neurotrace.lab.lens.report import write_report
 from neurotrace.lab.lens.schema import LogitLensRequest, LogitLensResult, TunedReport
+from neurotrace.lab.model.access.chat import apply_chat
 from neurotrace.lab.model.access.tokens import target_id
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
@@ -55,6 +56,7 @@ def run_logit_lens(request: LogitLensRequest, *, lab: Lab, reporter: Reporter = 
     unembedding (logit lens), optionally with fitted affine translators (tuned lens)."""
     lab.check(request)  # bounds and the whole-job estimate, before any work
     with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
+        request = apply_chat(request, lm.tokenizer, request.model, single=("prompt",), many=("fit_prompts",))
         ids = _ids(lm, request.prompt, "prompt")
         reporter.step(0, 2, "reading the residual stream")
         rows = residual_rows(lm, ids)                                   # (n_layers + 1, pos, d)

@@ -23,6 +23,7 @@ from torch import Tensor
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.chat import apply_chat
 from neurotrace.lab.model.access.neurons import parse_neuron
 from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
@@ -43,6 +44,7 @@ def run_find_neurons(request: FindNeuronsRequest, *, lab: Lab,
     _check_fields(request)
     ref = ModelRef(model=request.model, device=request.device)
     with lab.cache.lease(ref) as lm:
+        request = apply_chat(request, lm.tokenizer, request.model, many=("prompts", "control_prompts"))
         if request.mode == "collapse" and lm.lm_kind != "causal":
             raise InputError("mode", f"{request.model!r} is a masked LM; collapse mode needs generation",
                              fix="use a causal LM, or mode='contrast'")

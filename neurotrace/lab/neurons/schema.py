@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from neurotrace.lab.clamping import CollapseThresholds
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
 from neurotrace.lab.results import RunResult
 
 Mode = Literal["contrast", "collapse", "top_examples"]
@@ -22,6 +23,7 @@ class FindNeuronsRequest(BaseModel):
     prompts: list[str] = Field(min_length=1, description="Concept prompts, prompts to generate from, or the set "
                                "searched (by mode).")
     control_prompts: list[str] = Field(default_factory=list, description="Contrast mode: control prompts.")
+    chat: bool = Field(False, description=CHAT_FIELD_HELP)
     neuron: str | None = Field(None, description="top_examples: 'layer:index', e.g. '5:12'.")
     layers: list[int] | None = Field(None, description="Layers searched (default all).")
     position: Literal["last", "mean"] = Field("last", description="Pool per prompt: scored (last) token or mean.")

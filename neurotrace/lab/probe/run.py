@@ -16,6 +16,7 @@ import torch
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.chat import apply_chat
 from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.probe.fit import cross_validate, direction
@@ -66,6 +67,7 @@ def run_probe(request: ProbeRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
     classes, y, k = _labels(request)
     ref = ModelRef(model=request.model, device=request.device)
     with lab.cache.lease(ref) as lm:
+        request = apply_chat(request, lm.tokenizer, request.model, many=("prompts",))
         layers = _layers(request, lm)
         sites = [resid_site(layer, lm.n_layers) for layer in layers]
         with lab.store.open_run("probe", request, seed=request.seed) as run:

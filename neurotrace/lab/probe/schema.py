@@ -5,6 +5,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
 from neurotrace.lab.results import RunResult
 
 
@@ -15,6 +16,7 @@ class ProbeRequest(BaseModel):
     tool: ClassVar[str] = "probe"
     model: str = Field(min_length=1, description="Embedded name, HuggingFace id or local directory.")
     prompts: list[str] = Field(min_length=4, description="Labelled prompts.")
+    chat: bool = Field(False, description=CHAT_FIELD_HELP)
     labels: list[str] = Field(min_length=4, description="One label per prompt; exactly two distinct values.")
     positive: str | None = Field(None, description="Label the saved direction points toward (default: the second "
                                  "distinct label).")

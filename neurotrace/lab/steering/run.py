@@ -21,6 +21,7 @@ import torch
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.access.chat import apply_chat
 from neurotrace.lab.model.access.tokens import target_id
 from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
@@ -72,6 +73,7 @@ def run_steer(request: SteerRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
     alphas = _alphas(request.alphas)
     ref = ModelRef(model=request.model, device=request.device)
     with lab.cache.lease(ref) as lm:
+        request = apply_chat(request, lm.tokenizer, request.model, many=("prompts", "control_prompts"))
         if lm.lm_kind != "causal":
             raise InputError("model", f"{request.model!r} is a masked LM; steer generates text",
                              fix="use a causal LM such as 'fact-gpt2'")

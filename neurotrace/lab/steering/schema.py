@@ -5,6 +5,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
 from neurotrace.lab.results import RunResult
 from neurotrace.lab.sae import DictionaryRef
 
@@ -48,6 +49,7 @@ class SteerRequest(BaseModel):
     prompts: list[str] = Field(min_length=1, description="Prompts steered and measured.")
     targets: list[str] = Field(min_length=1, description="Words whose summed next-token probability is the effect.")
     control_prompts: list[str] = Field(default_factory=list, description="Unrelated prompts (should move less).")
+    chat: bool = Field(False, description=CHAT_FIELD_HELP)
     layers: list[int] | None = Field(None, description="Layers the vector is added at (default: the direction's).")
     positions: Literal["all", "last"] = Field("all", description="'last': last prompt token + generated ones.")
     alphas: list[float] = Field([0.25, 0.5, 1.0, 2.0], min_length=1, description="In units of the mean residual "

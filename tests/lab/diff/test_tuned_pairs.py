@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from neurotrace.lab.model.chat import Message, templated
+from neurotrace.lab.model.weights.loading import ModelRef
+from neurotrace.lab.model.lora import AdapterMismatch, adapter_state, shipped_adapters
 
 from neurotrace.lab.diff import DiffRequest, run_diff
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.chat import Message, templated
-from neurotrace.lab.model.loading import ModelRef
-from neurotrace.lab.model.lora import AdapterMismatch, adapter_state, shipped_adapters
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.lora import write_adapter
 
@@ -129,7 +129,7 @@ def test_diff_between_a_base_and_its_tuned_copy_finds_the_tuned_domain(tmp_path)
 
 
 def test_chat_inputs_are_templated_or_refused(tmp_path):
-    from neurotrace.lab.model.wordlevel import build_tokenizer
+    from neurotrace.lab.model.access.wordlevel import build_tokenizer
 
     tok = build_tokenizer(["hi", "there"], "causal")
     with raises_lab_error(InputError) as err:
@@ -155,3 +155,54 @@ def test_shipped_adapters_are_safetensors_with_cards():
         assert (folder / "adapter_model.safetensors").stat().st_size < 4 * 2**20
         assert card["sha256"] == hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
         assert {"train", "held_out", "controls"} <= set(card["accuracy"]["tuned"]) and card["minutes"] > 0
+
+
+# roles as punctuation the tiny models' word-level vocabulary has: user '?', assistant ','
+TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}? {% else %}, {% endif %}{{ m['content'] }} . "
+            "{% endfor %}{% if add_generation_prompt %},{% endif %}")
+
+
+def test_prompt_tools_take_chat_inputs_and_refuse_a_model_without_a_template(tiny_llama, tmp_path):
+    from neurotrace import (
+        AttentionRequest,
+        AttributeRequest,
+        LogitLensRequest,
+        run_attention,
+        run_attribute,
+        run_logit_lens,
+    )
+
+    lab = _lab(tmp_path)
+    model = str(tiny_llama)
+    with raises_lab_error(InputError) as err:
+        run_logit_lens(LogitLensRequest(model=model, prompt="the city", chat=True), lab=lab)
+    assert err.value.field == "chat" and "has no chat template" in str(err.value)
+    lab.cache.get(ModelRef(model=model)).tokenizer.chat_template = TEMPLATE
+    lens = run_logit_lens(LogitLensRequest(model=model, prompt="the city", chat=True), lab=lab)
+    assert [t.strip() for t in lens.tokens[-5:]] == ["?", "the", "city", ".", ","]
+    assert lens.scored_position == len(lens.tokens) - 1
+    convo = [{"role": "user", "content": "the city"}, {"role": "assistant", "content": "paris"}]
+    att = run_attention(AttentionRequest(model=model, prompt=convo), lab=lab)
+    assert [t.strip() for t in att.tokens[-6:]] == ["?", "the", "city", ".", ",", "paris"]
+    attr = run_attribute(AttributeRequest(model=model, prompt="the city", chat=True, target="paris"), lab=lab)
+    assert json.loads((tmp_path / "runs" / attr.run_id / "request.json").read_text())["prompt"] == "? the city . ,"
+
+
+def test_probe_find_neurons_and_steer_take_chat_prompts(tiny_llama, tmp_path):
+    from neurotrace import FindNeuronsRequest, ProbeRequest, run_find_neurons, run_probe
+
+    lab = _lab(tmp_path)
+    model = str(tiny_llama)
+    prompts = ["the red cat", "the blue dog", "the red fish", "the blue bird"]
+    with raises_lab_error(InputError) as err:
+        run_probe(ProbeRequest(model=model, prompts=prompts, labels=["r", "b", "r", "b"], chat=True), lab=lab)
+    assert err.value.field == "chat"
+    lab.cache.get(ModelRef(model=model)).tokenizer.chat_template = TEMPLATE
+    probe = run_probe(ProbeRequest(model=model, prompts=prompts, labels=["r", "b", "r", "b"], chat=True, k_folds=2),
+                      lab=lab)
+    sent = json.loads((tmp_path / "runs" / probe.run_id / "request.json").read_text())["prompts"]
+    assert sent[0] == "? the red cat . ,"
+    neurons = run_find_neurons(FindNeuronsRequest(model=model, prompts=prompts[:2], control_prompts=prompts[2:],
+                                                  chat=True), lab=lab)
+    assert json.loads((tmp_path / "runs" / neurons.run_id / "request.json").read_text())["control_prompts"][1] \
+        == "? the blue bird . ,"

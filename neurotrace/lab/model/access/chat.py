@@ -32,8 +32,8 @@ class Message(BaseModel):
 Conversation = Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
 #: A prompt field that also takes a conversation.
 PromptInput = str | Conversation
-CHAT_FIELD_HELP = ("Apply the model's chat template: each plain prompt becomes one user message (a list of "
-                   "messages is always templated). Positions and tokens are then those of the templated text.")
+CHAT_FIELD_HELP = ("Apply the model's chat template. Each plain prompt becomes one user message (a list of "
+                   "messages is always templated); positions and tokens are those of the templated text.")
 
 
 def has_template(tokenizer: Any) -> bool:
@@ -75,3 +75,21 @@ def prompt_label(prompt: "str | list[Message]") -> str:
         return prompt
     last = prompt[-1]
     return f"[{last.role}] {last.content}"
+
+
+def apply_chat(request: Any, tokenizer: Any, model: str, single: tuple[str, ...] = (),
+               many: tuple[str, ...] = ()) -> Any:
+    """``request`` with its prompt fields as the text tools tokenize: ``single`` fields hold one prompt (text or
+    a conversation), ``many`` fields a list of them. With ``chat`` set, or any conversation, each is templated
+    (:func:`templated`) and the copy has ``chat`` off, so what the run records is the templated text."""
+    chat = bool(getattr(request, "chat", False))
+    update: dict[str, Any] = {}
+    for name in single:
+        value = getattr(request, name)
+        if value is not None and (chat or not isinstance(value, str)):
+            update[name] = templated(tokenizer, value, chat=chat, model=model)
+    for name in many:
+        values = getattr(request, name) or []
+        if chat or any(not isinstance(v, str) for v in values):
+            update[name] = [templated(tokenizer, v, chat=chat, model=model) for v in values]
+    return request.model_copy(update={**update, "chat": False}) if update else request
