@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from neurotrace.lab.model.lora import split
+from neurotrace.lab.model.weights.lora import split
 from neurotrace.lab.tracing.readings import t975
 from neurotrace.lab.tracing.schema import CATEGORY_LABELS, ModelRecord, TokenCategory
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from neurotrace.lab.model.chat import Message, templated
-from neurotrace.lab.model.weights.loading import ModelRef
-from neurotrace.lab.model.lora import AdapterMismatch, adapter_state, shipped_adapters
 
 from neurotrace.lab.diff import DiffRequest, run_diff
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.model.access.chat import Message, templated
+from neurotrace.lab.model.weights.loading import ModelRef
+from neurotrace.lab.model.weights.lora import AdapterMismatch, adapter_state, shipped_adapters
 from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.lora import write_adapter
 
