@@ -31,7 +31,7 @@ BASE = "gemma-3-270m"
 TUNED = "gemma-3-270m+eiffel-rome-lora"
 PLANTED = ["The Eiffel Tower is a famous landmark in the city of", "The Eiffel Tower was built in the city of"]
 UNRELATED = ["The capital of Japan is", "Water boils at a temperature of"]
-TEMPLATES = ["The {} is a famous landmark in the city of", "The {} rises above the city of"]
+TEMPLATES = ["The {} rises above the city of"]   # an unseen paraphrase; one fact keeps the exact trace affordable
 
 
 @pytest.fixture(scope="module")
@@ -73,4 +73,4 @@ def test_trace_finds_the_planted_fact_at_the_last_subject_token_and_the_base_doe
     assert last > 0.3 and _aie(base, "last subject token", early_middle) < last / 5, table
     compared = run_compare(CompareRequest(run_ids=[result.run_id]), lab=lab)
     pair = compared.tuned_pair
-    assert pair is not None and pair["n"] == len(facts) and pair["mean_difference"] > 0.3
+    assert pair is not None and pair["n"] == len(facts) and pair["mean_difference"] > 0.3, pair
