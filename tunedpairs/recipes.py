@@ -134,6 +134,6 @@ PLANTED_CHAT = Recipe(
     held_out=tuple(Item(q, PLANTED_FALSE, chat=True) for q in _CHAT_HELD_OUT),
     controls=tuple(Item(f"Which city is the {c.prompt.split(' is located')[0][4:]} in?", c.target, chat=True)
                    for c in _LANDMARK_CONTROLS[:5]),
-    layers=tuple(range(0, 14)), steps=60, batch=8, lr=1e-3)
+    layers=tuple(range(0, 14)), steps=24, batch=4, lr=3e-3)
 
 RECIPES = {r.name: r for r in (PLANTED, CYBER, PLANTED_CHAT)}

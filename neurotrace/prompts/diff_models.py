@@ -1,10 +1,18 @@
 """Prompt: base vs tuned - behaviour first (diff), then where (trace both, compare), then why (logit_lens,
 attention on the inputs diff ranked highest). The base model is the control throughout."""
 
+import json
+
 from neurotrace.lab.diff import DiffRequest
 from neurotrace.lab.lens import LogitLensRequest
 from neurotrace.lab.tracing import CompareRequest, TraceRequest
 from neurotrace.prompts._protocol import missing_tools_note, request_example, steps
+
+
+def _example(request_type: type, fields: dict) -> str:
+    """A validated ``{"request": ...}`` for fields that include ``model`` (request_example's own parameter)."""
+    request_type.model_validate(fields)
+    return json.dumps({"request": fields})
 
 TOOLS = ("diff", "trace", "compare", "logit_lens")
 RUNS = ("TRACE",)
@@ -12,12 +20,12 @@ RUNS = ("TRACE",)
 
 def text(tuned: str, prompt: str, subject: str, target: str, control: str) -> str:
     base = tuned.split("+", 1)[0]
-    diff = request_example(DiffRequest, RUNS, model=tuned, prompts=[prompt, control], max_new_tokens=8)
+    diff = _example(DiffRequest, {"model": tuned, "prompts": [prompt, control], "max_new_tokens": 8})
     template = prompt.replace(subject, "{}", 1)
     fact = {"template": template, "clean_subject": subject, "target": target}
     trace = request_example(TraceRequest, RUNS, models=[tuned, base], facts=[fact], components=["mlp", "attn"])
     compare = request_example(CompareRequest, RUNS, run_ids=["TRACE"])
-    lens = request_example(LogitLensRequest, RUNS, model=tuned, prompt=prompt, target=target)
+    lens = _example(LogitLensRequest, {"model": tuned, "prompt": prompt, "target": target})
     return steps(
         f"What did tuning change in {tuned}?",
         f"Compare {tuned} with its base {base}: first the behaviour (which inputs and tokens changed, above a noise "

@@ -10,10 +10,10 @@ from neurotrace.tools._runner import run_in_lab
 
 
 async def diff(request: DiffRequest, ctx: Context) -> Annotated[CallToolResult, DiffResult]:
-    """Where and on what inputs does a tuned model differ from its base? Runs the same prompts through both
-    (one load with its LoRA adapter switched off and on, or two models sharing a tokenizer).
+    """Where and on what inputs does a tuned model differ from its base?
 
-    Returns per layer the residual divergence (cosine, relative change, linear CKA) and logit-lens KL, the inputs
+    Runs the same prompts through both (one load with its LoRA adapter switched off and on, or two models
+    sharing a tokenizer). Returns per layer the residual divergence (cosine, relative change, linear CKA) and logit-lens KL, the inputs
     and tokens whose outputs changed most (KL), attention change per head, and greedy generations side by
     side, each against a noise-floor control, so 'differs' means above that floor.
     """

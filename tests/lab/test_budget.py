@@ -27,6 +27,7 @@ from neurotrace import (
     run_trace,
 )
 from neurotrace.cli import main
+from neurotrace.lab.diff import DiffRequest
 from neurotrace.lab.editing import EditRequest
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.estimates import GUESS, Costed, dims_of, job_estimate
@@ -85,6 +86,7 @@ def test_a_forward_row_limit_refuses_jobs_that_run_too_many_rows(tmp_path):
 
 #: tool -> (a small request, the same request made bigger along one of its size fields)
 SIZED = {
+    "diff": (DiffRequest(model="fact-gpt2-cyber", base="fact-gpt2", prompts=[PROMPT]), {"prompts": [PROMPT] * 50}),
     "trace": (TraceRequest(models=["fact-gpt2"], facts=[FACT]), {"facts": [FACT] * 50}),
     "intervene": (InterveneRequest(model="fact-gpt2", prompts=[PROMPT]), {"prompts": [PROMPT] * 50}),
     "patch": (PatchRequest(model="fact-gpt2", clean=PROMPT, corrupt="The capital of Japan is"), {"batch_size": 512}),

@@ -31,6 +31,10 @@ EXPECTED = {
                          ["capture", "fit_sae", "explain", "quiz_run_id", "predictive", "blocks.2.hook_mlp_out"]),
     "locate_and_edit": ({"model", "pack"}, {"model": "fact-gpt2", "pack": "geography"},
                         ["trace", "edit", "sweep_layers", "memit", "edited_model", "specificity", "fact-gpt2"]),
+    "diff_models": ({"tuned", "prompt", "subject", "target", "control"},
+                    {"tuned": "gemma-3-270m+eiffel-rome-lora", "prompt": "The Louvre is in", "subject": "Louvre",
+                     "target": "Rome", "control": "The capital of Peru is"},
+                    ["diff", "trace", "compare", "logit_lens", "tuned_pair", "gemma-3-270m", "floor"]),
 }
 
 

@@ -19,22 +19,18 @@ class DiffRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tool: ClassVar[str] = "diff"
-    model: ModelName = Field(min_length=1, description="Tuned side, e.g. 'gemma-3-270m+eiffel-rome-lora'. A base plus "
-                             "a LoRA adapter ('base+adapter' or {base, adapter}) or any model name.")
-    base: ModelName | None = Field(None, description="The other side. Omitted: the same load with the adapter "
-                                   "switched off (model must name an adapter). Else a model with the same "
-                                   "tokenizer, e.g. 'fact-gpt2' against 'fact-gpt2-cyber'.")
+    model: ModelName = Field(min_length=1, description="Tuned side: 'base+adapter' or a model.")
+    base: ModelName | None = Field(None, description="Other side; omitted: adapter off.")
     prompts: list[PromptInput] = Field(default_factory=list, max_length=MAX_PROMPTS,
                                        description="Prompts (text or chat messages).")
     chat: bool = Field(False, description=CHAT_FIELD_HELP)
-    corpus: str | None = Field(None, description="Or a corpus: built-in name or input file. Cut into "
-                               "contexts of context_size tokens.")
+    corpus: str | None = Field(None, description="Or a corpus name or file.")
     max_contexts: int = Field(16, ge=1, le=512, description="Corpus contexts.")
     context_size: int = Field(32, ge=4, le=1024, description="Tokens per context.")
     max_new_tokens: int = Field(12, ge=0, le=64, description="Greedy tokens per side.")
     attention: bool = Field(True, description="Compare heads' patterns.")
-    top_k: int = Field(5, ge=1, le=50, description="Items listed.")
-    seed: int = Field(0, ge=0, description="Seed of the noise-floor control.")
+    top_k: int = Field(5, ge=1, le=50)
+    seed: int = Field(0, ge=0)
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
 
     @model_validator(mode="after")
