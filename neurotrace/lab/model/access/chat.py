@@ -32,8 +32,8 @@ class Message(BaseModel):
 Conversation = Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
 #: A prompt field that also takes a conversation.
 PromptInput = str | Conversation
-CHAT_FIELD_HELP = ("Apply the chat template. Each model's own; plain prompt becomes one user message (a list of "
-                   "messages is always templated); positions and tokens are those of the templated text.")
+CHAT_FIELD_HELP = ("Apply the chat template. The model's own: each plain prompt becomes one user message (a list "
+                   "of messages is always templated); positions and tokens are those of the templated text.")
 
 
 def has_template(tokenizer: Any) -> bool:
