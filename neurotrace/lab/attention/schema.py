@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
+from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
 
 RESULTS_FILE = "attention_results.json"
@@ -19,7 +20,7 @@ class AttentionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tool: ClassVar[str] = "attention"
-    model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
+    model: ModelName = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
     prompt: PromptInput = Field(min_length=1, description="The prompt (or chat messages); scored at its last token (masked LMs: at the mask).")
     chat: bool = Field(False, description=CHAT_FIELD_HELP)
     heads: list[str] = Field(default_factory=list, description="Heads to report and draw, 'L:H' or 'L:*' (every "

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
+from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
 
 RESULTS_FILE = "attribute_results.json"
@@ -18,7 +19,7 @@ class AttributeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tool: ClassVar[str] = "attribute"
-    model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir "
+    model: ModelName = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir "
                        "(causal LMs).")
     prompt: PromptInput = Field(min_length=1, description="The prompt (or chat messages); its last token is the scored position.")
     chat: bool = Field(False, description=CHAT_FIELD_HELP)

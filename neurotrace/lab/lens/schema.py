@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
+from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
 
 RESULTS_FILE = "logit_lens_results.json"
@@ -16,7 +17,7 @@ class LogitLensRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tool: ClassVar[str] = "logit_lens"
-    model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
+    model: ModelName = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir.")
     prompt: PromptInput = Field(min_length=1, description="The prompt (or chat messages); scored at its last token (masked LMs: at the mask).")
     chat: bool = Field(False, description=CHAT_FIELD_HELP)
     target: str | None = Field(None, description="Answer word whose p(target) is tracked (first token after a "

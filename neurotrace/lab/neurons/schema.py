@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from neurotrace.lab.clamping import CollapseThresholds
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
+from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
 
 Mode = Literal["contrast", "collapse", "top_examples"]
@@ -17,7 +18,7 @@ class FindNeuronsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tool: ClassVar[str] = "find_neurons"
-    model: str = Field(min_length=1, description="Embedded name, HuggingFace id or local directory.")
+    model: ModelName = Field(min_length=1, description="Embedded name, HuggingFace id or local directory.")
     mode: Mode = Field("contrast", description="'contrast': prompts vs control_prompts; 'collapse': collapsed vs "
                        "healthy greedy generations from prompts; 'top_examples': where `neuron` fires most.")
     prompts: list[str] = Field(min_length=1, description="Concept prompts, prompts to generate from, or the set "

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
+from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
 
 
@@ -14,7 +15,7 @@ class ProbeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tool: ClassVar[str] = "probe"
-    model: str = Field(min_length=1, description="Embedded name, HuggingFace id or local directory.")
+    model: ModelName = Field(min_length=1, description="Embedded name, HuggingFace id or local directory.")
     prompts: list[str] = Field(min_length=4, description="Labelled prompts.")
     chat: bool = Field(False, description=CHAT_FIELD_HELP)
     labels: list[str] = Field(min_length=4, description="One label per prompt; exactly two distinct values.")

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
+from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
 from neurotrace.lab.sae import DictionaryRef
 
@@ -44,7 +45,7 @@ class SteerRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tool: ClassVar[str] = "steer"
-    model: str = Field(min_length=1, description="Causal LM: embedded name, HuggingFace id or local directory.")
+    model: ModelName = Field(min_length=1, description="Causal LM: embedded name, HuggingFace id or local directory.")
     direction_from: PairsDirection | SAEDirection | ProbeDirection
     prompts: list[str] = Field(min_length=1, description="Prompts steered and measured.")
     targets: list[str] = Field(min_length=1, description="Words whose summed next-token probability is the effect.")
