@@ -102,11 +102,11 @@ def _summary(rec: DiffResults, ranked: list[InputDiff], above: list[str], peak: 
     text += (f"Residual: change exceeds the floor at {len(above)} of {len(rec.layers)} rows"
              + (f" (from '{above[0]}')" if above else "") + f", peaking at '{peak}' (relative change "
              f"{peak_row.rel_change:.3g} vs floor {peak_row.floor_rel_change:.3g}, CKA {peak_row.cka:.3g}). ")
-    text += (f"Logit lens diverges from '{lens_from}'. " if lens_from else "Logit lens: no row diverges above the floor. ")
+    text += (f"Logit lens diverges from '{lens_from}'." if lens_from else "Logit lens: no row diverges above the floor.")
     if rec.heads:
-        text += ("Heads changed most: " + ", ".join(f"{h.layer}.{h.head} (TV {h.tv:.3g} vs floor {h.floor_tv:.3g})"
+        text += (" Heads changed most: " + ", ".join(f"{h.layer}.{h.head} (TV {h.tv:.3g} vs floor {h.floor_tv:.3g})"
                                                     for h in heads[:3]) + "." if heads
-                 else "No attention head changes above the floor.")
+                 else " No attention head changes above the floor.")
     changed = sum(x.base_generation != x.tuned_generation for x in ranked)
     if any(x.base_generation or x.tuned_generation for x in ranked):
         text += f" Greedy generations differ on {changed} of {rec.n_inputs} inputs."
