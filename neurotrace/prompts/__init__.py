@@ -3,8 +3,8 @@
 from neurotrace.prompts import (
     check_method,
     compare_models,
-    explain_features,
     diff_models,
+    explain_features,
     explain_prediction,
     investigate,
     locate_and_edit,
