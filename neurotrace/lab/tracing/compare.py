@@ -112,7 +112,12 @@ def _merge(request: CompareRequest, lab: Lab, reporter: Reporter) -> tuple[Trace
     merged = runs[0][1].model_copy(update={"models": models, **_shared([r for _, r in runs]),
                                            "relative_depth": len({m.n_layers for m in models.values()}) > 1})
     lines = [line for m in models.values() for line in model_lines(m)[:2]]
-    pair = pair_differences(*models.values()) if len(models) == 2 else None
+    pair = None
+    if len(models) == 2:
+        base, tuned = models.values()
+        if "+" in base.model.split(" (")[0] and "+" not in tuned.model.split(" (")[0]:
+            base, tuned = tuned, base                      # the entry that names an adapter is the tuned side
+        pair = pair_differences(base, tuned)
     lines += [pair_line(pair)] if pair else []
     merged = merged.model_copy(update={"interpretation": [cross_model(list(models.values())), *lines]})
     return merged, entries[0][0] if entries else "", pair
