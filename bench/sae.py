@@ -1,244 +1,168 @@
-"""SAE fit throughput: neurotrace vs SAELens on the same states, same batches, same init, same process.
+"""The SAE bar of issue #24, end to end on a real model, with SAELens' own trainer side by side.
 
-    python bench/sae.py                     # states captured from the embedded fact-gpt2 (CPU)
-    python bench/sae.py --device cuda --synthetic-d-in 768 --rows 200000 --batch 4096 --expansion 32
+    nice -n 10 python bench/sae.py --model smollm2-135m-instruct --site blocks.15.hook_resid_post \\
+        --mlp-layer 15 --tokens 500000 --saelens-venv /tmp/neurotrace-saelens-golden
+    nice -n 10 python bench/sae.py --model gemma-3-270m --site blocks.6.hook_resid_post --mlp-layer 6 ...
 
-What is matched: the architecture (ReLU + decoder-norm-weighted L1 -> SAELens ``StandardTrainingSAE``;
-TopK -> ``TopKTrainingSAE`` with its AuxK loss off, since ours has none), ``d_sae``, ``k``, ``l1``,
-Adam with the same learning rate and betas, the initial weights (ours, copied into theirs), and the
-batch order (the same index batches from one seeded generator, gathered from the same in-memory
-tensor). The timed loop is forward + loss + backward + optimizer step (+ our TopK decoder
-renormalisation); SAELens is driven through ``training_forward_pass`` (its ``SAETrainer`` adds
-logging and evals on top). Metrics (MSE, FVU, L0, dead fraction) use one evaluation function for both.
+1. ``capture`` over the built-in corpus (``python-docs``): ``--tokens`` tokens in 128-token contexts,
+   the SAE site plus a middle MLP's input (``ln2.hook_normalized``) and output (``hook_mlp_out``),
+   states stored as float16 and memory-mapped.
+2. ``fit_sae``: an ``--expansion``-wide TopK SAE (k = ``--k``) with batch ``--batch``, ``--steps`` steps,
+   AuxK, held-out steps (contexts) for the metrics and the splice (CE loss score on held-out contexts).
+3. SAELens' ``SAETrainer`` on the *same* training rows of the same state file, same d_sae, k, batch,
+   steps, learning rate and schedule, run by ``bench/saelens_side.py`` in the throwaway venv that
+   ``scripts/golden/saelens_golden.sh`` makes (torch 2.13.0 + sae-lens 6.54; sae-lens cannot share the
+   project's venv), one after the other in this session; its saved dictionary is loaded with
+   ``load_dictionary`` and judged by the same held-out metrics and splice as ours.
+4. A transcoder on the middle MLP (input -> ``hook_mlp_out``): explained variance of the MLP output.
 
-SAELens 6 imports ``transformer_lens.HookedTransformer`` and a few other TransformerLens 2/3 modules
-that TransformerLens 4 removed; this script stubs those module names (no SAE code uses them) before
-importing SAELens. Install SAELens with ``pip install --no-deps sae-lens simple-parsing python-dotenv
-tenacity`` (plain ``pip install sae-lens`` would downgrade transformer-lens to 3.x). Without SAELens the
-script prints our figures and says why the comparison was skipped.
+The bar: end to end <= 20 min per model, EV >= 0.80, dead <= 5%, CE loss score >= 0.90, EV within
+0.01 of SAELens' or better, training throughput >= 1.0x SAELens', transcoder EV >= 0.70. Prints one
+table and writes ``--out``/results.json (with the date, ``uptime`` load and thread count).
 """
 
 import argparse
-import importlib
+import json
+import os
+import subprocess
 import sys
-import tempfile
 import time
-import types
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from neurotrace.lab.sae.registry import SAEConfig, build_sae
-from neurotrace.lab.sae.train import RowSource, TrainSettings, batch_indices, train_sae
-from neurotrace.lab.seeding import make_generator
+from neurotrace import CaptureRequest, FitSAERequest, run_capture, run_fit_sae
+from neurotrace.lab.capture.store import load_trace_dataset
+from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.progress import Reporter
+from neurotrace.lab.sae.dictionary import load_dictionary
+from neurotrace.lab.sae.evaluate import reconstruction_stats
+from neurotrace.lab.sae.run import _splice, _split
+from neurotrace.lab.sae.train import RowSource
+
+HERE = Path(__file__).resolve().parent
 
 
-def import_saelens():
-    """Import sae_lens under TransformerLens 4 by stubbing the removed modules; None if impossible."""
-    try:
-        from transformer_lens.HookedRootModule import HookedRootModule
-    except ImportError:
-        HookedRootModule = None
-
-    class Stub(types.ModuleType):
-        def __getattr__(self, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            value = type(name, (), {})
-            setattr(self, name, value)
-            return value
-
-    def stub(name):
-        mod = Stub(name)
-        mod.__path__ = []
-        sys.modules[name] = mod
-        return mod
-
-    if "transformer_lens.HookedTransformer" not in sys.modules:
-        import transformer_lens
-
-        stub("transformer_lens.HookedTransformer").HookedRootModule = HookedRootModule
-        transformer_lens.HookedTransformer = type("HookedTransformer", (), {})   # TL4 raises on access
-    for _ in range(40):
-        try:
-            return importlib.import_module("sae_lens")
-        except ModuleNotFoundError as exc:
-            if exc.name is None or exc.name.startswith("sae_lens"):
-                print(f"SAELens unavailable: {exc}")
-                return None
-            parts = exc.name.split(".")
-            for j in range(1, len(parts) + 1):
-                name = ".".join(parts[:j])
-                if name not in sys.modules:
-                    try:
-                        importlib.import_module(name)
-                    except ModuleNotFoundError:
-                        stub(name)
-            for key in [k for k in sys.modules if k.startswith("sae_lens")]:
-                del sys.modules[key]
-        except Exception as exc:  # noqa: BLE001 - any import failure means "skip the peer"
-            print(f"SAELens unavailable: {type(exc).__name__}: {exc}")
-            return None
-    return None
+def timed_reporter(marks: dict[str, float]) -> Reporter:
+    """A reporter noting when training starts and when evaluation starts (the training loop's time)."""
+    def on(done: float, total: float | None, message: str) -> None:
+        now = time.perf_counter()
+        if message.startswith("training step") and "train_start" not in marks:
+            marks["train_start"] = now
+        if message == "evaluating":
+            marks["train_end"] = now
+    return Reporter(on_progress=on)
 
 
-def captured_states(rows: int) -> np.ndarray:
-    """MLP neurons of the embedded fact-gpt2 (layer 3) over its fact prompts, or a tiny model's."""
-    from neurotrace import CaptureRequest, run_capture
-    from neurotrace.lab.capture.store import load_trace_dataset
-    from neurotrace.lab.lab import Lab, LabSettings
-    from neurotrace.lab.model.weights.embedded import embedded_model_path
-    from neurotrace.lab.progress import NULL_REPORTER
-
-    tmp = Path(tempfile.mkdtemp())
-    path = embedded_model_path("fact-gpt2")
-    if path is not None:
-        import json
-
-        facts = json.loads((path / "facts.json").read_text(encoding="utf-8"))
-        prompts = [f["template"].format(f["clean_subject"]) + " " + f["target"] for f in facts]
-        model, site = str(path), "blocks.3.mlp.hook_post"
-    else:
-        from neurotrace.testing.tiny import WORDS, build_tiny
-
-        rnd = np.random.default_rng(0)
-        prompts = [" ".join(rnd.choice(WORDS, 12)) for _ in range(400)]
-        model, site = str(build_tiny("gpt2", tmp / "tiny", d_model=64)), "blocks.1.mlp.hook_post"
-    lab = Lab(LabSettings(runs_dir=tmp / "runs"))
-    res = run_capture(CaptureRequest(model=model, sites=[site], prompts=prompts), lab=lab, reporter=NULL_REPORTER)
-    states = np.array(load_trace_dataset(lab, res.run_id, site).states)
-    print(f"states: {states.shape[0]} rows x {states.shape[1]} from {Path(model).name} {site}")
-    reps = int(np.ceil(rows / states.shape[0])) if rows else 1
-    return np.concatenate([states] * reps)[: rows or None]
-
-
-@torch.no_grad()
-def evaluate(sae, x: torch.Tensor) -> dict[str, float]:
-    err = var = l0 = 0.0
-    fired = torch.zeros(sae.W_dec.shape[0], dtype=torch.bool, device=x.device)
-    mean = x.double().mean(0)
-    for start in range(0, x.shape[0], 8192):
-        h = x[start:start + 8192]
-        a = sae.encode(h)
-        err += float((sae.decode(a).double() - h).pow(2).sum())
-        var += float((h.double() - mean).pow(2).sum())
-        l0 += float((a > 0).sum())
-        fired |= (a > 0).any(0)
-    n = x.shape[0]
-    return {"mse": err / (n * x.shape[1]), "fvu": err / var, "l0": l0 / n, "dead": float((~fired).float().mean())}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def run_ours(arch, cfg, source, settings, l1, init, seed, device):
-    sae = build_sae(cfg, l1_coefficient=l1).to(device)
-    sae.load_state_dict(init)
-    # keep the shared init, but draw what init would draw so the batch order matches SAELens's run
-    sae.init_weights = lambda gen, b_dec=None: torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
-    gen = make_generator(seed)
-    sync(device)
+def fit(lab: Lab, request: FitSAERequest) -> tuple[dict, float, float]:
+    marks: dict[str, float] = {}
     t0 = time.perf_counter()
-    train_sae(sae, source, settings, gen)
-    sync(device)
-    return sae, time.perf_counter() - t0
+    res = run_fit_sae(request, lab=lab, reporter=timed_reporter(marks))
+    total = time.perf_counter() - t0
+    return {**res.metrics, "run_id": res.run_id, "verdict": res.verdict}, total, \
+        marks.get("train_end", t0) - marks.get("train_start", t0)
 
 
-def run_saelens(sl, arch, cfg, source, settings, l1, init, seed, device):
-    common = dict(d_in=cfg.d_in, d_sae=cfg.d_sae, device=str(device), dtype="float32")
-    if arch == "topk":
-        their_cfg, cls, coeffs = sl.TopKTrainingSAEConfig(k=cfg.k, aux_loss_coefficient=0.0, **common), \
-            sl.TopKTrainingSAE, {}
-    else:
-        their_cfg, cls, coeffs = sl.StandardTrainingSAEConfig(l1_coefficient=l1, **common), \
-            sl.StandardTrainingSAE, {"l1": l1}
-    sae = cls(their_cfg)
-    sae.load_state_dict({k: v.clone() for k, v in init.items()}, strict=False)
-    opt = torch.optim.Adam(sae.parameters(), lr=settings.lr)
-    step_input = sl.saes.sae.TrainStepInput
-    sync(device)
+def saelens_side(args: argparse.Namespace, lab: Lab, cap_id: str, request: FitSAERequest, out: Path) -> dict:
+    """Train SAELens' TopK on our training rows in the throwaway venv; judge it like ours."""
+    python = Path(args.saelens_venv) / "bin" / "python"
+    if not python.exists():
+        return {"skipped": f"no venv at {args.saelens_venv}: run scripts/golden/saelens_golden.sh first"}
+    ds = load_trace_dataset(lab, cap_id, request.site)
+    train_idx, held_idx, held_steps = _split(ds, request)
+    np.save(out / "train_idx.npy", train_idx)
+    states = lab.store.artifact_path(cap_id, f"arrays/states/{request.site}.npy")
+    folder = out / "inputs" / "saelens_topk"
+    cmd = [str(python), str(HERE / "saelens_side.py"), "--states", str(states), "--index", str(out / "train_idx.npy"),
+           "--d-sae", str(args.expansion * ds.states.shape[1]), "--k", str(args.k), "--batch", str(args.batch),
+           "--steps", str(args.steps), "--lr", str(args.lr), "--lr-warm-up-steps", str(args.lr_warm_up),
+           "--lr-decay-steps", str(args.lr_decay), "--dead-window", str(args.dead_window),
+           "--threads", str(args.threads), "--hook", request.site, "--out", str(folder)]
     t0 = time.perf_counter()
-    gen = make_generator(seed)
-    torch.randn(cfg.d_sae, cfg.d_in, generator=gen)     # consume the init draw so batches match ours
-    for step, idx in enumerate(batch_indices(source.n, settings.batch_size, settings.n_steps, gen)):
-        out = sae.training_forward_pass(step_input(sae_in=source.rows(idx), coefficients=coeffs,
-                                                   dead_neuron_mask=None, n_training_steps=step,
-                                                   is_logging_step=False))
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
-    sync(device)
-    return sae, time.perf_counter() - t0
-
-
-def shared_init(cfg, l1, source, seed, device) -> dict[str, torch.Tensor]:
-    sae = build_sae(cfg, l1_coefficient=l1).to(device)
-    sae.init_weights(make_generator(seed), b_dec=source.mean())
-    return {k: v.detach().clone() for k, v in sae.state_dict().items()}
-
-
-def bench_arch(arch, args, source, settings, sl, device) -> None:
-    cfg = SAEConfig(architecture=arch, d_in=source.tensor.shape[1], d_sae=args.expansion * source.tensor.shape[1],
-                    k=args.k if arch == "topk" else None)
-    init = shared_init(cfg, args.l1, source, 0, device)
-    runners = {"neurotrace": lambda: run_ours(arch, cfg, source, settings, args.l1, init, 0, device)}
-    if sl is not None:
-        runners["sae_lens"] = lambda: run_saelens(sl, arch, cfg, source, settings, args.l1, init, 0, device)
-    best: dict[str, tuple] = {}
-    for _ in range(args.repeats):              # interleaved repeats; the fastest of each is reported
-        for name, fn in runners.items():
-            sae, secs = fn()
-            if name not in best or secs < best[name][1]:
-                best[name] = (sae, secs)
-    base = None
-    for name in runners:
-        sae, secs = best[name]
-        rate = args.steps * min(args.batch, source.n) / secs
-        base = base or rate
-        m = evaluate(sae, source.tensor)
-        print(f"{arch:5} {name:10} {rate:12.0f} {rate / base:6.2f} {m['mse']:11.4g} {m['fvu']:8.4f} "
-              f"{m['l0']:7.2f} {m['dead']:6.3f}")
-    if len(best) == 2:
-        print(f"{arch:5} neurotrace / sae_lens throughput: {best['sae_lens'][1] / best['neurotrace'][1]:.2f}x")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"failed": proc.stderr[-2000:]}
+    timing = json.loads((folder / "timing.json").read_text(encoding="utf-8"))
+    d = load_dictionary(lab, "saelens_topk")
+    held = reconstruction_stats(d, RowSource(ds.states, torch.device("cpu"), 2 << 30, index=held_idx), 1)
+    spliced = _splice(request, ds, d, lab, held_steps)
+    return {"explained_variance": held.explained_variance, "mse": held.mse, "l0": held.l0,
+            "dead_fraction": timing["dead_features"] / d.cfg.d_sae, "dead_fraction_heldout": held.dead_fraction,
+            "ce_loss_score": spliced.get("ce_loss_score"), "kl_div_with_sae": spliced.get("kl_div_with_sae"),
+            "train_seconds": timing["seconds"], "wall_seconds": wall, "rows_per_s": timing["rows_per_s"],
+            "sae_lens": timing["sae_lens"]}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--arch", choices=["topk", "relu", "both"], default="both")
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--site", default="blocks.15.hook_resid_post")
+    p.add_argument("--mlp-layer", type=int, default=15)
+    p.add_argument("--tokens", type=int, default=500_000)
+    p.add_argument("--context-size", type=int, default=128)
     p.add_argument("--expansion", type=int, default=8)
     p.add_argument("--k", type=int, default=32)
-    p.add_argument("--l1", type=float, default=0.3)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--rows", type=int, default=0, help="repeat/trim the captured states to this many rows")
-    p.add_argument("--synthetic-d-in", type=int, default=0, help="use Gaussian states of this width instead")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3, help="interleaved timed runs per implementation (best kept)")
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=0, help="optimizer steps (0: two passes over the training rows)")
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--lr-warm-up", type=int, default=0)
+    p.add_argument("--lr-decay", type=int, default=-1, help="linear decay steps (-1: the last 20%%)")
+    p.add_argument("--dead-window", type=int, default=0, help="0: a quarter of the steps")
+    p.add_argument("--splice-steps", type=int, default=64, help="held-out contexts re-run with the SAE spliced in")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--saelens-venv", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "neurotrace-saelens-golden"))
+    p.add_argument("--no-transcoder", action="store_true")
+    p.add_argument("--out", default="")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if args.synthetic_d_in:
-        g = make_generator(0)
-        x = torch.randn(args.rows or 65536, args.synthetic_d_in, generator=g).numpy()
-        print(f"states: {x.shape[0]} rows x {x.shape[1]} synthetic Gaussian")
-    else:
-        x = captured_states(args.rows)
-    source = RowSource(x, device, 1 << 40)
-    settings = TrainSettings(n_steps=args.steps, batch_size=args.batch, lr=args.lr, log_every=10**9)
-    sl = import_saelens()
-    archs = ["topk", "relu"] if args.arch == "both" else [args.arch]
-    print(f"device {device}, threads {args.threads}, steps {args.steps}, batch {args.batch}, "
-          f"d_sae {args.expansion} x d_in, k {args.k}, l1 {args.l1}, lr {args.lr}")
-    print(f"{'arch':5} {'impl':10} {'acts/s':>12} {'ratio':>6} {'mse':>11} {'fvu':>8} {'l0':>7} {'dead':>6}")
-    for arch in archs:
-        bench_arch(arch, args, source, settings, sl, device)
-    if sl is None:
-        print("SAELens comparison skipped (see above); install it as the module docstring says.")
+    out = Path(args.out or f"/tmp/neurotrace-bench-sae-{args.model}")
+    (out / "inputs").mkdir(parents=True, exist_ok=True)
+    lab = Lab(LabSettings(runs_dir=out / "runs", threads=args.threads))
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    load_before = os.getloadavg()
+    t_all = time.perf_counter()
+
+    mlp_in, mlp_out = f"blocks.{args.mlp_layer}.ln2.hook_normalized", f"blocks.{args.mlp_layer}.hook_mlp_out"
+    sites = [args.site] + ([] if args.no_transcoder else [mlp_in, mlp_out])
+    t0 = time.perf_counter()
+    cap = run_capture(CaptureRequest(model=args.model, sites=sites, corpus="python-docs", max_tokens=args.tokens,
+                                     context_size=args.context_size, store_dtype="float16", batch_size=8),
+                      lab=lab, reporter=Reporter())
+    t_capture = time.perf_counter() - t0
+    n_rows = len(load_trace_dataset(lab, cap.run_id, args.site))
+    steps = args.steps or max(1, 2 * int(n_rows * 0.95) // args.batch)
+    args.steps = steps
+    args.lr_decay = steps // 5 if args.lr_decay < 0 else args.lr_decay
+    args.dead_window = args.dead_window or max(10, steps // 4)
+    common = dict(capture_run_id=cap.run_id, architecture="topk", expansion_factor=args.expansion, k=args.k,
+                  batch_size=args.batch, n_steps=steps, lr=args.lr, lr_warm_up_steps=args.lr_warm_up,
+                  lr_decay_steps=args.lr_decay, dead_feature_window=args.dead_window, heldout_fraction=0.05,
+                  n_examples=1, resample_dead=False)
+    request = FitSAERequest(site=args.site, splice_steps=args.splice_steps, **common)
+    ours, t_fit, t_train = fit(lab, request)
+    ours["rows_per_s"] = steps * args.batch / max(t_train, 1e-9)
+    ours["train_seconds"] = t_train
+    end_to_end = time.perf_counter() - t_all
+    theirs = saelens_side(args, lab, cap.run_id, request, out)
+    tc = None
+    if not args.no_transcoder:
+        tc_metrics, t_tc, _ = fit(lab, FitSAERequest(site=mlp_in, out_site=mlp_out, splice_steps=args.splice_steps,
+                                                      **common))
+        tc = {**tc_metrics, "seconds": t_tc}
+    result = {"model": args.model, "site": args.site, "started": started, "load_before": load_before,
+              "load_after": os.getloadavg(), "threads": args.threads, "tokens": args.tokens, "rows": n_rows,
+              "steps": steps, "batch": args.batch, "k": args.k, "expansion": args.expansion, "lr": args.lr,
+              "capture_seconds": t_capture, "fit_seconds": t_fit, "end_to_end_seconds": end_to_end,
+              "ours": ours, "saelens": theirs, "transcoder": tc, "python": sys.version.split()[0]}
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("ours", "saelens", "transcoder")}, default=str))
+    keys = ("explained_variance", "dead_fraction", "ce_loss_score", "l0", "rows_per_s", "train_seconds")
+    for name, m in (("neurotrace", ours), ("sae_lens", theirs), ("transcoder", tc or {})):
+        print(f"{name:11}", "  ".join(f"{k}={m[k]:.4g}" if isinstance(m.get(k), float) else f"{k}={m.get(k)}"
+                                      for k in keys))
 
 
 if __name__ == "__main__":

@@ -22,29 +22,31 @@ D_IN, D_SAE, D_OUT, N = 16, 48, 12, 32
 def main(out: Path) -> None:
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(N, D_IN, generator=gen) * 2
-    for arch in sorted(ARCHITECTURES):
-        for transcoder in (False, True):
-            extra = {"out_site": "blocks.1.hook_mlp_out", "d_out": D_OUT} if transcoder else {}
-            site = "blocks.1.ln2.hook_normalized" if transcoder else "blocks.1.hook_resid_post"
-            try:
-                cfg = SAEConfig(architecture=arch, d_in=D_IN, d_sae=D_SAE, k=4 if "topk" in arch else None,
-                                site=site, model="golden-model", input_scale=1.7, **extra)
-            except (TypeError, ValueError):
-                continue                                    # this build has no transcoders
-            sae = build_sae(cfg)
-            sae.init_weights(gen, b_dec=None)
-            with torch.no_grad():
-                for p in sae.parameters():
-                    p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-            d = dictionary_from_sae(sae, source="golden", kind="run")
-            name = f"ours_{arch}" + ("_transcoder" if transcoder else "")
-            d.save_saelens(out / name)
-            with torch.no_grad():
-                acts = d.encode(x)
-                ours = {"acts": acts, "out": d(x)}
-            save_file({"x": x.contiguous()}, str(out / name / "inputs.safetensors"))
-            save_file({k: v.contiguous() for k, v in ours.items()}, str(out / name / "ours_io.safetensors"))
-            print(name, d.cfg.architecture)
+    # SAEs of every architecture; transcoders of those SAELens can read (it has no TopK transcoder)
+    cases = [(arch, False, False) for arch in sorted(ARCHITECTURES)] + [
+        ("relu", True, False), ("relu", True, True), ("batchtopk", True, False), ("jumprelu", True, True)]
+    for arch, transcoder, skip in cases:
+        extra = {"out_site": "blocks.1.hook_mlp_out", "d_out": D_OUT, "skip": skip,
+                 "output_scale": 0.6} if transcoder else {}
+        site = "blocks.1.ln2.hook_normalized" if transcoder else "blocks.1.hook_resid_post"
+        cfg = SAEConfig(architecture=arch, d_in=D_IN, d_sae=D_SAE, k=4 if "topk" in arch else None,
+                        site=site, model="golden-model", input_scale=1.7, **extra)
+        sae = build_sae(cfg)
+        sae.init_weights(gen, b_dec=None)
+        with torch.no_grad():
+            for p in sae.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+            if arch == "batchtopk":
+                sae.threshold.fill_(0.3)
+        d = dictionary_from_sae(sae, source="golden", kind="run")
+        name = f"ours_{arch}" + ("_skip" if skip else "") + ("_transcoder" if transcoder else "")
+        d.save_saelens(out / name)
+        with torch.no_grad():
+            acts = d.encode(x)
+            ours = {"acts": acts, "out": d(x)}
+        save_file({"x": x.contiguous()}, str(out / name / "inputs.safetensors"))
+        save_file({k: v.contiguous() for k, v in ours.items()}, str(out / name / "ours_io.safetensors"))
+        print(name, d.cfg.architecture)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,22 @@ class Dictionary(nn.Module):
     def input_scale(self) -> float:
         return 1.0
 
+    @property
+    def output_scale(self) -> float:
+        return 1.0
+
+    @property
+    def transcoder(self) -> bool:
+        return self.cfg.transcoder
+
+    @property
+    def d_out(self) -> int:
+        return self.cfg.d_out
+
+    def skip_term(self, x: Tensor) -> Tensor | float:
+        """A skip transcoder's ``x @ W_skip.T`` (0 without a skip)."""
+        return x.to(self.W_skip.dtype) @ self.W_skip.T if self.W_skip is not None else 0.0
+
     def pre_acts(self, x: Tensor) -> Tensor:
         x = x.to(self.W_enc.dtype)
         if self.cfg.apply_b_dec_to_input:

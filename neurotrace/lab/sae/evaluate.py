@@ -50,10 +50,12 @@ class ReconStats:
 
 @torch.no_grad()
 def reconstruction_stats(sae: SAE, source: RowSource, n_examples: int, batch_size: int = 4096,
-                         on_batch: Callable[[int, int], None] | None = None) -> ReconStats:
-    """One pass over every row: errors, variance, L0, fire counts, running top-k rows per feature."""
+                         on_batch: Callable[[int, int], None] | None = None,
+                         target: RowSource | None = None) -> ReconStats:
+    """One pass over every row: errors, variance, L0, fire counts, running top-k rows per feature
+    (``target``: a transcoder's output rows, which the errors and variance are of)."""
     d_sae, n = sae.cfg.d_sae, source.n
-    mean = source.mean(limit=n).double()
+    mean = (target or source).mean(limit=n).double()
     sq_err = total_var = l0 = 0.0
     fires = torch.zeros(d_sae, dtype=torch.long)
     top_v = torch.zeros(d_sae, n_examples)
@@ -61,9 +63,11 @@ def reconstruction_stats(sae: SAE, source: RowSource, n_examples: int, batch_siz
     for start in range(0, n, batch_size):
         idx = torch.arange(start, min(n, start + batch_size))
         h = source.rows(idx)
+        y = target.rows(idx) if target is not None else h
         a = sae.encode(h)                                                    # (batch, d_sae)
-        sq_err += float((sae.decode(a) - h).double().pow(2).sum())
-        total_var += float((h.double() - mean).pow(2).sum())
+        out = sae.decode(a) + (sae.skip_term(h) / sae.output_scale if sae.cfg.skip else 0.0)
+        sq_err += float((out - y).double().pow(2).sum())
+        total_var += float((y.double() - mean).pow(2).sum())
         active = a > 0
         l0 += float(active.sum())
         fires += active.sum(0).cpu()
@@ -76,7 +80,7 @@ def reconstruction_stats(sae: SAE, source: RowSource, n_examples: int, batch_siz
     top_r = torch.where(top_v > 0, top_r, torch.full_like(top_r, -1))
     n = max(n, 1)
     fvu = sq_err / max(total_var, 1e-30)
-    return ReconStats(mse=sq_err / (n * sae.cfg.d_in), fvu=fvu, explained_variance=1 - fvu, l0=l0 / n,
+    return ReconStats(mse=sq_err / (n * sae.d_out), fvu=fvu, explained_variance=1 - fvu, l0=l0 / n,
                       dead_fraction=float((fires == 0).float().mean()), fire_counts=fires.numpy(),
                       top_values=top_v.numpy(), top_rows=top_r.numpy(), n_rows=source.n)
 
@@ -84,20 +88,31 @@ def reconstruction_stats(sae: SAE, source: RowSource, n_examples: int, batch_siz
 CONDITIONS = ("clean", "spliced", "zero")
 
 
-def _conditions(sae: SAE, keep: Tensor | None = None) -> Callable[..., Tensor]:
-    """On a batch of three copies of one sequence, leave copy 0 (clean), replace copy 1 by the SAE's
-    reconstruction (spliced) and copy 2 by zeros, except at positions where ``keep`` (pos,) is True."""
-    def hook(act: Tensor, site: str) -> Tensor:
-        new = torch.stack([act[0], sae(act[1]).to(act.dtype), torch.zeros_like(act[2])])
+def _conditions(sae: SAE, site: str, keep: Tensor | None = None) -> dict[str, Callable[..., Tensor]]:
+    """Hooks that, on a batch of three copies of one sequence, leave copy 0 (clean), replace copy 1 by the
+    SAE's reconstruction (spliced) and copy 2 by zeros, except at positions where ``keep`` (pos,) is True.
+    A transcoder reads its input at ``site`` and replaces its output site."""
+    seen: dict[str, Tensor] = {}
+
+    def replace(act: Tensor, site: str) -> Tensor:
+        src = seen.get("in", act)
+        new = torch.stack([act[0], sae(src[1]).to(act.dtype), torch.zeros_like(act[2])])
         return new if keep is None else torch.where(keep.to(act.device)[None, :, None], act, new)
-    return hook
+
+    if not sae.transcoder:
+        return {site: replace}
+
+    def record(act: Tensor, site: str) -> Tensor:
+        seen["in"] = act
+        return act
+    return {site: record, sae.cfg.out_site: replace}
 
 
 @torch.no_grad()
-def _logits(lm: LoadedModel, ids: list[int], site: str, hook: Callable[..., Tensor]) -> dict[str, Tensor]:
+def _logits(lm: LoadedModel, ids: list[int], hooks: dict[str, Callable[..., Tensor]]) -> dict[str, Tensor]:
     """The three conditions' logits (pos, vocab) from one forward over a batch of three copies of ``ids``."""
     x = torch.tensor([ids] * len(CONDITIONS), dtype=torch.long, device=lm.device)
-    with hooked(lm.model, lm.adapter, {site: hook}):
+    with hooked(lm.model, lm.adapter, hooks):
         logits = lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits.float().cpu()
     return dict(zip(CONDITIONS, logits, strict=True))
 
@@ -117,7 +132,7 @@ def splice_metrics(lm: LoadedModel, sae: SAE, site: str, steps: list[dict], targ
     for step in steps:
         ids = list(step["token_ids"])
         keep = excluded(ids) if excluded is not None else None
-        logits = _logits(lm, ids, site, _conditions(sae, keep))
+        logits = _logits(lm, ids, _conditions(sae, site, keep))
         if lm.lm_kind == "causal" and len(ids) > 1:
             n_tok += len(ids) - 1
             for name in CONDITIONS:

@@ -10,10 +10,13 @@ from torch import Tensor
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.sae.base import SAE, SAEConfig
+from neurotrace.lab.sae.batchtopk import BatchTopKSAE
+from neurotrace.lab.sae.jumprelu import JumpReLUSAE
 from neurotrace.lab.sae.relu import ReLUSAE
 from neurotrace.lab.sae.topk import TopKSAE
 
-ARCHITECTURES: dict[str, type[SAE]] = {"relu": ReLUSAE, "topk": TopKSAE}
+ARCHITECTURES: dict[str, type[SAE]] = {"relu": ReLUSAE, "topk": TopKSAE, "batchtopk": BatchTopKSAE,
+                                       "jumprelu": JumpReLUSAE}
 
 
 def build_sae(cfg: SAEConfig, **train_options: Any) -> SAE:

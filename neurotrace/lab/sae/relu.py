@@ -27,10 +27,9 @@ class ReLUSAE(SAE):
     def activation(self, pre: Tensor) -> Tensor:
         return pre.relu()
 
-    def loss(self, h: Tensor, dead: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, h: Tensor, dead: Tensor | None = None, y: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         a = self.encode(h)                                         # (batch, d_sae)
-        err = (self.decode(a) - h) * self.input_scale              # (batch, d_in), scaled units
-        mse = err.pow(2).sum(-1).mean()
+        mse, _ = self.mse(h, a, y)
         l1 = (a * self.W_dec.norm(dim=1)).sum(-1).mean()
         return mse + self.penalty_scale * self.l1_coefficient * l1, {"mse": mse.detach(), "l1": l1.detach(),
                                                 "fired": (a > 0).any(0).detach()}

@@ -7,15 +7,20 @@ The public SAE API::
     a = sae.encode(h)                # (..., d_sae) feature activations
     h_hat = sae.decode(a)            # (..., d_in) reconstruction
 
-Method: load one site of a capture run (:func:`neurotrace.lab.capture.load_trace_dataset`); leave out
-rows at position 0 and at special tokens (``exclude_special``) and hold out a seeded share of the
-steps (``heldout_fraction``); scale inputs to mean norm ``sqrt(d_in)`` (``normalize``, the factor is
-saved in the config); build the architecture (:mod:`neurotrace.lab.sae.registry`: ``relu`` = ReLU + L1,
-``topk`` = TopK with AuxK), train it with Adam on seeded batches (:mod:`neurotrace.lab.sae.train`),
-then measure reconstruction, sparsity and the downstream effect of splicing the reconstruction back
-into the model on the held-out rows (:mod:`neurotrace.lab.sae.evaluate`, SAELens' names), give a
-verdict (:mod:`neurotrace.lab.sae.verdict`), and list each feature's top-activating tokens with
-context. The same seed, states and settings give bit-identical weights on CPU.
+Method: load one site of a capture run (:func:`neurotrace.lab.capture.load_trace_dataset`; a transcoder
+also loads ``out_site``, the same rows); leave out rows at position 0 and at special tokens
+(``exclude_special``) and hold out a seeded share of the steps, i.e. whole contexts of a corpus capture
+(``heldout_fraction``); scale inputs (and a transcoder's targets) to mean norm ``sqrt(d)`` (``normalize``,
+the factors saved and folded into the SAELens export); build the architecture as SAELens defines it
+(:mod:`neurotrace.lab.sae.registry`: ``topk`` with AuxK, ``batchtopk``, ``jumprelu``, ``relu`` + L1),
+initialise it SAELens' way (decoder rows of fixed norm, encoder = decoder transposed, ``b_dec`` at the
+mean or geometric median) and train it with Adam on seeded batches (linear LR warm-up and decay;
+:mod:`neurotrace.lab.sae.train`), streaming from the memory-mapped state array when it is large; then
+measure reconstruction, sparsity and the downstream effect of splicing the reconstruction back into
+the model on the held-out contexts (:mod:`neurotrace.lab.sae.evaluate`, SAELens' names), give a verdict
+(:mod:`neurotrace.lab.sae.verdict`), list each feature's top-activating tokens, and write the
+dictionary twice: ``sae.safetensors`` + ``sae_config.json`` (training space) and ``saelens/`` (SAELens'
+layout, model units). The same seed, states and settings give bit-identical weights on CPU.
 """
 
 from typing import Any
@@ -46,14 +51,32 @@ __all__ = ["SAE", "SAEConfig", "FitSAERequest", "FitSAEResult", "run_fit_sae", "
 CONFIG_FILE, METRICS_FILE = "sae_config.json", "sae_metrics.json"
 
 
-def _config(request: FitSAERequest, ds: TraceDataset, scale: float) -> SAEConfig:
+def _config(request: FitSAERequest, ds: TraceDataset, scale: float, out: TraceDataset | None,
+            out_scale: float | None) -> SAEConfig:
     d_in = int(ds.states.shape[1])
     d_sae = request.d_sae or request.expansion_factor * d_in
-    if request.architecture == "topk" and request.k > d_sae:
+    topk = request.architecture in ("topk", "batchtopk")
+    if topk and request.k > d_sae:
         raise InputError("k", f"k={request.k} exceeds d_sae={d_sae}", fix=f"use k <= {d_sae}")
-    return SAEConfig(architecture=request.architecture, d_in=d_in, d_sae=d_sae,
-                     k=request.k if request.architecture == "topk" else None, site=ds.site,
-                     model=ds.info.model, capture_run_id=ds.run_id, input_scale=scale)
+    if request.skip and out is None:
+        raise InputError("skip", "a skip connection belongs to a transcoder", fix="set out_site, or skip=false")
+    extra = {"out_site": out.site, "d_out": int(out.states.shape[1]), "output_scale": out_scale,
+             "skip": request.skip} if out is not None else {}
+    return SAEConfig(architecture=request.architecture, d_in=d_in, d_sae=d_sae, k=request.k if topk else None,
+                     site=ds.site, model=ds.info.model, capture_run_id=ds.run_id, input_scale=scale, **extra)
+
+
+def _out_dataset(lab: Lab, request: FitSAERequest, ds: TraceDataset) -> TraceDataset | None:
+    """A transcoder's target site of the same capture run (its rows must be the input's rows)."""
+    if not request.out_site:
+        return None
+    if request.out_site == ds.site:
+        raise InputError("out_site", f"out_site is the input site {ds.site}", fix="omit out_site to fit an SAE")
+    out = load_trace_dataset(lab, request.capture_run_id, request.out_site)
+    if len(out) != len(ds) or not np.array_equal(out.meta["token_id"], ds.meta["token_id"]):
+        raise InputError("out_site", f"sites {ds.site} and {out.site} of run {ds.run_id} hold different rows",
+                         fix="capture both sites in one capture call")
+    return out
 
 
 def _excluded(ds: TraceDataset, request: FitSAERequest) -> np.ndarray:
@@ -118,30 +141,42 @@ def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter = NULL_R
     and top examples."""
     lab.check(request)  # bounds and the whole-job estimate, before any work
     ds = load_trace_dataset(lab, request.capture_run_id, request.site)
+    out = _out_dataset(lab, request, ds)
     device = resolve_device(request.device)
     train_idx, held_idx, held_steps = _split(ds, request)
-    source = RowSource(ds.states, device, TrainSettings.max_in_memory_bytes, index=train_idx)
-    scale = 1.0
+    limit = TrainSettings.max_in_memory_bytes
+    source = RowSource(ds.states, device, limit, index=train_idx)
+    target = RowSource(out.states, device, limit, index=train_idx) if out is not None else None
+    scale, out_scale = 1.0, None
     if request.normalize == "expected_norm":
         scale = float(np.sqrt(ds.states.shape[1]) / max(source.mean_norm(), 1e-12))
-    cfg = _config(request, ds, scale)
+        if target is not None:
+            out_scale = float(np.sqrt(out.states.shape[1]) / max(target.mean_norm(), 1e-12))
+    cfg = _config(request, ds, scale, out, out_scale)
     window = request.dead_feature_window or min(1000, max(10, request.n_steps // 10))
     with lab.store.open_run("fit_sae", request, seed=request.seed) as run:
         run.add_input(request.capture_run_id)
         run.add_model(ds.info.model, ds.info.fingerprint)
         sae = build_sae(cfg, l1_coefficient=request.l1_coefficient, aux_k=request.aux_k,
-                        aux_coefficient=request.aux_coefficient).to(device)
+                        aux_coefficient=request.aux_coefficient, l0_coefficient=request.l0_coefficient).to(device)
         settings = TrainSettings(n_steps=request.n_steps, batch_size=request.batch_size, lr=request.lr,
                                  dead_feature_window=window, resample_dead=request.resample_dead,
-                                 warm_up_steps=request.n_steps // 20, log_every=max(1, min(50, request.n_steps // 100)))
+                                 warm_up_steps=request.n_steps // 20, lr_warm_up_steps=request.lr_warm_up_steps,
+                                 lr_decay_steps=request.lr_decay_steps, b_dec_init=request.b_dec_init,
+                                 log_every=max(1, min(50, request.n_steps // 100)))
         log, since = train_sae(sae, source, settings, make_generator(request.seed),
-                               on_step=lambda s, n: reporter.step(s, n + 1, f"training step {s}"))
+                               on_step=lambda s, n: reporter.step(s, n + 1, f"training step {s}"), target=target,
+                               check=reporter.check)
         reporter.step(request.n_steps, request.n_steps + 1, "evaluating")
-        held = reconstruction_stats(sae, RowSource(ds.states, device, TrainSettings.max_in_memory_bytes,
-                                                   index=held_idx), 1)
-        everything = RowSource(ds.states, device, TrainSettings.max_in_memory_bytes,
-                               index=np.sort(np.concatenate([train_idx, held_idx])) if len(held_steps) else train_idx)
-        stats = reconstruction_stats(sae, everything, request.n_examples)
+
+        def rows(states: np.ndarray | None, index: np.ndarray) -> RowSource | None:
+            return RowSource(states, device, limit, index=index) if states is not None else None
+
+        out_states = out.states if out is not None else None
+        held = reconstruction_stats(sae, rows(ds.states, held_idx), 1, target=rows(out_states, held_idx))
+        every = np.sort(np.concatenate([train_idx, held_idx])) if len(held_steps) else train_idx
+        everything = rows(ds.states, every)
+        stats = reconstruction_stats(sae, everything, request.n_examples, target=rows(out_states, every))
         stats.top_rows = np.where(stats.top_rows >= 0, everything.index[np.maximum(stats.top_rows, 0)], -1)
         dead = int((since >= window).sum())
         metrics = {"explained_variance": held.explained_variance, "fvu": held.fvu, "mse": held.mse, "l0": held.l0,

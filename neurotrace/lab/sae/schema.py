@@ -20,41 +20,54 @@ class FitSAERequest(BaseModel):
     tool: ClassVar[str] = "fit_sae"
     capture_run_id: str = Field(min_length=1, description="run_id of a complete capture run.")
     site: str | None = Field(None, description="Which captured site; may be omitted if the run captured one.")
-    architecture: Literal["relu", "topk"] = Field("topk", description="'topk': exactly k active features per "
-                                                  "row; 'relu': ReLU with an L1 penalty of l1_coefficient.")
+    architecture: Literal["relu", "topk", "batchtopk", "jumprelu"] = Field(
+        "topk", description="Architecture. SAELens' 'topk': k active features per row (AuxK for dead ones); "
+        "'batchtopk': k per row on average over a batch (a JumpReLU at inference); 'jumprelu': learned "
+        "thresholds, L0 penalty l0_coefficient; 'relu': L1 penalty l1_coefficient.")
+    out_site: str | None = Field(None, description="Transcoder output site. From `site` (e.g. "
+                                 "'blocks.6.ln2.hook_normalized') to this captured site of the same run (e.g. "
+                                 "'blocks.6.hook_mlp_out'); null = an SAE.")
+    skip: bool = Field(False, description="Transcoder skip. A linear skip connection W_skip, zero-initialised.")
     expansion_factor: int = Field(4, ge=1, le=256, description="d_sae = expansion_factor * d_in unless d_sae "
                                   "is given.")
     d_sae: int | None = Field(None, ge=1, description="Number of features (overrides expansion_factor).")
     k: int = Field(8, ge=1, description="Active features per row (topk).")
-    l1_coefficient: float = Field(5.0, ge=0, description="L1 weight on decoder-norm-weighted activations (relu; "
+    l0_coefficient: float = Field(1.0, ge=0, description="L0 weight. For jumprelu, ramped up over the first 5% "
+                                  "of steps.")
+    l1_coefficient: float = Field(5.0, ge=0, description="L1 weight. On decoder-norm-weighted activations (relu; "
                                   "ramped up over the first 5% of steps). 5 suits normalised inputs (L0 ~40 on a "
                                   "SmolLM2 residual; 1 was dense).")
-    normalize: Literal["expected_norm", "none"] = Field("expected_norm", description="'expected_norm' (SAELens' "
+    normalize: Literal["expected_norm", "none"] = Field("expected_norm", description="Input scaling. 'expected_norm' (SAELens' "
                                                         "expected_average_only_in): scale inputs so training rows "
                                                         "have mean norm sqrt(d_in); the factor is saved and "
                                                         "decoding restores model units. 'none': raw states.")
-    exclude_special: bool = Field(True, description="Leave rows at position 0 and at special tokens (BOS, EOS, "
+    exclude_special: bool = Field(True, description="Skip special rows. Leave rows at position 0 and at special tokens (BOS, EOS, "
                                   "pad) out of training, metrics and splicing (SAELens exclude_special_tokens; "
                                   "position 0 often has ~100x the norm of the rest).")
-    heldout_fraction: float = Field(0.1, ge=0, lt=1, description="Share of the captured steps (seeded) held "
+    heldout_fraction: float = Field(0.1, ge=0, lt=1, description="Held-out share. Share of the captured steps (seeded) held "
                                     "out: reconstruction metrics and splicing use them (0 = evaluate on the "
                                     "training rows).")
-    aux_k: int | None = Field(None, ge=1, description="AuxK (topk): dead features reconstructing the residual "
+    aux_k: int | None = Field(None, ge=1, description="AuxK latents. AuxK (topk): dead features reconstructing the residual "
                               "per row; null = d_in / 2 (Gao et al. 2024).")
-    aux_coefficient: float = Field(1 / 32, ge=0, description="Weight of the AuxK loss (topk; Gao et al.'s 1/32; "
+    aux_coefficient: float = Field(1 / 32, ge=0, description="AuxK weight. Weight of the AuxK loss (topk; Gao et al.'s 1/32; "
                                    "0 = off).")
-    dead_feature_window: int | None = Field(None, ge=1, description="Steps without firing after which a "
+    dead_feature_window: int | None = Field(None, ge=1, description="Dead after. Steps without firing after which a "
                                             "feature is dead (SAELens' dead_feature_window); null = min(1000, "
                                             "max(10, n_steps // 10)).")
-    resample_dead: bool = Field(True, description="Every dead_feature_window steps (first 80% of training), "
+    resample_dead: bool = Field(True, description="Resample dead features. Every dead_feature_window steps (first 80% of training), "
                                 "re-initialise dead features on high-error rows (Anthropic's resampling).")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    lr_warm_up_steps: int = Field(0, ge=0, description="LR warm-up steps. Linear from 0, as SAELens'.")
+    lr_decay_steps: int = Field(0, ge=0, description="LR decay steps. Linear to 0 at the end, as SAELens'.")
+    b_dec_init: Literal["mean", "geometric_median", "zeros"] = Field("mean", description="Initial b_dec. The "
+                                                                       "training rows' mean, geometric median, "
+                                                                       "or 0.")
     batch_size: int = Field(256, ge=1, description="Rows per optimizer step.")
     n_steps: int = Field(2000, ge=1, le=10_000_000, description="Optimizer steps.")
     seed: int = Field(0, description="Seeds the weight init and the batch order.")
-    n_examples: int = Field(10, ge=1, le=100, description="Top-activating rows listed per feature.")
-    context_tokens: int = Field(8, ge=0, le=64, description="Tokens of context shown before each example token.")
-    splice_steps: int = Field(32, ge=0, description="Captured steps re-run with the reconstruction spliced "
+    n_examples: int = Field(10, ge=1, le=100, description="Top rows per feature.")
+    context_tokens: int = Field(8, ge=0, le=64, description="Context tokens per example.")
+    splice_steps: int = Field(32, ge=0, description="Splice steps. Captured steps re-run with the reconstruction spliced "
                               "in (0 = skip the downstream metrics, no model is loaded).")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
 
@@ -74,6 +87,7 @@ class TrainingStep(BaseModel):
     loss: float = Field(description="Total training loss of the batch (reconstruction + sparsity/AuxK terms).")
     mse: float = Field(description="Mean squared reconstruction error per element of the batch (scaled units).")
     l1: float | None = Field(None, description="Decoder-norm-weighted L1 of the activations (relu only).")
+    l0: float | None = Field(None, description="Mean active features per row, the L0 penalty's value (jumprelu).")
     aux: float | None = Field(None, description="AuxK loss (topk, only on steps with dead features).")
     dead_fraction: float = Field(ge=0, le=1, description="Share of features with no firing in the last "
                                  "dead_feature_window steps.")

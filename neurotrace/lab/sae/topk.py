@@ -10,6 +10,9 @@ not fired for ``dead_feature_window`` steps are *dead*. The ``aux_k`` largest pr
 dead features reconstruct the main reconstruction's residual ``e = x - x_hat`` (detached):
 ``e_hat = TopK_dead(pre) @ W_dec``, and the loss adds ``aux_coefficient * ||e - e_hat||^2 / ||e||^2``
 (batch means; Gao et al. use ``aux_k = d_in / 2`` and coefficient 1/32, the request's defaults).
+Both the main and the AuxK terms run on the kept latents only, with sparse gradients
+(:mod:`neurotrace.lab.sae.sparse`: the same values and gradients as the dense computation, ~4x faster
+at 8x width, k=32). A transcoder reconstructs its target ``y`` instead of ``h`` (same loss).
 The kept pre-activations are used as they are, not ReLU'd (as in SAELens): a dead feature's
 pre-activation is usually negative on every row, and a ReLU would give it no gradient, so it would
 stay dead (with the ReLU, AuxK did not lower the dead fraction on the fact-world residual). Without it,
@@ -22,6 +25,9 @@ from torch import Tensor
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.sae.base import SAE, SAEConfig
+from neurotrace.lab.sae.sparse import GatheredEncode, sparse_decode, topk_latents
+
+SPARSE_FROM = 1024   # d_sae from which the sparse backward pays (below, the dense ops' overhead is lower)
 
 
 class TopKSAE(SAE):
@@ -42,20 +48,31 @@ class TopKSAE(SAE):
         values, idx = pre.topk(self.k, dim=-1, sorted=False)       # (..., k)
         return torch.zeros_like(pre).scatter(-1, idx, values.relu())
 
-    def loss(self, h: Tensor, dead: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        pre = self.pre_acts(h)                                     # (batch, d_sae)
-        a = self.activation(pre)
-        x = h.to(pre.dtype) * self.input_scale
-        err = x - (a @ self.W_dec + self.b_dec)                    # (batch, d_in), scaled units
+    def loss(self, h: Tensor, dead: Tensor | None = None, y: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        x = self.centred(h)                                                   # (batch, d_in), scaled units
+        if self.cfg.d_sae >= SPARSE_FROM:
+            vals, idx, pre = topk_latents(x, self.W_enc, self.b_enc, self.k)  # sparse backward (sparse.py)
+            vals = vals.relu()
+            recon = sparse_decode(vals, idx, self.W_dec)
+        else:                                                                 # small: dense is cheaper
+            pre = x @ self.W_enc + self.b_enc
+            vals, idx = pre.topk(self.k, dim=-1, sorted=False)
+            vals = vals.relu()
+            recon = torch.zeros_like(pre).scatter(-1, idx, vals) @ self.W_dec
+            pre = pre.detach()
+        err = self.target(h, y) - (recon + self.b_dec + self.skip_term(h))
         mse = err.pow(2).sum(-1).mean()
-        parts = {"mse": mse.detach(), "fired": (a > 0).any(0).detach()}
+        fired = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=pre.device)
+        fired[idx[vals > 0]] = True
+        parts = {"mse": mse.detach(), "fired": fired}
         n_dead = int(dead.sum()) if dead is not None else 0
         if n_dead == 0 or self.aux_coefficient == 0:
             return mse, parts
-        masked = pre.masked_fill(~dead, float("-inf"))
-        values, idx = masked.topk(min(self.aux_k, n_dead), dim=-1, sorted=False)
-        e_hat = torch.zeros_like(pre).scatter(-1, idx, values) @ self.W_dec      # no ReLU: see above
+        aux_idx = pre.masked_fill(~dead, float("-inf")).topk(min(self.aux_k, n_dead), dim=-1, sorted=False).indices
+        aux_vals = GatheredEncode.apply(x, self.W_enc, self.b_enc, aux_idx, pre) if self.cfg.d_sae >= SPARSE_FROM \
+            else (x @ self.W_enc + self.b_enc).gather(-1, aux_idx)          # no ReLU: see above
         e = err.detach()
+        e_hat = sparse_decode(aux_vals, aux_idx, self.W_dec)
         aux = (e_hat - e).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
         parts["aux"] = aux.detach()
         return mse + self.aux_coefficient * aux, parts

@@ -37,28 +37,42 @@ class TrainSettings:
     dead_feature_window: int = 1000
     resample_dead: bool = True
     warm_up_steps: int = 0
+    lr_warm_up_steps: int = 0
+    lr_decay_steps: int = 0
+    b_dec_init: str = "mean"
     max_in_memory_bytes: int = 2 << 30
     log_every: int = 50
 
 
 class RowSource:
-    """Batches of rows from an [N, D] array: a tensor in memory, or gathered from a memmap."""
+    """Batches of rows from an [N, D] array (``index`` picks the rows it covers): held as a float32 tensor
+    when that is at most ``max_bytes`` and the array is not memory-mapped from disk (or ``stream`` is
+    False), else streamed: each batch is gathered from the memory-mapped array and converted alone, so
+    the states are never copied into memory as a whole. Every batch is taken in ascending row order on
+    both paths, so a streamed fit and an in-memory fit see the same rows in the same order."""
 
     def __init__(self, states: np.ndarray, device: torch.device, max_bytes: int,
-                 index: np.ndarray | None = None) -> None:
+                 index: np.ndarray | None = None, stream: bool | None = None) -> None:
         self.index = np.arange(states.shape[0]) if index is None else np.asarray(index, dtype=np.int64)
         self.n = int(self.index.shape[0])
         self.device = device
         self.states = states
         self.tensor = None
-        if self.n * states.shape[1] * 4 <= max_bytes:
+        if stream is None:
+            stream = isinstance(states, np.memmap) and self.n * states.shape[1] * 4 > (256 << 20)
+        if not stream and self.n * states.shape[1] * 4 <= max_bytes:
             self.tensor = torch.from_numpy(np.array(states[self.index], dtype=np.float32)).to(device)
 
+    @property
+    def streaming(self) -> bool:
+        return self.tensor is None
+
     def rows(self, idx: Tensor) -> Tensor:
+        idx = idx.sort().values
         if self.tensor is not None:
             return self.tensor[idx.to(self.device)]
-        sorted_idx = np.sort(self.index[idx.numpy()])
-        return torch.from_numpy(np.asarray(self.states[sorted_idx], dtype=np.float32)).to(self.device)
+        rows = self.index[idx.numpy()]
+        return torch.from_numpy(np.asarray(self.states[rows], dtype=np.float32)).to(self.device)
 
     def mean_norm(self, limit: int = 65536) -> float:
         """Mean L2 norm of (up to ``limit``) rows: the input of SAELens' norm scaling factor."""
@@ -66,7 +80,37 @@ class RowSource:
         return float(self.rows(idx).double().norm(dim=1).mean())
 
     def mean(self, limit: int = 65536) -> Tensor:
-        return self.rows(torch.arange(min(self.n, limit))).double().mean(0).float()
+        return self.rows(_spread(self.n, limit)).double().mean(0).float()
+
+    def geometric_median(self, limit: int = 65536, iterations: int = 100) -> Tensor:
+        """The point minimising the summed distances to (up to ``limit``) rows: Weiszfeld's iteration from the
+        mean, stopped when it moves less than 1e-6 of its norm (SAELens' ``b_dec_init_method``)."""
+        x = self.rows(_spread(self.n, limit)).double()
+        m = x.mean(0)
+        for _ in range(iterations):
+            w = 1.0 / (x - m).norm(dim=1).clamp_min(1e-8)
+            new = (w[:, None] * x).sum(0) / w.sum()
+            done = float((new - m).norm()) <= 1e-6 * max(float(m.norm()), 1e-12)
+            m = new
+            if done:
+                break
+        return m.float()
+
+
+def _spread(n: int, limit: int) -> Tensor:
+    """Up to ``limit`` row positions spread evenly over ``0..n-1`` (all of them when n <= limit)."""
+    return torch.arange(n) if n <= limit else torch.linspace(0, n - 1, limit).long()
+
+
+def lr_factor(step: int, settings: TrainSettings) -> float:
+    """SAELens' constant schedule with linear warm-up (from 0) over ``lr_warm_up_steps`` and linear decay to
+    0 over the last ``lr_decay_steps``."""
+    f = 1.0
+    if settings.lr_warm_up_steps:
+        f = min(f, (step + 1) / settings.lr_warm_up_steps)
+    if settings.lr_decay_steps:
+        f = min(f, (settings.n_steps - step) / settings.lr_decay_steps)
+    return max(f, 0.0)
 
 
 def batch_indices(n: int, batch_size: int, n_steps: int, generator: torch.Generator) -> Iterator[Tensor]:
@@ -80,20 +124,36 @@ def batch_indices(n: int, batch_size: int, n_steps: int, generator: torch.Genera
         cursor += size
 
 
+def initial_b_dec(sae: SAE, source: RowSource, target: RowSource | None, how: str) -> Tensor | None:
+    """``b_dec`` at the data mean or geometric median (of the targets for a transcoder), scaled; or None (0)."""
+    rows = target if target is not None else source
+    if how == "zeros":
+        return None
+    centre = rows.geometric_median() if how == "geometric_median" else rows.mean()
+    return centre * sae.output_scale
+
+
 def train_sae(sae: SAE, source: RowSource, settings: TrainSettings, generator: torch.Generator,
-              on_step: Callable[[int, int], None] | None = None) -> tuple[list[dict[str, float]], Tensor]:
+              on_step: Callable[[int, int], None] | None = None, target: RowSource | None = None,
+              check: Callable[[], None] | None = None) -> tuple[list[dict[str, float]], Tensor]:
     """Train in place; returns the loss log (every ``log_every`` steps and the last) and the steps since
-    each feature last fired (d_sae,)."""
-    sae.init_weights(generator, b_dec=source.mean() * sae.input_scale)
+    each feature last fired (d_sae,). ``target`` (same rows as ``source``) makes it a transcoder's fit;
+    ``check`` runs before every step (the caller's cancellation check)."""
+    sae.init_weights(generator, b_dec=initial_b_dec(sae, source, target, settings.b_dec_init))
     sae.train()
     opt = torch.optim.Adam(sae.parameters(), lr=settings.lr, **_fast_adam(sae.W_dec.device))
     log: list[dict[str, float]] = []
     last = settings.n_steps - 1
     since = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=sae.W_dec.device)
     for step, idx in enumerate(batch_indices(source.n, settings.batch_size, settings.n_steps, generator)):
+        if check is not None:
+            check()                                      # raises when the caller cancelled
         rows = source.rows(idx)
+        y = target.rows(idx) if target is not None else None
         sae.penalty_scale = min(1.0, (step + 1) / settings.warm_up_steps) if settings.warm_up_steps else 1.0
-        loss, parts = sae.loss(rows, dead=since >= settings.dead_feature_window)
+        for group in opt.param_groups:
+            group["lr"] = settings.lr * lr_factor(step, settings)
+        loss, parts = sae.loss(rows, dead=since >= settings.dead_feature_window, y=y)
         fired = parts.pop("fired")
         since = torch.where(fired, torch.zeros_like(since), since + 1)
         opt.zero_grad(set_to_none=True)
@@ -102,7 +162,7 @@ def train_sae(sae: SAE, source: RowSource, settings: TrainSettings, generator: t
         sae.after_step()
         if settings.resample_dead and step and step % settings.dead_feature_window == 0 \
                 and step < 0.8 * settings.n_steps:
-            since = resample(sae, opt, rows, since, settings.dead_feature_window, generator)
+            since = resample(sae, opt, rows, since, settings.dead_feature_window, generator, y)
         if step % settings.log_every == 0 or step == last:
             log.append({"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()},
                         "dead_fraction": float((since >= settings.dead_feature_window).float().mean())})
@@ -126,21 +186,24 @@ def _fast_adam(device: torch.device) -> dict[str, bool]:
 
 @torch.no_grad()
 def resample(sae: SAE, opt: torch.optim.Optimizer, rows: Tensor, since: Tensor, window: int,
-             generator: torch.Generator) -> Tensor:
+             generator: torch.Generator, y: Tensor | None = None) -> Tensor:
     """Re-initialise the dead features on high-error rows of ``rows`` (see the module docstring)."""
     dead = torch.nonzero(since >= window).flatten()
     if len(dead) == 0:
         return since
-    x = rows.to(sae.W_enc.dtype) * sae.input_scale                          # (batch, d_in), scaled units
-    err = x - (sae.encode(rows) @ sae.W_dec + sae.b_dec)
+    _, err = sae.mse(rows, sae.encode(rows), y)                             # (batch, d_out), scaled units
     weight = err.pow(2).sum(-1).double().cpu() + 1e-12
     pick = torch.multinomial(weight, len(dead), replacement=True, generator=_cpu(generator))
     dirs = err[pick.to(err.device)]
-    dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)          # (n_dead, d_in)
+    dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)          # (n_dead, d_out)
     alive = since < window
     enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
     sae.W_dec[dead] = dirs * sae.W_dec[alive].norm(dim=1).mean() if alive.any() else dirs
-    sae.W_enc[:, dead] = dirs.T * enc_norm
+    if sae.transcoder:                    # the encoder reads the input: point it at the same rows' inputs
+        src = sae.centred(rows[pick.to(rows.device)])
+        sae.W_enc[:, dead] = (src / src.norm(dim=1, keepdim=True).clamp_min(1e-12)).T * enc_norm
+    else:
+        sae.W_enc[:, dead] = dirs.T * enc_norm
     sae.b_enc[dead] = 0
     for param, index in ((sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead)), (sae.b_enc, (dead,))):
         for moment in ("exp_avg", "exp_avg_sq"):

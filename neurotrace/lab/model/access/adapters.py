@@ -10,6 +10,8 @@ site                           meaning (hooked as)
 ``blocks.{L}.hook_resid_post`` residual stream leaving block L (output of the block)
 ``blocks.{L}.hook_attn_out``   attention's contribution in block L (output of the attention path)
 ``blocks.{L}.hook_mlp_out``    MLP's contribution in block L (output of the MLP path)
+``blocks.{L}.ln2.hook_normalized``  the MLP's normalised input (input of the MLP module; a
+                               transcoder's usual input; decoders and GPT-style models only)
 ``blocks.{L}.mlp.hook_post``   MLP hidden activations after the nonlinearity, ``d_mlp`` wide
                                (the input of the MLP's output projection: "neurons")
 ``blocks.{L}.attn.hook_z``     every head's output before the attention output projection,
@@ -34,14 +36,15 @@ from torch import nn
 
 from neurotrace.lab.errors import InputError
 
-SiteKind = Literal["embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_post", "attn_z"]
+SiteKind = Literal["embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_post", "attn_z", "mlp_in"]
 HookMode = Literal["output", "input"]
 SITE_RE = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out|mlp\.hook_post|"
-                     r"attn\.hook_z)$")
+                     r"attn\.hook_z|ln2\.hook_normalized)$")
 _SITE_KIND = {"hook_resid_pre": "resid_pre", "hook_resid_post": "resid_post", "hook_attn_out": "attn_out",
-              "hook_mlp_out": "mlp_out", "mlp.hook_post": "mlp_post", "attn.hook_z": "attn_z"}
+              "hook_mlp_out": "mlp_out", "mlp.hook_post": "mlp_post", "attn.hook_z": "attn_z",
+              "ln2.hook_normalized": "mlp_in"}
 SITE_HELP = ("use hook_embed or blocks.{L}.hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out|mlp.hook_post|"
-             "attn.hook_z")
+             "attn.hook_z|ln2.hook_normalized")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +70,7 @@ class ArchAdapter:
     base: str             # the body (embeddings + blocks + final norm) returning last_hidden_state
     head: tuple[str, ...]  # modules applied in order to the body's output to get logits
     post_norms: bool = False  # attn_out / mlp_out are norms of the attention / MLP outputs (attn_proj / mlp_down)
+    mlp: str = ""             # the MLP module; its input is ln2.hook_normalized ('' = that site is not offered)
 
     def logits_at(self, model: nn.Module, hidden: Any) -> Any:
         """Apply the LM head to body outputs ``hidden`` (any leading shape, last dim d_model)."""
@@ -97,9 +101,12 @@ class ArchAdapter:
         n = self.n_layers(model)
         if layer >= n:
             raise InputError("layer", f"layer {layer} is out of range ({n} layers)", fix=f"use 0..{n - 1}")
+        if _SITE_KIND[name] == "mlp_in" and not self.mlp:
+            raise InputError("site", f"{site!r}: the {self.family} adapter has no MLP-input site", fix=SITE_HELP)
         path, mode = {"resid_pre": (f"{self.blocks}.{{L}}", "input"), "resid_post": (f"{self.blocks}.{{L}}", "output"),
                       "attn_out": (self.attn_out, "output"), "mlp_out": (self.mlp_out, "output"),
-                      "mlp_post": (self.mlp_down, "input"), "attn_z": (self.attn_proj, "input")}[_SITE_KIND[name]]
+                      "mlp_post": (self.mlp_down, "input"), "attn_z": (self.attn_proj, "input"),
+                      "mlp_in": (self.mlp, "input")}[_SITE_KIND[name]]
         return self.module(model, path, layer), mode  # type: ignore[return-value]
 
 
@@ -120,7 +127,8 @@ def _decoder(family: str, model_types: tuple[str, ...], root: str = "model", pos
     return ArchAdapter(family=family, model_types=model_types, lm_kind="causal", embed=f"{root}.embed_tokens",
                        blocks=f"{root}.layers", attn_out=attn_out, attn_proj=f"{layer}.self_attn.o_proj",
                        attn_module=f"{layer}.self_attn", mlp_out=mlp_out, mlp_down=f"{layer}.mlp.down_proj",
-                       final_norm=f"{root}.norm", unembed="lm_head", base=root, head=("lm_head",), post_norms=post_norms)
+                       final_norm=f"{root}.norm", unembed="lm_head", base=root, head=("lm_head",), post_norms=post_norms,
+                       mlp=f"{layer}.mlp")
 
 
 ADAPTERS: tuple[ArchAdapter, ...] = (
@@ -128,12 +136,13 @@ ADAPTERS: tuple[ArchAdapter, ...] = (
                 attn_out="transformer.h.{L}.attn", attn_proj="transformer.h.{L}.attn.c_proj",
                 attn_module="transformer.h.{L}.attn", mlp_out="transformer.h.{L}.mlp",
                 mlp_down="transformer.h.{L}.mlp.c_proj", final_norm="transformer.ln_f", unembed="lm_head",
-                base="transformer", head=("lm_head",)),
+                base="transformer", head=("lm_head",), mlp="transformer.h.{L}.mlp"),
     ArchAdapter(family="gpt_neox", model_types=("gpt_neox",), lm_kind="causal", embed="gpt_neox.embed_in",
                 blocks="gpt_neox.layers", attn_out="gpt_neox.layers.{L}.attention",
                 attn_proj="gpt_neox.layers.{L}.attention.dense", attn_module="gpt_neox.layers.{L}.attention",
                 mlp_out="gpt_neox.layers.{L}.mlp", mlp_down="gpt_neox.layers.{L}.mlp.dense_4h_to_h",
-                final_norm="gpt_neox.final_layer_norm", unembed="lm_head", base="gpt_neox", head=("lm_head",)),
+                final_norm="gpt_neox.final_layer_norm", unembed="lm_head", base="gpt_neox", head=("lm_head",),
+                mlp="gpt_neox.layers.{L}.mlp"),
     _decoder("llama", ("llama", "mistral", "qwen2", "qwen3", "gemma", "olmo", "phi3")),
     _decoder("gemma2", ("gemma2",), post_norms=True),
     _decoder("gemma3", ("gemma3_text",), post_norms=True),

@@ -23,8 +23,10 @@ _PER_LAYER = ("hook_resid_pre", "attn.hook_z", "hook_attn_out", "mlp.hook_post",
 
 
 def all_sites(lm: LoadedModel) -> list[str]:
-    """Every site name of ``lm`` in forward order."""
-    return ["hook_embed"] + [f"blocks.{layer}.{s}" for layer in range(lm.n_layers) for s in _PER_LAYER]
+    """Every site name of ``lm`` in forward order (``ln2.hook_normalized``, the MLP's input, where the
+    adapter has it)."""
+    per_layer = _PER_LAYER if not lm.adapter.mlp else _PER_LAYER[:3] + ("ln2.hook_normalized",) + _PER_LAYER[3:]
+    return ["hook_embed"] + [f"blocks.{layer}.{s}" for layer in range(lm.n_layers) for s in per_layer]
 
 
 def select_sites(patterns: Sequence[str], lm: LoadedModel, field: str = "sites") -> list[str]:
