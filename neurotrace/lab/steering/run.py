@@ -19,6 +19,7 @@ import re
 
 import torch
 
+from neurotrace.lab.effects import Damage, NeutralSet, judge, new_collapses
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.chat import apply_chat
@@ -29,9 +30,10 @@ from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae import check_fits, record_dictionary
 from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.steering.directions import Direction, resolve
-from neurotrace.lab.steering.measure import steered_texts, target_probs
+from neurotrace.lab.steering.measure import neutral_edit, steered_generations, target_probs
 from neurotrace.lab.steering.report import Measured, write_outputs
 from neurotrace.lab.steering.schema import SteerRequest, SteerResult
+from neurotrace.lab.steering.verdict import concept_score
 
 MAX_TEXT_PROMPTS = 3
 LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
@@ -108,13 +110,47 @@ def _measure(request: SteerRequest, lm: LoadedModel, d: Direction, sites: list[s
     probs = probs.reshape(len(base), len(alphas), len(ids))                           # (cond, alpha, prompt)
     ctrl_probs = (target_probs(lm, ctrl, sites, a[:, None] * base[0][None], targets, request.positions, reporter)
                   if ctrl else None)                                                  # (alpha, control prompt)
-    texts = []
-    if request.max_new_tokens:
-        steer_rows = a[:, None] * base[0][None]                                         # (alphas, width)
-        for i in range(min(MAX_TEXT_PROMPTS, len(ids))):
-            reporter.step(i, min(MAX_TEXT_PROMPTS, len(ids)), f"steered text for prompt {i + 1}")
-            outs = steered_texts(lm, ids[i], sites, steer_rows, request.positions, request.max_new_tokens)
-            texts += [{"alpha": alpha, "prompt": request.prompts[i], "text": t} for alpha, t in zip(alphas, outs,
-                                                                                                strict=True)]
+    texts, concept, gens = _generations(request, lm, ids, sites, base[: 1 + request.n_random], a, reporter)
+    damage = _damage(lm, ids, sites, a, base[0], gens)
     return Measured(ref_norm=ref_norm, probs=probs, ctrl_probs=ctrl_probs, n_random=request.n_random,
-                    has_shuffled=d.shuffled is not None, texts=texts, target_ids=targets)
+                    has_shuffled=d.shuffled is not None, texts=texts, target_ids=targets, concept=concept,
+                    damage=damage)
+
+
+def _generations(request: SteerRequest, lm: LoadedModel, ids: list[list[int]], sites: list[str],
+                 base: list[torch.Tensor], a: torch.Tensor, reporter: Reporter
+                 ) -> tuple[list[dict], torch.Tensor | None, list[list[tuple[list[int], str]]]]:
+    """Greedy text of the first prompts for the direction and every random direction at every alpha: the
+    direction's texts, the concept score (condition, alpha) averaged over prompts, and per prompt every
+    generation (condition-major rows)."""
+    if not request.max_new_tokens:
+        return [], None, []
+    n = min(MAX_TEXT_PROMPTS, len(ids))
+    concept_words = [*request.targets, *request.concept_words]
+    vectors = torch.cat([a[:, None] * b[None] for b in base])                        # (conds * alphas, width)
+    scores = torch.zeros(len(base), len(a), dtype=torch.float64)
+    texts, gens = [], []
+    for i in range(n):
+        reporter.step(i, n, f"steered text for prompt {i + 1}")
+        out = steered_generations(lm, ids[i], sites, vectors, request.positions, request.max_new_tokens)
+        gens.append(out)
+        for r, (_, text) in enumerate(out):
+            scores[r // len(a), r % len(a)] += concept_score(text, concept_words, request.contrast_words) / n
+        texts += [{"alpha": float(alpha), "prompt": request.prompts[i], "text": t}
+                  for alpha, (_, t) in zip(a.tolist(), out[: len(a)], strict=True)]
+    return texts, scores, gens
+
+
+def _damage(lm: LoadedModel, ids: list[list[int]], sites: list[str], a: torch.Tensor, direction: torch.Tensor,
+            gens: list[list[tuple[list[int], str]]]) -> list[Damage]:
+    """Per alpha: the direction added at every position of neutral text, and its generations' collapse."""
+    neutral = NeutralSet(lm, ids)
+    j0 = a.tolist().index(0.0)
+    out = []
+    for j, alpha in enumerate(a.tolist()):
+        measured = neutral.measure(neutral_edit(lm, sites, alpha * direction))
+        base = [g[j0] for g in gens]
+        edited = [g[j] for g in gens]
+        collapsed = new_collapses(base, edited) if gens else None
+        out.append(judge(measured, len(edited), collapsed))
+    return out

@@ -4,13 +4,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from neurotrace.lab.effects import Damage
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
 from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
 from neurotrace.lab.sae import DictionaryRef
 
-Verdict = Literal["causal", "weak", "confounded", "no effect"]
+Verdict = Literal["causal", "weak", "confounded", "no effect", "destructive"]
 
 
 class PairsDirection(BaseModel):
@@ -53,8 +54,15 @@ class SteerRequest(BaseModel):
     chat: bool = Field(False, description=CHAT_FIELD_HELP)
     layers: list[int] | None = Field(None, description="Layers the vector is added at (default: the direction's).")
     positions: Literal["all", "last"] = Field("all", description="'last': last prompt token + generated ones.")
-    alphas: list[float] = Field([0.25, 0.5, 1.0, 2.0], min_length=1, description="In units of the mean residual "
-                                "norm (0 is added).")
+    alphas: list[float] = Field([0.05, 0.1, 0.2, 0.4], min_length=1, description="Multiples of ref_norm, the mean "
+                                "residual norm at the site at the prompts' last token (0 is added). Past about 0.5 "
+                                "most real models stop producing text: the damage check flags such alphas "
+                                "destructive and the verdict is read at the largest alpha that is not.")
+    concept_words: list[str] = Field(default_factory=list, description="Words whose appearance in the steered "
+                                     "generations counts toward the concept (targets always count; a word matches "
+                                     "its prefix, so 'wonder' matches 'wonderful').")
+    contrast_words: list[str] = Field(default_factory=list, description="Words that count against it (e.g. the "
+                                      "opposite concept).")
     n_random: int = Field(3, ge=1, le=20, description="Random same-norm directions (seeded).")
     max_new_tokens: int = Field(16, ge=0, le=256, description="Steered greedy text (0 = none).")
     min_effect: float = Field(0.05, ge=0, le=1, description="Smallest |change of p(targets)| that counts.")
@@ -67,7 +75,7 @@ class SteerRequest(BaseModel):
         prompts = [*self.prompts, *self.control_prompts,
                    *[p for pair in getattr(self.direction_from, "pairs", []) for p in pair]]
         pos = positions(d, prompts, self.max_new_tokens)
-        arms = len(self.alphas) * (2 + self.n_random)
+        arms = len(self.alphas) * (2 + self.n_random) + len(self.alphas) * 2     # + damage on neutral text
         rows = len(prompts) * arms * max(1, self.max_new_tokens)
         batch = min(len(prompts) * arms, 256)                             # steering.measure.MAX_ROWS
         kept = len(prompts) * (d.d_model + arms * 2) * BYTES * 4           # pooled states, p(targets) per arm
@@ -81,6 +89,11 @@ class Effect(BaseModel):
     random: float = Field(description="Mean |change|, random directions.")
     shuffled: float | None
     control: float | None = Field(description="|change| on control_prompts.")
+    concept: float | None = Field(None, description="Change of the concept score of the steered generations "
+                                  "((concept words - contrast words) per word) from alpha 0; null without text.")
+    concept_random: float | None = Field(None, description="The random directions' largest |change| of it.")
+    kl: float | None = Field(None, description="The direction's KL on neutral text at this alpha (nats/token).")
+    destructive: bool = Field(False, description="The direction at this alpha breaks neutral text or generations.")
 
 
 class SteerResults(BaseModel):
@@ -99,13 +112,23 @@ class SteerResults(BaseModel):
     curves: dict[str, list[float]] = Field(description="Condition ('direction', 'random_K', 'shuffled', "
                                            "'control_prompts') -> per alpha the mean signed change of p(targets).")
     verdict: Verdict
-    alpha_max: float = Field(description="The alpha the verdict is read at (largest |alpha|).")
+    alpha_max: float = Field(description="The alpha the verdict is read at: the largest |alpha| that is not "
+                             "destructive (the largest |alpha| when every one is).")
+    verdict_metric: str = Field("p(targets)", description="What decided the verdict: 'p(targets)' (next token) or "
+                                "'concept score' (the generations).")
+    concept: dict[str, list[float]] = Field(default_factory=dict, description="Condition ('direction', 'random_K') "
+                                            "-> per alpha the change of the generations' concept score.")
+    damage: list[Damage] = Field(default_factory=list, description="Per alpha: the direction on neutral text and "
+                                 "its generations.")
     n_prompts: int
     n_control: int = Field(description="Control prompts (0: none).")
 
 
 class SteerResult(RunResult):
     verdict: Verdict
+    alpha_verdict: float | None = Field(None, description="The alpha the verdict is read at (largest not "
+                                        "destructive).")
+    verdict_metric: str = Field("p(targets)", description="'p(targets)' or 'concept score' (generations).")
     site: str
     ref_norm: float = Field(description="The alphas' unit.")
     p_base: float = Field(description="p(targets) unsteered.")

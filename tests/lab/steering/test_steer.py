@@ -176,3 +176,30 @@ def test_the_saved_results_round_trip_through_their_record_and_redraw_the_runs_f
     assert_redraws(lab, result.run_id, FIGURES, rec)
     direction = FIGURES["effect_vs_alpha"](rec).axes[0].get_lines()[-2]   # drawn last, before the zero line
     assert list(direction.get_ydata()) == rec.curves["direction"]
+
+
+def test_a_direction_that_shifts_the_generations_reads_causal_by_the_concept_score(lab, planted):
+    # the fish-cat direction makes the model say 'tree house': p('house') as the next token does not rise (the
+    # next token becomes 'tree'), so the one-token metric sees nothing, but 'house' fills the generations
+    result = _steer(lab, planted, targets=["house"], control_prompts=[], max_new_tokens=4)
+    top = next(e for e in result.effects if e.alpha == result.alpha_verdict)
+    assert abs(top.direction) < 0.05                      # p(targets) alone would say "no effect"
+    assert (result.verdict, result.verdict_metric) == ("causal", "concept score")
+    assert top.concept > 0.1 and top.concept > 2 * (top.concept_random or 0.0)
+    assert "concept score changes +" in result.summary and "by concept score" in result.summary
+
+
+def test_alphas_that_break_the_model_read_destructive_and_the_hint_says_smaller_alphas(lab, planted):
+    result = _steer(lab, planted, alphas=[30.0, 60.0], max_new_tokens=4)
+    assert result.verdict == "destructive" and result.alpha_verdict is None
+    assert all(e.destructive for e in result.effects if e.alpha)
+    assert "smaller alphas" in result.next and "Try smaller alphas" in result.summary
+    rec = read_back(lab, result.run_id, RESULTS_FILE, SteerResults.model_validate)
+    assert rec.damage[-1].destructive and rec.damage[0].kl == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_verdict_is_read_at_the_largest_alpha_that_is_not_destructive(lab, planted):
+    result = _steer(lab, planted, alphas=[0.5, 60.0], max_new_tokens=4)
+    assert [e.destructive for e in result.effects] == [False, False, True]
+    assert result.alpha_verdict == 0.5 and result.verdict == "causal"
+    assert "Alphas 60 are destructive" in result.summary
