@@ -20,7 +20,7 @@ Written files (all under the run directory):
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -38,7 +38,7 @@ from neurotrace.lab.clamping.schema import (
 )
 from neurotrace.lab.clamping.sweep import Condition, Row, SweepOutput
 from neurotrace.lab.clamping.verdict import RULES, group_verdicts
-from neurotrace.lab.effects import COLLAPSE_TYPES, METRIC_NAMES, collapse_type, describe_thresholds
+from neurotrace.lab.effects import COLLAPSE_TYPES, METRIC_NAMES, Damage, collapse_type, describe_thresholds
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.runs import Run
 
@@ -205,12 +205,25 @@ def notes(request: ClampSweepRequest, conds: list[Condition], lm: LoadedModel, b
     return out
 
 
+def with_damage(groups: list[GroupVerdict], check: Callable[[str, float], Damage] | None) -> list[GroupVerdict]:
+    """Each group's damage at its best value; a destructive clamp's verdict becomes `destructive`."""
+    for g in groups:
+        if check is None or g.best_value is None:
+            continue
+        g.damage = check(g.neurons, g.best_value)
+        if g.damage.destructive and g.verdict is not None:
+            g.verdict, g.reason = "destructive", (f"at its best value {g.best_value:g} it breaks neutral text ("
+                                                  + "; ".join(g.damage.reasons) + f"); before that: {g.reason}")
+    return groups
+
+
 def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem], prompt_ids: list[list[int]],
-                  conds: list[Condition], out: SweepOutput, lm: LoadedModel) -> ClampSweepResult:
+                  conds: list[Condition], out: SweepOutput, lm: LoadedModel,
+                  damage_check: Callable[[str, float], Damage] | None = None) -> ClampSweepResult:
     all_values = summarise(out.rows, conds)
     per_value = [s for s in all_values if s.control_of is None]
     cases = collapsed_cases(out.rows, prompts, conds)
-    groups = group_verdicts(all_values, len(cases), request.controls)
+    groups = with_damage(group_verdicts(all_values, len(cases), request.controls), damage_check)
     table = table_rows(out.rows, prompts, conds)
     bos = lm.tokenizer.bos_token_id
     types = {t: sum(1 for c in cases if c.collapse_type == t) for t in COLLAPSE_TYPES}

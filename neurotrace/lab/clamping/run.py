@@ -24,15 +24,24 @@ about as much as ``rows / batch_size`` single generations.
 
 
 
+from collections.abc import Callable
+
+import torch
+
 from neurotrace.lab.clamping.prompt_grid import resolve_prompts
 from neurotrace.lab.clamping.report import write_outputs
 from neurotrace.lab.clamping.schema import ClampSweepRequest, ClampSweepResult
-from neurotrace.lab.clamping.sweep import build_conditions, run_rows, score_rows, tokenize_prompts
+from neurotrace.lab.clamping.sweep import Condition, build_conditions, run_rows, score_rows, tokenize_prompts
+from neurotrace.lab.effects import Damage, NeutralSet, judge
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.runtime.ndif import check_execution
-from neurotrace.lab.model.weights.loading import ModelRef
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
+
+MAX_NEUTRAL_PROMPTS = 8     # prompts whose prefixes the damage check reads
 
 
 def run_clamp_sweep(request: ClampSweepRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> ClampSweepResult:
@@ -51,4 +60,24 @@ def run_clamp_sweep(request: ClampSweepRequest, *, lab: Lab, reporter: Reporter 
             run.add_model(request.model, lm.fingerprint, lm.provenance)
             out = run_rows(lm, request, conds, prompt_ids, reporter)
             score_rows(out.rows, lm, request.thresholds)
-            return write_outputs(run, request, prompts, prompt_ids, conds, out, lm)
+            return write_outputs(run, request, prompts, prompt_ids, conds, out, lm, damage_check(lm, prompt_ids, conds))
+
+
+def damage_check(lm: LoadedModel, prompt_ids: list[list[int]], conds: list[Condition]) -> Callable[[str, float], Damage]:
+    """(group label, value) -> the shared damage check of that clamp at every position of neutral text."""
+    neutral: list[NeutralSet] = []
+    groups = {c.label: c.neurons for c in conds if c.value is not None and c.control_of is None}
+
+    def hook(idx: tuple[int, ...], value: float) -> Callable[..., torch.Tensor]:
+        def fn(act: torch.Tensor, site: str) -> torch.Tensor:
+            out = act.clone()
+            out[..., list(idx)] = value
+            return out
+        return fn
+
+    def check(label: str, value: float) -> Damage:
+        if not neutral:
+            neutral.append(NeutralSet(lm, prompt_ids[:MAX_NEUTRAL_PROMPTS]))
+        hooks = {site_name("mlp_post", layer): hook(idx, value) for layer, idx in groups[label].items()}
+        return judge(neutral[0].measure(lambda ids: hooked(lm.model, lm.adapter, hooks)))
+    return check

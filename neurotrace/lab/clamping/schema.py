@@ -6,14 +6,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.clamping.prompt_grid import PromptItem
-from neurotrace.lab.effects import CollapseThresholds, CollapseType
+from neurotrace.lab.effects import CollapseThresholds, CollapseType, Damage
 from neurotrace.lab.estimates import Estimate
 from neurotrace.lab.model.access.neurons import NEURON_HELP
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.model.runtime.sampling import SAMPLING_HELP, Greedy, Sampling
 from neurotrace.lab.results import RunResult
 
-Verdict = Literal["specific", "not above control", "harmful", "no collapsed baselines"]
+Verdict = Literal["specific", "not above control", "harmful", "no collapsed baselines", "destructive"]
 # The verdict's thresholds (stated in every report): see neurotrace.lab.clamping.verdict.
 
 
@@ -105,6 +105,9 @@ class GroupVerdict(BaseModel):
                                                  "collapsed baselines; null without controls or baselines.")
     verdict: Verdict | None = Field(None, description="null when controls=0.")
     reason: str = Field("", description="The rule that decided the verdict, with its numbers.")
+    damage: Damage | None = Field(None, description="The group clamped to best_value at every position of neutral "
+                                  "text (the prompts' prefixes, plain sentences): KL, loss change, top-1 changes; "
+                                  "a destructive clamp reads `destructive`. Null without a best value.")
 
 
 class RecoveredOutput(BaseModel):

@@ -16,7 +16,8 @@ checked:
   for texts that do not exist.
 
 ``destructive`` (:func:`judge`) when any bar in :data:`DAMAGE_RULES` is passed: mean KL above
-:data:`MAX_KL` nats per token, loss up by more than :data:`MAX_LOSS` nats per token, one token predicted
+:data:`MAX_KL` nats per token while the neutral text's own loss rises (an edit that makes the actual text *more*
+likely, such as one that repairs a looping model, changes the distribution without breaking it), loss up by more than :data:`MAX_LOSS` nats per token, one token predicted
 at :data:`MAX_MODE_SHARE` of the neutral positions (that were not so before), or more than half of the
 edited generations collapsing where their baselines did not.
 """
@@ -39,7 +40,7 @@ MAX_MODE_SHARE = 0.8       # one edited top-1 token at this share of the neutral
 MIN_MODE_POSITIONS = 5     # ... judged only with at least this many positions
 MAX_UNKNOWN = 0.1          # a neutral sentence is used when at most this share of its tokens is unknown
 DAMAGE_RULES = (f"destructive: on neutral text (the prompts' prefixes and plain sentences) mean KL(clean || edited) "
-                f"> {MAX_KL:g} nats/token, or next-token loss up > {MAX_LOSS:g} nats/token, or one token is the "
+                f"> {MAX_KL:g} nats/token while the text's own loss rises, or next-token loss up > {MAX_LOSS:g} nats/token, or one token is the "
                 f"edited top-1 at >= {MAX_MODE_SHARE:.0%} of the positions (it was not before), or more than half "
                 "of the edited generations collapse (repetition, a loop, nothing) where the baseline's did not")
 NEUTRAL_SENTENCES = ("The weather was mild, and the market opened early on Monday.",
@@ -147,7 +148,7 @@ def judge(neutral: dict[str, float | int | None], n_generated: int = 0,
     """The :class:`Damage` record of one edit with its bars applied (see :data:`DAMAGE_RULES`)."""
     reasons = []
     kl, loss, share = neutral.get("kl"), neutral.get("loss_change"), neutral.get("mode_share")
-    if kl is not None and kl > MAX_KL:
+    if kl is not None and kl > MAX_KL and (loss is None or loss > 0):
         reasons.append(f"KL on neutral text {kl:.2f} nats/token > {MAX_KL:g}")
     if loss is not None and loss > MAX_LOSS:
         reasons.append(f"neutral-text loss up {loss:.2f} nats/token > {MAX_LOSS:g}")
