@@ -40,10 +40,9 @@ class InterveneRequest(BaseModel):
                                    "knockout; each with steps and positions. [] = a ranking-only pass.")
     max_new_tokens: int = Field(8, ge=0, le=256, description="Tokens generated per prompt (0 = one forward).")
     sampling: Sampling = Field(default_factory=Greedy, description=SAMPLING_HELP)
-    controls: int = Field(3, ge=0, le=32, description="Controls per family (seeded): the same edit on other heads of "
-                          "the same layer / of any layer, other neurons of the same layer, SAE features of matched "
-                          "activation mass, other positions, and random directions with the norm of the policies' "
-                          "change; the verdict compares with the first structure-matched family (0 = no verdict).")
+    controls: int = Field(3, ge=0, le=32, description="Controls per family (seeded): the edit on other heads, neurons "
+                          "(same layer), features (matched mass) or positions, and same-norm random directions "
+                          "(0 = no verdict).")
     rank_features: int = Field(16, ge=0, le=1024, description="SAE features ranked by causal effect per prompt "
                                "(0 = skip).")
     seed: int = Field(0, description="Seeds sampling and the random control directions.")

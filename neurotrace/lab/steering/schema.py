@@ -54,15 +54,11 @@ class SteerRequest(BaseModel):
     chat: bool = Field(False, description=CHAT_FIELD_HELP)
     layers: list[int] | None = Field(None, description="Layers the vector is added at (default: the direction's).")
     positions: Literal["all", "last"] = Field("all", description="'last': last prompt token + generated ones.")
-    alphas: list[float] = Field([0.05, 0.1, 0.2, 0.4], min_length=1, description="Multiples of ref_norm, the mean "
-                                "residual norm at the site at the prompts' last token (0 is added). Past about 0.5 "
-                                "most real models stop producing text: the damage check flags such alphas "
-                                "destructive and the verdict is read at the largest alpha that is not.")
-    concept_words: list[str] = Field(default_factory=list, description="Words whose appearance in the steered "
-                                     "generations counts toward the concept (targets always count; a word matches "
-                                     "its prefix, so 'wonder' matches 'wonderful').")
-    contrast_words: list[str] = Field(default_factory=list, description="Words that count against it (e.g. the "
-                                      "opposite concept).")
+    alphas: list[float] = Field([0.05, 0.1, 0.2, 0.4], min_length=1, description="Multiples of the mean residual "
+                                "norm at the site (0 is added); the verdict is read at the largest not destructive.")
+    concept_words: list[str] = Field(default_factory=list, description="Words counted in the steered text for "
+                                     "the concept score (targets always count; prefix match).")
+    contrast_words: list[str] = Field(default_factory=list, description="Words counted against it.")
     n_random: int = Field(3, ge=1, le=20, description="Random same-norm directions (seeded).")
     max_new_tokens: int = Field(16, ge=0, le=256, description="Steered greedy text (0 = none).")
     min_effect: float = Field(0.05, ge=0, le=1, description="Smallest |change of p(targets)| that counts.")
