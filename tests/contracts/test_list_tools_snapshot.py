@@ -17,7 +17,7 @@ from neurotrace.lab.lab import LabSettings
 from neurotrace.server import build_server
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "list_tools.json"
-MAX_TOOL_LIST_CHARS = 39_100  # 30K before capture's corpus fields, graph, features, explain, edit, diff + chat fields, steer's concept words (#24-#29); #22 compacts
+MAX_TOOL_LIST_CHARS = 39_200  # 30K before capture's corpus fields, graph, features, explain, edit, diff + chat fields, steer's concept words (#24-#29); #22 compacts
 
 
 async def wire_tools(tmp_path: Path) -> list[dict]:
