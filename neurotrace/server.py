@@ -38,6 +38,7 @@ from neurotrace import EXPERIMENTS, __version__, prompts, resources, tools
 from neurotrace.lab.errors import validation_message
 from neurotrace.lab.facts.packs import list_packs
 from neurotrace.lab.lab import Lab, LabSettings
+from neurotrace.lab.model.weights import catalog
 from neurotrace.lab.model.weights.cache import parse_bytes
 from neurotrace.lab.model.weights.embedded import EMBEDDED_MODELS
 from neurotrace.lab.runs import URI_PREFIX, media_type
@@ -52,12 +53,22 @@ from neurotrace.transport import BearerAuth, announce, is_loopback, read_token, 
 
 log = logging.getLogger("neurotrace.server")
 
-INSTRUCTIONS = """neurotrace is a mechanistic-interpretability lab over PyTorch language models.
+def instructions() -> str:
+    """The server's instructions: the real catalog models first, how to name any other model, and every
+    declared tool (read from the list, so they cannot fall behind it)."""
+    real = ", ".join(catalog.CATALOG)
+    tools = ", ".join(e.name for e in EXPERIMENTS)
+    return f"""neurotrace is a mechanistic-interpretability lab over PyTorch language models.
 Every experiment tool writes one run directory and returns a summary, structured results, figures and
-resource links (neurotrace://runs/{run_id}/...). Start with list_models / load_model; the embedded
-offline models are fact-gpt2, fact-gpt2-cyber (causal) and fact-bert, fact-bert-cyber (masked).
+resource links (neurotrace://runs/{{run_id}}/...); full schemas: neurotrace://schemas/{{tool}}.
+Models: start with the real catalog models {real} (offline; list_models says which are installed).
+A model may also be a .gguf file path, a local HuggingFace folder, or a hub id (downloaded only when
+the server is online). Toy models with known ground truth: fact-gpt2, fact-gpt2-cyber (causal),
+fact-bert, fact-bert-cyber (masked).
+Experiments: {tools}; also list_models, release_model, run_status (poll a run started with wait=false).
 Locate stored facts with generate_facts then trace; rescue collapsed generations with clamp_sweep;
-study features with capture -> fit_sae -> intervene; check methods against ground truth with benchmark.
+study features with capture -> fit_sae -> intervene; explain one prediction with logit_lens ->
+attribute -> attention -> patch; check methods against ground truth with benchmark; plot redraws figures.
 Use the prompts for step-by-step protocols. Any experiment tool takes "dry_run": true beside request for its
 cost (forward rows, memory, seconds here) without running, and "wait": false to run detached."""
 
@@ -250,7 +261,7 @@ def build_server(settings: LabSettings | None = None, lab: Lab | None = None) ->
         return await server.start_task(name, args, ctx)
 
     tasks = TasksExtension(lambda ctx: ctx.lifespan_context.jobs, start, frozenset())
-    server = NeurotraceServer(name="neurotrace", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan,
+    server = NeurotraceServer(name="neurotrace", version=__version__, instructions=instructions(), lifespan=lifespan,
                               extensions=[tasks, report_app()])
     tools.register(server)
     offer_report_ui(server)   # MCP Apps clients get each run's report.html as the result's UI

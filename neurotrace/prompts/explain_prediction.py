@@ -4,7 +4,7 @@ import json
 
 from neurotrace.prompts._protocol import missing_tools_note, steps
 
-TOOLS = ("logit_lens", "attribute", "attention", "patch")
+TOOLS = ("logit_lens", "attribute", "attention", "patch", "graph")
 
 
 def _call(tool: str, request: dict) -> str:
@@ -27,6 +27,9 @@ def text(model: str, prompt: str, target: str, corrupt: str) -> str:
             "of step 2 as `heads` ('L:H'): read `last_position` (which tokens they read) and `top_heads`.",
             f"Call {_call('patch', {'model': model, 'clean': prompt, 'corrupt': corrupt, 'target': target, 'components': ['resid_pre', 'attn_out', 'mlp_out', 'head_out']})}"
             ". Read `top` (restored fraction 1 = fully restored) and the heatmaps.",
+            "If per-layer transcoders exist for this model (a folder in circuit-tracer's or SAELens' layout), call "
+            f"{_call('graph', {'model': model, 'prompt': prompt, 'target': target, 'transcoders': {'kind': 'folder', 'path': 'transcoders'}})}"
+            " for the features that carry the answer; trust them as far as `replacement_score` and `checks` go.",
         ],
         [
             "Direct attribution is not causation: a head with a large direct share may be compensated; trust "

@@ -55,7 +55,7 @@ def text(model: str, domain: str) -> str:
             "Restoring the residual at the last token gives back the clean run at the last layer by "
             "construction; the informative number is the arrival layer, where half the effect is back.",
             "With `rome_compat: true` the trace follows ROME's conventions exactly (window 10, ROME's noise and "
-            "token buckets); the README's 'Trace conventions' lists how the default differs.",
+            "token buckets); docs/trace-conventions.md lists how the default differs.",
         ])
 
 

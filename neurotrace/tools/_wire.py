@@ -2,11 +2,13 @@
 
 Every tool's full pydantic schema (nested unions of edits, policies, corruptions; the result model)
 would cost an agent ~18K tokens of context before its first call. On the wire each tool therefore
-advertises the first paragraph of its description and a compact input schema: the ``request`` object's own fields with their type, bounds,
-choices, default and the first sentence of their description; a nested object, list of objects or
-union says only its kind and where its full schema is (``(nested: see <tool>#<field>)``, i.e.
-``neurotrace://schemas/<tool>``, as the tool's description says); optional fields drop ``null``.
-The result schema is not advertised (results still carry ``structuredContent``; its schema is in
+advertises the first paragraph of its description and a compact input schema: the ``request`` object's own
+fields with their type, choices and default, and for the fields a caller must fill the first sentence of
+their description; a nested object, list of objects or union says only its kind; bounds and every
+optional field's description are in ``neurotrace://schemas/<tool>`` (the server's instructions name it),
+and the server's errors name a violated bound and its fix; optional fields drop ``null``.
+The result schema is advertised compactly too (:func:`compact_output_schema`: the required fields and
+their JSON types, so a client can validate ``structuredContent``; every field with its description is in
 the same resource). Arguments are still validated against the full request model, so nothing is
 loosened: a compact schema only describes less.
 """
@@ -21,8 +23,6 @@ MAX_DESCRIPTION = 60  # characters of a field's description kept on the wire
 SCALARS = ("string", "integer", "number", "boolean", "null")
 #: fields whose meaning their name and the tool docs carry (seed, device ...): no description on the wire
 SELF_EXPLANATORY = frozenset({"seed", "device", "dtype", "batch_size", "lr", "wait"})
-BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
-          "minItems", "maxItems")
 
 
 _EXAMPLES = re.compile(r"\s*\((?:e\.g\.|i\.e\.)[^)]*\)")   # "(e.g. 'fact-gpt2')": dropped on the wire
@@ -46,28 +46,35 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _pointer(out: dict[str, Any], uri: str) -> dict[str, Any]:
-    out["description"] = f"{out.get('description', '')} (nested: see {uri.rsplit('/', 1)[-1]})".strip()
+def _field(node: dict[str, Any], defs: dict[str, Any], uri: str, required: bool = True) -> dict[str, Any]:
+    """One field on the wire: its type(s) (none beside an ``enum``: the choices say it), choices and default;
+    its description (first sentence) only when the caller must fill it (required); bounds and nested detail
+    stay in the schema resource."""
+    out = _field_schema(node, defs, uri, required)
+    if "enum" in out:
+        out.pop("type", None)
+    if "enum" in out.get("items", {}):
+        out["items"].pop("type", None)
     return out
 
 
-def _field(node: dict[str, Any], defs: dict[str, Any], uri: str) -> dict[str, Any]:
+def _field_schema(node: dict[str, Any], defs: dict[str, Any], uri: str, required: bool) -> dict[str, Any]:
     node = _resolve(node, defs)
     out: dict[str, Any] = {}
-    if node.get("description") and uri.rsplit("#", 1)[-1] not in SELF_EXPLANATORY:
+    if node.get("description") and required and uri.rsplit("#", 1)[-1] not in SELF_EXPLANATORY:
         out["description"] = first_sentence(node["description"])
-    for key in ("enum", "const", *BOUNDS):
+    for key in ("enum", "const"):
         if key in node:
             out[key] = node[key]
-    if node.get("default") is not None and not isinstance(node["default"], dict | list):
-        out["default"] = node["default"]
+    if node.get("default") not in (None, False) and not isinstance(node["default"], dict | list):
+        out["default"] = node["default"]   # a flag's false default goes without saying
     variants = [_resolve(v, defs) for v in node.get("anyOf") or node.get("oneOf") or []]
     if variants:
         if all(v.get("type") in SCALARS and "properties" not in v for v in variants):
             kinds = sorted({v["type"] for v in variants} - {"null"}) or ["null"]
             out["type"] = kinds[0] if len(kinds) == 1 else kinds
             return out
-        return _pointer(out, uri)
+        return out
     kind = node.get("type")
     if kind in SCALARS:
         return {**out, "type": kind}
@@ -75,8 +82,8 @@ def _field(node: dict[str, Any], defs: dict[str, Any], uri: str) -> dict[str, An
         items = _resolve(node.get("items", {}), defs)
         if items.get("type") in SCALARS:
             return {**out, "type": "array", "items": {k: items[k] for k in ("type", "enum") if k in items}}
-        return _pointer({**out, "type": "array"}, uri)
-    return _pointer({**out, "type": "object"}, uri)
+        return {**out, "type": "array"}
+    return {**out, "type": "object"}
 
 
 def compact_input_schema(schema: dict[str, Any], tool: str) -> dict[str, Any]:
@@ -88,7 +95,9 @@ def compact_input_schema(schema: dict[str, Any], tool: str) -> dict[str, Any]:
     for name, node in properties.items():
         node = _resolve(node, defs)
         if node.get("type") == "object" and "properties" in node:
-            inner = {k: _field(v, defs, f"{uri}#{k}") for k, v in node["properties"].items()}
+            needed = set(node.get("required", []))
+            inner = {k: _field(v, defs, f"{uri}#{k}", k in needed or "default" not in _resolve(v, defs))
+                     for k, v in node["properties"].items()}
             out["properties"][name] = {"type": "object", "properties": inner,
                                        **({"required": node["required"]} if node.get("required") else {})}
         else:
@@ -98,12 +107,60 @@ def compact_input_schema(schema: dict[str, Any], tool: str) -> dict[str, Any]:
     return out
 
 
+def _types(node: dict[str, Any], defs: dict[str, Any]) -> str | list[str]:
+    """A field's JSON type(s): ``"string"``, ``["array", "null"]``; a referenced model is an object."""
+    node = _resolve(node, defs)
+    variants = node.get("anyOf") or node.get("oneOf")
+    if variants:
+        kinds = sorted({k for v in variants for k in _as_list(_types(v, defs))})
+        return kinds[0] if len(kinds) == 1 else kinds
+    return node.get("type") or ("object" if "properties" in node else "string")
+
+
+def _as_list(kinds: str | list[str]) -> list[str]:
+    return [kinds] if isinstance(kinds, str) else kinds
+
+
+def _required_types(schema: dict[str, Any], defs: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """The required fields and the type of each that is not a plain string (a field without a type
+    is unconstrained in JSON Schema, so strings, the common case, cost nothing on the wire)."""
+    schema = _resolve(schema, defs)
+    required = list(schema.get("required", []))
+    props = schema.get("properties", {})
+    typed = {name: {"type": _types(props[name], defs)} for name in required if name in props}
+    return required, {name: t for name, t in typed.items() if t["type"] != "string"}
+
+
+def compact_output_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The required fields of a tool's result and their types (and, for a tool that takes ``wait``, the
+    ``{run_id, status}`` reply as the other branch); field descriptions stay in the schema resource."""
+    if not schema:
+        return None
+    defs = schema.get("$defs", {})
+    branches = schema.get("anyOf") if "properties" not in schema else None
+    if not branches:
+        required, props = _required_types(schema, defs)
+        if not required:
+            return None
+        return {"type": "object", **({"properties": props} if props else {}), "required": required}
+    props: dict[str, Any] = {}
+    alternatives = []
+    for branch in branches:
+        required, typed = _required_types(branch, defs)
+        for name, kind in typed.items():
+            merged = sorted(set(_as_list(props.get(name, {}).get("type", []))) | set(_as_list(kind["type"])))
+            props[name] = {"type": merged[0] if len(merged) == 1 else merged}
+        alternatives.append({"required": required})
+    return {"type": "object", **({"properties": props} if props else {}), "anyOf": alternatives}
+
+
 def compact_tool(tool: Tool) -> Tool:
-    """The wire form of ``tool``: compact input schema, no output schema, the schema resource named."""
+    """The wire form of ``tool``: compact input and output schemas, the schema resource named."""
     head = (tool.description or "").strip().split("\n\n")[0]
-    description = " ".join(head.split()) + f" Schemas: {SCHEMA_URI.format(tool=tool.name)}"
+    description = " ".join(head.split())   # the server's instructions name neurotrace://schemas/{tool} once
     annotations = tool.annotations
     if annotations is not None and annotations.read_only_hint is False:  # the spec's default: say nothing
         annotations = annotations.model_copy(update={"read_only_hint": None})
     return tool.model_copy(update={"input_schema": compact_input_schema(tool.input_schema, tool.name),
-                                   "output_schema": None, "description": description, "annotations": annotations})
+                                   "output_schema": compact_output_schema(tool.output_schema),
+                                   "description": description, "annotations": annotations})

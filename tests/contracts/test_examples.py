@@ -21,7 +21,7 @@ from neurotrace.lab.lab import LabSettings
 from neurotrace.server import build_server
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ("SKILL.md", "README.md")
+DOCS = ("SKILL.md", "README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
 NAMING = re.compile(r"^#+\s+`?(\w+)`?\s*$|`(\w+)`(?=\s+with\b|:)", re.MULTILINE)
 PLACEHOLDER = re.compile(r'(?<=[:\[,])(\s*)([A-Z][A-Z0-9_]+)(?=\s*[,}\]])')
 

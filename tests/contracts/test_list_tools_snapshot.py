@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from neurotrace import EXPERIMENTS
 from neurotrace.lab.lab import LabSettings
 from neurotrace.server import build_server
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "list_tools.json"
-MAX_TOOL_LIST_CHARS = 39_200  # 30K before capture's corpus fields, graph, features, explain, edit, diff + chat fields, steer's concept words (#24-#29); #22 compacts
+MAX_TOOL_LIST_CHARS = 32_000  # issue 22 item 7 asks 30K; 31,858 measured with 25 tools and outputSchemas (unmet: see NOTES)
 
 
 async def wire_tools(tmp_path: Path) -> list[dict]:
@@ -65,4 +66,18 @@ def test_wire_descriptions_are_whole_sentences_not_cut_at_an_abbreviation():
                 yield from descriptions(v)
 
     wire = list(descriptions([t["inputSchema"] for t in json.loads(SNAPSHOT.read_text(encoding="utf-8"))]))
-    assert len(wire) > 100 and not [d for d in wire if d.endswith(("e.g.", "i.e."))]
+    assert len(wire) > 20 and not [d for d in wire if d.endswith(("e.g.", "i.e."))]   # required fields only
+
+
+@pytest.mark.anyio
+async def test_every_experiment_advertises_its_results_required_fields_and_their_types(tmp_path):
+    """Item 7 of issue 22: a client can validate structuredContent (the SDK's client does, on every call)."""
+    tools = {t["name"]: t for t in await wire_tools(tmp_path)}
+    for e in EXPERIMENTS:
+        out = tools[e.name]["outputSchema"]
+        full = e.result.model_json_schema()
+        branches = out.get("anyOf") or [out]
+        assert branches[0]["required"] == full.get("required", []), e.name
+        assert (e.detachable and {"required": ["run_id", "status"]} in branches) or len(branches) == 1, e.name
+        for name, typed in out.get("properties", {}).items():
+            assert typed["type"] != "string" and name in full["properties"], (e.name, name)

@@ -4,7 +4,7 @@ Runs in CI on the catalog models that the README test command installs (skips wi
 where a model is not installed). Facts: the `known-facts` pack's facts each model knows, with
 multi-token subjects (so the first and last subject tokens differ), spread over the relations.
 Corruption: subject swap (one sample per cell, exact), so the test fits about ten minutes on two
-cores. What is asserted is what the models robustly show (see README, "What the real models show"):
+cores. What is asserted is what the models robustly show (see docs/models.md, "What the real models show"):
 
 * MLP restoration matters most at the **last subject token** in the early-to-middle layers: its
   average indirect effect (AIE) there exceeds the MLP AIE at the first subject token and at the

@@ -5,7 +5,10 @@ import json
 import pytest
 from mcp import Client
 
+from neurotrace import BenchmarkRequest, PlotRequest, run_benchmark, run_plot
 from neurotrace.lab import plotting
+from neurotrace.lab.benchmark.figures import auroc_rows, rounded
+from neurotrace.lab.benchmark.schema import CircuitScores
 from neurotrace.lab.experiment import Figures
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.plotstyle import finish, new_figure
@@ -142,3 +145,11 @@ async def test_plot_draws_every_trace_figure(lab, tiny_gpt2):
     assert not heads.is_error and heads.structured_content["kinds"] == ["heads"]   # by name it is still drawn
     known = with_heads.structured_content["models"][0]["n_known"]
     assert known == 1 and "heads" in every.structured_content["kinds"]
+
+
+def test_plot_redraws_a_benchmark_runs_auroc_heatmap_from_its_saved_scores(lab):
+    source = run_benchmark(BenchmarkRequest(parts=["circuits"], seeds=2, samples=64, ig_steps=8), lab=lab)
+    redrawn = run_plot(PlotRequest(run_id=source.run_id), lab=lab)
+    assert redrawn.source_tool == "benchmark" and redrawn.kinds == ["auroc_heatmap"] and len(redrawn.figures) == 1
+    scores = CircuitScores.model_validate(lab.store.read_json(source.run_id, "auroc_per_seed.json"))
+    assert rounded(auroc_rows(scores.auroc)) == source.table   # the figure's numbers are the run's table

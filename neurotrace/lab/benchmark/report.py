@@ -1,4 +1,4 @@
-"""benchmark's words and pictures: the Markdown tables, the AUROC heatmap, the summary and report.md.
+"""benchmark's words: the Markdown tables, the summary and report.md (the AUROC heatmap is in ``figures``).
 
 The summary (the tool's text reply, at most ~1.6K characters so it is never cut) holds the headline,
 the AUROC table and the planted checks with each method's short name; ``report.md`` holds the same
@@ -9,7 +9,6 @@ from neurotrace.lab.benchmark.attribution import METHODS
 from neurotrace.lab.benchmark.circuits import REGIMES
 from neurotrace.lab.benchmark.planted_checks import PlantedCheck
 from neurotrace.lab.benchmark.schema import AurocRow, BenchmarkRequest, BenchmarkResult
-from neurotrace.lab.plotstyle import finish, new_figure
 
 
 def markdown_table(rows: list[AurocRow]) -> str:
@@ -32,26 +31,6 @@ def planted_table(checks: list[PlantedCheck], short: bool = False) -> str:
     where = (lambda c: c.points_to.split("; ")[0]) if short else (lambda c: c.points_to)
     lines += [f"| {cell(name(c))} | {cell(where(c))} | {'yes' if c.correct else 'no'} |" for c in checks]
     return "\n".join(lines)
-
-
-def heatmap(rows: list[AurocRow], title: str):
-    """Methods x circuits AUROC (mean, ± std below); 0.5 = chance sits at the colormap's centre."""
-    cols = [*REGIMES, "null"]
-    cell = {(r.method, r.circuit): r for r in rows}
-    grid = [[cell[(m, c)].auroc_mean for c in cols] for m in METHODS]
-    fig, ax = new_figure(width=8, height=4.5)
-    im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-    ax.grid(False)
-    ax.set_xticks(range(len(cols)), [*REGIMES, "null\n(scrambled labels)"])
-    ax.set_yticks(range(len(METHODS)), [m.replace("_", " ") for m in METHODS])
-    ax.axvline(len(REGIMES) - 0.5, color="white", linewidth=3)
-    for i, m in enumerate(METHODS):
-        for j, c in enumerate(cols):
-            r = cell[(m, c)]
-            ax.text(j, i, f"{r.auroc_mean:.2f}\n± {r.auroc_std:.2f}", ha="center", va="center", fontsize=9,
-                    color="white" if abs(r.auroc_mean - 0.5) > 0.35 else "black")
-    fig.colorbar(im, ax=ax, label="AUROC vs ground truth (0.5 = chance)")
-    return finish(fig, "Attribution methods vs known ground truth (compiled circuits)", title)
 
 
 def report(request: BenchmarkRequest, out: BenchmarkResult, short: bool = True) -> str:

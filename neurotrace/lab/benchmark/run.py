@@ -11,13 +11,15 @@ token and the planted head; correlation and gradient saliency over the same site
 
 import time
 
-import torch
-
 from neurotrace.lab.benchmark.attribution import METHODS, jacobian_check, score_circuits
 from neurotrace.lab.benchmark.circuits import CAUSAL, N_FEATURES, REGIMES
+from neurotrace.lab.benchmark.figures import auroc_rows, heatmap, rounded, settings_title
 from neurotrace.lab.benchmark.planted_checks import planted_checks
-from neurotrace.lab.benchmark.report import heatmap, report
+from neurotrace.lab.benchmark.report import report
 from neurotrace.lab.benchmark.schema import (
+    DISSOCIATION_FILE,
+    PLANTED_FILE,
+    SCORES_FILE,
     AurocRow,
     BenchmarkRequest,
     BenchmarkResult,
@@ -27,24 +29,6 @@ from neurotrace.lab.benchmark.schema import (
 )
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
-
-SCORES_FILE, DISSOCIATION_FILE, PLANTED_FILE = "auroc_per_seed.json", "dissociation.json", "planted.json"
-
-
-def _rows(scores: dict[str, dict[str, list[float]]]) -> list[AurocRow]:
-    rows = []
-    for m in METHODS:
-        for c, vals in scores[m].items():
-            t = torch.tensor(vals, dtype=torch.float64)
-            rows.append(AurocRow(method=m, circuit=c, auroc_mean=float(t.mean()), auroc_std=float(t.std()), n=len(vals)))
-    return rows
-
-
-def _rounded(rows: list[AurocRow], digits: int = 4) -> list[AurocRow]:
-    """The rows for the structured result (full precision stays in tables/auroc.csv)."""
-    return [r.model_copy(update={"auroc_mean": round(r.auroc_mean, digits), "auroc_std": round(r.auroc_std, digits)})
-            for r in rows]
-
 
 _POS, _NEG = len(CAUSAL), N_FEATURES - len(CAUSAL)
 #: std of one AUROC under chance (Mann-Whitney null, no ties): sqrt((m + n + 1) / (12 m n))
@@ -93,8 +77,8 @@ def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter = N
 
             scores = score_circuits(request.seeds, request.samples, request.ig_steps, request.ig_baseline,
                                     request.seed, on_seed=on_seed, check=tick)
-            rows = _rows(scores)
-            out.table = _rounded(rows)
+            rows = auroc_rows(scores)
+            out.table = rounded(rows)
             out.jacobian_max_abs_diff = jacobian_check(request.samples, request.seed)
             out.dissociation = dissociation(rows)
             out.dissociation["analytic Jacobian equals autograd (1e-6)"] = out.jacobian_max_abs_diff <= 1e-6
@@ -107,8 +91,7 @@ def run_benchmark(request: BenchmarkRequest, *, lab: Lab, reporter: Reporter = N
                 checks=out.dissociation, holds=out.dissociation_holds,
                 jacobian_max_abs_diff=out.jacobian_max_abs_diff).model_dump(mode="json"))
             out.figures.append(run.write_figure("figures/auroc_heatmap.png", heatmap(
-                out.table, f"{request.seeds} seeds x {request.samples} samples; IG {request.ig_steps} steps, "
-                f"{request.ig_baseline} baseline")))
+                out.table, settings_title(request))))
         if "planted" in request.parts:
             reporter.step(total - 1, total, "planted transformer")
             _run_planted(request, lab, run, out, reporter)

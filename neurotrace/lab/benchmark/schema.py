@@ -15,6 +15,9 @@ MethodName = Literal["correlation", "gradient", "integrated_gradients", "patchin
 CircuitName = Literal["clean", "confounded", "suppressor", "null"]
 
 
+SCORES_FILE, DISSOCIATION_FILE, PLANTED_FILE = "auroc_per_seed.json", "dissociation.json", "planted.json"
+
+
 class BenchmarkRequest(BaseModel):
     """Which parts of the ground-truth benchmark to run, and how hard."""
 

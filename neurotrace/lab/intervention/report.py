@@ -16,6 +16,7 @@ from neurotrace.lab.effects import (
     size_word,
 )
 from neurotrace.lab.intervention.controls import RANDOM, RULES, SHORT_RULES, Judgement, verdict
+from neurotrace.lab.intervention.figures import REPORT_FILE, effects_figure, rank_metric
 from neurotrace.lab.intervention.schema import (
     ControlFamily,
     FeatureEffect,
@@ -27,8 +28,6 @@ from neurotrace.lab.intervention.schema import (
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.sae import Dictionary
-
-REPORT_FILE = "report.json"
 
 
 def overall_features(entries: list[PromptReport], top: int = 20) -> list[FeatureEffect]:
@@ -56,30 +55,7 @@ def metric_name(entries: list[PromptReport]) -> str:
         return "logit(target) - logit(foil)"
     if foils:
         return "logit(target) - logit(foil) (log p(target) where a prompt has no foil)"
-    return _rank_metric(entries)
-
-
-def _rank_metric(entries: list[PromptReport]) -> str:
-    """What feature ranks are changes of: log p of the one target, of each prompt's target, or of the
-    baseline's next token where a prompt has no target."""
-    targets = {e.target for e in entries}
-    if len(targets) == 1:
-        (target,) = targets
-        return f"log p({target!r})" if target else "log p(the baseline's next token)"
-    return "log p(target)" if None not in targets else "log p(target, or the baseline's next token without one)"
-
-
-def _figure(features: list[FeatureEffect], n_prompts: int, metric: str) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(features) + 1.2))
-    ax.barh([f"f{f.feature}" for f in features][::-1], [f.effect for f in features][::-1])
-    ax.set(xlabel=f"mean change in {metric} when ablated alone (nats)",
-           title=f"SAE features ranked by single-feature ablation (n={n_prompts} prompt{'s' * (n_prompts != 1)})")
-    return fig
+    return rank_metric(entries)
 
 
 def _describe(policies: list[Any]) -> str:
@@ -160,7 +136,7 @@ def _summary(request: InterveneRequest, entries: list[PromptReport], features: l
         text += f"; every forward recomputed the whole sequence ({plan.reason})"
     if features:
         text += (f"; top SAE feature when ablated alone: f{features[0].feature} ({features[0].effect:+.4f} nats "
-                 f"of {_rank_metric(entries)}, mean over prompts)")
+                 f"of {rank_metric(entries)}, mean over prompts)")
     if sae_caution:
         text += f". Caution: {sae_caution}"
     return mean_delta, changed, top1, text + "."
@@ -202,8 +178,8 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: Dict
     uri = run.write_json(REPORT_FILE, report.model_dump(mode="json"))
     run.write_csv("tables/per_step.csv", [{"prompt": i, **row.model_dump(exclude={"policies_active"})}
                                           for i, e in enumerate(entries) for row in e.per_step])
-    figures = ([run.write_figure("figures/feature_effects.png", _figure(features, len(entries),
-                                                                         _rank_metric(entries)))]
+    figures = ([run.write_figure("figures/feature_effects.png", effects_figure(features, len(entries),
+                                                                                rank_metric(entries)))]
                if features else [])
     run.set_summary(summary)
     return InterveneResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,

@@ -23,4 +23,4 @@ __all__ = ["COMPARE", "TRACE", "CompareRequest", "CompareResult", "PreparedFact"
 TRACE = Experiment(run_trace, TraceRequest, TraceResult,
                    figures=Figures(figures.FIGURES, figures.RESULTS_FILE, TraceResults, applies=figures.APPLIES))
 COMPARE = Experiment(run_compare, CompareRequest, CompareResult, reaches_hub=False,
-                     no_figures="its figure is drawn across the compared runs (redraw: issue #22 item 4)")
+                     figures=Figures(figures.COMPARE_FIGURES, figures.COMPARE_RESULTS_FILE, TraceResults))

@@ -14,7 +14,7 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.results import RunResult
-from neurotrace.lab.tracing.figures import layer_curve, layer_model_heatmap, load, peak_bars
+from neurotrace.lab.tracing.figures import COMPARE_FIGURES, COMPARE_RESULTS_FILE, load
 from neurotrace.lab.tracing.pairs import pair_differences, pair_line
 from neurotrace.lab.tracing.report import RESULTS_FILE, cross_model, hint, model_lines, same_model
 from neurotrace.lab.tracing.schema import ModelRecord, TraceResults
@@ -131,11 +131,10 @@ def run_compare(request: CompareRequest, *, lab: Lab, reporter: Reporter = NULL_
     with lab.store.open_run("compare", request) as run:
         for run_id in request.run_ids:
             run.add_input(run_id)
-        run.write_json("compare_results.json", merged.model_dump(mode="json"))
+        run.write_json(COMPARE_RESULTS_FILE, merged.model_dump(mode="json"))
         if pair:
             run.write_csv("tables/tuned_pair.csv", pair["facts"])
-        figures = [run.write_figure(f"figures/{n}.png", f(merged)) for n, f in
-                   (("layer_model_heatmap", layer_model_heatmap), ("peak_bars", peak_bars), ("layer_curve", layer_curve))]
+        figures = [run.write_figure(f"figures/{n}.png", f(merged)) for n, f in COMPARE_FIGURES.items()]
         what = "runs of the same model" if same_model(models) else "models"
         summary = f"Compared {len(models)} {what} on {merged.fact_set}.\n" + "\n".join(
             f"- {line}" for line in merged.interpretation)

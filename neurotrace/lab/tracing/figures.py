@@ -307,3 +307,9 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-60:] or "model"
 #: kinds drawn only when the run has their data (plot without a kind)
 APPLIES: dict[str, Callable[[dict], bool]] = {"heads": has_heads}
+
+#: compare's figures: the same functions over the merged records of the compared runs
+COMPARE_RESULTS_FILE = "compare_results.json"
+COMPARE_FIGURES: dict[str, Callable[..., Figure]] = {
+    "layer_model_heatmap": layer_model_heatmap, "peak_bars": peak_bars, "layer_curve": layer_curve,
+}

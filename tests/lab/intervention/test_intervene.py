@@ -8,9 +8,11 @@ from neurotrace import (
     CaptureRequest,
     FitSAERequest,
     InterveneRequest,
+    PlotRequest,
     run_capture,
     run_fit_sae,
     run_intervene,
+    run_plot,
 )
 from neurotrace.lab.capture import StepInfo, clean_text_acts
 from neurotrace.lab.capture.edits import PatchActivations
@@ -200,6 +202,8 @@ def test_an_empty_policy_list_is_a_ranking_only_pass(setup):
     assert res.verdict is None and "Ranking-only" in res.summary and res.top_features
     effects = [abs(f.effect) for f in res.top_features]
     assert effects == sorted(effects, reverse=True) and "nats" in res.summary
+    redrawn = run_plot(PlotRequest(run_id=res.run_id), lab=lab)   # plot redraws the ranking from report.json
+    assert redrawn.kinds == ["feature_effects"] and len(redrawn.figures) == len(res.figures) == 1
 
 
 def test_verdicts_compare_the_effect_with_same_norm_random_directions_and_other_positions(setup):

@@ -5,7 +5,7 @@ wide windows against the per-cell loop."""
 import pytest
 import torch
 
-from neurotrace import CompareRequest, TraceRequest, run_compare, run_trace
+from neurotrace import CompareRequest, PlotRequest, TraceRequest, run_compare, run_plot, run_trace
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab, LabSettings
@@ -87,6 +87,9 @@ def test_compare_merges_runs_and_names_each_model_once(lab, tiny_gpt2, tiny_bert
     cross = next(line for line in result.interpretation if line.startswith("Across models"))
     assert all(name in cross for name in result.models)
     assert result.figures and set(result.known) == set(result.models)
+    redrawn = run_plot(PlotRequest(run_id=result.run_id), lab=lab)   # plot redraws compare's own figures
+    assert redrawn.source_tool == "compare" and redrawn.kinds == ["layer_model_heatmap", "peak_bars", "layer_curve"]
+    assert len(redrawn.figures) == len(result.figures)
 
 
 def test_compare_input_errors_name_the_run(lab, tiny_gpt2):
