@@ -153,7 +153,8 @@ def train_sae(sae: SAE, source: RowSource, settings: TrainSettings, generator: t
         sae.penalty_scale = min(1.0, (step + 1) / settings.warm_up_steps) if settings.warm_up_steps else 1.0
         for group in opt.param_groups:
             group["lr"] = settings.lr * lr_factor(step, settings)
-        loss, parts = sae.loss(rows, dead=since >= settings.dead_feature_window, y=y)
+        dead = since >= settings.dead_feature_window
+        loss, parts = sae.loss(rows, dead=dead) if y is None else sae.loss(rows, dead=dead, y=y)
         fired = parts.pop("fired")
         since = torch.where(fired, torch.zeros_like(since), since + 1)
         opt.zero_grad(set_to_none=True)
