@@ -15,8 +15,9 @@ from neurotrace.lab.benchmark.attribution import (
     score_circuits,
 )
 from neurotrace.lab.benchmark.circuits import CAUSAL, REGIMES, SUPPRESSOR, build_circuit, sample_inputs
+from neurotrace.lab.benchmark.figures import auroc_rows
 from neurotrace.lab.benchmark.report import markdown_table
-from neurotrace.lab.benchmark.run import _rows, dissociation
+from neurotrace.lab.benchmark.run import dissociation
 from neurotrace.lab.errors import InputError
 from neurotrace.testing.errors import raises_lab_error
 
@@ -57,7 +58,7 @@ def test_analytic_jacobian_equals_autograd_on_every_circuit():
 
 
 def test_the_expected_dissociation_holds_over_sixteen_seeds():
-    rows = _rows(score_circuits(seeds=16, samples=512))
+    rows = auroc_rows(score_circuits(seeds=16, samples=512))
     props = dissociation(rows)
     assert all(props.values()), props
     a = {(r.method, r.circuit): r.auroc_mean for r in rows}

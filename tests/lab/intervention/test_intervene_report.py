@@ -12,7 +12,8 @@ from neurotrace import (
     run_fit_sae,
     run_intervene,
 )
-from neurotrace.lab.intervention.report import REPORT_FILE, _figure
+from neurotrace.lab.intervention.figures import effects_figure
+from neurotrace.lab.intervention.report import REPORT_FILE
 from neurotrace.lab.intervention.schema import FeatureEffect, InterveneReport
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.progress import NULL_REPORTER
@@ -94,7 +95,7 @@ def test_a_run_without_an_sae_has_no_caution_and_old_reports_still_read(runs, ti
 def test_the_feature_figure_says_how_features_were_ranked_not_that_they_are_causal():
     import matplotlib.pyplot as plt
 
-    fig = _figure([FeatureEffect(feature=3, effect=-0.2, activation=1.0)], 4, "log p('big')")
+    fig = effects_figure([FeatureEffect(feature=3, effect=-0.2, activation=1.0)], 4, "log p('big')")
     ax = fig.axes[0]
     assert ax.get_title() == "SAE features ranked by single-feature ablation (n=4 prompts)"
     assert "log p('big')" in ax.get_xlabel() and "causal" not in ax.get_title()
