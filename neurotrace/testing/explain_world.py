@@ -102,3 +102,13 @@ def rule_reply(prompt: str) -> str:
     else:
         picks = [i for i, text in _items(prompt) if hit(text.split())]
     return json.dumps(picks)
+
+
+def build_world(root: Path):
+    """(lab, corpus path, planted dictionary folder) under ``root``: the fixture both explain test files use."""
+    from neurotrace.lab.lab import Lab, LabSettings
+
+    lab = Lab(LabSettings(runs_dir=root / "runs"))
+    corpus = write_corpus(root / "inputs" / "facts.jsonl")
+    folder = plant_dictionary(lab, corpus, root / "inputs" / "planted-sae")
+    return lab, str(corpus), str(folder)

@@ -5,18 +5,13 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.server import build_server
-from neurotrace.testing.explain_world import MODEL, plant_dictionary, rule_reply, write_corpus
+from neurotrace.testing.explain_world import MODEL, build_world, rule_reply
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("explain-tool")
-    lab = Lab(LabSettings(runs_dir=root / "runs"))
-    corpus = write_corpus(root / "inputs" / "facts.jsonl")
-    folder = plant_dictionary(lab, corpus, root / "inputs" / "planted-sae")
-    return lab, str(corpus), str(folder)
+    return build_world(tmp_path_factory.mktemp("explain-tool"))
 
 
 def rule_llm(seen: list):

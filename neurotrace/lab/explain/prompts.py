@@ -31,29 +31,22 @@ def explainer_prompt(ev: Evidence) -> str:
     return "\n".join(lines)
 
 
+def _judge_prompt(explanation: str, items: list[QuizItem], question: list[str], answer: str) -> str:
+    return "\n".join([f"A unit of a language model is explained as: {explanation!r}", *question, "",
+                      *[f"{q.id}. {q.text}" for q in items], "", answer])
+
+
 def detection_prompt(explanation: str, items: list[QuizItem]) -> str:
-    lines = [
-        f"A unit of a language model is explained as: {explanation!r}",
-        "Which of the excerpts below contain text on which this unit would activate? Some do, some do not.",
-        "",
-        *[f"{q.id}. {q.text}" for q in items],
-        "",
-        "Answer with a JSON list of the numbers of the excerpts where it activates, e.g. [3, 7].",
-    ]
-    return "\n".join(lines)
+    return _judge_prompt(explanation, items, [
+        "Which of the excerpts below contain text on which this unit would activate? Some do, some do not."],
+        "Answer with a JSON list of the numbers of the excerpts where it activates, e.g. [3, 7].")
 
 
 def fuzzing_prompt(explanation: str, items: list[QuizItem]) -> str:
-    lines = [
-        f"A unit of a language model is explained as: {explanation!r}",
+    return _judge_prompt(explanation, items, [
         "Each excerpt below has some tokens marked <<like this>>. In some excerpts the marks are on the tokens where",
-        "the unit activates; in others they were put on other tokens. Which excerpts are marked correctly?",
-        "",
-        *[f"{q.id}. {q.text}" for q in items],
-        "",
-        "Answer with a JSON list of the numbers of the correctly marked excerpts, e.g. [2, 5].",
-    ]
-    return "\n".join(lines)
+        "the unit activates; in others they were put on other tokens. Which excerpts are marked correctly?"],
+        "Answer with a JSON list of the numbers of the correctly marked excerpts, e.g. [2, 5].")
 
 
 def parse_explanation(reply: str) -> str:

@@ -21,18 +21,13 @@ from neurotrace.lab.explain.schema import KEY_FILE, ExplainResults
 from neurotrace.lab.explain.scoring import balanced_accuracy, method_score, wilson
 from neurotrace.lab.features import FeaturesRequest, run_features
 from neurotrace.lab.intervention import InterveneRequest, run_intervene
-from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.steering import SteerRequest, run_steer
-from neurotrace.testing.explain_world import MODEL, SITE, plant_dictionary, rule_reply, write_corpus
+from neurotrace.testing.explain_world import MODEL, SITE, build_world, rule_reply
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("explain")
-    lab = Lab(LabSettings(runs_dir=root / "runs"))
-    corpus = write_corpus(root / "inputs" / "facts.jsonl")
-    folder = plant_dictionary(lab, corpus, root / "inputs" / "planted-sae")
-    return lab, str(corpus), str(folder)
+    return build_world(tmp_path_factory.mktemp("explain"))
 
 
 def _request(corpus: str, folder: str, feature: int, **kw) -> ExplainRequest:
