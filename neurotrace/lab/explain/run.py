@@ -13,6 +13,7 @@ Scores are stored with the unit (:mod:`neurotrace.lab.explain.labels`) so other 
 the index.
 """
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from neurotrace.lab.runs import atomic_write_text
 from neurotrace.lab.sae import check_fits, load_dictionary, record_dictionary
 
 TOP_TOKENS = 10
+HEAD_RE = re.compile(r"^(\d+):(\d+)$")
 _MEMO: "WeakKeyDictionary[Lab, OrderedDict[str, Prepared]]" = WeakKeyDictionary()
 _MEMO_LOCK = threading.Lock()
 
@@ -78,6 +80,8 @@ def _unit(lm: LoadedModel, request: ExplainRequest, lab: Lab):
             out = down(onehot).float()
         return (f"neuron {layer}:{index}", f"blocks.{layer}.mlp.hook_post", lambda s: s[..., index].float(),
                 out[0] - out[1], None)
+    if request.head is not None:
+        return _head(lm, request.head)
     d = load_dictionary(lab, request.dictionary or "", field="dictionary")
     check_fits(d, lm, request.model)
     if request.feature is None or request.feature >= d.cfg.d_sae:
@@ -90,6 +94,22 @@ def _unit(lm: LoadedModel, request: ExplainRequest, lab: Lab):
         with torch.no_grad():
             return d.encode(states.float())[..., idx]
     return f"feature {idx} of {request.dictionary}", d.cfg.site, acts, direction, d
+
+
+def _head(lm: LoadedModel, ref: str):
+    """A head's activation per token: the norm of its slice of ``attn.hook_z`` (what it writes, before W_O)."""
+    m = HEAD_RE.match(ref.strip())
+    if not m:
+        raise InputError("head", f"{ref!r} is not 'layer:head'", fix="write e.g. '12:2'")
+    layer, head = int(m.group(1)), int(m.group(2))
+    if layer >= lm.n_layers or head >= lm.n_heads:
+        raise InputError("head", f"head {ref} is out of range ({lm.n_layers} layers x {lm.n_heads} heads)",
+                         fix=f"use layers 0..{lm.n_layers - 1} and heads 0..{lm.n_heads - 1}")
+
+    def acts(states: torch.Tensor) -> torch.Tensor:
+        d_head = states.shape[-1] // lm.n_heads
+        return states[..., head * d_head:(head + 1) * d_head].float().norm(dim=-1)
+    return f"head {layer}:{head}", f"blocks.{layer}.attn.hook_z", acts, None, None
 
 
 def promoted_tokens(lm: LoadedModel, direction: torch.Tensor | None) -> tuple[list[str], list[str]]:
@@ -139,7 +159,7 @@ def prepare_explain(request: ExplainRequest, *, lab: Lab, reporter: Reporter = N
         quiz, quiz_key = builder.quiz(held_out, request.n_quiz)
         fingerprint = lm.fingerprint
     unit = unit_key(fingerprint, dictionary)
-    index = request.neuron if request.neuron is not None else str(request.feature)
+    index = request.neuron or (f"head {request.head}" if request.head else str(request.feature))
     quiz_key = quiz_key.model_copy(update={"unit_key": unit, "unit_index": index, "seed": request.seed})
     prepared = Prepared(label, unit, evidence, quiz, quiz_key, dictionary)
     with _MEMO_LOCK:

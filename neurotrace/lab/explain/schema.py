@@ -26,7 +26,8 @@ class AnswerSheet(BaseModel):
 
 
 class ExplainRequest(BaseModel):
-    """Explain one unit (an MLP neuron 'L:i' or a dictionary feature) from corpus evidence and score the name."""
+    """Explain one unit (an MLP neuron 'L:i', an attention head 'L:H' or a dictionary feature) from corpus
+    evidence and score the name."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     tool: ClassVar[str] = "explain"
@@ -34,6 +35,7 @@ class ExplainRequest(BaseModel):
                                       "the second sends quiz_run_id, explanation and answers")
     model: str = Field("", description="Model name or path.")
     neuron: str | None = Field(None, description="MLP neuron 'L:i' (layer:index).")
+    head: str | None = Field(None, description="Attention head 'L:H': fires by the norm of its output (z).")
     feature: int | None = Field(None, ge=0, description="Feature index (with dictionary).")
     dictionary: str | None = Field(None, description="fit_sae run id or SAELens folder.")
     corpus: str = Field("python-docs", description="Built-in corpus or .txt/.jsonl file.")
@@ -71,8 +73,8 @@ class ExplainRequest(BaseModel):
             raise ValueError("answers: answers go with quiz_run_id (the quiz they answer). Fix: add quiz_run_id")
         if not self.model:
             raise ValueError("model: give the model. Fix: e.g. model='gemma-3-270m'")
-        if (self.neuron is None) == (self.feature is None):
-            raise ValueError("neuron: give exactly one of neuron ('L:i') or feature (with dictionary)")
+        if sum(x is not None for x in (self.neuron, self.head, self.feature)) != 1:
+            raise ValueError("neuron: give exactly one of neuron ('L:i'), head ('L:H') or feature (with dictionary)")
         if self.feature is not None and not self.dictionary:
             raise ValueError("dictionary: a feature needs its dictionary (a fit_sae run id or folder)")
         if self.explanation is not None and len(self.explanation) > MAX_EXPLANATION_CHARS:

@@ -122,9 +122,16 @@ def test_bad_answers_and_explanations_are_typed_errors(world):
     assert err.value.field == "feature" and "2 features" in str(err.value)
 
 
-def test_a_neuron_gets_evidence_and_promoted_tokens(world):
+def test_a_neuron_and_a_head_get_evidence(world):
     lab, corpus, _ = world
     out = run_explain(ExplainRequest(model=MODEL, neuron="1:5", corpus=corpus, context_size=32, max_tokens=4096),
                       lab=lab)
     assert out.unit == "neuron 1:5" and len(out.promoted) == 10 and out.quiz.detection
     assert "quiz_run_id=" in out.next
+    head = run_explain(ExplainRequest(model=MODEL, head="2:1", corpus=corpus, context_size=32, max_tokens=4096,
+                                      fire_fraction=0.7),
+                       lab=lab)
+    assert head.unit == "head 2:1" and head.quiz.detection and head.promoted == []
+    with pytest.raises(InputError) as err:
+        run_explain(ExplainRequest(model=MODEL, head="2:99", corpus=corpus), lab=lab)
+    assert err.value.field == "head" and "heads" in str(err.value)
