@@ -22,7 +22,11 @@ log = logging.getLogger("neurotrace.server")
 PATH_RE = re.compile(r"(?:~|/)[^\s'\"]*/[^\s'\"]*")
 MAX_ECHO_CHARS = 100        # a quoted value longer than this is cut when echoed in an error
 MAX_ERROR_CHARS = 2000
-QUOTED_RE = re.compile("'([^'\n]{N,})'|\"([^\"\n]{N,})\"".replace("N", str(MAX_ECHO_CHARS + 1)))
+# a quoted value opens after a space, '=', a bracket, ':' or ',' (never right after a word: that quote closes a
+# shorter value) and starts with a non-space; so the stretch between two short quoted values is never cut
+_OPEN = r"(?:^|(?<=[\s=(\[{:,]))"
+QUOTED_RE = re.compile(_OPEN + "'(?=\\S)([^'\n]{N,})'|" .replace("N", str(MAX_ECHO_CHARS + 1))
+                       + _OPEN + '"(?=\\S)([^"\n]{N,})"'.replace("N", str(MAX_ECHO_CHARS + 1)))
 
 
 def _homes() -> list[str]:

@@ -180,14 +180,14 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
                                     or [r.index for r in listing[:3] if r.frequency > 0]))
         effects = token_effects(lm, directions(d, chosen), request.n_tokens) if chosen else []
         pages, full_pages = [], []
-        labels = dictionary_labels(lab, d)
+        labels, names = dictionary_labels(lab, d), {}
         for f, eff in zip(chosen, effects, strict=True):
             rel = f"features/{f}.json"
             page, full = build_page(ds, index, f, eff, request, run.uri(rel))
             full.update({"modelId": model, "layer": site, "dictionary": request.dictionary})
             if str(f) in labels:   # explain's name, scored blind (Neuronpedia keeps explanations beside the page)
                 label = labels[str(f)]
-                page = page.model_copy(update={"name": label.explanation, "name_verdict": label.verdict})
+                names[str(f)] = f"{label.explanation!r} ({label.verdict})"
                 full["explanations"] = [{"description": label.explanation, "typeName": "neurotrace-explain",
                                          "scores": [{"method": "detection", "value": label.detection},
                                                     {"method": "fuzzing", "value": label.fuzzing}],
@@ -200,7 +200,7 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
             _export_all(run, lm, d, ds, index, request, model, site)
         run.write_text("sections/features.html", report_section(full_pages, pages, site))
         dead = float((index.counts == 0).mean())
-        summary = _summary(request, index, site, pages, prompt, hits, n_matches, dead)
+        summary = _summary(request, index, site, pages, prompt, hits, n_matches, dead, names)
         run.set_summary(summary)
         nxt = (f"Call features with dictionary='{request.dictionary}', capture_run_id='{capture_id}' and "
                "features=[...] for other pages (reusing the capture), "
@@ -210,7 +210,7 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
                               dictionary=request.dictionary, capture_run_id=capture_id, site=site, d_sae=d_sae,
                               n_rows=index.n_rows, dead_fraction=round(dead, 4), pages=pages, listing=listing,
                               next_cursor=next_cursor, prompt_features=prompt[:5], search_hits=hits[:5],
-                              n_matches=n_matches)
+                              n_matches=n_matches, names=names)
 
 
 def _write_tables(run: Any, index: FeatureIndex, top_token: list[str], prompt: list, hits: list) -> None:
@@ -238,7 +238,7 @@ def _export_all(run: Any, lm: LoadedModel, d: Any, ds: TraceDataset, index: Feat
 
 
 def _summary(request: FeaturesRequest, index: FeatureIndex, site: str, pages: list, prompt: list, hits: list,
-             n_matches: int, dead: float) -> str:
+             n_matches: int, dead: float, names: dict[str, str]) -> str:
     parts = [f"Indexed {index.d_sae} features of {request.dictionary} at {site} over {index.n_rows:,} corpus rows: "
              f"{dead:.0%} never fired, median frequency of the live ones "
              f"{float(np.median(index.frequency[index.counts > 0])) if (index.counts > 0).any() else 0:.2%}."]
@@ -246,7 +246,7 @@ def _summary(request: FeaturesRequest, index: FeatureIndex, site: str, pages: li
         parts.append(f"{index.truncated} rows fired more than 64 features; only their 64 largest were kept.")
     for p in pages[:1]:
         promoted = ", ".join(repr(t.token) for t in p.promoted[:3])
-        named = f" (named {p.name!r}, {p.name_verdict})" if p.name else ""
+        named = f" (named {names[str(p.index)]})" if str(p.index) in names else ""
         parts.append(f"Feature {p.index}{named}: fires on {p.frequency:.2%} of tokens, max {p.max_activation:.3g}, "
                      f"top context {p.top[0].text!r}; promotes {promoted}." if p.top else f"Feature {p.index}: never fired.")
     if prompt:

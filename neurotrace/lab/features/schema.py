@@ -69,8 +69,6 @@ class FeaturePage(BaseModel):
     promoted: list[TokenEffect] = Field(description="Tokens its decoder direction raises most (first 5).")
     suppressed: list[TokenEffect] = Field(description="Tokens it lowers most (first 5).")
     page: str = Field(description="URI of the full page as Neuronpedia-compatible JSON.")
-    name: str | None = Field(None, description="Its explain name, if scored.")
-    name_verdict: str | None = Field(None, description="How well the name predicts (explain's verdict).")
 
 
 class ListingRow(BaseModel):
@@ -113,3 +111,4 @@ class FeaturesResult(RunResult):
     search_hits: list[SearchHit] = Field(default_factory=list, description="Top 5 (20 in "
                                          "tables/search_hits.csv).")
     n_matches: int = Field(0, description="search: corpus tokens where the text occurs.")
+    names: dict[str, str] = Field(default_factory=dict, description="Shown features' explain names and blind verdicts, where scored.")

@@ -75,9 +75,8 @@ def test_planted_feature_is_named_and_predicts_held_out_text(world):
                                          max_tokens=2048), lab=lab)
     pages = run_features(FeaturesRequest(dictionary=folder, model=MODEL, capture_run_id=capture.run_id,
                                          features=[0, 1]), lab=lab)
-    named = {p.index: (p.name, p.name_verdict) for p in pages.pages}
-    assert named == {0: (explanation, "predictive"), 1: (None, None)}
-    assert f"named {explanation!r}" in pages.summary
+    assert pages.names == {"0": f"{explanation!r} (predictive)"}
+    assert f"named {explanation!r} (predictive)" in pages.summary
     full = lab.store.read_json(pages.run_id, "features/0.json")
     assert full["explanations"][0]["description"] == explanation
     # ... and in intervene's verdict sentence: which edited features are named, and how well the names predict
