@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.adapters import norm_eps, site_name
 from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.access.sites import attn_module
 from neurotrace.lab.model.weights.loading import LoadedModel
@@ -44,14 +44,6 @@ class FrozenNorm:
         return g - g.mean() if self.center else g
 
 
-def _eps(norm: torch.nn.Module) -> float:
-    for name in ("eps", "variance_epsilon", "epsilon"):
-        value = getattr(norm, name, None)
-        if isinstance(value, float):
-            return value
-    return 1e-5
-
-
 @torch.no_grad()
 def frozen_norm(lm: LoadedModel, x: Tensor) -> FrozenNorm:
     """Probe the final norm with ``+-v`` (mean 0, rms 1) for its weight and bias; freeze its scale at ``x``."""
@@ -64,7 +56,7 @@ def frozen_norm(lm: LoadedModel, x: Tensor) -> FrozenNorm:
 @torch.no_grad()
 def freeze(norm: torch.nn.Module, x: Tensor, what: str) -> FrozenNorm:
     """``norm`` (a LayerNorm or RMSNorm) as an affine map, its scale frozen at input ``x`` (d,)."""
-    d, eps = x.shape[-1], _eps(norm)
+    d, eps = x.shape[-1], norm_eps(norm)
     v = torch.ones(d, dtype=x.dtype, device=x.device)
     v[1::2] = -1
     plus, minus = norm(v[None])[0].float(), norm(-v[None])[0].float()

@@ -36,6 +36,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from neurotrace.lab.graph.transcoders import TranscoderSet
+from neurotrace.lab.model.access.adapters import norm_eps
 from neurotrace.lab.model.weights.loading import LoadedModel
 
 FROZEN = "neurotrace_frozen"
@@ -75,18 +76,10 @@ def _attention_frozen(model: nn.Module) -> Iterator[None]:
             c._attn_implementation = before[k]
 
 
-def _eps(norm: nn.Module) -> float:
-    for name in ("eps", "variance_epsilon", "epsilon"):
-        value = getattr(norm, name, None)
-        if isinstance(value, float):
-            return value
-    return 1e-5
-
-
 @torch.no_grad()
 def _probe(norm: nn.Module, d: int, like: Tensor) -> tuple[bool, Tensor, float]:
     """(centres?, effective weight (d,), eps) of a LayerNorm / RMSNorm, from its outputs on +-v (rms 1)."""
-    eps = _eps(norm)
+    eps = norm_eps(norm)
     v = torch.ones(d, dtype=like.dtype, device=like.device)
     v[1::2] = -1
     plus, minus = norm(v[None])[0].float(), norm(-v[None])[0].float()

@@ -177,3 +177,12 @@ def adapter_for(config: Any) -> ArchAdapter:
     supported = sorted(t for a in ADAPTERS for t in a.model_types)
     raise InputError("model", f"architecture {model_type!r} has no adapter",
                      fix=f"use a model of a supported type: {', '.join(supported)}")
+
+
+def norm_eps(norm: nn.Module) -> float:
+    """The epsilon of a LayerNorm / RMSNorm module, whatever its family calls it (1e-5 when it names none)."""
+    for name in ("eps", "variance_epsilon", "epsilon"):
+        value = getattr(norm, name, None)
+        if isinstance(value, float):
+            return value
+    return 1e-5
