@@ -66,11 +66,19 @@ def positions(dims: Dims, texts: Iterable[str], extra: int = 0) -> int:
     return max(1, min(dims.max_positions, longest + 2 + extra))
 
 
-def forward_bytes(dims: Dims, rows: int, pos: int, logit_positions: int = 1) -> int:
+def forward_bytes(dims: Dims, rows: int, pos: int, logit_positions: int = 1, value_bytes: int = BYTES) -> int:
     """Activations alive in one batched forward: per row and position the residual copies, the MLP's
-    hidden layer and one layer's attention scores, plus the logits kept."""
+    hidden layer and one layer's attention scores (``value_bytes`` each: 2 in bfloat16), plus the logits
+    kept (float32, where softmax reads them)."""
     per_token = 4 * dims.d_model + dims.d_mlp + dims.n_heads * pos
-    return rows * pos * per_token * BYTES + rows * logit_positions * dims.d_vocab * BYTES
+    return rows * pos * per_token * value_bytes + rows * logit_positions * dims.d_vocab * BYTES
+
+
+def weight_bytes(dims: Dims, value_bytes: int) -> int:
+    """Bytes of a model's weights at ``value_bytes`` per value (embedding, attention, MLP; norms neglected):
+    what a reduced-precision copy adds to the cache beside the float32 model."""
+    per_layer = 4 * dims.d_model * dims.d_model + 3 * dims.d_model * dims.d_mlp
+    return (dims.n_layers * per_layer + dims.d_vocab * dims.d_model) * value_bytes
 
 
 def prompt_texts(items: Iterable[Any]) -> list[str]:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,29 @@ class ModelCache:
                 self.load_count[key] = self.load_count.get(key, 0) + 1
             return loaded
 
+    def get_variant(self, ref: ModelRef, tag: str, make: Callable[[LoadedModel], LoadedModel]) -> LoadedModel:
+        """A model derived from ``ref``'s load by ``make`` (e.g. a bfloat16 copy), cached under its own key
+        ``<ref's key>|<tag>`` and counted in the budget like any load; made once, from the base model."""
+        key = f"{cache_key(ref)}|{tag}"
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._models:
+                    self._models.move_to_end(key)
+                    return self._models[key]
+            with self.lease(ref) as base:
+                made = make(base)
+            if made.key != key:
+                raise ValueError(f"a variant must carry its key {key!r}, not {made.key!r}")
+            with self._lock:
+                self._admit(made)
+                self.load_count[key] = self.load_count.get(key, 0) + 1
+            return made
+
     def budgets(self) -> dict[str, int | None]:
         """{device: bytes or None (no limit)}: the host ('cpu') and each visible GPU."""
         return {"cpu": self.budget_bytes, **gpu_budgets(self.gpu_budget_bytes)}
@@ -186,7 +209,18 @@ class ModelCache:
     @contextmanager
     def lease(self, ref: ModelRef) -> Iterator[LoadedModel]:
         """Use a model exclusively for the block: loaded, locked and protected from eviction."""
-        loaded = self.get(ref)
+        with self._leased(self.get(ref)) as loaded:
+            yield loaded
+
+    @contextmanager
+    def lease_variant(self, ref: ModelRef, tag: str, make: Callable[[LoadedModel], LoadedModel]
+                      ) -> Iterator[LoadedModel]:
+        """:meth:`lease` of the variant :meth:`get_variant` makes."""
+        with self._leased(self.get_variant(ref, tag, make)) as loaded:
+            yield loaded
+
+    @contextmanager
+    def _leased(self, loaded: LoadedModel) -> Iterator[LoadedModel]:
         with self._lock:
             self._leases[loaded.key] = self._leases.get(loaded.key, 0) + 1
         try:

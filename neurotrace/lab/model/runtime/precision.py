@@ -1,0 +1,246 @@
+"""The ``precision`` option shared by the heavy tools: float32 (the default) or bfloat16, measured against float32.
+
+* **Request fields.** ``precision: Precision = "float32"`` and ``insist_precision: InsistPrecision = False``
+  (declare them with these annotations so every tool reads the same).
+* **Which precision runs.** :func:`resolve` keeps float32 where bfloat16 would be slower: a GPU without
+  bfloat16 (``torch.cuda.is_bf16_supported``), or a CPU whose bfloat16 matmuls are not clearly faster than
+  float32 ones (measured once per process on a small matmul, :func:`bf16_speedup`). Then the run is
+  float32 with a note saying so, unless the request insists. ``NEUROTRACE_FAST_BF16=0|1`` overrides the
+  measurement (tests, or a machine known either way).
+* **The bfloat16 model.** :func:`lease_at` leases, through the lab's model cache, a bfloat16 copy of the
+  float32 model (its own cache entry, counted in the memory budget; the float32 model is never touched).
+  Following what the families' reference code keeps in float32 (transformers' Llama/Gemma RMSNorm compute
+  in float32; their eager attention takes its softmax in float32; log-softmax over the vocabulary is taken
+  on float32 logits), every norm module of the copy keeps float32 weights and computes in float32 (its
+  output is cast back to the stream's dtype), and callers upcast the unembedding's logits to float32
+  before any softmax. Rotary tables and other buffers stay as loaded.
+* **Agreement.** A bfloat16 run recomputes a sample of what it reports in float32: every peak plus a seeded
+  random sample of the rest (:func:`choose`), and reports an :class:`Agreement`: how many were
+  recomputed, which, the largest absolute difference of the reported quantity, and the readings that
+  would change (:func:`changed_readings`), with a sentence naming the float32 run to make.
+"""
+
+import copy
+import functools
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.model.weights.cache import ModelCache
+from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef, fingerprint
+
+PrecisionName = Literal["float32", "bfloat16"]
+Precision = Annotated[PrecisionName, Field(description="bfloat16: faster; agreement with float32 reported.")]
+InsistPrecision = Annotated[bool, Field(description="bfloat16 even where it is not faster.")]
+
+DTYPE: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+FAST_ENOUGH = 1.2           # bfloat16 counts as fast when its matmul is at least this much quicker
+VARIANT = "bfloat16-norms-float32"
+ENV_FAST = "NEUROTRACE_FAST_BF16"
+
+
+# -- is bfloat16 worth it here ---------------------------------------------------------------
+
+@functools.cache
+def bf16_speedup(threads: int) -> float:
+    """float32 time / bfloat16 time of a 256x640 @ 640x2048 matmul on this CPU with ``threads`` threads
+    (best of 3 each; measured once per process and thread count)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(256, 640, generator=g), torch.randn(640, 2048, generator=g)
+
+    def best(x: torch.Tensor, y: torch.Tensor) -> float:
+        torch.mm(x, y)
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            torch.mm(x, y)
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    return best(a, b) / max(best(a.bfloat16(), b.bfloat16()), 1e-9)
+
+
+def fast_bfloat16(device: torch.device | str) -> tuple[bool, str]:
+    """Whether bfloat16 is faster than float32 on ``device``, and how that was found out."""
+    forced = os.environ.get(ENV_FAST, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1", f"{ENV_FAST}={forced}"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        ok = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        return ok, "this GPU " + ("supports" if ok else "does not support") + " bfloat16"
+    if dev.type != "cpu":
+        return True, f"assumed on {dev.type}"
+    ratio = bf16_speedup(torch.get_num_threads())
+    return ratio >= FAST_ENOUGH, f"a bfloat16 matmul ran {ratio:.2f}x float32's speed on this CPU"
+
+
+def resolve(requested: PrecisionName, insist: bool, device: torch.device | str) -> tuple[PrecisionName, str | None]:
+    """The precision to run and a note for the summary (None when nothing needs saying)."""
+    if requested == "float32":
+        return "float32", None
+    fast, how = fast_bfloat16(device)
+    if fast:
+        return "bfloat16", None
+    if insist:
+        return "bfloat16", f"bfloat16 as insisted, though it is not faster here ({how})"
+    return "float32", (f"ran in float32: bfloat16 is not faster here ({how}); "
+                       "set insist_precision=true to run bfloat16 anyway")
+
+
+def check_backend(precision: PrecisionName, backend: str, remote: bool = False) -> None:
+    """bfloat16 runs on the torch-hooks backend, locally."""
+    if precision != "float32" and (backend != "hf" or remote):
+        raise InputError("precision", "bfloat16 runs locally with backend='hf' only",
+                         fix="set precision='float32' or backend='hf' (and remote=false)")
+
+
+def bytes_per_value(precision: PrecisionName) -> int:
+    """Bytes of one weight or activation value in ``precision`` (for cost models)."""
+    return 2 if precision == "bfloat16" else 4
+
+
+# -- the bfloat16 model -------------------------------------------------------------------------
+
+def is_norm(module: nn.Module) -> bool:
+    """LayerNorm and every family's RMSNorm (GemmaRMSNorm, LlamaRMSNorm, ...)."""
+    name = type(module).__name__
+    return isinstance(module, nn.LayerNorm) or name.endswith(("RMSNorm", "LayerNorm"))
+
+
+def _to_float32(_module: nn.Module, args: tuple, kwargs: dict) -> Any:
+    if args and torch.is_tensor(args[0]) and args[0].dtype != torch.float32:
+        return (args[0].float(), *args[1:]), kwargs
+    return None
+
+
+def _back_to(dtype: torch.dtype) -> Callable[[nn.Module, Any, Any], Any]:
+    def back(_module: nn.Module, _args: Any, output: Any) -> Any:
+        return output.to(dtype) if torch.is_tensor(output) else None
+
+    return back
+
+
+def reduced_copy(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """A copy of ``model`` with its weights in ``dtype``, except the norms' (float32, computing in float32).
+    The original's tensors are never written (each copied parameter is new; buffers are copied as they are)."""
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        keep = is_norm(module)
+        for p in module.parameters(recurse=False):
+            if id(p) not in memo:
+                memo[id(p)] = nn.Parameter(p.detach().to(torch.float32 if keep or not p.is_floating_point()
+                                                          else dtype, copy=True), requires_grad=False)
+    out = copy.deepcopy(model, memo)
+    for module in out.modules():
+        if is_norm(module):
+            module.register_forward_pre_hook(_to_float32, with_kwargs=True)
+            module.register_forward_hook(_back_to(dtype))
+    return out
+
+
+def _reduced(loaded: LoadedModel) -> LoadedModel:
+    model = reduced_copy(loaded.model)
+    ref = loaded.ref.model_copy(update={"dtype": "bfloat16"})
+    nbytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return replace(loaded, key=f"{loaded.key}|{VARIANT}", ref=ref, model=model, nbytes=nbytes,
+                   fingerprint=fingerprint(model), bridge=None, nnsight=None,
+                   provenance={**loaded.provenance, "precision": VARIANT}, lock=type(loaded.lock)())
+
+
+@contextmanager
+def lease_at(cache: ModelCache, ref: ModelRef, precision: PrecisionName) -> Iterator[LoadedModel]:
+    """Lease ``ref`` (a float32 load) at ``precision``: the model itself for float32, else its cached
+    bfloat16 copy (made from the float32 model once, its own cache entry within the memory budget)."""
+    if precision == "float32":
+        with cache.lease(ref) as lm:
+            yield lm
+        return
+    if ref.dtype != "float32" or ref.device == "auto":
+        raise InputError("precision", "bfloat16 copies are made of float32 models on one device",
+                         fix="set precision='float32', or load the model in float32 on one device")
+    with cache.lease_variant(ref, VARIANT, _reduced) as lm:
+        yield lm
+
+
+# -- agreement -----------------------------------------------------------------------------------
+
+class Agreement(BaseModel):
+    """How a bfloat16 run agrees with float32, measured on a recomputed sample of what it reports."""
+
+    reference: Literal["float32"] = "float32"
+    quantity: str = Field(description="The reported quantity compared (e.g. 'indirect effect').")
+    n: int = Field(description="Cells or rows recomputed in float32.")
+    n_peaks: int = Field(description="Of them, peaks (always recomputed).")
+    n_random: int = Field(description="Of them, a seeded random sample of the rest.")
+    seed: int
+    chosen: list[str] = Field(description="Which were recomputed (peaks first).")
+    max_abs_diff: float = Field(description="Largest |bfloat16 - float32| of the quantity over them.")
+    worst: str = Field("", description="Where the largest difference is.")
+    changed: list[str] = Field(default_factory=list, description="Readings that would change in float32.")
+    rerun: str | None = Field(None, description="The float32 run to make when a reading would change.")
+    summary: str = ""
+
+
+def choose(n_total: int, peaks: Sequence[int], n_random: int, seed: int) -> tuple[list[int], list[int]]:
+    """Indices to recompute: ``peaks`` (deduplicated, kept in order) and up to ``n_random`` others drawn
+    with ``seed``. Returns (peaks, random)."""
+    seen: list[int] = []
+    for i in peaks:
+        if 0 <= i < n_total and i not in seen:
+            seen.append(i)
+    taken = set(seen)
+    rest = [i for i in range(n_total) if i not in taken]
+    g = torch.Generator().manual_seed(int(seed))
+    pick = torch.randperm(len(rest), generator=g)[:max(0, n_random)].tolist()
+    return seen, sorted(rest[j] for j in pick)
+
+
+def compare(reduced: Sequence[float], reference: Sequence[float], labels: Sequence[str]) -> tuple[float, str]:
+    """The largest |reduced - reference| and the label where it is (0.0, '' when nothing was compared)."""
+    if not reference:
+        return 0.0, ""
+    diffs = [abs(float(a) - float(b)) for a, b in zip(reduced, reference, strict=True)]
+    i = max(range(len(diffs)), key=diffs.__getitem__)
+    return diffs[i], labels[i]
+
+
+def changed_readings(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """'name: before -> after' for every reading whose value differs (readings are named plain values)."""
+    return [f"{k}: {_show(before[k])} -> {_show(after.get(k))}" for k in before if before[k] != after.get(k)]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def agreement(quantity: str, labels: Sequence[str], n_peaks: int, seed: int, reduced: Sequence[float],
+              reference: Sequence[float], changed: Sequence[str], rerun: str) -> Agreement:
+    """The :class:`Agreement` of recomputed values ``reference`` (float32) with the run's ``reduced``
+    (bfloat16) ones at ``labels`` (the first ``n_peaks`` are peaks), with its summary sentence.
+    ``rerun`` names the float32 run to make; it is given only when a reading would change."""
+    worst_diff, worst = compare(reduced, reference, labels)
+    n = len(labels)
+    head = (f"bfloat16 agreement with float32 on {n} recomputed {quantity} values ({n_peaks} peaks, "
+            f"{n - n_peaks} seeded random): largest |difference| {worst_diff:.2g}")
+    if changed:
+        sentence = (f"{head}; in float32 {len(changed)} reading(s) would change ({'; '.join(changed[:3])}"
+                    f"{'; ...' if len(changed) > 3 else ''}): rerun {rerun}.")
+    else:
+        sentence = f"{head}; no reading would change."
+    return Agreement(quantity=quantity, n=n, n_peaks=n_peaks, n_random=n - n_peaks, seed=seed, chosen=list(labels),
+                     max_abs_diff=worst_diff, worst=worst, changed=list(changed),
+                     rerun=rerun if changed else None, summary=sentence)
+
