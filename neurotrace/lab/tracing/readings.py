@@ -9,6 +9,9 @@
   layer gives back the clean run by construction; the informative number is this layer.
 * **Layer-0 artifact**: under noise, restoring a window that contains layer 0 also restores the
   embedding-level signal the noise destroyed; a peak that only such windows reach is flagged.
+* **Layer-0 embedding**: under any corruption, an MLP effect at the subject's tokens that only windows
+  containing layer 0 reach, with nothing after it (every later window below half of it), is MLP0 acting
+  as an extended embedding (detokenising the subject's tokens), not storage; it is flagged.
 * **Context**: below ``MIN_EFFECT`` the context swap has no measurable effect, and no layer is named.
 
 *Averages* (mean, n and ROME's 95% band per token category). Default convention: every position has exactly one :class:`TokenCategory`; a fact contributes one row
@@ -202,18 +205,31 @@ def layer0_artifacts(avgs: dict[str, Average], window: int, noise: bool) -> list
     """Kinds (mlp/attn) whose maximum is reached only by windows that contain layer 0, under noise."""
     if not noise:
         return []
-    out = []
-    for k in ("mlp", "attn"):
-        if k not in avgs:
-            continue
-        m = torch.nan_to_num(avgs[k].mean, nan=-1e9)                      # (layer, bucket)
-        top = float(m.max())
-        layer = int(m.max(1).values.argmax())
-        reach0 = [layer_ for layer_ in range(m.shape[0]) if layer_ - window // 2 <= 0]
-        rest = m[[x for x in range(m.shape[0]) if x not in reach0]]
-        if top >= MIN_EFFECT and layer in reach0 and (rest.numel() == 0 or float(rest.max()) < top / 2):
-            out.append(k)
-    return out
+    return [k for k in ("mlp", "attn") if k in avgs and layer0_only(avgs[k].mean, window)]
+
+
+SUBJECT_CATEGORIES = ("first subject token", "middle subject tokens", "last subject token")
+
+
+def layer0_only(curves: torch.Tensor, window: int) -> bool:
+    """Whether the maximum of (layer, column) ``curves`` is >= MIN_EFFECT, reached by a window that contains
+    layer 0, and every window that does not contain layer 0 stays below half of it."""
+    m = torch.nan_to_num(curves, nan=-1e9)
+    if m.numel() == 0:
+        return False
+    top, layer = float(m.max()), int(m.max(1).values.argmax())
+    reach0 = [x for x in range(m.shape[0]) if x - window // 2 <= 0]
+    rest = m[[x for x in range(m.shape[0]) if x not in reach0]]
+    return top >= MIN_EFFECT and layer in reach0 and (rest.numel() == 0 or float(rest.max()) < top / 2)
+
+
+def layer0_embedding(avgs: dict[str, Average], labels: Sequence[str], window: int) -> list[str]:
+    """['mlp'] when the MLP effect at the subject's tokens is reached only by windows containing layer 0
+    (MLP0 as an extended embedding: detokenisation, not storage), whatever the corruption."""
+    cols = [c for c, label in enumerate(labels) if label in SUBJECT_CATEGORIES]
+    if "mlp" not in avgs or not cols:
+        return []
+    return ["mlp"] if layer0_only(avgs["mlp"].mean[:, cols], window) else []
 
 
 def context(known: Sequence[FactRecord]) -> ContextReading | None:
@@ -327,6 +343,7 @@ def summarize_model(request: TraceRequest, info: ModelInfo, facts: Sequence[Fact
         ranges=found, handoff_layer=handoff_layer(avgs, rome) if known else None,
         arrival_layer=arrival_layer(avgs, rome, total) if known else None,
         layer0_artifact=layer0_artifacts(avgs, info.window, request.corruption.kind == "noise") if known else [],
+        layer0_embedding=layer0_embedding(avgs, labels, info.window) if known else [],
         context=context(known), top_heads=top_heads(known), approx=approx_checks(facts),
         subject_tokens=subject_tokens(known, request.components))
     n = max(len(facts), 1)

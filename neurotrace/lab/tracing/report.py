@@ -2,7 +2,8 @@
 
 The reading states only what the averages support: each effect with its 95% band, n and half-maximum
 layer range; MLP against attention at the same token category; where the answer arrives at the scored
-position; a layer-0 window artifact flagged with the re-run that settles it; no layer named for an
+position; a layer-0 window artifact flagged with the re-run that settles it; an MLP0-only subject effect
+read as an extended embedding, not storage; no layer named for an
 effect below the minimum. The ``next`` hints are request JSON built from the tools' request fields
 (tests validate them against the request models).
 """
@@ -113,6 +114,11 @@ def _caution_lines(m: ModelRecord) -> list[str]:
         out.append(f"{m.model}: caution - the {k} peak comes only from windows that contain layer 0 (window "
                    f"{m.window}); under noise, restoring layer 0 repairs the noised embeddings themselves. Re-run "
                    f"with {fix} before reading it as storage.")
+    for k in (k for k in m.readings.layer0_embedding if k not in m.readings.layer0_artifact):
+        out.append(f"{m.model}: caution - the {k} effect at the subject is only in windows that contain layer 0 "
+                   f"(window {m.window}), with nothing after it: that is MLP0 acting as an extended embedding "
+                   "(detokenising the subject's tokens), not storage. Rule: read an MLP effect at the subject as "
+                   "storage only where windows without layer 0 reach at least half of it.")
     return out + _approx_lines(m) + _head_lines(m)
 
 

@@ -302,6 +302,8 @@ class Readings(BaseModel):
                                                         "half the total effect.")
     layer0_artifact: list[str] = Field(default_factory=list, description="Kinds whose peak only windows "
                                                                          "containing layer 0 reach (noise).")
+    layer0_embedding: list[str] = Field(default_factory=list, description="['mlp'] when the subject's MLP effect "
+                                        "is only in windows containing layer 0: an extended embedding, not storage.")
     context: ContextReading | None = None
     top_heads: list[HeadEffect] = Field(default_factory=list)
     approx: list[ApproxCheck] = Field(default_factory=list)

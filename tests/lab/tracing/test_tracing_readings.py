@@ -107,6 +107,25 @@ def test_a_peak_reached_only_by_windows_with_layer_0_under_noise_is_flagged_with
                  corruption={"kind": "noise"}).readings.layer0_artifact == []
 
 
+def test_an_mlp0_only_subject_effect_under_swap_reads_as_an_extended_embedding_not_storage():
+    """Issue 25 item 6: SmolLM2 under subject swap read 'MLP 0.863 (layer 0)' at the last subject token with
+    every other layer 0.00, and no caution; that is MLP0 detokenising the subject, and the reading says so."""
+    mlp0 = grid({2: [0.86, 0.0, 0.0, 0.0, 0.0, 0.0]})
+    swapped = model([record({"mlp": mlp0})], components=("mlp",), window=1)
+    assert swapped.readings.layer0_embedding == ["mlp"] and swapped.readings.layer0_artifact == []
+    text = " ".join(interpret([swapped]))
+    assert "extended embedding" in text and "not storage" in text and "Rule:" in text
+    wide = model([record({"mlp": grid({2: [0.86, 0.8, 0.0, 0.0, 0.0, 0.0]})})], components=("mlp",), window=3)
+    assert wide.readings.layer0_embedding == ["mlp"]                  # windows 0 and 1 both contain layer 0
+    stored = model([record({"mlp": grid({2: [0.86, 0.0, 0.0, 0.6, 0.0, 0.0]})})], components=("mlp",), window=1)
+    assert stored.readings.layer0_embedding == [] and "extended embedding" not in " ".join(interpret([stored]))
+    scored_only = model([record({"mlp": grid({4: [0.86, 0.0, 0.0, 0.0, 0.0, 0.0]})})], components=("mlp",))
+    assert scored_only.readings.layer0_embedding == []              # not at the subject
+    noisy = model([record({"mlp": mlp0})], components=("mlp",), window=1, corruption={"kind": "noise"})
+    text = " ".join(interpret([noisy]))
+    assert noisy.readings.layer0_artifact == ["mlp"] and "extended embedding" not in text   # noise's own caution
+
+
 def test_mlp_and_attention_are_compared_at_the_same_token_category():
     facts = [record({"mlp": grid({2: [0.0, 0.4, 0.5, 0.1, 0.0, 0.0], 4: [0.05] * N_LAYERS}),
                      "attn": grid({2: [0.01] * N_LAYERS, 4: [0.0, 0.0, 0.0, 0.3, 0.6, 0.2]})})]
