@@ -12,8 +12,9 @@ bar says its unit. Averages carry their 95% band (Student t x sd / sqrt(n)) and 
 * ``layer_curve`` - effect at the last subject token by layer with its band (masked LMs add the
   scored-position and context curves); by relative depth when the models' depths differ;
 * ``flow`` - per layer, how much restoring each kind carries;
-* ``layer_model_heatmap`` - layers (or relative depth) x models at the peak kind's last subject token;
-* ``peak_bars`` - each model's peak effect with its band;
+* ``layer_model_heatmap`` - layers (or relative depth) x models, every row at the same kind and token
+  category (the first model's peak site, which compare's text reads);
+* ``peak_bars`` - each model's largest effect at that same site, with its band;
 * ``heads`` - layer x head effect of restoring one head at the scored position (``heads: true`` runs).
 """
 
@@ -211,48 +212,81 @@ def flow(results: dict, model: str | None = None) -> Figure:
     return finish(fig, f"{short(m.model)}: patching flow", _subtitle(res, m))
 
 
-def _row(m: ModelRecord, kind: str | None, relative: bool) -> np.ndarray:
-    k = kind or (m.peak.component if m.peak else next(iter(m.aie), None))
-    c = _bucket(m, m.peak.position if m.peak else "last subject token")
-    vals = np.array(m.aie[k], dtype=float)[:, c] if k in m.aie and m.aie[k] and c is not None else np.zeros(m.n_layers)
-    vals = np.nan_to_num(vals)
+def reference_site(models: list[ModelRecord]) -> tuple[str, str] | None:
+    """The (component, token category) every model is read at side by side: the first model's peak (what
+    compare's text reads), so no figure sets one model's attention against another's residual."""
+    ref = next((m.peak for m in models if m.peak), None)
+    return (ref.component, ref.position) if ref else None
+
+
+def site_curve(m: ModelRecord, component: str, position: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """One model's (layer,) average indirect effect and 95% band at a (component, category); None when it
+    was not traced with that component or has no fact in that category."""
+    c = _bucket(m, position)
+    if component not in m.aie or not m.aie[component] or c is None:
+        return None
+    mean = np.array(m.aie[component], dtype=float)[:, c]
+    band = np.array(m.aie_band.get(component) or np.zeros_like(m.aie[component]), dtype=float)[:, c]
+    return (None if np.isnan(mean).all() else (mean, np.nan_to_num(band)))
+
+
+def _row(m: ModelRecord, site: tuple[str, str] | None, relative: bool) -> np.ndarray:
+    curve = site_curve(m, *site) if site else None
+    vals = np.nan_to_num(curve[0]) if curve else np.zeros(m.n_layers)
     if not relative:
         return vals
     return np.interp(np.linspace(0, 1, DEPTH_BINS, endpoint=False), np.arange(m.n_layers) / m.n_layers, vals)
 
 
 def layer_model_heatmap(results: dict, component: str | None = None) -> Figure:
+    """Every model's row at the same component and token category (``component``, else the reference site)."""
     res = load(results)
     models = list(res.models.values())
     relative = _relative(models)
-    rows = [_row(m, component, relative) for m in models]
+    site = reference_site(models)
+    if component is not None:
+        site = (component, site[1] if site else "last subject token")
+    rows = [_row(m, site, relative) for m in models]
     width = max(len(r) for r in rows)
     fig, ax = new_figure(width=7.5, height=2.3 + 0.4 * len(models))          # sized to its rows
-    im = ax.imshow(np.stack([np.pad(r, (0, width - len(r))) for r in rows]), cmap=KIND_CMAP.get(component or "", "Purples"),
+    kind, where = site or ("resid", "last subject token")
+    im = ax.imshow(np.stack([np.pad(r, (0, width - len(r))) for r in rows]), cmap=KIND_CMAP.get(kind, "Purples"),
                    vmin=0, aspect="auto", extent=(0, 1, len(models) - 0.5, -0.5) if relative else None)
-    ax.set_yticks(range(len(models)), [f"{short(m.model)}: {m.peak.component if m.peak else '-'}" for m in models])
+    ax.set_yticks(range(len(models)), [f"{short(m.model)}: {kind}" + ("" if site and site_curve(m, *site) else
+                                                                      " (not traced)") for m in models])
     ax.set_xlabel("relative depth (layer / n_layers)" if relative else "layer")
     ax.grid(False)
     fig.colorbar(im, ax=ax, orientation="horizontal", location="bottom", fraction=0.25 / (1 + 0.4 * len(models)),
-                 pad=0.3, aspect=40, label="avg indirect effect (each model's peak kind and token category)")
+                 pad=0.3, aspect=40, label=f"avg indirect effect: {kind} at the {where} (every row)")
     return finish(fig, "Layer x model" + (" (aligned by relative depth)" if relative else ""), _subtitle(res))
 
 
+def _site_peak(m: ModelRecord, site: tuple[str, str] | None) -> tuple[float, float, str]:
+    """(largest effect, its band, label) of one model at the shared site."""
+    curve = site_curve(m, *site) if site else None
+    if curve is None:
+        return 0.0, 0.0, "not traced" if site and site[0] not in m.aie else "no effect"
+    layer = int(np.nanargmax(curve[0]))
+    return float(curve[0][layer]), float(curve[1][layer]), f"L{layer}/{m.n_layers} {site[0]}\n{site[1]}"
+
+
 def peak_bars(results: dict, **_: Any) -> Figure:
+    """Each model's largest effect at the same component and token category (the reference site)."""
     res = load(results)
     models = list(res.models.values())
-    vals = [m.peak.effect if m.peak else 0.0 for m in models]
-    bands = [m.peak.band or 0.0 if m.peak else 0.0 for m in models]
+    site = reference_site(models)
+    peaks = [_site_peak(m, site) for m in models]
+    vals, bands = [p[0] for p in peaks], [p[1] for p in peaks]
     fig, ax = new_figure(width=1.8 + 1.4 * len(models), height=4)
     names = [textwrap.fill(short(m.model), 16) for m in models]               # long labels wrap, never collide
     bars = ax.bar(range(len(models)), vals, yerr=bands, capsize=4, tick_label=names,
-                  color=[KIND_COLOR.get(m.peak.component if m.peak else "", "grey") for m in models])
-    for bar, m in zip(bars, models, strict=True):
-        label = f"L{m.peak.layer}/{m.n_layers} {m.peak.component}\n{m.peak.position}" if m.peak else "no effect"
+                  color=KIND_COLOR.get(site[0] if site else "", "grey"))
+    for bar, (_, _, label) in zip(bars, peaks, strict=True):
         ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
     ax.set_ylim(0, 1.3 * max([v + b for v, b in zip(vals, bands, strict=True)] + [1e-3]))  # room for the labels
-    ax.set_ylabel("peak avg indirect effect (error bar: 95%)")
-    return finish(fig, "Peak effect per model", _subtitle(res, width=int(7 + 9 * (1.8 + 1.4 * len(models)))))
+    ax.set_ylabel("largest avg indirect effect (error bar: 95%)")
+    title = f"Largest effect per model: {site[0]} at the {site[1]}" if site else "Peak effect per model"
+    return finish(fig, title, _subtitle(res, width=int(7 + 9 * (1.8 + 1.4 * len(models)))))
 
 
 def has_heads(results: dict) -> bool:

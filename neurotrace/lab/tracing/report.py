@@ -12,10 +12,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from neurotrace.lab.runs import Run
-from neurotrace.lab.tracing.figures import default_figures, slug
+from neurotrace.lab.tracing.figures import default_figures, reference_site, site_curve, slug
 from neurotrace.lab.tracing.readings import MIN_EFFECT
 from neurotrace.lab.tracing.schema import ModelRecord, ModelTrace, TraceRequest, TraceResult, TraceResults
 
@@ -169,26 +170,49 @@ def same_model(models: Sequence[ModelRecord]) -> bool:
             and len({m.n_layers for m in models}) == 1)
 
 
-def _span(r, n: int, relative: bool) -> tuple[float, float]:
-    return (r.first / n, r.last / n) if relative else (r.first, r.last)
+def peak_band(m: ModelRecord, component: str, position: str) -> tuple[int, int] | None:
+    """The layers a model's peak at (component, category) may sit at ([first, last]): its half-max range and
+    every layer whose effect's 95% band reaches the peak's lower bound, widened to the layers those windows
+    restore (a window's effect cannot be placed more finely than the window)."""
+    curve, r = site_curve(m, component, position), _find(m, component, position)
+    if curve is None or r is None:
+        return None
+    mean, band = np.nan_to_num(curve[0], nan=-1e9), curve[1]
+    top = int(mean.argmax())
+    near = [x for x in range(len(mean)) if mean[x] + band[x] >= mean[top] - band[top]]
+    first, last = min(near[0], r.first), max(near[-1], r.last)
+    w = 1 if component == "resid" else m.window
+    return max(0, first - w // 2), min(m.n_layers - 1, last + (w - 1) // 2)
+
+
+def _interval(band: tuple[int, int], n: int, relative: bool) -> tuple[float, float]:
+    """Layers [a, b] as a half-open interval: [a, b + 1) in layers, or [a / n, (b + 1) / n) in depth."""
+    return (band[0] / n, (band[1] + 1) / n) if relative else (band[0], band[1] + 1)
+
+
+def _band_text(band: tuple[int, int], n: int, relative: bool) -> str:
+    lo, hi = _interval(band, n, relative)
+    return f"depth {lo:.2f}-{hi:.2f}" if relative else _range(*band)
 
 
 def _depth_verdict(sites: list[tuple[str, tuple[float, float], float]], relative: bool, same: bool) -> str:
-    """Different depths only when half-max ranges are disjoint: the argmax of a flat plateau is no difference."""
+    """Different depths only when the peak bands (:func:`peak_band`: half-max range, the layers within the
+    peak's 95% band, the layers each window restores) exclude each other; two one-layer half-max ranges
+    that do not overlap are no evidence by themselves."""
     peaks = [p for _, _, p in sites]
     if (max(peaks) - min(peaks) <= 0.1) if relative else len(set(peaks)) == 1:
         return " The peaks sit at about the same depth."
     apart = [(a, b) for i, (a, sa, _) in enumerate(sites) for b, sb, _ in sites[i + 1:]
-             if sa[1] < sb[0] or sb[1] < sa[0]]
+             if sa[1] <= sb[0] or sb[1] <= sa[0]]
     if not apart:
-        return (" The peak layers differ but the half-max ranges overlap: no evidence of different depths (the top "
-                "of a broad stretch is not a difference).")
+        return (" The peak layers differ but their peak bands overlap: no evidence of different depths (a peak is "
+                "placed only to within its half-max range, its 95% band and its window).")
     why = ("the settings move where restoring recovers the answer" if same
            else "the models route these facts differently")
     if len(apart) == len(sites) * (len(sites) - 1) // 2:
-        return f" The peaks sit at different depths (the half-max ranges do not overlap): {why}."
+        return f" The peaks sit at different depths (their peak bands exclude each other): {why}."
     pairs = ", ".join(f"{a} vs {b}" for a, b in apart)
-    return f" Different depths only for {pairs} (half-max ranges do not overlap); the other pairs' ranges overlap."
+    return f" Different depths only for {pairs} (their peak bands exclude each other); the other pairs' bands overlap."
 
 
 def cross_model(models: Sequence[ModelRecord]) -> str:
@@ -196,26 +220,29 @@ def cross_model(models: Sequence[ModelRecord]) -> str:
     knows = "; ".join(f"{m.model} knows {m.n_known}/{len(m.facts)}" for m in models)
     same = same_model(models)
     head = "Same model, different settings" if same else "Across models"
-    ref = next((m.peak for m in models if m.peak), None)
+    ref = reference_site(list(models))
     if ref is None:
         return f"{head}: {knows}; no {'run' if same else 'model'} shows a restoration effect to compare."
+    component, position = ref
     relative = len({m.n_layers for m in models}) > 1
     parts, sites = [], []
     for m in models:
-        r = _find(m, ref.component, ref.position)
-        if ref.component not in m.aie:
-            parts.append(f"{m.model} was not traced with {ref.component} (no like-for-like comparison)")
+        r = _find(m, component, position)
+        if component not in m.aie:
+            parts.append(f"{m.model} was not traced with {component} (no like-for-like comparison)")
             continue
-        if r is None:
+        band = peak_band(m, component, position)
+        if r is None or band is None:
             parts.append(f"{m.model} shows none")
             continue
         where = _depth(r.max_layer, m.n_layers) if relative else f"layer {r.max_layer}"
         parts.append(f"{m.model} peaks at {where}, {r.max_effect:.3f} +/- {r.band:.3f} (n={r.n}, half-max "
-                     f"{_range(r.first, r.last)})")
-        sites.append((m.model, _span(r, m.n_layers, relative), r.max_layer / m.n_layers if relative else r.max_layer))
+                     f"{_range(r.first, r.last)}; peak band {_band_text(band, m.n_layers, relative)})")
+        sites.append((m.model, _interval(band, m.n_layers, relative),
+                      r.max_layer / m.n_layers if relative else r.max_layer))
     align = ("; layers are compared by relative depth (layer / n_layers) because the models' depths differ"
              if relative else "")
-    text = f"{head} ({knows}{align}): {ref.component} at the {ref.position}: " + "; ".join(parts) + "."
+    text = f"{head} ({knows}{align}): {component} at the {position}: " + "; ".join(parts) + "."
     if len(sites) >= 2:
         text += _depth_verdict(sites, relative, same)
     elif len(sites) == 1:

@@ -148,7 +148,7 @@ def test_models_of_different_depths_are_compared_by_relative_depth_on_the_same_k
     text = cross_model([shallow, deep])
     assert "relative depth (layer / n_layers)" in text and "mlp at the last subject token" in text
     assert "layer 2/6 (depth 0.33)" in text and "layer 6/12 (depth 0.50)" in text
-    assert "different depths" in text
+    assert "peak bands overlap" in text           # one-layer half-max range [0.33, 0.50) vs layers 5-7 [0.42, 0.67)
     same = cross_model([shallow, model(shallow.facts, components=("mlp",), name="other")])
     assert "relative depth" not in same and "about the same depth" in same
 
@@ -179,7 +179,7 @@ def test_two_runs_of_one_model_are_read_as_settings_not_models_and_overlapping_r
     swap = _resid([0.5, 0.6, 0.7, 0.8, 0.6, 0.1], "m (swap)")                 # peak layer 3, half-max 0-4
     text = cross_model([noise, swap])
     assert text.startswith("Same model, different settings") and "Across models" not in text
-    assert "layers 0-3" in text and "layers 0-4" in text and "ranges overlap" in text
+    assert "layers 0-3" in text and "layers 0-4" in text and "peak bands overlap" in text
     assert "different depths:" not in text and "route" not in text
 
 
@@ -188,13 +188,63 @@ def test_different_models_sit_at_different_depths_only_when_their_half_max_range
     broad = _resid([0.5, 0.6, 0.7, 0.8, 0.6, 0.1], "broad", "b")
     late = _resid([0.0, 0.0, 0.0, 0.1, 0.3, 0.8], "late", "c")                # half-max layer 5 only
     overlapping = cross_model([early, broad])
-    assert overlapping.startswith("Across models") and "ranges overlap" in overlapping
+    assert overlapping.startswith("Across models") and "peak bands overlap" in overlapping
     assert "different depths:" not in overlapping
     apart = cross_model([early, late])
-    assert "different depths (the half-max ranges do not overlap): the models route these facts differently" in apart
+    assert "different depths (their peak bands exclude each other): the models route these facts differently" in apart
     three = cross_model([early, broad, late])
-    assert "Different depths only for early vs late, broad vs late (half-max ranges do not overlap)" in three
+    assert "Different depths only for early vs late, broad vs late (their peak bands exclude each other)" in three
     assert "early vs broad" not in three
+
+
+def test_compare_calls_peaks_different_only_when_their_bands_exclude_each_other():
+    """Issue 25 item 5: gemma (18 layers) and smollm2 (30) read as routing facts differently because two one-layer
+    half-max ranges (depth 0.67 vs 0.77) do not overlap; their windows and bands do."""
+    def attn(n_layers, at, window, name):
+        col = [0.0] * n_layers
+        col[at - 1], col[at], col[at + 1] = 0.2, 0.5, 0.2
+        m = model([record({"attn": grid({2: col})})], components=("attn",), window=window, name=name,
+                  n_layers=n_layers)
+        return m.model_copy(update={"fingerprint": name})
+
+    text = cross_model([attn(18, 12, 4, "gemma"), attn(30, 23, 6, "smol")])
+    assert "layer 12/18 (depth 0.67)" in text and "layer 23/30 (depth 0.77)" in text
+    assert "peak bands overlap" in text and "route these facts differently" not in text
+    assert "exclude each other" in cross_model([attn(18, 3, 1, "early"), attn(30, 25, 1, "late")])  # far apart
+
+    def resid(facts_cols, name):
+        m = model([record({"resid": grid({2: c})}, fact_id=f"f{i}") for i, c in enumerate(facts_cols)],
+                  components=("resid",), name=name)
+        return m.model_copy(update={"fingerprint": name})
+
+    noisy_a = resid([[0, 0.9, 0, 0, 0, 0], [0, 0.1, 0, 0, 0.6, 0], [0, 0.5, 0, 0, 0, 0]], "a")   # half-max layer 1
+    noisy_b = resid([[0, 0, 0, 0, 0.9, 0], [0, 0.6, 0, 0, 0.1, 0], [0, 0, 0, 0, 0.5, 0]], "b")   # half-max layer 4
+    assert [r.first for r in noisy_a.readings.ranges] == [1] and [r.first for r in noisy_b.readings.ranges] == [4]
+    wide = cross_model([noisy_a, noisy_b])
+    assert "peak bands overlap" in wide and "exclude each other" not in wide
+    tight_a = resid([[0, 0.5, 0, 0, 0.2, 0]] * 3, "ta")
+    tight_b = resid([[0, 0.2, 0, 0, 0.5, 0]] * 3, "tb")
+    assert "different depths (their peak bands exclude each other)" in cross_model([tight_a, tight_b])
+
+
+def test_compare_figures_set_the_same_component_against_the_same_component():
+    from neurotrace.lab.tracing.figures import layer_model_heatmap, peak_bars
+    from neurotrace.lab.tracing.schema import TraceResults
+
+    by_attn = model([record({"attn": grid({2: [0, 0, 0.6, 0, 0, 0]}), "resid": grid({2: [0.1] * N_LAYERS})})],
+                    components=("resid", "attn"), name="g")
+    by_resid = model([record({"attn": grid({2: [0, 0.2, 0, 0, 0, 0]}), "resid": grid({2: [0.9] * N_LAYERS})})],
+                     components=("resid", "attn"), name="s")
+    assert (by_attn.peak.component, by_resid.peak.component) == ("attn", "resid")
+    res = TraceResults(fact_set="f", mode="exact", components=["resid", "attn"], corruption={"kind": "swap"}, seed=0,
+                       models={"g": by_attn, "s": by_resid})
+    heat = layer_model_heatmap(res)
+    rows = [t.get_text() for t in heat.axes[0].get_yticklabels()]
+    assert rows == ["g: attn", "s: attn"]
+    assert float(heat.axes[0].images[0].get_array()[1].max()) == pytest.approx(0.2)   # s's attn row, not its resid
+    bars = peak_bars(res)
+    heights = [p.get_height() for p in bars.axes[0].patches]
+    assert heights == pytest.approx([0.6, 0.2]) and "attn at the last subject token" in bars._suptitle.get_text()
 
 
 def test_the_95_percent_band_uses_students_t_for_few_facts_and_rome_s_normal_band_under_rome_compat():
