@@ -27,6 +27,7 @@ from urllib.parse import unquote
 import anyio
 import mcp_types as types
 from mcp.server import MCPServer
+from mcp.server.apps import client_supports_apps
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -48,7 +49,7 @@ from neurotrace.tools._jobs import Job, Jobs, start_after_reply
 from neurotrace.tools._report_ui import offer_report_ui, report_app
 from neurotrace.tools._runner import AppContext, check_before_start
 from neurotrace.tools._tasks import TasksExtension
-from neurotrace.tools._wire import compact_tool
+from neurotrace.tools._wire import compact_tool, without_ui
 from neurotrace.transport import BearerAuth, announce, is_loopback, read_token, security_settings, serve_stdio
 
 log = logging.getLogger("neurotrace.server")
@@ -62,8 +63,9 @@ def instructions() -> str:
 Every experiment tool writes one run directory and returns a summary, structured results, figures and
 resource links (neurotrace://runs/{{run_id}}/...); full schemas: neurotrace://schemas/{{tool}}.
 Models: start with the real catalog models {real} (offline; list_models says which are installed).
-A model may also be a .gguf file path, a local HuggingFace folder, or a hub id (downloaded only when
-the server is online). Toy models with known ground truth: fact-gpt2, fact-gpt2-cyber (causal),
+A model (any request's "model" field) may also be a .gguf file path, a local HuggingFace folder, a hub id
+(downloaded only when the server is online), or base+adapter. Every experiment's request also takes
+"seed", "device" ("cpu" default, "cuda", "auto") and, where it batches, "batch_size" (not repeated per tool). Toy models with known ground truth: fact-gpt2, fact-gpt2-cyber (causal),
 fact-bert, fact-bert-cyber (masked).
 Experiments: {tools}; also list_models, release_model, run_status (poll a run started with wait=false).
 Locate stored facts with generate_facts then trace; rescue collapsed generations with clamp_sweep;
@@ -100,6 +102,11 @@ class NeurotraceServer(MCPServer):
     async def list_tools(self) -> list[types.Tool]:
         """The compact wire form of every tool (full schemas: ``neurotrace://schemas/{tool}``)."""
         return [compact_tool(tool) for tool in await super().list_tools()]
+
+    async def _handle_list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
+        """The list a client receives: the report UI pointer only for clients that speak MCP Apps."""
+        tools = await self.list_tools()
+        return types.ListToolsResult(tools=tools if client_supports_apps(ctx) else [without_ui(t) for t in tools])
 
     def waitable(self) -> frozenset[str]:
         """The registered tools that may run detached: the experiments declared ``detachable``."""

@@ -21,8 +21,12 @@ from mcp_types import Tool
 SCHEMA_URI = "neurotrace://schemas/{tool}"
 MAX_DESCRIPTION = 60  # characters of a field's description kept on the wire
 SCALARS = ("string", "integer", "number", "boolean", "null")
-#: fields whose meaning their name and the tool docs carry (seed, device ...): no description on the wire
-SELF_EXPLANATORY = frozenset({"seed", "device", "dtype", "batch_size", "lr", "wait"})
+#: fields whose meaning their name and the server's instructions carry (a model reference, a run id, seed,
+#: device ...): no description on the wire
+SELF_EXPLANATORY = frozenset({"seed", "device", "dtype", "batch_size", "lr", "wait", "model", "run_id"})
+#: options every experiment shares, stated once in the server's instructions (not repeated per tool on
+#: the wire; each tool's schema resource lists them, and arguments are validated against the full model)
+SHARED_FIELDS = frozenset({"device", "seed", "batch_size"})
 
 
 _EXAMPLES = re.compile(r"\s*\((?:e\.g\.|i\.e\.)[^)]*\)")   # "(e.g. 'fact-gpt2')": dropped on the wire
@@ -97,7 +101,7 @@ def compact_input_schema(schema: dict[str, Any], tool: str) -> dict[str, Any]:
         if node.get("type") == "object" and "properties" in node:
             needed = set(node.get("required", []))
             inner = {k: _field(v, defs, f"{uri}#{k}", k in needed or "default" not in _resolve(v, defs))
-                     for k, v in node["properties"].items()}
+                     for k, v in node["properties"].items() if k in needed or k not in SHARED_FIELDS}
             out["properties"][name] = {"type": "object", "properties": inner,
                                        **({"required": node["required"]} if node.get("required") else {})}
         else:
@@ -150,8 +154,17 @@ def compact_output_schema(schema: dict[str, Any] | None) -> dict[str, Any] | Non
         for name, kind in typed.items():
             merged = sorted(set(_as_list(props.get(name, {}).get("type", []))) | set(_as_list(kind["type"])))
             props[name] = {"type": merged[0] if len(merged) == 1 else merged}
-        alternatives.append({"required": required})
-    return {"type": "object", **({"properties": props} if props else {}), "anyOf": alternatives}
+        alternatives.append(required)
+    common = [name for name in alternatives[0] if all(name in alt for alt in alternatives)]  # run_id
+    rest = [{"required": [name for name in alt if name not in common]} for alt in alternatives]
+    return {"type": "object", **({"properties": props} if props else {}),
+            **({"required": common} if common else {}), "anyOf": rest}
+
+
+def without_ui(tool: Tool) -> Tool:
+    """``tool`` for a client without MCP Apps: the ``_meta.ui`` pointer means nothing to it."""
+    meta = {k: v for k, v in (tool.meta or {}).items() if k != "ui"}
+    return tool.model_copy(update={"meta": meta or None})
 
 
 def compact_tool(tool: Tool) -> Tool:
@@ -159,8 +172,10 @@ def compact_tool(tool: Tool) -> Tool:
     head = (tool.description or "").strip().split("\n\n")[0]
     description = " ".join(head.split())   # the server's instructions name neurotrace://schemas/{tool} once
     annotations = tool.annotations
-    if annotations is not None and annotations.read_only_hint is False:  # the spec's default: say nothing
-        annotations = annotations.model_copy(update={"read_only_hint": None})
+    if annotations is not None:  # the spec's defaults (not read-only, open world) go without saying
+        annotations = annotations.model_copy(update={
+            "read_only_hint": annotations.read_only_hint or None,
+            "open_world_hint": None if annotations.open_world_hint is not False else False})
     return tool.model_copy(update={"input_schema": compact_input_schema(tool.input_schema, tool.name),
                                    "output_schema": compact_output_schema(tool.output_schema),
                                    "description": description, "annotations": annotations})
