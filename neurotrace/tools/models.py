@@ -1,21 +1,12 @@
-"""Model-lab tools: load_model, list_models, release_model."""
+"""Model-cache tools (no run): list_models, release_model."""
 
-from typing import Annotated, Any
+from typing import Any
 
 from mcp.server.mcpserver import Context
-from mcp_types import CallToolResult
 
-from neurotrace.lab.load_model import LoadModelResult, model_catalog, run_load_model
-from neurotrace.lab.model.weights.loading import ModelRef
+from neurotrace.lab.load_model import model_catalog
 from neurotrace.tools._faults import tool_faults
-from neurotrace.tools._runner import call_in_thread, lab_of, package
-
-
-async def load_model(request: ModelRef, ctx: Context) -> Annotated[CallToolResult, LoadModelResult]:
-    """Load a model (embedded or catalog name, HuggingFace id, local dir or .gguf) into the shared cache and report its shape."""
-    lab = lab_of(ctx)
-    result = await call_in_thread(ctx, lambda reporter: run_load_model(request, lab=lab, reporter=reporter))
-    return package(result, lab)
+from neurotrace.tools._runner import lab_of
 
 
 async def list_models(ctx: Context) -> dict[str, Any]:

@@ -34,7 +34,7 @@ async def test_tools_cli_subcommands_and_the_python_face_use_the_same_names(tmp_
     assert {f"run_{name}" for name in declared} <= set(neurotrace.__all__), "an experiment is missing from __all__"
     for e in EXPERIMENTS:
         assert e.run.__name__ == f"run_{e.name}" and getattr(neurotrace, e.run.__name__) is e.run
-        assert e.name == "load_model" or (PACKAGE / "tools" / f"{e.name}.py").is_file(), f"tools/{e.name}.py is missing"
+        assert (PACKAGE / "tools" / f"{e.name}.py").is_file(), f"tools/{e.name}.py is missing"
 
 
 def _lab_imports():
