@@ -314,6 +314,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", default=None, help="run directory root (env NEUROTRACE_RUNS_DIR)")
     parser.add_argument("--memory-budget", default=None, help="model cache budget, e.g. 8GiB "
                                                                "(env NEUROTRACE_MEMORY_BUDGET)")
+    parser.add_argument("--max-jobs", type=int, default=None, help="jobs running at once, server-wide; the rest "
+                        "queue (env NEUROTRACE_MAX_JOBS, default the number of cores)")
     return parser
 
 
@@ -337,8 +339,13 @@ def _serve_http(server: NeurotraceServer, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("NEUROTRACE_LOG", "WARNING"), stream=sys.stderr)
-    settings = LabSettings.from_env(runs_dir=args.runs_dir and os.path.abspath(args.runs_dir),
-                                    memory_budget_bytes=parse_bytes(args.memory_budget))
+    if args.max_jobs is not None and args.max_jobs < 1:
+        _parser().error("--max-jobs must be at least 1")
+    try:
+        settings = LabSettings.from_env(runs_dir=args.runs_dir and os.path.abspath(args.runs_dir),
+                                        memory_budget_bytes=parse_bytes(args.memory_budget), max_jobs=args.max_jobs)
+    except ValueError as exc:
+        raise SystemExit(f"neurotrace-mcp: {exc}") from None
     server = build_server(settings)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
-from neurotrace.lab.budget import check_request
+from neurotrace.lab.admission import Admission
+from neurotrace.lab.budget import check_request, job_budget
 from neurotrace.lab.inputs import DEFAULT_MAX_INPUT_BYTES, InputPolicy, default_input_roots
 from neurotrace.lab.model.weights.cache import ModelCache, parse_bytes, parse_device_bytes
 from neurotrace.lab.runs import RunStore
@@ -30,13 +31,15 @@ class LabSettings:
     threads: int | None = None  # torch intra-op threads; None: every core this process may use
     max_job_rows: int | None = DEFAULT_MAX_JOB_ROWS  # forward rows one job may run (budget); None: no limit
     gpu_budget_bytes: dict[str, int] | None = None  # per GPU ('cuda:0' -> bytes); None: 90% of each one
+    max_jobs: int | None = None  # jobs running at once, server-wide (the rest queue); None: every available core
 
     @classmethod
     def from_env(cls, **overrides: object) -> "LabSettings":
         """NEUROTRACE_RUNS_DIR, NEUROTRACE_MEMORY_BUDGET ('8GiB'), NEUROTRACE_TRUST_REMOTE_CODE=1,
         NEUROTRACE_INPUT_DIRS (os.pathsep-separated), NEUROTRACE_MAX_INPUT_BYTES ('16MiB'),
         NEUROTRACE_THREADS (torch threads; default every available core), NEUROTRACE_MAX_JOB_ROWS (forward
-        rows per job; default 50 million, '0' or 'off' for none), NEUROTRACE_GPU_MEMORY_BUDGET ('20GiB' for every GPU, or 'cuda:0=20GiB,cuda:1=40GiB')."""
+        rows per job; default 50 million, '0' or 'off' for none), NEUROTRACE_GPU_MEMORY_BUDGET ('20GiB' for every GPU, or 'cuda:0=20GiB,cuda:1=40GiB'),
+        NEUROTRACE_MAX_JOBS (jobs running at once; default the number of available cores)."""
         values: dict[str, object] = {
             "runs_dir": Path(os.environ.get("NEUROTRACE_RUNS_DIR", "runs")),
             "memory_budget_bytes": parse_bytes(os.environ.get("NEUROTRACE_MEMORY_BUDGET")),
@@ -47,6 +50,7 @@ class LabSettings:
             "threads": int(os.environ["NEUROTRACE_THREADS"]) if os.environ.get("NEUROTRACE_THREADS") else None,
             "max_job_rows": _max_rows(os.environ.get("NEUROTRACE_MAX_JOB_ROWS")),
             "gpu_budget_bytes": parse_device_bytes(os.environ.get("NEUROTRACE_GPU_MEMORY_BUDGET")),
+            "max_jobs": _max_jobs(os.environ.get("NEUROTRACE_MAX_JOBS")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -58,6 +62,18 @@ def _max_rows(raw: str | None) -> int | None:
     return None if raw.strip().lower() in ("0", "off", "none") else parse_bytes(raw)
 
 
+def _max_jobs(raw: str | None) -> int | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"NEUROTRACE_MAX_JOBS must be a whole number of jobs, not {raw[:40]!r}") from None
+    if value < 1:
+        raise ValueError("NEUROTRACE_MAX_JOBS must be at least 1")
+    return value
+
+
 class Lab:
     def __init__(self, settings: LabSettings | None = None) -> None:
         self.settings = settings or LabSettings.from_env()
@@ -66,6 +82,8 @@ class Lab:
         self.cache = ModelCache(self.settings.memory_budget_bytes, self.settings.trust_remote_code,
                                 gpu_budget_bytes=self.settings.gpu_budget_bytes, runs_root=self.store.root)
         roots = self.settings.input_dirs or default_input_roots(self.store.root)
+        # server-wide: at most max_jobs jobs run at once, their memory estimates within the budget together
+        self.admission = Admission(self.settings.max_jobs or available_cores(), job_budget(self))
         self.inputs = InputPolicy(roots=tuple(Path(r).expanduser().resolve() for r in roots),
                                   runs_root=self.store.root, max_bytes=self.settings.max_input_bytes)
 

@@ -11,6 +11,7 @@ with its run id reserved up front (the job id *is* the run id) and its reporter 
 cancel - or SIGTERM - stops the worker at its next ``reporter.step``.
 """
 
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -20,10 +21,12 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent
 
 from neurotrace.lab.progress import Reporter
 
+log = logging.getLogger("neurotrace.server")
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -43,6 +46,7 @@ class Job:
     status: str = "working"
     message: str = "started"
     progress: dict[str, Any] | None = None
+    place: int | None = None  # its place in line while it waits for a slot (neurotrace.tools._queue)
     result: CallToolResult | None = None
     finished: anyio.Event = field(default_factory=anyio.Event)
 
@@ -52,7 +56,7 @@ class Job:
 
     def view(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "tool": self.tool, "status": self.status, "message": self.message,
-                "progress": self.progress, "created": self.created, "updated": self.updated}
+                "progress": self.progress, "place": self.place, "created": self.created, "updated": self.updated}
 
 
 # The job the current tool call runs as (unset for an ordinary, waited-for call).
@@ -132,12 +136,17 @@ class Jobs:
                 job.status = "failed" if job.result.is_error else "completed"
                 if job.result.is_error and "cancelled" in _text(job.result):
                     job.status = "cancelled"
+            except ToolError as exc:  # the tool's own refusal or cancel (a waited call's reply would carry it)
+                text = str(exc).removeprefix(f"Error executing tool {tool}: ")
+                job.result = CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+                job.status = "cancelled" if text.startswith("cancelled") else "failed"
             except BaseException as exc:  # cancelled with the lifespan, or a crash: recorded, not raised
                 job.status = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else "failed"
                 job.result = CallToolResult(content=[TextContent(type="text", text=f"{tool}: {job.status}")],
                                             is_error=True)
                 if isinstance(exc, anyio.get_cancelled_exc_class()):
                     raise
+                log.error("job %s (%s) crashed", run_id, tool, exc_info=True)
             finally:
                 CURRENT_JOB.reset(token)
                 job.message, job.updated = (_text(job.result)[:200] if job.result else job.status), _now()

@@ -38,6 +38,7 @@ from neurotrace.lab.runs import URI_PREFIX, media_type
 from neurotrace.tools._dryrun import detach_hint, eta_text, learn, seconds_for
 from neurotrace.tools._faults import tool_faults
 from neurotrace.tools._jobs import CURRENT_JOB, Jobs
+from neurotrace.tools._queue import wait_turn
 from neurotrace.tools._report_ui import report_blocks
 
 log = logging.getLogger("neurotrace.server")
@@ -72,13 +73,15 @@ async def run_in_lab(ctx: Context, fn: Callable[..., Any], request: Any) -> Call
     lab = lab_of(ctx)
     with tool_faults():
         lab.check(request)  # run_x checks again; here it refuses before a detached job starts
-        rows = job_estimate(request, lab).rows
+        estimate = job_estimate(request, lab)
+    rows = estimate.rows
     tool = str(getattr(type(request), "tool", "") or "")
     eta = seconds_for(tool, rows)
     job = CURRENT_JOB.get()
     try:
         started = time.perf_counter()
-        result = await call_in_thread(ctx, lambda reporter: fn(request, lab=lab, reporter=reporter), eta=eta)
+        result = await call_in_thread(ctx, lambda reporter: fn(request, lab=lab, reporter=reporter), eta=eta,
+                                      need=estimate.bytes, tool=tool)
         learn(tool, rows, time.perf_counter() - started)
         packaged = package(result, lab)
         hint = detach_hint(eta) if job is None else None
@@ -106,9 +109,11 @@ def check_before_start(lab: Lab, parsed: dict[str, Any]) -> None:
             lab.check(request)
 
 
-async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any], eta: float | None = None) -> Any:
+async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any], eta: float | None = None, need: int = 0,
+                         tool: str = "") -> Any:
     """Run ``work(reporter)`` in a thread with progress forwarding and cooperative cancellation (the first
-    progress message carries ``eta``, the estimated seconds, when there is one)."""
+    progress message carries ``eta``, the estimated seconds, when there is one). The job first waits for a
+    server-wide slot (:mod:`neurotrace.tools._queue`): ``need`` is its memory estimate in bytes."""
     done = threading.Event()
     claim = threading.Lock()  # taken once: by the worker (it runs the work) or by a cancel before it starts
     job, app = CURRENT_JOB.get(), app_context(ctx)
@@ -144,8 +149,18 @@ async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any], eta: flo
             app.jobs.unbind_thread()
             done.set()
 
+    async def tell(text: str) -> None:
+        if job is None:
+            try:
+                await ctx.report_progress(0, None, text)
+            except Exception:  # progress is best-effort
+                log.debug("queue place not delivered", exc_info=True)
+
     app.jobs.track(reporter)
+    ticket = lab.admission.enter(need, tool)
     try:
+        with tool_faults():
+            await wait_turn(lab.admission, ticket, reporter, job, tell)
         return await anyio.to_thread.run_sync(target, abandon_on_cancel=True)
     except anyio.get_cancelled_exc_class():
         reporter.cancel()  # the worker stops at its next reporter.step and marks the run cancelled
@@ -154,6 +169,7 @@ async def call_in_thread(ctx: Context, work: Callable[[Reporter], Any], eta: flo
                 await anyio.to_thread.run_sync(done.wait)
         raise
     finally:
+        lab.admission.leave(ticket)
         app.jobs.untrack(reporter)
 
 

@@ -14,8 +14,8 @@ from neurotrace.tools._runner import app_context
 async def run_status(run_id: str, ctx: Context, cancel: bool = False) -> dict[str, Any]:
     """How far is a run (started with wait=false or as a task), and what did it return? Poll until done.
 
-    Returns status (running / complete / failed / cancelled / interrupted), the last progress, and for a
-    finished run its tool result (the same reply the call would have given). cancel=true stops a running job.
+    Returns status (queued/running/complete/failed/cancelled/interrupted), the last progress or place in
+    line, and for a finished run its tool result (the reply the call would have given). cancel=true stops it.
     """
     app = app_context(ctx)
     job = app.jobs.get(run_id)
@@ -30,9 +30,16 @@ async def run_status(run_id: str, ctx: Context, cancel: bool = False) -> dict[st
     except LabError as exc:
         if job is None:
             raise ToolError(scrub(str(exc))) from exc
-        failed = job.finished.is_set()
-        return {"run_id": run_id, "status": "failed" if failed else "running", "progress": job.progress,
-                "message": job.message, "result": None}
+        # no run directory yet: the job waits for a slot, or ended before it started (cancelled while queued)
+        if job.finished.is_set():
+            status = "cancelled" if job.status == "cancelled" else "failed"
+        else:
+            status = "queued" if job.place is not None else "running"
+        out = {"run_id": run_id, "status": status, "progress": job.progress, "message": job.message,
+               "result": None}
+        if status == "queued":
+            out["place"] = job.place
+        return out
     status = manifest.status
     if job is not None and not job.finished.is_set() and status != "running":
         status = "running"  # the run is closed; its result is being packaged
