@@ -28,11 +28,13 @@ from neurotrace.lab.patching import PATCH
 from neurotrace.lab.probe import PROBE
 from neurotrace.lab.sae import FIT_SAE
 from neurotrace.lab.steering import STEER
+from neurotrace.lab.tokenize import TOKENIZE
 from neurotrace.lab.tracing import COMPARE, TRACE
 
 #: every experiment except plot (which redraws their figures), in the order the faces list them
 FAMILIES: tuple[Experiment, ...] = (
     LOAD_MODEL,
+    TOKENIZE,
     GENERATE_FACTS,
     TRACE,
     COMPARE,

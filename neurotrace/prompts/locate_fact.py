@@ -5,16 +5,19 @@ prompt cannot drift from the schema (``model=`` for a tool that takes ``models``
 
 from neurotrace.lab.facts import GenerateFactsRequest
 from neurotrace.lab.plotting import PlotRequest
+from neurotrace.lab.tokenize import TokenizeRequest
 from neurotrace.lab.tracing import CompareRequest, TraceRequest
 from neurotrace.prompts._protocol import missing_tools_note, request_example, steps
 
-TOOLS = ("generate_facts", "trace", "plot", "compare")
+TOOLS = ("generate_facts", "tokenize", "trace", "plot", "compare")
 RUNS = ("DATASET", "TRACE", "TRACE2")
 
 
 def text(model: str, domain: str) -> str:
     dataset = request_example(GenerateFactsRequest, RUNS, source={"kind": "pack", "domains": [domain]},
                               models=[model])
+    tokens = request_example(TokenizeRequest, RUNS, texts=["The capital of France is", "The capital of Japan is"],
+                             models=[model])
     trace = request_example(TraceRequest, RUNS, models=[model], dataset_run_id="DATASET")
     swap = request_example(TraceRequest, RUNS, models=[model], dataset_run_id="DATASET", corruption={"kind": "swap"})
     plot = request_example(PlotRequest, RUNS, run_id="TRACE")
@@ -30,6 +33,8 @@ def text(model: str, domain: str) -> str:
             "used below.",
             f"Call `generate_facts` with {dataset}. Check `n_facts`, `validation` (every fact must be "
             "usable for the model: `n_ok` = `n_facts`) and `dropped`. Keep its `run_id` as DATASET.",
+            f"To see how prompts tokenize (a subject swap needs the corrupt prompt to have the clean prompt's "
+            f"token count in every model traced), call `tokenize` with {tokens}.",
             f"Call `trace` with {trace} (read the tool's input schema for corruption, noise samples, window, "
             "components and `rome_compat`). It returns, per model, the facts it knows, the facts it skipped and why, "
             "the window and noise level used, and `readings`: half-maximum layer ranges per component and token "

@@ -20,10 +20,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.errors import InputError, NotFound
+from neurotrace.lab.errors import InputError, LabError
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.model.access.tokens import target_token_ids, token_ids
-from neurotrace.lab.model.weights.loading import detect_kind, read_config, resolve_source
+from neurotrace.lab.model.weights.loading import load_tokenizer
 
 MultiTokenPolicy = Literal["error", "first_token"]
 
@@ -69,21 +69,16 @@ class ModelReport(BaseModel):
 
 
 def load_vocab(name: str, *, trust_remote_code: bool = False) -> ModelVocab:
-    """Tokenizer + LM kind of ``name`` (embedded name, hub id or directory); weights are not loaded."""
-    from transformers import AutoTokenizer
-
-    source = resolve_source(name)
-    config = read_config(source, trust_remote_code)
-    kind = detect_kind(config, "auto")
+    """Tokenizer + LM kind of ``name`` (embedded or catalog name, hub id, directory, ``BASE+ADAPTER``);
+    weights are not loaded."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise NotFound("models", f"cannot load the tokenizer of {name!r}: {str(exc).splitlines()[0]}",
-                       fix="pass a model directory with tokenizer files") from exc
-    if kind == "masked" and tokenizer.mask_token is None:
+        only = load_tokenizer(name, trust_remote_code=trust_remote_code)
+    except LabError as exc:     # name the request's field (the loaders name 'model')
+        raise type(exc)("models", exc.message, fix=exc.fix) from exc
+    if only.lm_kind == "masked" and only.tokenizer.mask_token is None:
         raise InputError("models", f"{name!r} is a masked LM but its tokenizer has no mask token",
                          fix="use a tokenizer with a mask token (e.g. [MASK]) or a causal LM")
-    return ModelVocab(name=name, source=source, lm_kind=kind, tokenizer=tokenizer)
+    return ModelVocab(name=name, source=only.source, lm_kind=only.lm_kind, tokenizer=only.tokenizer)
 
 
 def check_fact(vocab: ModelVocab, fact: Fact, policy: MultiTokenPolicy) -> TokenCheck:

@@ -217,6 +217,35 @@ def read_config(source: str, trust_remote_code: bool) -> Any:
         raise NotFound("model", f"cannot load model {source!r}: {str(exc).splitlines()[0][:200]}", fix=fix) from exc
 
 
+@dataclass(frozen=True)
+class TokenizerOnly:
+    """A model's tokenizer and LM kind, read without its weights (:func:`load_tokenizer`)."""
+
+    name: str
+    source: str
+    lm_kind: Literal["causal", "masked"]
+    tokenizer: Any
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> TokenizerOnly:
+    """The tokenizer of ``name`` (embedded or catalog name, hub id, directory, ``BASE+ADAPTER``, an edit's
+    model) from its config and tokenizer files only: no weights are read. An adapter changes no token, so
+    ``BASE+ADAPTER`` reads the base's (the adapter must exist)."""
+    from transformers import AutoTokenizer  # heavy import, kept off the package's import path
+
+    base, adapter = split(name)
+    if adapter is not None:
+        locate(adapter)
+    source = resolve_source(base)
+    kind = detect_kind(read_config(source, trust_remote_code), "auto")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise NotFound("model", f"cannot load the tokenizer of {name!r}: {str(exc).splitlines()[0][:200]}",
+                       fix="pass a model directory with tokenizer files") from exc
+    return TokenizerOnly(name=name, source=source, lm_kind=kind, tokenizer=tokenizer)
+
+
 def detect_kind(config: Any, requested: str) -> Literal["causal", "masked"]:
     if requested != "auto":
         return requested  # type: ignore[return-value]
