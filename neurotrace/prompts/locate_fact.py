@@ -33,8 +33,9 @@ def text(model: str, domain: str) -> str:
             "used below.",
             f"Call `generate_facts` with {dataset}. Check `n_facts`, `validation` (every fact must be "
             "usable for the model: `n_ok` = `n_facts`) and `dropped`. Keep its `run_id` as DATASET.",
-            f"To see how prompts tokenize (a subject swap needs the corrupt prompt to have the clean prompt's "
-            f"token count in every model traced), call `tokenize` with {tokens}.",
+            "A subject swap needs the corrupt prompt to have the clean prompt's token count in every model "
+            "traced: `swap_mismatches` lists the facts whose corrupt subject breaks that, with same-length "
+            f"`suggestions` from the packs. To see any string's tokens, call `tokenize` with {tokens}.",
             f"Call `trace` with {trace} (read the tool's input schema for corruption, noise samples, window, "
             "components and `rome_compat`). It returns, per model, the facts it knows, the facts it skipped and why, "
             "the window and noise level used, and `readings`: half-maximum layer ranges per component and token "

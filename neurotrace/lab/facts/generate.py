@@ -37,6 +37,7 @@ from neurotrace.lab.facts.sources import (
     rome_facts,
     spec_facts,
 )
+from neurotrace.lab.facts.swaps import SwapMismatch, swap_mismatches
 from neurotrace.lab.facts.tokens import ModelReport, MultiTokenPolicy, check_model, load_vocab
 from neurotrace.lab.inputs import InputPolicy
 from neurotrace.lab.lab import Lab
@@ -118,6 +119,8 @@ class FactSet(BaseModel):
     facts: list[Fact]
     validation: list[ModelReport] = Field(default_factory=list, description="Per-model token checks.")
     dropped: list[Dropped] = Field(default_factory=list, description="Drafted facts that failed validation.")
+    swap_mismatches: list[SwapMismatch] = Field(default_factory=list, description="Facts whose corrupt subject "
+                                                "changes the prompt's token count in a model, with suggestions.")
 
 
 class GenerateFactsRunConfig(BaseModel):
@@ -140,6 +143,8 @@ class ModelSummary(BaseModel):
     lm_kind: Literal["causal", "masked"]
     n_ok: int = Field(description="Facts usable for this model.")
     n_multi_token: int = Field(description="Facts whose target is several tokens (first token scored).")
+    n_swap_mismatch: int = Field(0, description="Facts whose corrupt subject changes the prompt's token count "
+                                 "here (no subject swap for them).")
 
 
 class GenerateFactsResult(RunResult):
@@ -151,6 +156,9 @@ class GenerateFactsResult(RunResult):
     fact_ids: list[str] = Field(default_factory=list)
     multi_token_policy: MultiTokenPolicy = "error"
     validation: list[ModelSummary] = Field(default_factory=list, description="Per-model token checks.")
+    swap_mismatches: list[SwapMismatch] = Field(default_factory=list, description="Facts whose corrupt subject "
+                                                "changes the prompt's token count in some model (subject swap "
+                                                "needs equal counts), each with same-length suggestions.")
     dataset_uri: str = Field(description="Resource URI of dataset.json.")
 
 
@@ -266,11 +274,11 @@ def build_factset(request: GenerateFactsRequest, *, lab: Lab, reporter: Reporter
     if not sampled:
         _check_unique_ids(facts)
     names = default_models() if request.models is None else list(dict.fromkeys(request.models))
-    reports = []
+    reports, vocabs = [], []
     for k, name in enumerate(names):
         reporter.step(1 + k / max(1, len(names)), 3, f"checking tokens for {name}")
-        reports.append(check_model(load_vocab(name, trust_remote_code=lab.settings.trust_remote_code),
-                                   facts, request.multi_token))
+        vocabs.append(load_vocab(name, trust_remote_code=lab.settings.trust_remote_code))
+        reports.append(check_model(vocabs[-1], facts, request.multi_token))
     facts, token_dropped = _apply_token_checks(facts, origins, reports, drop=sampled)
     dropped = sorted(dropped + token_dropped, key=lambda d: d.index)
     if sampled:
@@ -282,7 +290,8 @@ def build_factset(request: GenerateFactsRequest, *, lab: Lab, reporter: Reporter
     keep = {f.id for f in facts}
     return FactSet(domain=domain, description=description, source=request.source.kind,
                    multi_token_policy=request.multi_token, facts=facts,
-                   validation=[_restrict(r, keep) for r in reports], dropped=dropped)
+                   validation=[_restrict(r, keep) for r in reports], dropped=dropped,
+                   swap_mismatches=swap_mismatches(facts, vocabs))
 
 
 def _summary(fs: FactSet) -> str:
@@ -294,6 +303,15 @@ def _summary(fs: FactSet) -> str:
             f", validated against {models}: {multi} multi-token targets scored by their first token")
     else:
         text += "; checked for structure only (no models given)"
+    if fs.swap_mismatches:
+        per_model = {r.model: sum(r.model in m.tokens for m in fs.swap_mismatches) for r in fs.validation}
+        text += (f". {len(fs.swap_mismatches)} corrupt subject(s) change the prompt's token count ("
+                 + ", ".join(f"{n} in {model}" for model, n in per_model.items() if n)
+                 + "), so subject swap skips them: " + ", ".join(m.fact_id for m in fs.swap_mismatches[:5])
+                 + (" ..." if len(fs.swap_mismatches) > 5 else "")
+                 + "; swap_mismatches suggests same-length corrupt subjects from the packs")
+    elif fs.validation and any(f.corrupt_subject for f in fs.facts):
+        text += ". Every corrupt subject keeps the prompt's token count in every model (subject swap works)"
     if fs.dropped:
         text += f". Dropped {len(fs.dropped)} drafted facts: " + "; ".join(
             f"#{d.index} {d.field}: {d.reason}" for d in fs.dropped[:4])
@@ -326,8 +344,10 @@ def run_generate_facts(request: GenerateFactsRequest, *, lab: Lab, reporter: Rep
         run_id=run.run_id, summary=summary, artifacts=artifacts, domain=fs.domain, source=fs.source,
         n_facts=len(fs.facts), n_dropped=len(fs.dropped), dropped=fs.dropped, fact_ids=[f.id for f in fs.facts],
         multi_token_policy=fs.multi_token_policy, dataset_uri=dataset_uri,
-        validation=[ModelSummary(model=r.model, lm_kind=r.lm_kind, n_ok=r.n_ok, n_multi_token=r.n_multi_token)
+        validation=[ModelSummary(model=r.model, lm_kind=r.lm_kind, n_ok=r.n_ok, n_multi_token=r.n_multi_token,
+                                 n_swap_mismatch=sum(r.model in m.tokens for m in fs.swap_mismatches))
                     for r in fs.validation],
+        swap_mismatches=fs.swap_mismatches,
         next=f"Call trace with {json.dumps({'request': {'models': models, 'dataset_run_id': run.run_id}})} to locate "
              "where these facts are stored.")
 
