@@ -8,7 +8,8 @@ with the agent-facing rules of this project:
 * unknown top-level arguments are refused (``list_models`` takes none);
 * experiment tools accept ``"wait": false`` (answer at once with the run id; see
   :mod:`neurotrace.tools._jobs`) and the tasks extension (:mod:`neurotrace.tools._tasks`);
-* an unknown prompt is a JSON-RPC invalid-params error (-32602);
+* an unknown prompt, an unknown or missing prompt argument, or half of an example's arguments is a
+  JSON-RPC invalid-params error (-32602) naming them; a prompt says which defaults it used;
 * stdio answers unparseable lines (:mod:`neurotrace.transport`); HTTP keeps Host/Origin checks and
   needs ``--allow-remote`` plus a bearer token off loopback; SIGTERM/SIGINT cancel in-flight work.
 """
@@ -43,6 +44,7 @@ from neurotrace.lab.model.weights import catalog
 from neurotrace.lab.model.weights.cache import parse_bytes
 from neurotrace.lab.model.weights.embedded import EMBEDDED_MODELS
 from neurotrace.lab.runs import URI_PREFIX, media_type
+from neurotrace.prompts._arguments import argument_problem, defaults_note
 from neurotrace.tools._dryrun import dry_run_result
 from neurotrace.tools._faults import tool_faults
 from neurotrace.tools._jobs import Job, Jobs, start_after_reply
@@ -195,13 +197,27 @@ class NeurotraceServer(MCPServer):
                                     structured_content={"run_id": job.run_id, "status": "running"})
 
     async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None, context: Any = None) -> Any:
-        if self._prompt_manager.get_prompt(name) is None:
+        prompt = self._prompt_manager.get_prompt(name)
+        if prompt is None:
             known = ", ".join(p.name for p in self._prompt_manager.list_prompts())
             raise MCPError(code=INVALID_PARAMS, message=f"name: unknown prompt {name[:80]!r}. Fix: use one of {known}")
+        given = arguments or {}
+        declared = prompt.arguments or []
+        problem = argument_problem(name, given, [a.name for a in declared], [a.name for a in declared if a.required],
+                                   prompts.BY_NAME.get(name))
+        if problem:
+            raise MCPError(code=INVALID_PARAMS, message=f"{name}: {problem}")
         try:
-            return await super().get_prompt(name, arguments, context)
+            result = await super().get_prompt(name, arguments, context)
         except ValueError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"{name}: {exc}") from exc
+        note = defaults_note(prompt.fn, given)
+        first = result.messages[0] if note and isinstance(result, types.GetPromptResult) and result.messages else None
+        if first is not None and isinstance(first.content, types.TextContent):
+            opened = first.model_copy(update={"content": first.content.model_copy(
+                update={"text": note + first.content.text})})
+            result = result.model_copy(update={"messages": [opened, *result.messages[1:]]})
+        return result
 
     async def read_resource(self, uri: Any, context: Any = None) -> Any:
         """Artifacts are served with their own media type (PNG as image/png blob, JSON as application/json...)."""

@@ -19,6 +19,10 @@ MODULES = (locate_fact, compare_models, rescue_collapse, sae_features, check_met
            locate_and_edit, diff_models)
 
 
+#: each prompt's module by the prompt's name (a module is named like its prompt)
+BY_NAME = {m.__name__.rsplit(".", 1)[-1]: m for m in MODULES}
+
+
 def register(server) -> None:
     """Add every prompt of :data:`MODULES` to ``server``."""
     for module in MODULES:

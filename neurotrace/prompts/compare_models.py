@@ -8,6 +8,8 @@ from neurotrace.lab.tracing import CompareRequest, TraceRequest
 from neurotrace.prompts._protocol import missing_tools_note, request_example, steps
 
 TOOLS = ("generate_facts", "trace", "compare", "plot")
+#: arguments that describe one example together: give all of a group or none (the built-in example)
+TOGETHER = (("base", "tuned"),)
 RUNS = ("DATASET", "TRACE")
 
 

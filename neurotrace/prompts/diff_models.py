@@ -15,6 +15,8 @@ def _example(request_type: type, fields: dict) -> str:
     return json.dumps({"request": fields})
 
 TOOLS = ("diff", "trace", "compare", "logit_lens")
+#: arguments that describe one example together: give all of a group or none (the built-in example)
+TOGETHER = (("tuned", "prompt", "subject", "target"),)
 RUNS = ("TRACE",)
 
 

@@ -5,6 +5,8 @@ import json
 from neurotrace.prompts._protocol import missing_tools_note, steps
 
 TOOLS = ("logit_lens", "attribute", "attention", "patch", "graph")
+#: arguments that describe one example together: give all of a group or none (the built-in example)
+TOGETHER = (("prompt", "target", "corrupt"),)
 
 
 def _call(tool: str, request: dict) -> str:

@@ -5,6 +5,8 @@ import json
 from neurotrace.prompts._protocol import missing_tools_note, steps
 
 TOOLS = ("patch", "attention")
+#: arguments that describe one example together: give all of a group or none (the built-in example)
+TOGETHER = (("clean", "corrupt"),)
 
 
 def text(model: str, clean: str, corrupt: str) -> str:

@@ -3,6 +3,8 @@
 from neurotrace.prompts._protocol import missing_tools_note, steps
 
 TOOLS = ("load_model", "clamp_sweep", "plot")
+#: arguments that describe one example together: give all of a group or none (the built-in example)
+TOGETHER = (("model", "neuron"),)
 
 
 def text(model: str, neuron: str) -> str:

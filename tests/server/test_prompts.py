@@ -2,6 +2,7 @@
 
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from neurotrace.lab.lab import LabSettings
 from neurotrace.prompts import MODULES
@@ -81,3 +82,48 @@ async def test_prompt_flags_tools_missing_from_this_build(client):
         assert "does not provide" not in text
     text = (await client.get_prompt("rescue_collapse", {})).messages[0].content.text
     assert "does not provide" not in text  # load_model, clamp_sweep and plot exist
+
+
+async def _refused(client, name: str, arguments: dict) -> str:
+    with pytest.raises(MCPError) as err:
+        await client.get_prompt(name, arguments)
+    assert err.value.error.code == -32602
+    return err.value.error.message
+
+
+@pytest.mark.anyio
+async def test_an_unknown_argument_is_refused_naming_it_and_the_accepted_ones(client):
+    message = await _refused(client, "explain_prediction", {"modle": "m"})
+    assert "unknown argument(s) modle" in message and "Fix: use model, prompt, target, corrupt" in message
+
+
+@pytest.mark.anyio
+async def test_half_an_example_is_refused_naming_the_missing_arguments(client):
+    message = await _refused(client, "explain_prediction", {"model": "m", "prompt": "The capital of Peru is"})
+    assert message.startswith("explain_prediction: arguments: target, corrupt missing") and "Fix: pass target, " \
+        "corrupt too" in message
+    assert "clean" in await _refused(client, "patch_components", {"corrupt": "a c"})
+    whole = await client.get_prompt("explain_prediction", {"prompt": "The capital of Peru is", "target": "Lima",
+                                                           "corrupt": "The capital of Chad is"})
+    assert "'Lima'" in whole.messages[0].content.text and "'Paris'" not in whole.messages[0].content.text
+
+
+@pytest.mark.anyio
+async def test_a_prompt_names_the_defaults_it_used_and_only_those(client):
+    text = (await client.get_prompt("locate_fact", {"model": "fact-bert"})).messages[0].content.text
+    assert text.startswith("> Arguments not given, defaults used: domain='geography'.")
+    text = (await client.get_prompt("locate_fact", {"model": "fact-bert", "domain": "law"})).messages[0].content.text
+    assert "defaults used" not in text
+
+
+@pytest.mark.anyio
+async def test_a_missing_required_argument_is_named(tmp_path):
+    server = build_server(LabSettings(runs_dir=tmp_path / "runs"))
+
+    @server.prompt(name="needs_site", description="A prompt with a required argument.")
+    async def needs_site(site: str, model: str = "fact-gpt2") -> str:
+        return f"{model} {site}"
+
+    async with Client(server, raise_exceptions=True) as client:
+        message = await _refused(client, "needs_site", {"model": "m"})
+    assert message == "needs_site: arguments: prompt needs_site needs site. Fix: pass site"
