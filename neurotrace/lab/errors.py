@@ -43,6 +43,10 @@ class OverBudget(LabError):
     """Loading a model would exceed the configured memory budget."""
 
 
+class DiskFull(LabError):
+    """The runs directory's disk (or the file-size limit) has no room left for a run's files."""
+
+
 class Cancelled(Exception):
     """The caller cancelled the run; raised between units of work."""
 

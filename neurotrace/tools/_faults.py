@@ -17,6 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import ValidationError
 
 from neurotrace.lab.errors import Cancelled, LabError, validation_message
+from neurotrace.lab.runs.manifest import is_disk_full
 
 log = logging.getLogger("neurotrace.server")
 PATH_RE = re.compile(r"(?:~|/)[^\s'\"]*/[^\s'\"]*")
@@ -64,6 +65,9 @@ def tool_faults() -> Iterator[None]:
                         "positions, d_sae, batch sizes) or raise NEUROTRACE_MEMORY_BUDGET on a bigger machine") from exc
     except (OverflowError, RecursionError, ArithmeticError, RuntimeError, TypeError, ValueError, KeyError,
             IndexError, OSError) as exc:
+        if is_disk_full(exc):  # outside a run (its own error names the runs directory): still not the request's
+            raise ToolError("runs_dir: disk full: no room left to write this call's files. Fix: free space on the "
+                            "runs directory's disk or point NEUROTRACE_RUNS_DIR at a disk with room") from exc
         log.exception("unexpected %s in a tool", type(exc).__name__)
         raise ToolError(scrub(f"request: the experiment failed with {type(exc).__name__}: {_clean(exc)}. Fix: "
                               "check the request's values against the input schema (ranges, lengths, devices); if "

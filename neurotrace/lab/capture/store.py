@@ -15,6 +15,7 @@ The writer keeps at most ``chunk_rows`` rows per site in memory: full chunks go 
 a large capture never holds every state in RAM. The reader memory-maps the arrays.
 """
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -33,6 +34,19 @@ CAPTURE_FILE = "capture.json"
 
 def states_path(site: str) -> str:
     return f"arrays/states/{site}.npy"
+
+
+def reserve(path: Path) -> None:
+    """Allocate every block of ``path`` now (a sparse file memory-mapped on a full disk would kill the
+    process with SIGBUS at the first page it cannot back; this raises ENOSPC instead)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -79,14 +93,19 @@ class StateWriter:
             final = self.run.dir / rel
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = final.with_name(f".{final.name}.tmp")
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=(buf.rows, buf.width))
-            row = 0
-            for block in [*(np.load(p, mmap_mode="r") for p in buf.parts), *buf.chunks]:
-                out[row:row + block.shape[0]] = block
-                row += block.shape[0]
-            out.flush()
-            del out
-            os.replace(tmp, final)
+            try:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=(buf.rows, buf.width))
+                reserve(tmp)  # a full disk is an OSError here, not a SIGBUS while writing the map
+                row = 0
+                for block in [*(np.load(p, mmap_mode="r") for p in buf.parts), *buf.chunks]:
+                    out[row:row + block.shape[0]] = block
+                    row += block.shape[0]
+                out.flush()
+                del out
+                os.replace(tmp, final)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             uris[site] = self.run.record_file(rel)
             buf.chunks = []
         shutil.rmtree(self.parts_dir, ignore_errors=True)

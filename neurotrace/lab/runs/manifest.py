@@ -6,8 +6,10 @@ their sources, the inputs and every artifact with its sha256. :func:`atomic_writ
 a temp file in the same directory and ``os.replace``, so no reader ever sees half a file.
 """
 
+import errno
 import os
 import platform
+import shutil
 import socket
 import threading
 import time
@@ -113,15 +115,45 @@ def media_type(path: str) -> str:
     return MEDIA_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
 
 
+# errors that mean "no room for this file": the disk is full, the quota is spent, or the file-size limit
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+TEMP_SUFFIX = ".tmp"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an OSError that says there is no room left (see :data:`NO_ROOM`), or one caused by it."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1  # type: ignore[assignment]
+    return False
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
+    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``; the temp
+    file is removed when the write fails (a full disk included), so nothing half-written is left."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    """Overwrite an existing small file in place (the blocks it frees are the ones it reuses): the last
+    resort for a run's final manifest when the disk is too full for a temp file beside it."""
+    with open(path, "r+b") as fh:
+        fh.truncate(0)
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -138,3 +170,41 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    """Write a run's manifest atomically; on a disk too full for the temp file, overwrite the existing one
+    in place (it frees what it reuses), so a run can still end ``failed`` on a full disk."""
+    data = (manifest.model_dump_json(indent=2) + "\n").encode("utf-8")
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        if not is_disk_full(exc) or not path.is_file():
+            raise
+        rewrite_in_place(path, data)
+
+
+def remove_temps(root: Path) -> int:
+    """Delete the temp files of unfinished atomic writes under ``root`` (``.name....tmp``) and its hidden
+    scratch folders; how many."""
+    removed = 0
+    for scratch in root.glob(".*"):  # a job's hidden scratch folders (e.g. capture's .parts)
+        if scratch.is_dir() and not scratch.is_symlink():
+            shutil.rmtree(scratch, ignore_errors=True)
+            removed += 1
+    for path in root.rglob(f".*{TEMP_SUFFIX}"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def shown(path: Path) -> str:
+    """A path for a message: the home directory as ``~``."""
+    home = os.path.expanduser("~")
+    text = str(path)
+    return "~" + text[len(home):] if home not in ("", "/") and (text == home or text.startswith(home + "/")) else text
+

@@ -16,8 +16,10 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import re
+import shutil
 import stat
 import threading
 import time
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from neurotrace.lab.errors import Cancelled, InputError, NotFound
+from neurotrace.lab.errors import Cancelled, DiskFull, InputError, NotFound
 from neurotrace.lab.runs.htmlreport import render_report
 from neurotrace.lab.runs.manifest import (
     ArtifactEntry,
@@ -38,9 +40,15 @@ from neurotrace.lab.runs.manifest import (
     RunOwner,
     atomic_write_bytes,
     atomic_write_text,
+    is_disk_full,
     media_type,
     package_versions,
+    remove_temps,
+    shown,
+    write_manifest,
 )
+
+log = logging.getLogger("neurotrace.lab")
 
 RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}(?:\d{6})?Z-[a-z_]+-[0-9a-f]{8}$")
 URI_PREFIX = "neurotrace://runs"
@@ -172,7 +180,7 @@ class Run:
         return [self.uri(a.path) for a in self.manifest.artifacts]
 
     def save_manifest(self) -> None:
-        atomic_write_text(self.dir / "manifest.json", self.manifest.model_dump_json(indent=2) + "\n")
+        write_manifest(self.dir / "manifest.json", self.manifest)
 
 
 def _now() -> str:
@@ -226,9 +234,15 @@ class RunStore:
         reserved, self._reserved.run_id = getattr(self._reserved, "run_id", None), None
         run = Run(self, reserved or self._new_id(tool, req_json), tool, seed)
         run.manifest.result_pending = bool(reserved and getattr(self._reserved, "keeps_result", False))
-        run.dir.mkdir(parents=True, exist_ok=False)
-        atomic_write_text(run.dir / "request.json", json.dumps(req, indent=2, default=str) + "\n")
-        run.save_manifest()
+        try:
+            run.dir.mkdir(parents=True, exist_ok=False)
+            atomic_write_text(run.dir / "request.json", json.dumps(req, indent=2, default=str) + "\n")
+            run.save_manifest()
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            shutil.rmtree(run.dir, ignore_errors=True)  # the run could not even open: nothing of it stays
+            raise self.disk_full() from exc
         self._open[run.run_id] = run
         self._openers[run.run_id] = threading.get_ident()
         try:
@@ -237,16 +251,39 @@ class RunStore:
             run.manifest.status, run.manifest.error = "cancelled", str(exc) or "interrupted"
             raise
         except BaseException as exc:
+            if is_disk_full(exc):
+                raise self._failed_full(run) from exc
             run.manifest.status, run.manifest.error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         else:
             run.manifest.status = "complete"
-            run.write_report()
+            try:
+                run.write_report()
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                raise self._failed_full(run) from exc
         finally:
             run.manifest.finished = _now()
-            run.save_manifest()
-            self._open.pop(run.run_id, None)
-            self._openers.pop(run.run_id, None)
+            try:
+                run.save_manifest()
+            finally:
+                self._open.pop(run.run_id, None)
+                self._openers.pop(run.run_id, None)
+
+    def disk_full(self) -> DiskFull:
+        """The error of a run that found no room for its files (names the runs directory, never the home)."""
+        return DiskFull("runs_dir", f"disk full: no room left for the run's files in the runs directory "
+                        f"{shown(self.root)}", fix="free space on that disk (e.g. delete old runs there) or point "
+                        "NEUROTRACE_RUNS_DIR (--runs-dir) at a disk with room, then run the call again")
+
+    def _failed_full(self, run: Run) -> DiskFull:
+        """Mark ``run`` failed for a full disk and delete its half-written temp files."""
+        error = self.disk_full()
+        run.manifest.status, run.manifest.error = "failed", str(error)
+        removed = remove_temps(run.dir)
+        log.warning("run %s: disk full in %s (%d temp file(s) removed)", run.run_id, self.root, removed)
+        return error
 
     def opener(self, run_id: str) -> int | None:
         """The thread that has ``run_id`` open in this process (None: not open here)."""
@@ -310,7 +347,11 @@ class RunStore:
         m = m.model_copy(update={"status": "interrupted", "finished": _now(), "progress": None,
                                  "error": f"the server process that ran it (pid {m.owner.pid}) ended before it "
                                           "finished"})
-        atomic_write_text(path / "manifest.json", m.model_dump_json(indent=2) + "\n")
+        try:
+            write_manifest(path / "manifest.json", m)
+            remove_temps(path)
+        except OSError:  # a full or read-only disk: it reads as interrupted all the same; the store still opens
+            log.warning("could not mark run %s interrupted on disk", m.run_id, exc_info=True)
         return m
 
     def note_progress(self, run_id: str, done: float, total: float | None, message: str,
@@ -327,7 +368,10 @@ class RunStore:
             return
         if m.status == "running":
             m.progress = {"done": done, "total": total, "message": message, "updated": _now()}
-            atomic_write_text(path, m.model_dump_json(indent=2) + "\n")
+            try:
+                atomic_write_text(path, m.model_dump_json(indent=2) + "\n")
+            except OSError:  # progress is best effort (a full disk fails the run at its next real write)
+                log.debug("progress of %s not recorded", run_id, exc_info=True)
 
     def attach_result(self, run_id: str, data: Any) -> str:
         """Keep a finished run's tool result as ``tool_result.json`` (listed), so it can be fetched again."""
@@ -340,7 +384,7 @@ class RunStore:
                                   media_type="application/json")
             m.artifacts = [a for a in m.artifacts if a.path != entry.path] + [entry]
             m.result_pending = False
-            atomic_write_text(path / "manifest.json", m.model_dump_json(indent=2) + "\n")
+            write_manifest(path / "manifest.json", m)
         return f"{URI_PREFIX}/{run_id}/artifacts/tool_result.json"
 
     def settle_result(self, run_id: str) -> None:
@@ -352,7 +396,7 @@ class RunStore:
                 m = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
                 if m.result_pending:
                     m.result_pending = False
-                    atomic_write_text(path, m.model_dump_json(indent=2) + "\n")
+                    write_manifest(path, m)
         except (NotFound, OSError, ValueError):
             return
 
