@@ -82,8 +82,12 @@ def weight_bytes(dims: Dims, value_bytes: int) -> int:
 
 
 def prompt_texts(items: Iterable[Any]) -> list[str]:
-    """The text of each prompt item (a string, or an object with a ``prompt``)."""
-    return [item if isinstance(item, str) else str(getattr(item, "prompt", "")) for item in items]
+    """The text of each prompt item (a string, chat messages, or an object with a ``prompt``)."""
+    out = []
+    for item in items:
+        item = item if isinstance(item, str | list) else getattr(item, "prompt", "")
+        out.append(item if isinstance(item, str) else " ".join(str(getattr(m, "content", m)) for m in item))
+    return out
 
 
 @runtime_checkable

@@ -51,6 +51,7 @@ from neurotrace.lab.capture.store import (
 )
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.access.chat import apply_chat
 from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.access.sites import select_sites
 from neurotrace.lab.model.access.tokens import target_id
@@ -140,8 +141,9 @@ def _run_step(lm: LoadedModel, request: CaptureRequest, step: EpisodeStep, i: in
                             "top_token": lm.tokenizer.decode([int(probs.argmax())]),
                             "interventions": [j for j, s in enumerate(request.interventions) if s.active(i)],
                             "generation": plan["path"]}
-    if step.target is not None:
-        line["target"], line["p_target"] = step.target, float(probs[target_id(lm.tokenizer, step.target)])
+    if step.target is not None:      # after a chat template's turn header the answer has no leading space
+        after = step.text if step.text[-1:].isspace() else ""
+        line["target"], line["p_target"] = step.target, float(probs[target_id(lm.tokenizer, step.target, after)])
     return line, cont.tokens, plan
 
 
@@ -171,6 +173,10 @@ def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter = NULL_
     ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype, backend=request.backend)
     with lab.cache.lease(ref) as lm:
         sites = select_sites(request.sites, lm)
+        if request.chat and (request.episode or request.corpus is not None):
+            raise InputError("chat", "chat templates each of `prompts`; an episode or a corpus is taken as written",
+                             fix="give each conversation as a list of messages in `prompts`, or drop chat")
+        request = apply_chat(request, lm.tokenizer, request.model, many=("prompts",), inner="text")
         if request.corpus is not None:
             if request.prompts or request.episode:
                 raise InputError("corpus", "give exactly one of `prompts`, `episode` and `corpus`",

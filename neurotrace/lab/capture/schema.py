@@ -8,6 +8,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from neurotrace.lab.capture.edits import EDIT_KINDS, ComponentEdit
 from neurotrace.lab.capture.generation import GenerationPath
 from neurotrace.lab.estimates import BYTES, WIDTH_GUESS, Estimate
+from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, Conversation
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.results import RunResult
 
@@ -32,8 +33,9 @@ class CaptureRequest(BaseModel):
     sites: list[str] = Field(default_factory=lambda: ["blocks.*.hook_resid_post"], min_length=1,
                              description="Site name patterns: exact names, globs ('blocks.*.hook_mlp_out') "
                                          "or regexes prefixed 're:'.")
-    prompts: list[str | EpisodeStep] = Field(default_factory=list, description="Independent prompts, one step "
-                                             "each. Give either prompts or episode.")
+    prompts: list[str | EpisodeStep | Conversation] = Field(default_factory=list, description="Independent "
+                                                            "prompts, one step each. Give either prompts or episode.")
+    chat: bool = Field(False, description=CHAT_FIELD_HELP)
     episode: list[EpisodeStep] = Field(default_factory=list, description="Steps of one episode: each step "
                                        "continues the transcript including the previous outputs (causal LMs).")
     corpus: str | None = Field(None, description="Corpus instead of prompts: 'python-docs' or a .txt/.jsonl "

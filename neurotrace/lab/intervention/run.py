@@ -63,6 +63,7 @@ from neurotrace.lab.intervention.schema import (
 )
 from neurotrace.lab.intervention.structural import control_sets
 from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.access.chat import apply_chat
 from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.access.sites import check_site
 from neurotrace.lab.model.access.tokens import target_id, target_token_ids
@@ -358,9 +359,10 @@ def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = N
     model = request.model or (sae.cfg.model if sae is not None else None)
     if model is None:
         raise InputError("model", "no model given and no SAE to take it from", fix="pass model or fit_sae_run_id")
-    cases = _cases(request)
     with lab.cache.lease(ModelRef(model=model, device=request.device, dtype=request.dtype,
                                   backend=request.backend)) as lm:
+        request = apply_chat(request, lm.tokenizer, model, many=("prompts",))
+        cases = _cases(request)
         if lm.lm_kind != "causal" and request.max_new_tokens:
             raise InputError("max_new_tokens", "a masked LM does not generate", fix="use max_new_tokens=0")
         sae = sae.to(lm.device) if sae is not None else None

@@ -9,6 +9,7 @@ from neurotrace.lab.capture import GenerationPlan
 from neurotrace.lab.effects import Damage, SizeWord
 from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions, prompt_texts
 from neurotrace.lab.intervention.policies import Policy
+from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.model.runtime.sampling import SAMPLING_HELP, Greedy, Sampling
 from neurotrace.lab.results import RunResult
@@ -17,7 +18,7 @@ from neurotrace.lab.sae import DictionaryRef
 
 class PromptCase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    prompt: str = Field(min_length=1, description="The input text.")
+    prompt: PromptInput = Field(min_length=1, description="The input text (or chat messages).")
     target: str | None = Field(None, description="Expected next word(s); the effect is the change of log p(target) "
                                "(the sequence log-probability when it has several tokens).")
     foil: str | None = Field(None, description="A competing word; with it the effect is the change of "
@@ -35,6 +36,7 @@ class InterveneRequest(BaseModel):
     dictionary: DictionaryRef | None = None
     prompts: list[str | PromptCase] = Field(min_length=1, description="Prompts, as strings or {prompt, target, "
                                             "foil}.")
+    chat: bool = Field(False, description=CHAT_FIELD_HELP)
     policies: list[Policy] = Field(default_factory=list, description="SAE edits ablate_features, clamp_features, "
                                    "patch_features and component edits zero, zero_heads, set_neurons, mean, patch, "
                                    "knockout; each with steps and positions. [] = a ranking-only pass.")
@@ -55,7 +57,7 @@ class InterveneRequest(BaseModel):
         """Greedy steps of every prompt under every policy, one forward per control (up to three structure-matched
         families and the random directions), the feature ranking, and the damage check on neutral text."""
         d = dims_of(lab, self.model)
-        pos = positions(d, prompt_texts(self.prompts), self.max_new_tokens)
+        pos = positions(d, prompt_texts(self.prompts), self.max_new_tokens + (200 if self.chat else 0))
         per_prompt = (1 + len(self.policies)) * max(1, self.max_new_tokens) + 4 * self.controls + self.rank_features
         damage = 2 * (len(self.prompts) + 4) if self.policies else 0
         need = forward_bytes(d, 1, pos, pos) * 2 + len(self.prompts) * pos * d.d_model * BYTES

@@ -38,6 +38,7 @@ from transformers import DynamicCache
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.adapters import site_name
+from neurotrace.lab.model.access.chat import apply_chat
 from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.access.tokens import target_id
 from neurotrace.lab.model.runtime.nnsight_backend import traced
@@ -249,6 +250,7 @@ def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
     patching per layer x position, per head and per head x position, with a logit-difference, p or KL metric."""
     lab.check(request)  # bounds and the whole-job estimate, before any work
     with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
+        request = apply_chat(request, lm.tokenizer, request.model, single=("clean", "corrupt"))
         clean, corrupt = _prompts(lm, request)
         clean_lg, corrupt_lg = last_logits(lm, torch.stack([clean, corrupt]))
         target, contrast = _tokens(lm, request, clean_lg, corrupt_lg)

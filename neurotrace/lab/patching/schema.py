@@ -4,7 +4,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions, prompt_texts
+from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
 from neurotrace.lab.results import RunResult
 
 PATCH_RESULTS_FILE = "patch_results.json"
@@ -20,8 +21,9 @@ class PatchRequest(BaseModel):
     tool: ClassVar[str] = "patch"
     model: str = Field(min_length=1, description="Embedded name (e.g. 'fact-gpt2'), HuggingFace id or local dir "
                        "(causal LMs).")
-    clean: str = Field(min_length=1, description="The clean prompt; its last token is the scored position.")
-    corrupt: str = Field(min_length=1, description="The corrupt prompt, same token length (e.g. another subject).")
+    clean: PromptInput = Field(min_length=1, description="The clean prompt; its last token is the scored position.")
+    corrupt: PromptInput = Field(min_length=1, description="The corrupt prompt, same token length (e.g. another subject).")
+    chat: bool = Field(False, description=CHAT_FIELD_HELP)
     metric: PatchMetric = Field("logit_diff", description="'logit_diff' (target - contrast logit), 'p_target', or "
                                 "'kl' (KL(clean || patched), nats; lower = more restored).")
     target: str | None = Field(None, description="Answer word; default the clean run's top-1 token.")
@@ -40,7 +42,7 @@ class PatchRequest(BaseModel):
     def cost(self, lab: Any) -> Estimate:
         """One forward per patched cell (and per path-patching receiver), the clean and corrupt caches."""
         d = dims_of(lab, self.model)
-        pos = positions(d, [self.clean, self.corrupt])
+        pos = positions(d, prompt_texts([self.clean, self.corrupt]), 200 if self.chat else 0)
         cells = len(self.components) * d.n_layers * (pos + d.n_heads) \
             + len(self.receivers) * len(self.receiver_parts) * d.n_layers * d.n_heads
         cache = 2 * d.n_layers * 4 * pos * d.d_model * BYTES       # clean + corrupt states at every site

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts import Fact
+from neurotrace.lab.model.access.chat import templated_at
 from neurotrace.lab.model.access.tokens import target_token_ids, token_texts
 from neurotrace.lab.model.runtime.nnsight_backend import traced, traced_prediction
 from neurotrace.lab.model.weights.loading import LoadedModel
@@ -42,6 +43,7 @@ class PreparedFact:
     context_pos: list[int] = field(default_factory=list)
     context_ids: Int[Tensor, " pos"] | None = None  # context-swapped ids, if they align
     notes: list[str] = field(default_factory=list)
+    prompt: str = ""                                 # the text tokenized (chat: the templated prompt)
 
 
 def _masked_text(fact: Fact, subject: str, mask: str) -> str:
@@ -58,9 +60,11 @@ def _token_range(offsets: Sequence[tuple[int, int]], start: int, end: int) -> li
     return [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
 
 
-def prepare_fact(lm: LoadedModel, fact: Fact, index: int) -> PreparedFact:
+def prepare_fact(lm: LoadedModel, fact: Fact, index: int, chat: bool = False) -> PreparedFact:
     """Tokenise a fact for ``lm``; raise InputError naming ``facts[index]`` when it cannot be traced
-    (``models`` when the model cannot be traced at all: a masked LM without a mask token)."""
+    (``models`` when the model cannot be traced at all: a masked LM without a mask token; ``chat`` when it has
+    no chat template). With ``chat`` each prompt is one user message in the model's chat template and every
+    position (subject, context word, scored token) is found in the templated text."""
     tok = lm.tokenizer
     notes: list[str] = []
     mask = getattr(tok, "mask_token", None) if lm.lm_kind == "masked" else None
@@ -69,25 +73,29 @@ def prepare_fact(lm: LoadedModel, fact: Fact, index: int) -> PreparedFact:
                          "there is no position at which to ask for the target",
                          fix="use a tokenizer with a mask token (e.g. [MASK]) or a causal LM")
 
-    def text_for(subject: str) -> str:
-        return _masked_text(fact, subject, mask) if mask else fact.prompt(subject)
+    def framed(text: str) -> tuple[str, int]:
+        return templated_at(tok, text, model=lm.ref.model) if chat else (text, 0)
 
-    ids, offsets = _encode(tok, text_for(fact.clean_subject))
+    def text_for(subject: str) -> str:
+        return framed(_masked_text(fact, subject, mask) if mask else fact.prompt(subject))[0]
+
+    prompt, shift = framed(_masked_text(fact, fact.clean_subject, mask) if mask else fact.prompt())
+    ids, offsets = _encode(tok, prompt)
     s_char, e_char = fact.subject_span()
-    subj = _token_range(offsets, s_char, e_char)
+    subj = _token_range(offsets, shift + s_char, shift + e_char)
     if not subj:
         raise InputError(f"facts[{index}].clean_subject", f"subject {fact.clean_subject!r} maps to no token",
                          fix="check the template and subject")
     subject = (subj[0], subj[-1] + 1)
     predict_pos = ids.index(tok.mask_token_id) if mask else len(ids) - 1
-    targets = target_token_ids(tok, fact.prompt(), fact.target)
+    targets = target_token_ids(tok, framed(fact.prompt())[0], fact.target)
     if not targets or (tok.unk_token_id is not None and targets[0] == tok.unk_token_id):
         raise InputError(f"facts[{index}].target", f"target {fact.target!r} is not in {lm.ref.model}'s vocabulary",
                          fix="validate the facts with generate_facts for this model")
     if len(targets) > 1:
         notes.append(f"target {fact.target!r} is {len(targets)} tokens; the first is scored")
     prep = PreparedFact(fact=fact, ids=torch.tensor(ids), tokens=token_texts(tok, ids), subject=subject,
-                        predict_pos=predict_pos, target_id=targets[0], notes=notes)
+                        predict_pos=predict_pos, target_id=targets[0], notes=notes, prompt=prompt if chat else "")
     if fact.corrupt_subject:
         swap, _ = _encode(tok, text_for(fact.corrupt_subject))
         if len(swap) == len(ids):
@@ -95,12 +103,12 @@ def prepare_fact(lm: LoadedModel, fact: Fact, index: int) -> PreparedFact:
         else:
             notes.append("the corrupt subject has a different token length; subject swap is unavailable")
     if fact.context_from and fact.context_to:
-        c_start = _context_char(fact)
+        c_start = shift + _context_char(fact)
         prep.context_pos = _token_range(offsets, c_start, c_start + len(fact.context_from))
         swapped_template = fact.template.replace(fact.context_from, fact.context_to, 1)
         alt = Fact(template=swapped_template, clean_subject=fact.clean_subject, target=fact.target,
                    variants=fact.variants)
-        ctx_ids, _ = _encode(tok, _masked_text(alt, alt.clean_subject, mask) if mask else alt.prompt())
+        ctx_ids, _ = _encode(tok, framed(_masked_text(alt, alt.clean_subject, mask) if mask else alt.prompt())[0])
         if len(ctx_ids) == len(ids) and prep.context_pos:
             prep.context_ids = torch.tensor(ctx_ids)
         else:
@@ -168,9 +176,9 @@ def check_facts(request: TraceRequest, lm: LoadedModel, facts: Sequence[Fact], r
     for i, fact in enumerate(facts):
         reporter.step(0, None, f"{lm.ref.model}: checking fact {i + 1}/{len(facts)}")
         try:
-            prep = prepare_fact(lm, fact, i)
+            prep = prepare_fact(lm, fact, i, chat=request.chat)
         except InputError as err:
-            if err.field == "models":
+            if err.field in ("models", "chat"):
                 raise
             errors.append(err)
             skipped.append(SkippedFact(fact_id=fact_key(fact), field=err.field, reason=err.message))

@@ -133,7 +133,7 @@ def trace_fact(request: TraceRequest, lm: LoadedModel, checked: Checked, unit: f
     eff, component, layer, pos = max(cells)
     heads = head_grid(lm, prep, corr).tolist() if request.heads else None
     return FactRecord(
-        fact_id=prep.fact.id, prompt=prep.fact.prompt(),
+        fact_id=prep.fact.id, prompt=prep.prompt or prep.fact.prompt(),
         subject=prep.fact.clean_subject, target=prep.fact.target, target_id=prep.target_id, tokens=prep.tokens,
         subject_range=list(prep.subject), predict_pos=prep.predict_pos, categories=categories(prep),
         p_clean=checked.p_clean, p_corrupted=p_corr, clean_minus_corrupt=checked.p_clean - p_corr,

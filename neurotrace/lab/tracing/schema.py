@@ -40,6 +40,7 @@ from neurotrace.lab.estimates import (
     positions,
 )
 from neurotrace.lab.facts import Fact
+from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.results import RunResult
 
@@ -97,6 +98,7 @@ class TraceRequest(BaseModel):
     check_agreement: bool = Field(False, description="Approx vs the exact grid. With mode='approx', also "
                                                      "run the full exact grid and report agreement cell by cell.")
     heads: bool = Field(False, description="Also patch each head. Each attention head's output at the scored position.")
+    chat: bool = Field(False, description=CHAT_FIELD_HELP)
     seed: int = Field(0, description="Seed of the noise generator (each fact's noise: seed + fact id).")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
     backend: Backend = "hf"
@@ -128,7 +130,8 @@ class TraceRequest(BaseModel):
         rows_total, peak = 0, 0
         for model in self.models:
             d = dims_of(lab, model)
-            pos = positions(d, [f.template + f.clean_subject for f in self.facts] or ["x" * 32])
+            pos = positions(d, [f.template + f.clean_subject for f in self.facts] or ["x" * 32],
+                            200 if self.chat else 0)
             per_fact = samples * (1 + len(self.components) * d.n_layers * pos + (d.n_layers * d.n_heads
                                                                                  if self.heads else 0))
             if self.mode == "approx":

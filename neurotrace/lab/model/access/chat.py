@@ -69,6 +69,17 @@ def _adds_bos(tokenizer: Any) -> bool:
     return bos_id is not None and len(ids) > 0 and ids[0] == bos_id
 
 
+def templated_at(tokenizer: Any, prompt: str, *, model: str, field: str = "chat") -> tuple[str, int]:
+    """``prompt`` as one templated user message, and where its first character sits in that text: character
+    offsets inside the prompt (a subject's span, a context word) move by that much."""
+    text = templated(tokenizer, prompt, chat=True, model=model, field=field)
+    at = text.rfind(prompt)      # the last copy: a system prompt written before it may repeat its words
+    if at < 0:
+        raise InputError(field, f"{model}'s chat template rewrites the message text, so positions inside it "
+                         "cannot be found", fix="strip leading and trailing spaces from the prompt")
+    return text, at
+
+
 def prompt_label(prompt: "str | list[Message]") -> str:
     """A short readable label of a prompt or conversation (its last message)."""
     if isinstance(prompt, str):
@@ -78,18 +89,27 @@ def prompt_label(prompt: "str | list[Message]") -> str:
 
 
 def apply_chat(request: Any, tokenizer: Any, model: str, single: tuple[str, ...] = (),
-               many: tuple[str, ...] = ()) -> Any:
+               many: tuple[str, ...] = (), inner: str = "prompt") -> Any:
     """``request`` with its prompt fields as the text tools tokenize: ``single`` fields hold one prompt (text or
-    a conversation), ``many`` fields a list of them. With ``chat`` set, or any conversation, each is templated
+    a conversation), ``many`` fields a list of them; a list item that is a record (a prompt with its target)
+    has its prompt in the field ``inner``. With ``chat`` set, or any conversation, each is templated
     (:func:`templated`) and the copy has ``chat`` off, so what the run records is the templated text."""
     chat = bool(getattr(request, "chat", False))
+
+    def text(value: Any) -> Any:
+        if isinstance(value, BaseModel):          # a record holding the prompt (intervene's {prompt, target})
+            prompt = getattr(value, inner)
+            return value.model_copy(update={inner: text(prompt)}) if chat or not isinstance(prompt, str) else value
+        return templated(tokenizer, value, chat=chat, model=model) if chat or not isinstance(value, str) else value
+
     update: dict[str, Any] = {}
     for name in single:
         value = getattr(request, name)
         if value is not None and (chat or not isinstance(value, str)):
-            update[name] = templated(tokenizer, value, chat=chat, model=model)
+            update[name] = text(value)
     for name in many:
-        values = getattr(request, name) or []
-        if chat or any(not isinstance(v, str) for v in values):
-            update[name] = [templated(tokenizer, v, chat=chat, model=model) for v in values]
-    return request.model_copy(update={**update, "chat": False}) if update else request
+        values = list(getattr(request, name) or [])
+        new = [text(v) for v in values]
+        if any(a is not b for a, b in zip(new, values, strict=True)):
+            update[name] = new
+    return request.model_copy(update={**update, "chat": False}) if update or chat else request

@@ -3,7 +3,9 @@
 *Target token.* A fact's answer follows its prompt after a space, so the scored token is the first
 token that ``prompt + " " + target`` adds to ``prompt`` (``' Paris'`` for GPT-2, ``'▁Paris'`` for
 SentencePiece models). When the tokenizer merges across the boundary, the answer is tokenized on its
-own with a leading space. trace, capture, fit_sae and intervene all use this rule.
+own with a leading space. A prompt that ends in whitespace (a chat template's ``"assistant\\n"``, where the
+answer starts a new line) gets no separating space: the answer's own first token (``'Rome'``, not ``' Rome'``).
+trace, capture, fit_sae and intervene all use this rule.
 
 *Readable text.* Byte-level BPE vocabularies store ``' Tower'`` as ``'ĠTower'`` and SentencePiece as
 ``'▁Tower'``; figures, tables and summaries show the decoded text of each token instead
@@ -27,13 +29,15 @@ def token_ids(tokenizer: Any, text: str) -> list[int]:
 
 
 def target_token_ids(tokenizer: Any, prompt: str, target: str) -> list[int]:
-    """Token ids the target adds after ``prompt`` (with the separating space), e.g. [' Paris'] for GPT-2."""
+    """Token ids the target adds after ``prompt`` (with the separating space unless the prompt ends in
+    whitespace), e.g. [' Paris'] for GPT-2."""
     target = target.strip()
+    sep = "" if prompt[-1:].isspace() else " "
     base = token_ids(tokenizer, prompt) if prompt else []
-    full = token_ids(tokenizer, (prompt + " " + target) if prompt else " " + target)
+    full = token_ids(tokenizer, prompt + sep + target)
     if len(full) > len(base) and full[: len(base)] == base:
         return full[len(base):]
-    return token_ids(tokenizer, " " + target)
+    return token_ids(tokenizer, sep + target)
 
 
 def target_id(tokenizer: Any, target: str, prompt: str = "", field: str = "target") -> int:
