@@ -32,23 +32,26 @@ class SideStates:
     rows: Tensor            # (rows, pos, d) residual after 0..n_layers blocks
     logprobs: Tensor        # (pos, vocab) log-softmax of the output
     attention: Tensor | None  # (layers, heads, q, k)
+    site: Tensor | None = None  # (pos, width) states at the dictionary's site, if one was asked for
 
 
 @torch.no_grad()
-def forward(lm: LoadedModel, ids: Tensor, attention: bool) -> SideStates:
+def forward(lm: LoadedModel, ids: Tensor, attention: bool, site: str | None = None) -> SideStates:
     sites = row_sites(lm.n_layers)
     x = ids[None].to(lm.device)
-    with recording(lm.model, lm.adapter, sites) as store:
+    with recording(lm.model, lm.adapter, sites + ([site] if site and site not in sites else [])) as store:
         if attention:
             with eager_attention(lm):
                 out = lm.model(input_ids=x, attention_mask=torch.ones_like(x), output_attentions=True)
         else:
             out = lm.model(input_ids=x, attention_mask=torch.ones_like(x))
         rows = torch.stack([store[s][0] for s in sites]).float().cpu()
+        at_site = store[site][0].float().cpu() if site else None
     att = None
     if attention and out.attentions and out.attentions[0] is not None:
         att = torch.stack([a[0] for a in out.attentions]).float().cpu()
-    return SideStates(rows=rows, logprobs=torch.log_softmax(out.logits[0].float(), -1).cpu(), attention=att)
+    return SideStates(rows=rows, logprobs=torch.log_softmax(out.logits[0].float(), -1).cpu(), attention=att,
+                      site=at_site)
 
 
 def kl(lp_a: Tensor, lp_b: Tensor) -> Tensor:

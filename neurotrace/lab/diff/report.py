@@ -7,10 +7,12 @@ import torch
 from neurotrace.lab.diff.figures import FIGURES
 from neurotrace.lab.diff.measures import InputMeasures
 from neurotrace.lab.diff.schema import (
+    MAX_FEATURE_ROWS,
     RESULTS_FILE,
     DiffRequest,
     DiffResult,
     DiffResults,
+    FeatureDiff,
     HeadDiff,
     InputDiff,
     LayerDiff,
@@ -41,7 +43,8 @@ def _mean(items: list[torch.Tensor]) -> torch.Tensor:
 
 def write_report(run: Any, request: DiffRequest, lm: LoadedModel, *, mode: str, floor: str, labels: list[str],
                  token_ids: list[list[int]], measured: list[tuple[InputMeasures, InputMeasures]], cka: list[float],
-                 floor_cka: list[float], gens: list[tuple[str, str]], tops: list[tuple[str, str]]) -> DiffResult:
+                 floor_cka: list[float], gens: list[tuple[str, str]], tops: list[tuple[str, str]],
+                 features: tuple[str, list[FeatureDiff]] | None = None) -> DiffResult:
     tuned = [m for m, _ in measured]
     ctrl = [f for _, f in measured]
     cos, rel, lens = _mean([m.cosine for m in tuned]), _mean([m.rel_change for m in tuned]), _mean([m.lens_kl for m in tuned])
@@ -63,6 +66,10 @@ def write_report(run: Any, request: DiffRequest, lm: LoadedModel, *, mode: str, 
                       inputs=inputs, heads=heads, n_heads=n_heads,
                       kl_tokens=[[round(float(v), 5) for v in m.kl_tokens] for m in tuned],
                       tokens=[token_texts(lm.tokenizer, t) for t in token_ids])
+    site, table = features or (None, [])
+    if features is not None:
+        rec.dictionary, rec.dictionary_site, rec.features = request.dictionary, site, table[:MAX_FEATURE_ROWS]
+        run.write_csv("tables/features.csv", [x.model_dump() for x in table])
     run.write_json(RESULTS_FILE, rec.model_dump(mode="json"))
     run.write_csv("tables/layers.csv", [x.model_dump() for x in layers])
     run.write_csv("tables/inputs.csv", [x.model_dump() for x in inputs])
@@ -77,7 +84,10 @@ def write_report(run: Any, request: DiffRequest, lm: LoadedModel, *, mode: str, 
     peak = max(layers, key=lambda x: x.rel_change).row
     lens_from = next((x.row for x in layers if x.lens_kl > max(x.floor_lens_kl, LENS_MIN)), None)
     top_heads = sorted([h for h in heads if h.tv > h.floor_tv], key=lambda h: -h.tv)[: request.top_k]
+    top_features = [x for x in table if x.above_floor][: request.top_k]
     summary = _summary(rec, ranked, above_layers, peak, lens_from, top_heads, request.top_k)
+    if features is not None:
+        summary += _features_summary(table, top_features, site, [x.prompt for x in inputs])
     run.set_summary(summary)
     first = ranked[0]
     return DiffResult(
@@ -87,7 +97,19 @@ def write_report(run: Any, request: DiffRequest, lm: LoadedModel, *, mode: str, 
               f"'{request.base or request.model.split('+')[0]}' as the control."),
         model=request.model, base=rec.base, mode=mode, top_inputs=ranked[: request.top_k],
         layers_above_floor=above_layers, peak_layer=peak, lens_divergence_from=lens_from, top_heads=top_heads,
-        n_inputs_above_floor=sum(x.above_floor for x in inputs))
+        n_inputs_above_floor=sum(x.above_floor for x in inputs), top_features=top_features,
+        n_features_above_floor=sum(x.above_floor for x in table) if features is not None else None)
+
+
+def _features_summary(table: list[FeatureDiff], top: list[FeatureDiff], site: str | None, prompts: list[str]) -> str:
+    n_above = sum(x.above_floor for x in table)
+    if not top:
+        return (f" Dictionary features at {site}: none of {len(table)} active features changes its mean activation "
+                "above the floor.")
+    shown = "; ".join(f"{x.feature} ({x.base_mean:.3g} -> {x.tuned_mean:.3g}, floor change {x.floor_change:+.3g}; "
+                      f"most on {prompts[x.top_input][:40]!r})" for x in top[:3])
+    return (f" Dictionary features at {site}: {n_above} of {len(table)} active features change their mean activation "
+            f"above the floor; most: {shown} (tables/features.csv).")
 
 
 def _summary(rec: DiffResults, ranked: list[InputDiff], above: list[str], peak: str, lens_from: str | None,

@@ -9,6 +9,9 @@ LoRA ``B`` matrix's rows shuffled (seeded) - a weight change with exactly the ad
 values per module but no learned direction. Models mode: the base with seeded Gaussian noise of 1% of
 each token's norm added to the embeddings (dropout-free). Every measure is computed between the base
 and the floor side as well, and an input or layer "differs" only above the floor's value.
+
+With a ``dictionary`` (fitted on the base) its features' mean activations are compared the same way
+(:mod:`neurotrace.lab.diff.features`).
 """
 
 from collections.abc import Callable, Iterator
@@ -17,6 +20,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from neurotrace.lab.capture import corpus
+from neurotrace.lab.diff.features import FeatureTally
 from neurotrace.lab.diff.measures import InputMeasures, SideStates, compare, forward, linear_cka
 from neurotrace.lab.diff.report import write_report
 from neurotrace.lab.diff.schema import DiffRequest, DiffResult
@@ -29,6 +33,7 @@ from neurotrace.lab.model.access.tokens import token_texts
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.model.weights.lora import adapter_state, has_adapter, split
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
+from neurotrace.lab.sae import Dictionary, check_fits, load_dictionary, record_dictionary
 from neurotrace.lab.seeding import make_generator
 
 NOISE = 0.01
@@ -111,14 +116,20 @@ def run_diff(request: DiffRequest, *, lab: Lab, reporter: Reporter = NULL_REPORT
     if request.base is None and adapter is None:
         raise InputError("base", f"{request.model!r} names no adapter to switch off",
                          fix="name the model as BASE+ADAPTER (e.g. 'gemma-3-270m+eiffel-rome-lora') or give base")
+    d = load_dictionary(lab, request.dictionary, field="dictionary") if request.dictionary else None
     with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
         base_cm = (lab.cache.lease(ModelRef(model=request.base, device=request.device)) if request.base
                    else nullcontext(lm))
         with base_cm as bm:
-            return _run(request, lab, lm, bm, reporter)
+            if d is not None:
+                for side, name in ((bm, request.base or request.model), (lm, request.model)):
+                    check_fits(d, side, name, field="dictionary")
+                d = d.to(lm.device)
+            return _run(request, lab, lm, bm, reporter, d)
 
 
-def _run(request: DiffRequest, lab: Lab, lm: LoadedModel, bm: LoadedModel, reporter: Reporter) -> DiffResult:
+def _run(request: DiffRequest, lab: Lab, lm: LoadedModel, bm: LoadedModel, reporter: Reporter,
+         d: Dictionary | None) -> DiffResult:
     mode = "models" if bm is not lm else "adapter"
     if mode == "adapter" and not has_adapter(lm.model):
         raise InputError("model", f"{request.model!r} has no adapter loaded", fix="name it as BASE+ADAPTER")
@@ -137,6 +148,8 @@ def _run(request: DiffRequest, lab: Lab, lm: LoadedModel, bm: LoadedModel, repor
     bos = getattr(lm.tokenizer, "bos_token_id", None)
     measured: list[tuple[InputMeasures, InputMeasures]] = []
     cka_a, cka_b, cka_f, token_ids, gens, tops = [], [], [], [], [], []
+    site = d.cfg.site if d is not None else None
+    tally = FeatureTally(d) if d is not None else None
     for i, (_label, ids, text) in enumerate(inputs):
         reporter.check()
         reporter.step(i, len(inputs), f"input {i + 1} of {len(inputs)}")
@@ -144,15 +157,17 @@ def _run(request: DiffRequest, lab: Lab, lm: LoadedModel, bm: LoadedModel, repor
             raise InputError("base", f"{request.base!r} and {request.model!r} tokenize prompts[{i}] differently",
                              fix="compare models that share a tokenizer (a base and its tuned copy)")
         with off():
-            a = forward(bm, ids, request.attention)
+            a = forward(bm, ids, request.attention, site)
             gen_a = _generate(bm, ids, request.max_new_tokens)
-        b = forward(lm, ids, request.attention)
+        b = forward(lm, ids, request.attention, site)
         gen_b = _generate(lm, ids, request.max_new_tokens)
         with floor_cm():
-            f = forward(floor_model, ids, request.attention)
+            f = forward(floor_model, ids, request.attention, site)
         skip_first = bos is not None and int(ids[0]) == bos      # BOS: an attention sink, not the input
         measured.append((compare(bm, lm, a, b, skip_first), compare(bm, floor_model, a, f, skip_first)))
         start = 1 if skip_first and len(ids) > 1 else 0
+        if tally is not None:
+            tally.add(a, b, f, start)
         cka_a.append(a.rows[:, start:])
         cka_b.append(b.rows[:, start:])
         cka_f.append(f.rows[:, start:])
@@ -167,6 +182,8 @@ def _run(request: DiffRequest, lab: Lab, lm: LoadedModel, bm: LoadedModel, repor
         run.add_model(request.model, lm.fingerprint, lm.provenance)
         if mode == "models":
             run.add_model(str(request.base), bm.fingerprint, bm.provenance)
+        if d is not None:
+            record_dictionary(run, d)
         return write_report(run, request, lm, mode=mode, floor=floor_text, labels=[t[0] for t in inputs],
                             token_ids=token_ids, measured=measured, cka=cka, floor_cka=floor_cka, gens=gens,
-                            tops=tops)
+                            tops=tops, features=(d.cfg.site, tally.table()) if tally is not None and d else None)

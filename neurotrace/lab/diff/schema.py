@@ -9,9 +9,11 @@ from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, po
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
 from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
+from neurotrace.lab.sae.schema import DictionaryRef
 
 RESULTS_FILE = "diff_results.json"
 MAX_PROMPTS = 256
+MAX_FEATURE_ROWS = 50
 
 
 class DiffRequest(BaseModel):
@@ -29,6 +31,7 @@ class DiffRequest(BaseModel):
     context_size: int = Field(32, ge=4, le=1024, description="Tokens per context.")
     max_new_tokens: int = Field(12, ge=0, le=64, description="Greedy tokens per side.")
     attention: bool = Field(True, description="Compare heads' patterns.")
+    dictionary: DictionaryRef | None = None
     top_k: int = Field(5, ge=1, le=50)
     seed: int = Field(0, ge=0)
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
@@ -53,9 +56,11 @@ class DiffRequest(BaseModel):
         states = 3 * n * (d.n_layers + 1) * pos * d.d_model * BYTES
         patterns = 3 * d.n_layers * d.n_heads * pos * pos * BYTES if self.attention else 0
         lens = 2 * (d.n_layers + 1) * d.d_vocab * BYTES + 3 * pos * d.d_vocab * BYTES
+        d_sae = 32 * d.d_model                  # a wide dictionary: its weights and one input's activations per side
+        features = (2 * d.d_model * d_sae + 3 * pos * d_sae) * BYTES if self.dictionary else 0
         rows = n * (3 + 2 * self.max_new_tokens)
-        return Estimate(rows, forward_bytes(d, 1, pos + self.max_new_tokens, pos) + states + patterns + lens,
-                        ("prompts", "max_contexts", "context_size", "attention", "max_new_tokens"))
+        return Estimate(rows, forward_bytes(d, 1, pos + self.max_new_tokens, pos) + states + patterns + lens + features,
+                        ("prompts", "max_contexts", "context_size", "attention", "max_new_tokens", "dictionary"))
 
 
 class InputDiff(BaseModel):
@@ -93,6 +98,17 @@ class HeadDiff(BaseModel):
     floor_tv: float
 
 
+class FeatureDiff(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    feature: int
+    base_mean: float = Field(description="Mean activation over the inputs' tokens, base side.")
+    tuned_mean: float
+    change: float = Field(description="tuned_mean - base_mean.")
+    floor_change: float = Field(description="The same for the noise-floor side.")
+    above_floor: bool
+    top_input: int = Field(description="The input where the feature's mean changed most.")
+
+
 class DiffResults(BaseModel):
     """diff_results.json: everything figures and tables are drawn from."""
 
@@ -110,6 +126,10 @@ class DiffResults(BaseModel):
     n_heads: int
     kl_tokens: list[list[float]] = Field(description="Per input, per token KL(base || tuned), nats.")
     tokens: list[list[str]]
+    dictionary: str | None = Field(None, description="The dictionary whose features were compared.")
+    dictionary_site: str | None = None
+    features: list[FeatureDiff] = Field(default_factory=list, description="Features by |change|, the first "
+                                        f"{MAX_FEATURE_ROWS}; all active ones in tables/features.csv.")
 
 
 class DiffResult(RunResult):
@@ -122,3 +142,6 @@ class DiffResult(RunResult):
     lens_divergence_from: str | None = Field(description="First row whose lens KL exceeds the floor's and 0.01 nats.")
     top_heads: list[HeadDiff]
     n_inputs_above_floor: int
+    top_features: list[FeatureDiff] = Field(default_factory=list, description="With a dictionary: features "
+                                            "whose mean activation changed most, above the floor.")
+    n_features_above_floor: int | None = None
