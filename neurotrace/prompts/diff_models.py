@@ -51,7 +51,8 @@ def text(tuned: str, prompt: str, subject: str, target: str, control: str) -> st
             "if it does, the site is not the tuning's doing.",
             "Specificity: unrelated prompts whose KL rises too are side effects of the tuning; report them.",
             "Residual divergence per layer (relative change, CKA) says from which layer the two models part; "
-            "heads above their floor say which attention patterns moved.",
+            "heads above their floor say which attention patterns moved. With a dictionary fitted on the base "
+            "(diff's `dictionary`), `top_features` names the features whose mean activation moved above the floor.",
         ])
 
 

@@ -94,7 +94,10 @@ def write_report(run: Any, request: DiffRequest, lm: LoadedModel, *, mode: str, 
         run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
         next=(f"Trace where the change lives: trace with models ['{request.model}'] and a fact built from "
               f"{first.prompt!r} (target {first.tuned_top.strip()!r}), then the same on "
-              f"'{request.base or request.model.split('+')[0]}' as the control."),
+              f"'{request.base or request.model.split('+')[0]}' as the control."
+              + (f" Read what the changed features respond to: features with dictionary '{request.dictionary}', "
+                 f"model '{request.base or request.model.split('+')[0]}' and features "
+                 f"{[x.feature for x in top_features[:5]]}." if top_features else "")),
         model=request.model, base=rec.base, mode=mode, top_inputs=ranked[: request.top_k],
         layers_above_floor=above_layers, peak_layer=peak, lens_divergence_from=lens_from, top_heads=top_heads,
         n_inputs_above_floor=sum(x.above_floor for x in inputs), top_features=top_features,
