@@ -9,7 +9,7 @@ from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, po
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
 from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
-from neurotrace.lab.sae.schema import DictionaryRef
+from neurotrace.lab.sae import DictionaryRef
 
 RESULTS_FILE = "diff_results.json"
 MAX_PROMPTS = 256
