@@ -52,7 +52,15 @@ from neurotrace.tools._report_ui import offer_report_ui, report_app
 from neurotrace.tools._runner import AppContext, check_before_start
 from neurotrace.tools._tasks import TasksExtension
 from neurotrace.tools._wire import compact_tool, without_ui
-from neurotrace.transport import BearerAuth, announce, is_loopback, read_token, security_settings, serve_stdio
+from neurotrace.transport import (
+    BearerAuth,
+    CancelOnDisconnect,
+    announce,
+    is_loopback,
+    read_token,
+    security_settings,
+    serve_stdio,
+)
 
 log = logging.getLogger("neurotrace.server")
 
@@ -347,7 +355,7 @@ def _serve_http(server: NeurotraceServer, args: argparse.Namespace) -> None:
         raise SystemExit("neurotrace-mcp: a non-loopback bind needs a bearer token: set NEUROTRACE_TOKEN or "
                          "pass --token-file")
     security = security_settings(args.host, args.port, args.allowed_host, args.allowed_origin)
-    app = server.streamable_http_app(transport_security=security, host=args.host)
+    app = CancelOnDisconnect(server.streamable_http_app(transport_security=security, host=args.host))
     announce(args.host, args.port, token)
     uvicorn.run(BearerAuth(app, token) if token else app, host=args.host, port=args.port, log_level="warning")
 

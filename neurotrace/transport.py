@@ -176,6 +176,74 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+MAX_WATCHED_BODY = 1 << 20  # a POST body this long is not kept for its id (no call that long is cancelled)
+
+
+class CancelOnDisconnect:
+    """ASGI middleware: a client that drops a POST before its reply came cancels that request.
+
+    On a session-era wire (2025 protocols, ``Mcp-Session-Id``) the SDK keeps running a request whose HTTP
+    client went away; this sends the session the ``notifications/cancelled`` the client would have sent
+    (so a waited experiment stops at its next step and its run ends ``cancelled``). The 2026 wire, with no
+    session, already cancels a request when its stream closes. The body is watched as it is read (the
+    request's id), the reply as it is written (finished: nothing to cancel)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        body, state = bytearray(), {"answered": False, "fired": False}
+
+        async def watched_receive():
+            message = await receive()
+            if message["type"] == "http.request" and len(body) <= MAX_WATCHED_BODY:
+                body.extend(message.get("body", b""))
+            elif message["type"] == "http.disconnect" and not state["answered"] and not state["fired"]:
+                state["fired"] = True
+                await self._cancel(scope, bytes(body))
+            return message
+
+        async def watched_send(message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                state["answered"] = True
+            await send(message)
+
+        await self.app(scope, watched_receive, watched_send)
+
+    async def _cancel(self, scope, body: bytes) -> None:
+        try:
+            message = json.loads(body)
+        except (ValueError, RecursionError):
+            return
+        headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"content-length"]
+        if not isinstance(message, dict) or "method" not in message or "id" not in message \
+                or not any(k.lower() == b"mcp-session-id" for k, _ in headers):
+            return
+        note = json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
+            "requestId": message["id"], "reason": "the HTTP client disconnected before the reply"}}).encode()
+        sub = {**scope, "headers": [*headers, (b"content-length", str(len(note)).encode())]}
+        given = [False]
+
+        async def sub_receive():
+            if not given[0]:
+                given[0] = True
+                return {"type": "http.request", "body": note, "more_body": False}
+            return {"type": "http.disconnect"}
+
+        async def sub_send(_message) -> None:
+            return None
+
+        log.info("HTTP client left before the reply to request %r: cancelling it", message["id"])
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await self.app(sub, sub_receive, sub_send)
+            except Exception:  # best effort: the request then runs to its end as before
+                log.warning("could not cancel the request of a disconnected client", exc_info=True)
+
+
 def announce(host: str, port: int, token: str | None) -> None:
     """Print the URL (and, for remote binds, a warning) to stderr at start-up."""
     shown = f"[{host}]" if ":" in host else host
