@@ -9,6 +9,13 @@ hook (``loop``), and a TransformerLens bridge ``generate`` loop with the same ho
 BCR scripts use). Greedy outputs are compared token for token with the ``loop`` peer.
 
     python bench/clamp_sweep.py [--model gpt2-small] [--prompts 16] [--loop-prompts 2] [--position last]
+
+``--precision`` instead compares the float32 sweep with the bfloat16 one side by side in one process (issue #30):
+the same grid twice, the bfloat16 run with its float32 recheck of a sample of rows included in its time; it
+prints both times, the speed-up, the bfloat16 run's agreement, and the arithmetic of each run (multiply-adds of
+the linear layers over every position run, the recheck's float32 rows counted apart).
+
+    nice -n 10 python bench/clamp_sweep.py --precision --model gemma-3-270m --prompts 8 --tokens 20 --threads 1
 """
 
 import argparse
@@ -86,6 +93,57 @@ def tl_loop(path: Path, prompts: list[list[int]], tokens: int, position: str) ->
     return seconds, count, "ok"
 
 
+def linear_params(model: torch.nn.Module) -> int:
+    """Weights of every linear layer (the unembedding included): one multiply-add each per position run."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def precision_side_by_side(args: argparse.Namespace, threads: int) -> None:
+    """The same grid in float32 and in bfloat16, one process, the bfloat16 run's agreement printed."""
+    load_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    model_dir = catalog.converted(args.model) if args.model != "gpt2-small" else None
+    if model_dir is None:
+        raise SystemExit("--precision runs on a catalog model: --model gemma-3-270m or smollm2-135m-instruct")
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = Lab(LabSettings(runs_dir=Path(tmp) / "runs", threads=threads))
+        lm = lab.cache.get(ModelRef(model=str(model_dir)))               # load outside the timing
+        weights = linear_params(lm.model)
+        runs = {}
+        for precision in ("float32", "bfloat16", "float32", "bfloat16"):   # twice each, interleaved: the load moves
+            request = ClampSweepRequest(model=str(model_dir), neurons=["11:373"], prompts=grid(args.prompts),
+                                        max_new_tokens=args.tokens, batch_size=args.batch_size,
+                                        position=args.position, controls=0, precision=precision)
+            t0 = time.perf_counter()
+            result = run_clamp_sweep(request, lab=lab, reporter=Reporter())
+            wall = time.perf_counter() - t0
+            gens = [json.loads(line) for line in lab.store.artifact_path(result.run_id, "tables/generations.jsonl")
+                    .read_text("utf-8").splitlines()]
+            positions = sum(len(g["prompt_ids"]) + len(g["tokens"]) for g in gens)
+            best = runs.get(precision)
+            if best is None or wall < best[0]:
+                runs[precision] = (wall, result, positions, gens)
+    (w32, r32, pos, g32), (w16, r16, _, g16) = runs["float32"], runs["bfloat16"]
+    agreement = r16.agreement
+    checked = agreement.n_checked / max(agreement.n_total, 1)
+    print(f"model: {args.model}, threads {threads} of {available_cores()} cores, {args.prompts} prompts x "
+          f"{r32.n_rows // max(args.prompts, 1)} settings x {args.tokens} tokens, batch_size {args.batch_size}, "
+          f"position {args.position}; load {load_start} at start")
+    print(f"arithmetic: {2 * weights * pos / 1e9:.1f} GFLOP per run (linear layers, {pos} positions); the bfloat16 "
+          f"run adds its float32 recheck of {agreement.n_checked}/{agreement.n_total} rows "
+          f"(~{2 * weights * pos * checked / 1e9:.1f} GFLOP in float32)")
+    print(f"float32:  {w32:.1f} s wall (generation {r32.seconds:.1f} s), {r32.tokens_generated / w32:.1f} tokens/s")
+    print(f"bfloat16: {w16:.1f} s wall (generation {r16.seconds:.1f} s, recheck included), "
+          f"{r16.tokens_generated / w16:.1f} tokens/s")
+    print(f"speed-up: {w32 / w16:.2f}x wall, {r32.seconds / max(r16.seconds, 1e-9):.2f}x generation")
+    print(f"agreement: {agreement.summary}")
+    same = sum(a["tokens"] == b["tokens"] for a, b in zip(g32, g16, strict=True))
+    print(f"every row against the full float32 sweep: {same}/{len(g32)} rows token-identical; collapsed baselines "
+          f"{r32.n_collapsed_baselines} vs {r16.n_collapsed_baselines}, recovered {r32.n_recovered} vs "
+          f"{r16.n_recovered}, best {[(b.neurons, b.value, b.n_improved) for b in r32.best]} vs "
+          f"{[(b.neurons, b.value, b.n_improved) for b in r16.best]}")
+    print(f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())} at end (1, 5, 15 min)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=16, help="prompts in the batched sweep (grid has 140)")
@@ -93,11 +151,14 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=50)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: every available core)")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--model", default="gpt2-small", choices=["gpt2-small", "smollm2-135m-instruct"])
+    ap.add_argument("--model", default="gpt2-small", choices=["gpt2-small", "smollm2-135m-instruct", "gemma-3-270m"])
     ap.add_argument("--position", default="all", choices=["all", "last"])
     ap.add_argument("--peers", default="loop,tl")
+    ap.add_argument("--precision", action="store_true", help="compare float32 and bfloat16 sweeps side by side")
     args = ap.parse_args()
     threads = use_threads(args.threads)
+    if args.precision:
+        return precision_side_by_side(args, threads)
     load_avg = " ".join(f"{x:.1f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == "gpt2-small":

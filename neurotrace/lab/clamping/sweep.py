@@ -163,10 +163,11 @@ class SweepOutput:
 
 
 def run_rows(lm: LoadedModel, request: ClampSweepRequest, conds: list[Condition], prompt_ids: list[list[int]],
-             reporter: Reporter) -> SweepOutput:
-    """Generate every (prompt, condition) row in batches; rows sorted by prompt length."""
+             reporter: Reporter, only: list[tuple[int, int]] | None = None) -> SweepOutput:
+    """Generate every (prompt, condition) row in batches, rows sorted by prompt length; ``only``: just these
+    (prompt, condition) rows, in that order (the float32 recheck of a bfloat16 sweep)."""
     order = sorted(range(len(prompt_ids)), key=lambda i: (len(prompt_ids[i]), i))
-    rows = [Row(p, c) for p in order for c in range(len(conds))]
+    rows = [Row(p, c) for p in order for c in range(len(conds))] if only is None else [Row(p, c) for p, c in only]
     record = sorted({layer for c in conds for layer in c.neurons})
     act_sum = {layer: torch.zeros(len(conds), lm.d_mlp, dtype=torch.float64) for layer in record}
     act_count = torch.zeros(len(conds), dtype=torch.long)

@@ -1,0 +1,93 @@
+"""intervene in bfloat16: the prompts recomputed in float32, and whether a reading of the summary would change.
+
+The reported quantity of a prompt is its target metric: the policies' signed change of the metric (log p of the
+target, or the target-foil logit difference) at their first active step, with p(target) and the logit
+difference of the baseline and intervened runs, and the generated tokens of both. The readings of the summary
+are: the verdict, the direction and size word of the mean effect, how many prompts' top-1 next token and
+generated text changed, and the top ranked SAE feature.
+
+Prompts recomputed in float32 with the float32 model, every step of them (baseline, intervened, the
+teacher-forced steps, controls, feature ranking):
+
+* the deciding prompt: the one with the largest |effect| (it weighs most in the mean the verdict reads), or,
+  in a ranking-only pass, the one whose top feature's |effect| is largest;
+* a seeded random sample of the others: :data:`RECHECK_FRACTION` of the prompts, at least :data:`RECHECK_MIN`.
+
+Differences: the largest |float32 - bfloat16| of the effect, of p(target) and of the logit difference over the
+rechecked prompts, and the prompts whose generated tokens differ. The readings are recomputed with the float32
+prompts in place of the bfloat16 ones (the damage check runs in float32 either way), and each that changes is
+named.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from neurotrace.lab.effects import Damage, direction_word, size_word
+from neurotrace.lab.intervention.report import judgement, overall_features
+from neurotrace.lab.intervention.schema import PromptReport
+from neurotrace.lab.neurons.precision import pick
+
+__all__ = ["PromptsCheck", "compare", "deciding_prompt", "pick", "readings"]
+
+RECHECK_FRACTION, RECHECK_MIN = 0.1, 1
+
+
+@dataclass
+class PromptsCheck:
+    picked: list[int]
+    n_deciding: int
+    n_prompts: int
+    max_effect_diff: float = 0.0            # metric units (nats of log p, or logits)
+    max_p_diff: float = 0.0                 # p(target), baseline and intervened
+    max_logit_diff: float = 0.0             # logit(target) - logit(foil), baseline and intervened
+    n_tokens_differ: int = 0                # rechecked prompts whose baseline or intervened tokens differ
+    changed: list[str] = field(default_factory=list)
+
+
+def deciding_prompt(entries: Sequence[PromptReport]) -> list[int]:
+    """The prompt with the largest |effect| (or top feature |effect| in a ranking-only pass); [] if none."""
+    def weight(e: PromptReport) -> float:
+        if e.controls is not None:
+            return abs(e.controls.effect)
+        return max((abs(f.effect) for f in e.top_features or []), default=-1.0)
+    if not entries:
+        return []
+    best = max(range(len(entries)), key=lambda i: (weight(entries[i]), -i))
+    return [best] if weight(entries[best]) >= 0 else []
+
+
+def readings(entries: list[PromptReport], harm: Damage | None, generating: bool) -> dict[str, str]:
+    j = judgement(entries, harm)
+    out = {"verdict": str(j.verdict),
+           "direction": direction_word(j.effect) if j.effect else "none",
+           "effect size": size_word(j.fraction) if j.fraction is not None else "none",
+           "top-1 changed": str(sum(e.baseline.top_token != e.intervened.top_token for e in entries))}
+    if generating:
+        out["text changed"] = str(sum(e.baseline.text != e.intervened.text for e in entries))
+    features = overall_features(entries)
+    if features:
+        out["top feature"] = f"f{features[0].feature}"
+    return out
+
+
+def _gap(a: float | None, b: float | None) -> float:
+    return 0.0 if a is None or b is None else abs(a - b)
+
+
+def compare(entries: list[PromptReport], again: dict[int, PromptReport], harm: Damage | None, generating: bool,
+            check: PromptsCheck) -> PromptsCheck:
+    """Fill ``check`` from the float32 reports ``again`` (prompt index -> report) against ``entries``."""
+    merged = list(entries)
+    for i, f32 in again.items():
+        b16 = entries[i]
+        if b16.controls is not None and f32.controls is not None:
+            check.max_effect_diff = max(check.max_effect_diff, abs(b16.controls.effect - f32.controls.effect))
+        for x, y in ((b16.baseline, f32.baseline), (b16.intervened, f32.intervened)):
+            check.max_p_diff = max(check.max_p_diff, _gap(x.p_target, y.p_target))
+            check.max_logit_diff = max(check.max_logit_diff, _gap(x.logit_diff, y.logit_diff))
+        check.n_tokens_differ += (b16.baseline.tokens != f32.baseline.tokens
+                                  or b16.intervened.tokens != f32.intervened.tokens)
+        merged[i] = f32
+    before, after = readings(entries, harm, generating), readings(merged, harm, generating)
+    check.changed = [f"{k}: {before[k]} -> {after.get(k)} in float32" for k in before if before[k] != after.get(k)]
+    return check
