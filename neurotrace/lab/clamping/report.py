@@ -39,6 +39,7 @@ from neurotrace.lab.clamping.schema import (
 from neurotrace.lab.clamping.sweep import Condition, Row, SweepOutput
 from neurotrace.lab.clamping.verdict import RULES, group_verdicts
 from neurotrace.lab.effects import COLLAPSE_TYPES, METRIC_NAMES, Damage, collapse_type, describe_thresholds
+from neurotrace.lab.model.runtime.precision import Agreement
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.runs import Run
 
@@ -159,7 +160,10 @@ def markdown(request: ClampSweepRequest, rec: ClampResults) -> str:
              f"{rec.n_collapsed_baselines} baselines collapsed "
              f"({_types_text(rec.baseline_collapse_types)}), {rec.n_recovered} recovered by at "
              "least one value of the requested neurons.", "",
-             *[f"- Note: {n}" for n in rec.notes], "", *_verdict_lines(rec.groups),
+             *[f"- Note: {n}" for n in rec.notes], "",
+             *([f"Precision: bfloat16 (norms in float32). {rec.agreement.summary} Rechecked rows: "
+                f"{', '.join(rec.agreement.chosen)}.", ""] if rec.agreement else []),
+             *_verdict_lines(rec.groups),
              "## Collapse rules (any one flags an output)", "",
              *[f"- {rule}" for rule in describe_thresholds(th)], "",
              "Types: empty = fewer than min_tokens tokens; loop = the loop rule fired; other (repetitive) = low "
@@ -219,7 +223,11 @@ def with_damage(groups: list[GroupVerdict], check: Callable[[str, float], Damage
 
 def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem], prompt_ids: list[list[int]],
                   conds: list[Condition], out: SweepOutput, lm: LoadedModel,
-                  damage_check: Callable[[str, float], Damage] | None = None) -> ClampSweepResult:
+                  damage_check: Callable[[str, float], Damage] | None = None,
+                  precision: tuple[str, str | None, Agreement | None] = ("float32", None, None)) -> ClampSweepResult:
+    """Every artifact and the result; ``precision`` = (the precision run, resolve's note, the bfloat16 run's
+    agreement with its float32 recheck)."""
+    ran, note, agreed = precision
     all_values = summarise(out.rows, conds)
     per_value = [s for s in all_values if s.control_of is None]
     cases = collapsed_cases(out.rows, prompts, conds)
@@ -235,7 +243,8 @@ def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem
                        controls=request.controls, groups=groups,
                        notes=notes(request, conds, lm, bool(prompt_ids) and prompt_ids[0][:1] == [bos]),
                        per_value=per_value, controls_per_value=[s for s in all_values if s.control_of is not None],
-                       collapsed=cases, tokens_generated=out.tokens_generated, seconds=out.seconds)
+                       collapsed=cases, tokens_generated=out.tokens_generated, seconds=out.seconds,
+                       precision=ran, agreement=agreed)
     table_uri = run.write_csv("tables/clamp_sweep.csv", table,
                               fieldnames=["core_id", "type", "level", "neurons", "sweep", "prompt", "output",
                                           *METRIC_NAMES, "is_collapsed", "collapse_type", "collapse_reasons",
@@ -252,7 +261,7 @@ def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem
     report_uri = run.write_text("report.md", markdown(request, rec))
     figures = [run.write_figure(f"figures/{kind}.png", FIGURES[kind](rec)) for kind in FIGURES]
     best = best_values(per_value)
-    summary = _summary(request, rec, best)
+    summary = _summary(request, rec, best, " ".join(t for t in (note, agreed.summary if agreed else None) if t))
     run.set_summary(summary)
     return ClampSweepResult(
         run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
@@ -262,10 +271,18 @@ def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem
         n_recovered=rec.n_recovered, baseline_collapse_types=dict(rec.baseline_collapse_types),
         verdict=groups[0].verdict if groups else None, groups=groups, best=best, per_value=per_value,
         notes=rec.notes, tokens_generated=out.tokens_generated, seconds=round(out.seconds, 3),
-        report=report_uri, table=table_uri, plot=figures[0])
+        precision=ran, agreement=agreed, report=report_uri, table=table_uri, plot=figures[0])
 
 
-def _summary(request: ClampSweepRequest, rec: ClampResults, best: list[ValueSummary]) -> str:
+def _summary(request: ClampSweepRequest, rec: ClampResults, best: list[ValueSummary], precision: str = "") -> str:
+    """The summary; ``precision`` (bfloat16's agreement, or why float32 ran) is kept whole at its end."""
+    text = _findings(request, rec, best)
+    if not precision:
+        return text[:1900]
+    return text[:max(400, 1900 - len(precision) - 1)] + " " + precision
+
+
+def _findings(request: ClampSweepRequest, rec: ClampResults, best: list[ValueSummary]) -> str:
     n_base, n_prompts = rec.n_collapsed_baselines, rec.n_prompts
     text = (f"Clamped {', '.join(rec.neurons)} of {rec.model} ({rec.position} positions) over "
             f"{len(rec.per_value) - 1} settings plus the baseline on {n_prompts} prompts, with "
@@ -286,4 +303,4 @@ def _summary(request: ClampSweepRequest, rec: ClampResults, best: list[ValueSumm
     if types.get("empty", 0) * 2 > n_base and not request.chat_template:
         text += (" Most collapses are empty outputs, not loops: for an instruct model retry with "
                  "chat_template=true.")
-    return text[:1900]
+    return text

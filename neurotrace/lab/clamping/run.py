@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import torch
 
+from neurotrace.lab.clamping.precision import recheck, to_agreement
 from neurotrace.lab.clamping.prompt_grid import resolve_prompts
 from neurotrace.lab.clamping.report import write_outputs
 from neurotrace.lab.clamping.schema import ClampSweepRequest, ClampSweepResult
@@ -38,6 +39,8 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.adapters import site_name
 from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.runtime.ndif import check_execution
+from neurotrace.lab.model.runtime.precision import check_backend, lease_pair, resolve
+from neurotrace.lab.model.runtime.sampling import Greedy
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
@@ -48,9 +51,14 @@ def run_clamp_sweep(request: ClampSweepRequest, *, lab: Lab, reporter: Reporter 
     """Run the sweep and write its run directory (see the module docstring)."""
     lab.check(request)  # bounds and the whole-job estimate, before any work
     check_execution(request)
+    check_backend(request.precision, request.backend, bool(request.remote))
+    if request.precision == "bfloat16" and not isinstance(request.sampling, Greedy):
+        raise InputError("precision", "bfloat16's float32 recheck compares greedy generations row by row; a "
+                         "sampled row's draws depend on its batch", fix="use greedy sampling, or precision='float32'")
+    precision, note = resolve(request.precision, request.insist_precision, request.device)
     prompts = resolve_prompts(request.prompts, request.prompt_file, lab.inputs)
     ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype, backend=request.backend)
-    with lab.cache.lease(ref) as lm:
+    with lease_pair(lab.cache, ref, precision) as (work, lm):
         if lm.lm_kind != "causal":
             raise InputError("model", f"{request.model!r} is a masked LM; clamp_sweep needs generation",
                              fix="use a causal LM such as 'gpt2' or 'fact-gpt2'")
@@ -58,9 +66,15 @@ def run_clamp_sweep(request: ClampSweepRequest, *, lab: Lab, reporter: Reporter 
         prompt_ids = tokenize_prompts(lm, prompts, request)
         with lab.store.open_run("clamp_sweep", request, seed=request.seed) as run:
             run.add_model(request.model, lm.fingerprint, lm.provenance)
-            out = run_rows(lm, request, conds, prompt_ids, reporter)
+            out = run_rows(work, request, conds, prompt_ids, reporter)
             score_rows(out.rows, lm, request.thresholds)
-            return write_outputs(run, request, prompts, prompt_ids, conds, out, lm, damage_check(lm, prompt_ids, conds))
+            agreed = None
+            if precision == "bfloat16":   # the deciding rows and a seeded sample again, in float32
+                reporter.step(0, 1, "float32 recheck of the deciding rows and a seeded sample")
+                agreed = to_agreement(recheck(lm, request, conds, prompt_ids, out, reporter), out.rows, prompts,
+                                      conds, request.seed)
+            return write_outputs(run, request, prompts, prompt_ids, conds, out, lm, damage_check(lm, prompt_ids, conds),
+                                 precision=(precision, note, agreed))
 
 
 def damage_check(lm: LoadedModel, prompt_ids: list[list[int]], conds: list[Condition]) -> Callable[[str, float], Damage]:

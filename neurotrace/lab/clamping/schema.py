@@ -10,6 +10,7 @@ from neurotrace.lab.effects import CollapseThresholds, CollapseType, Damage
 from neurotrace.lab.estimates import Estimate
 from neurotrace.lab.model.access.neurons import NEURON_HELP
 from neurotrace.lab.model.runtime.execution import Backend, Remote
+from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision
 from neurotrace.lab.model.runtime.sampling import SAMPLING_HELP, Greedy, Sampling
 from neurotrace.lab.results import RunResult
 
@@ -63,6 +64,8 @@ class ClampSweepRequest(BaseModel):
                             "if memory is short.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    precision: Precision = "float32"
+    insist_precision: InsistPrecision = False
     backend: Backend = "hf"
     remote: Remote = False
 
@@ -165,6 +168,11 @@ class ClampResults(BaseModel):
     collapsed: list[CollapsedCase] = Field(description="Every collapsed baseline, in prompt order.")
     tokens_generated: int = Field(description="Tokens generated over the whole sweep.")
     seconds: float = Field(description="Wall-clock seconds of the sweep.")
+    # a float32 run's record keeps the keys float32 records always had; a bfloat16 one adds these two
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the sweep ran in.",
+                                                      exclude_if=lambda v: v == "float32")
+    agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of rows.",
+                                        exclude_if=lambda v: v is None)
 
 
 class ClampSweepResult(RunResult):
@@ -186,6 +194,9 @@ class ClampSweepResult(RunResult):
                              "chat-template use.")
     tokens_generated: int = 0
     seconds: float = 0.0
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the sweep ran in.")
+    agreement: Agreement | None = Field(None, description="bfloat16: agreement of a float32 recheck of the "
+                                        "deciding rows and a seeded sample.")
     report: str = Field("", description="URI of the Markdown report.")
     table: str = Field("", description="URI of the consolidated CSV table.")
     plot: str = Field("", description="URI of the improvement-rate curve.")

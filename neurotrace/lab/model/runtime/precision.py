@@ -171,6 +171,19 @@ def lease_at(cache: ModelCache, ref: ModelRef, precision: PrecisionName) -> Iter
         yield lm
 
 
+@contextmanager
+def lease_pair(cache: ModelCache, ref: ModelRef, precision: PrecisionName
+               ) -> Iterator[tuple[LoadedModel, LoadedModel]]:
+    """(the model to run at ``precision``, the float32 model for the agreement's recompute): the same model
+    twice in float32. The bfloat16 copy is leased first (making it leases the float32 model for a moment)."""
+    if precision == "float32":
+        with cache.lease(ref) as lm:
+            yield lm, lm
+        return
+    with lease_at(cache, ref, precision) as reduced, cache.lease(ref) as lm:
+        yield reduced, lm
+
+
 # -- agreement -----------------------------------------------------------------------------------
 
 class Agreement(BaseModel):
