@@ -20,40 +20,44 @@ statistics are recomputed with the same seed, and each reading that changes is n
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from neurotrace.lab.model.access.adapters import site_name
 from neurotrace.lab.model.access.neurons import neuron_label
+from neurotrace.lab.model.runtime.pooling import collect
+from neurotrace.lab.model.runtime.precision import Agreement, agreement, changed_readings, choose
+from neurotrace.lab.model.weights.loading import LoadedModel
+from neurotrace.lab.neurons.collapse import generate_and_record
 from neurotrace.lab.neurons.stats import Contrast, contrast, rank
-from neurotrace.lab.seeding import make_generator
+from neurotrace.lab.progress import NULL_REPORTER
 
 RECHECK_FRACTION = 0.1      # of the prompts, beside the deciding ones
 RECHECK_MIN = 2             # random prompts rechecked at least (all of them when fewer)
 TOP_READ = 3                # neurons the summary names
 
 
-@dataclass
-class PromptsCheck:
-    """What the float32 recheck of a bfloat16 find_neurons run found."""
-
-    picked: list[int]                       # prompt indices rechecked in float32
-    n_deciding: int
-    n_prompts: int
-    max_act_diff: float = 0.0               # largest |float32 - bfloat16| activation of a rechecked prompt
-    act_scale: float = 0.0                  # largest |float32 activation| of the rechecked prompts
-    max_score_diff: float = 0.0             # largest |change| of a top neuron's d (or of the neuron's top value)
-    changed: list[str] = field(default_factory=list)
+def pick(n: int, must: Sequence[int], seed: int) -> tuple[list[int], int]:
+    """(prompts to recheck, deciding ones first; how many are deciding) of ``n`` (see the module docstring)."""
+    peaks, rand = choose(n, must, max(RECHECK_MIN, math.ceil(RECHECK_FRACTION * n)), seed)
+    return peaks + rand, len(peaks)
 
 
-def pick(n: int, must: Sequence[int], seed: int) -> list[int]:
-    """``must`` plus a seeded random sample of the other of ``n`` prompts (see the module docstring)."""
-    must_set = set(must)
-    rest = [i for i in range(n) if i not in must_set]
-    k = min(len(rest), max(RECHECK_MIN, math.ceil(RECHECK_FRACTION * n)))
-    order = torch.randperm(len(rest), generator=make_generator(seed))[:k].tolist()
-    return sorted(must_set | {rest[j] for j in order})
+def recheck_bound(n_prompts: int, mode: str) -> int:
+    """At most how many prompts the recheck recomputes (the cost model's count)."""
+    deciding = 5 if mode == "top_examples" else TOP_READ
+    return min(n_prompts, deciding + max(RECHECK_MIN, math.ceil(RECHECK_FRACTION * n_prompts)))
+
+
+def to_agreement(quantity: str, labels: list[str], n_deciding: int, seed: int, diffs: list[float],
+                 changed: list[str], rerun: str, detail: str) -> Agreement:
+    """The shared :class:`Agreement` (per recomputed prompt: its largest |difference|) with ``detail``
+    (what the differences do to the scores) in its summary."""
+    out = agreement(quantity, labels, n_deciding, seed, diffs, [0.0] * len(diffs), changed, rerun)
+    out.summary = f"{out.summary[:-1]} ({detail})."
+    return out
 
 
 def leverage_prompts(x: Tensor, n_a: int, stats: Contrast, k: int = TOP_READ) -> list[int]:
@@ -73,19 +77,22 @@ def ranking_readings(stats: Contrast, layers: Sequence[int], d_mlp: int) -> dict
 
 
 def compare_ranking(x: Tensor, n_a: int, x32_rows: dict[int, Tensor], stats: Contrast, layers: Sequence[int],
-                    d_mlp: int, n_permutations: int, seed: int, top_k: int) -> tuple[float, float, list[str]]:
-    """(largest activation difference, largest change of a top-``top_k`` neuron's d, changed readings) with the
-    float32 rows ``x32_rows`` (row of ``x`` -> its float32 activations) in place."""
+                    d_mlp: int, n_permutations: int, seed: int, top_k: int
+                    ) -> tuple[dict[int, float], float, float, list[str]]:
+    """With the float32 rows ``x32_rows`` (row of ``x`` -> its float32 activations) in place: (row -> its largest
+    |activation difference|, the largest |float32 activation|, the largest change of a top-``top_k`` neuron's
+    d, the readings that change)."""
     merged = x.clone()
-    act = 0.0
+    diffs, scale = {}, 0.0
     for row, v in x32_rows.items():
-        act = max(act, float((v.float() - x[row].float()).abs().max()))
+        diffs[row] = float((v.float() - x[row].float()).abs().max())
+        scale = max(scale, float(v.float().abs().max()))
         merged[row] = v.to(x.dtype)
     again = contrast(merged, n_a, n_permutations, seed)
     cols = rank(stats)[:top_k]
     score = float((again.cohens_d[cols] - stats.cohens_d[cols]).abs().max()) if cols.numel() else 0.0
-    before, after = ranking_readings(stats, layers, d_mlp), ranking_readings(again, layers, d_mlp)
-    return act, score, [f"{k}: {before[k]} -> {after[k]} in float32" for k in before if before[k] != after[k]]
+    return diffs, scale, score, changed_readings(ranking_readings(stats, layers, d_mlp),
+                                                 ranking_readings(again, layers, d_mlp))
 
 
 def example_readings(values: Sequence[Tensor]) -> dict[str, str]:
@@ -100,15 +107,57 @@ def example_prompts(values: Sequence[Tensor], k: int = 5) -> list[int]:
     return list(dict.fromkeys(p for _, p in flat[:k]))
 
 
-def compare_examples(values: Sequence[Tensor], again: dict[int, Tensor]) -> tuple[float, float, float, list[str]]:
-    """(largest difference, float32 scale, change of the neuron's top value, changed readings) with the float32
-    activations ``again`` (prompt -> (pos,)) in place."""
+def compare_examples(values: Sequence[Tensor], again: dict[int, Tensor]
+                     ) -> tuple[dict[int, float], float, float, list[str]]:
+    """With the float32 activations ``again`` (prompt -> (pos,)) in place: (prompt -> its largest |difference|,
+    the largest |float32 activation|, the change of the neuron's top value, the readings that change)."""
     merged = list(values)
-    diff, scale = 0.0, 0.0
+    diffs, scale = {}, 0.0
     for p, v in again.items():
-        diff = max(diff, float((v.float() - values[p].float()).abs().max()))
+        diffs[p] = float((v.float() - values[p].float()).abs().max())
         scale = max(scale, float(v.float().abs().max()))
         merged[p] = v
     top = abs(float(torch.cat([v.float() for v in merged]).max()) - float(torch.cat([v.float() for v in values]).max()))
-    before, after = example_readings(values), example_readings(merged)
-    return diff, scale, top, [f"{k}: {before[k]} -> {after[k]} in float32" for k in before if before[k] != after[k]]
+    return diffs, scale, top, changed_readings(example_readings(values), example_readings(merged))
+
+
+RERUN = "find_neurons with the same request and precision='float32'"
+
+
+def recheck_ranking(lm32: LoadedModel, request: Any, layers: list[int], ids: list[list[int]], order: list[int],
+                    x: Tensor, n_a: int, stats: Contrast, reasons: list[list[str]] | None) -> Agreement:
+    """Recompute the deciding and sampled prompts in float32 (``order``: row of ``x`` -> prompt in ``ids``;
+    ``reasons``: collapse mode's bfloat16 collapse reasons per prompt) and compare."""
+    rows, n_deciding = pick(x.shape[0], leverage_prompts(x, n_a, stats), request.seed)
+    prompts = [order[r] for r in rows]
+    sub = [ids[p] for p in prompts]
+    flips: list[str] = []
+    if reasons is None:
+        sites = [site_name("mlp_post", layer) for layer in layers]
+        acts = collect(lm32, sub, sites, request.position, batch_size=32)
+        x32 = torch.cat([acts[s] for s in sites], 1)
+    else:
+        gen = generate_and_record(lm32, sub, layers, max_new_tokens=request.max_new_tokens, window=request.window,
+                                  thresholds=request.thresholds, batch_size=32, reporter=NULL_REPORTER)
+        x32 = torch.cat([gen.acts[layer] for layer in layers], 1)
+        flips = [f"prompt {p} collapsed: {bool(reasons[p])} -> {bool(r)}" for p, r in zip(prompts, gen.reasons,
+                                                                                        strict=True)
+                 if bool(reasons[p]) != bool(r)]
+    diffs, scale, score, changed = compare_ranking(x, n_a, dict(zip(rows, x32, strict=True)), stats, layers,
+                                                   lm32.d_mlp, request.n_permutations, request.seed, request.top_k)
+    detail = (f"{len(rows)} of {x.shape[0]} prompts recomputed; largest float32 activation {scale:.3g}; top-"
+              f"{request.top_k} neurons' Cohen's d moves by at most {score:.2g} with them in place")
+    return to_agreement("pooled MLP activation", [f"prompt {p}" for p in prompts], n_deciding, request.seed,
+                        [diffs[r] for r in rows], flips + changed, RERUN, detail)
+
+
+def recheck_examples(lm32: LoadedModel, request: Any, ids: list[list[int]], site: str, index: int,
+                     values: list[Tensor]) -> Agreement:
+    """top_examples: recompute the prompts of the five highest examples and a seeded sample in float32."""
+    picked, n_deciding = pick(len(ids), example_prompts(values), request.seed)
+    acts = collect(lm32, [ids[p] for p in picked], [site], "all", batch_size=32)[site]
+    diffs, scale, top, changed = compare_examples(values, {p: a[:, index] for p, a in zip(picked, acts, strict=True)})
+    detail = (f"{len(picked)} of {len(ids)} prompts recomputed; largest float32 activation {scale:.3g}; the "
+              f"neuron's top value moves by {top:.2g}")
+    return to_agreement("neuron activation", [f"prompt {p}" for p in picked], n_deciding, request.seed,
+                        [diffs[p] for p in picked], changed, RERUN, detail)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from neurotrace.lab.model.access.neurons import neuron_label
 from neurotrace.lab.model.access.tokens import token_texts
+from neurotrace.lab.model.runtime.precision import Agreement
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.neurons.figures import FIGURES, RESULTS_FILE
 from neurotrace.lab.neurons.schema import (
@@ -64,8 +65,17 @@ def _tensors(stats: Contrast, layers: list[int], d_mlp: int) -> dict[str, Tensor
     return out
 
 
+def _with_precision(summary: str, precision: tuple[str, str | None, Agreement | None]) -> str:
+    """The summary with resolve's note and the bfloat16 agreement after it."""
+    _, note, agreed = precision
+    return " ".join(t for t in (summary, note, agreed.summary if agreed else None) if t)
+
+
 def write_ranking(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers: list[int], stats: Contrast,
-                  n_a: int, n_b: int, generations: list[dict] | None) -> FindNeuronsResult:
+                  n_a: int, n_b: int, generations: list[dict] | None,
+                  precision: tuple[str, str | None, Agreement | None] = ("float32", None, None)) -> FindNeuronsResult:
+    """Every artifact of a ranking and the result; ``precision`` = (the precision run, resolve's note, the
+    bfloat16 run's agreement)."""
     order = rank(stats)
     m = order.numel()
     table = _scores(stats, layers, lm.d_mlp, order, min(TABLE_ROWS, m))
@@ -84,15 +94,17 @@ def write_ranking(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers
         mode=request.mode, model=request.model, groups=(a_name, b_name), n_a=n_a, n_b=n_b, n_tested=m,
         position=request.position, n_permutations=request.n_permutations,
         min_p=min_attainable_p(n_a, n_b, request.n_permutations), top=table[:50],
-        n_bonferroni_05=int((stats.p_bonferroni < 0.05).sum()), n_bh_05=int((stats.q_bh < 0.05).sum()))
+        n_bonferroni_05=int((stats.p_bonferroni < 0.05).sum()), n_bh_05=int((stats.q_bh < 0.05).sum()),
+        precision=precision[0], agreement=precision[2])
     run.write_json(RESULTS_FILE, results.model_dump(mode="json"))
     report_uri = run.write_text("report.md", _markdown(request, results, top, generations))
     figures = [run.write_figure("figures/ranking.png", FIGURES["ranking"](results))]
-    summary = _ranking_summary(request, results, top)
+    summary = _with_precision(_ranking_summary(request, results, top), precision)
     run.set_summary(summary)
     return FindNeuronsResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
                              next=_ranking_next(request, top, generations, report_uri), mode=request.mode,
-                             n_a=n_a, n_b=n_b, n_tested=m, top=top, table=table_uri)
+                             n_a=n_a, n_b=n_b, n_tested=m, top=top, table=table_uri, precision=precision[0],
+                             agreement=precision[2])
 
 
 def _ranking_summary(request: FindNeuronsRequest, results: NeuronRankingResults, top: list[NeuronScore]) -> str:
@@ -151,7 +163,8 @@ def _markdown(request: FindNeuronsRequest, results: NeuronRankingResults, top: l
 
 
 def write_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layer: int, index: int,
-                   ids: Sequence[Sequence[int]], values: Sequence[Tensor]) -> FindNeuronsResult:
+                   ids: Sequence[Sequence[int]], values: Sequence[Tensor],
+                   precision: tuple[str, str | None, Agreement | None] = ("float32", None, None)) -> FindNeuronsResult:
     flat = [(float(v), p, pos) for p, vec in enumerate(values) for pos, v in enumerate(vec.tolist())]
     flat.sort(key=lambda t: (-t[0], t[1], t[2]))
     rows = []
@@ -163,16 +176,19 @@ def write_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layer
     table_uri = run.write_csv("tables/examples.csv", [{"rank": r, **e.model_dump()} for r, e in enumerate(rows, 1)])
     all_acts = torch.cat([v.float() for v in values])
     results = NeuronExamplesResults(mode="top_examples", model=request.model, neuron=ref, n_positions=len(flat),
-                                    mean=float(all_acts.mean()), max=float(all_acts.max()), examples=rows[:50])
+                                    mean=float(all_acts.mean()), max=float(all_acts.max()), examples=rows[:50],
+                                    precision=precision[0], agreement=precision[2])
     run.write_json(RESULTS_FILE, results.model_dump(mode="json"))
     figures = [run.write_figure("figures/examples.png", FIGURES["examples"](results))]
     top = rows[: request.top_k]
     summary = (f"Neuron {ref} of {request.model} over {len(ids)} prompts ({len(flat)} positions): mean activation "
                f"{results.mean:.4g}, max {results.max:.4g}. Top: " +
                ", ".join(f"{e.token!r} in prompt {e.prompt_index} ({e.activation:.3g})" for e in top[:5]) + ".")
+    summary = _with_precision(summary, precision)
     run.set_summary(summary)
     nxt = (f"Check that the pattern is specific with find_neurons mode='contrast' (prompts like the top examples "
            f"vs controls), then test it causally with clamp_sweep neurons=['{ref}'] or intervene set_neurons "
            f"{{'neurons': ['{ref}']}}.")
     return FindNeuronsResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
-                             next=nxt, mode="top_examples", n_a=len(ids), examples=top, table=table_uri)
+                             next=nxt, mode="top_examples", n_a=len(ids), examples=top, table=table_uri,
+                             precision=precision[0], agreement=precision[2])

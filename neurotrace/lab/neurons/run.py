@@ -26,8 +26,10 @@ from neurotrace.lab.model.access.adapters import site_name
 from neurotrace.lab.model.access.chat import apply_chat
 from neurotrace.lab.model.access.neurons import parse_neuron
 from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
+from neurotrace.lab.model.runtime.precision import lease_pair, resolve
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.neurons.collapse import generate_and_record
+from neurotrace.lab.neurons.precision import recheck_examples, recheck_ranking
 from neurotrace.lab.neurons.report import write_examples, write_ranking
 from neurotrace.lab.neurons.schema import FindNeuronsRequest, FindNeuronsResult
 from neurotrace.lab.neurons.stats import contrast
@@ -42,8 +44,9 @@ def run_find_neurons(request: FindNeuronsRequest, *, lab: Lab,
     """Rank MLP neurons by contrast or collapse, or list one neuron's top examples (module docstring)."""
     lab.check(request)  # bounds and the whole-job estimate, before any work
     _check_fields(request)
+    precision, note = resolve(request.precision, request.insist_precision, request.device)
     ref = ModelRef(model=request.model, device=request.device)
-    with lab.cache.lease(ref) as lm:
+    with lease_pair(lab.cache, ref, precision) as (work, lm):
         request = apply_chat(request, lm.tokenizer, request.model, many=("prompts", "control_prompts"))
         if request.mode == "collapse" and lm.lm_kind != "causal":
             raise InputError("mode", f"{request.model!r} is a masked LM; collapse mode needs generation",
@@ -51,11 +54,16 @@ def run_find_neurons(request: FindNeuronsRequest, *, lab: Lab,
         with lab.store.open_run("find_neurons", request, seed=request.seed) as run:
             run.add_model(request.model, lm.fingerprint, lm.provenance)
             if request.mode == "top_examples":
-                return _top_examples(run, request, lm, reporter)
+                return _top_examples(run, request, work, reporter, lm if precision == "bfloat16" else None, note)
             layers = _layers(request, lm)
-            x, n_a, generations = _groups(run, request, lm, layers, reporter)
+            x, n_a, generations, (ids, order, reasons) = _groups(run, request, work, layers, reporter)
             stats = contrast(x, n_a, request.n_permutations, request.seed, reporter)
-            return write_ranking(run, request, lm, layers, stats, n_a, x.shape[0] - n_a, generations)
+            agreed = None
+            if precision == "bfloat16":   # the deciding prompts and a seeded sample again, in float32
+                reporter.step(0, 1, "float32 recheck of the deciding prompts and a seeded sample")
+                agreed = recheck_ranking(lm, request, layers, ids, order, x, n_a, stats, reasons)
+            return write_ranking(run, request, lm, layers, stats, n_a, x.shape[0] - n_a, generations,
+                                 (precision, note, agreed))
 
 
 def _check_fields(request: FindNeuronsRequest) -> None:
@@ -83,15 +91,16 @@ def _stack(acts: dict[int, Tensor], layers: list[int]) -> Tensor:
 
 
 def _groups(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers: list[int],
-            reporter: Reporter) -> tuple[Tensor, int, list[dict] | None]:
-    """(activations with group A first, n_a, collapse-mode generations or None)."""
+            reporter: Reporter) -> tuple[Tensor, int, list[dict] | None, tuple]:
+    """(activations with group A first, n_a, collapse-mode generations or None, (every prompt's token ids,
+    the prompt of each activation row, collapse mode's reasons per prompt or None))."""
     sites = [site_name("mlp_post", layer) for layer in layers]
     if request.mode == "contrast":
         ids = tokenize_prompts(lm, request.prompts) + tokenize_prompts(lm, request.control_prompts,
                                                                        "control_prompts")
         acts = collect(lm, ids, sites, request.position, reporter, BATCH_SIZE)
         return _stack({layer: acts[s] for layer, s in zip(layers, sites, strict=True)}, layers), \
-            len(request.prompts), None
+            len(request.prompts), None, (ids, list(range(len(ids))), None)
     ids = tokenize_prompts(lm, request.prompts, extra_positions=request.max_new_tokens)
     gen = generate_and_record(lm, ids, layers, max_new_tokens=request.max_new_tokens, window=request.window,
                               thresholds=request.thresholds, batch_size=BATCH_SIZE, reporter=reporter)
@@ -106,10 +115,13 @@ def _groups(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers: list
                          "contrast", fix="mix prompts that loop with prompts that do not (see "
                          "tables/generations.csv of this run), or raise max_new_tokens")
     x = _stack(gen.acts, layers)
-    return x[collapsed + healthy], len(collapsed), [rows[i] for i in collapsed + healthy]
+    return x[collapsed + healthy], len(collapsed), [rows[i] for i in collapsed + healthy], \
+        (ids, collapsed + healthy, gen.reasons)
 
 
-def _top_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, reporter: Reporter) -> FindNeuronsResult:
+def _top_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, reporter: Reporter,
+                  lm32: LoadedModel | None = None, note: str | None = None) -> FindNeuronsResult:
+    """One neuron's activations at every position; ``lm32``: the float32 model of a bfloat16 run's recheck."""
     ref = request.neuron or ""
     parsed = parse_neuron(ref, lm.n_layers, lm.d_mlp, field="neuron")
     if len(parsed) != 1:
@@ -119,4 +131,6 @@ def _top_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, report
     site = site_name("mlp_post", layer)
     acts = collect(lm, ids, [site], "all", reporter, BATCH_SIZE)[site]
     values = [a[:, index] for a in acts]                                   # per prompt: (pos,)
-    return write_examples(run, request, lm, layer, index, ids, values)
+    agreed = recheck_examples(lm32, request, ids, site, index, values) if lm32 is not None else None
+    return write_examples(run, request, lm, layer, index, ids, values,
+                          ("bfloat16" if lm32 is not None else "float32", note, agreed))

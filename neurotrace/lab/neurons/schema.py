@@ -5,8 +5,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from neurotrace.lab.clamping import CollapseThresholds
-from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions, weight_bytes
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
+from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision, bytes_per_value
 from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
 
@@ -34,6 +35,8 @@ class FindNeuronsRequest(BaseModel):
     top_k: int = Field(10, ge=1, le=100, description="Rows returned inline (the CSV holds more).")
     seed: int = 0
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+    precision: Precision = "float32"
+    insist_precision: InsistPrecision = False
 
     @property
     def thresholds(self) -> CollapseThresholds:
@@ -41,7 +44,9 @@ class FindNeuronsRequest(BaseModel):
         return CollapseThresholds()
 
     def cost(self, lab: Any) -> Estimate:
-        """A forward per prompt (per generated token in collapse mode) and the pooled MLP activations."""
+        """A forward per prompt (per generated token in collapse mode) and the pooled MLP activations; in
+        bfloat16 2-byte activations, the copy's weights and the float32 recheck's prompts
+        (:func:`neurotrace.lab.neurons.precision.recheck_bound`)."""
         d = dims_of(lab, self.model)
         prompts = len(self.prompts) + len(self.control_prompts)
         generating = self.mode == "collapse"
@@ -49,8 +54,16 @@ class FindNeuronsRequest(BaseModel):
         layers = len(self.layers) if self.layers else d.n_layers
         rows = prompts * (self.max_new_tokens if generating else 1)
         pooled = prompts * layers * d.d_mlp * BYTES * 2
-        return Estimate(rows, forward_bytes(d, 1, pos, pos) + pooled + layers * d.d_mlp * pos * BYTES,
-                        ("prompts", "control_prompts", "max_new_tokens", "layers"))
+        fields = ("prompts", "control_prompts", "max_new_tokens", "layers")
+        vb = bytes_per_value(self.precision)
+        if vb == BYTES:
+            return Estimate(rows, forward_bytes(d, 1, pos, pos) + pooled + layers * d.d_mlp * pos * BYTES, fields)
+        from neurotrace.lab.neurons.precision import recheck_bound  # noqa: PLC0415 (stats import torch)
+
+        again = recheck_bound(prompts, self.mode)
+        return Estimate(rows + again * (self.max_new_tokens if generating else 1),
+                        forward_bytes(d, 1, pos, pos) + pooled * 2 + layers * d.d_mlp * pos * BYTES
+                        + weight_bytes(d, vb), (*fields, "precision"))
 
 
 class NeuronScore(BaseModel):
@@ -89,6 +102,10 @@ class NeuronRankingResults(BaseModel):
     top: list[NeuronScore] = Field(description="The 50 highest-ranked neurons (the CSV holds more).")
     n_bonferroni_05: int = Field(description="Neurons with Bonferroni p < 0.05.")
     n_bh_05: int = Field(description="Neurons with BH q < 0.05.")
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.",
+                                                      exclude_if=lambda v: v == "float32")
+    agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of prompts.",
+                                        exclude_if=lambda v: v is None)
 
 
 class NeuronExamplesResults(BaseModel):
@@ -102,6 +119,10 @@ class NeuronExamplesResults(BaseModel):
     mean: float = Field(description="Mean activation over every position.")
     max: float
     examples: list[Example] = Field(description="The 50 highest activations (the CSV holds more).")
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.",
+                                                      exclude_if=lambda v: v == "float32")
+    agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of prompts.",
+                                        exclude_if=lambda v: v is None)
 
 
 NeuronsRecord = NeuronRankingResults | NeuronExamplesResults
@@ -117,3 +138,6 @@ class FindNeuronsResult(RunResult):
     top: list[NeuronScore] = Field(default_factory=list)
     examples: list[Example] = Field(default_factory=list, description="top_examples mode.")
     table: str = Field("", description="URI of the ranked CSV.")
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.")
+    agreement: Agreement | None = Field(None, description="bfloat16: agreement of a float32 recheck of the "
+                                        "deciding prompts and a seeded sample.")
