@@ -19,17 +19,24 @@ prompts in place of the bfloat16 ones (the damage check runs in float32 either w
 named.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from neurotrace.lab.effects import Damage, direction_word, size_word
 from neurotrace.lab.intervention.report import judgement, overall_features
 from neurotrace.lab.intervention.schema import PromptReport
-from neurotrace.lab.neurons.precision import pick
+from neurotrace.lab.model.runtime.precision import choose
 
 __all__ = ["PromptsCheck", "compare", "deciding_prompt", "pick", "readings"]
 
 RECHECK_FRACTION, RECHECK_MIN = 0.1, 1
+
+
+def pick(n: int, must: Sequence[int], seed: int) -> tuple[list[int], int]:
+    """(prompts to recheck, the deciding one first; how many are deciding)."""
+    peaks, rand = choose(n, must, max(RECHECK_MIN, math.ceil(RECHECK_FRACTION * n)), seed)
+    return peaks + rand, len(peaks)
 
 
 @dataclass
