@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from neurotrace.lab.sae.base import SAEConfig
+from neurotrace.lab.sae.architectures.base import SAEConfig
+from neurotrace.lab.sae.architectures.registry import ARCHITECTURES, build_sae
 from neurotrace.lab.sae.export import dictionary_from_sae
-from neurotrace.lab.sae.registry import ARCHITECTURES, build_sae
 
 D_IN, D_SAE, D_OUT, N = 16, 48, 12, 32
 

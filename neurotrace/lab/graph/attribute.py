@@ -18,14 +18,14 @@ from torch import Tensor
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.graph.prune import influence, logit_weights, normalize
-from neurotrace.lab.graph.replacement import (
+from neurotrace.lab.graph.replacement.forward import (
     Sources,
     backward_rows,
     real_forward,
     replacement_forward,
     sources,
 )
-from neurotrace.lab.graph.transcoders import TranscoderSet
+from neurotrace.lab.graph.replacement.transcoders import TranscoderSet
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.graph.attribute import AttributionGraph
-from neurotrace.lab.graph.transcoders import TranscoderSet
+from neurotrace.lab.graph.replacement.transcoders import TranscoderSet
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.seeding import make_generator
 

@@ -11,6 +11,7 @@ from neurotrace.lab.graph.attribute import AttributionGraph
 from neurotrace.lab.graph.export import circuit_tracer_json, kept_nodes, label, top_paths
 from neurotrace.lab.graph.figures import FIGURES
 from neurotrace.lab.graph.prune import Pruned
+from neurotrace.lab.graph.replacement.transcoders import TranscoderSet
 from neurotrace.lab.graph.schema import (
     GRAPH_FILE,
     RESULTS_FILE,
@@ -19,7 +20,6 @@ from neurotrace.lab.graph.schema import (
     GraphResult,
     GraphResults,
 )
-from neurotrace.lab.graph.transcoders import TranscoderSet
 from neurotrace.lab.graph.view import render_view
 from neurotrace.lab.model.weights.loading import LoadedModel
 

@@ -10,18 +10,18 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.graph.attribute import AttributionGraph, build_graph
 from neurotrace.lab.graph.checks import actual, choose, pearson, predicted
 from neurotrace.lab.graph.cost import MAX_N_LOGITS, exact_bytes
-from neurotrace.lab.graph.dictionaries import dictionary_transcoders
 from neurotrace.lab.graph.prune import prune, scores
-from neurotrace.lab.graph.replacement import real_forward
-from neurotrace.lab.graph.report import write_report
-from neurotrace.lab.graph.schema import GraphChecks, GraphRequest, GraphResult, InterventionCheck
-from neurotrace.lab.graph.transcoders import (
+from neurotrace.lab.graph.replacement.dictionaries import dictionary_transcoders
+from neurotrace.lab.graph.replacement.forward import real_forward
+from neurotrace.lab.graph.replacement.transcoders import (
     TranscoderSet,
     calibrate,
     check_against,
     load_transcoders,
     random_transcoders,
 )
+from neurotrace.lab.graph.report import write_report
+from neurotrace.lab.graph.schema import GraphChecks, GraphRequest, GraphResult, InterventionCheck
 from neurotrace.lab.inputs import shown_path
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.tokens import target_id

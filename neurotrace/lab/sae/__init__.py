@@ -2,9 +2,9 @@
 
 from neurotrace.lab.experiment import Experiment, Figures
 from neurotrace.lab.sae import figures
-from neurotrace.lab.sae.base import SAE, SAEConfig
+from neurotrace.lab.sae.architectures.base import SAE, SAEConfig
+from neurotrace.lab.sae.architectures.registry import load_sae
 from neurotrace.lab.sae.dictionary import Dictionary, check_fits, load_dictionary, record_dictionary
-from neurotrace.lab.sae.registry import load_sae
 from neurotrace.lab.sae.run import METRICS_FILE, load_sae_run, run_fit_sae
 from neurotrace.lab.sae.schema import DictionaryRef, FitSAERequest, FitSAEResult, SAEMetrics
 

@@ -287,8 +287,8 @@ def from_run(lab: Lab, run_id: str, field: str) -> Dictionary:
     if (folder / saelens.CFG_FILE).is_file() and (folder / saelens.WEIGHTS_FILE).is_file():
         d = from_folder_files(folder / saelens.CFG_FILE, folder / saelens.WEIGHTS_FILE, field, run_id, "run", **extra)
         return d
+    from neurotrace.lab.sae.architectures.registry import load_sae
     from neurotrace.lab.sae.export import dictionary_from_sae
-    from neurotrace.lab.sae.registry import load_sae
 
     d = dictionary_from_sae(load_sae(run_dir), source=run_id, kind="run")
     return Dictionary(d.cfg.model_copy(update={"sha256": file_sha256(run_dir / "sae.safetensors")}), d.tensors())

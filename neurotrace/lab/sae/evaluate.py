@@ -31,7 +31,7 @@ from torch import Tensor
 from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.runtime.stepwise import prediction_position
 from neurotrace.lab.model.weights.loading import LoadedModel
-from neurotrace.lab.sae.base import SAE
+from neurotrace.lab.sae.architectures.base import SAE
 from neurotrace.lab.sae.train import RowSource
 
 

@@ -1,6 +1,6 @@
 """A fitted SAE or transcoder as a :class:`~neurotrace.lab.sae.dictionary.Dictionary` and a SAELens folder.
 
-Training works in a scaled space (inputs times ``input_scale``, see :mod:`neurotrace.lab.sae.base`);
+Training works in a scaled space (inputs times ``input_scale``, see :mod:`neurotrace.lab.sae.architectures.base`);
 the export folds the factors into the weights, as SAELens' ``fold_activation_norm_scaling_factor``
 does, so the saved dictionary speaks model units with ``normalize_activations='none'``:
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from neurotrace.lab.sae.base import SAE
+from neurotrace.lab.sae.architectures.base import SAE
 from neurotrace.lab.sae.dictionary import Dictionary, DictionaryConfig
 
 #: our architecture -> (SAELens architecture of the export, activation)

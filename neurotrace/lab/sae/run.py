@@ -12,7 +12,7 @@ also loads ``out_site``, the same rows); leave out rows at position 0 and at spe
 (``exclude_special``) and hold out a seeded share of the steps, i.e. whole contexts of a corpus capture
 (``heldout_fraction``); scale inputs (and a transcoder's targets) to mean norm ``sqrt(d)`` (``normalize``,
 the factors saved and folded into the SAELens export); build the architecture as SAELens defines it
-(:mod:`neurotrace.lab.sae.registry`: ``topk`` with AuxK, ``batchtopk``, ``jumprelu``, ``relu`` + L1),
+(:mod:`neurotrace.lab.sae.architectures.registry`: ``topk`` with AuxK, ``batchtopk``, ``jumprelu``, ``relu`` + L1),
 initialise it SAELens' way (decoder rows of fixed norm, encoder = decoder transposed, ``b_dec`` at the
 mean or geometric median) and train it with Adam on seeded batches (linear LR warm-up and decay;
 :mod:`neurotrace.lab.sae.train`), streaming from the memory-mapped state array when it is large; then
@@ -34,11 +34,11 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.tokens import target_id
 from neurotrace.lab.model.weights.loading import ModelRef, resolve_device
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
-from neurotrace.lab.sae.base import SAE, SAEConfig
+from neurotrace.lab.sae.architectures.base import SAE, SAEConfig
+from neurotrace.lab.sae.architectures.registry import build_sae, from_tensors
 from neurotrace.lab.sae.evaluate import ReconStats, fire_rate_histogram, reconstruction_stats, splice_metrics
 from neurotrace.lab.sae.export import dictionary_from_sae
 from neurotrace.lab.sae.figures import training as training_figure
-from neurotrace.lab.sae.registry import build_sae, from_tensors
 from neurotrace.lab.sae.saelens import CFG_FILE as CFG_FILE_SAELENS
 from neurotrace.lab.sae.saelens import WEIGHTS_FILE
 from neurotrace.lab.sae.schema import FitSAERequest, FitSAEResult, SAEMetrics, TrainingStep

@@ -10,7 +10,7 @@ A source may cover a subset of the rows (``index``: the training or the held-out
 
 Dead features follow SAELens: a counter per feature of optimizer steps since it last fired on a
 batch; a feature whose counter reaches ``dead_feature_window`` is dead (and AuxK trains it, see
-:mod:`neurotrace.lab.sae.topk`). With ``resample_dead`` (Bricken et al. 2023, "Towards
+:mod:`neurotrace.lab.sae.architectures.topk`). With ``resample_dead`` (Bricken et al. 2023, "Towards
 Monosemanticity"), every ``dead_feature_window`` steps during the first 80% of training each dead
 feature is re-initialised on a row of the current batch drawn with probability proportional to its
 squared reconstruction error: decoder row = that row's unit residual, encoder column = the same
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from neurotrace.lab.sae.base import SAE
+from neurotrace.lab.sae.architectures.base import SAE
 
 
 @dataclass(frozen=True)

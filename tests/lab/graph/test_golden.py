@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from neurotrace.lab.graph.attribute import build_graph
 from neurotrace.lab.graph.export import circuit_tracer_json
 from neurotrace.lab.graph.prune import prune, scores
-from neurotrace.lab.graph.transcoders import load_transcoders
+from neurotrace.lab.graph.replacement.transcoders import load_transcoders
 from neurotrace.lab.model.weights.loading import ModelRef, load
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "circuit_tracer"

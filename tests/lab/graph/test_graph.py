@@ -24,12 +24,17 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.graph import GraphRequest, run_graph
 from neurotrace.lab.graph.attribute import build_graph
 from neurotrace.lab.graph.checks import actual, choose, pearson, predicted
-from neurotrace.lab.graph.dictionaries import dictionary_transcoders
 from neurotrace.lab.graph.prune import prune
-from neurotrace.lab.graph.replacement import real_forward
+from neurotrace.lab.graph.replacement.dictionaries import dictionary_transcoders
+from neurotrace.lab.graph.replacement.forward import real_forward
+from neurotrace.lab.graph.replacement.transcoders import (
+    Transcoder,
+    TranscoderSet,
+    load_transcoders,
+    random_transcoders,
+)
 from neurotrace.lab.graph.run import prompt_ids
 from neurotrace.lab.graph.schema import GRAPH_FILE, RESULTS_FILE
-from neurotrace.lab.graph.transcoders import Transcoder, TranscoderSet, load_transcoders, random_transcoders
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.sae import load_dictionary

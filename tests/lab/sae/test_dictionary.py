@@ -15,10 +15,10 @@ from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER
-from neurotrace.lab.sae.base import SAEConfig
+from neurotrace.lab.sae.architectures.base import SAEConfig
+from neurotrace.lab.sae.architectures.registry import build_sae, load_sae
 from neurotrace.lab.sae.dictionary import check_fits, load_dictionary
 from neurotrace.lab.sae.export import dictionary_from_sae
-from neurotrace.lab.sae.registry import build_sae, load_sae
 from neurotrace.lab.sae.saelens import parse_cfg
 from neurotrace.lab.seeding import make_generator
 from neurotrace.testing.errors import raises_lab_error

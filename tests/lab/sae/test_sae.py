@@ -12,7 +12,7 @@ from neurotrace.lab.capture.store import load_trace_dataset
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.progress import NULL_REPORTER
-from neurotrace.lab.sae.registry import SAEConfig, build_sae, load_sae
+from neurotrace.lab.sae.architectures.registry import SAEConfig, build_sae, load_sae
 from neurotrace.lab.sae.run import CONFIG_FILE, METRICS_FILE
 from neurotrace.lab.sae.schema import SAEMetrics
 from neurotrace.lab.sae.train import RowSource, TrainSettings, train_sae

@@ -13,8 +13,8 @@ from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.plotting import PlotRequest, run_plot
 from neurotrace.lab.progress import NULL_REPORTER
+from neurotrace.lab.sae.architectures.registry import SAEConfig, build_sae
 from neurotrace.lab.sae.evaluate import splice_metrics
-from neurotrace.lab.sae.registry import SAEConfig, build_sae
 from neurotrace.lab.sae.run import METRICS_FILE
 from neurotrace.lab.sae.schema import SAEMetrics
 from neurotrace.lab.sae.train import RowSource, TrainSettings, batch_indices, train_sae

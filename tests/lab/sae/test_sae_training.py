@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from neurotrace.lab.sae.base import SAEConfig
+from neurotrace.lab.sae.architectures.base import SAEConfig
+from neurotrace.lab.sae.architectures.registry import build_sae
+from neurotrace.lab.sae.architectures.sparse import sparse_decode, topk_latents
 from neurotrace.lab.sae.export import dictionary_from_sae
-from neurotrace.lab.sae.registry import build_sae
-from neurotrace.lab.sae.sparse import sparse_decode, topk_latents
 from neurotrace.lab.sae.train import RowSource, TrainSettings, lr_factor, train_sae
 from neurotrace.lab.seeding import make_generator
 

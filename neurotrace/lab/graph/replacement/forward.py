@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from neurotrace.lab.graph.transcoders import TranscoderSet
+from neurotrace.lab.graph.replacement.transcoders import TranscoderSet
 from neurotrace.lab.model.access.adapters import norm_eps
 from neurotrace.lab.model.weights.loading import LoadedModel
 

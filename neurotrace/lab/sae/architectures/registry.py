@@ -9,11 +9,11 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.sae.base import SAE, SAEConfig
-from neurotrace.lab.sae.batchtopk import BatchTopKSAE
-from neurotrace.lab.sae.jumprelu import JumpReLUSAE
-from neurotrace.lab.sae.relu import ReLUSAE
-from neurotrace.lab.sae.topk import TopKSAE
+from neurotrace.lab.sae.architectures.base import SAE, SAEConfig
+from neurotrace.lab.sae.architectures.batchtopk import BatchTopKSAE
+from neurotrace.lab.sae.architectures.jumprelu import JumpReLUSAE
+from neurotrace.lab.sae.architectures.relu import ReLUSAE
+from neurotrace.lab.sae.architectures.topk import TopKSAE
 
 ARCHITECTURES: dict[str, type[SAE]] = {"relu": ReLUSAE, "topk": TopKSAE, "batchtopk": BatchTopKSAE,
                                        "jumprelu": JumpReLUSAE}

@@ -11,7 +11,7 @@ dead features reconstruct the main reconstruction's residual ``e = x - x_hat`` (
 ``e_hat = TopK_dead(pre) @ W_dec``, and the loss adds ``aux_coefficient * ||e - e_hat||^2 / ||e||^2``
 (batch means; Gao et al. use ``aux_k = d_in / 2`` and coefficient 1/32, the request's defaults).
 Both the main and the AuxK terms run on the kept latents only, with sparse gradients
-(:mod:`neurotrace.lab.sae.sparse`: the same values and gradients as the dense computation, ~4x faster
+(:mod:`neurotrace.lab.sae.architectures.sparse`: the same values and gradients as the dense computation, ~4x faster
 at 8x width, k=32). A transcoder reconstructs its target ``y`` instead of ``h`` (same loss).
 The kept pre-activations are used as they are, not ReLU'd (as in SAELens): a dead feature's
 pre-activation is usually negative on every row, and a ReLU would give it no gradient, so it would
@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.sae.base import SAE, SAEConfig
-from neurotrace.lab.sae.sparse import GatheredEncode, sparse_decode, topk_latents
+from neurotrace.lab.sae.architectures.base import SAE, SAEConfig
+from neurotrace.lab.sae.architectures.sparse import GatheredEncode, sparse_decode, topk_latents
 
 SPARSE_FROM = 1024   # d_sae from which the sparse backward pays (below, the dense ops' overhead is lower)
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neurotrace.lab.sae.base import SAE, SAEConfig
+from neurotrace.lab.sae.architectures.base import SAE, SAEConfig
 
 INIT_THRESHOLD, BANDWIDTH = 0.01, 0.05
 

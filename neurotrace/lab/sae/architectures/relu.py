@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from neurotrace.lab.sae.base import SAE, SAEConfig
+from neurotrace.lab.sae.architectures.base import SAE, SAEConfig
 
 
 class ReLUSAE(SAE):

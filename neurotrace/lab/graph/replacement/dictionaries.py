@@ -12,7 +12,7 @@ import re
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.explain import dictionary_labels
-from neurotrace.lab.graph.transcoders import Transcoder, TranscoderSet
+from neurotrace.lab.graph.replacement.transcoders import Transcoder, TranscoderSet
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.sae import Dictionary, load_dictionary
 

@@ -12,11 +12,11 @@ Subtracting ``b_dec`` before encoding centres the input on the decoder bias. ``i
 training rows have mean norm ``sqrt(d_in)``, and divides the reconstruction after decoding, so
 ``encode``/``decode`` always speak the model's units; the weights live in the scaled space, so a
 feature's direction in model units is ``W_dec[f] / input_scale`` (:meth:`SAE.directions`). An architecture
-(one module per file in this package, listed in :mod:`neurotrace.lab.sae.registry`) supplies the
+(one module per file in this package, listed in :mod:`neurotrace.lab.sae.architectures.registry`) supplies the
 activation, its training loss and any constraint applied after each optimizer step.
 
 On disk an SAE is ``sae.safetensors`` (the four tensors) plus ``sae_config.json`` (the
-:class:`SAEConfig`); :func:`neurotrace.lab.sae.registry.load_sae` reads both without pickle.
+:class:`SAEConfig`); :func:`neurotrace.lab.sae.architectures.registry.load_sae` reads both without pickle.
 """
 
 from pathlib import Path

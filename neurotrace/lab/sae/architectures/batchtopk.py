@@ -2,7 +2,7 @@
 
 Training keeps the ``k * batch`` largest ReLU'd pre-activations of the whole batch (so a row may use
 more or fewer than ``k``) and zeroes the rest; the loss is TopK's (reconstruction + AuxK for dead
-features, :mod:`neurotrace.lab.sae.topk`), decoder rows unit-norm after every step. A running
+features, :mod:`neurotrace.lab.sae.architectures.topk`), decoder rows unit-norm after every step. A running
 threshold tracks the smallest kept activation: ``theta <- (1 - 0.01) theta + 0.01 min_kept`` (SAELens'
 ``topk_threshold_lr``). At inference (``eval()``), as SAELens saves it, the SAE is a JumpReLU with that
 threshold for every feature: ``a = relu(pre) * (pre > theta)``, so a row's code no longer depends on
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neurotrace.lab.sae.base import SAEConfig
-from neurotrace.lab.sae.topk import TopKSAE
+from neurotrace.lab.sae.architectures.base import SAEConfig
+from neurotrace.lab.sae.architectures.topk import TopKSAE
 
 THRESHOLD_LR = 0.01
 
