@@ -59,6 +59,11 @@ class PatchCell(BaseModel):
     token: str | None = Field(description="The clean token at the position.")
     value: float = Field(description="The metric with this component patched.")
     restored: float = Field(description="(value - corrupt) / (clean - corrupt): 1 = fully restored, 0 = no effect.")
+    through_layer: int | None = Field(None, description="resid_pre: the same position's residual restores about as "
+                                      "much (within 0.1) at every layer from `layer` to this one; one cell stands "
+                                      "for the run.")
+    note: str | None = Field(None, description="A caution on reading this cell (e.g. the layer-0 residual is the "
+                             "input token itself).")
 
 
 #: a component's grid: (layer, position), (layer, head) or (layer, position, head); None where a head is no sender
@@ -94,5 +99,9 @@ class PatchResult(RunResult):
     metric: PatchMetric
     metric_clean: float
     metric_corrupt: float
-    top: list[PatchCell] = Field(description="The 10 cells that restore most (|restored|), over every kind; "
-                                 "the residual at the last position is left out (it restores trivially).")
+    top: list[PatchCell] = Field(description="The 10 cells that restore most (largest signed `restored`, > 0), "
+                                 "over every kind; a run of consecutive resid_pre layers at one position that "
+                                 "restore alike is one cell (`through_layer`); the residual at the last position is "
+                                 "left out (it restores trivially).")
+    anti: list[PatchCell] = Field(default_factory=list, description="The cells that move the metric further from "
+                                  "clean (`restored` < -0.01), most negative first.")

@@ -12,7 +12,7 @@ from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.weights.loading import ModelRef, load
-from neurotrace.lab.patching.report import heatmap
+from neurotrace.lab.patching.report import heatmap, ranked
 from neurotrace.lab.patching.run import (
     cells_for,
     clean_cache,
@@ -22,7 +22,7 @@ from neurotrace.lab.patching.run import (
     patch_cells_full,
     run_patch,
 )
-from neurotrace.lab.patching.schema import PATCH_RESULTS_FILE, PatchRequest, PatchResults
+from neurotrace.lab.patching.schema import PATCH_RESULTS_FILE, PatchCell, PatchRequest, PatchResults
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.grids.grid import Corrupted, exact_grid
 from neurotrace.lab.tracing.prepare import prepare_fact
@@ -295,3 +295,37 @@ def test_cancelling_stops_the_suffix_runs_at_the_next_batch(tiny_llama):
     reporter.on_progress = lambda done, total, msg: reporter.cancel() if done > 0 else None
     with pytest.raises(Cancelled):
         patch_cells(lm, corrupt, cells, cache, metric, 2, reporter, "mlp_out")
+
+
+def _cell(component, layer, position, restored, head=None):
+    return PatchCell(component=component, layer=layer, position=position, head=head, token=f"t{position}",
+                     value=restored, restored=restored)
+
+
+def test_the_restoring_list_is_signed_merges_resid_runs_cautions_layer0_and_lists_anti_restoring_apart():
+    resid = [_cell("resid_pre", layer, 2, r) for layer, r in enumerate([1.0, 0.98, 1.02, 0.99, 1.0, 0.97, 0.3])]
+    others = [_cell("mlp_out", 2, 2, 0.6), _cell("attn_out", 4, 3, -0.4), _cell("mlp_out", 1, 3, 0.2),
+              _cell("head_out", 3, None, -0.05, head=1), _cell("attn_out", 1, 3, -0.001),
+              _cell("resid_pre", 0, 1, 0.02)]
+    top, anti = ranked(resid + others, differing={2}, n=4)
+    assert [(c.component, c.layer, c.through_layer, c.restored) for c in top] == [
+        ("resid_pre", 0, 5, 1.0), ("mlp_out", 2, None, 0.6), ("resid_pre", 6, None, 0.3), ("mlp_out", 1, None, 0.2)]
+    assert top[0].note and "input itself" in top[0].note and not any(c.note for c in top[1:])
+    assert [(c.component, c.restored) for c in anti] == [("attn_out", -0.4), ("head_out", -0.05)]  # noise left out
+    _, anti_none = ranked([_cell("resid_pre", 0, 1, 0.5)], differing={2})
+    assert anti_none == []
+
+
+def test_a_real_patch_lists_the_mlp_cell_the_resid_run_would_hide(lab):
+    result = run_patch(PatchRequest(model="fact-gpt2", clean="The capital of France is",
+                                    corrupt="The capital of Japan is", target="Paris"), lab=lab)
+    restored = [c.restored for c in result.top]
+    assert restored == sorted(restored, reverse=True) and all(r > 0 for r in restored)
+    assert all(c.restored < -0.01 for c in result.anti)
+    first = result.top[0]
+    assert (first.component, first.layer, first.token) == ("resid_pre", 0, "France") and first.note
+    assert "Caution: the layer-0 residual" in result.summary
+    resid_at_subject = [c for c in result.top if c.component == "resid_pre" and c.token == "France"]
+    layers = [range(c.layer, (c.through_layer or c.layer) + 1) for c in resid_at_subject]
+    assert sum(len(r) for r in layers) == len({x for r in layers for x in r})      # no layer listed twice
+    assert any(c.component == "mlp_out" for c in result.top[:3])
