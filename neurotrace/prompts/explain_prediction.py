@@ -21,7 +21,8 @@ def text(model: str, prompt: str, target: str, corrupt: str) -> str:
         "from a corrupted prompt of the same token length).",
         [
             f"Call {_call('logit_lens', {'model': model, 'prompt': prompt, 'target': target})}. Read `p_target` "
-            "per row and `first_top1_row`: the layer where the answer appears.",
+            "per row and `first_top1_layer`: the layer whose block first makes the answer top-1 (`first_top1_row` is "
+            "its row index, one more: row 0 is the embedding).",
             f"Call {_call('attribute', {'model': model, 'prompt': prompt, 'target': target, 'corrupt_prompt': corrupt})}"
             ". Read `components` (they add up to `metric_value`), `top_heads`, `top_neurons` and `patching` "
             "(estimates vs `exact`).",

@@ -25,7 +25,8 @@ def text(model: str, prompt: str, target: str, corrupt: str) -> str:
         "where a step asks for prompt sets (4-8 pairs make the statistics meaningful).",
         [
             f"When does the answer form? Call {_call('logit_lens', {'model': model, 'prompt': prompt, 'target': target})}"
-            ". Note `first_top1_row` (the first layer where the target is top-1) as L*.",
+            ". Note `first_top1_layer` (the layer whose block first makes the target top-1; `first_top1_row` is a row "
+            "index, one more, since row 0 is the embedding) as L*.",
             "Who writes it? Call "
             f"{_call('attribute', {'model': model, 'prompt': prompt, 'target': target, 'corrupt_prompt': corrupt})}"
             ". Note the top `components`, `top_heads` and `top_neurons` ('L3N120' = neuron '3:120').",

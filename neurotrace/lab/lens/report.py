@@ -30,8 +30,9 @@ def _record(request: LogitLensRequest, lm: LoadedModel, ids: Tensor, p_target: T
 
 def _summary(rec: LogitLensResults, first: int | None) -> str:
     last = [row[rec.scored_position] for row in rec.p_target]
-    where = (f"first becomes the top-1 prediction at row '{rec.rows[first]}'" if first is not None
-             else "is never the top-1 prediction")
+    where = ("is never the top-1 prediction" if first is None else "is already the top-1 prediction at the "
+             "embedding (row 0)" if first == 0 else f"first becomes the top-1 prediction after layer {first - 1}'s "
+             f"block (row {first}, '{rec.rows[first]}')")
     text = (f"Logit lens of {rec.model} on {rec.prompt!r} ({len(rec.tokens)} tokens): at the scored "
             f"position {rec.scored_position} {rec.target!r} {where}; p(target) goes from {last[0]:.3g} (embeddings) to "
             f"{last[-1]:.3g} (final), peaking at {max(last):.3g} at '{rec.rows[last.index(max(last))]}'.")
@@ -63,4 +64,5 @@ def write_report(run: Any, request: LogitLensRequest, lm: LoadedModel, ids: Tens
               "to see which heads, MLPs and neurons write this prediction."),
         model=request.model, tokens=rec.tokens, target=rec.target, target_id=target, rows=rec.rows,
         p_target=[row[pos] for row in rec.p_target], scored_position=pos,
-        top_last=[rec.top_tokens[r][pos] for r in range(len(rec.rows))], first_top1_row=first, tuned=tuned)
+        top_last=[rec.top_tokens[r][pos] for r in range(len(rec.rows))], first_top1_row=first,
+        first_top1_layer=first - 1 if first else None, tuned=tuned)

@@ -79,5 +79,10 @@ class LogitLensResult(RunResult):
     scored_position: int = Field(description="The scored token position (last token; the mask for masked LMs).")
     p_target: list[float] = Field(description="Per row: p(target) at the scored position.")
     top_last: list[list[str]] = Field(description="Per row: the top-k tokens at the scored position.")
-    first_top1_row: int | None = Field(description="First row where the target is the top-1 token (None: never).")
+    first_top1_row: int | None = Field(description="First row index where the target is the top-1 token (None: "
+                                       "never). A row index, not a layer: row 0 is the embedding, row L+1 is "
+                                       "after block L.")
+    first_top1_layer: int | None = Field(None, description="The layer L whose block's output first makes the target "
+                                         "top-1 (first_top1_row - 1: the layer other tools name; None: never, or "
+                                         "already at the embedding).")
     tuned: TunedReport | None = None

@@ -136,3 +136,12 @@ def test_the_saved_results_round_trip_through_their_record_and_redraw_the_runs_f
     curve = FIGURES["target_curve"](rec)
     lens, tuned = curve.axes[0].get_lines()
     assert list(lens.get_ydata()) == result.p_target and list(tuned.get_ydata()) == rec.tuned.p_target
+
+
+def test_the_first_top1_row_is_an_index_and_the_layer_is_named_apart(lab):
+    result = run_logit_lens(LogitLensRequest(model="fact-gpt2", prompt="The capital of France is", target="Paris"),
+                            lab=lab)
+    row, layer = result.first_top1_row, result.first_top1_layer
+    assert row is not None and row > 0 and layer == row - 1
+    assert result.rows[row] == f"block {layer}" and result.rows[0] == "embed"
+    assert f"after layer {layer}'s block (row {row}" in result.summary
