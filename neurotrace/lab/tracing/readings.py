@@ -356,4 +356,6 @@ def summarize_model(request: TraceRequest, info: ModelInfo, facts: Sequence[Fact
         peak=peak(found, rome), readings=readings, curves_mean=_curves_mean(known), n_known=len(known),
         unknown_facts=[f.fact_id or f.subject for f in facts if not f.correct],
         mean_p_clean=sum(f.p_clean for f in facts) / n, mean_p_corrupted=sum(f.p_corrupted for f in facts) / n,
+        mean_p_clean_known=sum(f.p_clean for f in known) / len(known) if known else None,
+        mean_p_corrupted_known=sum(f.p_corrupted for f in known) / len(known) if known else None,
         notes=sorted({note for f in facts for note in f.notes}))

@@ -152,7 +152,8 @@ def model_lines(m: ModelRecord) -> list[str]:
         return [head + " There is no stored fact to locate; its traces are not averaged.", *_approx_lines(m)]
     known = [f for f in m.facts if f.correct]
     pc, pk = (sum(getattr(f, a) for f in known) / len(known) for a in ("p_clean", "p_corrupted"))
-    total = f" Mean p(target) {pc:.3f} clean vs {pk:.3f} corrupted (total effect {pc - pk:+.3f})."
+    total = (f" Mean p(target) over the {len(known)} known fact{'s' if len(known) != 1 else ''}: {pc:.3f} clean vs "
+             f"{pk:.3f} corrupted (total effect {pc - pk:+.3f}).")
     if pc - pk < MIN_EFFECT:
         total += " The corruption barely matters: the answer is not recalled from the subject here."
     lines = [head + total, _peak_line(m), _mlp_vs_attn(m), _resid_line(m), _subject_token_line(m), _context_line(m),
@@ -359,5 +360,6 @@ def model_trace(m: ModelRecord) -> ModelTrace:
     readings = m.readings.model_copy(update={"ranges": [r for r in m.readings.ranges if r.position in keep]})
     return ModelTrace(model=m.model, lm_kind=m.lm_kind, n_layers=m.n_layers, n_facts=len(m.facts), n_known=m.n_known,
                       unknown_facts=m.unknown_facts, skipped=m.skipped, mean_p_clean=m.mean_p_clean,
-                      mean_p_corrupted=m.mean_p_corrupted, window=m.window, noise_std=m.noise_std, peak=m.peak,
+                      mean_p_corrupted=m.mean_p_corrupted, mean_p_clean_known=m.mean_p_clean_known,
+                      mean_p_corrupted_known=m.mean_p_corrupted_known, window=m.window, noise_std=m.noise_std, peak=m.peak,
                       readings=readings, notes=m.notes)

@@ -335,8 +335,11 @@ class ModelRecord(Record):
     curves_mean: dict[str, list[float]] = Field(default_factory=dict)
     n_known: int
     unknown_facts: list[str]
-    mean_p_clean: float
-    mean_p_corrupted: float
+    mean_p_clean: float = Field(description="Mean clean p(target) over every traced fact, known or not.")
+    mean_p_corrupted: float = Field(description="Mean corrupted p(target) over every traced fact, known or not.")
+    mean_p_clean_known: float | None = Field(None, description="Mean clean p(target) over the known facts (those "
+                                             "the averages use); None when none is known.")
+    mean_p_corrupted_known: float | None = Field(None, description="Mean corrupted p(target) over the known facts.")
     notes: list[str] = Field(default_factory=list)
 
 
@@ -369,8 +372,10 @@ class ModelTrace(BaseModel):
     n_known: int = Field(description="Facts whose clean top-1 is the target.")
     unknown_facts: list[str] = Field(description="Left out of averages.")
     skipped: list[SkippedFact] = Field(default_factory=list, description="Facts that could not be traced.")
-    mean_p_clean: float
-    mean_p_corrupted: float
+    mean_p_clean: float = Field(description="Over every traced fact, known or not (see mean_p_clean_known).")
+    mean_p_corrupted: float = Field(description="Over every traced fact, known or not.")
+    mean_p_clean_known: float | None = Field(None, description="Over the known facts only (the averages' facts).")
+    mean_p_corrupted_known: float | None = Field(None, description="Over the known facts only.")
     window: int
     noise_std: float | None = Field(None, description="Noise unit; noise std = scale x this.")
     peak: PeakSite | None = None

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neurotrace.lab.tracing.readings import MIN_EFFECT, ModelInfo, category, summarize_model
-from neurotrace.lab.tracing.report import cross_model, interpret
+from neurotrace.lab.tracing.report import cross_model, interpret, model_lines, model_trace
 from neurotrace.lab.tracing.schema import FactCurves, FactPeak, FactRecord, TraceRequest
 
 N_LAYERS = 6
@@ -139,6 +139,17 @@ def test_unknown_facts_are_left_out_of_every_average():
     unknown = record({"mlp": grid({2: [0.9] * N_LAYERS})}, fact_id="u", correct=False)
     m = model([known, unknown], components=("mlp",))
     assert m.n_known == 1 and m.unknown_facts == ["u"] and m.peak.effect == 0.5
+
+
+def test_mean_p_clean_says_whether_it_is_over_the_known_facts():
+    known = record({"mlp": grid({2: [0.5] * N_LAYERS})}, p_clean=0.9, p_corr=0.1)
+    unknown = record({"mlp": grid({2: [0.0] * N_LAYERS})}, fact_id="u", correct=False, p_clean=0.05, p_corr=0.03)
+    m = model([known, unknown], components=("mlp",))
+    trace = model_trace(m)
+    assert trace.mean_p_clean == pytest.approx(0.475) and trace.mean_p_corrupted == pytest.approx(0.065)
+    assert trace.mean_p_clean_known == pytest.approx(0.9) and trace.mean_p_corrupted_known == pytest.approx(0.1)
+    assert "Mean p(target) over the 1 known fact: 0.900 clean vs 0.100 corrupted" in model_lines(m)[0]
+    assert model_trace(model([unknown], components=("mlp",))).mean_p_clean_known is None
 
 
 def test_models_of_different_depths_are_compared_by_relative_depth_on_the_same_kind_and_category():
