@@ -22,6 +22,7 @@ REQUESTS = [
     ("clamp_sweep", {"model": "fact-gpt2", "neurons": ["5:12"], "prompts": ["the the the"], "max_new_tokens": 8,
                      "values": [None, 0.0, 5.0], "controls": 1}),
     ("capture", {"model": "fact-gpt2", "sites": ["blocks.3.hook_resid_post"], "prompts": [PROMPT]}),
+    ("tokenize", {"texts": [" ".join([PROMPT] * 200)] * 64, "models": ["fact-gpt2", "fact-bert"]}),
 ]
 
 

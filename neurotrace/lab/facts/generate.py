@@ -47,6 +47,7 @@ from neurotrace.lab.results import RunResult
 
 DEFAULT_VALIDATION_MODELS = ("fact-gpt2", "fact-bert")
 DATASET_FILE, CONFIG_FILE = "dataset.json", "run_config.json"
+MAX_LISTED_MISMATCHES = 5    # swap mismatches in the reply (all are in dataset.json): it stays agent-sized
 DraftFn = Callable[[str, int], str]
 
 
@@ -156,9 +157,10 @@ class GenerateFactsResult(RunResult):
     fact_ids: list[str] = Field(default_factory=list)
     multi_token_policy: MultiTokenPolicy = "error"
     validation: list[ModelSummary] = Field(default_factory=list, description="Per-model token checks.")
-    swap_mismatches: list[SwapMismatch] = Field(default_factory=list, description="Facts whose corrupt subject "
-                                                "changes the prompt's token count in some model (subject swap "
-                                                "needs equal counts), each with same-length suggestions.")
+    swap_mismatches: list[SwapMismatch] = Field(default_factory=list, description="The first facts whose corrupt "
+                                                "subject changes the prompt's token count in some model (subject "
+                                                "swap needs equal counts), each with same-length suggestions; all "
+                                                "of them are in dataset.json.")
     dataset_uri: str = Field(description="Resource URI of dataset.json.")
 
 
@@ -309,7 +311,9 @@ def _summary(fs: FactSet) -> str:
                  + ", ".join(f"{n} in {model}" for model, n in per_model.items() if n)
                  + "), so subject swap skips them: " + ", ".join(m.fact_id for m in fs.swap_mismatches[:5])
                  + (" ..." if len(fs.swap_mismatches) > 5 else "")
-                 + "; swap_mismatches suggests same-length corrupt subjects from the packs")
+                 + "; swap_mismatches suggests same-length corrupt subjects from the packs"
+                 + (f" (the first {MAX_LISTED_MISMATCHES}; all in {DATASET_FILE})"
+                    if len(fs.swap_mismatches) > MAX_LISTED_MISMATCHES else ""))
     elif fs.validation and any(f.corrupt_subject for f in fs.facts):
         text += ". Every corrupt subject keeps the prompt's token count in every model (subject swap works)"
     if fs.dropped:
@@ -347,7 +351,7 @@ def run_generate_facts(request: GenerateFactsRequest, *, lab: Lab, reporter: Rep
         validation=[ModelSummary(model=r.model, lm_kind=r.lm_kind, n_ok=r.n_ok, n_multi_token=r.n_multi_token,
                                  n_swap_mismatch=sum(r.model in m.tokens for m in fs.swap_mismatches))
                     for r in fs.validation],
-        swap_mismatches=fs.swap_mismatches,
+        swap_mismatches=fs.swap_mismatches[:MAX_LISTED_MISMATCHES],
         next=f"Call trace with {json.dumps({'request': {'models': models, 'dataset_run_id': run.run_id}})} to locate "
              "where these facts are stored.")
 

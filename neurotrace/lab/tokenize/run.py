@@ -2,9 +2,11 @@
 
 Texts are tokenized as the experiment tools tokenize prompts (special tokens such as BOS included unless
 ``special_tokens`` is false; chat-templated with ``chat`` or for a list of messages), so a position here
-is a position in their results. The reply lists a bounded number of tokens per row; ``tokens.json`` holds
-them all.
+is a position in their results. The reply lists a bounded number of tokens per row (and of rows, so it stays
+agent-sized); ``tokens.json`` holds them all.
 """
+
+import json
 
 from neurotrace.lab.errors import LabError
 from neurotrace.lab.lab import Lab
@@ -14,7 +16,7 @@ from neurotrace.lab.model.weights.loading import TokenizerOnly, load_tokenizer
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.tokenize.schema import TABLE_FILE, TokenizeRequest, TokenizeResult, TokenRow, TokenTable
 
-SHOWN_BUDGET = 480      # tokens listed in the reply over all rows (the rest only in tokens.json)
+ROWS_CHARS = 4500       # the listed rows' JSON: with counts and summary the reply stays within 8K characters
 MIN_SHOWN, MAX_SHOWN = 8, 64
 SUMMARY_TEXTS = 6
 
@@ -49,6 +51,21 @@ def _summary(request: TokenizeRequest, counts: dict[str, list[int]]) -> str:
     return text + "."
 
 
+def listed(rows: list[TokenRow]) -> tuple[list[TokenRow], int]:
+    """The rows the reply lists and the tokens shown per row: at most :data:`MAX_SHOWN` tokens a row, halved
+    (down to :data:`MIN_SHOWN`) and then the rows halved until their JSON fits :data:`ROWS_CHARS`."""
+    cap, n = MAX_SHOWN, len(rows)
+    while True:
+        shown = [r.model_copy(update={"ids": r.ids[:cap], "tokens": r.tokens[:cap], "shown": min(cap, r.n_tokens)})
+                 for r in rows[:n]]
+        if len(json.dumps([r.model_dump(mode="json") for r in shown])) <= ROWS_CHARS or (cap, n) == (MIN_SHOWN, 1):
+            return shown, cap
+        if cap > MIN_SHOWN:
+            cap = max(MIN_SHOWN, cap // 2)
+        else:
+            n = max(1, n // 2)
+
+
 def run_tokenize(request: TokenizeRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> TokenizeResult:
     """How do these texts tokenize? Each text's token ids, pieces and count in each model (tokenizer only)."""
     lab.check(request)
@@ -66,9 +83,7 @@ def run_tokenize(request: TokenizeRequest, *, lab: Lab, reporter: Reporter = NUL
             rows.append(TokenRow(model=name, text=i, n_tokens=len(ids), ids=ids, tokens=token_texts(tok, ids),
                                  shown=len(ids), n_unknown=sum(x == unk for x in ids) if unk is not None else 0))
     counts = {m: [r.n_tokens for r in rows if r.model == m] for m in models}
-    cap = max(MIN_SHOWN, min(MAX_SHOWN, SHOWN_BUDGET // len(rows)))
-    shown = [r.model_copy(update={"ids": r.ids[:cap], "tokens": r.tokens[:cap], "shown": min(cap, r.n_tokens)})
-             for r in rows]
+    shown, cap = listed(rows)
     summary = _summary(request, counts)
     unknown = [r for r in rows if r.n_unknown]
     if unknown:
@@ -79,10 +94,15 @@ def run_tokenize(request: TokenizeRequest, *, lab: Lab, reporter: Reporter = NUL
         run.set_summary(summary)
         artifacts = run.artifact_uris()
     cut = sum(r.shown < r.n_tokens for r in shown)
+    if cut:
+        summary += f" {cut} row(s) list their first {cap} tokens"
+    if len(shown) < len(rows):
+        summary += f"{';' if cut else ''} only {len(shown)} of {len(rows)} (model, text) rows are listed"
+    if cut or len(shown) < len(rows):
+        summary += f"; every token of every row is in {TABLE_FILE}."
     reporter.step(len(models), len(models), "done")
     return TokenizeResult(
-        run_id=run.run_id, summary=summary + (f" {cut} row(s) list their first {cap} tokens; all are in "
-                                              f"{TABLE_FILE}." if cut else ""),
+        run_id=run.run_id, summary=summary,
         artifacts=artifacts, counts=counts, rows=shown, table_uri=table_uri,
         next="For a subject swap the clean and corrupt prompts need the same count in every model traced; "
              "generate_facts checks that for a fact set and suggests same-length corrupt subjects.")

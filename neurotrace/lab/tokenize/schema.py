@@ -2,14 +2,15 @@
 
 from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.access.chat import PromptInput
 from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
 
 TABLE_FILE = "tokens.json"
-MAX_TEXTS, MAX_MODELS = 64, 8
+MAX_TEXTS, MAX_MODELS, MAX_TEXT_CHARS = 64, 8, 20_000
 
 
 class TokenizeRequest(BaseModel):
@@ -21,6 +22,15 @@ class TokenizeRequest(BaseModel):
                                               description="Texts or chat messages.")]
     models: Annotated[list[ModelName], Field(min_length=1, max_length=MAX_MODELS,
                                              description="Model names.")]
+    @field_validator("texts")
+    @classmethod
+    def _bounded(cls, texts: list) -> list:
+        for i, text in enumerate(texts):
+            if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
+                raise InputError(f"texts[{i}]", f"the text is {len(text):,} characters (at most {MAX_TEXT_CHARS:,})",
+                                 fix="split it into shorter texts")
+        return texts
+
     chat: bool = Field(False, description="Apply each model's chat template first (a list of messages always is).")
     special_tokens: bool = Field(True, description="Add the tokenizer's special tokens (e.g. BOS), as the "
                                                    "experiment tools do; false: the text's own tokens only.")

@@ -6,7 +6,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from neurotrace import GenerateFactsRequest, TokenizeRequest, run_generate_facts, run_tokenize
-from neurotrace.lab.facts import load_pack
+from neurotrace.lab.facts import load_factset, load_pack
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.weights import catalog
 from neurotrace.lab.model.weights.loading import resolve_source
@@ -56,7 +56,8 @@ def test_real_models_flag_the_swaps_their_tokenizers_break_and_no_other(lab):
         pytest.skip("needs the catalog models " + ", ".join(REAL))
     result = run_generate_facts(GenerateFactsRequest(source={"kind": "pack", "domains": ["known-facts"]},
                                                      models=list(REAL), multi_token="first_token"), lab=lab)
-    flagged = {m.fact_id: m for m in result.swap_mismatches}
+    flagged = {m.fact_id: m for m in load_factset(lab, result.run_id).swap_mismatches}   # the reply lists 5
+    assert result.swap_mismatches == list(flagged.values())[:5] and "all in dataset.json" in result.summary
     for model in REAL:     # the reference: the tokenizers library on the model's own tokenizer.json
         ref = Tokenizer.from_file(str(Path(resolve_source(model)) / "tokenizer.json"))
         for fact in load_pack("known-facts").facts:

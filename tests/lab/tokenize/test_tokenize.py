@@ -80,6 +80,11 @@ def test_large_tables_are_cut_in_the_reply_and_whole_in_tokens_json(lab):
     result = run_tokenize(TokenizeRequest(texts=[long] * 60, models=["fact-gpt2"]), lab=lab)
     row = result.rows[0]
     assert row.n_tokens == 240 and row.shown == MIN_SHOWN == len(row.ids) == len(row.tokens)
-    assert "first 8 tokens" in result.summary and result.table_uri in result.artifacts
+    assert 1 <= len(result.rows) < 60 and result.counts["fact-gpt2"] == [240] * 60
+    assert f"first {MIN_SHOWN} tokens" in result.summary and "of 60 (model, text) rows" in result.summary
+    assert len(result.model_dump_json()) < 8000 and result.table_uri in result.artifacts
     table = read_back(lab, result.run_id, TABLE_FILE, TokenTable.model_validate)
     assert len(table.rows) == 60 and len(table.rows[0].ids) == 240 and table.texts["fact-gpt2"][0] == long
+    with raises_lab_error(InputError) as err:
+        TokenizeRequest(texts=["ok", "x" * 20_001], models=["fact-gpt2"])
+    assert err.value.field == "texts[1]"
