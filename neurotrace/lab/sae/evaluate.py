@@ -88,16 +88,22 @@ def reconstruction_stats(sae: SAE, source: RowSource, n_examples: int, batch_siz
 CONDITIONS = ("clean", "spliced", "zero")
 
 
-def _conditions(sae: SAE, site: str, keep: Tensor | None = None) -> dict[str, Callable[..., Tensor]]:
+def _conditions(sae: SAE, site: str, keep: Tensor | None = None,
+                max_norm: float | None = None) -> dict[str, Callable[..., Tensor]]:
     """Hooks that, on a batch of three copies of one sequence, leave copy 0 (clean), replace copy 1 by the
-    SAE's reconstruction (spliced) and copy 2 by zeros, except at positions where ``keep`` (pos,) is True.
+    SAE's reconstruction (spliced) and copy 2 by zeros, except at positions where ``keep`` (pos,) is True
+    or whose input norm exceeds ``max_norm`` (massive activations, left out of training too).
     A transcoder reads its input at ``site`` and replaces its output site."""
     seen: dict[str, Tensor] = {}
 
     def replace(act: Tensor, site: str) -> Tensor:
         src = seen.get("in", act)
         new = torch.stack([act[0], sae(src[1]).to(act.dtype), torch.zeros_like(act[2])])
-        return new if keep is None else torch.where(keep.to(act.device)[None, :, None], act, new)
+        kept = keep.to(act.device) if keep is not None else None
+        if max_norm is not None:
+            massive = src[1].float().norm(dim=-1) > max_norm
+            kept = massive if kept is None else kept | massive
+        return new if kept is None else torch.where(kept[None, :, None], act, new)
 
     if not sae.transcoder:
         return {site: replace}
@@ -123,16 +129,18 @@ def _ce(logits: Tensor, ids: list[int]) -> float:
 
 
 def splice_metrics(lm: LoadedModel, sae: SAE, site: str, steps: list[dict], target_id: Callable[[str], int],
-                   excluded: Callable[[list[int]], Tensor] | None = None) -> dict[str, float | int | None]:
+                   excluded: Callable[[list[int]], Tensor] | None = None,
+                   max_norm: float | None = None) -> dict[str, float | int | None]:
     """Downstream effect of replacing ``site`` by the SAE reconstruction (see the module docstring);
-    ``excluded(ids)`` (pos,) bool marks positions left unspliced (and unzeroed)."""
+    ``excluded(ids)`` (pos,) bool marks positions left unspliced (and unzeroed), and so does an input norm
+    above ``max_norm``."""
     ce = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
     kl_sum, n_pos, n_tok = 0.0, 0, 0
     p_t: dict[str, list[float]] = {"clean": [], "spliced": []}
     for step in steps:
         ids = list(step["token_ids"])
         keep = excluded(ids) if excluded is not None else None
-        logits = _logits(lm, ids, _conditions(sae, site, keep))
+        logits = _logits(lm, ids, _conditions(sae, site, keep, max_norm))
         if lm.lm_kind == "causal" and len(ids) > 1:
             n_tok += len(ids) - 1
             for name in CONDITIONS:

@@ -42,8 +42,9 @@ class FitSAERequest(BaseModel):
                                                         "have mean norm sqrt(d_in); the factor is saved and "
                                                         "decoding restores model units. 'none': raw states.")
     exclude_special: bool = Field(True, description="Skip special rows. Leave rows at position 0 and at special tokens (BOS, EOS, "
-                                  "pad) out of training, metrics and splicing (SAELens exclude_special_tokens; "
-                                  "position 0 often has ~100x the norm of the rest).")
+                                  "pad), and rows whose norm exceeds 10x the median row norm (massive activations), out of "
+                                  "training, metrics and splicing (SAELens exclude_special_tokens; position 0 and a "
+                                  "few first tokens often have ~100x the norm of the rest).")
     heldout_fraction: float = Field(0.1, ge=0, lt=1, description="Held-out share. Share of the captured steps (seeded) held "
                                     "out: reconstruction metrics and splicing use them (0 = evaluate on the "
                                     "training rows).")
@@ -126,7 +127,11 @@ class SAEMetrics(BaseModel):
     input_scale: float = Field(gt=0, description="Factor the inputs were multiplied by before encoding (1 = none).")
     n_train_rows: int = Field(ge=1, description="Rows trained on.")
     n_heldout_rows: int = Field(ge=0, description="Held-out rows evaluated (0: evaluated on the training rows).")
-    n_excluded_rows: int = Field(ge=0, description="Rows left out at position 0 or on special tokens.")
+    n_excluded_rows: int = Field(ge=0, description="Rows left out at position 0, on special tokens or with a massive "
+                                                   "norm (over 10x the median).")
+    n_massive_rows: int = Field(0, ge=0, description="Of n_excluded_rows, those left out for a massive norm.")
+    massive_norm_limit: float | None = Field(None, description="The norm above which a row counts as massive "
+                                             "(10x the median row norm; null: exclude_special off).")
     final_loss: float = Field(description="Training loss at the last step.")
     splice_steps: int | None = Field(None, ge=0, description="Captured steps re-run with the reconstruction "
                                      "spliced in (null: not spliced).")

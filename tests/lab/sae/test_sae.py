@@ -270,3 +270,30 @@ def test_relu_sparsity_penalty_warms_up_linearly_and_ends_at_full_strength():
                                                                                warm_up_steps=10), make_generator(0))
     assert seen[:10] == pytest.approx([(i + 1) / 10 for i in range(10)]) and seen[10:] == [1.0] * 10
     assert sae.penalty_scale == 1.0
+
+
+def test_massive_activation_rows_are_left_out_like_special_tokens_and_counted(tmp_path, tiny_gpt2):
+    """A few rows with 50x the median norm (planted in the captured states, as SmolLM2's first-content
+    tokens carry): without the rule they dominate the variance; with exclude_special they are counted in
+    n_massive_rows and left out of training and metrics; with exclude_special=false nothing is left out."""
+    lab = Lab(LabSettings(runs_dir=tmp_path / "runs"))
+    site = "blocks.1.hook_resid_post"
+    cap = run_capture(CaptureRequest(model=str(tiny_gpt2), sites=[site], prompts=word_prompts(12, 8, seed=3)),
+                      lab=lab, reporter=NULL_REPORTER)
+    path = lab.store.run_dir(cap.run_id) / "arrays" / "states" / f"{site}.npy"
+    states = np.load(path)
+    ds = load_trace_dataset(lab, cap.run_id, site)
+    candidates = np.flatnonzero(ds.meta["pos"] > 0)
+    planted_rows = candidates[[3, 17, 40]]
+    states[planted_rows] *= 50.0
+    np.save(path, states)
+    request = {"capture_run_id": cap.run_id, "site": site, "n_steps": 30, "batch_size": 64, "k": 4, "splice_steps": 1}
+    m = run_fit_sae(FitSAERequest(**request), lab=lab, reporter=NULL_REPORTER).metrics
+    special = lab.store.read_json(cap.run_id, "capture.json")["special_ids"]
+    usual = int(((ds.meta["pos"] == 0) | np.isin(ds.meta["token_id"], special)).sum())
+    assert m["n_massive_rows"] == 3 and m["n_excluded_rows"] == usual + 3
+    assert m["n_train_rows"] + m["n_heldout_rows"] == len(ds) - usual - 3
+    norms = np.linalg.norm(states, axis=1)
+    assert norms[planted_rows].min() > m["massive_norm_limit"] > np.delete(norms, planted_rows).max()
+    off = run_fit_sae(FitSAERequest(**request, exclude_special=False), lab=lab, reporter=NULL_REPORTER).metrics
+    assert off["n_excluded_rows"] == 0 and off["n_massive_rows"] == 0 and off["massive_norm_limit"] is None
