@@ -68,7 +68,7 @@ async def test_following_the_protocol_on_the_planted_model_recovers_its_mechanis
         patch = await call("patch", {"model": model, "clean": "the big fish", "corrupt": "the big cat",
                                      "target": "tree", "components": ["resid_pre", "attn_out", "mlp_out"]})
         cells = patch["top"] + patch.get("anti", [])                                         # no component needed
-        assert all(abs(cell["restored"]) < 0.05 for cell in cells) and "Most restoring" not in patch["summary"]
+        assert all(abs(cell["restored"]) < 0.05 for cell in cells) and "No single cell restores" in patch["summary"]
         pairs = [["the big fish", "the big cat"], ["one fish", "one cat"], ["a red fish", "a red cat"],
                  ["its fish", "its cat"]]
         neurons = await call("find_neurons", {"model": model, "prompts": [a for a, _ in pairs],

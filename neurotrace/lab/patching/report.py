@@ -19,6 +19,7 @@ from neurotrace.lab.plotstyle import DIVERGING_CMAP, finish, new_figure, short
 
 N_TOP = 10
 RUN_TOLERANCE = 0.1     # restored fraction: consecutive resid_pre layers this close read as one cell
+MIN_RESTORING = 0.05    # below this the summary names no cell as restoring
 ANTI_MIN = 0.01         # anti-restoring: restored below minus this (smaller is float noise around 0)
 ANTI_SHOWN = 0.1        # an anti-restoring cell the summary names (restored below minus this)
 LAYER0_NOTE = ("the layer-0 residual at a changed token is the clean token's embedding, the input itself: it "
@@ -127,8 +128,10 @@ def _summary(request: PatchRequest, target: str, contrast: str | None, m_clean: 
               "kl": "KL(clean || patched)"}[request.metric]
     text = (f"Activation patching in {request.model}: {metric} is {m_clean:.3g} on the clean prompt and "
             f"{m_corrupt:.3g} on the corrupt one.")
-    if top:
+    if top and top[0].restored >= MIN_RESTORING:
         text += f" Most restoring: {', '.join(_cell_text(c) for c in top[:3])} (1 = fully restored)."
+    else:
+        text += f" No single cell restores {MIN_RESTORING} of the gap: no one component here is necessary."
     if any(c.note for c in top[:3]):
         text += " Caution: " + LAYER0_NOTE + "."
     worst = [c for c in anti[:3] if c.restored < -ANTI_SHOWN]
