@@ -42,6 +42,12 @@ from neurotrace.lab.progress import NULL_REPORTER, Reporter
 
 ROME_DEPTH = 17 / 48
 MEMIT_SPAN = 5
+#: ROME's clamp |delta| <= 4 |v0|; where the MLP output is RMS-normalised before the residual add (Gemma 2/3,
+#: OLMo 2) a value that large replaces the output's direction for every key the rank-one update reaches, so
+#: neighbours with a partial key overlap flip too (docs/editing.md: gemma-3-270m, 7 facts at layer 4:
+#: neighbourhood 0.19 at 4, 0.61 at 1, 0.96 at 0.5, efficacy 1.00 at each)
+ROME_CLAMP = 4.0
+POST_NORM_CLAMP = 0.5
 
 
 @dataclass
@@ -73,10 +79,17 @@ def choose_layers(request: EditRequest, lab: Lab, lm: LoadedModel) -> Chosen:
     return Chosen(list(range(top - min(MEMIT_SPAN, n) + 1, top + 1)), source, located)
 
 
-def _settings(request: EditRequest) -> ValueSettings:
+def clamp_norm(request: EditRequest, lm: LoadedModel) -> float:
+    """The request's clamp, else ROME's 4, or :data:`POST_NORM_CLAMP` where the MLP output is normalised."""
+    if request.value.clamp_norm is not None:
+        return request.value.clamp_norm
+    return POST_NORM_CLAMP if lm.adapter.post_norms else ROME_CLAMP
+
+
+def _settings(request: EditRequest, lm: LoadedModel) -> ValueSettings:
     v = request.value
     return ValueSettings(steps=v.steps, lr=v.lr, kl_factor=v.kl_factor, weight_decay=v.weight_decay,
-                         clamp_norm=v.clamp_norm)
+                         clamp_norm=clamp_norm(request, lm))
 
 
 def _field(request: EditRequest, i: int) -> str:
@@ -125,6 +138,9 @@ def run_edit(request: EditRequest, *, lab: Lab, reporter: Reporter = NULL_REPORT
         chosen = choose_layers(request, lab, lm)
         known, ids, unknown, notes = check_cases(request, lm, all_cases)
         cases = [all_cases[i] for i in known]
+        if request.value.clamp_norm is None and lm.adapter.post_norms:
+            notes.append(f"clamp_norm {POST_NORM_CLAMP} (not ROME's {ROME_CLAMP}): this model normalises its MLP "
+                         "output, so a larger value would replace it for every key the update reaches")
         fields = [_field(request, i) for i in known]
         with lab.store.open_run("edit", request, seed=request.seed) as run:
             run.add_model(request.model, lm.fingerprint, lm.provenance)
@@ -143,7 +159,7 @@ def run_edit(request: EditRequest, *, lab: Lab, reporter: Reporter = NULL_REPORT
             swept = None
             if request.sweep_layers:
                 with reporter.stage("sweep"):
-                    swept = sweep(lm, cases, ids, fields, prefixes, covs, _settings(request), before, chosen.trace,
+                    swept = sweep(lm, cases, ids, fields, prefixes, covs, _settings(request, lm), before, chosen.trace,
                                   reporter)
             outcome = Outcome(model=request.model, lm=lm, method=request.method, layers=chosen.layers,
                               layer_source=chosen.source, cases=cases, ids=ids, before=before, after=after,
@@ -154,7 +170,7 @@ def run_edit(request: EditRequest, *, lab: Lab, reporter: Reporter = NULL_REPORT
 
 def _edit(request: EditRequest, lm: LoadedModel, cases: list[Case], ids: list[CaseIds], fields: list[str],
           layers: list[int], prefixes: list[str], covs: dict, reporter: Reporter) -> tuple[list[Update], list[State]]:
-    settings = _settings(request)
+    settings = _settings(request, lm)
     if request.method == "memit":
         with preserved(lm, layers):
             updates = memit_updates(lm, cases, ids, layers, prefixes, covs, settings, request.covariance.memit_lambda,

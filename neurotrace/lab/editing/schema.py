@@ -36,7 +36,8 @@ class ValueOptions(BaseModel):
     kl_factor: float = Field(0.0625, ge=0, le=10, description="Weight of the KL term keeping '{subject} is a' "
                              "predictions (ROME: 0.0625).")
     weight_decay: float = Field(0.5, ge=0, le=10, description="Weight of |delta| / |v|^2 (ROME: 0.5).")
-    clamp_norm: float = Field(4.0, gt=0, le=100, description="|delta| <= clamp_norm x |v| (ROME: 4).")
+    clamp_norm: float | None = Field(None, gt=0, le=100, description="|delta| <= clamp_norm x |v|. Default: ROME's "
+                                     "4, or 0.5 on models that normalise the MLP output (Gemma 2/3, OLMo 2).")
 
 
 class CovarianceOptions(BaseModel):
