@@ -2,7 +2,7 @@
 alone with ROME at the layer its trace located, reach efficacy >= 0.9 and neighbourhood specificity >= 0.8.
 
 Opt-in (``NEUROTRACE_REAL_MODELS=1``): a trace and ten value optimisations take minutes on two cores, over the
-~60 s a CI test may take. The figures measured are in docs/editing.md.
+~60 s a CI test may take. The figures measured, and the causes of the earlier shortfall, are in docs/editing.md.
 """
 
 import os
