@@ -93,7 +93,7 @@ def test_patch_templates_both_prompts_and_reports_templated_positions(tiny_llama
     assert [t.strip() for t in as_messages.tokens[-3:]] == [".", ",", "paris"]
 
 
-def test_capture_templates_prompts_and_refuses_chat_episodes(tiny_llama, tmp_path):
+def test_capture_templates_prompts_and_refuses_a_chat_corpus(tiny_llama, tmp_path):
     lab, model = _lab(tmp_path), str(tiny_llama)
     with raises_lab_error(InputError) as err:
         run_capture(CaptureRequest(model=model, prompts=["the red cat"], chat=True), lab=lab)
@@ -109,8 +109,27 @@ def test_capture_templates_prompts_and_refuses_chat_episodes(tiny_llama, tmp_pat
     assert lines[0]["positions"] == [len(lines[0]["tokens"]) - 1]        # 'last': the templated prompt's end
     assert "p_target" in lines[1]
     with raises_lab_error(InputError) as err:
-        run_capture(CaptureRequest(model=model, episode=[{"text": "the red cat"}], chat=True), lab=lab)
+        run_capture(CaptureRequest(model=model, corpus="python-docs", chat=True), lab=lab)
     assert err.value.field == "chat"
+
+
+def test_a_chat_episode_is_a_conversation_rerendered_in_the_template_each_turn(tiny_llama, tmp_path):
+    lab, model = _lab(tmp_path), str(tiny_llama)
+    request = CaptureRequest(model=model, sites=["blocks.0.hook_resid_post"], max_new_tokens=1, chat=True,
+                             episode=[{"text": "the red cat"}, {"text": "the dog"}])
+    with raises_lab_error(InputError) as err:
+        run_capture(request, lab=lab)
+    assert err.value.field == "chat"
+    assert not [p for p in (tmp_path / "runs").glob("*") if "capture" in p.name]         # refused before a run opened
+    lab.cache.get(ModelRef(model=model)).tokenizer.chat_template = TEMPLATE
+    result = run_capture(request, lab=lab)
+    first, second = (json.loads(x) for x in (tmp_path / "runs" / result.run_id / "trace.jsonl").read_text()
+                     .splitlines())
+    answer = first["output"].strip()
+    assert first["prompt"] == "? the red cat . ,"
+    assert second["prompt"] == f"? the red cat . , {answer} . ? the dog . ,"   # user, assistant (its output), user
+    assert [t.strip() for t in second["tokens"][-13:]] == ["?", "the", "red", "cat", ".", ",", answer, ".", "?", "the",
+                                                           "dog", ".", ","]
 
 
 def test_intervene_templates_prompts_and_scores_the_target_after_the_template(tiny_llama, tmp_path):

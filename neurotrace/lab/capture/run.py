@@ -7,7 +7,10 @@
   each step's output feeds the next: the running transcript (token ids) is the previous transcript,
   the previous step's generated tokens, then ``joiner + text`` of the new step (a scripted conversation
   turn, a tool result, ...). Each step greedily generates ``max_new_tokens`` tokens (0 = a single
-  forward pass) and carries the caller's ``metadata``.
+  forward pass) and carries the caller's ``metadata``. With ``chat`` an episode is a conversation: each
+  step's text is a user turn, each step's output the assistant's answer, and every step's prompt is the
+  whole conversation so far in the model's chat template (re-rendered and re-tokenized each turn, as a chat
+  front end does; ``joiner`` is not used). Prompts with ``chat`` are each one templated user message.
 * **What is stored.** Each step's *last* forward pass (its prompt plus all but the final generated
   token) is recorded: every position (``positions='all'``) or only the prompt's last token
   (``'last'``), minus the first ``skip_positions`` positions and, with ``skip_bos``, BOS tokens.
@@ -51,7 +54,7 @@ from neurotrace.lab.capture.store import (
 )
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.model.access.chat import apply_chat
+from neurotrace.lab.model.access.chat import apply_chat, templated
 from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.access.sites import select_sites
 from neurotrace.lab.model.access.tokens import target_id
@@ -173,10 +176,13 @@ def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter = NULL_
     ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype, backend=request.backend)
     with lab.cache.lease(ref) as lm:
         sites = select_sites(request.sites, lm)
-        if request.chat and (request.episode or request.corpus is not None):
-            raise InputError("chat", "chat templates each of `prompts`; an episode or a corpus is taken as written",
-                             fix="give each conversation as a list of messages in `prompts`, or drop chat")
-        request = apply_chat(request, lm.tokenizer, request.model, many=("prompts",), inner="text")
+        if request.chat and request.corpus is not None:
+            raise InputError("chat", "a corpus is taken as written, not as chat messages",
+                             fix="give the conversations in `prompts` (or an episode), or drop chat")
+        if request.prompts:       # an episode keeps `chat`: its turns are templated as the conversation grows
+            request = apply_chat(request, lm.tokenizer, request.model, many=("prompts",), inner="text")
+        elif request.chat and request.episode:      # no template: refused before the run opens
+            templated(lm.tokenizer, request.episode[0].text, chat=True, model=request.model)
         if request.corpus is not None:
             if request.prompts or request.episode:
                 raise InputError("corpus", "give exactly one of `prompts`, `episode` and `corpus`",
@@ -201,11 +207,16 @@ def _capture_steps(lm: LoadedModel, request: CaptureRequest, steps: list[Episode
     lines: list[dict[str, Any]] = []
     writer: StateWriter | None = None
     transcript: list[int] = []
+    messages: list[dict[str, str]] = []
     n_rows = 0
     plans: list[dict[str, str]] = []
     for i, step in enumerate(steps):
         reporter.step(i, len(steps), f"step {i + 1} of {len(steps)}")
-        if is_episode and i > 0:
+        if is_episode and request.chat:        # the conversation so far, re-rendered in the chat template
+            messages.append({"role": "user", "content": step.text})
+            step = step.model_copy(update={"text": templated(lm.tokenizer, messages, chat=True, model=request.model)})
+            ids = list(lm.tokenizer(step.text).input_ids)
+        elif is_episode and i > 0:
             extra = lm.tokenizer(request.joiner + step.text, add_special_tokens=False).input_ids if step.text else []
             ids = transcript + extra
         else:
@@ -224,6 +235,7 @@ def _capture_steps(lm: LoadedModel, request: CaptureRequest, steps: list[Episode
         n_rows += len(positions)
         lines.append(line)
         transcript = ids + generated
+        messages.append({"role": "assistant", "content": lm.tokenizer.decode(generated, skip_special_tokens=True)})
     reporter.step(len(steps), len(steps), "writing states")
     return lines, widths, writer, overall_plan(plans, "step")
 
