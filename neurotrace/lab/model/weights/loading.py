@@ -6,6 +6,7 @@ Hub loading is the real code path for users; offline, a model that is not on dis
 settings (:class:`LabSettings`), never from a request.
 """
 
+import functools
 import hashlib
 import threading
 import warnings
@@ -28,6 +29,7 @@ from neurotrace.lab.model.weights.placement import offloaded_tensor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MAX_MODEL_NAME = 255  # characters in a model name, hub id or path
+TOKENIZERS_KEPT = 4   # tokenizers read without their model (load_tokenizer), kept for the next call
 MASKED_TYPES = {"bert", "roberta", "xlm-roberta", "modernbert", "distilbert", "electra", "deberta-v2"}
 
 
@@ -227,19 +229,28 @@ class TokenizerOnly:
     tokenizer: Any
 
 
+@functools.lru_cache(maxsize=TOKENIZERS_KEPT)
+def _tokenizer_files(source: str, stamp: int, trust_remote_code: bool) -> Any:
+    """The tokenizer read from ``source`` (kept: a 262K-token vocabulary takes seconds to read); ``stamp``
+    (the folder's mtime) makes a rewritten folder a new entry."""
+    from transformers import AutoTokenizer  # heavy import, kept off the package's import path
+
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+
+
 def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> TokenizerOnly:
     """The tokenizer of ``name`` (embedded or catalog name, hub id, directory, ``BASE+ADAPTER``, an edit's
     model) from its config and tokenizer files only: no weights are read. An adapter changes no token, so
-    ``BASE+ADAPTER`` reads the base's (the adapter must exist)."""
-    from transformers import AutoTokenizer  # heavy import, kept off the package's import path
-
+    ``BASE+ADAPTER`` reads the base's (the adapter must exist). The last few tokenizers read are kept and
+    shared between callers: read them, never change them."""
     base, adapter = split(name)
     if adapter is not None:
         locate(adapter)
     source = resolve_source(base)
     kind = detect_kind(read_config(source, trust_remote_code), "auto")
+    folder = Path(source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = _tokenizer_files(source, folder.stat().st_mtime_ns if folder.is_dir() else 0, trust_remote_code)
     except (OSError, ValueError) as exc:
         raise NotFound("model", f"cannot load the tokenizer of {name!r}: {str(exc).splitlines()[0][:200]}",
                        fix="pass a model directory with tokenizer files") from exc
