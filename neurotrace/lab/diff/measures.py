@@ -69,14 +69,21 @@ class InputMeasures:
 
 
 @torch.no_grad()
-def compare(lm_a: LoadedModel, lm_b: LoadedModel, a: SideStates, b: SideStates, skip_first: bool) -> InputMeasures:
-    """The measures of one input between sides ``a`` (base, read by ``lm_a``'s lens) and ``b`` (tuned)."""
+def lens_logprobs(lm: LoadedModel, side: SideStates) -> Tensor:
+    """(rows, vocab) logit-lens log-probabilities at the last token (one read-out, shared by both comparisons)."""
+    return torch.log_softmax(read_out(lm, side.rows[:, -1]), -1)
+
+
+@torch.no_grad()
+def compare(lm_a: LoadedModel, lm_b: LoadedModel, a: SideStates, b: SideStates, skip_first: bool,
+            lens_a: Tensor | None = None) -> InputMeasures:
+    """The measures of one input between sides ``a`` (base, read by ``lm_a``'s lens; ``lens_a`` if already
+    read out) and ``b`` (tuned)."""
     start = 1 if skip_first and a.rows.shape[1] > 1 else 0
     ra, rb = a.rows[:, start:], b.rows[:, start:]
     cos = torch.nn.functional.cosine_similarity(ra, rb, dim=-1).mean(-1)
     rel = ((rb - ra).norm(dim=-1) / ra.norm(dim=-1).clamp_min(1e-8)).mean(-1)
-    lens = kl(torch.log_softmax(read_out(lm_a, a.rows[:, -1]), -1),
-              torch.log_softmax(read_out(lm_b, b.rows[:, -1]), -1))
+    lens = kl(lens_logprobs(lm_a, a) if lens_a is None else lens_a, lens_logprobs(lm_b, b))
     tv = None
     if a.attention is not None and b.attention is not None:
         tv = 0.5 * (a.attention - b.attention).abs().sum(-1).mean(-1)
@@ -85,9 +92,15 @@ def compare(lm_a: LoadedModel, lm_b: LoadedModel, a: SideStates, b: SideStates, 
 
 
 def linear_cka(x: Tensor, y: Tensor) -> float:
-    """Linear CKA of (n, d) matrices (rows = tokens); 1.0 for identical representations."""
+    """Linear CKA of (n, d) matrices (rows = tokens); 1.0 for identical representations. With fewer tokens
+    than dimensions the same numbers come from the (n, n) Gram matrices: ``|Y'X|_F^2 = <XX', YY'>_F`` and
+    ``|X'X|_F = |XX'|_F`` (n^2 d work instead of n d^2)."""
     x = (x - x.mean(0)).double()
     y = (y - y.mean(0)).double()
-    num = (y.T @ x).norm() ** 2
-    den = (x.T @ x).norm() * (y.T @ y).norm()
+    if x.shape[0] < x.shape[1]:
+        kx, ky = x @ x.T, y @ y.T
+        num, den = (kx * ky).sum(), kx.norm() * ky.norm()
+    else:
+        num = (y.T @ x).norm() ** 2
+        den = (x.T @ x).norm() * (y.T @ y).norm()
     return float(num / den) if float(den) > 0 else 1.0

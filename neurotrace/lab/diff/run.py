@@ -21,7 +21,14 @@ import torch
 
 from neurotrace.lab.capture import corpus
 from neurotrace.lab.diff.features import FeatureTally
-from neurotrace.lab.diff.measures import InputMeasures, SideStates, compare, forward, linear_cka
+from neurotrace.lab.diff.measures import (
+    InputMeasures,
+    SideStates,
+    compare,
+    forward,
+    lens_logprobs,
+    linear_cka,
+)
 from neurotrace.lab.diff.report import write_report
 from neurotrace.lab.diff.schema import DiffRequest, DiffResult
 from neurotrace.lab.errors import InputError
@@ -164,7 +171,8 @@ def _run(request: DiffRequest, lab: Lab, lm: LoadedModel, bm: LoadedModel, repor
         with floor_cm():
             f = forward(floor_model, ids, request.attention, site)
         skip_first = bos is not None and int(ids[0]) == bos      # BOS: an attention sink, not the input
-        measured.append((compare(bm, lm, a, b, skip_first), compare(bm, floor_model, a, f, skip_first)))
+        lens_a = lens_logprobs(bm, a)
+        measured.append((compare(bm, lm, a, b, skip_first, lens_a), compare(bm, floor_model, a, f, skip_first, lens_a)))
         start = 1 if skip_first and len(ids) > 1 else 0
         if tally is not None:
             tally.add(a, b, f, start)
