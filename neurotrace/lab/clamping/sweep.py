@@ -18,7 +18,7 @@ from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.seeding import make_generator
 
-__all__ = ["PAPER_SWEEP", "Condition", "Row", "SweepOutput", "build_conditions", "parse_neuron", "run_rows",
+__all__ = ["PAPER_SWEEP", "Condition", "Row", "SweepOutput", "build_conditions", "generation_ids", "parse_neuron", "run_rows",
            "score_rows", "sweep_values", "tokenize_prompts"]
 
 PAPER_SWEEP: tuple[float | None, ...] = (-100, -50, -25, -10, -5, -3, 0, None, 3, 5, 10, 25, 50, 100)
@@ -103,11 +103,15 @@ def default_prepend_bos(lm: LoadedModel) -> bool:
     return getattr(lm.config, "model_type", None) not in NO_BOS_MODEL_TYPES
 
 
-def _prompt_ids(lm: LoadedModel, text: str, request: ClampSweepRequest) -> list[int]:
+def generation_ids(lm: LoadedModel, text: str, *, chat_template: bool = False, prepend_bos: bool | None = None,
+                   model: str = "") -> list[int]:
+    """The token ids a prompt is generated from: the chat template's (no BOS added), else the text's own
+    tokens with BOS put first exactly once by TransformerLens's rule for the family (``prepend_bos`` None)
+    or as asked. The one rule of clamp_sweep and find_neurons, so both generate the same baselines."""
     tok = lm.tokenizer
-    if request.chat_template:
+    if chat_template:
         if not getattr(tok, "chat_template", None):
-            raise InputError("chat_template", f"the tokenizer of {request.model!r} has no chat template",
+            raise InputError("chat_template", f"the tokenizer of {model or lm.ref.model!r} has no chat template",
                              fix="set chat_template=false (a base model), or use the instruct model's own "
                                  "tokenizer")
         wrapped = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
@@ -115,13 +119,18 @@ def _prompt_ids(lm: LoadedModel, text: str, request: ClampSweepRequest) -> list[
         return list(tok(wrapped, add_special_tokens=False).input_ids)
     ids = list(tok(text, add_special_tokens=False).input_ids)
     bos = tok.bos_token_id
-    want = default_prepend_bos(lm) if request.prepend_bos is None else request.prepend_bos
-    if want and bos is None and request.prepend_bos:
-        raise InputError("prepend_bos", f"the tokenizer of {request.model!r} has no BOS token",
+    want = default_prepend_bos(lm) if prepend_bos is None else prepend_bos
+    if want and bos is None and prepend_bos:
+        raise InputError("prepend_bos", f"the tokenizer of {model or lm.ref.model!r} has no BOS token",
                          fix="set prepend_bos=false or leave it null")
     if want and bos is not None and ids[:1] != [bos]:
         ids = [bos] + ids
     return ids
+
+
+def _prompt_ids(lm: LoadedModel, text: str, request: ClampSweepRequest) -> list[int]:
+    return generation_ids(lm, text, chat_template=request.chat_template, prepend_bos=request.prepend_bos,
+                          model=request.model)
 
 
 def tokenize_prompts(lm: LoadedModel, prompts: list[PromptItem], request: ClampSweepRequest) -> list[list[int]]:

@@ -12,6 +12,7 @@ Written files:
 * ``neurons_results.json`` (input of :mod:`neurotrace.lab.neurons.figures`), ``report.md``, figures.
 """
 
+import json
 import math
 from collections.abc import Sequence
 
@@ -123,16 +124,31 @@ def _ranking_summary(request: FindNeuronsRequest, results: NeuronRankingResults,
     return text
 
 
+HANDOFF_COLLAPSED, HANDOFF_HEALTHY = 8, 4
+
+
+def clamp_handoff(request: FindNeuronsRequest, neuron: str, generations: list[dict] | None) -> dict:
+    """The clamp_sweep request that tests ``neuron`` on collapsed prompts (and a few healthy ones, for induced
+    collapses), generating exactly as this run did: same prompts, max_new_tokens, greedy sampling, collapse
+    thresholds and tokenisation (chat -> chat_template; BOS by the same rule)."""
+    rows = generations or []
+    prompts = ([g["prompt"] for g in rows if g["collapsed"]][:HANDOFF_COLLAPSED]
+               + [g["prompt"] for g in rows if not g["collapsed"]][:HANDOFF_HEALTHY])
+    out = {"model": request.model, "neurons": [neuron], "prompts": prompts, "max_new_tokens": request.max_new_tokens}
+    if request.precision != "float32":                # the same precision generates the same baselines
+        out["precision"] = request.precision
+    return {**out, "chat_template": True} if request.chat else out
+
+
 def _ranking_next(request: FindNeuronsRequest, top: list[NeuronScore], generations: list[dict] | None,
                   report_uri: str) -> str:
     if not top:
         return f"Read {report_uri}."
     s = top[0]
     if request.mode == "collapse":
-        prompts = [g["prompt"] for g in (generations or []) if g["collapsed"]][:5]
-        return (f"Call clamp_sweep with {{'model': '{request.model}', 'neurons': ['{s.neuron}'], 'prompts': "
-                f"{prompts!r}, 'max_new_tokens': {request.max_new_tokens}}} to test whether clamping it rescues "
-                "the collapsed prompts; compare with a low-ranked neuron of the same layer as a control.")
+        return (f"Call `clamp_sweep` with {json.dumps({'request': clamp_handoff(request, s.neuron, generations)})} "
+                "to test whether clamping it rescues the collapsed prompts (its baselines are these generations: "
+                "same tokenisation, BOS rule and collapse rules); its random-neuron controls are the control.")
     return (f"Test {s.neuron} causally: intervene with a policy {{'kind': 'set_neurons', 'neurons': "
             f"['{s.neuron}'], 'value': 0}}, or clamp_sweep with neurons ['{s.neuron}']; see what it "
             f"responds to with find_neurons mode='top_examples', neuron='{s.neuron}'.")

@@ -20,6 +20,7 @@ A ranking is evidence of association, not cause: test the top neurons with clamp
 import torch
 from torch import Tensor
 
+from neurotrace.lab.clamping import generation_ids
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.adapters import site_name
@@ -47,7 +48,9 @@ def run_find_neurons(request: FindNeuronsRequest, *, lab: Lab,
     precision, note = resolve(request.precision, request.insist_precision, request.device)
     ref = ModelRef(model=request.model, device=request.device)
     with lease_pair(lab.cache, ref, precision) as (work, lm):
-        request = apply_chat(request, lm.tokenizer, request.model, many=("prompts", "control_prompts"))
+        templated = apply_chat(request, lm.tokenizer, request.model, many=("prompts", "control_prompts"))
+        if request.mode != "collapse":    # collapse mode generates as clamp_sweep does (chat_template = chat)
+            request = templated
         if request.mode == "collapse" and lm.lm_kind != "causal":
             raise InputError("mode", f"{request.model!r} is a masked LM; collapse mode needs generation",
                              fix="use a causal LM, or mode='contrast'")
@@ -101,7 +104,7 @@ def _groups(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers: list
         acts = collect(lm, ids, sites, request.position, reporter, BATCH_SIZE)
         return _stack({layer: acts[s] for layer, s in zip(layers, sites, strict=True)}, layers), \
             len(request.prompts), None, (ids, list(range(len(ids))), None)
-    ids = tokenize_prompts(lm, request.prompts, extra_positions=request.max_new_tokens)
+    ids = _generation_ids(lm, request)
     gen = generate_and_record(lm, ids, layers, max_new_tokens=request.max_new_tokens, window=request.window,
                               thresholds=request.thresholds, batch_size=BATCH_SIZE, reporter=reporter)
     rows = [{"prompt_index": i, "prompt": p, "output": gen.texts[i], "collapsed": bool(gen.reasons[i]),
@@ -117,6 +120,21 @@ def _groups(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers: list
     x = _stack(gen.acts, layers)
     return x[collapsed + healthy], len(collapsed), [rows[i] for i in collapsed + healthy], \
         (ids, collapsed + healthy, gen.reasons)
+
+
+def _generation_ids(lm: LoadedModel, request: FindNeuronsRequest) -> list[list[int]]:
+    """clamp_sweep's tokenisation (its BOS rule; chat -> its chat_template), so the hand-off reproduces these
+    baselines."""
+    limit, out = lm.max_positions, []
+    for i, text in enumerate(request.prompts):
+        ids = generation_ids(lm, text, chat_template=request.chat, model=request.model)
+        if not ids:
+            raise InputError("prompts", f"prompts[{i}] tokenizes to nothing", fix="give it text")
+        if limit and len(ids) + request.max_new_tokens > limit:
+            raise InputError("prompts", f"prompts[{i}] has {len(ids)} tokens (+{request.max_new_tokens} generated); "
+                             f"the model has {limit} positions", fix="shorten the prompt or lower max_new_tokens")
+        out.append(ids)
+    return out
 
 
 def _top_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, reporter: Reporter,

@@ -2,6 +2,7 @@
 
 import csv
 import itertools
+import json
 
 import pytest
 import torch
@@ -61,10 +62,31 @@ def test_collapse_mode_finds_the_loop_neuron_and_clamping_it_rescues_the_prompts
                                                  max_new_tokens=12, window=2), lab=lab)
     assert result.n_a == 4 and result.n_b == 4
     assert result.top[0].neuron == planted.loop_neuron and result.top[0].mean_a > 3
-    assert "clamp_sweep" in result.next and "'1:3'" in result.next
+    assert "clamp_sweep" in result.next and '"1:3"' in result.next
     sweep = run_clamp_sweep(ClampSweepRequest(model=str(planted.path), neurons=[result.top[0].neuron],
                                               prompts=LOOPING, values=[0], max_new_tokens=12), lab=lab)
     assert sweep.n_collapsed_baselines == 4 and sweep.n_recovered == 4
+
+
+def test_the_clamp_sweep_hand_off_reproduces_find_neurons_baselines(lab):
+    """Issue 25 item 10: find_neurons and clamp_sweep disagreed on which baselines collapsed (BOS handling
+    differed: GPT-2's tokenizer adds no BOS, clamp_sweep puts one first). The hand-off request, run as given,
+    generates every baseline exactly as find_neurons did."""
+    prompts = ["The capital of France is", "Paris is the capital of", "The", "the the", "Rome", "In", "A port scan",
+               "The capital of", "Berlin is in", "SQL injection is"]
+    found = run_find_neurons(FindNeuronsRequest(model="fact-gpt2", mode="collapse", prompts=prompts, max_new_tokens=16,
+                                                n_permutations=10), lab=lab)
+    with open(lab.store.artifact_path(found.run_id, "tables/generations.csv"), encoding="utf-8") as fh:
+        generated = {row["prompt"]: (row["collapsed"] == "True", row["output"]) for row in csv.DictReader(fh)}
+    handoff = json.loads(found.next.split(" with ", 1)[1].split(" to test", 1)[0])["request"]
+    assert {True, False} <= {generated[p][0] for p in handoff["prompts"]}     # collapsed and healthy prompts
+    request = ClampSweepRequest.model_validate({**handoff, "values": [0], "controls": 0})  # baselines: unchanged
+    sweep = run_clamp_sweep(request, lab=lab)
+    with open(lab.store.artifact_path(sweep.run_id, "tables/clamp_sweep.csv"), encoding="utf-8") as fh:
+        baselines = {row["prompt"]: (row["is_collapsed"] == "True", row["output"]) for row in csv.DictReader(fh)
+                     if row["sweep"] == "baseline"}
+    assert baselines == {p: generated[p] for p in handoff["prompts"]}
+    assert sweep.n_collapsed_baselines == sum(generated[p][0] for p in handoff["prompts"])
 
 
 def test_collapse_mode_without_healthy_prompts_is_an_input_error(lab, planted):
