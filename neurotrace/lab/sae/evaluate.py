@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from neurotrace.lab.effects import Damage, NeutralSet, judge
 from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.runtime.stepwise import prediction_position
 from neurotrace.lab.model.weights.loading import LoadedModel
@@ -166,6 +167,35 @@ def splice_metrics(lm: LoadedModel, sae: SAE, site: str, steps: list[dict], targ
         out.update(p_target_clean=float(np.mean(p_t["clean"])), p_target_spliced=float(np.mean(p_t["spliced"])),
                    p_target_delta=float(np.mean(p_t["spliced"]) - np.mean(p_t["clean"])))
     return out
+
+
+def splice_damage(lm: LoadedModel, sae: SAE, site: str, steps: list[dict],
+                  excluded: Callable[[list[int]], Tensor] | None = None, max_norm: float | None = None) -> Damage:
+    """The shared destructive-edit check (:mod:`neurotrace.lab.effects`) of splicing the reconstruction in:
+    KL, loss change and top-1 changes on neutral text (the steps' prefixes and plain sentences); positions
+    left unspliced as in :func:`splice_metrics`."""
+    def edit_for(ids):
+        keep = excluded(list(ids)) if excluded is not None else None
+        seen: dict[str, Tensor] = {}
+
+        def replace(act: Tensor, site: str) -> Tensor:
+            src = seen.get("in", act)
+            new = sae(src).to(act.dtype)
+            kept = None if keep is None else keep.to(act.device)[None, :]
+            if max_norm is not None:
+                massive = src.float().norm(dim=-1) > max_norm
+                kept = massive if kept is None else kept | massive
+            return new if kept is None else torch.where(kept[..., None], act, new)
+
+        def record(act: Tensor, site: str) -> Tensor:
+            seen["in"] = act
+            return act
+        return hooked(lm.model, lm.adapter, {site: record, sae.cfg.out_site: replace} if sae.transcoder
+                      else {site: replace})
+
+    neutral = NeutralSet(lm, [list(step["token_ids"]) for step in steps])
+    with torch.no_grad():
+        return judge(neutral.measure(edit_for))
 
 
 def fire_rate_histogram(fire_counts: np.ndarray, n_rows: int, bins: int = 30) -> tuple[int, list[dict]]:

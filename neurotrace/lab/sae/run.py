@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from neurotrace.lab.capture import TraceDataset, load_trace_dataset
+from neurotrace.lab.effects import Damage, describe
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.tokens import target_id
@@ -36,7 +37,13 @@ from neurotrace.lab.model.weights.loading import ModelRef, resolve_device
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae.architectures.base import SAE, SAEConfig
 from neurotrace.lab.sae.architectures.registry import build_sae, from_tensors
-from neurotrace.lab.sae.evaluate import ReconStats, fire_rate_histogram, reconstruction_stats, splice_metrics
+from neurotrace.lab.sae.evaluate import (
+    ReconStats,
+    fire_rate_histogram,
+    reconstruction_stats,
+    splice_damage,
+    splice_metrics,
+)
 from neurotrace.lab.sae.export import dictionary_from_sae
 from neurotrace.lab.sae.figures import training as training_figure
 from neurotrace.lab.sae.saelens import CFG_FILE as CFG_FILE_SAELENS
@@ -137,9 +144,10 @@ def _example_rows(ds: TraceDataset, stats: ReconStats, width: int) -> list[dict[
 
 
 def _splice(request: FitSAERequest, ds: TraceDataset, sae: SAE, lab: Lab, held_steps: list[int],
-            limit: float | None = None) -> dict[str, Any]:
+            limit: float | None = None) -> tuple[dict[str, Any], Damage | None]:
+    """The splice metrics and the shared destructive-edit check of the splice (none with splice_steps 0)."""
     if request.splice_steps == 0:
-        return {}
+        return {}, None
     ref = ModelRef(model=ds.info.model, device=request.device)
     order = held_steps + [i for i in range(len(ds.steps)) if i not in held_steps]
     steps = [ds.steps[i] for i in order[:request.splice_steps]]
@@ -152,9 +160,11 @@ def _splice(request: FitSAERequest, ds: TraceDataset, sae: SAE, lab: Lab, held_s
         if lm.fingerprint != ds.info.fingerprint:
             raise InputError("capture_run_id", f"model {ds.info.model!r} changed since the capture",
                              fix="re-capture, or set splice_steps=0")
-        return splice_metrics(lm, sae.to(lm.device), ds.site, steps, lambda t: target_id(lm.tokenizer, t),
-                              excluded if request.exclude_special else None,
-                              limit if request.exclude_special else None)
+        keep = excluded if request.exclude_special else None
+        max_norm = limit if request.exclude_special else None
+        sae = sae.to(lm.device)
+        return (splice_metrics(lm, sae, ds.site, steps, lambda t: target_id(lm.tokenizer, t), keep, max_norm),
+                splice_damage(lm, sae, ds.site, steps, keep, max_norm))
 
 
 def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> FitSAEResult:
@@ -203,30 +213,33 @@ def run_fit_sae(request: FitSAERequest, *, lab: Lab, reporter: Reporter = NULL_R
         stats.top_rows = np.where(stats.top_rows >= 0, everything.index[np.maximum(stats.top_rows, 0)], -1)
         dead = int((since >= window).sum())
         n_excluded = int(_excluded(ds, request, limit).sum())
+        splice, damage = _splice(request, ds, sae, lab, held_steps, limit)
         metrics = {"explained_variance": held.explained_variance, "fvu": held.fvu, "mse": held.mse, "l0": held.l0,
                    "dead_features": dead, "dead_fraction": dead / cfg.d_sae, "dead_feature_window": window,
                    "dead_fraction_heldout": held.dead_fraction, "input_scale": scale,
                    "n_train_rows": len(train_idx), "n_heldout_rows": len(held_idx) if held_steps else 0,
                    "n_excluded_rows": n_excluded, "n_massive_rows": n_excluded - int(_excluded(ds, request).sum()),
-                   "massive_norm_limit": limit, "final_loss": log[-1]["loss"],
-                   **_splice(request, ds, sae, lab, held_steps, limit)}
-        return _write(run, request, ds, sae, stats, metrics, log, held_steps)
+                   "massive_norm_limit": limit, "final_loss": log[-1]["loss"], **splice}
+        return _write(run, request, ds, sae, stats, metrics, log, held_steps, damage)
 
 
 def _write(run: Any, request: FitSAERequest, ds: TraceDataset, sae: SAE, stats: ReconStats,
-           metrics: dict[str, Any], log: list[dict[str, float]], held_steps: list[int]) -> FitSAEResult:
+           metrics: dict[str, Any], log: list[dict[str, float]], held_steps: list[int],
+           damage: Damage | None = None) -> FitSAEResult:
     cfg = sae.cfg
     sae_uri = run.write_tensors("sae.safetensors", sae.tensors())
     export = dictionary_from_sae(sae, source=run.run_id, kind="run")        # SAELens' layout, scalings folded
     run.write_tensors(f"saelens/{WEIGHTS_FILE}", export.tensors())
     run.write_json(f"saelens/{CFG_FILE_SAELENS}", saelens_cfg(export, request, ds))
     verdict, why = sae_verdict(metrics)
+    if damage is not None and damage.destructive:       # the spliced model is no longer a language model
+        verdict, why = "destructive", [*damage.reasons, *why]
     run.write_json(CONFIG_FILE, cfg.model_dump(mode="json"))
     never, density = fire_rate_histogram(stats.fire_counts, stats.n_rows)
     record = SAEMetrics(verdict=verdict, below_bar=why, **metrics, n_rows=len(ds), seed=request.seed,
                         heldout_step_indices=held_steps, training=[TrainingStep(**e) for e in log],
                         model=cfg.model, site=cfg.site, architecture=cfg.architecture, d_in=cfg.d_in,
-                        d_sae=cfg.d_sae, never_fired=never, fire_density=density)
+                        d_sae=cfg.d_sae, never_fired=never, fire_density=density, damage=damage)
     run.write_json(METRICS_FILE, record.model_dump(mode="json"))
     examples = run.write_csv("tables/top_examples.csv", _example_rows(ds, stats, request.context_tokens),
                              ["feature", "rank", "activation", "row", "step", "pos", "token", "context"])
@@ -234,15 +247,15 @@ def _write(run: Any, request: FitSAERequest, ds: TraceDataset, sae: SAE, stats: 
                   [{"feature": f, "fire_count": int(c), "fire_rate": f"{c / max(1, int(stats.n_rows)):.6g}"}
                    for f, c in enumerate(stats.fire_counts)])
     fig = run.write_figure("figures/sae_training.png", training_figure(record))
-    summary = _summary(cfg, metrics, verdict, why)
+    summary = _summary(cfg, metrics, verdict, why) + (f" Splice: {describe(damage)}." if damage else "")
     run.set_summary(summary)
     nxt = (f"Call intervene with fit_sae_run_id='{run.run_id}' and prompts to ablate/clamp/patch features and "
            "rank the most causal ones; read tables/top_examples.csv to interpret features."
-           if verdict != "unusable" else _refit_advice(request, metrics, cfg.d_sae))
+           if verdict not in ("unusable", "destructive") else _refit_advice(request, metrics, cfg.d_sae))
     return FitSAEResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=[fig],
                         verdict=verdict,
                         site=cfg.site, d_in=cfg.d_in, d_sae=cfg.d_sae, architecture=cfg.architecture,
-                        n_rows=len(ds), metrics=metrics, sae=sae_uri, examples=examples, next=nxt)
+                        n_rows=len(ds), metrics=metrics, sae=sae_uri, examples=examples, next=nxt, damage=damage)
 
 
 def saelens_cfg(export: Any, request: FitSAERequest, ds: TraceDataset) -> dict[str, Any]:

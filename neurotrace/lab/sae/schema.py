@@ -4,6 +4,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.effects import Damage
 from neurotrace.lab.estimates import BYTES, WIDTH_GUESS, Estimate
 from neurotrace.lab.results import RunResult
 
@@ -109,7 +110,7 @@ class SAEMetrics(BaseModel):
     sae_config.json)."""
 
     model_config = ConfigDict(extra="forbid")
-    verdict: Literal["usable", "marginal", "unusable"] = Field(description="By the thresholds in "
+    verdict: Literal["usable", "marginal", "unusable", "destructive"] = Field(description="By the thresholds in "
                                                                 "neurotrace.lab.sae.verdict.")
     below_bar: list[str] = Field(default_factory=list, description="The measures that missed the verdict's "
                                  "next bar, in words.")
@@ -152,6 +153,8 @@ class SAEMetrics(BaseModel):
                                          "(steps with a target).")
     p_target_spliced: float | None = Field(None, description="The same, reconstruction spliced in.")
     p_target_delta: float | None = Field(None, description="p_target_spliced - p_target_clean.")
+    damage: Damage | None = Field(None, description="The splice on neutral text (shared destructive-edit check); "
+                                  "a destructive splice makes the verdict `destructive`.")
     n_rows: int = Field(ge=1, description="Captured rows of the site (before exclusion and hold-out).")
     seed: int = Field(description="The request's seed (weight init and batch order).")
     heldout_step_indices: list[int] = Field(default_factory=list, description="Indices of the captured steps "
@@ -169,7 +172,7 @@ class SAEMetrics(BaseModel):
 
 
 class FitSAEResult(RunResult):
-    verdict: Literal["usable", "marginal", "unusable"] = Field(description="By the thresholds in "
+    verdict: Literal["usable", "marginal", "unusable", "destructive"] = Field(description="By the thresholds in "
                                                                 "neurotrace.lab.sae.verdict (stated in the summary).")
     site: str
     d_in: int
@@ -182,3 +185,4 @@ class FitSAEResult(RunResult):
                                                    "also fvu, ce_delta (nats), input_scale, n_heldout_rows.")
     sae: str = Field("", description="URI of sae.safetensors.")
     examples: str = Field("", description="URI of the top-activating examples CSV.")
+    damage: Damage | None = Field(None, description="The splice's destructive-edit check on neutral text.")
