@@ -229,7 +229,7 @@ def intervene_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
 
 
 def trace_tuned(lab: Lab, reporter: Reporter, state: dict) -> Any:
-    req = TraceRequest.model_validate({"models": CAUSAL, "pack": "cybersecurity",
+    req = TraceRequest.model_validate({"models": CAUSAL, "pack": "cybersecurity", "trace_unknown": True,
                                        "max_facts": 3 if state["quick"] else 6,
                                        "corruption": {"kind": "noise", "samples": 3 if state["quick"] else 10}})
     result = run_trace(req, lab=lab, reporter=reporter)
@@ -242,7 +242,7 @@ def compare_tuned(lab: Lab, reporter: Reporter, state: dict) -> Any:
 
 
 def trace_masked(lab: Lab, reporter: Reporter, state: dict) -> Any:
-    req = TraceRequest.model_validate({"models": MASKED, "pack": "cybersecurity",
+    req = TraceRequest.model_validate({"models": MASKED, "pack": "cybersecurity", "trace_unknown": True,
                                        "max_facts": 3 if state["quick"] else 12, "corruption": {"kind": "swap"}})
     return run_trace(req, lab=lab, reporter=reporter)
 

@@ -49,8 +49,9 @@ def text(model: str, domain: str) -> str:
             "side by side, aligned by relative depth when the depths differ.",
         ],
         [
-            "Only facts the model knows (clean prediction correct) count: unknown facts are flagged in the trace "
-            "result, not averaged in. If most facts are unknown, the model does not hold this domain - say so.",
+            "Only facts the model knows (clean prediction correct) count: unknown facts are skipped before any "
+            "grid and listed (trace_unknown: true traces them as a control, never averaged). If most facts are "
+            "unknown, the model does not hold this domain - say so.",
             "p(target) corrupted must be well below clean, otherwise the corruption did nothing and the trace "
             "is uninformative (raise the noise scale or use subject swap).",
             "Report a layer range, not a single argmax: the summary gives each effect's half-maximum range, its "

@@ -38,7 +38,7 @@ def ndif(tiny_gpt2, monkeypatch):
 
 
 def _request(model, **extra):
-    return {"request": {"models": [model], "facts": [FACT], "corruption": {"kind": "noise", "samples": 2},
+    return {"request": {"models": [model], "facts": [FACT], "trace_unknown": True, "corruption": {"kind": "noise", "samples": 2},
                         "noise_std_from": 0.05, "components": ["resid"], **extra}}
 
 

@@ -128,7 +128,7 @@ async def test_plot_draws_every_trace_figure(lab, tiny_gpt2):
         facts = await client.call_tool("generate_facts", {"request": {"source": {"kind": "spec", "spec": spec},
                                                                       "models": [str(tiny_gpt2)]}})
         dataset = facts.structured_content["run_id"]
-        trace = await client.call_tool("trace", {"request": {"models": [str(tiny_gpt2)], "dataset_run_id": dataset,
+        trace = await client.call_tool("trace", {"request": {"trace_unknown": True, "models": [str(tiny_gpt2)], "dataset_run_id": dataset,
                                                              "corruption": {"kind": "noise", "samples": 2}}})
         assert not trace.is_error, trace.content
         result = await client.call_tool("plot", {"request": {"run_id": trace.structured_content["run_id"]}})

@@ -28,7 +28,7 @@ async def test_trace_causal_and_masked_models_through_mcp(lab, tiny_gpt2, tiny_b
             progress.append(done)
 
         result = await client.call_tool("trace", {"request": {
-            "models": [str(tiny_gpt2), str(tiny_bert)], "facts": [FACT], "corruption": {"kind": "swap"}}},
+            "trace_unknown": True, "models": [str(tiny_gpt2), str(tiny_bert)], "facts": [FACT], "corruption": {"kind": "swap"}}},
             progress_callback=on_progress)
         assert not result.is_error, result.content
         out = result.structured_content
@@ -48,13 +48,13 @@ async def test_trace_causal_and_masked_models_through_mcp(lab, tiny_gpt2, tiny_b
 
 async def test_trace_errors_name_the_field_and_the_server_keeps_serving(lab, tiny_gpt2):
     async with Client(build_server(lab=lab), raise_exceptions=True) as client:
-        bad = await client.call_tool("trace", {"request": {"models": [str(tiny_gpt2)], "facts": [FACT], "window": 99}})
+        bad = await client.call_tool("trace", {"request": {"trace_unknown": True, "models": [str(tiny_gpt2)], "facts": [FACT], "window": 99}})
         assert bad.is_error and "window" in bad.content[0].text and "Fix:" in bad.content[0].text
-        none = await client.call_tool("trace", {"request": {"models": [str(tiny_gpt2)]}})
+        none = await client.call_tool("trace", {"request": {"trace_unknown": True, "models": [str(tiny_gpt2)]}})
         assert none.is_error and "facts" in none.content[0].text
-        unknown = await client.call_tool("trace", {"request": {"models": ["no/such-model"], "facts": [FACT]}})
+        unknown = await client.call_tool("trace", {"request": {"trace_unknown": True, "models": ["no/such-model"], "facts": [FACT]}})
         assert unknown.is_error and "model" in unknown.content[0].text
-        pack = await client.call_tool("trace", {"request": {"models": [str(tiny_gpt2)], "pack": "nonsense"}})
+        pack = await client.call_tool("trace", {"request": {"trace_unknown": True, "models": [str(tiny_gpt2)], "pack": "nonsense"}})
         assert pack.is_error and "domain" in pack.content[0].text
         ok = await client.call_tool("list_models", {})
         assert not ok.is_error
@@ -65,7 +65,7 @@ async def test_domain_tuned_model_knows_the_domain_facts_its_base_does_not(lab):
         pytest.skip("embedded models are absent")
     async with Client(build_server(lab=lab), raise_exceptions=True) as client:
         result = await client.call_tool("trace", {"request": {
-            "models": ["fact-gpt2", "fact-gpt2-cyber"], "pack": "cybersecurity", "max_facts": 2, "components": ["mlp"],
+            "trace_unknown": True, "models": ["fact-gpt2", "fact-gpt2-cyber"], "pack": "cybersecurity", "max_facts": 2, "components": ["mlp"],
             "corruption": {"kind": "noise", "samples": 2}}})
         assert not result.is_error, result.content
         base, tuned = result.structured_content["models"]

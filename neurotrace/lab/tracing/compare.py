@@ -91,8 +91,8 @@ def _read(request: CompareRequest, lab: Lab, reporter: Reporter) -> list[tuple[s
         if lab.store.manifest(run_id).tool != "trace":
             raise InputError(f"run_ids[{i}]", f"run {run_id} is not a trace run", fix="pass trace run ids")
         results = load(lab.store.read_json(run_id, RESULTS_FILE))
-        for m in results.models.values():
-            ids = [f.fact_id or f.prompt for f in m.facts]
+        for m in results.models.values():     # the facts checked: traced, or skipped (e.g. unknown) before any grid
+            ids = sorted([f.fact_id or f.prompt for f in m.facts] + [s.fact_id for s in m.skipped])
             if fact_ids is not None and ids != fact_ids:
                 raise InputError(f"run_ids[{i}]", f"run {run_id} traced other facts than the first run",
                                  fix="compare runs made on the same dataset or pack")
@@ -118,6 +118,10 @@ def _merge(request: CompareRequest, lab: Lab, reporter: Reporter) -> tuple[Trace
         if "+" in base.model.split(" (")[0] and "+" not in tuned.model.split(" (")[0]:
             base, tuned = tuned, base                      # the entry that names an adapter is the tuned side
         pair = pair_differences(base, tuned)
+        unknown = [m for m in (base, tuned) if any(s.unknown for s in m.skipped)]
+        if pair is None and unknown and tuned.peak is not None:
+            lines.append(f"No per-fact pair difference: {unknown[0].model} did not trace the facts it does not "
+                         "know; trace both with `trace_unknown: true` to keep them as a control.")
     lines += [pair_line(pair)] if pair else []
     merged = merged.model_copy(update={"interpretation": [cross_model(list(models.values())), *lines]})
     return merged, entries[0][0] if entries else "", pair

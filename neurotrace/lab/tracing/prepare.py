@@ -8,8 +8,8 @@ whose prediction is scored (the last token for causal LMs, the mask for masked L
 after minutes. A fact is traceable on a model when it tokenizes (subject span, target in the vocabulary), fits the
 model's context, and - for subject swap - its corrupt subject has the clean subject's token length.
 The clean forward that says whether the model knows the fact (top-1 = target) is done here too, and
-its numbers are reused. Untraceable facts (and, under ``rome_compat``, unknown ones) are skipped and
-listed; only when no fact at all can be traced on a model does the request fail, naming the first
+its numbers are reused. Untraceable facts and unknown ones (unless ``trace_unknown``, which keeps them as a
+control; never under ``rome_compat``) are skipped and listed, before any grid runs; only when no fact at all can be traced on a model does the request fail, naming the first
 fact's field.
 """
 
@@ -189,10 +189,11 @@ def check_facts(request: TraceRequest, lm: LoadedModel, facts: Sequence[Fact], r
             skipped.append(SkippedFact(fact_id=fact_key(fact), field=err.field, reason=err.message))
             continue
         checked = Checked(i, prep, *clean_prediction(lm, prep))
-        if request.rome_compat and not checked.correct:
+        if not checked.correct and (request.rome_compat or not request.trace_unknown):
             top = token_texts(lm.tokenizer, [checked.top_id])[0]
-            skipped.append(SkippedFact(fact_id=fact_key(fact), field=f"facts[{i}]",
-                                       reason=f"unknown: top-1 is {top!r}, not {fact.target!r} (rome_compat skips it)"))
+            why = "rome_compat skips it" if request.rome_compat else "not traced; trace_unknown: true keeps it as a control"
+            skipped.append(SkippedFact(fact_id=fact.id or fact.prompt(), field=f"facts[{i}]", unknown=True,
+                                       reason=f"unknown: top-1 is {top!r}, not {fact.target!r} ({why})"))
             continue
         ok.append(checked)
     if not ok and errors:

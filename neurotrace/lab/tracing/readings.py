@@ -354,7 +354,8 @@ def summarize_model(request: TraceRequest, info: ModelInfo, facts: Sequence[Fact
         aie={k: a.mean.tolist() if known else [] for k, a in avgs.items()},
         aie_band={k: a.band.tolist() if known else [] for k, a in avgs.items()}, categories=labels,
         peak=peak(found, rome), readings=readings, curves_mean=_curves_mean(known), n_known=len(known),
-        unknown_facts=[f.fact_id or f.subject for f in facts if not f.correct],
+        unknown_facts=[f.fact_id or f.subject for f in facts if not f.correct] + [s.fact_id for s in skipped
+                                                                                 if s.unknown],
         mean_p_clean=sum(f.p_clean for f in facts) / n, mean_p_corrupted=sum(f.p_corrupted for f in facts) / n,
         mean_p_clean_known=sum(f.p_clean for f in known) / len(known) if known else None,
         mean_p_corrupted_known=sum(f.p_corrupted for f in known) / len(known) if known else None,

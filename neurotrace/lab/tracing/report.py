@@ -146,8 +146,11 @@ def _head_lines(m: ModelRecord) -> list[str]:
 
 
 def model_lines(m: ModelRecord) -> list[str]:
-    skipped = f"; {len(m.skipped)} skipped (listed in `skipped`)" if m.skipped else ""
-    head = f"{m.model}: knows {m.n_known}/{len(m.facts)} traced facts{skipped}."
+    unknown = sum(s.unknown for s in m.skipped)
+    other = len(m.skipped) - unknown
+    skipped = (f"; the {unknown} it does not know were not traced (`trace_unknown: true` traces them as a control)"
+               if unknown else "") + (f"; {other} skipped as untraceable (listed in `skipped`)" if other else "")
+    head = f"{m.model}: knows {m.n_known}/{len(m.facts) + unknown} checked facts{skipped}."
     if m.n_known == 0:
         return [head + " There is no stored fact to locate; its traces are not averaged.", *_approx_lines(m)]
     known = [f for f in m.facts if f.correct]

@@ -15,7 +15,8 @@ tokenizer has no mask token is refused). ``context_patch`` corrupts a context wo
 
 Every fact is checked on every model before any compute (tokenisation, swap length, context length,
 known or not); facts that cannot be traced are skipped and listed. Facts the model gets wrong on the
-clean prompt are flagged as unknown and left out of averages (``rome_compat`` skips them). Each fact's
+clean prompt (unknown) are skipped and listed before any grid runs; ``trace_unknown`` traces them as a
+control, flagged and left out of averages. Each fact's
 noise is seeded from (seed, fact id), and the noise unit is a per-model reference, so a fact's numbers
 never depend on the other facts of the request. ``mode='approx'`` estimates the grid from one forward
 and backward (attribution patching) and checks itself against exact patching on a sample of cells.
@@ -99,6 +100,7 @@ class TraceRequest(BaseModel):
                                                      "run the full exact grid and report agreement cell by cell.")
     heads: bool = Field(False, description="Also patch each head. Each attention head's output at the scored position.")
     chat: bool = Field(False, description=CHAT_FIELD_HELP)
+    trace_unknown: bool = Field(False, description="Also trace facts the model does not know (a control).")
     seed: int = Field(0, description="Seed of the noise generator (each fact's noise: seed + fact id).")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
     backend: Backend = "hf"
@@ -116,6 +118,9 @@ class TraceRequest(BaseModel):
         if self.rome_compat and self.window not in (None, ROME_WINDOW):
             raise InputError("window", f"rome_compat fixes the window at {ROME_WINDOW}",
                              fix="omit window, or drop rome_compat")
+        if self.rome_compat and self.trace_unknown:
+            raise InputError("trace_unknown", "rome_compat skips the facts a model does not know",
+                             fix="drop trace_unknown, or drop rome_compat")
         if self.rome_compat and "noise_std_from" in self.model_fields_set and self.noise_std_from != "dataset":
             raise InputError("noise_std_from", "rome_compat takes the noise std from the dataset's subjects",
                              fix="omit noise_std_from, or drop rome_compat")
@@ -228,6 +233,7 @@ class SkippedFact(Record):
     fact_id: str
     field: str
     reason: str
+    unknown: bool = Field(False, description="Skipped because the model does not know it.")
 
 
 class LayerRange(BaseModel):
@@ -370,7 +376,7 @@ class ModelTrace(BaseModel):
     n_layers: int
     n_facts: int
     n_known: int = Field(description="Facts whose clean top-1 is the target.")
-    unknown_facts: list[str] = Field(description="Left out of averages.")
+    unknown_facts: list[str] = Field(description="Not known: skipped, or traced as a control; never averaged.")
     skipped: list[SkippedFact] = Field(default_factory=list, description="Facts that could not be traced.")
     mean_p_clean: float = Field(description="Over every traced fact, known or not (see mean_p_clean_known).")
     mean_p_corrupted: float = Field(description="Over every traced fact, known or not.")

@@ -36,7 +36,7 @@ def test_planted_model_recalls_its_facts_and_noise_breaks_recall(planted):
                                              ("exact", {"kind": "swap"})])
 def test_trace_peaks_at_the_planted_mlp_layer_and_last_subject_token(planted, tmp_path, mode, corruption):
     lab = Lab(LabSettings(runs_dir=tmp_path))
-    req = TraceRequest(models=[str(planted.path)], facts=list(planted.facts), components=["mlp"], window=1, mode=mode,
+    req = TraceRequest(trace_unknown=True, models=[str(planted.path)], facts=list(planted.facts), components=["mlp"], window=1, mode=mode,
                        heads=mode == "exact", corruption=corruption)
     result = run_trace(req, lab=lab, reporter=Reporter())
     facts = lab.store.read_json(result.run_id, "trace_results.json")["models"][str(planted.path)]["facts"]

@@ -106,7 +106,7 @@ PROMPT = "the capital city of france is"
 SKIP = {"seconds", "elapsed_s", "tokens_per_second",     # wall-clock readings differ between any two runs
         "run_id", "summary", "next"}
 EXPERIMENTS = {
-    "trace": (run_trace, lambda m, dev: TraceRequest(models=[m], facts=[FACT], device=dev,
+    "trace": (run_trace, lambda m, dev: TraceRequest(trace_unknown=True, models=[m], facts=[FACT], device=dev,
                                                      corruption={"kind": "noise", "samples": 2}),
               "trace_results.json"),
     "clamp_sweep": (run_clamp_sweep, lambda m, dev: ClampSweepRequest(

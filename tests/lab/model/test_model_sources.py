@@ -46,7 +46,7 @@ def test_load_model_and_trace_accept_a_gguf_path(models_home, tiny_gguf, tmp_pat
     info = run_load_model(ModelRef(model=str(path)), lab=lab)
     assert info.model["gguf"]["sha256"] and "dequantised" in info.summary
     fact = Fact(template="the city of {} is", clean_subject="paris", corrupt_subject="world", target="located")
-    result = run_trace(TraceRequest(models=[str(path)], facts=[fact], components=["resid"],
+    result = run_trace(TraceRequest(trace_unknown=True, models=[str(path)], facts=[fact], components=["resid"],
                                     corruption={"kind": "noise", "samples": 2}), lab=lab)
     assert result.run_id and result.models[0].n_layers == 2
 

@@ -122,8 +122,8 @@ def requests(model: str, kind: str, components: tuple[str, ...] = ("resid", "mlp
     """One request per experiment (the decoders' generation experiments only for causal LMs)."""
     fact = FACT if kind == "causal" else {**FACT, "template": "the capital city of {} is known for its [MASK] ."}
     noise = {"kind": "noise", "samples": samples}
-    out = {"trace": TraceRequest(models=[model], facts=[fact], corruption=noise, components=list(components)),
-           "trace_approx": TraceRequest(models=[model], facts=[fact], mode="approx", corruption=noise,
+    out = {"trace": TraceRequest(trace_unknown=True, models=[model], facts=[fact], corruption=noise, components=list(components)),
+           "trace_approx": TraceRequest(trace_unknown=True, models=[model], facts=[fact], mode="approx", corruption=noise,
                                         components=list(components))}
     if kind == "causal":
         out |= {"clamp_sweep": ClampSweepRequest(model=model, neurons=["0:1", "1:2"], values=[-5, 5], controls=1,

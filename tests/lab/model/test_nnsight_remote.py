@@ -99,7 +99,7 @@ FACT = {"id": "f", "template": "the capital city of {} is known for its", "clean
 
 
 def _trace(model: str, **extra) -> TraceRequest:
-    return TraceRequest(models=[model], facts=[FACT], corruption={"kind": "noise", "samples": 2},
+    return TraceRequest(trace_unknown=True, models=[model], facts=[FACT], corruption={"kind": "noise", "samples": 2},
                         noise_std_from=0.05, **extra)
 
 
@@ -203,7 +203,7 @@ def test_a_remote_trace_on_ndif_gives_the_local_numbers(tmp_path):
         pytest.skip(f"no gpt2 checkpoint under {os.environ['NEUROTRACE_WEIGHTS_DIR']}")
     fact = {"id": "needle", "template": "{} is located in the city of", "clean_subject": "The Space Needle",
             "target": "Seattle"}
-    request = TraceRequest(models=[path], facts=[fact], components=["mlp"], noise_std_from=0.1,
+    request = TraceRequest(trace_unknown=True, models=[path], facts=[fact], components=["mlp"], noise_std_from=0.1,
                            corruption={"kind": "noise", "samples": 2})
     lab = Lab(LabSettings(runs_dir=tmp_path / "runs"))
     previous = configure_remote(repo_id=lambda _lm: HUB_ID, poll_seconds=1.0)  # the real HTTP transport

@@ -104,8 +104,8 @@ def test_approx_grid_matches_exact_to_first_order_for_tiny_noise(tiny_gpt2):
 def test_same_seed_gives_bit_identical_results_and_another_seed_differs(tmp_path, tiny_gpt2):
     lab = Lab(LabSettings(runs_dir=tmp_path))
     req = dict(models=[str(tiny_gpt2)], facts=[TINY_FACT], components=["resid", "mlp"], corruption={"kind": "noise", "samples": 2})
-    a, b = (run_trace(TraceRequest(**req, seed=3), lab=lab, reporter=Reporter()) for _ in range(2))
-    c = run_trace(TraceRequest(**req, seed=4), lab=lab, reporter=Reporter())
+    a, b = (run_trace(TraceRequest(trace_unknown=True, **req, seed=3), lab=lab, reporter=Reporter()) for _ in range(2))
+    c = run_trace(TraceRequest(trace_unknown=True, **req, seed=4), lab=lab, reporter=Reporter())
     ra, rb, rc = (lab.store.read_json(r.run_id, "trace_results.json")["models"][str(tiny_gpt2)]["facts"][0]
                   for r in (a, b, c))
     assert ra["restored"] == rb["restored"]
@@ -122,13 +122,47 @@ def test_shipped_model_knows_a_trained_fact_and_not_a_held_out_one(tmp_path):
     known = next(f for f in facts if not f.held_out and f.template == "The capital of {} is")
     unknown = next(f for f in facts if f.held_out and f.template == "The capital of {} is")
     lab = Lab(LabSettings(runs_dir=tmp_path))
-    result = run_trace(TraceRequest(models=["fact-gpt2"], facts=[known, unknown], corruption={"kind": "noise", "samples": 3}),
+    result = run_trace(TraceRequest(trace_unknown=True, models=["fact-gpt2"], facts=[known, unknown], corruption={"kind": "noise", "samples": 3}),
                        lab=lab, reporter=Reporter())
     k, u = lab.store.read_json(result.run_id, "trace_results.json")["models"]["fact-gpt2"]["facts"]
     assert k["correct"] and not u["correct"]
     assert k["p_clean"] > 0.5 > u["p_clean"]
     assert max(map(max, k["indirect"]["mlp"])) > max(map(max, u["indirect"]["mlp"]))
     assert result.models[0].unknown_facts == [unknown.id]
+
+
+def test_facts_the_model_does_not_know_are_skipped_before_any_grid_unless_traced_as_a_control(tmp_path):
+    """Issue 25 item 9: smollm2 spent 6.5 of 34 minutes tracing facts it did not know, though each was checked
+    first. By default the check skips them (reported); trace_unknown keeps them as a control."""
+    path = embedded_model_path("fact-gpt2")
+    if path is None:
+        pytest.skip("embedded fact-gpt2 is absent")
+    from neurotrace.lab.facts.packs import load_facts
+
+    facts = load_facts(path)
+    known = next(f for f in facts if not f.held_out and f.template == "The capital of {} is")
+    unknown = next(f for f in facts if f.held_out and f.template == "The capital of {} is")
+    lab = Lab(LabSettings(runs_dir=tmp_path))
+    totals = []
+    reporter = Reporter(on_progress=lambda done, total, message: totals.append(total))
+    req = dict(models=["fact-gpt2"], facts=[known, unknown], components=["mlp"], corruption={"kind": "swap"})
+    result = run_trace(TraceRequest(**req), lab=lab, reporter=reporter)
+    m = result.models[0]
+    (skipped,) = m.skipped
+    assert skipped.unknown and skipped.fact_id == unknown.id and "trace_unknown" in skipped.reason
+    assert m.n_facts == 1 and m.n_known == 1 and m.unknown_facts == [unknown.id]
+    assert "knows 1/2 checked facts; the 1 it does not know were not traced" in result.summary
+    recorded = lab.store.read_json(result.run_id, "trace_results.json")["models"]["fact-gpt2"]["facts"]
+    assert [f["fact_id"] for f in recorded] == [known.id]
+    control_totals = []
+    control = run_trace(TraceRequest(**req, trace_unknown=True), lab=lab,
+                        reporter=Reporter(on_progress=lambda done, total, message: control_totals.append(total)))
+    assert control.models[0].n_facts == 2 and control.models[0].skipped == []
+    assert control.models[0].unknown_facts == [unknown.id] and control.models[0].n_known == 1
+    assert max(t or 0 for t in totals) < max(t or 0 for t in control_totals)   # planned without the unknown's grid
+    with raises_lab_error(InputError) as err:
+        TraceRequest(**req, trace_unknown=True, rome_compat=True)
+    assert err.value.field == "trace_unknown"
 
 
 def test_resid_patching_agrees_with_transformerlens_patching(tiny_gpt2):
@@ -150,22 +184,22 @@ def test_resid_patching_agrees_with_transformerlens_patching(tiny_gpt2):
 def test_input_errors_name_their_field(tmp_path, tiny_gpt2):
     lab = Lab(LabSettings(runs_dir=tmp_path))
     with raises_lab_error(InputError) as err:
-        TraceRequest(models=[str(tiny_gpt2)])
+        TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)])
     assert err.value.field == "facts"
     with raises_lab_error(InputError) as err:
-        run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[TINY_FACT], window=9), lab=lab, reporter=Reporter())
+        run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=[TINY_FACT], window=9), lab=lab, reporter=Reporter())
     assert err.value.field == "window"
     bad = TINY_FACT.model_copy(update={"corrupt_subject": "the big old"})
     with raises_lab_error(InputError) as err:
-        run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[bad], corruption={"kind": "swap"}), lab=lab,
+        run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=[bad], corruption={"kind": "swap"}), lab=lab,
                   reporter=Reporter())
     assert err.value.field == "facts[0].corrupt_subject"
     oov = TINY_FACT.model_copy(update={"target": "zzzz"})
     with raises_lab_error(InputError) as err:
-        run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[oov]), lab=lab, reporter=Reporter())
+        run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=[oov]), lab=lab, reporter=Reporter())
     assert err.value.field == "facts[0].target"
     with pytest.raises(ValueError, match="components"):
-        TraceRequest(models=["x"], facts=[TINY_FACT], components=["embed"])
+        TraceRequest(trace_unknown=True, models=["x"], facts=[TINY_FACT], components=["embed"])
 
 
 def test_cancellation_mid_run_marks_the_run_cancelled(tmp_path, tiny_gpt2):
@@ -175,7 +209,7 @@ def test_cancellation_mid_run_marks_the_run_cancelled(tmp_path, tiny_gpt2):
     reporter = Reporter()
     reporter.on_progress = lambda done, total, msg: reporter.cancel()
     with pytest.raises(Cancelled):
-        run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[TINY_FACT, TINY_FACT]), lab=lab, reporter=reporter)
+        run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=[TINY_FACT, TINY_FACT]), lab=lab, reporter=reporter)
     assert lab.store.list_runs()[0].status == "cancelled"
 
 

@@ -41,7 +41,7 @@ def _facts(lab, result, model):
 def test_a_fact_gives_identical_numbers_alone_first_last_and_among_others(lab, tiny_gpt2):
     base = dict(models=[str(tiny_gpt2)], components=["resid", "mlp"], corruption=NOISE, seed=5)
     orders = [[FACTS[0]], [FACTS[0], FACTS[1], FACTS[2]], [FACTS[2], FACTS[1], FACTS[0]], [FACTS[1], FACTS[0], FACTS[2]]]
-    runs = [_facts(lab, run_trace(TraceRequest(**base, facts=o), lab=lab), tiny_gpt2)["fr"] for o in orders]
+    runs = [_facts(lab, run_trace(TraceRequest(trace_unknown=True, **base, facts=o), lab=lab), tiny_gpt2)["fr"] for o in orders]
     for r in runs[1:]:
         assert r["p_corrupted"] == runs[0]["p_corrupted"]
         assert r["restored"] == runs[0]["restored"]
@@ -50,11 +50,11 @@ def test_a_fact_gives_identical_numbers_alone_first_last_and_among_others(lab, t
 
 def test_the_noise_unit_is_recorded_and_does_not_move_with_max_facts(lab, tiny_gpt2):
     lm = load(ModelRef(model=str(tiny_gpt2)))
-    a = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=FACTS, components=["resid"], corruption=NOISE), lab=lab)
-    b = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=FACTS, max_facts=1, components=["resid"], corruption=NOISE),
+    a = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=FACTS, components=["resid"], corruption=NOISE), lab=lab)
+    b = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=FACTS, max_facts=1, components=["resid"], corruption=NOISE),
                   lab=lab)
     assert a.models[0].noise_std == b.models[0].noise_std == pytest.approx(embedding_std(lm), rel=1e-12)
-    given = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=FACTS[:1], components=["resid"], corruption=NOISE,
+    given = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=FACTS[:1], components=["resid"], corruption=NOISE,
                                    noise_std_from=0.5), lab=lab)
     assert given.models[0].noise_std == 0.5
     assert given.models[0].readings.bucket_n and "0.5" in given.summary
@@ -76,7 +76,7 @@ def test_dataset_unit_is_romes_std_over_subjects_tokenized_alone(lab, tiny_gpt2)
     with torch.no_grad():
         rows = torch.cat([emb(torch.tensor(token_ids(lm.tokenizer, f.clean_subject))[None])[0] for f in FACTS])
     assert subjects_alone_std(lm, [f.clean_subject for f in FACTS]) == pytest.approx(float(rows.std()), rel=1e-6)
-    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=FACTS, max_facts=1, components=["resid"],
+    result = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=FACTS, max_facts=1, components=["resid"],
                                     corruption=NOISE, noise_std_from="dataset"), lab=lab)
     assert result.models[0].noise_std == pytest.approx(float(rows.std()), rel=1e-6)   # all facts, not max_facts
 
@@ -108,7 +108,7 @@ def test_rome_compat_uses_one_noise_draw_window_10_romes_buckets_and_skips_unkno
 
 def test_an_untraceable_fact_is_skipped_and_listed_while_the_others_are_traced(lab, tiny_gpt2):
     bad = FACTS[1].model_copy(update={"corrupt_subject": "the big old"})
-    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACTS[0], bad], components=["resid"],
+    result = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=[FACTS[0], bad], components=["resid"],
                                     corruption={"kind": "swap"}), lab=lab)
     trace = result.models[0]
     assert trace.n_facts == 1 and [s.fact_id for s in trace.skipped] == ["it"]
@@ -119,7 +119,7 @@ def test_a_cancelled_run_keeps_the_facts_it_finished_readable_and_drawable(lab, 
     reporter = Reporter()
     reporter.on_progress = lambda done, total, msg: reporter.cancel() if msg.endswith(": fact 1/3") else None
     with pytest.raises(Cancelled):
-        run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=FACTS, components=["resid", "mlp"], corruption=NOISE),
+        run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=FACTS, components=["resid", "mlp"], corruption=NOISE),
                   lab=lab, reporter=reporter)
     manifest = lab.store.list_runs()[0]
     assert manifest.status == "cancelled"
@@ -130,7 +130,7 @@ def test_a_cancelled_run_keeps_the_facts_it_finished_readable_and_drawable(lab, 
 
 
 def test_trace_results_round_trip_through_the_typed_records(lab, tiny_gpt2):
-    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=FACTS[:1], components=["resid"], heads=True,
+    result = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=FACTS[:1], components=["resid"], heads=True,
                                     corruption={"kind": "swap"}), lab=lab)
     raw = lab.store.read_json(result.run_id, "trace_results.json")
     results = TraceResults.model_validate(raw)

@@ -30,8 +30,8 @@ def _fact_results(lab, result, model):
 
 def test_approx_mode_reports_its_agreement_and_keeps_the_exact_grid(lab, tiny_gpt2):
     req = dict(models=[str(tiny_gpt2)], facts=[FACT], components=["resid", "mlp"], corruption=NOISE, seed=1)
-    checked = run_trace(TraceRequest(**req, mode="approx", check_agreement=True), lab=lab, reporter=Reporter())
-    exact = run_trace(TraceRequest(**req), lab=lab, reporter=Reporter())
+    checked = run_trace(TraceRequest(trace_unknown=True, **req, mode="approx", check_agreement=True), lab=lab, reporter=Reporter())
+    exact = run_trace(TraceRequest(trace_unknown=True, **req), lab=lab, reporter=Reporter())
     agreement = checked.agreement[str(tiny_gpt2)]
     assert set(agreement) == {"resid", "mlp"}
     assert agreement["mlp"]["mean_pearson_r"] > 0.9 and 0 <= agreement["mlp"]["same_peak_fraction"] <= 1
@@ -44,7 +44,7 @@ def test_approx_mode_reports_its_agreement_and_keeps_the_exact_grid(lab, tiny_gp
 
 
 def test_approx_mode_alone_reports_the_attribution_estimate(lab, tiny_gpt2):
-    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], components=["attn"], corruption=NOISE,
+    result = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=[FACT], components=["attn"], corruption=NOISE,
                                     mode="approx"), lab=lab, reporter=Reporter())
     f = _fact_results(lab, result, tiny_gpt2)
     assert result.agreement is None
@@ -54,7 +54,7 @@ def test_approx_mode_alone_reports_the_attribution_estimate(lab, tiny_gpt2):
 
 
 def test_head_patching_gives_one_value_per_layer_and_head(lab, tiny_gpt2):
-    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], components=["resid"], heads=True,
+    result = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=[FACT], components=["resid"], heads=True,
                                     corruption={"kind": "swap"}), lab=lab, reporter=Reporter())
     lm = load(ModelRef(model=str(tiny_gpt2)))
     heads = torch.tensor(_fact_results(lab, result, tiny_gpt2)["heads"])
@@ -73,15 +73,15 @@ def test_masked_model_without_mask_token_is_refused_before_any_compute(tmp_path,
     config.pop("mask_token", None)
     config_file.write_text(json.dumps(config), encoding="utf-8")
     with raises_lab_error(InputError) as err:
-        run_trace(TraceRequest(models=[str(path)], facts=[FACT], components=["resid"], corruption={"kind": "swap"}),
+        run_trace(TraceRequest(trace_unknown=True, models=[str(path)], facts=[FACT], components=["resid"], corruption={"kind": "swap"}),
                   lab=lab, reporter=Reporter())
     assert err.value.field == "models" and "mask token" in err.value.message
 
 
 def test_compare_merges_runs_and_names_each_model_once(lab, tiny_gpt2, tiny_bert):
     req = dict(facts=[FACT], components=["resid"], corruption={"kind": "swap"})
-    a = run_trace(TraceRequest(models=[str(tiny_gpt2)], **req), lab=lab, reporter=Reporter())
-    b = run_trace(TraceRequest(models=[str(tiny_gpt2), str(tiny_bert)], **req), lab=lab, reporter=Reporter())
+    a = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], **req), lab=lab, reporter=Reporter())
+    b = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2), str(tiny_bert)], **req), lab=lab, reporter=Reporter())
     result = run_compare(CompareRequest(run_ids=[a.run_id, b.run_id]), lab=lab, reporter=Reporter())
     assert len(result.models) == 3 and len(set(result.models)) == 3
     cross = next(line for line in result.interpretation if line.startswith("Across models"))
@@ -94,8 +94,8 @@ def test_compare_merges_runs_and_names_each_model_once(lab, tiny_gpt2, tiny_bert
 
 def test_compare_input_errors_name_the_run(lab, tiny_gpt2):
     req = dict(models=[str(tiny_gpt2)], components=["resid"], corruption={"kind": "swap"})
-    a = run_trace(TraceRequest(facts=[FACT], **req), lab=lab, reporter=Reporter())
-    other = run_trace(TraceRequest(facts=[FACT.model_copy(update={"id": "f1"})], **req), lab=lab, reporter=Reporter())
+    a = run_trace(TraceRequest(trace_unknown=True, facts=[FACT], **req), lab=lab, reporter=Reporter())
+    other = run_trace(TraceRequest(trace_unknown=True, facts=[FACT.model_copy(update={"id": "f1"})], **req), lab=lab, reporter=Reporter())
     with raises_lab_error(InputError) as err:
         run_compare(CompareRequest(run_ids=[a.run_id, other.run_id]), lab=lab, reporter=Reporter())
     assert err.value.field == "run_ids[1]"
@@ -179,7 +179,7 @@ def test_the_approx_cell_check_restores_exactly_like_the_per_cell_loop(tiny_gpt2
 
 
 def test_approx_mode_alone_states_its_agreement_with_exact_patching(lab, tiny_gpt2):
-    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], components=["mlp", "attn"], corruption=NOISE,
+    result = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=[FACT], components=["mlp", "attn"], corruption=NOISE,
                                     mode="approx"), lab=lab, reporter=Reporter())
     f = _fact_results(lab, result, tiny_gpt2)
     assert set(f["approx_check"]) == {"mlp", "attn"} and len(f["approx_check"]["mlp"]["exact"]) == 10   # all cells
@@ -202,7 +202,7 @@ def test_next_hints_are_valid_requests_of_the_tools_they_name(lab, tiny_gpt2):
     from neurotrace.lab.plotting import PlotRequest
 
     models = {"plot": PlotRequest, "compare": CompareRequest, "trace": TraceRequest}
-    result = run_trace(TraceRequest(models=[str(tiny_gpt2)], facts=[FACT], components=["resid"], corruption={"kind": "swap"}),
+    result = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], facts=[FACT], components=["resid"], corruption={"kind": "swap"}),
                        lab=lab, reporter=Reporter())
     compared = run_compare(CompareRequest(run_ids=[result.run_id]), lab=lab, reporter=Reporter())
     hints = _hints(result.next) + _hints(compared.next)
@@ -219,7 +219,7 @@ def test_head_results_are_in_the_summary_and_in_a_layer_by_head_figure(lab):
     if path is None:
         pytest.skip("embedded fact-gpt2 is absent")
     fact = next(f for f in load_facts(path) if not f.held_out and f.template == "The capital of {} is")
-    result = run_trace(TraceRequest(models=["fact-gpt2"], facts=[fact], components=["attn"], heads=True, window=1,
+    result = run_trace(TraceRequest(trace_unknown=True, models=["fact-gpt2"], facts=[fact], components=["attn"], heads=True, window=1,
                                     corruption={"kind": "noise", "samples": 2}), lab=lab, reporter=Reporter())
     top = result.models[0].readings.top_heads
     assert len(top) == 3 and top[0].effect >= top[1].effect >= top[2].effect
@@ -232,8 +232,8 @@ def test_compare_says_when_it_aligns_models_by_relative_depth(lab, tiny_gpt2, tm
 
     deeper = build_tiny("gpt2", tmp_path / "gpt2-4", n_layers=4)
     req = dict(facts=[FACT], components=["resid"], corruption={"kind": "swap"})
-    a = run_trace(TraceRequest(models=[str(tiny_gpt2)], **req), lab=lab, reporter=Reporter())
-    b = run_trace(TraceRequest(models=[str(deeper)], **req), lab=lab, reporter=Reporter())
+    a = run_trace(TraceRequest(trace_unknown=True, models=[str(tiny_gpt2)], **req), lab=lab, reporter=Reporter())
+    b = run_trace(TraceRequest(trace_unknown=True, models=[str(deeper)], **req), lab=lab, reporter=Reporter())
     result = run_compare(CompareRequest(run_ids=[a.run_id, b.run_id]), lab=lab, reporter=Reporter())
     assert result.relative_depth
     same = run_compare(CompareRequest(run_ids=[a.run_id]), lab=lab, reporter=Reporter())
@@ -243,7 +243,7 @@ def test_compare_says_when_it_aligns_models_by_relative_depth(lab, tiny_gpt2, tm
 def test_compare_of_one_model_under_two_corruptions_labels_each_run_by_its_setting_and_never_says_models(lab, tiny_gpt2):
     from neurotrace.lab.tracing.figures import peak_bars
 
-    req = dict(models=[str(tiny_gpt2)], facts=[FACT], components=["resid"])
+    req = dict(models=[str(tiny_gpt2)], facts=[FACT], components=["resid"], trace_unknown=True)
     noise = run_trace(TraceRequest(corruption=NOISE, **req), lab=lab, reporter=Reporter())
     swap = run_trace(TraceRequest(corruption={"kind": "swap"}, **req), lab=lab, reporter=Reporter())
     result = run_compare(CompareRequest(run_ids=[noise.run_id, swap.run_id]), lab=lab, reporter=Reporter())
