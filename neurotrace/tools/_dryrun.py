@@ -2,51 +2,109 @@
 
 A dry run validates the request, runs every check that needs no forward (the lab's bounds, a prompt file
 read and counted) and answers with the whole-job estimate: forward rows, peak memory, the limits they are
-held to and, once this server has finished a run of the same tool, the seconds it would take *here*: the
-tool's throughput (estimated forward rows per second of wall time, model loading excluded when the model
-was already loaded) is learned from every completed call of this server. The estimate also gives a long
-call's first progress message its ETA, and a waited call estimated over :data:`DETACH_HINT_S` says how to
-run detached next time.
+held to and the seconds it would take *here*, from one of two throughputs:
+
+* **learned**: once this server has finished a call of the same tool on the same model, that call's rows
+  per second of wall time (model loading excluded when the model was already loaded);
+* **measured at start-up** (before any such call): this machine's float32 matmul rate, timed once per
+  process on a small product (:func:`machine_flops`, about 0.1 s), turned into seconds by the model's
+  multiply-adds per token (:func:`token_flops`, from its shape), :data:`TOKENS_PER_ROW` token-forwards a
+  row (rows share their clean prefix and are batched, so a row costs a few tokens, not its whole prompt) and
+  :data:`OVERHEAD_S` of fixed cost (figures, files). Fitted on the embedded models' trace and clamp_sweep
+  (within 3x there under load); a rough prior on other models (it counts rows from the estimate's upper-bound
+  positions, so it over-estimates long prompts); none when the model's shape is unknown.
+
+The estimate also gives a long call's first progress message its ETA, and a waited call estimated over
+:data:`DETACH_HINT_S` says how to run detached next time.
 """
 
 import threading
+import time
 from typing import Any
 
+import torch
 from mcp_types import CallToolResult, TextContent
 
 from neurotrace.lab.budget import job_budget, job_estimate
+from neurotrace.lab.estimates import GUESS, Dims, dims_of
 from neurotrace.lab.lab import Lab
 
 DETACH_HINT_S = 180.0
-_rates: dict[str, float] = {}          # tool -> forward rows per second, the latest completed call's
+TOKENS_PER_ROW = 2         # token-forwards one estimated forward row costs (fitted on the embedded models)
+OVERHEAD_S = 2.0           # a call's fixed cost beside its forwards (figures, files, the result)
+_rates: dict[tuple[str, str], float] = {}    # (tool, model) -> forward rows per second, the latest completed call's
 _lock = threading.Lock()
+_flops: list[float] = []
 
 
-def learn(tool: str, rows: int, seconds: float) -> None:
+def model_of(request: Any) -> str:
+    """The model a request names (the first of ``models``), '' when it names none."""
+    model = getattr(request, "model", None)
+    if isinstance(model, str):
+        return model
+    models = getattr(request, "models", None)
+    return str(models[0]) if isinstance(models, (list, tuple)) and models else ""
+
+
+def learn(tool: str, rows: int, seconds: float, model: str = "") -> None:
     """Record a completed call's throughput (its estimated rows over its wall time)."""
     if rows > 0 and seconds > 0:
         with _lock:
-            _rates[tool] = rows / seconds
+            _rates[(tool, model)] = rows / seconds
 
 
-def seconds_for(tool: str, rows: int) -> float | None:
-    """Seconds a job of ``rows`` forward rows of ``tool`` should take here; None before any measurement."""
+def machine_flops() -> float:
+    """This machine's float32 matmul rate (FLOP/s) at the lab's thread count, timed once per process."""
     with _lock:
-        rate = _rates.get(tool)
-    return None if rate is None or rows <= 0 else rows / rate
+        if _flops:
+            return _flops[0]
+    a, b = torch.randn(256, 512), torch.randn(512, 512)
+    a @ b                                                              # warm-up
+    best = float("inf")
+    for _ in range(5):                       # the fastest of five: a busy moment does not set the rate
+        started = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        best = min(best, time.perf_counter() - started)
+    rate = 3 * 2 * 256 * 512 * 512 / max(best, 1e-9)
+    with _lock:
+        _flops[:] = [rate]
+    return rate
+
+
+def token_flops(d: Dims) -> float:
+    """Multiply-adds x 2 of one token through a model of shape ``d``: attention and MLP weights per layer
+    (gated MLPs: three matrices), and the unembedding."""
+    return 2.0 * (d.n_layers * (4 * d.d_model ** 2 + 3 * d.d_model * d.d_mlp) + d.d_model * d.d_vocab)
+
+
+def seconds_for(tool: str, rows: int, lab: Any = None, model: str = "") -> tuple[float | None, str]:
+    """Seconds a job of ``rows`` forward rows of ``tool`` on ``model`` should take here, and their basis:
+    the throughput learned from this server's last such call, else the start-up matmul measurement."""
+    if rows <= 0:
+        return None, "no forward rows"
+    with _lock:
+        rate = _rates.get((tool, model))
+    if rate is not None:
+        return rows / rate, f"this server's last completed {tool} call on {model or 'its model'}"
+    d = dims_of(lab, model) if model else GUESS
+    if d is GUESS:
+        return None, f"none yet: the model's shape is unknown until it is loaded or a {tool} call completes"
+    flops = machine_flops()
+    seconds = OVERHEAD_S + rows * TOKENS_PER_ROW * token_flops(d) / flops
+    return seconds, (f"a prior: this machine's matmul rate measured at start-up ({flops / 1e9:.0f} GFLOP/s) and "
+                     f"the model's size (rough, a few x, until a {tool} call on it completes)")
 
 
 def estimate_of(lab: Lab, request: Any) -> dict[str, Any]:
     """The structured estimate of ``request`` (no forward; refusals are the caller's to raise)."""
     tool = str(getattr(type(request), "tool", "") or "")
     est = job_estimate(request, lab)
-    seconds = seconds_for(tool, est.rows)
+    seconds, basis = seconds_for(tool, est.rows, lab, model_of(request))
     max_rows = getattr(lab.settings, "max_job_rows", None)
     return {"forward_rows": est.rows, "peak_bytes": est.bytes, "memory_limit_bytes": job_budget(lab),
             "max_job_rows": max_rows, "seconds": None if seconds is None else round(seconds, 1),
-            "seconds_basis": ("this server's last completed " + tool + " call" if seconds is not None else
-                              "none yet: measured from this server's first completed " + tool + " call"),
-            "size_fields": list(est.fields)}
+            "seconds_basis": basis, "size_fields": list(est.fields)}
 
 
 def dry_run_result(lab: Lab, request: Any) -> CallToolResult:

@@ -45,6 +45,32 @@ async def test_a_dry_run_estimates_without_running_and_learns_seconds_within_2x(
     assert messages and "estimated" in messages[0], messages[:2]
 
 
+async def test_the_first_call_has_seconds_from_the_start_up_measurement_and_gives_its_eta_first(lab):
+    """Before any call of the tool completed, the seconds come from the matmul rate measured at start-up and
+    the model's size (issue 25 item 7: the 34-minute trace had no estimate before it started)."""
+    from neurotrace.tools import _dryrun
+
+    _dryrun._rates.clear()                       # a fresh server: nothing learned (the rates are per process)
+    messages: list[str] = []
+
+    async def progress(done, total, message):
+        messages.append(message or "")
+
+    request = {"request": {**TRACE["request"], "pack": "medicine"}}      # a tool/model pair never run here
+    async with Client(build_server(lab=lab)) as client:
+        with anyio.fail_after(300):
+            assert not (await client.call_tool("load_model", {"request": {"model": "fact-gpt2"}})).is_error
+            est = (await client.call_tool("trace", {**request, "dry_run": True})).structured_content["estimate"]
+            started = time.perf_counter()
+            done = await client.call_tool("trace", request, progress_callback=progress)
+            took = time.perf_counter() - started
+    assert est["seconds"] is not None and est["seconds_basis"].startswith("a prior"), est
+    assert not done.is_error and messages and "estimated" in messages[0], messages[:2]
+    assert took / 3 <= est["seconds"] <= took * 3, (est["seconds"], took)     # a prior: a looser bar than 2x
+    unknown = _dryrun.seconds_for("trace", 10, lab, "no-such/model")
+    assert unknown[0] is None and "unknown" in unknown[1]
+
+
 async def test_a_dry_run_of_an_oversize_job_is_the_same_typed_refusal(lab):
     huge = {"request": {"model": "fact-gpt2", "neurons": ["1:3"], "prompts": ["p"] * 100_000,
                         "values": [float(v) for v in range(1000)]}, "dry_run": True}
