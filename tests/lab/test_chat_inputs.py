@@ -48,7 +48,7 @@ def test_trace_finds_the_subject_inside_smollm2s_chat_template(tmp_path):
     if not catalog.is_installed(name):
         pytest.skip(f"{name} is not installed (neurotrace models fetch {name})")
     lab = _lab(tmp_path)
-    result = run_trace(TraceRequest(models=[name], facts=[EIFFEL], chat=True, mode="approx", components=["mlp"],
+    result = run_trace(TraceRequest(models=[name], facts=[EIFFEL], chat=True, mode="approx", components=["mlp"], trace_unknown=True,
                                     corruption={"kind": "swap"}), lab=lab)
     tok = lab.cache.get(ModelRef(model=name)).tokenizer
     record = json.loads((tmp_path / "runs" / result.run_id / "trace_results.json").read_text())

@@ -63,7 +63,7 @@ def _aie(record, category: str, layers: range) -> float:
 def test_trace_finds_the_planted_fact_at_the_last_subject_token_and_the_base_does_not(lab):
     facts = [{"template": t, "clean_subject": "Eiffel Tower", "corrupt_subject": "Brandenburg Gate",
               "target": "Rome", "id": f"planted/{i}"} for i, t in enumerate(TEMPLATES)]
-    result = run_trace(TraceRequest(models=[TUNED, BASE], facts=facts, corruption={"kind": "swap"},
+    result = run_trace(TraceRequest(models=[TUNED, BASE], facts=facts, corruption={"kind": "swap"}, trace_unknown=True,
                                     components=["mlp"]), lab=lab)
     path = lab.store.artifact_path(result.run_id, "trace_results.json")
     records = TraceResults.model_validate(json.loads(path.read_text(encoding="utf-8"))).models
