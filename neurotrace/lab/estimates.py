@@ -8,13 +8,20 @@ positions x the widths a block materialises, plus attention's positions x positi
 logits it keeps) and on what the job accumulates (result grids, generated rows); the model's own weights
 are the cache's budget, not the job's.
 
+:func:`machine_flops` (this machine's matmul rate, timed once per process) and :func:`token_flops` (a model's
+multiply-adds per token) give dry_run its seconds before a tool has run here (:mod:`neurotrace.tools._dryrun`).
+
 Each request carries its own cost model, ``XRequest.cost(lab) -> Estimate``, beside the fields it reads (so
 a renamed field fails in the budget tests); this module holds the shared units and helpers they use.
 """
 
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+import torch
 
 BYTES = 4                   # float32
 ROWS_PER_BATCH = 512        # the trace grid's batch of restored rows
@@ -101,3 +108,32 @@ class Costed(Protocol):
 def job_estimate(request: Any, lab: Any = None) -> Estimate:
     """The request's own estimate (:class:`Costed`), or nothing to bound for a request without one."""
     return request.cost(lab) if isinstance(request, Costed) else Estimate(rows=0, bytes=0, fields=())
+
+
+_flops: list[float] = []
+_flops_lock = threading.Lock()
+
+
+def machine_flops() -> float:
+    """This machine's float32 matmul rate (FLOP/s) at the lab's thread count, timed once per process."""
+    with _flops_lock:
+        if _flops:
+            return _flops[0]
+    a, b = torch.randn(256, 512), torch.randn(512, 512)
+    a @ b                                                              # warm-up
+    best = float("inf")
+    for _ in range(5):                       # the fastest of five: a busy moment does not set the rate
+        started = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        best = min(best, time.perf_counter() - started)
+    rate = 3 * 2 * 256 * 512 * 512 / max(best, 1e-9)
+    with _flops_lock:
+        _flops[:] = [rate]
+    return rate
+
+
+def token_flops(d: Dims) -> float:
+    """Multiply-adds x 2 of one token through a model of shape ``d``: attention and MLP weights per layer
+    (gated MLPs: three matrices), and the unembedding."""
+    return 2.0 * (d.n_layers * (4 * d.d_model ** 2 + 3 * d.d_model * d.d_mlp) + d.d_model * d.d_vocab)

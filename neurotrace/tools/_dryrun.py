@@ -7,8 +7,8 @@ held to and the seconds it would take *here*, from one of two throughputs:
 * **learned**: once this server has finished a call of the same tool on the same model, that call's rows
   per second of wall time (model loading excluded when the model was already loaded);
 * **measured at start-up** (before any such call): this machine's float32 matmul rate, timed once per
-  process on a small product (:func:`machine_flops`, about 0.1 s), turned into seconds by the model's
-  multiply-adds per token (:func:`token_flops`, from its shape), :data:`TOKENS_PER_ROW` token-forwards a
+  process on a small product (:func:`neurotrace.lab.estimates.machine_flops`, about 0.1 s), turned into
+  seconds by the model's multiply-adds per token (:func:`~neurotrace.lab.estimates.token_flops`), :data:`TOKENS_PER_ROW` token-forwards a
   row (rows share their clean prefix and are batched, so a row costs a few tokens, not its whole prompt) and
   :data:`OVERHEAD_S` of fixed cost (figures, files). Fitted on the embedded models' trace and clamp_sweep
   (within 3x there under load); a rough prior on other models (it counts rows from the estimate's upper-bound
@@ -19,14 +19,12 @@ The estimate also gives a long call's first progress message its ETA, and a wait
 """
 
 import threading
-import time
 from typing import Any
 
-import torch
 from mcp_types import CallToolResult, TextContent
 
 from neurotrace.lab.budget import job_budget, job_estimate
-from neurotrace.lab.estimates import GUESS, Dims, dims_of
+from neurotrace.lab.estimates import GUESS, dims_of, machine_flops, token_flops
 from neurotrace.lab.lab import Lab
 
 DETACH_HINT_S = 180.0
@@ -34,7 +32,6 @@ TOKENS_PER_ROW = 2         # token-forwards one estimated forward row costs (fit
 OVERHEAD_S = 2.0           # a call's fixed cost beside its forwards (figures, files, the result)
 _rates: dict[tuple[str, str], float] = {}    # (tool, model) -> forward rows per second, the latest completed call's
 _lock = threading.Lock()
-_flops: list[float] = []
 
 
 def model_of(request: Any) -> str:
@@ -51,31 +48,6 @@ def learn(tool: str, rows: int, seconds: float, model: str = "") -> None:
     if rows > 0 and seconds > 0:
         with _lock:
             _rates[(tool, model)] = rows / seconds
-
-
-def machine_flops() -> float:
-    """This machine's float32 matmul rate (FLOP/s) at the lab's thread count, timed once per process."""
-    with _lock:
-        if _flops:
-            return _flops[0]
-    a, b = torch.randn(256, 512), torch.randn(512, 512)
-    a @ b                                                              # warm-up
-    best = float("inf")
-    for _ in range(5):                       # the fastest of five: a busy moment does not set the rate
-        started = time.perf_counter()
-        for _ in range(3):
-            a @ b
-        best = min(best, time.perf_counter() - started)
-    rate = 3 * 2 * 256 * 512 * 512 / max(best, 1e-9)
-    with _lock:
-        _flops[:] = [rate]
-    return rate
-
-
-def token_flops(d: Dims) -> float:
-    """Multiply-adds x 2 of one token through a model of shape ``d``: attention and MLP weights per layer
-    (gated MLPs: three matrices), and the unembedding."""
-    return 2.0 * (d.n_layers * (4 * d.d_model ** 2 + 3 * d.d_model * d.d_mlp) + d.d_model * d.d_vocab)
 
 
 def seconds_for(tool: str, rows: int, lab: Any = None, model: str = "") -> tuple[float | None, str]:
