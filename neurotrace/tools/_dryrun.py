@@ -8,11 +8,12 @@ held to and the seconds it would take *here*, from one of two throughputs:
   per second of wall time (model loading excluded when the model was already loaded);
 * **measured at start-up** (before any such call): this machine's float32 matmul rate, timed once per
   process on a small product (:func:`neurotrace.lab.estimates.machine_flops`, about 0.1 s), turned into
-  seconds by the model's multiply-adds per token (:func:`~neurotrace.lab.estimates.token_flops`), :data:`TOKENS_PER_ROW` token-forwards a
-  row (rows share their clean prefix and are batched, so a row costs a few tokens, not its whole prompt) and
-  :data:`OVERHEAD_S` of fixed cost (figures, files). Fitted on the embedded models' trace and clamp_sweep
-  (within 3x there under load); a rough prior on other models (it counts rows from the estimate's upper-bound
-  positions, so it over-estimates long prompts); none when the model's shape is unknown.
+  seconds by the model's multiply-adds per token (:func:`~neurotrace.lab.estimates.token_flops`),
+  :data:`TOKENS_PER_ROW` token-forwards an estimated row (the estimate counts every restored run as a whole
+  prompt at upper-bound positions; the grids share the clean prefix and batch), plus :data:`OVERHEAD_S` of
+  fixed cost (figures, files). Fitted on traces of fact-gpt2, gemma-3-270m and smollm2-135m-instruct on a
+  2-core machine under load (2026-12-07: prior / measured between 0.6 and 3.4); a rough prior elsewhere;
+  none when the model's shape is unknown.
 
 The estimate also gives a long call's first progress message its ETA, and a waited call estimated over
 :data:`DETACH_HINT_S` says how to run detached next time.
@@ -28,7 +29,7 @@ from neurotrace.lab.estimates import GUESS, dims_of, machine_flops, token_flops
 from neurotrace.lab.lab import Lab
 
 DETACH_HINT_S = 180.0
-TOKENS_PER_ROW = 2         # token-forwards one estimated forward row costs (fitted on the embedded models)
+TOKENS_PER_ROW = 0.2       # token-forwards one estimated forward row costs (fitted: see the module docstring)
 OVERHEAD_S = 2.0           # a call's fixed cost beside its forwards (figures, files, the result)
 _rates: dict[tuple[str, str], float] = {}    # (tool, model) -> forward rows per second, the latest completed call's
 _lock = threading.Lock()
