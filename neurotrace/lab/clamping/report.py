@@ -21,7 +21,6 @@ Written files (all under the run directory):
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import torch
 
@@ -31,14 +30,13 @@ from neurotrace.lab.clamping.schema import (
     ClampResults,
     ClampSweepRequest,
     ClampSweepResult,
-    CollapsedCase,
     GroupVerdict,
-    RecoveredOutput,
     ValueSummary,
 )
+from neurotrace.lab.clamping.stream import RowSink
 from neurotrace.lab.clamping.sweep import Condition, Row, SweepOutput
 from neurotrace.lab.clamping.verdict import RULES, group_verdicts
-from neurotrace.lab.effects import COLLAPSE_TYPES, METRIC_NAMES, Damage, collapse_type, describe_thresholds
+from neurotrace.lab.effects import COLLAPSE_TYPES, Damage, collapse_type, describe_thresholds
 from neurotrace.lab.model.runtime.precision import Agreement
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.runs import Run
@@ -48,12 +46,6 @@ MAX_CASES = 200  # collapsed baselines written out in full in the report
 
 def _value_text(v: float | None) -> str:
     return "baseline" if v is None else f"{v:g}"
-
-
-def improvements(rows: list[Row]) -> dict[tuple[int, int], bool | None]:
-    """(prompt, cond) -> True/False where the prompt's baseline collapsed, None otherwise."""
-    base = {r.prompt: bool(r.reasons) for r in rows if r.cond == 0}
-    return {(r.prompt, r.cond): (None if r.cond == 0 or not base[r.prompt] else not r.reasons) for r in rows}
 
 
 def summarise(rows: list[Row], conds: list[Condition]) -> list[ValueSummary]:
@@ -82,43 +74,6 @@ def summarise(rows: list[Row], conds: list[Condition]) -> list[ValueSummary]:
 def best_values(per_value: list[ValueSummary], k: int = 3) -> list[ValueSummary]:
     cands = [s for s in per_value if s.value is not None and s.n_improved > 0 and s.control_of is None]
     return sorted(cands, key=lambda s: (-s.n_improved, s.n_induced, abs(s.value or 0.0)))[:k]
-
-
-def table_rows(rows: list[Row], prompts: list[PromptItem], conds: list[Condition]) -> list[dict[str, Any]]:
-    imp = improvements(rows)
-    out = []
-    for r in sorted(rows, key=lambda r: (r.prompt, r.cond)):
-        p, c = prompts[r.prompt], conds[r.cond]
-        flag = imp[(r.prompt, r.cond)]
-        out.append({"core_id": p.core_id, "type": p.type, "level": p.level, "neurons": c.label,
-                    "sweep": _value_text(c.value), "prompt": p.prompt, "output": r.text,
-                    **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.metrics.items()},
-                    "is_collapsed": bool(r.reasons), "collapse_type": collapse_type(r.reasons) or "",
-                    "collapse_reasons": "; ".join(r.reasons),
-                    "intervention_improves_baseline": "" if flag is None else flag})
-    return out
-
-
-def collapsed_cases(rows: list[Row], prompts: list[PromptItem], conds: list[Condition]) -> list[CollapsedCase]:
-    """Each collapsed baseline with the clamped outputs that recovered it."""
-    by_prompt: dict[int, dict[int, Row]] = {}
-    for r in rows:
-        by_prompt.setdefault(r.prompt, {})[r.cond] = r
-    cases = []
-    for p in sorted(by_prompt):
-        base = by_prompt[p][0]
-        if not base.reasons:
-            continue
-        rec = [RecoveredOutput(neurons=conds[c].label, value=conds[c].value, output=r.text,
-                               distinct_2=r.metrics["distinct_2"], loop_frac=r.metrics["loop_frac"])
-               for c, r in sorted(by_prompt[p].items()) if c and not r.reasons and conds[c].control_of is None]
-        n_ctrl = sum(1 for c, r in by_prompt[p].items() if c and not r.reasons and conds[c].control_of)
-        item = prompts[p]
-        cases.append(CollapsedCase(core_id=item.core_id or "", type=item.type or "", level=item.level or "",
-                                   prompt=item.prompt, baseline=base.text, reasons=list(base.reasons),
-                                   collapse_type=collapse_type(base.reasons), recovered_by=rec,
-                                   recovered_by_controls=n_ctrl))
-    return cases
 
 
 def _md_table(per_value: list[ValueSummary]) -> list[str]:
@@ -222,22 +177,21 @@ def with_damage(groups: list[GroupVerdict], check: Callable[[str, float], Damage
 
 
 def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem], prompt_ids: list[list[int]],
-                  conds: list[Condition], out: SweepOutput, lm: LoadedModel,
+                  conds: list[Condition], out: SweepOutput, sink: RowSink, lm: LoadedModel,
                   damage_check: Callable[[str, float], Damage] | None = None,
                   precision: tuple[str, str | None, Agreement | None] = ("float32", None, None)) -> ClampSweepResult:
     """Every artifact and the result; ``precision`` = (the precision run, resolve's note, the bfloat16 run's
     agreement with its float32 recheck)."""
     ran, note, agreed = precision
-    all_values = summarise(out.rows, conds)
+    all_values = sink.summaries()
     per_value = [s for s in all_values if s.control_of is None]
-    cases = collapsed_cases(out.rows, prompts, conds)
+    cases = sink.collapsed_cases()
     groups = with_damage(group_verdicts(all_values, len(cases), request.controls), damage_check)
-    table = table_rows(out.rows, prompts, conds)
     bos = lm.tokenizer.bos_token_id
     types = {t: sum(1 for c in cases if c.collapse_type == t) for t in COLLAPSE_TYPES}
     rec = ClampResults(model=request.model, neurons=list(request.neurons), neuron_mode=request.neuron_mode,
                        position=request.position, max_new_tokens=request.max_new_tokens,
-                       thresholds=request.thresholds, n_prompts=len(prompts), n_rows=len(out.rows),
+                       thresholds=request.thresholds, n_prompts=len(prompts), n_rows=sink.n_rows,
                        n_settings=len(conds), n_collapsed_baselines=len(cases),
                        n_recovered=sum(1 for c in cases if c.recovered_by), baseline_collapse_types=types,
                        controls=request.controls, groups=groups,
@@ -245,14 +199,7 @@ def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem
                        per_value=per_value, controls_per_value=[s for s in all_values if s.control_of is not None],
                        collapsed=cases, tokens_generated=out.tokens_generated, seconds=out.seconds,
                        precision=ran, agreement=agreed)
-    table_uri = run.write_csv("tables/clamp_sweep.csv", table,
-                              fieldnames=["core_id", "type", "level", "neurons", "sweep", "prompt", "output",
-                                          *METRIC_NAMES, "is_collapsed", "collapse_type", "collapse_reasons",
-                                          "intervention_improves_baseline"])
-    ordered = sorted(out.rows, key=lambda r: (r.prompt, r.cond))
-    gens = [{**{k: t[k] for k in ("core_id", "type", "level", "neurons", "sweep", "prompt", "output")},
-             "prompt_ids": prompt_ids[r.prompt], "tokens": r.tokens} for t, r in zip(table, ordered, strict=True)]
-    run.write_jsonl("tables/generations.jsonl", gens)
+    table_uri = sink.finish()   # tables/clamp_sweep.csv and tables/generations.jsonl, from the spools
     run.write_csv("tables/sweep_summary.csv", [s.model_dump() for s in all_values])
     if out.act_sum:
         meta = {"conditions": json.dumps([[c.label, c.value] for c in conds]), "d_mlp": str(lm.d_mlp)}
@@ -267,7 +214,7 @@ def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem
         run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
         next=f"Read {report_uri} for each collapsed prompt and the outputs that recovered it; re-render figures "
              f"with plot(run_id='{run.run_id}', kind='improvement_rate' | 'sweep_metrics').",
-        n_prompts=len(prompts), n_rows=len(out.rows), n_collapsed_baselines=len(cases),
+        n_prompts=len(prompts), n_rows=sink.n_rows, n_collapsed_baselines=len(cases),
         n_recovered=rec.n_recovered, baseline_collapse_types=dict(rec.baseline_collapse_types),
         verdict=groups[0].verdict if groups else None, groups=groups, best=best, per_value=per_value,
         notes=rec.notes, tokens_generated=out.tokens_generated, seconds=round(out.seconds, 3),

@@ -19,7 +19,9 @@ The method (after the "Baseline Collapse Recovery" workflow):
    curve), mean metrics, and the mean MLP activation vector of the clamped layers.
 
 All (prompt, value) pairs run as rows of one batched, KV-cached generation, so a full grid costs
-about as much as ``rows / batch_size`` single generations.
+about as much as ``rows / batch_size`` single generations; finished rows stream to disk
+(:mod:`neurotrace.lab.clamping.stream`), so memory does not grow with the grid (in float32; a bfloat16
+sweep keeps its rows for the float32 recheck, then streams them).
 """
 
 
@@ -32,6 +34,7 @@ from neurotrace.lab.clamping.precision import recheck, to_agreement
 from neurotrace.lab.clamping.prompt_grid import resolve_prompts
 from neurotrace.lab.clamping.report import write_outputs
 from neurotrace.lab.clamping.schema import ClampSweepRequest, ClampSweepResult
+from neurotrace.lab.clamping.stream import RowSink
 from neurotrace.lab.clamping.sweep import Condition, build_conditions, run_rows, score_rows, tokenize_prompts
 from neurotrace.lab.effects import Damage, NeutralSet, judge
 from neurotrace.lab.errors import InputError
@@ -66,15 +69,22 @@ def run_clamp_sweep(request: ClampSweepRequest, *, lab: Lab, reporter: Reporter 
         prompt_ids = tokenize_prompts(lm, prompts, request)
         with lab.store.open_run("clamp_sweep", request, seed=request.seed) as run:
             run.add_model(request.model, lm.fingerprint, lm.provenance)
-            out = run_rows(work, request, conds, prompt_ids, reporter)
-            score_rows(out.rows, lm, request.thresholds)
-            agreed = None
-            if precision == "bfloat16":   # the deciding rows and a seeded sample again, in float32
-                reporter.step(0, 1, "float32 recheck of the deciding rows and a seeded sample")
-                agreed = to_agreement(recheck(lm, request, conds, prompt_ids, out, reporter), out.rows, prompts,
-                                      conds, request.seed)
-            return write_outputs(run, request, prompts, prompt_ids, conds, out, lm, damage_check(lm, prompt_ids, conds),
-                                 precision=(precision, note, agreed))
+            sink = RowSink(run, prompts, prompt_ids, conds, lm, request.thresholds)   # rows stream to disk
+            try:
+                agreed = None
+                if precision == "bfloat16":   # the recheck picks among every row: they are kept, then streamed
+                    out = run_rows(work, request, conds, prompt_ids, reporter)
+                    score_rows(out.rows, lm, request.thresholds)
+                    reporter.step(0, 1, "float32 recheck of the deciding rows and a seeded sample")
+                    agreed = to_agreement(recheck(lm, request, conds, prompt_ids, out, reporter), out.rows, prompts,
+                                          conds, request.seed)
+                    sink.add(out.rows)
+                else:
+                    out = run_rows(work, request, conds, prompt_ids, reporter, sink=sink.add)
+                return write_outputs(run, request, prompts, prompt_ids, conds, out, sink, lm,
+                                     damage_check(lm, prompt_ids, conds), precision=(precision, note, agreed))
+            finally:
+                sink.close()
 
 
 def damage_check(lm: LoadedModel, prompt_ids: list[list[int]], conds: list[Condition]) -> Callable[[str, float], Damage]:

@@ -7,8 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.clamping.prompt_grid import PromptItem
 from neurotrace.lab.effects import CollapseThresholds, CollapseType, Damage
-from neurotrace.lab.estimates import Estimate
-from neurotrace.lab.model.access.neurons import NEURON_HELP
+from neurotrace.lab.estimates import Dims, Estimate
+from neurotrace.lab.model.access.neurons import NEURON_HELP, parse_neuron
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision
 from neurotrace.lab.model.runtime.sampling import SAMPLING_HELP, Greedy, Sampling
@@ -68,6 +68,11 @@ class ClampSweepRequest(BaseModel):
     insist_precision: InsistPrecision = False
     backend: Backend = "hf"
     remote: Remote = False
+
+    def shape_check(self, d: Dims) -> None:
+        """Every neuron reference against the model's shape (the run checks the same once it loads)."""
+        for ref in self.neurons:
+            parse_neuron(ref, d.n_layers, d.d_mlp)
 
     def cost(self, lab: Any) -> Estimate:
         """The whole grid's forward rows and peak bytes (:mod:`neurotrace.lab.clamping.cost`)."""

@@ -2,6 +2,7 @@
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -164,19 +165,26 @@ def _clamp_rows(batch: list[Row], conds: list[Condition], d_mlp: int) -> ClampRo
 
 @dataclass
 class SweepOutput:
-    rows: list[Row]
+    rows: list[Row]                       # empty when the rows went to a sink as they were generated
     act_sum: dict[int, torch.Tensor]      # layer -> float64 (conditions, d_mlp)
     act_count: torch.Tensor               # (conditions,)
     tokens_generated: int
     seconds: float
+    n_rows: int = 0                       # rows generated
 
 
 def run_rows(lm: LoadedModel, request: ClampSweepRequest, conds: list[Condition], prompt_ids: list[list[int]],
-             reporter: Reporter, only: list[tuple[int, int]] | None = None) -> SweepOutput:
-    """Generate every (prompt, condition) row in batches, rows sorted by prompt length; ``only``: just these
-    (prompt, condition) rows, in that order (the float32 recheck of a bfloat16 sweep)."""
+             reporter: Reporter, only: list[tuple[int, int]] | None = None,
+             sink: Callable[[list[Row]], None] | None = None) -> SweepOutput:
+    """Generate every (prompt, condition) row in batches, prompts sorted by length and each prompt's
+    conditions together; ``only``: just these (prompt, condition) rows, in that order (the float32 recheck of
+    a bfloat16 sweep). With ``sink`` each finished batch goes to it and no row is kept (rows are made per
+    batch, never all at once: :mod:`neurotrace.lab.clamping.stream`)."""
     order = sorted(range(len(prompt_ids)), key=lambda i: (len(prompt_ids[i]), i))
-    rows = [Row(p, c) for p in order for c in range(len(conds))] if only is None else [Row(p, c) for p, c in only]
+    n_conds = len(conds)
+    keys = [(p, c) for p, c in only] if only is not None else None
+    n_rows = len(keys) if keys is not None else len(order) * n_conds
+    rows: list[Row] = []
     record = sorted({layer for c in conds for layer in c.neurons})
     act_sum = {layer: torch.zeros(len(conds), lm.d_mlp, dtype=torch.float64) for layer in record}
     act_count = torch.zeros(len(conds), dtype=torch.long)
@@ -187,9 +195,10 @@ def run_rows(lm: LoadedModel, request: ClampSweepRequest, conds: list[Condition]
     sampler = Sampler() if isinstance(s, Greedy) else Sampler(s.temperature, s.top_k,
                                                               make_generator(request.seed, lm.device))
     start, n_tokens, bs = time.perf_counter(), 0, request.batch_size
-    for b0 in range(0, len(rows), bs):
-        reporter.step(b0, len(rows), f"generating rows {b0 + 1}-{min(b0 + bs, len(rows))} of {len(rows)}")
-        batch = rows[b0:b0 + bs]
+    for b0 in range(0, n_rows, bs):
+        reporter.step(b0, n_rows, f"generating rows {b0 + 1}-{min(b0 + bs, n_rows)} of {n_rows}")
+        span = range(b0, min(b0 + bs, n_rows))
+        batch = [Row(*keys[i]) if keys is not None else Row(order[i // n_conds], i % n_conds) for i in span]
         ids, mask = left_pad([prompt_ids[r.prompt] for r in batch], pad)
         with routed_forward(lm) as forward:  # backend='nnsight': the clamp hooks run in nnsight's trace
             gen = generate(lm.model, lm.adapter, ids, mask, max_new_tokens=request.max_new_tokens,
@@ -203,8 +212,12 @@ def run_rows(lm: LoadedModel, request: ClampSweepRequest, conds: list[Condition]
         for r, row in enumerate(batch):
             row.tokens = gen.tokens[r, : int(gen.lengths[r])].tolist()
             n_tokens += len(row.tokens)
-    reporter.step(len(rows), len(rows), "scoring outputs")
-    return SweepOutput(rows, act_sum, act_count, n_tokens, time.perf_counter() - start)
+        if sink is not None:
+            sink(batch)
+        else:
+            rows += batch
+    reporter.step(n_rows, n_rows, "scoring outputs")
+    return SweepOutput(rows, act_sum, act_count, n_tokens, time.perf_counter() - start, n_rows)
 
 
 def score_rows(rows: list[Row], lm: LoadedModel, thresholds: CollapseThresholds) -> None:
