@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.estimates import job_estimate
+from neurotrace.lab.estimates import job_estimate, known_dims
 
 MAX_FLOAT = 1e6
 MAX_INT = 2**31 - 1
@@ -117,6 +117,11 @@ def check_request(request: Any, *, lab: Any) -> None:
     (MCP runner, CLI, Python API: each experiment's ``run_x`` starts with ``lab.check(request)``)."""
     for path, value in _walk(request, ""):
         _check_field(path, value)
+    shape_check = getattr(request, "shape_check", None)
+    if callable(shape_check):   # layer, head and neuron indices against the model's real shape, before any load
+        dims = known_dims(lab, getattr(request, "model", None))
+        if dims is not None:
+            shape_check(dims)
     tool = getattr(type(request), "tool", "this")
     job = job_estimate(request, lab)
     field = job.fields[0] if job.fields else "request"

@@ -67,6 +67,18 @@ def dims_of(lab: Any, model: str | None) -> Dims:
                 n_heads=get("n_heads"), d_vocab=get("d_vocab"), max_positions=get("max_positions"))
 
 
+def known_dims(lab: Any, model: str | None) -> Dims | None:
+    """The real shape of ``model`` when the lab can read it without loading (loaded, embedded or a local
+    config.json); None when only a guess is possible (then index checks wait for the model)."""
+    cache = getattr(lab, "cache", None)
+    if not model or cache is None or not hasattr(cache, "shape_of"):
+        return None
+    info = cache.shape_of(model)
+    if not info or not all(info.get(k) for k in ("n_layers", "d_model", "n_heads")):
+        return None
+    return dims_of(lab, model)
+
+
 def positions(dims: Dims, texts: Iterable[str], extra: int = 0) -> int:
     """Tokens of the longest text (at most its characters + BOS/EOS), plus ``extra``, within the context."""
     longest = max((len(t) for t in texts), default=16)

@@ -4,7 +4,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.estimates import BYTES, Dims, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
 from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
@@ -32,6 +32,12 @@ class AttentionRequest(BaseModel):
     top_k: int = Field(3, ge=1, le=10, description="Source tokens listed per head for the last position.")
     seed: int = Field(0, description="Seed of the random repeated sequence.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def shape_check(self, d: Dims) -> None:
+        """Every head reference against the model's layers and heads (the run checks the same once it loads)."""
+        from neurotrace.lab.attention.run import parse_heads  # the run's own parser (it imports this module)
+
+        parse_heads(self.heads, d.n_layers, d.n_heads)
 
     def cost(self, lab: Any) -> Estimate:
         """Two forwards (the prompt, the induction sequence) keeping every head's pattern."""

@@ -4,7 +4,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.estimates import Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.estimates import Dims, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.results import RunResult
 
 Method = Literal["rome", "memit"]
@@ -81,6 +82,14 @@ class EditRequest(BaseModel):
                                 "consistency.")
     seed: int = 0
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def shape_check(self, d: Dims) -> None:
+        """Layers against the model's depth (the run checks the same once it loads)."""
+        if self.layers is not None:
+            bad = [x for x in self.layers if not 0 <= x < d.n_layers]
+            if bad or not self.layers:
+                raise InputError("layers", f"layers {bad or self.layers} are out of range for {self.model!r} "
+                                 f"({d.n_layers} layers)", fix=f"use layers in 0..{d.n_layers - 1}, or omit `layers`")
 
     def cost(self, lab: Any) -> Estimate:
         """Per fact and layer: the value optimisation (steps x the prefixed prompts, forward and backward), the

@@ -5,8 +5,10 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from neurotrace.lab.clamping import CollapseThresholds
-from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions, weight_bytes
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.estimates import BYTES, Dims, Estimate, dims_of, forward_bytes, positions, weight_bytes
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
+from neurotrace.lab.model.access.neurons import parse_neuron
 from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision, bytes_per_value
 from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
@@ -42,6 +44,16 @@ class FindNeuronsRequest(BaseModel):
     def thresholds(self) -> CollapseThresholds:
         """Collapse rules: clamp_sweep's defaults, so both tools call the same outputs collapsed."""
         return CollapseThresholds()
+
+    def shape_check(self, d: Dims) -> None:
+        """Layers and the neuron against the model's shape (the run checks the same once it loads)."""
+        if self.layers is not None:
+            bad = [layer for layer in self.layers if not 0 <= layer < d.n_layers]
+            if bad or not self.layers:
+                raise InputError("layers", f"layers {bad or '[]'} are out of range ({d.n_layers} layers)",
+                                 fix=f"use layers in 0..{d.n_layers - 1} or omit `layers`")
+        if self.mode == "top_examples" and self.neuron:
+            parse_neuron(self.neuron, d.n_layers, d.d_mlp, "neuron")
 
     def cost(self, lab: Any) -> Estimate:
         """A forward per prompt (per generated token in collapse mode) and the pooled MLP activations; in

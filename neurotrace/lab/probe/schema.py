@@ -4,7 +4,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.estimates import BYTES, Dims, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
 from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
@@ -30,6 +31,13 @@ class ProbeRequest(BaseModel):
     n_shuffles: int = Field(3, ge=1, le=50, description="Shuffled-label refits averaged for the baseline.")
     seed: int = 0
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def shape_check(self, d: Dims) -> None:
+        """Layers against the model's depth (0..n_layers: the residual after the last block included)."""
+        if self.layers is not None:
+            bad = [layer for layer in self.layers if not 0 <= layer <= d.n_layers]
+            if bad or not self.layers:
+                raise InputError("layers", f"layers {bad or '[]'} are out of range", fix=f"use layers in 0..{d.n_layers}")
 
     def cost(self, lab: Any) -> Estimate:
         """A forward per prompt, every layer's pooled states, and the folds' least-squares fits."""

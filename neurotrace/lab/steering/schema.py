@@ -5,7 +5,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.effects import Damage
-from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.estimates import BYTES, Dims, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
 from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult
@@ -64,6 +65,13 @@ class SteerRequest(BaseModel):
     min_effect: float = Field(0.05, ge=0, le=1, description="Smallest |change of p(targets)| that counts.")
     seed: int = 0
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def shape_check(self, d: Dims) -> None:
+        """A pairs direction's layer against the model's depth (the run checks the same once it loads)."""
+        spec = self.direction_from
+        if isinstance(spec, PairsDirection) and spec.layer >= d.n_layers:
+            raise InputError("direction_from.layer", f"layer {spec.layer} is out of range ({d.n_layers} layers)",
+                             fix=f"use 0..{d.n_layers - 1}")
 
     def cost(self, lab: Any) -> Estimate:
         """Every prompt under every alpha and arm (steered, unsteered, random directions), token by token."""
