@@ -1,5 +1,6 @@
 """One small, valid call of every tool on the embedded fact-gpt2, in an order where each call's run ids come
-from earlier calls (``{gen}`` etc. name the run of the step with that key)."""
+from earlier calls (``{gen}`` etc. name the run of the step with that key). ``explain`` is left out: it needs
+the client's LLM (sampling), which the Inspector's CLI does not offer; it gets its typed refusal."""
 
 import json
 
@@ -38,6 +39,16 @@ PLAN: list[tuple[str, str, dict]] = [
     ("intervene", "intervene", {"request": {"fit_sae_run_id": "{sae}", "prompts": [{"prompt": P, "target": "Paris"}],
                                             "policies": [{"kind": "ablate_features", "features": [1]}],
                                             "controls": 1}}),
+    ("features", "features", {"request": {"dictionary": "{sae}", "capture_run_id": "{capture}", "page_size": 3}}),
+    ("graph", "graph", {"request": {"model": "fact-gpt2", "prompt": P, "target": "Paris",
+                                    "transcoders": {"kind": "random", "seed": 1}, "max_feature_nodes": 16,
+                                    "check_top": 1}}),
+    ("edit", "edit", {"request": {"model": "fact-gpt2", "pack": "geography", "max_facts": 1, "layers": [1],
+                                  "max_new_tokens": 0, "value": {"n_contexts": 1, "steps": 2},
+                                  "covariance": {"tokens": 256}}}),
+    ("diff", "diff", {"request": {"model": "fact-gpt2-cyber", "base": "fact-gpt2", "prompts": [P],
+                                  "max_new_tokens": 2}}),
+    ("tokenize", "tokenize", {"request": {"texts": [P], "models": ["fact-gpt2"]}}),
     ("bench", "benchmark", {"request": {"seeds": 2, "samples": 64, "parts": ["circuits"], "ig_steps": 8}}),
     ("status", "run_status", {"run_id": "{gen}"}),
     ("release", "release_model", {"model": "fact-gpt2"}),
