@@ -25,6 +25,11 @@ BAD = [
     ("probe", {"model": "fact-gpt2", "prompts": [P, "a", "b", "c"], "labels": ["x", "y", "x", "y"], "layers": [99],
                "k_folds": 2}, "layers", "out of range"),
     ("attention", {"model": "fact-gpt2", "prompt": P, "heads": ["1:99"]}, "heads[0]", "6 layers x 4 heads"),
+    ("attention", {"model": "fact-gpt2", "prompt": P, "subject": "Berlin"}, "subject", "does not occur"),
+    ("patch", {"model": "fact-gpt2", "clean": P, "corrupt": "The capital of Japan is",
+               "components": ["resid_pre", "path"], "receivers": ["9:99"]}, "receivers[0]", "not a receiver head"),
+    ("patch", {"model": "fact-gpt2", "clean": P, "corrupt": "The capital of Japan is",
+               "components": ["resid_pre"], "receivers": ["3:1"]}, "receivers", "need components to include"),
     ("edit", {"model": "fact-gpt2", "rewrites": [{"template": "The capital of {} is", "subject": "France",
                                                   "target_new": "Rome"}], "layers": [99]}, "layers", "6 layers"),
     ("steer", {"model": "fact-gpt2", "direction_from": {"pairs": [[P, "a b"], ["c d", "e f"]], "layer": 99},
@@ -57,6 +62,10 @@ def test_indices_inside_the_model_pass_the_check(lab):
             good["neurons"] = ["1:3"]
         if "heads" in good:
             good["heads"] = ["1:3"]
+        if "subject" in good:
+            good["subject"] = "France"
+        if "receivers" in good:
+            good["components"], good["receivers"] = ["resid_pre", "path"], ["3:1"]
         if "direction_from" in good:
             good["direction_from"] = {**good["direction_from"], "layer": 1}
         lab.check(REQUESTS[tool](**good))

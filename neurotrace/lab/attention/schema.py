@@ -4,6 +4,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from neurotrace.lab.errors import InputError
 from neurotrace.lab.estimates import BYTES, Dims, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
 from neurotrace.lab.model.weights.lora import ModelName
@@ -38,6 +39,10 @@ class AttentionRequest(BaseModel):
         from neurotrace.lab.attention.run import parse_heads  # the run's own parser (it imports this module)
 
         parse_heads(self.heads, d.n_layers, d.n_heads)
+        if self.subject is not None and isinstance(self.prompt, str) and (not self.subject.strip()
+                                                                         or self.subject not in self.prompt):
+            raise InputError("subject", f"{self.subject!r} does not occur in the prompt",
+                             fix="give a substring of the prompt")
 
     def cost(self, lab: Any) -> Estimate:
         """Two forwards (the prompt, the induction sequence) keeping every head's pattern."""

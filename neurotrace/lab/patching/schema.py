@@ -4,7 +4,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions, prompt_texts
+from neurotrace.lab.errors import InputError
+from neurotrace.lab.estimates import BYTES, Dims, Estimate, dims_of, forward_bytes, positions, prompt_texts
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
 from neurotrace.lab.results import RunResult
 
@@ -38,6 +39,17 @@ class PatchRequest(BaseModel):
                                                          description="Which inputs of the receivers get the path.")
     batch_size: int = Field(32, ge=1, le=1024, description="Patched runs per forward (rows of one batch).")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+
+    def shape_check(self, d: Dims) -> None:
+        """Receivers against components and the model's layers and heads (the run checks the same once it
+        has loaded the model and run both prompts)."""
+        from neurotrace.lab.patching.path import parse_receivers  # the run's own parser
+
+        if ("path" in self.components) != bool(self.receivers):
+            raise InputError("receivers", "path patching needs receivers, and receivers need components to include "
+                             "'path'", fix="give both components=[..., 'path'] and receivers=['L:H', ...], or neither")
+        if self.receivers:
+            parse_receivers(self.receivers, d.n_layers, d.n_heads)
 
     def cost(self, lab: Any) -> Estimate:
         """One forward per patched cell (and per path-patching receiver), the clean and corrupt caches."""
