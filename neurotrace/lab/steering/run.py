@@ -32,7 +32,7 @@ from neurotrace.lab.seeding import make_generator
 from neurotrace.lab.steering.directions import Direction, resolve
 from neurotrace.lab.steering.measure import neutral_edit, steered_generations, target_probs
 from neurotrace.lab.steering.report import Measured, write_outputs
-from neurotrace.lab.steering.schema import SteerRequest, SteerResult
+from neurotrace.lab.steering.schema import PairsDirection, SteerRequest, SteerResult
 from neurotrace.lab.steering.verdict import concept_score
 
 MAX_TEXT_PROMPTS = 3
@@ -79,18 +79,27 @@ def run_steer(request: SteerRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
         if lm.lm_kind != "causal":
             raise InputError("model", f"{request.model!r} is a masked LM; steer generates text",
                              fix="use a causal LM such as 'fact-gpt2'")
+        # an SAE or probe direction is read from disk (no forward): its checks come before the run opens
+        d = None if isinstance(request.direction_from, PairsDirection) else _checked(request, lab, lm, reporter)
         with lab.store.open_run("steer", request, seed=request.seed) as run:
             run.add_model(request.model, lm.fingerprint, lm.provenance)
-            d = resolve(request, lab, lm, reporter)
+            d = d or _checked(request, lab, lm, reporter)
             if d.input_run:
                 run.add_input(d.input_run)
             if d.dictionary is not None:
-                check_fits(d.dictionary, lm, request.model, field="direction_from")
                 record_dictionary(run, d.dictionary)
-            _width_check(d, lm)
             sites = _sites(request, d, lm)
             measured = _measure(request, lm, d, sites, alphas, reporter)
             return write_outputs(run, request, d, sites, alphas, measured)
+
+
+def _checked(request: SteerRequest, lab: Lab, lm: LoadedModel, reporter: Reporter) -> Direction:
+    """The request's direction, checked against the model (its dictionary fits, its width)."""
+    d = resolve(request, lab, lm, reporter)
+    if d.dictionary is not None:
+        check_fits(d.dictionary, lm, request.model, field="direction_from")
+    _width_check(d, lm)
+    return d
 
 
 def _measure(request: SteerRequest, lm: LoadedModel, d: Direction, sites: list[str], alphas: list[float],

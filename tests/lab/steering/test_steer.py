@@ -101,9 +101,11 @@ def test_sae_feature_decoder_row_is_steered_at_the_sae_site(lab, planted):
     result = _steer(lab, planted, direction_from={"fit_sae_run_id": run.run_id, "feature": 2}, max_new_tokens=0,
                     control_prompts=[])
     assert result.verdict == "causal" and result.effects[-1].shuffled is None
+    before = {p.name for p in lab.store.root.iterdir()}
     with pytest.raises(InputError) as err:
         _steer(lab, planted, direction_from={"fit_sae_run_id": run.run_id, "feature": 3}, max_new_tokens=0)
     assert err.value.field == "direction_from.feature"
+    assert {p.name for p in lab.store.root.iterdir()} == before   # refused before a run opened (#23 item 3)
 
 
 def test_steered_probabilities_equal_transformerlens_run_with_hooks(tiny_gpt2):
