@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from neurotrace.lab.effects import Damage, direction_word, size_word
 from neurotrace.lab.intervention.report import judgement, overall_features
 from neurotrace.lab.intervention.schema import PromptReport
-from neurotrace.lab.model.runtime.precision import choose
+from neurotrace.lab.model.runtime.precision import Agreement, agreement, changed_readings, choose
 
-__all__ = ["PromptsCheck", "compare", "deciding_prompt", "pick", "readings"]
+__all__ = ["PromptsCheck", "compare", "deciding_prompt", "pick", "readings", "to_agreement"]
 
 RECHECK_FRACTION, RECHECK_MIN = 0.1, 1
 
@@ -49,6 +49,8 @@ class PromptsCheck:
     max_logit_diff: float = 0.0             # logit(target) - logit(foil), baseline and intervened
     n_tokens_differ: int = 0                # rechecked prompts whose baseline or intervened tokens differ
     changed: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)     # per recomputed prompt, in the order recomputed
+    diffs: list[float] = field(default_factory=list)    # its largest |difference| of the three quantities
 
 
 def deciding_prompt(entries: Sequence[PromptReport]) -> list[int]:
@@ -95,6 +97,26 @@ def compare(entries: list[PromptReport], again: dict[int, PromptReport], harm: D
         check.n_tokens_differ += (b16.baseline.tokens != f32.baseline.tokens
                                   or b16.intervened.tokens != f32.intervened.tokens)
         merged[i] = f32
-    before, after = readings(entries, harm, generating), readings(merged, harm, generating)
-    check.changed = [f"{k}: {before[k]} -> {after.get(k)} in float32" for k in before if before[k] != after.get(k)]
+        check.labels.append(f"prompt {i}")
+        pairs = ((b16.baseline, f32.baseline), (b16.intervened, f32.intervened))
+        check.diffs.append(max(_gap(b16.controls.effect if b16.controls else None,
+                                    f32.controls.effect if f32.controls else None),
+                               *(_gap(x.p_target, y.p_target) for x, y in pairs),
+                               *(_gap(x.logit_diff, y.logit_diff) for x, y in pairs)))
+    check.changed = changed_readings(readings(entries, harm, generating), readings(merged, harm, generating))
     return check
+
+
+RERUN = "intervene with the same request and precision='float32'"
+
+
+def to_agreement(check: PromptsCheck, seed: int) -> Agreement:
+    """The shared :class:`Agreement`: per recomputed prompt the largest |difference| of its effect, p(target)
+    and logit difference; the summary splits them and counts the prompts whose tokens differ."""
+    out = agreement("target metric", check.labels, check.n_deciding, seed, check.diffs, [0.0] * len(check.diffs),
+                    check.changed, RERUN)
+    out.summary = (f"{out.summary[:-1]} ({len(check.labels)} of {check.n_prompts} prompts recomputed; largest "
+                   f"|difference| of the effect {check.max_effect_diff:.2g}, of p(target) {check.max_p_diff:.2g}, of "
+                   f"the logit difference {check.max_logit_diff:.2g}; {check.n_tokens_differ} prompt(s) generate "
+                   "other tokens).")
+    return out

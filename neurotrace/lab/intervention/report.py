@@ -26,6 +26,7 @@ from neurotrace.lab.intervention.schema import (
     PromptReport,
 )
 from neurotrace.lab.lab import Lab
+from neurotrace.lab.model.runtime.precision import Agreement
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.sae import Dictionary
 
@@ -152,7 +153,11 @@ def _families(j: Judgement) -> list[ControlFamily]:
 
 def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: Dictionary | None,
                  entries: list[PromptReport], lab: Lab, sae_caution: str | None = None,
-                 harm: Damage | None = None, names: str | None = None) -> InterveneResult:
+                 harm: Damage | None = None, names: str | None = None,
+                 precision: tuple[str, str | None, Agreement | None] = ("float32", None, None)) -> InterveneResult:
+    """Every artifact and the result; ``precision`` = (the precision run, resolve's note, the bfloat16 run's
+    agreement with its float32 recheck)."""
+    ran, note, agreed = precision
     features = overall_features(entries)
     inputs = []
     if sae is not None and sae.cfg.kind == "run":
@@ -162,6 +167,7 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: Dict
     mean_delta, changed, top1, summary = _summary(request, entries, features, sae_caution, j, harm)
     if names:   # a verdict on a feature says whether the feature is named and how well the name predicts
         summary = f"{summary[:-1]}. {names}."
+    summary = " ".join(t for t in (summary, note, agreed.summary if agreed else None) if t)
     words = {"verdict": j.verdict, "metric": metric_name(entries), "effect": j.effect, "effect_fraction": j.fraction,
              "effect_size": size_word(j.fraction) if j.fraction is not None else None,
              "direction": direction_word(j.effect) if j.effect is not None else None, "control_family": j.family,
@@ -174,7 +180,7 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: Dict
                              sampling=request.sampling,
                              size_rules=SIZE_RULES, sae_caution=sae_caution, prompts=entries, top_features=features,
                              mean_p_target_change=mean_delta, n_text_changed=changed, generation=_plan(entries),
-                             **words)
+                             precision=ran, agreement=agreed, **words)
     uri = run.write_json(REPORT_FILE, report.model_dump(mode="json"))
     run.write_csv("tables/per_step.csv", [{"prompt": i, **row.model_dump(exclude={"policies_active"})}
                                           for i, e in enumerate(entries) for row in e.per_step])
@@ -184,7 +190,8 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: Dict
     run.set_summary(summary)
     return InterveneResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
                            n_prompts=len(entries), mean_p_target_change=mean_delta, n_text_changed=changed,
-                           top_features=features, report=uri, next=_next(j), sae_caution=sae_caution, **words)
+                           top_features=features, report=uri, next=_next(j), sae_caution=sae_caution,
+                           precision=ran, agreement=agreed, **words)
 
 
 def _next(j: Judgement) -> str:

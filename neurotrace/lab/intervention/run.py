@@ -50,6 +50,7 @@ from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.explain import dictionary_labels
 from neurotrace.lab.intervention.controls import Metric, control_effects
 from neurotrace.lab.intervention.policies import FEATURE_POLICIES, PolicyContext, check_policies
+from neurotrace.lab.intervention.precision import PromptsCheck, compare, deciding_prompt, pick, to_agreement
 from neurotrace.lab.intervention.report import write_report
 from neurotrace.lab.intervention.schema import (
     ControlEffects,
@@ -68,6 +69,7 @@ from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.access.sites import check_site
 from neurotrace.lab.model.access.tokens import target_id, target_token_ids
 from neurotrace.lab.model.runtime.ndif import check_execution
+from neurotrace.lab.model.runtime.precision import check_backend, lease_pair, resolve
 from neurotrace.lab.model.runtime.sampling import token_chooser
 from neurotrace.lab.model.runtime.stepwise import (
     ContextAt,
@@ -359,8 +361,10 @@ def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = N
     model = request.model or (sae.cfg.model if sae is not None else None)
     if model is None:
         raise InputError("model", "no model given and no SAE to take it from", fix="pass model or fit_sae_run_id")
-    with lab.cache.lease(ModelRef(model=model, device=request.device, dtype=request.dtype,
-                                  backend=request.backend)) as lm:
+    check_backend(request.precision, request.backend, bool(request.remote))
+    precision, note = resolve(request.precision, request.insist_precision, request.device)
+    with lease_pair(lab.cache, ModelRef(model=model, device=request.device, dtype=request.dtype,
+                                        backend=request.backend), precision) as (work, lm):
         request = apply_chat(request, lm.tokenizer, model, many=("prompts",))
         cases = _cases(request)
         if lm.lm_kind != "causal" and request.max_new_tokens:
@@ -380,14 +384,23 @@ def run_intervene(request: InterveneRequest, *, lab: Lab, reporter: Reporter = N
             entries = []
             for i, case in enumerate(cases):
                 reporter.step(i, len(cases), f"prompt {i + 1} of {len(cases)}")
-                entries.append(_prompt(lm, request, case, sae, i, load_states))
+                entries.append(_prompt(work, request, case, sae, i, load_states))
             reporter.step(len(cases), len(cases), "writing report")
             if sae is not None:
                 record_dictionary(run, sae)
             caution = sae_caution(lab, sae.cfg.source) if sae is not None and sae.cfg.kind == "run" else None
-            harm = damage(lm, request, entries, sae, load_states)
+            harm = damage(lm, request, entries, sae, load_states)      # float32 either way: it decides `destructive`
+            agreed = None
+            if precision == "bfloat16":   # the deciding prompt and a seeded sample again, in float32
+                reporter.step(len(cases), len(cases), "float32 recheck of the deciding prompt and a seeded sample")
+                picked, n_deciding = pick(len(entries), deciding_prompt(entries), request.seed)
+                again = {i: _prompt(lm, request, cases[i], sae, i, load_states) for i in picked}
+                check = compare(entries, again, harm, bool(request.max_new_tokens),
+                                PromptsCheck(picked=picked, n_deciding=n_deciding, n_prompts=len(entries)))
+                agreed = to_agreement(check, request.seed)
             return write_report(run, request, lm, sae, entries, lab, caution, harm,
-                                names=named_features(lab, sae, list(request.policies)))
+                                names=named_features(lab, sae, list(request.policies)),
+                                precision=(precision, note, agreed))
 
 
 def named_features(lab: Lab, sae: Dictionary | None, policies: list) -> str | None:

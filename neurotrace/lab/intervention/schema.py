@@ -1,16 +1,26 @@
 """intervene's boundary models: prompts, the request, feature effects, the result, and the typed record of
 report.json."""
 
+import math
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.capture import GenerationPlan
 from neurotrace.lab.effects import Damage, SizeWord
-from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes, positions, prompt_texts
+from neurotrace.lab.estimates import (
+    BYTES,
+    Estimate,
+    dims_of,
+    forward_bytes,
+    positions,
+    prompt_texts,
+    weight_bytes,
+)
 from neurotrace.lab.intervention.policies import Policy
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
 from neurotrace.lab.model.runtime.execution import Backend, Remote
+from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision, bytes_per_value
 from neurotrace.lab.model.runtime.sampling import SAMPLING_HELP, Greedy, Sampling
 from neurotrace.lab.results import RunResult
 from neurotrace.lab.sae import DictionaryRef
@@ -50,19 +60,28 @@ class InterveneRequest(BaseModel):
     seed: int = Field(0, description="Seeds sampling and the random control directions.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    precision: Precision = "float32"
+    insist_precision: InsistPrecision = False
     backend: Backend = "hf"
     remote: Remote = False
 
     def cost(self, lab: Any) -> Estimate:
         """Greedy steps of every prompt under every policy, one forward per control (up to three structure-matched
-        families and the random directions), the feature ranking, and the damage check on neutral text."""
+        families and the random directions), the feature ranking, and the damage check on neutral text; in
+        bfloat16 2-byte activations, the copy's weights, and the float32 recheck's prompts (the deciding one and
+        10% more, each run whole)."""
         d = dims_of(lab, self.model)
         pos = positions(d, prompt_texts(self.prompts), self.max_new_tokens + (200 if self.chat else 0))
         per_prompt = (1 + len(self.policies)) * max(1, self.max_new_tokens) + 4 * self.controls + self.rank_features
         damage = 2 * (len(self.prompts) + 4) if self.policies else 0
-        need = forward_bytes(d, 1, pos, pos) * 2 + len(self.prompts) * pos * d.d_model * BYTES
-        return Estimate(len(self.prompts) * per_prompt + damage, need,
-                        ("prompts", "max_new_tokens", "controls", "rank_features", "policies"))
+        fields = ("prompts", "max_new_tokens", "controls", "rank_features", "policies")
+        vb = bytes_per_value(self.precision)
+        need = forward_bytes(d, 1, pos, pos, value_bytes=vb) * 2 + len(self.prompts) * pos * d.d_model * BYTES
+        if vb == BYTES:
+            return Estimate(len(self.prompts) * per_prompt + damage, need, fields)
+        again = min(len(self.prompts), 1 + max(1, math.ceil(0.1 * len(self.prompts))))
+        return Estimate((len(self.prompts) + again) * per_prompt + damage,
+                        max(need, forward_bytes(d, 1, pos, pos) * 2) + weight_bytes(d, vb), (*fields, "precision"))
 
 
 class FeatureEffect(BaseModel):
@@ -183,6 +202,11 @@ class InterveneReport(BaseModel):
     n_text_changed: int = Field(ge=0, description="Prompts whose generated text changed (0 when max_new_tokens=0: "
                                 "see n_top1_changed).")
     generation: GenerationPlan = Field(description="Over all prompts: recompute if any prompt recomputed.")
+    # float32 reports keep the keys they always had; a bfloat16 one adds these two
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.",
+                                                      exclude_if=lambda v: v == "float32")
+    agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of prompts.",
+                                        exclude_if=lambda v: v is None)
 
 
 class InterveneResult(RunResult):
@@ -212,4 +236,7 @@ class InterveneResult(RunResult):
                                     "not be meaningful); null otherwise.")
     verdict: Verdict | None = Field(None, description="By the thresholds in the summary; null without policies or "
                                    "controls.")
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.")
+    agreement: Agreement | None = Field(None, description="bfloat16: agreement of a float32 recheck of the "
+                                        "deciding prompt and a seeded sample.")
     report: str = Field("", description="URI of report.json.")
