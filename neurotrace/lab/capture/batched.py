@@ -121,8 +121,10 @@ def corpus_contexts(lab: Any, request: CaptureRequest, lm: LoadedModel) -> Tenso
 
 
 def capture_corpus(lm: LoadedModel, request: CaptureRequest, contexts: Tensor, sites: list[str], run: Any,
-                   reporter: Reporter) -> tuple[list[dict], dict[str, int], StateWriter, dict[str, str]]:
-    """Run a corpus capture into ``run``: (trace lines, widths, the writer to finish, the generation plan)."""
+                   reporter: Reporter, keep: dict[int, dict[str, Any]] | None = None
+                   ) -> tuple[list[dict], dict[str, int], StateWriter, dict[str, str]]:
+    """Run a corpus capture into ``run``: (trace lines, widths, the writer to finish, the generation plan);
+    ``keep``: context -> {} to fill with its stored rows per site (a bfloat16 capture's recheck sample)."""
     bos = lm.tokenizer.bos_token_id
     text_of = _TokenText(lm.tokenizer)
     lines: list[dict] = []
@@ -141,6 +143,9 @@ def capture_corpus(lm: LoadedModel, request: CaptureRequest, contexts: Tensor, s
             mask &= batch != bos
         for s in sites:
             writer.append(s, states[s][mask].numpy())             # [rows, D], context-major like the trace
+            for j in range(batch.shape[0]):
+                if keep is not None and start + j in keep:
+                    keep[start + j][s] = states[s][j][mask[j]].numpy()
         for j, ids in enumerate(batch.tolist()):
             positions = mask[j].nonzero().flatten().tolist()
             lines.append({"step": start + j, "prompt": "", "output": "", "token_ids": ids, "tokens": text_of(ids),

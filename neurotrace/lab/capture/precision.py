@@ -16,12 +16,23 @@ root-mean-square difference over the float32 states' root-mean-square, the large
 float32 greedy token differs is named with the first generated position where it does.
 """
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from neurotrace.lab.model.runtime.precision import Agreement, agreement, choose
+
 RECHECK_FRACTION = 0.05
 RECHECK_MIN = 2
+RERUN = "capture with the same request and precision='float32'"
+
+
+def pick_steps(n: int, seed: int) -> dict[int, dict[str, Any]]:
+    """The steps (or contexts) to recheck, each with an empty dict for its bfloat16 rows."""
+    _, rand = choose(n, [], max(RECHECK_MIN, math.ceil(RECHECK_FRACTION * n)), seed)
+    return {i: {} for i in rand}
 
 
 @dataclass
@@ -36,6 +47,8 @@ class StatesCheck:
     rms_rel_diff: float = 0.0
     site: str = ""                          # the site of the largest difference
     changed: list[str] = field(default_factory=list)   # steps whose float32 greedy output differs
+    diffs: dict[int, float] = field(default_factory=dict)  # step -> its largest |difference| (any site)
+    current: int = -1                       # the step whose rows add() compares now
 
     def add(self, site: str, bf16: np.ndarray, f32: np.ndarray) -> None:
         """Compare one step's rows at ``site`` (both [rows, D] in the stored dtype)."""
@@ -47,6 +60,7 @@ class StatesCheck:
         rms = float(np.sqrt(np.mean((a - b) ** 2)) / max(np.sqrt(np.mean(b ** 2)), 1e-30))
         if diff > self.max_abs_diff:
             self.max_abs_diff, self.site = diff, site
+        self.diffs[self.current] = max(self.diffs.get(self.current, 0.0), diff)
         self.max_rel_diff = max(self.max_rel_diff, diff / max(scale, 1e-30))
         self.rms_rel_diff = max(self.rms_rel_diff, rms)
 
@@ -55,3 +69,14 @@ class StatesCheck:
         first = next((k for k, (a, b) in enumerate(zip(generated, f32_choices, strict=False)) if a != b), None)
         if first is not None:
             self.changed.append(f"step {step}'s output: float32 picks another token at generated position {first}")
+
+
+def to_agreement(check: StatesCheck, seed: int, unit: str) -> Agreement:
+    """The shared :class:`Agreement` (per recomputed step: its largest |difference|) with the relative errors."""
+    labels = [f"{unit[:-1]} {i}" for i in check.picked]
+    out = agreement("captured state", labels, 0, seed, [check.diffs.get(i, 0.0) for i in check.picked],
+                    [0.0] * len(labels), check.changed, RERUN)
+    out.summary = (f"{out.summary[:-1]} ({len(labels)} of {check.n_steps} {unit}, {check.n_rows} rows per site "
+                   f"recomputed; largest at {check.site or '-'}; relative to the site's largest |value| "
+                   f"{check.max_rel_diff:.2g}, root-mean-square relative {check.rms_rel_diff:.2g}).")
+    return out

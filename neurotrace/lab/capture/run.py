@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from neurotrace.lab.capture.batched import capture_corpus, corpus_contexts
+from neurotrace.lab.capture.batched import capture_corpus, corpus_contexts, forward_batches
 from neurotrace.lab.capture.edits import StepInfo, TextActs, clean_text_acts, knockout, step_hooks, validate
 from neurotrace.lab.capture.generation import overall_plan, plan_fixed_edits
+from neurotrace.lab.capture.precision import StatesCheck, pick_steps, to_agreement
 from neurotrace.lab.capture.schema import (
     CaptureRecord,
     CaptureRequest,
@@ -59,6 +60,7 @@ from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.access.sites import select_sites
 from neurotrace.lab.model.access.tokens import target_id
 from neurotrace.lab.model.runtime.ndif import check_execution
+from neurotrace.lab.model.runtime.precision import Agreement, check_backend, lease_pair, resolve
 from neurotrace.lab.model.runtime.stepwise import continue_greedy
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
@@ -173,8 +175,10 @@ def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter = NULL_
     step-scoped ablations/patches); writes trace.jsonl and one [N, D] states array per site."""
     lab.check(request)  # bounds and the whole-job estimate, before any work
     check_execution(request)
+    check_backend(request.precision, request.backend, bool(request.remote))
+    precision, note = resolve(request.precision, request.insist_precision, request.device)
     ref = ModelRef(model=request.model, device=request.device, dtype=request.dtype, backend=request.backend)
-    with lab.cache.lease(ref) as lm:
+    with lease_pair(lab.cache, ref, precision) as (work, lm):
         sites = select_sites(request.sites, lm)
         if request.chat and request.corpus is not None:
             raise InputError("chat", "a corpus is taken as written, not as chat messages",
@@ -191,18 +195,29 @@ def run_capture(request: CaptureRequest, *, lab: Lab, reporter: Reporter = NULL_
         else:
             steps, is_episode, field = _steps(request, lm)
             validate(request.interventions, lm, _sites_of(lab))
+        n_items = contexts.shape[0] if request.corpus is not None else len(steps)
+        keep = pick_steps(n_items, request.seed) if precision == "bfloat16" else None
         with lab.store.open_run("capture", request) as run:
             run.add_model(request.model, lm.fingerprint, lm.provenance)
             if request.corpus is not None:
-                lines, widths, writer, plan = capture_corpus(lm, request, contexts, sites, run, reporter)
+                lines, widths, writer, plan = capture_corpus(work, request, contexts, sites, run, reporter, keep)
             else:
-                lines, widths, writer, plan = _capture_steps(lm, request, steps, is_episode, field, sites, run,
-                                                             lab, reporter)
-            return _finish(run, request, lm, lines, widths, writer, plan)
+                lines, widths, writer, plan = _capture_steps(work, request, steps, is_episode, field, sites, run,
+                                                             lab, reporter, keep)
+            agreed = None
+            if keep is not None:   # the sampled steps again, in float32
+                reporter.step(0, 1, "float32 recheck of a seeded sample of steps")
+                check = (_recheck_corpus(lm, request, contexts, sites, lines, keep) if request.corpus is not None
+                         else _recheck_steps(lm, request, sites, lines, keep, _loader(lab, run)))
+                agreed = to_agreement(check, request.seed, "contexts" if request.corpus is not None else "steps")
+            return _finish(run, request, lm, lines, widths, writer, plan, (precision, note, agreed))
 
 
 def _capture_steps(lm: LoadedModel, request: CaptureRequest, steps: list[EpisodeStep], is_episode: bool,
-                   field: str, sites: list[str], run: Any, lab: Lab, reporter: Reporter) -> tuple:
+                   field: str, sites: list[str], run: Any, lab: Lab, reporter: Reporter,
+                   keep: dict[int, dict[str, np.ndarray]] | None = None) -> tuple:
+    """Run every step into ``run``; ``keep``: step -> {} to fill with its stored rows per site (the float32
+    recheck's sample of a bfloat16 capture)."""
     rec, load_states = _Recorder(sites), _loader(lab, run)
     lines: list[dict[str, Any]] = []
     writer: StateWriter | None = None
@@ -230,7 +245,10 @@ def _capture_steps(lm: LoadedModel, request: CaptureRequest, steps: list[Episode
             writer = StateWriter(run, widths, request.store_dtype, request.chunk_rows)
         positions = _recorded_positions(request, line["token_ids"], len(ids), lm.tokenizer.bos_token_id)
         for s in sites:
-            writer.append(s, rec.states(s)[positions].float().cpu().numpy())
+            rows = rec.states(s)[positions].float().cpu().numpy()
+            writer.append(s, rows)
+            if keep is not None and i in keep:
+                keep[i][s] = rows.astype(request.store_dtype)
         line["positions"], line["rows"] = positions, [n_rows, n_rows + len(positions)]
         n_rows += len(positions)
         lines.append(line)
@@ -248,8 +266,49 @@ def _recorded_positions(request: CaptureRequest, token_ids: list[int], prompt_le
             and not (request.skip_bos and bos is not None and token_ids[p] == bos)]
 
 
+def _recheck_steps(lm32: LoadedModel, request: CaptureRequest, sites: list[str], lines: list[dict],
+                   keep: dict[int, dict[str, np.ndarray]], load_states: Callable) -> StatesCheck:
+    """Each kept step teacher-forced in float32 on the tokens the bfloat16 run recorded, with its edits."""
+    check = StatesCheck(picked=list(keep), n_steps=len(lines))
+    for i, kept in keep.items():
+        line, check.current = lines[i], i
+        ids, generated = line["token_ids"][:line["prompt_len"]], list(line["generated_ids"])
+        rec, info, text_acts = _Recorder(sites), StepInfo(step=i, prompt_len=len(ids)), clean_text_acts(lm32)
+        plan = plan_fixed_edits(lm32.lm_kind, max(1, len(generated)), sum(s.active(i) for s in request.interventions))
+        cont = continue_greedy(lm32, ids, len(generated), context_at=lambda _k, start, rec=rec, info=info, acts=text_acts:
+                               _forward_context(lm32, request, rec, info, load_states, acts, start),
+                               forced=generated or None, stop_at_eos=request.stop_at_eos,
+                               incremental=plan["path"] == "kv_cache")
+        for s in sites:
+            rows = rec.states(s)[line["positions"]].float().cpu().numpy().astype(request.store_dtype)
+            check.add(s, kept[s], rows)
+            check.n_rows += rows.shape[0] if s == sites[0] else 0
+        check.greedy(i, generated, [int(logits.argmax()) for logits in cont.logits[:len(generated)]])
+    return check
+
+
+def _recheck_corpus(lm32: LoadedModel, request: CaptureRequest, contexts: torch.Tensor, sites: list[str],
+                    lines: list[dict], keep: dict[int, dict[str, np.ndarray]]) -> StatesCheck:
+    """The kept corpus contexts through the float32 model, stopped at the deepest site as the capture was."""
+    check = StatesCheck(picked=list(keep), n_steps=len(lines))
+    order = sorted(keep)
+    dtype = getattr(torch, request.store_dtype)
+    for start, states in forward_batches(lm32, contexts[order], sites, request.batch_size, dtype=dtype):
+        for j in range(next(iter(states.values())).shape[0]):
+            i = check.current = order[start + j]
+            for s in sites:
+                rows = states[s][j][lines[i]["positions"]].numpy()
+                check.add(s, keep[i][s], rows)
+                check.n_rows += rows.shape[0] if s == sites[0] else 0
+    return check
+
+
 def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict], widths: dict[str, int],
-            writer: StateWriter, plan: dict[str, str]) -> CaptureResult:
+            writer: StateWriter, plan: dict[str, str],
+            precision: tuple[str, str | None, Agreement | None] = ("float32", None, None)) -> CaptureResult:
+    """capture.json, trace.jsonl and the result; ``precision`` = (the precision run, resolve's note, the
+    bfloat16 run's agreement)."""
+    ran, note, agreed = precision
     states = writer.finish()
     index = np.array([(ln["step"], p, ln["token_ids"][p]) for ln in lines for p in ln["positions"]], dtype=np.int64)
     run.write_npy("arrays/index.npy", index.reshape(-1, 3))
@@ -261,7 +320,8 @@ def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict
                            store_dtype=request.store_dtype,
                            special_ids=sorted(int(i) for i in lm.tokenizer.all_special_ids),
                            generation=GenerationPlan.model_validate(plan),
-                           sites={s: CaptureSite(width=w, path=states_path(s)) for s, w in widths.items()})
+                           sites={s: CaptureSite(width=w, path=states_path(s)) for s, w in widths.items()},
+                           precision=ran, agreement=agreed)
     run.write_json(CAPTURE_FILE, record.model_dump(mode="json"))
     sites = list(widths)
     over = (f"{len(lines)} context(s) of {request.context_size} tokens from corpus {request.corpus}"
@@ -270,9 +330,10 @@ def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict
                f"{', ...' if len(sites) > 4 else ''}) over {over} of {request.model}"
                + (f" with {len(request.interventions)} step-scoped intervention(s)" if request.interventions else "")
                + ".")
+    summary = " ".join(t for t in (summary, note, agreed.summary if agreed else None) if t)
     run.set_summary(summary)
     nxt = (f"Call fit_sae with capture_run_id='{run.run_id}' and site='{sites[0]}' to learn sparse features of "
            "these states; or read trace.jsonl for the per-step outputs.")
     return CaptureResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), n_steps=len(lines),
                          n_rows=n_rows, sites=sites, widths=widths, outputs=[ln["output"] for ln in lines[:20]],
-                         trace=trace, states=states, next=nxt)
+                         trace=trace, states=states, next=nxt, precision=ran, agreement=agreed)

@@ -10,6 +10,7 @@ from neurotrace.lab.capture.generation import GenerationPath
 from neurotrace.lab.estimates import BYTES, WIDTH_GUESS, Estimate
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, Conversation
 from neurotrace.lab.model.runtime.execution import Backend, Remote
+from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision
 from neurotrace.lab.results import RunResult
 
 
@@ -62,21 +63,32 @@ class CaptureRequest(BaseModel):
     chunk_rows: int = Field(4096, ge=1, description="Rows per site held in memory before flushing to disk.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    precision: Precision = "float32"
+    insist_precision: InsistPrecision = False
     backend: Backend = "hf"
     remote: Remote = False
 
     def cost(self, lab: Any) -> Estimate:
         """One chunk of captured rows at every site before it is written out (and, over a corpus, one batch
-        of contexts' forward)."""
+        of contexts' forward). In bfloat16 the batch's activations take 2 bytes, and the float32 recheck
+        holds its sampled steps' rows twice (5% of the rows, at least two steps' worth)."""
         sites = max(1, len(self.sites))
+        vb = 2 if self.precision == "bfloat16" else BYTES
         if self.corpus:
             rows = min(self.chunk_rows, self.max_tokens)
-            batch = self.batch_size * self.context_size * WIDTH_GUESS * BYTES * 4   # residual copies per token
-            return Estimate(0, int(rows * sites * WIDTH_GUESS * BYTES + batch),
-                            ("chunk_rows", "sites", "batch_size", "context_size"))
-        steps = max(1, len(self.prompts) + len(self.episode or ()))
-        rows = min(self.chunk_rows, steps * (self.max_new_tokens + 512))
-        return Estimate(0, int(rows * sites * WIDTH_GUESS * BYTES), ("chunk_rows", "sites", "prompts", "max_new_tokens"))
+            batch = self.batch_size * self.context_size * WIDTH_GUESS * vb * 4   # residual copies per token
+            every, one = self.max_tokens, self.context_size
+            fields: tuple[str, ...] = ("chunk_rows", "sites", "batch_size", "context_size")
+        else:
+            steps = max(1, len(self.prompts) + len(self.episode or ()))
+            rows = min(self.chunk_rows, steps * (self.max_new_tokens + 512))
+            batch, every, one = 0, steps * (self.max_new_tokens + 512), self.max_new_tokens + 512
+            fields = ("chunk_rows", "sites", "prompts", "max_new_tokens")
+        need = int(rows * sites * WIDTH_GUESS * BYTES + batch)
+        if vb == BYTES:
+            return Estimate(0, need, fields)
+        kept = max(2 * one, every // 20) * sites * WIDTH_GUESS * BYTES * 2
+        return Estimate(0, need + kept, (*fields, "precision"))
 
 
 class CaptureResult(RunResult):
@@ -87,6 +99,9 @@ class CaptureResult(RunResult):
     outputs: list[str] = Field(default_factory=list, description="Generated text per step (first 20).")
     trace: str = Field("", description="URI of trace.jsonl.")
     states: dict[str, str] = Field(default_factory=dict, description="Site -> URI of its [N, D] .npy.")
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.")
+    agreement: Agreement | None = Field(None, description="bfloat16: agreement of a float32 recheck of a "
+                                        "seeded sample of steps.")
 
 
 class GenerationPlan(BaseModel):
@@ -126,3 +141,8 @@ class CaptureRecord(BaseModel):
     generation: GenerationPlan | None = Field(None, description="The run's generation path (null for runs "
                                               "written before it was recorded).")
     sites: dict[str, CaptureSite] = Field(description="Site -> its width and states file, in forward order.")
+    # float32 records keep the keys they always had; a bfloat16 one adds these two
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.",
+                                                      exclude_if=lambda v: v == "float32")
+    agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of steps.",
+                                        exclude_if=lambda v: v is None)
