@@ -124,12 +124,14 @@ def precision_side_by_side(args: argparse.Namespace, threads: int) -> None:
                 runs[precision] = (wall, result, positions, gens)
     (w32, r32, pos, g32), (w16, r16, _, g16) = runs["float32"], runs["bfloat16"]
     agreement = r16.agreement
-    checked = agreement.n_checked / max(agreement.n_total, 1)
+    if agreement is None:
+        raise SystemExit(f"the bfloat16 run ran in float32 here: {r16.summary[-200:]}")
+    checked = agreement.n / max(r16.n_rows, 1)
     print(f"model: {args.model}, threads {threads} of {available_cores()} cores, {args.prompts} prompts x "
           f"{r32.n_rows // max(args.prompts, 1)} settings x {args.tokens} tokens, batch_size {args.batch_size}, "
           f"position {args.position}; load {load_start} at start")
     print(f"arithmetic: {2 * weights * pos / 1e9:.1f} GFLOP per run (linear layers, {pos} positions); the bfloat16 "
-          f"run adds its float32 recheck of {agreement.n_checked}/{agreement.n_total} rows "
+          f"run adds its float32 recheck of {agreement.n}/{r16.n_rows} rows "
           f"(~{2 * weights * pos * checked / 1e9:.1f} GFLOP in float32)")
     print(f"float32:  {w32:.1f} s wall (generation {r32.seconds:.1f} s), {r32.tokens_generated / w32:.1f} tokens/s")
     print(f"bfloat16: {w16:.1f} s wall (generation {r16.seconds:.1f} s, recheck included), "
