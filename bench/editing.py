@@ -99,6 +99,9 @@ def main() -> None:
                     apply(lm, u)
                     after = read_state(lm, case, case_ids, 0, 0)
                 eff += after.efficacy()
+                if not after.efficacy()[0]:
+                    print(f"  not rewritten: {case.id} ({case.target_true} -> {case.target_new}) "
+                          f"p_new {after.p_new[0]:.3f} p_true {after.p_true[0]:.3f}", flush=True)
                 para += after.generalisation()
                 nb_pre += before.specificity()
                 nb_post += after.specificity()
