@@ -9,7 +9,16 @@ samples (3 x the subject's embedding std), per fact. Peers:
   ``hook_embed``, the clean activations written at the cell's ``hook_*`` sites, windows included);
 * ``full``: the plain batched full-forward grid (``exact_grid(..., force_full=True)``);
 * ``approx``: attribution patching (one forward + one backward), with its agreement to exact
-  (Spearman rank correlation and top-10 overlap of the indirect effects, per kind).
+  (Spearman rank correlation and top-10 overlap of the indirect effects, per kind);
+* ``bf16``: the same exact grid in bfloat16 (``precision='bfloat16'``: a bfloat16 copy of the model, norms
+  and the residual stream in float32), against float32 over the whole grid: the largest |delta IE|, the
+  fact peaks (per kind) that move, and the time of the float32 check the tool adds (each fact's peak
+  cells and a seeded sample recomputed in float32). Its work equals float32's; its ceiling is this CPU's
+  bfloat16 / float32 matmul speed ratio (printed).
+
+``--fig2`` runs ROME's Fig. 2 through the trace tool instead: every fact of the known-facts pack on
+gemma-3-270m (``rome_compat``: window 10, 10 noise samples, unknown facts skipped), exact, bfloat16, and
+copies its average-indirect-effect figure to ``--fig2-out``; ``--max-facts`` times a few facts first.
 
 ``rome`` and ``tl`` are timed on ``--reference-cells`` cells spread over the grid and extrapolated to
 the whole grid (said in the output). Models: ``gpt2-small`` (GPT-2-small shape, random weights, the
@@ -19,6 +28,8 @@ real tokenizer from ../shared/models/gpt2-tokenizer when present) and the catalo
     python bench/trace.py --model smollm2-135m-instruct --facts 5
     python bench/trace.py --model smollm2-135m-instruct --facts 1 --samples 3 --threads 1   # a loaded machine
     python bench/trace.py --model gemma-3-270m --facts 1 --peers full,approx
+    nice -n 10 python bench/trace.py --model gemma-3-270m --facts 2 --samples 3 --threads 1 --peers bf16
+    nice -n 10 python bench/trace.py --fig2 --threads 1 --max-facts 3      # time 3 facts, extrapolate
 """
 
 import argparse
@@ -37,12 +48,14 @@ sys.path.insert(0, str(ROOT))
 from neurotrace.lab.errors import InputError  # noqa: E402
 from neurotrace.lab.facts.fact import Fact  # noqa: E402
 from neurotrace.lab.lab import available_cores, use_threads  # noqa: E402
+from neurotrace.lab.model.runtime.precision import choose, reduced_model  # noqa: E402
 from neurotrace.lab.model.weights import catalog  # noqa: E402
 from neurotrace.lab.model.weights.loading import ModelRef, load  # noqa: E402
 from neurotrace.lab.progress import Reporter  # noqa: E402
 from neurotrace.lab.tracing.forwards import sites_for  # noqa: E402
 from neurotrace.lab.tracing.grids.grid import Corrupted, approx_grid, corrupted_probs, exact_grid  # noqa: E402
 from neurotrace.lab.tracing.noise import subject_noise_std  # noqa: E402
+from neurotrace.lab.tracing.precision import RANDOM, eligible, peak_cells  # noqa: E402
 from neurotrace.lab.tracing.prepare import prepare_fact  # noqa: E402
 from neurotrace.testing.reference import reference_cells  # noqa: E402
 
@@ -138,10 +151,12 @@ class Clock:
         self.wall: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
         self.work: Work | None = None
+        self.works: dict[str, Work] = {}     # another model's work counter for some names (bf16)
 
     def run(self, name: str, fn, *args, scale: float = 1.0, **kwargs):
         w, c = time.perf_counter(), time.process_time()
-        out = self.work.run(name, fn, *args, scale=scale, **kwargs) if self.work else fn(*args, **kwargs)
+        work = self.works.get(name, self.work)
+        out = work.run(name, fn, *args, scale=scale, **kwargs) if work else fn(*args, **kwargs)
         self.wall[name] = self.wall.get(name, 0.0) + (time.perf_counter() - w) * scale
         self.cpu[name] = self.cpu.get(name, 0.0) + (time.process_time() - c) * scale
         return out
@@ -156,6 +171,70 @@ def rank_agreement(exact: torch.Tensor, approx: torch.Tensor, k: int = 10) -> tu
     return rho, len(set(a.topk(k).indices.tolist()) & set(b.topk(k).indices.tolist())) / k
 
 
+def matmul_ceiling(threads: int) -> tuple[float, float]:
+    """GFLOP/s of a 512x640 @ 640x2048 matmul in float32 and in bfloat16 on this CPU (best of 5 each)."""
+    use_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(512, 640, generator=g), torch.randn(640, 2048, generator=g)
+    out = []
+    for x, y in ((a, b), (a.bfloat16(), b.bfloat16())):
+        torch.mm(x, y)
+        best = min(_timed(torch.mm, x, y) for _ in range(5))
+        out.append(2 * 512 * 640 * 2048 / best / 1e9)
+    return out[0], out[1]
+
+
+def _timed(fn, *args) -> float:
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
+
+
+def fact_peaks(ie: dict[str, torch.Tensor], predict_pos: int) -> dict[str, tuple[int, int]]:
+    """Per kind, the (layer, position) of the largest indirect effect (the cells a fact's peak is read from)."""
+    out = {}
+    for k, g in ie.items():
+        masked = g.clone()
+        for p in range(g.shape[1]):
+            if not eligible(k, p, predict_pos):
+                masked[:, p] = float("-inf")
+        out[k] = divmod(int(masked.flatten().argmax()), g.shape[1])
+    return out
+
+
+def fig2(args) -> None:
+    """ROME's Fig. 2 on gemma-3-270m through the trace tool, exact, bfloat16 (see the module docstring)."""
+    import shutil
+
+    from neurotrace import TraceRequest, run_trace
+    from neurotrace.lab.lab import Lab, LabSettings
+
+    threads = use_threads(args.threads)
+    start_load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = Lab(LabSettings(runs_dir=Path(tmp) / "runs", threads=threads))
+        request = TraceRequest(models=[args.fig2_model], pack="known-facts", rome_compat=True, mode="exact",
+                               corruption={"kind": "noise", "samples": args.samples}, precision=args.precision,
+                               max_facts=args.max_facts)
+        w, c = time.perf_counter(), time.process_time()
+        result = run_trace(request, lab=lab)
+        wall, cpu = time.perf_counter() - w, time.process_time() - c
+        model = result.models[0]
+        n = model.n_facts
+        print(f"ROME Fig. 2: {args.fig2_model}, known-facts pack, {n} facts traced ({model.n_known} known), "
+              f"{args.samples} samples, exact, {args.precision}, {threads} thread(s)")
+        print(f"time {wall:.0f} s wall, {cpu:.0f} s CPU ({wall / max(n, 1):.1f} s per fact); "
+              f"load {start_load} at start, {' '.join(f'{x:.1f}' for x in os.getloadavg())} at end")
+        if model.precision_agreement:
+            print(model.precision_agreement.summary)
+        for note in model.notes:
+            print(f"note: {note}")
+        found = sorted((lab.store.run_dir(result.run_id) / "figures").glob("aie_*.png"))
+        if found and args.fig2_out:
+            shutil.copyfile(found[0], args.fig2_out)
+            print(f"figure written to {args.fig2_out}")
+
+
 def main() -> None:  # noqa: C901 - a linear script
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="gpt2-small",
@@ -166,7 +245,15 @@ def main() -> None:  # noqa: C901 - a linear script
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="default: every available core")
     parser.add_argument("--reference-cells", type=int, default=12, help="cells timed for rome/tl per fact")
+    parser.add_argument("--fig2", action="store_true", help="run ROME's Fig. 2 through trace (see the docstring)")
+    parser.add_argument("--fig2-model", default="gemma-3-270m")
+    parser.add_argument("--fig2-out", default=None, help="where to copy the Fig. 2 figure (a .png path)")
+    parser.add_argument("--max-facts", type=int, default=None, help="--fig2: trace only the pack's first N facts")
+    parser.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"], help="--fig2 only")
     args = parser.parse_args()
+    if args.fig2:
+        fig2(args)
+        return
     threads = use_threads(args.threads)
     peers = set(args.peers.split(","))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -193,8 +280,13 @@ def main() -> None:  # noqa: C901 - a linear script
               f"load {' '.join(load_avg)} at start")
         clock = Clock()
         clock.work = Work(lm)
+        lb = reduced_model(lm) if "bf16" in peers else None
+        if lb is not None:
+            clock.works["bf16"] = Work(lb)
+        moved: list[str] = []
+        n_peaks = 0
         n_ref = {"rome": 0, "tl": 0}  # cells timed per peer
-        d = {"full": 0.0, "rome": 0.0, "tl": 0.0}
+        d = {"full": 0.0, "rome": 0.0, "tl": 0.0, "bf16": 0.0}
         rows_total, cells_total, agree = 0, 0, {k: [] for k in KINDS}
         for i, fact in enumerate(FACTS[: args.facts]):
             try:
@@ -221,6 +313,17 @@ def main() -> None:  # noqa: C901 - a linear script
                         clock.run(peer, tl_cells, bridge, prep, corr, sample, args.window, lm.n_layers, scale=scale))
                 n_ref[peer] += len(sample)
                 d[peer] = max(d[peer], max(abs(float(ours[k][layer, p]) - v) for (k, layer, p), v in zip(sample, vals, strict=True)))
+            if lb is not None:
+                g16 = clock.run("bf16", exact_grid, lb, prep, corr, KINDS, args.window, Reporter())
+                ie32 = {k: v - float(corrupted_probs(lm, prep, corr).mean()) for k, v in ours.items()}
+                ie16 = {k: v - float(corrupted_probs(lb, prep, corr).mean()) for k, v in g16.items()}
+                d["bf16"] = max(d["bf16"], max(float((ie32[k] - ie16[k]).abs().max()) for k in KINDS))
+                p32, p16 = fact_peaks(ie32, prep.predict_pos), fact_peaks(ie16, prep.predict_pos)
+                n_peaks += len(KINDS)
+                moved += [f"{fact.id} {k} L{p32[k][0]}->L{p16[k][0]}" for k in KINDS if p32[k][0] != p16[k][0]]
+                n_cells = len(KINDS) * lm.n_layers * len(prep.ids)
+                top, rand = choose(n_cells, peak_cells(ie16, prep.predict_pos), RANDOM, i)
+                clock.run("check", exact_grid, lm, prep, corr, KINDS, args.window, Reporter(), cells=top + rand)
             if "approx" in peers:
                 est = clock.run("approx", approx_grid, lm, prep, corr, KINDS, args.window)
                 base = float(corrupted_probs(lm, prep, corr).mean())
@@ -241,6 +344,20 @@ def main() -> None:  # noqa: C901 - a linear script
                 print(f"{label:22s}: {w[peer]:8.1f} s wall {c[peer]:8.1f} s CPU  {rows_total / w[peer]:8.1f} rows/s  "
                       f"ratio {w[peer] / w['ours']:5.2f}x wall {c[peer] / c['ours']:5.2f}x CPU  max |delta| {d[peer]:.1e}"
                       f"  work {macs[peer] / macs['ours']:5.2f}x ours (the ceiling){note}")
+        if "bf16" in w:
+            f32, b16 = matmul_ceiling(threads)
+            macs = clock.work.macs
+            both_w, both_c = w["bf16"] + w["check"], c["bf16"] + c["check"]
+            print(f"bfloat16 exact grid   : {w['bf16']:8.1f} s wall {c['bf16']:8.1f} s CPU  {rows_total / w['bf16']:8.1f} rows/s "
+                  f" ratio {w['ours'] / w['bf16']:5.2f}x wall {c['ours'] / c['bf16']:5.2f}x CPU faster than float32; "
+                  f"{clock.works['bf16'].macs['bf16'] / w['bf16'] / 5e8:.1f} GFLOP/s; "
+                  f"work {clock.works['bf16'].macs['bf16'] / macs['ours']:4.2f}x ours")
+            print(f"  with its float32 check: {both_w:8.1f} s wall {both_c:8.1f} s CPU  ratio {w['ours'] / both_w:5.2f}x wall "
+                  f"{c['ours'] / both_c:5.2f}x CPU (check {w['check']:.1f} s wall)")
+            print(f"  largest |delta IE| over every cell {d['bf16']:.4f}; fact peaks moved {len(moved)}/{n_peaks}"
+                  + (f" ({'; '.join(moved[:6])})" if moved else ""))
+            print(f"  ceiling: a 512x640x2048 matmul runs {f32:.0f} GFLOP/s in float32, {b16:.0f} in bfloat16 here "
+                  f"({b16 / f32:.2f}x)")
         if "approx" in w:
             print(f"attribution patching  : {w['approx']:8.1f} s wall {c['approx']:8.1f} s CPU  "
                   f"{w['ours'] / w['approx']:.1f}x faster than exact (wall), {c['ours'] / c['approx']:.1f}x (CPU)")

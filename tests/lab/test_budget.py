@@ -198,3 +198,12 @@ def test_a_default_row_cap_refuses_days_of_work_and_admits_the_readme_trace(tmp_
     lab.check(readme)
     monkeypatch.setenv("NEUROTRACE_MAX_JOB_ROWS", "off")
     assert LabSettings.from_env().max_job_rows is None
+
+
+@pytest.mark.parametrize("tool", ["trace", "patch"])
+def test_bfloat16_estimates_fewer_bytes_and_counts_the_float32_check(tool, tmp_path):
+    lab = _lab(tmp_path)
+    small, _ = SIZED[tool]
+    f32 = job_estimate(small, lab)
+    bf16 = job_estimate(small.model_copy(update={"precision": "bfloat16"}), lab)
+    assert bf16.bytes < f32.bytes and bf16.rows > f32.rows

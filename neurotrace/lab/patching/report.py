@@ -7,6 +7,7 @@ from torch import Tensor
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.access.tokens import token_texts
+from neurotrace.lab.model.runtime.precision import Agreement
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.patching.schema import (
     PATCH_RESULTS_FILE,
@@ -38,7 +39,7 @@ def restored(values: Tensor, m_clean: float, m_corrupt: float) -> Tensor:
     return (values - m_corrupt) / span if abs(span) > 1e-12 else values * 0
 
 
-def _cells(kind: str, grid: Tensor, norm: Tensor, tokens: list[str]) -> list[PatchCell]:
+def grid_cells(kind: str, grid: Tensor, norm: Tensor, tokens: list[str]) -> list[PatchCell]:
     out = []
     for index in np.ndindex(*grid.shape):
         layer = index[0]
@@ -149,7 +150,7 @@ def _cell_text(c: PatchCell) -> str:
 
 def write_patch_report(run: Any, request: PatchRequest, lm: LoadedModel, clean: Tensor, corrupt: Tensor,
                        grids: dict[str, Tensor], target: int, contrast: int | None, m_clean: float,
-                       m_corrupt: float) -> PatchResult:
+                       m_corrupt: float, agreement: Agreement | None = None, note: str | None = None) -> PatchResult:
     tokens = token_texts(lm.tokenizer, clean.tolist())
     names = token_texts(lm.tokenizer, [target] + ([contrast] if contrast is not None else []))
     norms = {k: restored(g, m_clean, m_corrupt) for k, g in grids.items()}
@@ -163,10 +164,12 @@ def write_patch_report(run: Any, request: PatchRequest, lm: LoadedModel, clean: 
         run.write_npy(f"arrays/{kind}.npy", grid.numpy().astype(np.float32))
     figures = [run.write_figure(f"figures/{k}.png", heatmap(rec, k)) for k in grids]
     differing = [i for i, (a, b) in enumerate(zip(clean.tolist(), corrupt.tolist(), strict=True)) if a != b]
-    cells = [c for k in grids for c in _cells(k, grids[k], norms[k], tokens)]
+    cells = [c for k in grids for c in grid_cells(k, grids[k], norms[k], tokens)]
     top, anti = ranked(cells, set(differing))
     run.write_csv("tables/top_cells.csv", [c.model_dump() for c in top + anti])
     summary = _summary(request, names[0], rec.contrast, m_clean, m_corrupt, top, anti)
+    summary += "".join(f" {text}" + ("" if text.endswith(".") else ".")
+                       for text in (note, agreement.summary if agreement else None) if text)
     run.set_summary(summary)
     nxt = ("Call patch with components=['head_out'] to find the heads behind the attention effect, then attention on "
            "the clean prompt to see where those heads look." if "head_out" not in grids else
@@ -174,4 +177,5 @@ def write_patch_report(run: Any, request: PatchRequest, lm: LoadedModel, clean: 
     return PatchResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures, next=nxt,
                        model=request.model, tokens=tokens, differing=differing, target=names[0],
                        contrast=rec.contrast, metric=request.metric, metric_clean=m_clean,
-                       metric_corrupt=m_corrupt, top=top, anti=anti)
+                       metric_corrupt=m_corrupt, top=top, anti=anti,
+                       precision_agreement=agreement)

@@ -40,11 +40,14 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.adapters import site_name
 from neurotrace.lab.model.access.chat import apply_chat
 from neurotrace.lab.model.access.hooks import hooked
-from neurotrace.lab.model.access.tokens import target_id
+from neurotrace.lab.model.access.tokens import target_id, token_texts
 from neurotrace.lab.model.runtime.nnsight_backend import traced
+from neurotrace.lab.model.runtime.precision import Agreement, check_backend, lease_at, resolve
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.patching.attn import AttnEdits, attention_edits
 from neurotrace.lab.patching.path import parse_receivers, path_grid
+from neurotrace.lab.patching.precision import Chosen
+from neurotrace.lab.patching.precision import check as check_precision
 from neurotrace.lab.patching.report import write_patch_report
 from neurotrace.lab.patching.schema import PatchRequest, PatchResult
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
@@ -245,38 +248,95 @@ def _tokens(lm: LoadedModel, request: PatchRequest, clean_lg: Tensor, corrupt_lg
     return target, contrast
 
 
+CELL_KINDS = ("resid_pre", "attn_out", "mlp_out", "head_out", "head_out_pos")   # the kinds bfloat16 runs
+
+
+@dataclass
+class Measured:
+    """One precision's patched grids of a request, and the metric they were read with."""
+
+    clean: Tensor
+    corrupt: Tensor
+    target: int
+    contrast: int | None
+    metric: Metric
+    m_clean: float
+    m_corrupt: float
+    plan: dict[str, list[Cell]]
+    grids: dict[str, Tensor]
+
+
+def measure(lm: LoadedModel, request: PatchRequest, kinds: list[str], reporter: Reporter,
+            tokens: tuple[int, int | None] | None = None) -> Measured:
+    """Patch ``kinds`` of ``request`` on ``lm``; ``tokens``: the (target, contrast) to score (default: read
+    from this model's clean and corrupt runs)."""
+    clean, corrupt = _prompts(lm, request)
+    clean_lg, corrupt_lg = last_logits(lm, torch.stack([clean, corrupt]))
+    target, contrast = tokens if tokens is not None else _tokens(lm, request, clean_lg, corrupt_lg)
+    metric = make_metric(request.metric, target, contrast, clean_lg)
+    m_clean, m_corrupt = (float(v) for v in metric(torch.stack([clean_lg, corrupt_lg])))
+    heads = lm.n_heads
+    d_head = int(getattr(lm.config, "head_dim", None) or lm.d_model // heads)
+    plan = {k: cells_for(k, lm.n_layers, len(clean), heads, d_head) for k in kinds if k not in PART_OF and k != "path"}
+    cache = clean_cache(lm, clean, {c.site for cells in plan.values() for c in cells})
+    parts = clean_parts(lm, clean) if set(PART_OF) & set(kinds) else {}
+    grids = {k: patch_parts(lm, corrupt, PART_OF[k], parts, metric, request.batch_size, reporter)
+             for k in kinds if k in PART_OF}
+    for kind, cells in plan.items():
+        values = patch_cells(lm, corrupt, cells, cache, metric, request.batch_size, reporter, kind,
+                             same_prefix=shared_prefix(clean, corrupt))
+        shape = {"head_out": (lm.n_layers, heads), "head_out_pos": (lm.n_layers, len(clean), heads)}
+        grids[kind] = values.view(shape.get(kind, (lm.n_layers, len(clean))))
+    if "path" in kinds:
+        grids["path"] = path_grid(lm, clean, corrupt, parse_receivers(request.receivers, lm.n_layers, heads),
+                                  list(request.receiver_parts), heads, metric, last_logits, request.batch_size,
+                                  reporter)
+    return Measured(clean, corrupt, target, contrast, metric, m_clean, m_corrupt, plan, grids)
+
+
+def check_cells(lm: LoadedModel, request: PatchRequest, fast: Measured) -> Agreement:
+    """Recompute on the float32 ``lm`` the clean/corrupt metrics and a sample of ``fast``'s (bfloat16) cells."""
+    def recompute(chosen: Chosen) -> tuple[tuple[float, float], list[float]]:
+        clean_lg, corrupt_lg = last_logits(lm, torch.stack([fast.clean, fast.corrupt]))
+        metric = make_metric(request.metric, fast.target, fast.contrast, clean_lg)
+        m_clean, m_corrupt = (float(v) for v in metric(torch.stack([clean_lg, corrupt_lg])))
+        cells = [fast.plan[k][i] for k, i in chosen]
+        cache = clean_cache(lm, fast.clean, {c.site for c in cells})
+        values = patch_cells(lm, fast.corrupt, cells, cache, metric, request.batch_size, NULL_REPORTER,
+                             "float32 check", same_prefix=shared_prefix(fast.clean, fast.corrupt))
+        return (m_clean, m_corrupt), values.tolist()
+
+    return check_precision(request, {k: fast.grids[k] for k in fast.plan}, (fast.m_clean, fast.m_corrupt),
+                           token_texts(lm.tokenizer, fast.clean.tolist()), recompute)
+
+
 def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> PatchResult:
     """Does patching this component from the clean into the corrupt prompt restore the answer? Activation
-    patching per layer x position, per head and per head x position, with a logit-difference, p or KL metric."""
+    patching per layer x position, per head and per head x position, with a logit-difference, p or KL metric.
+    In bfloat16, the layer x position and head kinds run in bfloat16 and a sample of their cells (the most
+    restoring ones and a seeded random sample) is recomputed in float32; head_q/k/v/pattern and path run in
+    float32."""
     lab.check(request)  # bounds and the whole-job estimate, before any work
-    with lab.cache.lease(ModelRef(model=request.model, device=request.device)) as lm:
+    check_backend(request.precision, "hf")
+    if ("path" in request.components) != bool(request.receivers):
+        raise InputError("receivers", "path patching needs receivers, and receivers need components to include 'path'",
+                         fix="give both components=[..., 'path'] and receivers=['L:H', ...], or neither")
+    ref = ModelRef(model=request.model, device=request.device)
+    with lab.cache.lease(ref) as lm:
         request = apply_chat(request, lm.tokenizer, request.model, single=("clean", "corrupt"))
-        clean, corrupt = _prompts(lm, request)
-        clean_lg, corrupt_lg = last_logits(lm, torch.stack([clean, corrupt]))
-        target, contrast = _tokens(lm, request, clean_lg, corrupt_lg)
-        metric = make_metric(request.metric, target, contrast, clean_lg)
-        m_clean, m_corrupt = (float(v) for v in metric(torch.stack([clean_lg, corrupt_lg])))
-        heads = lm.n_heads
-        d_head = int(getattr(lm.config, "head_dim", None) or lm.d_model // heads)
-        if ("path" in request.components) != bool(request.receivers):
-            raise InputError("receivers", "path patching needs receivers, and receivers need components to include 'path'",
-                             fix="give both components=[..., 'path'] and receivers=['L:H', ...], or neither")
-        plan = {k: cells_for(k, lm.n_layers, len(clean), heads, d_head) for k in request.components
-                if k not in PART_OF and k != "path"}
-        cache = clean_cache(lm, clean, {c.site for cells in plan.values() for c in cells})
-        parts = clean_parts(lm, clean) if set(PART_OF) & set(request.components) else {}
-        grids = {k: patch_parts(lm, corrupt, PART_OF[k], parts, metric, request.batch_size, reporter)
-                 for k in request.components if k in PART_OF}
-        for kind, cells in plan.items():
-            values = patch_cells(lm, corrupt, cells, cache, metric, request.batch_size, reporter, kind,
-                                 same_prefix=shared_prefix(clean, corrupt))
-            shape = {"head_out": (lm.n_layers, heads), "head_out_pos": (lm.n_layers, len(clean), heads)}
-            grids[kind] = values.view(shape.get(kind, (lm.n_layers, len(clean))))
-        if request.receivers:
-            grids["path"] = path_grid(lm, clean, corrupt, parse_receivers(request.receivers, lm.n_layers, heads),
-                                      list(request.receiver_parts), heads, metric, last_logits, request.batch_size,
-                                      reporter)
-        grids = {k: grids[k] for k in request.components}
-        with lab.store.open_run("patch", request) as run:
-            run.add_model(request.model, lm.fingerprint, lm.provenance)
-            return write_patch_report(run, request, lm, clean, corrupt, grids, target, contrast, m_clean, m_corrupt)
+        precision, note = resolve(request.precision, request.insist_precision, lm.device)
+        reduced = [k for k in request.components if k in CELL_KINDS] if precision == "bfloat16" else []
+        full = measure(lm, request, [k for k in request.components if k not in reduced], reporter)
+    agreement = None
+    if reduced:
+        with lease_at(lab.cache, ref, "bfloat16") as lb:
+            fast = measure(lb, request, reduced, reporter, tokens=(full.target, full.contrast))
+        with lab.cache.lease(ref) as lm:
+            agreement = check_cells(lm, request, fast)
+        full.grids.update(fast.grids)
+        full.m_clean, full.m_corrupt = fast.m_clean, fast.m_corrupt
+    grids = {k: full.grids[k] for k in request.components}
+    with lab.cache.lease(ref) as lm, lab.store.open_run("patch", request) as run:
+        run.add_model(request.model, lm.fingerprint, lm.provenance)
+        return write_patch_report(run, request, lm, full.clean, full.corrupt, grids, full.target, full.contrast,
+                                  full.m_clean, full.m_corrupt, agreement=agreement, note=note)

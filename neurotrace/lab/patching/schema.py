@@ -5,8 +5,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.estimates import BYTES, Dims, Estimate, dims_of, forward_bytes, positions, prompt_texts
+from neurotrace.lab.estimates import Dims, Estimate, dims_of, forward_bytes, positions, prompt_texts
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
+from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision, bytes_per_value
 from neurotrace.lab.results import RunResult
 
 PATCH_RESULTS_FILE = "patch_results.json"
@@ -39,6 +40,8 @@ class PatchRequest(BaseModel):
                                                          description="Which inputs of the receivers get the path.")
     batch_size: int = Field(32, ge=1, le=1024, description="Patched runs per forward (rows of one batch).")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+    precision: Precision = "float32"
+    insist_precision: InsistPrecision = False
 
     def shape_check(self, d: Dims) -> None:
         """Receivers against components and the model's layers and heads (the run checks the same once it
@@ -52,13 +55,16 @@ class PatchRequest(BaseModel):
             parse_receivers(self.receivers, d.n_layers, d.n_heads)
 
     def cost(self, lab: Any) -> Estimate:
-        """One forward per patched cell (and per path-patching receiver), the clean and corrupt caches."""
+        """One forward per patched cell (and per path-patching receiver), the clean and corrupt caches; in
+        bfloat16 activations take 2 bytes, and the float32 check adds its sampled cells."""
         d = dims_of(lab, self.model)
         pos = positions(d, prompt_texts([self.clean, self.corrupt]), 200 if self.chat else 0)
         cells = len(self.components) * d.n_layers * (pos + d.n_heads) \
             + len(self.receivers) * len(self.receiver_parts) * d.n_layers * d.n_heads
-        cache = 2 * d.n_layers * 4 * pos * d.d_model * BYTES       # clean + corrupt states at every site
-        return Estimate(cells + 2, forward_bytes(d, self.batch_size, pos) + cache,
+        value = bytes_per_value(self.precision)
+        check = (2 + 8 + 2 * len(self.components)) if self.precision == "bfloat16" else 0
+        cache = 2 * d.n_layers * 4 * pos * d.d_model * value       # clean + corrupt states at every site
+        return Estimate(cells + 2 + check, forward_bytes(d, self.batch_size, pos, value_bytes=value) + cache,
                         ("batch_size", "components", "receivers", "clean"))
 
 
@@ -117,3 +123,4 @@ class PatchResult(RunResult):
                                  "left out (it restores trivially).")
     anti: list[PatchCell] = Field(default_factory=list, description="The cells that move the metric further from "
                                   "clean (`restored` < -0.01), most negative first.")
+    precision_agreement: Agreement | None = None

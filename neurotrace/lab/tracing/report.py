@@ -145,6 +145,13 @@ def _head_lines(m: ModelRecord) -> list[str]:
     return out
 
 
+def _precision_lines(m: ModelRecord) -> list[str]:
+    """The bfloat16 agreement (or why float32 ran instead), right after the model's first line."""
+    notes = [f"{m.model}: {n}" for n in m.notes if n.startswith(("ran in float32", "bfloat16 as insisted"))]
+    agree = [f"{m.model}: {m.precision_agreement.summary}"] if m.precision_agreement else []
+    return notes + agree
+
+
 def model_lines(m: ModelRecord) -> list[str]:
     unknown = sum(s.unknown for s in m.skipped)
     other = len(m.skipped) - unknown
@@ -152,15 +159,16 @@ def model_lines(m: ModelRecord) -> list[str]:
                if unknown else "") + (f"; {other} skipped as untraceable (listed in `skipped`)" if other else "")
     head = f"{m.model}: knows {m.n_known}/{len(m.facts) + unknown} checked facts{skipped}."
     if m.n_known == 0:
-        return [head + " There is no stored fact to locate; its traces are not averaged.", *_approx_lines(m)]
+        return [head + " There is no stored fact to locate; its traces are not averaged.", *_precision_lines(m),
+                *_approx_lines(m)]
     known = [f for f in m.facts if f.correct]
     pc, pk = (sum(getattr(f, a) for f in known) / len(known) for a in ("p_clean", "p_corrupted"))
     total = (f" Mean p(target) over the {len(known)} known fact{'s' if len(known) != 1 else ''}: {pc:.3f} clean vs "
              f"{pk:.3f} corrupted (total effect {pc - pk:+.3f}).")
     if pc - pk < MIN_EFFECT:
         total += " The corruption barely matters: the answer is not recalled from the subject here."
-    lines = [head + total, _peak_line(m), _mlp_vs_attn(m), _resid_line(m), _subject_token_line(m), _context_line(m),
-             *_caution_lines(m)]
+    lines = [head + total, *_precision_lines(m), _peak_line(m), _mlp_vs_attn(m), _resid_line(m),
+             _subject_token_line(m), _context_line(m), *_caution_lines(m)]
     return [line for line in lines if line]
 
 
@@ -272,7 +280,8 @@ def _setup(request: TraceRequest, models: Sequence[ModelRecord]) -> str:
                f"{c.samples} draws")
     windows = ", ".join(sorted({str(m.window) for m in models}))
     mode = "ROME-compatible, " if request.rome_compat else ""
-    return f"{mode}{how}; mlp/attn window {windows}; {request.mode} patching."
+    reduced = " in bfloat16 (float32 on a recomputed sample)" if any(m.precision == "bfloat16" for m in models) else ""
+    return f"{mode}{how}; mlp/attn window {windows}; {request.mode} patching{reduced}."
 
 
 def summary_text(request: TraceRequest, models: Sequence[ModelRecord], fact_set: str, lines: list[str]) -> str:
@@ -365,4 +374,4 @@ def model_trace(m: ModelRecord) -> ModelTrace:
                       unknown_facts=m.unknown_facts, skipped=m.skipped, mean_p_clean=m.mean_p_clean,
                       mean_p_corrupted=m.mean_p_corrupted, mean_p_clean_known=m.mean_p_clean_known,
                       mean_p_corrupted_known=m.mean_p_corrupted_known, window=m.window, noise_std=m.noise_std, peak=m.peak,
-                      readings=readings, notes=m.notes)
+                      readings=readings, notes=m.notes, precision_agreement=m.precision_agreement)

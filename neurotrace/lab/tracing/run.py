@@ -13,6 +13,7 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.tokens import token_texts
 from neurotrace.lab.model.runtime.ndif import check_execution, jobs_json, remote_lease, remote_session
 from neurotrace.lab.model.runtime.nnsight_backend import traced
+from neurotrace.lab.model.runtime.precision import PrecisionName, check_backend, lease_at, resolve
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.runs import Run
@@ -28,13 +29,13 @@ from neurotrace.lab.tracing.grids.grid import (
 )
 from neurotrace.lab.tracing.grids.nnsight_grid import approx_grid_nnsight, exact_grid_nnsight
 from neurotrace.lab.tracing.noise import embedding_std, fact_seed, noise_draw, subjects_alone_std
+from neurotrace.lab.tracing.precision import Recomputed, fact_peak, measure, recompute_fact
 from neurotrace.lab.tracing.prepare import Checked, check_facts
 from neurotrace.lab.tracing.readings import ModelInfo, categories, summarize_model
 from neurotrace.lab.tracing.report import finish_run, write_partial
 from neurotrace.lab.tracing.schema import (
     ROME_WINDOW,
     FactCurves,
-    FactPeak,
     FactRecord,
     ModelRecord,
     SkippedFact,
@@ -126,11 +127,6 @@ def trace_fact(request: TraceRequest, lm: LoadedModel, checked: Checked, unit: f
     p_corr = float(corrupted_probs(lm, prep, corr).mean())
     grids, extra = _grids(request, lm, checked, corr, p_corr, window, reporter, progress)
     indirect = {k: (v - p_corr) for k, v in grids.items()}
-    cells = [(float(v[layer, p]), k, layer, p) for k, v in indirect.items() for layer in range(v.shape[0])
-             for p in range(v.shape[1]) if not (k == "resid" and p >= prep.predict_pos)] or \
-            [(float(v[layer, p]), k, layer, p) for k, v in indirect.items() for layer in range(v.shape[0])
-             for p in range(v.shape[1])]
-    eff, component, layer, pos = max(cells)
     heads = head_grid(lm, prep, corr).tolist() if request.heads else None
     return FactRecord(
         fact_id=prep.fact.id, prompt=prep.prompt or prep.fact.prompt(),
@@ -140,7 +136,7 @@ def trace_fact(request: TraceRequest, lm: LoadedModel, checked: Checked, unit: f
         correct=checked.correct, top_token=token_texts(lm.tokenizer, [checked.top_id])[0],
         held_out=prep.fact.held_out, notes=list(prep.notes), noise_seed=seed,
         restored={k: v.tolist() for k, v in grids.items()}, indirect={k: v.tolist() for k, v in indirect.items()},
-        peak=FactPeak(component=component, layer=layer, pos=pos, token=prep.tokens[pos], effect=eff),
+        peak=fact_peak(indirect, prep.predict_pos, prep.tokens),
         curves=_curves(lm, checked, grids), heads=heads, **extra)
 
 
@@ -180,8 +176,10 @@ def agreement(exact: dict[str, torch.Tensor], approx: dict[str, torch.Tensor]) -
 class Plan:
     """One model's checked facts and noise unit, made before any compute; and what is done so far."""
 
-    def __init__(self, ref: ModelRef, checked: list[Checked], skipped: list[SkippedFact], info: ModelInfo) -> None:
+    def __init__(self, ref: ModelRef, checked: list[Checked], skipped: list[SkippedFact], info: ModelInfo,
+                 precision: PrecisionName = "float32", note: str | None = None) -> None:
         self.ref, self.checked, self.skipped, self.info = ref, checked, skipped, info
+        self.precision, self.note = precision, note      # what runs (bfloat16 falls back where it is slow)
         self.done: list[FactRecord] = []
 
 
@@ -194,7 +192,8 @@ def plan_model(request: TraceRequest, ref: ModelRef, facts: Sequence[Fact], lab:
         unit, source = noise_unit(request, lm, lab)
         info = ModelInfo(ref.model, lm.lm_kind, lm.adapter.family, lm.n_layers, lm.n_heads, lm.fingerprint, window,
                          unit, source)
-    return Plan(ref, checked, skipped, info)
+        precision, note = resolve(request.precision, request.insist_precision, lm.device)
+    return Plan(ref, checked, skipped, info, precision, note)
 
 
 def _cost(request: TraceRequest, plan: Plan, checked: Checked) -> int:
@@ -203,14 +202,28 @@ def _cost(request: TraceRequest, plan: Plan, checked: Checked) -> int:
 
 
 def run_plan(request: TraceRequest, plan: Plan, lab: Lab, reporter: Reporter, progress: list[int]) -> ModelRecord:
-    """Trace one model's checked facts; ``progress`` = [done, total] over the whole run (kept monotone)."""
-    with _lease(request, lab, plan.ref) as lm:
+    """Trace one model's checked facts; ``progress`` = [done, total] over the whole run (kept monotone).
+    In bfloat16, then recompute each fact's peaks and a seeded sample of cells in float32 (the agreement)."""
+    with _lease(request, lab, plan.ref, plan.precision) as lm:
         for i, checked in enumerate(plan.checked):
             plan.done.append(trace_fact(request, lm, checked, plan.info.noise_std, plan.info.window, reporter,
                                         (progress[0], progress[1])))
             progress[0] += _cost(request, plan, checked)
             reporter.step(progress[0], progress[1], f"{plan.ref.model}: fact {i + 1}/{len(plan.checked)}")
-    return summarize_model(request, plan.info, plan.done, plan.skipped)
+    record = summarize_model(request, plan.info, plan.done, plan.skipped)
+    if plan.note:
+        record.notes.append(plan.note)
+    if plan.precision == "float32":
+        return record
+    redone: list[Recomputed] = []
+    with lab.cache.lease(plan.ref) as lm32:
+        for i, (checked, fact) in enumerate(zip(plan.checked, plan.done, strict=True)):
+            corr, _ = corrupted_input(request, lm32, checked, plan.info.noise_std)
+            redone.append(recompute_fact(request, lm32, checked, fact, corr, plan.info.window))
+            reporter.step(progress[0], progress[1], f"{plan.ref.model}: float32 check {i + 1}/{len(plan.checked)}")
+    record.precision = "bfloat16"
+    record.precision_agreement = measure(request, plan.info, record, redone, plan.skipped)
+    return record
 
 
 def trace_models(request: TraceRequest, refs: list[ModelRef], facts: list[Fact], fact_set: str, *, lab: Lab,
@@ -245,6 +258,7 @@ def resolve_facts(request: TraceRequest, lab: Lab) -> tuple[list[Fact], str]:
 
 def run_trace(request: TraceRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> TraceResult:
     """Causal-trace (and context-patch) each fact on each model; write results and figures."""
+    check_backend(request.precision, request.backend, request.remote)
     ndif = check_remote_trace(request)  # the server's NDIF configuration, before anything is read
     lab.check(request)  # bounds and the whole-job estimate, before any work
     facts, fact_set = resolve_facts(request, lab)
@@ -273,6 +287,6 @@ def check_remote_trace(request: TraceRequest) -> Any:
     return ndif
 
 
-def _lease(request: TraceRequest, lab: Lab, ref: ModelRef) -> Any:
-    """The model for ``ref``: from the cache, or (remote) a client without weights."""
-    return remote_lease(ref, lab.settings.trust_remote_code) if request.remote else lab.cache.lease(ref)
+def _lease(request: TraceRequest, lab: Lab, ref: ModelRef, precision: PrecisionName = "float32") -> Any:
+    """The model for ``ref`` at ``precision``: from the cache, or (remote) a client without weights."""
+    return remote_lease(ref, lab.settings.trust_remote_code) if request.remote else lease_at(lab.cache, ref, precision)

@@ -32,7 +32,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.estimates import (
-    BYTES,
     PACK_FACTS_GUESS,
     ROWS_PER_BATCH,
     Estimate,
@@ -43,10 +42,12 @@ from neurotrace.lab.estimates import (
 from neurotrace.lab.facts import Fact
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
 from neurotrace.lab.model.runtime.execution import Backend, Remote
+from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision, bytes_per_value
 from neurotrace.lab.results import RunResult
 
 Component = Literal["resid", "mlp", "attn"]
 ROME_WINDOW = 10
+RECOMPUTED_CELLS = 4   # per component, the float32 cells a bfloat16 run recomputes (peaks + random), for cost()
 
 
 class NoiseCorruption(BaseModel):
@@ -105,6 +106,8 @@ class TraceRequest(BaseModel):
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
     backend: Backend = "hf"
     remote: Remote = False
+    precision: Precision = "float32"
+    insist_precision: InsistPrecision = False
 
     @model_validator(mode="after")
     def _one_source(self) -> "TraceRequest":
@@ -141,11 +144,15 @@ class TraceRequest(BaseModel):
                                                                                  if self.heads else 0))
             if self.mode == "approx":
                 per_fact = samples * 3 + (per_fact if self.check_agreement else 0)
+            if self.precision == "bfloat16":   # the float32 recomputation of each fact's sampled cells
+                per_fact += samples * (2 + RECOMPUTED_CELLS * len(self.components) + len(self.components)
+                                       * d.n_layers * pos * (self.mode == "approx" and not self.check_agreement))
             rows_total += facts * per_fact
             batch = min(ROWS_PER_BATCH, per_fact)
             grids = facts * len(self.components) * d.n_layers * pos * 8 * 3   # restored + indirect + record
-            clean = len(self.components) * d.n_layers * pos * d.d_model * BYTES * (1 + samples)
-            peak = max(peak, forward_bytes(d, batch, pos) + grids + clean)
+            value = bytes_per_value(self.precision)
+            clean = len(self.components) * d.n_layers * pos * d.d_model * value * (1 + samples)
+            peak = max(peak, forward_bytes(d, batch, pos, value_bytes=value) + grids + clean)
         first = ("facts",) if self.facts else ("max_facts",)
         return Estimate(rows_total, peak, (*first, "corruption.samples", "components", "heads"))
 
@@ -347,6 +354,8 @@ class ModelRecord(Record):
                                              "the averages use); None when none is known.")
     mean_p_corrupted_known: float | None = Field(None, description="Mean corrupted p(target) over the known facts.")
     notes: list[str] = Field(default_factory=list)
+    precision: Literal["float32", "bfloat16"] = "float32"
+    precision_agreement: Agreement | None = Field(None, description="bfloat16 runs: agreement with float32.")
 
 
 class TraceResults(Record):
@@ -387,6 +396,7 @@ class ModelTrace(BaseModel):
     peak: PeakSite | None = None
     readings: Readings
     notes: list[str] = Field(default_factory=list)
+    precision_agreement: Agreement | None = None
 
 
 class TraceResult(RunResult):

@@ -124,6 +124,8 @@ def _to_float32(_module: nn.Module, args: tuple, kwargs: dict) -> Any:
 
 def _back_to(dtype: torch.dtype) -> Callable[[nn.Module, Any, Any], Any]:
     def back(_module: nn.Module, _args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return tuple(o.to(dtype) if torch.is_tensor(o) and o.is_floating_point() else o for o in output)
         return output.to(dtype) if torch.is_tensor(output) else None
 
     return back
@@ -144,10 +146,16 @@ def reduced_copy(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Mo
         if is_norm(module):
             module.register_forward_pre_hook(_to_float32, with_kwargs=True)
             module.register_forward_hook(_back_to(dtype))
+        elif type(module).__name__.endswith("RotaryEmbedding"):   # cos/sin follow the float32 stream: give
+            module.register_forward_hook(_back_to(dtype))           # the attention its own dtype back
+    embed = out.get_input_embeddings() if hasattr(out, "get_input_embeddings") else None
+    if embed is not None:        # the residual stream in float32: every sublayer's output is added to it there
+        embed.register_forward_hook(_back_to(torch.float32))
     return out
 
 
-def _reduced(loaded: LoadedModel) -> LoadedModel:
+def reduced_model(loaded: LoadedModel) -> LoadedModel:
+    """The bfloat16 copy of a loaded float32 model (:func:`reduced_copy`), as a LoadedModel of its own key."""
     model = reduced_copy(loaded.model)
     ref = loaded.ref.model_copy(update={"dtype": "bfloat16"})
     nbytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
@@ -167,7 +175,7 @@ def lease_at(cache: ModelCache, ref: ModelRef, precision: PrecisionName) -> Iter
     if ref.dtype != "float32" or ref.device == "auto":
         raise InputError("precision", "bfloat16 copies are made of float32 models on one device",
                          fix="set precision='float32', or load the model in float32 on one device")
-    with cache.lease_variant(ref, VARIANT, _reduced) as lm:
+    with cache.lease_variant(ref, VARIANT, reduced_model) as lm:
         yield lm
 
 

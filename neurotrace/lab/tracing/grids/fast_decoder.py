@@ -38,7 +38,7 @@ Masked LMs (bidirectional attention: every position sees the restored one) keep 
 forward. Results equal the full forward to float precision (tests on tiny models of every family).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,13 +227,14 @@ def position_chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
 
 def fast_decoder_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[str], window: int,
                       reporter: Reporter, rows_per_batch: int = 512,
-                      progress: tuple[int, int] = (0, 1)) -> dict[str, Float[Tensor, "layer pos"]]:
+                      progress: tuple[int, int] = (0, 1), cells: Collection[int] | None = None
+                      ) -> dict[str, Float[Tensor, "layer pos"]]:
     """Same numbers as :func:`neurotrace.lab.tracing.grids.grid.exact_grid`, computing only what can change."""
     n_layers, samples = lm.n_layers, corr.samples
     clean, _ = clean_states(lm, prep.ids, grid_sites(components, n_layers))
     resid_pre, kv = corrupted_run(lm, corr.ids, corr.noise, corr.subject)
-    n_cells, groups = group_rows(components, n_layers, len(prep.ids), samples, window)
-    out = torch.empty(n_cells, samples)
+    n_cells, groups = group_rows(components, n_layers, len(prep.ids), samples, window, cells)
+    out = torch.full((n_cells, samples), float("nan"))
     every = [r for group in groups.values() for r in group]
     prefix = unchanged_prefix(prep.ids, corr)
     done = fill_corrupted(lm, out, [r for r in every if r.pos < prefix], resid_pre[-1], prep)

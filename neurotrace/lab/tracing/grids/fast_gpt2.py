@@ -15,7 +15,7 @@ Results equal the full forward to float precision (tests compare them with the p
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +121,8 @@ def _run_suffix(lm: LoadedModel, h: Float[Tensor, "state suffix d_model"], start
 
 
 def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[str], window: int, reporter: Reporter,
-              rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1)) -> dict[str, Float[Tensor, "layer pos"]]:
+              rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1), cells: Collection[int] | None = None
+              ) -> dict[str, Float[Tensor, "layer pos"]]:
     """Same numbers as :func:`neurotrace.lab.tracing.grids.grid.exact_grid`, computing only what can change.
 
     Rows are grouped by their first changed layer and sorted by restored position, so a batch shares
@@ -129,8 +130,8 @@ def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[st
     n_layers, samples = lm.n_layers, corr.samples
     clean, _ = clean_states(lm, prep.ids, grid_sites(components, n_layers))
     resid_pre, qkv = _corrupted_cache(lm, corr.ids, corr.noise, corr.subject)
-    n_cells, groups = group_rows(components, n_layers, len(prep.ids), samples, window)
-    out = torch.empty(n_cells, samples)
+    n_cells, groups = group_rows(components, n_layers, len(prep.ids), samples, window, cells)
+    out = torch.full((n_cells, samples), float("nan"))
     prefix = unchanged_prefix(prep.ids, corr)
     done = fill_corrupted(lm, out, [r for rows in groups.values() for r in rows if r.pos < prefix], resid_pre[-1], prep)
     for start, rows in groups.items():

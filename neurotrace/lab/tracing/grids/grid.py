@@ -11,7 +11,7 @@ order as ``(clean - corrupted) . grad``. Windows add the per-layer estimates.
 """
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,21 +61,23 @@ def corrupted_probs(lm: LoadedModel, prep: PreparedFact, corr: Corrupted) -> Flo
 
 def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str], window: int,
                reporter: Reporter, rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1),
-               force_full: bool = False) -> dict[str, Float[Tensor, "layer pos"]]:
+               force_full: bool = False, cells: Collection[int] | None = None) -> dict[str, Float[Tensor, "layer pos"]]:
     """Mean p(target) with each cell restored: {component: (n_layers, pos)}.
 
     Every (cell, noise sample) is one row of a batched full forward. Causal decoders (unless
     ``force_full``) take a fast path with the same numbers that computes only the layers and positions
     a restoration can change: :func:`neurotrace.lab.tracing.grids.fast_gpt2.fast_grid` for GPT-2,
     :func:`neurotrace.lab.tracing.grids.fast_decoder.fast_decoder_grid` for every other decoder family.
-    Masked LMs take the full forward."""
+    Masked LMs take the full forward. With ``cells`` (flat indices over (component, layer, position)),
+    only those cells are computed; the others are NaN."""
     if supports_fast_path(lm) and not force_full:
-        return fast_grid(lm, prep, corr, components, window, reporter, rows_per_batch, progress)
+        return fast_grid(lm, prep, corr, components, window, reporter, rows_per_batch, progress, cells)
     if supports_fast_decoder(lm) and not force_full:
-        return fast_decoder_grid(lm, prep, corr, components, window, reporter, rows_per_batch, progress)
+        return fast_decoder_grid(lm, prep, corr, components, window, reporter, rows_per_batch, progress, cells)
     needed = restored_sites(lm, components, window)
     clean, _ = clean_states(lm, prep.ids, needed)
-    return restored_grid(lm, prep, corr, components, window, clean, target_probs, reporter, rows_per_batch, progress)
+    return restored_grid(lm, prep, corr, components, window, clean, target_probs, reporter, rows_per_batch, progress,
+                         cells=cells)
 
 
 def restored_sites(lm: LoadedModel, components: Sequence[str], window: int) -> list[str]:
@@ -86,19 +88,23 @@ def restored_sites(lm: LoadedModel, components: Sequence[str], window: int) -> l
 
 def restored_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str], window: int,
                   clean: dict[str, Float[Tensor, "pos ..."]], probs: Callable[..., Tensor], reporter: Reporter,
-                  rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1), tag: str = ""
-                  ) -> dict[str, Float[Tensor, "layer pos"]]:
+                  rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1), tag: str = "",
+                  cells: Collection[int] | None = None) -> dict[str, Float[Tensor, "layer pos"]]:
     """The batched full-forward grid: every (cell, noise sample) is one row; ``probs(lm, ids, pos, target,
-    hooks)`` runs the rows (:func:`target_probs` with torch hooks, or nnsight's traced forward)."""
+    hooks)`` runs the rows (:func:`target_probs` with torch hooks, or nnsight's traced forward). With
+    ``cells``, only those flat cell indices (the others NaN)."""
     n_layers, n_pos, samples = lm.n_layers, len(prep.ids), corr.samples
-    cells = [(k, layer, p) for k in components for layer in range(n_layers) for p in range(n_pos)]
-    out = torch.empty(len(cells) * samples)
-    for start in range(0, len(out), rows_per_batch):
-        rows = torch.arange(start, min(start + rows_per_batch, len(out)))
+    every = [(k, layer, p) for k in components for layer in range(n_layers) for p in range(n_pos)]
+    chosen = sorted(set(cells)) if cells is not None else list(range(len(every)))
+    cells_ = [every[c] for c in chosen]
+    out = torch.full((len(every) * samples,), float("nan"))
+    todo = (torch.tensor(chosen, dtype=torch.long)[:, None] * samples + torch.arange(samples)).flatten()
+    for start in range(0, len(todo), rows_per_batch):
+        rows = torch.arange(start, min(start + rows_per_batch, len(todo)))
         cell_idx, sample_idx = rows // samples, rows % samples
         by_site: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for r, c in enumerate(cell_idx.tolist()):
-            component, layer, pos = cells[c]
+            component, layer, pos = cells_[c]
             for site in sites_for(component, layer, window, n_layers):
                 by_site[site].append((r, pos))
         hooks: dict[str, list] = {s: [_restore_hook(torch.tensor([a for a, _ in v]), torch.tensor([b for _, b in v]),
@@ -106,10 +112,10 @@ def restored_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, componen
         if corr.noise is not None:
             hooks["hook_embed"] = [noise_hook(corr.noise, corr.subject, sample_idx)]
         ids = corr.ids[None].expand(len(rows), -1)
-        out[rows] = probs(lm, ids, prep.predict_pos, prep.target_id, hooks).cpu()
+        out[todo[rows]] = probs(lm, ids, prep.predict_pos, prep.target_id, hooks).cpu()
         reporter.step(progress[0] + start + len(rows), progress[1],
                       f"fact {prep.fact.id or prep.fact.clean_subject}{tag}")
-    grid = out.view(len(cells), samples).mean(1).view(len(components), n_layers, n_pos)
+    grid = out.view(len(every), samples).mean(1).view(len(components), n_layers, n_pos)
     return {k: grid[i] for i, k in enumerate(components)}
 
 

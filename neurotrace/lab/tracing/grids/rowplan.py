@@ -13,7 +13,7 @@ values written into it in that layer. The arithmetic per state is exactly a full
 """
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -53,13 +53,16 @@ def grid_sites(components: Sequence[str], n_layers: int) -> list[str]:
     return [site_name(COMPONENT_SITE[k], layer) for k in components for layer in range(n_layers)]
 
 
-def group_rows(components: Sequence[str], n_layers: int, n_pos: int, samples: int,
-               window: int) -> tuple[int, dict[int, list[Row]]]:
+def group_rows(components: Sequence[str], n_layers: int, n_pos: int, samples: int, window: int,
+               only: Collection[int] | None = None) -> tuple[int, dict[int, list[Row]]]:
     """(number of cells, {first changed layer: rows sorted by position}); cells are ordered
-    (component, layer, position) as in the grid."""
+    (component, layer, position) as in the grid. With ``only``, rows of those flat cell indices alone."""
     groups: dict[int, list[Row]] = defaultdict(list)
     cells = [(k, layer, p) for k in components for layer in range(n_layers) for p in range(n_pos)]
+    keep = set(range(len(cells))) if only is None else set(only)
     for c, (k, layer, p) in enumerate(cells):
+        if c not in keep:
+            continue
         layers = tuple(int(s.split(".")[1]) for s in sites_for(k, layer, window, n_layers))
         start = layer + 1 if k == "resid" else layers[0]
         groups[start] += [Row(c, k, layers, p, s) for s in range(samples)]
