@@ -158,3 +158,11 @@ def test_exact_grid_computes_only_the_cells_asked_for(tiny_gpt2, tiny_llama, tin
         flat_some = torch.cat([some["resid"].flatten(), some["mlp"].flatten()])
         assert torch.allclose(flat_some[cells], flat_full[cells], atol=1e-6)
         assert int(flat_some.isnan().sum()) == len(flat_full) - len(cells)
+
+
+def test_approx_mode_in_bfloat16_recomputes_the_whole_attribution_grid(lab):
+    result = run_trace(TraceRequest(**{**ONE, "mode": "approx"}), lab=lab)
+    record = _record(lab, result, "fact-gpt2")
+    agree = result.models[0].precision_agreement
+    cells = sum(len(g) * len(g[0]) for g in record["facts"][0]["indirect"].values())
+    assert agree.n == cells and agree.n_peaks == 2 * 3 and agree.max_abs_diff < 0.05
