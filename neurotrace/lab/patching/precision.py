@@ -12,7 +12,7 @@ import numpy as np
 from torch import Tensor
 
 from neurotrace.lab.model.runtime.precision import Agreement, agreement, changed_readings, choose
-from neurotrace.lab.patching.report import N_TOP, grid_cells, restored
+from neurotrace.lab.patching.report import grid_cells, ranked, restored
 from neurotrace.lab.patching.schema import PatchCell, PatchRequest
 
 PEAKS = 2          # per kind, the most restoring cells, always recomputed
@@ -48,19 +48,22 @@ def _label(kind: str, shape: Sequence[int], index: int, tokens: Sequence[str]) -
     return f"{kind} L{at[0]} {tokens[at[1]]!r}"
 
 
-def _top(grids: dict[str, Tensor], m_clean: float, m_corrupt: float, tokens: list[str]) -> list[PatchCell]:
+def _top(grids: dict[str, Tensor], m_clean: float, m_corrupt: float, tokens: list[str],
+         differing: set[int]) -> list[PatchCell]:
+    """The summary's most restoring cells (the report's ranking)."""
     cells = [c for k, g in grids.items() for c in grid_cells(k, g, restored(g, m_clean, m_corrupt), tokens)]
-    return sorted(cells, key=lambda c: -abs(c.restored))[:N_TOP]
+    return ranked(cells, differing)[0]
 
 
 def _readings(top: list[PatchCell]) -> dict[str, object]:
-    name = [f"{c.component} L{c.layer}" + (f" H{c.head}" if c.head is not None else "")
-            + (f" at {c.token!r}" if c.token is not None else "") for c in top]
+    name = [f"{c.component} L{c.layer}" + (f"-L{c.through_layer}" if c.through_layer is not None else "")
+            + (f" H{c.head}" if c.head is not None else "") + (f" at {c.token!r}" if c.token is not None else "")
+            for c in top]
     return {"most restoring cell": name[0] if name else None, "three most restoring": tuple(name[:3])}
 
 
 def check(request: PatchRequest, grids: dict[str, Tensor], m16: tuple[float, float], tokens: list[str],
-          recompute: Callable[[Chosen], tuple[tuple[float, float], list[float]]]) -> Agreement:
+          differing: set[int], recompute: Callable[[Chosen], tuple[tuple[float, float], list[float]]]) -> Agreement:
     """The :class:`Agreement` of a bfloat16 patch run's ``grids`` (with clean/corrupt metrics ``m16``):
     ``recompute(cells)`` returns the float32 clean/corrupt metrics and the float32 values of ``cells``."""
     peaks, rand = choose_cells(grids, *m16, len(tokens))
@@ -73,7 +76,8 @@ def check(request: PatchRequest, grids: dict[str, Tensor], m16: tuple[float, flo
         reduced.append(float(grids[k].flatten()[i]))
         reference.append(v)
         patched[k].view(-1)[i] = v
-    changed = changed_readings(_readings(_top(grids, *m16, tokens)), _readings(_top(patched, *m32, tokens)))
+    changed = changed_readings(_readings(_top(grids, *m16, tokens, differing)),
+                               _readings(_top(patched, *m32, tokens, differing)))
     rerun = "patch with the same request and precision='float32'"
     return agreement(QUANTITY[request.metric], labels, 2 + len(peaks), SEED, reduced, reference, changed, rerun)
 

@@ -306,8 +306,9 @@ def check_cells(lm: LoadedModel, request: PatchRequest, fast: Measured) -> Agree
                              "float32 check", same_prefix=shared_prefix(fast.clean, fast.corrupt))
         return (m_clean, m_corrupt), values.tolist()
 
+    differing = {i for i, (a, b) in enumerate(zip(fast.clean.tolist(), fast.corrupt.tolist(), strict=True)) if a != b}
     return check_precision(request, {k: fast.grids[k] for k in fast.plan}, (fast.m_clean, fast.m_corrupt),
-                           token_texts(lm.tokenizer, fast.clean.tolist()), recompute)
+                           token_texts(lm.tokenizer, fast.clean.tolist()), differing, recompute)
 
 
 def run_patch(request: PatchRequest, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> PatchResult:
