@@ -48,7 +48,9 @@ def test_bfloat16_patch_agrees_with_float32_within_the_reported_bound(family, tm
     assert 0 < whole < 0.05 and agree.max_abs_diff <= max(whole, abs(runs["float32"].metric_clean
                                                                        - runs["bfloat16"].metric_clean)) + 1e-6
     assert agree.quantity == "logit difference" and agree.n == 2 + 2 * len(KINDS) + 6
-    assert agree.changed == [] and "bfloat16 agreement with float32" in runs["bfloat16"].summary
+    # random tiny models have near ties among their top cells: a flip among them is reported, never hidden
+    said = "would change" if agree.changed else "no reading would change"
+    assert said in runs["bfloat16"].summary and (agree.rerun is not None) == bool(agree.changed)
 
 
 def test_fact_gpt2_bfloat16_patch_keeps_its_most_restoring_cells(lab):
