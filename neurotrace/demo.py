@@ -10,7 +10,7 @@ index as GGUF files by ``scripts/setup.sh``):
 4. find the SmolLM2 MLP neurons whose activation precedes collapsed (looping) greedy generations, and
    sweep a clamp of the top one on those prompts against same-layer random-neuron controls;
 5. capture a mid-layer residual of SmolLM2 over the built-in corpus (``python-docs``, 50k tokens in
-   128-token contexts, BOS skipped), fit a sparse autoencoder (TopK k=32 with AuxK) on it, show the feature
+   128-token contexts, BOS skipped), fit a sparse autoencoder (TopK k=48 with AuxK) on it, show the feature
    pages of the features a fact sentence fires most, and ablate the features that most support the answers,
    against controls.
 
@@ -178,7 +178,7 @@ def clamp_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
 
 
 #: the SAE step: a corpus capture's token budget and the fit's steps (see README for the figures reached)
-SAE_TOKENS, SAE_STEPS = 50_000, 600
+SAE_TOKENS, SAE_STEPS = 50_000, 1000
 
 
 def capture_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
@@ -195,8 +195,8 @@ def fit_sae_real(lab: Lab, reporter: Reporter, state: dict) -> Any:
     if not state.get("capture"):
         return skipped("needs the capture step")
     quick = state["quick"]
-    req = FitSAERequest(capture_run_id=state["capture"], architecture="topk", expansion_factor=4, k=32,
-                        n_steps=100 if quick else SAE_STEPS, batch_size=256, splice_steps=4 if quick else 16)
+    req = FitSAERequest(capture_run_id=state["capture"], architecture="topk", expansion_factor=4, k=48,
+                        n_steps=100 if quick else SAE_STEPS, lr=2e-3, batch_size=256, splice_steps=4 if quick else 16)
     result = run_fit_sae(req, lab=lab, reporter=reporter)
     state["sae"] = result.run_id
     return result
