@@ -71,3 +71,9 @@ def test_a_planted_one_prompt_difference_is_found_and_the_readings_it_changes_ar
     assert agreed.chosen[0] == agreed.worst == "prompt 1" and agreed.max_abs_diff == pytest.approx(8.0)
     assert found.diffs[1] == 0.0 and any(c.startswith(("direction:", "effect size:")) for c in agreed.changed)
     assert "reading(s) would change" in agreed.summary and "precision='float32'" in agreed.rerun
+
+
+def test_the_dry_run_counts_the_float32_recheck(lab):
+    f32, b16 = _request("fact-gpt2").cost(lab), _request("fact-gpt2", precision="bfloat16").cost(lab)
+    per_prompt = (1 + 1) * 3 + 4 * 1                      # baseline + policy steps, one control per family
+    assert b16.rows - f32.rows == 2 * per_prompt and "precision" in b16.fields    # both prompts rerun in float32

@@ -101,3 +101,9 @@ def test_float32_ranking_is_unchanged_and_a_slow_cpu_falls_back(lab, monkeypatch
     fell = run_find_neurons(FindNeuronsRequest(**fields, precision="bfloat16"), lab=lab)
     assert fell.precision == "float32" and fell.agreement is None and "not faster" in fell.summary
     assert [s.model_dump() for s in fell.top] == [s.model_dump() for s in r32.top]
+
+
+def test_the_dry_run_counts_the_float32_recheck(lab):
+    fields = {"model": "fact-gpt2", "prompts": word_prompts(20, 5, seed=1), "control_prompts": word_prompts(20, 5, 2)}
+    f32, b16 = FindNeuronsRequest(**fields).cost(lab), FindNeuronsRequest(**fields, precision="bfloat16").cost(lab)
+    assert f32.rows == 40 and b16.rows == 40 + 3 + 4 and "precision" in b16.fields   # top-3 prompts + 10%
