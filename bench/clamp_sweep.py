@@ -123,7 +123,7 @@ def precision_side_by_side(args: argparse.Namespace, threads: int) -> None:
             if best is None or wall < best[0]:
                 runs[precision] = (wall, result, positions, gens)
     (w32, r32, pos, g32), (w16, r16, _, g16) = runs["float32"], runs["bfloat16"]
-    agreement = r16.agreement
+    agreement = r16.precision_agreement
     if agreement is None:
         raise SystemExit(f"the bfloat16 run ran in float32 here: {r16.summary[-200:]}")
     checked = agreement.n / max(r16.n_rows, 1)

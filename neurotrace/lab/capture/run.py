@@ -321,7 +321,7 @@ def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict
                            special_ids=sorted(int(i) for i in lm.tokenizer.all_special_ids),
                            generation=GenerationPlan.model_validate(plan),
                            sites={s: CaptureSite(width=w, path=states_path(s)) for s, w in widths.items()},
-                           precision=ran, agreement=agreed)
+                           precision=ran, precision_agreement=agreed)
     run.write_json(CAPTURE_FILE, record.model_dump(mode="json"))
     sites = list(widths)
     over = (f"{len(lines)} context(s) of {request.context_size} tokens from corpus {request.corpus}"
@@ -336,4 +336,4 @@ def _finish(run: Any, request: CaptureRequest, lm: LoadedModel, lines: list[dict
            "these states; or read trace.jsonl for the per-step outputs.")
     return CaptureResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), n_steps=len(lines),
                          n_rows=n_rows, sites=sites, widths=widths, outputs=[ln["output"] for ln in lines[:20]],
-                         trace=trace, states=states, next=nxt, precision=ran, agreement=agreed)
+                         trace=trace, states=states, next=nxt, precision=ran, precision_agreement=agreed)

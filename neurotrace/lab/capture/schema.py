@@ -100,7 +100,7 @@ class CaptureResult(RunResult):
     trace: str = Field("", description="URI of trace.jsonl.")
     states: dict[str, str] = Field(default_factory=dict, description="Site -> URI of its [N, D] .npy.")
     precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.")
-    agreement: Agreement | None = Field(None, description="bfloat16: agreement of a float32 recheck of a "
+    precision_agreement: Agreement | None = Field(None, description="bfloat16: agreement of a float32 recheck of a "
                                         "seeded sample of steps.")
 
 
@@ -144,5 +144,5 @@ class CaptureRecord(BaseModel):
     # float32 records keep the keys they always had; a bfloat16 one adds these two
     precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.",
                                                       exclude_if=lambda v: v == "float32")
-    agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of steps.",
+    precision_agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of steps.",
                                         exclude_if=lambda v: v is None)

@@ -116,8 +116,8 @@ def markdown(request: ClampSweepRequest, rec: ClampResults) -> str:
              f"({_types_text(rec.baseline_collapse_types)}), {rec.n_recovered} recovered by at "
              "least one value of the requested neurons.", "",
              *[f"- Note: {n}" for n in rec.notes], "",
-             *([f"Precision: bfloat16 (norms in float32). {rec.agreement.summary} Rechecked rows: "
-                f"{', '.join(rec.agreement.chosen)}.", ""] if rec.agreement else []),
+             *([f"Precision: bfloat16 (norms in float32). {rec.precision_agreement.summary} Rechecked rows: "
+                f"{', '.join(rec.precision_agreement.chosen)}.", ""] if rec.precision_agreement else []),
              *_verdict_lines(rec.groups),
              "## Collapse rules (any one flags an output)", "",
              *[f"- {rule}" for rule in describe_thresholds(th)], "",
@@ -198,7 +198,7 @@ def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem
                        notes=notes(request, conds, lm, bool(prompt_ids) and prompt_ids[0][:1] == [bos]),
                        per_value=per_value, controls_per_value=[s for s in all_values if s.control_of is not None],
                        collapsed=cases, tokens_generated=out.tokens_generated, seconds=out.seconds,
-                       precision=ran, agreement=agreed)
+                       precision=ran, precision_agreement=agreed)
     table_uri = sink.finish()   # tables/clamp_sweep.csv and tables/generations.jsonl, from the spools
     run.write_csv("tables/sweep_summary.csv", [s.model_dump() for s in all_values])
     if out.act_sum:
@@ -218,7 +218,7 @@ def write_outputs(run: Run, request: ClampSweepRequest, prompts: list[PromptItem
         n_recovered=rec.n_recovered, baseline_collapse_types=dict(rec.baseline_collapse_types),
         verdict=groups[0].verdict if groups else None, groups=groups, best=best, per_value=per_value,
         notes=rec.notes, tokens_generated=out.tokens_generated, seconds=round(out.seconds, 3),
-        precision=ran, agreement=agreed, report=report_uri, table=table_uri, plot=figures[0])
+        precision=ran, precision_agreement=agreed, report=report_uri, table=table_uri, plot=figures[0])
 
 
 def _summary(request: ClampSweepRequest, rec: ClampResults, best: list[ValueSummary], precision: str = "") -> str:

@@ -176,7 +176,7 @@ class ClampResults(BaseModel):
     # a float32 run's record keeps the keys float32 records always had; a bfloat16 one adds these two
     precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the sweep ran in.",
                                                       exclude_if=lambda v: v == "float32")
-    agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of rows.",
+    precision_agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of rows.",
                                         exclude_if=lambda v: v is None)
 
 
@@ -200,7 +200,7 @@ class ClampSweepResult(RunResult):
     tokens_generated: int = 0
     seconds: float = 0.0
     precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the sweep ran in.")
-    agreement: Agreement | None = Field(None, description="bfloat16: agreement of a float32 recheck of the "
+    precision_agreement: Agreement | None = Field(None, description="bfloat16: agreement of a float32 recheck of the "
                                         "deciding rows and a seeded sample.")
     report: str = Field("", description="URI of the Markdown report.")
     table: str = Field("", description="URI of the consolidated CSV table.")

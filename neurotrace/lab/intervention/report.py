@@ -180,7 +180,7 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: Dict
                              sampling=request.sampling,
                              size_rules=SIZE_RULES, sae_caution=sae_caution, prompts=entries, top_features=features,
                              mean_p_target_change=mean_delta, n_text_changed=changed, generation=_plan(entries),
-                             precision=ran, agreement=agreed, **words)
+                             precision=ran, precision_agreement=agreed, **words)
     uri = run.write_json(REPORT_FILE, report.model_dump(mode="json"))
     run.write_csv("tables/per_step.csv", [{"prompt": i, **row.model_dump(exclude={"policies_active"})}
                                           for i, e in enumerate(entries) for row in e.per_step])
@@ -191,7 +191,7 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: Dict
     return InterveneResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
                            n_prompts=len(entries), mean_p_target_change=mean_delta, n_text_changed=changed,
                            top_features=features, report=uri, next=_next(j), sae_caution=sae_caution,
-                           precision=ran, agreement=agreed, **words)
+                           precision=ran, precision_agreement=agreed, **words)
 
 
 def _next(j: Judgement) -> str:

@@ -205,7 +205,7 @@ class InterveneReport(BaseModel):
     # float32 reports keep the keys they always had; a bfloat16 one adds these two
     precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.",
                                                       exclude_if=lambda v: v == "float32")
-    agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of prompts.",
+    precision_agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of prompts.",
                                         exclude_if=lambda v: v is None)
 
 
@@ -237,6 +237,6 @@ class InterveneResult(RunResult):
     verdict: Verdict | None = Field(None, description="By the thresholds in the summary; null without policies or "
                                    "controls.")
     precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.")
-    agreement: Agreement | None = Field(None, description="bfloat16: agreement of a float32 recheck of the "
+    precision_agreement: Agreement | None = Field(None, description="bfloat16: agreement of a float32 recheck of the "
                                         "deciding prompt and a seeded sample.")
     report: str = Field("", description="URI of report.json.")

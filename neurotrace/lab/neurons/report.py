@@ -96,7 +96,7 @@ def write_ranking(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers
         position=request.position, n_permutations=request.n_permutations,
         min_p=min_attainable_p(n_a, n_b, request.n_permutations), top=table[:50],
         n_bonferroni_05=int((stats.p_bonferroni < 0.05).sum()), n_bh_05=int((stats.q_bh < 0.05).sum()),
-        precision=precision[0], agreement=precision[2])
+        precision=precision[0], precision_agreement=precision[2])
     run.write_json(RESULTS_FILE, results.model_dump(mode="json"))
     report_uri = run.write_text("report.md", _markdown(request, results, top, generations))
     figures = [run.write_figure("figures/ranking.png", FIGURES["ranking"](results))]
@@ -105,7 +105,7 @@ def write_ranking(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layers
     return FindNeuronsResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
                              next=_ranking_next(request, top, generations, report_uri), mode=request.mode,
                              n_a=n_a, n_b=n_b, n_tested=m, top=top, table=table_uri, precision=precision[0],
-                             agreement=precision[2])
+                             precision_agreement=precision[2])
 
 
 def _ranking_summary(request: FindNeuronsRequest, results: NeuronRankingResults, top: list[NeuronScore]) -> str:
@@ -193,7 +193,7 @@ def write_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layer
     all_acts = torch.cat([v.float() for v in values])
     results = NeuronExamplesResults(mode="top_examples", model=request.model, neuron=ref, n_positions=len(flat),
                                     mean=float(all_acts.mean()), max=float(all_acts.max()), examples=rows[:50],
-                                    precision=precision[0], agreement=precision[2])
+                                    precision=precision[0], precision_agreement=precision[2])
     run.write_json(RESULTS_FILE, results.model_dump(mode="json"))
     figures = [run.write_figure("figures/examples.png", FIGURES["examples"](results))]
     top = rows[: request.top_k]
@@ -207,4 +207,4 @@ def write_examples(run: Run, request: FindNeuronsRequest, lm: LoadedModel, layer
            f"{{'neurons': ['{ref}']}}.")
     return FindNeuronsResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), figures=figures,
                              next=nxt, mode="top_examples", n_a=len(ids), examples=top, table=table_uri,
-                             precision=precision[0], agreement=precision[2])
+                             precision=precision[0], precision_agreement=precision[2])

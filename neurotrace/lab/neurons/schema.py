@@ -116,7 +116,7 @@ class NeuronRankingResults(BaseModel):
     n_bh_05: int = Field(description="Neurons with BH q < 0.05.")
     precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.",
                                                       exclude_if=lambda v: v == "float32")
-    agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of prompts.",
+    precision_agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of prompts.",
                                         exclude_if=lambda v: v is None)
 
 
@@ -133,7 +133,7 @@ class NeuronExamplesResults(BaseModel):
     examples: list[Example] = Field(description="The 50 highest activations (the CSV holds more).")
     precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.",
                                                       exclude_if=lambda v: v == "float32")
-    agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of prompts.",
+    precision_agreement: Agreement | None = Field(None, description="bfloat16: the float32 recheck of a sample of prompts.",
                                         exclude_if=lambda v: v is None)
 
 
@@ -151,5 +151,5 @@ class FindNeuronsResult(RunResult):
     examples: list[Example] = Field(default_factory=list, description="top_examples mode.")
     table: str = Field("", description="URI of the ranked CSV.")
     precision: Literal["float32", "bfloat16"] = Field("float32", description="The precision the run used.")
-    agreement: Agreement | None = Field(None, description="bfloat16: agreement of a float32 recheck of the "
+    precision_agreement: Agreement | None = Field(None, description="bfloat16: agreement of a float32 recheck of the "
                                         "deciding prompts and a seeded sample.")

@@ -35,8 +35,8 @@ def test_bfloat16_capture_agrees_with_the_whole_float32_capture_within_its_repor
     fields = {"model": model, "prompts": word_prompts(2, 5, seed=5), "sites": SITES, "max_new_tokens": 3}
     r32 = run_capture(CaptureRequest(**fields), lab=lab)
     r16 = run_capture(CaptureRequest(**fields, precision="bfloat16"), lab=lab)
-    a = r16.agreement
-    assert r32.agreement is None and r16.precision == "bfloat16" and a.n == 2             # 2 steps: both
+    a = r16.precision_agreement
+    assert r32.precision_agreement is None and r16.precision == "bfloat16" and a.n == 2             # 2 steps: both
     assert "precision" not in lab.store.read_json(r32.run_id, "capture.json")           # float32 keys unchanged
     assert bool(a.changed) == (r16.outputs != r32.outputs)      # flagged iff float32 generates other tokens
     if r16.outputs == r32.outputs:                              # the same rows: the bound is every row's

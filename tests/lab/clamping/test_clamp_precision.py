@@ -45,8 +45,8 @@ def test_bfloat16_sweep_agrees_with_the_whole_float32_sweep_within_its_reported_
               "max_new_tokens": 6, "controls": 0}
     r32 = run_clamp_sweep(ClampSweepRequest(**fields), lab=lab)
     r16 = run_clamp_sweep(ClampSweepRequest(**fields, precision="bfloat16"), lab=lab)
-    assert r32.precision == "float32" and r32.agreement is None
-    a = r16.agreement
+    assert r32.precision == "float32" and r32.precision_agreement is None
+    a = r16.precision_agreement
     assert r16.precision == "bfloat16" and a is not None and a.n == r16.n_rows == 4     # a small grid: every row
     true = [_diff(x, y)[0] for x, y in zip(_tokens(lab, r16), _tokens(lab, r32), strict=True)]
     assert max(true) == pytest.approx(a.max_abs_diff)           # the reported bound is the whole sweep's
@@ -89,7 +89,7 @@ def test_a_cpu_without_fast_bfloat16_runs_float32_and_says_so(lab, planted, monk
     monkeypatch.setenv(ENV_FAST, "0")
     r = run_clamp_sweep(ClampSweepRequest(model=str(planted), neurons=["1:3"], prompts=["a"], values=[0],
                                           max_new_tokens=4, controls=0, precision="bfloat16"), lab=lab)
-    assert r.precision == "float32" and r.agreement is None
+    assert r.precision == "float32" and r.precision_agreement is None
     assert "not faster" in r.summary and "insist_precision" in r.summary
 
 

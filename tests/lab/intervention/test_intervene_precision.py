@@ -47,8 +47,8 @@ def test_bfloat16_intervene_agrees_with_the_whole_float32_run_within_its_reporte
     model = family if family == "fact-gpt2" else str(build_tiny(family, tmp_path / family))
     r32 = run_intervene(_request(model), lab=lab)
     r16 = run_intervene(_request(model, precision="bfloat16"), lab=lab)
-    a = r16.agreement
-    assert r32.agreement is None and r16.precision == "bfloat16" and a.n == 2          # 2 prompts: both
+    a = r16.precision_agreement
+    assert r32.precision_agreement is None and r16.precision == "bfloat16" and a.n == 2          # 2 prompts: both
     assert "precision" not in lab.store.read_json(r32.run_id, REPORT_FILE)              # float32 keys unchanged
     e16, e32 = _report(lab, r16).prompts, _report(lab, r32).prompts
     true = max(g for x, y in zip(e16, e32, strict=True) for g in _gaps(x, y))

@@ -43,8 +43,8 @@ def test_bfloat16_ranking_agrees_with_float32_within_its_reported_bound(lab, tmp
               "n_permutations": 50}
     r32 = run_find_neurons(FindNeuronsRequest(**fields), lab=lab)
     r16 = run_find_neurons(FindNeuronsRequest(**fields, precision="bfloat16"), lab=lab)
-    a = r16.agreement
-    assert r32.agreement is None and r16.precision == "bfloat16" and a.n == 4        # 4 prompts: every one
+    a = r16.precision_agreement
+    assert r32.precision_agreement is None and r16.precision == "bfloat16" and a.n == 4        # 4 prompts: every one
     with lease_pair(lab.cache, ModelRef(model=model), "bfloat16") as (b16, f32):
         true = (_acts(b16, concept + control, 1) - _acts(f32, concept + control, 1)).abs().max()
     assert float(true) == pytest.approx(a.max_abs_diff, rel=1e-3, abs=1e-6)   # the bound is every prompt's
@@ -82,15 +82,15 @@ def test_a_planted_one_cell_difference_is_found_and_a_changed_ranking_is_flagged
 def test_top_examples_and_collapse_modes_recheck_their_own_quantity(lab):
     ex = run_find_neurons(FindNeuronsRequest(model="fact-gpt2", mode="top_examples", neuron="1:3",
                                              prompts=word_prompts(4, 5, seed=1), precision="bfloat16"), lab=lab)
-    assert ex.agreement.quantity == "neuron activation" and ex.agreement.n == 4 and ex.agreement.max_abs_diff < 0.05
+    assert ex.precision_agreement.quantity == "neuron activation" and ex.precision_agreement.n == 4 and ex.precision_agreement.max_abs_diff < 0.05
     f32 = run_find_neurons(FindNeuronsRequest(model="fact-gpt2", mode="top_examples", neuron="1:3",
                                               prompts=word_prompts(4, 5, seed=1)), lab=lab)
     gaps = [abs(a.activation - b.activation) for a, b in zip(ex.examples, f32.examples, strict=True)
             if (a.prompt_index, a.pos) == (b.prompt_index, b.pos)]
-    assert gaps and max(gaps) <= ex.agreement.max_abs_diff + 1e-6
+    assert gaps and max(gaps) <= ex.precision_agreement.max_abs_diff + 1e-6
     col = run_find_neurons(FindNeuronsRequest(model="fact-gpt2", mode="collapse", prompts=word_prompts(6, 5, seed=1),
                                               max_new_tokens=12, n_permutations=50, precision="bfloat16"), lab=lab)
-    assert col.agreement.quantity == "pooled MLP activation" and col.agreement.n >= 3
+    assert col.precision_agreement.quantity == "pooled MLP activation" and col.precision_agreement.n >= 3
 
 
 def test_float32_ranking_is_unchanged_and_a_slow_cpu_falls_back(lab, monkeypatch):
@@ -99,7 +99,7 @@ def test_float32_ranking_is_unchanged_and_a_slow_cpu_falls_back(lab, monkeypatch
               "layers": [1], "n_permutations": 50}
     r32 = run_find_neurons(FindNeuronsRequest(**fields), lab=lab)
     fell = run_find_neurons(FindNeuronsRequest(**fields, precision="bfloat16"), lab=lab)
-    assert fell.precision == "float32" and fell.agreement is None and "not faster" in fell.summary
+    assert fell.precision == "float32" and fell.precision_agreement is None and "not faster" in fell.summary
     assert [s.model_dump() for s in fell.top] == [s.model_dump() for s in r32.top]
 
 
