@@ -38,13 +38,13 @@ def _acts(lm, prompts, layer):
 @pytest.mark.parametrize("family", [*DECODER_FAMILIES, "fact-gpt2"])
 def test_bfloat16_ranking_agrees_with_float32_within_its_reported_bound(lab, tmp_path, family):
     model = _model(family, tmp_path)
-    concept, control = word_prompts(2, 5, seed=1), word_prompts(2, 5, seed=2)
+    concept, control = word_prompts(2, 5, seed=1), word_prompts(1, 5, seed=2)
     fields = {"model": model, "prompts": concept, "control_prompts": control, "layers": [1], "top_k": 5,
               "n_permutations": 50}
     r32 = run_find_neurons(FindNeuronsRequest(**fields), lab=lab)
     r16 = run_find_neurons(FindNeuronsRequest(**fields, precision="bfloat16"), lab=lab)
     a = r16.precision_agreement
-    assert r32.precision_agreement is None and r16.precision == "bfloat16" and a.n == 4        # 4 prompts: every one
+    assert r32.precision_agreement is None and r16.precision == "bfloat16" and a.n == 3        # 3 prompts: every one
     with lease_pair(lab.cache, ModelRef(model=model), "bfloat16") as (b16, f32):
         true = (_acts(b16, concept + control, 1) - _acts(f32, concept + control, 1)).abs().max()
     assert float(true) == pytest.approx(a.max_abs_diff, rel=1e-3, abs=1e-6)   # the bound is every prompt's
@@ -60,10 +60,10 @@ def test_a_planted_one_cell_difference_is_found_and_a_changed_ranking_is_flagged
     with lease_pair(lab.cache, ModelRef(model="fact-gpt2"), "bfloat16") as (b16, f32):
         ids = tokenize_prompts(b16, request.prompts) + tokenize_prompts(b16, request.control_prompts)
         site = site_name("mlp_post", 2)
-        x = collect(b16, ids, [site], "last")[site]
+        x = collect(f32, ids, [site], "last")[site]                        # float32 values: differences are planted
         stats = contrast(x, 6, 50, 0)
         clean = recheck_ranking(f32, request, [2], ids, list(range(12)), x, 6, stats, None)
-        assert clean.changed == [] and clean.max_abs_diff < 0.1            # nothing planted: nothing flagged
+        assert clean.changed == [] and clean.max_abs_diff < 1e-5           # nothing planted: nothing found
         row = leverage_prompts(x, 6, stats)[0]                             # the top neuron's deciding prompt
         far = int(rank(stats)[300])                                        # a neuron far down the ranking
         planted = x.clone()
@@ -71,7 +71,7 @@ def test_a_planted_one_cell_difference_is_found_and_a_changed_ranking_is_flagged
         found = recheck_ranking(f32, request, [2], ids, list(range(12)), planted, 6, contrast(planted, 6, 50, 0),
                                 None)
     assert found.chosen[0] == f"prompt {row}" and found.worst == f"prompt {row}"
-    assert found.max_abs_diff == pytest.approx(50.0, abs=0.5)
+    assert found.max_abs_diff == pytest.approx(50.0, abs=1e-3)
     # a float32 recheck that disagrees on the top neuron (its values flattened in every prompt) is flagged
     top = int(rank(stats)[0])
     flat = {r: torch.cat([x[r, :top], x[:, top].mean().reshape(1), x[r, top + 1:]]) for r in range(12)}
