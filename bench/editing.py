@@ -66,6 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--facts", type=int, default=12, help="pack facts taken (unknown ones are dropped)")
+    ap.add_argument("--skip", type=int, default=0, help="leave out the first SKIP of those (a held-out set)")
     ap.add_argument("--layer", type=int, default=4)
     ap.add_argument("--set", action="append", default=[], help="settings, e.g. clamp_norm=1,steps=25")
     ap.add_argument("--runs", default=os.environ.get("NEUROTRACE_RUNS_DIR", "/tmp/neurotrace-bench-editing"))
@@ -74,7 +75,7 @@ def main() -> None:
     lab = Lab(LabSettings(runs_dir=args.runs, threads=1))
     request = EditRequest.model_validate({"model": args.model, "pack": "known-facts", "max_facts": args.facts})
     base = {**request.value.model_dump(), "tokens": request.covariance.tokens, "layer": args.layer}
-    cases = build_cases(request)
+    cases = build_cases(request)[args.skip:]
     with lab.cache.lease(ModelRef(model=args.model)) as lm:
         known, ids, unknown, _ = check_cases(request, lm, cases)
         base["clamp_norm"] = POST_NORM_CLAMP if lm.adapter.post_norms else ROME_CLAMP    # the tool's default

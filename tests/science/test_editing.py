@@ -1,6 +1,6 @@
 """The editing ground truth (issue #29): on gemma-3-270m, ten known facts of the known-facts pack, each edited
-alone with ROME at the layer its trace located, reach neighbourhood specificity >= 0.8 (the bar) and efficacy
->= 0.8 (reached; the bar is 0.9, unmet: docs/editing.md).
+alone with ROME at the layer its trace located, reach efficacy >= 0.9 and neighbourhood specificity >= 0.8
+(bench/editing.py measured 1.00 and 0.83 with the default post-norm clamp 0.65: docs/editing.md).
 
 Opt-in (``NEUROTRACE_REAL_MODELS=1``): a trace and ten value optimisations take minutes on two cores, over the
 ~60 s a CI test may take. The figures measured, and the causes of the earlier shortfall, are in docs/editing.md.
@@ -34,7 +34,5 @@ def test_rome_at_the_located_layer_rewrites_known_facts_and_spares_their_neighbo
     assert trace.run_id in r.layer_source and r.n_edited >= 10
     assert r.metrics.efficacy.before.value == 0.0
     assert r.metrics.specificity.before.value == 1.0          # neighbours the unedited model answers correctly
-    assert r.metrics.specificity.after.value >= 0.8 and r.metrics.specificity.after.n >= 50      # the bar
-    # The issue's efficacy bar is 0.9; with the post-norm clamp (0.5) bench/editing.py measured 8/10 on these
-    # facts (docs/editing.md: a larger clamp rewrites all ten but floods the neighbourhood). Asserted as reached.
-    assert r.metrics.efficacy.after.value >= 0.8
+    assert r.metrics.specificity.after.value >= 0.8 and r.metrics.specificity.after.n >= 50
+    assert r.metrics.efficacy.after.value >= 0.9

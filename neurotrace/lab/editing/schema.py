@@ -38,7 +38,7 @@ class ValueOptions(BaseModel):
                              "predictions (ROME: 0.0625).")
     weight_decay: float = Field(0.5, ge=0, le=10, description="Weight of |delta| / |v|^2 (ROME: 0.5).")
     clamp_norm: float | None = Field(None, gt=0, le=100, description="|delta| <= clamp_norm x |v|. Default: ROME's "
-                                     "4, or 0.5 on models that normalise the MLP output (Gemma 2/3, OLMo 2).")
+                                     "4, or 0.65 on models that normalise the MLP output (Gemma 2/3, OLMo 2).")
 
 
 class CovarianceOptions(BaseModel):
