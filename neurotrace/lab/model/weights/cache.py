@@ -129,27 +129,25 @@ class ModelCache:
     # -- loading -----------------------------------------------------------------------------
     def get(self, ref: ModelRef) -> LoadedModel:
         """The loaded model for ``ref``, loading it once if needed."""
-        key = cache_key(ref)
-        with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                if key in self._models:
-                    self._models.move_to_end(key)
-                    return self._models[key]
-            loaded = load(ref, trust_remote_code=self.trust_remote_code, runs_root=self.runs_root, **self._placing(ref))
-            with self._lock:
-                self._admit(loaded)
-                self.load_count[key] = self.load_count.get(key, 0) + 1
-            return loaded
+        return self._get_or_build(cache_key(ref), lambda: load(
+            ref, trust_remote_code=self.trust_remote_code, runs_root=self.runs_root, **self._placing(ref)))
 
     def get_variant(self, ref: ModelRef, tag: str, make: Callable[[LoadedModel], LoadedModel]) -> LoadedModel:
         """A model derived from ``ref``'s load by ``make`` (e.g. a bfloat16 copy), cached under its own key
         ``<ref's key>|<tag>`` and counted in the budget like any load; made once, from the base model."""
         key = f"{cache_key(ref)}|{tag}"
+
+        def build() -> LoadedModel:
+            with self.lease(ref) as base:
+                made = make(base)
+            if made.key != key:
+                raise ValueError(f"a variant must carry its key {key!r}, not {made.key!r}")
+            return made
+        return self._get_or_build(key, build)
+
+    def _get_or_build(self, key: str, build: Callable[[], LoadedModel]) -> LoadedModel:
+        """The cached model under ``key``, or ``build()`` run once (one builder per key at a time; the
+        cache lock is not held while it runs) and admitted."""
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -160,14 +158,11 @@ class ModelCache:
                 if key in self._models:
                     self._models.move_to_end(key)
                     return self._models[key]
-            with self.lease(ref) as base:
-                made = make(base)
-            if made.key != key:
-                raise ValueError(f"a variant must carry its key {key!r}, not {made.key!r}")
+            built = build()
             with self._lock:
-                self._admit(made)
+                self._admit(built)
                 self.load_count[key] = self.load_count.get(key, 0) + 1
-            return made
+            return built
 
     def budgets(self) -> dict[str, int | None]:
         """{device: bytes or None (no limit)}: the host ('cpu') and each visible GPU."""
