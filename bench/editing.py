@@ -1,6 +1,6 @@
 """ROME on gemma-3-270m: efficacy and neighbourhood specificity under one or more settings (issue #29).
 
-Loads the model once, builds the known-facts cases (CounterFact's recipe, :mod:`neurotrace.lab.editing.cases`),
+Loads the model once, builds the known-facts cases (CounterFact's recipe, :mod:`neurotrace.lab.editing.counterfact.cases`),
 keeps the facts the model knows, and for each setting edits every fact alone (ROME, from the original weights)
 and reads the edit prompt and its neighbourhood before and after. Prints one line per setting:
 
@@ -21,14 +21,14 @@ import time
 import torch
 
 from neurotrace import EditRequest
-from neurotrace.lab.editing.cases import build_cases
-from neurotrace.lab.editing.covariance import covariances
-from neurotrace.lab.editing.measure import next_token_probs, read_state
-from neurotrace.lab.editing.metrics import wilson
+from neurotrace.lab.editing.counterfact.cases import build_cases
+from neurotrace.lab.editing.counterfact.measure import next_token_probs, read_state
+from neurotrace.lab.editing.counterfact.metrics import wilson
+from neurotrace.lab.editing.counterfact.text import batch, context_prefixes
+from neurotrace.lab.editing.method.covariance import covariances
+from neurotrace.lab.editing.method.updates import apply, preserved, rome_update
+from neurotrace.lab.editing.method.vectors import ValueSettings, down_proj, mean_key
 from neurotrace.lab.editing.run import POST_NORM_CLAMP, ROME_CLAMP, check_cases
-from neurotrace.lab.editing.text import batch, context_prefixes
-from neurotrace.lab.editing.updates import apply, preserved, rome_update
-from neurotrace.lab.editing.vectors import ValueSettings, down_proj, mean_key
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.access.tokens import target_token_ids
 from neurotrace.lab.model.weights.loading import ModelRef

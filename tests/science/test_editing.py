@@ -11,7 +11,7 @@ import os
 import pytest
 
 from neurotrace import EditRequest, Lab, LabSettings, TraceRequest, run_edit, run_trace
-from neurotrace.lab.editing.cases import pack_rewrites
+from neurotrace.lab.editing.counterfact.cases import pack_rewrites
 from neurotrace.lab.facts import load_pack
 from neurotrace.lab.model.weights import catalog
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import torch
 
-from neurotrace.lab.editing.cases import Case
+from neurotrace.lab.editing.counterfact.cases import Case
+from neurotrace.lab.editing.counterfact.measure import CaseIds, State, consistency, fluency
+from neurotrace.lab.editing.counterfact.metrics import mean, rate
 from neurotrace.lab.editing.figures import FIGURES, RESULTS_FILE
-from neurotrace.lab.editing.measure import CaseIds, State, consistency, fluency
-from neurotrace.lab.editing.metrics import mean, rate
-from neurotrace.lab.editing.rome import native_delta
+from neurotrace.lab.editing.method.rome import native_delta
+from neurotrace.lab.editing.method.updates import Update, param_name
+from neurotrace.lab.editing.method.vectors import down_proj
 from neurotrace.lab.editing.schema import (
     EditRequest,
     EditResult,
@@ -29,8 +31,6 @@ from neurotrace.lab.editing.schema import (
     Metrics,
     Sweep,
 )
-from neurotrace.lab.editing.updates import Update, param_name
-from neurotrace.lab.editing.vectors import down_proj
 from neurotrace.lab.model.weights.derived import edited_name
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.runs import Run

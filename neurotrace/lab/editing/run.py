@@ -1,15 +1,15 @@
 """edit: rewrite facts in a model's MLP weights (ROME, MEMIT) and measure the edit as CounterFact does.
 
-1. Cases (:mod:`~neurotrace.lab.editing.cases`): the facts to rewrite, their paraphrases, neighbourhood and
+1. Cases (:mod:`~neurotrace.lab.editing.counterfact.cases`): the facts to rewrite, their paraphrases, neighbourhood and
    unrelated facts. Every new target must be one token (typed error otherwise). A fact whose prompt the model
    does not answer with ``target_true`` is *unknown*: reported, never edited; none known is an error.
 2. The layer: the request's; else the layer the model's latest trace located (MLP, last subject token);
    else ROME's choice (about 35% of the depth, as layer 17 of GPT-2 XL's 48). MEMIT takes 5 layers ending
    there.
-3. The key covariance per layer (:mod:`~neurotrace.lab.editing.covariance`, cached), prefix contexts.
+3. The key covariance per layer (:mod:`~neurotrace.lab.editing.method.covariance`, cached), prefix contexts.
 4. ROME: each fact edited alone from the original weights, its readings taken, the weights restored.
    MEMIT: all facts at once. Readings before and after give the metrics
-   (:mod:`~neurotrace.lab.editing.metrics`).
+   (:mod:`~neurotrace.lab.editing.counterfact.metrics`).
 5. The edited model: the run stores the weight delta (``arrays/delta.safetensors``; for ROME with several
    facts, the sum of their independent updates) and its name ``<model>@edit:<run_id>`` loads the original
    plus that delta in any tool; the original model is never changed.
@@ -18,10 +18,8 @@
 
 from dataclasses import dataclass
 
-from neurotrace.lab.editing.cases import Case, build_cases
-from neurotrace.lab.editing.covariance import covariances
-from neurotrace.lab.editing.located import Located, latest_trace, read_trace
-from neurotrace.lab.editing.measure import (
+from neurotrace.lab.editing.counterfact.cases import Case, build_cases
+from neurotrace.lab.editing.counterfact.measure import (
     CaseIds,
     State,
     case_ids,
@@ -29,12 +27,14 @@ from neurotrace.lab.editing.measure import (
     read_state,
     reference_texts,
 )
+from neurotrace.lab.editing.counterfact.text import context_prefixes
+from neurotrace.lab.editing.located import Located, latest_trace, read_trace
+from neurotrace.lab.editing.method.covariance import covariances
+from neurotrace.lab.editing.method.updates import Update, apply, memit_updates, preserved, rome_update
+from neurotrace.lab.editing.method.vectors import ValueSettings
 from neurotrace.lab.editing.report import Outcome, write_outputs
 from neurotrace.lab.editing.schema import EditRequest, EditResult
 from neurotrace.lab.editing.sweep import sweep
-from neurotrace.lab.editing.text import context_prefixes
-from neurotrace.lab.editing.updates import Update, apply, memit_updates, preserved, rome_update
-from neurotrace.lab.editing.vectors import ValueSettings
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef

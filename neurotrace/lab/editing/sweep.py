@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from neurotrace.lab.editing.cases import Case
+from neurotrace.lab.editing.counterfact.cases import Case
+from neurotrace.lab.editing.counterfact.measure import CaseIds, State, next_token_probs
 from neurotrace.lab.editing.located import Located
-from neurotrace.lab.editing.measure import CaseIds, State, next_token_probs
+from neurotrace.lab.editing.method.updates import apply, preserved, rome_update
+from neurotrace.lab.editing.method.vectors import ValueSettings
 from neurotrace.lab.editing.schema import Sweep, SweepPoint
-from neurotrace.lab.editing.updates import apply, preserved, rome_update
-from neurotrace.lab.editing.vectors import ValueSettings
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
 

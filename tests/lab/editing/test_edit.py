@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from neurotrace.lab.editing import EditRequest, run_edit
-from neurotrace.lab.editing.cases import pack_rewrites
+from neurotrace.lab.editing.counterfact.cases import pack_rewrites
 from neurotrace.lab.editing.figures import FIGURES, RESULTS_FILE
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.facts import load_pack

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from neurotrace.lab.editing.measure import State
-from neurotrace.lab.editing.metrics import mean, ngram_entropy, rate, tfidf_cosine, wilson
+from neurotrace.lab.editing.counterfact.measure import State
+from neurotrace.lab.editing.counterfact.metrics import mean, ngram_entropy, rate, tfidf_cosine, wilson
 
 
 def test_wilson_band_matches_the_textbook_values():

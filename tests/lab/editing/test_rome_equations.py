@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from neurotrace.lab.editing.cases import Case
-from neurotrace.lab.editing.covariance import covariances
-from neurotrace.lab.editing.measure import case_ids
-from neurotrace.lab.editing.rome import memit_delta, rome_delta, weight_matrix
-from neurotrace.lab.editing.text import batch, context_prefixes, logits_at_last
-from neurotrace.lab.editing.updates import apply, preserved, rome_update
-from neurotrace.lab.editing.vectors import ValueSettings, down_proj
+from neurotrace.lab.editing.counterfact.cases import Case
+from neurotrace.lab.editing.counterfact.measure import case_ids
+from neurotrace.lab.editing.counterfact.text import batch, context_prefixes, logits_at_last
+from neurotrace.lab.editing.method.covariance import covariances
+from neurotrace.lab.editing.method.rome import memit_delta, rome_delta, weight_matrix
+from neurotrace.lab.editing.method.updates import apply, preserved, rome_update
+from neurotrace.lab.editing.method.vectors import ValueSettings, down_proj
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from neurotrace.lab.editing.cases import Case, Probe
-from neurotrace.lab.editing.metrics import beats, ngram_entropy, tfidf_cosine
-from neurotrace.lab.editing.text import logits_at_last, pad, sample, subject_position
+from neurotrace.lab.editing.counterfact.cases import Case, Probe
+from neurotrace.lab.editing.counterfact.metrics import beats, ngram_entropy, tfidf_cosine
+from neurotrace.lab.editing.counterfact.text import logits_at_last, pad, sample, subject_position
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.access.tokens import target_id, target_token_ids
 from neurotrace.lab.model.weights.loading import LoadedModel

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from neurotrace.lab.editing.text import Batch, logits_at_last, pad, subject_position
+from neurotrace.lab.editing.counterfact.text import Batch, logits_at_last, pad, subject_position
 from neurotrace.lab.model.access.adapters import site_name
 from neurotrace.lab.model.access.hooks import hooked, recording
 from neurotrace.lab.model.weights.loading import LoadedModel

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.capture import corpus_texts, forward_batches, token_contexts
-from neurotrace.lab.editing.vectors import key_site
+from neurotrace.lab.editing.method.vectors import key_site
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter

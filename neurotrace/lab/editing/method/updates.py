@@ -1,12 +1,12 @@
 """Computing and applying the updates: ROME at one layer per fact, MEMIT over a range for many facts.
 
 * :func:`rome_update` - the value ``δ`` is optimised at the projection's output of layer L
-  (:mod:`~neurotrace.lab.editing.vectors`), the key ``k*`` averaged over the prefix contexts, and
-  ``v* = W k* + b + δ``; the update is ROME's closed form (:func:`~neurotrace.lab.editing.rome.rome_delta`).
+  (:mod:`~neurotrace.lab.editing.method.vectors`), the key ``k*`` averaged over the prefix contexts, and
+  ``v* = W k* + b + δ``; the update is ROME's closed form (:func:`~neurotrace.lab.editing.method.rome.rome_delta`).
 * :func:`memit_updates` - each fact's target ``z_i = h_i + δ_i`` is optimised on the residual stream after
   the last layer L of the range; then layer by layer, lowest first, with the earlier layers' updates
   already in the weights: ``R = (z - h) / (layers left)`` (h read again each time), keys ``K`` of every fact
-  at that layer, and MEMIT's batch update (:func:`~neurotrace.lab.editing.rome.memit_delta`). On models that
+  at that layer, and MEMIT's batch update (:func:`~neurotrace.lab.editing.method.rome.memit_delta`). On models that
   normalise the MLP output before the residual add (Gemma 2/3) the residual ``R`` is asked of the
   projection's output as it is, so the spread is approximate there; re-reading ``h`` per layer corrects
   part of it.
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from neurotrace.lab.editing.cases import Case
-from neurotrace.lab.editing.measure import CaseIds
-from neurotrace.lab.editing.rome import memit_delta, native_delta, rome_delta, weight_matrix
-from neurotrace.lab.editing.text import batch
-from neurotrace.lab.editing.vectors import (
+from neurotrace.lab.editing.counterfact.cases import Case
+from neurotrace.lab.editing.counterfact.measure import CaseIds
+from neurotrace.lab.editing.counterfact.text import batch
+from neurotrace.lab.editing.method.rome import memit_delta, native_delta, rome_delta, weight_matrix
+from neurotrace.lab.editing.method.vectors import (
     ValueSettings,
     down_proj,
     mean_key,
