@@ -64,3 +64,17 @@ def gpt2_tokenizer_dir() -> Path:
     if not (path / "tokenizer.json").is_file():
         pytest.skip("../shared/models/gpt2-tokenizer is absent")
     return path
+
+
+@pytest.fixture
+def fast_bfloat16(monkeypatch):
+    """Treat this CPU as fast in bfloat16 (precision tests check the agreement, not the speed)."""
+    from neurotrace.lab.model.runtime.precision import ENV_FAST
+    monkeypatch.setenv(ENV_FAST, "1")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A Lab with its runs under the test's own tmp_path (a closer fixture of the same name wins)."""
+    from neurotrace.lab.lab import Lab, LabSettings
+    return Lab(LabSettings(runs_dir=tmp_path / "runs"))

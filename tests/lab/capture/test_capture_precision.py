@@ -7,22 +7,14 @@ import pytest
 from neurotrace.lab.capture import CaptureRequest, load_trace_dataset, run_capture
 from neurotrace.lab.capture.precision import StatesCheck
 from neurotrace.lab.capture.run import _loader, _recheck_steps
-from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.runtime.precision import ENV_FAST, lease_pair
+from neurotrace.lab.model.runtime.precision import lease_pair
 from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny, word_prompts
 
 SITES = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
 
 
-@pytest.fixture(autouse=True)
-def fast_bfloat16(monkeypatch):
-    monkeypatch.setenv(ENV_FAST, "1")
-
-
-@pytest.fixture
-def lab(tmp_path):
-    return Lab(LabSettings(runs_dir=tmp_path / "runs"))
+pytestmark = pytest.mark.usefixtures("fast_bfloat16")  # the agreement is under test, not this CPU's speed
 
 
 def _states(lab, result, site):

@@ -10,7 +10,6 @@ from neurotrace.lab.clamping.precision import _diff, recheck, to_agreement
 from neurotrace.lab.clamping.prompt_grid import resolve_prompts
 from neurotrace.lab.clamping.sweep import build_conditions, run_rows, score_rows, tokenize_prompts
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.runtime.precision import ENV_FAST, lease_pair
 from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import Reporter
@@ -18,15 +17,7 @@ from neurotrace.testing.errors import raises_lab_error
 from neurotrace.testing.planted_clamp import build_repetition_model
 from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny, word_prompts
 
-
-@pytest.fixture(autouse=True)
-def fast_bfloat16(monkeypatch):
-    monkeypatch.setenv(ENV_FAST, "1")        # this CPU's measurement aside: bfloat16 runs
-
-
-@pytest.fixture
-def lab(tmp_path):
-    return Lab(LabSettings(runs_dir=tmp_path / "runs"))
+pytestmark = pytest.mark.usefixtures("fast_bfloat16")  # the agreement is under test, not this CPU's speed
 
 
 def _tokens(lab, result):

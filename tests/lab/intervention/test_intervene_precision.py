@@ -7,22 +7,13 @@ from neurotrace.lab.intervention.figures import REPORT_FILE
 from neurotrace.lab.intervention.precision import PromptsCheck, compare, deciding_prompt, to_agreement
 from neurotrace.lab.intervention.run import run_intervene
 from neurotrace.lab.intervention.schema import InterveneReport, InterveneRequest
-from neurotrace.lab.lab import Lab, LabSettings
-from neurotrace.lab.model.runtime.precision import ENV_FAST
 from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny, word_prompts
 
 FACTS = [{"prompt": "The capital of France is", "target": " Paris", "foil": " Rome"},
          {"prompt": "The capital of Italy is", "target": " Rome", "foil": " Paris"}]
 
 
-@pytest.fixture(autouse=True)
-def fast_bfloat16(monkeypatch):
-    monkeypatch.setenv(ENV_FAST, "1")
-
-
-@pytest.fixture
-def lab(tmp_path):
-    return Lab(LabSettings(runs_dir=tmp_path / "runs"))
+pytestmark = pytest.mark.usefixtures("fast_bfloat16")  # the agreement is under test, not this CPU's speed
 
 
 def _request(model, **kw):

@@ -4,7 +4,6 @@ one-cell difference found and the top neuron it fakes flagged, top_examples and 
 import pytest
 import torch
 
-from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.access.adapters import site_name
 from neurotrace.lab.model.runtime.pooling import collect, tokenize_prompts
 from neurotrace.lab.model.runtime.precision import ENV_FAST, lease_pair
@@ -15,15 +14,7 @@ from neurotrace.lab.neurons.schema import FindNeuronsRequest
 from neurotrace.lab.neurons.stats import contrast, rank
 from neurotrace.testing.tiny import DECODER_FAMILIES, build_tiny, word_prompts
 
-
-@pytest.fixture(autouse=True)
-def fast_bfloat16(monkeypatch):
-    monkeypatch.setenv(ENV_FAST, "1")
-
-
-@pytest.fixture
-def lab(tmp_path):
-    return Lab(LabSettings(runs_dir=tmp_path / "runs"))
+pytestmark = pytest.mark.usefixtures("fast_bfloat16")  # the agreement is under test, not this CPU's speed
 
 
 def _model(family, tmp_path):

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.runtime.precision import ENV_FAST
 from neurotrace.lab.patching import run as patch_run
 from neurotrace.lab.patching.run import run_patch
@@ -16,14 +15,7 @@ CLEAN, CORRUPT = "the capital of france is", "the capital of spain is"
 KINDS = ["resid_pre", "attn_out", "mlp_out", "head_out"]
 
 
-@pytest.fixture(autouse=True)
-def _fast_bf16(monkeypatch):
-    monkeypatch.setenv(ENV_FAST, "1")
-
-
-@pytest.fixture
-def lab(tmp_path):
-    return Lab(LabSettings(runs_dir=tmp_path / "runs"))
+pytestmark = pytest.mark.usefixtures("fast_bfloat16")  # the agreement is under test, not this CPU's speed
 
 
 def _grids(lab, result):

@@ -7,7 +7,6 @@ import torch
 from neurotrace import TraceRequest, run_trace
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
-from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.runtime.precision import ENV_FAST
 from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
@@ -21,14 +20,7 @@ FACT = Fact(id="f", template="the capital city of {} is known for its", clean_su
 FAMILIES = ["llama", "gpt_neox", "gemma3_text"]   # gpt2: fact-gpt2 below
 
 
-@pytest.fixture(autouse=True)
-def _fast_bf16(monkeypatch):
-    monkeypatch.setenv(ENV_FAST, "1")      # the agreement is under test here, not this CPU's speed
-
-
-@pytest.fixture
-def lab(tmp_path):
-    return Lab(LabSettings(runs_dir=tmp_path / "runs"))
+pytestmark = pytest.mark.usefixtures("fast_bfloat16")  # the agreement is under test, not this CPU's speed
 
 
 def _both(lab, **fields):
