@@ -1,14 +1,16 @@
 """Benchmark: the graph tool on gemma-3-270m with 18 random transcoders of width 8 x d_model (5,120 features
 per layer, thresholds set so that ``--l0`` features fire per layer and position), one 10-20 token prompt.
 
-Prints the wall time of the whole job (forward, backward rows, pruning, intervention checks, writing the run),
-the peak resident memory it added, and the job estimate the budget check used (the bound it must stay
-under). Run it with one thread on a quiet machine, nice'd:
+Prints the wall and CPU time of the whole job (forward, backward rows, pruning, intervention checks, writing
+the run), the load average before and after, the peak resident memory it added, and the job estimate the
+budget check used (the bound it must stay under). ``--threads`` reaches the Lab (its own default is every
+core), so ``--threads 1`` is one thread. On the quiet 2-core machine, the bar's run:
 
-    nice -n 10 python bench/graph.py [--max-feature-nodes 4096] [--batch-size 32] [--l0 64] [--threads 1]
+    python bench/graph.py --threads 2 --max-feature-nodes 7500
 """
 
 import argparse
+import os
 import resource
 import tempfile
 import time
@@ -33,17 +35,17 @@ def main() -> None:
     parser.add_argument("--max-feature-nodes", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--l0", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        lab = Lab(LabSettings(runs_dir=f"{tmp}/runs"))
+        lab = Lab(LabSettings(runs_dir=f"{tmp}/runs", threads=args.threads))
         with lab.cache.lease(ModelRef(model=args.model)):       # load (and convert) outside the timing
             pass
         request = GraphRequest(model=args.model, prompt=PROMPT, max_feature_nodes=args.max_feature_nodes,
                                batch_size=args.batch_size, transcoders={"kind": "random", "l0": args.l0})
         estimate = job_estimate(request, lab)
-        before = rss_bytes()
+        before, load = rss_bytes(), os.getloadavg()[0]
         start, cpu = time.perf_counter(), time.process_time()
         result = run_graph(request, lab=lab)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -52,7 +54,7 @@ def main() -> None:
     print(f"graph {args.model}: {seconds:.1f} s wall ({cpu:.1f} s CPU), peak RSS added {added / 2**20:.0f} MiB, job estimate "
           f"{estimate.bytes / 2**20:.0f} MiB ({'within' if added <= estimate.bytes else 'OVER'}), "
           f"max_feature_nodes {args.max_feature_nodes}, batch {args.batch_size}, l0 {args.l0}, "
-          f"threads {args.threads}")
+          f"threads {args.threads}, load {load:.1f} -> {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.graph.prune import influence, logit_weights, normalize
+from neurotrace.lab.graph.prune import influence, logit_weights
 from neurotrace.lab.graph.replacement.forward import (
     Sources,
     backward_rows,
@@ -81,8 +81,9 @@ def target_logits(logits: Tensor, w_u: Tensor, targets: list[int] | None, max_n_
 def build_graph(lm: LoadedModel, ids: Tensor, tcs: TranscoderSet, targets: list[int] | None, *,
                 max_n_logits: int = 10, desired_logit_prob: float = 0.95, max_feature_nodes: int | None = None,
                 batch_size: int = 64, update_interval: int = 4, zero_positions: int = 1,
-                reporter: Reporter = NULL_REPORTER) -> AttributionGraph:
-    logits, mlp_in, mlp_out, embed = real_forward(lm, ids)
+                reporter: Reporter = NULL_REPORTER, real: tuple | None = None) -> AttributionGraph:
+    """``real``: :func:`real_forward`'s result on ``ids`` when the caller has it already."""
+    logits, mlp_in, mlp_out, embed = real if real is not None else real_forward(lm, ids)
     srcs = sources(tcs, mlp_in, mlp_out, embed, zero_positions)
     idx, probs, vectors = target_logits(logits, unembedding(lm), targets, max_n_logits, desired_logit_prob)
     n_active, n_pos, n_layers, k = len(srcs.value), len(ids), lm.n_layers, len(idx)
@@ -90,6 +91,7 @@ def build_graph(lm: LoadedModel, ids: Tensor, tcs: TranscoderSet, targets: list[
     budget = min(max_feature_nodes or n_active, n_active)
     rows = torch.zeros(budget + k, offset)
     row_node = torch.zeros(budget + k, dtype=torch.long)
+    sums = torch.zeros(budget + k)                                    # |row| sums, for the influence
     batch = max(1, min(batch_size, max(budget, k)))
     done_batches, total_batches = 0, -(-k // batch) + -(-budget // batch)
     with replacement_forward(lm, ids, tcs, batch) as g:
@@ -98,6 +100,7 @@ def build_graph(lm: LoadedModel, ids: Tensor, tcs: TranscoderSet, targets: list[
             n = sl.stop - sl.start
             rows[sl] = backward_rows(g, torch.full((n,), n_layers), torch.full((n,), n_pos - 1), vectors[sl], srcs)
             row_node[sl] = torch.arange(sl.start, sl.stop) + offset
+            sums[sl] = rows[sl].abs().sum(1)
             done_batches += 1
             reporter.step(done_batches, total_batches, "logit rows")
         visited = torch.zeros(n_active, dtype=torch.bool)
@@ -106,14 +109,16 @@ def build_graph(lm: LoadedModel, ids: Tensor, tcs: TranscoderSet, targets: list[
             if budget == n_active:
                 pending = torch.arange(n_active)
             else:
-                inf = partial_influence(rows[:filled], probs, row_node[:filled], offset + k)
+                inf = partial_influence(rows[:filled], probs, row_node[:filled], offset + k, sums[:filled])
                 order = torch.argsort(inf[:n_active], descending=True)
                 pending = order[~visited[order]][: min(update_interval * batch, budget - (filled - k))]
+            pending = pending[torch.argsort(srcs.layer[pending], stable=True)]   # same rows, shallower backwards
             for start in range(0, len(pending), batch):
                 chunk = pending[start:start + batch]
                 rows[filled:filled + len(chunk)] = backward_rows(g, srcs.layer[chunk], srcs.pos[chunk],
                                                                  srcs.encoder[chunk], srcs)
                 row_node[filled:filled + len(chunk)] = chunk
+                sums[filled:filled + len(chunk)] = rows[filled:filled + len(chunk)].abs().sum(1)
                 visited[chunk] = True
                 filled += len(chunk)
                 done_batches += 1
@@ -122,24 +127,42 @@ def build_graph(lm: LoadedModel, ids: Tensor, tcs: TranscoderSet, targets: list[
     n_nodes = budget + (n_layers + 1) * n_pos + k
     keep_cols = torch.cat([selected, torch.arange(n_active, offset)])
     adjacency = torch.zeros(n_nodes, n_nodes)
-    feature_rows = rows[k:][torch.argsort(row_node[k:])]               # in active-feature order
-    adjacency[:budget, : budget + (n_layers + 1) * n_pos] = feature_rows[:, keep_cols]
+    in_order = k + torch.argsort(row_node[k:])                         # feature rows in active-feature order
+    adjacency[:budget, : budget + (n_layers + 1) * n_pos] = rows[in_order[:, None], keep_cols]
     adjacency[-k:, : budget + (n_layers + 1) * n_pos] = rows[:k][:, keep_cols]
     return AttributionGraph(ids, srcs, selected, adjacency, idx, probs, vectors, logits, n_layers)
 
 
-def partial_influence(rows: Tensor, probs: Tensor, row_node: Tensor, n_nodes: int, max_iter: int = 128) -> Tensor:
-    """Influence on the logits of every node, from the rows computed so far (power iteration)."""
-    norm = normalize(rows)
-    total = torch.zeros(n_nodes)
-    prod = logit_weights(n_nodes, probs)
+def partial_influence(rows: Tensor, probs: Tensor, row_node: Tensor, n_nodes: int, sums: Tensor | None = None,
+                      max_iter: int = 128, chunk: int = 1024) -> Tensor:
+    """Influence on the logits of every node, from the rows computed so far: ``w (N + N^2 + ...)`` over the
+    row-normalised ``|rows|`` (``sums``: the rows' absolute sums, when the caller keeps them).
+
+    Influence passes on only through nodes that have a row, so the power iteration runs on the square
+    ``(rows, rows)`` block (``v <- v N[:, row_node]``) and one product with the whole of ``N`` at the end
+    spreads it over every node: the same sum as iterating over all nodes, at ``rows / nodes`` of the cost.
+    ``|rows|`` is read in ``chunk``-row blocks, so no full-size copy is made."""
+    n_rows, n_cols = rows.shape
+    if sums is None:
+        sums = torch.cat([rows[a:a + chunk].abs().sum(1) for a in range(0, n_rows, chunk)])
+    inv = 1 / sums.clamp(min=1e-10)
+    has_col = row_node < n_cols                                           # logit nodes have no column
+    square = torch.zeros(n_rows, n_rows)
+    square[:, has_col] = rows[:, row_node[has_col]].abs() * inv[:, None]
+    v = logit_weights(n_nodes, probs)[row_node]
+    reach = torch.zeros(n_rows)
     for _ in range(max_iter):
-        prod = prod[row_node] @ norm
-        prod = torch.cat([prod, torch.zeros(n_nodes - prod.shape[0])])
-        if not prod.any():
-            return total
-        total += prod
-    raise RuntimeError("partial influence did not converge")
+        reach += v
+        v = v @ square
+        if not v.any():
+            break
+    else:
+        raise RuntimeError("partial influence did not converge")
+    weight = reach * inv
+    total = torch.zeros(n_nodes)
+    for a in range(0, n_rows, chunk):
+        total[:n_cols] += weight[a:a + chunk] @ rows[a:a + chunk].abs()
+    return total
 
 
 __all__ = ["AttributionGraph", "build_graph", "influence", "target_logits", "unembedding"]

@@ -102,7 +102,8 @@ def run_graph(request: GraphRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
         tcs = transcoder_set(lab, request, lm)
         ids = prompt_ids(lm, request.prompt)
         targets = [target_id(lm.tokenizer, request.target, request.prompt)] if request.target else None
-        mlp_in = real_forward(lm, ids)[1]
+        real = real_forward(lm, ids)
+        mlp_in = real[1]
         if request.transcoders.kind == "random":
             calibrate(tcs, mlp_in, request.transcoders.l0)
         with torch.no_grad():
@@ -117,7 +118,7 @@ def run_graph(request: GraphRequest, *, lab: Lab, reporter: Reporter = NULL_REPO
         with reporter.stage("attribution"):
             g = build_graph(lm, ids, tcs, targets, max_n_logits=MAX_N_LOGITS, desired_logit_prob=DESIRED_LOGIT_PROB,
                             max_feature_nodes=request.max_feature_nodes,
-                            batch_size=request.batch_size, reporter=reporter)
+                            batch_size=request.batch_size, reporter=reporter, real=real)
         pruned = prune(g.adjacency, g.logit_probs, g.n_features, g.n_pos, request.node_threshold,
                        request.edge_threshold)
         graph_scores = scores(g.adjacency, g.logit_probs, g.n_features, g.n_errors, g.n_pos)

@@ -18,17 +18,18 @@ How the freezes are made on an unmodified HF model, inside :func:`replacement_fo
   norm centres are probed once with ``+-1`` vectors;
 * MLPs: a forward hook on the MLP module returns ``out.detach() + skip(x) - skip(x).detach()`` (``x * 0``
   without a skip), so the gradient stops while the MLP input stays on the graph (where a feature's encoder
-  row is injected).
+  row is injected); the MLP itself runs once, on the first copy, without a graph (its output is a constant).
 
 The forward runs the model's body on ``batch`` copies of the prompt once; each backward pass
 (``torch.autograd.grad`` with ``retain_graph``) injects one reader per copy, so a batch of readers costs one
-backward. Rows follow circuit-tracer's node order: features (by layer, position, index), errors (layer-major),
+backward, which starts at the batch's highest reader layer (the weights need no gradient). Rows follow circuit-tracer's node order: features (by layer, position, index), errors (layer-major),
 tokens; position 0 (the BOS) has no features or errors, as in circuit-tracer.
 """
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +75,30 @@ def _attention_frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for k, c in configs.items():
             c._attn_implementation = before[k]
+
+
+@contextmanager
+def _mlps_on_one_copy(modules: list[nn.Module]) -> Iterator[None]:
+    """Each MLP runs on the first prompt copy only, without a graph, and its output is broadcast: the copies
+    are identical and the output is a constant of the replacement model (the hook keeps only its value)."""
+    def once(forward):
+        def run(x: Tensor, *args, **kwargs):
+            with torch.no_grad():
+                out = forward(x[:1], *args, **kwargs)
+            return out.expand(x.shape[0], *out.shape[1:]) if isinstance(out, Tensor) else forward(x, *args, **kwargs)
+        return run
+
+    before = [m.__dict__.get("forward") for m in modules]
+    try:
+        for m in modules:
+            m.forward = once(m.forward)
+        yield
+    finally:
+        for m, f in zip(modules, before, strict=True):
+            if f is None:
+                del m.forward
+            else:
+                m.forward = f
 
 
 @torch.no_grad()
@@ -152,6 +177,7 @@ def replacement_forward(lm: LoadedModel, ids: Tensor, tcs: TranscoderSet, batch:
 
     with ExitStack() as stack, torch.enable_grad():
         stack.enter_context(_attention_frozen(model))
+        stack.enter_context(_mlps_on_one_copy([mlp_module(lm, layer) for layer in range(lm.n_layers)]))
         handles = [adapter.module(model, adapter.embed).register_forward_hook(embed_hook)]
         for norm in _norms(model):
             handles.append(norm.register_forward_hook(_freeze_norm_hook(*_probe(norm, norm.weight.shape[-1], like))))
@@ -173,7 +199,11 @@ def replacement_forward(lm: LoadedModel, ids: Tensor, tcs: TranscoderSet, batch:
 
 def backward_rows(graph: Graph, layers: Tensor, positions: Tensor, inject: Tensor, sources: "Sources") -> Tensor:
     """Direct-effect rows ``(k, n_sources)`` for ``k <= batch`` readers: reader ``i`` reads ``inject[i]`` at
-    ``positions[i]`` of the MLP input of ``layers[i]`` (``layers[i] == n_layers``: at the final norm's output)."""
+    ``positions[i]`` of the MLP input of ``layers[i]`` (``layers[i] == n_layers``: at the final norm's output).
+
+    One backward pass from the highest reader layer down (a batch of low-layer readers is cheap). A feature
+    source reads the gradient only at its own (layer, position), so the sources of each (layer, position) take
+    one ``(k, d) @ (d, n)`` product: the gradient read once per source, not once per source and position."""
     n_layers = len(graph.mlp_in)
     k = len(layers)
     outputs, grads = [], []
@@ -185,17 +215,18 @@ def backward_rows(graph: Graph, layers: Tensor, positions: Tensor, inject: Tenso
         outputs.append(target)
         grads.append(g)
     got = torch.autograd.grad(outputs, graph.mlp_out + [graph.embed], grads, retain_graph=True, allow_unused=True)
-    g_out = torch.stack([torch.zeros_like(graph.embed) if t is None else t for t in got[:n_layers]]).float()
-    g_emb = (torch.zeros_like(graph.embed) if got[-1] is None else got[-1]).float()
-    g_out, g_emb = g_out[:, :k], g_emb[:k]                                  # (layers, k, pos, d), (k, pos, d)
     feats = torch.zeros(k, len(sources.layer))
-    for layer in sources.layer.unique().tolist():                # per layer: (k * pos, d) @ (d, n_layer)
-        idx = (sources.layer == layer).nonzero().flatten()
-        both = (g_out[layer].reshape(-1, g_out.shape[-1]) @ sources.decoder[idx].T).view(k, -1, len(idx))
-        feats[:, idx] = both[:, sources.pos[idx], torch.arange(len(idx))]          # (k, n_layer)
-    errors = torch.einsum("lkpd,lpd->klp", g_out, sources.errors).reshape(k, -1)
-    tokens = torch.einsum("kpd,pd->kp", g_emb, sources.tokens)
-    return torch.cat([feats, errors, tokens], dim=1)
+    errors = torch.zeros(k, n_layers, graph.embed.shape[1])
+    for layer, pos, start, stop in sources.segments:
+        if got[layer] is not None:
+            feats[:, start:stop] = got[layer][:k, pos].float() @ sources.decoder[start:stop].T
+    for layer in range(n_layers):
+        if got[layer] is not None:
+            errors[:, layer] = torch.einsum("kpd,pd->kp", got[layer][:k].float(), sources.errors[layer])
+    g_emb = got[-1]
+    tokens = torch.zeros(k, graph.embed.shape[1]) if g_emb is None else \
+        torch.einsum("kpd,pd->kp", g_emb[:k].float(), sources.tokens)
+    return torch.cat([feats, errors.reshape(k, -1), tokens], dim=1)
 
 
 @dataclass
@@ -211,6 +242,13 @@ class Sources:
     decoder: Tensor        # (n_active, d) activation x decoder rows
     errors: Tensor         # (n_layers, n_pos, d)
     tokens: Tensor         # (n_pos, d)
+
+    @cached_property
+    def segments(self) -> list[tuple[int, int, int, int]]:
+        """(layer, position, start, stop): the runs of features of one (layer, position), in node order."""
+        key = self.layer * (int(self.pos.max()) + 1 if len(self.pos) else 1) + self.pos
+        stops = torch.cumsum(torch.unique_consecutive(key, return_counts=True)[1], 0).tolist()
+        return [(int(self.layer[a]), int(self.pos[a]), a, b) for a, b in zip([0, *stops[:-1]], stops, strict=True)]
 
 
 @torch.no_grad()
