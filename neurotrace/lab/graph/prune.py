@@ -36,10 +36,18 @@ def influence(normalized: Tensor, weights: Tensor, max_iter: int = 1000) -> Tens
 
 
 def threshold_of(scores: Tensor, share: float) -> Tensor:
-    """The score above which the largest scores hold ``share`` of their total."""
-    ordered = torch.sort(scores, descending=True).values
+    """The score above which the largest (non-negative) scores hold ``share`` of their total. Only the
+    positive scores are sorted (a pruned graph's edge scores are nearly all zero); where ``share`` is not
+    reached before them the threshold is the first zero, as over the whole sorted list."""
+    positive = scores[scores > 0]
+    if len(positive) == len(scores) or len(positive) == 0:
+        positive = scores
+    ordered = torch.sort(positive, descending=True).values
     cumulative = torch.cumsum(ordered, 0) / ordered.sum()
-    return ordered[min(int(torch.searchsorted(cumulative, share)), len(cumulative) - 1)]
+    at = int(torch.searchsorted(cumulative, share))
+    if at >= len(ordered) and len(ordered) < len(scores):
+        return torch.zeros((), dtype=scores.dtype)
+    return ordered[min(at, len(ordered) - 1)]
 
 
 @dataclass
