@@ -92,6 +92,7 @@ def build_graph(lm: LoadedModel, ids: Tensor, tcs: TranscoderSet, targets: list[
     rows = torch.zeros(budget + k, offset)
     row_node = torch.zeros(budget + k, dtype=torch.long)
     sums = torch.zeros(budget + k)                                    # |row| sums, for the influence
+    row_layer = torch.full((budget + k,), n_layers)                  # logit rows: after every layer
     batch = max(1, min(batch_size, max(budget, k)))
     done_batches, total_batches = 0, -(-k // batch) + -(-budget // batch)
     with replacement_forward(lm, ids, tcs, batch) as g:
@@ -109,7 +110,8 @@ def build_graph(lm: LoadedModel, ids: Tensor, tcs: TranscoderSet, targets: list[
             if budget == n_active:
                 pending = torch.arange(n_active)
             else:
-                inf = partial_influence(rows[:filled], probs, row_node[:filled], offset + k, sums[:filled])
+                inf = partial_influence(rows[:filled], probs, row_node[:filled], row_layer[:filled], offset + k,
+                                        sums[:filled])
                 order = torch.argsort(inf[:n_active], descending=True)
                 pending = order[~visited[order]][: min(update_interval * batch, budget - (filled - k))]
             pending = pending[torch.argsort(srcs.layer[pending], stable=True)]   # same rows, shallower backwards
@@ -118,6 +120,7 @@ def build_graph(lm: LoadedModel, ids: Tensor, tcs: TranscoderSet, targets: list[
                 rows[filled:filled + len(chunk)] = backward_rows(g, srcs.layer[chunk], srcs.pos[chunk],
                                                                  srcs.encoder[chunk], srcs)
                 row_node[filled:filled + len(chunk)] = chunk
+                row_layer[filled:filled + len(chunk)] = srcs.layer[chunk]
                 sums[filled:filled + len(chunk)] = rows[filled:filled + len(chunk)].abs().sum(1)
                 visited[chunk] = True
                 filled += len(chunk)
@@ -133,32 +136,31 @@ def build_graph(lm: LoadedModel, ids: Tensor, tcs: TranscoderSet, targets: list[
     return AttributionGraph(ids, srcs, selected, adjacency, idx, probs, vectors, logits, n_layers)
 
 
-def partial_influence(rows: Tensor, probs: Tensor, row_node: Tensor, n_nodes: int, sums: Tensor | None = None,
-                      max_iter: int = 128, chunk: int = 1024) -> Tensor:
+def partial_influence(rows: Tensor, probs: Tensor, row_node: Tensor, row_layer: Tensor, n_nodes: int,
+                      sums: Tensor | None = None, chunk: int = 1024) -> Tensor:
     """Influence on the logits of every node, from the rows computed so far: ``w (N + N^2 + ...)`` over the
-    row-normalised ``|rows|`` (``sums``: the rows' absolute sums, when the caller keeps them).
+    row-normalised ``|rows|`` (``row_layer``: each row's layer, logits last; ``sums``: the rows' absolute
+    sums, when the caller keeps them).
 
-    Influence passes on only through nodes that have a row, so the power iteration runs on the square
-    ``(rows, rows)`` block (``v <- v N[:, row_node]``) and one product with the whole of ``N`` at the end
-    spreads it over every node: the same sum as iterating over all nodes, at ``rows / nodes`` of the cost.
-    ``|rows|`` is read in ``chunk``-row blocks, so no full-size copy is made."""
+    Influence passes on only through nodes that have a row, so it is first solved on the square
+    ``(rows, rows)`` block ``S``: ``r = v + r S`` (``v``: the logit probabilities). A feature reads only
+    earlier layers, so ``S`` is strictly lower triangular with the rows in layer order and ``r (I - S) = v``
+    is one triangular solve (the sum of the powers, without iterating). One product ``r N`` spreads it over
+    every node. ``|rows|`` is read in ``chunk``-row blocks, so no full-size copy is made."""
     n_rows, n_cols = rows.shape
     if sums is None:
         sums = torch.cat([rows[a:a + chunk].abs().sum(1) for a in range(0, n_rows, chunk)])
     inv = 1 / sums.clamp(min=1e-10)
-    has_col = row_node < n_cols                                           # logit nodes have no column
-    square = torch.zeros(n_rows, n_rows)
-    square[:, has_col] = rows[:, row_node[has_col]].abs() * inv[:, None]
-    v = logit_weights(n_nodes, probs)[row_node]
-    reach = torch.zeros(n_rows)
-    for _ in range(max_iter):
-        reach += v
-        v = v @ square
-        if not v.any():
-            break
-    else:
-        raise RuntimeError("partial influence did not converge")
-    weight = reach * inv
+    order = torch.argsort(row_layer, stable=True)
+    node = row_node[order]
+    has_col = node < n_cols                                               # logit nodes have no column
+    system = torch.zeros(n_rows, n_rows)
+    system[:, has_col] = rows[order[:, None], node[has_col][None, :]].abs() * -inv[order][:, None]
+    system.diagonal().add_(1)                                             # I - S
+    v = logit_weights(n_nodes, probs)[node]
+    reach = torch.linalg.solve_triangular(system, v[None], upper=False, left=False)[0]
+    weight = torch.zeros(n_rows)
+    weight[order] = reach * inv[order]
     total = torch.zeros(n_nodes)
     for a in range(0, n_rows, chunk):
         total[:n_cols] += weight[a:a + chunk] @ rows[a:a + chunk].abs()
