@@ -7,14 +7,15 @@
 1. ``capture`` over the built-in corpus (``python-docs``): ``--tokens`` tokens in 128-token contexts,
    the SAE site plus a middle MLP's input (``ln2.hook_normalized``) and output (``hook_mlp_out``),
    states stored as float16 and memory-mapped.
-2. ``fit_sae``: an ``--expansion``-wide TopK SAE (k = ``--k``) with batch ``--batch``, ``--steps`` steps,
+2. ``fit_sae``: an ``--expansion``-wide TopK SAE (k = ``--k``) with batch ``--batch``, ``--epochs`` passes,
    AuxK, held-out steps (contexts) for the metrics and the splice (CE loss score on held-out contexts).
 3. SAELens' ``SAETrainer`` on the *same* training rows of the same state file, same d_sae, k, batch,
    steps, learning rate and schedule, run by ``bench/saelens_side.py`` in the throwaway venv that
    ``scripts/golden/saelens_golden.sh`` makes (torch 2.13.0 + sae-lens 6.54; sae-lens cannot share the
    project's venv), one after the other in this session; its saved dictionary is loaded with
    ``load_dictionary`` and judged by the same held-out metrics and splice as ours.
-4. A transcoder on the middle MLP (input -> ``hook_mlp_out``): explained variance of the MLP output.
+4. A transcoder on the middle MLP (input -> ``hook_mlp_out``, with the linear skip ``W_skip`` unless
+   ``--no-transcoder-skip``): explained variance of the MLP output.
 
 The bar: end to end <= 20 min per model, EV >= 0.80, dead <= 5%, CE loss score >= 0.90, EV within
 0.01 of SAELens' or better, training throughput >= 1.0x SAELens', transcoder EV >= 0.70. Prints one
@@ -39,7 +40,7 @@ from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.sae.dictionary import load_dictionary
 from neurotrace.lab.sae.evaluate import reconstruction_stats
-from neurotrace.lab.sae.run import _splice, _split
+from neurotrace.lab.sae.run import _splice, _split, massive_limit
 from neurotrace.lab.sae.train import RowSource
 
 HERE = Path(__file__).resolve().parent
@@ -71,7 +72,8 @@ def saelens_side(args: argparse.Namespace, lab: Lab, cap_id: str, request: FitSA
     if not python.exists():
         return {"skipped": f"no venv at {args.saelens_venv}: run scripts/golden/saelens_golden.sh first"}
     ds = load_trace_dataset(lab, cap_id, request.site)
-    train_idx, held_idx, held_steps = _split(ds, request)
+    limit = massive_limit(ds.states)  # the same rows as ours: massive-norm rows left out of training and metrics
+    train_idx, held_idx, held_steps = _split(ds, request, limit)
     np.save(out / "train_idx.npy", train_idx)
     states = lab.store.artifact_path(cap_id, f"arrays/states/{request.site}.npy")
     folder = out / "inputs" / "saelens_topk"
@@ -88,7 +90,7 @@ def saelens_side(args: argparse.Namespace, lab: Lab, cap_id: str, request: FitSA
     timing = json.loads((folder / "timing.json").read_text(encoding="utf-8"))
     d = load_dictionary(lab, "saelens_topk")
     held = reconstruction_stats(d, RowSource(ds.states, torch.device("cpu"), 2 << 30, index=held_idx), 1)
-    spliced = _splice(request, ds, d, lab, held_steps)
+    spliced, _ = _splice(request, ds, d, lab, held_steps, limit)
     return {"explained_variance": held.explained_variance, "mse": held.mse, "l0": held.l0,
             "dead_fraction": timing["dead_features"] / d.cfg.d_sae, "dead_fraction_heldout": held.dead_fraction,
             "ce_loss_score": spliced.get("ce_loss_score"), "kl_div_with_sae": spliced.get("kl_div_with_sae"),
@@ -106,8 +108,9 @@ def main() -> None:
     p.add_argument("--expansion", type=int, default=8)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--batch", type=int, default=4096)
-    p.add_argument("--steps", type=int, default=0, help="optimizer steps (0: two passes over the training rows)")
-    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--steps", type=int, default=0, help="optimizer steps (0: --epochs passes over the training rows)")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-warm-up", type=int, default=0)
     p.add_argument("--lr-decay", type=int, default=-1, help="linear decay steps (-1: the last 20%%)")
     p.add_argument("--dead-window", type=int, default=0, help="0: a quarter of the steps")
@@ -115,6 +118,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--saelens-venv", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "neurotrace-saelens-golden"))
     p.add_argument("--no-transcoder", action="store_true")
+    p.add_argument("--no-transcoder-skip", action="store_true", help="a transcoder without the linear skip W_skip")
     p.add_argument("--out", default="")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -133,7 +137,7 @@ def main() -> None:
                       lab=lab, reporter=Reporter())
     t_capture = time.perf_counter() - t0
     n_rows = len(load_trace_dataset(lab, cap.run_id, args.site))
-    steps = args.steps or max(1, 2 * int(n_rows * 0.95) // args.batch)
+    steps = args.steps or max(1, args.epochs * int(n_rows * 0.95) // args.batch)
     args.steps = steps
     args.lr_decay = steps // 5 if args.lr_decay < 0 else args.lr_decay
     args.dead_window = args.dead_window or max(10, steps // 4)
@@ -150,13 +154,14 @@ def main() -> None:
     tc = None
     if not args.no_transcoder:
         tc_metrics, t_tc, _ = fit(lab, FitSAERequest(site=mlp_in, out_site=mlp_out, splice_steps=args.splice_steps,
-                                                      **common))
+                                                      skip=not args.no_transcoder_skip, **common))
         tc = {**tc_metrics, "seconds": t_tc}
     result = {"model": args.model, "site": args.site, "started": started, "load_before": load_before,
               "load_after": os.getloadavg(), "threads": args.threads, "tokens": args.tokens, "rows": n_rows,
               "steps": steps, "batch": args.batch, "k": args.k, "expansion": args.expansion, "lr": args.lr,
               "capture_seconds": t_capture, "fit_seconds": t_fit, "end_to_end_seconds": end_to_end,
-              "ours": ours, "saelens": theirs, "transcoder": tc, "python": sys.version.split()[0]}
+              "ours": ours, "saelens": theirs, "transcoder": tc, "transcoder_skip": not args.no_transcoder_skip,
+              "epochs": args.epochs, "python": sys.version.split()[0]}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     print(json.dumps({k: v for k, v in result.items() if k not in ("ours", "saelens", "transcoder")}, default=str))
     keys = ("explained_variance", "dead_fraction", "ce_loss_score", "l0", "rows_per_s", "train_seconds")

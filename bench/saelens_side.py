@@ -6,8 +6,8 @@ state array (``arrays/states/<site>.npy``, memory-mapped) and the training row i
 chose, and trains ``TopKTrainingSAE`` with ``SAETrainer`` (``normalize_activations =
 "expected_average_only_in"``, the same d_sae, k, batch size, steps, learning rate and schedule as ours),
 then ``save_inference_model``s it into ``--out`` with ``timing.json`` (fit seconds, rows/s, SAELens'
-dead-feature count). Batches: a seeded permutation of the training rows per epoch, each batch gathered
-in ascending row order, as neurotrace's RowSource does.
+dead-feature count). The training rows are read into memory as float32 before the clock starts (as
+neurotrace's RowSource holds them); batches: a seeded permutation of them per epoch.
 
     python bench/saelens_side.py --states S.npy --index train.npy --d-sae 4608 --k 32 --batch 4096 \\
         --steps 300 --lr 4e-4 --out DIR
@@ -26,13 +26,13 @@ from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.config import SAETrainerConfig
 
 
-def batches(states: np.ndarray, index: np.ndarray, batch: int, seed: int) -> Iterator[torch.Tensor]:
+def batches(rows: torch.Tensor, batch: int, seed: int) -> Iterator[torch.Tensor]:
+    """Seeded shuffled batches of the training rows, already in memory (as neurotrace's RowSource holds them)."""
     rng = np.random.default_rng(seed)
     while True:
-        perm = rng.permutation(len(index))
+        perm = rng.permutation(len(rows))
         for s in range(0, len(perm) - batch + 1, batch):
-            rows = np.sort(index[perm[s:s + batch]])
-            yield torch.from_numpy(np.asarray(states[rows], dtype=np.float32))
+            yield rows[torch.from_numpy(np.sort(perm[s:s + batch]))]
 
 
 def main() -> None:
@@ -64,7 +64,8 @@ def main() -> None:
                                    lr=a.lr, lr_end=a.lr, lr_warm_up_steps=a.lr_warm_up_steps,
                                    lr_decay_steps=a.lr_decay_steps, dead_feature_window=a.dead_window,
                                    feature_sampling_window=max(a.steps, 1), n_batches_for_norm_estimate=min(20, a.steps))
-    trainer = SAETrainer(trainer_cfg, sae, batches(states, index, a.batch, a.seed))
+    rows = torch.from_numpy(np.asarray(states[np.sort(index)], dtype=np.float32))  # loaded before the clock starts
+    trainer = SAETrainer(trainer_cfg, sae, batches(rows, a.batch, a.seed))
     t0 = time.perf_counter()
     trainer.fit()
     secs = time.perf_counter() - t0
