@@ -50,6 +50,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hook", default="")
+    p.add_argument("--sparse-activations", action="store_true",
+                   help="SAELens' use_sparse_activations (COO activations, sparse decode); default off, as SAELens'")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -58,7 +60,7 @@ def main() -> None:
     index = np.load(a.index)
     d_in = int(states.shape[1])
     cfg = TopKTrainingSAEConfig(d_in=d_in, d_sae=a.d_sae, k=a.k, normalize_activations="expected_average_only_in",
-                                metadata=sae_lens.saes.sae.SAEMetadata(hook_name=a.hook))
+                                use_sparse_activations=a.sparse_activations, metadata=sae_lens.saes.sae.SAEMetadata(hook_name=a.hook))
     sae = TopKTrainingSAE(cfg)
     trainer_cfg = SAETrainerConfig(total_training_samples=a.steps * a.batch, train_batch_size_samples=a.batch,
                                    lr=a.lr, lr_end=a.lr, lr_warm_up_steps=a.lr_warm_up_steps,
@@ -74,7 +76,8 @@ def main() -> None:
     (out / "timing.json").write_text(json.dumps({
         "seconds": secs, "rows_per_s": a.steps * a.batch / secs, "steps": a.steps, "batch": a.batch,
         "dead_features": int(trainer.dead_neurons.sum()), "d_sae": a.d_sae, "k": a.k, "lr": a.lr,
-        "sae_lens": sae_lens.__version__, "torch": torch.__version__, "threads": a.threads}, indent=1))
+        "sae_lens": sae_lens.__version__, "torch": torch.__version__, "threads": a.threads,
+        "sparse_activations": a.sparse_activations}, indent=1))
     print(json.dumps({"seconds": round(secs, 1), "rows_per_s": round(a.steps * a.batch / secs)}))
 
 
