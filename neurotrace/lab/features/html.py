@@ -51,7 +51,7 @@ def report_section(full_pages: list[dict[str, Any]], pages: list[FeaturePage], s
         suppressed = ", ".join(f"{_e(repr(t))} {v:+.3g}" for t, v in zip(full["neg_str"], full["neg_values"],
                                                                         strict=True))
         out += [f"<h3>Feature {page.index}</h3>",
-                f"<p class='meta'>fires on {page.frequency:.3%} of tokens · max {page.max_activation:.4g} · mean when "
+                f"<p class='meta'>fires on {page.frequency:.3%} of tokens{' (dense)' if page.dense else ''} · max {page.max_activation:.4g} · mean when "
                 f"firing {page.mean_activation:.4g} · <a href='features/{page.index}.json'>Neuronpedia JSON</a></p>",
                 _histogram(full["freq_hist_data_bar_heights"], full["histogram_edges"]),
                 f"<p><b>Promotes</b> {promoted}<br><b>Suppresses</b> {suppressed}</p>",

@@ -1,7 +1,7 @@
 """features: what each feature of a dictionary is, read off a corpus capture (Neuronpedia-style pages).
 
 One run encodes every row of a capture at the dictionary's site once (:mod:`neurotrace.lab.features.index`;
-position-0 and special-token rows are left out, as fit_sae leaves them out) and answers from that index:
+position-0, special-token and massive-activation rows are left out, as fit_sae leaves them out) and answers from that index:
 
 * a **listing** of all features (frequency, max activation, top token) in ``sort`` order, one ``page_size``
   page per call from ``cursor`` (``next_cursor`` continues), the whole table in ``tables/features.csv``;
@@ -9,7 +9,11 @@ position-0 and special-token rows are left out, as fit_sae leaves them out) and 
   for the first three listed: top contexts, quantile samples, histogram, promoted/suppressed tokens, each also
   written as Neuronpedia-compatible JSON ``features/<index>.json`` (``export_all``: every live feature in
   ``neuronpedia.jsonl``), and a ``report.html`` section;
-* ``prompt``: the features most active on a text (a forward to the site, stopped there);
+* ``prompt``: the features most active on a text (a forward to the site, stopped there), ranked by
+  activation times log10(1 / the feature's corpus density), so a feature that fires on
+  half the corpus counts 0.3x its activation and one that fires on 1 token in 1,000 counts 3x; **dense**
+  features (more than 10% of the corpus rows, :data:`~neurotrace.lab.sae.DENSE_FREQUENCY`) come after all the
+  others unless ``include_dense`` (every listing flags them: ``dense``);
 * ``search``: features whose firing coincides with where a text occurs in the corpus, by F1 of recall
   (matches where it fires) and precision (firings on matches).
 
@@ -45,9 +49,17 @@ from neurotrace.lab.features.schema import (
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
-from neurotrace.lab.sae import check_fits, load_dictionary, record_dictionary
+from neurotrace.lab.sae import (
+    DENSE_FREQUENCY,
+    check_fits,
+    fitted_positions,
+    load_dictionary,
+    massive_limit,
+    record_dictionary,
+)
 
 FIELD = "dictionary"
+DENSE_SHOWN = 5     # the loudest dense features, listed (flagged) after the prompt's ranking: seen, not ranked
 
 
 def _check_and_record(d: Any, lm: LoadedModel, model: str, run: Any) -> None:
@@ -61,8 +73,15 @@ def directions(d: Any, features: list[int]) -> torch.Tensor:
 
 
 def _rows(ds: TraceDataset) -> np.ndarray:
+    """The rows fit_sae trains on: not position 0, not a special token, not a massive activation."""
     special = np.isin(ds.meta["token_id"], np.asarray(ds.info.special_ids, dtype=np.int64))
-    return np.nonzero(~special & (ds.meta["pos"] > 0))[0].astype(np.int64)
+    rows = np.nonzero(~special & (ds.meta["pos"] > 0))[0].astype(np.int64)
+    if not len(rows):
+        return rows
+    limit = massive_limit(ds.states)                 # as fit_sae computes it: over every row of the capture
+    norms = np.concatenate([np.linalg.norm(np.asarray(ds.states[rows[i:i + 65_536]], dtype=np.float32), axis=1)
+                            for i in range(0, len(rows), 65_536)])
+    return rows[norms <= limit]
 
 
 def _capture(request: FeaturesRequest, lab: Lab, model: str, site: str, reporter: Reporter) -> str:
@@ -80,14 +99,21 @@ def _listing(index: FeatureIndex, top_token: list[str], request: FeaturesRequest
     order = np.argsort(key, kind="stable")
     page = order[request.cursor:request.cursor + request.page_size]
     rows = [ListingRow(index=int(f), frequency=round(float(index.frequency[f]), 6),
-                       max_activation=round(float(index.max_activation[f]), 4), top_token=top_token[f]) for f in page]
+                       max_activation=round(float(index.max_activation[f]), 4), top_token=top_token[f],
+                       dense=bool(index.frequency[f] > DENSE_FREQUENCY)) for f in page]
     nxt = request.cursor + request.page_size
     return rows, (nxt if nxt < index.d_sae else None)
 
 
 @torch.no_grad()
-def _prompt_features(lm: LoadedModel, d: Any, site: str, index: FeatureIndex, text: str, n: int
-                     ) -> list[PromptFeature]:
+def specificity(index: FeatureIndex) -> np.ndarray:
+    """log10(1 / density) per feature, the density floored at one row (a feature that never fired on the
+    corpus counts as firing once)."""
+    return np.log10(1.0 / np.maximum(index.frequency, 1.0 / max(1, index.n_rows)))
+
+
+def _prompt_features(lm: LoadedModel, d: Any, site: str, index: FeatureIndex, text: str, n: int,
+                     include_dense: bool = False) -> list[PromptFeature]:
     ids = lm.tokenizer(text).input_ids
     if not ids:
         raise InputError("prompt", "the prompt tokenizes to nothing", fix="give it text")
@@ -96,14 +122,19 @@ def _prompt_features(lm: LoadedModel, d: Any, site: str, index: FeatureIndex, te
                          fix="shorten it")
     (_, states), = forward_batches(lm, torch.tensor([ids]), [site], 1)
     acts = d.encode(states[site][0].float()).float()                           # (positions, d_sae)
-    special = set(lm.tokenizer.all_special_ids)
-    keep = [p for p, t in enumerate(ids) if p > 0 and t not in special] or list(range(len(ids)))
+    keep = fitted_positions(ids, lm.tokenizer.all_special_ids, states[site][0])
     acts = acts[keep]
     best, where = acts.max(0)
-    order = [int(f) for f in best.argsort(descending=True)[:n] if best[f] > 0]
+    peak = best.double().cpu().numpy()
+    score = peak * specificity(index)
+    dense = index.frequency > DENSE_FREQUENCY
+    ranked = [int(f) for f in np.lexsort((np.arange(len(peak)), -score)) if peak[f] > 0]
+    order = ranked[:n] if include_dense else (   # dense ones after the rest, a few of them always shown
+        [f for f in ranked if not dense[f]][:n] + sorted((f for f in ranked if dense[f]), key=lambda f: -peak[f])[:DENSE_SHOWN])
     return [PromptFeature(index=f, activation=round(float(best[f]), 4), position=keep[int(where[f])],
                           token=lm.tokenizer.decode([ids[keep[int(where[f])]]]),
-                          frequency=round(float(index.frequency[f]), 6)) for f in order]
+                          frequency=round(float(index.frequency[f]), 6), score=round(float(score[f]), 4),
+                          dense=bool(dense[f])) for f in order]
 
 
 def match_rows(ds: TraceDataset, text: str) -> np.ndarray:
@@ -139,7 +170,8 @@ def _search(ds: TraceDataset, index: FeatureIndex, text: str, n: int) -> tuple[l
     f1 = np.where(hits > 0, 2 * recall * precision / np.maximum(recall + precision, 1e-12), 0.0)
     order = [int(f) for f in np.argsort(-f1, kind="stable")[:n] if f1[f] > 0]
     return [SearchHit(index=f, f1=round(float(f1[f]), 4), recall=round(float(recall[f]), 4),
-                      precision=round(float(precision[f]), 4), mean_activation=round(float(sums[f] / len(matches)), 4))
+                      precision=round(float(precision[f]), 4), mean_activation=round(float(sums[f] / len(matches)), 4),
+                      dense=bool(index.frequency[f] > DENSE_FREQUENCY))
             for f in order], int(len(matches))
 
 
@@ -174,10 +206,11 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
         run.add_input(capture_id)
         top_token = [ds.token(int(index.rows[index.offsets[f]])) if index.counts[f] else "" for f in range(d_sae)]
         listing, next_cursor = _listing(index, top_token, request)
-        prompt = _prompt_features(lm, d, site, index, request.prompt, 20) if request.prompt else []
+        prompt = (_prompt_features(lm, d, site, index, request.prompt, 20, request.include_dense)
+                  if request.prompt else [])
         hits, n_matches = _search(ds, index, request.search, 20) if request.search else ([], 0)
         chosen = list(dict.fromkeys(request.features or [p.index for p in prompt[:3]] or [h.index for h in hits[:3]]
-                                    or [r.index for r in listing[:3] if r.frequency > 0]))
+                                    or _first_listed(listing, request.include_dense)))
         effects = token_effects(lm, directions(d, chosen), request.n_tokens) if chosen else []
         pages, full_pages = [], []
         labels, names = dictionary_labels(lab, d), {}
@@ -208,15 +241,23 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
                + "or prompt='...' / search='...'.")
         return FeaturesResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), next=nxt,
                               dictionary=request.dictionary, capture_run_id=capture_id, site=site, d_sae=d_sae,
-                              n_rows=index.n_rows, dead_fraction=round(dead, 4), pages=pages, listing=listing,
+                              n_rows=index.n_rows, dead_fraction=round(dead, 4),
+                              n_dense=int((index.frequency > DENSE_FREQUENCY).sum()), pages=pages, listing=listing,
                               next_cursor=next_cursor, prompt_features=prompt[:5], search_hits=hits[:5],
                               n_matches=n_matches, names=names)
+
+
+def _first_listed(listing: list[ListingRow], include_dense: bool) -> list[int]:
+    """Pages shown without features/prompt/search: the first three listed that fired (non-dense ones first)."""
+    live = [r for r in listing if r.frequency > 0]
+    return [r.index for r in sorted(live, key=lambda r: r.dense and not include_dense)[:3]]
 
 
 def _write_tables(run: Any, index: FeatureIndex, top_token: list[str], prompt: list, hits: list) -> None:
     freq, mx, mean = index.frequency, index.max_activation, index.mean_activation
     rows = [{"index": f, "frequency": round(float(freq[f]), 6), "max_activation": round(float(mx[f]), 4),
-             "mean_activation": round(float(mean[f]), 4), "top_token": top_token[f]} for f in range(index.d_sae)]
+             "mean_activation": round(float(mean[f]), 4), "top_token": top_token[f],
+             "dense": bool(freq[f] > DENSE_FREQUENCY)} for f in range(index.d_sae)]
     run.write_csv("tables/features.csv", rows)
     if prompt:
         run.write_csv("tables/prompt_features.csv", [p.model_dump() for p in prompt])
@@ -241,17 +282,28 @@ def _summary(request: FeaturesRequest, index: FeatureIndex, site: str, pages: li
              n_matches: int, dead: float, names: dict[str, str]) -> str:
     parts = [f"Indexed {index.d_sae} features of {request.dictionary} at {site} over {index.n_rows:,} corpus rows: "
              f"{dead:.0%} never fired, median frequency of the live ones "
-             f"{float(np.median(index.frequency[index.counts > 0])) if (index.counts > 0).any() else 0:.2%}."]
+             f"{float(np.median(index.frequency[index.counts > 0])) if (index.counts > 0).any() else 0:.2%}; "
+             f"{int((index.frequency > DENSE_FREQUENCY).sum())} dense (fire on more than {DENSE_FREQUENCY:.0%} of "
+             "the rows: position, the mean direction or another always-present signal rather than one meaning)."]
     if index.truncated:
         parts.append(f"{index.truncated} rows fired more than 64 features; only their 64 largest were kept.")
     for p in pages[:1]:
         promoted = ", ".join(repr(t.token) for t in p.promoted[:3])
         named = f" (named {names[str(p.index)]})" if str(p.index) in names else ""
-        parts.append(f"Feature {p.index}{named}: fires on {p.frequency:.2%} of tokens, max {p.max_activation:.3g}, "
+        dense = " (dense)" if p.dense else ""
+        parts.append(f"Feature {p.index}{named}: fires on {p.frequency:.2%} of tokens{dense}, max {p.max_activation:.3g}, "
                      f"top context {p.top[0].text!r}; promotes {promoted}." if p.top else f"Feature {p.index}: never fired.")
     if prompt:
-        parts.append("Most active on the prompt: " + ", ".join(f"{p.index} ({p.activation:.3g} at {p.token!r})"
-                                                              for p in prompt[:3]) + ".")
+        rule = ("activation x log10(1/density), dense ones included" if request.include_dense else
+                "activation x log10(1/corpus density), dense features after the rest")
+        parts.append(f"Most active on the prompt (by {rule}): " + ", ".join(
+            f"{p.index} ({p.activation:.3g} at {p.token!r}, {p.frequency:.2%} of tokens{', dense' if p.dense else ''})"
+            for p in prompt[:3]) + ".")
+        loud = [p for p in prompt if p.dense][:3]
+        if loud and not request.include_dense:
+            parts.append("Dense features also firing: " + ", ".join(
+                f"{p.index} ({p.activation:.3g}, {p.frequency:.0%} of tokens)" for p in loud)
+                + " (include_dense=true ranks them with the rest).")
     if request.search:
         parts.append(f"Search {request.search!r}: {n_matches} matching tokens; " + (
             ", ".join(f"{h.index} (F1 {h.f1:.2f})" for h in hits[:3]) if hits else "no feature fires on them") + ".")

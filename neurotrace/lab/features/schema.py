@@ -27,6 +27,8 @@ class FeaturesRequest(BaseModel):
     n_top: int = Field(10, ge=1, le=100)
     n_quantiles: int = Field(5, ge=1, le=20)
     export_all: bool = False
+    include_dense: bool = Field(False, description="Rank dense features (firing on more than 10% of corpus tokens) "
+                                "with the rest on the prompt; default: after them.")
     device: str = "cpu"
 
     #: fixed page parameters (not request fields): samples per band, left context, tokens per logit list, seed
@@ -61,6 +63,7 @@ class TokenEffect(BaseModel):
 class FeaturePage(BaseModel):
     index: int
     frequency: float = Field(description="Fraction of rows where it fires (activation > 0).")
+    dense: bool = Field(False, description="Fires on more than 10% of the rows.")
     max_activation: float
     mean_activation: float = Field(description="Mean over the rows where it fires.")
     top: list[Example] = Field(description="Top-activating contexts (first 3; all in the page file).")
@@ -76,6 +79,7 @@ class ListingRow(BaseModel):
     frequency: float
     max_activation: float
     top_token: str = Field(description="Token of its top activation ('' if it never fired).")
+    dense: bool = Field(False, description="Fires on more than 10% of the rows.")
 
 
 class PromptFeature(BaseModel):
@@ -84,6 +88,10 @@ class PromptFeature(BaseModel):
     token: str = Field(description="Token where it is largest.")
     position: int
     frequency: float = Field(description="Its firing frequency on the corpus.")
+    score: float = Field(0.0, description="The rank key: activation x log10(1 / frequency), the frequency floored "
+                         "at one corpus row.")
+    dense: bool = Field(False, description="Fires on more than 10% of the corpus rows; ranked after the rest "
+                        "unless include_dense.")
 
 
 class SearchHit(BaseModel):
@@ -93,6 +101,7 @@ class SearchHit(BaseModel):
     recall: float
     precision: float
     mean_activation: float = Field(description="Mean activation on the matching tokens.")
+    dense: bool = Field(False, description="Fires on more than 10% of the rows.")
 
 
 class FeaturesResult(RunResult):
@@ -102,12 +111,13 @@ class FeaturesResult(RunResult):
     d_sae: int
     n_rows: int = Field(description="Corpus rows encoded (special-token and position-0 rows left out).")
     dead_fraction: float = Field(description="Fraction of features that never fired on these rows.")
+    n_dense: int = Field(0, description="Features firing on more than 10% of these rows (flagged `dense`).")
     pages: list[FeaturePage] = Field(default_factory=list)
     listing: list[ListingRow] = Field(default_factory=list, description="One page of all features in `sort` "
                                       "order; the whole table is tables/features.csv.")
     next_cursor: int | None = Field(None, description="cursor of the next listing page; None at the end.")
     prompt_features: list[PromptFeature] = Field(default_factory=list, description="Top 5 (20 in "
-                                                 "tables/prompt_features.csv).")
+                                                 "tables/prompt_features.csv) by `score`, dense ones last.")
     search_hits: list[SearchHit] = Field(default_factory=list, description="Top 5 (20 in "
                                          "tables/search_hits.csv).")
     n_matches: int = Field(0, description="search: corpus tokens where the text occurs.")

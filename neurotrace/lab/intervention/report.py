@@ -28,7 +28,7 @@ from neurotrace.lab.intervention.schema import (
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.runtime.precision import Agreement
 from neurotrace.lab.model.weights.loading import LoadedModel
-from neurotrace.lab.sae import Dictionary
+from neurotrace.lab.sae import DENSE_FREQUENCY, Dictionary, density_words
 
 
 def overall_features(entries: list[PromptReport], top: int = 20) -> list[FeatureEffect]:
@@ -36,13 +36,16 @@ def overall_features(entries: list[PromptReport], top: int = 20) -> list[Feature
     ranked counts 0); effects in nats of log p(target)."""
     effects: dict[int, list[float]] = {}
     peak: dict[int, float] = {}
+    density: dict[int, float | None] = {}
     for e in entries:
         for f in e.top_features or []:
             effects.setdefault(f.feature, []).append(f.effect)
             peak[f.feature] = max(peak.get(f.feature, 0.0), f.activation)
+            density[f.feature] = f.density
     n = max(1, len(entries))
     ranked = sorted(effects, key=lambda f: (-abs(sum(effects[f]) / n), f))
-    return [FeatureEffect(feature=f, effect=sum(effects[f]) / n, activation=peak[f]) for f in ranked[:top]]
+    return [FeatureEffect(feature=f, effect=sum(effects[f]) / n, activation=peak[f], density=density[f])
+            for f in ranked[:top]]
 
 
 def metric_name(entries: list[PromptReport]) -> str:
@@ -112,8 +115,35 @@ def _verdict_text(j: Judgement, metric: str) -> str:
     return (text + f". Verdict: {j.verdict}" + (f" against {j.family}" if j.family else "") + f" (rules: {SHORT_RULES})")
 
 
+def dense_edited(request: InterveneRequest, sae: Dictionary | None) -> list[int]:
+    """The edited SAE features that are dense by the dictionary's own density."""
+    if sae is None or sae.density is None:
+        return []
+    edited = sorted({f for p in request.policies for f in getattr(p, "features", None) or []})
+    return [f for f in edited if 0 <= f < len(sae.density.rates) and sae.density.of(f) > DENSE_FREQUENCY]
+
+
+def _dense_text(request: InterveneRequest, sae: Dictionary | None, j: Judgement) -> str:
+    """What the ranking's candidates were, and a warning when the edit hits dense features."""
+    if sae is None:
+        return ""
+    text = ""
+    if request.rank_features:
+        text = ("; ranked among all features active on each prompt (include_dense)" if request.include_dense else
+                f"; ranked among non-dense features (density from {sae.density.source})" if sae.density is not None
+                else "; feature density unknown for this dictionary, so dense features were not left out of the "
+                "ranking")
+    dense = dense_edited(request, sae)
+    if dense:
+        text += (f". The edit includes dense features ({density_words(sae.density, dense)}): they fire on a large "
+                 "share of all tokens (position, the mean direction), so removing them moves the model on any text")
+        if j.verdict == "destructive":
+            text += "; the destructive verdict may come from them, not from a mechanism of this task"
+    return text
+
+
 def _summary(request: InterveneRequest, entries: list[PromptReport], features: list[FeatureEffect],
-             sae_caution: str | None, j: Judgement, harm: Damage | None) -> tuple:
+             sae_caution: str | None, j: Judgement, harm: Damage | None, sae: Dictionary | None = None) -> tuple:
     deltas = [e.intervened.p_target - e.baseline.p_target for e in entries
               if e.baseline.p_target is not None and e.intervened.p_target is not None]
     mean_delta = float(np.mean(deltas)) if deltas and request.policies else None
@@ -138,6 +168,7 @@ def _summary(request: InterveneRequest, entries: list[PromptReport], features: l
     if features:
         text += (f"; top SAE feature when ablated alone: f{features[0].feature} ({features[0].effect:+.4f} nats "
                  f"of {rank_metric(entries)}, mean over prompts)")
+    text += _dense_text(request, sae, j)
     if sae_caution:
         text += f". Caution: {sae_caution}"
     return mean_delta, changed, top1, text + "."
@@ -164,7 +195,7 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: Dict
         run.add_input(sae.cfg.source)
         inputs = [sae.cfg.source] + ([sae.cfg.capture_run_id] if sae.cfg.capture_run_id else [])
     j = judgement(entries, harm)
-    mean_delta, changed, top1, summary = _summary(request, entries, features, sae_caution, j, harm)
+    mean_delta, changed, top1, summary = _summary(request, entries, features, sae_caution, j, harm, sae)
     if names:   # a verdict on a feature says whether the feature is named and how well the name predicts
         summary = f"{summary[:-1]}. {names}."
     summary = " ".join(t for t in (summary, note, agreed.summary if agreed else None) if t)
@@ -172,7 +203,9 @@ def write_report(run: Any, request: InterveneRequest, lm: LoadedModel, sae: Dict
              "effect_size": size_word(j.fraction) if j.fraction is not None else None,
              "direction": direction_word(j.effect) if j.effect is not None else None, "control_family": j.family,
              "control_effect": j.control_mean, "control_effect_max": j.control_max, "controls": _families(j),
-             "damage": harm, "n_top1_changed": top1, "verdict_rules": f"{RULES}; {DAMAGE_RULES}"}
+             "damage": harm, "n_top1_changed": top1, "verdict_rules": f"{RULES}; {DAMAGE_RULES}",
+             "density_source": sae.density.source if sae is not None and sae.density is not None else None,
+             "dense_edited": dense_edited(request, sae)}
     report = InterveneReport(seed=request.seed, model=lm.ref.model, model_fingerprint=lm.fingerprint,
                              fit_sae_run_id=request.fit_sae_run_id,
                              dictionary=request.dictionary, sae_site=sae.cfg.site if sae is not None else None,

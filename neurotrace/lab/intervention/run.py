@@ -13,7 +13,12 @@ For every prompt:
    edit reaches) has KL 0.
 4. **Top causal features** (with an SAE): the ``rank_features`` features most active on the prompt
    are each ablated alone (error-preserving, all positions, step 0) in one batched forward; the
-   effect is the change in log p(target) (or of the baseline's first token without a target).
+   effect is the change in log p(target) (or of the baseline's first token without a target). Both the
+   activations and the ablations are at the positions the dictionary reads as it was fitted (not position 0,
+   a special token or a massive-norm attention sink: there features fire in the hundreds). The
+   candidates leave out **dense** features (firing on more than 10% of tokens by the dictionary's own
+   density, :mod:`neurotrace.lab.sae.density`: position or the mean direction, not a meaning) unless
+   ``include_dense``; each ranked feature reports its density (null where the dictionary has none).
 
 **Generation path** (:mod:`neurotrace.lab.capture.generation`): every policy is position-wise, so when
 each one's ``steps`` cover all or none of the forwards that reuse the positions it touches (no
@@ -84,6 +89,7 @@ from neurotrace.lab.sae import (
     Dictionary,
     SAEMetrics,
     check_fits,
+    fitted_positions,
     load_dictionary,
     load_sae_run,
     record_dictionary,
@@ -173,8 +179,13 @@ def _per_step(lm: LoadedModel, tokens: list[int], base: Continuation, forced: Co
 
 
 @torch.no_grad()
-def rank_features(lm: LoadedModel, sae: Dictionary, ids: list[int], metric_token: int, top: int) -> list[FeatureEffect]:
-    """Ablate each of the ``top`` most active features alone (batched) and rank by |change in log p|."""
+def rank_features(lm: LoadedModel, sae: Dictionary, ids: list[int], metric_token: int, top: int,
+                  include_dense: bool = False) -> list[FeatureEffect]:
+    """Ablate each of the ``top`` most active features alone (batched) and rank by |change in log p|; dense
+    features (``sae.density``) are no candidates unless ``include_dense``. Activations and ablations are at the
+    positions the dictionary was trained on (:func:`~neurotrace.lab.sae.fitted_positions`: not position 0, a
+    special token or an attention sink's massive row, where features fire in the hundreds off-distribution)."""
+    density = sae.density
     acts: dict[str, torch.Tensor] = {}
 
     def rec(act: torch.Tensor, site: str) -> None:
@@ -184,15 +195,21 @@ def rank_features(lm: LoadedModel, sae: Dictionary, ids: list[int], metric_token
     pos = prediction_position(lm, ids)
     with hooked(lm.model, lm.adapter, {sae.cfg.site: rec}):
         clean = torch.log_softmax(lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, pos].float(), -1)
-    peak = sae.encode(acts["h"][0]).max(0).values                        # (d_sae,)
-    n = min(top, int((peak > 0).sum()))
+    keep = fitted_positions(ids, lm.tokenizer.all_special_ids, acts["h"][0])   # the rows the dictionary reads
+    peak = sae.encode(acts["h"][0][keep]).max(0).values                  # (d_sae,)
+    at = torch.zeros(len(ids), 1, dtype=torch.bool, device=peak.device)
+    at[keep] = True
+    candidates = peak
+    if density is not None and not include_dense:
+        candidates = peak.masked_fill(torch.from_numpy(density.dense()).to(peak.device), 0.0)
+    n = min(top, int((candidates > 0).sum()))
     if n == 0:
         return []
-    feats = peak.topk(n).indices.sort().values                             # sorted for a stable batch order
+    feats = candidates.topk(n).indices.sort().values                             # sorted for a stable batch order
 
     def ablate(act: torch.Tensor, site: str) -> torch.Tensor:
         a = sae.encode(act)                                                # (n, pos, d_sae)
-        own = a.gather(2, feats.view(-1, 1, 1).expand(-1, a.shape[1], 1))  # (n, pos, 1)
+        own = a.gather(2, feats.view(-1, 1, 1).expand(-1, a.shape[1], 1)) * at   # (n, pos, 1), kept positions
         return act - (own * sae.directions(feats)[:, None, :]).to(act.dtype)
 
     xb = x.expand(n, -1)
@@ -200,8 +217,8 @@ def rank_features(lm: LoadedModel, sae: Dictionary, ids: list[int], metric_token
         logits = lm.model(input_ids=xb, attention_mask=torch.ones_like(xb)).logits[:, pos].float()
     effect = torch.log_softmax(logits, -1)[:, metric_token] - clean[metric_token]
     order = sorted(range(n), key=lambda i: (-abs(float(effect[i])), int(feats[i])))
-    return [FeatureEffect(feature=int(feats[i]), effect=float(effect[i]), activation=float(peak[feats[i]]))
-            for i in order]
+    return [FeatureEffect(feature=int(feats[i]), effect=float(effect[i]), activation=float(peak[feats[i]]),
+                          density=density.of(int(feats[i])) if density is not None else None) for i in order]
 
 
 def _policy_context(lm: LoadedModel, policies: list[Any], sae: Dictionary | None, prompt_len: int,
@@ -255,7 +272,8 @@ def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: D
             lm, ids, base.tokens, policies, lambda k: context_at(k, 0), sites_at, metric, request.controls,
             request.seed + index, families))
     if sae is not None and request.rank_features:
-        entry.top_features = rank_features(lm, sae, ids, metric.tokens[0], request.rank_features)
+        entry.top_features = rank_features(lm, sae, ids, metric.tokens[0], request.rank_features,
+                                           request.include_dense)
     return entry
 
 

@@ -57,6 +57,8 @@ class InterveneRequest(BaseModel):
                           "(0 = no verdict).")
     rank_features: int = Field(16, ge=0, le=1024, description="SAE features ranked by causal effect per prompt "
                                "(0 = skip).")
+    include_dense: bool = Field(False, description="Let rank_features draw dense features (firing on more than 10% "
+                                "of tokens) too; default: non-dense candidates only.")
     seed: int = Field(0, description="Seeds sampling and the random control directions.")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
@@ -90,6 +92,8 @@ class FeatureEffect(BaseModel):
     effect: float = Field(description="Change in log p(target) in nats (or of the baseline's first token) when "
                           "ablated alone; mean over prompts in top_features.")
     activation: float = Field(description="Its largest activation on the prompt.")
+    density: float | None = Field(None, description="Share of tokens it fires on (the dictionary's own statistics); "
+                                  "null where unknown. Above 0.1 it is dense.")
 
 
 Verdict = Literal["causal", "weak", "not above control", "no measurable effect", "destructive"]
@@ -194,6 +198,10 @@ class InterveneReport(BaseModel):
     size_rules: str = ""
     sae_caution: str | None = Field(None, description="Why the SAE's features may not be meaningful: fit_sae's "
                                     "verdict when it was not usable; null for a usable SAE or without one.")
+    density_source: str | None = Field(None, description="Where the features' densities come from; null without "
+                                       "an SAE or where the dictionary has none (dense features then not left out).")
+    dense_edited: list[int] = Field(default_factory=list, description="Edited features that are dense (fire on more "
+                                    "than 10% of tokens).")
     prompts: list[PromptReport]
     top_features: list[FeatureEffect] = Field(description="Mean effect over prompts (nats of log p(target)), "
                                               "sorted by |effect|.")
@@ -232,6 +240,9 @@ class InterveneResult(RunResult):
                                   "destructive above the bars in the summary.")
     n_top1_changed: int = Field(0, description="Prompts whose top-1 next token changed.")
     verdict_rules: str = Field("", description="The verdict's and the destructive check's thresholds.")
+    density_source: str | None = Field(None, description="Where the features' densities come from (null: unknown).")
+    dense_edited: list[int] = Field(default_factory=list, description="Edited features that are dense (fire on more "
+                                    "than 10% of tokens).")
     sae_caution: str | None = Field(None, description="fit_sae's verdict when it was not usable (its features may "
                                     "not be meaningful); null otherwise.")
     verdict: Verdict | None = Field(None, description="By the thresholds in the summary; null without policies or "

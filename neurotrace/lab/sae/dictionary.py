@@ -37,6 +37,7 @@ from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.runs import RUN_ID_RE
 from neurotrace.lab.sae import saelens
+from neurotrace.lab.sae.density import SPARSITY_FILE, Density, from_sparsity, from_table
 from neurotrace.lab.sae.schema import DictionaryRef
 
 __all__ = ["Dictionary", "DictionaryConfig", "DictionaryRef", "check_fits", "load_dictionary", "record_dictionary"]
@@ -84,6 +85,7 @@ class Dictionary(nn.Module):
             self.threshold = None
         if "W_skip" not in tensors:
             self.W_skip = None
+        self.density: Density | None = None     # each feature's firing rate, where known (sae.density)
 
     W_enc: Tensor
     b_enc: Tensor
@@ -189,8 +191,9 @@ def read_safetensors(path: Path, field: str) -> dict[str, Tensor]:
 
 
 def from_folder_files(cfg_path: Path, weights_path: Path, field: str, source: str, kind: str,
-                      **extra: Any) -> Dictionary:
-    """A dictionary from a SAELens cfg.json and its safetensors weights (both already vetted paths)."""
+                      sparsity: Path | None = None, **extra: Any) -> Dictionary:
+    """A dictionary from a SAELens cfg.json and its safetensors weights (all vetted paths), with its features'
+    density from SAELens' ``sparsity`` file when there is one."""
     if weights_path.suffix.lower() in _PICKLE_SUFFIXES or weights_path.suffix.lower() != ".safetensors":
         raise InputError(field, f"{weights_path.name} is not a .safetensors file (pickled weights are never loaded)",
                          fix="convert the weights to safetensors (sae_weights.safetensors)")
@@ -202,7 +205,10 @@ def from_folder_files(cfg_path: Path, weights_path: Path, field: str, source: st
     tensors = saelens.check_tensors(c, read_safetensors(weights_path, field), field)
     c.pop("dtype")
     cfg = DictionaryConfig(**c, sha256=file_sha256(weights_path), source=source, kind=kind, **extra)
-    return Dictionary(cfg, tensors).eval()
+    d = Dictionary(cfg, tensors).eval()
+    if sparsity is not None:
+        d.density = from_sparsity(read_safetensors(sparsity, field), cfg.d_sae, f"{SPARSITY_FILE} of {source}")
+    return d
 
 
 def _folder(lab: Lab, ref: str, field: str) -> Dictionary:
@@ -230,7 +236,7 @@ def _folder(lab: Lab, ref: str, field: str) -> Dictionary:
 
     cfg, weights = find(saelens.CFG_FILE), find(saelens.WEIGHTS_FILE)
     if cfg is not None and weights is not None:
-        return from_folder_files(cfg, weights, field, source=source, kind="folder")
+        return from_folder_files(cfg, weights, field, source=source, kind="folder", sparsity=find(SPARSITY_FILE))
     params = find("params.safetensors")
     if params is not None:
         from neurotrace.lab.sae.releases import from_gemma_scope
@@ -285,13 +291,19 @@ def from_run(lab: Lab, run_id: str, field: str) -> Dictionary:
     extra = {"capture_run_id": own.get("capture_run_id", "")}
     folder = run_dir / "saelens"
     if (folder / saelens.CFG_FILE).is_file() and (folder / saelens.WEIGHTS_FILE).is_file():
-        d = from_folder_files(folder / saelens.CFG_FILE, folder / saelens.WEIGHTS_FILE, field, run_id, "run", **extra)
-        return d
-    from neurotrace.lab.sae.architectures.registry import load_sae
-    from neurotrace.lab.sae.export import dictionary_from_sae
+        sparsity = folder / SPARSITY_FILE
+        d = from_folder_files(folder / saelens.CFG_FILE, folder / saelens.WEIGHTS_FILE, field, run_id, "run",
+                              sparsity=sparsity if sparsity.is_file() else None, **extra)
+    else:
+        from neurotrace.lab.sae.architectures.registry import load_sae
+        from neurotrace.lab.sae.export import dictionary_from_sae
 
-    d = dictionary_from_sae(load_sae(run_dir), source=run_id, kind="run")
-    return Dictionary(d.cfg.model_copy(update={"sha256": file_sha256(run_dir / "sae.safetensors")}), d.tensors())
+        d = dictionary_from_sae(load_sae(run_dir), source=run_id, kind="run")
+        d = Dictionary(d.cfg.model_copy(update={"sha256": file_sha256(run_dir / "sae.safetensors")}), d.tensors())
+    where = f"fit_sae run {run_id}'s training and held-out rows"
+    d.density = (Density(d.density.rates, where) if d.density is not None   # older runs: their density table
+                 else from_table(run_dir / "tables" / "feature_density.csv", d.cfg.d_sae, where))
+    return d
 
 
 # -- fitting a model ------------------------------------------------------------------------------

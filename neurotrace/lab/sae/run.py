@@ -37,6 +37,7 @@ from neurotrace.lab.model.weights.loading import ModelRef, resolve_device
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae.architectures.base import SAE, SAEConfig
 from neurotrace.lab.sae.architectures.registry import build_sae, from_tensors
+from neurotrace.lab.sae.density import SPARSITY_FILE, sparsity_tensors
 from neurotrace.lab.sae.evaluate import (
     ReconStats,
     fire_rate_histogram,
@@ -97,6 +98,18 @@ def massive_limit(states: np.ndarray, chunk: int = 65_536) -> float:
     norms = np.concatenate([np.linalg.norm(np.asarray(states[i:i + chunk], dtype=np.float32), axis=1)
                             for i in range(0, len(states), chunk)])
     return float(MASSIVE_NORM * np.median(norms)) if len(norms) else float("inf")
+
+
+def fitted_positions(ids: list[int], special_ids: set[int] | list[int], states: torch.Tensor) -> list[int]:
+    """The positions of one text whose rows a fit_sae dictionary reads as it was trained: not position 0, not a
+    special token, norm at most :data:`MASSIVE_NORM` x the text's median (an attention sink such as SmolLM2's
+    first token, norm ~100x the rest, is none; its encoding is off the training distribution, where features
+    fire in the hundreds). All positions when that leaves none."""
+    special = set(special_ids)
+    norms = states.float().norm(dim=-1)
+    limit = MASSIVE_NORM * float(norms.median()) if len(norms) else float("inf")
+    keep = [p for p, t in enumerate(ids) if p > 0 and t not in special and float(norms[p]) <= limit]
+    return keep or list(range(len(ids)))
 
 
 def _excluded(ds: TraceDataset, request: FitSAERequest, limit: float | None = None) -> np.ndarray:
@@ -231,6 +244,7 @@ def _write(run: Any, request: FitSAERequest, ds: TraceDataset, sae: SAE, stats: 
     export = dictionary_from_sae(sae, source=run.run_id, kind="run")        # SAELens' layout, scalings folded
     run.write_tensors(f"saelens/{WEIGHTS_FILE}", export.tensors())
     run.write_json(f"saelens/{CFG_FILE_SAELENS}", saelens_cfg(export, request, ds))
+    run.write_tensors(f"saelens/{SPARSITY_FILE}", sparsity_tensors(stats.fire_counts / max(1, int(stats.n_rows))))
     verdict, why = sae_verdict(metrics)
     if damage is not None and damage.destructive:       # the spliced model is no longer a language model
         verdict, why = "destructive", [*damage.reasons, *why]

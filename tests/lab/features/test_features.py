@@ -21,6 +21,7 @@ from neurotrace.lab.model.access.hooks import recording
 from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.lab.sae import load_sae_run
+from neurotrace.testing.dense import planted_dense
 from neurotrace.testing.tiny import WORDS
 
 SITE = "blocks.1.hook_resid_post"
@@ -131,10 +132,15 @@ def test_prompt_features_equal_a_plain_forward_and_encode(setup):
         with recording(lm.model, lm.adapter, [SITE]) as store:
             lm.model(input_ids=torch.tensor([ids]))
         a = sae.encode(store[SITE][0].float())[1:]                  # position 0 left out
-    best = a.max(0).values
-    want = [int(i) for i in best.argsort(descending=True)[:len(result.prompt_features)]]
+    best = a.max(0).values.double().numpy()
+    ds, keep, acts = dense(lab, cap, fit)
+    freq = np.maximum((acts > 0).mean(0), 1 / len(keep))
+    score = best * np.log10(1 / freq)                           # activation x log10(1 / corpus density)
+    late = (acts > 0).mean(0) > 0.1                             # dense ones after the rest
+    want = sorted(np.nonzero(best > 0)[0].tolist(), key=lambda f: (late[f], -score[f], f))[:len(result.prompt_features)]
     assert [p.index for p in result.prompt_features] == want
-    assert result.prompt_features[0].activation == pytest.approx(float(best.max()), abs=1e-3)
+    assert result.prompt_features[0].score == pytest.approx(float(score[want[0]]), rel=1e-3)
+    assert [p.dense for p in result.prompt_features] == [bool(late[f]) for f in want]
     assert result.pages and result.pages[0].index == want[0]
 
 
@@ -170,3 +176,35 @@ def test_bad_input_names_the_field(setup, tiny_gpt2):
     with pytest.raises(InputError) as err:
         features(lab, other.run_id, fit)
     assert err.value.field == "capture_run_id"
+
+
+# -- dense features: a planted always-on feature is flagged and not ranked top; a control ranks unchanged ----
+def prompt_table(lab, result):
+    return list(csv.DictReader(io.StringIO(lab.store.artifact_path(result.run_id, "tables/prompt_features.csv")
+                                           .read_text(encoding="utf-8"))))
+
+
+def test_a_planted_dense_feature_is_flagged_and_not_ranked_top_and_the_rest_rank_as_without_it(setup):
+    lab, cap, fit, _ = setup
+    text = "the king of france lives in paris"
+    ref, PLANTED = planted_dense(lab, fit, "dense_sae")
+    with_dense = features(lab, cap, ref, prompt=text, sort="max_activation")
+    control = features(lab, cap, fit, prompt=text)
+    # the planted feature fires on every row with activation 1000: the largest, the densest
+    assert with_dense.listing[0].index == PLANTED and with_dense.listing[0].dense
+    assert with_dense.listing[0].frequency == 1.0 and with_dense.n_dense == control.n_dense + 1
+    table = prompt_table(lab, with_dense)
+    ranked = [int(r["index"]) for r in table]
+    assert PLANTED in ranked and ranked[0] != PLANTED                 # it fires on the prompt, yet is not top
+    assert float(table[ranked.index(PLANTED)]["activation"]) == pytest.approx(1000.0, rel=1e-3)
+    assert all(r["dense"] == "True" for r in table[ranked.index(PLANTED):])   # dense ones come last, loudest first
+    assert table[ranked.index(PLANTED) - 1]["dense"] == "False"
+    # control: without the planted feature the same features rank in the same order with the same scores
+    rest = [(r["index"], r["score"]) for r in table if int(r["index"]) != PLANTED]
+    assert rest == [(r["index"], r["score"]) for r in prompt_table(lab, control)][:len(rest)]
+    assert with_dense.pages[0].index == control.pages[0].index != PLANTED
+    assert f"{PLANTED} (1e+03, 100% of tokens)" in with_dense.summary          # named as a dense one firing
+    assert PLANTED not in [p.index for p in features(lab, cap, ref).pages]   # default pages skip dense ones
+    both = prompt_table(lab, features(lab, cap, ref, prompt=text, include_dense=True))
+    scores = [float(r["score"]) for r in both]
+    assert scores == sorted(scores, reverse=True)                     # include_dense: one ranking by score

@@ -141,8 +141,10 @@ def test_ranked_feature_effects_match_ablating_each_feature_through_a_policy(set
     base = logits_with(lab, model, sae, [])[0, -1].log_softmax(-1)
     with lab.cache.lease(ModelRef(model=str(model))) as lm:
         paris = lm.tokenizer(" paris", add_special_tokens=False).input_ids[0]
-    for entry in ranked[:2]:
-        cut = logits_with(lab, model, sae, [AblateFeatures(features=[entry.feature])])[0, -1].log_softmax(-1)
+    n = len(lm.tokenizer(PROMPT).input_ids)
+    for entry in ranked[:2]:   # ranked where the dictionary reads (fitted_positions: here all but position 0)
+        cut = logits_with(lab, model, sae, [AblateFeatures(features=[entry.feature], positions=list(range(1, n)))])
+        cut = cut[0, -1].log_softmax(-1)
         assert entry.effect == pytest.approx(float(cut[paris] - base[paris]), abs=1e-5)
 
 
