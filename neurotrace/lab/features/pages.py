@@ -24,7 +24,7 @@ from neurotrace.lab.sae import DENSE_FREQUENCY
 RIGHT = 2     # tokens shown right of the highlighted one
 
 
-def _short(text: str, chars: int = 40) -> str:
+def _short(text: str, chars: int = 32) -> str:
     """The last ``chars`` characters before the highlighted token's ``[[``, and the rest: the reply stays small."""
     cut = text.find("[[")
     return ("…" + text[cut - chars:]) if cut > chars else text

@@ -133,7 +133,7 @@ def _prompt_features(lm: LoadedModel, d: Any, site: str, index: FeatureIndex, te
         [f for f in ranked if not dense[f]][:n] + sorted((f for f in ranked if dense[f]), key=lambda f: -peak[f])[:DENSE_SHOWN])
     return [PromptFeature(index=f, activation=round(float(best[f]), 4), position=keep[int(where[f])],
                           token=lm.tokenizer.decode([ids[keep[int(where[f])]]]),
-                          frequency=round(float(index.frequency[f]), 6), score=round(float(score[f]), 4),
+                          frequency=round(float(index.frequency[f]), 6), score=round(float(score[f]), 2),
                           dense=bool(dense[f])) for f in order]
 
 
@@ -170,8 +170,7 @@ def _search(ds: TraceDataset, index: FeatureIndex, text: str, n: int) -> tuple[l
     f1 = np.where(hits > 0, 2 * recall * precision / np.maximum(recall + precision, 1e-12), 0.0)
     order = [int(f) for f in np.argsort(-f1, kind="stable")[:n] if f1[f] > 0]
     return [SearchHit(index=f, f1=round(float(f1[f]), 4), recall=round(float(recall[f]), 4),
-                      precision=round(float(precision[f]), 4), mean_activation=round(float(sums[f] / len(matches)), 4),
-                      dense=bool(index.frequency[f] > DENSE_FREQUENCY))
+                      precision=round(float(precision[f]), 4), mean_activation=round(float(sums[f] / len(matches)), 4))
             for f in order], int(len(matches))
 
 
@@ -216,7 +215,7 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
         labels, names = dictionary_labels(lab, d), {}
         for f, eff in zip(chosen, effects, strict=True):
             rel = f"features/{f}.json"
-            page, full = build_page(ds, index, f, eff, request, run.uri(rel))
+            page, full = build_page(ds, index, f, eff, request, rel)
             full.update({"modelId": model, "layer": site, "dictionary": request.dictionary})
             if str(f) in labels:   # explain's name, scored blind (Neuronpedia keeps explanations beside the page)
                 label = labels[str(f)]
@@ -236,9 +235,9 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
         summary = _summary(request, index, site, pages, prompt, hits, n_matches, dead, names)
         run.set_summary(summary)
         nxt = (f"Call features with dictionary='{request.dictionary}', capture_run_id='{capture_id}' and "
-               "features=[...] for other pages (reusing the capture), "
+               "features=[...] for other pages, "
                + (f"cursor={next_cursor} for the next listing page, " if next_cursor is not None else "")
-               + "or prompt='...' / search='...'.")
+               + "or prompt / search.")
         return FeaturesResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), next=nxt,
                               dictionary=request.dictionary, capture_run_id=capture_id, site=site, d_sae=d_sae,
                               n_rows=index.n_rows, dead_fraction=round(dead, 4),
@@ -260,7 +259,7 @@ def _write_tables(run: Any, index: FeatureIndex, top_token: list[str], prompt: l
              "dense": bool(freq[f] > DENSE_FREQUENCY)} for f in range(index.d_sae)]
     run.write_csv("tables/features.csv", rows)
     if prompt:
-        run.write_csv("tables/prompt_features.csv", [p.model_dump() for p in prompt])
+        run.write_csv("tables/prompt_features.csv", [p.model_dump() | {"score": p.score, "dense": p.dense} for p in prompt])
     if hits:
         run.write_csv("tables/search_hits.csv", [h.model_dump() for h in hits])
 
@@ -283,8 +282,7 @@ def _summary(request: FeaturesRequest, index: FeatureIndex, site: str, pages: li
     parts = [f"Indexed {index.d_sae} features of {request.dictionary} at {site} over {index.n_rows:,} corpus rows: "
              f"{dead:.0%} never fired, median frequency of the live ones "
              f"{float(np.median(index.frequency[index.counts > 0])) if (index.counts > 0).any() else 0:.2%}; "
-             f"{int((index.frequency > DENSE_FREQUENCY).sum())} dense (fire on more than {DENSE_FREQUENCY:.0%} of "
-             "the rows: position, the mean direction or another always-present signal rather than one meaning)."]
+             f"{int((index.frequency > DENSE_FREQUENCY).sum())} dense (over {DENSE_FREQUENCY:.0%})."]
     if index.truncated:
         parts.append(f"{index.truncated} rows fired more than 64 features; only their 64 largest were kept.")
     for p in pages[:1]:
@@ -294,16 +292,14 @@ def _summary(request: FeaturesRequest, index: FeatureIndex, site: str, pages: li
         parts.append(f"Feature {p.index}{named}: fires on {p.frequency:.2%} of tokens{dense}, max {p.max_activation:.3g}, "
                      f"top context {p.top[0].text!r}; promotes {promoted}." if p.top else f"Feature {p.index}: never fired.")
     if prompt:
-        rule = ("activation x log10(1/density), dense ones included" if request.include_dense else
-                "activation x log10(1/corpus density), dense features after the rest")
-        parts.append(f"Most active on the prompt (by {rule}): " + ", ".join(
-            f"{p.index} ({p.activation:.3g} at {p.token!r}, {p.frequency:.2%} of tokens{', dense' if p.dense else ''})"
+        rule = "activation x log10(1/density)" + ("" if request.include_dense else ", dense last")
+        parts.append(f"Top on the prompt ({rule}): " + ", ".join(
+            f"{p.index} ({p.activation:.3g} at {p.token!r}{', dense' if p.dense else ''})"
             for p in prompt[:3]) + ".")
-        loud = [p for p in prompt if p.dense][:3]
+        loud = [p for p in prompt[3:] if p.dense][:3]          # the dense ones not named above
         if loud and not request.include_dense:
-            parts.append("Dense features also firing: " + ", ".join(
-                f"{p.index} ({p.activation:.3g}, {p.frequency:.0%} of tokens)" for p in loud)
-                + " (include_dense=true ranks them with the rest).")
+            parts.append("Dense ones firing: " + ", ".join(f"{p.index} ({p.activation:.3g}, {p.frequency:.0%})"
+                                                           for p in loud) + ".")
     if request.search:
         parts.append(f"Search {request.search!r}: {n_matches} matching tokens; " + (
             ", ".join(f"{h.index} (F1 {h.f1:.2f})" for h in hits[:3]) if hits else "no feature fires on them") + ".")

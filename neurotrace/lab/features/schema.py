@@ -63,7 +63,8 @@ class TokenEffect(BaseModel):
 class FeaturePage(BaseModel):
     index: int
     frequency: float = Field(description="Fraction of rows where it fires (activation > 0).")
-    dense: bool = Field(False, description="Fires on more than 10% of the rows.")
+    dense: bool = Field(False, description="Fires on more than 10% of the rows (shown only when true).",
+                        exclude_if=lambda v: not v)
     max_activation: float
     mean_activation: float = Field(description="Mean over the rows where it fires.")
     top: list[Example] = Field(description="Top-activating contexts (first 3; all in the page file).")
@@ -71,7 +72,8 @@ class FeaturePage(BaseModel):
                                      "band (every band's samples in the page file).")
     promoted: list[TokenEffect] = Field(description="Tokens its decoder direction raises most (first 5).")
     suppressed: list[TokenEffect] = Field(description="Tokens it lowers most (first 5).")
-    page: str = Field(description="URI of the full page as Neuronpedia-compatible JSON.")
+    page: str = Field(description="The full page as Neuronpedia-compatible JSON: its path in the run (the URI is in "
+                      "artifacts).")
 
 
 class ListingRow(BaseModel):
@@ -79,7 +81,8 @@ class ListingRow(BaseModel):
     frequency: float
     max_activation: float
     top_token: str = Field(description="Token of its top activation ('' if it never fired).")
-    dense: bool = Field(False, description="Fires on more than 10% of the rows.")
+    dense: bool = Field(False, description="Fires on more than 10% of the rows (shown only when true).",
+                        exclude_if=lambda v: not v)
 
 
 class PromptFeature(BaseModel):
@@ -88,10 +91,10 @@ class PromptFeature(BaseModel):
     token: str = Field(description="Token where it is largest.")
     position: int
     frequency: float = Field(description="Its firing frequency on the corpus.")
-    score: float = Field(0.0, description="The rank key: activation x log10(1 / frequency), the frequency floored "
-                         "at one corpus row.")
+    score: float = Field(0.0, exclude=True, description="The rank key: activation x log10(1 / frequency), the "
+                         "frequency floored at one corpus row (in tables/prompt_features.csv).")
     dense: bool = Field(False, description="Fires on more than 10% of the corpus rows; ranked after the rest "
-                        "unless include_dense.")
+                        "unless include_dense (shown only when true).", exclude_if=lambda v: not v)
 
 
 class SearchHit(BaseModel):
@@ -101,7 +104,6 @@ class SearchHit(BaseModel):
     recall: float
     precision: float
     mean_activation: float = Field(description="Mean activation on the matching tokens.")
-    dense: bool = Field(False, description="Fires on more than 10% of the rows.")
 
 
 class FeaturesResult(RunResult):

@@ -203,7 +203,7 @@ def test_a_planted_dense_feature_is_flagged_and_not_ranked_top_and_the_rest_rank
     rest = [(r["index"], r["score"]) for r in table if int(r["index"]) != PLANTED]
     assert rest == [(r["index"], r["score"]) for r in prompt_table(lab, control)][:len(rest)]
     assert with_dense.pages[0].index == control.pages[0].index != PLANTED
-    assert f"{PLANTED} (1e+03, 100% of tokens)" in with_dense.summary          # named as a dense one firing
+    assert f"Dense ones firing: {PLANTED} (1e+03, 100%)" in with_dense.summary          # named as a dense one firing
     assert PLANTED not in [p.index for p in features(lab, cap, ref).pages]   # default pages skip dense ones
     both = prompt_table(lab, features(lab, cap, ref, prompt=text, include_dense=True))
     scores = [float(r["score"]) for r in both]

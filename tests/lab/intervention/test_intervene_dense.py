@@ -14,6 +14,8 @@ from neurotrace import (
     run_fit_sae,
     run_intervene,
 )
+from neurotrace.lab.intervention.controls import Judgement
+from neurotrace.lab.intervention.report import _dense_text
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.progress import NULL_REPORTER
 from neurotrace.lab.sae import load_dictionary
@@ -79,7 +81,14 @@ def test_ablating_a_dense_feature_says_so_beside_the_verdict(setup):
                     max_new_tokens=2, rank_features=0)
     assert res.dense_edited == [planted]
     assert f"includes dense features (f{planted} (100% of tokens))" in res.summary
-    assert (res.verdict == "destructive") == ("may come from them" in res.summary)
+    assert (res.verdict == "destructive") == ("the destructive verdict may come from them" in res.summary)
+    # the destructive wording, on the same dictionary and edit with the verdict set
+    request = InterveneRequest(dictionary=ref, prompts=PROMPTS, rank_features=0,
+                               policies=[{"kind": "ablate_features", "features": [planted, 0]}])
+    broken = Judgement("destructive", -3.0, -0.9, None, None, None, {})
+    text = _dense_text(request, load_dictionary(lab, ref), broken)
+    assert f"(f{planted} (100% of tokens))" in text and "the destructive verdict may come from them" in text
+    assert "f0 " not in text
     sparse = intervene(lab, dictionary=ref, policies=[{"kind": "ablate_features", "features": [0]}], controls=1,
                        rank_features=0)
     assert sparse.dense_edited == [] and "includes dense" not in sparse.summary
