@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
+from neurotrace.lab.sae import DENSE_FREQUENCY
 
 CHUNK = 4096
 
@@ -35,6 +36,11 @@ class FeatureIndex:
     @property
     def frequency(self) -> np.ndarray:
         return self.counts / max(1, self.n_rows)
+
+    @property
+    def dense(self) -> np.ndarray:
+        """(d_sae,) bool: fires on more than :data:`~neurotrace.lab.sae.DENSE_FREQUENCY` of the rows."""
+        return self.frequency > DENSE_FREQUENCY
 
     @property
     def max_activation(self) -> np.ndarray:

@@ -19,7 +19,6 @@ from neurotrace.lab.capture import TraceDataset
 from neurotrace.lab.features.index import FeatureIndex, histogram, quantile_samples
 from neurotrace.lab.features.schema import Example, FeaturePage, TokenEffect
 from neurotrace.lab.model.weights.loading import LoadedModel
-from neurotrace.lab.sae import DENSE_FREQUENCY
 
 RIGHT = 2     # tokens shown right of the highlighted one
 
@@ -107,7 +106,7 @@ def build_page(ds: TraceDataset, index: FeatureIndex, feature: int, effects: tup
     short = [e.model_copy(update={"text": _short(e.text)}) for e in top[:3]]
     picks = [b[0] for b in band_examples if b]
     picks = [picks[i] for i in sorted({0, len(picks) // 2, len(picks) - 1})] if picks else []
-    page = FeaturePage(index=feature, frequency=round(freq, 6), dense=freq > DENSE_FREQUENCY,
+    page = FeaturePage(index=feature, frequency=round(freq, 6), dense=bool(index.dense[feature]),
                        max_activation=round(float(index.max_activation[feature]), 4),
                        mean_activation=round(float(index.mean_activation[feature]), 4), top=short,
                        quantiles=[e.model_copy(update={"text": _short(e.text)}) for e in picks],

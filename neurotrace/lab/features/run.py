@@ -52,6 +52,7 @@ from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.sae import (
     DENSE_FREQUENCY,
     check_fits,
+    excluded_rows,
     fitted_positions,
     load_dictionary,
     massive_limit,
@@ -74,14 +75,7 @@ def directions(d: Any, features: list[int]) -> torch.Tensor:
 
 def _rows(ds: TraceDataset) -> np.ndarray:
     """The rows fit_sae trains on: not position 0, not a special token, not a massive activation."""
-    special = np.isin(ds.meta["token_id"], np.asarray(ds.info.special_ids, dtype=np.int64))
-    rows = np.nonzero(~special & (ds.meta["pos"] > 0))[0].astype(np.int64)
-    if not len(rows):
-        return rows
-    limit = massive_limit(ds.states)                 # as fit_sae computes it: over every row of the capture
-    norms = np.concatenate([np.linalg.norm(np.asarray(ds.states[rows[i:i + 65_536]], dtype=np.float32), axis=1)
-                            for i in range(0, len(rows), 65_536)])
-    return rows[norms <= limit]
+    return np.nonzero(~excluded_rows(ds, massive_limit(ds.states)))[0].astype(np.int64)
 
 
 def _capture(request: FeaturesRequest, lab: Lab, model: str, site: str, reporter: Reporter) -> str:
@@ -100,7 +94,7 @@ def _listing(index: FeatureIndex, top_token: list[str], request: FeaturesRequest
     page = order[request.cursor:request.cursor + request.page_size]
     rows = [ListingRow(index=int(f), frequency=round(float(index.frequency[f]), 6),
                        max_activation=round(float(index.max_activation[f]), 4), top_token=top_token[f],
-                       dense=bool(index.frequency[f] > DENSE_FREQUENCY)) for f in page]
+                       dense=bool(index.dense[f])) for f in page]
     nxt = request.cursor + request.page_size
     return rows, (nxt if nxt < index.d_sae else None)
 
@@ -127,7 +121,7 @@ def _prompt_features(lm: LoadedModel, d: Any, site: str, index: FeatureIndex, te
     best, where = acts.max(0)
     peak = best.double().cpu().numpy()
     score = peak * specificity(index)
-    dense = index.frequency > DENSE_FREQUENCY
+    dense = index.dense
     ranked = [int(f) for f in np.lexsort((np.arange(len(peak)), -score)) if peak[f] > 0]
     order = ranked[:n] if include_dense else (   # dense ones after the rest, a few of them always shown
         [f for f in ranked if not dense[f]][:n] + sorted((f for f in ranked if dense[f]), key=lambda f: -peak[f])[:DENSE_SHOWN])
@@ -241,7 +235,7 @@ def run_features(request: FeaturesRequest, *, lab: Lab, reporter: Reporter = NUL
         return FeaturesResult(run_id=run.run_id, summary=summary, artifacts=run.artifact_uris(), next=nxt,
                               dictionary=request.dictionary, capture_run_id=capture_id, site=site, d_sae=d_sae,
                               n_rows=index.n_rows, dead_fraction=round(dead, 4),
-                              n_dense=int((index.frequency > DENSE_FREQUENCY).sum()), pages=pages, listing=listing,
+                              n_dense=int(index.dense.sum()), pages=pages, listing=listing,
                               next_cursor=next_cursor, prompt_features=prompt[:5], search_hits=hits[:5],
                               n_matches=n_matches, names=names)
 
@@ -253,10 +247,10 @@ def _first_listed(listing: list[ListingRow], include_dense: bool) -> list[int]:
 
 
 def _write_tables(run: Any, index: FeatureIndex, top_token: list[str], prompt: list, hits: list) -> None:
-    freq, mx, mean = index.frequency, index.max_activation, index.mean_activation
+    freq, mx, mean, dense = index.frequency, index.max_activation, index.mean_activation, index.dense
     rows = [{"index": f, "frequency": round(float(freq[f]), 6), "max_activation": round(float(mx[f]), 4),
              "mean_activation": round(float(mean[f]), 4), "top_token": top_token[f],
-             "dense": bool(freq[f] > DENSE_FREQUENCY)} for f in range(index.d_sae)]
+             "dense": bool(dense[f])} for f in range(index.d_sae)]
     run.write_csv("tables/features.csv", rows)
     if prompt:
         run.write_csv("tables/prompt_features.csv", [p.model_dump() | {"score": p.score, "dense": p.dense} for p in prompt])
@@ -282,7 +276,7 @@ def _summary(request: FeaturesRequest, index: FeatureIndex, site: str, pages: li
     parts = [f"Indexed {index.d_sae} features of {request.dictionary} at {site} over {index.n_rows:,} corpus rows: "
              f"{dead:.0%} never fired, median frequency of the live ones "
              f"{float(np.median(index.frequency[index.counts > 0])) if (index.counts > 0).any() else 0:.2%}; "
-             f"{int((index.frequency > DENSE_FREQUENCY).sum())} dense (over {DENSE_FREQUENCY:.0%})."]
+             f"{int(index.dense.sum())} dense (over {DENSE_FREQUENCY:.0%})."]
     if index.truncated:
         parts.append(f"{index.truncated} rows fired more than 64 features; only their 64 largest were kept.")
     for p in pages[:1]:

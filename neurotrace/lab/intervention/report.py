@@ -28,7 +28,7 @@ from neurotrace.lab.intervention.schema import (
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.runtime.precision import Agreement
 from neurotrace.lab.model.weights.loading import LoadedModel
-from neurotrace.lab.sae import DENSE_FREQUENCY, Dictionary, density_words
+from neurotrace.lab.sae import Dictionary, density_words
 
 
 def overall_features(entries: list[PromptReport], top: int = 20) -> list[FeatureEffect]:
@@ -120,7 +120,8 @@ def dense_edited(request: InterveneRequest, sae: Dictionary | None) -> list[int]
     if sae is None or sae.density is None:
         return []
     edited = sorted({f for p in request.policies for f in getattr(p, "features", None) or []})
-    return [f for f in edited if 0 <= f < len(sae.density.rates) and sae.density.of(f) > DENSE_FREQUENCY]
+    dense = sae.density.dense()
+    return [f for f in edited if 0 <= f < len(dense) and dense[f]]
 
 
 def _dense_text(request: InterveneRequest, sae: Dictionary | None, j: Judgement) -> str:

@@ -25,8 +25,6 @@ import torch
 
 #: a feature firing on more than this share of tokens is dense (see the module docstring)
 DENSE_FREQUENCY = 0.10
-DENSE_RULE = (f"dense = fires on more than {DENSE_FREQUENCY:.0%} of corpus tokens (Sun et al. 2025 study latents "
-              "at 10-50% density)")
 SPARSITY_FILE = "sparsity.safetensors"      # SAELens' name; key "sparsity", log10 of each feature's firing rate
 _LOG_FLOOR = 1e-10                          # SAELens adds this before log10
 
@@ -72,9 +70,6 @@ def from_table(path: Path, d_sae: int, source: str) -> Density | None:
     return Density(rates=rates, source=source)
 
 
-def density_words(density: Density | None, features: list[int]) -> str:
-    """'f3 (49% of tokens), f7 (12%)' for the dense ones among ``features`` ('' when none or unknown)."""
-    if density is None:
-        return ""
-    dense = [f for f in features if density.of(f) > DENSE_FREQUENCY]
-    return ", ".join(f"f{f} ({density.of(f):.0%} of tokens)" for f in dense)
+def density_words(density: Density, features: list[int]) -> str:
+    """'f3 (49% of tokens), f7 (12% of tokens)' for ``features``."""
+    return ", ".join(f"f{f} ({density.of(f):.0%} of tokens)" for f in features)

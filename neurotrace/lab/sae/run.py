@@ -113,10 +113,15 @@ def fitted_positions(ids: list[int], special_ids: set[int] | list[int], states: 
 
 
 def _excluded(ds: TraceDataset, request: FitSAERequest, limit: float | None = None) -> np.ndarray:
-    """(N,) bool: rows left out because they sit at position 0, on a special token, or carry a massive
-    activation (norm above ``limit``)."""
+    """(N,) bool: the rows :func:`excluded_rows` leaves out, where ``request.exclude_special``; else none."""
     if not request.exclude_special:
         return np.zeros(len(ds), dtype=bool)
+    return excluded_rows(ds, limit)
+
+
+def excluded_rows(ds: TraceDataset, limit: float | None = None) -> np.ndarray:
+    """(N,) bool: rows a dictionary is not trained on: at position 0, on a special token, or carrying a massive
+    activation (norm above ``limit``, :func:`massive_limit`)."""
     special = np.asarray(ds.info.special_ids, dtype=np.int64)
     out = (ds.meta["pos"] == 0) | np.isin(ds.meta["token_id"], special)
     if limit is not None and np.isfinite(limit):
