@@ -18,8 +18,8 @@ from collections import Counter
 
 import torch
 
-from neurotrace.lab.estimates import job_estimate
 from neurotrace.lab.graph import GraphRequest, attribute, run, run_graph
+from neurotrace.lab.jobs import job_estimate
 from neurotrace.lab.lab import Lab, LabSettings
 from neurotrace.lab.model.weights.loading import ModelRef
 

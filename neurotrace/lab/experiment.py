@@ -10,7 +10,7 @@ subcommands, the server its tool flags (``openWorldHint``, which tools take ``wa
 figures it can redraw, ``neurotrace.__all__`` the Python face, and the docs contract test what every
 face must name. The tool's *name* lives on its request type (``TraceRequest.tool == "trace"``), as does
 whether it can run on NDIF (``on_ndif``) and its cost model (``TraceRequest.cost(lab)``, the typed method beside the fields it reads, which
-:func:`neurotrace.lab.budget.check_request` calls): nothing is keyed by a string typed twice.
+:func:`neurotrace.lab.jobs.budget.check_request` calls): nothing is keyed by a string typed twice.
 """
 
 from collections.abc import Callable, Mapping

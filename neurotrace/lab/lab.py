@@ -7,9 +7,8 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
-from neurotrace.lab.admission import Admission
-from neurotrace.lab.budget import check_request, job_budget
 from neurotrace.lab.inputs import DEFAULT_MAX_INPUT_BYTES, InputPolicy, default_input_roots
+from neurotrace.lab.jobs import Admission, check_request, job_budget
 from neurotrace.lab.model.weights.cache import ModelCache, parse_bytes, parse_device_bytes
 from neurotrace.lab.runs import RunStore
 

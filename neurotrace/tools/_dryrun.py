@@ -7,8 +7,8 @@ held to and the seconds it would take *here*, from one of two throughputs:
 * **learned**: once this server has finished a call of the same tool on the same model, that call's rows
   per second of wall time (model loading excluded when the model was already loaded);
 * **measured at start-up** (before any such call): this machine's float32 matmul rate, timed once per
-  process on a small product (:func:`neurotrace.lab.estimates.machine_flops`, about 0.1 s), turned into
-  seconds by the model's multiply-adds per token (:func:`~neurotrace.lab.estimates.token_flops`),
+  process on a small product (:func:`neurotrace.lab.jobs.estimates.machine_flops`, about 0.1 s), turned into
+  seconds by the model's multiply-adds per token (:func:`~neurotrace.lab.jobs.estimates.token_flops`),
   :data:`TOKENS_PER_ROW` token-forwards an estimated row (the estimate counts every restored run as a whole
   prompt at upper-bound positions; the grids share the clean prefix and batch), plus :data:`OVERHEAD_S` of
   fixed cost (figures, files). Fitted on traces of fact-gpt2, gemma-3-270m and smollm2-135m-instruct on a
@@ -24,8 +24,7 @@ from typing import Any
 
 from mcp_types import CallToolResult, TextContent
 
-from neurotrace.lab.budget import job_budget, job_estimate
-from neurotrace.lab.estimates import GUESS, dims_of, machine_flops, token_flops
+from neurotrace.lab.jobs import GUESS, dims_of, job_budget, job_estimate, machine_flops, token_flops
 from neurotrace.lab.lab import Lab
 
 DETACH_HINT_S = 180.0

@@ -1,4 +1,4 @@
-"""Waiting in line for a job slot (:class:`~neurotrace.lab.admission.Admission`), in the event loop.
+"""Waiting in line for a job slot (:class:`~neurotrace.lab.jobs.admission.Admission`), in the event loop.
 
 A call whose job cannot start yet (``NEUROTRACE_MAX_JOBS`` jobs already run, or their memory estimates
 plus its own are over the budget) waits here without holding a worker thread. Its place is told to the
@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from neurotrace.lab.admission import Admission, Ticket
 from neurotrace.lab.errors import Cancelled
+from neurotrace.lab.jobs import Admission, Ticket
 from neurotrace.lab.progress import Reporter
 from neurotrace.tools._jobs import Job
 

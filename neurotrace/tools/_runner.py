@@ -31,7 +31,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
-from neurotrace.lab.budget import job_estimate
+from neurotrace.lab.jobs import job_estimate
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.runs import URI_PREFIX, media_type

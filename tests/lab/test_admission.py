@@ -1,7 +1,7 @@
 """Issue 23 item 4: at most max_jobs jobs run at once, their memory estimates within the budget together;
 the rest wait in line, first come first served."""
 
-from neurotrace.lab.admission import Admission
+from neurotrace.lab.jobs import Admission
 from neurotrace.lab.lab import Lab, LabSettings, _max_jobs, available_cores
 
 MiB = 2**20

@@ -32,8 +32,8 @@ from neurotrace.cli import main
 from neurotrace.lab.diff import DiffRequest
 from neurotrace.lab.editing import EditRequest
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.estimates import GUESS, Costed, dims_of, job_estimate
 from neurotrace.lab.graph import GraphRequest
+from neurotrace.lab.jobs import GUESS, Costed, dims_of, job_estimate
 from neurotrace.lab.model.weights import catalog
 from neurotrace.testing.errors import raises_lab_error
 

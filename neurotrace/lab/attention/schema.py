@@ -5,7 +5,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.estimates import BYTES, Dims, Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.jobs import BYTES, Dims, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
 from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult

@@ -7,7 +7,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from neurotrace.lab.capture.edits import EDIT_KINDS, ComponentEdit
 from neurotrace.lab.capture.generation import GenerationPath
-from neurotrace.lab.estimates import BYTES, WIDTH_GUESS, Estimate
+from neurotrace.lab.jobs import BYTES, WIDTH_GUESS, Estimate
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, Conversation
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision

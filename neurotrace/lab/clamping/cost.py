@@ -3,7 +3,7 @@
 from typing import Any
 
 from neurotrace.lab.clamping.prompt_grid import read_prompt_file
-from neurotrace.lab.estimates import (
+from neurotrace.lab.jobs import (
     BYTES,
     Estimate,
     dims_of,

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.clamping.prompt_grid import PromptItem
 from neurotrace.lab.effects import CollapseThresholds, CollapseType, Damage
-from neurotrace.lab.estimates import Dims, Estimate
+from neurotrace.lab.jobs import Dims, Estimate
 from neurotrace.lab.model.access.neurons import NEURON_HELP, parse_neuron
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision

@@ -5,7 +5,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.estimates import Dims, Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.jobs import Dims, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.results import RunResult
 
 Method = Literal["rome", "memit"]

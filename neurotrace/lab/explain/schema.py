@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from neurotrace.lab.estimates import BYTES, Estimate, dims_of, forward_bytes
+from neurotrace.lab.jobs import BYTES, Estimate, dims_of, forward_bytes
 from neurotrace.lab.results import RunResult
 
 RESULTS_FILE = "explain_results.json"

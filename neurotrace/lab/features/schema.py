@@ -4,7 +4,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.estimates import BYTES, WIDTH_GUESS, Estimate
+from neurotrace.lab.jobs import BYTES, WIDTH_GUESS, Estimate
 from neurotrace.lab.results import RunResult
 
 

@@ -11,7 +11,7 @@ assumed is refused before the backward passes.
 
 from typing import Any
 
-from neurotrace.lab.estimates import BYTES, Estimate, dims_of, positions
+from neurotrace.lab.jobs import BYTES, Estimate, dims_of, positions
 
 L0_GUESS = 64             # active features per layer and position assumed before the transcoders run
 MAX_N_LOGITS = 10         # circuit-tracer's default number of logit nodes

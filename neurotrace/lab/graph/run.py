@@ -5,7 +5,6 @@ from pathlib import Path
 
 import torch
 
-from neurotrace.lab.budget import job_budget
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.graph.attribute import AttributionGraph, build_graph
 from neurotrace.lab.graph.checks import actual, choose, pearson, predicted
@@ -23,6 +22,7 @@ from neurotrace.lab.graph.replacement.transcoders import (
 from neurotrace.lab.graph.report import write_report
 from neurotrace.lab.graph.schema import GraphChecks, GraphRequest, GraphResult, InterventionCheck
 from neurotrace.lab.inputs import shown_path
+from neurotrace.lab.jobs import job_budget
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.tokens import target_id
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef

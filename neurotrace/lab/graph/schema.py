@@ -4,8 +4,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neurotrace.lab.estimates import Estimate
 from neurotrace.lab.graph.cost import graph_estimate
+from neurotrace.lab.jobs import Estimate
 from neurotrace.lab.results import RunResult
 
 RESULTS_FILE = "graph_results.json"

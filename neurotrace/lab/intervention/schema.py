@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.capture import GenerationPlan
 from neurotrace.lab.effects import Damage, SizeWord
-from neurotrace.lab.estimates import (
+from neurotrace.lab.intervention.policies import Policy
+from neurotrace.lab.jobs import (
     BYTES,
     Estimate,
     dims_of,
@@ -17,7 +18,6 @@ from neurotrace.lab.estimates import (
     prompt_texts,
     weight_bytes,
 )
-from neurotrace.lab.intervention.policies import Policy
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision, bytes_per_value

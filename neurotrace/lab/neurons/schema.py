@@ -6,7 +6,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from neurotrace.lab.clamping import CollapseThresholds
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.estimates import BYTES, Dims, Estimate, dims_of, forward_bytes, positions, weight_bytes
+from neurotrace.lab.jobs import (
+    BYTES,
+    Dims,
+    Estimate,
+    dims_of,
+    forward_bytes,
+    positions,
+    weight_bytes,
+)
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
 from neurotrace.lab.model.access.neurons import parse_neuron
 from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision, bytes_per_value

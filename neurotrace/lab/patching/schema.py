@@ -5,7 +5,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.estimates import Dims, Estimate, dims_of, forward_bytes, positions, prompt_texts
+from neurotrace.lab.jobs import Dims, Estimate, dims_of, forward_bytes, positions, prompt_texts
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP, PromptInput
 from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision, bytes_per_value
 from neurotrace.lab.results import RunResult

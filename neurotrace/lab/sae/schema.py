@@ -5,7 +5,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from neurotrace.lab.effects import Damage
-from neurotrace.lab.estimates import BYTES, WIDTH_GUESS, Estimate
+from neurotrace.lab.jobs import BYTES, WIDTH_GUESS, Estimate
 from neurotrace.lab.results import RunResult
 
 DictionaryRef = Annotated[str, Field(min_length=1, max_length=4096, description=(

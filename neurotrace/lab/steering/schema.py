@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.effects import Damage
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.estimates import BYTES, Dims, Estimate, dims_of, forward_bytes, positions
+from neurotrace.lab.jobs import BYTES, Dims, Estimate, dims_of, forward_bytes, positions
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
 from neurotrace.lab.model.weights.lora import ModelName
 from neurotrace.lab.results import RunResult

@@ -31,7 +31,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.estimates import (
+from neurotrace.lab.facts import Fact
+from neurotrace.lab.jobs import (
     PACK_FACTS_GUESS,
     ROWS_PER_BATCH,
     Estimate,
@@ -39,7 +40,6 @@ from neurotrace.lab.estimates import (
     forward_bytes,
     positions,
 )
-from neurotrace.lab.facts import Fact
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
 from neurotrace.lab.model.runtime.execution import Backend, Remote
 from neurotrace.lab.model.runtime.precision import Agreement, InsistPrecision, Precision, bytes_per_value

@@ -10,13 +10,13 @@ naming the field:
   characters, lists at most 100,000 items, and a device that exists here;
 * **the whole job** - an estimate of its forward rows and peak bytes (rows x positions x layers x width
   of activations, SAE weights with Adam state, generation rows x tokens x vocabulary logits;
-  each request's own ``cost(lab)``, with the units of :mod:`neurotrace.lab.estimates`) against the memory budget:
+  each request's own ``cost(lab)``, with the units of :mod:`neurotrace.lab.jobs.estimates`) against the memory budget:
   ``NEUROTRACE_MEMORY_BUDGET`` (the same setting that bounds the model cache) or, unset, 80% of the
   RAM available when the server started; and its forward rows against ``NEUROTRACE_MAX_JOB_ROWS``
   (default :data:`~neurotrace.lab.lab.DEFAULT_MAX_JOB_ROWS`, 50 million). The refusal states the estimate, the limit and which fields to reduce.
 
 The estimate is deliberately coarse (an upper bound with a guessed width where the model is not yet
-loaded: :data:`neurotrace.lab.estimates.WIDTH_GUESS`); its purpose is to stop a 10 GB matrix before it is
+loaded: :data:`neurotrace.lab.jobs.estimates.WIDTH_GUESS`); its purpose is to stop a 10 GB matrix before it is
 allocated.
 """
 
@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.estimates import job_estimate, known_dims
+from neurotrace.lab.jobs.estimates import job_estimate, known_dims
 
 MAX_FLOAT = 1e6
 MAX_INT = 2**31 - 1

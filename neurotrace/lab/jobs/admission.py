@@ -3,7 +3,7 @@
 One :class:`Admission` per lab (so per server, shared by every connection): at most ``max_jobs`` jobs
 run together (``NEUROTRACE_MAX_JOBS``, ``--max-jobs``; default the number of cores this process may
 use), and the memory estimates of the running jobs together stay within the memory budget (a job that
-alone is over it was refused before it got here, by :func:`~neurotrace.lab.budget.check_request`).
+alone is over it was refused before it got here, by :func:`~neurotrace.lab.jobs.budget.check_request`).
 Jobs start in the order they arrived: the first in line starts as soon as a slot and its memory are
 free, and a later one never overtakes it. Thread-safe; the caller polls :meth:`try_start` (the MCP
 runner from its event loop, so a waiting job holds no worker thread) and reads :meth:`place` to tell

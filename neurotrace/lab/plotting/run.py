@@ -18,43 +18,22 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, ClassVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from neurotrace.lab.errors import InputError
-from neurotrace.lab.experiment import Experiment, Figures
+from neurotrace.lab.experiment import Figures
 from neurotrace.lab.experiments import FAMILIES
 from neurotrace.lab.lab import Lab
-from neurotrace.lab.plotstyle import StyleName, figure_style
+from neurotrace.lab.plotstyle import figure_style
+from neurotrace.lab.plotting.schema import PlotRequest, PlotResult
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
-from neurotrace.lab.results import RunResult
 
 #: tool name -> what plot redraws for its runs, read from each family's declared Experiment
 REDRAWABLE: dict[str, Figures] = {e.name: e.figures for e in FAMILIES if e.figures is not None}
 
 FigureFn = Callable[..., Any]
-
-
-class PlotRequest(BaseModel):
-    """Which run to draw, which figure kind, and options for the figure function."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    tool: ClassVar[str] = "plot"
-    run_id: Annotated[str, Field(min_length=1, description="The run to draw (e.g. a trace or clamp_sweep run_id).")]
-    kind: str | None = Field(None, description="Figure kind, e.g. 'heatmap' for trace runs or 'improvement_rate' "
-                             "for clamp_sweep runs; omit to draw every kind (an unknown kind lists the valid ones).")
-    options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of the figure function, "
-                                     "e.g. {'model': 'fact-gpt2'}; each kind documents its own.")
-    dpi: int = Field(120, ge=50, le=300, description="PNG resolution in dots per inch.")
-    style: StyleName = Field("neurotrace", description="'paper': serif, no grid, boxed axes.")
-
-
-class PlotResult(RunResult):
-    source_run_id: str = Field(description="The run that was drawn.")
-    source_tool: str = Field(description="The tool that made the source run.")
-    kinds: list[str] = Field(description="The figure kinds drawn (one PNG each, in `figures`).")
-    available_kinds: list[str] = Field(description="Every kind this source run's tool offers.")
 
 
 def _figures_of(tool: str) -> Figures:
@@ -167,7 +146,3 @@ def run_plot(request: PlotRequest, *, lab: Lab, reporter: Reporter = NULL_REPORT
                       available_kinds=list(figures),
                       next=(f"Other kinds for this run: {', '.join(others)}." if others else
                             "Every figure kind of this run is drawn; read the images or the PNG artifacts."))
-
-
-PLOT = Experiment(run_plot, PlotRequest, PlotResult, reaches_hub=False,
-                  no_figures="its figures are redrawings of another run's; plot that run again")

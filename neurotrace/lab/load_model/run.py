@@ -1,25 +1,14 @@
-"""The model-lab experiments: load a model into the cache and describe it; list and release."""
+"""load_model: load a model into the cache and describe it; the model catalog the models tool lists."""
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from neurotrace.lab.experiment import Experiment
 from neurotrace.lab.lab import Lab
+from neurotrace.lab.load_model.schema import LoadModelResult
 from neurotrace.lab.model.weights import catalog
 from neurotrace.lab.model.weights.embedded import EMBEDDED_MODELS
 from neurotrace.lab.model.weights.loading import ModelRef
 from neurotrace.lab.model.weights.lora import shipped_catalog
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
-
-
-class LoadModelResult(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    summary: str
-    model: dict[str, Any] = Field(description="key, lm_kind, family, n_layers, d_model, d_mlp, d_vocab, bytes, "
-                                              "fingerprint, ...")
-    cache_bytes: int = Field(description="Bytes held in memory by all cached models after this load.")
-    next: str = ""
 
 
 def run_load_model(request: ModelRef, *, lab: Lab, reporter: Reporter = NULL_REPORTER) -> LoadModelResult:
@@ -63,7 +52,3 @@ def _card_digest(card: dict[str, Any]) -> dict[str, Any]:
     acc = card.get("accuracy", {})
     return {"recipe": card.get("recipe"), "minutes": card.get("minutes"), "sha256": card.get("sha256"),
             "accuracy": {side: {part: v.get("accuracy") for part, v in parts.items()} for side, parts in acc.items()}}
-
-
-LOAD_MODEL = Experiment(run_load_model, ModelRef, LoadModelResult, detachable=False,
-                        no_figures="it writes no run: the model's shape is the whole answer")
