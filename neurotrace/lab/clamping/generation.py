@@ -51,6 +51,7 @@ from transformers import GenerationConfig
 
 from neurotrace.lab.model.access.adapters import ArchAdapter, site_name
 from neurotrace.lab.model.access.hooks import hooked
+from neurotrace.lab.model.runtime.precision import ExactTopHead
 from neurotrace.lab.model.weights.loading import placement_device
 
 Position = Literal["all", "last"]
@@ -263,6 +264,8 @@ def _forward(model: nn.Module, head: nn.Linear | None, forward: Callable[..., An
            else forward(base=True, **inputs, use_cache=True, logits_to_keep=1))
     w, b = head.weight, head.bias
     h = out.last_hidden_state[:, -1].to(w.device)                          # (rows, d_model)
+    if isinstance(head, ExactTopHead):         # a bfloat16 copy's unembedding: float32 logits, the top exact
+        return head(h), out.cache
     chunks = [torch.nn.functional.linear(h, w[i:i + HEAD_CHUNK], None if b is None else b[i:i + HEAD_CHUNK])
               for i in range(0, w.shape[0], HEAD_CHUNK)]
     return torch.cat(chunks, dim=-1), out.cache

@@ -95,9 +95,11 @@ def forward_bytes(dims: Dims, rows: int, pos: int, logit_positions: int = 1, val
 
 def weight_bytes(dims: Dims, value_bytes: int) -> int:
     """Bytes of a model's weights at ``value_bytes`` per value (embedding, attention, MLP; norms neglected):
-    what a reduced-precision copy adds to the cache beside the float32 model."""
+    what a reduced-precision copy adds to the cache beside the float32 model (its exact unembedding keeps a
+    second, low half of the unembedding's weights)."""
     per_layer = 4 * dims.d_model * dims.d_model + 3 * dims.d_model * dims.d_mlp
-    return (dims.n_layers * per_layer + dims.d_vocab * dims.d_model) * value_bytes
+    head = dims.d_vocab * dims.d_model * (2 if value_bytes < 4 else 1)
+    return (dims.n_layers * per_layer + head) * value_bytes
 
 
 def prompt_texts(items: Iterable[Any]) -> list[str]:

@@ -22,6 +22,11 @@ COMPONENT_SITE = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
 HookMap = Mapping[str, Callable[..., Tensor | None] | Sequence[Callable[..., Tensor | None]]]
 
 
+def compute_dtype(lm: LoadedModel) -> torch.dtype:
+    """The dtype ``lm``'s products run in: its attention output projection's weight (norms may differ)."""
+    return lm.adapter.module(lm.model, lm.adapter.attn_proj, 0).weight.dtype
+
+
 @torch.no_grad()
 def target_probs(lm: LoadedModel, ids: Int[Tensor, "batch pos"], predict_pos: int, target_id: int,
                  hooks: HookMap | None = None) -> Float[Tensor, " batch"]:

@@ -2,7 +2,8 @@
 -> typed records -> averages and readings -> results, figures, summary. A cancelled or failed run
 still writes the facts it finished (``status: partial`` in trace_results.json)."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from neurotrace.lab.lab import Lab
 from neurotrace.lab.model.access.tokens import token_texts
 from neurotrace.lab.model.runtime.ndif import check_execution, jobs_json, remote_lease, remote_session
 from neurotrace.lab.model.runtime.nnsight_backend import traced
-from neurotrace.lab.model.runtime.precision import PrecisionName, check_backend, lease_at, resolve
+from neurotrace.lab.model.runtime.precision import PrecisionName, check_backend, lease_at, lease_pair, resolve
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
 from neurotrace.lab.runs import Run
@@ -101,13 +102,15 @@ def corrupted_input(request: TraceRequest, lm: LoadedModel, checked: Checked, un
 
 
 def _grids(request: TraceRequest, lm: LoadedModel, checked: Checked, corr: Corrupted, p_corr: float, window: int,
-           reporter: Reporter, progress: tuple[int, int]) -> tuple[dict, dict]:
-    """The restored grids to report, and the approx-only extras (estimate, agreement, cell check)."""
+           reporter: Reporter, progress: tuple[int, int], anchor: LoadedModel | None = None) -> tuple[dict, dict]:
+    """The restored grids to report, and the approx-only extras (estimate, agreement, cell check).
+    ``anchor``: the float32 model of a bfloat16 run (see :func:`exact_grid`)."""
     prep, components, extra = checked.prep, list(request.components), {}
     nnsight = traced(lm)  # the same grids, every forward (and backward) in nnsight's trace
     exact_grid_ = exact_grid_nnsight if nnsight else exact_grid
     if request.mode == "exact":
-        return exact_grid_(lm, prep, corr, components, window, reporter, progress=progress), extra
+        return exact_grid_(lm, prep, corr, components, window, reporter, progress=progress,
+                           **({"anchor": anchor} if anchor is not None else {})), extra
     approx = (approx_grid_nnsight if nnsight else approx_grid)(lm, prep, corr, components, window)
     extra["approx_indirect"] = {k: v.tolist() for k, v in approx.items()}
     if request.check_agreement:
@@ -120,12 +123,13 @@ def _grids(request: TraceRequest, lm: LoadedModel, checked: Checked, corr: Corru
 
 
 def trace_fact(request: TraceRequest, lm: LoadedModel, checked: Checked, unit: float | None, window: int,
-               reporter: Reporter, progress: tuple[int, int]) -> FactRecord:
-    """Every number for one fact on one model."""
+               reporter: Reporter, progress: tuple[int, int], anchor: LoadedModel | None = None) -> FactRecord:
+    """Every number for one fact on one model. In bfloat16, ``anchor`` (the float32 model) computes the
+    corrupted p(target) and the exact grid's once-per-fact clean and corrupted runs."""
     prep = checked.prep
     corr, seed = corrupted_input(request, lm, checked, unit)
-    p_corr = float(corrupted_probs(lm, prep, corr).mean())
-    grids, extra = _grids(request, lm, checked, corr, p_corr, window, reporter, progress)
+    p_corr = float(corrupted_probs(anchor or lm, prep, corr).mean())
+    grids, extra = _grids(request, lm, checked, corr, p_corr, window, reporter, progress, anchor)
     indirect = {k: (v - p_corr) for k, v in grids.items()}
     heads = head_grid(lm, prep, corr).tolist() if request.heads else None
     return FactRecord(
@@ -204,10 +208,10 @@ def _cost(request: TraceRequest, plan: Plan, checked: Checked) -> int:
 def run_plan(request: TraceRequest, plan: Plan, lab: Lab, reporter: Reporter, progress: list[int]) -> ModelRecord:
     """Trace one model's checked facts; ``progress`` = [done, total] over the whole run (kept monotone).
     In bfloat16, then recompute each fact's peaks and a seeded sample of cells in float32 (the agreement)."""
-    with _lease(request, lab, plan.ref, plan.precision) as lm:
+    with _lease_pair(request, lab, plan.ref, plan.precision) as (lm, lm32):
         for i, checked in enumerate(plan.checked):
             plan.done.append(trace_fact(request, lm, checked, plan.info.noise_std, plan.info.window, reporter,
-                                        (progress[0], progress[1])))
+                                        (progress[0], progress[1]), anchor=None if lm is lm32 else lm32))
             progress[0] += _cost(request, plan, checked)
             reporter.step(progress[0], progress[1], f"{plan.ref.model}: fact {i + 1}/{len(plan.checked)}")
     record = summarize_model(request, plan.info, plan.done, plan.skipped)
@@ -290,3 +294,14 @@ def check_remote_trace(request: TraceRequest) -> Any:
 def _lease(request: TraceRequest, lab: Lab, ref: ModelRef, precision: PrecisionName = "float32") -> Any:
     """The model for ``ref`` at ``precision``: from the cache, or (remote) a client without weights."""
     return remote_lease(ref, lab.settings.trust_remote_code) if request.remote else lease_at(lab.cache, ref, precision)
+
+
+@contextmanager
+def _lease_pair(request: TraceRequest, lab: Lab, ref: ModelRef, precision: PrecisionName) -> Iterator[tuple[Any, Any]]:
+    """(the model to run, its float32 model): the same model twice in float32 or remotely."""
+    if request.remote or precision == "float32":
+        with _lease(request, lab, ref, precision) as lm:
+            yield lm, lm
+        return
+    with lease_pair(lab.cache, ref, precision) as pair:
+        yield pair

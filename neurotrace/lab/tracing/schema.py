@@ -39,6 +39,7 @@ from neurotrace.lab.jobs import (
     dims_of,
     forward_bytes,
     positions,
+    weight_bytes,
 )
 from neurotrace.lab.model.access.chat import CHAT_FIELD_HELP
 from neurotrace.lab.model.runtime.execution import Backend, Remote
@@ -152,7 +153,8 @@ class TraceRequest(BaseModel):
             grids = facts * len(self.components) * d.n_layers * pos * 8 * 3   # restored + indirect + record
             value = bytes_per_value(self.precision)
             clean = len(self.components) * d.n_layers * pos * d.d_model * value * (1 + samples)
-            peak = max(peak, forward_bytes(d, batch, pos, value_bytes=value) + grids + clean)
+            copy = weight_bytes(d, value) if self.precision == "bfloat16" else 0   # the bfloat16 copy beside
+            peak = max(peak, forward_bytes(d, batch, pos, value_bytes=value) + grids + clean + copy)
         first = ("facts",) if self.facts else ("max_facts",)
         return Estimate(rows_total, peak, (*first, "corruption.samples", "components", "heads"))
 

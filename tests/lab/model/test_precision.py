@@ -6,6 +6,7 @@ import torch
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.model.runtime.precision import (
     ENV_FAST,
+    ExactTopHead,
     agreement,
     changed_readings,
     check_backend,
@@ -87,6 +88,40 @@ def test_every_decoder_family_runs_in_bfloat16_with_norms_in_float32(family, tmp
             h.remove()
     assert norms and set(seen) == {torch.float32}       # every norm computed in float32
     assert float((p32 - p16).abs().max()) < 1e-3
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text", "gpt2"])
+def test_the_bfloat16_unembedding_is_exact_on_each_rows_largest_logits(family, tmp_path, cache):
+    ref = ModelRef(model=str(build_tiny(family, tmp_path / family, n_layers=2)))
+    h = 3 * torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
+    with lease_at(cache, ref, "float32") as lm:
+        z32 = lm.model.lm_head(h)
+    with lease_at(cache, ref, "bfloat16") as lb:
+        head = lb.model.lm_head
+        z = head(h)
+        plain = torch.nn.functional.linear(h.bfloat16(), head.weight).float()   # what a plain bfloat16 head gives
+    assert isinstance(head, ExactTopHead) and z.dtype == torch.float32 and z.shape == z32.shape
+    top = z32.topk(8, dim=-1).indices                     # well inside the 32 recomputed per row
+    scale = float(z32.abs().max())
+    assert float((z - z32).abs().gather(-1, top).max()) < 1e-5 * scale
+    assert float((plain - z32).abs().gather(-1, top).max()) > 1e-3 * scale    # bfloat16 alone is not
+    assert float((z - z32).abs().max()) < 2e-2 * scale                        # the rest: bfloat16's rounding
+
+
+def test_post_norms_feed_the_float32_residual_stream_in_float32(tmp_path, cache):
+    """Gemma's post norms and the final norm keep their float32 output; the others hand bfloat16 to the next
+    product (and q/k norms to the attention)."""
+    ref = ModelRef(model=str(build_tiny("gemma3_text", tmp_path / "g", n_layers=2)))
+    out: dict[str, torch.dtype] = {}
+    with lease_at(cache, ref, "bfloat16") as lb:
+        for name, m in lb.model.named_modules():
+            if is_norm(m):
+                m.register_forward_hook(lambda _m, _a, o, name=name: out.__setitem__(name, o.dtype))
+        lb.model(input_ids=IDS)
+    layer = "model.layers.0."
+    assert out[layer + "post_attention_layernorm"] == out[layer + "post_feedforward_layernorm"] == torch.float32
+    assert out["model.norm"] == torch.float32
+    assert out[layer + "input_layernorm"] == out[layer + "self_attn.q_norm"] == torch.bfloat16
 
 
 def test_choose_keeps_every_peak_and_a_seeded_sample_of_the_rest():

@@ -7,7 +7,8 @@ import torch
 from neurotrace import TraceRequest, run_trace
 from neurotrace.lab.errors import InputError
 from neurotrace.lab.facts.fact import Fact
-from neurotrace.lab.model.runtime.precision import ENV_FAST
+from neurotrace.lab.facts.packs import load_pack
+from neurotrace.lab.model.runtime.precision import ENV_FAST, reduced_model
 from neurotrace.lab.model.weights.loading import ModelRef, load
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.tracing.grids.grid import Corrupted, exact_grid
@@ -67,7 +68,7 @@ def test_fact_gpt2_bfloat16_trace_names_no_change_and_matches_float32(lab):
                  corruption={"kind": "noise", "samples": 3})
     a, b = runs["float32"].models[0], runs["bfloat16"].models[0]
     agree = b.precision_agreement
-    assert agree.max_abs_diff < 0.02 and agree.changed == [] and agree.rerun is None
+    assert agree.max_abs_diff < 0.003 and agree.changed == [] and agree.rerun is None
     assert a.peak.layer == b.peak.layer and a.peak.component == b.peak.component
 
 
@@ -150,6 +151,25 @@ def test_exact_grid_computes_only_the_cells_asked_for(tiny_gpt2, tiny_llama, tin
         flat_some = torch.cat([some["resid"].flatten(), some["mlp"].flatten()])
         assert torch.allclose(flat_some[cells], flat_full[cells], atol=1e-6)
         assert int(flat_some.isnan().sum()) == len(flat_full) - len(cells)
+
+
+def test_an_anchored_bfloat16_grid_starts_every_row_from_float32_states():
+    """With the float32 model as anchor (as trace runs bfloat16), the clean and corrupted runs are float32 and
+    only each row's own layers run in bfloat16: the final-layer cell at the scored position (the clean run
+    itself) is float32's, and the whole grid is closer to float32 than the copy alone gets it."""
+    lm = load(ModelRef(model="fact-gpt2"))
+    lb = reduced_model(lm)
+    for i, fact in enumerate(load_pack("geography").facts[:2]):
+        prep = prepare_fact(lm, fact, i)
+        noise = torch.randn((3, prep.subject[1] - prep.subject[0], lm.d_model), generator=torch.Generator().manual_seed(i))
+        corr = Corrupted(prep.ids, noise * 3 * subject_noise_std(lm, [prep]), prep.subject)
+        g32, alone, anchored = (exact_grid(m, prep, corr, ["resid", "mlp", "attn"], 10, Reporter(), anchor=a)
+                                for m, a in ((lm, None), (lb, None), (lb, lm)))
+        worst = {name: max(float((g[k] - g32[k]).abs().max()) for k in g32) for name, g in
+                 (("alone", alone), ("anchored", anchored))}
+        last = (lm.n_layers - 1, prep.predict_pos)
+        assert abs(float(anchored["resid"][last] - g32["resid"][last])) < 1e-4
+        assert worst["anchored"] < 1.5e-3 and worst["anchored"] < worst["alone"]
 
 
 def test_approx_mode_in_bfloat16_recomputes_the_whole_attribution_grid(lab):

@@ -11,9 +11,18 @@
   float32 model (its own cache entry, counted in the memory budget; the float32 model is never touched).
   Following what the families' reference code keeps in float32 (transformers' Llama/Gemma RMSNorm compute
   in float32; their eager attention takes its softmax in float32; log-softmax over the vocabulary is taken
-  on float32 logits), every norm module of the copy keeps float32 weights and computes in float32 (its
-  output is cast back to the stream's dtype), and callers upcast the unembedding's logits to float32
-  before any softmax. Rotary tables and other buffers stay as loaded.
+  on float32 logits), every norm module of the copy keeps float32 weights and computes in float32, and the
+  residual stream is float32. Measured on gemma-3-270m (bench/trace.py), two more places decide most of the
+  gap to float32, and both are kept at no cost:
+
+  - the norms whose output *is* the residual's increment (Gemma's post norms) and the final norm keep
+    their float32 output (rounding it to bfloat16 alone doubled the error of p(target));
+  - the unembedding is an :class:`ExactTopHead`: bfloat16 logits over the whole vocabulary, each row's
+    largest ones recomputed exactly (the logits' own bfloat16 rounding moves p by up to ~0.015).
+
+  The other norms hand bfloat16 to the next product. Rotary tables and other buffers stay as loaded.
+  Tools whose runs share once-per-input forwards (trace's clean and corrupted runs) compute those on the
+  float32 model and run only the rows in bfloat16 (``exact_grid(..., anchor=)``).
 * **Agreement.** A bfloat16 run recomputes a sample of what it reports in float32: every peak plus a seeded
   random sample of the rest (:func:`choose`), and reports an :class:`Agreement`: how many were
   recomputed, which, the largest absolute difference of the reported quantity, and the readings that
@@ -24,7 +33,7 @@ import copy
 import functools
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Annotated, Any, Literal
@@ -44,6 +53,7 @@ InsistPrecision = Annotated[bool, Field(description="bfloat16 even where it is n
 DTYPE: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 FAST_ENOUGH = 1.2           # bfloat16 counts as fast when its matmul is at least this much quicker
 VARIANT = "bfloat16-norms-float32"
+TOP_EXACT = 32            # logits per row the bfloat16 unembedding recomputes exactly
 ENV_FAST = "NEUROTRACE_FAST_BF16"
 
 
@@ -131,8 +141,45 @@ def _back_to(dtype: torch.dtype) -> Callable[[nn.Module, Any, Any], Any]:
     return back
 
 
-def reduced_copy(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+class ExactTopHead(nn.Linear):
+    """A bfloat16 unembedding whose largest logits are exact: every logit is computed in bfloat16 (the fast
+    product over the whole vocabulary), returned as float32, and each row's ``k`` largest are recomputed in
+    float32 from the float32 input and the weights split in two bfloat16 halves (``weight + lo`` carries 16
+    mantissa bits). The softmax over the vocabulary is dominated by those logits, so p(target) keeps almost
+    float32's precision at bfloat16's cost (a 256k vocabulary: the bfloat16 rounding of the logits alone
+    moves p by up to ~0.015)."""
+
+    def __init__(self, linear: nn.Linear, reference: torch.Tensor, k: int = TOP_EXACT) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features, self.k = linear.in_features, linear.out_features, k
+        self.weight, self.bias = linear.weight, linear.bias
+        self.register_buffer("lo", (reference.float() - self.weight.float()).to(self.weight.dtype), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        z = nn.functional.linear(xf.to(self.weight.dtype), self.weight, self.bias).float()
+        k = min(self.k, z.shape[-1])
+        if k == 0 or z.numel() == 0:
+            return z
+        top = z.topk(k, dim=-1).indices                                           # (..., k)
+        w = self.weight[top].float() + self.lo[top].float()                       # (..., k, D)
+        exact = (w @ xf.unsqueeze(-1)).squeeze(-1)
+        if self.bias is not None:
+            exact = exact + self.bias.float()[top]
+        return z.scatter_(-1, top, exact)
+
+
+def reduced_copy(model: nn.Module, dtype: torch.dtype = torch.bfloat16, *, residual_norms: Collection[str] = (),
+                 final_norm: str | None = None, head: str | None = None) -> nn.Module:
     """A copy of ``model`` with its weights in ``dtype``, except the norms' (float32, computing in float32).
+
+    * The residual stream stays float32: the embedding's output is cast to float32, and each sublayer's
+      output is added to it there.
+    * The norms named in ``residual_norms`` (whose output *is* what the residual stream receives: Gemma's
+      post norms) keep their float32 output, as does ``final_norm`` when it feeds an exact head; the others
+      cast it back to ``dtype`` for the next product.
+    * ``head`` (the unembedding's path), when it is an ``nn.Linear``, becomes an :class:`ExactTopHead`.
+
     The original's tensors are never written (each copied parameter is new; buffers are copied as they are)."""
     memo: dict[int, Any] = {}
     for module in model.modules():
@@ -142,21 +189,35 @@ def reduced_copy(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Mo
                 memo[id(p)] = nn.Parameter(p.detach().to(torch.float32 if keep or not p.is_floating_point()
                                                           else dtype, copy=True), requires_grad=False)
     out = copy.deepcopy(model, memo)
-    for module in out.modules():
+    unembed = out.get_submodule(head) if head else None
+    exact_head = isinstance(unembed, nn.Linear) and not isinstance(unembed, ExactTopHead)
+    float32_out = {*residual_norms, *([final_norm] if exact_head and final_norm else [])}
+    for name, module in out.named_modules():
         if is_norm(module):
             module.register_forward_pre_hook(_to_float32, with_kwargs=True)
-            module.register_forward_hook(_back_to(dtype))
+            if name not in float32_out:
+                module.register_forward_hook(_back_to(dtype))
         elif type(module).__name__.endswith("RotaryEmbedding"):   # cos/sin follow the float32 stream: give
             module.register_forward_hook(_back_to(dtype))           # the attention its own dtype back
     embed = out.get_input_embeddings() if hasattr(out, "get_input_embeddings") else None
     if embed is not None:        # the residual stream in float32: every sublayer's output is added to it there
         embed.register_forward_hook(_back_to(torch.float32))
+    if exact_head:
+        parent, _, leaf = head.rpartition(".")
+        setattr(out.get_submodule(parent) if parent else out, leaf,
+                ExactTopHead(unembed, model.get_submodule(head).weight.detach()))
     return out
 
 
 def reduced_model(loaded: LoadedModel) -> LoadedModel:
-    """The bfloat16 copy of a loaded float32 model (:func:`reduced_copy`), as a LoadedModel of its own key."""
-    model = reduced_copy(loaded.model)
+    """The bfloat16 copy of a loaded float32 model (:func:`reduced_copy`), as a LoadedModel of its own key:
+    the adapter's post norms and final norm keep float32 outputs, and a linear unembedding is exact on
+    each row's largest logits."""
+    ad = loaded.adapter
+    post = ([ad.attn_out.replace("{L}", str(i)) for i in range(loaded.n_layers)]
+            + [ad.mlp_out.replace("{L}", str(i)) for i in range(loaded.n_layers)]) if ad.post_norms else []
+    model = reduced_copy(loaded.model, residual_norms=post, final_norm=ad.final_norm,
+                         head=ad.unembed if ad.final_norm else None)
     ref = loaded.ref.model_copy(update={"dtype": "bfloat16"})
     nbytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     return replace(loaded, key=f"{loaded.key}|{VARIANT}", ref=ref, model=model, nbytes=nbytes,

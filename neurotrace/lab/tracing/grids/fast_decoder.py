@@ -51,7 +51,7 @@ from neurotrace.lab.model.access.adapters import site_name
 from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.forwards import clean_states
+from neurotrace.lab.tracing.forwards import clean_states, compute_dtype
 from neurotrace.lab.tracing.grids.rowplan import (
     Restore,
     Row,
@@ -227,12 +227,17 @@ def position_chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
 
 def fast_decoder_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[str], window: int,
                       reporter: Reporter, rows_per_batch: int = 512,
-                      progress: tuple[int, int] = (0, 1), cells: Collection[int] | None = None
-                      ) -> dict[str, Float[Tensor, "layer pos"]]:
-    """Same numbers as :func:`neurotrace.lab.tracing.grids.grid.exact_grid`, computing only what can change."""
-    n_layers, samples = lm.n_layers, corr.samples
-    clean, _ = clean_states(lm, prep.ids, grid_sites(components, n_layers))
-    resid_pre, kv = corrupted_run(lm, corr.ids, corr.noise, corr.subject)
+                      progress: tuple[int, int] = (0, 1), cells: Collection[int] | None = None,
+                      anchor: LoadedModel | None = None) -> dict[str, Float[Tensor, "layer pos"]]:
+    """Same numbers as :func:`neurotrace.lab.tracing.grids.grid.exact_grid`, computing only what can change
+    (``anchor``: see there)."""
+    n_layers, samples, base = lm.n_layers, corr.samples, anchor or lm
+    clean, _ = clean_states(base, prep.ids, grid_sites(components, n_layers))
+    resid_pre, kv = corrupted_run(base, corr.ids, corr.noise, corr.subject)
+    if base is not lm:          # the rows' own layers attend in their precision
+        dtype = compute_dtype(lm)
+        for layer in kv.layers:
+            layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
     n_cells, groups = group_rows(components, n_layers, len(prep.ids), samples, window, cells)
     out = torch.full((n_cells, samples), float("nan"))
     every = [r for group in groups.values() for r in group]

@@ -25,7 +25,7 @@ from torch import Tensor
 from neurotrace.lab.model.access.hooks import hooked
 from neurotrace.lab.model.weights.loading import LoadedModel
 from neurotrace.lab.progress import Reporter
-from neurotrace.lab.tracing.forwards import clean_states
+from neurotrace.lab.tracing.forwards import clean_states, compute_dtype
 from neurotrace.lab.tracing.grids.rowplan import (
     Level,
     chunks,
@@ -121,15 +121,17 @@ def _run_suffix(lm: LoadedModel, h: Float[Tensor, "state suffix d_model"], start
 
 
 def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[str], window: int, reporter: Reporter,
-              rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1), cells: Collection[int] | None = None
-              ) -> dict[str, Float[Tensor, "layer pos"]]:
+              rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1), cells: Collection[int] | None = None,
+              anchor: LoadedModel | None = None) -> dict[str, Float[Tensor, "layer pos"]]:
     """Same numbers as :func:`neurotrace.lab.tracing.grids.grid.exact_grid`, computing only what can change.
 
     Rows are grouped by their first changed layer and sorted by restored position, so a batch shares
-    one start layer and begins at the smallest restored position among its rows."""
-    n_layers, samples = lm.n_layers, corr.samples
-    clean, _ = clean_states(lm, prep.ids, grid_sites(components, n_layers))
-    resid_pre, qkv = _corrupted_cache(lm, corr.ids, corr.noise, corr.subject)
+    one start layer and begins at the smallest restored position among its rows. ``anchor``: see
+    :func:`neurotrace.lab.tracing.grids.grid.exact_grid`."""
+    n_layers, samples, base = lm.n_layers, corr.samples, anchor or lm
+    clean, _ = clean_states(base, prep.ids, grid_sites(components, n_layers))
+    resid_pre, qkv = _corrupted_cache(base, corr.ids, corr.noise, corr.subject)
+    qkv = [t.to(compute_dtype(lm)) for t in qkv]
     n_cells, groups = group_rows(components, n_layers, len(prep.ids), samples, window, cells)
     out = torch.full((n_cells, samples), float("nan"))
     prefix = unchanged_prefix(prep.ids, corr)

@@ -61,7 +61,8 @@ def corrupted_probs(lm: LoadedModel, prep: PreparedFact, corr: Corrupted) -> Flo
 
 def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components: Sequence[str], window: int,
                reporter: Reporter, rows_per_batch: int = 512, progress: tuple[int, int] = (0, 1),
-               force_full: bool = False, cells: Collection[int] | None = None) -> dict[str, Float[Tensor, "layer pos"]]:
+               force_full: bool = False, cells: Collection[int] | None = None, anchor: LoadedModel | None = None
+               ) -> dict[str, Float[Tensor, "layer pos"]]:
     """Mean p(target) with each cell restored: {component: (n_layers, pos)}.
 
     Every (cell, noise sample) is one row of a batched full forward. Causal decoders (unless
@@ -69,11 +70,16 @@ def exact_grid(lm: LoadedModel, prep: PreparedFact, corr: Corrupted, components:
     a restoration can change: :func:`neurotrace.lab.tracing.grids.fast_gpt2.fast_grid` for GPT-2,
     :func:`neurotrace.lab.tracing.grids.fast_decoder.fast_decoder_grid` for every other decoder family.
     Masked LMs take the full forward. With ``cells`` (flat indices over (component, layer, position)),
-    only those cells are computed; the others are NaN."""
+    only those cells are computed; the others are NaN.
+
+    ``anchor`` (a bfloat16 run: the float32 model ``lm`` was copied from) computes the fast paths' once-per-fact
+    runs, the clean states and the corrupted residuals, keys and values, so every row starts from float32 states
+    and only its own suffix of layers runs in ``lm``'s precision."""
     if supports_fast_path(lm) and not force_full:
-        return fast_grid(lm, prep, corr, components, window, reporter, rows_per_batch, progress, cells)
+        return fast_grid(lm, prep, corr, components, window, reporter, rows_per_batch, progress, cells, anchor)
     if supports_fast_decoder(lm) and not force_full:
-        return fast_decoder_grid(lm, prep, corr, components, window, reporter, rows_per_batch, progress, cells)
+        return fast_decoder_grid(lm, prep, corr, components, window, reporter, rows_per_batch, progress, cells,
+                                 anchor)
     needed = restored_sites(lm, components, window)
     clean, _ = clean_states(lm, prep.ids, needed)
     return restored_grid(lm, prep, corr, components, window, clean, target_probs, reporter, rows_per_batch, progress,
