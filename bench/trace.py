@@ -13,7 +13,8 @@ samples (3 x the subject's embedding std), per fact. Peers:
 * ``bf16``: the same exact grid in bfloat16 (``precision='bfloat16'``: a bfloat16 copy of the model, norms
   and the residual stream in float32), against float32 over the whole grid: the largest |delta IE|, the
   fact peaks (per kind) that move, and the time of the float32 check the tool adds (each fact's peak
-  cells and a seeded sample recomputed in float32). Its work equals float32's; its ceiling is this CPU's
+  cells and a seeded sample recomputed in float32). Each fact's clean and corrupted runs use the float32
+  model (``anchor``), in its time, not its work. Its work about equals float32's; its ceiling is this CPU's
   bfloat16 / float32 matmul speed ratio (printed).
 
 ``--fig2`` runs ROME's Fig. 2 through the trace tool instead: every fact of the known-facts pack on
@@ -190,6 +191,12 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - t
 
 
+@torch.no_grad()
+def knows(lm, prep) -> bool:
+    """Whether the model's top next token on the clean prompt is the target (trace's 'known')."""
+    return int(lm.model(input_ids=prep.ids[None]).logits[0, prep.predict_pos].argmax()) == prep.target_id
+
+
 def fact_peaks(ie: dict[str, torch.Tensor], predict_pos: int) -> dict[str, tuple[int, int]]:
     """Per kind, the (layer, position) of the largest indirect effect (the cells a fact's peak is read from)."""
     out = {}
@@ -283,7 +290,8 @@ def main() -> None:  # noqa: C901 - a linear script
         lb = reduced_model(lm) if "bf16" in peers else None
         if lb is not None:
             clock.works["bf16"] = Work(lb)
-        moved: list[tuple[str, float]] = []   # (which, float32's own gap between the two cells)
+        moved: list[tuple[str, float, bool]] = []   # (which, float32's own gap between the two cells, known fact)
+        n_known = 0
         n_peaks = 0
         n_ref = {"rome": 0, "tl": 0}  # cells timed per peer
         d = {"full": 0.0, "rome": 0.0, "tl": 0.0, "bf16": 0.0}
@@ -320,8 +328,11 @@ def main() -> None:  # noqa: C901 - a linear script
                 d["bf16"] = max(d["bf16"], max(float((ie32[k] - ie16[k]).abs().max()) for k in KINDS))
                 p32, p16 = fact_peaks(ie32, prep.predict_pos), fact_peaks(ie16, prep.predict_pos)
                 n_peaks += len(KINDS)
-                moved += [(f"{fact.id} {k} L{p32[k][0]}->L{p16[k][0]} (float32 {float(ie32[k][p32[k]]):.4f} vs "
-                           f"{float(ie32[k][p16[k]]):.4f})", float(ie32[k][p32[k]] - ie32[k][p16[k]]))
+                known = knows(lm, prep)          # trace skips facts the model does not know, by default
+                n_known += len(KINDS) * known
+                moved += [(f"{fact.id}{'' if known else ' (not known)'} {k} L{p32[k][0]}->L{p16[k][0]} (float32 "
+                           f"{float(ie32[k][p32[k]]):.4f} vs {float(ie32[k][p16[k]]):.4f})",
+                           float(ie32[k][p32[k]] - ie32[k][p16[k]]), known)
                           for k in KINDS if p32[k][0] != p16[k][0]]
                 n_cells = len(KINDS) * lm.n_layers * len(prep.ids)
                 top, rand = choose(n_cells, peak_cells(ie16, prep.predict_pos), RANDOM, i)
@@ -356,10 +367,11 @@ def main() -> None:  # noqa: C901 - a linear script
                   f"work {clock.works['bf16'].macs['bf16'] / macs['ours']:4.2f}x ours")
             print(f"  with its float32 check: {both_w:8.1f} s wall {both_c:8.1f} s CPU  ratio {w['ours'] / both_w:5.2f}x wall "
                   f"{c['ours'] / both_c:5.2f}x CPU (check {w['check']:.1f} s wall)")
-            apart = [m for m, gap in moved if gap > d["bf16"]]   # float32 itself separates them by more than the bound
+            apart = [m for m, gap, _ in moved if gap > d["bf16"]]   # float32 separates them by more than the bound
             print(f"  largest |delta IE| over every cell {d['bf16']:.4f}; fact peaks moved {len(moved)}/{n_peaks}"
-                  + (f" ({'; '.join(m for m, _ in moved[:6])})" if moved else "")
-                  + f"; {len(apart)} of them to a cell float32 puts more than that bound below its peak (not a tie)")
+                  + (f" ({'; '.join(m for m, _, _ in moved[:6])})" if moved else "")
+                  + f"; {len(apart)} of them to a cell float32 puts more than that bound below its peak (not a tie); "
+                  f"on facts the model knows {sum(k for _, _, k in moved)}/{n_known}")
             print(f"  ceiling: a 512x640x2048 matmul runs {f32:.0f} GFLOP/s in float32, {b16:.0f} in bfloat16 here "
                   f"({b16 / f32:.2f}x)")
         if "approx" in w:
