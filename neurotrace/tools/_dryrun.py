@@ -4,8 +4,9 @@ A dry run validates the request, runs every check that needs no forward (the lab
 read and counted) and answers with the whole-job estimate: forward rows, peak memory, the limits they are
 held to and the seconds it would take *here*, from one of two throughputs:
 
-* **learned**: once this server has finished a call of the same tool on the same model, that call's rows
-  per second of wall time (model loading excluded when the model was already loaded);
+* **learned**: once this server has finished a call of the same tool on the same model at the same
+  ``precision``, that call's rows per second of wall time (model loading excluded when the model was already
+  loaded);
 * **measured at start-up** (before any such call): this machine's float32 matmul rate, timed once per
   process on a small product (:func:`neurotrace.lab.jobs.estimates.machine_flops`, about 0.1 s), turned into
   seconds by the model's multiply-adds per token (:func:`~neurotrace.lab.jobs.estimates.token_flops`),
@@ -30,7 +31,7 @@ from neurotrace.lab.lab import Lab
 DETACH_HINT_S = 180.0
 TOKENS_PER_ROW = 0.2       # token-forwards one estimated forward row costs (fitted: see the module docstring)
 OVERHEAD_S = 2.0           # a call's fixed cost beside its forwards (figures, files, the result)
-_rates: dict[tuple[str, str], float] = {}    # (tool, model) -> forward rows per second, the latest completed call's
+_rates: dict[tuple[str, str, str], float] = {}   # (tool, model, precision) -> rows per second, the latest call's
 _lock = threading.Lock()
 
 
@@ -43,36 +44,46 @@ def model_of(request: Any) -> str:
     return str(models[0]) if isinstance(models, (list, tuple)) and models else ""
 
 
-def learn(tool: str, rows: int, seconds: float, model: str = "") -> None:
+def precision_of(request: Any) -> str:
+    """The precision a request asks for ('float32' for tools without the option)."""
+    precision = getattr(request, "precision", None)
+    return precision if isinstance(precision, str) else "float32"
+
+
+def learn(tool: str, rows: int, seconds: float, model: str = "", precision: str = "float32") -> None:
     """Record a completed call's throughput (its estimated rows over its wall time)."""
     if rows > 0 and seconds > 0:
         with _lock:
-            _rates[(tool, model)] = rows / seconds
+            _rates[(tool, model, precision)] = rows / seconds
 
 
-def seconds_for(tool: str, rows: int, lab: Any = None, model: str = "") -> tuple[float | None, str]:
-    """Seconds a job of ``rows`` forward rows of ``tool`` on ``model`` should take here, and their basis:
-    the throughput learned from this server's last such call, else the start-up matmul measurement."""
+def seconds_for(tool: str, rows: int, lab: Any = None, model: str = "", precision: str = "float32"
+                ) -> tuple[float | None, str]:
+    """Seconds a job of ``rows`` forward rows of ``tool`` on ``model`` at ``precision`` should take here, and
+    their basis: the throughput learned from this server's last such call, else the start-up matmul
+    measurement (float32's: a bfloat16 call is then over-estimated, usually 2-3x)."""
     if rows <= 0:
         return None, "no forward rows"
     with _lock:
-        rate = _rates.get((tool, model))
+        rate = _rates.get((tool, model, precision))
+    at = "" if precision == "float32" else f" in {precision}"
     if rate is not None:
-        return rows / rate, f"this server's last completed {tool} call on {model or 'its model'}"
+        return rows / rate, f"this server's last completed {tool} call on {model or 'its model'}{at}"
     d = dims_of(lab, model) if model else GUESS
     if d is GUESS:
         return None, f"none yet: the model's shape is unknown until it is loaded or a {tool} call completes"
     flops = machine_flops()
     seconds = OVERHEAD_S + rows * TOKENS_PER_ROW * token_flops(d) / flops
     return seconds, (f"a prior: this machine's matmul rate measured at start-up ({flops / 1e9:.0f} GFLOP/s) and "
-                     f"the model's size (rough, a few x, until a {tool} call on it completes)")
+                     f"the model's size (rough, a few x, until a {tool} call on it{at} completes)"
+                     + ("; float32's rate, so a bfloat16 call is likely 2-3x quicker" if at else ""))
 
 
 def estimate_of(lab: Lab, request: Any) -> dict[str, Any]:
     """The structured estimate of ``request`` (no forward; refusals are the caller's to raise)."""
     tool = str(getattr(type(request), "tool", "") or "")
     est = job_estimate(request, lab)
-    seconds, basis = seconds_for(tool, est.rows, lab, model_of(request))
+    seconds, basis = seconds_for(tool, est.rows, lab, model_of(request), precision_of(request))
     max_rows = getattr(lab.settings, "max_job_rows", None)
     return {"forward_rows": est.rows, "peak_bytes": est.bytes, "memory_limit_bytes": job_budget(lab),
             "max_job_rows": max_rows, "seconds": None if seconds is None else round(seconds, 1),

@@ -35,7 +35,7 @@ from neurotrace.lab.jobs import job_estimate
 from neurotrace.lab.lab import Lab
 from neurotrace.lab.progress import Reporter
 from neurotrace.lab.runs import URI_PREFIX, media_type
-from neurotrace.tools._dryrun import detach_hint, eta_text, learn, model_of, seconds_for
+from neurotrace.tools._dryrun import detach_hint, eta_text, learn, model_of, precision_of, seconds_for
 from neurotrace.tools._faults import tool_faults
 from neurotrace.tools._jobs import CURRENT_JOB, Jobs
 from neurotrace.tools._queue import wait_turn
@@ -77,13 +77,14 @@ async def run_in_lab(ctx: Context, fn: Callable[..., Any], request: Any) -> Call
     rows = estimate.rows
     tool = str(getattr(type(request), "tool", "") or "")
     model = model_of(request)
-    eta, _ = seconds_for(tool, rows, lab, model)
+    precision = precision_of(request)
+    eta, _ = seconds_for(tool, rows, lab, model, precision)
     job = CURRENT_JOB.get()
     try:
         started = time.perf_counter()
         result = await call_in_thread(ctx, lambda reporter: fn(request, lab=lab, reporter=reporter), eta=eta,
                                       need=estimate.bytes, tool=tool)
-        learn(tool, rows, time.perf_counter() - started, model)
+        learn(tool, rows, time.perf_counter() - started, model, precision)
         packaged = package(result, lab)
         hint = detach_hint(eta) if job is None else None
         if hint:

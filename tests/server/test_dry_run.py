@@ -71,6 +71,30 @@ async def test_the_first_call_has_seconds_from_the_start_up_measurement_and_give
     assert unknown[0] is None and "unknown" in unknown[1]
 
 
+@pytest.mark.usefixtures("fast_bfloat16")
+async def test_seconds_are_learned_per_precision(lab):
+    """A float32 call's throughput does not stand for a bfloat16 call's (2-3x apart): each is learned alone."""
+    from neurotrace.tools import _dryrun
+
+    _dryrun._rates.clear()
+    bf16 = {"request": {**TRACE["request"], "precision": "bfloat16"}}
+
+    async def basis(client, request):
+        return (await client.call_tool("trace", {**request, "dry_run": True})).structured_content["estimate"]
+
+    async with Client(build_server(lab=lab)) as client:
+        with anyio.fail_after(300):
+            assert not (await client.call_tool("trace", TRACE)).is_error
+            f32_est, before = await basis(client, TRACE), await basis(client, bf16)
+            assert not (await client.call_tool("trace", bf16)).is_error
+            after = await basis(client, bf16)
+    assert f32_est["seconds_basis"].startswith("this server's last completed trace call on fact-gpt2")
+    assert "bfloat16" not in f32_est["seconds_basis"]
+    assert before["seconds_basis"].startswith("a prior") and "bfloat16 call is likely" in before["seconds_basis"]
+    assert after["seconds_basis"].endswith("in bfloat16") and after["seconds"] is not None
+    assert after["forward_rows"] > f32_est["forward_rows"]           # the float32 check's rows are counted
+
+
 async def test_a_dry_run_of_an_oversize_job_is_the_same_typed_refusal(lab):
     huge = {"request": {"model": "fact-gpt2", "neurons": ["1:3"], "prompts": ["p"] * 100_000,
                         "values": [float(v) for v in range(1000)]}, "dry_run": True}
