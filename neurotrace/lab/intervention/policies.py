@@ -58,6 +58,7 @@ class PolicyContext:
     n_heads: int = 1
     text_acts: Callable[[str, str], Tensor] | None = None                  # (site, text) -> clean (pos, width)
     start: int = 0                                 # absolute position of the forward's first fed token
+    unfitted: frozenset[int] = frozenset()         # prompt positions the dictionary was not trained on
 
     def source(self, site: str, text: str) -> Tensor:
         if (site, text) not in self.sources and self.text_acts is not None:
@@ -102,6 +103,8 @@ class _FeaturePolicy(InterventionPolicy):
 
     def apply(self, step: int, h: Tensor, sae: Dictionary | None, context: PolicyContext) -> Tensor:
         pos = self._pos(h, context)
+        if self.positions is None:     # every position: those the dictionary reads (not position 0, a special
+            pos = [p for p in pos if p + context.start not in context.unfitted]   # token or an attention sink)
         if not pos:
             return h
         f = torch.tensor(self.features, dtype=torch.long, device=h.device)

@@ -221,10 +221,27 @@ def rank_features(lm: LoadedModel, sae: Dictionary, ids: list[int], metric_token
                           density=density.of(int(feats[i])) if density is not None else None) for i in order]
 
 
-def _policy_context(lm: LoadedModel, policies: list[Any], sae: Dictionary | None, prompt_len: int,
+def unfitted_positions(lm: LoadedModel, sae: Dictionary, ids: list[int]) -> frozenset[int]:
+    """The prompt positions a dictionary was not trained on (:func:`~neurotrace.lab.sae.fitted_positions`'s
+    rule on the clean activations at its site: position 0, special tokens, attention-sink rows)."""
+    acts: dict[str, torch.Tensor] = {}
+
+    def rec(act: torch.Tensor, site: str) -> None:
+        acts["h"] = act.detach()[0]
+
+    x = torch.tensor([ids], device=lm.device)
+    with torch.no_grad(), hooked(lm.model, lm.adapter, {sae.cfg.site: rec}):
+        lm.model(input_ids=x, attention_mask=torch.ones_like(x))
+    return frozenset(range(len(ids))) - set(fitted_positions(ids, lm.tokenizer.all_special_ids, acts["h"]))
+
+
+def _policy_context(lm: LoadedModel, policies: list[Any], sae: Dictionary | None, ids: list[int],
                     text_acts: Any = None) -> PolicyContext:
-    """A PolicyContext with every source's clean forward done now, never inside an edited forward."""
-    ctx = PolicyContext(prompt_len=prompt_len, n_heads=lm.n_heads, text_acts=text_acts or clean_text_acts(lm))
+    """A PolicyContext with every source's clean forward done now, never inside an edited forward; feature
+    edits at every position leave out the rows the dictionary was not trained on."""
+    every = sae is not None and any(isinstance(p, FEATURE_POLICIES) and p.positions is None for p in policies)
+    ctx = PolicyContext(prompt_len=len(ids), n_heads=lm.n_heads, text_acts=text_acts or clean_text_acts(lm),
+                        unfitted=unfitted_positions(lm, sae, ids) if every else frozenset())
     for p in policies:
         for site, text in p.sources(sae) if isinstance(p, FEATURE_POLICIES) else []:
             ctx.source(site, text)
@@ -252,7 +269,7 @@ def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: D
     policies = list(request.policies)
     n = request.max_new_tokens
     _check_positions(policies, len(ids), n, index)
-    ctx = _policy_context(lm, policies, sae, len(ids))
+    ctx = _policy_context(lm, policies, sae, ids)
     info = StepInfo(0, len(ids), source_step=index)
     plan = plan_step_edits(policies, len(ids), max(1, n), lm.lm_kind, field="policies", positionwise=_KINDS)
     context_at = _context_at(lm, policies, sae, ctx, info, load_states)
@@ -291,8 +308,9 @@ def _metric(lm: LoadedModel, case: PromptCase, base: Continuation) -> Metric:
 def _bound(lm: LoadedModel, policies: list[Any], sae: Dictionary | None, case: PromptCase, index: int,
            load_states: Any, text_acts: Any) -> Callable[[int], Any]:
     """step -> the context applying ``policies`` to a full forward over ``case.prompt`` (+ generated tokens)."""
-    n = len(lm.tokenizer(case.prompt).input_ids)
-    ctx = _policy_context(lm, policies, sae, n, text_acts)
+    ids = list(lm.tokenizer(case.prompt).input_ids)
+    n = len(ids)
+    ctx = _policy_context(lm, policies, sae, ids, text_acts)
     context = _context_at(lm, policies, sae, ctx, StepInfo(0, n, source_step=index), load_states)
     return lambda step: context(step, 0)
 
@@ -301,8 +319,10 @@ def _control_sets(lm: LoadedModel, request: InterveneRequest, policies: list[Any
                   ctx: PolicyContext, case: PromptCase, prompt_len: int) -> dict[str, list[list[Any]]]:
     mass = None
     if sae is not None and any(isinstance(p, FEATURE_POLICIES) for p in policies):
+        rows = [p for p in range(prompt_len) if p not in ctx.unfitted]    # the rows a feature edit reaches
         with torch.no_grad():
-            mass = sae.encode(ctx.text_acts(sae.cfg.site, case.prompt).to(lm.device)).float().sum(0).cpu()
+            acts = ctx.text_acts(sae.cfg.site, case.prompt).to(lm.device)
+            mass = sae.encode(acts[rows] if rows else acts).float().sum(0).cpu()
     return control_sets(policies, n=request.controls, seed=request.seed, n_layers=lm.n_layers, n_heads=lm.n_heads,
                         d_mlp=lm.d_mlp, prompt_len=prompt_len, feature_mass=mass,
                         is_feature=lambda p: isinstance(p, FEATURE_POLICIES))
@@ -320,7 +340,7 @@ def damage(lm: LoadedModel, request: InterveneRequest, entries: list[PromptRepor
     acts = clean_text_acts(lm)
 
     def edit_for(ids: Any) -> Any:
-        ctx = _policy_context(lm, policies, sae, len(ids), acts)
+        ctx = _policy_context(lm, policies, sae, list(ids), acts)
         return _context_at(lm, policies, sae, ctx, StepInfo(0, len(ids), source_step=0), load_states)(step, 0)
 
     generated = [e for e in entries if e.baseline.tokens or e.intervened.tokens]

@@ -92,3 +92,33 @@ def test_ablating_a_dense_feature_says_so_beside_the_verdict(setup):
     sparse = intervene(lab, dictionary=ref, policies=[{"kind": "ablate_features", "features": [0]}], controls=1,
                        rank_features=0)
     assert sparse.dense_edited == [] and "includes dense" not in sparse.summary
+
+
+def test_a_feature_edit_at_every_position_leaves_out_the_rows_the_dictionary_was_not_trained_on(setup):
+    """positions=null edits exactly fit_sae's rows (here: not position 0): the same numbers as listing the other
+    positions, and not those of an edit that includes position 0 (the control)."""
+
+    from neurotrace.lab.capture.edits import clean_text_acts
+    from neurotrace.lab.intervention.run import unfitted_positions
+    from neurotrace.lab.model.weights.loading import ModelRef
+
+    lab, fit = setup
+    d = load_dictionary(lab, fit)
+    prompt = PROMPTS[0]["prompt"]
+    with lab.cache.lease(ModelRef(model=d.cfg.model)) as lm:
+        ids = list(lm.tokenizer(prompt).input_ids)
+        codes = d.encode(clean_text_acts(lm)(SITE, prompt))
+        assert unfitted_positions(lm, d, ids) == {0}
+    feats = sorted({int(i) for i in codes[0].topk(4).indices} | {int(i) for i in codes[-1].topk(4).indices})
+    n = len(ids)
+
+    def edit(positions):
+        policy = {"kind": "ablate_features", "features": feats, **({"positions": positions} if positions else {})}
+        return intervene(lab, fit_sae_run_id=fit, policies=[policy], rank_features=0)
+
+    every, listed, with0 = edit(None), edit(list(range(1, n))), edit(list(range(n)))
+    assert every.mean_p_target_change is not None and every.mean_p_target_change != 0
+    assert every.mean_p_target_change == listed.mean_p_target_change
+    assert abs(with0.mean_p_target_change - every.mean_p_target_change) > 1e-7
+    assert "leave out position 0, special tokens and attention-sink rows" in every.summary
+    assert "leave out position 0" not in listed.summary
