@@ -45,7 +45,9 @@ GenSteps = Annotated[list[Annotated[int, Field(ge=0)]] | None,
                      Field(description="Generation steps where the policy acts (0 = the forward over the prompt, "
                                        "s = the forward producing new token s); null = every step.")]
 Positions = Annotated[list[int] | None, Field(description="Token positions; negative counts from the end of the "
-                                                          "prompt (-1 = last prompt token); null = all.")]
+                                                          "prompt (-1 = last prompt token); null = all (feature "
+                                                          "edits: all the dictionary was fitted on, not position 0, "
+                                                          "special tokens or attention sinks).")]
 Features = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, description="SAE feature indices.")]
 
 
