@@ -15,7 +15,8 @@ For every prompt:
    are each ablated alone (error-preserving, all positions, step 0) in one batched forward; the
    effect is the change in log p(target) (or of the baseline's first token without a target). Both the
    activations and the ablations are at the positions the dictionary reads as it was fitted (not position 0,
-   a special token or a massive-norm attention sink: there features fire in the hundreds). The
+   a special token or a massive-norm attention sink: there features fire in the hundreds;
+   :mod:`neurotrace.lab.intervention.ranking`). The
    candidates leave out **dense** features (firing on more than 10% of tokens by the dictionary's own
    density, :mod:`neurotrace.lab.sae.density`: position or the mean direction, not a meaning) unless
    ``include_dense``; each ranked feature reports its density (null where the dictionary has none).
@@ -56,10 +57,10 @@ from neurotrace.lab.explain import dictionary_labels
 from neurotrace.lab.intervention.controls import Metric, control_effects
 from neurotrace.lab.intervention.policies import FEATURE_POLICIES, PolicyContext, check_policies
 from neurotrace.lab.intervention.precision import PromptsCheck, compare, deciding_prompt, pick, to_agreement
+from neurotrace.lab.intervention.ranking import rank_features, unfitted_positions
 from neurotrace.lab.intervention.report import write_report
 from neurotrace.lab.intervention.schema import (
     ControlEffects,
-    FeatureEffect,
     InterveneRequest,
     InterveneResult,
     Outcome,
@@ -80,7 +81,6 @@ from neurotrace.lab.model.runtime.stepwise import (
     ContextAt,
     Continuation,
     continue_greedy,
-    prediction_position,
 )
 from neurotrace.lab.model.weights.loading import LoadedModel, ModelRef
 from neurotrace.lab.progress import NULL_REPORTER, Reporter
@@ -89,7 +89,6 @@ from neurotrace.lab.sae import (
     Dictionary,
     SAEMetrics,
     check_fits,
-    fitted_positions,
     load_dictionary,
     load_sae_run,
     record_dictionary,
@@ -178,70 +177,16 @@ def _per_step(lm: LoadedModel, tokens: list[int], base: Continuation, forced: Co
     return rows
 
 
-@torch.no_grad()
-def rank_features(lm: LoadedModel, sae: Dictionary, ids: list[int], metric_token: int, top: int,
-                  include_dense: bool = False) -> list[FeatureEffect]:
-    """Ablate each of the ``top`` most active features alone (batched) and rank by |change in log p|; dense
-    features (``sae.density``) are no candidates unless ``include_dense``. Activations and ablations are at the
-    positions the dictionary was trained on (:func:`~neurotrace.lab.sae.fitted_positions`: not position 0, a
-    special token or an attention sink's massive row, where features fire in the hundreds off-distribution)."""
-    density = sae.density
-    acts: dict[str, torch.Tensor] = {}
-
-    def rec(act: torch.Tensor, site: str) -> None:
-        acts["h"] = act.detach()
-
-    x = torch.tensor([ids], device=lm.device)
-    pos = prediction_position(lm, ids)
-    with hooked(lm.model, lm.adapter, {sae.cfg.site: rec}):
-        clean = torch.log_softmax(lm.model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, pos].float(), -1)
-    keep = fitted_positions(ids, lm.tokenizer.all_special_ids, acts["h"][0])   # the rows the dictionary reads
-    peak = sae.encode(acts["h"][0][keep]).max(0).values                  # (d_sae,)
-    at = torch.zeros(len(ids), 1, dtype=torch.bool, device=peak.device)
-    at[keep] = True
-    candidates = peak
-    if density is not None and not include_dense:
-        candidates = peak.masked_fill(torch.from_numpy(density.dense()).to(peak.device), 0.0)
-    n = min(top, int((candidates > 0).sum()))
-    if n == 0:
-        return []
-    feats = candidates.topk(n).indices.sort().values                             # sorted for a stable batch order
-
-    def ablate(act: torch.Tensor, site: str) -> torch.Tensor:
-        a = sae.encode(act)                                                # (n, pos, d_sae)
-        own = a.gather(2, feats.view(-1, 1, 1).expand(-1, a.shape[1], 1)) * at   # (n, pos, 1), kept positions
-        return act - (own * sae.directions(feats)[:, None, :]).to(act.dtype)
-
-    xb = x.expand(n, -1)
-    with hooked(lm.model, lm.adapter, {sae.cfg.site: ablate}):
-        logits = lm.model(input_ids=xb, attention_mask=torch.ones_like(xb)).logits[:, pos].float()
-    effect = torch.log_softmax(logits, -1)[:, metric_token] - clean[metric_token]
-    order = sorted(range(n), key=lambda i: (-abs(float(effect[i])), int(feats[i])))
-    return [FeatureEffect(feature=int(feats[i]), effect=float(effect[i]), activation=float(peak[feats[i]]),
-                          density=density.of(int(feats[i])) if density is not None else None) for i in order]
-
-
-def unfitted_positions(lm: LoadedModel, sae: Dictionary, ids: list[int]) -> frozenset[int]:
-    """The prompt positions a dictionary was not trained on (:func:`~neurotrace.lab.sae.fitted_positions`'s
-    rule on the clean activations at its site: position 0, special tokens, attention-sink rows)."""
-    acts: dict[str, torch.Tensor] = {}
-
-    def rec(act: torch.Tensor, site: str) -> None:
-        acts["h"] = act.detach()[0]
-
-    x = torch.tensor([ids], device=lm.device)
-    with torch.no_grad(), hooked(lm.model, lm.adapter, {sae.cfg.site: rec}):
-        lm.model(input_ids=x, attention_mask=torch.ones_like(x))
-    return frozenset(range(len(ids))) - set(fitted_positions(ids, lm.tokenizer.all_special_ids, acts["h"]))
-
-
 def _policy_context(lm: LoadedModel, policies: list[Any], sae: Dictionary | None, ids: list[int],
-                    text_acts: Any = None) -> PolicyContext:
+                    text_acts: Any = None, unfitted: frozenset[int] | None = None) -> PolicyContext:
     """A PolicyContext with every source's clean forward done now, never inside an edited forward; feature
-    edits at every position leave out the rows the dictionary was not trained on."""
-    every = sae is not None and any(isinstance(p, FEATURE_POLICIES) and p.positions is None for p in policies)
+    edits at every position leave out the rows the dictionary was not trained on (``unfitted``, found here
+    unless the caller already has them for these ``ids``)."""
+    if unfitted is None:
+        every = sae is not None and any(isinstance(p, FEATURE_POLICIES) and p.positions is None for p in policies)
+        unfitted = unfitted_positions(lm, sae, ids) if every else frozenset()
     ctx = PolicyContext(prompt_len=len(ids), n_heads=lm.n_heads, text_acts=text_acts or clean_text_acts(lm),
-                        unfitted=unfitted_positions(lm, sae, ids) if every else frozenset())
+                        unfitted=unfitted)
     for p in policies:
         for site, text in p.sources(sae) if isinstance(p, FEATURE_POLICIES) else []:
             ctx.source(site, text)
@@ -283,7 +228,7 @@ def _prompt(lm: LoadedModel, request: InterveneRequest, case: PromptCase, sae: D
     if policies and request.controls:
         def sites_at(step: int) -> list[str]:
             return list(policy_hooks(policies, step, sae, ctx, lm, info, load_states))
-        families = {name: [_bound(lm, ctrl, sae, case, index, load_states, ctx.text_acts) for ctrl in sets]
+        families = {name: [_bound(lm, ctrl, sae, case, index, load_states, ctx) for ctrl in sets]
                     for name, sets in _control_sets(lm, request, policies, sae, ctx, case, len(ids)).items()}
         entry.controls = ControlEffects.model_validate(control_effects(
             lm, ids, base.tokens, policies, lambda k: context_at(k, 0), sites_at, metric, request.controls,
@@ -306,11 +251,12 @@ def _metric(lm: LoadedModel, case: PromptCase, base: Continuation) -> Metric:
 
 
 def _bound(lm: LoadedModel, policies: list[Any], sae: Dictionary | None, case: PromptCase, index: int,
-           load_states: Any, text_acts: Any) -> Callable[[int], Any]:
-    """step -> the context applying ``policies`` to a full forward over ``case.prompt`` (+ generated tokens)."""
+           load_states: Any, prompt_ctx: PolicyContext) -> Callable[[int], Any]:
+    """step -> the context applying ``policies`` (a control of the prompt's) to a full forward over
+    ``case.prompt`` (+ generated tokens); the prompt's context lends its clean activations and unfitted rows."""
     ids = list(lm.tokenizer(case.prompt).input_ids)
     n = len(ids)
-    ctx = _policy_context(lm, policies, sae, ids, text_acts)
+    ctx = _policy_context(lm, policies, sae, ids, prompt_ctx.text_acts, prompt_ctx.unfitted)
     context = _context_at(lm, policies, sae, ctx, StepInfo(0, n, source_step=index), load_states)
     return lambda step: context(step, 0)
 

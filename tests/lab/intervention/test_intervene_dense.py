@@ -99,7 +99,7 @@ def test_a_feature_edit_at_every_position_leaves_out_the_rows_the_dictionary_was
     positions, and not those of an edit that includes position 0 (the control)."""
 
     from neurotrace.lab.capture.edits import clean_text_acts
-    from neurotrace.lab.intervention.run import unfitted_positions
+    from neurotrace.lab.intervention.ranking import unfitted_positions
     from neurotrace.lab.model.weights.loading import ModelRef
 
     lab, fit = setup
