@@ -323,8 +323,9 @@ def main() -> None:  # noqa: C901 - a linear script
                 d[peer] = max(d[peer], max(abs(float(ours[k][layer, p]) - v) for (k, layer, p), v in zip(sample, vals, strict=True)))
             if lb is not None:
                 g16 = clock.run("bf16", exact_grid, lb, prep, corr, KINDS, args.window, Reporter(), anchor=lm)
-                ie32 = {k: v - float(corrupted_probs(lm, prep, corr).mean()) for k, v in ours.items()}
-                ie16 = {k: v - float(corrupted_probs(lm, prep, corr).mean()) for k, v in g16.items()}   # as trace
+                p_corr = float(corrupted_probs(lm, prep, corr).mean())     # float32 for both, as trace
+                ie32 = {k: v - p_corr for k, v in ours.items()}
+                ie16 = {k: v - p_corr for k, v in g16.items()}
                 d["bf16"] = max(d["bf16"], max(float((ie32[k] - ie16[k]).abs().max()) for k in KINDS))
                 p32, p16 = fact_peaks(ie32, prep.predict_pos), fact_peaks(ie16, prep.predict_pos)
                 n_peaks += len(KINDS)

@@ -108,9 +108,10 @@ def _grids(request: TraceRequest, lm: LoadedModel, checked: Checked, corr: Corru
     prep, components, extra = checked.prep, list(request.components), {}
     nnsight = traced(lm)  # the same grids, every forward (and backward) in nnsight's trace
     exact_grid_ = exact_grid_nnsight if nnsight else exact_grid
+    if request.mode == "exact" and nnsight:      # float32 only: bfloat16 refuses the nnsight backend
+        return exact_grid_nnsight(lm, prep, corr, components, window, reporter, progress=progress), extra
     if request.mode == "exact":
-        return exact_grid_(lm, prep, corr, components, window, reporter, progress=progress,
-                           **({"anchor": anchor} if anchor is not None else {})), extra
+        return exact_grid(lm, prep, corr, components, window, reporter, progress=progress, anchor=anchor), extra
     approx = (approx_grid_nnsight if nnsight else approx_grid)(lm, prep, corr, components, window)
     extra["approx_indirect"] = {k: v.tolist() for k, v in approx.items()}
     if request.check_agreement:
@@ -298,8 +299,8 @@ def _lease(request: TraceRequest, lab: Lab, ref: ModelRef, precision: PrecisionN
 
 @contextmanager
 def _lease_pair(request: TraceRequest, lab: Lab, ref: ModelRef, precision: PrecisionName) -> Iterator[tuple[Any, Any]]:
-    """(the model to run, its float32 model): the same model twice in float32 or remotely."""
-    if request.remote or precision == "float32":
+    """(the model to run, its float32 model): :func:`lease_pair`, or the remote client twice."""
+    if request.remote:
         with _lease(request, lab, ref, precision) as lm:
             yield lm, lm
         return

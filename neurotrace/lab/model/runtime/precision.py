@@ -156,14 +156,13 @@ class ExactTopHead(nn.Linear):
         self.register_buffer("lo", (reference.float() - self.weight.float()).to(self.weight.dtype), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        z = nn.functional.linear(xf.to(self.weight.dtype), self.weight, self.bias).float()
+        z = nn.functional.linear(x.to(self.weight.dtype), self.weight, self.bias).float()
         k = min(self.k, z.shape[-1])
         if k == 0 or z.numel() == 0:
             return z
         top = z.topk(k, dim=-1).indices                                           # (..., k)
         w = self.weight[top].float() + self.lo[top].float()                       # (..., k, D)
-        exact = (w @ xf.unsqueeze(-1)).squeeze(-1)
+        exact = (w @ x.float().unsqueeze(-1)).squeeze(-1)
         if self.bias is not None:
             exact = exact + self.bias.float()[top]
         return z.scatter_(-1, top, exact)
@@ -190,7 +189,7 @@ def reduced_copy(model: nn.Module, dtype: torch.dtype = torch.bfloat16, *, resid
                                                           else dtype, copy=True), requires_grad=False)
     out = copy.deepcopy(model, memo)
     unembed = out.get_submodule(head) if head else None
-    exact_head = isinstance(unembed, nn.Linear) and not isinstance(unembed, ExactTopHead)
+    exact_head = isinstance(unembed, nn.Linear)
     float32_out = {*residual_norms, *([final_norm] if exact_head and final_norm else [])}
     for name, module in out.named_modules():
         if is_norm(module):

@@ -131,7 +131,9 @@ def fast_grid(lm: LoadedModel, prep: PreparedFact, corr, components: Sequence[st
     n_layers, samples, base = lm.n_layers, corr.samples, anchor or lm
     clean, _ = clean_states(base, prep.ids, grid_sites(components, n_layers))
     resid_pre, qkv = _corrupted_cache(base, corr.ids, corr.noise, corr.subject)
-    qkv = [t.to(compute_dtype(lm)) for t in qkv]
+    if base is not lm:          # the rows' own layers attend in their precision
+        dtype = compute_dtype(lm)
+        qkv = [t.to(dtype) for t in qkv]
     n_cells, groups = group_rows(components, n_layers, len(prep.ids), samples, window, cells)
     out = torch.full((n_cells, samples), float("nan"))
     prefix = unchanged_prefix(prep.ids, corr)
