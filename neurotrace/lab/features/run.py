@@ -99,13 +99,13 @@ def _listing(index: FeatureIndex, top_token: list[str], request: FeaturesRequest
     return rows, (nxt if nxt < index.d_sae else None)
 
 
-@torch.no_grad()
 def specificity(index: FeatureIndex) -> np.ndarray:
     """log10(1 / density) per feature, the density floored at one row (a feature that never fired on the
     corpus counts as firing once)."""
     return np.log10(1.0 / np.maximum(index.frequency, 1.0 / max(1, index.n_rows)))
 
 
+@torch.no_grad()
 def _prompt_features(lm: LoadedModel, d: Any, site: str, index: FeatureIndex, text: str, n: int,
                      include_dense: bool = False) -> list[PromptFeature]:
     ids = lm.tokenizer(text).input_ids
