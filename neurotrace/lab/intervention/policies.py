@@ -160,6 +160,12 @@ Policy = Annotated[AblateFeatures | ClampFeatures | PatchFeatures | ZeroAblation
 FEATURE_POLICIES = (AblateFeatures, ClampFeatures, PatchFeatures)
 
 
+def features_everywhere(policies: list[Any]) -> bool:
+    """Whether a feature edit acts without ``positions``: then it leaves out the rows the dictionary was not
+    trained on (:attr:`PolicyContext.unfitted`)."""
+    return any(isinstance(p, FEATURE_POLICIES) and p.positions is None for p in policies)
+
+
 def check_policies(policies: list[Any], sae: Dictionary | None) -> None:
     """InputError('policies') for SAE feature indices out of range (component edits: capture's validate)."""
     for i, p in enumerate(policies):

@@ -17,7 +17,7 @@ from neurotrace.lab.effects import (
 )
 from neurotrace.lab.intervention.controls import RANDOM, RULES, SHORT_RULES, Judgement, verdict
 from neurotrace.lab.intervention.figures import REPORT_FILE, effects_figure, rank_metric
-from neurotrace.lab.intervention.policies import FEATURE_POLICIES
+from neurotrace.lab.intervention.policies import features_everywhere
 from neurotrace.lab.intervention.schema import (
     ControlFamily,
     FeatureEffect,
@@ -171,7 +171,7 @@ def _summary(request: InterveneRequest, entries: list[PromptReport], features: l
         text += (f"; top SAE feature when ablated alone: f{features[0].feature} ({features[0].effect:+.4f} nats "
                  f"of {rank_metric(entries)}, mean over prompts)")
     text += _dense_text(request, sae, j)
-    if any(isinstance(p, FEATURE_POLICIES) and p.positions is None for p in request.policies):
+    if features_everywhere(list(request.policies)):
         text += ("; feature edits at every position leave out position 0, special tokens and attention-sink rows "
                  "(the dictionary was not trained on them)")
     if sae_caution:

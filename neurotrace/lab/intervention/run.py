@@ -55,7 +55,12 @@ from neurotrace.lab.effects import Damage, NeutralSet, judge, new_collapses
 from neurotrace.lab.errors import InputError, NotFound
 from neurotrace.lab.explain import dictionary_labels
 from neurotrace.lab.intervention.controls import Metric, control_effects
-from neurotrace.lab.intervention.policies import FEATURE_POLICIES, PolicyContext, check_policies
+from neurotrace.lab.intervention.policies import (
+    FEATURE_POLICIES,
+    PolicyContext,
+    check_policies,
+    features_everywhere,
+)
 from neurotrace.lab.intervention.precision import PromptsCheck, compare, deciding_prompt, pick, to_agreement
 from neurotrace.lab.intervention.ranking import rank_features, unfitted_positions
 from neurotrace.lab.intervention.report import write_report
@@ -183,8 +188,7 @@ def _policy_context(lm: LoadedModel, policies: list[Any], sae: Dictionary | None
     edits at every position leave out the rows the dictionary was not trained on (``unfitted``, found here
     unless the caller already has them for these ``ids``)."""
     if unfitted is None:
-        every = sae is not None and any(isinstance(p, FEATURE_POLICIES) and p.positions is None for p in policies)
-        unfitted = unfitted_positions(lm, sae, ids) if every else frozenset()
+        unfitted = unfitted_positions(lm, sae, ids) if sae is not None and features_everywhere(policies) else frozenset()
     ctx = PolicyContext(prompt_len=len(ids), n_heads=lm.n_heads, text_acts=text_acts or clean_text_acts(lm),
                         unfitted=unfitted)
     for p in policies:
